@@ -1,0 +1,52 @@
+"""COCO detection data for DETR finetuning (DETR's augmentation: flip + multi-scale + random-crop branch)."""
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.evaluation import COCOEvaluator
+from omegaconf import OmegaConf
+
+from siamese_detr.data.dataset_checks import get_checked_dataset_dicts
+from siamese_detr.data.detr_mapper import DetrDatasetMapper
+from siamese_detr.utils import detectron2_has_compiled_ops
+
+# DETR: train short side 480..800 (step 32), max 1333; crop branch: resize to 400/500/600,
+# random crop 384..600 (absolute), then the multi-scale resize; test short side 800.
+TRAIN_SCALES = [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800]
+
+dataloader = OmegaConf.create()
+
+dataloader.train = L(build_detection_train_loader)(
+    dataset=L(get_checked_dataset_dicts)(names="coco_2017_train", filter_empty=True),
+    mapper=L(DetrDatasetMapper)(
+        is_train=True,
+        augmentation=[
+            L(T.RandomFlip)(),
+            L(T.ResizeShortestEdge)(short_edge_length=TRAIN_SCALES, max_size=1333, sample_style="choice"),
+        ],
+        augmentation_with_crop=[
+            L(T.RandomFlip)(),
+            L(T.ResizeShortestEdge)(short_edge_length=[400, 500, 600], sample_style="choice"),
+            L(T.RandomCrop)(crop_type="absolute_range", crop_size=(384, 600)),
+            L(T.ResizeShortestEdge)(short_edge_length=TRAIN_SCALES, max_size=1333, sample_style="choice"),
+        ],
+        image_format="BGR",
+    ),
+    total_batch_size=32,
+    num_workers=4,
+)
+
+dataloader.test = L(build_detection_test_loader)(
+    dataset=L(get_checked_dataset_dicts)(names="coco_2017_val", filter_empty=False),
+    mapper=L(DetrDatasetMapper)(
+        is_train=False,
+        augmentation=[L(T.ResizeShortestEdge)(short_edge_length=800, max_size=1333)],
+        image_format="${...train.mapper.image_format}",
+    ),
+    num_workers=4,
+)
+
+dataloader.evaluator = L(COCOEvaluator)(
+    dataset_name="${..test.dataset.names}",
+    # the fast evaluation needs detectron2's C++ ops (absent from the PyPI build)
+    use_fast_impl=detectron2_has_compiled_ops(),
+)

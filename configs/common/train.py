@@ -1,0 +1,21 @@
+"""The ``train`` dict read by tools/lazyconfig_train_net.py (detectron2's configs/common/train.py, extended)."""
+from siamese_detr.utils import default_device
+
+train = dict(
+    output_dir="./output",
+    # a detectron2 checkpoint (.pth) to initialise from, e.g. a pretraining model_final.pth
+    init_checkpoint="",
+    max_iter=90000,
+    # AMP is used only where CUDA is present (the training script turns it off on CPU)
+    amp=dict(enabled=False),
+    ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+    checkpointer=dict(period=5000, max_to_keep=100),
+    eval_period=5000,
+    log_period=20,
+    # "cuda" when a GPU is visible, else "cpu"; override with train.device=...
+    device=default_device(),
+    # total gradient L2 norm is clipped to this value (DETR: 0.1); <= 0 disables
+    clip_grad=dict(max_norm=0.1, norm_type=2.0),
+    # < 0: a random seed per run; >= 0: deterministic (seed + rank per process)
+    seed=-1,
+)

@@ -1,0 +1,1 @@
+"""Siamese DETR, UP-DETR and DETReg self-supervised pretraining for Detectron2."""

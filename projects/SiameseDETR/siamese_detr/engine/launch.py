@@ -1,0 +1,60 @@
+"""Multi-process launch that also works without GPUs (gloo on CPU).
+
+detectron2's ``launch`` (v0.6) asserts CUDA and always uses NCCL. With GPUs we delegate to it
+unchanged; without GPUs we spawn ``num_processes`` CPU workers that join a gloo process group
+and set up detectron2's local process group, so ``detectron2.utils.comm`` works as usual.
+"""
+import logging
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from detectron2.engine import launch as d2_launch
+from detectron2.engine.launch import _find_free_port
+from detectron2.utils import comm
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+def launch(main_func, num_processes, num_machines=1, machine_rank=0, dist_url=None, args=(),
+           timeout=DEFAULT_TIMEOUT):
+    """Run ``main_func(*args)`` in ``num_processes`` processes per machine.
+
+    Args:
+        num_processes: processes per machine (GPUs per machine when CUDA is available).
+        dist_url: ``tcp://host:port``, ``file://...`` or ``"auto"`` (a free local port).
+    Other arguments as :func:`detectron2.engine.launch`.
+    """
+    if torch.cuda.is_available():
+        return d2_launch(main_func, num_processes, num_machines=num_machines, machine_rank=machine_rank,
+                         dist_url=dist_url, args=args, timeout=timeout)
+    world_size = num_machines * num_processes
+    if world_size <= 1:
+        return main_func(*args)
+    if dist_url in (None, "auto"):
+        if num_machines != 1:
+            raise ValueError("dist_url='auto' only works on one machine; pass --dist-url tcp://HOST:PORT")
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    mp.spawn(_cpu_worker, nprocs=num_processes, daemon=False,
+             args=(main_func, world_size, num_processes, machine_rank, dist_url, args, timeout))
+
+
+def _cpu_worker(local_rank, main_func, world_size, num_processes, machine_rank, dist_url, args, timeout):
+    global_rank = machine_rank * num_processes + local_rank
+    try:
+        dist.init_process_group("gloo", init_method=dist_url, world_size=world_size, rank=global_rank,
+                                timeout=timeout)
+    except Exception:
+        logging.getLogger(__name__).error(f"Could not join the gloo process group at {dist_url}")
+        raise
+    num_machines = world_size // num_processes
+    for i in range(num_machines):
+        group = dist.new_group(list(range(i * num_processes, (i + 1) * num_processes)))
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group
+    comm.synchronize()
+    try:
+        main_func(*args)
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,65 @@
+"""Command-line ``key=value`` overrides that refuse keys the config does not have.
+
+detectron2's ``LazyConfig.apply_overrides`` silently creates a new key when the last part of a
+dotted key is misspelled (``train.max_iterr=10`` trains for the default length). Here such a key
+is an error that names it and suggests the closest existing keys. Prefix a key with ``+`` to add
+a key on purpose (hydra's convention): ``+model.new_arg=3``.
+"""
+import difflib
+from typing import Iterable, List
+
+from detectron2.config import LazyConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+_MISSING = object()
+
+
+def _all_keys(cfg, prefix: str = "") -> List[str]:
+    keys = []
+    items = cfg.items() if isinstance(cfg, DictConfig) else enumerate(cfg) if isinstance(cfg, ListConfig) else []
+    for k, v in items:
+        name = f"{prefix}{k}"
+        keys.append(name)
+        if isinstance(v, (DictConfig, ListConfig)):
+            keys.extend(_all_keys(v, name + "."))
+    return keys
+
+
+def _config_has_key(cfg, dotted: str) -> bool:
+    node = cfg
+    for part in dotted.split("."):
+        if isinstance(node, DictConfig) and part in node:
+            node = node[part] if not OmegaConf.is_missing(node, part) else None
+        elif isinstance(node, ListConfig) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
+
+
+def apply_checked_overrides(cfg, overrides: Iterable[str]):
+    """Apply ``key=value`` overrides to a LazyConfig, raising ``KeyError`` for unknown keys.
+
+    Args:
+        cfg: a config from ``LazyConfig.load``.
+        overrides: strings ``"a.b.c=value"``; ``"+a.b=value"`` adds a new key.
+    Returns:
+        the same config, updated.
+    """
+    plain = []
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"Override '{item}' is not of the form key=value.")
+        key = item.split("=", 1)[0].strip()
+        if key.startswith("+"):
+            plain.append(item[1:] if item.startswith("+") else item.replace("+", "", 1))
+            continue
+        if not _config_has_key(cfg, key):
+            close = difflib.get_close_matches(key, _all_keys(cfg), n=3, cutoff=0.6)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise KeyError(
+                f"Config key '{key}' (from override '{item}') does not exist in the config.{hint} "
+                f"To add a new key on purpose, write '+{item}'."
+            )
+        plain.append(item)
+    return LazyConfig.apply_overrides(cfg, plain)

@@ -1,0 +1,266 @@
+#!/usr/bin/env python
+"""Install a working detectron2 into the current Python environment.
+
+Detectron2 is not published on PyPI. This script:
+
+1. does nothing if a working detectron2 is already importable (for example an
+   official build from source, with its C++/CUDA ops): it is left untouched;
+2. otherwise downloads FAIR's v0.6 release as republished on PyPI
+   (``pb1-detectron2==0.6``, checked against a pinned sha256), applies the small
+   compatibility fixes below to the unpacked source tree, builds a pure-Python
+   wheel (the sdist has no C++ sources, so ``detectron2._C`` is not built) and
+   installs it with its dependencies.
+
+Fixes applied to the v0.6 tree (each one is a literal text substitution that is a
+no-op when already applied, so the script is idempotent):
+
+- ``setup.py``: build no extension when ``detectron2/layers/csrc`` is absent, and
+  unpin ``black==21.4b2`` (it cannot be imported with click >= 8.1);
+- ``from detectron2 import _C`` at module level (deform_conv, roi_align_rotated,
+  rotated_boxes, fast_eval_api): replaced by a loader that returns the real
+  extension when present, otherwise an object whose attributes raise a
+  ``RuntimeError`` saying that detectron2 was built without its C++ ops and how
+  to get them;
+- ``Image.LINEAR`` (removed in Pillow 10) -> ``Image.BILINEAR``;
+- ``np.int`` / ``np.float`` / ``np.bool`` / ``np.str`` (removed in numpy 1.24) ->
+  the builtins they aliased;
+- ``pkg_resources`` (not shipped by recent setuptools) in ``model_zoo`` ->
+  a path relative to the package.
+
+Usage: ``python tools/install_detectron2.py [--force] [--build-dir DIR]``.
+"""
+import argparse
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+SDIST_NAME = "pb1-detectron2"
+SDIST_VERSION = "0.6"
+SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
+
+# Modules a training run imports; all of them must import for detectron2 to count as working.
+PROBE_MODULES = (
+    "detectron2.config",
+    "detectron2.data",
+    "detectron2.engine",
+    "detectron2.evaluation",
+    "detectron2.layers",
+    "detectron2.modeling",
+    "detectron2.checkpoint",
+)
+
+MISSING_OPS_MODULE = '''\
+"""Stand-in for ``detectron2._C`` when detectron2 was built without its C++ ops.
+
+Written by tools/install_detectron2.py of the Siamese DETR project.
+"""
+
+
+class _MissingCompiledOps:
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise RuntimeError(
+            f"detectron2._C.{name} is a compiled op, but this detectron2 was built without its "
+            "C++/CUDA ops (the PyPI release 'pb1-detectron2' ships no C++ sources). To use it, "
+            "install detectron2 from source: "
+            "`pip install 'git+https://github.com/facebookresearch/detectron2.git'` "
+            "(see https://detectron2.readthedocs.io/en/latest/tutorials/install.html)."
+        )
+
+
+def load_compiled_ops():
+    """Return ``detectron2._C`` if it was built, else an object whose ops raise a clear error."""
+    try:
+        from detectron2 import _C
+    except ImportError:
+        return _MissingCompiledOps()
+    return _C
+'''
+
+LOAD_OPS = "from detectron2._missing_ops import load_compiled_ops\n\n_C = load_compiled_ops()\n"
+
+NUMPY_ALIASES = {"int": "int", "float": "float", "bool": "bool", "str": "str"}
+
+
+def _sub_literal(old: str, new: str) -> Callable[[str], str]:
+    return lambda text: text.replace(old, new)
+
+
+def _sub_numpy_aliases(text: str) -> str:
+    # np.int / np.float / np.bool / np.str but not np.int64, np.float32, np.bool_, np.string_ ...
+    return re.sub(r"\bnp\.(int|float|bool|str)\b(?![\w])", lambda m: NUMPY_ALIASES[m.group(1)], text)
+
+
+def _sub_model_zoo(text: str) -> str:
+    text = text.replace("import pkg_resources\n", "")
+    return text.replace(
+        'pkg_resources.resource_filename(\n        "detectron2.model_zoo", os.path.join("configs", config_path)\n    )',
+        'os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", config_path)',
+    )
+
+
+PATCHES: Dict[str, List[Callable[[str], str]]] = {
+    "setup.py": [
+        _sub_literal(
+            "    ext_modules=get_extensions(),",
+            "    ext_modules=get_extensions()\n"
+            '    if path.isdir(path.join(path.dirname(path.abspath(__file__)), "detectron2", "layers", "csrc"))\n'
+            "    else [],",
+        ),
+        _sub_literal('"black==21.4b2",', '"black",'),
+    ],
+    "detectron2/layers/deform_conv.py": [_sub_literal("from detectron2 import _C\n", LOAD_OPS)],
+    "detectron2/layers/roi_align_rotated.py": [_sub_literal("from detectron2 import _C\n", LOAD_OPS)],
+    "detectron2/layers/rotated_boxes.py": [_sub_literal("from detectron2 import _C\n", LOAD_OPS)],
+    "detectron2/evaluation/fast_eval_api.py": [_sub_literal("from detectron2 import _C\n", LOAD_OPS)],
+    "detectron2/data/transforms/transform.py": [_sub_literal("Image.LINEAR", "Image.BILINEAR")],
+    "detectron2/model_zoo/model_zoo.py": [_sub_model_zoo],
+}
+# Every python file of the package gets the numpy-alias fix.
+GLOBAL_PATCHES: List[Callable[[str], str]] = [_sub_numpy_aliases]
+
+
+def patch_source_tree(root: Path) -> List[str]:
+    """Apply the compatibility fixes to an unpacked detectron2 v0.6 tree.
+
+    Returns the list of files (relative to ``root``) that changed; an already patched
+    tree returns an empty list.
+    """
+    root = Path(root)
+    changed = []
+    missing_ops = root / "detectron2" / "_missing_ops.py"
+    if (root / "detectron2").is_dir() and (
+        not missing_ops.exists() or missing_ops.read_text() != MISSING_OPS_MODULE
+    ):
+        missing_ops.write_text(MISSING_OPS_MODULE)
+        changed.append(str(missing_ops.relative_to(root)))
+    files = sorted(set(PATCHES) | {str(p.relative_to(root)) for p in root.glob("detectron2/**/*.py")})
+    for rel in files:
+        path = root / rel
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        new = text
+        for patch in PATCHES.get(rel, []) + (GLOBAL_PATCHES if rel.startswith("detectron2/") else []):
+            new = patch(new)
+        if new != text:
+            path.write_text(new)
+            changed.append(rel)
+    return changed
+
+
+def working_detectron2(python: str = sys.executable, env: Optional[Dict[str, str]] = None) -> Tuple[bool, str]:
+    """Whether ``python`` can import detectron2 and the modules a training run needs.
+
+    Runs in a subprocess so that a half-installed detectron2 cannot poison this process.
+    Returns (ok, location-or-error).
+    """
+    code = (
+        "import importlib, detectron2\n"
+        f"for m in {PROBE_MODULES!r}: importlib.import_module(m)\n"
+        "print(detectron2.__file__)\n"
+    )
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env)
+    if proc.returncode == 0:
+        return True, proc.stdout.strip()
+    lines = proc.stderr.strip().splitlines()
+    return False, lines[-1] if lines else f"exit code {proc.returncode}"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _pip(*args: str) -> None:
+    cmd = [sys.executable, "-m", "pip", *args]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def download_sdist(dest: Path) -> Path:
+    """Download the pinned sdist into ``dest`` (no build; torch must already be installed)."""
+    existing = sorted(dest.glob(f"{SDIST_NAME}-{SDIST_VERSION}.tar.gz"))
+    if not existing:
+        _pip("download", "--quiet", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
+             "-d", str(dest), f"{SDIST_NAME}=={SDIST_VERSION}")
+        existing = sorted(dest.glob(f"{SDIST_NAME}-{SDIST_VERSION}.tar.gz"))
+    if not existing:
+        raise SystemExit(f"pip did not produce {SDIST_NAME}-{SDIST_VERSION}.tar.gz in {dest}")
+    sdist = existing[0]
+    digest = sha256_of(sdist)
+    if digest != SDIST_SHA256:
+        raise SystemExit(
+            f"{sdist}: sha256 {digest} does not match the pinned {SDIST_SHA256}; "
+            "delete the file and run again, or check your package index."
+        )
+    return sdist
+
+
+def unpack(sdist: Path, dest: Path) -> Path:
+    with tarfile.open(sdist) as tar:
+        tar.extractall(dest, filter="data")
+    roots = [p for p in dest.iterdir() if p.is_dir() and (p / "setup.py").exists()]
+    if len(roots) != 1:
+        raise SystemExit(f"unexpected layout of {sdist}: {[p.name for p in dest.iterdir()]}")
+    return roots[0]
+
+
+def build_and_install(build_dir: Path) -> None:
+    try:
+        import torch  # noqa: F401  (setup.py of detectron2 imports torch)
+    except ImportError:
+        raise SystemExit("Install torch first: detectron2's setup.py imports it.")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    sdist = download_sdist(build_dir)
+    with tempfile.TemporaryDirectory(dir=build_dir) as tmp:
+        src = unpack(sdist, Path(tmp))
+        changed = patch_source_tree(src)
+        print(f"patched {len(changed)} files of {src.name}: {', '.join(changed)}", flush=True)
+        wheel_dir = Path(tmp) / "wheel"
+        _pip("wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheel_dir), str(src))
+        wheels = sorted(wheel_dir.glob("*.whl"))
+        _pip("install", "--quiet", "--force-reinstall", "--no-deps", str(wheels[0]))
+        # Dependencies from the wheel's metadata, without touching the installed torch.
+        _pip("install", "--quiet", str(wheels[0]))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild even if a working detectron2 is importable (never do this over an "
+                        "official build you want to keep)")
+    parser.add_argument("--build-dir", type=Path, default=Path(".cache/detectron2-build"),
+                        help="where the sdist is downloaded and built (default: %(default)s)")
+    parser.add_argument("--check", action="store_true",
+                        help="only report whether a working detectron2 is importable (exit 0 if so)")
+    args = parser.parse_args(argv)
+
+    ok, where = working_detectron2()
+    if args.check:
+        print(f"detectron2: {'working at ' + where if ok else 'not working: ' + where}")
+        return 0 if ok else 1
+    if ok and not args.force:
+        print(f"detectron2 already works ({where}); leaving it untouched.")
+        return 0
+    print(f"detectron2 not importable ({where}); building {SDIST_NAME}=={SDIST_VERSION} without C++ ops.")
+    build_and_install(args.build_dir)
+    ok, where = working_detectron2()
+    if not ok:
+        raise SystemExit(f"detectron2 still does not import after the build: {where}")
+    print(f"detectron2 installed at {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""Train or evaluate any model of this project from a LazyConfig python file.
+
+    python tools/lazyconfig_train_net.py --config-file configs/demo/detr_demo.py [--num-gpus N]
+        [--resume] [--eval-only] key=value ...
+
+Follows detectron2's tools/lazyconfig_train_net.py, with what DETR-style training needs:
+gradient clipping (``train.clip_grad``), CPU runs (no CUDA assertion; AMP only with CUDA; DDP over
+gloo when ``--num-gpus N`` is given on a machine without GPUs), overrides that refuse unknown
+keys (``+key=value`` adds one on purpose), and evaluation through the config's evaluator.
+Writes ``config.yaml``, ``log.txt`` and ``metrics.json`` (losses, lr, ETA, evaluation results) to
+``train.output_dir``.
+"""
+import logging
+import os
+import sys
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, instantiate
+from detectron2.engine import AMPTrainer, SimpleTrainer, default_argument_parser, default_setup, default_writers
+from detectron2.engine import hooks
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+
+import siamese_detr.data  # noqa: F401  (registers the built-in datasets)
+from siamese_detr.engine import add_gradient_clipping, apply_checked_overrides, launch
+
+logger = logging.getLogger("detectron2")
+
+
+def do_test(cfg, model):
+    """Run the config's test loader through its evaluator; returns the results dict (or {} if none)."""
+    if "evaluator" not in cfg.dataloader or cfg.dataloader.evaluator is None:
+        return {}
+    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    if comm.is_main_process() and results:
+        print_csv_format(results)
+    return results
+
+
+def _resolve_device(cfg):
+    """Keep ``train.device`` honest: fall back to CPU (and no AMP) when CUDA is absent."""
+    import torch
+
+    if str(cfg.train.device).startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("train.device=%s but CUDA is not available: using cpu.", cfg.train.device)
+        cfg.train.device = "cpu"
+    if cfg.train.amp.enabled and not str(cfg.train.device).startswith("cuda"):
+        logger.warning("train.amp.enabled=True needs CUDA: training in float32 on %s.", cfg.train.device)
+        cfg.train.amp.enabled = False
+
+
+def _ddp_kwargs(cfg):
+    kwargs = dict(cfg.train.ddp)
+    if not str(cfg.train.device).startswith("cuda"):
+        kwargs["device_ids"] = None  # CPU DDP (gloo)
+    return kwargs
+
+
+def do_train(args, cfg):
+    model = instantiate(cfg.model)
+    logger.info("Model:\n{}".format(model))
+    model.to(cfg.train.device)
+
+    cfg.optimizer.params.model = model
+    optim = instantiate(cfg.optimizer)
+    clip = cfg.train.get("clip_grad", None)
+    if clip is not None:
+        add_gradient_clipping(optim, clip.max_norm, clip.get("norm_type", 2.0))
+
+    train_loader = instantiate(cfg.dataloader.train)
+    model = create_ddp_model(model, **_ddp_kwargs(cfg))
+    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
+    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer, optimizer=optim)
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter),
+                                 period=cfg.train.log_period) if comm.is_main_process() else None,
+        ]
+    )
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    # a resumed checkpoint stores the iteration that just finished: start at the next one
+    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start_iter, cfg.train.max_iter)
+
+
+def setup(args):
+    cfg = LazyConfig.load(args.config_file)
+    cfg = apply_checked_overrides(cfg, args.opts)
+    _resolve_device(cfg)
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = instantiate(cfg.model)
+        model.to(cfg.train.device)
+        model = create_ddp_model(model, **_ddp_kwargs(cfg))
+        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        return do_test(cfg, model)
+    do_train(args, cfg)
+    return None
+
+
+def parse_args(argv=None):
+    parser = default_argument_parser(epilog=__doc__)
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.config_file):
+        parser.error(f"--config-file {args.config_file!r} does not exist")
+    return args
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    # --num-gpus N: N processes (GPUs when CUDA is available, otherwise CPU workers over gloo)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
+    sys.exit(0)
