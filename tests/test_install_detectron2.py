@@ -138,3 +138,16 @@ def test_compiled_only_op_raises_a_clear_error():
     boxes = torch.tensor([[5.0, 5.0, 4.0, 4.0, 0.0]])
     with pytest.raises(RuntimeError, match="built without its C\\+\\+/CUDA ops"):
         pairwise_iou_rotated(boxes, boxes)
+
+
+def test_a_build_from_an_older_version_of_the_script_is_reported_for_rebuild(tmp_path):
+    site = tmp_path / "site"
+    for module in inst.PROBE_MODULES:
+        _write(site, module.replace(".", "/") + "/__init__.py", "")
+    _write(site, "detectron2/__init__.py", "")
+    _write(site, "detectron2/_missing_ops.py", f"PATCH_LEVEL = {inst.PATCH_LEVEL - 1}\n")
+    ok, why = inst.working_detectron2(env=dict(os.environ, PYTHONPATH=str(site)))
+    assert not ok and f"patch level {inst.PATCH_LEVEL - 1} < {inst.PATCH_LEVEL}" in why
+    _write(site, "detectron2/_missing_ops.py", f"PATCH_LEVEL = {inst.PATCH_LEVEL}\n")
+    ok, where = inst.working_detectron2(env=dict(os.environ, PYTHONPATH=str(site)))
+    assert ok and where == str(site / "detectron2" / "__init__.py")

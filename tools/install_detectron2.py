@@ -25,7 +25,13 @@ no-op when already applied, so the script is idempotent):
 - ``np.int`` / ``np.float`` / ``np.bool`` / ``np.str`` (removed in numpy 1.24) ->
   the builtins they aliased;
 - ``pkg_resources`` (not shipped by recent setuptools) in ``model_zoo`` ->
-  a path relative to the package.
+  a path relative to the package;
+- ``MapDataset`` draws a replacement for a sample its mapper rejected with
+  ``random.sample(set, k=1)``, a ``TypeError`` since Python 3.11 -> sample from a sorted list.
+
+A detectron2 built by this script carries ``detectron2/_missing_ops.py`` with a
+``PATCH_LEVEL``; when this script gains a fix, PATCH_LEVEL grows and such a build is rebuilt.
+A detectron2 without that file (an official build) is never touched.
 
 Usage: ``python tools/install_detectron2.py [--force] [--build-dir DIR]``.
 """
@@ -43,6 +49,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 SDIST_NAME = "pb1-detectron2"
 SDIST_VERSION = "0.6"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
+# Bump when PATCHES change, so that builds made by an older version of this script are redone.
+PATCH_LEVEL = 2
 
 # Modules a training run imports; all of them must import for detectron2 to count as working.
 PROBE_MODULES = (
@@ -55,11 +63,13 @@ PROBE_MODULES = (
     "detectron2.checkpoint",
 )
 
-MISSING_OPS_MODULE = '''\
+MISSING_OPS_MODULE = f'''\
 """Stand-in for ``detectron2._C`` when detectron2 was built without its C++ ops.
 
 Written by tools/install_detectron2.py of the Siamese DETR project.
 """
+
+PATCH_LEVEL = {PATCH_LEVEL}
 
 
 class _MissingCompiledOps:
@@ -67,7 +77,7 @@ class _MissingCompiledOps:
         if name.startswith("__"):
             raise AttributeError(name)
         raise RuntimeError(
-            f"detectron2._C.{name} is a compiled op, but this detectron2 was built without its "
+            f"detectron2._C.{{name}} is a compiled op, but this detectron2 was built without its "
             "C++/CUDA ops (the PyPI release 'pb1-detectron2' ships no C++ sources). To use it, "
             "install detectron2 from source: "
             "`pip install 'git+https://github.com/facebookresearch/detectron2.git'` "
@@ -122,6 +132,12 @@ PATCHES: Dict[str, List[Callable[[str], str]]] = {
     "detectron2/evaluation/fast_eval_api.py": [_sub_literal("from detectron2 import _C\n", LOAD_OPS)],
     "detectron2/data/transforms/transform.py": [_sub_literal("Image.LINEAR", "Image.BILINEAR")],
     "detectron2/model_zoo/model_zoo.py": [_sub_model_zoo],
+    "detectron2/data/common.py": [
+        _sub_literal(
+            "self._rng.sample(self._fallback_candidates, k=1)[0]",
+            "self._rng.sample(sorted(self._fallback_candidates), k=1)[0]",
+        )
+    ],
 }
 # Every python file of the package gets the numpy-alias fix.
 GLOBAL_PATCHES: List[Callable[[str], str]] = [_sub_numpy_aliases]
@@ -163,13 +179,19 @@ def working_detectron2(python: str = sys.executable, env: Optional[Dict[str, str
     Returns (ok, location-or-error).
     """
     code = (
-        "import importlib, detectron2\n"
+        "import importlib, importlib.util, detectron2\n"
         f"for m in {PROBE_MODULES!r}: importlib.import_module(m)\n"
+        "ours = importlib.util.find_spec('detectron2._missing_ops')\n"
+        "level = importlib.import_module('detectron2._missing_ops').PATCH_LEVEL if ours else None\n"
         "print(detectron2.__file__)\n"
+        "print(level)\n"
     )
     proc = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env)
     if proc.returncode == 0:
-        return True, proc.stdout.strip()
+        location, level = proc.stdout.strip().splitlines()[-2:]
+        if level != "None" and int(level) < PATCH_LEVEL:
+            return False, f"built by an older version of this script (patch level {level} < {PATCH_LEVEL})"
+        return True, location
     lines = proc.stderr.strip().splitlines()
     return False, lines[-1] if lines else f"exit code {proc.returncode}"
 

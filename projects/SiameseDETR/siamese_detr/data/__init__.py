@@ -1,0 +1,28 @@
+"""Data: built-in datasets, DETR finetuning mapper, Siamese two-view mapper, proposals.
+
+Importing this package registers the built-in datasets ``synthetic_shapes_train`` and
+``synthetic_shapes_val`` (no files are written until they are first used; see
+``datasets/builtin_shapes.py``). Registration is idempotent.
+"""
+from .datasets import (
+    SYNTHETIC_SHAPES_CLASSES,
+    ensure_synthetic_shapes,
+    generate_synthetic_shapes,
+    register_synthetic_shapes,
+)
+from .detr_mapper import DetrDatasetMapper
+from .image_folder import register_image_folder
+from .siamese_mapper import SiameseViewMapper
+
+register_synthetic_shapes()
+
+
+__all__ = [
+    "SYNTHETIC_SHAPES_CLASSES",
+    "DetrDatasetMapper",
+    "SiameseViewMapper",
+    "ensure_synthetic_shapes",
+    "generate_synthetic_shapes",
+    "register_image_folder",
+    "register_synthetic_shapes",
+]

@@ -1,0 +1,271 @@
+"""The built-in "synthetic shapes" detection dataset: generated on demand, COCO format, registered.
+
+Layout (``root`` = ``$DETECTRON2_DATASETS``, default ``./datasets``, resolved at call time)::
+
+    <root>/synthetic_shapes/{train,val}/000000.png ...
+    <root>/synthetic_shapes/annotations/{train,val}.json
+
+Image ``i`` of a split is drawn from ``np.random.default_rng(seed + i)`` (see ``shapes_render``), so the
+dataset is identical on every machine with the same numpy/OpenCV; images are lossless PNG. Boxes are
+COCO ``[x, y, w, h]`` absolute pixels of the *visible* part of each object, ``iscrowd=0``, category ids
+1..8 in :data:`SYNTHETIC_SHAPES_CLASSES` order. The json "info" stores the generator version and
+parameters; a split whose json is missing, incomplete or from other parameters is regenerated.
+
+Concurrency: generation runs under an exclusive ``flock`` on ``<root>/synthetic_shapes/.lock-<split>``,
+writes into a private temp dir, moves the image dir into place, and writes the json last with an atomic
+``os.replace``. A complete json therefore implies complete images, and DDP ranks / dataloader workers
+calling :func:`ensure_synthetic_shapes` at once generate the split exactly once.
+
+Registration (``register_synthetic_shapes``, called by ``import siamese_detr.data``) does no I/O. Files
+are created on first use: by the DatasetCatalog loader, or by reading ``json_file`` / ``image_root`` from
+the metadata (lazy properties calling :func:`ensure_synthetic_shapes`), so ``COCOEvaluator("synthetic_
+shapes_val")`` works in a process that never loaded the dataset. Tools may call ``ensure_synthetic_shapes``
+directly (``datasets/prepare_synthetic_shapes.py`` does).
+"""
+import contextlib
+import functools
+import json
+import logging
+import os
+import shutil
+import tempfile
+from typing import Dict, Mapping, Optional, Tuple
+
+import cv2
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.catalog import Metadata
+from detectron2.data.datasets import load_coco_json
+
+from .shapes_render import CATEGORY_STYLES, render_scene
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - non-POSIX: temp dir + rename still keep the files consistent
+    fcntl = None
+
+logger = logging.getLogger(__name__)
+
+SYNTHETIC_SHAPES_CLASSES: Tuple[str, ...] = tuple(style[0] for style in CATEGORY_STYLES)
+GENERATOR_VERSION = 1
+DEFAULT_NUM_IMAGES = {"train": 256, "val": 64}
+DEFAULT_SEEDS = {"train": 0, "val": 1_000_000}  # far apart: image i uses seed + i
+SHORT_SIDE_RANGE = (160, 256)
+MAX_ASPECT = 4 / 3
+DATASET_DIR = "synthetic_shapes"
+
+# dataset name -> (split, root or None, num_images or None); filled by register_synthetic_shapes
+_REGISTERED: Dict[str, Tuple[str, Optional[str], Optional[int]]] = {}
+# json path -> (mtime_ns, size, info) of files already validated in this process
+_VALIDATED: Dict[str, Tuple[int, int, dict]] = {}
+
+
+def default_root() -> str:
+    """``$DETECTRON2_DATASETS`` (default ``datasets``), read now, as an absolute path."""
+    return os.path.abspath(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))
+
+
+def split_paths(root: str, split: str) -> Tuple[str, str]:
+    """(image_root, json_file) of ``split`` under ``root``."""
+    base = os.path.join(os.path.abspath(root), DATASET_DIR)
+    return os.path.join(base, split), os.path.join(base, "annotations", f"{split}.json")
+
+
+def _info(split: str, num_images: int, seed: int) -> dict:
+    return {
+        "description": "Siamese DETR built-in synthetic shapes",
+        "generator": "siamese_detr.data.datasets.builtin_shapes",
+        "version": GENERATOR_VERSION,
+        "split": split,
+        "num_images": int(num_images),
+        "seed": int(seed),
+        "classes": list(SYNTHETIC_SHAPES_CLASSES),
+    }
+
+
+def _resolve(split: str, num_images: Optional[int], seed: Optional[int]) -> Tuple[int, int]:
+    if num_images is None:
+        if split not in DEFAULT_NUM_IMAGES:
+            raise ValueError(f"num_images is required for split {split!r} (defaults exist for train/val)")
+        num_images = DEFAULT_NUM_IMAGES[split]
+    if seed is None:
+        seed = DEFAULT_SEEDS.get(split, 0)
+    return int(num_images), int(seed)
+
+
+def _image_size(rng: np.random.Generator) -> Tuple[int, int]:
+    short = int(rng.integers(SHORT_SIDE_RANGE[0], SHORT_SIDE_RANGE[1] + 1))
+    long = int(round(short * rng.uniform(1.0, MAX_ASPECT)))
+    return (short, long) if rng.random() < 0.5 else (long, short)  # (height, width)
+
+
+def render_split(image_dir: str, split: str, num_images: int, seed: int) -> dict:
+    """Renders ``num_images`` PNGs into ``image_dir`` and returns the COCO dict (nothing else written)."""
+    images, annotations = [], []
+    for index in range(num_images):
+        rng = np.random.default_rng(seed + index)
+        height, width = _image_size(rng)
+        image, objects = render_scene(rng, height, width)
+        file_name = f"{index:06d}.png"
+        if not cv2.imwrite(os.path.join(image_dir, file_name), image):
+            raise OSError(f"Could not write {os.path.join(image_dir, file_name)}")
+        image_id = index + 1
+        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
+        for obj in objects:
+            annotations.append({
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": obj["category"] + 1,
+                "bbox": [float(v) for v in obj["bbox"]],
+                "area": float(obj["area"]),
+                "iscrowd": 0,
+                "visibility": round(float(obj["visibility"]), 4),
+            })
+    categories = [{"id": i + 1, "name": name, "supercategory": "shape"}
+                  for i, name in enumerate(SYNTHETIC_SHAPES_CLASSES)]
+    return {"info": _info(split, num_images, seed), "licenses": [], "images": images,
+            "annotations": annotations, "categories": categories}
+
+
+def _is_complete(root: str, split: str, num_images: int, seed: int) -> bool:
+    image_root, json_file = split_paths(root, split)
+    try:
+        stat = os.stat(json_file)
+    except OSError:
+        return False
+    expected = _info(split, num_images, seed)
+    key = (stat.st_mtime_ns, stat.st_size)
+    cached = _VALIDATED.get(json_file)
+    if cached is not None and cached[:2] == key:
+        return cached[2] == expected
+    try:
+        with open(json_file) as f:
+            info = json.load(f).get("info", {})
+        ok = info == expected and len(os.listdir(image_root)) >= num_images
+    except (OSError, ValueError, AttributeError):
+        return False
+    if ok:
+        _VALIDATED[json_file] = key + (info,)
+    return ok
+
+
+@contextlib.contextmanager
+def _split_lock(root: str, split: str):
+    base = os.path.join(os.path.abspath(root), DATASET_DIR)
+    os.makedirs(base, exist_ok=True)
+    with open(os.path.join(base, f".lock-{split}"), "a") as f:
+        if fcntl is not None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _generate_unlocked(root: str, split: str, num_images: int, seed: int) -> Tuple[str, str]:
+    image_root, json_file = split_paths(root, split)
+    base = os.path.dirname(image_root)
+    os.makedirs(os.path.dirname(json_file), exist_ok=True)
+    for name in os.listdir(base):  # left by a killed process; we hold the split's lock
+        if name.startswith(f".tmp-{split}-"):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{split}-", dir=base)
+    try:
+        new_images = os.path.join(tmp, "images")
+        os.makedirs(new_images)
+        coco = render_split(new_images, split, num_images, seed)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(json_file)  # invalidate first: readers never pair a json with other images
+        if os.path.exists(image_root):
+            os.rename(image_root, os.path.join(tmp, "old"))
+        os.rename(new_images, image_root)
+        tmp_json = os.path.join(tmp, "annotations.json")
+        with open(tmp_json, "w") as f:
+            json.dump(coco, f)
+        os.replace(tmp_json, json_file)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    num_annotations = len(coco["annotations"])
+    logger.info(f"Generated synthetic shapes '{split}': {num_images} images, {num_annotations} boxes "
+                f"in {image_root}")
+    return image_root, json_file
+
+
+def generate_synthetic_shapes(root: Optional[str], split: str, num_images: Optional[int] = None,
+                              seed: Optional[int] = None) -> Tuple[str, str]:
+    """(Re)generates ``split`` under ``root`` unconditionally; safe to call from concurrent processes.
+
+    Args:
+        root: datasets root (None: ``$DETECTRON2_DATASETS`` or ``./datasets``).
+        split: sub-folder / json name, e.g. "train" or "val".
+        num_images: number of images (default 256 for train, 64 for val).
+        seed: image ``i`` uses ``np.random.default_rng(seed + i)`` (default 0 for train, 1e6 for val).
+
+    Returns:
+        (image_root, json_file), absolute paths.
+    """
+    root = default_root() if root is None else root
+    num_images, seed = _resolve(split, num_images, seed)
+    with _split_lock(root, split):
+        return _generate_unlocked(root, split, num_images, seed)
+
+
+def ensure_synthetic_shapes(split: str, root: Optional[str] = None, num_images: Optional[int] = None,
+                            seed: Optional[int] = None) -> Tuple[str, str]:
+    """Returns (image_root, json_file) of ``split``, generating it first unless a complete copy with the
+    same generator version and parameters exists. Arguments as :func:`generate_synthetic_shapes`."""
+    root = default_root() if root is None else root
+    num_images, seed = _resolve(split, num_images, seed)
+    if not _is_complete(root, split, num_images, seed):
+        with _split_lock(root, split):
+            if not _is_complete(root, split, num_images, seed):  # another process may have just made it
+                _generate_unlocked(root, split, num_images, seed)
+    return split_paths(root, split)
+
+
+class _SyntheticShapesMetadata(Metadata):
+    """Metadata whose ``json_file`` / ``image_root`` ensure the files exist when read."""
+
+    def _paths(self) -> Tuple[str, str]:
+        split, root, num_images = _REGISTERED[self.name]
+        return ensure_synthetic_shapes(split, root, num_images)
+
+    @property
+    def image_root(self) -> str:
+        return self._paths()[0]
+
+    @property
+    def json_file(self) -> str:
+        return self._paths()[1]
+
+
+def _load_split(name: str):
+    split, root, num_images = _REGISTERED[name]
+    image_root, json_file = ensure_synthetic_shapes(split, root, num_images)
+    return load_coco_json(json_file, image_root, name)
+
+
+def register_synthetic_shapes(root: Optional[str] = None,
+                              num_images: Optional[Mapping[str, int]] = None) -> None:
+    """Registers ``synthetic_shapes_train`` and ``synthetic_shapes_val``; idempotent (re-registers).
+
+    Args:
+        root: fixed datasets root; None reads ``$DETECTRON2_DATASETS`` each time the files are needed.
+        num_images: optional per-split image counts, e.g. ``{"train": 32, "val": 8}`` (tests, demos).
+    """
+    num_images = dict(num_images or {})
+    for split in ("train", "val"):
+        name = f"synthetic_shapes_{split}"
+        _REGISTERED[name] = (split, root, num_images.get(split))
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+        if name in MetadataCatalog.list():
+            MetadataCatalog.remove(name)
+        DatasetCatalog.register(name, functools.partial(_load_split, name))
+        MetadataCatalog[name] = _SyntheticShapesMetadata(name=name).set(
+            thing_classes=list(SYNTHETIC_SHAPES_CLASSES),
+            thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(SYNTHETIC_SHAPES_CLASSES))},
+            evaluator_type="coco",
+            generated_on_demand=True,  # start-up checks need not look for the files
+        )

@@ -1,0 +1,282 @@
+"""Detectron2 dataset mapper producing the two views of Siamese DETR pretraining (paper §3.2).
+
+The geometry (resize, flip, IoU-constrained views, regions, jitter) is :class:`~.views.ViewPolicy`;
+this module adds the pixels: decoding, the resize, cutting the views, SimSiam photometric augmentation
+per view (Chen & He 2021: ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, grayscale p=0.2, Gaussian blur
+sigma 0.1–2.0 p=0.5) and the ``crop_size x crop_size`` crops of every region from the augmented views.
+All pixel work is done with OpenCV on ``uint8`` HWC arrays (cheaper than float tensors).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+from detectron2.data import detection_utils
+from detectron2.utils import comm
+from torch.utils.data import get_worker_info
+
+from .views import TwoViewSample, ViewPolicy, random_proposals
+
+__all__ = ["SiameseViewMapper", "simsiam_augment"]
+
+logger = logging.getLogger(__name__)
+
+_GRAY_CODE = {"BGR": cv2.COLOR_BGR2GRAY, "RGB": cv2.COLOR_RGB2GRAY}
+_HSV_CODES = {"BGR": (cv2.COLOR_BGR2HSV, cv2.COLOR_HSV2BGR), "RGB": (cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB)}
+_RAMP = np.arange(256, dtype=np.float64)
+
+
+def _lut(image: np.ndarray, table: np.ndarray) -> np.ndarray:
+    return cv2.LUT(image, np.clip(np.rint(table), 0, 255).astype(np.uint8))
+
+
+def _gray3(image: np.ndarray, image_format: str) -> np.ndarray:
+    return cv2.cvtColor(cv2.cvtColor(image, _GRAY_CODE[image_format]), cv2.COLOR_GRAY2BGR)
+
+
+def _color_jitter(
+    rng: np.random.Generator, image: np.ndarray, strength: Sequence[float], image_format: str
+) -> np.ndarray:
+    """torchvision ``ColorJitter(b, c, s, h)`` semantics on ``uint8 [H, W, 3]``: factors
+    ``U[1-b, 1+b]`` etc., hue shift ``U[-h, h]`` of a full turn, the four ops in random order."""
+    b, c, s, h = strength
+    for op in rng.permutation(4):
+        if op == 0 and b > 0:  # brightness: x * f
+            image = _lut(image, _RAMP * rng.uniform(max(0.0, 1 - b), 1 + b))
+        elif op == 1 and c > 0:  # contrast: blend with the mean grey level
+            f = rng.uniform(max(0.0, 1 - c), 1 + c)
+            mean = float(cv2.cvtColor(image, _GRAY_CODE[image_format]).mean())
+            image = _lut(image, f * _RAMP + (1 - f) * mean)
+        elif op == 2 and s > 0:  # saturation: blend with the grey image
+            f = rng.uniform(max(0.0, 1 - s), 1 + s)
+            image = cv2.addWeighted(image, f, _gray3(image, image_format), 1 - f, 0.0)
+        elif op == 3 and h > 0:  # hue: rotate H (OpenCV uint8 H is in [0, 180))
+            to_hsv, from_hsv = _HSV_CODES[image_format]
+            hsv = cv2.cvtColor(image, to_hsv)
+            shift = int(round(rng.uniform(-h, h) * 180))
+            hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + shift) % 180).astype(np.uint8)
+            image = cv2.cvtColor(hsv, from_hsv)
+    return image
+
+
+def simsiam_augment(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    image_format: str = "BGR",
+    color_jitter: Optional[Sequence[float]] = (0.4, 0.4, 0.4, 0.1),
+    color_jitter_prob: float = 0.8,
+    grayscale_prob: float = 0.2,
+    blur_prob: float = 0.5,
+    blur_sigma: Tuple[float, float] = (0.1, 2.0),
+) -> np.ndarray:
+    """SimSiam photometric augmentation of one view, ``uint8 [H, W, 3]`` -> ``uint8 [H, W, 3]``
+    (same channel order). ``color_jitter=None`` or a zero probability disables a step."""
+    if color_jitter is not None and rng.uniform() < color_jitter_prob:
+        image = _color_jitter(rng, image, color_jitter, image_format)
+    if rng.uniform() < grayscale_prob:
+        image = _gray3(image, image_format)
+    if rng.uniform() < blur_prob:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(blur_sigma[0], blur_sigma[1]))
+    return image
+
+
+def crop_regions(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Crops of ``boxes [n, 4]`` (xyxy pixels of ``image [H, W, 3]``) resized to ``size x size``.
+
+    The box is rounded outwards to whole pixels (at least 1 px) and resized bilinearly (small images /
+    small regions are upsampled); area interpolation only when shrinking by more than 2x in both axes,
+    where bilinear would alias (profiled: area costs ~9x bilinear per 128 px crop, the mapper's main
+    cost when used always). Returns ``uint8 [n, 3, S, S]``.
+    """
+    h, w = image.shape[:2]
+    out = np.empty((len(boxes), size, size, 3), dtype=np.uint8)
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        x0 = min(max(int(np.floor(x0)), 0), w - 1)
+        y0 = min(max(int(np.floor(y0)), 0), h - 1)
+        x1 = max(min(int(np.ceil(x1)), w), x0 + 1)
+        y1 = max(min(int(np.ceil(y1)), h), y0 + 1)
+        patch = image[y0:y1, x0:x1]
+        strong_shrink = patch.shape[0] > 2 * size and patch.shape[1] > 2 * size
+        interp = cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR
+        out[k] = cv2.resize(patch, (size, size), interpolation=interp)
+    return out.transpose(0, 3, 1, 2)
+
+
+class SiameseViewMapper:
+    """Dataset dict -> two augmented views with corresponding regions (Siamese DETR pretraining).
+
+    Every knob is a constructor argument (LazyConfig: ``L(SiameseViewMapper)(...)``); the geometric ones
+    are those of :class:`~.views.ViewPolicy`.
+
+    Args:
+        is_train: when False the flip, the swap and the photometric augmentation are turned off.
+        image_format: channel order of the decoded image and of every output image ("BGR" or "RGB").
+        proposal_source: callable ``(dataset_dict, image uint8 [H, W, 3]) -> (boxes [K, 4] xyxy original
+            pixels in score order, scores [K])`` such as ``StoreProposals``/``OnlineProposals``/
+            ``RandomProposals``; ``None`` draws ``num_random_proposals`` uniformly random boxes per sample.
+        color_jitter: ``(brightness, contrast, saturation, hue)`` strengths, or None for no colour jitter.
+        seed: base seed; the generator of the i-th call of this mapper copy is seeded with
+            ``(seed, rank, dataloader worker id, i)``, so the same seed gives the same samples and different
+            workers/ranks give different ones. ``None`` uses ``torch.initial_seed()`` (which Detectron2 and
+            the DataLoader set differently per worker) instead of ``seed``.
+
+    Returns (``__call__``): ``None`` when the image cannot be read (logged, counted in
+    ``num_unreadable``; Detectron2's ``MapDataset`` then draws another image), else a dict::
+
+        image_id, file_name, height, width   (original image)
+        num_proposals: int                  regions from proposals before padding (region 0 not counted)
+        resized_height, resized_width, flip  base resize output size and shared flip (for mapping back)
+        views: [view1, view2], each
+            image:        uint8 Tensor[3, Hv, Wv] (image_format order)
+            region_boxes: float32 Tensor[n, 4] xyxy absolute in this view's pixels (targets); row k of both
+                          views is the same image region, row 0 the intersection of the views
+            query_boxes:  float32 Tensor[n, 4] region_boxes with ±query_jitter, clipped to the view
+            crops:        uint8 Tensor[n, 3, S, S] crops of region_boxes from this augmented view
+            view_box:     float32 Tensor[4] xyxy of this view in the resized (and flipped) image
+    """
+
+    def __init__(
+        self,
+        is_train: bool = True,
+        image_format: str = "BGR",
+        proposal_source: Optional[Callable] = None,
+        tau: float = 0.5,
+        outer_area: Tuple[float, float] = (0.5, 1.0),
+        outer_aspect: Tuple[float, float] = (3 / 4, 4 / 3),
+        short_side_range: Tuple[int, int] = (320, 480),
+        max_size: int = 600,
+        num_regions: int = 10,
+        min_region_area_frac: float = 0.05,
+        pad_jitter: float = 0.1,
+        query_jitter: float = 0.1,
+        crop_size: int = 128,
+        shrink_outer: bool = True,
+        swap_prob: float = 0.5,
+        flip_prob: float = 0.5,
+        color_jitter: Optional[Sequence[float]] = (0.4, 0.4, 0.4, 0.1),
+        seed: Optional[int] = None,
+        color_jitter_prob: float = 0.8,
+        grayscale_prob: float = 0.2,
+        blur_prob: float = 0.5,
+        blur_sigma: Tuple[float, float] = (0.1, 2.0),
+        num_random_proposals: int = 30,
+    ):
+        if image_format not in _GRAY_CODE:
+            raise ValueError(
+                f"SiameseViewMapper needs a 3-channel image_format (BGR or RGB), got {image_format!r}"
+            )
+        self.is_train = is_train
+        self.image_format = image_format
+        self.proposal_source = proposal_source
+        self.crop_size = int(crop_size)
+        self.seed = seed
+        self.policy = ViewPolicy(
+            short_side_range=tuple(short_side_range),
+            max_size=max_size,
+            tau=tau,
+            outer_area=tuple(outer_area),
+            outer_aspect=tuple(outer_aspect),
+            num_regions=num_regions,
+            min_region_area_frac=min_region_area_frac,
+            pad_jitter=pad_jitter,
+            query_jitter=query_jitter,
+            shrink_outer=shrink_outer,
+            swap_prob=swap_prob if is_train else 0.0,
+            flip_prob=flip_prob if is_train else 0.0,
+        )
+        self.augment_kwargs = dict(
+            color_jitter=color_jitter,
+            color_jitter_prob=color_jitter_prob if is_train else 0.0,
+            grayscale_prob=grayscale_prob if is_train else 0.0,
+            blur_prob=blur_prob if is_train else 0.0,
+            blur_sigma=tuple(blur_sigma),
+        )
+        self.num_random_proposals = num_random_proposals
+        self.num_unreadable = 0
+        self._num_calls = 0
+
+    def _next_rng(self) -> np.random.Generator:
+        """Generator for the next sample: ``(base seed, rank, worker id, call index)``."""
+        info = get_worker_info()
+        worker_id = info.id if info is not None else 0
+        base = self.seed if self.seed is not None else torch.initial_seed()
+        entropy = [int(base) % (1 << 64), comm.get_rank(), worker_id, self._num_calls]
+        self._num_calls += 1
+        return np.random.default_rng(np.random.SeedSequence(entropy))
+
+    def _read(self, dataset_dict: dict) -> Optional[np.ndarray]:
+        file_name = dataset_dict.get("file_name")
+        try:
+            image = detection_utils.read_image(file_name, format=self.image_format)
+        except Exception as e:  # corrupt, truncated, zero-byte or missing file
+            self.num_unreadable += 1
+            logger.warning(
+                "SiameseViewMapper: cannot read %s (%s: %s); skipped (%d unreadable so far in this process)",
+                file_name,
+                type(e).__name__,
+                e,
+                self.num_unreadable,
+            )
+            return None
+        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+            self.num_unreadable += 1
+            logger.warning("SiameseViewMapper: %s decoded to shape %s; skipped", file_name, image.shape)
+            return None
+        return image
+
+    def _proposals(self, rng: np.random.Generator, dataset_dict: dict, image: np.ndarray) -> np.ndarray:
+        if self.proposal_source is None:
+            return random_proposals(rng, image.shape[:2], self.num_random_proposals)
+        boxes, _scores = self.proposal_source(dataset_dict, image)
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        return boxes[np.isfinite(boxes).all(axis=1)]
+
+    def __call__(self, dataset_dict: dict) -> Optional[dict]:
+        image = self._read(dataset_dict)
+        if image is None:
+            return None
+        rng = self._next_rng()
+        proposals = self._proposals(rng, dataset_dict, image)
+        geometry = self.policy.sample(rng, image.shape[:2], proposals)
+        resized = self._resize(image, geometry)
+        views = [self._make_view(rng, resized, geometry, v) for v in range(2)]
+        return {
+            "image_id": dataset_dict.get("image_id"),
+            "file_name": dataset_dict.get("file_name"),
+            "height": int(image.shape[0]),
+            "width": int(image.shape[1]),
+            "num_proposals": int(geometry.num_proposals),
+            "resized_height": int(geometry.resized_hw[0]),
+            "resized_width": int(geometry.resized_hw[1]),
+            "flip": bool(geometry.flip),
+            "views": views,
+        }
+
+    @staticmethod
+    def _resize(image: np.ndarray, geometry: TwoViewSample) -> np.ndarray:
+        """Base resize (area interpolation when shrinking, bilinear when enlarging), then the shared
+        flip as a zero-copy negative-stride view."""
+        (h, w), (rh, rw) = image.shape[:2], geometry.resized_hw
+        if (rh, rw) != (h, w):
+            interp = cv2.INTER_AREA if rh < h and rw < w else cv2.INTER_LINEAR
+            image = cv2.resize(image, (rw, rh), interpolation=interp)
+        return image[:, ::-1] if geometry.flip else image
+
+    def _make_view(
+        self, rng: np.random.Generator, resized: np.ndarray, geometry: TwoViewSample, v: int
+    ) -> dict:
+        x0, y0, x1, y1 = (int(c) for c in geometry.view_boxes[v])
+        view = np.ascontiguousarray(resized[y0:y1, x0:x1])
+        view = simsiam_augment(rng, view, self.image_format, **self.augment_kwargs)
+        crops = crop_regions(view, geometry.region_boxes[v], self.crop_size)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(view.transpose(2, 0, 1))),
+            "region_boxes": torch.as_tensor(geometry.region_boxes[v], dtype=torch.float32),
+            "query_boxes": torch.as_tensor(geometry.query_boxes[v], dtype=torch.float32),
+            "crops": torch.from_numpy(np.ascontiguousarray(crops)),
+            "view_box": torch.as_tensor(geometry.view_boxes[v], dtype=torch.float32),
+        }

@@ -1,0 +1,448 @@
+"""IoU-constrained two-view geometry of Siamese DETR (paper §3.2, Fig. 3; ``shared/DESIGN.md`` §4).
+
+Pure functions on numpy boxes, testable without images. Conventions used throughout:
+
+* every box is ``xyxy`` in ABSOLUTE pixels, float64 ``ndarray`` of shape ``[4]`` or ``[K, 4]``;
+* "image coordinates" are the pixels of the resized (and, when flipped, horizontally flipped) full
+  image in which the views are sampled; "view coordinates" are the pixels of one view (a crop of
+  that image), i.e. image coordinates minus the view's top-left corner;
+* view boxes and the intersection box have integer-valued corners so that a view is an exact pixel
+  crop ``image[y0:y1, x0:x1]``;
+* randomness only comes from a ``numpy.random.Generator`` passed in explicitly.
+
+The policy (Fig. 3): (a) sample an outer box covering 50–100 % of the image, aspect 3/4–4/3;
+(b) place a centred intersection box ``I`` inside it; view A spans outer top-left → ``I`` bottom-right,
+view B spans ``I`` top-left → outer bottom-right, so ``A ∩ B = I`` and ``IoU(A, B) = tau`` exactly
+(see :func:`inner_scale_for_iou`); (c) shrink each view's outer corner towards ``I`` ("expanding along
+the diagonal" read backwards), which only raises the IoU (see :func:`shrink_outer_corners`);
+(d) swap the two views with probability ``swap_prob``. Proposals clamped to ``I`` become the regions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = [
+    "ViewPair",
+    "box_area",
+    "box_iou",
+    "inner_scale_for_iou",
+    "sample_outer_box",
+    "centred_intersection_box",
+    "views_from_intersection",
+    "shrink_outer_corners",
+    "sample_view_pair",
+    "resized_shape",
+    "scale_boxes",
+    "flip_boxes",
+    "image_to_view",
+    "view_to_image",
+    "clip_boxes",
+    "jitter_boxes",
+    "select_regions",
+    "random_proposals",
+    "original_to_view",
+    "view_to_original",
+    "TwoViewSample",
+    "ViewPolicy",
+]
+
+
+@dataclass
+class ViewPair:
+    """Two views of one image.
+
+    Attributes:
+        view_boxes: ``[2, 4]`` xyxy image coordinates (integer-valued) of view 1 and view 2.
+        intersection: ``[4]`` xyxy image coordinates of ``view1 ∩ view2`` (the centred box ``I``).
+        swapped: True when view 1 is the one holding the outer bottom-right corner.
+    """
+
+    view_boxes: np.ndarray
+    intersection: np.ndarray
+    swapped: bool
+
+
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    """Area of xyxy boxes ``[..., 4]`` -> ``[...]`` (zero for empty boxes)."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    return np.clip(boxes[..., 2] - boxes[..., 0], 0, None) * np.clip(boxes[..., 3] - boxes[..., 1], 0, None)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise IoU of xyxy boxes ``a [..., 4]`` and ``b [..., 4]`` (broadcast) -> ``[...]``."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    lt = np.maximum(a[..., :2], b[..., :2])
+    rb = np.minimum(a[..., 2:], b[..., 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
+    union = box_area(a) + box_area(b) - inter
+    return inter / np.maximum(union, 1e-12)
+
+
+def inner_scale_for_iou(tau: float) -> float:
+    """Scale ``s`` of the centred intersection box for which the two views have IoU exactly ``tau``.
+
+    Derivation. Let the outer box have size ``W x H`` and let the intersection ``I`` be centred in it
+    with size ``sW x sH`` (``0 < s <= 1``). View A (outer top-left → ``I`` bottom-right) and view B
+    (``I`` top-left → outer bottom-right) both measure ``W(1+s)/2 x H(1+s)/2`` and ``A ∩ B = I``, so::
+
+        IoU(s) = s²WH / (2 · (1+s)²WH/4 − s²WH) = 2s² / (1 + 2s − s²).
+
+    Setting ``IoU(s) = tau`` gives the quadratic ``(2 + tau) s² − 2 tau s − tau = 0`` whose positive
+    root is::
+
+        s = (tau + sqrt(2 tau (1 + tau))) / (2 + tau).
+
+    Checks: ``tau = 0 → s = 0``; ``tau = 1 → s = 1``; ``tau = 0.5 → s ≈ 0.6899``. ``IoU(s)`` increases
+    on ``[0, 1]`` and ``IoU(s) <= s`` (equivalent to ``s² <= 1``), hence ``s >= tau``; the ratio is
+    independent of ``W``, ``H`` and of the outer box's aspect.
+    """
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"tau must lie in [0, 1], got {tau}")
+    return (tau + math.sqrt(2.0 * tau * (1.0 + tau))) / (2.0 + tau)
+
+
+def sample_outer_box(
+    rng: np.random.Generator,
+    image_hw: Tuple[int, int],
+    area_range: Sequence[float] = (0.5, 1.0),
+    aspect_range: Sequence[float] = (3 / 4, 4 / 3),
+    max_tries: int = 10,
+) -> np.ndarray:
+    """Sample the outer box (Fig. 3a): area fraction ``U(area_range)``, aspect ``w/h`` log-uniform.
+
+    Like ``RandomResizedCrop``: up to ``max_tries`` draws that fit the image; after that the last
+    draw's width and height are clipped to the image. The position is uniform.
+
+    Returns:
+        ``[4]`` xyxy integer-valued image coordinates, inside ``[0, W] x [0, H]``.
+    """
+    h, w = int(image_hw[0]), int(image_hw[1])
+    log_lo, log_hi = math.log(aspect_range[0]), math.log(aspect_range[1])
+    for _ in range(max_tries):
+        area = rng.uniform(area_range[0], area_range[1]) * h * w
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        bw = int(round(math.sqrt(area * aspect)))
+        bh = int(round(math.sqrt(area / aspect)))
+        if 0 < bw <= w and 0 < bh <= h:
+            break
+    bw, bh = min(max(bw, 1), w), min(max(bh, 1), h)
+    x0 = int(rng.integers(0, w - bw + 1))
+    y0 = int(rng.integers(0, h - bh + 1))
+    return np.array([x0, y0, x0 + bw, y0 + bh], dtype=np.float64)
+
+
+def centred_intersection_box(outer: np.ndarray, tau: float) -> np.ndarray:
+    """Centred intersection box ``I`` of the outer box (Fig. 3b), scale from :func:`inner_scale_for_iou`.
+
+    Corners are rounded OUTWARDS to integers (and kept inside ``outer``). Growing ``I`` inside a fixed
+    outer box never lowers the IoU below ``tau``: extending ``I`` by ``d`` along x adds ``d·h_I`` to
+    the intersection and ``d·h_A`` to one view; ``IoU >= tau ⇔ (1+tau)|I| >= tau(|A|+|B|)`` and
+    ``(1+tau) h_I >= tau h_A`` holds because ``h_I / h_A = 2s/(1+s) >= 2tau/(1+tau)`` (``s >= tau``).
+
+    Args:
+        outer: ``[4]`` xyxy integer-valued image coordinates.
+    Returns:
+        ``[4]`` xyxy integer-valued, non-empty (at least 1 px) when the outer box is.
+    """
+    outer = np.asarray(outer, dtype=np.float64)
+    s = inner_scale_for_iou(tau)
+    cx, cy = (outer[0] + outer[2]) / 2.0, (outer[1] + outer[3]) / 2.0
+    hw, hh = s * (outer[2] - outer[0]) / 2.0, s * (outer[3] - outer[1]) / 2.0
+    inner = np.array([math.floor(cx - hw), math.floor(cy - hh), math.ceil(cx + hw), math.ceil(cy + hh)])
+    inner[:2] = np.maximum(inner[:2], outer[:2])
+    inner[2:] = np.minimum(inner[2:], outer[2:])
+    inner[2:] = np.maximum(inner[2:], np.minimum(inner[:2] + 1, outer[2:]))
+    return inner.astype(np.float64)
+
+
+def views_from_intersection(outer: np.ndarray, inner: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The two sub-rectangles of Fig. 3b: ``A = (outer.x0, outer.y0, I.x1, I.y1)``,
+    ``B = (I.x0, I.y0, outer.x1, outer.y1)``; ``A ∩ B = I``. Returns two ``[4]`` xyxy arrays."""
+    view_a = np.array([outer[0], outer[1], inner[2], inner[3]], dtype=np.float64)
+    view_b = np.array([inner[0], inner[1], outer[2], outer[3]], dtype=np.float64)
+    return view_a, view_b
+
+
+def shrink_outer_corners(
+    rng: np.random.Generator, view_a: np.ndarray, view_b: np.ndarray, inner: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Move each view's OUTER corner towards ``I`` by an independent fraction ``u ~ U[0, 1]`` of the gap,
+    the same fraction on x and y (the corner slides along the view's diagonal, aspect kept).
+
+    Why the IoU only grows: A keeps its inner corner ``(I.x1, I.y1)`` and its outer corner stays at or
+    beyond ``(I.x0, I.y0)``, so ``A ⊇ I``; likewise ``B ⊇ I``; and ``A ∩ B`` is still exactly ``I``
+    (A ends at ``I.x1``/``I.y1``, B starts at ``I.x0``/``I.y0``). The intersection is unchanged while
+    both areas can only decrease, so the union decreases and ``IoU = |I| / (|A| + |B| − |I|)`` grows.
+
+    Returns:
+        shrunk ``(view_a, view_b)``, integer-valued (corners rounded towards the outer corner so they
+        never cross ``I``).
+    """
+    u_a, u_b = rng.uniform(0.0, 1.0, size=2)
+    new_a = view_a.copy()
+    new_a[:2] = np.floor(view_a[:2] + u_a * (inner[:2] - view_a[:2]))
+    new_b = view_b.copy()
+    new_b[2:] = np.ceil(view_b[2:] + u_b * (inner[2:] - view_b[2:]))
+    return new_a, new_b
+
+
+def sample_view_pair(
+    rng: np.random.Generator,
+    image_hw: Tuple[int, int],
+    tau: float = 0.5,
+    outer_area: Sequence[float] = (0.5, 1.0),
+    outer_aspect: Sequence[float] = (3 / 4, 4 / 3),
+    shrink_outer: bool = True,
+    swap_prob: float = 0.5,
+) -> ViewPair:
+    """The whole IoU-constrained policy (Fig. 3a–b): outer box, centred ``I``, optional shrink, swap.
+
+    Guarantees: both views lie inside ``[0, W] x [0, H]``; ``view1 ∩ view2 = intersection``;
+    ``IoU(view1, view2) >= tau``.
+    """
+    outer = sample_outer_box(rng, image_hw, outer_area, outer_aspect)
+    inner = centred_intersection_box(outer, tau)
+    view_a, view_b = views_from_intersection(outer, inner)
+    if shrink_outer:
+        view_a, view_b = shrink_outer_corners(rng, view_a, view_b, inner)
+    swapped = bool(rng.uniform() < swap_prob)
+    views = np.stack([view_b, view_a] if swapped else [view_a, view_b])
+    return ViewPair(view_boxes=views, intersection=inner, swapped=swapped)
+
+
+def resized_shape(height: int, width: int, short_side: int, max_size: int) -> Tuple[int, int]:
+    """Output ``(h, w)`` of a resize that makes the short side ``short_side`` while the long side stays
+    ``<= max_size`` (same rule as Detectron2's ``ResizeShortestEdge``)."""
+    scale = short_side / min(height, width)
+    if max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+def scale_boxes(boxes: np.ndarray, scale_x: float, scale_y: float) -> np.ndarray:
+    """Multiply xyxy boxes ``[K, 4]`` by per-axis factors (resize of the image)."""
+    return np.asarray(boxes, dtype=np.float64) * np.array([scale_x, scale_y, scale_x, scale_y])
+
+
+def flip_boxes(boxes: np.ndarray, width: float) -> np.ndarray:
+    """Horizontal flip of xyxy boxes ``[K, 4]`` in an image of ``width`` pixels (its own inverse)."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    out = boxes.copy()
+    out[..., 0] = width - boxes[..., 2]
+    out[..., 2] = width - boxes[..., 0]
+    return out
+
+
+def image_to_view(boxes: np.ndarray, view_box: np.ndarray) -> np.ndarray:
+    """Image coordinates -> coordinates of the view ``view_box`` (a translation by its top-left)."""
+    offset = np.array([view_box[0], view_box[1], view_box[0], view_box[1]], dtype=np.float64)
+    return np.asarray(boxes, dtype=np.float64) - offset
+
+
+def view_to_image(boxes: np.ndarray, view_box: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`image_to_view`."""
+    offset = np.array([view_box[0], view_box[1], view_box[0], view_box[1]], dtype=np.float64)
+    return np.asarray(boxes, dtype=np.float64) + offset
+
+
+def clip_boxes(boxes: np.ndarray, clip_box: np.ndarray) -> np.ndarray:
+    """Clamp xyxy boxes ``[K, 4]`` to the xyxy box ``clip_box [4]`` (may produce empty boxes)."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    lo = np.array([clip_box[0], clip_box[1], clip_box[0], clip_box[1]], dtype=np.float64)
+    hi = np.array([clip_box[2], clip_box[3], clip_box[2], clip_box[3]], dtype=np.float64)
+    return np.minimum(np.maximum(boxes, lo), hi)
+
+
+def jitter_boxes(
+    rng: np.random.Generator, boxes: np.ndarray, frac: float, clip_box: Optional[np.ndarray] = None
+) -> np.ndarray:
+    """Move every side of each box by ``U(-frac, frac)`` times the box's width (x sides) or height
+    (y sides), then clamp to ``clip_box``. A box that would become empty keeps its original side
+    positions (so the result is never empty when the input is not).
+
+    Args:
+        boxes: ``[K, 4]`` xyxy. Returns ``[K, 4]`` xyxy; ``|out - boxes| <= frac * size`` per side.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
+    out = boxes + rng.uniform(-frac, frac, size=boxes.shape) * size
+    if clip_box is not None:
+        out = clip_boxes(out, clip_box)
+    empty = (out[:, 2] <= out[:, 0]) | (out[:, 3] <= out[:, 1])
+    out[empty] = boxes[empty]
+    return out
+
+
+def select_regions(
+    rng: np.random.Generator,
+    proposals: np.ndarray,
+    intersection: np.ndarray,
+    num_regions: int = 10,
+    min_area_frac: float = 0.05,
+    pad_jitter: float = 0.1,
+) -> Tuple[np.ndarray, int]:
+    """Pseudo-regions inside the overlap of the two views (paper §3.2, Fig. 3c).
+
+    Region 0 is the intersection itself; then the proposals clamped to the intersection whose clamped
+    area is ``>= min_area_frac * area(intersection)``, in the given (score) order, the first
+    ``num_regions - 1``. When fewer survive, the rest are copies of surviving regions (drawn uniformly,
+    region 0 included) with every side jittered by ``±pad_jitter`` of the box size, clamped to the
+    intersection.
+
+    Args:
+        proposals: ``[K, 4]`` xyxy image coordinates, in score order (``K`` may be 0).
+        intersection: ``[4]`` xyxy image coordinates.
+    Returns:
+        ``(regions [num_regions, 4]`` xyxy image coordinates, all inside ``intersection``,
+        ``num_proposals)`` = number of proposal regions before padding (region 0 not counted).
+    """
+    intersection = np.asarray(intersection, dtype=np.float64)
+    proposals = np.asarray(proposals, dtype=np.float64).reshape(-1, 4)
+    clamped = clip_boxes(proposals, intersection)
+    keep = box_area(clamped) >= max(min_area_frac * box_area(intersection), 1e-9)
+    kept = clamped[keep][: max(num_regions - 1, 0)]
+    regions = np.concatenate([intersection[None], kept], axis=0)[:num_regions]
+    num_proposals = len(regions) - 1
+    num_pad = num_regions - len(regions)
+    if num_pad > 0:
+        source = regions[rng.integers(0, len(regions), size=num_pad)]
+        regions = np.concatenate([regions, jitter_boxes(rng, source, pad_jitter, intersection)], axis=0)
+    return regions, num_proposals
+
+
+def random_proposals(rng: np.random.Generator, image_hw: Tuple[int, int], num_boxes: int = 30) -> np.ndarray:
+    """Uniformly random proposals (used when a mapper has no proposal source): side lengths
+    ``U(0.1, 0.6)`` of the image side, uniform position. Returns ``[num_boxes, 4]`` xyxy."""
+    h, w = float(image_hw[0]), float(image_hw[1])
+    sizes = rng.uniform(0.1, 0.6, size=(num_boxes, 2)) * np.array([w, h])
+    x0 = rng.uniform(0.0, 1.0, size=num_boxes) * (w - sizes[:, 0])
+    y0 = rng.uniform(0.0, 1.0, size=num_boxes) * (h - sizes[:, 1])
+    return np.stack([x0, y0, x0 + sizes[:, 0], y0 + sizes[:, 1]], axis=1)
+
+
+def original_to_view(
+    boxes: np.ndarray,
+    view_box: np.ndarray,
+    original_hw: Tuple[int, int],
+    resized_hw: Tuple[int, int],
+    flip: bool,
+) -> np.ndarray:
+    """Original-image pixels -> one view's pixels: resize, optional horizontal flip, translate."""
+    sx, sy = resized_hw[1] / original_hw[1], resized_hw[0] / original_hw[0]
+    boxes = scale_boxes(boxes, sx, sy)
+    if flip:
+        boxes = flip_boxes(boxes, resized_hw[1])
+    return image_to_view(boxes, view_box)
+
+
+def view_to_original(
+    boxes: np.ndarray,
+    view_box: np.ndarray,
+    original_hw: Tuple[int, int],
+    resized_hw: Tuple[int, int],
+    flip: bool,
+) -> np.ndarray:
+    """Inverse of :func:`original_to_view`: one view's pixels -> original-image pixels."""
+    boxes = view_to_image(boxes, view_box)
+    if flip:
+        boxes = flip_boxes(boxes, resized_hw[1])
+    sx, sy = resized_hw[1] / original_hw[1], resized_hw[0] / original_hw[0]
+    return scale_boxes(boxes, 1.0 / sx, 1.0 / sy)
+
+
+@dataclass
+class TwoViewSample:
+    """Geometry of one pretraining sample (everything but pixels).
+
+    Attributes:
+        original_hw, resized_hw: ``(h, w)`` of the input image and of the resized image.
+        flip: whether the resized image was flipped horizontally (before the views were cut).
+        swapped: whether the views were swapped (see :class:`ViewPair`).
+        view_boxes: ``[2, 4]`` xyxy of each view in the resized (and flipped) image, integer-valued.
+        intersection: ``[4]`` xyxy of ``view1 ∩ view2`` in the same coordinates.
+        regions: ``[n, 4]`` xyxy of the regions in the same coordinates (row 0 = intersection).
+        region_boxes: ``[2, n, 4]`` xyxy of the regions in each view's pixels (targets).
+        query_boxes: ``[2, n, 4]`` ``region_boxes`` with ``±query_jitter`` per side, clipped to the view.
+        num_proposals: regions taken from proposals before padding (region 0 not counted).
+    """
+
+    original_hw: Tuple[int, int]
+    resized_hw: Tuple[int, int]
+    flip: bool
+    swapped: bool
+    view_boxes: np.ndarray
+    intersection: np.ndarray
+    regions: np.ndarray
+    region_boxes: np.ndarray
+    query_boxes: np.ndarray
+    num_proposals: int
+
+
+@dataclass
+class ViewPolicy:
+    """The complete view policy of ``shared/DESIGN.md`` §4 with its knobs (defaults = ImageNet style).
+
+    ``sample(rng, original_hw, proposals)`` draws, in this order: the short side of the base resize
+    (integer ``U[short_side_range]``, long side capped by ``max_size``), the shared horizontal flip, the
+    view pair (:func:`sample_view_pair`), the regions (:func:`select_regions`) and, per view, the query
+    jitter (:func:`jitter_boxes` clipped to the view).
+    """
+
+    short_side_range: Tuple[int, int] = (320, 480)
+    max_size: int = 600
+    tau: float = 0.5
+    outer_area: Tuple[float, float] = (0.5, 1.0)
+    outer_aspect: Tuple[float, float] = (3 / 4, 4 / 3)
+    num_regions: int = 10
+    min_region_area_frac: float = 0.05
+    pad_jitter: float = 0.1
+    query_jitter: float = 0.1
+    shrink_outer: bool = True
+    swap_prob: float = 0.5
+    flip_prob: float = 0.5
+
+    def sample(
+        self, rng: np.random.Generator, original_hw: Tuple[int, int], proposals: np.ndarray
+    ) -> TwoViewSample:
+        """Args: ``original_hw`` = ``(h, w)`` of the input image; ``proposals`` ``[K, 4]`` xyxy in
+        original-image pixels, score order. Returns a :class:`TwoViewSample`."""
+        oh, ow = int(original_hw[0]), int(original_hw[1])
+        short = int(rng.integers(self.short_side_range[0], self.short_side_range[1] + 1))
+        resized_hw = resized_shape(oh, ow, short, self.max_size)
+        flip = bool(rng.uniform() < self.flip_prob)
+        pair = sample_view_pair(
+            rng, resized_hw, self.tau, self.outer_area, self.outer_aspect, self.shrink_outer, self.swap_prob
+        )
+        boxes = scale_boxes(
+            np.asarray(proposals, dtype=np.float64).reshape(-1, 4), resized_hw[1] / ow, resized_hw[0] / oh
+        )
+        if flip:
+            boxes = flip_boxes(boxes, resized_hw[1])
+        regions, num_proposals = select_regions(
+            rng, boxes, pair.intersection, self.num_regions, self.min_region_area_frac, self.pad_jitter
+        )
+        region_boxes = np.stack([image_to_view(regions, vb) for vb in pair.view_boxes])
+        query_boxes = np.stack(
+            [
+                jitter_boxes(rng, rb, self.query_jitter, np.array([0.0, 0.0, vb[2] - vb[0], vb[3] - vb[1]]))
+                for rb, vb in zip(region_boxes, pair.view_boxes)
+            ]
+        )
+        return TwoViewSample(
+            original_hw=(oh, ow),
+            resized_hw=resized_hw,
+            flip=flip,
+            swapped=pair.swapped,
+            view_boxes=pair.view_boxes,
+            intersection=pair.intersection,
+            regions=regions,
+            region_boxes=region_boxes,
+            query_boxes=query_boxes,
+            num_proposals=num_proposals,
+        )

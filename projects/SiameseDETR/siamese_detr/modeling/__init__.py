@@ -1,0 +1,22 @@
+"""DETR components shared by finetuning and the pretext tasks (Siamese DETR, UP-DETR, DETReg)."""
+
+from .backbone import build_resnet_backbone_for_detr, feature_padding_mask, make_resnet_stages
+from .criterion import SetCriterion, weight_losses
+from .heads import MLP
+from .matcher import HungarianMatcher
+from .meta_arch import DETR
+from .position_encoding import PositionEmbeddingSine
+from .transformers import DetrTransformer
+
+__all__ = [
+    "DETR",
+    "DetrTransformer",
+    "HungarianMatcher",
+    "MLP",
+    "PositionEmbeddingSine",
+    "SetCriterion",
+    "build_resnet_backbone_for_detr",
+    "feature_padding_mask",
+    "make_resnet_stages",
+    "weight_losses",
+]

@@ -1,0 +1,5 @@
+"""Meta-architectures: the finetune DETR and the pretext-task pretraining models."""
+
+from .detr import DETR
+
+__all__ = ["DETR"]

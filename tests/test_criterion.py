@@ -1,0 +1,155 @@
+"""SetCriterion losses against hand-computed values; GIoU edge cases; aux losses; loss weighting."""
+
+import math
+
+import pytest
+import torch
+
+from siamese_detr.modeling import HungarianMatcher, SetCriterion, weight_losses
+
+
+class FixedMatcher:
+    """Returns a prescribed matching, so the loss formulas are tested independently of the matcher."""
+
+    def __init__(self, indices):
+        self.indices = [
+            (torch.tensor(r, dtype=torch.int64), torch.tensor(c, dtype=torch.int64)) for r, c in indices
+        ]
+
+    def __call__(self, outputs, targets):
+        return self.indices
+
+
+def _ce(logits, target):
+    return -math.log(math.exp(logits[target]) / sum(math.exp(v) for v in logits))
+
+
+def _criterion(indices, num_classes=2, eos_coef=0.1):
+    return SetCriterion(num_classes, FixedMatcher(indices), eos_coef=eos_coef)
+
+
+def test_losses_match_hand_computed_values():
+    # 2 images, 2 queries each, K = 2 classes (+ no-object = index 2); image 0 has 1 target, image 1 has 2.
+    logits = [[[2.0, 0.5, -1.0], [0.1, 0.2, 1.5]], [[0.3, -0.4, 0.9], [1.0, 2.0, 0.0]]]
+    boxes = [[[0.5, 0.5, 0.2, 0.4], [0.1, 0.1, 0.1, 0.1]], [[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.4, 0.2]]]
+    targets = [
+        {"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.6, 0.2, 0.2]])},
+        {"labels": torch.tensor([1, 0]), "boxes": torch.tensor([[0.6, 0.6, 0.4, 0.4], [0.3, 0.3, 0.2, 0.2]])},
+    ]
+    # image 0: query 0 <-> target 0; image 1: query 0 <-> target 1, query 1 <-> target 0
+    crit = _criterion([([0], [0]), ([0, 1], [1, 0])])
+    losses = crit({"pred_logits": torch.tensor(logits), "pred_boxes": torch.tensor(boxes)}, targets)
+
+    # classification: targets per query (0, no-object) and (0, 1); weights 1 for classes, 0.1 for no-object
+    per_query = [
+        (logits[0][0], 0, 1.0),
+        (logits[0][1], 2, 0.1),
+        (logits[1][0], 0, 1.0),
+        (logits[1][1], 1, 1.0),
+    ]
+    expected_ce = sum(w * _ce(lg, t) for lg, t, w in per_query) / sum(w for _, _, w in per_query)
+    assert losses["loss_ce"].item() == pytest.approx(expected_ce, rel=1e-6)
+
+    num_boxes = 3
+    # L1 of the matched pairs in cxcywh
+    l1 = (0.0 + 0.1 + 0.0 + 0.2) + (0.0 + 0.0 + 0.0 + 0.0) + (0.1 + 0.0 + 0.0 + 0.2)
+    assert losses["loss_bbox"].item() == pytest.approx(l1 / num_boxes, rel=1e-5)
+
+    # GIoU by hand (xyxy):
+    # pair A: pred (0.4,0.3,0.6,0.7) area 0.08, tgt (0.4,0.5,0.6,0.7) area 0.04 inside it
+    #         -> IoU 0.5, hull = pred
+    # pair B: identical boxes -> 1
+    # pair C: pred (0.5,0.5,0.9,0.7) area 0.08, tgt (0.4,0.4,0.8,0.8) area 0.16;
+    #         inter (0.5,0.5,0.8,0.7) = 0.06;
+    #         union 0.18; hull (0.4,0.4,0.9,0.8) = 0.2
+    giou_a, giou_b = 0.5, 1.0
+    giou_c = 0.06 / 0.18 - (0.2 - 0.18) / 0.2
+    expected_giou = ((1 - giou_a) + (1 - giou_b) + (1 - giou_c)) / num_boxes
+    assert losses["loss_giou"].item() == pytest.approx(expected_giou, rel=1e-5)
+    assert set(losses) == {"loss_ce", "loss_bbox", "loss_giou"}
+
+
+@pytest.mark.parametrize(
+    "pred_xyxy, tgt_xyxy, expected_giou",
+    [
+        ((0.1, 0.2, 0.5, 0.6), (0.1, 0.2, 0.5, 0.6), 1.0),  # identical
+        # disjoint: IoU 0, union 0.04 + 0.04, hull (0,0)-(0.7,0.7) = 0.49
+        ((0.0, 0.0, 0.2, 0.2), (0.5, 0.5, 0.7, 0.7), -(0.49 - 0.08) / 0.49),
+        # contained: hull is the outer box so GIoU = IoU = area ratio 0.16 / 0.64
+        ((0.1, 0.1, 0.5, 0.5), (0.0, 0.0, 0.8, 0.8), 0.16 / 0.64),
+    ],
+)
+def test_giou_edge_cases(pred_xyxy, tgt_xyxy, expected_giou):
+    def cxcywh(b):
+        return [(b[0] + b[2]) / 2, (b[1] + b[3]) / 2, b[2] - b[0], b[3] - b[1]]
+
+    crit = _criterion([([0], [0])])
+    outputs = {"pred_logits": torch.zeros(1, 1, 3), "pred_boxes": torch.tensor([[cxcywh(pred_xyxy)]])}
+    targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([cxcywh(tgt_xyxy)])}]
+    losses = crit(outputs, targets)
+    assert 1 - losses["loss_giou"].item() == pytest.approx(expected_giou, abs=1e-6)
+
+
+def test_no_targets_gives_zero_box_losses_and_all_no_object():
+    crit = _criterion([([], [])], eos_coef=0.1)
+    logits = torch.tensor([[[0.2, 0.1, 0.7], [1.0, -1.0, 0.0]]], requires_grad=True)
+    outputs = {"pred_logits": logits, "pred_boxes": torch.rand(1, 2, 4, requires_grad=True)}
+    targets = [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}]
+    losses = crit(outputs, targets)
+    assert losses["loss_bbox"].item() == 0.0 and losses["loss_giou"].item() == 0.0
+    expected = (_ce([0.2, 0.1, 0.7], 2) + _ce([1.0, -1.0, 0.0], 2)) / 2  # equal weights cancel
+    assert losses["loss_ce"].item() == pytest.approx(expected, rel=1e-6)
+    sum(losses.values()).backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+
+
+def test_aux_losses_and_returned_indices():
+    torch.manual_seed(0)
+    matcher = HungarianMatcher()
+    crit = SetCriterion(3, matcher, eos_coef=0.1)
+    targets = [
+        {"labels": torch.tensor([0, 2]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]])},
+        {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])},
+    ]
+    layers = [
+        {"pred_logits": torch.randn(2, 4, 4), "pred_boxes": torch.rand(2, 4, 4) * 0.4 + 0.3} for _ in range(3)
+    ]
+    outputs = dict(layers[-1], aux_outputs=layers[:-1])
+    losses, indices = crit(outputs, targets, return_indices=True)
+
+    base = {"loss_ce", "loss_bbox", "loss_giou"}
+    assert set(losses) == base | {f"{k}_{i}" for k in base for i in range(2)}
+    assert len(indices) == 3
+    for i, layer in enumerate(layers):
+        expected = matcher(layer, targets)
+        for (r, c), (re_, ce_) in zip(indices[i], expected):
+            assert torch.equal(r, re_) and torch.equal(c, ce_)
+        # each aux copy equals the loss of that layer computed on its own
+        alone = crit(layer, targets)
+        suffix = "" if i == 2 else f"_{i}"
+        for k in base:
+            assert torch.allclose(losses[k + suffix], alone[k])
+
+
+def test_weight_losses_resolves_aux_keys():
+    losses = {"loss_ce": torch.tensor(2.0), "loss_ce_0": torch.tensor(3.0), "loss_bbox_4": torch.tensor(1.0)}
+    weighted = weight_losses(losses, {"loss_ce": 2.0, "loss_bbox": 5.0, "loss_ce_0": 0.5})
+    assert weighted["loss_ce"].item() == 4.0
+    assert weighted["loss_ce_0"].item() == 1.5  # explicit per-layer key wins
+    assert weighted["loss_bbox_4"].item() == 5.0  # resolved from the base key
+    with pytest.raises(KeyError, match="loss_giou"):
+        weight_losses({"loss_giou": torch.tensor(1.0)}, {"loss_ce": 1.0})
+
+
+def test_unknown_loss_name_raises():
+    crit = SetCriterion(2, FixedMatcher([([0], [0])]), losses=("class", "masks"))
+    outputs = {"pred_logits": torch.zeros(1, 1, 3), "pred_boxes": torch.full((1, 1, 4), 0.5)}
+    targets = [{"labels": torch.tensor([0]), "boxes": torch.full((1, 4), 0.5)}]
+    with pytest.raises(KeyError, match="masks"):
+        crit(outputs, targets)
+
+
+def test_empty_weight_is_not_in_state_dict():
+    crit = SetCriterion(5, HungarianMatcher(), eos_coef=0.2)
+    assert "empty_weight" not in crit.state_dict()
+    assert crit.empty_weight.tolist() == pytest.approx([1, 1, 1, 1, 1, 0.2])

@@ -1,0 +1,39 @@
+"""A dataset that is not on disk stops start-up with the expected path and the README section."""
+import os
+
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from siamese_detr.data.dataset_checks import check_datasets_on_disk, expected_paths, get_checked_dataset_dicts
+
+
+@pytest.mark.parametrize("name,section", [("coco_2017_val", "COCO"), ("voc_2007_test", "PASCAL VOC")])
+def test_missing_builtin_dataset_names_path_and_readme_section(name, section):
+    paths = expected_paths(name)
+    assert paths, f"detectron2 registers {name} with paths in its metadata"
+    if all(os.path.exists(p) for p in paths):
+        pytest.skip(f"{name} is on disk here")
+    missing = next(p for p in paths if not os.path.exists(p))
+    with pytest.raises(FileNotFoundError) as err:
+        get_checked_dataset_dicts(name)
+    message = str(err.value)
+    assert missing in message and f"'{section}'" in message and "datasets/README.md" in message
+
+
+def test_unregistered_dataset_is_a_key_error():
+    with pytest.raises(KeyError, match="'no_such_dataset' is not registered"):
+        check_datasets_on_disk(["no_such_dataset"])
+
+
+def test_present_dataset_passes(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "ann.json").write_text("{}")
+    name = "test_dataset_checks_present"
+    DatasetCatalog.register(name, lambda: [{"file_name": "x.jpg", "image_id": 0, "annotations": []}])
+    MetadataCatalog.get(name).set(json_file=str(tmp_path / "ann.json"), image_root=str(tmp_path / "images"))
+    try:
+        check_datasets_on_disk(name)
+        assert len(get_checked_dataset_dicts(name, filter_empty=False)) == 1
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

@@ -1,0 +1,117 @@
+"""HungarianMatcher: optimality against brute force over all assignments, empty-target images."""
+
+import itertools
+import math
+import random
+
+import pytest
+import torch
+
+from siamese_detr.modeling import HungarianMatcher
+
+W_CLASS, W_BBOX, W_GIOU = 1.0, 5.0, 2.0
+
+
+def _xyxy(b):
+    cx, cy, w, h = b
+    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+
+def _giou(a, b):
+    """Plain-python GIoU of two cxcywh boxes."""
+    ax0, ay0, ax1, ay1 = _xyxy(a)
+    bx0, by0, bx1, by1 = _xyxy(b)
+    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    hull = (max(ax1, bx1) - min(ax0, bx0)) * (max(ay1, by1) - min(ay0, by0))
+    return inter / union - (hull - union) / hull
+
+
+def _pair_cost(logits, box, label, tgt_box):
+    exps = [math.exp(v) for v in logits]
+    prob = exps[label] / sum(exps)
+    l1 = sum(abs(p - t) for p, t in zip(box, tgt_box))
+    return -W_CLASS * prob + W_BBOX * l1 - W_GIOU * _giou(box, tgt_box)
+
+
+def _random_boxes(rng, n):
+    out = []
+    for _ in range(n):
+        w, h = rng.uniform(0.05, 0.6), rng.uniform(0.05, 0.6)
+        out.append([rng.uniform(w / 2, 1 - w / 2), rng.uniform(h / 2, 1 - h / 2), w, h])
+    return out
+
+
+def _brute_force_min(cost, num_queries, num_targets):
+    """Min over injective maps target j -> query perm[j]."""
+    best = math.inf
+    for perm in itertools.permutations(range(num_queries), num_targets):
+        best = min(best, sum(cost[perm[j]][j] for j in range(num_targets)))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matching_is_optimal_against_brute_force(seed):
+    rng = random.Random(seed)
+    num_classes = 3
+    num_queries = rng.randint(2, 6)
+    sizes = [rng.randint(1, min(4, num_queries)) for _ in range(3)]
+    logits = [[[rng.gauss(0, 2) for _ in range(num_classes + 1)] for _ in range(num_queries)] for _ in sizes]
+    boxes = [_random_boxes(rng, num_queries) for _ in sizes]
+    targets_py = [([rng.randrange(num_classes) for _ in range(n)], _random_boxes(rng, n)) for n in sizes]
+
+    outputs = {"pred_logits": torch.tensor(logits), "pred_boxes": torch.tensor(boxes)}
+    targets = [{"labels": torch.tensor(lab), "boxes": torch.tensor(bx)} for lab, bx in targets_py]
+    indices = HungarianMatcher(W_CLASS, W_BBOX, W_GIOU)(outputs, targets)
+
+    assert len(indices) == len(sizes)
+    for b, (n, (rows, cols)) in enumerate(zip(sizes, indices)):
+        assert rows.dtype == torch.int64 and cols.dtype == torch.int64
+        assert len(rows) == len(cols) == n
+        assert len(set(rows.tolist())) == n and sorted(cols.tolist()) == list(range(n))
+        labels, tgt_boxes = targets_py[b]
+        cost = [
+            [_pair_cost(logits[b][q], boxes[b][q], labels[j], tgt_boxes[j]) for j in range(n)]
+            for q in range(num_queries)
+        ]
+        total = sum(cost[q][j] for q, j in zip(rows.tolist(), cols.tolist()))
+        assert total == pytest.approx(_brute_force_min(cost, num_queries, n), abs=1e-5)
+
+
+def test_obvious_matching_follows_box_distance():
+    boxes = torch.tensor([[[0.2, 0.2, 0.1, 0.1], [0.8, 0.8, 0.2, 0.2], [0.5, 0.5, 0.3, 0.3]]])
+    outputs = {"pred_logits": torch.zeros(1, 3, 3), "pred_boxes": boxes}
+    targets = [
+        {
+            "labels": torch.tensor([0, 1]),
+            "boxes": torch.tensor([[0.79, 0.81, 0.2, 0.2], [0.21, 0.2, 0.1, 0.1]]),
+        }
+    ]
+    rows, cols = HungarianMatcher()(outputs, targets)[0]
+    assert dict(zip(rows.tolist(), cols.tolist())) == {0: 1, 1: 0}
+
+
+def test_images_without_targets_get_empty_indices():
+    torch.manual_seed(0)
+    outputs = {"pred_logits": torch.randn(3, 4, 3), "pred_boxes": torch.rand(3, 4, 4) * 0.5 + 0.1}
+    empty = {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}
+    one = {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}
+    matcher = HungarianMatcher()
+
+    indices = matcher(outputs, [empty, one, empty])
+    assert [len(r) for r, _ in indices] == [0, 1, 0]
+    assert all(len(c) == len(r) for r, c in indices)
+    assert indices[1][1].tolist() == [0]
+
+    all_empty = matcher(outputs, [empty, empty, empty])
+    assert all(len(r) == 0 and len(c) == 0 and r.dtype == torch.int64 for r, c in all_empty)
+
+
+def test_degenerate_boxes_do_not_break_the_assignment():
+    outputs = {
+        "pred_logits": torch.zeros(1, 2, 2),
+        "pred_boxes": torch.tensor([[[0.5, 0.5, 0.0, 0.0], [0.3, 0.3, 0.2, 0.2]]]),
+    }
+    targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.0, 0.0]])}]
+    rows, cols = HungarianMatcher()(outputs, targets)[0]
+    assert len(rows) == 1 and cols.tolist() == [0]

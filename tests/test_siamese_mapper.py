@@ -1,0 +1,235 @@
+"""SiameseViewMapper on small real image files: contract, content correspondence, seeding, edge cases,
+and the pretraining data configs."""
+
+import os
+import types
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.ops import roi_align
+
+import siamese_detr.data.siamese_mapper as M
+from siamese_detr.data.siamese_mapper import SiameseViewMapper, simsiam_augment
+from siamese_detr.data.views import box_iou, view_to_original
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NO_AUG = dict(color_jitter=None, grayscale_prob=0.0, blur_prob=0.0)
+
+
+def smooth_texture(h, w, seed=0):
+    """Smooth, non-repetitive colour texture (so resampling differences stay small)."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, size=(max(h // 16, 2), max(w // 16, 2), 3)).astype(np.float32)
+    return np.clip(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mapper_images")
+    paths = {}
+    bgr = smooth_texture(300, 400)
+    paths["color"] = str(d / "color.png")
+    cv2.imwrite(paths["color"], bgr)
+    paths["gray"] = str(d / "gray.png")
+    Image.fromarray(smooth_texture(120, 90, 1)[:, :, 0]).save(paths["gray"])
+    paths["rgba"] = str(d / "rgba.png")
+    rgba = np.dstack([smooth_texture(100, 130, 2), np.full((100, 130), 128, np.uint8)])
+    Image.fromarray(rgba, mode="RGBA").save(paths["rgba"])
+    paths["exif"] = str(d / "exif.jpg")  # stored 60 (h) x 80 (w); orientation 6 = rotate 90 deg -> 80 x 60
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(smooth_texture(60, 80, 3)).save(paths["exif"], exif=exif)
+    paths["tiny"] = str(d / "tiny.png")
+    cv2.imwrite(paths["tiny"], smooth_texture(20, 30, 4))
+    paths["corrupt"] = str(d / "corrupt.jpg")
+    (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg" * 10)
+    paths["empty"] = str(d / "empty.png")
+    (d / "empty.png").write_bytes(b"")
+    paths["missing"] = str(d / "missing.png")
+    return paths
+
+
+def check_contract(out, n, crop_size, fmt_hw=None):
+    assert set(["image_id", "file_name", "height", "width", "num_proposals", "views"]) <= set(out)
+    assert len(out["views"]) == 2
+    for v in out["views"]:
+        img = v["image"]
+        assert img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == 3
+        hv, wv = img.shape[1:]
+        assert v["region_boxes"].dtype == torch.float32 and v["region_boxes"].shape == (n, 4)
+        assert v["query_boxes"].dtype == torch.float32 and v["query_boxes"].shape == (n, 4)
+        assert v["crops"].dtype == torch.uint8 and v["crops"].shape == (n, 3, crop_size, crop_size)
+        assert v["view_box"].dtype == torch.float32 and v["view_box"].shape == (4,)
+        vb = v["view_box"]
+        assert (vb[2] - vb[0], vb[3] - vb[1]) == (wv, hv)
+        for boxes in (v["region_boxes"], v["query_boxes"]):
+            assert (
+                torch.all(boxes[:, :2] >= 0) and torch.all(boxes[:, 2] <= wv) and torch.all(boxes[:, 3] <= hv)
+            )
+    assert 0 <= out["num_proposals"] <= n - 1
+
+
+def test_contract_shapes_and_iou(images):
+    mapper = SiameseViewMapper(seed=0, tau=0.6)
+    for i in range(4):
+        out = mapper({"file_name": images["color"], "image_id": 5})
+        check_contract(out, 10, 128)
+        assert (out["height"], out["width"], out["image_id"]) == (300, 400, 5)
+        v1, v2 = out["views"]
+        assert float(box_iou(v1["view_box"].numpy(), v2["view_box"].numpy())) >= 0.6 - 1e-6
+        assert 320 <= min(out["resized_height"], out["resized_width"]) <= 480
+
+
+def test_views_and_crops_show_the_same_content_without_augmentation(images):
+    original = cv2.imread(images["color"])
+    mapper = SiameseViewMapper(seed=1, crop_size=32, **NO_AUG)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        out = mapper({"file_name": images["color"], "image_id": 0})
+        v1, v2 = out["views"]
+        # the intersection (region 0) is the same pixels in both views
+        x0, y0, x1, y1 = (int(c) for c in v1["region_boxes"][0])
+        a0, b0, a1, b1 = (int(c) for c in v2["region_boxes"][0])
+        assert torch.equal(v1["image"][:, y0:y1, x0:x1], v2["image"][:, b0:b1, a0:a1])
+        # crops of region k: same in both views, and they depict region k of the ORIGINAL image
+        assert torch.equal(v1["crops"], v2["crops"])
+        hw, rhw = (out["height"], out["width"]), (out["resized_height"], out["resized_width"])
+        boxes = view_to_original(v1["region_boxes"].numpy(), v1["view_box"].numpy(), hw, rhw, out["flip"])
+        src = torch.from_numpy(original).permute(2, 0, 1)[None].float()
+        ref = roi_align(src, [torch.as_tensor(boxes, dtype=torch.float32)], 32, 1.0, 4, aligned=True)
+        if out["flip"]:
+            ref = ref.flip(-1)
+        crops = v1["crops"].float()
+        same = (crops - ref).abs().mean(dim=(1, 2, 3))
+        shuffled = (crops - ref[torch.as_tensor(rng.permutation(10))]).abs().mean(dim=(1, 2, 3))
+        assert same.max() < 8.0
+        assert same.mean() < 0.5 * shuffled.mean()
+        # a random box elsewhere in the image does not match
+        other = roi_align(src, [torch.tensor([[0.0, 0.0, 40.0, 40.0]])], 32, 1.0, 4, aligned=True)
+        assert (crops[0] - other[0]).abs().mean() > 3 * same[0]
+
+
+def test_seeding_same_seed_same_sample_different_workers_differ(images, monkeypatch):
+    d = {"file_name": images["color"], "image_id": 1}
+    a, b = SiameseViewMapper(seed=3), SiameseViewMapper(seed=3)
+    for _ in range(2):
+        oa, ob = a(d), b(d)
+        for va, vb in zip(oa["views"], ob["views"]):
+            for key in va:
+                assert torch.equal(va[key], vb[key])
+    # successive calls of one mapper differ
+    assert not torch.equal(a(d)["views"][0]["view_box"], a(d)["views"][0]["view_box"])
+
+    outs = []
+    for worker_id in (0, 1):
+        monkeypatch.setattr(M, "get_worker_info", lambda wid=worker_id: types.SimpleNamespace(id=wid))
+        outs.append(SiameseViewMapper(seed=3)(d))
+    key = [
+        (tuple(o["views"][0]["view_box"].tolist()), tuple(o["views"][1]["view_box"].tolist()), o["flip"])
+        for o in outs
+    ]
+    assert key[0] != key[1]
+
+
+def test_unreadable_files_return_none_and_are_counted(images, caplog):
+    caplog.set_level("WARNING")
+    mapper = SiameseViewMapper(seed=0)
+    for key in ("corrupt", "empty", "missing"):
+        assert mapper({"file_name": images[key], "image_id": key}) is None
+    assert mapper.num_unreadable == 3
+    assert mapper({"file_name": images["color"], "image_id": 0}) is not None
+    assert mapper.num_unreadable == 3
+    assert "corrupt.jpg" in caplog.text and "empty.png" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "key,hw", [("gray", (120, 90)), ("rgba", (100, 130)), ("exif", (80, 60)), ("tiny", (20, 30))]
+)
+def test_gray_rgba_exif_and_tiny_images(images, key, hw):
+    mapper = SiameseViewMapper(seed=0, crop_size=128)
+    out = mapper({"file_name": images[key], "image_id": key})
+    check_contract(out, 10, 128)
+    assert (out["height"], out["width"]) == hw  # EXIF orientation applied: 60x80 stored -> 80x60
+    if key == "gray":  # without colour jitter a grey input stays grey
+        gray = SiameseViewMapper(seed=0, **NO_AUG)({"file_name": images[key], "image_id": key})
+        img = gray["views"][0]["image"]
+        assert torch.equal(img[0], img[1]) and torch.equal(img[1], img[2])
+
+
+def test_no_proposal_in_overlap_pads_everything_and_eval_mode(images):
+    def far_away(dataset_dict, image):  # boxes in a 2-pixel corner strip: never inside the overlap by 5 %
+        return np.array([[0, 0, 2, 2], [1, 1, 3, 3]], np.float32), np.array([1.0, 0.5], np.float32)
+
+    mapper = SiameseViewMapper(seed=0, proposal_source=far_away, is_train=False)
+    for _ in range(5):
+        out = mapper({"file_name": images["color"], "image_id": 0})
+        check_contract(out, 10, 128)
+        assert out["num_proposals"] == 0 and out["flip"] is False
+        v1 = out["views"][0]
+        assert torch.all(v1["region_boxes"][:, :2] >= v1["region_boxes"][0, :2] - 1e-4)
+        assert torch.all(v1["region_boxes"][:, 2:] <= v1["region_boxes"][0, 2:] + 1e-4)
+        # eval mode: no swap, view 1 holds the outer top-left corner
+        assert torch.all(out["views"][0]["view_box"][:2] <= out["views"][1]["view_box"][:2])
+
+
+def test_rgb_format_is_channel_reversed_bgr(images):
+    d = {"file_name": images["color"], "image_id": 0}
+    bgr = SiameseViewMapper(seed=4, image_format="BGR", **NO_AUG)(d)
+    rgb = SiameseViewMapper(seed=4, image_format="RGB", **NO_AUG)(d)
+    assert torch.equal(bgr["views"][0]["image"].flip(0), rgb["views"][0]["image"])
+    with pytest.raises(ValueError):
+        SiameseViewMapper(image_format="L")
+
+
+def test_simsiam_augment_steps():
+    img = smooth_texture(40, 50, 5)
+    rng = np.random.default_rng(0)
+    gray = simsiam_augment(rng, img, color_jitter=None, grayscale_prob=1.0, blur_prob=0.0)
+    assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(
+        gray[..., 0], cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    )
+    same = simsiam_augment(rng, img, color_jitter=(0, 0, 0, 0), grayscale_prob=0.0, blur_prob=0.0)
+    assert np.array_equal(same, img)
+    # brightness only: one multiplicative factor in [0.6, 1.4] for every pixel (up to rounding)
+    bright = simsiam_augment(
+        rng, img, color_jitter=(0.4, 0, 0, 0), color_jitter_prob=1.0, grayscale_prob=0, blur_prob=0
+    )
+    mask = (img > 40) & (bright < 250)
+    f = np.median(bright[mask] / img[mask])
+    assert 0.6 <= f <= 1.4
+    assert np.all(np.abs(bright[mask].astype(float) - f * img[mask]) <= 1.0 + 0.01 * img[mask])
+    blurred = simsiam_augment(rng, img, color_jitter=None, grayscale_prob=0, blur_prob=1.0)
+    assert blurred.shape == img.shape and blurred.std() <= img.std() + 1e-6
+
+
+@pytest.mark.parametrize("name", ["pretrain_builtin", "pretrain_coco", "pretrain_imagenet"])
+def test_pretrain_configs_load(name):
+    from detectron2.config import LazyConfig
+
+    cfg = LazyConfig.load(os.path.join(REPO, "configs", "common", "data", f"{name}.py"))
+    mapper_cfg = cfg.dataloader.train.mapper
+    assert cfg.dataloader.train.aspect_ratio_grouping is False
+    assert cfg.dataloader.train.dataset.filter_empty is False
+    expected = {
+        "pretrain_builtin": ((160, 224), 320),
+        "pretrain_coco": ((480, 800), 1333),
+        "pretrain_imagenet": ((320, 480), 600),
+    }[name]
+    assert (tuple(mapper_cfg.short_side_range), mapper_cfg.max_size) == expected
+
+
+def test_builtin_pretrain_config_instantiates_and_yields_a_batch():
+    from detectron2.config import LazyConfig, instantiate
+
+    cfg = LazyConfig.load(os.path.join(REPO, "configs", "common", "data", "pretrain_builtin.py"))
+    cfg.dataloader.train.num_workers = 0
+    cfg.dataloader.train.total_batch_size = 2
+    cfg.dataloader.train.mapper.seed = 0
+    batch = next(iter(instantiate(cfg.dataloader.train)))
+    assert len(batch) == 2
+    for out in batch:
+        check_contract(out, 10, 64)
+        assert min(out["resized_height"], out["resized_width"]) <= 224

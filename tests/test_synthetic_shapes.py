@@ -1,0 +1,165 @@
+"""Built-in synthetic-shapes dataset: determinism, annotation validity, reuse, concurrency, registration."""
+import json
+import multiprocessing
+import os
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import COCOEvaluator
+from detectron2.structures import Boxes, BoxMode, Instances
+
+import siamese_detr.data  # noqa: F401  (registers the datasets)
+from siamese_detr.data.datasets import (
+    SYNTHETIC_SHAPES_CLASSES,
+    ensure_synthetic_shapes,
+    generate_synthetic_shapes,
+    register_synthetic_shapes,
+)
+from siamese_detr.data.datasets.shapes_render import CATEGORY_STYLES, render_scene, shape_mask
+
+
+def _bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _load(json_file):
+    with open(json_file) as f:
+        return json.load(f)
+
+
+@pytest.fixture
+def restore_registration():
+    yield
+    register_synthetic_shapes()  # back to the defaults of `import siamese_detr.data`
+
+
+def test_generation_is_bit_identical(tmp_path):
+    a = generate_synthetic_shapes(str(tmp_path / "a"), "val", num_images=5, seed=7)
+    b = generate_synthetic_shapes(str(tmp_path / "b"), "val", num_images=5, seed=7)
+    assert _bytes(a[1]) == _bytes(b[1])
+    names = sorted(os.listdir(a[0]))
+    assert names == sorted(os.listdir(b[0])) and len(names) == 5
+    for name in names:
+        assert _bytes(os.path.join(a[0], name)) == _bytes(os.path.join(b[0], name))
+    # image i depends only on seed + i: seed 8 image 0 is seed 7 image 1
+    c = generate_synthetic_shapes(str(tmp_path / "c"), "val", num_images=1, seed=8)
+    assert _bytes(os.path.join(c[0], "000000.png")) == _bytes(os.path.join(a[0], "000001.png"))
+
+
+def test_annotations_are_valid_and_cover_all_categories(tmp_path):
+    image_root, json_file = generate_synthetic_shapes(str(tmp_path), "train", num_images=24)
+    coco = _load(json_file)
+    assert [c["id"] for c in coco["categories"]] == list(range(1, 9))
+    assert tuple(c["name"] for c in coco["categories"]) == SYNTHETIC_SHAPES_CLASSES
+    assert 6 <= len(SYNTHETIC_SHAPES_CLASSES) <= 8
+    images = {im["id"]: im for im in coco["images"]}
+    assert len(images) == 24
+    for im in images.values():
+        short, long = sorted((im["height"], im["width"]))
+        assert 160 <= short <= 256 and long <= short * 4 / 3 + 1
+        assert os.path.isfile(os.path.join(image_root, im["file_name"]))
+    per_image = {i: 0 for i in images}
+    for ann in coco["annotations"]:
+        im = images[ann["image_id"]]
+        x, y, w, h = ann["bbox"]
+        assert w > 0 and h > 0 and x >= 0 and y >= 0
+        assert x + w <= im["width"] and y + h <= im["height"]
+        assert 0 < ann["area"] <= w * h
+        assert ann["iscrowd"] == 0 and 0.3 <= ann["visibility"] <= 1.0
+        per_image[ann["image_id"]] += 1
+    assert all(1 <= n <= 8 for n in per_image.values())  # the top object is always visible
+    assert {a["category_id"] for a in coco["annotations"]} == set(range(1, 9))
+    assert len({a["id"] for a in coco["annotations"]}) == len(coco["annotations"])
+    sides = [np.sqrt(a["bbox"][2] * a["bbox"][3]) / min(images[a["image_id"]]["height"],
+                                                        images[a["image_id"]]["width"])
+             for a in coco["annotations"] if a["visibility"] == 1.0]
+    assert min(sides) < 0.15 and max(sides) > 0.4  # many scales
+
+
+@pytest.mark.parametrize("shape", [style[1] for style in CATEGORY_STYLES])
+def test_shape_masks_fill_their_patch(shape):
+    # objects span the sampled size: the mask reaches every border of its patch (the crescent's bite
+    # removes one side, so it reaches three)
+    rng = np.random.default_rng(0)
+    for w, h in [(5, 6), (17, 13), (64, 80)]:
+        mask = shape_mask(rng, shape, w, h)
+        assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 1}
+        rows, cols = mask.any(axis=1), mask.any(axis=0)
+        touching = [rows[0], rows[-1], cols[0], cols[-1]]
+        assert sum(map(bool, touching)) == (3 if shape == "crescent" else 4)
+        assert rows[0] and rows[-1]
+
+
+def test_occlusion_filter_only_removes_hidden_objects():
+    for seed in range(6):
+        img_all, all_objs = render_scene(np.random.default_rng(seed), 200, 240, min_visible=0.0)
+        img, objs = render_scene(np.random.default_rng(seed), 200, 240, min_visible=0.3)
+        assert np.array_equal(img, img_all)  # the filter does not change the pixels
+        assert objs == [o for o in all_objs if o["visibility"] >= 0.3]
+        assert all_objs[-1]["visibility"] == 1.0  # drawn last = on top
+
+
+def test_ensure_reuses_then_regenerates_on_parameter_change(tmp_path):
+    root = str(tmp_path)
+    image_root, json_file = ensure_synthetic_shapes("val", root, num_images=3)
+    mtime = os.stat(json_file).st_mtime_ns
+    assert ensure_synthetic_shapes("val", root, num_images=3) == (image_root, json_file)
+    assert os.stat(json_file).st_mtime_ns == mtime  # reused
+    info = _load(json_file)["info"]
+    assert info["num_images"] == 3 and info["split"] == "val" and "version" in info
+    os.makedirs(os.path.join(os.path.dirname(image_root), ".tmp-val-killed", "images"))  # a crashed run
+    ensure_synthetic_shapes("val", root, num_images=4)
+    assert len(_load(json_file)["images"]) == 4 and len(os.listdir(image_root)) == 4
+    with open(json_file, "w") as f:
+        f.write('{"info": ')  # a torn write
+    ensure_synthetic_shapes("val", root, num_images=4)
+    assert len(_load(json_file)["images"]) == 4
+    leftovers = [n for n in os.listdir(os.path.dirname(image_root)) if n.startswith(".tmp")]
+    assert leftovers == []
+
+
+def _ensure_in_child(root):
+    return ensure_synthetic_shapes("train", root, num_images=6)[1]
+
+
+def test_concurrent_ensure_gives_one_consistent_copy(tmp_path):
+    root = str(tmp_path / "shared")
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        results = pool.map(_ensure_in_child, [root] * 6)
+    assert len(set(results)) == 1
+    reference = generate_synthetic_shapes(str(tmp_path / "ref"), "train", num_images=6)
+    assert _bytes(results[0]) == _bytes(reference[1])
+    image_root = os.path.join(root, "synthetic_shapes", "train")
+    assert sorted(os.listdir(image_root)) == sorted(os.listdir(reference[0]))
+
+
+def test_registration_and_coco_evaluator(tmp_path, monkeypatch, restore_registration):
+    assert "synthetic_shapes_train" in DatasetCatalog.list()  # by `import siamese_detr.data`
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    register_synthetic_shapes(num_images={"train": 6, "val": 4})
+    register_synthetic_shapes(num_images={"train": 6, "val": 4})  # idempotent
+    meta = MetadataCatalog.get("synthetic_shapes_val")
+    assert meta.thing_classes == list(SYNTHETIC_SHAPES_CLASSES) and meta.evaluator_type == "coco"
+    assert not os.path.exists(tmp_path / "synthetic_shapes")  # registering writes nothing
+
+    # the evaluator reads metadata.json_file before anything loaded the dataset
+    evaluator = COCOEvaluator("synthetic_shapes_val", output_dir=str(tmp_path / "eval"), use_fast_impl=False)
+    assert meta.json_file == str(tmp_path / "synthetic_shapes" / "annotations" / "val.json")
+
+    dicts = DatasetCatalog.get("synthetic_shapes_val")
+    assert len(dicts) == 4 and all(d["annotations"] for d in dicts)
+    assert len(DatasetCatalog.get("synthetic_shapes_train")) == 6
+    # ground truth as predictions scores AP 100: checks boxes and category-id mapping end to end
+    evaluator.reset()
+    for d in dicts:
+        inst = Instances((d["height"], d["width"]))
+        xyxy = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]]
+        inst.pred_boxes = Boxes(torch.tensor(xyxy, dtype=torch.float32))
+        inst.scores = torch.ones(len(xyxy))
+        inst.pred_classes = torch.tensor([a["category_id"] for a in d["annotations"]])
+        evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
+    results = evaluator.evaluate()
+    assert results["bbox"]["AP"] == pytest.approx(100.0)

@@ -1,0 +1,226 @@
+"""Two-view geometry (siamese_detr.data.views): pure functions on boxes, checked over many seeded samples
+against independent computations (torchvision IoU, hand-written resize/flip, brute-force region selection)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data.transforms import ResizeShortestEdge
+from torchvision.ops import box_iou as tv_box_iou
+
+from siamese_detr.data import views as V
+
+EPS = 1e-6
+
+
+def tv_iou(a, b) -> float:
+    return float(
+        tv_box_iou(
+            torch.as_tensor(a, dtype=torch.float64)[None], torch.as_tensor(b, dtype=torch.float64)[None]
+        )
+    )
+
+
+def inside(boxes, container, tol=1e-6) -> bool:
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    return bool(
+        np.all(boxes[:, 0] >= container[0] - tol)
+        and np.all(boxes[:, 1] >= container[1] - tol)
+        and np.all(boxes[:, 2] <= container[2] + tol)
+        and np.all(boxes[:, 3] <= container[3] + tol)
+    )
+
+
+def test_inner_scale_closed_form_matches_brute_force():
+    # hand-checked values of s(tau) = (tau + sqrt(2 tau (1 + tau))) / (2 + tau)
+    assert V.inner_scale_for_iou(0.0) == 0.0
+    assert V.inner_scale_for_iou(1.0) == pytest.approx(1.0)
+    assert V.inner_scale_for_iou(0.5) == pytest.approx((0.5 + math.sqrt(1.5)) / 2.5)
+    grid = np.linspace(1e-4, 1.0, 100001)
+    for tau in (0.1, 0.3, 0.5, 0.7, 0.9):
+        s = V.inner_scale_for_iou(tau)
+        # brute force: IoU of the two sub-rectangles of a 200 x 120 outer box, float (no rounding)
+        outer = np.array([10.0, 20.0, 210.0, 140.0])
+        cx, cy = 110.0, 80.0
+        inner = np.array([cx - s * 100, cy - s * 60, cx + s * 100, cy + s * 60])
+        a = [outer[0], outer[1], inner[2], inner[3]]
+        b = [inner[0], inner[1], outer[2], outer[3]]
+        assert tv_iou(a, b) == pytest.approx(tau, abs=1e-9)
+        # and s is the unique root on (0, 1]: scan IoU(s') = 2s'^2 / (1 + 2s' - s'^2)
+        iou = 2 * grid**2 / (1 + 2 * grid - grid**2)
+        assert abs(grid[np.argmin(np.abs(iou - tau))] - s) < 1e-3
+    with pytest.raises(ValueError):
+        V.inner_scale_for_iou(1.5)
+
+
+def test_resized_shape_matches_detectron2():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        h, w = (int(x) for x in rng.integers(8, 2000, size=2))
+        short, max_size = int(rng.integers(100, 800)), int(rng.integers(200, 1400))
+        assert V.resized_shape(h, w, short, max_size) == ResizeShortestEdge.get_output_shape(
+            h, w, short, max_size
+        )
+
+
+def test_outer_box_area_and_aspect():
+    rng = np.random.default_rng(1)
+    for _ in range(500):
+        h, w = (int(x) for x in rng.integers(200, 700, size=2))
+        box = V.sample_outer_box(rng, (h, w), (0.5, 1.0), (3 / 4, 4 / 3))
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        assert inside(box, [0, 0, w, h], tol=0) and np.all(box == np.round(box))
+        if bw < w and bh < h:  # a draw that fitted: its ranges hold up to integer rounding
+            assert 0.5 * h * w * 0.98 <= bw * bh <= h * w
+            assert 3 / 4 * 0.98 <= bw / bh <= 4 / 3 * 1.02
+
+
+def test_shrink_only_raises_iou_and_keeps_intersection():
+    rng = np.random.default_rng(2)
+    for _ in range(1000):
+        tau = rng.uniform(0.05, 0.95)
+        outer = V.sample_outer_box(rng, (int(rng.integers(50, 600)), int(rng.integers(50, 600))))
+        inner = V.centred_intersection_box(outer, tau)
+        a, b = V.views_from_intersection(outer, inner)
+        a2, b2 = V.shrink_outer_corners(rng, a, b, inner)
+        assert inside(a2, a, 0) and inside(b2, b, 0) and inside(inner, a2, 0) and inside(inner, b2, 0)
+        assert tv_iou(a, b) >= tau - EPS
+        assert tv_iou(a2, b2) >= tv_iou(a, b) - 1e-12
+        inter = np.r_[np.maximum(a2[:2], b2[:2]), np.minimum(a2[2:], b2[2:])]
+        assert np.array_equal(inter, inner)
+
+
+def _manual_to_original(boxes, view_box, original_hw, resized_hw, flip):
+    """Independent inverse chain: translate, un-flip, un-scale (written out by hand)."""
+    b = np.array(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    b[:, [0, 2]] += view_box[0]
+    b[:, [1, 3]] += view_box[1]
+    if flip:
+        b[:, [0, 2]] = resized_hw[1] - b[:, [2, 0]]
+    b[:, [0, 2]] *= original_hw[1] / resized_hw[1]
+    b[:, [1, 3]] *= original_hw[0] / resized_hw[0]
+    return b
+
+
+def _expected_regions(proposals, inter_orig, n, frac):
+    """Brute force region selection in ORIGINAL coordinates (clamping and the area ratio commute with
+    the resize and the flip)."""
+    kept = []
+    area_i = (inter_orig[2] - inter_orig[0]) * (inter_orig[3] - inter_orig[1])
+    for p in proposals:
+        c = [
+            max(p[0], inter_orig[0]),
+            max(p[1], inter_orig[1]),
+            min(p[2], inter_orig[2]),
+            min(p[3], inter_orig[3]),
+        ]
+        area = max(c[2] - c[0], 0) * max(c[3] - c[1], 0)
+        if area >= frac * area_i and area > 0:
+            kept.append(c)
+    return np.array(kept[: n - 1]).reshape(-1, 4)
+
+
+def test_view_policy_invariants_over_thousands_of_samples():
+    rng = np.random.default_rng(3)
+    seen_flip, seen_swap, seen_pad, seen_full = set(), set(), False, False
+    for i in range(2500):
+        oh, ow = (int(x) for x in rng.integers(24, 900, size=2))
+        tau = float(rng.uniform(0.2, 0.9))
+        n = int(rng.integers(2, 12))
+        policy = V.ViewPolicy(short_side_range=(64, 480), max_size=600, tau=tau, num_regions=n)
+        num_props = int(rng.integers(0, 40))
+        proposals = V.random_proposals(rng, (oh, ow), num_props)
+        s = policy.sample(np.random.default_rng(i), (oh, ow), proposals)
+        rh, rw = s.resized_hw
+        vb = s.view_boxes
+        seen_flip.add(s.flip)
+        seen_swap.add(s.swapped)
+
+        # IoU constraint and views inside the resized image, integer pixel crops
+        assert tv_iou(vb[0], vb[1]) >= tau - EPS
+        assert inside(vb, [0, 0, rw, rh], tol=0) and np.all(vb == np.round(vb))
+        assert np.all(vb[:, 2] > vb[:, 0]) and np.all(vb[:, 3] > vb[:, 1])
+        inter = np.r_[np.maximum(vb[0, :2], vb[1, :2]), np.minimum(vb[0, 2:], vb[1, 2:])]
+        assert np.array_equal(inter, s.intersection)
+
+        # shapes; region 0 = intersection (in each view's coordinates)
+        assert s.region_boxes.shape == (2, n, 4) and s.query_boxes.shape == (2, n, 4)
+        for v in range(2):
+            w_v, h_v = vb[v, 2] - vb[v, 0], vb[v, 3] - vb[v, 1]
+            assert np.allclose(s.region_boxes[v, 0], inter - np.r_[vb[v, :2], vb[v, :2]])
+            # every region lies inside both views (view coordinates) and inside the intersection
+            assert inside(s.region_boxes[v], [0, 0, w_v, h_v])
+            assert inside(s.query_boxes[v], [0, 0, w_v, h_v])
+            # query jitter bounded by query_jitter x size per side
+            size = np.concatenate([s.region_boxes[v, :, 2:] - s.region_boxes[v, :, :2]] * 2, axis=1)
+            assert np.all(np.abs(s.query_boxes[v] - s.region_boxes[v]) <= 0.1 * size + 1e-9)
+        assert inside(s.regions, inter)
+
+        # same image region in both views: map each view's boxes back to the original image by hand
+        back = [_manual_to_original(s.region_boxes[v], vb[v], (oh, ow), (rh, rw), s.flip) for v in range(2)]
+        assert np.allclose(back[0], back[1], atol=1e-6)
+        assert np.allclose(back[0], V.view_to_original(s.region_boxes[0], vb[0], (oh, ow), (rh, rw), s.flip))
+        assert np.allclose(V.original_to_view(back[1], vb[1], (oh, ow), (rh, rw), s.flip), s.region_boxes[1])
+
+        # region selection against brute force in original coordinates; padding exactly when short
+        inter_orig = back[0][0]
+        expected = _expected_regions(proposals, inter_orig, n, 0.05)
+        assert s.num_proposals == len(expected)
+        assert np.allclose(back[0][1 : 1 + len(expected)], expected, atol=1e-6)
+        pads = s.regions[1 + s.num_proposals :]
+        assert len(pads) == n - 1 - s.num_proposals
+        seen_pad |= len(pads) > 0
+        seen_full |= len(pads) == 0
+        sources = s.regions[: 1 + s.num_proposals]
+        src_size = np.concatenate([sources[:, 2:] - sources[:, :2]] * 2, axis=1)
+        for p in pads:  # each padding box is a copy of a surviving region jittered by <= 10 % per side
+            assert np.any(np.all(np.abs(p - sources) <= 0.1 * src_size + 1e-9, axis=1))
+            assert p[2] > p[0] and p[3] > p[1]
+    assert seen_flip == {True, False} and seen_swap == {True, False} and seen_pad and seen_full
+
+
+def test_same_seed_same_sample_different_seed_different():
+    policy = V.ViewPolicy()
+    props = V.random_proposals(np.random.default_rng(0), (375, 500), 50)
+    a = policy.sample(np.random.default_rng(7), (375, 500), props)
+    b = policy.sample(np.random.default_rng(7), (375, 500), props)
+    c = policy.sample(np.random.default_rng(8), (375, 500), props)
+    assert np.array_equal(a.view_boxes, b.view_boxes) and np.array_equal(a.query_boxes, b.query_boxes)
+    assert not (np.array_equal(a.view_boxes, c.view_boxes) and np.array_equal(a.query_boxes, c.query_boxes))
+
+
+def test_select_regions_hand_computed():
+    rng = np.random.default_rng(0)
+    inter = np.array([100.0, 100.0, 200.0, 200.0])  # area 10000, threshold 500
+    proposals = np.array(
+        [
+            [0, 0, 50, 50],  # outside: dropped
+            [150, 150, 300, 300],  # clamped to [150,150,200,200], area 2500: kept
+            [190, 100, 205, 130],  # clamped to [190,100,200,130], area 300 < 500: dropped
+            [110, 120, 130, 160],  # inside, area 800: kept
+            [90, 90, 210, 210],  # clamped to the intersection itself: kept
+        ],
+        dtype=np.float64,
+    )
+    regions, k = V.select_regions(rng, proposals, inter, num_regions=3)
+    assert k == 2
+    assert np.array_equal(regions, [[100, 100, 200, 200], [150, 150, 200, 200], [110, 120, 130, 160]])
+    regions, k = V.select_regions(rng, proposals, inter, num_regions=6)
+    assert k == 3 and regions.shape == (6, 4)
+    assert np.array_equal(regions[3], [100, 100, 200, 200])
+    # no proposal inside the overlap: everything is padding made from the intersection
+    regions, k = V.select_regions(rng, np.zeros((0, 4)), inter, num_regions=10)
+    assert k == 0 and regions.shape == (10, 4) and inside(regions, inter)
+    assert np.all(np.abs(regions - inter) <= 10.0 + 1e-9)
+
+
+def test_flip_and_translation_are_inverses():
+    rng = np.random.default_rng(4)
+    boxes = V.random_proposals(rng, (300, 400), 20)
+    assert np.allclose(V.flip_boxes(V.flip_boxes(boxes, 400), 400), boxes)
+    flipped = V.flip_boxes(boxes, 400)
+    assert np.allclose(flipped[:, 2] - flipped[:, 0], boxes[:, 2] - boxes[:, 0])
+    assert np.allclose(flipped[:, 0], 400 - boxes[:, 2])
+    vb = np.array([13.0, 7.0, 300.0, 250.0])
+    assert np.allclose(V.view_to_image(V.image_to_view(boxes, vb), vb), boxes)

@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""Draw the two views of Siamese DETR pretraining samples, one PNG per sample.
+
+    python tools/visualize_views.py [--config-file configs/common/data/pretrain_builtin.py | --dataset NAME]
+        [--num-samples 8] [--output output/views] [--seed 0] [key=value ...]
+
+Top: view 1 and view 2 side by side; region k has the same colour in both views (solid = region box /
+target, thin = jittered query box; region 0, the intersection of the views, is drawn thicker).
+Underneath: the region crops, one row per view, each framed in its region's colour. The caption gives
+the image id, the views' IoU, the number of regions taken from proposals (the rest is padding) and
+whether the sample was flipped. ``--dataset NAME`` uses the built-in pretraining config with that dataset;
+``key=value`` overrides apply to the config (e.g. ``dataloader.train.mapper.tau=0.7``).
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+import cv2
+import numpy as np
+from detectron2.config import LazyConfig, instantiate
+from detectron2.utils.logger import setup_logger
+
+import siamese_detr.data  # noqa: F401  (registers the built-in datasets)
+from siamese_detr.data.views import box_iou
+from siamese_detr.engine import apply_checked_overrides
+
+DEFAULT_CONFIG = os.path.join(
+    os.path.dirname(__file__), "..", "configs", "common", "data", "pretrain_builtin.py"
+)
+GAP = 8
+logger = logging.getLogger("visualize_views")
+
+
+def palette(n: int) -> list:
+    """``n`` distinct, saturated BGR colours (evenly spaced hues)."""
+    hsv = np.stack([np.arange(n) * 180 // max(n, 1), np.full(n, 230), np.full(n, 255)], axis=1)
+    bgr = cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2BGR)[0]
+    return [tuple(int(c) for c in col) for col in bgr]
+
+
+def _to_bgr(chw, image_format: str) -> np.ndarray:
+    image = np.ascontiguousarray(chw.numpy().transpose(1, 2, 0))
+    return np.ascontiguousarray(image[:, :, ::-1]) if image_format == "RGB" else image
+
+
+def draw_view(image: np.ndarray, region_boxes, query_boxes, colours, scale: float = 1.0) -> np.ndarray:
+    """Region boxes (solid) and query boxes (thin) of one view, ``[H, W, 3]`` BGR -> annotated copy,
+    enlarged by ``scale`` (boxes are xyxy pixels of ``image``)."""
+    out = (
+        cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        if scale != 1
+        else image.copy()
+    )
+    for k in reversed(range(len(region_boxes))):  # region 0 on top
+        colour = colours[k]
+        x0, y0, x1, y1 = (int(round(float(c) * scale)) for c in query_boxes[k])
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), colour, 1, cv2.LINE_AA)
+        x0, y0, x1, y1 = (int(round(float(c) * scale)) for c in region_boxes[k])
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), colour, 3 if k == 0 else 2)
+        cv2.putText(out, str(k), (x0 + 3, y0 + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+    return out
+
+
+def render_sample(
+    sample: dict, image_format: str = "BGR", crop_display: int = 64, min_view_height: int = 320
+) -> np.ndarray:
+    """One mapper output -> a BGR canvas (views side by side, crops of view 1 and view 2 underneath).
+    Small views are enlarged (same factor for both) to at least ``min_view_height`` pixels."""
+    views = sample["views"]
+    n = len(views[0]["region_boxes"])
+    colours = palette(n)
+    scale = max(1.0, min_view_height / max(v["image"].shape[1] for v in views))
+    panels = [
+        draw_view(_to_bgr(v["image"], image_format), v["region_boxes"], v["query_boxes"], colours, scale)
+        for v in views
+    ]
+    cell = crop_display + 2 * 3
+    top_h = max(p.shape[0] for p in panels)
+    width = max(sum(p.shape[1] for p in panels) + 3 * GAP, n * (cell + GAP) + GAP + 60)
+    height = 24 + top_h + GAP + 2 * (cell + GAP) + GAP
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    iou = float(box_iou(views[0]["view_box"].numpy(), views[1]["view_box"].numpy()))
+    caption = (
+        f"{sample['image_id']}  IoU(view1, view2)={iou:.3f}  proposals={sample['num_proposals']}/{n - 1}"
+        f"  flip={sample.get('flip')}"
+    )
+    cv2.putText(canvas, caption, (GAP, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    x = GAP
+    for panel in panels:
+        canvas[24 : 24 + panel.shape[0], x : x + panel.shape[1]] = panel
+        x += panel.shape[1] + GAP
+    for row, view in enumerate(views):
+        y = 24 + top_h + GAP + row * (cell + GAP)
+        cv2.putText(
+            canvas, f"view{row + 1}", (GAP, y + cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1
+        )
+        for k in range(n):
+            x = GAP + 60 + k * (cell + GAP)
+            crop = cv2.resize(_to_bgr(view["crops"][k], image_format), (crop_display, crop_display))
+            canvas[y : y + cell, x : x + cell] = colours[k]
+            canvas[y + 3 : y + 3 + crop_display, x + 3 : x + 3 + crop_display] = crop
+    return canvas
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--config-file", help="a pretraining config defining dataloader.train (default: built-in)"
+    )
+    source.add_argument("--dataset", help="registered dataset name, with the built-in pretraining config")
+    parser.add_argument("--num-samples", type=int, default=8)
+    parser.add_argument("--output", default="output/views", help="folder for the PNG files")
+    parser.add_argument("--seed", type=int, default=0, help="picks the images and seeds the mapper")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="key=value config overrides")
+    args = parser.parse_args(argv)
+    setup_logger(name="visualize_views")
+    setup_logger(name="siamese_detr")
+
+    cfg = LazyConfig.load(args.config_file or DEFAULT_CONFIG)
+    if args.dataset:
+        cfg.dataloader.train.dataset.names = args.dataset
+    apply_checked_overrides(cfg, args.opts)
+    cfg.dataloader.train.mapper.seed = args.seed
+    mapper = instantiate(cfg.dataloader.train.mapper)
+    image_format = cfg.dataloader.train.mapper.get("image_format", "BGR")
+    dicts = instantiate(cfg.dataloader.train.dataset)
+    if len(dicts) == 0:
+        logger.error("The dataset is empty.")
+        return 1
+
+    os.makedirs(args.output, exist_ok=True)
+    order = np.random.default_rng(args.seed).permutation(len(dicts))
+    written = 0
+    for index in order:
+        if written >= args.num_samples:
+            break
+        sample = mapper(dicts[int(index)])
+        if sample is None:  # unreadable; the mapper logged it
+            continue
+        name = str(sample["image_id"]).replace("/", "_").replace(os.sep, "_")
+        path = os.path.join(args.output, f"views_{written:03d}_{name}.png")
+        cv2.imwrite(path, render_sample(sample, image_format))
+        logger.info("wrote %s", path)
+        written += 1
+    logger.info("%d sample(s) in %s (%d unreadable skipped)", written, args.output, mapper.num_unreadable)
+    return 0 if written else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
