@@ -4,11 +4,12 @@ from .backbone import build_resnet_backbone_for_detr, feature_padding_mask, make
 from .criterion import SetCriterion, weight_losses
 from .heads import MLP
 from .matcher import HungarianMatcher
-from .meta_arch import DETR
+from .meta_arch import DETR, SiameseDETRPretrain
 from .position_encoding import PositionEmbeddingSine
 from .transformers import DetrTransformer
 
 __all__ = [
+    "SiameseDETRPretrain",
     "DETR",
     "DetrTransformer",
     "HungarianMatcher",

@@ -1,0 +1,55 @@
+"""Siamese DETR pretraining demo on the built-in ``synthetic_shapes_train`` (CPU, a few minutes).
+
+A tiny version of ``configs/siamese_detr/siamese_detr_r50_imagenet_60ep.py``: ResNet-18 backbone
+(random, frozen — no pretrained weights offline), d_model 128, 2 encoder / 2 decoder layers, 20 queries
+for 5 regions per view, 32 px crops, short side 128-160 (max 224), batch 4, 150 iterations. Loss weights of
+COCO-like (multi-object) data: λ0 = 3, λ1 = 0.3.
+
+The finetune demo that loads ``output/demo/siamese_detr_pretrain/model_final.pth`` through
+``train.init_checkpoint`` must use the same backbone depth, d_model, nhead, dim_feedforward, layer counts
+and num_queries (DEMO_* below).
+"""
+from ..common.data.pretrain_builtin import dataloader
+from ..common.schedules import step_schedule_iters
+from ..siamese_detr.siamese_detr_r50_imagenet_60ep import model, optimizer, train
+
+DEMO_DEPTH = 18
+DEMO_D_MODEL = 128
+DEMO_NHEAD = 4
+DEMO_FFN = 256
+DEMO_LAYERS = 2
+DEMO_QUERIES = 20
+DEMO_REGIONS = 5
+
+model.backbone.stages.depth = DEMO_DEPTH  # stride_in_1x1 is dropped for depth < 50
+model.backbone.freeze_at = 0
+model.position_embedding.num_pos_feats = DEMO_D_MODEL // 2
+model.transformer.d_model = DEMO_D_MODEL
+model.transformer.nhead = DEMO_NHEAD
+model.transformer.dim_feedforward = DEMO_FFN
+model.transformer.num_encoder_layers = DEMO_LAYERS
+model.transformer.num_decoder_layers = DEMO_LAYERS
+model.num_queries = DEMO_QUERIES
+model.num_regions = DEMO_REGIONS
+model.projection_dim = DEMO_D_MODEL
+model.predictor_hidden_dim = DEMO_D_MODEL // 2
+model.weight_dict = {
+    "loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_region": 3.0, "loss_global": 0.3,
+}
+
+dataloader.train.mapper.num_regions = DEMO_REGIONS
+# smaller than pretrain_builtin's defaults: the frozen backbone on views + crops dominates a CPU step
+dataloader.train.mapper.short_side_range = (128, 160)
+dataloader.train.mapper.max_size = 224
+dataloader.train.mapper.crop_size = 32
+dataloader.train.total_batch_size = 4
+
+optimizer.lr = 1e-4
+train.max_iter = 150
+lr_multiplier = step_schedule_iters(train.max_iter, [100])  # x0.1 after 2/3, as 40/60
+train.output_dir = "./output/demo/siamese_detr_pretrain"
+train.checkpointer.period = 50
+train.log_period = 10
+train.eval_period = 0
+train.seed = 0
+

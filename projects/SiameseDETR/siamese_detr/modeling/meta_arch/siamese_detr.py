@@ -1,0 +1,304 @@
+"""Siamese DETR pretraining meta-architecture (Chen et al., CVPR 2023, §3.3, Eq. 4-13).
+
+Reading of the paper used here (checked against the supplementary and the official code):
+
+* Frozen backbone h = B(x) for both views (Eq. 4 input) and all region crops (Eq. 5), under ``no_grad``
+  and in eval mode. All 2B views of a batch go through the backbone in ONE call (one padded
+  ``ImageList``, view-major: row ``v * B + b`` is view ``v`` of image ``b``), all ``2 B n`` crops in a
+  second call. Padding is masked everywhere (positional encoding, attention, global pooling), so
+  padding views to a common size changes nothing but speed.
+* z = avgpool(RoIAlign(h, b~)) on the last level with the JITTERED query boxes b~ (Eq. 4);
+  p = avgpool(B(Crop(x, b))) of the crops of the UNJITTERED region boxes (Eq. 5).
+* Multi-View Cross-Attention (Eq. 6-7): query_pos = region_proj(z_v) (each region repeated
+  ``num_queries / n`` times) + learned ``query_embed`` (phi_q), ``tgt = 0``; the queries of view v decode
+  the encoder memory c of the OTHER view. Both directions run as one decoder pass over a batch of 2B:
+  ``[queries(view 1) vs memory(view 2) ; queries(view 2) vs memory(view 1)]``; all weights shared.
+* Heads on q_hat: ``bbox_embed`` (f_box, Eq. 8) -> boxes in the other view, cxcywh normalised by that
+  view's unpadded size; ``class_embed`` objectness (1 class + no-object, softmax CE);
+  ``sem_embed`` (f_sem, Eq. 10) -> p_hat with the backbone's channel width.
+* L_loc (Eq. 9): Hungarian matching + CE / L1 / GIoU (``SetCriterion`` with ``num_classes=1``) against the
+  other view's region boxes; all n regions are targets with label 0.
+* L_r (Eq. 12) = D(p_hat_2, p_1) + D(p_hat_1, p_2): p_hat_2 = f_sem(q_hat_2) comes from the queries BUILT
+  FROM VIEW 1 (decoding view 2), and its target is p_1, the crop feature of the query's OWN view — the
+  official code reconstructs ``recon_v1_gt`` from the outputs of the view-1 queries. A query matched to
+  region j is compared with crop j. D = squared L2 distance of L2-normalised vectors, matched queries only.
+* L_g (Eq. 11): SimSiam symmetric negative cosine with stop-gradient on the projector output of the
+  masked average of each view's encoder memory; projector and predictor see both views in one batch.
+* L = λ0 L_r + λ1 L_g + λ2 L_loc (Eq. 13), λ2 = 1 folded into the CE 1 / L1 5 / GIoU 2 weights. L_loc and
+  L_r get auxiliary copies for every earlier decoder layer (``_i`` suffix, same base weight); L_g does not.
+  As in the official code the two directions are AVERAGED (one normaliser over the 2B rows), i.e. Eq. 9
+  and 12 up to a factor 2 absorbed in the weights.
+
+Defaults of λ0 / λ1 (``weight_dict["loss_region"]`` / ``["loss_global"]``) live in the configs:
+ImageNet-like data 3 / 10 (supplementary §B and the official ImageNet configs); COCO-like data 3 / 0.3
+(official COCO configs; the supplementary text says 0.3 / 3 — we follow the released code).
+"""
+
+from typing import Dict, List, Sequence
+
+import torch
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, ImageList, Instances
+from torch import Tensor, nn
+from torchvision.ops import box_convert
+
+from ..backbone import feature_padding_mask
+from ..criterion import weight_losses
+from ..heads import MLP
+from ..pretext.losses import global_discrimination_loss, region_discrimination_loss
+from ..pretext.region_features import (
+    average_pooled_roi_features,
+    masked_average_pool,
+    region_conditioned_queries,
+)
+from ..pretext.simsiam import SimSiamPredictor, SimSiamProjector
+
+__all__ = ["SiameseDETRPretrain"]
+
+
+class SiameseDETRPretrain(nn.Module):
+    """Siamese DETR pretraining model; attribute names match the finetune ``DETR`` so that a pretraining
+    checkpoint loads into it through ``train.init_checkpoint`` (class head skipped, pretext heads unused).
+
+    Args:
+        backbone: Detectron2 backbone (e.g. ``ResNet``), frozen here.
+        position_embedding: ``mask [B, H, W] -> [B, d_model, H, W]``.
+        transformer: batch-first DETR transformer with ``encode`` / ``decode`` and ``d_model``.
+        criterion: ``SetCriterion`` with ``num_classes=1`` (objectness) returning unweighted losses.
+        num_queries: Q learned object queries; must be a multiple of ``num_regions``.
+        num_regions: n regions per view delivered by ``SiameseViewMapper(num_regions=n)``.
+        weight_dict: base loss weights: ``loss_ce``, ``loss_bbox``, ``loss_giou`` (λ2 = 1 folded in),
+            ``loss_region`` (λ0), ``loss_global`` (λ1); aux copies ``_i`` use the base weight.
+        aux_loss: auxiliary decoder-layer terms for L_loc and L_r.
+        in_feature: backbone output used (last level, e.g. ``"res5"``).
+        projection_dim, predictor_hidden_dim: SimSiam widths (projector d_model -> projection_dim ->
+            projection_dim, predictor projection_dim -> predictor_hidden_dim -> projection_dim).
+        roi_output_size: RoIAlign grid for z (7).
+        pixel_mean, pixel_std: per-channel normalisation in ``input_format`` order (non-persistent buffers).
+        input_format: channel order of the mapper's images ("BGR" / "RGB"); recorded, not converted.
+        select_box_nums_for_evaluation: detections kept per image in eval mode.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        position_embedding: nn.Module,
+        transformer: nn.Module,
+        criterion: nn.Module,
+        num_queries: int = 100,
+        num_regions: int = 10,
+        weight_dict: Dict[str, float],
+        aux_loss: bool = True,
+        in_feature: str = "res5",
+        projection_dim: int = 256,
+        predictor_hidden_dim: int = 256,
+        roi_output_size: int = 7,
+        pixel_mean: Sequence[float] = (103.530, 116.280, 123.675),
+        pixel_std: Sequence[float] = (57.375, 57.120, 58.395),
+        input_format: str = "BGR",
+        select_box_nums_for_evaluation: int = 100,
+    ):
+        super().__init__()
+        if num_regions < 1 or num_queries % num_regions != 0:
+            raise ValueError(
+                f"num_queries ({num_queries}) must be a positive multiple of num_regions ({num_regions}): "
+                f"every region is repeated num_queries / num_regions times"
+            )
+        if getattr(criterion, "num_classes", 1) != 1:
+            raise ValueError(
+                f"the pretext criterion must have num_classes=1 (objectness), got {criterion.num_classes}"
+            )
+        missing = {"loss_ce", "loss_bbox", "loss_giou", "loss_region", "loss_global"} - set(weight_dict)
+        if missing:
+            raise ValueError(f"weight_dict lacks {sorted(missing)}")
+        d_model = transformer.d_model
+        shape = backbone.output_shape()[in_feature]
+        self.backbone = backbone
+        self.in_feature = in_feature
+        self.feature_stride = shape.stride
+        self.input_proj = nn.Conv2d(shape.channels, d_model, kernel_size=1)
+        self.position_embedding = position_embedding
+        self.transformer = transformer
+        self.query_embed = nn.Embedding(num_queries, d_model)
+        self.class_embed = nn.Linear(d_model, 2)  # objectness + no-object
+        self.bbox_embed = MLP(d_model, d_model, 4, 3)
+        # pretext-only heads
+        self.region_proj = nn.Linear(shape.channels, d_model)  # proj(z) of Eq. 7
+        self.sem_embed = MLP(d_model, d_model, shape.channels, 2)  # f_sem of Eq. 10
+        self.projector = SimSiamProjector(d_model, projection_dim, projection_dim)
+        self.predictor = SimSiamPredictor(projection_dim, predictor_hidden_dim, projection_dim)
+        self.criterion = criterion
+        self.weight_dict = dict(weight_dict)
+        self.num_queries = num_queries
+        self.num_regions = num_regions
+        self.aux_loss = aux_loss
+        self.roi_output_size = roi_output_size
+        self.input_format = input_format
+        self.select_box_nums_for_evaluation = select_box_nums_for_evaluation
+        mean = torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1)
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.backbone.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def train(self, mode: bool = True):
+        """Train mode for everything but the frozen backbone, which stays in eval mode."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint8 ``[..., 3, H, W]`` in ``input_format`` -> normalised float on the model's device."""
+        return (images.to(self.device).float() - self.pixel_mean) / self.pixel_std
+
+    def preprocess_images(self, images: List[Tensor]) -> ImageList:
+        """Normalise and pad a list of ``[3, H_i, W_i]`` images into one ``ImageList``."""
+        return ImageList.from_tensors([self.normalize(x) for x in images])
+
+    @torch.no_grad()
+    def backbone_features(self, images: Tensor) -> Tensor:
+        """Frozen backbone, last level: ``[N, 3, H, W]`` -> ``[N, C, H/stride, W/stride]``."""
+        return self.backbone(images)[self.in_feature]
+
+    def encode(self, images: ImageList):
+        """Backbone + encoder.
+
+        Returns (features h, memory [N, HW, D], mask_flat [N, HW], pos_flat [N, HW, D]).
+        """
+        features = self.backbone_features(images.tensor)
+        mask = feature_padding_mask(images, features.shape[-2:])
+        pos = self.position_embedding(mask).to(features.dtype)
+        memory, mask_flat, pos_flat = self.transformer.encode(self.input_proj(features), mask, pos)
+        return features, memory, mask_flat, pos_flat
+
+    def predict_heads(self, hs: Tensor) -> Dict:
+        """Heads on decoder outputs ``hs [L, N, Q, D]``: criterion-style dict (last layer + aux layers)."""
+        logits = self.class_embed(hs)  # [L, N, Q, 2]
+        boxes = self.bbox_embed(hs).sigmoid()  # [L, N, Q, 4] cxcywh normalised
+        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        if self.aux_loss:
+            out["aux_outputs"] = [
+                {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
+            ]
+        return out
+
+    def _check_pretrain_inputs(self, batched_inputs: List[Dict]) -> None:
+        if len(batched_inputs) == 0:
+            raise ValueError("SiameseDETRPretrain got an empty batch")
+        for x in batched_inputs:
+            if "views" not in x or len(x["views"]) != 2:
+                raise ValueError(
+                    f"image {x.get('image_id')!r}: training expects SiameseViewMapper outputs "
+                    f"with two 'views'"
+                )
+            for view in x["views"]:
+                n = view["region_boxes"].shape[0]
+                if n == 0:
+                    raise ValueError(
+                        f"image {x.get('image_id')!r} has no regions; the mapper must emit {self.num_regions}"
+                    )
+                if n != self.num_regions or view["query_boxes"].shape[0] != n or view["crops"].shape[0] != n:
+                    raise ValueError(
+                        f"image {x.get('image_id')!r}: {n} region boxes, "
+                        f"{view['query_boxes'].shape[0]} query boxes, {view['crops'].shape[0]} crops, "
+                        f"but the model expects num_regions={self.num_regions} (set "
+                        f"SiameseViewMapper(num_regions=...) to the model's; it pads with jittered copies "
+                        f"when fewer proposals are available)"
+                    )
+
+    # ------------------------------------------------------------------------------------------- forward
+    def forward(self, batched_inputs: List[Dict]):
+        """Training: ``batched_inputs`` are ``SiameseViewMapper`` outputs; returns WEIGHTED losses.
+        Eval: Detectron2 dicts with ``"image"``; returns class-agnostic ``[{"instances": Instances}]``."""
+        if not self.training:
+            return self.inference(batched_inputs)
+        self._check_pretrain_inputs(batched_inputs)
+        batch, n = len(batched_inputs), self.num_regions
+        views = [x["views"][v] for v in (0, 1) for x in batched_inputs]  # view-major, 2B entries
+        images = self.preprocess_images([view["image"] for view in views])
+        features, memory, mask_flat, pos_flat = self.encode(images)
+
+        with torch.no_grad():
+            # z (Eq. 4): [2B, n, C]; p (Eq. 5): all crops of the batch in one backbone call, [2B, n, C]
+            query_boxes = [view["query_boxes"] for view in views]
+            z = average_pooled_roi_features(features, query_boxes, self.feature_stride, self.roi_output_size)
+            z = z.view(2 * batch, n, -1)
+            crops = self.normalize(torch.cat([view["crops"] for view in views]))
+            crop_features = self.backbone_features(crops).mean(dim=(2, 3)).view(2 * batch, n, -1)
+
+        # Multi-View Cross-Attention (Eq. 6-7), both directions in one decoder pass
+        other = torch.cat([torch.arange(batch, 2 * batch), torch.arange(batch)]).to(memory.device)
+        query_pos = region_conditioned_queries(self.region_proj(z), self.query_embed.weight)
+        hs = self.transformer.decode(
+            torch.zeros_like(query_pos), memory[other], mask_flat[other], pos_flat[other], query_pos
+        )  # [L, 2B, Q, D]
+
+        # L_loc (Eq. 9): targets are the OTHER view's region boxes
+        targets = []
+        for i in other.tolist():
+            h, w = images.image_sizes[i]
+            scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
+            boxes = views[i]["region_boxes"].to(self.device).float() / scale
+            labels = torch.zeros(n, dtype=torch.int64, device=self.device)
+            targets.append({"labels": labels, "boxes": box_convert(boxes, "xyxy", "cxcywh")})
+        losses, indices = self.criterion(self.predict_heads(hs), targets, return_indices=True)
+
+        # L_r (Eq. 12): f_sem of queries of view v vs crop features of view v, per decoder layer
+        num_boxes = self.criterion.get_num_boxes(targets, self.device)
+        semantic = self.sem_embed(hs if self.aux_loss else hs[-1:])
+        for layer, layer_indices in enumerate(indices):
+            name = "loss_region" if layer == len(indices) - 1 else f"loss_region_{layer}"
+            losses[name] = region_discrimination_loss(
+                semantic[layer], crop_features, layer_indices, num_boxes
+            )
+
+        # L_g (Eq. 11) on the masked average of each view's encoder memory
+        projection = self.projector(masked_average_pool(memory, mask_flat))
+        prediction = self.predictor(projection)
+        losses["loss_global"] = global_discrimination_loss(
+            prediction[:batch], projection[:batch], prediction[batch:], projection[batch:]
+        )
+        return weight_losses(losses, self.weight_dict)
+
+    @torch.no_grad()
+    def inference(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
+        """Class-agnostic detection with the learned object queries only (z = 0), as a finetune DETR
+        initialised from this checkpoint would run before finetuning (supplementary Table 1).
+
+        Each result has ``pred_boxes`` (xyxy in original-image pixels), ``scores`` (objectness probability)
+        and ``pred_classes`` (all 0), top ``select_box_nums_for_evaluation`` queries by score.
+        """
+        if len(batched_inputs) == 0:
+            raise ValueError("SiameseDETRPretrain got an empty batch")
+        for x in batched_inputs:
+            if "image" not in x:
+                raise ValueError(
+                    f"image {x.get('image_id')!r}: eval mode expects Detectron2 dicts with 'image'"
+                )
+        images = self.preprocess_images([x["image"] for x in batched_inputs])
+        _, memory, mask_flat, pos_flat = self.encode(images)
+        query_pos = self.query_embed.weight.unsqueeze(0).expand(memory.shape[0], -1, -1)
+        hs = self.transformer.decode(torch.zeros_like(query_pos), memory, mask_flat, pos_flat, query_pos)
+        scores = self.class_embed(hs[-1]).softmax(-1)[..., 0]  # [B, Q]
+        boxes = self.bbox_embed(hs[-1]).sigmoid()
+        k = min(self.select_box_nums_for_evaluation, self.num_queries)
+        results = []
+        for i, x in enumerate(batched_inputs):
+            top_scores, top_idx = scores[i].topk(k)
+            h, w = images.image_sizes[i]
+            xyxy = box_convert(boxes[i, top_idx], "cxcywh", "xyxy") * boxes.new_tensor([w, h, w, h])
+            inst = Instances((h, w))
+            inst.pred_boxes = Boxes(xyxy)
+            inst.scores = top_scores
+            inst.pred_classes = torch.zeros_like(top_idx)
+            height, width = x.get("height", h), x.get("width", w)
+            results.append({"instances": detector_postprocess(inst, height, width)})
+        return results

@@ -1,0 +1,34 @@
+"""Building blocks of the Siamese DETR pretext tasks (paper §3.3).
+
+* :mod:`.region_features` — object-level region features z (Eq. 4), crop-level features p (Eq. 5)
+  and the region-conditioned object queries of Multi-View Cross-Attention (Eq. 6-7);
+* :mod:`.simsiam` — the SimSiam projector / predictor of the global discrimination task, with
+  batch norm synchronised across processes;
+* :mod:`.losses` — L_g (Eq. 11), L_r (Eq. 12) as pure functions on tensors.
+"""
+
+from .losses import (
+    global_discrimination_loss,
+    negative_cosine_similarity,
+    normalized_l2_distance,
+    region_discrimination_loss,
+)
+from .region_features import (
+    average_pooled_roi_features,
+    masked_average_pool,
+    region_conditioned_queries,
+)
+from .simsiam import SimSiamPredictor, SimSiamProjector, SyncBatchNorm1d
+
+__all__ = [
+    "SimSiamPredictor",
+    "SimSiamProjector",
+    "SyncBatchNorm1d",
+    "average_pooled_roi_features",
+    "global_discrimination_loss",
+    "masked_average_pool",
+    "negative_cosine_similarity",
+    "normalized_l2_distance",
+    "region_conditioned_queries",
+    "region_discrimination_loss",
+]

@@ -1,0 +1,267 @@
+"""SiameseDETRPretrain: shapes, gradient routing, MVCA direction, L_r target view, eval mode, training."""
+import copy
+import itertools
+
+import pytest
+import torch
+from detectron2.modeling.backbone import BasicStem, ResNet
+from detectron2.modeling.backbone.resnet import BasicBlock
+from detectron2.utils.events import EventStorage
+from torchvision.ops import box_convert
+
+from siamese_detr.modeling import DetrTransformer, HungarianMatcher, PositionEmbeddingSine, SetCriterion
+from siamese_detr.modeling.meta_arch.siamese_detr import SiameseDETRPretrain
+from siamese_detr.modeling.pretext.losses import normalized_l2_distance
+
+WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_region": 3.0, "loss_global": 10.0}
+
+
+def tiny_backbone(width=8):
+    """Narrow ResNet-18-like backbone (one BasicBlock per stage), stride 32, FrozenBN, random weights."""
+    stem = BasicStem(3, width, norm="FrozenBN")
+    stages, in_ch = [], width
+    for i, out_ch in enumerate([width, 2 * width, 4 * width, 8 * width]):
+        stages.append(
+            ResNet.make_stage(
+                BasicBlock, 1, stride_per_block=[1 if i == 0 else 2], in_channels=in_ch, out_channels=out_ch,
+                norm="FrozenBN",
+            )
+        )
+        in_ch = out_ch
+    return ResNet(stem, stages, out_features=["res5"], freeze_at=0)
+
+
+def tiny_model(num_queries=6, num_regions=3, d_model=32, layers=2, weights=WEIGHTS, seed=0):
+    torch.manual_seed(seed)
+    return SiameseDETRPretrain(
+        backbone=tiny_backbone(),
+        position_embedding=PositionEmbeddingSine(num_pos_feats=d_model // 2),
+        transformer=DetrTransformer(
+            d_model=d_model, nhead=4, num_encoder_layers=layers, num_decoder_layers=layers,
+            dim_feedforward=64, dropout=0.0,
+        ),
+        criterion=SetCriterion(1, HungarianMatcher(1.0, 5.0, 2.0), eos_coef=0.1),
+        num_queries=num_queries,
+        num_regions=num_regions,
+        weight_dict=dict(weights),
+        projection_dim=16,
+        predictor_hidden_dim=8,
+    )
+
+
+def _random_boxes(g, n, h, w):
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.5, h * 0.5])
+    wh = (0.2 + 0.3 * torch.rand(n, 2, generator=g)) * torch.tensor([w, h])
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+def fake_batch(batch=2, num_regions=3, crop=32, seed=0):
+    """Mapper-like samples (contract of SiameseViewMapper) with random pixels and boxes."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = [(64, 96), (80, 64), (72, 72), (96, 80)]
+    out = []
+    for b in range(batch):
+        views = []
+        for v in range(2):
+            h, w = sizes[(2 * b + v) % len(sizes)]
+            boxes = _random_boxes(g, num_regions, h, w)
+            views.append({
+                "image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
+                "region_boxes": boxes,
+                "query_boxes": boxes + torch.randn(num_regions, 4, generator=g),
+                "crops": torch.randint(0, 256, (num_regions, 3, crop, crop), generator=g, dtype=torch.uint8),
+            })
+        out.append({"image_id": b, "height": 100, "width": 100, "views": views})
+    return out
+
+
+class Recorder:
+    """Wraps model methods to capture hs, criterion targets/indices; optionally perturbs the memory."""
+
+    def __init__(self, model, perturb_rows=None):
+        self.model, self.perturb_rows = model, perturb_rows
+        transformer, criterion = model.transformer, model.criterion
+        encode, decode, crit = transformer.encode, transformer.decode, criterion.forward
+
+        def encode_hook(*args, **kwargs):
+            memory, mask, pos = encode(*args, **kwargs)
+            if self.perturb_rows is not None:
+                memory = memory.clone()
+                memory[self.perturb_rows] += 1.0
+            return memory, mask, pos
+
+        def decode_hook(*args, **kwargs):
+            self.hs = decode(*args, **kwargs)
+            self.hs.retain_grad()
+            return self.hs
+
+        def crit_hook(outputs, targets, return_indices=False):
+            self.targets = targets
+            losses, self.indices = crit(outputs, targets, return_indices=True)
+            return (losses, self.indices) if return_indices else losses
+
+        transformer.encode, transformer.decode, criterion.forward = encode_hook, decode_hook, crit_hook
+
+
+def test_num_queries_must_be_multiple_of_regions():
+    with pytest.raises(ValueError, match=r"num_queries \(7\).*num_regions \(3\)"):
+        tiny_model(num_queries=7, num_regions=3)
+
+
+def test_training_losses_keys_and_frozen_backbone():
+    model = tiny_model().train()
+    assert not model.backbone.training
+    with EventStorage():
+        losses = model(fake_batch())
+    expected = {"loss_ce", "loss_bbox", "loss_giou", "loss_region", "loss_global"}
+    expected |= {f"{k}_0" for k in ("loss_ce", "loss_bbox", "loss_giou", "loss_region")}
+    assert set(losses) == expected
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    for name in ("input_proj", "transformer", "query_embed", "class_embed", "bbox_embed", "sem_embed",
+                 "region_proj", "projector", "predictor"):
+        grads = [p.grad for p in getattr(model, name).parameters()]
+        assert all(g is not None for g in grads), name
+
+
+def test_mvca_direction_and_targets_and_region_target_view():
+    batch = fake_batch(batch=2)
+    model = tiny_model().train()
+    copies = [copy.deepcopy(model), copy.deepcopy(model)]  # before any method is wrapped
+    base = Recorder(model)
+    with EventStorage():
+        model(batch)
+    hs = base.hs.detach()
+    B = 2
+    # targets of queries from view 1 (rows 0..B-1) are view 2's region boxes, normalised by view 2's size
+    for i, t in enumerate(base.targets):
+        b, v = i % B, i // B
+        other = batch[b]["views"][1 - v]
+        h, w = other["image"].shape[1:]
+        expected = box_convert(other["region_boxes"] / torch.tensor([w, h, w, h]), "xyxy", "cxcywh")
+        assert torch.allclose(t["boxes"], expected, atol=1e-6)
+        assert torch.equal(t["labels"], torch.zeros(3, dtype=torch.long))
+
+    # perturbing view 2's memory (rows B..2B-1) changes only the queries built from view 1 (rows 0..B-1)
+    cases = ((slice(B, 2 * B), slice(0, B)), (slice(0, B), slice(B, 2 * B)))
+    for m, (perturbed, changed) in zip(copies, cases):
+        rec = Recorder(m, perturb_rows=perturbed)
+        with EventStorage():
+            m(batch)
+        unchanged = slice(0, B) if changed.start == B else slice(B, 2 * B)
+        assert not torch.allclose(rec.hs[:, changed], hs[:, changed], atol=1e-4)
+        assert torch.allclose(rec.hs[:, unchanged], hs[:, unchanged], atol=1e-5)
+
+    # L_r target: crop features of the query's OWN view, computed crop by crop independently
+    model.eval()
+    with torch.no_grad():
+        final = base.indices[-1]
+        total = 0.0
+        for i, (src, tgt) in enumerate(final):
+            b, v = i % B, i // B
+            sem = model.sem_embed(hs[-1, i])
+            for q, r in zip(src.tolist(), tgt.tolist()):
+                crop = batch[b]["views"][v]["crops"][r : r + 1]
+                p = model.backbone(model.normalize(crop))["res5"].mean(dim=(2, 3))[0]
+                total += normalized_l2_distance(sem[q][None], p[None]).item()
+    model.train()
+    with EventStorage():
+        losses = model(batch)
+    assert abs(losses["loss_region"].item() / WEIGHTS["loss_region"] - total / (2 * B * 3)) < 1e-4
+
+
+def test_region_loss_gradient_reaches_only_matched_queries_and_global_loss_skips_decoder():
+    model = tiny_model(num_queries=9, num_regions=3).train()
+    rec = Recorder(model)
+    with EventStorage():
+        losses = model(fake_batch())
+    losses["loss_region"].backward(retain_graph=True)
+    grad = rec.hs.grad[-1]  # [2B, Q, D]
+    for i, (src, _) in enumerate(rec.indices[-1]):
+        matched = set(src.tolist())
+        for q in range(9):
+            assert bool(grad[i, q].abs().sum() > 0) == (q in matched)
+
+    model.zero_grad(set_to_none=True)
+    losses["loss_global"].backward()
+    for name in ("query_embed", "class_embed", "bbox_embed", "sem_embed", "region_proj"):
+        assert all(p.grad is None for p in getattr(model, name).parameters()), name
+    assert all(p.grad is None for p in model.transformer.decoder_layers.parameters())
+    assert all(p.grad is not None for p in model.transformer.encoder_layers.parameters())
+    assert all(p.grad is None for p in model.backbone.parameters())
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = tiny_model().train()
+    with pytest.raises(ValueError, match="empty batch"):
+        model([])
+    batch = fake_batch(batch=1)
+    for key in ("region_boxes", "query_boxes"):
+        batch[0]["views"][1][key] = batch[0]["views"][1][key][:0]
+    batch[0]["views"][1]["crops"] = batch[0]["views"][1]["crops"][:0]
+    with pytest.raises(ValueError, match="no regions"):
+        model(batch)
+    batch = fake_batch(batch=1, num_regions=2)
+    with pytest.raises(ValueError, match="num_regions=3"):
+        model(batch)
+
+
+def test_eval_returns_class_agnostic_detections_in_original_size():
+    model = tiny_model(num_queries=6).eval()
+    g = torch.Generator().manual_seed(0)
+    inputs = [
+        {
+            "image": torch.randint(0, 256, (3, 64, 96), generator=g, dtype=torch.uint8),
+            "height": 128,
+            "width": 192,
+        },
+        {"image": torch.randint(0, 256, (3, 80, 64), generator=g, dtype=torch.uint8)},
+    ]
+    out = model(inputs)
+    assert [o["instances"].image_size for o in out] == [(128, 192), (80, 64)]
+    for o in out:
+        inst = o["instances"]
+        assert len(inst) == 6
+        assert bool((inst.pred_classes == 0).all())
+        assert bool(((inst.scores >= 0) & (inst.scores <= 1)).all())
+        assert bool((inst.scores[:-1] >= inst.scores[1:]).all())
+
+
+def test_all_crops_and_views_use_one_backbone_call_each():
+    model = tiny_model().train()
+    calls = []
+    model.backbone.register_forward_hook(lambda mod, inp, out: calls.append(tuple(inp[0].shape)))
+    with EventStorage():
+        model(fake_batch(batch=2, crop=32))
+    assert len(calls) == 2
+    assert calls[0][0] == 4  # 2 images x 2 views
+    assert calls[1] == (2 * 2 * 3, 3, 32, 32)  # all crops of the batch
+
+
+def test_a_few_steps_on_builtin_dataset_lower_the_loss(tmp_path, monkeypatch):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    from detectron2.data import DatasetCatalog
+
+    import siamese_detr.data  # noqa: F401  (registers the built-in dataset)
+    from siamese_detr.data.siamese_mapper import SiameseViewMapper
+
+    dicts = DatasetCatalog.get("synthetic_shapes_train")[:2]
+    mapper = SiameseViewMapper(
+        short_side_range=(80, 96), max_size=128, num_regions=3, crop_size=32, seed=0
+    )
+    batch = [mapper(d) for d in dicts]
+    assert all(x is not None for x in batch)
+    model = tiny_model(num_queries=6, num_regions=3).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+    totals = []
+    with EventStorage():
+        for _ in itertools.repeat(None, 8):
+            loss = sum(model(batch).values())
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+            optimizer.step()
+            totals.append(loss.item())
+    assert totals[-1] < totals[0], totals

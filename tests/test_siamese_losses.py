@@ -1,0 +1,162 @@
+"""Siamese DETR pretext losses and feature helpers vs independent computations (paper Eq. 4, 7, 11, 12)."""
+import itertools
+import math
+
+import pytest
+import torch
+
+from siamese_detr.modeling.pretext import (
+    SimSiamPredictor,
+    SimSiamProjector,
+    SyncBatchNorm1d,
+    average_pooled_roi_features,
+    global_discrimination_loss,
+    masked_average_pool,
+    negative_cosine_similarity,
+    normalized_l2_distance,
+    region_conditioned_queries,
+    region_discrimination_loss,
+)
+
+
+def _cos(a, b):
+    dot = sum(x * y for x, y in zip(a, b))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def _normalized_l2(a, b):
+    na = math.sqrt(sum(x * x for x in a))
+    nb = math.sqrt(sum(y * y for y in b))
+    return sum((x / na - y / nb) ** 2 for x, y in zip(a, b))
+
+
+def test_normalized_l2_hand_values():
+    a = torch.tensor([[3.0, 4.0], [1.0, 0.0], [2.0, 2.0]])
+    b = torch.tensor([[6.0, 8.0], [0.0, 5.0], [-1.0, -1.0]])
+    # same direction -> 0; orthogonal -> 2; opposite -> 4
+    assert torch.allclose(normalized_l2_distance(a, b), torch.tensor([0.0, 2.0, 4.0]), atol=1e-6)
+
+
+def test_normalized_l2_random_matches_explicit_formula():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 7, generator=g), torch.randn(5, 7, generator=g)
+    expected = torch.tensor([_normalized_l2(x.tolist(), y.tolist()) for x, y in zip(a, b)])
+    assert torch.allclose(normalized_l2_distance(a, b), expected, atol=1e-5)
+    cos = torch.tensor([_cos(x.tolist(), y.tolist()) for x, y in zip(a, b)])
+    assert torch.allclose(normalized_l2_distance(a, b), 2 - 2 * cos, atol=1e-5)
+
+
+def test_global_loss_matches_explicit_cosines_and_stops_gradient():
+    g = torch.Generator().manual_seed(1)
+    p1, z1, p2, z2 = (torch.randn(3, 4, generator=g, requires_grad=True) for _ in range(4))
+    loss = global_discrimination_loss(p1, z1, p2, z2)
+    expected = 0.0
+    for i in range(3):
+        expected -= _cos(p1[i].tolist(), z2[i].tolist()) / 3
+        expected -= _cos(p2[i].tolist(), z1[i].tolist()) / 3
+    assert abs(loss.item() - expected) < 1e-5
+    loss.backward()
+    assert z1.grad is None and z2.grad is None  # stop-gradient branch receives nothing
+    assert p1.grad is not None and p1.grad.abs().sum() > 0
+    assert p2.grad is not None and p2.grad.abs().sum() > 0
+    # single term, identical vectors: -1
+    v = torch.tensor([[1.0, 2.0, 3.0]])
+    assert abs(negative_cosine_similarity(v, 2 * v).item() + 1.0) < 1e-6
+
+
+def _brute_force_assignment(cost):
+    """Optimal (query -> region) assignment of every region by enumerating permutations."""
+    num_queries, num_regions = cost.shape
+    best, best_pairs = None, None
+    for queries in itertools.permutations(range(num_queries), num_regions):
+        total = sum(cost[q, r] for r, q in enumerate(queries))
+        if best is None or total < best:
+            best, best_pairs = total, [(q, r) for r, q in enumerate(queries)]
+    return best_pairs
+
+
+def test_region_loss_against_brute_force_matching():
+    g = torch.Generator().manual_seed(2)
+    batch, num_queries, num_regions, dim = 2, 5, 3, 6
+    sem = torch.randn(batch, num_queries, dim, generator=g, requires_grad=True)
+    crops = torch.randn(batch, num_regions, dim, generator=g, requires_grad=True)
+    indices, expected = [], 0.0
+    for b in range(batch):
+        cost = torch.rand(num_queries, num_regions, generator=g)
+        pairs = _brute_force_assignment(cost)
+        indices.append((torch.tensor([q for q, _ in pairs]), torch.tensor([r for _, r in pairs])))
+        for q, r in pairs:
+            expected += _normalized_l2(sem[b, q].tolist(), crops[b, r].tolist())
+    num_boxes = float(batch * num_regions)
+    loss = region_discrimination_loss(sem, crops, indices, num_boxes)
+    assert abs(loss.item() - expected / num_boxes) < 1e-5
+
+    loss.backward()
+    assert crops.grad is None  # targets (frozen-backbone crop features) get no gradient
+    for b, (queries, _) in enumerate(indices):
+        matched = set(queries.tolist())
+        for q in range(num_queries):
+            has_grad = bool(sem.grad[b, q].abs().sum() > 0)
+            assert has_grad == (q in matched), (b, q)
+
+
+def test_region_conditioned_queries_repeats_each_region_consecutively():
+    regions = torch.arange(2 * 3 * 2, dtype=torch.float32).reshape(2, 3, 2)
+    phi = torch.full((6, 2), 100.0) + torch.arange(6, dtype=torch.float32)[:, None]
+    queries = region_conditioned_queries(regions, phi)
+    assert queries.shape == (2, 6, 2)
+    for b in range(2):
+        for j in range(6):
+            assert torch.equal(queries[b, j], regions[b, j // 2] + phi[j])
+    with pytest.raises(ValueError, match="7.*3"):
+        region_conditioned_queries(regions, torch.zeros(7, 2))
+
+
+def test_roi_features_of_a_linear_feature_map_equal_value_at_box_centre():
+    # f(x, y) = 2 x + 3 y + 1 on the feature grid; bilinear sampling of a linear map is exact and the
+    # mean over RoIAlign's symmetric grid is the value at the box centre. With aligned=True an input
+    # pixel coordinate u maps to feature coordinate u / stride - 0.5.
+    stride, h, w = 8, 10, 12
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
+    feat = torch.stack([2 * xs + 3 * ys + 1, -xs + 0.5 * ys])[None]  # [1, 2, H, W]
+    boxes = torch.tensor([[16.0, 24.0, 48.0, 40.0], [20.0, 12.0, 60.0, 70.0]])
+    z = average_pooled_roi_features(feat, [boxes], stride=stride)
+    assert z.shape == (2, 2)
+    for k, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        cx, cy = (x0 + x1) / 2 / stride - 0.5, (y0 + y1) / 2 / stride - 0.5
+        assert abs(z[k, 0].item() - (2 * cx + 3 * cy + 1)) < 1e-4
+        assert abs(z[k, 1].item() - (-cx + 0.5 * cy)) < 1e-4
+
+
+def test_masked_average_pool_excludes_padding():
+    memory = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    mask = torch.tensor([[False, False, True, True], [False, False, False, False]])
+    pooled = masked_average_pool(memory, mask)
+    assert torch.allclose(pooled[0], (memory[0, 0] + memory[0, 1]) / 2)
+    assert torch.allclose(pooled[1], memory[1].sum(0) / 4)
+    with pytest.raises(ValueError, match="no valid"):
+        masked_average_pool(memory, torch.ones(2, 4, dtype=torch.bool))
+
+
+def test_sync_bn_1d_single_process_equals_batchnorm1d():
+    torch.manual_seed(3)
+    x = torch.randn(6, 5)
+    ours, ref = SyncBatchNorm1d(5), torch.nn.BatchNorm1d(5)
+    ours.train(), ref.train()
+    y_ours, y_ref = ours(x), ref(x)
+    assert torch.allclose(y_ours, y_ref, atol=1e-5)
+    assert torch.allclose(ours.running_mean, ref.running_mean, atol=1e-6)
+    assert torch.allclose(ours.running_var, ref.running_var, atol=1e-5)
+    with pytest.raises(ValueError, match="N, C"):
+        ours(torch.randn(2, 5, 3))
+
+
+def test_simsiam_heads_layouts():
+    proj, pred = SimSiamProjector(8, 16, 12), SimSiamPredictor(12, 4, 12)
+    kinds = [type(m).__name__ for m in proj]
+    assert kinds == ["Linear", "SyncBatchNorm1d", "ReLU"] * 2 + ["Linear", "SyncBatchNorm1d"]
+    assert [type(m).__name__ for m in pred] == ["Linear", "SyncBatchNorm1d", "ReLU", "Linear"]
+    out = pred(proj(torch.randn(4, 8)))
+    assert out.shape == (4, 12)
