@@ -11,3 +11,19 @@ def tiny_synthetic_shapes(tmp_path, monkeypatch):
     register_synthetic_shapes(root=str(tmp_path / "datasets"), num_images={"train": 6, "val": 3})
     yield tmp_path / "datasets"
     register_synthetic_shapes()
+
+
+@pytest.fixture
+def tiny_edgeboxes_store(tiny_synthetic_shapes):
+    """The EdgeBoxes store of the tiny train split where the demo configs look for it."""
+    import importlib.util
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "generate_proposals.py"
+    spec = importlib.util.spec_from_file_location("generate_proposals_tool", tool)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    store = tiny_synthetic_shapes / "proposals" / "synthetic_shapes_train.edgeboxes.proposals"
+    argv = ["--dataset", "synthetic_shapes_train", "--method", "edgeboxes", "--output", str(store), "--no-progress"]
+    assert gen.main(argv) == 0
+    return store

@@ -31,7 +31,7 @@ def test_there_are_configs_for_every_family():
 
 
 @pytest.mark.parametrize("config_file", CONFIGS)
-def test_config_instantiates(config_file, tiny_synthetic_shapes):
+def test_config_instantiates(config_file, tiny_edgeboxes_store):
     cfg = LazyConfig.load(str(ROOT / config_file))
     for key in ("model", "optimizer", "lr_multiplier", "train", "dataloader"):
         assert key in cfg, f"{config_file} has no '{key}'"

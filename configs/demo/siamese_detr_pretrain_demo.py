@@ -5,10 +5,23 @@ A tiny version of ``configs/siamese_detr/siamese_detr_r50_imagenet_60ep.py``: Re
 for 5 regions per view, 32 px crops, short side 128-160 (max 224), batch 4, 150 iterations. Loss weights of
 COCO-like (multi-object) data: λ0 = 3, λ1 = 0.3.
 
+Proposals come from the EdgeBoxes store of the built-in dataset, written by ``make demo`` (or by hand)::
+
+    python tools/generate_proposals.py --dataset synthetic_shapes_train --method edgeboxes \
+        --output $DETECTRON2_DATASETS/proposals/synthetic_shapes_train.edgeboxes.proposals
+
+(``dataloader.train.mapper.proposal_source = L(OnlineProposals)(method="edgeboxes")`` computes them on the fly.)
+
 The finetune demo that loads ``output/demo/siamese_detr_pretrain/model_final.pth`` through
 ``train.init_checkpoint`` must use the same backbone depth, d_model, nhead, dim_feedforward, layer counts
 and num_queries (DEMO_* below).
 """
+import os
+
+from detectron2.config import LazyCall as L
+
+from siamese_detr.data.proposals.sources import StoreProposals
+
 from ..common.data.pretrain_builtin import dataloader
 from ..common.schedules import step_schedule_iters
 from ..siamese_detr.siamese_detr_r50_imagenet_60ep import model, optimizer, train
@@ -38,6 +51,12 @@ model.weight_dict = {
 }
 
 dataloader.train.mapper.num_regions = DEMO_REGIONS
+dataloader.train.mapper.proposal_source = L(StoreProposals)(
+    path=os.path.join(
+        os.getenv("DETECTRON2_DATASETS", "datasets"), "proposals", "synthetic_shapes_train.edgeboxes.proposals"
+    ),
+    dataset="synthetic_shapes_train",
+)
 # smaller than pretrain_builtin's defaults: the frozen backbone on views + crops dominates a CPU step
 dataloader.train.mapper.short_side_range = (128, 160)
 dataloader.train.mapper.max_size = 224

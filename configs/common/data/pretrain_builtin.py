@@ -5,6 +5,11 @@ small sizes for a CPU demo: short side 160-224, max 320, 64 px region crops, Edg
     dataloader.train.mapper.proposal_source = L(StoreProposals)(
         path="datasets/proposals/synthetic_shapes_train.edgeboxes.proposals"
     )
+
+Evaluation (from ``pretrain_coco``): class-agnostic AR@1/10/100 and AP of the pretrained model on
+``synthetic_shapes_val``, images resized to short side 144, max 224 — the scale of the demo's views
+(``configs/demo/siamese_detr_pretrain_demo.py``: short side 128-160, max 224; views are cut from the
+resized image, so objects keep that scale).
 """
 
 from detectron2.config import LazyCall as L
@@ -12,7 +17,7 @@ from detectron2.config import LazyCall as L
 import siamese_detr.data  # noqa: F401  (registers synthetic_shapes_train / _val)
 from siamese_detr.data.proposals.sources import OnlineProposals
 
-from .pretrain_imagenet import dataloader
+from .pretrain_coco import dataloader
 
 dataloader.train.dataset.names = "synthetic_shapes_train"
 dataloader.train.mapper.proposal_source = L(OnlineProposals)(
@@ -23,3 +28,8 @@ dataloader.train.mapper.max_size = 320
 dataloader.train.mapper.crop_size = 64
 dataloader.train.total_batch_size = 4
 dataloader.train.num_workers = 2
+
+dataloader.test.dataset.names = "synthetic_shapes_val"
+dataloader.test.mapper.augmentation[0].short_edge_length = 144
+dataloader.test.mapper.augmentation[0].max_size = 224
+dataloader.test.num_workers = 1

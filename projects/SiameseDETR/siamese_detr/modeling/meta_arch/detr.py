@@ -39,6 +39,9 @@ class DETR(nn.Module):
         input_format: channel order of ``batched_inputs[i]["image"]`` ("BGR" or "RGB"); it is not converted,
             only recorded (pixel statistics and backbone weights must match it).
         select_box_nums_for_evaluation: detections kept per image at inference.
+        frozen_modules: names of submodules (e.g. ``("backbone",)`` or ``("backbone", "input_proj",
+            "transformer", "query_embed")`` to train only the heads) whose parameters are frozen and which
+            stay in eval mode; a frozen backbone also runs under ``no_grad``.
 
     Inference keeps, per image, the top ``select_box_nums_for_evaluation`` (query, class) pairs ranked by the
     softmax probability of the class with the no-object column excluded (as detrex does), so one query may
@@ -61,6 +64,7 @@ class DETR(nn.Module):
         pixel_std: Sequence[float] = (57.375, 57.120, 58.395),
         input_format: str = "BGR",
         select_box_nums_for_evaluation: int = 100,
+        frozen_modules: Sequence[str] = (),
     ):
         super().__init__()
         self.backbone = backbone
@@ -68,8 +72,8 @@ class DETR(nn.Module):
         d_model = transformer.d_model
         in_channels = backbone.output_shape()[in_feature].channels
         self.input_proj = nn.Conv2d(in_channels, d_model, kernel_size=1)
-        feature_stride = backbone.output_shape()[in_feature].stride
-        self.size_divisibility = max(int(getattr(backbone, "size_divisibility", 0)), int(feature_stride))
+        self.feature_stride = int(backbone.output_shape()[in_feature].stride)
+        self.size_divisibility = max(int(getattr(backbone, "size_divisibility", 0)), self.feature_stride)
         self.position_embedding = position_embedding
         self.transformer = transformer
         self.query_embed = nn.Embedding(num_queries, d_model)
@@ -87,10 +91,23 @@ class DETR(nn.Module):
         std = torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1)
         self.register_buffer("pixel_mean", mean, persistent=False)
         self.register_buffer("pixel_std", std, persistent=False)
+        self.frozen_modules = tuple(frozen_modules)
+        for name in self.frozen_modules:
+            if not isinstance(getattr(self, name, None), nn.Module):
+                raise ValueError(f"frozen_modules: {type(self).__name__} has no submodule {name!r}")
+            getattr(self, name).requires_grad_(False)
+        self.train(self.training)
 
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
+
+    def train(self, mode: bool = True):
+        """Train mode for every module except the frozen ones, which stay in eval mode."""
+        super().train(mode)
+        for name in self.frozen_modules:
+            getattr(self, name).eval()
+        return self
 
     # --------------------------------------------------------------------------------------------- helpers
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
@@ -99,8 +116,34 @@ class DETR(nn.Module):
 
         The padded size is a multiple of the feature stride, so the nearest-downsampled pixel mask marks
         exactly the feature cells with no image pixel (cell ``y`` starts at pixel ``stride * y``)."""
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(images, size_divisibility=self.size_divisibility)
+        return self.pad_images([x["image"] for x in batched_inputs])
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[..., 3, H, W]`` in ``input_format`` -> normalised float on the model's device."""
+        return (images.to(self.device).float() - self.pixel_mean) / self.pixel_std
+
+    def pad_images(self, images: List[torch.Tensor]) -> ImageList:
+        """Normalise uint8 ``[3, H_i, W_i]`` images and pad them (see :meth:`preprocess_image`)."""
+        return ImageList.from_tensors([self.normalize(x) for x in images], size_divisibility=self.size_divisibility)
+
+    def backbone_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone, level ``in_feature``: ``[N, 3, H, W] -> [N, C_in, H / stride, W / stride]``
+        (under ``no_grad`` when the backbone is frozen)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and "backbone" not in self.frozen_modules):
+            return self.backbone(images)[self.in_feature]
+
+    def encode(self, images: ImageList) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Backbone + input projection + Transformer encoder of a padded batch.
+
+        Returns:
+            ``features [B, C_in, H, W]`` (backbone), ``memory [B, HW, d_model]``, ``mask_flat [B, HW]``
+            (True = padding) and ``pos_flat [B, HW, d_model]``, ready for ``transformer.decode``.
+        """
+        features = self.backbone_features(images.tensor)
+        mask = feature_padding_mask(images, features.shape[-2:])  # [B, H, W]
+        pos = self.position_embedding(mask).to(features.dtype)  # [B, d_model, H, W]
+        memory, mask_flat, pos_flat = self.transformer.encode(self.input_proj(features), mask, pos)
+        return features, memory, mask_flat, pos_flat
 
     @staticmethod
     def prepare_targets(batched_inputs: List[Dict], image_sizes: List[Tuple[int, int]], device) -> List[Dict]:
@@ -121,11 +164,10 @@ class DETR(nn.Module):
             ``{"pred_logits": [B, Q, K+1], "pred_boxes": [B, Q, 4] cxcywh normalised by each unpadded image
             size, "aux_outputs": [...] (one dict per earlier decoder layer, only if aux_loss)}``.
         """
-        features = self.backbone(images.tensor)[self.in_feature]  # [B, C_in, H, W]
-        mask = feature_padding_mask(images, features.shape[-2:])  # [B, H, W]
-        pos = self.position_embedding(mask).to(features.dtype)  # [B, d_model, H, W]
-        hs, _ = self.transformer(
-            self.input_proj(features), mask, self.query_embed.weight, pos
+        _, memory, mask_flat, pos_flat = self.encode(images)
+        query_pos = self.query_embed.weight.unsqueeze(0).expand(memory.shape[0], -1, -1)  # [B, Q, C]
+        hs = self.transformer.decode(
+            torch.zeros_like(query_pos), memory, mask_flat, pos_flat, query_pos
         )  # [L, B, Q, C]
         return self.head_outputs(hs)
 

@@ -37,12 +37,9 @@ ImageNet-like data 3 / 10 (supplementary §B and the official ImageNet configs);
 from typing import Dict, List, Sequence
 
 import torch
-from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, ImageList, Instances
-from torch import Tensor, nn
+from torch import nn
 from torchvision.ops import box_convert
 
-from ..backbone import feature_padding_mask
 from ..criterion import weight_losses
 from ..heads import MLP
 from ..pretext.losses import global_discrimination_loss, region_discrimination_loss
@@ -52,16 +49,18 @@ from ..pretext.region_features import (
     region_conditioned_queries,
 )
 from ..pretext.simsiam import SimSiamPredictor, SimSiamProjector
+from .detr import DETR
 
 __all__ = ["SiameseDETRPretrain"]
 
 
-class SiameseDETRPretrain(nn.Module):
-    """Siamese DETR pretraining model; attribute names match the finetune ``DETR`` so that a pretraining
-    checkpoint loads into it through ``train.init_checkpoint`` (class head skipped, pretext heads unused).
+class SiameseDETRPretrain(DETR):
+    """Siamese DETR pretraining model: the finetune ``DETR`` (objectness head, frozen backbone) plus the
+    pretext heads, so that a pretraining checkpoint loads into ``DETR`` through ``train.init_checkpoint``
+    (class head skipped for its shape, pretext heads reported unused).
 
     Args:
-        backbone: Detectron2 backbone (e.g. ``ResNet``), frozen here.
+        backbone: Detectron2 backbone (e.g. ``ResNet``), frozen here (``no_grad``, eval mode).
         position_embedding: ``mask [B, H, W] -> [B, d_model, H, W]``.
         transformer: batch-first DETR transformer with ``encode`` / ``decode`` and ``d_model``.
         criterion: ``SetCriterion`` with ``num_classes=1`` (objectness) returning unweighted losses.
@@ -74,9 +73,10 @@ class SiameseDETRPretrain(nn.Module):
         projection_dim, predictor_hidden_dim: SimSiam widths (projector d_model -> projection_dim ->
             projection_dim, predictor projection_dim -> predictor_hidden_dim -> projection_dim).
         roi_output_size: RoIAlign grid for z (7).
-        pixel_mean, pixel_std: per-channel normalisation in ``input_format`` order (non-persistent buffers).
-        input_format: channel order of the mapper's images ("BGR" / "RGB"); recorded, not converted.
-        select_box_nums_for_evaluation: detections kept per image in eval mode.
+        pixel_mean, pixel_std, input_format, select_box_nums_for_evaluation: as ``DETR``.
+
+    In eval mode it is ``DETR`` with one class: class-agnostic detections from the learned object queries
+    alone (z = 0), as a finetune DETR initialised from this checkpoint runs before finetuning.
     """
 
     def __init__(
@@ -99,7 +99,6 @@ class SiameseDETRPretrain(nn.Module):
         input_format: str = "BGR",
         select_box_nums_for_evaluation: int = 100,
     ):
-        super().__init__()
         if num_regions < 1 or num_queries % num_regions != 0:
             raise ValueError(
                 f"num_queries ({num_queries}) must be a positive multiple of num_regions ({num_regions}): "
@@ -112,83 +111,31 @@ class SiameseDETRPretrain(nn.Module):
         missing = {"loss_ce", "loss_bbox", "loss_giou", "loss_region", "loss_global"} - set(weight_dict)
         if missing:
             raise ValueError(f"weight_dict lacks {sorted(missing)}")
+        super().__init__(
+            backbone=backbone,
+            position_embedding=position_embedding,
+            transformer=transformer,
+            num_classes=1,  # objectness + no-object
+            num_queries=num_queries,
+            criterion=criterion,
+            weight_dict=weight_dict,
+            in_feature=in_feature,
+            aux_loss=aux_loss,
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+            input_format=input_format,
+            select_box_nums_for_evaluation=select_box_nums_for_evaluation,
+            frozen_modules=("backbone",),
+        )
         d_model = transformer.d_model
-        shape = backbone.output_shape()[in_feature]
-        self.backbone = backbone
-        self.in_feature = in_feature
-        self.feature_stride = shape.stride
-        self.input_proj = nn.Conv2d(shape.channels, d_model, kernel_size=1)
-        self.position_embedding = position_embedding
-        self.transformer = transformer
-        self.query_embed = nn.Embedding(num_queries, d_model)
-        self.class_embed = nn.Linear(d_model, 2)  # objectness + no-object
-        self.bbox_embed = MLP(d_model, d_model, 4, 3)
+        channels = backbone.output_shape()[in_feature].channels
         # pretext-only heads
-        self.region_proj = nn.Linear(shape.channels, d_model)  # proj(z) of Eq. 7
-        self.sem_embed = MLP(d_model, d_model, shape.channels, 2)  # f_sem of Eq. 10
+        self.region_proj = nn.Linear(channels, d_model)  # proj(z) of Eq. 7
+        self.sem_embed = MLP(d_model, d_model, channels, 2)  # f_sem of Eq. 10
         self.projector = SimSiamProjector(d_model, projection_dim, projection_dim)
         self.predictor = SimSiamPredictor(projection_dim, predictor_hidden_dim, projection_dim)
-        self.criterion = criterion
-        self.weight_dict = dict(weight_dict)
-        self.num_queries = num_queries
         self.num_regions = num_regions
-        self.aux_loss = aux_loss
         self.roi_output_size = roi_output_size
-        self.input_format = input_format
-        self.select_box_nums_for_evaluation = select_box_nums_for_evaluation
-        mean = torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1)
-        std = torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1)
-        self.register_buffer("pixel_mean", mean, persistent=False)
-        self.register_buffer("pixel_std", std, persistent=False)
-        for p in self.backbone.parameters():
-            p.requires_grad_(False)
-        self.backbone.eval()
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def train(self, mode: bool = True):
-        """Train mode for everything but the frozen backbone, which stays in eval mode."""
-        super().train(mode)
-        self.backbone.eval()
-        return self
-
-    # ------------------------------------------------------------------------------------------- helpers
-    def normalize(self, images: Tensor) -> Tensor:
-        """uint8 ``[..., 3, H, W]`` in ``input_format`` -> normalised float on the model's device."""
-        return (images.to(self.device).float() - self.pixel_mean) / self.pixel_std
-
-    def preprocess_images(self, images: List[Tensor]) -> ImageList:
-        """Normalise and pad a list of ``[3, H_i, W_i]`` images into one ``ImageList``."""
-        return ImageList.from_tensors([self.normalize(x) for x in images])
-
-    @torch.no_grad()
-    def backbone_features(self, images: Tensor) -> Tensor:
-        """Frozen backbone, last level: ``[N, 3, H, W]`` -> ``[N, C, H/stride, W/stride]``."""
-        return self.backbone(images)[self.in_feature]
-
-    def encode(self, images: ImageList):
-        """Backbone + encoder.
-
-        Returns (features h, memory [N, HW, D], mask_flat [N, HW], pos_flat [N, HW, D]).
-        """
-        features = self.backbone_features(images.tensor)
-        mask = feature_padding_mask(images, features.shape[-2:])
-        pos = self.position_embedding(mask).to(features.dtype)
-        memory, mask_flat, pos_flat = self.transformer.encode(self.input_proj(features), mask, pos)
-        return features, memory, mask_flat, pos_flat
-
-    def predict_heads(self, hs: Tensor) -> Dict:
-        """Heads on decoder outputs ``hs [L, N, Q, D]``: criterion-style dict (last layer + aux layers)."""
-        logits = self.class_embed(hs)  # [L, N, Q, 2]
-        boxes = self.bbox_embed(hs).sigmoid()  # [L, N, Q, 4] cxcywh normalised
-        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
-        if self.aux_loss:
-            out["aux_outputs"] = [
-                {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
-            ]
-        return out
 
     def _check_pretrain_inputs(self, batched_inputs: List[Dict]) -> None:
         if len(batched_inputs) == 0:
@@ -219,11 +166,14 @@ class SiameseDETRPretrain(nn.Module):
         """Training: ``batched_inputs`` are ``SiameseViewMapper`` outputs; returns WEIGHTED losses.
         Eval: Detectron2 dicts with ``"image"``; returns class-agnostic ``[{"instances": Instances}]``."""
         if not self.training:
-            return self.inference(batched_inputs)
+            if not batched_inputs or any("image" not in x for x in batched_inputs):
+                raise ValueError("SiameseDETRPretrain in eval mode expects a non-empty list of Detectron2 "
+                                 "dicts with 'image' (e.g. from DetrDatasetMapper(is_train=False))")
+            return super().forward(batched_inputs)
         self._check_pretrain_inputs(batched_inputs)
         batch, n = len(batched_inputs), self.num_regions
         views = [x["views"][v] for v in (0, 1) for x in batched_inputs]  # view-major, 2B entries
-        images = self.preprocess_images([view["image"] for view in views])
+        images = self.pad_images([view["image"] for view in views])
         features, memory, mask_flat, pos_flat = self.encode(images)
 
         with torch.no_grad():
@@ -249,7 +199,7 @@ class SiameseDETRPretrain(nn.Module):
             boxes = views[i]["region_boxes"].to(self.device).float() / scale
             labels = torch.zeros(n, dtype=torch.int64, device=self.device)
             targets.append({"labels": labels, "boxes": box_convert(boxes, "xyxy", "cxcywh")})
-        losses, indices = self.criterion(self.predict_heads(hs), targets, return_indices=True)
+        losses, indices = self.criterion(self.head_outputs(hs), targets, return_indices=True)
 
         # L_r (Eq. 12): f_sem of queries of view v vs crop features of view v, per decoder layer
         num_boxes = self.criterion.get_num_boxes(targets, self.device)
@@ -267,38 +217,3 @@ class SiameseDETRPretrain(nn.Module):
             prediction[:batch], projection[:batch], prediction[batch:], projection[batch:]
         )
         return weight_losses(losses, self.weight_dict)
-
-    @torch.no_grad()
-    def inference(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
-        """Class-agnostic detection with the learned object queries only (z = 0), as a finetune DETR
-        initialised from this checkpoint would run before finetuning (supplementary Table 1).
-
-        Each result has ``pred_boxes`` (xyxy in original-image pixels), ``scores`` (objectness probability)
-        and ``pred_classes`` (all 0), top ``select_box_nums_for_evaluation`` queries by score.
-        """
-        if len(batched_inputs) == 0:
-            raise ValueError("SiameseDETRPretrain got an empty batch")
-        for x in batched_inputs:
-            if "image" not in x:
-                raise ValueError(
-                    f"image {x.get('image_id')!r}: eval mode expects Detectron2 dicts with 'image'"
-                )
-        images = self.preprocess_images([x["image"] for x in batched_inputs])
-        _, memory, mask_flat, pos_flat = self.encode(images)
-        query_pos = self.query_embed.weight.unsqueeze(0).expand(memory.shape[0], -1, -1)
-        hs = self.transformer.decode(torch.zeros_like(query_pos), memory, mask_flat, pos_flat, query_pos)
-        scores = self.class_embed(hs[-1]).softmax(-1)[..., 0]  # [B, Q]
-        boxes = self.bbox_embed(hs[-1]).sigmoid()
-        k = min(self.select_box_nums_for_evaluation, self.num_queries)
-        results = []
-        for i, x in enumerate(batched_inputs):
-            top_scores, top_idx = scores[i].topk(k)
-            h, w = images.image_sizes[i]
-            xyxy = box_convert(boxes[i, top_idx], "cxcywh", "xyxy") * boxes.new_tensor([w, h, w, h])
-            inst = Instances((h, w))
-            inst.pred_boxes = Boxes(xyxy)
-            inst.scores = top_scores
-            inst.pred_classes = torch.zeros_like(top_idx)
-            height, width = x.get("height", h), x.get("width", w)
-            results.append({"instances": detector_postprocess(inst, height, width)})
-        return results

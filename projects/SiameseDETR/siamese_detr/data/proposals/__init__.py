@@ -1,0 +1,38 @@
+"""Object proposals: methods (EdgeBoxes, Selective Search, random), the on-disk store, sources for the mapper.
+
+Boxes are float32 [K, 4] xyxy in absolute pixels of the original image, best score first, everywhere.
+"""
+
+from .detectron2_format import export_detectron2, import_detectron2
+from .methods import (
+    METHODS,
+    compute_proposals,
+    edgeboxes,
+    gradient_edge_map,
+    random_boxes,
+    selective_search,
+    stable_seed,
+)
+from .sources import OnlineProposals, RandomProposals, StoreProposals
+from .store import FORMAT_VERSION, ProposalStore, ProposalStoreError, StoreWriter, merge_stores, write_store
+
+__all__ = [
+    "METHODS",
+    "FORMAT_VERSION",
+    "ProposalStore",
+    "ProposalStoreError",
+    "StoreWriter",
+    "write_store",
+    "merge_stores",
+    "compute_proposals",
+    "edgeboxes",
+    "selective_search",
+    "random_boxes",
+    "gradient_edge_map",
+    "stable_seed",
+    "StoreProposals",
+    "OnlineProposals",
+    "RandomProposals",
+    "export_detectron2",
+    "import_detectron2",
+]

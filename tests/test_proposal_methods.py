@@ -1,0 +1,143 @@
+"""Proposal methods (EdgeBoxes, Selective Search, random) and the mapper's proposal sources."""
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from siamese_detr.data.proposals import (
+    OnlineProposals,
+    RandomProposals,
+    compute_proposals,
+    gradient_edge_map,
+    random_boxes,
+    selective_search,
+    stable_seed,
+)
+
+RECT = (40, 30, 121, 101)  # x1, y1, x2, y2 (exclusive) of the drawn rectangle
+
+
+def _iou_one_to_many(box, boxes):
+    """Plain-numpy IoU of one xyxy box with many (independent of torchvision)."""
+    ix = np.clip(np.minimum(boxes[:, 2], box[2]) - np.maximum(boxes[:, 0], box[0]), 0, None)
+    iy = np.clip(np.minimum(boxes[:, 3], box[3]) - np.maximum(boxes[:, 1], box[1]), 0, None)
+    inter = ix * iy
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / (area + (box[2] - box[0]) * (box[3] - box[1]) - inter)
+
+
+@pytest.fixture(scope="module")
+def rect_image():
+    rng = np.random.default_rng(0)
+    img = rng.integers(90, 130, (140, 170, 3)).astype(np.uint8)
+    img = cv2.GaussianBlur(img, (0, 0), 2)
+    cv2.rectangle(img, RECT[:2], (RECT[2] - 1, RECT[3] - 1), (250, 250, 250), -1)
+    return img
+
+
+def _check_boxes(boxes, scores, h, w):
+    assert boxes.dtype == np.float32 and scores.dtype == np.float32
+    assert boxes.ndim == 2 and boxes.shape[1] == 4 and len(boxes) == len(scores) > 0
+    assert np.isfinite(boxes).all() and np.isfinite(scores).all()
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+    assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
+    assert (np.diff(scores) <= 0).all(), "scores must be in non-increasing (score) order"
+
+
+@pytest.mark.parametrize("method", ["edgeboxes", "selective_search", "random"])
+def test_methods_boxes_inside_image_in_score_order(rect_image, method):
+    h, w = rect_image.shape[:2]
+    boxes, scores = compute_proposals(rect_image, method, max_boxes=50, image_id="a.jpg")
+    _check_boxes(boxes, scores, h, w)
+    assert len(boxes) <= 50
+
+
+def test_edgeboxes_finds_high_contrast_rectangle(rect_image):
+    boxes, _ = compute_proposals(rect_image, "edgeboxes", max_boxes=100)
+    assert _iou_one_to_many(np.array(RECT, float), boxes.astype(float)).max() >= 0.7
+
+
+def test_selective_search_resize_scales_boxes_back(rect_image):
+    h, w = rect_image.shape[:2]
+    full, _ = selective_search(rect_image)
+    small, scores = selective_search(rect_image, resize=70)  # runs on a 70 x 85 copy
+    _check_boxes(small, scores, h, w)
+    # boxes are in original pixels: the rectangle is still found, and boxes span the full image range
+    assert _iou_one_to_many(np.array(RECT, float), small.astype(float)).max() >= 0.7
+    assert small[:, 2].max() > 0.9 * w and small[:, 3].max() > 0.9 * h
+    # scores are the descending rank (K - i) / K
+    k = len(scores)
+    assert np.allclose(scores, (k - np.arange(k)) / k)
+    assert _iou_one_to_many(np.array(RECT, float), full.astype(float)).max() >= 0.7
+
+
+def test_random_boxes_seeded_per_image_and_sizes():
+    b1, _ = compute_proposals(np.zeros((60, 80, 3), np.uint8), "random", 64, seed=3, image_id="x/1.jpg")
+    b2, _ = compute_proposals(np.zeros((60, 80, 3), np.uint8), "random", 64, seed=3, image_id="x/1.jpg")
+    b3, _ = compute_proposals(np.zeros((60, 80, 3), np.uint8), "random", 64, seed=3, image_id="x/2.jpg")
+    b4, _ = compute_proposals(np.zeros((60, 80, 3), np.uint8), "random", 64, seed=4, image_id="x/1.jpg")
+    assert np.array_equal(b1, b2)
+    assert not np.array_equal(b1, b3) and not np.array_equal(b1, b4)
+    boxes, _ = random_boxes(60, 80, 2000, seed=1, min_size=8)
+    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert bw.min() >= 8 and bh.min() >= 8 and bw.max() == 80 and bh.max() == 60
+    # UP-DETR-like: width uniform over [8, W] -> mean close to (8 + 80) / 2
+    assert abs(bw.mean() - 44) < 3
+    assert np.array_equal(boxes, np.round(boxes))  # integer pixel boxes
+
+
+def test_stable_seed_is_the_same_in_another_process():
+    code = "from siamese_detr.data.proposals import stable_seed; print(stable_seed('n01440764/img.JPEG', 7))"
+    env = dict(os.environ, PYTHONHASHSEED="123")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert int(out.stdout.strip()) == stable_seed("n01440764/img.JPEG", 7)
+    assert stable_seed(5, 0) == stable_seed("5", 0) != stable_seed("5", 1)
+
+
+def test_gradient_edge_map_range_and_orientation():
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[:, 20:] = 255  # vertical step edge: gradient along x -> orientation 0 (mod pi)
+    edges, orientation = gradient_edge_map(img, sigma=1.0, nms=True)
+    assert edges.dtype == np.float32 and edges.min() >= 0 and edges.max() == pytest.approx(1.0)
+    assert (orientation >= 0).all() and (orientation < np.pi).all()
+    rows = edges[5:35]
+    assert set(np.argmax(rows, axis=1).tolist()) <= {19, 20}  # thinned to the step
+    o = orientation[5:35, 19:21]
+    assert np.minimum(o, np.pi - o).max() < 1e-3
+    assert (edges[:, :15] == 0).all()  # flat regions have no edges
+
+
+def test_sed_model_missing_or_corrupt(tmp_path, rect_image):
+    with pytest.raises(FileNotFoundError, match="does-not-exist.yml.gz"):
+        compute_proposals(rect_image, "edgeboxes", sed_model=str(tmp_path / "does-not-exist.yml.gz"))
+    bad = tmp_path / "model.yml.gz"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="could not be read"):
+        compute_proposals(rect_image, "edgeboxes", sed_model=str(bad))
+
+
+def test_unknown_method_and_bad_image():
+    with pytest.raises(ValueError, match="Unknown proposal method"):
+        compute_proposals(np.zeros((8, 8, 3), np.uint8), "sliding_window")
+    with pytest.raises(ValueError, match="HxWx3"):
+        compute_proposals(np.zeros((8, 8), np.uint8), "edgeboxes")
+
+
+def test_sources(rect_image):
+    d = {"image_id": 17, "height": rect_image.shape[0], "width": rect_image.shape[1]}
+    rnd = RandomProposals(num_boxes=20, seed=1)
+    a, _ = rnd(d, rect_image)
+    b, _ = rnd(d)  # size from the dict when no image is given
+    assert np.array_equal(a, b) and a.shape == (20, 4)
+    online_bgr = OnlineProposals("edgeboxes", max_boxes=30)
+    online_rgb = OnlineProposals("edgeboxes", max_boxes=30, image_format="RGB")
+    bb, sb = online_bgr(d, rect_image)
+    br, sr = online_rgb(d, np.ascontiguousarray(rect_image[:, :, ::-1]))
+    assert np.array_equal(bb, br) and np.array_equal(sb, sr)
+    with pytest.raises(ValueError):
+        OnlineProposals("random")

@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""Class-agnostic recall of proposal stores on an annotated (COCO-format) Detectron2 dataset.
+
+Prints AR@{10,100,1000} (recall averaged over IoU 0.50:0.95, step 0.05) and recall at IoU 0.5 per store::
+
+    python tools/evaluate_proposals.py --dataset synthetic_shapes_val \\
+        --store output/proposals/val.edgeboxes.proposals output/proposals/val.ss.proposals --json ar.json
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from siamese_detr.data.proposals import ProposalStore
+from siamese_detr.data.proposals.generate import register_builtin_datasets
+from siamese_detr.evaluation.proposal_recall import evaluate_proposal_recall, format_recall_table
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="registered dataset with box annotations")
+    p.add_argument("--store", nargs="+", required=True, help="one or more proposal store directories")
+    p.add_argument("--ks", type=int, nargs="+", default=[10, 100, 1000], help="proposal budgets K")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--no-check", action="store_true", help="do not require every image to be in the store")
+    args = p.parse_args(argv)
+
+    register_builtin_datasets()
+    from detectron2.data import DatasetCatalog
+
+    dicts = DatasetCatalog.get(args.dataset)
+    results = {}
+    for path in args.store:
+        store = ProposalStore.open(path, dataset=None if args.no_check else dicts)
+        name = os.path.basename(os.path.normpath(path))
+        r = evaluate_proposal_recall(store, dicts, ks=args.ks)
+        r.update(method=store.method, params=store.params, store=os.path.abspath(path))
+        results[name] = r
+    print(
+        f"class-agnostic proposal recall on {args.dataset} ({results[name]['num_images']} images, "
+        f"{results[name]['num_gt']} boxes), in %"
+    )
+    print(format_recall_table(results, args.ks))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"dataset": args.dataset, "results": results}, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+#!/usr/bin/env python
+"""Generate object proposals for a dataset into a proposal store (resumable, shardable).
+
+Examples::
+
+    # built-in dataset, EdgeBoxes (gradient edges unless --sed-model is given), 2 processes
+    python tools/generate_proposals.py --dataset synthetic_shapes_val --method edgeboxes \\
+        --output output/proposals/synthetic_shapes_val.edgeboxes.proposals --num-workers 2
+
+    # ImageNet on 8 machines: run shard I on machine I (same --output on a shared file system);
+    # the shard that finishes last merges, or run once more with --merge
+    python tools/generate_proposals.py --image-dir $DETECTRON2_DATASETS/imagenet/train --method edgeboxes \\
+        --output imagenet_train.edgeboxes.proposals --num-shards 8 --shard-id I --num-workers 16
+
+Re-running the same command resumes: finished chunks (``--chunk-size`` images each) are kept. Unreadable
+images are skipped, listed in ``<output>/generate.log`` and in the store's meta.json, and summarised.
+"""
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+
+from siamese_detr.data.proposals import METHODS, ProposalStore, export_detectron2
+from siamese_detr.data.proposals.generate import (
+    dataset_records,
+    generate_shard,
+    list_image_dir,
+    merge_if_complete,
+    register_builtin_datasets,
+)
+from siamese_detr.data.proposals.methods import DEFAULT_MAX_BOXES
+from siamese_detr.data.proposals.store import ARRAY_FILES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--dataset", help="a registered Detectron2 dataset name (e.g. synthetic_shapes_train)")
+    src.add_argument("--image-dir", help="a folder of images (recursive); image_id = path relative to it")
+    p.add_argument("--method", choices=METHODS, default="edgeboxes")
+    p.add_argument("--output", required=True, help="store directory to write, e.g. NAME.edgeboxes.proposals")
+    p.add_argument(
+        "--max-boxes",
+        type=int,
+        default=None,
+        help="boxes kept per image (default: 512 for edgeboxes and random, all for selective_search)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the random method (combined with the image id)"
+    )
+    p.add_argument("--sed-model", default=None, help="EdgeBoxes: Structured Edge Detection model.yml.gz")
+    p.add_argument("--alpha", type=float, default=0.65, help="EdgeBoxes sliding-window step")
+    p.add_argument("--beta", type=float, default=0.75, help="EdgeBoxes NMS threshold")
+    p.add_argument(
+        "--ss-resize",
+        type=int,
+        default=None,
+        help="Selective Search on a copy with this short side (DETReg-like 128); boxes scaled back",
+    )
+    p.add_argument("--ss-mode", choices=("fast", "quality"), default="fast")
+    p.add_argument("--num-workers", type=int, default=1, help="processes (each uses 1 thread)")
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--shard-id", type=int, default=0)
+    p.add_argument("--chunk-size", type=int, default=1000, help="images per resumable chunk")
+    p.add_argument("--merge", action="store_true", help="only merge finished shards into --output")
+    p.add_argument("--keep-chunks", action="store_true", help="keep chunk files after a shard is assembled")
+    p.add_argument("--keep-shards", action="store_true", help="keep shard stores after merging")
+    p.add_argument(
+        "--overwrite", action="store_true", help="delete an existing store/partial run at --output"
+    )
+    p.add_argument("--export-detectron2", metavar="FILE.pkl", help="also write Detectron2's proposal file")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--debug-sleep", type=float, default=0.0, help=argparse.SUPPRESS)  # tests: slow a run down
+    return p
+
+
+def method_params(args) -> dict:
+    """What is recorded in meta.json and what the workers pass to compute_proposals."""
+    max_boxes = args.max_boxes if args.max_boxes is not None else DEFAULT_MAX_BOXES[args.method]
+    params = {"max_boxes": max_boxes, "seed": args.seed}
+    if args.method == "edgeboxes":
+        params.update(alpha=args.alpha, beta=args.beta, sed_model=args.sed_model)
+    elif args.method == "selective_search":
+        params.update(resize=args.ss_resize, mode=args.ss_mode)
+    if args.method != "random":
+        params.pop("seed")
+    return params
+
+
+def _clear(output: str) -> None:
+    shutil.rmtree(os.path.join(output, "shards"), ignore_errors=True)
+    for name in ARRAY_FILES + ("meta.json", "image_ids.json", "generate.log", ".merge.lock"):
+        if os.path.exists(os.path.join(output, name)):
+            os.remove(os.path.join(output, name))
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    os.makedirs(args.output, exist_ok=True)
+    if args.overwrite:
+        _clear(args.output)
+    final_meta = os.path.join(args.output, "meta.json")
+
+    if not args.merge and not os.path.isfile(final_meta):
+        if not (args.dataset or args.image_dir):
+            print("error: give --dataset NAME or --image-dir DIR", file=sys.stderr)
+            return 2
+        if args.method == "edgeboxes" and args.sed_model:
+            from siamese_detr.data.proposals.methods import _load_sed_model
+
+            _load_sed_model(args.sed_model)  # fail at start-up with a clear message, not in the workers
+        if args.dataset:
+            register_builtin_datasets()
+            records = dataset_records(args.dataset)
+        else:
+            records = list_image_dir(args.image_dir)
+        if not records:
+            print(f"error: no images found in {args.dataset or args.image_dir}", file=sys.stderr)
+            return 2
+        summary = generate_shard(
+            records,
+            args.output,
+            args.method,
+            method_params(args),
+            dataset=args.dataset or os.path.abspath(args.image_dir),
+            num_shards=args.num_shards,
+            shard_id=args.shard_id,
+            num_workers=args.num_workers,
+            chunk_size=args.chunk_size,
+            keep_chunks=args.keep_chunks,
+            progress=not args.no_progress,
+            debug_sleep=args.debug_sleep,
+        )
+        skipped = summary["skipped"]
+        print(
+            f"shard {args.shard_id}/{args.num_shards}: {summary['images']} images, "
+            f"{summary['resumed_chunks']} chunks resumed, {summary['computed_chunks']} computed, "
+            f"{len(skipped)} unreadable images skipped"
+        )
+        for s in skipped:
+            print(f"  skipped {s['image_id']}: {s['reason']}")
+        if skipped:
+            print(f"  (listed in {os.path.join(args.output, 'generate.log')})")
+    elif os.path.isfile(final_meta) and not args.merge:
+        print(f"{args.output} is already complete (use --overwrite to regenerate)")
+
+    merged = merge_if_complete(args.output, args.num_shards, keep_shards=args.keep_shards)
+    if merged is None:
+        print(
+            f"waiting for the other shards of {args.num_shards}; the last one to finish merges "
+            f"(or run again with --merge)"
+        )
+        return 0
+    store = ProposalStore.open(merged)
+    print(f"store: {store!r}")
+    print(
+        json.dumps(
+            {
+                "num_images": len(store),
+                "num_boxes": store.num_boxes,
+                "counts": store.meta["counts"],
+                "skipped": len(store.skipped),
+            }
+        )
+    )
+    if args.export_detectron2:
+        export_detectron2(store, args.export_detectron2)
+        print(f"Detectron2 proposal file: {args.export_detectron2}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
