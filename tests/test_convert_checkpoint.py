@@ -1,0 +1,194 @@
+"""tools/convert_checkpoint.py and siamese_detr.checkpoint: torchvision-layout ResNets -> detectron2 ResNet.
+
+The reference is torchvision's own forward pass: after conversion and loading through DetectionCheckpointer,
+detectron2's ``res5`` must equal torchvision's ``layer4`` output on the same image.
+"""
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from detectron2.checkpoint import DetectionCheckpointer
+from torch import nn
+
+from siamese_detr.checkpoint import convert_torchvision_resnet, map_torchvision_resnet
+from siamese_detr.modeling import build_resnet_backbone_for_detr
+
+_TOOL = Path(__file__).resolve().parents[1] / "tools" / "convert_checkpoint.py"
+_spec = importlib.util.spec_from_file_location("convert_checkpoint_tool", _TOOL)
+tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tool)
+
+
+class _Detector(nn.Module):
+    """Stands in for DETR / SiameseDETRPretrain: a ResNet at ``backbone`` plus a head the file lacks."""
+
+    def __init__(self, depth: int):
+        super().__init__()
+        self.backbone = build_resnet_backbone_for_detr(depth=depth, norm="FrozenBN", out_features=("res5",))
+        self.class_embed = nn.Linear(4, 2)
+
+
+def _torchvision_resnet(arch: str, seed: int) -> nn.Module:
+    """A torchvision ResNet in eval mode with random BN affine parameters and running statistics."""
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, arch)(weights=None)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)
+                m.running_mean.normal_(0.0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _layer4(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """torchvision's forward up to layer4 (no pooling / fc): ``[B, C, H/32, W/32]``."""
+    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+    return model.layer4(model.layer3(model.layer2(model.layer1(x))))
+
+
+def _load_with_detectron2(path: Path, depth: int) -> _Detector:
+    """Fill every backbone tensor with NaN, then load ``path`` with DetectionCheckpointer."""
+    det = _Detector(depth).eval()
+    with torch.no_grad():
+        for t in det.backbone.state_dict().values():
+            t.fill_(float("nan"))
+    DetectionCheckpointer(det).load(str(path))
+    return det
+
+
+def _assert_same_features(det: _Detector, tv: nn.Module, x_d2: torch.Tensor, x_tv: torch.Tensor):
+    for name, t in det.backbone.state_dict().items():
+        assert not torch.isnan(t).any(), f"backbone.{name} was not loaded from the checkpoint"
+    with torch.no_grad():
+        ours = det.backbone(x_d2)["res5"]
+        ref = _layer4(tv, x_tv)
+    assert ours.shape == ref.shape
+    scale = ref.abs().max().item()
+    assert scale > 0
+    assert torch.allclose(ours, ref, rtol=1e-4, atol=1e-4 * max(scale, 1.0)), (ours - ref).abs().max()
+
+
+def _saved_keys(path: Path):
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    assert data["matching_heuristics"] is False
+    assert isinstance(data["__author__"], str)
+    return set(data["model"])
+
+
+def test_resnet18_rgb_matches_torchvision(tmp_path):
+    tv = _torchvision_resnet("resnet18", seed=0)
+    src, dst = tmp_path / "r18.pth", tmp_path / "out" / "r18_d2.pth"
+    torch.save(tv.state_dict(), src)
+    assert tool.main(["--input", str(src), "--output", str(dst), "--input-format", "RGB"]) == 0
+
+    det = _load_with_detectron2(dst, depth=18)
+    assert _saved_keys(dst) == {"backbone." + k for k in det.backbone.state_dict()}
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 64, 64)
+    _assert_same_features(det, tv, x, x)
+
+
+def test_swav_release_resnet50_bgr_default(tmp_path, capsys):
+    """SwAV's swav_800ep_pretrain.pth.tar: a DDP state dict ("module.") with its pretext heads."""
+    tv = _torchvision_resnet("resnet50", seed=2)
+    swav = {"module." + k: v for k, v in tv.state_dict().items()}
+    swav["module.projection_head.0.weight"] = torch.randn(16, 2048)
+    swav["module.projection_head.0.bias"] = torch.randn(16)
+    swav["module.prototypes.weight"] = torch.randn(8, 16)
+    src, dst = tmp_path / "swav_800ep_pretrain.pth.tar", tmp_path / "swav_r50_d2.pth"
+    torch.save(swav, src)
+    assert tool.main(["--input", str(src), "--output", str(dst)]) == 0
+    out = capsys.readouterr().out
+    dropped = ("fc.* (2 keys)", "projection_head.* (2 keys)", "prototypes.* (1 key)", "num_batches_tracked")
+    assert all(d in out for d in dropped), out
+
+    det = _load_with_detectron2(dst, depth=50)
+    assert _saved_keys(dst) == {"backbone." + k for k in det.backbone.state_dict()}
+    torch.manual_seed(3)
+    rgb = torch.randn(1, 3, 64, 64)
+    _assert_same_features(det, tv, rgb[:, [2, 1, 0]], rgb)  # the model is fed BGR
+
+
+def test_key_mapping_by_hand():
+    sd = _torchvision_resnet("resnet18", seed=4).state_dict()
+    plain = convert_torchvision_resnet(sd, input_format="RGB")
+    assert torch.equal(plain["backbone.stem.conv1.norm.running_var"], sd["bn1.running_var"])
+    assert torch.equal(plain["backbone.res4.1.conv2.norm.bias"], sd["layer3.1.bn2.bias"])
+    assert torch.equal(plain["backbone.res3.0.shortcut.weight"], sd["layer2.0.downsample.0.weight"])
+    assert torch.equal(
+        plain["backbone.res5.0.shortcut.norm.running_mean"], sd["layer4.0.downsample.1.running_mean"]
+    )
+    assert not any("fc" in k or "num_batches_tracked" in k for k in plain)
+    # 20 convs in a ResNet-18 (stem 1 + 8 blocks x 2 + 3 shortcuts), each with 4 FrozenBN tensors
+    assert len(plain) == 20 * 5
+
+    bgr = convert_torchvision_resnet(sd)  # default: the model feeds BGR images
+    w = sd["conv1.weight"]
+    assert torch.equal(bgr["backbone.stem.conv1.weight"][:, 0], w[:, 2])
+    assert torch.equal(bgr["backbone.stem.conv1.weight"][:, 2], w[:, 0])
+    assert torch.equal(bgr["backbone.stem.conv1.weight"][:, 1], w[:, 1])
+
+    bare = convert_torchvision_resnet(sd, prefix="", input_format="RGB")
+    assert set(bare) == {k[len("backbone."):] for k in plain}
+    nested = convert_torchvision_resnet(sd, prefix="model.backbone", input_format="RGB")
+    assert "model.backbone.res2.0.conv1.weight" in nested
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: {"state_dict": {"module." + k: v for k, v in sd.items()}, "epoch": 800},
+        lambda sd: {"model": sd},
+        lambda sd: {"backbone.0.body." + k: v for k, v in sd.items()},  # DETR/DETReg backbone naming
+    ],
+)
+def test_wrappers_and_prefixes_accepted(wrap):
+    sd = _torchvision_resnet("resnet18", seed=5).state_dict()
+    expected = convert_torchvision_resnet(sd)
+    got = convert_torchvision_resnet(wrap(sd))
+    assert list(got) == list(expected)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+def test_unexpected_key_is_named(tmp_path, capsys):
+    sd = _torchvision_resnet("resnet18", seed=6).state_dict()
+    sd["transformer.encoder.layers.0.linear1.weight"] = torch.zeros(2, 2)
+    sd["layer5.0.conv1.weight"] = torch.zeros(2, 2)
+    with pytest.raises(ValueError, match=r"transformer\.encoder\.layers\.0\.linear1\.weight") as err:
+        map_torchvision_resnet(sd)
+    assert "layer5.0.conv1.weight" in str(err.value)
+
+    src, dst = tmp_path / "bad.pth", tmp_path / "bad_d2.pth"
+    torch.save(sd, src)
+    assert tool.main(["--input", str(src), "--output", str(dst)]) == 1
+    assert "layer5.0.conv1.weight" in capsys.readouterr().err
+    assert not dst.exists()
+
+
+def test_not_a_resnet_is_rejected():
+    with pytest.raises(ValueError, match="conv1.weight"):
+        convert_torchvision_resnet({"fc.weight": torch.zeros(2, 2)})
+    with pytest.raises(ValueError, match="not a tensor"):
+        convert_torchvision_resnet({"conv1.weight": [1, 2, 3]})
+
+
+def test_trust_pickle_needed_for_python_objects(tmp_path, capsys):
+    sd = _torchvision_resnet("resnet18", seed=7).state_dict()
+    src, dst = tmp_path / "with_args.pth", tmp_path / "with_args_d2.pth"
+    torch.save({"state_dict": sd, "args": argparse.Namespace(arch="resnet18")}, src)
+
+    with pytest.raises(SystemExit) as exc:
+        tool.main(["--input", str(src), "--output", str(dst)])
+    message = str(exc.value.code)
+    assert "--trust-pickle" in message and "argparse.Namespace" in message
+    assert not dst.exists()
+
+    assert tool.main(["--input", str(src), "--output", str(dst), "--trust-pickle"]) == 0
+    assert "converted 100 tensors" in capsys.readouterr().out
+    assert _saved_keys(dst) == set(convert_torchvision_resnet(sd))
