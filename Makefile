@@ -25,7 +25,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 lint: setup
-	$(PY) -m flake8 projects tools tests configs
+	$(PY) -m flake8 projects tools tests configs benchmarks datasets
 
 clean-venv:
 	rm -rf $(VENV)

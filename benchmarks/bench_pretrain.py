@@ -245,7 +245,6 @@ def data_wait(iters: int, warmup: int, num_workers: int, device: str, online: bo
 
     import siamese_detr.data  # noqa: F401
 
-    store = Path(os.getenv("DETECTRON2_DATASETS", "datasets")) / "proposals" / STORE
     cfg = load_config("demo", online_proposals=online)
     cfg.dataloader.train.num_workers = num_workers
     model, optimizer = build_training(cfg, device)

@@ -37,7 +37,6 @@ Usage: ``python tools/install_detectron2.py [--force] [--build-dir DIR]``.
 """
 import argparse
 import hashlib
-import os
 import re
 import subprocess
 import sys

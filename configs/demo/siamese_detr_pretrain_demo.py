@@ -71,4 +71,3 @@ train.checkpointer.period = 50
 train.log_period = 10
 train.eval_period = 0
 train.seed = 0
-

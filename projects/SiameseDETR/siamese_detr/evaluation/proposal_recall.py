@@ -9,7 +9,7 @@ proposals one-to-one greedily, which gives values lower than or equal to these.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Sequence, Tuple
+from typing import Dict, Iterable, Sequence
 
 import numpy as np
 import torch
