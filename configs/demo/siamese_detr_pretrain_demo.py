@@ -13,8 +13,7 @@ Proposals come from the EdgeBoxes store of the built-in dataset, written by ``ma
 (``dataloader.train.mapper.proposal_source = L(OnlineProposals)(method="edgeboxes")`` computes them on the fly.)
 
 The finetune demo that loads ``output/demo/siamese_detr_pretrain/model_final.pth`` through
-``train.init_checkpoint`` must use the same backbone depth, d_model, nhead, dim_feedforward, layer counts
-and num_queries (DEMO_* below).
+``train.init_checkpoint`` has the same shape: both apply ``configs/common/models/demo_shape.py``.
 """
 import os
 
@@ -23,26 +22,13 @@ from detectron2.config import LazyCall as L
 from siamese_detr.data.proposals.sources import StoreProposals
 
 from ..common.data.pretrain_builtin import dataloader
+from ..common.models.demo_shape import DEMO_D_MODEL, apply_demo_shape
 from ..common.schedules import step_schedule_iters
 from ..siamese_detr.siamese_detr_r50_imagenet_60ep import model, optimizer, train
 
-DEMO_DEPTH = 18
-DEMO_D_MODEL = 128
-DEMO_NHEAD = 4
-DEMO_FFN = 256
-DEMO_LAYERS = 2
-DEMO_QUERIES = 20
-DEMO_REGIONS = 5
+DEMO_REGIONS = 5  # regions per view: 4 learned queries per region
 
-model.backbone.stages.depth = DEMO_DEPTH  # stride_in_1x1 is dropped for depth < 50
-model.backbone.freeze_at = 0
-model.position_embedding.num_pos_feats = DEMO_D_MODEL // 2
-model.transformer.d_model = DEMO_D_MODEL
-model.transformer.nhead = DEMO_NHEAD
-model.transformer.dim_feedforward = DEMO_FFN
-model.transformer.num_encoder_layers = DEMO_LAYERS
-model.transformer.num_decoder_layers = DEMO_LAYERS
-model.num_queries = DEMO_QUERIES
+apply_demo_shape(model)
 model.num_regions = DEMO_REGIONS
 model.projection_dim = DEMO_D_MODEL
 model.predictor_hidden_dim = DEMO_D_MODEL // 2

@@ -11,14 +11,11 @@ pretraining. The same config evaluates an ImageNet-pretrained checkpoint (identi
 
 import os
 
-import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import build_detection_test_loader
 
-from siamese_detr.data.dataset_checks import get_checked_dataset_dicts
-from siamese_detr.data.detr_mapper import DetrDatasetMapper
 from siamese_detr.evaluation.class_agnostic import ClassAgnosticEvaluator
 
+from .detr_coco import dataloader as detection
 from .pretrain_imagenet import DATASETS_ROOT, dataloader
 
 dataloader.train.dataset.names = "coco_2017_train"
@@ -28,15 +25,8 @@ dataloader.train.mapper.proposal_source.path = os.path.join(
 dataloader.train.mapper.short_side_range = (480, 800)
 dataloader.train.mapper.max_size = 1333
 
-dataloader.test = L(build_detection_test_loader)(
-    dataset=L(get_checked_dataset_dicts)(names="coco_2017_val", filter_empty=False),
-    mapper=L(DetrDatasetMapper)(
-        is_train=False,
-        augmentation=[L(T.ResizeShortestEdge)(short_edge_length=800, max_size=1333)],
-        image_format="${...train.mapper.image_format}",
-    ),
-    num_workers=4,
-)
+# the detection test loader of DETR finetuning (coco_2017_val, DETR's test size)
+dataloader.test = detection.test
 
 dataloader.evaluator = L(ClassAgnosticEvaluator)(
     dataset_name="${..test.dataset.names}", max_dets=(1, 10, 100)
