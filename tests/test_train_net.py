@@ -64,3 +64,27 @@ def test_missing_config_file_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         train_net.parse_args(["--config-file", "configs/no_such.py"])
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_two_process_cpu_training_via_num_gpus(tmp_path, tiny_synthetic_shapes):
+    """--num-gpus 2 without GPUs: two gloo workers train (DDP) and evaluate together."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("with CUDA, --num-gpus uses GPUs")
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tiny_synthetic_shapes))
+    # the subprocess generates the default-size built-in dataset under this test's own root
+    argv = [sys.executable, str(ROOT / "tools" / "lazyconfig_train_net.py"), "--num-gpus", "2",
+            "--config-file", str(ROOT / "configs/demo/detr_demo.py"), *TINY,
+            "train.max_iter=2", "train.eval_period=0",
+            f"train.output_dir={tmp_path / 'out'}"]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "out" / "model_final.pth").is_file()
+    iterations = [r["iteration"] for r in _metrics(tmp_path) if "total_loss" in r]
+    assert iterations == [0, 1]
+    assert "bbox/AP" in "".join((tmp_path / "out" / "metrics.json").read_text().splitlines()[-1:])
