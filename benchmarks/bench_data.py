@@ -17,9 +17,7 @@ Sections (all single-threaded: ``cv2.setNumThreads(1)``, ``torch.set_num_threads
 """
 
 import argparse
-import datetime
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -33,6 +31,7 @@ import torch
 from siamese_detr.data.proposals import ProposalStore, StoreWriter, compute_proposals
 from siamese_detr.data.proposals.generate import register_builtin_datasets
 from siamese_detr.evaluation.proposal_recall import evaluate_proposal_recall
+from machine_info import describe_machine  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 METHODS = {  # name -> (method, kwargs)
@@ -41,20 +40,6 @@ METHODS = {  # name -> (method, kwargs)
     "selective_search fast, resize 128": ("selective_search", {"resize": 128}),
     "random (512)": ("random", {"max_boxes": 512}),
 }
-
-
-def machine() -> str:
-    cpu = "unknown"
-    if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))}), CPU {cpu}, python {platform.python_version()}"
-        f", torch {torch.__version__}, cv2 {cv2.__version__}, numpy {np.__version__}, "
-        f"date {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}"
-    )
 
 
 def resize_short(image, short):
@@ -199,7 +184,7 @@ def main():
         if args.quick
         else {"edgeboxes": 16, "selective_search": 6, "random": 64}
     )
-    lines = [f"\n## bench_data.py{' --quick' if args.quick else ''} ({machine()})\n"]
+    lines = [f"\n## bench_data.py{' --quick' if args.quick else ''} ({describe_machine()})\n"]
 
     def emit(s=""):
         print(s)

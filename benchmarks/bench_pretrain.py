@@ -40,10 +40,8 @@
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -52,6 +50,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from machine_info import describe_machine  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -62,21 +61,6 @@ CONFIGS = {
 STAGES = ["backbone views", "backbone crops", "encoder", "decoder", "matching", "losses + heads", "backward",
           "optimizer"]
 STORE = "synthetic_shapes_train.edgeboxes.proposals"
-
-
-def machine() -> str:
-    cpu = "unknown"
-    if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return (
-        f"nproc {len(os.sched_getaffinity(0))} ({os.cpu_count()} cores), CPU {cpu}{gpu}, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), python {platform.python_version()}, "
-        f"date {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}"
-    )
 
 
 # ------------------------------------------------------------------------------------------ model & data
@@ -331,7 +315,7 @@ def report(args, results, waits, timed: str, warmup: int) -> list:
     ok_crops = all(r["one_backbone_call_for_crops"] for r in results)
     ok_decoder = all(r["one_decoder_pass"] for r in results)
     return [
-        "", f"## bench_pretrain.py ({machine()})", "",
+        "", f"## bench_pretrain.py ({describe_machine()})", "",
         f"Command: `{command.strip()}` (device {args.device}; timed iterations: {timed}, after {warmup} "
         "warm-up; mean per iteration).", "",
         "One pretraining step (forward, backward, AdamW + clip) per stage: seconds per iteration (share of "

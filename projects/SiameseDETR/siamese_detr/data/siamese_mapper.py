@@ -19,7 +19,8 @@ from detectron2.data import detection_utils
 from detectron2.utils import comm
 from torch.utils.data import get_worker_info
 
-from .views import TwoViewSample, ViewPolicy, random_proposals
+from .proposals.methods import random_boxes
+from .views import TwoViewSample, ViewPolicy
 
 __all__ = ["SiameseViewMapper", "simsiam_augment"]
 
@@ -117,7 +118,8 @@ class SiameseViewMapper:
         image_format: channel order of the decoded image and of every output image ("BGR" or "RGB").
         proposal_source: callable ``(dataset_dict, image uint8 [H, W, 3]) -> (boxes [K, 4] xyxy original
             pixels in score order, scores [K])`` such as ``StoreProposals``/``OnlineProposals``/
-            ``RandomProposals``; ``None`` draws ``num_random_proposals`` uniformly random boxes per sample.
+            ``RandomProposals``; ``None`` draws ``num_random_proposals`` fresh random boxes per sample
+            (:func:`~siamese_detr.data.proposals.methods.random_boxes`, seeded by the sample).
         color_jitter: ``(brightness, contrast, saturation, hue)`` strengths, or None for no colour jitter.
         seed: base seed; the generator of the i-th call of this mapper copy is seeded with
             ``(seed, rank, dataloader worker id, i)``, so the same seed gives the same samples and different
@@ -230,7 +232,9 @@ class SiameseViewMapper:
 
     def _proposals(self, rng: np.random.Generator, dataset_dict: dict, image: np.ndarray) -> np.ndarray:
         if self.proposal_source is None:
-            return random_proposals(rng, image.shape[:2], self.num_random_proposals)
+            h, w = image.shape[:2]
+            boxes, _scores = random_boxes(h, w, self.num_random_proposals, seed=int(rng.integers(2**63)))
+            return boxes.astype(np.float64)
         boxes, _scores = self.proposal_source(dataset_dict, image)
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         return boxes[np.isfinite(boxes).all(axis=1)]

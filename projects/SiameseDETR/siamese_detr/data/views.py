@@ -44,7 +44,6 @@ __all__ = [
     "clip_boxes",
     "jitter_boxes",
     "select_regions",
-    "random_proposals",
     "original_to_view",
     "view_to_original",
     "TwoViewSample",
@@ -314,16 +313,6 @@ def select_regions(
         source = regions[rng.integers(0, len(regions), size=num_pad)]
         regions = np.concatenate([regions, jitter_boxes(rng, source, pad_jitter, intersection)], axis=0)
     return regions, num_proposals
-
-
-def random_proposals(rng: np.random.Generator, image_hw: Tuple[int, int], num_boxes: int = 30) -> np.ndarray:
-    """Uniformly random proposals (used when a mapper has no proposal source): side lengths
-    ``U(0.1, 0.6)`` of the image side, uniform position. Returns ``[num_boxes, 4]`` xyxy."""
-    h, w = float(image_hw[0]), float(image_hw[1])
-    sizes = rng.uniform(0.1, 0.6, size=(num_boxes, 2)) * np.array([w, h])
-    x0 = rng.uniform(0.0, 1.0, size=num_boxes) * (w - sizes[:, 0])
-    y0 = rng.uniform(0.0, 1.0, size=num_boxes) * (h - sizes[:, 1])
-    return np.stack([x0, y0, x0 + sizes[:, 0], y0 + sizes[:, 1]], axis=1)
 
 
 def original_to_view(
