@@ -87,6 +87,16 @@ def test_corrupt_and_zero_byte_images_are_skipped(tmp_path, capsys):
     payload = pickle.load(open(pkl, "rb"))  # the test wrote it: trusted
     assert payload["ids"] == store.image_ids and len(payload["boxes"]) == 4
 
+    # and back through the CLI: refused without --trust-pickle, identical boxes with it
+    imported = str(tmp_path / "imported")
+    assert gen.main(["--import-detectron2", pkl, "--output", imported]) == 2
+    assert "--trust-pickle" in capsys.readouterr().err
+    assert gen.main(["--import-detectron2", pkl, "--output", imported, "--trust-pickle"]) == 0
+    back = ProposalStore.open(imported, validate=False)
+    for i in store.image_ids:
+        order = np.argsort(-store.get(i)[1], kind="stable")
+        np.testing.assert_allclose(back.get(i)[0], store.get(i)[0][order], atol=1e-4)
+
 
 def test_shards_merge_equals_single_run(tmp_path):
     images = str(tmp_path / "imgs")

@@ -20,6 +20,7 @@ def random_boxes_xyxy(rng, image_hw, num_boxes):
     y0 = rng.uniform(0.0, 1.0, size=num_boxes) * (h - sizes[:, 1])
     return np.stack([x0, y0, x0 + sizes[:, 0], y0 + sizes[:, 1]], axis=1)
 
+
 EPS = 1e-6
 
 

@@ -23,7 +23,7 @@ import os
 import shutil
 import sys
 
-from siamese_detr.data.proposals import METHODS, ProposalStore, export_detectron2
+from siamese_detr.data.proposals import METHODS, ProposalStore, export_detectron2, import_detectron2
 from siamese_detr.data.proposals.generate import (
     dataset_records,
     generate_shard,
@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="delete an existing store/partial run at --output"
     )
     p.add_argument("--export-detectron2", metavar="FILE.pkl", help="also write Detectron2's proposal file")
+    p.add_argument("--import-detectron2", metavar="FILE.pkl",
+                   help="instead of computing proposals, convert a Detectron2 proposal file into a store at "
+                   "--output (image sizes from --dataset if given); needs --trust-pickle")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow --import-detectron2 to unpickle its file (unpickling runs code from the file: "
+                   "only for files you trust)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--debug-sleep", type=float, default=0.0, help=argparse.SUPPRESS)  # tests: slow a run down
     return p
@@ -104,6 +110,18 @@ def main(argv=None) -> int:
     if args.overwrite:
         _clear(args.output)
     final_meta = os.path.join(args.output, "meta.json")
+
+    if args.import_detectron2:
+        if args.dataset:
+            register_builtin_datasets()
+        try:
+            store = import_detectron2(args.import_detectron2, args.output, allow_pickle=args.trust_pickle,
+                                      dataset=args.dataset)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"store: {store!r}")
+        return 0
 
     if not args.merge and not os.path.isfile(final_meta):
         if not (args.dataset or args.image_dir):
