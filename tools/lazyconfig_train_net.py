@@ -14,6 +14,10 @@ Writes ``config.yaml``, ``log.txt`` and ``metrics.json`` (losses, lr, ETA, evalu
 import logging
 import os
 import sys
+import warnings
+
+# detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate

@@ -80,6 +80,8 @@ def main(argv=None) -> int:
 
     datasets = Path(os.environ.get("DETECTRON2_DATASETS", "datasets"))
     os.environ["DETECTRON2_DATASETS"] = str(datasets)
+    # silence the FutureWarning torch prints for each function detectron2 v0.6 scripts at import time
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning:torch.jit._script")
     output = args.output
     store = datasets / "proposals" / "synthetic_shapes_train.edgeboxes.proposals"
     val_store = output / "proposals" / "synthetic_shapes_val.edgeboxes.proposals"
