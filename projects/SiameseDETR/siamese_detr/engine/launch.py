@@ -5,13 +5,13 @@ unchanged; without GPUs we spawn ``num_processes`` CPU workers that join a gloo 
 and set up detectron2's local process group, so ``detectron2.utils.comm`` works as usual.
 """
 import logging
+import tempfile
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
-from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
@@ -23,7 +23,8 @@ def launch(main_func, num_processes, num_machines=1, machine_rank=0, dist_url=No
 
     Args:
         num_processes: processes per machine (GPUs per machine when CUDA is available).
-        dist_url: ``tcp://host:port``, ``file://...`` or ``"auto"`` (a free local port).
+        dist_url: ``tcp://host:port``, ``file://...`` or ``"auto"``. Without GPUs on one machine, "auto"
+            and local ``tcp://127.0.0.1:...`` URLs (detectron2's default) use a temporary file instead.
     Other arguments as :func:`detectron2.engine.launch`.
     """
     if torch.cuda.is_available():
@@ -32,10 +33,18 @@ def launch(main_func, num_processes, num_machines=1, machine_rank=0, dist_url=No
     world_size = num_machines * num_processes
     if world_size <= 1:
         return main_func(*args)
-    if dist_url in (None, "auto"):
+    if dist_url in (None, "auto") or (num_machines == 1 and str(dist_url).startswith("tcp://127.0.0.1")):
         if num_machines != 1:
             raise ValueError("dist_url='auto' only works on one machine; pass --dist-url tcp://HOST:PORT")
-        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+        # one machine: rendezvous through a fresh file rather than a TCP store, whose server lives in
+        # rank 0 and can vanish while another rank is still tearing its process group down
+        with tempfile.TemporaryDirectory(prefix="siamese_detr_dist_") as tmp:
+            _spawn(main_func, num_processes, world_size, machine_rank, f"file://{tmp}/rendezvous", args, timeout)
+        return
+    _spawn(main_func, num_processes, world_size, machine_rank, dist_url, args, timeout)
+
+
+def _spawn(main_func, num_processes, world_size, machine_rank, dist_url, args, timeout):
     mp.spawn(_cpu_worker, nprocs=num_processes, daemon=False,
              args=(main_func, world_size, num_processes, machine_rank, dist_url, args, timeout))
 
@@ -54,7 +63,8 @@ def _cpu_worker(local_rank, main_func, world_size, num_processes, machine_rank, 
         if i == machine_rank:
             comm._LOCAL_PROCESS_GROUP = group
     comm.synchronize()
-    try:
-        main_func(*args)
-    finally:
-        dist.destroy_process_group()
+    main_func(*args)
+    # every rank must be done with every group (detectron2's comm keeps its own gloo group) before any
+    # rank tears them down; tearing down early aborts the other ranks
+    comm.synchronize()
+    dist.destroy_process_group()
