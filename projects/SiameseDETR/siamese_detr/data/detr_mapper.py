@@ -20,6 +20,8 @@ import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from .image_io import num_unreadable_images, read_image_or_none  # noqa: F401  (re-exported)
+
 logger = logging.getLogger(__name__)
 
 DETR_TRAIN_MIN_SIZES = tuple(range(480, 801, 32))  # (480, 512, ..., 800)
@@ -27,14 +29,6 @@ DETR_CROP_RESIZE_SIZES = (400, 500, 600)
 DETR_CROP_SIZE_RANGE = (384, 600)
 DETR_MAX_SIZE = 1333
 DETR_TEST_MIN_SIZE = 800
-
-_num_unreadable = 0  # unreadable images skipped by any DetrDatasetMapper in this process
-
-
-def num_unreadable_images() -> int:
-    """Number of unreadable images skipped by DETR mappers in this process (dataloader workers count
-    in their own process)."""
-    return _num_unreadable
 
 
 def detr_train_augmentation(min_sizes: Sequence[int] = DETR_TRAIN_MIN_SIZES, max_size: int = DETR_MAX_SIZE,
@@ -96,15 +90,9 @@ class DetrDatasetMapper:
                     f"with crop {self.augmentation_with_crop}")
 
     def _read(self, dataset_dict: Dict) -> Optional[np.ndarray]:
-        global _num_unreadable
-        try:
-            return utils.read_image(dataset_dict["file_name"], format=self.image_format)
-        except (OSError, ValueError, SyntaxError) as e:  # missing, truncated or not an image
-            self.num_unreadable += 1
-            _num_unreadable += 1
-            logger.warning(f"Skipping unreadable image {dataset_dict['file_name']!r} "
-                           f"({type(e).__name__}: {e}); {self.num_unreadable} skipped by this mapper so far")
-            return None
+        image = read_image_or_none(dataset_dict["file_name"], self.image_format, "DetrDatasetMapper")
+        self.num_unreadable += image is None
+        return image
 
     def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
         dataset_dict = copy.deepcopy(dataset_dict)

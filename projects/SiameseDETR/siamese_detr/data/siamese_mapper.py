@@ -9,22 +9,20 @@ All pixel work is done with OpenCV on ``uint8`` HWC arrays (cheaper than float t
 
 from __future__ import annotations
 
-import logging
 from typing import Callable, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import torch
-from detectron2.data import detection_utils
 from detectron2.utils import comm
 from torch.utils.data import get_worker_info
 
+from .image_io import read_image_or_none
 from .proposals.methods import random_boxes
 from .views import TwoViewSample, ViewPolicy
 
 __all__ = ["SiameseViewMapper", "simsiam_augment"]
 
-logger = logging.getLogger(__name__)
 
 _GRAY_CODE = {"BGR": cv2.COLOR_BGR2GRAY, "RGB": cv2.COLOR_RGB2GRAY}
 _HSV_CODES = {"BGR": (cv2.COLOR_BGR2HSV, cv2.COLOR_HSV2BGR), "RGB": (cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB)}
@@ -211,23 +209,8 @@ class SiameseViewMapper:
         return np.random.default_rng(np.random.SeedSequence(entropy))
 
     def _read(self, dataset_dict: dict) -> Optional[np.ndarray]:
-        file_name = dataset_dict.get("file_name")
-        try:
-            image = detection_utils.read_image(file_name, format=self.image_format)
-        except Exception as e:  # corrupt, truncated, zero-byte or missing file
-            self.num_unreadable += 1
-            logger.warning(
-                "SiameseViewMapper: cannot read %s (%s: %s); skipped (%d unreadable so far in this process)",
-                file_name,
-                type(e).__name__,
-                e,
-                self.num_unreadable,
-            )
-            return None
-        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-            self.num_unreadable += 1
-            logger.warning("SiameseViewMapper: %s decoded to shape %s; skipped", file_name, image.shape)
-            return None
+        image = read_image_or_none(dataset_dict.get("file_name"), self.image_format, "SiameseViewMapper")
+        self.num_unreadable += image is None
         return image
 
     def _proposals(self, rng: np.random.Generator, dataset_dict: dict, image: np.ndarray) -> np.ndarray:
