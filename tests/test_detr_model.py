@@ -20,6 +20,8 @@ from siamese_detr.modeling import (
     HungarianMatcher,
     PositionEmbeddingSine,
     SetCriterion,
+    SoftmaxArgmaxPostProcess,
+    SoftmaxTopKPostProcess,
     build_resnet_backbone_for_detr,
     feature_padding_mask,
 )
@@ -64,7 +66,7 @@ def make_model(seed=0, backbone="resnet18", num_decoder_layers=2, dropout=0.0):
         num_queries=NUM_QUERIES,
         criterion=criterion,
         weight_dict=WEIGHTS,
-        select_box_nums_for_evaluation=10,
+        postprocess=SoftmaxTopKPostProcess(num_detections=10),
     )
 
 
@@ -137,6 +139,22 @@ def test_inference_rescales_to_original_size():
     assert torch.allclose(inst.pred_boxes.tensor, expected, atol=1e-4)
 
 
+def test_default_postprocess_is_one_arg_max_class_per_query():
+    model = make_model().eval()
+    model.postprocess = SoftmaxArgmaxPostProcess()
+    inp = make_input(64, 80)
+    with torch.no_grad():
+        inst = model([inp])[0]["instances"]
+        raw = model.forward_outputs(model.preprocess_image([inp]))
+    assert len(inst) == NUM_QUERIES  # every query, once
+    prob = raw["pred_logits"][0].softmax(-1)
+    for q in range(NUM_QUERIES):  # independent loop: best foreground class of each query
+        fg = prob[q, :NUM_CLASSES].tolist()
+        best = max(range(NUM_CLASSES), key=lambda c: fg[c])
+        assert inst.pred_classes[q].item() == best
+        assert math.isclose(inst.scores[q].item(), fg[best], rel_tol=1e-6)
+
+
 def test_batched_predictions_equal_single_image_predictions():
     model = make_model(backbone="patch").eval()
     small, large = make_input(70, 90, seed=1), make_input(100, 130, seed=2)
@@ -206,8 +224,13 @@ def test_normalisation_buffers_are_not_saved_and_give_the_device():
     ):
         assert hasattr(model, name)
     assert model.query_embed.weight.shape == (NUM_QUERIES, D_MODEL)
-    assert model.class_embed.out_features == NUM_CLASSES + 1
-    assert len(model.bbox_embed.layers) == 3
+    assert model.class_embed[0].out_features == NUM_CLASSES + 1
+    assert len(model.bbox_embed[0].layers) == 3
+    # Vanilla DETR shares one class / box head across decoder layers: the entries alias one module
+    assert len(model.class_embed) == len(model.bbox_embed) == 2
+    assert model.class_embed[0] is model.class_embed[1] and model.bbox_embed[0] is model.bbox_embed[1]
+    keys = model.state_dict()
+    assert torch.equal(keys["class_embed.0.weight"], keys["class_embed.1.weight"])
 
 
 def test_checkpoint_round_trip_reproduces_outputs(tmp_path):
@@ -238,8 +261,8 @@ def test_config_overrides_keep_aux_weights_consistent():
     cfg.model.position_embedding.num_pos_feats = 8
     torch.manual_seed(0)
     model = instantiate(cfg.model)
-    assert model.criterion.num_classes == 5 and model.class_embed.out_features == 6
-    assert model.input_proj.in_channels == 512
+    assert model.criterion.num_classes == 5 and model.class_embed[0].out_features == 6
+    assert model.input_proj[0][0].in_channels == 512
     with EventStorage():
         losses = model.train()([make_input(64, 64, classes=(4,))])
     assert set(losses) == {f"{k}{s}" for k in ("loss_ce", "loss_bbox", "loss_giou") for s in ("", "_0", "_1")}
@@ -252,20 +275,29 @@ def test_config_overrides_keep_aux_weights_consistent():
 
 
 # ------------------------------------------------------------------------------------------- transformer
+def _encode(tr, src, mask, pos):
+    return tr.encode([src], [mask], [pos])
+
+
 @pytest.mark.parametrize("normalize_before", [False, True])
-def test_transformer_forward_equals_encode_then_decode(normalize_before):
+def test_transformer_encode_flattens_row_major_and_decode_stacks_layers(normalize_before):
     torch.manual_seed(0)
     tr = DetrTransformer(16, 2, 1, 3, 32, dropout=0.0, normalize_before=normalize_before).eval()
     src, pos = torch.randn(2, 16, 3, 4), torch.randn(2, 16, 3, 4)
     mask = torch.zeros(2, 3, 4, dtype=torch.bool)
     mask[1, :, 3:] = True
-    query = torch.randn(5, 16)
-    hs, memory = tr(src, mask, query, pos)
-    assert hs.shape == (3, 2, 5, 16) and memory.shape == (2, 12, 16)
-    mem, mask_flat, pos_flat = tr.encode(src, mask, pos)
-    assert torch.equal(mask_flat, mask.flatten(1)) and torch.equal(pos_flat, pos.flatten(2).transpose(1, 2))
-    hs2 = tr.decode(torch.zeros(2, 5, 16), mem, mask_flat, pos_flat, query.expand(2, 5, 16))
-    assert torch.allclose(hs, hs2, atol=1e-6) and torch.allclose(memory, mem, atol=1e-6)
+    memory = _encode(tr, src, mask, pos)
+    assert memory.memory.shape == (2, 12, 16)
+    assert torch.equal(memory.padding_mask, mask.flatten(1))
+    assert torch.equal(memory.pos, pos.flatten(2).transpose(1, 2))
+    assert memory.spatial_shapes.tolist() == [[3, 4]] and memory.level_start_index.tolist() == [0]
+    assert torch.allclose(memory.valid_ratios, torch.tensor([[[1.0, 1.0]], [[0.75, 1.0]]]))
+    query = torch.randn(2, 5, 16)
+    decoded = tr.decode(memory, query)
+    assert decoded.hidden_states.shape == (3, 2, 5, 16) and decoded.references is None
+    # image 1 alone gives the same states as in the batch (padding is masked)
+    alone = tr.decode(memory.select(torch.tensor([1])), query[1:])
+    assert torch.allclose(alone.hidden_states, decoded.hidden_states[:, 1:], atol=1e-6)
 
 
 def test_padded_memory_is_ignored_and_self_attn_mask_blocks_groups():
@@ -274,29 +306,27 @@ def test_padded_memory_is_ignored_and_self_attn_mask_blocks_groups():
     src, pos = torch.randn(1, 16, 2, 3), torch.randn(1, 16, 2, 3)
     mask = torch.zeros(1, 2, 3, dtype=torch.bool)
     mask[0, 1, :] = True
-    query = torch.randn(4, 16)
-    hs, _ = tr(src, mask, query, pos)
+    query = torch.randn(1, 4, 16)
+    hs = tr.decode(_encode(tr, src, mask, pos), query).hidden_states
     src2, pos2 = src.clone(), pos.clone()
     src2[..., 1, :] += 5.0
     pos2[..., 1, :] -= 3.0
-    assert torch.allclose(hs, tr(src2, mask, query, pos2)[0], atol=1e-5)
+    assert torch.allclose(hs, tr.decode(_encode(tr, src2, mask, pos2), query).hidden_states, atol=1e-5)
 
-    # block-diagonal mask between query groups {0, 1} and {2, 3} (True = not allowed)
-    memory, mflat, pflat = tr.encode(src, mask, pos)
+    # block-diagonal mask between query groups {0, 1} and {2, 3} (True = not allowed): changing the
+    # queries of group 2 leaves group 1's states unchanged only with the mask
+    memory = _encode(tr, src, mask, pos)
     attn_mask = torch.ones(4, 4, dtype=torch.bool)
     attn_mask[:2, :2] = attn_mask[2:, 2:] = False
-    tgt = torch.randn(1, 4, 16)
-    tgt2 = tgt.clone()
-    tgt2[:, 2:] += 1.0
-    qpos = query[None]
-    out1 = tr.decode(tgt, memory, mflat, pflat, qpos, self_attn_mask=attn_mask)
-    out2 = tr.decode(tgt2, memory, mflat, pflat, qpos, self_attn_mask=attn_mask)
+    query2 = query.clone()
+    query2[:, 2:] += 1.0
+    out1 = tr.decode(memory, query, self_attn_mask=attn_mask).hidden_states
+    out2 = tr.decode(memory, query2, self_attn_mask=attn_mask).hidden_states
     assert torch.allclose(out1[:, :, :2], out2[:, :, :2], atol=1e-6)
     assert not torch.allclose(out1[:, :, 2:], out2[:, :, 2:], atol=1e-3)
-    unmasked = tr.decode(tgt2, memory, mflat, pflat, qpos)
-    assert not torch.allclose(
-        tr.decode(tgt, memory, mflat, pflat, qpos)[:, :, :2], unmasked[:, :, :2], atol=1e-4
-    )
+    unmasked1 = tr.decode(memory, query).hidden_states
+    unmasked2 = tr.decode(memory, query2).hidden_states
+    assert not torch.allclose(unmasked1[:, :, :2], unmasked2[:, :, :2], atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------- position encoding

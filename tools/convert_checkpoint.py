@@ -1,7 +1,13 @@
 #!/usr/bin/env python
-"""Convert a torchvision-layout ResNet checkpoint (torchvision ImageNet, SwAV, DETReg-style) for detectron2.
+"""Convert official checkpoints into this project's layout for ``train.init_checkpoint``.
 
     python tools/convert_checkpoint.py --input swav_800ep_pretrain.pth.tar --output swav_r50_d2.pth
+    python tools/convert_checkpoint.py --format detr --input detr-r50-e632da11.pth --output detr_r50_d2.pth
+
+``--format torchvision`` (default) converts a torchvision-layout ResNet (torchvision ImageNet, SwAV,
+DETReg-style); the other formats (``--help`` lists them: official DETR, Conditional DETR, Deformable DETR
+and the pretraining methods' releases) convert a whole model. Whole-model conversion lists every source key
+it could not map and then refuses to write the output, so no weight is ever dropped silently.
 
 then initialise the frozen backbone of any pretraining / finetuning config with
 ``train.init_checkpoint=swav_r50_d2.pth``. Build the backbone with ``stride_in_1x1=False`` (the project's
@@ -30,8 +36,10 @@ from typing import Iterable, List, Optional
 import torch
 
 from siamese_detr.checkpoint import map_torchvision_resnet
+from siamese_detr.checkpoint.registry import as_state_dict, available_converters, get_converter
 
-FORMATS = ("torchvision",)  # SwAV and DETReg release ResNets use torchvision's layout
+# SwAV and DETReg release ResNets use torchvision's layout; the rest are whole-model converters
+FORMATS = ("torchvision",) + tuple(available_converters())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +100,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     prefix = args.prefix if not args.prefix or args.prefix.endswith(".") else args.prefix + "."
     checkpoint = load_checkpoint(args.input, trust_pickle=args.trust_pickle)
     try:
-        converted, dropped = map_torchvision_resnet(checkpoint, prefix=prefix, input_format=args.input_format)
+        if args.format == "torchvision":
+            converted, dropped = map_torchvision_resnet(checkpoint, prefix=prefix, input_format=args.input_format)
+        else:
+            result = get_converter(args.format)(as_state_dict(checkpoint), input_format=args.input_format)
+            if result.unmapped:
+                shown = "\n  ".join(result.unmapped[:50])
+                more = f"\n  ... and {len(result.unmapped) - 50} more" if len(result.unmapped) > 50 else ""
+                print(
+                    f"error: {len(result.unmapped)} key(s) of {args.input} have no place in the {args.format} "
+                    f"layout, so nothing was written (is --format right?):\n  {shown}{more}",
+                    file=sys.stderr,
+                )
+                return 1
+            converted, dropped, prefix = result.converted, result.dropped, ""
     except ValueError as e:
         print(f"error: cannot convert {args.input}: {e}", file=sys.stderr)
         return 1

@@ -29,6 +29,9 @@ from ..siamese_detr.siamese_detr_r50_imagenet_60ep import model, optimizer, trai
 DEMO_REGIONS = 5  # regions per view: 4 learned queries per region
 
 apply_demo_shape(model)
+# no pretrained weights can be downloaded here: the demo's frozen backbone is random on purpose (a real
+# run must initialise it, e.g. from SwAV weights converted by tools/convert_checkpoint.py)
+model.allow_random_backbone = True
 model.num_regions = DEMO_REGIONS
 model.projection_dim = DEMO_D_MODEL
 model.predictor_hidden_dim = DEMO_D_MODEL // 2

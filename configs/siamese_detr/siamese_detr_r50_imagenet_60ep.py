@@ -13,13 +13,9 @@ detr_r50.py``, so ``train.init_checkpoint=output/siamese_detr_r50_imagenet_60ep/
 Initialise the frozen backbone from SwAV weights converted by ``tools/convert_checkpoint.py``
 (``train.init_checkpoint=...``) — with random backbone weights the pretext targets are meaningless.
 """
-from detectron2.config import LazyCall as L
-
-from siamese_detr.modeling import HungarianMatcher, SetCriterion
-from siamese_detr.modeling.meta_arch.siamese_detr import SiameseDETRPretrain
-
 from ..common.data.pretrain_imagenet import dataloader
 from ..common.models.detr_r50 import model as _detr
+from ..common.models.siamese_detr import siamese_detr_from
 from ..common.optim import AdamW as optimizer
 from ..common.schedules import NUM_IMAGES, step_schedule
 from ..common.train import train
@@ -27,29 +23,8 @@ from ..common.train import train
 NUM_REGIONS = 10  # n regions per view (paper §3.2); the mapper and the model must agree
 BATCH_SIZE = 256
 
-model = L(SiameseDETRPretrain)(
-    backbone=_detr.backbone,
-    in_feature=_detr.in_feature,
-    position_embedding=_detr.position_embedding,
-    transformer=_detr.transformer,
-    num_queries=_detr.num_queries,  # 100: each region repeated 10 times
-    num_regions=NUM_REGIONS,
-    criterion=L(SetCriterion)(
-        num_classes=1,  # objectness: 1 class + no-object
-        matcher=L(HungarianMatcher)(cost_class=1.0, cost_bbox=5.0, cost_giou=2.0),
-        eos_coef=0.1,
-        losses=["class", "boxes"],
-    ),
-    weight_dict={"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_region": 3.0, "loss_global": 10.0},
-    aux_loss=True,
-    projection_dim=256,
-    predictor_hidden_dim=256,
-    roi_output_size=7,
-    pixel_mean=_detr.pixel_mean,
-    pixel_std=_detr.pixel_std,
-    input_format="BGR",
-    select_box_nums_for_evaluation=100,
-)
+# 100 queries: each region repeated 10 times
+model = siamese_detr_from(_detr, num_regions=NUM_REGIONS, loss_region=3.0, loss_global=10.0)
 
 dataloader.train.mapper.num_regions = NUM_REGIONS
 dataloader.train.total_batch_size = BATCH_SIZE

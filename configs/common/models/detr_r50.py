@@ -16,6 +16,7 @@ from siamese_detr.modeling import (
     DetrTransformer,
     HungarianMatcher,
     PositionEmbeddingSine,
+    SoftmaxArgmaxPostProcess,
     SetCriterion,
     make_resnet_stages,
 )
@@ -26,9 +27,9 @@ model = L(DETR)(
         # stride in the 3x3 conv (torchvision / SwAV / DETR weights); set True for detectron2's MSRA R-50.pkl
         stages=L(make_resnet_stages)(depth=50, norm="FrozenBN", stride_in_1x1=False),
         out_features=["res5"],
-        freeze_at=1,
+        freeze_at=2,  # stem and res2 frozen, as the official DETR (backbone.py: layer2-4 trainable)
     ),
-    in_feature="res5",
+    in_features=["res5"],
     position_embedding=L(PositionEmbeddingSine)(num_pos_feats=128, temperature=10000, normalize=True),
     transformer=L(DetrTransformer)(
         d_model=256,
@@ -54,5 +55,7 @@ model = L(DETR)(
     pixel_mean=[103.530, 116.280, 123.675],
     pixel_std=[57.375, 57.120, 58.395],
     input_format="BGR",
-    select_box_nums_for_evaluation=100,
+    # the official DETR PostProcess: each query gives its arg-max foreground class;
+    # L(SoftmaxTopKPostProcess)(num_detections=100) ranks (query, class) pairs instead
+    postprocess=L(SoftmaxArgmaxPostProcess)(),
 )

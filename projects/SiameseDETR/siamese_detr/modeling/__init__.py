@@ -6,6 +6,7 @@ from .heads import MLP
 from .matcher import HungarianMatcher
 from .meta_arch import DETR, SiameseDETRPretrain
 from .position_encoding import PositionEmbeddingSine
+from .postprocess import SigmoidTopKPostProcess, SoftmaxArgmaxPostProcess, SoftmaxTopKPostProcess
 from .transformers import DetrTransformer
 
 __all__ = [
@@ -16,6 +17,9 @@ __all__ = [
     "MLP",
     "PositionEmbeddingSine",
     "SetCriterion",
+    "SigmoidTopKPostProcess",
+    "SoftmaxArgmaxPostProcess",
+    "SoftmaxTopKPostProcess",
     "build_resnet_backbone_for_detr",
     "feature_padding_mask",
     "make_resnet_stages",

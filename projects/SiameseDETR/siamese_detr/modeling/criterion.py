@@ -85,6 +85,16 @@ class SetCriterion(nn.Module):
             "boxes": self.loss_boxes,
         }
 
+    @property
+    def num_class_logits(self) -> int:
+        """Width of the class head: ``K + 1`` (last = no-object) for softmax cross-entropy."""
+        return self.num_classes + 1
+
+    @property
+    def initial_class_bias(self):
+        """Initial bias of the class head (a prior probability for focal loss), or None to keep the default."""
+        return None
+
     # ----------------------------------------------------------------------------------------------- helpers
     @staticmethod
     def matched_query_index(indices: Indices) -> Tuple[torch.Tensor, torch.Tensor]:

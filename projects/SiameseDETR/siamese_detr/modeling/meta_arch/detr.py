@@ -1,52 +1,92 @@
 """DETR finetuning meta-architecture for detectron2 (Carion et al. 2020), variant-agnostic.
 
-Everything variant-specific lives in the ``transformer`` (and the criterion); attribute names are shared with
-the pretraining meta-architectures so their checkpoints load here without conversion.
+Everything variant-specific lives in the ``transformer`` (Vanilla, Conditional or Deformable DETR, see
+:mod:`siamese_detr.modeling.transformers.base` for the interface), the criterion (softmax or focal class
+loss) and the ``postprocess`` rule; attribute names are shared with the pretraining meta-architectures so
+their checkpoints load here without conversion.
 """
 
-from typing import Dict, List, Sequence, Tuple
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures import ImageList, Instances
 from torch import nn
 from torchvision.ops import box_convert
 
 from ..backbone import feature_padding_mask
 from ..criterion import weight_losses
 from ..heads import MLP
+from ..postprocess import SoftmaxArgmaxPostProcess
+from ..transformers.base import DecoderOutput, EncoderMemory
 
-__all__ = ["DETR"]
+__all__ = ["DETR", "build_input_proj"]
+
+
+def build_input_proj(
+    in_channels: Sequence[int], d_model: int, num_extra_levels: int = 0, group_norm: bool = False
+) -> nn.ModuleList:
+    """Projections of the backbone levels to ``d_model`` channels (``input_proj``).
+
+    Entry ``l < len(in_channels)`` is ``Sequential(Conv2d(C_l, d_model, 1) [, GroupNorm(32, d_model)])``; each
+    extra level (Deformable DETR's stride-64 level) is ``Sequential(Conv2d(C, d_model, 3, stride=2,
+    padding=1) [, GroupNorm])``, the first applied to the LAST backbone level's raw features, later ones to
+    the previous extra level (official Deformable DETR). With ``group_norm`` the convolutions get Xavier
+    weights and zero bias as in the official Deformable DETR; otherwise PyTorch's default initialisation.
+    """
+
+    def block(c_in, kernel, stride):
+        conv = nn.Conv2d(c_in, d_model, kernel_size=kernel, stride=stride, padding=kernel // 2)
+        if not group_norm:
+            return nn.Sequential(conv)
+        nn.init.xavier_uniform_(conv.weight, gain=1)
+        nn.init.constant_(conv.bias, 0)
+        return nn.Sequential(conv, nn.GroupNorm(32, d_model))
+
+    projections = [block(c, 1, 1) for c in in_channels]
+    c_in = in_channels[-1]
+    for _ in range(num_extra_levels):
+        projections.append(block(c_in, 3, 2))
+        c_in = d_model
+    return nn.ModuleList(projections)
+
+
+def _prediction_heads(head: nn.Module, count: int, shared: bool) -> nn.ModuleList:
+    """``count`` entries: ``head`` itself repeated (shared weights) or independent deep copies."""
+    return nn.ModuleList(head if shared else copy.deepcopy(head) for _ in range(count))
 
 
 class DETR(nn.Module):
-    """DETR: backbone -> 1x1 ``input_proj`` -> Transformer with learned object queries -> class / box heads.
+    """DETR family: backbone -> ``input_proj`` per level -> Transformer with object queries -> class / box
+    heads of every decoder layer.
 
     Args:
         backbone: detectron2 ``Backbone`` (e.g. ``ResNet``) with ``output_shape()``.
-        position_embedding: module ``mask [B, H, W] -> [B, d_model, H, W]``.
-        transformer: module with ``d_model`` and
-            ``forward(src [B,C,H,W], mask [B,H,W], query_embed [Q,C], pos [B,C,H,W])
-            -> (hs [L,B,Q,C], memory)``.
-        num_classes: ``K`` foreground classes; ``class_embed`` predicts ``K + 1`` (last = no-object).
-        num_queries: ``Q`` object queries.
-        criterion: module ``(outputs, targets) -> dict of unweighted losses`` (e.g. ``SetCriterion``).
+        position_embedding: module ``mask [B, H, W] -> [B, d_model, H, W]`` applied to every level.
+        transformer: a DETR-variant Transformer (:mod:`~siamese_detr.modeling.transformers.base` interface).
+        num_classes: ``K`` foreground classes.
+        num_queries: ``Q`` object queries (``query_embed`` has ``transformer.query_dim`` channels).
+        criterion: module ``(outputs, targets) -> dict of unweighted losses`` (``SetCriterion``); its
+            ``num_class_logits`` (``K + 1`` for softmax CE, ``K`` for focal) sizes the class head.
         weight_dict: loss weights; auxiliary copies ``loss_x_{i}`` default to the weight of ``loss_x``
             (:func:`~siamese_detr.modeling.criterion.weight_losses`), so it need not be expanded per layer.
-        in_feature: backbone output used (single level).
+        in_features: backbone outputs used, e.g. ``("res5",)`` (DETR, Conditional DETR, single-scale
+            Deformable DETR) or ``("res3", "res4", "res5")`` (multi-scale Deformable DETR).
+        num_extra_levels: stride-doubling levels added after the last backbone level (1 for multi-scale
+            Deformable DETR).
+        input_proj_norm: GroupNorm(32) after each input projection (Deformable DETR).
         aux_loss: add losses for every intermediate decoder layer (DETR §3.2 "Auxiliary decoding losses").
+        postprocess: detections from the outputs (:mod:`~siamese_detr.modeling.postprocess`); default the
+            original DETR rule (one class per query).
         pixel_mean, pixel_std: per-channel normalisation, in the order of ``input_format``.
         input_format: channel order of ``batched_inputs[i]["image"]`` ("BGR" or "RGB"); it is not converted,
             only recorded (pixel statistics and backbone weights must match it).
-        select_box_nums_for_evaluation: detections kept per image at inference.
         frozen_modules: names of submodules (e.g. ``("backbone",)`` or ``("backbone", "input_proj",
             "transformer", "query_embed")`` to train only the heads) whose parameters are frozen and which
             stay in eval mode; a frozen backbone also runs under ``no_grad``.
-
-    Inference keeps, per image, the top ``select_box_nums_for_evaluation`` (query, class) pairs ranked by the
-    softmax probability of the class with the no-object column excluded (as detrex does), so one query may
-    yield several detections with different classes. This differs from the original DETR, which keeps each
-    query's arg-max foreground class; the top-k rule gives equal or higher COCO AP.
+        allow_random_backbone: pretext models refuse a frozen backbone that no checkpoint initialises
+            unless this is True (see ``siamese_detr.engine``); recorded here for every model.
     """
 
     def __init__(
@@ -58,35 +98,60 @@ class DETR(nn.Module):
         num_queries: int,
         criterion: nn.Module,
         weight_dict: Dict[str, float],
-        in_feature: str = "res5",
+        in_features: Sequence[str] = ("res5",),
+        num_extra_levels: int = 0,
+        input_proj_norm: bool = False,
         aux_loss: bool = True,
+        postprocess: Optional[nn.Module] = None,
         pixel_mean: Sequence[float] = (103.530, 116.280, 123.675),
         pixel_std: Sequence[float] = (57.375, 57.120, 58.395),
         input_format: str = "BGR",
-        select_box_nums_for_evaluation: int = 100,
         frozen_modules: Sequence[str] = (),
+        allow_random_backbone: bool = False,
     ):
         super().__init__()
+        if isinstance(in_features, str):
+            in_features = (in_features,)
+        shapes = backbone.output_shape()
+        unknown = [f for f in in_features if f not in shapes]
+        if unknown:
+            raise ValueError(f"in_features {unknown} are not backbone outputs {sorted(shapes)}")
+        num_levels = len(in_features) + num_extra_levels
+        if num_levels != getattr(transformer, "num_feature_levels", num_levels):
+            raise ValueError(
+                f"{len(in_features)} in_features + {num_extra_levels} extra levels = {num_levels} levels, "
+                f"but the transformer expects num_feature_levels={transformer.num_feature_levels}"
+            )
         self.backbone = backbone
-        self.in_feature = in_feature
+        self.in_features = tuple(in_features)
         d_model = transformer.d_model
-        in_channels = backbone.output_shape()[in_feature].channels
-        self.input_proj = nn.Conv2d(in_channels, d_model, kernel_size=1)
-        self.feature_stride = int(backbone.output_shape()[in_feature].stride)
-        self.size_divisibility = max(int(getattr(backbone, "size_divisibility", 0)), self.feature_stride)
+        self.input_proj = build_input_proj(
+            [shapes[f].channels for f in in_features], d_model, num_extra_levels, input_proj_norm
+        )
+        self.feature_strides = tuple(int(shapes[f].stride) for f in in_features)
+        max_stride = self.feature_strides[-1] * 2 ** num_extra_levels
+        self.size_divisibility = max(int(getattr(backbone, "size_divisibility", 0)), max_stride)
         self.position_embedding = position_embedding
         self.transformer = transformer
-        self.query_embed = nn.Embedding(num_queries, d_model)
-        self.class_embed = nn.Linear(d_model, num_classes + 1)
-        self.bbox_embed = MLP(d_model, d_model, 4, 3)
+        self.query_embed = nn.Embedding(num_queries, transformer.query_dim) if transformer.learned_queries else None
+
+        class_head = nn.Linear(d_model, criterion.num_class_logits)
+        if criterion.initial_class_bias is not None:
+            nn.init.constant_(class_head.bias, criterion.initial_class_bias)
+        heads, shared = transformer.num_prediction_heads, transformer.shared_heads
+        self.class_embed = _prediction_heads(class_head, heads, shared)
+        self.bbox_embed = _prediction_heads(MLP(d_model, d_model, 4, 3), heads, shared)
+        if hasattr(transformer, "init_prediction_heads"):
+            transformer.init_prediction_heads(self.class_embed, self.bbox_embed)
         self.criterion = criterion
         self.weight_dict = dict(weight_dict)
+        self.postprocess = postprocess if postprocess is not None else SoftmaxArgmaxPostProcess()
 
         self.num_classes = num_classes
         self.num_queries = num_queries
         self.aux_loss = aux_loss
         self.input_format = input_format
-        self.select_box_nums_for_evaluation = select_box_nums_for_evaluation
+        self.allow_random_backbone = allow_random_backbone
         mean = torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1)
         std = torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1)
         self.register_buffer("pixel_mean", mean, persistent=False)
@@ -114,8 +179,8 @@ class DETR(nn.Module):
         """Normalise each ``image`` (uint8 ``[3, H_i, W_i]``) and pad with zeros (= the mean pixel) into an
         ``ImageList``; ``image_sizes`` keep each unpadded ``(H_i, W_i)``.
 
-        The padded size is a multiple of the feature stride, so the nearest-downsampled pixel mask marks
-        exactly the feature cells with no image pixel (cell ``y`` starts at pixel ``stride * y``)."""
+        The padded size is a multiple of the largest feature stride, so the nearest-downsampled pixel mask
+        marks exactly the feature cells with no image pixel (cell ``y`` starts at pixel ``stride * y``)."""
         return self.pad_images([x["image"] for x in batched_inputs])
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -126,24 +191,55 @@ class DETR(nn.Module):
         """Normalise uint8 ``[3, H_i, W_i]`` images and pad them (see :meth:`preprocess_image`)."""
         return ImageList.from_tensors([self.normalize(x) for x in images], size_divisibility=self.size_divisibility)
 
-    def backbone_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone, level ``in_feature``: ``[N, 3, H, W] -> [N, C_in, H / stride, W / stride]``
+    def backbone_features(self, images: torch.Tensor) -> List[torch.Tensor]:
+        """Backbone levels ``in_features``: ``[N, 3, H, W] -> [[N, C_l, H / s_l, W / s_l], ...]``
         (under ``no_grad`` when the backbone is frozen)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and "backbone" not in self.frozen_modules):
-            return self.backbone(images)[self.in_feature]
+            out = self.backbone(images)
+        return [out[f] for f in self.in_features]
 
-    def encode(self, images: ImageList) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def project_levels(self, features: List[torch.Tensor], images: ImageList):
+        """Input projections, padding masks and positional encodings of every level.
+
+        Args:
+            features: backbone levels of the padded batch (:meth:`backbone_features`).
+            images: the padded batch (for the padding masks).
+
+        Returns:
+            ``(srcs, masks, pos)``: lists over the ``len(in_features) + num_extra_levels`` levels of
+            ``[B, d_model, H_l, W_l]``, bool ``[B, H_l, W_l]`` (True = padding) and ``[B, d_model, H_l, W_l]``.
+        """
+        srcs = [proj(x) for proj, x in zip(self.input_proj, features)]
+        for extra in self.input_proj[len(features):]:
+            srcs.append(extra(features[-1] if len(srcs) == len(features) else srcs[-1]))
+        masks = [feature_padding_mask(images, src.shape[-2:]) for src in srcs]
+        pos = [self.position_embedding(m).to(src.dtype) for m, src in zip(masks, srcs)]
+        return srcs, masks, pos
+
+    def encode(self, images: ImageList) -> Tuple[List[torch.Tensor], EncoderMemory]:
         """Backbone + input projection + Transformer encoder of a padded batch.
 
         Returns:
-            ``features [B, C_in, H, W]`` (backbone), ``memory [B, HW, d_model]``, ``mask_flat [B, HW]``
-            (True = padding) and ``pos_flat [B, HW, d_model]``, ready for ``transformer.decode``.
+            the backbone levels (``[B, C_l, H_l, W_l]`` per ``in_features``) and the encoder memory.
         """
         features = self.backbone_features(images.tensor)
-        mask = feature_padding_mask(images, features.shape[-2:])  # [B, H, W]
-        pos = self.position_embedding(mask).to(features.dtype)  # [B, d_model, H, W]
-        memory, mask_flat, pos_flat = self.transformer.encode(self.input_proj(features), mask, pos)
-        return features, memory, mask_flat, pos_flat
+        return features, self.transformer.encode(*self.project_levels(features, images))
+
+    def object_queries(self, batch: int) -> Optional[torch.Tensor]:
+        """The learned object queries ``[B, Q, query_dim]`` (None when the transformer makes its own)."""
+        if self.query_embed is None:
+            return None
+        return self.query_embed.weight.unsqueeze(0).expand(batch, -1, -1)
+
+    def decode(self, memory: EncoderMemory, queries: Optional[torch.Tensor], self_attn_mask=None) -> DecoderOutput:
+        """``transformer.decode`` with this model's heads (used by box refinement and two-stage variants).
+
+        Args:
+            memory: encoder output; queries: ``[B, Q, query_dim]`` or None; self_attn_mask: ``[Q, Q]`` or None.
+        """
+        return self.transformer.decode(
+            memory, queries, self_attn_mask=self_attn_mask, class_embed=self.class_embed, bbox_embed=self.bbox_embed
+        )
 
     @staticmethod
     def prepare_targets(batched_inputs: List[Dict], image_sizes: List[Tuple[int, int]], device) -> List[Dict]:
@@ -161,54 +257,49 @@ class DETR(nn.Module):
         """Run the network on a padded batch.
 
         Returns:
-            ``{"pred_logits": [B, Q, K+1], "pred_boxes": [B, Q, 4] cxcywh normalised by each unpadded image
-            size, "aux_outputs": [...] (one dict per earlier decoder layer, only if aux_loss)}``.
+            ``{"pred_logits": [B, Q, K'], "pred_boxes": [B, Q, 4] cxcywh normalised by each unpadded image
+            size, "aux_outputs": [...] (one dict per earlier decoder layer, only if aux_loss),
+            "enc_outputs" (two-stage only)}``.
         """
-        _, memory, mask_flat, pos_flat = self.encode(images)
-        query_pos = self.query_embed.weight.unsqueeze(0).expand(memory.shape[0], -1, -1)  # [B, Q, C]
-        hs = self.transformer.decode(
-            torch.zeros_like(query_pos), memory, mask_flat, pos_flat, query_pos
-        )  # [L, B, Q, C]
-        return self.head_outputs(hs)
+        _, memory = self.encode(images)
+        return self.head_outputs(self.decode(memory, self.object_queries(len(images))))
 
-    def head_outputs(self, hs: torch.Tensor) -> Dict:
-        """Class / box heads on decoder states ``hs [L, B, Q, C]`` (see :meth:`forward_outputs`)."""
-        logits = self.class_embed(hs)  # [L, B, Q, K+1]
-        boxes = self.bbox_embed(hs).sigmoid()  # [L, B, Q, 4]
+    def head_outputs(self, decoded: DecoderOutput) -> Dict:
+        """Class / box heads of every decoder layer (see :meth:`forward_outputs`).
+
+        Layer ``l`` of ``hs [L, B, Q, C]`` uses head entry ``num_decoder_layers - L + l``; its box is
+        ``sigmoid(bbox_embed(hs_l) + pad(reference_l))`` with the reference (logit space) added to the first
+        2 or 4 channels (nothing for Vanilla DETR).
+        """
+        hs, refs = decoded.hidden_states, decoded.references
+        offset = self.transformer.num_decoder_layers - hs.shape[0]
+        logits, boxes = [], []
+        for layer, h in enumerate(hs):
+            logits.append(self.class_embed[offset + layer](h))
+            delta = self.bbox_embed[offset + layer](h)
+            if refs is not None:
+                ref = refs[layer]
+                delta = torch.cat([delta[..., : ref.shape[-1]] + ref, delta[..., ref.shape[-1]:]], dim=-1)
+            boxes.append(delta.sigmoid())
         out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
         if self.aux_loss:
             out["aux_outputs"] = [
                 {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
             ]
+        if decoded.encoder_outputs is not None:
+            out["enc_outputs"] = decoded.encoder_outputs
         return out
 
     def inference(
         self, pred_logits: torch.Tensor, pred_boxes: torch.Tensor, image_sizes: List[Tuple[int, int]]
     ) -> List[Instances]:
-        """Top-k (query, class) detections per image, boxes xyxy absolute in the (resized) input image.
+        """Detections per image (``postprocess``), boxes xyxy absolute in the (resized) input image.
 
         Args:
-            pred_logits: ``[B, Q, K+1]``; pred_boxes: ``[B, Q, 4]`` cxcywh normalised;
+            pred_logits: ``[B, Q, K']``; pred_boxes: ``[B, Q, 4]`` cxcywh normalised;
             image_sizes: unpadded ``(h, w)`` per image.
-
-        Returns:
-            B ``Instances`` of size ``image_sizes[b]`` with ``pred_boxes``, ``scores``, ``pred_classes``.
         """
-        prob = pred_logits.softmax(-1)[..., :-1]  # [B, Q, K] foreground probabilities
-        num_classes = prob.shape[-1]
-        k = min(self.select_box_nums_for_evaluation, prob.shape[1] * num_classes)
-        results = []
-        for prob_b, boxes_b, (h, w) in zip(prob, pred_boxes, image_sizes):
-            scores, flat = prob_b.flatten().topk(k)
-            query = torch.div(flat, num_classes, rounding_mode="floor")
-            scale = torch.as_tensor([w, h, w, h], dtype=boxes_b.dtype, device=boxes_b.device)
-            boxes = box_convert(boxes_b[query], "cxcywh", "xyxy") * scale
-            res = Instances((h, w))
-            res.pred_boxes = Boxes(boxes)
-            res.scores = scores
-            res.pred_classes = flat % num_classes
-            results.append(res)
-        return results
+        return self.postprocess(pred_logits, pred_boxes, image_sizes)
 
     # --------------------------------------------------------------------------------------------- forward
     def forward(self, batched_inputs: List[Dict]):

@@ -7,12 +7,17 @@ Reading of the paper used here (checked against the supplementary and the offici
   ``ImageList``, view-major: row ``v * B + b`` is view ``v`` of image ``b``), all ``2 B n`` crops in a
   second call. Padding is masked everywhere (positional encoding, attention, global pooling), so
   padding views to a common size changes nothing but speed.
-* z = avgpool(RoIAlign(h, b~)) on the last level with the JITTERED query boxes b~ (Eq. 4);
-  p = avgpool(B(Crop(x, b))) of the crops of the UNJITTERED region boxes (Eq. 5).
-* Multi-View Cross-Attention (Eq. 6-7): query_pos = region_proj(z_v) (each region repeated
-  ``num_queries / n`` times) + learned ``query_embed`` (phi_q), ``tgt = 0``; the queries of view v decode
-  the encoder memory c of the OTHER view. Both directions run as one decoder pass over a batch of 2B:
-  ``[queries(view 1) vs memory(view 2) ; queries(view 2) vs memory(view 1)]``; all weights shared.
+* z = avgpool(RoIAlign(h, b~)) with the JITTERED query boxes b~ (Eq. 4);
+  p = avgpool(B(Crop(x, b))) of the crops of the UNJITTERED region boxes (Eq. 5). Both use the model's
+  ``in_features`` levels, concatenated when there are several (multi-scale Deformable DETR: C3-C5, 3584
+  channels for an R50, as the official Deform-MS).
+* Multi-View Cross-Attention (Eq. 6-7): object queries = region_proj(z_v) (each region repeated
+  ``num_queries / n`` times) + learned ``query_embed`` (phi_q), entering each variant the way its learned
+  queries do (Vanilla: query_pos with ``tgt = 0``; Conditional: query_pos, so the reference points come
+  from the region query; Deformable: the positional half, see ``region_conditioned_queries``), always per
+  image; the queries of view v decode the encoder memory c of the OTHER view. Both directions run as one
+  decoder pass over a batch of 2B: ``[queries(view 1) vs memory(view 2) ; queries(view 2) vs memory(view 1)]``;
+  all weights shared.
 * Heads on q_hat: ``bbox_embed`` (f_box, Eq. 8) -> boxes in the other view, cxcywh normalised by that
   view's unpadded size; ``class_embed`` objectness (1 class + no-object, softmax CE);
   ``sem_embed`` (f_sem, Eq. 10) -> p_hat with the backbone's channel width.
@@ -23,7 +28,9 @@ Reading of the paper used here (checked against the supplementary and the offici
   official code reconstructs ``recon_v1_gt`` from the outputs of the view-1 queries. A query matched to
   region j is compared with crop j. D = squared L2 distance of L2-normalised vectors, matched queries only.
 * L_g (Eq. 11): SimSiam symmetric negative cosine with stop-gradient on the projector output of the
-  masked average of each view's encoder memory; projector and predictor see both views in one batch.
+  masked average of each view's encoder memory (all levels' tokens); projector and predictor run once on
+  both views with batch-norm statistics computed per view (official ``siamdetr_head.py`` calls them once
+  per view).
 * L = λ0 L_r + λ1 L_g + λ2 L_loc (Eq. 13), λ2 = 1 folded into the CE 1 / L1 5 / GIoU 2 weights. L_loc and
   L_r get auxiliary copies for every earlier decoder layer (``_i`` suffix, same base weight); L_g does not.
   As in the official code the two directions are AVERAGED (one normaliser over the 2B rows), i.e. Eq. 9
@@ -45,6 +52,7 @@ from ..heads import MLP
 from ..pretext.losses import global_discrimination_loss, region_discrimination_loss
 from ..pretext.region_features import (
     average_pooled_roi_features,
+    concatenated_average_pool,
     masked_average_pool,
     region_conditioned_queries,
 )
@@ -62,18 +70,22 @@ class SiameseDETRPretrain(DETR):
     Args:
         backbone: Detectron2 backbone (e.g. ``ResNet``), frozen here (``no_grad``, eval mode).
         position_embedding: ``mask [B, H, W] -> [B, d_model, H, W]``.
-        transformer: batch-first DETR transformer with ``encode`` / ``decode`` and ``d_model``.
+        transformer: any DETR-variant transformer (``modeling/transformers/base.py`` interface) that uses
+            learned object queries (not two-stage).
         criterion: ``SetCriterion`` with ``num_classes=1`` (objectness) returning unweighted losses.
         num_queries: Q learned object queries; must be a multiple of ``num_regions``.
         num_regions: n regions per view delivered by ``SiameseViewMapper(num_regions=n)``.
         weight_dict: base loss weights: ``loss_ce``, ``loss_bbox``, ``loss_giou`` (λ2 = 1 folded in),
             ``loss_region`` (λ0), ``loss_global`` (λ1); aux copies ``_i`` use the base weight.
         aux_loss: auxiliary decoder-layer terms for L_loc and L_r.
-        in_feature: backbone output used (last level, e.g. ``"res5"``).
+        in_features, num_extra_levels, input_proj_norm: feature levels, as ``DETR``; region and crop
+            features concatenate the ``in_features`` levels.
         projection_dim, predictor_hidden_dim: SimSiam widths (projector d_model -> projection_dim ->
             projection_dim, predictor projection_dim -> predictor_hidden_dim -> projection_dim).
         roi_output_size: RoIAlign grid for z (7).
-        pixel_mean, pixel_std, input_format, select_box_nums_for_evaluation: as ``DETR``.
+        postprocess, pixel_mean, pixel_std, input_format: as ``DETR``.
+        allow_random_backbone: the frozen backbone may start without ``train.init_checkpoint`` (only for
+            the CPU demo; a real run against random features learns nothing useful).
 
     In eval mode it is ``DETR`` with one class: class-agnostic detections from the learned object queries
     alone (z = 0), as a finetune DETR initialised from this checkpoint runs before finetuning.
@@ -90,20 +102,25 @@ class SiameseDETRPretrain(DETR):
         num_regions: int = 10,
         weight_dict: Dict[str, float],
         aux_loss: bool = True,
-        in_feature: str = "res5",
+        in_features=("res5",),
+        num_extra_levels: int = 0,
+        input_proj_norm: bool = False,
         projection_dim: int = 256,
         predictor_hidden_dim: int = 256,
         roi_output_size: int = 7,
         pixel_mean: Sequence[float] = (103.530, 116.280, 123.675),
         pixel_std: Sequence[float] = (57.375, 57.120, 58.395),
         input_format: str = "BGR",
-        select_box_nums_for_evaluation: int = 100,
+        postprocess: nn.Module = None,
+        allow_random_backbone: bool = False,
     ):
         if num_regions < 1 or num_queries % num_regions != 0:
             raise ValueError(
                 f"num_queries ({num_queries}) must be a positive multiple of num_regions ({num_regions}): "
                 f"every region is repeated num_queries / num_regions times"
             )
+        if not getattr(transformer, "learned_queries", True):
+            raise ValueError("Siamese DETR pretraining needs learned object queries: turn two-stage off")
         if getattr(criterion, "num_classes", 1) != 1:
             raise ValueError(
                 f"the pretext criterion must have num_classes=1 (objectness), got {criterion.num_classes}"
@@ -119,16 +136,20 @@ class SiameseDETRPretrain(DETR):
             num_queries=num_queries,
             criterion=criterion,
             weight_dict=weight_dict,
-            in_feature=in_feature,
+            in_features=in_features,
+            num_extra_levels=num_extra_levels,
+            input_proj_norm=input_proj_norm,
             aux_loss=aux_loss,
+            postprocess=postprocess,
             pixel_mean=pixel_mean,
             pixel_std=pixel_std,
             input_format=input_format,
-            select_box_nums_for_evaluation=select_box_nums_for_evaluation,
             frozen_modules=("backbone",),
+            allow_random_backbone=allow_random_backbone,
         )
         d_model = transformer.d_model
-        channels = backbone.output_shape()[in_feature].channels
+        shapes = backbone.output_shape()
+        channels = sum(shapes[f].channels for f in self.in_features)
         # pretext-only heads
         self.region_proj = nn.Linear(channels, d_model)  # proj(z) of Eq. 7
         self.sem_embed = MLP(d_model, d_model, channels, 2)  # f_sem of Eq. 10
@@ -174,22 +195,20 @@ class SiameseDETRPretrain(DETR):
         batch, n = len(batched_inputs), self.num_regions
         views = [x["views"][v] for v in (0, 1) for x in batched_inputs]  # view-major, 2B entries
         images = self.pad_images([view["image"] for view in views])
-        features, memory, mask_flat, pos_flat = self.encode(images)
+        features, memory = self.encode(images)
 
         with torch.no_grad():
             # z (Eq. 4): [2B, n, C]; p (Eq. 5): all crops of the batch in one backbone call, [2B, n, C]
             query_boxes = [view["query_boxes"] for view in views]
-            z = average_pooled_roi_features(features, query_boxes, self.feature_stride, self.roi_output_size)
+            z = average_pooled_roi_features(features, query_boxes, self.feature_strides, self.roi_output_size)
             z = z.view(2 * batch, n, -1)
             crops = self.normalize(torch.cat([view["crops"] for view in views]))
-            crop_features = self.backbone_features(crops).mean(dim=(2, 3)).view(2 * batch, n, -1)
+            crop_features = concatenated_average_pool(self.backbone_features(crops)).view(2 * batch, n, -1)
 
-        # Multi-View Cross-Attention (Eq. 6-7), both directions in one decoder pass
-        other = torch.cat([torch.arange(batch, 2 * batch), torch.arange(batch)]).to(memory.device)
-        query_pos = region_conditioned_queries(self.region_proj(z), self.query_embed.weight)
-        hs = self.transformer.decode(
-            torch.zeros_like(query_pos), memory[other], mask_flat[other], pos_flat[other], query_pos
-        )  # [L, 2B, Q, D]
+        # Multi-View Cross-Attention (Eq. 6-7), both directions in one decoder pass, per-image queries
+        other = torch.cat([torch.arange(batch, 2 * batch), torch.arange(batch)]).to(self.device)
+        queries = region_conditioned_queries(self.region_proj(z), self.query_embed.weight)  # [2B, Q, query_dim]
+        decoded = self.decode(memory.select(other), queries)  # hidden_states [L, 2B, Q, D]
 
         # L_loc (Eq. 9): targets are the OTHER view's region boxes
         targets = []
@@ -199,10 +218,11 @@ class SiameseDETRPretrain(DETR):
             boxes = views[i]["region_boxes"].to(self.device).float() / scale
             labels = torch.zeros(n, dtype=torch.int64, device=self.device)
             targets.append({"labels": labels, "boxes": box_convert(boxes, "xyxy", "cxcywh")})
-        losses, indices = self.criterion(self.head_outputs(hs), targets, return_indices=True)
+        losses, indices = self.criterion(self.head_outputs(decoded), targets, return_indices=True)
 
         # L_r (Eq. 12): f_sem of queries of view v vs crop features of view v, per decoder layer
         num_boxes = self.criterion.get_num_boxes(targets, self.device)
+        hs = decoded.hidden_states
         semantic = self.sem_embed(hs if self.aux_loss else hs[-1:])
         for layer, layer_indices in enumerate(indices):
             name = "loss_region" if layer == len(indices) - 1 else f"loss_region_{layer}"
@@ -211,7 +231,7 @@ class SiameseDETRPretrain(DETR):
             )
 
         # L_g (Eq. 11) on the masked average of each view's encoder memory
-        projection = self.projector(masked_average_pool(memory, mask_flat))
+        projection = self.projector(masked_average_pool(memory.memory, memory.padding_mask))
         prediction = self.predictor(projection)
         losses["loss_global"] = global_discrimination_loss(
             prediction[:batch], projection[:batch], prediction[batch:], projection[batch:]

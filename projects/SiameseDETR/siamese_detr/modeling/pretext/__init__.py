@@ -15,6 +15,7 @@ from .losses import (
 )
 from .region_features import (
     average_pooled_roi_features,
+    concatenated_average_pool,
     masked_average_pool,
     region_conditioned_queries,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "SimSiamProjector",
     "SyncBatchNorm1d",
     "average_pooled_roi_features",
+    "concatenated_average_pool",
     "global_discrimination_loss",
     "masked_average_pool",
     "negative_cosine_similarity",

@@ -12,6 +12,7 @@ from torchvision.ops import roi_align
 
 __all__ = [
     "average_pooled_roi_features",
+    "concatenated_average_pool",
     "masked_average_pool",
     "query_to_region_index",
     "region_conditioned_queries",
@@ -19,27 +20,44 @@ __all__ = [
 
 
 def average_pooled_roi_features(
-    features: Tensor, boxes: Sequence[Tensor], stride: int, output_size: int = 7
+    features: Sequence[Tensor], boxes: Sequence[Tensor], strides: Sequence[int], output_size: int = 7
 ) -> Tensor:
     """Object-level region features z = avgpool(RoIAlign(h, b)) (paper Eq. 4, "global average pooling").
 
+    With several backbone levels (multi-scale Deformable DETR) each level is pooled and the results are
+    concatenated along channels, as the official Deform-MS (``align_and_proj``: C3-C5 of an R50 give
+    512 + 1024 + 2048 = 3584 channels).
+
     Args:
-        features: backbone feature map h of the padded batch, ``[B, C, H/stride, W/stride]``.
+        features: backbone levels of the padded batch, ``[B, C_l, H/s_l, W/s_l]`` each.
         boxes: ``B`` tensors ``[n_b, 4]``, xyxy absolute in input-image pixels (the jittered
             query boxes of each image).
-        stride: the feature map's stride; RoIAlign uses ``spatial_scale = 1 / stride``.
+        strides: ``s_l`` of each level; RoIAlign uses ``spatial_scale = 1 / s_l``.
         output_size: RoIAlign grid (7x7 as in the official code).
 
     Returns:
-        ``[sum_b n_b, C]`` average-pooled region features, rows in the order of ``boxes``.
+        ``[sum_b n_b, sum_l C_l]`` average-pooled region features, rows in the order of ``boxes``.
     """
-    if len(boxes) != features.shape[0]:
-        raise ValueError(f"got {len(boxes)} box tensors for a batch of {features.shape[0]} feature maps")
-    boxes = [b.to(device=features.device, dtype=features.dtype) for b in boxes]
-    pooled = roi_align(
-        features, boxes, output_size=output_size, spatial_scale=1.0 / stride, sampling_ratio=-1, aligned=True
-    )  # [N, C, 7, 7]
-    return pooled.mean(dim=(2, 3))
+    if len(features) != len(strides):
+        raise ValueError(f"got {len(features)} feature levels and {len(strides)} strides")
+    pooled = []
+    for level, stride in zip(features, strides):
+        if len(boxes) != level.shape[0]:
+            raise ValueError(f"got {len(boxes)} box tensors for a batch of {level.shape[0]} feature maps")
+        level_boxes = [b.to(device=level.device, dtype=level.dtype) for b in boxes]
+        pooled.append(
+            roi_align(
+                level, level_boxes, output_size=output_size, spatial_scale=1.0 / stride, sampling_ratio=-1,
+                aligned=True,
+            ).mean(dim=(2, 3))
+        )  # [N, C_l]
+    return torch.cat(pooled, dim=1)
+
+
+def concatenated_average_pool(features: Sequence[Tensor]) -> Tensor:
+    """Global average of each level ``[N, C_l, H_l, W_l]`` concatenated: ``[N, sum_l C_l]`` (crop features p,
+    Eq. 5; multi-level as the official Deform-MS ``extract_patch_feature``)."""
+    return torch.cat([f.mean(dim=(2, 3)) for f in features], dim=1)
 
 
 def masked_average_pool(memory: Tensor, padding_mask: Tensor) -> Tensor:
@@ -60,18 +78,20 @@ def masked_average_pool(memory: Tensor, padding_mask: Tensor) -> Tensor:
 
 
 def region_conditioned_queries(region_embeddings: Tensor, object_queries: Tensor) -> Tensor:
-    """Query positional input of Multi-View Cross-Attention: ``proj(z) + phi_q`` (Eq. 7).
+    """Object queries of Multi-View Cross-Attention: ``proj(z) + phi_q`` (Eq. 7).
 
     Each of the ``n`` region embeddings is repeated ``Q / n`` times consecutively, so query ``j``
     is built from region ``j // (Q / n)`` (as UP-DETR groups its patches), then the learned object
-    queries ``phi_q`` are added.
+    queries ``phi_q`` are added. When a query is wider than the embedding (Deformable DETR's
+    ``[query_pos | tgt]`` of ``2 D`` channels) the embedding is added to its first ``D`` channels, the
+    positional part, as the official Siamese Deformable DETR does (its ``tgt`` stays a learned embedding).
 
     Args:
         region_embeddings: ``[B, n, D]`` region features projected to the transformer width.
-        object_queries: ``[Q, D]`` learned object queries (``query_embed.weight``).
+        object_queries: ``[Q, D']`` learned object queries (``query_embed.weight``), ``D' >= D``.
 
     Returns:
-        ``[B, Q, D]``.
+        ``[B, Q, D']``.
     """
     num_regions = region_embeddings.shape[1]
     num_queries = object_queries.shape[0]
@@ -81,6 +101,11 @@ def region_conditioned_queries(region_embeddings: Tensor, object_queries: Tensor
             f"the number of regions ({num_regions})"
         )
     repeated = region_embeddings.repeat_interleave(num_queries // num_regions, dim=1)
+    extra = object_queries.shape[1] - repeated.shape[2]
+    if extra < 0:
+        raise ValueError(f"region embeddings ({repeated.shape[2]}) are wider than the queries ({object_queries.shape[1]})")
+    if extra:
+        repeated = torch.nn.functional.pad(repeated, (0, extra))
     return repeated + object_queries.unsqueeze(0)
 
 

@@ -1,5 +1,13 @@
 """DETR-variant Transformers; each variant lives in one file and shares the batch-first encode/decode API."""
 
+from .base import DecoderOutput, EncoderMemory, inverse_sigmoid
 from .vanilla import DetrDecoderLayer, DetrEncoderLayer, DetrTransformer
 
-__all__ = ["DetrTransformer", "DetrEncoderLayer", "DetrDecoderLayer"]
+__all__ = [
+    "DecoderOutput",
+    "DetrDecoderLayer",
+    "DetrEncoderLayer",
+    "DetrTransformer",
+    "EncoderMemory",
+    "inverse_sigmoid",
+]

@@ -1,19 +1,21 @@
 """The vanilla DETR encoder-decoder Transformer (Carion et al. 2020, §3.2 and Fig. 10), batch-first.
 
-The public API is split into :meth:`DetrTransformer.encode` and :meth:`DetrTransformer.decode` so that
-pretext tasks can decode queries against another view's memory (Siamese DETR multi-view cross-attention,
-§3.2) or with a decoder self-attention mask (UP-DETR's grouped patch queries, §3.2 "attention mask").
+It implements the variant interface of :mod:`.base` (``encode`` / ``decode``), so that pretext tasks can
+decode queries against another view's memory (Siamese DETR multi-view cross-attention, §3.2) or with a
+decoder self-attention mask (UP-DETR's grouped patch queries, §3.2 "attention mask").
 
 Conventions: ``B`` batch, ``C == d_model`` channels, ``H x W`` feature map, ``HW = H * W`` memory tokens,
 ``Q`` queries, ``L`` decoder layers. Padding masks are bool, True at padded positions.
 """
 
 import copy
-from typing import Optional, Tuple
+from typing import List, Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .base import DecoderOutput, EncoderMemory, flatten_levels
 
 __all__ = ["DetrTransformer", "DetrEncoderLayer", "DetrDecoderLayer"]
 
@@ -170,82 +172,66 @@ class DetrTransformer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def encode(
-        self, src: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run the encoder on a projected feature map.
+    # ------------------------------------------------------------------------- variant interface (base.py)
+    query_dim = property(lambda self: self.d_model)
+    num_prediction_heads = property(lambda self: self.num_decoder_layers)
+    shared_heads = True
+    learned_queries = True
+    num_feature_levels = 1
+
+    def encode(self, srcs: List[torch.Tensor], masks: List[torch.Tensor], pos: List[torch.Tensor]) -> EncoderMemory:
+        """Run the encoder on the projected feature map (a single level).
 
         Args:
-            src: ``[B, C, H, W]`` projected backbone features.
-            mask: bool ``[B, H, W]``, True at padded cells.
-            pos: ``[B, C, H, W]`` positional encoding.
+            srcs: ``[B, C, H, W]`` projected backbone features (one level); masks: bool ``[B, H, W]``, True at
+                padded cells; pos: ``[B, C, H, W]`` positional encoding.
 
         Returns:
-            memory ``[B, HW, C]``, mask_flat bool ``[B, HW]``, pos_flat ``[B, HW, C]``
-            (token index ``h * W + w``, row-major).
+            :class:`EncoderMemory` with ``memory [B, HW, C]`` (token ``h * W + w``, row-major).
         """
-        memory = src.flatten(2).transpose(1, 2)
-        pos_flat = pos.flatten(2).transpose(1, 2).to(memory.dtype)
-        mask_flat = mask.flatten(1)
+        if len(srcs) != 1:
+            raise ValueError(f"DetrTransformer takes one feature level, got {len(srcs)} (set in_features to one)")
+        tokens, mask_flat, pos_flat, shapes, starts, ratios = flatten_levels(srcs, masks, pos)
+        memory = tokens
         for layer in self.encoder_layers:
             memory = layer(memory, key_padding_mask=mask_flat, pos=pos_flat)
-        return self.encoder_norm(memory), mask_flat, pos_flat
+        return EncoderMemory(self.encoder_norm(memory), mask_flat, pos_flat, shapes, starts, ratios)
 
     def decode(
         self,
-        tgt: torch.Tensor,
-        memory: torch.Tensor,
-        memory_key_padding_mask: Optional[torch.Tensor],
-        pos: Optional[torch.Tensor],
-        query_pos: Optional[torch.Tensor],
+        memory: EncoderMemory,
+        queries: torch.Tensor,
         self_attn_mask: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
-        """Run the decoder.
+        class_embed=None,
+        bbox_embed=None,
+    ) -> DecoderOutput:
+        """Run the decoder: ``tgt = 0`` and the object queries as query positional embeddings (DETR §3.2).
 
         Args:
-            tgt: ``[B, Q, C]`` decoder input (zeros in DETR; region features in pretext tasks).
-            memory: ``[B, HW, C]`` encoder output (may come from another view than the queries).
-            memory_key_padding_mask: bool ``[B, HW]`` True at padded memory tokens, or None.
-            pos: ``[B, HW, C]`` positional encoding of the memory, or None.
-            query_pos: ``[B, Q, C]`` query positional embedding (learned object queries), or None.
+            memory: encoder output (may come from another view than the queries).
+            queries: ``[B, Q, C]`` object queries (learned ``query_embed``, plus region / patch features in
+                pretext tasks).
             self_attn_mask: ``[Q, Q]`` mask for query self-attention (bool True = not allowed, or additive
                 float), e.g. UP-DETR's block-diagonal patch-group mask; None = full attention.
+            class_embed, bbox_embed: unused (boxes are predicted absolutely).
 
         Returns:
-            hs ``[L, B, Q, C]``: each decoder layer's output after the shared final LayerNorm
-            (``L = num_decoder_layers``, or 1 when ``return_intermediate_dec=False``).
+            :class:`DecoderOutput` with ``hidden_states [L, B, Q, C]`` (each layer's output after the shared
+            final LayerNorm; ``L = 1`` when ``return_intermediate_dec=False``) and no references.
         """
-        out = tgt
+        out = torch.zeros_like(queries)
         intermediate = []
         for layer in self.decoder_layers:
             out = layer(
                 out,
-                memory,
-                memory_key_padding_mask=memory_key_padding_mask,
-                pos=pos,
-                query_pos=query_pos,
+                memory.memory,
+                memory_key_padding_mask=memory.padding_mask,
+                pos=memory.pos,
+                query_pos=queries,
                 self_attn_mask=self_attn_mask,
             )
             if self.return_intermediate_dec:
                 intermediate.append(self.decoder_norm(out))
         if not self.return_intermediate_dec:
-            return self.decoder_norm(out).unsqueeze(0)
-        return torch.stack(intermediate)
-
-    def forward(
-        self, src: torch.Tensor, mask: torch.Tensor, query_embed: torch.Tensor, pos: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """DETR forward: encode, then decode ``Q`` learned queries starting from ``tgt = 0``.
-
-        Args:
-            src: ``[B, C, H, W]``; mask: bool ``[B, H, W]``; pos: ``[B, C, H, W]``;
-            query_embed: ``[Q, C]`` learned object queries (used as ``query_pos``).
-
-        Returns:
-            hs ``[L, B, Q, C]`` and memory ``[B, HW, C]``.
-        """
-        memory, mask_flat, pos_flat = self.encode(src, mask, pos)
-        query_pos = query_embed.unsqueeze(0).expand(src.shape[0], -1, -1)
-        tgt = torch.zeros_like(query_pos)
-        hs = self.decode(tgt, memory, mask_flat, pos_flat, query_pos)
-        return hs, memory
+            return DecoderOutput(self.decoder_norm(out).unsqueeze(0))
+        return DecoderOutput(torch.stack(intermediate))

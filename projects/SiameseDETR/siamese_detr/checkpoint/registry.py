@@ -1,0 +1,73 @@
+"""Registry of converters from official checkpoint layouts to this project's key names.
+
+A converter takes the official state dict (already unwrapped from its ``model`` / ``state_dict`` key) and
+returns a :class:`ConversionResult`: the converted tensors, the source keys it could NOT map (the CLI
+refuses to write a checkpoint while any remain: weights are never dropped silently) and the keys it dropped
+on purpose (e.g. ``num_batches_tracked``, pretext-only heads), listed for the user.
+
+    @register_converter("detr")
+    def convert_detr(state_dict, input_format="BGR") -> ConversionResult: ...
+
+``tools/convert_checkpoint.py --format NAME`` looks converters up here.
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping
+
+import torch
+
+__all__ = ["ConversionResult", "as_state_dict", "available_converters", "get_converter", "register_converter"]
+
+
+@dataclass
+class ConversionResult:
+    converted: Dict[str, torch.Tensor]
+    unmapped: List[str] = field(default_factory=list)
+    dropped: List[str] = field(default_factory=list)
+
+
+Converter = Callable[..., ConversionResult]
+_CONVERTERS: Dict[str, Converter] = {}
+
+
+def register_converter(name: str):
+    """Decorator registering ``fn(state_dict: Mapping[str, Tensor], input_format="BGR") -> ConversionResult``."""
+
+    def wrap(fn: Converter) -> Converter:
+        if name in _CONVERTERS:
+            raise KeyError(f"converter {name!r} is registered twice")
+        _CONVERTERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def get_converter(name: str) -> Converter:
+    _load_builtin_converters()
+    if name not in _CONVERTERS:
+        raise KeyError(f"no converter {name!r}; available: {', '.join(available_converters())}")
+    return _CONVERTERS[name]
+
+
+def available_converters() -> List[str]:
+    _load_builtin_converters()
+    return sorted(_CONVERTERS)
+
+
+def _load_builtin_converters() -> None:
+    """Import the modules that register the project's converters (each registers itself on import)."""
+    import importlib
+    import pkgutil
+
+    package = __name__.rsplit(".", 1)[0]
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if info.name.startswith("official_"):
+            importlib.import_module(f"{package}.{info.name}")
+
+
+def as_state_dict(checkpoint: Mapping) -> Mapping[str, torch.Tensor]:
+    """The tensors of a loaded checkpoint: ``checkpoint["model"]`` / ``["state_dict"]`` or the dict itself."""
+    for key in ("model", "state_dict"):
+        if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(key), Mapping):
+            return checkpoint[key]
+    return checkpoint
