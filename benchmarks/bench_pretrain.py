@@ -16,7 +16,7 @@
    Inputs are real ``SiameseViewMapper`` outputs on the built-in ``synthetic_shapes_train`` (online
    EdgeBoxes, fixed seed), prepared before timing, so this section has no data wait. The forward pass
    is split with forward hooks (no change to the model): backbone call 1 (the 2B views) and call 2 (all
-   2·B·n crops), encoder (first to last encoder layer), decoder (first to last decoder layer), Hungarian
+   2·B·n crops), encoder (``transformer.encode``), decoder (``transformer.decode``), Hungarian
    matching (``criterion.matcher``, every decoder layer); "losses + heads" is the rest of the forward pass
    (criterion minus matching, box / class / f_sem heads, L_r, the SimSiam heads and L_g, RoIAlign,
    normalisation and padding). Backward (transformer and heads only: the backbone is frozen) and the
@@ -28,8 +28,8 @@
    gradients, AdamW state and allocator caches of a step, not the weights.
 
    The same hooks verify the two batching targets: per step the backbone is called exactly twice (views
-   ``[2B, 3, H, W]``, crops ``[2·B·n, 3, c, c]``: all crops of the batch in ONE call) and the first decoder
-   layer once with a batch of 2B (both Multi-View Cross-Attention directions in ONE decoder pass).
+   ``[2B, 3, H, W]``, crops ``[2·B·n, 3, c, c]``: all crops of the batch in ONE call) and the decoder
+   once with a batch of 2B (both Multi-View Cross-Attention directions in ONE decoder pass).
 
 2. **Data wait** — the demo's own training loader (``SiameseViewMapper``, batch 4, 2 workers; the demo's
    EdgeBoxes store if ``$DETECTRON2_DATASETS/proposals/synthetic_shapes_train.edgeboxes.proposals`` exists,
@@ -114,29 +114,31 @@ def build_training(cfg, device: str):
 
 # ------------------------------------------------------------------------------------------------ timing
 class StageTimer:
-    """Forward hooks timing the model's stages and counting backbone / decoder calls (see module doc)."""
+    """Hooks timing the model's stages and counting backbone / decoder calls (see module doc).
+
+    The encoder and decoder are timed by wrapping ``transformer.encode`` / ``transformer.decode`` (the
+    variant interface), so the same timer serves Vanilla, Conditional and Deformable DETR."""
 
     def __init__(self, model, device: str):
         self.cuda = device.startswith("cuda")
         self.times = defaultdict(float)
         self.calls = defaultdict(list)  # name -> input batch size of every call
         self._start = {}
-        t = model.transformer
-        self._span(model.backbone, model.backbone, "backbone")
-        self._span(t.encoder_layers[0], t.encoder_layers[-1], "encoder")
-        self._span(t.decoder_layers[0], t.decoder_layers[-1], "decoder")
-        self._span(model.criterion, model.criterion, "criterion")
-        self._span(model.criterion.matcher, model.criterion.matcher, "matching")
+        self._span(model.backbone, "backbone")
+        self._span(model.criterion, "criterion")
+        self._span(model.criterion.matcher, "matching")
+        self._wrap(model.transformer, "encode", "encoder", lambda args: args[0][0].shape[0])
+        self._wrap(model.transformer, "decode", "decoder", lambda args: args[0].memory.shape[0])
 
     def now(self) -> float:
         if self.cuda:
             torch.cuda.synchronize()
         return time.perf_counter()
 
-    def _span(self, first, last, name):
+    def _span(self, module, name):
         def pre(module, args):
             self._start[name] = self.now()
-            if name in ("backbone", "decoder"):
+            if name == "backbone":
                 self.calls[name].append(int(args[0].shape[0]))
 
         def post(module, args, output):
@@ -147,8 +149,20 @@ class StageTimer:
             else:
                 self.times[name] += elapsed
 
-        first.register_forward_pre_hook(pre)
-        last.register_forward_hook(post)
+        module.register_forward_pre_hook(pre)
+        module.register_forward_hook(post)
+
+    def _wrap(self, obj, method, name, batch_of):
+        original = getattr(obj, method)
+
+        def timed(*args, **kwargs):
+            self.calls[name].append(int(batch_of(args)))
+            start = self.now()
+            out = original(*args, **kwargs)
+            self.times[name] += self.now() - start
+            return out
+
+        setattr(obj, method, timed)
 
     def reset(self):
         self.times.clear()
@@ -326,7 +340,7 @@ def report(args, results, waits, timed: str, warmup: int) -> list:
         f"backbone). Peak memory: {memory}.", "",
         *stage_table(results), "",
         "Batching checks (forward hooks, every step): backbone called twice per step — views [2B] and all "
-        f"2·B·n crops in ONE call: {ok_crops}; first decoder layer called once per step with batch 2B "
+        f"2·B·n crops in ONE call: {ok_crops}; decoder called once per step with batch 2B "
         f"(both MVCA directions in ONE pass): {ok_decoder}.", "",
         *wait_lines(waits, results, args.device),
     ]

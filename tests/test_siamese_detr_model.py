@@ -7,7 +7,7 @@ import torch
 from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.modeling.backbone.resnet import BasicBlock
 from detectron2.utils.events import EventStorage
-from torchvision.ops import box_convert
+from torchvision.ops import box_convert, roi_align
 
 from siamese_detr.modeling import DetrTransformer, HungarianMatcher, PositionEmbeddingSine, SetCriterion
 from siamese_detr.modeling.meta_arch.siamese_detr import SiameseDETRPretrain
@@ -265,3 +265,32 @@ def test_a_few_steps_on_builtin_dataset_lower_the_loss(tmp_path, monkeypatch):
             optimizer.step()
             totals.append(loss.item())
     assert totals[-1] < totals[0], totals
+
+
+def test_region_queries_are_per_image():
+    """Every image of a batch decodes its OWN region queries (the official Deformable pretraining gave all
+    images the first image's): queries of row i = region_proj(z_i) repeated Q/n times + query_embed."""
+    model = tiny_model(num_queries=6, num_regions=3).train()
+    seen = {}
+    decode = model.transformer.decode
+
+    def capture(memory, queries, **kwargs):
+        seen["queries"] = queries.detach()
+        return decode(memory, queries, **kwargs)
+
+    model.transformer.decode = capture
+    batch = fake_batch(batch=2)
+    with EventStorage():
+        model(batch)
+    queries = seen["queries"]  # [2B, Q, D], view-major rows
+    assert queries.shape == (4, 6, 32)
+    assert not torch.allclose(queries[0], queries[1], atol=1e-3)  # image 0 vs image 1, view 1
+    # row 1 (image 1, view 1) rebuilt independently from image 1's query boxes alone
+    with torch.no_grad():
+        view = batch[1]["views"][0]
+        images = model.pad_images([view["image"]])
+        feats = model.backbone_features(images.tensor)[0]  # [1, C, H, W]
+        z = roi_align(feats, [view["query_boxes"].float()], 7, spatial_scale=1 / 32, sampling_ratio=-1,
+                      aligned=True).mean(dim=(2, 3))  # [n, C]
+        expected = model.region_proj(z).repeat_interleave(2, dim=0) + model.query_embed.weight
+    assert torch.allclose(queries[1], expected, atol=1e-5)
