@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from siamese_detr.data.dataset_checks import expected_paths
 from siamese_detr.engine import apply_checked_overrides
@@ -30,8 +31,19 @@ def test_there_are_configs_for_every_family():
     assert {"detr", "demo", "siamese_detr"} <= families
 
 
+@pytest.fixture
+def restore_dataset_catalog():
+    """Unregister the datasets a config registered (e.g. an ImageNet folder under this test's temporary
+    DETECTRON2_DATASETS), so the next config may register the same name under another root."""
+    before = set(DatasetCatalog.list())
+    yield
+    for name in set(DatasetCatalog.list()) - before:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
 @pytest.mark.parametrize("config_file", CONFIGS)
-def test_config_instantiates(config_file, tiny_edgeboxes_store):
+def test_config_instantiates(config_file, tiny_edgeboxes_store, restore_dataset_catalog):
     cfg = LazyConfig.load(str(ROOT / config_file))
     for key in ("model", "optimizer", "lr_multiplier", "train", "dataloader"):
         assert key in cfg, f"{config_file} has no '{key}'"
