@@ -153,3 +153,42 @@ def test_empty_weight_is_not_in_state_dict():
     crit = SetCriterion(5, HungarianMatcher(), eos_coef=0.2)
     assert "empty_weight" not in crit.state_dict()
     assert crit.empty_weight.tolist() == pytest.approx([1, 1, 1, 1, 1, 0.2])
+
+
+def test_encoder_outputs_use_binary_targets_and_enc_suffix():
+    """Two-stage "enc_outputs": matched against the targets with every label 0, losses suffixed ``_enc``,
+    weighted with the base key's weight."""
+    seen = []
+
+    class RecordingMatcher:
+        def __call__(self, outputs, targets):
+            seen.append([t["labels"].tolist() for t in targets])
+            return [(torch.tensor([0]), torch.tensor([0]))]
+
+    crit = SetCriterion(3, RecordingMatcher(), class_loss="focal")
+    enc_logits = torch.tensor([[[0.5, -1.0, 0.2], [-0.3, 0.1, 0.0]]])
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1]]])
+    outputs = {
+        "pred_logits": torch.zeros(1, 2, 3),
+        "pred_boxes": boxes,
+        "enc_outputs": {"pred_logits": enc_logits, "pred_boxes": boxes},
+    }
+    targets = [{"labels": torch.tensor([2]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
+    losses = crit(outputs, targets)
+    assert seen == [[[2]], [[0]]]  # final layer with the real label, then the encoder with label 0
+    assert targets[0]["labels"].tolist() == [2]  # the caller's targets are not modified
+    assert set(losses) == {"loss_ce", "loss_bbox", "loss_giou", "loss_ce_enc", "loss_bbox_enc", "loss_giou_enc"}
+
+    def focal(x, positive, alpha=0.25):
+        p = 1 / (1 + math.exp(-x))
+        p_t = p if positive else 1 - p
+        return -(alpha if positive else 1 - alpha) * (1 - p_t) ** 2 * math.log(p_t)
+
+    expected = sum(focal(float(enc_logits[0, q, k]), (q, k) == (0, 0)) for q in range(2) for k in range(3))
+    assert losses["loss_ce_enc"].item() == pytest.approx(expected, rel=1e-5)
+    assert losses["loss_bbox_enc"].item() == pytest.approx(0.0, abs=1e-7)
+
+    weighted = weight_losses(losses, {"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0})
+    assert weighted["loss_ce_enc"].item() == pytest.approx(2 * losses["loss_ce_enc"].item())
+    with pytest.raises(KeyError):
+        weight_losses({"loss_ce_encoder": torch.tensor(1.0)}, {"loss_ce": 1.0})

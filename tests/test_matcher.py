@@ -115,3 +115,48 @@ def test_degenerate_boxes_do_not_break_the_assignment():
     targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.0, 0.0]])}]
     rows, cols = HungarianMatcher()(outputs, targets)[0]
     assert len(rows) == 1 and cols.tolist() == [0]
+
+
+def _focal_pair_cost(logits, box, label, tgt_box, alpha=0.25, gamma=2.0, w=(2.0, 5.0, 2.0)):
+    """Official Conditional / Deformable DETR cost with the focal class term, in plain python."""
+    p = 1 / (1 + math.exp(-logits[label]))
+    pos = alpha * (1 - p) ** gamma * -math.log(p + 1e-8)
+    neg = (1 - alpha) * p ** gamma * -math.log(1 - p + 1e-8)
+    l1 = sum(abs(a - b) for a, b in zip(box, tgt_box))
+    return w[0] * (pos - neg) + w[1] * l1 - w[2] * _giou(box, tgt_box)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_focal_matching_is_optimal_against_brute_force(seed):
+    from siamese_detr.modeling import FocalHungarianMatcher
+
+    rng = random.Random(100 + seed)
+    num_classes, num_queries = 3, rng.randint(2, 6)
+    sizes = [rng.randint(1, min(4, num_queries)) for _ in range(2)]
+    logits = [[[rng.gauss(0, 2) for _ in range(num_classes)] for _ in range(num_queries)] for _ in sizes]
+    boxes = [_random_boxes(rng, num_queries) for _ in sizes]
+    targets_py = [([rng.randrange(num_classes) for _ in range(n)], _random_boxes(rng, n)) for n in sizes]
+    outputs = {"pred_logits": torch.tensor(logits), "pred_boxes": torch.tensor(boxes)}
+    targets = [{"labels": torch.tensor(lab), "boxes": torch.tensor(bx)} for lab, bx in targets_py]
+    indices = FocalHungarianMatcher()(outputs, targets)
+    for b, (n, (rows, cols)) in enumerate(zip(sizes, indices)):
+        labels, tgt_boxes = targets_py[b]
+        cost = [
+            [_focal_pair_cost(logits[b][q], boxes[b][q], labels[j], tgt_boxes[j]) for j in range(n)]
+            for q in range(num_queries)
+        ]
+        total = sum(cost[q][j] for q, j in zip(rows.tolist(), cols.tolist()))
+        assert sorted(cols.tolist()) == list(range(n))
+        assert total == pytest.approx(_brute_force_min(cost, num_queries, n), abs=1e-5)
+
+
+def test_focal_class_cost_by_hand():
+    from siamese_detr.modeling import FocalHungarianMatcher
+
+    m = FocalHungarianMatcher(alpha=0.25, gamma=2.0)
+    cost = m.class_cost(torch.tensor([[0.0, 2.0]], dtype=torch.float64), torch.tensor([1, 0]))
+    p1, p0 = 1 / (1 + math.exp(-2.0)), 0.5
+    expected = [
+        0.25 * (1 - p) ** 2 * -math.log(p + 1e-8) - 0.75 * p ** 2 * -math.log(1 - p + 1e-8) for p in (p1, p0)
+    ]
+    assert cost.tolist()[0] == pytest.approx(expected, rel=1e-12)

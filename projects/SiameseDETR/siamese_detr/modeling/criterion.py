@@ -1,12 +1,17 @@
 """Set prediction losses of DETR (§3.1, Eq. 2) after Hungarian matching, with auxiliary decoder-layer losses.
 
 The criterion returns UNWEIGHTED losses; the meta-architecture multiplies them by its ``weight_dict`` through
-:func:`weight_losses`, which resolves the weight of an auxiliary copy ``loss_x_{i}`` from the base key
-``loss_x`` at run time, so a config's ``weight_dict`` stays correct whatever the number of decoder layers.
+:func:`weight_losses`, which resolves the weight of an auxiliary copy ``loss_x_{i}`` (decoder layer ``i``) or
+``loss_x_enc`` (two-stage encoder proposals) from the base key ``loss_x`` at run time, so a config's
+``weight_dict`` stays correct whatever the number of decoder layers.
+
+Two classification losses: DETR's softmax cross-entropy over ``K + 1`` classes (``class_loss="ce"``) and the
+sigmoid focal loss over ``K`` classes of Conditional / Deformable DETR (``class_loss="focal"``).
 """
 
+import math
 import re
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -15,18 +20,20 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import box_convert, generalized_box_iou
 
-__all__ = ["SetCriterion", "weight_losses"]
+__all__ = ["SetCriterion", "sigmoid_focal_loss", "weight_losses"]
 
 Indices = List[Tuple[torch.Tensor, torch.Tensor]]
-_AUX_SUFFIX = re.compile(r"^(?P<base>.+)_(?P<layer>\d+)$")
+_AUX_SUFFIX = re.compile(r"^(?P<base>.+)_(?P<layer>\d+|enc)$")
+_FOCAL_PRIOR = 0.01  # prior foreground probability of the focal class head (RetinaNet §4.1; official init)
 
 
 def weight_losses(losses: Dict[str, torch.Tensor], weight_dict: Dict[str, float]) -> Dict[str, torch.Tensor]:
     """Multiply every loss by its weight.
 
     The weight of ``name`` is ``weight_dict[name]`` if present, else ``weight_dict[base]`` for an auxiliary
-    copy ``name = base + "_" + digits``. A loss with neither raises ``KeyError`` (a config error must not
-    make a loss silently disappear or count with weight 1).
+    copy ``name = base + "_" + digits`` or an encoder-proposal copy ``name = base + "_enc"``. A loss with
+    neither raises ``KeyError`` (a config error must not make a loss silently disappear or count with
+    weight 1).
     """
     weighted = {}
     for name, value in losses.items():
@@ -43,26 +50,55 @@ def weight_losses(losses: Dict[str, torch.Tensor], weight_dict: Dict[str, float]
     return weighted
 
 
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, num_boxes: float, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
+    """Focal loss (Lin et al. 2017, Eq. 5) of ``[B, Q, K]`` logits against 0/1 targets of the same shape,
+    reduced as the official Conditional / Deformable DETR ``sigmoid_focal_loss``: mean over queries, sum over
+    batch and classes, divided by ``num_boxes``.
+
+    ``FL = alpha_t * (1 - p_t)^gamma * BCE(logit, target)`` with ``p_t = p`` for positives and ``1 - p`` for
+    negatives, ``alpha_t = alpha`` / ``1 - alpha`` (``alpha < 0`` disables the weighting).
+    """
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss.mean(1).sum() / num_boxes
+
+
 class SetCriterion(nn.Module):
     """Hungarian-matched DETR losses (DETR Eq. 2 and Eq. 3 / §3.1 "Bounding box loss").
 
-    * ``"class"`` -> ``loss_ce``: softmax cross-entropy over ``K+1`` classes for every query, unmatched
-      queries target the no-object class ``K`` whose weight is ``eos_coef`` (weighted mean over queries).
+    * ``"class"`` -> ``loss_ce``: with ``class_loss="ce"``, softmax cross-entropy over ``K+1`` classes for
+      every query, unmatched queries target the no-object class ``K`` whose weight is ``eos_coef`` (weighted
+      mean over queries); with ``class_loss="focal"``, the sigmoid focal loss over ``K`` one-hot channels
+      (unmatched queries: all zeros) as the official Conditional / Deformable DETR ``loss_labels``:
+      :func:`sigmoid_focal_loss` times the number of queries (i.e. the sum over queries and classes divided
+      by ``num_boxes``).
     * ``"boxes"`` -> ``loss_bbox``: L1 between matched cxcywh boxes, summed and divided by ``num_boxes``;
       ``loss_giou``: ``sum(1 - GIoU)`` over matched pairs divided by ``num_boxes``.
 
     ``num_boxes`` is the number of target boxes averaged over processes (``detectron2.utils.comm``),
     clamped to at least 1. Every entry of ``outputs["aux_outputs"]`` (decoder layer ``i``) gets its own
-    matching and copies of the losses suffixed ``_{i}``.
+    matching and copies of the losses suffixed ``_{i}``. ``outputs["enc_outputs"]`` (two-stage Deformable
+    DETR's encoder proposals) is matched against the targets with every label set to 0 (class-agnostic, as
+    the official ``bin_targets``) and gives losses suffixed ``_enc``.
 
     Extension: subclasses register more loss functions in ``self.loss_map`` (name -> callable with signature
     ``(outputs, targets, indices, num_boxes) -> dict``) and list the name in ``losses``.
 
     Args:
-        num_classes: ``K`` foreground classes (logits have ``K+1`` channels, the last one is no-object).
-        matcher: callable ``(outputs, targets) -> indices`` (e.g. :class:`HungarianMatcher`).
-        eos_coef: relative classification weight of the no-object class.
+        num_classes: ``K`` foreground classes (logits have :attr:`num_class_logits` channels: ``K+1`` with the
+            last one no-object for "ce", ``K`` for "focal").
+        matcher: callable ``(outputs, targets) -> indices`` (:class:`HungarianMatcher`; use
+            :class:`FocalHungarianMatcher` with the focal loss).
+        eos_coef: relative classification weight of the no-object class ("ce" only).
         losses: names of loss functions in ``loss_map`` to compute.
+        class_loss: "ce" (DETR) or "focal" (Conditional / Deformable DETR).
+        focal_alpha, focal_gamma: focal loss parameters (official 0.25 and 2).
     """
 
     def __init__(
@@ -71,8 +107,16 @@ class SetCriterion(nn.Module):
         matcher: nn.Module,
         eos_coef: float = 0.1,
         losses: Sequence[str] = ("class", "boxes"),
+        class_loss: str = "ce",
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
     ):
         super().__init__()
+        if class_loss not in ("ce", "focal"):
+            raise ValueError(f"class_loss must be 'ce' or 'focal', got {class_loss!r}")
+        self.class_loss = class_loss
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
         self.num_classes = num_classes
         self.matcher = matcher
         self.eos_coef = eos_coef
@@ -87,13 +131,16 @@ class SetCriterion(nn.Module):
 
     @property
     def num_class_logits(self) -> int:
-        """Width of the class head: ``K + 1`` (last = no-object) for softmax cross-entropy."""
-        return self.num_classes + 1
+        """Width of the class head: ``K + 1`` (last = no-object) for softmax cross-entropy, ``K`` for focal."""
+        return self.num_classes + 1 if self.class_loss == "ce" else self.num_classes
 
     @property
-    def initial_class_bias(self):
-        """Initial bias of the class head (a prior probability for focal loss), or None to keep the default."""
-        return None
+    def initial_class_bias(self) -> Optional[float]:
+        """Initial bias of the class head: ``-log((1 - 0.01) / 0.01)`` for the focal loss (prior probability
+        0.01, official Conditional / Deformable DETR), None (keep the default) for cross-entropy."""
+        if self.class_loss == "ce":
+            return None
+        return -math.log((1 - _FOCAL_PRIOR) / _FOCAL_PRIOR)
 
     # ----------------------------------------------------------------------------------------------- helpers
     @staticmethod
@@ -118,7 +165,10 @@ class SetCriterion(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ losses
     def loss_labels(self, outputs, targets, indices, num_boxes) -> Dict[str, torch.Tensor]:
-        """``loss_ce``: weighted softmax CE; ``pred_logits [B, Q, K+1]``, ``labels`` in ``[0, K)``."""
+        """``loss_ce``: weighted softmax CE (``pred_logits [B, Q, K+1]``) or focal loss (``[B, Q, K]``);
+        ``labels`` in ``[0, K)``."""
+        if self.class_loss == "focal":
+            return self.loss_labels_focal(outputs, targets, indices, num_boxes)
         logits = outputs["pred_logits"]
         target_classes = torch.full(
             logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
@@ -129,6 +179,18 @@ class SetCriterion(nn.Module):
         weight = self.empty_weight.to(logits)
         loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight=weight)
         return {"loss_ce": loss_ce}
+
+    def loss_labels_focal(self, outputs, targets, indices, num_boxes) -> Dict[str, torch.Tensor]:
+        """``loss_ce`` = :func:`sigmoid_focal_loss` of ``pred_logits [B, Q, K]`` against one-hot matched labels,
+        times ``Q`` (official ``loss_labels`` of Conditional / Deformable DETR)."""
+        logits = outputs["pred_logits"]
+        onehot = torch.zeros_like(logits)
+        if sum(len(j) for _, j in indices) > 0:
+            batch_idx, query_idx = (i.to(logits.device) for i in self.matched_query_index(indices))
+            labels = self.matched_targets(targets, indices, "labels").to(logits.device)
+            onehot[batch_idx, query_idx, labels] = 1.0
+        loss = sigmoid_focal_loss(logits, onehot, num_boxes, alpha=self.focal_alpha, gamma=self.focal_gamma)
+        return {"loss_ce": loss * logits.shape[1]}
 
     def loss_boxes(self, outputs, targets, indices, num_boxes) -> Dict[str, torch.Tensor]:
         """``loss_bbox`` (L1, cxcywh normalised) and ``loss_giou`` (1 - GIoU, xyxy), sums / ``num_boxes``."""
@@ -155,21 +217,22 @@ class SetCriterion(nn.Module):
     def forward(self, outputs, targets, return_indices: bool = False):
         """
         Args:
-            outputs: ``{"pred_logits": [B, Q, K+1], "pred_boxes": [B, Q, 4] cxcywh normalised,
-                "aux_outputs" (optional): list of dicts with the same keys, one per earlier decoder layer}``
-                (extra keys are passed through to loss functions).
+            outputs: ``{"pred_logits": [B, Q, K'], "pred_boxes": [B, Q, 4] cxcywh normalised,
+                "aux_outputs" (optional): list of dicts with the same keys, one per earlier decoder layer,
+                "enc_outputs" (optional, two-stage): a dict with the same keys for the encoder proposals}``
+                (``K' = num_class_logits``; extra keys are passed through to loss functions).
             targets: B dicts ``{"labels": Long[N_b], "boxes": [N_b, 4] cxcywh normalised}``.
             return_indices: also return the matchings.
 
         Returns:
-            losses dict (``loss_ce``, ``loss_bbox``, ``loss_giou`` and ``*_{i}`` for aux layer ``i``); with
-            ``return_indices`` also a list of matchings where ``indices[i]`` is aux layer ``i`` and
-            ``indices[-1]`` the final layer.
+            losses dict (``loss_ce``, ``loss_bbox``, ``loss_giou``, ``*_{i}`` for aux layer ``i`` and ``*_enc``
+            for the encoder proposals); with ``return_indices`` also a list of matchings where ``indices[i]``
+            is aux layer ``i`` and ``indices[-1]`` the final layer (the encoder matching is not returned).
         """
         device = outputs["pred_logits"].device
         num_boxes = self.get_num_boxes(targets, device)
         aux_outputs = outputs.get("aux_outputs", [])
-        final = {k: v for k, v in outputs.items() if k != "aux_outputs"}
+        final = {k: v for k, v in outputs.items() if k not in ("aux_outputs", "enc_outputs")}
 
         all_indices = []
         losses = {}
@@ -182,6 +245,13 @@ class SetCriterion(nn.Module):
         indices = self.matcher(final, targets)
         all_indices.append(indices)
         losses.update(self.compute_losses(final, targets, indices, num_boxes))
+        if "enc_outputs" in outputs:
+            enc = outputs["enc_outputs"]
+            bin_targets = [dict(t, labels=torch.zeros_like(t["labels"])) for t in targets]
+            enc_indices = self.matcher(enc, bin_targets)
+            losses.update(
+                {f"{k}_enc": v for k, v in self.compute_losses(enc, bin_targets, enc_indices, num_boxes).items()}
+            )
         if return_indices:
             return losses, all_indices
         return losses

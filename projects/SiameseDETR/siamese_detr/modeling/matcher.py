@@ -7,7 +7,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou
 
-__all__ = ["HungarianMatcher"]
+__all__ = ["HungarianMatcher", "FocalHungarianMatcher"]
 
 
 class HungarianMatcher(nn.Module):
@@ -79,3 +79,37 @@ class HungarianMatcher(nn.Module):
                 (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
             )
         return indices
+
+
+class FocalHungarianMatcher(HungarianMatcher):
+    """:class:`HungarianMatcher` with the focal-loss class cost of Conditional / Deformable DETR (official
+    ``models/matcher.py`` of Atten4Vis/ConditionalDETR and fundamentalvision/Deformable-DETR).
+
+    With ``p = sigmoid(logit)`` of the target's class (logits ``[N_pred, K]``, no no-object column)::
+
+        cost_pos = alpha * (1 - p)^gamma * -log(p + 1e-8)
+        cost_neg = (1 - alpha) * p^gamma * -log(1 - p + 1e-8)
+        C_class[i, j] = cost_pos - cost_neg
+
+    i.e. the focal loss of calling query ``i`` positive for class ``c_j`` minus that of calling it negative.
+    Official defaults: ``cost_class=2, cost_bbox=5, cost_giou=2, alpha=0.25, gamma=2``.
+    """
+
+    def __init__(
+        self,
+        cost_class: float = 2.0,
+        cost_bbox: float = 5.0,
+        cost_giou: float = 2.0,
+        alpha: float = 0.25,
+        gamma: float = 2.0,
+    ):
+        super().__init__(cost_class=cost_class, cost_bbox=cost_bbox, cost_giou=cost_giou)
+        self.alpha = alpha
+        self.gamma = gamma
+
+    def class_cost(self, pred_logits: torch.Tensor, tgt_ids: torch.Tensor) -> torch.Tensor:
+        """``pred_logits [N_pred, K]``, ``tgt_ids Long[N_tgt]`` -> ``[N_pred, N_tgt]`` focal cost above."""
+        prob = pred_logits.sigmoid()[:, tgt_ids]
+        pos = self.alpha * (1 - prob) ** self.gamma * -(prob + 1e-8).log()
+        neg = (1 - self.alpha) * prob ** self.gamma * -(1 - prob + 1e-8).log()
+        return pos - neg

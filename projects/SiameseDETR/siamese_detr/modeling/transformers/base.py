@@ -36,7 +36,7 @@ __all__ = ["EncoderMemory", "DecoderOutput", "flatten_levels", "inverse_sigmoid"
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
     """``log(x / (1 - x))`` with ``x`` clamped to ``[0, 1]`` and both terms to ``>= eps``
-    (Deformable DETR uses ``eps=1e-5``, Conditional DETR ``1e-3``)."""
+    (the official Deformable DETR and Conditional DETR both use ``eps=1e-5``)."""
     x = x.clamp(min=0, max=1)
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 

@@ -1,0 +1,18 @@
+"""Conditional DETR R50 finetuning on PASCAL VOC 07+12 trainval -> 07 test, 40/50 epochs, batch 32, 100 queries.
+
+Zx55/SiameseDETR ``downstream_finetune/conditionaldetr/train_voc.sh``: ``--dataset_file voc --epochs 50
+--lr_drop 40 --lr 1e-4 --lr_backbone 5e-5 --num_queries 100``; 20 sigmoid classes (its ``build``:
+``num_classes = 20`` for VOC); optimiser as ``conditional_detr_r50_coco_50ep.py``.
+"""
+from ..common.data.detr_voc import dataloader
+from ..common.schedules import NUM_IMAGES, step_schedule
+from .conditional_detr_r50_coco_50ep import model, optimizer, train
+
+BATCH_SIZE = 32
+dataloader.train.total_batch_size = BATCH_SIZE
+lr_multiplier, train.max_iter = step_schedule(50, (40,), NUM_IMAGES["voc_2007_2012_trainval"], BATCH_SIZE)
+
+model.num_classes = 20
+train.output_dir = "./output/conditional_detr_r50_voc_50ep"
+train.checkpointer.period = 5000
+train.eval_period = 5000
