@@ -80,7 +80,7 @@ def test_two_process_cpu_training_via_num_gpus(tmp_path, tiny_synthetic_shapes):
     # the subprocess generates the default-size built-in dataset under this test's own root
     argv = [sys.executable, str(ROOT / "tools" / "lazyconfig_train_net.py"), "--num-gpus", "2",
             "--config-file", str(ROOT / "configs/demo/detr_demo.py"), *TINY,
-            "train.max_iter=2", "train.eval_period=0",
+            "train.max_iter=2", "train.eval_period=2",
             f"train.output_dir={tmp_path / 'out'}"]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -58,5 +58,5 @@ lr_multiplier = step_schedule_iters(train.max_iter, [100])  # x0.1 after 2/3, as
 train.output_dir = "./output/demo/siamese_detr_pretrain"
 train.checkpointer.period = 50
 train.log_period = 10
-train.eval_period = 0
+train.eval_period = train.max_iter  # evaluate the pretrained model (learned queries alone) once, at the end
 train.seed = 0

@@ -46,9 +46,9 @@ class DeformableEncoderLayer(nn.Module):
     """Deformable self-attention + FFN, post-norm (official ``DeformableTransformerEncoderLayer``)."""
 
     def __init__(self, d_model=256, d_ffn=1024, dropout=0.1, activation="relu", n_levels=4, n_heads=8,
-                 n_points=4):
+                 n_points=4, use_compiled=True):
         super().__init__()
-        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, use_compiled=use_compiled)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
@@ -71,9 +71,9 @@ class DeformableDecoderLayer(nn.Module):
     ``DeformableTransformerDecoderLayer``: ``norm2`` after self-attention, ``norm1`` after cross-attention)."""
 
     def __init__(self, d_model=256, d_ffn=1024, dropout=0.1, activation="relu", n_levels=4, n_heads=8,
-                 n_points=4):
+                 n_points=4, use_compiled=True):
         super().__init__()
-        self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, use_compiled=use_compiled)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
@@ -150,6 +150,8 @@ class DeformableDetrTransformer(nn.Module):
             reference; heads not shared).
         two_stage: encoder proposals give the decoder's reference boxes and queries (no learned queries).
         two_stage_num_proposals: top-k proposals kept (the official code uses ``num_queries``).
+        use_compiled_op: use the official compiled CUDA kernel when importable and on CUDA (see
+            :mod:`siamese_detr.modeling.ops.ms_deform_attn`); False forces the PyTorch ``grid_sample`` path.
     """
 
     def __init__(
@@ -167,6 +169,7 @@ class DeformableDetrTransformer(nn.Module):
         with_box_refine: bool = False,
         two_stage: bool = False,
         two_stage_num_proposals: int = 300,
+        use_compiled_op: bool = True,
     ):
         super().__init__()
         self.d_model = d_model
@@ -182,9 +185,9 @@ class DeformableDetrTransformer(nn.Module):
         self.learned_queries = not two_stage
 
         enc_layer = DeformableEncoderLayer(d_model, dim_feedforward, dropout, activation, num_feature_levels,
-                                           nhead, enc_n_points)
+                                           nhead, enc_n_points, use_compiled_op)
         dec_layer = DeformableDecoderLayer(d_model, dim_feedforward, dropout, activation, num_feature_levels,
-                                           nhead, dec_n_points)
+                                           nhead, dec_n_points, use_compiled_op)
         self.encoder = _LayerStack(enc_layer, num_encoder_layers)
         self.decoder = _LayerStack(dec_layer, num_decoder_layers)
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))

@@ -1,0 +1,213 @@
+#!/usr/bin/env python
+"""Cost of one DETR finetuning step for every transformer variant (Vanilla, Conditional, Deformable DETR).
+
+    python benchmarks/bench_finetune.py [--quick] [--sizes demo r50] [--batch-size 2] [--device cpu|cuda]
+        [--no-append]
+
+For each variant and model size, one training step (forward, backward, AdamW step with the config's
+gradient clipping) on real ``DetrDatasetMapper`` outputs of the built-in ``synthetic_shapes_train``
+(prepared before timing): seconds per iteration (mean over the timed steps after one warm-up) and peak
+memory. ``demo`` = the variant's ``configs/demo/*_demo.py``; ``r50`` = the variant's COCO config
+(ResNet-50 backbone, full transformer), both with the built-in dataset's 8 classes and the training
+augmentation replaced by one deterministic resize: short side 224 for ``demo``, ``--r50-short-side``
+(default 480) for ``r50``, so every variant times the same inputs.
+
+Peak memory: CUDA — ``torch.cuda.max_memory_allocated``; CPU — each row runs in a FRESH process and reports
+the growth of ``ru_maxrss`` from "model built, inputs ready" to "after the steps".
+
+**Deformable attention, PyTorch vs compiled**: when the official ``MultiScaleDeformableAttention`` extension
+is importable and the device is CUDA, the Deformable rows are measured twice (``grid_sample`` path forced,
+and the compiled path); otherwise the table says that only the PyTorch path exists here.
+
+Results are printed and appended to ``benchmarks/RESULTS.md``.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from machine_info import describe_machine  # benchmarks/ is on sys.path when run as a script
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+VARIANTS = {
+    # variant: (demo config, R50 config)
+    "vanilla": ("configs/demo/detr_demo.py", "configs/detr/detr_r50_coco_150ep.py"),
+    "conditional": ("configs/demo/conditional_detr_demo.py", "configs/detr/conditional_detr_r50_coco_50ep.py"),
+    "deformable-ss": (None, "configs/detr/deformable_detr_ss_r50_coco_50ep.py"),
+    "deformable-ms": ("configs/demo/deformable_detr_demo.py", "configs/detr/deformable_detr_r50_coco_50ep.py"),
+}
+
+
+def load_config(variant: str, size: str, r50_short_side: int):
+    from detectron2.config import LazyConfig
+
+    from siamese_detr.data.datasets import SYNTHETIC_SHAPES_CLASSES
+
+    from detectron2.config import LazyCall as L
+    from detectron2.data import transforms as T
+
+    path = VARIANTS[variant][0 if size == "demo" else 1]
+    cfg = LazyConfig.load(str(ROOT / path))
+    cfg.model.num_classes = len(SYNTHETIC_SHAPES_CLASSES)
+    cfg.dataloader.train.dataset.names = "synthetic_shapes_train"
+    # one deterministic resize (no flip / crop / multi-scale): every variant times the same inputs
+    short = 224 if size == "demo" else r50_short_side
+    cfg.dataloader.train.mapper.augmentation = [
+        L(T.ResizeShortestEdge)(short_edge_length=short, max_size=int(short * 5 / 3))
+    ]
+    cfg.dataloader.train.mapper.augmentation_with_crop = None
+    return cfg, path
+
+
+def prepare_batches(cfg, batch_size: int, count: int):
+    from detectron2.config import instantiate
+    from detectron2.data import DatasetCatalog
+
+    import siamese_detr.data  # noqa: F401  (registers the built-in dataset)
+
+    mapper = instantiate(cfg.dataloader.train.mapper)
+    dicts = DatasetCatalog.get("synthetic_shapes_train")
+    samples, i = [], 0
+    while len(samples) < batch_size * count:
+        out = mapper(dict(dicts[i % len(dicts)]))
+        i += 1
+        if out is not None:
+            samples.append(out)
+    return [samples[b * batch_size:(b + 1) * batch_size] for b in range(count)]
+
+
+def run_row(variant: str, size: str, batch_size: int, iters: int, device: str, force_pytorch: bool,
+            r50_short_side: int) -> dict:
+    """One (variant, size) measurement; meant to run in a fresh process (peak RSS)."""
+    from detectron2.config import instantiate
+    from detectron2.utils.events import EventStorage
+
+    from siamese_detr.engine import add_gradient_clipping
+    from siamese_detr.modeling.ops import ms_deform_attn
+
+    cfg, path = load_config(variant, size, r50_short_side)
+    if force_pytorch and variant.startswith("deformable"):
+        cfg.model.transformer.use_compiled_op = False
+    batches = prepare_batches(cfg, batch_size, iters + 1)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).to(device).train()
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    clip = cfg.train.get("clip_grad", None)
+    if clip is not None:
+        add_gradient_clipping(optimizer, clip.max_norm, clip.get("norm_type", 2.0))
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    total = 0.0
+    with EventStorage():
+        for i, batch in enumerate(batches):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+                if i == 1:
+                    torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            loss = sum(model(batch).values())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i > 0:  # the first step is the warm-up
+                total += time.perf_counter() - t0
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    sizes = sorted({tuple(x["image"].shape[-2:]) for b in batches for x in b})
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "variant": variant, "size": size, "config": path, "batch": batch_size, "seconds": total / iters,
+        "peak_mb": peak, "trainable_m": trainable / 1e6, "image_px": [min(min(s) for s in sizes),
+                                                                   max(max(s) for s in sizes)],
+        "attention": "pytorch" if (force_pytorch or not ms_deform_attn.compiled_op_available()
+                                   or not device.startswith("cuda")) else "compiled",
+    }
+
+
+def run_in_subprocess(*row) -> dict:
+    cmd = [sys.executable, __file__, "--child", json.dumps(list(row))]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def report(args, rows, compiled_note: str) -> list:
+    command = "python benchmarks/bench_finetune.py " + " ".join(sys.argv[1:])
+    memory = "cuda max_memory_allocated" if args.device.startswith("cuda") else \
+        "ru_maxrss growth in a fresh process per row (activations, grads, AdamW state; not the weights)"
+    vanilla = {r["size"]: r["seconds"] for r in rows if r["variant"] == "vanilla"}
+    lines = [
+        "", f"## bench_finetune.py ({describe_machine()})", "",
+        f"Command: `{command.strip()}` (device {args.device}, batch {args.batch_size}, {args.iters} timed "
+        f"steps after 1 warm-up). One finetuning step (forward, backward, AdamW + clip) on the built-in "
+        f"synthetic_shapes_train; `demo` = the variant's demo config, `r50` = its COCO config (R50) with the "
+        f"images resized to short side {args.r50_short_side}. Peak memory: {memory}.", "",
+        "| variant | size | config | image px | deformable attention | s/it | vs vanilla | peak MiB "
+        "| trainable M |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = r["seconds"] / vanilla[r["size"]] if r["size"] in vanilla else float("nan")
+        attention = r["attention"] if r["variant"].startswith("deformable") else "-"
+        lines.append(
+            f"| {r['variant']} | {r['size']} | `{r['config']}` | {r['image_px'][0]}-{r['image_px'][1]} "
+            f"| {attention} | {r['seconds']:.3f} | {ratio:.2f}x | {r['peak_mb']:.0f} | {r['trainable_m']:.2f} |"
+        )
+    return lines + ["", compiled_note]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 timed steps instead of 5")
+    parser.add_argument("--sizes", nargs="+", default=["demo", "r50"], choices=["demo", "r50"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--r50-short-side", type=int, default=480)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_row(*json.loads(args.child))))
+        return
+    args.iters = 2 if args.quick else 5
+
+    from siamese_detr.modeling.ops.ms_deform_attn import compiled_op_available
+
+    both_paths = compiled_op_available() and args.device.startswith("cuda")
+    compiled_note = (
+        "Deformable rows are measured with the PyTorch (grid_sample) path and with the official compiled "
+        "MultiScaleDeformableAttention extension." if both_paths else
+        "The official compiled MultiScaleDeformableAttention extension is not importable here (or the device "
+        "is not CUDA): the Deformable rows use the PyTorch grid_sample path only."
+    )
+    rows = []
+    for size in args.sizes:
+        for variant in args.variants:
+            if VARIANTS[variant][0 if size == "demo" else 1] is None:
+                continue
+            paths = [True, False] if variant.startswith("deformable") and both_paths else [True]
+            for force_pytorch in paths:
+                r = run_in_subprocess(variant, size, args.batch_size, args.iters, args.device, force_pytorch,
+                                      args.r50_short_side)
+                rows.append(r)
+                print(f"{variant} {size}: {r['seconds']:.3f} s/it, peak {r['peak_mb']:.0f} MiB, "
+                      f"{r['trainable_m']:.2f} M trainable ({r['attention']} attention)", flush=True)
+    lines = report(args, rows, compiled_note)
+    print("\n".join(lines))
+    if not args.no_append:
+        with open(RESULTS, "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
