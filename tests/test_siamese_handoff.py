@@ -2,6 +2,7 @@
 checkpointer with no conversion; exact lists of loaded / skipped (shape mismatch) / unused keys."""
 import os
 
+import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
@@ -78,3 +79,50 @@ def test_r50_pretrain_and_finetune_configs_agree_on_shapes():
     assert sorted(k for k in fine_sd if k not in pre_sd) == []
     unused_prefixes = {k.split(".")[0] for k in pre_sd if k not in fine_sd}
     assert unused_prefixes == {"sem_embed", "region_proj", "projector", "predictor"}
+
+
+# (pretraining config, finetuning config) of every transformer variant, R50 and demo
+VARIANT_PAIRS = [
+    ("siamese_detr/siamese_detr_r50_imagenet_60ep.py", "detr/detr_r50_voc_50ep.py"),
+    ("demo/siamese_detr_pretrain_demo.py", "demo/detr_demo.py"),
+    ("siamese_detr/siamese_detr_conditional_r50_imagenet_60ep.py", "detr/conditional_detr_r50_coco_50ep.py"),
+    ("siamese_detr/siamese_detr_conditional_r50_imagenet_300q_60ep.py",
+     "detr/conditional_detr_r50_coco_300q_50ep.py"),
+    ("siamese_detr/siamese_detr_conditional_r50_coco_60ep.py", "detr/conditional_detr_r50_voc_50ep.py"),
+    ("demo/siamese_detr_conditional_pretrain_demo.py", "demo/conditional_detr_demo.py"),
+    ("siamese_detr/siamese_detr_deformable_ss_r50_imagenet_60ep.py", "detr/deformable_detr_ss_r50_coco_50ep.py"),
+    ("siamese_detr/siamese_detr_deformable_ms_r50_imagenet_60ep.py", "detr/deformable_detr_r50_voc_50ep.py"),
+    ("demo/siamese_detr_deformable_pretrain_demo.py", "demo/deformable_detr_demo.py"),
+]
+
+
+def _tiny_config(path):
+    cfg = LazyConfig.load(os.path.join(CONFIGS, path))
+    cfg.model.backbone.stages.depth = 18
+    cfg.model.transformer.num_encoder_layers = 1
+    cfg.model.transformer.num_decoder_layers = 2
+    cfg.model.transformer.dim_feedforward = 64
+    return cfg
+
+
+@pytest.mark.parametrize("pretrain, finetune", VARIANT_PAIRS)
+def test_every_variant_hands_off_with_init_checkpoint(pretrain, finetune, tmp_path):
+    """Only the class head of every decoder layer is skipped (objectness vs K classes); everything else the
+    finetune model has loads unchanged, and exactly the pretext heads are unused."""
+    torch.manual_seed(0)
+    pre, fine = instantiate(_tiny_config(pretrain).model), instantiate(_tiny_config(finetune).model)
+    assert type(pre.transformer) is type(fine.transformer)
+    DetectionCheckpointer(pre, save_dir=str(tmp_path)).save("model_final")
+    checkpointer = DetectionCheckpointer(fine)
+    incompatible = checkpointer._load_model(checkpointer._load_file(str(tmp_path / "model_final.pth")))
+    class_keys = sorted(f"class_embed.{i}.{k}" for i in range(len(fine.class_embed)) for k in ("bias", "weight"))
+    assert sorted(k for k, *_ in incompatible.incorrect_shapes) == class_keys
+    assert sorted(incompatible.missing_keys) == class_keys
+    assert {k.split(".")[0] for k in incompatible.unexpected_keys} == {
+        "sem_embed", "region_proj", "projector", "predictor"
+    }
+    source = pre.state_dict()
+    loaded = [k for k in fine.state_dict() if k not in class_keys]
+    assert {k.split(".")[0] for k in loaded} == {"backbone", "input_proj", "transformer", "query_embed", "bbox_embed"}
+    for key in loaded:
+        assert torch.equal(fine.state_dict()[key], source[key]), key
