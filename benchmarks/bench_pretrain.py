@@ -5,7 +5,9 @@
         [--device cpu|cuda] [--no-append]
 
 1. **Stages** — seconds per iteration and peak memory of one training step (forward, backward, AdamW step
-   with the config's gradient clipping) for batch sizes 1/2/4 of two model sizes:
+   with the config's gradient clipping) for batch sizes 1/2/4 of two model sizes, each for every transformer
+   variant (``demo`` / ``r50`` are Vanilla DETR; ``-conditional``, ``-deformable-ss`` (C5) and
+   ``-deformable-ms`` (C3-C5 + a stride-64 level) use the variant's pretraining config of the same size):
 
    * ``demo``: ``configs/demo/siamese_detr_pretrain_demo.py`` as is (ResNet-18, d_model 128, 2+2 layers,
      20 queries, 5 regions, 32 px crops, views of short side 128-160, max 224);
@@ -56,7 +58,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 CONFIGS = {
     "demo": ROOT / "configs/demo/siamese_detr_pretrain_demo.py",
+    "demo-conditional": ROOT / "configs/demo/siamese_detr_conditional_pretrain_demo.py",
+    "demo-deformable-ms": ROOT / "configs/demo/siamese_detr_deformable_pretrain_demo.py",
     "r50": ROOT / "configs/siamese_detr/siamese_detr_r50_imagenet_60ep.py",
+    "r50-conditional": ROOT / "configs/siamese_detr/siamese_detr_conditional_r50_imagenet_60ep.py",
+    "r50-deformable-ss": ROOT / "configs/siamese_detr/siamese_detr_deformable_ss_r50_imagenet_60ep.py",
+    "r50-deformable-ms": ROOT / "configs/siamese_detr/siamese_detr_deformable_ms_r50_imagenet_60ep.py",
 }
 STAGES = ["backbone views", "backbone crops", "encoder", "decoder", "matching", "losses + heads", "backward",
           "optimizer"]
@@ -76,7 +83,7 @@ def load_config(name: str, online_proposals: bool):
     mapper.seed = 0
     if online_proposals:
         mapper.proposal_source = L(OnlineProposals)(method="edgeboxes", max_boxes=64, image_format="BGR")
-    if name == "r50":
+    if name.startswith("r50"):
         cfg.dataloader.train.dataset.names = "synthetic_shapes_train"  # ~240 px images, upsampled
     return cfg
 
@@ -335,7 +342,10 @@ def report(args, results, waits, timed: str, warmup: int) -> list:
         "One pretraining step (forward, backward, AdamW + clip) per stage: seconds per iteration (share of "
         "the step). `demo` = configs/demo/siamese_detr_pretrain_demo.py; `r50` = "
         "siamese_detr_r50_imagenet_60ep as is (R50, d 256, 6+6 layers, 100 queries, n = 10, 128 px crops, "
-        "images resized to short side 320-480, max 600) on synthetic_shapes_train; `view px` = "
+        "images resized to short side 320-480, max 600) on synthetic_shapes_train; `-conditional`, "
+        "`-deformable-ss`, `-deformable-ms`: the same size with that variant's pretraining config "
+        "(configs/demo/siamese_detr_*_pretrain_demo.py, configs/siamese_detr/siamese_detr_*_r50_imagenet_*); "
+        "`view px` = "
         "smallest-largest side of the views. Backward covers the transformer and heads only (frozen "
         f"backbone). Peak memory: {memory}.", "",
         *stage_table(results), "",
@@ -349,7 +359,7 @@ def report(args, results, waits, timed: str, warmup: int) -> list:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
-    parser.add_argument("--models", nargs="+", default=["demo", "r50"], choices=sorted(CONFIGS))
+    parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")
@@ -359,7 +369,7 @@ def main():
         print(json.dumps(run_config(*json.loads(args.child))))
         return
 
-    iters = {"demo": 3 if args.quick else 10, "r50": 1 if args.quick else 3}
+    iters = {m: (3 if args.quick else 10) if m.startswith("demo") else (1 if args.quick else 3) for m in CONFIGS}
     warmup = 1
     results = []
     for name in args.models:
