@@ -122,12 +122,19 @@ def test_roi_features_of_a_linear_feature_map_equal_value_at_box_centre():
     )
     feat = torch.stack([2 * xs + 3 * ys + 1, -xs + 0.5 * ys])[None]  # [1, 2, H, W]
     boxes = torch.tensor([[16.0, 24.0, 48.0, 40.0], [20.0, 12.0, 60.0, 70.0]])
-    z = average_pooled_roi_features(feat, [boxes], stride=stride)
+    z = average_pooled_roi_features([feat], [boxes], strides=[stride])
     assert z.shape == (2, 2)
     for k, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
         cx, cy = (x0 + x1) / 2 / stride - 0.5, (y0 + y1) / 2 / stride - 0.5
         assert abs(z[k, 0].item() - (2 * cx + 3 * cy + 1)) < 1e-4
         assert abs(z[k, 1].item() - (-cx + 0.5 * cy)) < 1e-4
+
+    # several levels (multi-scale Deformable DETR): each level pooled at its own stride, concatenated
+    coarse = feat[:, :, ::2, ::2] * 0 + 7.0  # a constant level at twice the stride
+    z2 = average_pooled_roi_features([feat, coarse], [boxes], strides=[stride, 2 * stride])
+    assert z2.shape == (2, 4)
+    assert torch.equal(z2[:, :2], z)
+    assert torch.allclose(z2[:, 2:], torch.full((2, 2), 7.0))
 
 
 def test_masked_average_pool_excludes_padding():

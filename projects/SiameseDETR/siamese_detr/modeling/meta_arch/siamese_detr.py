@@ -231,8 +231,9 @@ class SiameseDETRPretrain(DETR):
             )
 
         # L_g (Eq. 11) on the masked average of each view's encoder memory
-        projection = self.projector(masked_average_pool(memory.memory, memory.padding_mask))
-        prediction = self.predictor(projection)
+        # rows are view-major: batch-norm statistics per view, as two separate calls (official head)
+        projection = self.projector(masked_average_pool(memory.memory, memory.padding_mask), num_views=2)
+        prediction = self.predictor(projection, num_views=2)
         losses["loss_global"] = global_discrimination_loss(
             prediction[:batch], projection[:batch], prediction[batch:], projection[batch:]
         )
