@@ -75,8 +75,13 @@ def test_config_instantiates(config_file, tiny_edgeboxes_store, restore_dataset_
 
 
 def test_voc_config_uses_voc_datasets_and_evaluator():
+    """VOC is evaluated COCO-style (paper §4.1): COCO-json views of VOC, COCOEvaluator; Detectron2's
+    PASCAL VOC datasets and evaluator stay available in detr_voc_pascal.py."""
     cfg = LazyConfig.load(str(ROOT / "configs/detr/detr_r50_voc_50ep.py"))
-    assert list(cfg.dataloader.train.dataset.names) == ["voc_2007_trainval", "voc_2012_trainval"]
-    assert cfg.dataloader.test.dataset.names == "voc_2007_test"
-    assert cfg.dataloader.evaluator._target_.__name__ == "PascalVOCDetectionEvaluator"
+    assert cfg.dataloader.train.dataset.names == "voc_2007_2012_trainval_coco"
+    assert cfg.dataloader.test.dataset.names == "voc_2007_test_coco"
+    assert cfg.dataloader.evaluator._target_.__name__ == "COCOEvaluator"
     assert cfg.model.num_classes == 20
+    pascal = LazyConfig.load(str(ROOT / "configs/common/data/detr_voc_pascal.py"))
+    assert list(pascal.dataloader.train.dataset.names) == ["voc_2007_trainval", "voc_2012_trainval"]
+    assert pascal.dataloader.evaluator._target_.__name__ == "PascalVOCDetectionEvaluator"

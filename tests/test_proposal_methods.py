@@ -141,3 +141,73 @@ def test_sources(rect_image):
     assert np.array_equal(bb, br) and np.array_equal(sb, sr)
     with pytest.raises(ValueError):
         OnlineProposals("random")
+
+
+def test_fallback_box_is_the_official_stored_box():
+    """``BoxGenerator.edgebox`` writes [w//4, h//4, w//4*3, h//4*3] and then converts xywh -> xyxy."""
+    from siamese_detr.data.proposals.methods import fallback_box
+
+    assert fallback_box(100, 203).tolist() == [[50, 25, 200, 100]]
+    assert fallback_box(7, 9).tolist() == [[2, 1, 8, 4]]
+
+
+def test_edgeboxes_on_a_flat_image_falls_back_to_one_box():
+    from siamese_detr.data.proposals.methods import edgeboxes
+
+    flat = np.full((60, 90, 3), 128, np.uint8)
+    boxes, scores = edgeboxes(flat)
+    assert boxes.tolist() == [[22, 15, 88, 60]] and scores.tolist() == [0.0]
+    boxes, scores = edgeboxes(flat, fallback=False)
+    assert boxes.shape == (0, 4) and scores.shape == (0,)
+
+
+def test_edgeboxes_retries_on_the_sharpened_image(monkeypatch, rect_image):
+    """First pass empty -> second pass on the sharpened x factor image, boxes divided by the factor."""
+    import siamese_detr.data.proposals.methods as PM
+
+    calls = []
+
+    def fake_run(image, *args):
+        calls.append(image.shape)
+        if len(calls) == 1:
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        return np.array([[80, 60, 320, 240]], np.float32), np.array([0.5], np.float32)
+
+    monkeypatch.setattr(PM, "_run_edgeboxes", fake_run)
+    boxes, scores = PM.edgeboxes(rect_image)
+    factor = int(np.ceil(1000 / 140))  # 8
+    assert calls == [(140, 170, 3), (140 * factor, 170 * factor, 3)]
+    assert np.allclose(boxes, [[10, 7.5, 50, 37.5]]) and scores.tolist() == [0.5]
+
+
+def test_sharpen_matches_a_hand_convolution():
+    from siamese_detr.data.proposals.methods import sharpen_for_edgeboxes
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (1000, 1003, 3)).astype(np.uint8)  # min side 1000 -> factor 1, no resize
+    out, factor = sharpen_for_edgeboxes(img)
+    assert factor == 1 and out.shape == img.shape
+    p = np.pad(img.astype(np.int64), ((1, 1), (1, 1), (0, 0)), mode="reflect")  # OpenCV's BORDER_REFLECT_101
+    sharp = 5 * p[1:-1, 1:-1] - p[:-2, 1:-1] - p[2:, 1:-1] - p[1:-1, :-2] - p[1:-1, 2:]
+    sharp = np.clip(sharp, 0, 255)  # filter2D saturates to uint8
+    expected = np.clip(np.rint(np.abs(sharp * 1.5)), 0, 255)  # convertScaleAbs(alpha=1.5)
+    assert np.abs(out.astype(np.int64) - expected).max() <= 1
+    small, factor = sharpen_for_edgeboxes(img[:100, :130])
+    assert factor == 10 and small.shape == (1000, 1300, 3)
+
+
+def test_gradient_fallback_warns_loudly_at_scale(monkeypatch, caplog):
+    import siamese_detr.data.proposals.methods as PM
+
+    monkeypatch.setattr(PM, "_gradient_fallback_count", 0)
+    monkeypatch.setattr(PM, "GRADIENT_FALLBACK_WARN_AT", 3)
+    caplog.set_level("INFO", logger=PM.__name__)
+    assert PM.note_gradient_fallback() == 1
+    assert "gradient edge map" in caplog.text and "WARNING" not in caplog.text
+    PM.note_gradient_fallback()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    PM.note_gradient_fallback()  # 3rd image: loud warning naming the fix
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "--sed-model" in warnings[0].getMessage()
+    PM.note_gradient_fallback(40)  # passes 30: one more
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 2

@@ -16,15 +16,19 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 
-import cv2
-import numpy as np
-from detectron2.config import LazyConfig, instantiate
-from detectron2.utils.logger import setup_logger
+# detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
-import siamese_detr.data  # noqa: F401  (registers the built-in datasets)
-from siamese_detr.data.views import box_iou
-from siamese_detr.engine import apply_checked_overrides
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+import siamese_detr.data  # noqa: E402,F401  (registers the built-in datasets)
+from siamese_detr.data.views import box_iou  # noqa: E402
+from siamese_detr.engine import apply_checked_overrides  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(
     os.path.dirname(__file__), "..", "configs", "common", "data", "pretrain_builtin.py"

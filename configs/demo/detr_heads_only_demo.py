@@ -18,6 +18,8 @@ from ..common.schedules import step_schedule_iters
 from .detr_demo import dataloader, model, optimizer, train
 
 model.frozen_modules = ["backbone", "input_proj", "transformer", "query_embed"]
+# the probe is also run from random weights (the "random Transformer" baseline), frozen backbone included
+model.allow_random_backbone = True
 dataloader.evaluator = L(ClassAgnosticEvaluator)(dataset_name="${..test.dataset.names}")
 
 optimizer.lr = 1e-3  # only the two heads learn

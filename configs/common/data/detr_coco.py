@@ -1,4 +1,8 @@
-"""COCO detection data for DETR finetuning (DETR's augmentation: flip + multi-scale + random-crop branch)."""
+"""COCO detection data for DETR finetuning (DETR's augmentation: flip + multi-scale + random-crop branch).
+
+Low-data finetuning (DETReg's protocol): ``dataloader.train.dataset.names=coco_2017_train_1pct_seed42`` (also
+2 / 5 / 10 %), after writing the split once with ``datasets/prepare_low_data_splits.py``.
+"""
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
@@ -16,7 +20,9 @@ TRAIN_SCALES = [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800]
 dataloader = OmegaConf.create()
 
 dataloader.train = L(build_detection_train_loader)(
-    dataset=L(get_checked_dataset_dicts)(names="coco_2017_train", filter_empty=True),
+    # images without annotations are kept, as the official DETR / Conditional DETR CocoDetection (every id of
+    # the json); the set criterion then trains them as all "no object"
+    dataset=L(get_checked_dataset_dicts)(names="coco_2017_train", filter_empty=False),
     mapper=L(DetrDatasetMapper)(
         is_train=True,
         augmentation=[

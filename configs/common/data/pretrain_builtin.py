@@ -7,9 +7,9 @@ small sizes for a CPU demo: short side 160-224, max 320, 64 px region crops, Edg
     )
 
 Evaluation (from ``pretrain_coco``): class-agnostic AR@1/10/100 and AP of the pretrained model on
-``synthetic_shapes_val``, images resized to short side 144, max 224 — the scale of the demo's views
-(``configs/demo/siamese_detr_pretrain_demo.py``: short side 128-160, max 224; views are cut from the
-resized image, so objects keep that scale).
+``synthetic_shapes_val``, images resized to short side 144, max 224 — about the scale of the demo's views
+(``configs/demo/siamese_detr_pretrain_demo.py``: short side 128-160, max 224; each view is cut from the
+resized image and zoomed x1.18-1.45 to the outer box's size, as the official pipeline).
 """
 
 from detectron2.config import LazyCall as L

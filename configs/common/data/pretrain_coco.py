@@ -1,6 +1,9 @@
 """Siamese DETR pretraining data, COCO style: ``coco_2017_train`` images (labels unused), short side
 480-800, max 1333. Proposal store written by ``tools/generate_proposals.py --dataset coco_2017_train
---method edgeboxes --output $DETECTRON2_DATASETS/proposals/coco_2017_train.edgeboxes.proposals``.
+--method edgeboxes --sed-model model.yml.gz --output
+$DETECTRON2_DATASETS/proposals/coco_2017_train.edgeboxes.proposals`` (``--sed-model``: OpenCV's Structured Edge
+model, opencv_extra ``testdata/cv/ximgproc/model.yml.gz``, as the official generator; without it the gradient
+edge map of the demo is used, with a loud warning at this scale).
 
 ``dataloader.test`` / ``dataloader.evaluator``: class-agnostic AR@1/10/100 and AP of the pretrained model
 itself, no finetuning (supplementary Table 1 / paper Table 5 protocol, DETReg Table 6 on val2017) on

@@ -2,12 +2,18 @@
 
 Short side 320-480, max 600 (``shared/DESIGN.md`` §4); offline EdgeBoxes from a proposal store written by
 ``tools/generate_proposals.py --image-dir $DETECTRON2_DATASETS/imagenet/train --method edgeboxes
---output $DETECTRON2_DATASETS/proposals/imagenet_train.edgeboxes.proposals`` (image_id = relative path).
-Other proposal sources::
+--sed-model model.yml.gz --output $DETECTRON2_DATASETS/proposals/imagenet_train.edgeboxes.proposals``
+(image_id = relative path; ``--sed-model``: OpenCV's Structured Edge model, opencv_extra
+``testdata/cv/ximgproc/model.yml.gz``, as the official generator ``tools/hpcplayers/box_generator.py``;
+without it the demo's gradient edge map is used, with a loud warning at this scale). Other proposal sources::
 
-    dataloader.train.mapper.proposal_source = L(OnlineProposals)(method="edgeboxes")
+    dataloader.train.mapper.proposal_source = L(OnlineProposals)(method="edgeboxes", sed_model="model.yml.gz")
     dataloader.train.mapper.proposal_source = L(RandomProposals)(num_boxes=512)
-    dataloader.train.mapper.proposal_source = None          # fresh random boxes every sample
+    dataloader.train.mapper.proposal_source = None   # official "random boxes" ablation: 100 fresh boxes
+                                                     # inside the views' overlap per sample
+
+Views: both resized to the outer box's size (official ``TwoViewRandomResizedCrop``); region crops cut from
+the view before its colour augmentation, each with its own augmentation (official ``crop_pipeline``).
 """
 
 import os
@@ -57,6 +63,11 @@ dataloader.train = L(build_detection_train_loader)(
         grayscale_prob=0.2,
         blur_prob=0.5,
         blur_sigma=(0.1, 2.0),
+        resize_views=True,  # both views resized to the outer box's size (x1.18-1.45 at tau 0.5)
+        crop_augment=True,  # each region crop gets its own SimSiam augmentation
+        num_random_proposals=100,  # only used with proposal_source=None (official random-box rule)
+        random_max_aspect=8.0,
+        jitter_noise="sigmoid_normal",  # padding / query jitter (sigmoid(randn) * 2 - 1) * 0.1 of the size
         seed=None,
     ),
     total_batch_size=64,

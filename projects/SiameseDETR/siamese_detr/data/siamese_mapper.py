@@ -1,14 +1,19 @@
 """Detectron2 dataset mapper producing the two views of Siamese DETR pretraining (paper §3.2).
 
 The geometry (resize, flip, IoU-constrained views, regions, jitter) is :class:`~.views.ViewPolicy`;
-this module adds the pixels: decoding, the resize, cutting the views, SimSiam photometric augmentation
-per view (Chen & He 2021: ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, grayscale p=0.2, Gaussian blur
-sigma 0.1–2.0 p=0.5) and the ``crop_size x crop_size`` crops of every region from the augmented views.
+this module adds the pixels, in the order of the official ``SiameseDETRDataset.__getitem__``
+(``openselfsup/datasets/siamese_detr.py``): decode, base resize and shared flip, cut each view and resize
+it to the outer box's size (``TwoViewRandomResizedCrop``; flip, cut and resize are one bilinear warp per
+view, from the image itself when the base resize enlarges it), cut the ``crop_size x crop_size`` crops of every
+region from the resized, NOT yet colour-augmented view, give every crop its own SimSiam augmentation
+(``crop_pipeline``), then augment each view (``view_pipeline``). Both pipelines are SimSiam's (Chen & He
+2021): ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, grayscale p=0.2, Gaussian blur sigma 0.1–2.0 p=0.5.
 All pixel work is done with OpenCV on ``uint8`` HWC arrays (cheaper than float tensors).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Optional, Sequence, Tuple
 
 import cv2
@@ -18,10 +23,11 @@ from detectron2.utils import comm
 from torch.utils.data import get_worker_info
 
 from .image_io import read_image_or_none
-from .proposals.methods import random_boxes
 from .views import TwoViewSample, ViewPolicy
 
-__all__ = ["SiameseViewMapper", "simsiam_augment"]
+__all__ = ["SiameseViewMapper", "simsiam_augment", "crop_regions", "augment_crops"]
+
+logger = logging.getLogger(__name__)
 
 
 _GRAY_CODE = {"BGR": cv2.COLOR_BGR2GRAY, "RGB": cv2.COLOR_RGB2GRAY}
@@ -55,10 +61,11 @@ def _color_jitter(
             image = cv2.addWeighted(image, f, _gray3(image, image_format), 1 - f, 0.0)
         elif op == 3 and h > 0:  # hue: rotate H (OpenCV uint8 H is in [0, 180))
             to_hsv, from_hsv = _HSV_CODES[image_format]
-            hsv = cv2.cvtColor(image, to_hsv)
             shift = int(round(rng.uniform(-h, h) * 180))
-            hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + shift) % 180).astype(np.uint8)
-            image = cv2.cvtColor(hsv, from_hsv)
+            table = np.empty((256, 1, 3), dtype=np.uint8)  # H rotated, S and V unchanged, in one LUT pass
+            table[:, 0, 0] = (np.arange(256) + shift) % 180
+            table[:, 0, 1] = table[:, 0, 2] = np.arange(256)
+            image = cv2.cvtColor(cv2.LUT(cv2.cvtColor(image, to_hsv), table), from_hsv)
     return image
 
 
@@ -83,13 +90,14 @@ def simsiam_augment(
     return image
 
 
-def crop_regions(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+def crop_regions(image: np.ndarray, boxes: np.ndarray, size: int, channels_last: bool = False) -> np.ndarray:
     """Crops of ``boxes [n, 4]`` (xyxy pixels of ``image [H, W, 3]``) resized to ``size x size``.
 
     The box is rounded outwards to whole pixels (at least 1 px) and resized bilinearly (small images /
     small regions are upsampled); area interpolation only when shrinking by more than 2x in both axes,
     where bilinear would alias (profiled: area costs ~9x bilinear per 128 px crop, the mapper's main
-    cost when used always). Returns ``uint8 [n, 3, S, S]``.
+    cost when used always). Returns ``uint8 [n, 3, S, S]`` (a transposed view of a contiguous
+    ``[n, S, S, 3]`` buffer), or that contiguous ``[n, S, S, 3]`` buffer with ``channels_last=True``.
     """
     h, w = image.shape[:2]
     out = np.empty((len(boxes), size, size, 3), dtype=np.uint8)
@@ -102,7 +110,15 @@ def crop_regions(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         strong_shrink = patch.shape[0] > 2 * size and patch.shape[1] > 2 * size
         interp = cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR
         out[k] = cv2.resize(patch, (size, size), interpolation=interp)
-    return out.transpose(0, 3, 1, 2)
+    return out if channels_last else out.transpose(0, 3, 1, 2)
+
+
+def augment_crops(rng: np.random.Generator, crops: np.ndarray, image_format: str = "BGR", **augment_kwargs):
+    """Each crop of ``uint8 [n, S, S, 3]`` (channels last, contiguous) through its own
+    :func:`simsiam_augment` (official ``crop_pipeline``, one draw per crop), in place. Returns ``crops``."""
+    for k in range(len(crops)):
+        crops[k] = simsiam_augment(rng, crops[k], image_format, **augment_kwargs)
+    return crops
 
 
 class SiameseViewMapper:
@@ -116,27 +132,38 @@ class SiameseViewMapper:
         image_format: channel order of the decoded image and of every output image ("BGR" or "RGB").
         proposal_source: callable ``(dataset_dict, image uint8 [H, W, 3]) -> (boxes [K, 4] xyxy original
             pixels in score order, scores [K])`` such as ``StoreProposals``/``OnlineProposals``/
-            ``RandomProposals``; ``None`` draws ``num_random_proposals`` fresh random boxes per sample
-            (:func:`~siamese_detr.data.proposals.methods.random_boxes`, seeded by the sample).
+            ``RandomProposals``; ``None`` = the official "random boxes" ablation: ``num_random_proposals``
+            fresh boxes inside the views' overlap per sample, aspect <= ``random_max_aspect``, area >=
+            ``min_region_area_frac`` of the overlap, the first ``num_regions - 1`` valid ones
+            (:func:`~siamese_detr.data.proposals.methods.intersection_random_boxes`).
         color_jitter: ``(brightness, contrast, saturation, hue)`` strengths, or None for no colour jitter.
+        resize_views: resize both views to the outer box's size (official); False = plain pixel cuts.
+        crop_augment: give every crop its own SimSiam augmentation (official ``crop_pipeline``; off when
+            ``is_train`` is False).
         seed: base seed; the generator of the i-th call of this mapper copy is seeded with
             ``(seed, rank, dataloader worker id, i)``, so the same seed gives the same samples and different
             workers/ranks give different ones. ``None`` uses ``torch.initial_seed()`` (which Detectron2 and
             the DataLoader set differently per worker) instead of ``seed``.
 
     Returns (``__call__``): ``None`` when the image cannot be read (logged, counted in
-    ``num_unreadable``; Detectron2's ``MapDataset`` then draws another image), else a dict::
+    ``num_unreadable``) or when no proposal lies in the views' overlap (counted in ``num_no_proposals``,
+    logged at the 1st, 10th, 100th, ... such sample; the official dataset raises and takes another image);
+    Detectron2's ``MapDataset`` then draws another image. Else a dict::
 
         image_id, file_name, height, width   (original image)
         num_proposals: int                  regions from proposals before padding (region 0 not counted)
         resized_height, resized_width, flip  base resize output size and shared flip (for mapping back)
         views: [view1, view2], each
-            image:        uint8 Tensor[3, Hv, Wv] (image_format order)
+            image:        uint8 Tensor[3, Hv, Wv] (image_format order); Hv x Wv = the outer box's size,
+                          the same for both views (each view's cut resized to it)
             region_boxes: float32 Tensor[n, 4] xyxy absolute in this view's pixels (targets); row k of both
                           views is the same image region, row 0 the intersection of the views
             query_boxes:  float32 Tensor[n, 4] region_boxes with ±query_jitter, clipped to the view
-            crops:        uint8 Tensor[n, 3, S, S] crops of region_boxes from this augmented view
-            view_box:     float32 Tensor[4] xyxy of this view in the resized (and flipped) image
+            crops:        uint8 Tensor[n, 3, S, S] crops of region_boxes from this view before its colour
+                          augmentation, each with its own augmentation
+            view_box:     float32 Tensor[4] xyxy of the pixels cut for this view in the resized (and
+                          flipped) image
+            view_scale:   float32 Tensor[2] (sx, sy): view pixels = (image pixels - view_box[:2]) * view_scale
     """
 
     def __init__(
@@ -163,7 +190,11 @@ class SiameseViewMapper:
         grayscale_prob: float = 0.2,
         blur_prob: float = 0.5,
         blur_sigma: Tuple[float, float] = (0.1, 2.0),
-        num_random_proposals: int = 30,
+        num_random_proposals: int = 100,
+        random_max_aspect: float = 8.0,
+        resize_views: bool = True,
+        crop_augment: bool = True,
+        jitter_noise: str = "sigmoid_normal",
     ):
         if image_format not in _GRAY_CODE:
             raise ValueError(
@@ -187,6 +218,10 @@ class SiameseViewMapper:
             shrink_outer=shrink_outer,
             swap_prob=swap_prob if is_train else 0.0,
             flip_prob=flip_prob if is_train else 0.0,
+            resize_views=resize_views,
+            random_num_boxes=num_random_proposals,
+            random_max_aspect=random_max_aspect,
+            jitter_noise=jitter_noise,
         )
         self.augment_kwargs = dict(
             color_jitter=color_jitter,
@@ -195,8 +230,9 @@ class SiameseViewMapper:
             blur_prob=blur_prob if is_train else 0.0,
             blur_sigma=tuple(blur_sigma),
         )
-        self.num_random_proposals = num_random_proposals
+        self.crop_augment = bool(crop_augment) and is_train
         self.num_unreadable = 0
+        self.num_no_proposals = 0
         self._num_calls = 0
 
     def _next_rng(self) -> np.random.Generator:
@@ -213,11 +249,10 @@ class SiameseViewMapper:
         self.num_unreadable += image is None
         return image
 
-    def _proposals(self, rng: np.random.Generator, dataset_dict: dict, image: np.ndarray) -> np.ndarray:
+    def _proposals(self, rng: np.random.Generator, dataset_dict: dict, image: np.ndarray) -> Optional[np.ndarray]:
+        """Proposals ``[K, 4]`` xyxy original pixels, or None for the per-sample random regions."""
         if self.proposal_source is None:
-            h, w = image.shape[:2]
-            boxes, _scores = random_boxes(h, w, self.num_random_proposals, seed=int(rng.integers(2**63)))
-            return boxes.astype(np.float64)
+            return None
         boxes, _scores = self.proposal_source(dataset_dict, image)
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         return boxes[np.isfinite(boxes).all(axis=1)]
@@ -229,8 +264,11 @@ class SiameseViewMapper:
         rng = self._next_rng()
         proposals = self._proposals(rng, dataset_dict, image)
         geometry = self.policy.sample(rng, image.shape[:2], proposals)
-        resized = self._resize(image, geometry)
-        views = [self._make_view(rng, resized, geometry, v) for v in range(2)]
+        if geometry is None:
+            self._count_no_proposals(dataset_dict)
+            return None
+        source = self._resize(image, geometry)
+        views = [self._make_view(rng, source, geometry, v) for v in range(2)]
         return {
             "image_id": dataset_dict.get("image_id"),
             "file_name": dataset_dict.get("file_name"),
@@ -243,27 +281,66 @@ class SiameseViewMapper:
             "views": views,
         }
 
+    def _count_no_proposals(self, dataset_dict: dict) -> None:
+        self.num_no_proposals += 1
+        n = self.num_no_proposals
+        if n == 10 ** (len(str(n)) - 1):  # 1, 10, 100, ...
+            logger.warning(
+                "SiameseViewMapper: %d sample(s) skipped in this worker because no proposal lies in the views' "
+                "overlap (last: image_id %r, %d mapped); the loader takes another image, as the official code.",
+                n,
+                dataset_dict.get("image_id"),
+                self._num_calls,
+            )
+
     @staticmethod
     def _resize(image: np.ndarray, geometry: TwoViewSample) -> np.ndarray:
-        """Base resize (area interpolation when shrinking, bilinear when enlarging), then the shared
-        flip as a zero-copy negative-stride view."""
+        """Source of the views: the image itself when the base resize enlarges it (the views are then
+        resampled from it in one pass), else the base resize with area interpolation (anti-aliasing), from
+        which the views are enlarged. The flip is applied by :meth:`_warp_view`."""
         (h, w), (rh, rw) = image.shape[:2], geometry.resized_hw
-        if (rh, rw) != (h, w):
-            interp = cv2.INTER_AREA if rh < h and rw < w else cv2.INTER_LINEAR
-            image = cv2.resize(image, (rw, rh), interpolation=interp)
-        return image[:, ::-1] if geometry.flip else image
+        if rh >= h and rw >= w:
+            return image
+        interp = cv2.INTER_AREA if rh < h and rw < w else cv2.INTER_LINEAR
+        return cv2.resize(image, (rw, rh), interpolation=interp)
+
+    @staticmethod
+    def _warp_view(source: np.ndarray, geometry: TwoViewSample, v: int) -> np.ndarray:
+        """View ``v``: base resize, flip, cut ``view_boxes[v]`` and resize to ``view_hw[v]`` as ONE bilinear
+        warp of ``source`` (``uint8 [Hs, Ws, 3]``, the image at any scale; :meth:`_resize`).
+
+        With pixel centres at half-integers (OpenCV's resize convention), view pixel ``u`` lies at resized
+        coordinate ``X = (u + 0.5) / sx + x0`` (``X -> rw - X`` when flipped), i.e. at source pixel
+        ``X * Ws / rw - 0.5``; likewise for ``y`` (never flipped). Returns ``uint8 [H_v, W_v, 3]``.
+        """
+        (rh, rw), (sh, sw) = geometry.resized_hw, source.shape[:2]
+        kx, ky = sw / rw, sh / rh
+        sx, sy = (float(c) for c in geometry.view_scales[v])
+        x0, y0 = (float(c) for c in geometry.view_boxes[v][:2])
+        out_h, out_w = (int(c) for c in geometry.view_hw[v])
+        if geometry.flip:
+            ax, bx = -kx / sx, (rw - x0 - 0.5 / sx) * kx - 0.5
+        else:
+            ax, bx = kx / sx, (x0 + 0.5 / sx) * kx - 0.5
+        matrix = np.array([[ax, 0.0, bx], [0.0, ky / sy, (y0 + 0.5 / sy) * ky - 0.5]], dtype=np.float64)
+        return cv2.warpAffine(
+            source, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
 
     def _make_view(
-        self, rng: np.random.Generator, resized: np.ndarray, geometry: TwoViewSample, v: int
+        self, rng: np.random.Generator, source: np.ndarray, geometry: TwoViewSample, v: int
     ) -> dict:
-        x0, y0, x1, y1 = (int(c) for c in geometry.view_boxes[v])
-        view = np.ascontiguousarray(resized[y0:y1, x0:x1])
+        view = self._warp_view(source, geometry, v)
+        crops = crop_regions(view, geometry.region_boxes[v], self.crop_size, channels_last=True)
+        if self.crop_augment:
+            crops = augment_crops(rng, crops, self.image_format, **self.augment_kwargs)
         view = simsiam_augment(rng, view, self.image_format, **self.augment_kwargs)
-        crops = crop_regions(view, geometry.region_boxes[v], self.crop_size)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(view.transpose(2, 0, 1))),
             "region_boxes": torch.as_tensor(geometry.region_boxes[v], dtype=torch.float32),
             "query_boxes": torch.as_tensor(geometry.query_boxes[v], dtype=torch.float32),
-            "crops": torch.from_numpy(np.ascontiguousarray(crops)),
+            "crops": torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2))),
             "view_box": torch.as_tensor(geometry.view_boxes[v], dtype=torch.float32),
+            "view_scale": torch.as_tensor(geometry.view_scales[v], dtype=torch.float32),
         }

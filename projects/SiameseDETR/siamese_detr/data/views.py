@@ -4,10 +4,12 @@ Pure functions on numpy boxes, testable without images. Conventions used through
 
 * every box is ``xyxy`` in ABSOLUTE pixels, float64 ``ndarray`` of shape ``[4]`` or ``[K, 4]``;
 * "image coordinates" are the pixels of the resized (and, when flipped, horizontally flipped) full
-  image in which the views are sampled; "view coordinates" are the pixels of one view (a crop of
-  that image), i.e. image coordinates minus the view's top-left corner;
-* view boxes and the intersection box have integer-valued corners so that a view is an exact pixel
-  crop ``image[y0:y1, x0:x1]``;
+  image in which the views are sampled; "view coordinates" are the pixels of one view: the cut
+  ``image[y0:y1, x0:x1]`` resized to the size of the OUTER box (official ``TwoViewRandomResizedCrop``:
+  ``resized_crop(..., SIZE)`` with ``SIZE = (h, w)`` of the outer box), i.e. image coordinates minus the
+  view's top-left corner, times the view's per-axis scale ``(sx, sy) = (W_outer / w_view, H_outer / h_view)``;
+* view boxes and the intersection box have integer-valued corners so that a view is cut as an exact
+  pixel crop before its resize;
 * randomness only comes from a ``numpy.random.Generator`` passed in explicitly.
 
 The policy (Fig. 3): (a) sample an outer box covering 50–100 % of the image, aspect 3/4–4/3;
@@ -15,7 +17,11 @@ The policy (Fig. 3): (a) sample an outer box covering 50–100 % of the image, a
 view B spans ``I`` top-left → outer bottom-right, so ``A ∩ B = I`` and ``IoU(A, B) = tau`` exactly
 (see :func:`inner_scale_for_iou`); (c) shrink each view's outer corner towards ``I`` ("expanding along
 the diagonal" read backwards), which only raises the IoU (see :func:`shrink_outer_corners`);
-(d) swap the two views with probability ``swap_prob``. Proposals clamped to ``I`` become the regions.
+(d) swap the two views with probability ``swap_prob``; (e) resize both views to the outer box's size, so
+each is zoomed independently by ``2 / (1 + s)`` (no shrink) up to ``1 / s`` (full shrink), ×1.18–1.45 at
+``tau = 0.5``. Proposals clamped to ``I`` become the regions (official ``SiameseDETRDataset`` in
+``openselfsup/datasets/siamese_detr.py``: region 0 is ``I``, then the first ``n - 1`` proposals, padded by
+jittered cyclic copies; no proposal at all -> the sample is skipped).
 """
 
 from __future__ import annotations
@@ -26,8 +32,12 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from .proposals.methods import intersection_random_boxes
+
 __all__ = [
     "ViewPair",
+    "sigmoid_normal_noise",
+    "view_scales",
     "box_area",
     "box_iou",
     "inner_scale_for_iou",
@@ -59,11 +69,14 @@ class ViewPair:
         view_boxes: ``[2, 4]`` xyxy image coordinates (integer-valued) of view 1 and view 2.
         intersection: ``[4]`` xyxy image coordinates of ``view1 ∩ view2`` (the centred box ``I``).
         swapped: True when view 1 is the one holding the outer bottom-right corner.
+        outer: ``[4]`` xyxy image coordinates (integer-valued) of the outer box; its size is the size both
+            views are resized to.
     """
 
     view_boxes: np.ndarray
     intersection: np.ndarray
     swapped: bool
+    outer: Optional[np.ndarray] = None
 
 
 def box_area(boxes: np.ndarray) -> np.ndarray:
@@ -115,8 +128,9 @@ def sample_outer_box(
 ) -> np.ndarray:
     """Sample the outer box (Fig. 3a): area fraction ``U(area_range)``, aspect ``w/h`` log-uniform.
 
-    Like ``RandomResizedCrop``: up to ``max_tries`` draws that fit the image; after that the last
-    draw's width and height are clipped to the image. The position is uniform.
+    Like ``RandomResizedCrop.get_params`` (official ``TwoViewRandomResizedCrop``): up to ``max_tries`` draws
+    that fit the image, at a uniform position; if none fits, the central crop of the largest box whose aspect
+    is clamped to ``aspect_range`` (the whole image when its aspect is inside the range).
 
     Returns:
         ``[4]`` xyxy integer-valued image coordinates, inside ``[0, W] x [0, H]``.
@@ -129,10 +143,18 @@ def sample_outer_box(
         bw = int(round(math.sqrt(area * aspect)))
         bh = int(round(math.sqrt(area / aspect)))
         if 0 < bw <= w and 0 < bh <= h:
-            break
+            x0 = int(rng.integers(0, w - bw + 1))
+            y0 = int(rng.integers(0, h - bh + 1))
+            return np.array([x0, y0, x0 + bw, y0 + bh], dtype=np.float64)
+    in_ratio = w / h
+    if in_ratio < min(aspect_range):
+        bw, bh = w, int(round(w / min(aspect_range)))
+    elif in_ratio > max(aspect_range):
+        bw, bh = int(round(h * max(aspect_range))), h
+    else:
+        bw, bh = w, h
     bw, bh = min(max(bw, 1), w), min(max(bh, 1), h)
-    x0 = int(rng.integers(0, w - bw + 1))
-    y0 = int(rng.integers(0, h - bh + 1))
+    x0, y0 = (w - bw) // 2, (h - bh) // 2
     return np.array([x0, y0, x0 + bw, y0 + bh], dtype=np.float64)
 
 
@@ -212,7 +234,16 @@ def sample_view_pair(
         view_a, view_b = shrink_outer_corners(rng, view_a, view_b, inner)
     swapped = bool(rng.uniform() < swap_prob)
     views = np.stack([view_b, view_a] if swapped else [view_a, view_b])
-    return ViewPair(view_boxes=views, intersection=inner, swapped=swapped)
+    return ViewPair(view_boxes=views, intersection=inner, swapped=swapped, outer=outer)
+
+
+def view_scales(view_boxes: np.ndarray, out_hw: Tuple[int, int]) -> np.ndarray:
+    """Per-axis zoom of each view when resized to ``out_hw = (H, W)``: ``[V, 2]`` of ``(W / w_v, H / h_v)``."""
+    view_boxes = np.asarray(view_boxes, dtype=np.float64).reshape(-1, 4)
+    return np.stack(
+        [out_hw[1] / (view_boxes[:, 2] - view_boxes[:, 0]), out_hw[0] / (view_boxes[:, 3] - view_boxes[:, 1])],
+        axis=1,
+    )
 
 
 def resized_shape(height: int, width: int, short_side: int, max_size: int) -> Tuple[int, int]:
@@ -238,16 +269,19 @@ def flip_boxes(boxes: np.ndarray, width: float) -> np.ndarray:
     return out
 
 
-def image_to_view(boxes: np.ndarray, view_box: np.ndarray) -> np.ndarray:
-    """Image coordinates -> coordinates of the view ``view_box`` (a translation by its top-left)."""
+def image_to_view(boxes: np.ndarray, view_box: np.ndarray, scale: Sequence[float] = (1.0, 1.0)) -> np.ndarray:
+    """Image coordinates -> coordinates of the view ``view_box``: translate by its top-left, then multiply
+    by the view's resize factors ``scale = (sx, sy)`` (see :func:`view_scales`)."""
     offset = np.array([view_box[0], view_box[1], view_box[0], view_box[1]], dtype=np.float64)
-    return np.asarray(boxes, dtype=np.float64) - offset
+    factor = np.array([scale[0], scale[1], scale[0], scale[1]], dtype=np.float64)
+    return (np.asarray(boxes, dtype=np.float64) - offset) * factor
 
 
-def view_to_image(boxes: np.ndarray, view_box: np.ndarray) -> np.ndarray:
+def view_to_image(boxes: np.ndarray, view_box: np.ndarray, scale: Sequence[float] = (1.0, 1.0)) -> np.ndarray:
     """Inverse of :func:`image_to_view`."""
     offset = np.array([view_box[0], view_box[1], view_box[0], view_box[1]], dtype=np.float64)
-    return np.asarray(boxes, dtype=np.float64) + offset
+    factor = np.array([scale[0], scale[1], scale[0], scale[1]], dtype=np.float64)
+    return np.asarray(boxes, dtype=np.float64) / factor + offset
 
 
 def clip_boxes(boxes: np.ndarray, clip_box: np.ndarray) -> np.ndarray:
@@ -258,19 +292,37 @@ def clip_boxes(boxes: np.ndarray, clip_box: np.ndarray) -> np.ndarray:
     return np.minimum(np.maximum(boxes, lo), hi)
 
 
+def sigmoid_normal_noise(rng: np.random.Generator, shape, frac: float) -> np.ndarray:
+    """``(sigmoid(N(0, 1)) * 2 - 1) * frac``: the official box noise (``add_randomness_on_multiview_box`` in
+    ``openselfsup/models/siamese_detr.py``, ``pad_jitter_box`` in ``datasets/siamese_detr.py``), in
+    ``(-frac, frac)``, concentrated around 0 (std ~ 0.41 frac)."""
+    return (2.0 / (1.0 + np.exp(-rng.standard_normal(shape))) - 1.0) * frac
+
+
 def jitter_boxes(
-    rng: np.random.Generator, boxes: np.ndarray, frac: float, clip_box: Optional[np.ndarray] = None
+    rng: np.random.Generator,
+    boxes: np.ndarray,
+    frac: float,
+    clip_box: Optional[np.ndarray] = None,
+    noise: str = "sigmoid_normal",
 ) -> np.ndarray:
-    """Move every side of each box by ``U(-frac, frac)`` times the box's width (x sides) or height
-    (y sides), then clamp to ``clip_box``. A box that would become empty keeps its original side
-    positions (so the result is never empty when the input is not).
+    """Move every side of each box by a random fraction in ``(-frac, frac)`` of the box's width (x sides)
+    or height (y sides), then clamp to ``clip_box``. ``noise``: "sigmoid_normal" (official,
+    :func:`sigmoid_normal_noise`) or "uniform" (``U(-frac, frac)``). A box that would become empty keeps its
+    original side positions (so the result is never empty when the input is not).
 
     Args:
         boxes: ``[K, 4]`` xyxy. Returns ``[K, 4]`` xyxy; ``|out - boxes| <= frac * size`` per side.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
-    out = boxes + rng.uniform(-frac, frac, size=boxes.shape) * size
+    if noise == "sigmoid_normal":
+        delta = sigmoid_normal_noise(rng, boxes.shape, frac)
+    elif noise == "uniform":
+        delta = rng.uniform(-frac, frac, size=boxes.shape)
+    else:
+        raise ValueError(f"noise must be 'sigmoid_normal' or 'uniform', got {noise!r}")
+    out = boxes + delta * size
     if clip_box is not None:
         out = clip_boxes(out, clip_box)
     empty = (out[:, 2] <= out[:, 0]) | (out[:, 3] <= out[:, 1])
@@ -285,21 +337,26 @@ def select_regions(
     num_regions: int = 10,
     min_area_frac: float = 0.05,
     pad_jitter: float = 0.1,
+    noise: str = "sigmoid_normal",
 ) -> Tuple[np.ndarray, int]:
-    """Pseudo-regions inside the overlap of the two views (paper §3.2, Fig. 3c).
+    """Pseudo-regions inside the overlap of the two views (paper §3.2, Fig. 3c; official
+    ``clip_and_remove_out_box`` + ``pick_boxes`` + ``pad_jitter_box`` of ``openselfsup/datasets/siamese_detr.py``).
 
     Region 0 is the intersection itself; then the proposals clamped to the intersection whose clamped
     area is ``>= min_area_frac * area(intersection)``, in the given (score) order, the first
-    ``num_regions - 1``. When fewer survive, the rest are copies of surviving regions (drawn uniformly,
-    region 0 included) with every side jittered by ``±pad_jitter`` of the box size, clamped to the
-    intersection.
+    ``num_regions - 1``. When ``k`` with ``0 < k < num_regions - 1`` survive, the rest are cyclic copies of
+    the ``k`` proposal regions (``p_0 .. p_{k-1}, p_0, ...``; region 0 is never copied) with every side moved
+    by :func:`sigmoid_normal_noise` ``* pad_jitter`` of the box size, clamped to the intersection. When none
+    survives nothing is padded: the result is the intersection alone and the caller skips the sample (the
+    official dataset raises and takes another image).
 
     Args:
         proposals: ``[K, 4]`` xyxy image coordinates, in score order (``K`` may be 0).
         intersection: ``[4]`` xyxy image coordinates.
     Returns:
-        ``(regions [num_regions, 4]`` xyxy image coordinates, all inside ``intersection``,
-        ``num_proposals)`` = number of proposal regions before padding (region 0 not counted).
+        ``(regions [num_regions, 4]`` (``[1, 4]`` when ``num_proposals == 0``) xyxy image coordinates, all
+        inside ``intersection``, ``num_proposals)`` = number of proposal regions before padding (region 0 not
+        counted).
     """
     intersection = np.asarray(intersection, dtype=np.float64)
     proposals = np.asarray(proposals, dtype=np.float64).reshape(-1, 4)
@@ -307,11 +364,11 @@ def select_regions(
     keep = box_area(clamped) >= max(min_area_frac * box_area(intersection), 1e-9)
     kept = clamped[keep][: max(num_regions - 1, 0)]
     regions = np.concatenate([intersection[None], kept], axis=0)[:num_regions]
-    num_proposals = len(regions) - 1
+    num_proposals = len(kept)
     num_pad = num_regions - len(regions)
-    if num_pad > 0:
-        source = regions[rng.integers(0, len(regions), size=num_pad)]
-        regions = np.concatenate([regions, jitter_boxes(rng, source, pad_jitter, intersection)], axis=0)
+    if num_pad > 0 and num_proposals > 0:
+        source = kept[np.arange(num_pad) % num_proposals]
+        regions = np.concatenate([regions, jitter_boxes(rng, source, pad_jitter, intersection, noise)], axis=0)
     return regions, num_proposals
 
 
@@ -321,13 +378,15 @@ def original_to_view(
     original_hw: Tuple[int, int],
     resized_hw: Tuple[int, int],
     flip: bool,
+    view_scale: Sequence[float] = (1.0, 1.0),
 ) -> np.ndarray:
-    """Original-image pixels -> one view's pixels: resize, optional horizontal flip, translate."""
+    """Original-image pixels -> one view's pixels: resize, optional horizontal flip, translate, view resize
+    by ``view_scale = (sx, sy)``."""
     sx, sy = resized_hw[1] / original_hw[1], resized_hw[0] / original_hw[0]
     boxes = scale_boxes(boxes, sx, sy)
     if flip:
         boxes = flip_boxes(boxes, resized_hw[1])
-    return image_to_view(boxes, view_box)
+    return image_to_view(boxes, view_box, view_scale)
 
 
 def view_to_original(
@@ -336,9 +395,10 @@ def view_to_original(
     original_hw: Tuple[int, int],
     resized_hw: Tuple[int, int],
     flip: bool,
+    view_scale: Sequence[float] = (1.0, 1.0),
 ) -> np.ndarray:
     """Inverse of :func:`original_to_view`: one view's pixels -> original-image pixels."""
-    boxes = view_to_image(boxes, view_box)
+    boxes = view_to_image(boxes, view_box, view_scale)
     if flip:
         boxes = flip_boxes(boxes, resized_hw[1])
     sx, sy = resized_hw[1] / original_hw[1], resized_hw[0] / original_hw[0]
@@ -353,10 +413,14 @@ class TwoViewSample:
         original_hw, resized_hw: ``(h, w)`` of the input image and of the resized image.
         flip: whether the resized image was flipped horizontally (before the views were cut).
         swapped: whether the views were swapped (see :class:`ViewPair`).
-        view_boxes: ``[2, 4]`` xyxy of each view in the resized (and flipped) image, integer-valued.
+        view_boxes: ``[2, 4]`` xyxy of each view in the resized (and flipped) image, integer-valued (the
+            pixels cut for the view).
         intersection: ``[4]`` xyxy of ``view1 ∩ view2`` in the same coordinates.
         regions: ``[n, 4]`` xyxy of the regions in the same coordinates (row 0 = intersection).
-        region_boxes: ``[2, n, 4]`` xyxy of the regions in each view's pixels (targets).
+        view_hw: ``[2, 2]`` int ``(H, W)`` of each view's image: the outer box's size for both (official), or
+            each cut's own size when views are not resized.
+        view_scales: ``[2, 2]`` per-view ``(sx, sy)`` from image to view pixels (:func:`view_scales`).
+        region_boxes: ``[2, n, 4]`` xyxy of the regions in each (resized) view's pixels (targets).
         query_boxes: ``[2, n, 4]`` ``region_boxes`` with ``±query_jitter`` per side, clipped to the view.
         num_proposals: regions taken from proposals before padding (region 0 not counted).
     """
@@ -368,6 +432,8 @@ class TwoViewSample:
     view_boxes: np.ndarray
     intersection: np.ndarray
     regions: np.ndarray
+    view_hw: np.ndarray
+    view_scales: np.ndarray
     region_boxes: np.ndarray
     query_boxes: np.ndarray
     num_proposals: int
@@ -379,8 +445,13 @@ class ViewPolicy:
 
     ``sample(rng, original_hw, proposals)`` draws, in this order: the short side of the base resize
     (integer ``U[short_side_range]``, long side capped by ``max_size``), the shared horizontal flip, the
-    view pair (:func:`sample_view_pair`), the regions (:func:`select_regions`) and, per view, the query
-    jitter (:func:`jitter_boxes` clipped to the view).
+    view pair (:func:`sample_view_pair`), the random regions when ``proposals is None``
+    (:func:`~siamese_detr.data.proposals.methods.intersection_random_boxes`), the padding of the regions
+    (:func:`select_regions`) and, per view, the query jitter (:func:`jitter_boxes` clipped to the view).
+
+    ``resize_views``: resize both views to the outer box's size (official); False keeps plain cuts.
+    ``random_num_boxes`` / ``random_max_aspect``: the official random-box rule (100 draws, aspect <= 8).
+    ``jitter_noise``: distribution of the padding and query jitter ("sigmoid_normal" official, "uniform").
     """
 
     short_side_range: Tuple[int, int] = (320, 480)
@@ -395,12 +466,17 @@ class ViewPolicy:
     shrink_outer: bool = True
     swap_prob: float = 0.5
     flip_prob: float = 0.5
+    resize_views: bool = True
+    random_num_boxes: int = 100
+    random_max_aspect: float = 8.0
+    jitter_noise: str = "sigmoid_normal"
 
     def sample(
-        self, rng: np.random.Generator, original_hw: Tuple[int, int], proposals: np.ndarray
-    ) -> TwoViewSample:
+        self, rng: np.random.Generator, original_hw: Tuple[int, int], proposals: Optional[np.ndarray]
+    ) -> Optional[TwoViewSample]:
         """Args: ``original_hw`` = ``(h, w)`` of the input image; ``proposals`` ``[K, 4]`` xyxy in
-        original-image pixels, score order. Returns a :class:`TwoViewSample`."""
+        original-image pixels, score order, or None for fresh random regions inside the overlap.
+        Returns a :class:`TwoViewSample`, or None when no proposal region survives (skip the image)."""
         oh, ow = int(original_hw[0]), int(original_hw[1])
         short = int(rng.integers(self.short_side_range[0], self.short_side_range[1] + 1))
         resized_hw = resized_shape(oh, ow, short, self.max_size)
@@ -408,19 +484,44 @@ class ViewPolicy:
         pair = sample_view_pair(
             rng, resized_hw, self.tau, self.outer_area, self.outer_aspect, self.shrink_outer, self.swap_prob
         )
-        boxes = scale_boxes(
-            np.asarray(proposals, dtype=np.float64).reshape(-1, 4), resized_hw[1] / ow, resized_hw[0] / oh
-        )
-        if flip:
-            boxes = flip_boxes(boxes, resized_hw[1])
+        vb = pair.view_boxes
+        if self.resize_views:
+            outer_hw = (int(pair.outer[3] - pair.outer[1]), int(pair.outer[2] - pair.outer[0]))
+            view_hw = np.array([outer_hw, outer_hw], dtype=np.int64)
+            scales = view_scales(vb, outer_hw)
+        else:  # plain cuts, each of its own size
+            view_hw = np.stack([vb[:, 3] - vb[:, 1], vb[:, 2] - vb[:, 0]], axis=1).astype(np.int64)
+            scales = np.ones((2, 2))
+        if proposals is None:
+            boxes = self._random_regions(rng, pair, scales)
+        else:
+            boxes = scale_boxes(
+                np.asarray(proposals, dtype=np.float64).reshape(-1, 4), resized_hw[1] / ow, resized_hw[0] / oh
+            )
+            if flip:
+                boxes = flip_boxes(boxes, resized_hw[1])
         regions, num_proposals = select_regions(
-            rng, boxes, pair.intersection, self.num_regions, self.min_region_area_frac, self.pad_jitter
+            rng,
+            boxes,
+            pair.intersection,
+            self.num_regions,
+            self.min_region_area_frac,
+            self.pad_jitter,
+            self.jitter_noise,
         )
-        region_boxes = np.stack([image_to_view(regions, vb) for vb in pair.view_boxes])
+        if num_proposals == 0:
+            return None
+        region_boxes = np.stack([image_to_view(regions, vb[v], scales[v]) for v in range(2)])
         query_boxes = np.stack(
             [
-                jitter_boxes(rng, rb, self.query_jitter, np.array([0.0, 0.0, vb[2] - vb[0], vb[3] - vb[1]]))
-                for rb, vb in zip(region_boxes, pair.view_boxes)
+                jitter_boxes(
+                    rng,
+                    region_boxes[v],
+                    self.query_jitter,
+                    np.array([0.0, 0.0, view_hw[v, 1], view_hw[v, 0]], dtype=np.float64),
+                    self.jitter_noise,
+                )
+                for v in range(2)
             ]
         )
         return TwoViewSample(
@@ -428,10 +529,25 @@ class ViewPolicy:
             resized_hw=resized_hw,
             flip=flip,
             swapped=pair.swapped,
-            view_boxes=pair.view_boxes,
+            view_boxes=vb,
             intersection=pair.intersection,
             regions=regions,
+            view_hw=view_hw,
+            view_scales=scales,
             region_boxes=region_boxes,
             query_boxes=query_boxes,
             num_proposals=num_proposals,
         )
+
+    def _random_regions(self, rng: np.random.Generator, pair: ViewPair, scales: np.ndarray) -> np.ndarray:
+        """Official random regions, drawn in view 1's pixels and returned in image coordinates ``[K, 4]``."""
+        inter_v1 = image_to_view(pair.intersection, pair.view_boxes[0], scales[0])
+        boxes_v1 = intersection_random_boxes(
+            rng,
+            inter_v1,
+            num_boxes=self.random_num_boxes,
+            min_area_frac=self.min_region_area_frac,
+            max_aspect=self.random_max_aspect,
+            other_scale=(scales[1, 0] / scales[0, 0], scales[1, 1] / scales[0, 1]),
+        )
+        return view_to_image(boxes_v1, pair.view_boxes[0], scales[0])

@@ -4,12 +4,21 @@ detectron2's ``LazyConfig.apply_overrides`` silently creates a new key when the 
 dotted key is misspelled (``train.max_iterr=10`` trains for the default length). Here such a key
 is an error that names it and suggests the closest existing keys. Prefix a key with ``+`` to add
 a key on purpose (hydra's convention): ``+model.new_arg=3``.
+
+Lists and tuples are written ``key=[a,b]``; ``key=(a,b)`` is accepted too (read as a list, see
+:mod:`.override_syntax`; quote it for the shell: ``'key=(a,b)'``). Datasets given by path
+(``dataloader.train.dataset.names=coco:ANNOTATIONS.json:IMAGE_ROOT`` or ``folder:IMAGE_DIR``) are
+registered once the overrides are applied (:mod:`.dataset_specs`).
 """
 import difflib
 from typing import Iterable, List
 
 from detectron2.config import LazyConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from .config_checks import check_override_type, config_value
+from .dataset_specs import register_config_datasets
+from .override_syntax import tuples_to_lists
 
 _MISSING = object()
 
@@ -45,9 +54,13 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
         overrides: strings ``"a.b.c=value"``; ``"+a.b=value"`` adds a new key.
     Returns:
         the same config, updated.
+    Raises:
+        KeyError: unknown key; ``OverrideTypeError`` (a ``TypeError``): a value of another kind than the
+        config's (``train.max_iter=abc``), see :mod:`.config_checks`.
     """
-    plain = []
+    plain, checks = [], []
     for item in overrides:
+        item = tuples_to_lists(item)
         if "=" not in item:
             raise ValueError(f"Override '{item}' is not of the form key=value.")
         key = item.split("=", 1)[0].strip()
@@ -61,5 +74,10 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
                 f"Config key '{key}' (from override '{item}') does not exist in the config.{hint} "
                 f"To add a new key on purpose, write '+{item}'."
             )
+        checks.append((key, config_value(cfg, key), item))
         plain.append(item)
-    return LazyConfig.apply_overrides(cfg, plain)
+    cfg = LazyConfig.apply_overrides(cfg, plain)
+    for key, old, item in checks:
+        check_override_type(key, old, config_value(cfg, key), item)
+    register_config_datasets(cfg, [item.split("=", 1)[0].strip().lstrip("+") for item in plain])
+    return cfg

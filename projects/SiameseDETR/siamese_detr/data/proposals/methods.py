@@ -14,6 +14,8 @@ from ``cv2.ximgproc`` (opencv-contrib).
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import os
 from typing import Optional, Tuple
 
@@ -27,6 +29,11 @@ __all__ = [
     "edgeboxes",
     "selective_search",
     "random_boxes",
+    "intersection_random_boxes",
+    "sharpen_for_edgeboxes",
+    "fallback_box",
+    "note_gradient_fallback",
+    "GRADIENT_FALLBACK_WARN_AT",
     "gradient_edge_map",
     "structured_edge_map",
     "stable_seed",
@@ -36,6 +43,40 @@ METHODS = ("edgeboxes", "selective_search", "random")
 # 512 EdgeBoxes per image as the official Siamese DETR code; Selective Search keeps all its boxes
 # unless asked (fast mode gives ~1-3k per image); random: a round number.
 DEFAULT_MAX_BOXES = {"edgeboxes": 512, "selective_search": None, "random": 512}
+# after this many images computed with the gradient edge map in one process, warn loudly: a real-scale run
+# should use the Structured Edge model (``--sed-model``) as the official generator does
+GRADIENT_FALLBACK_WARN_AT = 1000
+
+logger = logging.getLogger(__name__)
+_gradient_fallback_count = 0
+
+
+def note_gradient_fallback(num_images: int = 1) -> int:
+    """Count images whose EdgeBoxes ran on the gradient edge map (no SED model) in this process.
+
+    Logs an INFO line on the first image (fine for the demo and tests) and a loud WARNING when the count
+    reaches :data:`GRADIENT_FALLBACK_WARN_AT` and at every tenfold after it: the gradient map is a
+    stand-in for the Structured Edge model of the official generator and gives different proposals.
+    Returns the count so far.
+    """
+    global _gradient_fallback_count
+    before = _gradient_fallback_count
+    _gradient_fallback_count += int(num_images)
+    after = _gradient_fallback_count
+    if before == 0 and after > 0:
+        logger.info("EdgeBoxes on the gradient edge map (no --sed-model): fine for the demo, not a real run")
+    mark = GRADIENT_FALLBACK_WARN_AT
+    while mark <= after:
+        if before < mark:
+            logger.warning(
+                "!!! EdgeBoxes has now run on %d images with the GRADIENT edge map because no Structured Edge "
+                "model was given. The official proposals (tools/hpcplayers/box_generator.py) use the SED "
+                "model: for a real run pass --sed-model model.yml.gz (opencv_extra testdata/cv/ximgproc/"
+                "model.yml.gz) to tools/generate_proposals.py, or sed_model=... to OnlineProposals. !!!",
+                after,
+            )
+        mark *= 10
+    return after
 
 
 def stable_seed(image_id, seed: int = 0) -> int:
@@ -139,26 +180,36 @@ def _xywh_to_xyxy_clipped(boxes_xywh: np.ndarray, height: int, width: int) -> np
     return xyxy
 
 
-def edgeboxes(
-    image_bgr: np.ndarray,
-    max_boxes: Optional[int] = 512,
-    alpha: float = 0.65,
-    beta: float = 0.75,
-    min_score: float = 0.01,
-    sed_model: Optional[str] = None,
-    edge_sigma: float = 2.0,
-) -> Tuple[np.ndarray, np.ndarray]:
-    """EdgeBoxes proposals (``cv2.ximgproc.createEdgeBoxes``), best score first.
+def sharpen_for_edgeboxes(image_bgr: np.ndarray) -> Tuple[np.ndarray, int]:
+    """The official retry input for images on which EdgeBoxes finds nothing (smooth images).
 
-    Args:
-        alpha, beta, min_score: EdgeBoxes step size, NMS threshold and score floor (OpenCV defaults).
-        sed_model: path of a Structured Edge Detection ``model.yml.gz``; None = :func:`gradient_edge_map`.
-        edge_sigma: smoothing of the gradient edge map (ignored with ``sed_model``).
-
-    Returns:
-        boxes float32 [K, 4] xyxy absolute, scores float32 [K] non-increasing (EdgeBoxes box scores), K <= max_boxes.
+    As ``BoxGenerator.sharpen``: 3x3 sharpening kernel ``[[0,-1,0],[-1,5,-1],[0,-1,0]]``, contrast x1.5
+    (``convertScaleAbs``, saturating), then an integer upscale by ``factor = ceil(1000 / min(H, W))``
+    (bilinear). Returns ``(image uint8 [H*factor, W*factor, 3], factor)``; boxes found on it are divided by
+    ``factor``.
     """
-    height, width = image_bgr.shape[:2]
+    kernel = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], dtype=np.float32)
+    sharp = cv2.filter2D(image_bgr, -1, kernel)
+    sharp = cv2.convertScaleAbs(sharp, alpha=1.5, beta=0)
+    factor = int(math.ceil(1000.0 / min(image_bgr.shape[:2])))
+    h, w = image_bgr.shape[:2]
+    return cv2.resize(sharp, (w * factor, h * factor), interpolation=cv2.INTER_LINEAR), factor
+
+
+def fallback_box(height: int, width: int) -> np.ndarray:
+    """The official last-resort box when even the sharpened image gives no EdgeBoxes, float32 ``[1, 4]`` xyxy.
+
+    ``BoxGenerator.edgebox`` writes ``[w//4, h//4, w//4*3, h//4*3]`` and then converts every box from xywh
+    to xyxy, so the box it actually stores is ``[w//4, h//4, w//4 + 3*(w//4), h//4 + 3*(h//4)]`` (the lower
+    right 3/4 x 3/4 of the image, not the centred half its numbers suggest). We store that box, as the code
+    does.
+    """
+    qw, qh = width // 4, height // 4
+    return np.array([[qw, qh, qw + 3 * qw, qh + 3 * qh]], dtype=np.float32)
+
+
+def _run_edgeboxes(image_bgr, max_boxes, alpha, beta, min_score, sed_model, edge_sigma):
+    """One EdgeBoxes pass: ``(boxes xywh float32 [K, 4], scores float32 [K])`` (K may be 0)."""
     if sed_model:
         edges, orientation = structured_edge_map(image_bgr, sed_model)
     else:
@@ -169,7 +220,49 @@ def edgeboxes(
     boxes, scores = detector.getBoundingBoxes(edges, orientation)
     if boxes is None or len(boxes) == 0:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
-    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32).reshape(-1)
+
+
+def edgeboxes(
+    image_bgr: np.ndarray,
+    max_boxes: Optional[int] = 512,
+    alpha: float = 0.65,
+    beta: float = 0.75,
+    min_score: float = 0.01,
+    sed_model: Optional[str] = None,
+    edge_sigma: float = 2.0,
+    fallback: bool = True,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """EdgeBoxes proposals (``cv2.ximgproc.createEdgeBoxes``), best score first.
+
+    Follows ``BoxGenerator.edgebox`` of the official code: if the image gives no box, run again on
+    :func:`sharpen_for_edgeboxes` (boxes divided by its upscale factor); if that gives none either, return
+    the single :func:`fallback_box` with score 0. So with ``fallback=True`` at least one box is returned.
+
+    Args:
+        alpha, beta, min_score: EdgeBoxes step size, NMS threshold and score floor (OpenCV defaults, as the
+            official generator, which only sets ``maxBoxes``).
+        sed_model: path of a Structured Edge Detection ``model.yml.gz`` (real runs); None = the gradient edge
+            map :func:`gradient_edge_map` (demo; counted by :func:`note_gradient_fallback`).
+        edge_sigma: smoothing of the gradient edge map (ignored with ``sed_model``).
+        fallback: False = no sharpen/fixed-box retries (K may be 0).
+
+    Returns:
+        boxes float32 [K, 4] xyxy absolute, scores float32 [K] non-increasing (EdgeBoxes box scores), K <= max_boxes.
+    """
+    height, width = image_bgr.shape[:2]
+    if not sed_model:
+        note_gradient_fallback(1)
+    args = (max_boxes, alpha, beta, min_score, sed_model, edge_sigma)
+    boxes, scores = _run_edgeboxes(image_bgr, *args)
+    if len(boxes) == 0 and fallback:
+        sharp, factor = sharpen_for_edgeboxes(image_bgr)
+        boxes, scores = _run_edgeboxes(sharp, *args)
+        boxes = boxes / np.float32(factor)
+    if len(boxes) == 0:
+        if not fallback:
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        return fallback_box(height, width), np.zeros((1,), np.float32)
     order = np.argsort(-scores, kind="stable")  # already sorted by OpenCV; make it a guarantee
     return _xywh_to_xyxy_clipped(boxes, height, width)[order], scores[order]
 
@@ -244,6 +337,57 @@ def random_boxes(
     boxes = np.stack([x1, y1, np.minimum(x1 + bw, width), np.minimum(y1 + bh, height)], axis=1)
     scores = (k - np.arange(k, dtype=np.float32)) / np.float32(max(k, 1))
     return boxes.astype(np.float32), scores.astype(np.float32)
+
+
+def intersection_random_boxes(
+    rng: np.random.Generator,
+    intersection: np.ndarray,
+    num_boxes: int = 100,
+    min_area_frac: float = 0.05,
+    max_aspect: float = 8.0,
+    other_scale: Tuple[float, float] = (1.0, 1.0),
+) -> np.ndarray:
+    """Fresh random regions inside the views' overlap, the rule of the official "random boxes" ablation
+    (``SiameseDETRDataset.gen_random_boxes`` in ``openselfsup/datasets/siamese_detr.py``; config
+    ``coco_randbox_crop_bs4.py``: ``dice_num=100``, ``ratio_max=8``, ``area_min_ratio=0.05``).
+
+    In the pixel coordinates of view 1, where ``intersection = (rx0, ry0, rx1, ry1)``:
+    top-left ``x0 ~ U{floor(rx0) .. floor(rx1) - 1}``, ``y0`` likewise; height ``h = U[0, 1) * (ry1 - y0)``;
+    with ``a_min = min_area_frac * area(intersection)``, width ``w = a_min / h + U[0, 1) * (rx1 - x0 - a_min / h)``
+    (so ``w * h >= a_min``). A box is valid when ``x0 + w < rx1``, its aspect ``w / h`` lies in
+    ``[1 / max_aspect, max_aspect]`` in both views, and its area in view 2's pixels is ``>= a_min`` (the
+    official code compares view 2's area with view 1's threshold; ``other_scale = (kx, ky)`` converts view-1
+    pixels to view-2 pixels). ``y0 + h <= ry1`` holds by construction.
+
+    Args:
+        intersection: ``[4]`` xyxy of the overlap in view 1's pixels.
+    Returns:
+        float64 ``[K, 4]`` xyxy (view 1's pixels) of the valid boxes in draw order, ``K <= num_boxes``; the caller
+        takes the first ``num_regions - 1`` (official ``pick_boxes``).
+    """
+    rx0, ry0, rx1, ry1 = (float(c) for c in intersection)
+    min_area = min_area_frac * (rx1 - rx0) * (ry1 - ry0)
+    n = int(num_boxes)
+    x_lo, y_lo = int(math.floor(rx0)), int(math.floor(ry0))
+    x0 = rng.integers(x_lo, max(int(math.floor(rx1)), x_lo + 1), size=n).astype(np.float64)
+    y0 = rng.integers(y_lo, max(int(math.floor(ry1)), y_lo + 1), size=n).astype(np.float64)
+    heights = rng.random(n) * (ry1 - y0) + 1e-10
+    width_min = min_area / heights
+    widths = width_min + rng.random(n) * ((rx1 - x0) - width_min)
+    boxes = np.stack([x0, y0, x0 + widths, y0 + heights], axis=1)
+    kx, ky = float(other_scale[0]), float(other_scale[1])
+    aspect_1 = widths / heights
+    aspect_2 = (widths * kx) / (heights * ky)
+    valid = (
+        (boxes[:, 2] < rx1)
+        & (boxes[:, 3] <= ry1)
+        & (aspect_1 >= 1.0 / max_aspect)
+        & (aspect_1 <= max_aspect)
+        & (aspect_2 >= 1.0 / max_aspect)
+        & (aspect_2 <= max_aspect)
+        & (widths * kx * heights * ky >= min_area)
+    )
+    return boxes[valid]
 
 
 def compute_proposals(

@@ -1,0 +1,164 @@
+"""Datasets given by path instead of by registered name: a COCO json + image folder, or an image folder.
+
+Wherever a config or a tool takes a dataset name (``dataloader.train.dataset.names``,
+``dataloader.test.dataset.names``, an evaluator's ``dataset_name``, ``StoreProposals(dataset=...)``), it
+also takes a *dataset spec*:
+
+``coco:ANNOTATIONS.json:IMAGE_ROOT``
+    a COCO-format detection json (``images``, ``annotations`` with ``bbox`` = [x, y, w, h] absolute pixels,
+    ``categories``) whose ``file_name`` entries are relative to ``IMAGE_ROOT``. ``coco:ANNOTATIONS.json``
+    alone uses the json's folder as the image root. Registered with detectron2's
+    ``register_coco_instances``: ``image_id`` = the json's integer image id, classes = the json's
+    categories sorted by id (contiguous ids 0..K-1, as ``load_coco_json``), COCO evaluation reads the json.
+``folder:IMAGE_DIR``
+    every image under ``IMAGE_DIR`` (recursive), no labels (pretraining); ``image_id`` = the path relative
+    to ``IMAGE_DIR`` (as ``tools/generate_proposals.py --image-dir`` keys its stores).
+
+The spec string itself becomes the registered name, so the same string works everywhere, in every process
+(each process registers it again from the string: DDP workers, tools). Relative paths are resolved against
+the working directory. On the command line::
+
+    dataloader.train.dataset.names=coco:data/train.json:data/images
+    'dataloader.train.dataset.names=[coco:a/train.json:a/images,coco:b/train.json:b/images]'
+
+A path containing ``,`` or ``=`` must be quoted for Detectron2's (hydra's) override parser:
+``names="'coco:my,data/train.json'"``.
+"""
+import json
+import logging
+import os
+from typing import Iterable, List, Optional, Tuple
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from ..image_folder import register_image_folder
+
+__all__ = [
+    "SPEC_PREFIXES",
+    "coco_categories",
+    "ensure_dataset",
+    "is_dataset_spec",
+    "parse_dataset_spec",
+    "register_dataset_spec",
+    "spec_thing_classes",
+]
+
+logger = logging.getLogger(__name__)
+
+SPEC_PREFIXES = ("coco:", "folder:")
+
+
+def is_dataset_spec(name) -> bool:
+    """True for strings of the form ``coco:...`` or ``folder:...``."""
+    return isinstance(name, str) and name.startswith(SPEC_PREFIXES)
+
+
+def parse_dataset_spec(spec: str) -> Tuple[str, dict]:
+    """``spec`` -> (kind, paths): ``("coco", {"json_file", "image_root"})`` or ``("folder", {"image_root"})``,
+    paths made absolute. Raises ``ValueError`` for a malformed spec (naming the accepted forms)."""
+    usage = "expected 'coco:ANNOTATIONS.json[:IMAGE_ROOT]' or 'folder:IMAGE_DIR'"
+    if not is_dataset_spec(spec):
+        raise ValueError(f"{spec!r} is not a dataset spec: {usage}")
+    kind, rest = spec.split(":", 1)
+    if not rest:
+        raise ValueError(f"dataset spec {spec!r} has no path: {usage}")
+    if kind == "folder":
+        return "folder", {"image_root": os.path.abspath(rest)}
+    # coco: the json path ends at ".json"; whatever follows ":" is the image root
+    marker = rest.lower().find(".json:")
+    if marker >= 0:
+        json_file, image_root = rest[: marker + len(".json")], rest[marker + len(".json:"):]
+    else:
+        json_file, image_root = rest, ""
+    if not json_file.lower().endswith(".json"):
+        raise ValueError(f"dataset spec {spec!r}: the annotation file must end in .json; {usage}")
+    json_file = os.path.abspath(json_file)
+    image_root = os.path.abspath(image_root) if image_root else os.path.dirname(json_file)
+    return "coco", {"json_file": json_file, "image_root": image_root}
+
+
+def coco_categories(json_file: str) -> List[dict]:
+    """The ``categories`` of a COCO json, sorted by id (the order of detectron2's contiguous class ids)."""
+    try:
+        with open(json_file) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read the COCO json {json_file!r}: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("categories"), list) or "images" not in data:
+        raise ValueError(
+            f"{json_file!r} is not a COCO detection json (needs 'images', 'annotations' and 'categories')"
+        )
+    return sorted(data["categories"], key=lambda c: c["id"])
+
+
+def register_dataset_spec(spec: str) -> str:
+    """Register ``spec`` under the name ``spec`` (idempotent) and return it.
+
+    Raises:
+        FileNotFoundError: the json or image folder does not exist (naming it);
+        ValueError: a malformed spec or json, or the same spec string already registered for other paths
+            (a relative spec used from another working directory).
+    """
+    kind, paths = parse_dataset_spec(spec)
+    if spec in DatasetCatalog.list():
+        registered = {k: MetadataCatalog.get(spec).get(k, None) for k in paths}
+        if registered == paths:
+            return spec
+        raise ValueError(
+            f"dataset {spec!r} is already registered for {registered}, not {paths}: use absolute paths"
+        )
+    for key, path in paths.items():
+        exists = os.path.isfile(path) if key == "json_file" else os.path.isdir(path)
+        if not exists:
+            what = "annotation file" if key == "json_file" else "image folder"
+            raise FileNotFoundError(f"dataset {spec!r}: the {what} {path!r} does not exist")
+    if kind == "folder":
+        register_image_folder(spec, paths["image_root"])
+        MetadataCatalog.get(spec).set(dataset_spec=spec)
+        return spec
+
+    from detectron2.data.datasets import register_coco_instances
+
+    categories = coco_categories(paths["json_file"])
+    # the same values load_coco_json sets when the dataset is first read (it refuses to change them)
+    metadata = {
+        "thing_classes": [c["name"] for c in categories],
+        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(categories)},
+        "dataset_spec": spec,
+    }
+    register_coco_instances(spec, metadata, paths["json_file"], paths["image_root"])
+    logger.info("Registered %s: %d classes %s", spec, len(categories), metadata["thing_classes"])
+    return spec
+
+
+def ensure_dataset(name):
+    """Register ``name`` if it is a dataset spec (see the module docstring); return it unchanged.
+
+    Lists/tuples of names are handled element by element. Registered names and anything that is not a
+    spec pass through untouched (an unknown plain name fails later, where Detectron2 looks it up).
+    """
+    if isinstance(name, (list, tuple)):
+        return type(name)(ensure_dataset(n) for n in name)
+    if is_dataset_spec(name):
+        register_dataset_spec(name)
+    return name
+
+
+def spec_thing_classes(names: Iterable[str]) -> Optional[List[str]]:
+    """The class names shared by the ``coco:`` specs among ``names`` (registered first), or None if none
+    is a ``coco:`` spec. Raises ``ValueError`` when two of them have different categories."""
+    names = [names] if isinstance(names, str) else list(names)
+    classes, first = None, None
+    for name in names:
+        if not (is_dataset_spec(name) and name.startswith("coco:")):
+            continue
+        register_dataset_spec(name)
+        these = list(MetadataCatalog.get(name).thing_classes)
+        if classes is None:
+            classes, first = these, name
+        elif these != classes:
+            raise ValueError(
+                f"datasets {first!r} and {name!r} have different categories ({classes} vs {these}); "
+                "one model needs one set of classes"
+            )
+    return classes

@@ -1,0 +1,69 @@
+"""Evaluation results in files, not only in the log; ``train.eval_period <= 0`` means no evaluation.
+
+* :func:`eval_hook`: detectron2's ``EvalHook`` evaluates every ``eval_period`` iterations *and after the
+  last one* even when the period is 0; here a period ``<= 0`` gives no hook, so no evaluation at all.
+* :func:`set_evaluator_output_dir`: the config's evaluator writes its predictions to
+  ``train.output_dir/inference/`` (``COCOEvaluator``: ``coco_instances_results.json``, COCO results format
+  ``{"image_id", "category_id", "bbox": [x, y, w, h] absolute, "score"}``; ``ClassAgnosticEvaluator``:
+  ``class_agnostic_predictions.json`` and ``class_agnostic_results.json``).
+* :func:`append_eval_metrics`: one line ``{"bbox/AP": ..., "iteration": ..., "eval_only": true}`` appended
+  to ``train.output_dir/metrics.json``, as the periodic evaluation of a training run writes it.
+"""
+import inspect
+import json
+import os
+from typing import Callable, Mapping, Optional
+
+from detectron2.engine import hooks
+from detectron2.evaluation.testing import flatten_results_dict
+from detectron2.utils import comm
+
+__all__ = ["append_eval_metrics", "eval_hook", "set_evaluator_output_dir"]
+
+INFERENCE_DIR = "inference"
+
+
+def eval_hook(eval_period: int, eval_function: Callable[[], dict]) -> Optional[hooks.EvalHook]:
+    """``hooks.EvalHook(eval_period, eval_function)``, or None (no evaluation, also not at the end) when
+    ``eval_period <= 0``. ``trainer.register_hooks`` skips None."""
+    if eval_period is None or eval_period <= 0:
+        return None
+    return hooks.EvalHook(eval_period, eval_function)
+
+
+def _target_callable(target):
+    if isinstance(target, str):
+        from detectron2.utils.registry import locate
+
+        return locate(target)
+    return target
+
+
+def set_evaluator_output_dir(cfg, subdir: str = INFERENCE_DIR) -> Optional[str]:
+    """Point ``cfg.dataloader.evaluator.output_dir`` to ``train.output_dir/<subdir>`` when the evaluator takes
+    an ``output_dir`` and the config leaves it unset. Returns the folder used (None: evaluator has none)."""
+    evaluator = cfg.dataloader.get("evaluator", None) if "dataloader" in cfg else None
+    if evaluator is None or not hasattr(evaluator, "get") or "_target_" not in evaluator:
+        return None
+    try:
+        parameters = inspect.signature(_target_callable(evaluator._target_)).parameters
+    except (TypeError, ValueError, ImportError):
+        return None
+    if "output_dir" not in parameters:
+        return None
+    if not evaluator.get("output_dir", None):
+        evaluator.output_dir = os.path.join(cfg.train.output_dir, subdir)
+    return evaluator.output_dir
+
+
+def append_eval_metrics(output_dir: str, results: Mapping, **extra) -> Optional[dict]:
+    """Append the flattened ``results`` (``{"bbox": {"AP": ..}}`` -> ``{"bbox/AP": ..}``) plus ``extra`` as
+    one json line to ``output_dir/metrics.json`` (main process only). Returns the record written."""
+    if not comm.is_main_process() or not results:
+        return None
+    record = dict(flatten_results_dict(dict(results)))
+    record.update(extra)
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "metrics.json"), "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+    return record

@@ -1,0 +1,64 @@
+"""Start-up checks of a training run that catch a wasted pretraining before its first iteration.
+
+A pretext model (Siamese DETR, UP-DETR, DETReg) keeps its backbone frozen: it learns against the features
+of a backbone pretrained elsewhere (SwAV in the official Siamese DETR configs: ``pretrained=
+'data/model_zoo/resnet/swav_800ep_pretrain_oss.pth.tar'`` with ``freeze_backbone=True``). Started without
+``train.init_checkpoint`` that backbone stays random and every iteration is spent on meaningless features,
+so :func:`check_backbone_initialised` refuses it unless the model says ``allow_random_backbone=True`` (the
+CPU demo, which cannot download weights).
+"""
+
+from typing import Optional
+
+from torch import nn
+
+__all__ = ["RandomBackboneError", "has_frozen_backbone", "check_backbone_initialised"]
+
+
+class RandomBackboneError(RuntimeError):
+    """A frozen backbone would train from random weights."""
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (or the model itself)."""
+    while isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
+    return model
+
+
+def has_frozen_backbone(model: nn.Module) -> bool:
+    """True when ``model.backbone`` exists and is frozen: named in ``model.frozen_modules`` or none of its
+    parameters requires a gradient."""
+    model = _unwrap(model)
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, nn.Module):
+        return False
+    if "backbone" in tuple(getattr(model, "frozen_modules", ()) or ()):
+        return True
+    params = list(backbone.parameters())
+    return bool(params) and not any(p.requires_grad for p in params)
+
+
+def check_backbone_initialised(model: nn.Module, init_checkpoint: Optional[str], resuming: bool = False) -> None:
+    """Raise :class:`RandomBackboneError` when ``model`` has a frozen backbone that nothing initialises.
+
+    Args:
+        model: the instantiated model (a DDP wrapper is looked through).
+        init_checkpoint: ``cfg.train.init_checkpoint`` (empty / None = no weights loaded).
+        resuming: True when the run resumes from its own last checkpoint (which holds the backbone).
+
+    Passes when the backbone is trainable, when a checkpoint is given or resumed from, or when
+    ``model.allow_random_backbone`` is True.
+    """
+    if resuming or (init_checkpoint and str(init_checkpoint).strip()):
+        return
+    if not has_frozen_backbone(model) or getattr(_unwrap(model), "allow_random_backbone", False):
+        return
+    raise RandomBackboneError(
+        f"{type(_unwrap(model)).__name__} has a FROZEN backbone but train.init_checkpoint is empty: it would "
+        "train against random features. Convert pretrained ResNet-50 weights (SwAV as the official Siamese "
+        "DETR, or torchvision ImageNet) with\n"
+        "    python tools/convert_checkpoint.py --input swav_800ep_pretrain.pth.tar --output swav_r50_d2.pth\n"
+        "and pass train.init_checkpoint=swav_r50_d2.pth. Only for a demo or test that means it, set "
+        "model.allow_random_backbone=True."
+    )

@@ -1,0 +1,125 @@
+"""Low-data splits: seeded subsets written once to json, identical across processes (hash seeds, input
+orders) and reruns, registered by name."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+import siamese_detr.data.datasets.low_data_splits as LD
+
+PARENT = "toy_low_data_parent"
+NAME = "toy_low_data_parent_10pct_seed42"
+
+# run in a child process: register a toy parent whose dicts come in an order that depends on the hash seed
+# (iteration over a set of strings) and write its 10 % split under argv[1]
+# (the Detectron2-free module, loaded by path so that the child starts in a fraction of a second)
+CHILD = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("low_data_select", sys.argv[2])
+LD = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(LD)
+ids = [int(s) for s in {str(7 * i + 3) for i in range(1000)}]
+LD.LOW_DATA_SPLITS["toy_low_data_parent_10pct_seed42"] = ("toy_low_data_parent", 10, 42, "test")
+print(ids[:5])
+LD.write_low_data_split("toy_low_data_parent_10pct_seed42", ids, root=sys.argv[1])
+"""
+
+
+def test_names_and_protocols():
+    names = set(LD.LOW_DATA_SPLITS)
+    assert {"voc_2007_2012_trainval_10pct_seed42", "voc_2007_2012_trainval_30pct_seed42"} <= names
+    assert {f"coco_2017_train_{p}pct_seed42" for p in (1, 2, 5, 10)} <= names
+    assert LD.LOW_DATA_SPLITS["coco_2017_train_5pct_seed42"][:3] == ("coco_2017_train", 5, 42)
+    assert LD.LOW_DATA_SPLITS["voc_2007_2012_trainval_30pct_seed42"][0] == "voc_2007_2012_trainval_coco"
+    assert LD.split_name("coco_2017_train", 0.5) == "coco_2017_train_0p5pct_seed42"
+    for name in names:
+        assert name in DatasetCatalog.list()
+
+
+def test_select_subset_size_order_independence_and_detreg_draw():
+    ids = list(range(5, 5 + 3 * 997, 3))  # 997 ids
+    chosen = LD.select_subset(ids, 10, 42)
+    assert len(chosen) == round(997 * 0.10) == 100 and chosen == sorted(set(chosen)) and set(chosen) <= set(ids)
+    rng = np.random.default_rng(0)
+    assert LD.select_subset(rng.permutation(ids).tolist(), 10, 42) == chosen  # input order is irrelevant
+    assert LD.select_subset(ids, 10, 43) != chosen
+    # DETReg's released code: np.random.seed(42); np.random.choice(sorted ids, round(N * pct), replace=False)
+    state = np.random.get_state()
+    try:
+        np.random.seed(42)
+        detreg = sorted(int(i) for i in np.random.choice(sorted(ids), size=round(997 * 0.10), replace=False))
+    finally:
+        np.random.set_state(state)
+    assert chosen == detreg
+    assert len(LD.select_subset(ids, 1, 42)) == 10 and len(LD.select_subset(ids[:20], 1, 42)) == 1
+    with pytest.raises(ValueError):
+        LD.select_subset([], 10)
+
+
+def _start_child(root, hash_seed):
+    env = dict(os.environ, PYTHONHASHSEED=str(hash_seed), OMP_NUM_THREADS="1")
+    module = os.path.join(os.path.dirname(LD.__file__), "low_data_select.py")
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(root), module], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_split_files_identical_across_processes_and_reruns(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    children = [_start_child(a, 1), _start_child(b, 2)]  # concurrently: each imports detectron2
+    outputs = []
+    for child in children:
+        stdout, stderr = child.communicate()
+        assert child.returncode == 0, stderr
+        outputs.append(stdout.strip().splitlines()[-1])
+    assert outputs[0] != outputs[1]  # the two processes saw the parent in different orders
+    path = os.path.join("low_data_splits", f"{NAME}.json")
+    bytes_a = (a / path).read_bytes()
+    assert bytes_a == (b / path).read_bytes()
+    record = json.loads(bytes_a)
+    assert record["num_parent_images"] == 1000 and len(record["image_ids"]) == 100
+    assert record["seed"] == 42 and record["parent"] == PARENT
+    # rerun here (another process, ids in yet another order): the file is kept, byte for byte
+    parent_ids = [7 * i + 3 for i in range(1000)][::-1]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(LD.LOW_DATA_SPLITS, NAME, (PARENT, 10, 42, "test"))
+        LD.write_low_data_split(NAME, parent_ids, root=str(a))
+        assert (a / path).read_bytes() == bytes_a
+        LD.write_low_data_split(NAME, parent_ids, root=str(a), overwrite=True)  # rewritten: same bytes
+        assert (a / path).read_bytes() == bytes_a
+
+
+@pytest.fixture()
+def toy_parent(monkeypatch):
+    ids = [7 * i + 3 for i in range(200)]
+    DatasetCatalog.register(PARENT, lambda: [{"image_id": i, "file_name": f"{i}.jpg"} for i in ids])
+    MetadataCatalog.get(PARENT).set(thing_classes=["a", "b"], evaluator_type="coco")
+    monkeypatch.setitem(LD.LOW_DATA_SPLITS, NAME, (PARENT, 10, 42, "test"))
+    yield ids
+    for name in (PARENT, NAME):
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+
+
+def test_registered_split_loads_the_subset_and_checks_the_parent(toy_parent, tmp_path, monkeypatch):
+    ids = toy_parent
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    LD.register_low_data_splits()
+    with pytest.raises(FileNotFoundError, match="prepare_low_data_splits.py"):
+        DatasetCatalog.get(NAME)
+    LD.write_low_data_split(NAME, ids)
+    dicts = DatasetCatalog.get(NAME)
+    assert [d["image_id"] for d in dicts] == LD.select_subset(ids, 10, 42)
+    assert MetadataCatalog.get(NAME).thing_classes == ["a", "b"]
+    # an existing file with other ids is not silently replaced
+    with pytest.raises(ValueError, match="different image ids"):
+        LD.write_low_data_split(NAME, ids[:-1])
+    # the parent changed size since the split was drawn: refuse to load
+    DatasetCatalog.remove(PARENT)
+    DatasetCatalog.register(PARENT, lambda: [{"image_id": i} for i in ids[:-1]])
+    with pytest.raises(ValueError, match="drawn from 200 images"):
+        DatasetCatalog.get(NAME)

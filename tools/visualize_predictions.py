@@ -1,0 +1,228 @@
+#!/usr/bin/env python
+"""Draw a model's detections (and the ground truth when there is one) on images, one PNG per image.
+
+    python tools/visualize_predictions.py --config-file configs/demo/detr_demo.py \\
+        --checkpoint output/demo/detr_finetune/model_final.pth \\
+        [--dataset NAME | --dataset coco:ANN.json:IMAGES | --image-dir DIR] \\
+        [--num-images 8] [--score-threshold 0.5] [--output output/predictions] [key=value ...]
+
+The model is the config's ``model`` (with the ``key=value`` overrides), loaded from ``--checkpoint`` (a
+detectron2 ``.pth`` written by tools/lazyconfig_train_net.py). Images come from ``--dataset`` (a registered
+name or a dataset spec, see README "Train on your own data"), ``--image-dir`` (every image of a folder, no
+ground truth) or, by default, the config's ``dataloader.test.dataset.names``; they are resized by the
+config's test mapper, as in evaluation. The number of classes is taken from a ``coco:`` dataset's json, else
+from the checkpoint's class head; class names from the dataset or the config's training dataset (with
+``--image-dir``, add ``dataloader.train.dataset.names=coco:TRAIN.json:IMAGES`` to name the classes).
+
+Each PNG shows, side by side, the ground-truth boxes (when the dataset has annotations) and the detections
+with ``score >= --score-threshold`` (class name and score; one colour per class), on the original image
+(small images are enlarged for legibility).
+"""
+import argparse
+import logging
+import os
+import re
+import sys
+import warnings
+
+# detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.structures import BoxMode  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+import siamese_detr.data  # noqa: E402,F401  (registers the built-in datasets)
+from siamese_detr.data.image_io import read_image_or_none  # noqa: E402
+from siamese_detr.engine import apply_checked_overrides  # noqa: E402
+
+logger = logging.getLogger("visualize_predictions")
+GAP = 8
+CAPTION = 24
+GT_COLOUR = (255, 0, 255)  # BGR magenta
+
+
+def palette(n: int) -> list:
+    """``n`` distinct, saturated BGR colours (evenly spaced hues)."""
+    hsv = np.stack([np.arange(n) * 180 // max(n, 1), np.full(n, 230), np.full(n, 255)], axis=1)
+    bgr = cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2BGR)[0]
+    return [tuple(int(c) for c in col) for col in bgr]
+
+
+def draw_boxes(image: np.ndarray, boxes, labels, colours, scale: float) -> np.ndarray:
+    """Boxes ``[N, 4]`` xyxy absolute pixels of ``image`` (HxWx3 BGR uint8) with a text label each, drawn on
+    a copy enlarged by ``scale``."""
+    out = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale != 1 else image.copy()
+    for box, label, colour in zip(boxes, labels, colours):
+        x0, y0, x1, y1 = (int(round(float(c) * scale)) for c in box)
+        cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), colour, 2)
+        cv2.putText(out, label, (x0 + 2, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+    return out
+
+
+def render(image: np.ndarray, title: str, gt, detections, class_names, min_height: int = 320) -> np.ndarray:
+    """Canvas: caption, then [ground truth |] detections.
+
+    Args:
+        image: HxWx3 BGR uint8, original size.
+        gt: None (no annotations) or (boxes [G, 4] xyxy absolute, classes [G]).
+        detections: (boxes [D, 4] xyxy absolute, scores [D], classes [D]) already thresholded.
+    """
+    colours = palette(max(len(class_names), 1))
+
+    def name(c):
+        return class_names[c] if 0 <= c < len(class_names) else f"class {c}"
+
+    scale = max(1.0, min_height / image.shape[0])
+    boxes, scores, classes = detections
+    panels = [("detections", draw_boxes(image, boxes, [f"{name(c)} {s:.2f}" for c, s in zip(classes, scores)],
+                                        [colours[c % len(colours)] for c in classes], scale))]
+    if gt is not None:
+        panels.insert(0, ("ground truth", draw_boxes(image, gt[0], [name(c) for c in gt[1]],
+                                                     [GT_COLOUR] * len(gt[0]), scale)))
+    height = CAPTION + 18 + max(p.shape[0] for _, p in panels) + GAP
+    width = max(GAP + sum(p.shape[1] + GAP for _, p in panels), 8 * len(title) + 2 * GAP)
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    cv2.putText(canvas, title, (GAP, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    x = GAP
+    for label, panel in panels:
+        cv2.putText(canvas, label, (x, CAPTION + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        canvas[CAPTION + 18:CAPTION + 18 + panel.shape[0], x:x + panel.shape[1]] = panel
+        x += panel.shape[1] + GAP
+    return canvas
+
+
+def ground_truth(dataset_dict: dict):
+    """(boxes [G, 4] xyxy absolute, contiguous class ids [G]) of the non-crowd annotations, or None when the
+    dataset has no annotations (detectron2 dicts already hold contiguous ``category_id``)."""
+    if "annotations" not in dataset_dict:
+        return None
+    annos = [a for a in dataset_dict["annotations"] if not a.get("iscrowd", 0)]
+    boxes = np.array([BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos],
+                     dtype=np.float32).reshape(-1, 4)
+    return boxes, [int(a["category_id"]) for a in annos]
+
+
+def class_names_for(cfg, dataset_names, num_classes: int) -> list:
+    """Class names of the first dataset (test, then train) whose metadata has ``num_classes`` of them."""
+    train = cfg.dataloader.train.dataset.get("names", None) if "train" in cfg.dataloader else None
+    candidates = list(dataset_names)
+    for names in (train,):
+        if isinstance(names, str):
+            candidates.append(names)
+        elif names is not None and all(isinstance(n, str) for n in names):
+            candidates.extend(names)
+    for name in candidates:
+        if name in DatasetCatalog.list():
+            classes = MetadataCatalog.get(name).get("thing_classes", None)
+            if classes is not None and len(classes) == num_classes:
+                return list(classes)
+    return ["object"] if num_classes == 1 else [f"class {i}" for i in range(num_classes)]
+
+
+def checkpoint_num_classes(path: str):
+    """Foreground classes K of a checkpoint's DETR class head (weight [K + 1, d]), or None."""
+    try:  # tensors only: a file that needs unpickling is left to DetectionCheckpointer's own rules
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    model = checkpoint.get("model", {}) if isinstance(checkpoint, dict) else {}
+    # one head ("class_embed.weight") or one per decoder layer ("class_embed.<i>.weight")
+    heads = [v for k, v in model.items() if re.fullmatch(r"class_embed(\.\d+)*\.weight", str(k))]
+    return int(heads[-1].shape[0]) - 1 if heads else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True, help="the LazyConfig the model was trained with")
+    p.add_argument("--checkpoint", required=True, help="model .pth (e.g. OUTPUT/model_final.pth)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--dataset", help="registered dataset name or spec (coco:ANN.json:IMAGES, folder:DIR)")
+    source.add_argument("--image-dir", help="a folder of images (recursive), drawn without ground truth")
+    p.add_argument("--num-images", type=int, default=8, help="the first N images of the dataset")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="draw detections with score >= this")
+    p.add_argument("--output", default="output/predictions", help="folder for the PNG files")
+    p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="key=value config overrides")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logger(name="visualize_predictions")
+    for path, what in ((args.config_file, "--config-file"), (args.checkpoint, "--checkpoint")):
+        if not os.path.isfile(path):
+            print(f"error: {what} {path!r} does not exist", file=sys.stderr)
+            return 2
+    if args.image_dir and not os.path.isdir(args.image_dir):
+        print(f"error: --image-dir {args.image_dir!r} is not a folder", file=sys.stderr)
+        return 2
+
+    cfg = LazyConfig.load(args.config_file)
+    dataset = f"folder:{args.image_dir}" if args.image_dir else args.dataset
+    if dataset:
+        cfg.dataloader.test.dataset.names = dataset
+    try:
+        cfg = apply_checked_overrides(cfg, args.opts)
+    except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    names = cfg.dataloader.test.dataset.names
+    names = [names] if isinstance(names, str) else list(names)
+    unknown = [n for n in names if n not in DatasetCatalog.list()]
+    if unknown:
+        print(f"error: dataset {unknown[0]!r} is not registered (give a registered name, "
+              "coco:ANNOTATIONS.json:IMAGE_ROOT or folder:IMAGE_DIR)", file=sys.stderr)
+        return 2
+    model_cfg_classes = cfg.model.get("num_classes", None)
+    ckpt_classes = checkpoint_num_classes(args.checkpoint)
+    if model_cfg_classes is not None and ckpt_classes is not None and ckpt_classes != model_cfg_classes:
+        if any(str(n).startswith("coco:") for n in names):
+            print(f"error: the checkpoint has {ckpt_classes} classes, the dataset {model_cfg_classes}",
+                  file=sys.stderr)
+            return 2
+        logger.info("model.num_classes = %d (from the checkpoint's class head)", ckpt_classes)
+        cfg.model.num_classes = ckpt_classes
+
+    device = str(cfg.train.device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        device = "cpu"
+    model = instantiate(cfg.model).to(device).eval()
+    DetectionCheckpointer(model).load(args.checkpoint)
+    mapper = instantiate(cfg.dataloader.test.mapper)
+    dicts = [d for name in names for d in DatasetCatalog.get(name)][: max(args.num_images, 0)]
+    class_names = class_names_for(cfg, names, getattr(model, "num_classes", 1))
+
+    os.makedirs(args.output, exist_ok=True)
+    written = 0
+    for index, record in enumerate(dicts):
+        image = read_image_or_none(record["file_name"], "BGR", "visualize_predictions")
+        if image is None:
+            continue
+        record = dict(record, height=image.shape[0], width=image.shape[1])
+        inputs = mapper(record)
+        if inputs is None:
+            continue
+        with torch.no_grad():
+            instances = model([inputs])[0]["instances"].to("cpu")
+        keep = instances.scores >= args.score_threshold
+        detections = (instances.pred_boxes.tensor[keep].numpy(), instances.scores[keep].tolist(),
+                      instances.pred_classes[keep].tolist())
+        stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
+        title = (f"{record.get('image_id', stem)}: {len(detections[1])} detections with score >= "
+                 f"{args.score_threshold:g}")
+        canvas = render(image, title, ground_truth(record), detections, class_names)
+        path = os.path.join(args.output, f"{index:03d}_{stem}.png")
+        cv2.imwrite(path, canvas)
+        logger.info("wrote %s (%s)", path, title)
+        written += 1
+    logger.info("%d image(s) drawn in %s", written, args.output)
+    return 0 if written else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
