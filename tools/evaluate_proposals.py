@@ -11,10 +11,14 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
-from siamese_detr.data.proposals import ProposalStore
-from siamese_detr.data.proposals.generate import register_builtin_datasets
-from siamese_detr.evaluation.proposal_recall import evaluate_proposal_recall, format_recall_table
+# detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
+
+from siamese_detr.data.proposals import ProposalStore, ProposalStoreError  # noqa: E402
+from siamese_detr.data.proposals.generate import register_builtin_datasets  # noqa: E402
+from siamese_detr.evaluation.proposal_recall import evaluate_proposal_recall, format_recall_table  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -29,10 +33,21 @@ def main(argv=None) -> int:
     register_builtin_datasets()
     from detectron2.data import DatasetCatalog
 
+    from siamese_detr.data.dataset_checks import check_datasets_on_disk
+
+    try:
+        check_datasets_on_disk(args.dataset)
+    except (KeyError, FileNotFoundError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
     dicts = DatasetCatalog.get(args.dataset)
     results = {}
     for path in args.store:
-        store = ProposalStore.open(path, dataset=None if args.no_check else dicts)
+        try:
+            store = ProposalStore.open(path, dataset=None if args.no_check else dicts)
+        except ProposalStoreError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         name = os.path.basename(os.path.normpath(path))
         r = evaluate_proposal_recall(store, dicts, ks=args.ks)
         r.update(method=store.method, params=store.params, store=os.path.abspath(path))

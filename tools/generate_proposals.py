@@ -13,7 +13,10 @@ Examples::
         --output imagenet_train.edgeboxes.proposals --num-shards 8 --shard-id I --num-workers 16
 
 Re-running the same command resumes: finished chunks (``--chunk-size`` images each) are kept. Unreadable
-images are skipped, listed in ``<output>/generate.log`` and in the store's meta.json, and summarised.
+images are skipped, listed in ``<output>/generate.log`` and in the store's meta.json, and summarised; a run
+in which no image can be read fails without writing a store. A worker that dies (e.g. killed for memory)
+costs its chunk one retry, then the run fails (exit 1) with a message. A complete store asked for again with
+other settings (method, parameters, images) is refused: pass ``--overwrite`` to regenerate it.
 """
 
 import argparse
@@ -22,17 +25,27 @@ import logging
 import os
 import shutil
 import sys
+import warnings
 
-from siamese_detr.data.proposals import METHODS, ProposalStore, export_detectron2, import_detectron2
-from siamese_detr.data.proposals.generate import (
+# detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
+
+from siamese_detr.data.proposals import (  # noqa: E402
+    METHODS,
+    ProposalStore,
+    export_detectron2,
+    import_detectron2,
+)
+from siamese_detr.data.proposals.generate import (  # noqa: E402
+    WorkerDiedError,
     dataset_records,
     generate_shard,
     list_image_dir,
     merge_if_complete,
     register_builtin_datasets,
 )
-from siamese_detr.data.proposals.methods import DEFAULT_MAX_BOXES
-from siamese_detr.data.proposals.store import ARRAY_FILES
+from siamese_detr.data.proposals.methods import DEFAULT_MAX_BOXES  # noqa: E402
+from siamese_detr.data.proposals.store import ARRAY_FILES, ProposalStoreError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "only for files you trust)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--debug-sleep", type=float, default=0.0, help=argparse.SUPPRESS)  # tests: slow a run down
+    p.add_argument("--debug-die-on", default=None, help=argparse.SUPPRESS)  # tests: SIGKILL the worker of this id
     return p
 
 
@@ -103,13 +117,76 @@ def _clear(output: str) -> None:
             os.remove(os.path.join(output, name))
 
 
+def _usage_problem(args):
+    """A one-line reason why the arguments cannot work, or None (checked before --output is created)."""
+    if args.num_shards < 1 or not 0 <= args.shard_id < args.num_shards:
+        return f"--shard-id must be in [0, {args.num_shards}) for --num-shards {args.num_shards}, got {args.shard_id}"
+    if args.num_workers < 1 or args.chunk_size < 1:
+        return "--num-workers and --chunk-size must be at least 1"
+    if args.image_dir and not os.path.isdir(args.image_dir):
+        return f"--image-dir {args.image_dir!r} does not exist or is not a folder"
+    if args.dataset:
+        register_builtin_datasets()
+        from detectron2.data import DatasetCatalog
+
+        if args.dataset not in DatasetCatalog.list():
+            known = ", ".join(sorted(DatasetCatalog.list())[:12])
+            return f"--dataset {args.dataset!r} is not a registered dataset (registered: {known}, ...)"
+        from siamese_detr.data.dataset_checks import check_datasets_on_disk
+
+        try:
+            check_datasets_on_disk(args.dataset)
+        except FileNotFoundError as e:
+            return str(e)
+    complete = os.path.isfile(os.path.join(args.output, "meta.json"))
+    if not (args.merge or args.import_detectron2 or args.dataset or args.image_dir or complete):
+        return "give --dataset NAME or --image-dir DIR"
+    return None
+
+
+def _settings_differ(args, final_meta: str):
+    """Which of method / params / images differ between the complete store and this command (None if same)."""
+    if args.merge or not (args.dataset or args.image_dir):
+        return None
+    with open(final_meta) as f:
+        meta = json.load(f)
+    wanted = {"method": args.method, "params": method_params(args),
+              "images": args.dataset or os.path.abspath(args.image_dir)}
+    have = {"method": meta.get("method"), "params": meta.get("params"), "images": meta.get("dataset")}
+    diff = [f"{k}: store {have[k]!r}, asked {wanted[k]!r}"
+            for k in wanted if json.loads(json.dumps(wanted[k])) != have[k]]
+    return "; ".join(diff) or None
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    problem = _usage_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    created = not os.path.exists(args.output)
     os.makedirs(args.output, exist_ok=True)
     if args.overwrite:
         _clear(args.output)
     final_meta = os.path.join(args.output, "meta.json")
+    if os.path.isfile(final_meta) and not args.import_detectron2:
+        differ = _settings_differ(args, final_meta)
+        if differ:
+            print(f"error: {args.output} is a complete store made with other settings ({differ}); pass "
+                  "--overwrite to regenerate it, or choose another --output", file=sys.stderr)
+            return 2
+    try:
+        rc = _run(args, final_meta)
+    except (ProposalStoreError, WorkerDiedError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        rc = 1
+    if rc != 0 and created and not os.listdir(args.output):
+        os.rmdir(args.output)  # leave no empty folder behind a failed start
+    return rc
+
+
+def _run(args, final_meta: str) -> int:
 
     if args.import_detectron2:
         if args.dataset:
@@ -124,9 +201,6 @@ def main(argv=None) -> int:
         return 0
 
     if not args.merge and not os.path.isfile(final_meta):
-        if not (args.dataset or args.image_dir):
-            print("error: give --dataset NAME or --image-dir DIR", file=sys.stderr)
-            return 2
         if args.method == "edgeboxes" and args.sed_model:
             from siamese_detr.data.proposals.methods import _load_sed_model
 
@@ -152,6 +226,7 @@ def main(argv=None) -> int:
             keep_chunks=args.keep_chunks,
             progress=not args.no_progress,
             debug_sleep=args.debug_sleep,
+            debug_die_on=args.debug_die_on,
         )
         skipped = summary["skipped"]
         print(

@@ -19,9 +19,8 @@ import warnings
 # detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import AMPTrainer, SimpleTrainer, default_argument_parser, default_setup, default_writers
+from detectron2.engine import AMPTrainer, SimpleTrainer, default_argument_parser, default_setup
 from detectron2.engine import hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
@@ -29,6 +28,13 @@ from detectron2.utils import comm
 
 import siamese_detr.data  # noqa: F401  (registers the built-in datasets)
 from siamese_detr.engine import add_gradient_clipping, apply_checked_overrides, launch
+from siamese_detr.engine.eval_outputs import append_eval_metrics, eval_hook, set_evaluator_output_dir
+from siamese_detr.engine.logging_utils import setup_plain_file_logs
+from siamese_detr.engine.pretrain_checks import check_backbone_initialised
+from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure_final_checkpoint,
+                                               require_eval_checkpoint, trust_pickle_requested)
+from siamese_detr.engine.evaluation_checks import build_checked_test_loader
+from siamese_detr.engine.metrics_file import safe_default_writers
 
 logger = logging.getLogger("detectron2")
 
@@ -37,7 +43,9 @@ def do_test(cfg, model):
     """Run the config's test loader through its evaluator; returns the results dict (or {} if none)."""
     if "evaluator" not in cfg.dataloader or cfg.dataloader.evaluator is None:
         return {}
-    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    # every test image must be readable: evaluation never skips or replaces one
+    results = inference_on_dataset(model, build_checked_test_loader(cfg.dataloader.test),
+                                   instantiate(cfg.dataloader.evaluator))
     if comm.is_main_process() and results:
         print_csv_format(results)
     return results
@@ -64,6 +72,9 @@ def _ddp_kwargs(cfg):
 
 def do_train(args, cfg):
     model = instantiate(cfg.model)
+    # a frozen backbone must be initialised from train.init_checkpoint (or resumed), unless the model allows it
+    check_backbone_initialised(model, cfg.train.init_checkpoint, resuming=args.resume and os.path.isfile(
+        os.path.join(cfg.train.output_dir, "last_checkpoint")))
     logger.info("Model:\n{}".format(model))
     model.to(cfg.train.device)
 
@@ -76,14 +87,16 @@ def do_train(args, cfg):
     train_loader = instantiate(cfg.dataloader.train)
     model = create_ddp_model(model, **_ddp_kwargs(cfg))
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer, optimizer=optim)
+    # atomic saves, resume fallback to the newest loadable checkpoint, .pkl only with --trust-pickle
+    checkpointer = SafeDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer, optimizer=optim,
+                                             trust_pickle=trust_pickle_requested(args, cfg))
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
-            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
-            hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter),
+            eval_hook(cfg.train.eval_period, lambda: do_test(cfg, model)),  # period <= 0: no evaluation
+            hooks.PeriodicWriter(safe_default_writers(cfg.train.output_dir, cfg.train.max_iter),
                                  period=cfg.train.log_period) if comm.is_main_process() else None,
         ]
     )
@@ -91,12 +104,14 @@ def do_train(args, cfg):
     # a resumed checkpoint stores the iteration that just finished: start at the next one
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
     trainer.train(start_iter, cfg.train.max_iter)
+    ensure_final_checkpoint(checkpointer, start_iter, cfg.train.max_iter)  # resumed at max_iter: still valid
 
 
 def setup(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = apply_checked_overrides(cfg, args.opts)
     _resolve_device(cfg)
+    setup_plain_file_logs(cfg.train.output_dir, comm.get_rank())  # log.txt without colour codes
     default_setup(cfg, args)
     return cfg
 
@@ -104,17 +119,25 @@ def setup(args):
 def main(args):
     cfg = setup(args)
     if args.eval_only:
+        require_eval_checkpoint(cfg.train.init_checkpoint)  # never evaluate a random model
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = create_ddp_model(model, **_ddp_kwargs(cfg))
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
-        return do_test(cfg, model)
+        loaded = SafeDetectionCheckpointer(model, trust_pickle=trust_pickle_requested(args, cfg)).load(
+            cfg.train.init_checkpoint)
+        set_evaluator_output_dir(cfg)  # predictions to train.output_dir/inference/
+        results = do_test(cfg, model)
+        append_eval_metrics(cfg.train.output_dir, results, iteration=(loaded or {}).get("iteration", -1),
+                            eval_only=True, checkpoint=cfg.train.init_checkpoint)
+        return results
     do_train(args, cfg)
     return None
 
 
 def parse_args(argv=None):
     parser = default_argument_parser(epilog=__doc__)
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow a .pkl train.init_checkpoint (unpickling runs code from the file)")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.config_file):
         parser.error(f"--config-file {args.config_file!r} does not exist")

@@ -7,6 +7,10 @@
 Each input gets one panel; a panel shows ``total_loss`` (summed over the logged loss terms when
 the trainer did not log it) and every final-layer loss term (auxiliary ``loss_*_0..N`` terms are
 left out unless ``--aux``). Evaluation results (e.g. ``bbox/AP``) are printed, not plotted.
+
+A line cut short by a kill (a ``{...`` that does not parse: the last line of a killed run, or a line in
+the middle once the run was resumed) is skipped with a warning; any other line that is not JSON is an error
+naming it.
 """
 import argparse
 import json
@@ -20,9 +24,10 @@ AUX_SUFFIX = re.compile(r"_\d+$")
 
 
 def read_metrics(path: Path) -> List[dict]:
-    """One dict per line of a detectron2 ``metrics.json`` (a JSON object per logged iteration)."""
+    """One dict per line of a detectron2 ``metrics.json`` (a JSON object per logged iteration); torn lines
+    (see the module docstring) are skipped with a warning."""
     records = []
-    with open(path) as f:
+    with open(path, errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
             if not line:
@@ -30,6 +35,10 @@ def read_metrics(path: Path) -> List[dict]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as e:
+                if line.startswith("{"):
+                    print(f"warning: {path}:{lineno}: skipping a line cut short (a killed run?): {line[:60]!r}",
+                          file=sys.stderr)
+                    continue
                 raise SystemExit(f"{path}:{lineno}: not a JSON line ({e}); is this a detectron2 metrics.json?")
     return records
 

@@ -1,8 +1,26 @@
-"""Stop at start-up, with a message a user can act on, when a dataset is not on disk."""
-import os
-from typing import Iterable, List, Sequence, Union
+"""Stop at start-up, with a message a user can act on, when a dataset is not on disk, its annotations are
+broken or (for evaluation) one of its images cannot be read.
 
+* :func:`check_datasets_on_disk`: the registered files/folders exist;
+* :func:`validate_annotations`: boxes with a zero/negative size, non-finite coordinates or entirely outside
+  their image are dropped with a one-line summary (``strict=True`` refuses instead); boxes that only stick
+  out are kept (the mappers clip them) and counted; the recorded height/width of a seeded sample of images is
+  compared to their files (a mismatch is an error naming the files);
+* :func:`check_images_readable`: every image of a test set decodes with the project's reader, else an error
+  listing them (evaluation never skips or replaces an image).
+"""
+import logging
+import math
+import os
+from typing import Dict, Iterable, List, Sequence, Union
+
+import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
+from detectron2.structures import BoxMode
+
+from .image_io import UnreadableImageError, probe_image_size, read_image_checked
+
+logger = logging.getLogger(__name__)
 
 README = "datasets/README.md"
 
@@ -59,8 +77,146 @@ def check_datasets_on_disk(names: Union[str, Sequence[str]]) -> None:
                 )
 
 
-def get_checked_dataset_dicts(names: Union[str, Iterable[str]], **kwargs):
-    """:func:`detectron2.data.get_detection_dataset_dicts` after :func:`check_datasets_on_disk`."""
+class AnnotationError(ValueError):
+    """Annotations that cannot be used as they are (strict mode), or recorded image sizes that are wrong."""
+
+
+_BOX_TOLERANCE = 1.0  # px a box may stick out of its image before it is counted as "sticking out"
+_PROBLEMS = ("non-finite coordinates", "zero or negative size", "entirely outside the image")
+
+
+def _box_problem(bbox, mode, height, width):
+    """None (fine), "sticks out", or one of _PROBLEMS; boxes in modes other than XYXY/XYWH_ABS are not checked."""
+    if mode not in (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS) or len(bbox) != 4:
+        return None
+    box = [float(v) for v in bbox]
+    if not all(math.isfinite(v) for v in box):
+        return _PROBLEMS[0]
+    x1, y1, x2, y2 = BoxMode.convert(box, mode, BoxMode.XYXY_ABS)
+    if x2 <= x1 or y2 <= y1:
+        return _PROBLEMS[1]
+    if height is None:
+        return None
+    if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
+        return _PROBLEMS[2]
+    t = _BOX_TOLERANCE
+    if x1 < -t or y1 < -t or x2 > width + t or y2 > height + t:
+        return "sticks out"
+    return None
+
+
+def _check_recorded_sizes(dicts: Sequence[dict], num_checks: int, seed: int = 0) -> None:
+    sized = [d for d in dicts if "height" in d and "width" in d and "file_name" in d]
+    if not sized or num_checks <= 0:
+        return
+    picks = np.random.default_rng(seed).choice(len(sized), min(num_checks, len(sized)), replace=False)
+    wrong = []
+    for i in sorted(picks.tolist()):
+        d = sized[i]
+        try:
+            hw = probe_image_size(d["file_name"])
+        except UnreadableImageError:
+            continue  # unreadable images are the reader's business (skipped when training)
+        if hw != (int(d["height"]), int(d["width"])):
+            wrong.append(f"{d['file_name']}: annotation {d['height']}x{d['width']}, file {hw[0]}x{hw[1]}")
+    if wrong:
+        raise AnnotationError(
+            f"{len(wrong)} of {len(picks)} sampled images differ in size from their annotation's height x width "
+            f"(after EXIF rotation): {'; '.join(wrong[:5])}. The images were probably re-exported at another "
+            "size: use the original images or regenerate the annotation file."
+        )
+
+
+def validate_annotations(dicts: List[dict], strict: bool = False, filter_empty: bool = False,
+                         size_checks: int = 32, name: str = "dataset") -> List[dict]:
+    """Drop unusable boxes (see the module docstring) and return the dicts (the same list, filtered).
+
+    Args:
+        dicts: Detectron2 dataset dicts; ``annotations[i]["bbox"]`` in ``bbox_mode`` (XYXY_ABS / XYWH_ABS
+            checked), image size from ``height`` / ``width`` when present.
+        strict: raise :class:`AnnotationError` on any dropped or sticking-out box instead of a warning.
+        filter_empty: also drop images left without annotations (as ``filter_empty`` of the loader did).
+        size_checks: how many images (seeded sample) to compare with their file's size; 0 disables.
+    """
+    counts: Dict[str, int] = {}
+    first: Dict[str, str] = {}
+    images_touched, kept_dicts = 0, []
+    for d in dicts:
+        annos = d.get("annotations")
+        if annos is None:
+            kept_dicts.append(d)
+            continue
+        height = int(d["height"]) if "height" in d and "width" in d else None
+        width = int(d["width"]) if height is not None else None
+        kept = []
+        for a in annos:
+            problem = _box_problem(a.get("bbox", ()), a.get("bbox_mode", BoxMode.XYWH_ABS), height, width)
+            if problem is not None:
+                counts[problem] = counts.get(problem, 0) + 1
+                first.setdefault(problem, f"{d.get('file_name', d.get('image_id'))} bbox {list(a['bbox'])}")
+            if problem is None or problem == "sticks out":
+                kept.append(a)
+        if len(kept) != len(annos):
+            images_touched += 1
+            d["annotations"] = kept
+        if kept or not filter_empty or not annos:
+            kept_dicts.append(d)
+    dropped = sum(counts.get(p, 0) for p in _PROBLEMS)
+    if counts:
+        parts = [f"{counts[p]} {p} (first: {first[p]})" for p in _PROBLEMS + ("sticks out",) if p in counts]
+        summary = (f"{name}: dropped {dropped} boxes of {images_touched} images, "
+                   f"{len(dicts) - len(kept_dicts)} images left without boxes removed; " + "; ".join(parts))
+        if strict:
+            raise AnnotationError(summary.replace("dropped", "refusing (strict mode):", 1)
+                                  + ". Fix the annotation file, or drop strict=True to skip these boxes.")
+        logger.warning(summary + ("; boxes that stick out are kept and clipped" if "sticks out" in counts else ""))
+    _check_recorded_sizes(kept_dicts, size_checks)
+    dicts[:] = kept_dicts
+    return dicts
+
+
+_readable_cache: Dict[tuple, Union[None, str]] = {}  # (path, size, mtime) -> None (readable) or the reason
+
+
+def _decode_problem(file_name: str):
+    try:
+        st = os.stat(file_name)
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
+    key = (file_name, st.st_size, st.st_mtime_ns)
+    if key not in _readable_cache:
+        _readable_cache[key] = read_image_checked(file_name, "BGR")[1]
+    return _readable_cache[key]
+
+
+def check_images_readable(dicts: Sequence[dict], name: str = "test set", num_threads: int = 4) -> None:
+    """Refuse a test set with an image the mappers cannot read, listing them all.
+
+    Every image is decoded once per process with the project's reader (``image_io.read_image``; 4 threads,
+    results cached by path, size and modification time, so periodic evaluations decode only once).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = [d["file_name"] for d in dicts]
+    with ThreadPoolExecutor(max(1, num_threads)) as pool:
+        problems = list(pool.map(_decode_problem, files))
+    bad = [f"{f} ({p})" for f, p in zip(files, problems) if p is not None]
+    if bad:
+        raise UnreadableImageError(
+            f"{len(bad)} of {len(dicts)} images of {name} cannot be read: {'; '.join(bad[:10])}"
+            + (f"; ... and {len(bad) - 10} more" if len(bad) > 10 else "")
+            + ". Evaluation never skips an image (its objects would count as misses, or another image would "
+            "be counted twice): restore these files, or remove them and their annotations from the test set."
+        )
+
+
+def get_checked_dataset_dicts(names: Union[str, Iterable[str]], strict: bool = False, size_checks: int = 32,
+                              **kwargs):
+    """:func:`detectron2.data.get_detection_dataset_dicts` after :func:`check_datasets_on_disk`, then
+    :func:`validate_annotations` (``strict`` / ``size_checks`` are passed on; a config sets them with
+    ``+dataloader.train.dataset.strict=True``)."""
     names = [names] if isinstance(names, str) else list(names)
     check_datasets_on_disk(names)
-    return get_detection_dataset_dicts(names, **kwargs)
+    dicts = get_detection_dataset_dicts(names, **kwargs)
+    return validate_annotations(dicts, strict=strict, filter_empty=kwargs.get("filter_empty", True),
+                                size_checks=size_checks, name=",".join(names))

@@ -20,7 +20,8 @@ import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from .image_io import num_unreadable_images, read_image_or_none  # noqa: F401  (re-exported)
+from .image_io import UnreadableImageError, num_unreadable_images, read_image_checked  # noqa: F401
+from .image_io import read_image_or_none
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,10 @@ class DetrDatasetMapper:
             augmentations (seeded per dataloader worker).
         image_format: ``read_image`` format, e.g. "BGR" (Detectron2 ResNet) or "RGB".
 
-    Returns (``__call__``): ``None`` when the image file cannot be read (a counted warning; Detectron2's
-    ``MapDataset`` then draws another sample), else the dataset dict plus
+    Returns (``__call__``): when training, ``None`` if the image file cannot be read (a counted warning;
+    Detectron2's ``MapDataset`` then draws another sample); at inference an unreadable image raises
+    :class:`~.image_io.UnreadableImageError` naming the file (drawing another image would evaluate one image
+    twice and another not at all). Otherwise the dataset dict plus
     ``"image"``: uint8 Tensor[3, H, W] of the augmented image in ``image_format`` channel order, and when
     training ``"instances"``: ``Instances`` with ``gt_boxes`` (``Boxes``, xyxy absolute pixels of the
     augmented image, clipped to it, empty boxes removed) and ``gt_classes`` (Long[N], contiguous ids).
@@ -90,6 +93,15 @@ class DetrDatasetMapper:
                     f"with crop {self.augmentation_with_crop}")
 
     def _read(self, dataset_dict: Dict) -> Optional[np.ndarray]:
+        if not self.is_train:
+            image, reason = read_image_checked(dataset_dict["file_name"], self.image_format)
+            if image is None:
+                raise UnreadableImageError(
+                    f"DetrDatasetMapper (inference): cannot read test image {dataset_dict['file_name']!r} "
+                    f"({reason}); evaluation never skips or replaces an image: fix or remove it (with its "
+                    "annotations) from the test set"
+                )
+            return image
         image = read_image_or_none(dataset_dict["file_name"], self.image_format, "DetrDatasetMapper")
         self.num_unreadable += image is None
         return image

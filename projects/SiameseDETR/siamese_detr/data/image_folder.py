@@ -9,12 +9,15 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 __all__ = ["IMAGE_EXTENSIONS", "list_image_files", "load_image_folder", "register_image_folder"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# the one list of image extensions of the project (image folders, proposal generation)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
 
 
 def list_image_files(image_root: str, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> List[str]:
     """Relative paths (``/``-separated, sorted) of all files under ``image_root`` whose extension is in
-    ``extensions`` (case-insensitive). Recursive, follows directory symlinks, skips hidden entries.
+    ``extensions`` (case-insensitive). Recursive, follows directory symlinks (each symlink target is entered
+    once, so symlink loops end), skips hidden entries. The one lister of the project: image-folder
+    datasets and ``tools/generate_proposals.py --image-dir`` see the same files.
 
     Uses an explicit stack of ``os.scandir`` calls (one ``stat``-free directory read per folder), fast
     enough for the 1.28 M files of ImageNet.
@@ -24,6 +27,7 @@ def list_image_files(image_root: str, extensions: Iterable[str] = IMAGE_EXTENSIO
         raise FileNotFoundError(f"Image folder {image_root!r} does not exist (or is not a directory).")
     found: List[str] = []
     stack = [""]
+    seen = {os.path.realpath(image_root)}
     while stack:
         rel_dir = stack.pop()
         with os.scandir(os.path.join(image_root, rel_dir)) as entries:
@@ -32,6 +36,11 @@ def list_image_files(image_root: str, extensions: Iterable[str] = IMAGE_EXTENSIO
                     continue
                 rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
                 if entry.is_dir():
+                    if entry.is_symlink():
+                        real = os.path.realpath(entry.path)
+                        if real in seen:
+                            continue
+                        seen.add(real)
                     stack.append(rel)
                 elif entry.name.lower().endswith(extensions):
                     found.append(rel)

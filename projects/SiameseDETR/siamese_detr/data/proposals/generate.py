@@ -12,7 +12,11 @@ Output layout of one run (``output`` = the final store directory)::
 
 Shard I of K takes the contiguous slice ``records[I*N//K : (I+1)*N//K]`` of the image list, so the merged
 store has the dataset's order and equals a single-shard run. A killed run restarts at the first unfinished
-chunk. The shard that completes last merges (guarded by an exclusive lock file).
+chunk. The shard that completes last merges, guarded by a lock file naming its owner (host, pid); a lock
+left by a killed merge (its owner is gone) is taken over. A worker that dies (e.g. killed for memory) breaks
+the pool: its chunk is computed once more in a fresh pool, then the run fails with a message (never hangs).
+Images are listed and read by the project's one lister and reader (``image_folder``, ``image_io``); a run in
+which no image could be read writes no store and fails.
 """
 
 from __future__ import annotations
@@ -24,11 +28,16 @@ import math
 import multiprocessing as mp
 import os
 import shutil
+import signal
+import socket
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..image_folder import IMAGE_EXTENSIONS, list_image_files
 from .methods import compute_proposals
 from .store import ProposalStore, ProposalStoreError, StoreWriter, merge_stores
 
@@ -44,22 +53,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
-
 
 def list_image_dir(root: str) -> List[Dict[str, str]]:
-    """Image files under ``root`` (recursive, by extension), sorted; image_id = posix path relative to root."""
-    records = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in filenames:
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                full = os.path.join(dirpath, name)
-                records.append(
-                    {"file_name": full, "image_id": os.path.relpath(full, root).replace(os.sep, "/")}
-                )
-    records.sort(key=lambda r: r["image_id"])
-    return records
+    """Image files under ``root`` (the project's one lister, ``image_folder.list_image_files``: recursive,
+    by extension, symlinked folders followed, hidden entries skipped), sorted;
+    image_id = posix path relative to root, file_name = absolute path."""
+    root = os.path.abspath(root)
+    return [{"file_name": os.path.join(root, rel), "image_id": rel} for rel in list_image_files(root)]
 
 
 def dataset_records(name: str) -> List[Dict[str, str]]:
@@ -94,16 +94,16 @@ def _init_worker() -> None:
 
 
 def _process_image(task):
-    """Worker: read one image (EXIF-rotated, BGR) and run the method; never raises on a bad image."""
-    record, method, params, debug_sleep = task
-    from detectron2.data.detection_utils import read_image
+    """Worker: read one image with the project's one reader (``image_io.read_image``: EXIF-rotated, BGR,
+    16-bit scaled, degenerate sizes refused) and run the method; never raises on a bad image."""
+    record, method, params, debug_sleep, debug_die_on = task
+    from ..image_io import read_image_checked
 
-    try:
-        image = read_image(record["file_name"], format="BGR")
-        if image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-            raise ValueError(f"decoded to shape {image.shape}")
-    except Exception as e:  # corrupt, zero-byte, unreadable: skipped and reported, never fatal
-        return record["image_id"], None, None, None, f"{type(e).__name__}: {e}".strip()
+    if debug_die_on is not None and record["image_id"] == debug_die_on:  # tests: a worker killed mid-chunk
+        os.kill(os.getpid(), signal.SIGKILL)
+    image, reason = read_image_checked(record["file_name"], "BGR")
+    if image is None:  # corrupt, zero-byte, unreadable: skipped and reported, never fatal
+        return record["image_id"], None, None, None, reason
     kwargs = dict(params)
     max_boxes = kwargs.pop("max_boxes", None)
     seed = kwargs.pop("seed", 0)
@@ -113,6 +113,52 @@ def _process_image(task):
     if debug_sleep:
         time.sleep(debug_sleep)
     return record["image_id"], boxes, scores, image.shape[:2], None
+
+
+MAX_CHUNK_ATTEMPTS = 2  # a chunk whose worker died is computed once more before the run fails
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker of the pool died (e.g. killed for memory) on the same chunk more than once."""
+
+
+def _new_pool(num_workers: int) -> Optional[ProcessPoolExecutor]:
+    """A pool that notices a dead worker (``BrokenProcessPool``), unlike ``multiprocessing.Pool``, whose
+    ``imap`` waits forever for the lost task. Spawn, not fork: forking a process whose OpenCV/OpenMP thread
+    pools are running can deadlock."""
+    if num_workers <= 1:
+        return None
+    return ProcessPoolExecutor(num_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+
+
+def _run_chunk(pool, tasks, bar, num_workers) -> list:
+    """Results of ``tasks`` in order; the progress bar is rolled back if the pool breaks."""
+    results = []
+    it = (pool.map(_process_image, tasks, chunksize=max(1, len(tasks) // (8 * num_workers)))
+          if pool is not None else map(_process_image, tasks))
+    try:
+        for result in it:
+            results.append(result)
+            bar.update(1)
+    except BrokenProcessPool:
+        bar.update(-len(results))
+        raise
+    return results
+
+
+def _refuse_if_nothing_readable(chunks: str, num_chunks: int, num_images: int, output: str) -> None:
+    skipped = []
+    for c in range(num_chunks):
+        with open(os.path.join(chunks, f"chunk-{c:06d}.json")) as f:
+            meta = json.load(f)
+        if meta["image_ids"]:
+            return
+        skipped += meta["skipped"]
+    first = "; ".join(f"{s['file_name']}: {s['reason']}" for s in skipped[:3])
+    raise ProposalStoreError(
+        f"none of the {num_images} images could be read (first: {first}); no store was written. Check the "
+        f"paths (DETECTRON2_DATASETS, --image-dir); the full list is in {os.path.join(output, 'generate.log')}"
+    )
 
 
 def _write_chunk(chunks: str, index: int, results, records) -> List[dict]:
@@ -156,6 +202,7 @@ def generate_shard(
     keep_chunks: bool = False,
     progress: bool = True,
     debug_sleep: float = 0.0,
+    debug_die_on: Optional[str] = None,
 ) -> dict:
     """Generate (or resume) shard ``shard_id`` of ``num_shards`` and write its store.
 
@@ -164,6 +211,9 @@ def generate_shard(
         params: method parameters incl. "max_boxes" and "seed"; recorded in the store's meta.json.
     Returns:
         {"shard_dir", "images", "skipped": [...], "resumed_chunks", "computed_chunks"}.
+    Raises:
+        WorkerDiedError: a worker process died twice on the same chunk (finished chunks are kept).
+        ProposalStoreError: a single-shard run in which no image could be read (no empty store is written).
     """
     from tqdm import tqdm
 
@@ -221,8 +271,6 @@ def generate_shard(
         ],
     )
     done_images = sum(min(chunk_size, len(mine) - c * chunk_size) for c in range(num_chunks) if finished[c])
-    # spawn, not fork: forking a process whose OpenCV/OpenMP thread pools are running can deadlock
-    pool = mp.get_context("spawn").Pool(num_workers, initializer=_init_worker) if num_workers > 1 else None
     bar = tqdm(
         total=len(mine),
         initial=done_images,
@@ -231,32 +279,50 @@ def generate_shard(
         dynamic_ncols=True,
         desc=f"{method} shard {shard_id}/{num_shards}",
     )
+    pool = _new_pool(num_workers)
     try:
         for c in range(num_chunks):
             if finished[c]:
                 continue
             chunk_records = mine[c * chunk_size : (c + 1) * chunk_size]
-            tasks = [(r, method, params, debug_sleep) for r in chunk_records]
-            it = (
-                pool.imap(_process_image, tasks, chunksize=max(1, len(tasks) // (8 * num_workers)))
-                if pool
-                else map(_process_image, tasks)
-            )
-            results = []
-            for result in it:
-                results.append(result)
-                bar.update(1)
+            tasks = [(r, method, params, debug_sleep, debug_die_on) for r in chunk_records]
+            for attempt in range(1, MAX_CHUNK_ATTEMPTS + 1):
+                try:
+                    results = _run_chunk(pool, tasks, bar, num_workers)
+                    break
+                except BrokenProcessPool:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    where = (f"chunk {c} (images {shard_id * n_all // num_shards + c * chunk_size} to "
+                             f"{shard_id * n_all // num_shards + c * chunk_size + len(chunk_records) - 1} of the "
+                             f"dataset, first {chunk_records[0]['image_id']!r})")
+                    message = (f"a worker process died (killed by a signal, e.g. out of memory) while computing "
+                               f"{where}, attempt {attempt} of {MAX_CHUNK_ATTEMPTS}")
+                    _append_log(output, [message])
+                    logger.warning(message)
+                    if attempt == MAX_CHUNK_ATTEMPTS:
+                        pool = None
+                        raise WorkerDiedError(
+                            f"{message}; giving up. Finished chunks are kept: run the same command again to "
+                            "resume (with fewer --num-workers if memory is short)"
+                        ) from None
+                    pool = _new_pool(num_workers)
             skipped = _write_chunk(chunks, c, results, chunk_records)
             summary["computed_chunks"] += 1
             if skipped:
                 _append_log(
                     output, [f"SKIPPED {s['image_id']} ({s['file_name']}): {s['reason']}" for s in skipped]
                 )
+    except BaseException:
+        if pool is not None:  # e.g. Ctrl-C: do not wait for the rest of the chunk
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = None
+        raise
     finally:
         bar.close()
         if pool is not None:
-            pool.close()
-            pool.join()
+            pool.shutdown(wait=True)
+    if num_shards == 1 and mine:
+        _refuse_if_nothing_readable(chunks, num_chunks, len(mine), output)
     summary["skipped"] = _assemble_shard(sdir, num_chunks, method, params, dataset, shard_id, num_shards)
     if not keep_chunks:
         shutil.rmtree(chunks, ignore_errors=True)
@@ -293,13 +359,16 @@ def merge_if_complete(output: str, num_shards: int, keep_shards: bool = False) -
     if not all(os.path.isfile(os.path.join(d, "meta.json")) for d in dirs):
         return None
     lock = os.path.join(output, ".merge.lock")
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        logger.warning("%s exists: another process is merging (delete it if that process died)", lock)
+    if not _acquire_lock(lock):
         return None
     try:
-        os.close(fd)
+        if os.path.isfile(os.path.join(output, "meta.json")):  # merged by the owner of a stale lock
+            return output
+        if sum(len(ProposalStore.open(d, validate=False)) for d in dirs) == 0:
+            raise ProposalStoreError(
+                f"none of the images of the {num_shards} shards could be read: no store was written "
+                f"(see {os.path.join(output, 'generate.log')})"
+            )
         merge_stores(dirs, output)
         _append_log(output, [f"merged {num_shards} shard(s) into {output}"])
         if not keep_shards:
@@ -307,6 +376,53 @@ def merge_if_complete(output: str, num_shards: int, keep_shards: bool = False) -
     finally:
         os.remove(lock)
     return output
+
+
+def _lock_owner(lock: str) -> Optional[dict]:
+    try:
+        with open(lock) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _acquire_lock(lock: str) -> bool:
+    """Create ``lock`` holding ``{"host", "pid"}`` atomically (a hard link of a finished temporary file).
+    A lock whose owner is a dead process of this host is stale: it is removed (with a warning) and taken."""
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    tmp = f"{lock}.{me['host']}.{me['pid']}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(me, f)
+    try:
+        for _ in range(2):
+            try:
+                os.link(tmp, lock)
+                return True
+            except FileExistsError:
+                owner = _lock_owner(lock)
+                if owner is None or owner.get("host") != me["host"] or _pid_alive(int(owner.get("pid", -1))):
+                    where = "" if owner is None else f" (held by pid {owner.get('pid')} on {owner.get('host')})"
+                    logger.warning(
+                        "%s exists%s: another process is merging; if it died on another machine, delete the "
+                        "lock and run again with --merge", lock, where,
+                    )
+                    return False
+                logger.warning("%s was left by pid %s, which is gone (killed during a merge?): taking it over",
+                               lock, owner.get("pid"))
+                os.remove(lock)
+        return False
+    finally:
+        os.remove(tmp)
 
 
 def register_builtin_datasets() -> None:

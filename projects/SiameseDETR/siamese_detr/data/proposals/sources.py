@@ -8,12 +8,16 @@ in the method's score order (best first).
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Optional, Tuple
 
 import numpy as np
 
 from .methods import compute_proposals, random_boxes, stable_seed
-from .store import ProposalStore
+from .store import REGENERATE_HINT, ProposalStore, ProposalStoreError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["StoreProposals", "OnlineProposals", "RandomProposals"]
 
@@ -22,18 +26,48 @@ class StoreProposals:
     """Look proposals up in a :class:`ProposalStore` by ``str(dataset_dict["image_id"])``.
 
     The store is opened lazily in each process (data-loader workers fork/spawn after construction), so the
-    object is cheap to pickle. ``dataset`` (optional name or dicts) is checked once at the first open.
+    object is cheap to pickle. ``dataset`` (optional name or dicts) is checked once at the first open;
+    ``method`` (optional, e.g. "edgeboxes") must be the store's method. Every image's decoded size must be the
+    size recorded in the store (else :class:`ProposalStoreError`: the images changed since generation). A
+    store made with ``--image-dir`` from another folder than the one the images are read from is refused,
+    unless ``allow_other_folder=True`` (a copy of the same files, e.g. on a local disk).
     """
 
-    def __init__(self, path: str, dataset=None, validate: bool = True):
-        self.path, self.dataset, self.validate = path, dataset, validate
+    def __init__(self, path: str, dataset=None, validate: bool = True, method: Optional[str] = None,
+                 allow_other_folder: bool = False):
+        self.path, self.dataset, self.validate, self.method = path, dataset, validate, method
+        self.allow_other_folder = allow_other_folder
         self._store: Optional[ProposalStore] = None
+        self._folder_checked = False
 
     @property
     def store(self) -> ProposalStore:
         if self._store is None:
-            self._store = ProposalStore.open(self.path, dataset=self.dataset, validate=self.validate)
+            store = ProposalStore.open(self.path, dataset=self.dataset, validate=self.validate)
+            if self.method is not None and store.method != self.method:
+                raise ProposalStoreError(
+                    f"{self.path} holds {store.method!r} proposals, the config asks for {self.method!r}: point the "
+                    f"config to a {self.method} store or {REGENERATE_HINT}"
+                )
+            self._store = store
         return self._store
+
+    def _check_folder(self, file_name: Optional[str]) -> None:
+        self._folder_checked = True
+        made_from = self.store.meta.get("dataset")
+        if not (file_name and isinstance(made_from, str) and os.path.isabs(made_from)):
+            return
+        made_from, here = os.path.realpath(made_from), os.path.realpath(file_name)
+        if os.path.commonpath([here, made_from]) == made_from:
+            return
+        if not self.allow_other_folder:
+            raise ProposalStoreError(
+                f"{self.path} was generated from the images in {made_from}, but the images are read from "
+                f"{os.path.dirname(here)}: {REGENERATE_HINT}; or, if these are a copy of the same files, add "
+                "+dataloader.train.mapper.proposal_source.allow_other_folder=True"
+            )
+        logger.warning("%s was generated from %s, the images are read from %s (allow_other_folder=True); image "
+                       "sizes are still checked", self.path, made_from, os.path.dirname(here))
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -43,7 +77,12 @@ class StoreProposals:
     def __call__(
         self, dataset_dict: dict, image: Optional[np.ndarray] = None
     ) -> Tuple[np.ndarray, np.ndarray]:
-        return self.store.get(dataset_dict["image_id"])
+        if not self._folder_checked:
+            self._check_folder(dataset_dict.get("file_name"))
+        result = self.store.get(dataset_dict["image_id"])
+        if image is not None:
+            self.store.check_image(dataset_dict["image_id"], image.shape[:2], dataset_dict.get("file_name"))
+        return result
 
 
 class OnlineProposals:

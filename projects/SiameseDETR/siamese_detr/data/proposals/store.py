@@ -37,7 +37,10 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 ARRAY_FILES = ("boxes.npy", "scores.npy", "offsets.npy", "sizes.npy")
-REGENERATE_HINT = "re-run tools/generate_proposals.py with the same --output to regenerate it"
+REGENERATE_HINT = (
+    "regenerate it: tools/generate_proposals.py --dataset NAME | --image-dir DIR --method METHOD --output STORE "
+    "--overwrite (a plain re-run keeps a complete store as it is)"
+)
 _BOX_TOLERANCE = 0.01  # pixels a box may stick out of its image (float rounding of scaled boxes)
 
 
@@ -203,7 +206,9 @@ class ProposalStore:
     """Read-only, memory-mapped proposals of one dataset (see the module docstring for the layout).
 
     ``store.get(image_id) -> (boxes float32 [K, 4] xyxy absolute original pixels, scores float32 [K])``
-    in the method's score order; ``image_id in store``; ``len(store)``; ``store.method``; ``store.params``.
+    in the method's score order; ``image_id in store``; ``len(store)``; ``store.method``; ``store.params``;
+    ``store.check_image(image_id, (height, width), file_name)`` refuses an image whose size differs from the
+    one recorded at generation.
     """
 
     def __init__(self, path: str, meta: dict, image_ids: List[str], offsets, boxes, scores, sizes):
@@ -372,7 +377,8 @@ class ProposalStore:
             if "height" in d and "width" in d and h > 0 and (h, w) != (int(d["height"]), int(d["width"])):
                 wrong_size.append((key, (h, w), (int(d["height"]), int(d["width"]))))
         where = f"dataset {name!r}" if name else "the dataset"
-        fix = f"generate it with tools/generate_proposals.py --dataset {name or 'NAME'} --output {self.path}"
+        fix = (f"generate a store for it with tools/generate_proposals.py --dataset {name or 'NAME'} --method "
+               f"{self.method} --output {self.path} --overwrite (or use another --output)")
         if missing:
             raise ProposalStoreError(
                 f"{os.path.join(self.path, 'image_ids.json')}: {len(missing)} image ids of {where} have no "
@@ -400,6 +406,18 @@ class ProposalStore:
             ) from None
         lo, hi = self._offsets[row], self._offsets[row + 1]
         return np.array(self._boxes[lo:hi]), np.array(self._scores[lo:hi])
+
+    def check_image(self, image_id, hw: Tuple[int, int], file_name: Optional[str] = None) -> None:
+        """Raise :class:`ProposalStoreError` when the image now has another (height, width) than at generation
+        (its boxes would be in the wrong pixels); sizes unknown to the store (-1) are not checked."""
+        recorded = self.image_size(image_id)
+        if recorded[0] > 0 and tuple(int(v) for v in hw) != recorded:
+            raise ProposalStoreError(
+                f"{os.path.join(self.path, 'sizes.npy')}: image {image_id!r}"
+                f"{f' ({file_name})' if file_name else ''} is {hw[0]}x{hw[1]} now but was {recorded[0]}x{recorded[1]} "
+                f"when the store was generated (from {self.meta.get('dataset')!r}): the images changed (re-exported "
+                f"at another size?) or the store is for other images; {REGENERATE_HINT}"
+            )
 
     def image_size(self, image_id) -> Tuple[int, int]:
         """(height, width) recorded for the image (-1, -1 if unknown)."""

@@ -1,0 +1,315 @@
+"""Checkpoints that survive a kill, refuse files that would run code, and refuse loads that load nothing.
+
+:class:`SafeDetectionCheckpointer` is Detectron2's ``DetectionCheckpointer`` with:
+
+* **atomic writes**: ``<name>.pth`` and ``last_checkpoint`` are written to ``<file>.tmp``, flushed to disk
+  and renamed, so a kill leaves either the previous file or the new one, never a torn one;
+* **resume fallback**: ``resume_or_load(..., resume=True)`` loads the checkpoint named by ``last_checkpoint``
+  and, when it is missing or does not load, the newest loadable ``*.pth`` of the folder (with a warning
+  naming the bad file); none loadable is an error listing each file and why;
+* **no code from unvetted pickles**: ``.pth`` files are read with ``torch.load(weights_only=True)``;
+  a ``.pkl`` (pickle) file needs ``trust_pickle=True``; a file that is neither (JSON, random bytes,
+  0 bytes) is reported as not a checkpoint;
+* **no empty loads**: a checkpoint of which not one tensor matches a model parameter (name and shape)
+  is refused (partial matches, e.g. a backbone-only or pretraining checkpoint, are normal and allowed).
+
+Convert a trusted Detectron2 ``.pkl`` once into a ``.pth`` that loads without ``--trust-pickle``::
+
+    python -m siamese_detr.engine.checkpointing IN.pkl OUT.pth
+"""
+import logging
+import os
+import pickle
+import re
+import sys
+from typing import List, Optional, Tuple
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.utils import comm
+
+__all__ = [
+    "CheckpointLoadError",
+    "SafeDetectionCheckpointer",
+    "atomic_torch_save",
+    "checkpoint_kind",
+    "convert_pickle_checkpoint",
+    "ensure_final_checkpoint",
+    "require_eval_checkpoint",
+    "trust_pickle_requested",
+]
+
+logger = logging.getLogger(__name__)
+
+CONVERT_PKL_HINT = "python -m siamese_detr.engine.checkpointing {src} OUT.pth"
+CONVERT_TOOL = "tools/convert_checkpoint.py"
+_PERIODIC = re.compile(r"_(\d+)\.pth$")
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint file is missing, torn, not a checkpoint, untrusted, or matches no model parameter."""
+
+
+def _fsync_write(path: str, write) -> None:
+    """``write(f)`` into ``path + ".tmp"``, fsync, then rename over ``path`` (atomic on POSIX)."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """``torch.save(obj, path)`` through a temporary file and a rename."""
+    _fsync_write(path, lambda f: torch.save(obj, f))
+
+
+def checkpoint_kind(path: str) -> str:
+    """What the file's first bytes say it is: ``"zip"`` (PyTorch >= 1.6 ``torch.save``), ``"pickle"`` (a
+    pickle: Detectron2 ``.pkl`` or a legacy ``torch.save``), ``"empty"`` or ``"unknown"``."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "empty"
+    if head == b"PK\x03\x04":
+        return "zip"
+    if head[0] == 0x80 and 2 <= head[1] <= 5:  # PROTO opcode, protocol 2..5
+        return "pickle"
+    if path.endswith(".pkl") and head[:1] in (b"(", b"}", b"]", b"c"):  # protocol 0/1 pickles (Python 2 era)
+        return "pickle"
+    return "unknown"
+
+
+def _not_a_checkpoint(path: str) -> CheckpointLoadError:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    return CheckpointLoadError(
+        f"{path} is not a checkpoint: it is neither a PyTorch .pth file nor a pickle (it starts with {head!r}). "
+        "Check the path given as train.init_checkpoint."
+    )
+
+
+def _untrusted_pickle(path: str) -> CheckpointLoadError:
+    return CheckpointLoadError(
+        f"{path} is a pickle file: loading it runs whatever code it contains. If you trust its source, pass "
+        "--trust-pickle, or convert it once into a .pth that loads safely: "
+        + CONVERT_PKL_HINT.format(src=path)
+    )
+
+
+def load_checkpoint_file(path: str, trust_pickle: bool = False) -> dict:
+    """Read a ``.pth`` (``torch.load(weights_only=True)``; ``weights_only=False`` only with ``trust_pickle``).
+
+    ``.pkl`` files are not handled here (see :meth:`SafeDetectionCheckpointer._load_file`).
+    Raises:
+        CheckpointLoadError: naming ``path`` and what is wrong with it.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointLoadError(f"checkpoint {path} does not exist")
+    kind = checkpoint_kind(path)
+    if kind == "empty":
+        raise CheckpointLoadError(f"checkpoint {path} is empty (0 bytes): its write was interrupted")
+    if kind == "unknown":
+        raise _not_a_checkpoint(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" not in str(e) and "Weights only" not in str(e):
+            raise CheckpointLoadError(f"checkpoint {path} is corrupt ({type(e).__name__}: {e})") from e
+        if not trust_pickle:
+            raise CheckpointLoadError(
+                f"{path} holds python objects besides tensors, which torch.load(weights_only=True) refuses "
+                f"({str(e).splitlines()[0]}). Loading it would run code from the file: pass --trust-pickle "
+                "only if you trust its source."
+            ) from e
+    except Exception as e:  # torn zip, truncated legacy file, bad header
+        raise CheckpointLoadError(
+            f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from e
+    logger.warning("Loading %s with torch.load(weights_only=False) (--trust-pickle).", path)
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+class SafeDetectionCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` with atomic saves, safe loading and a resume fallback (module docstring).
+
+    Args (besides ``DetectionCheckpointer``'s):
+        trust_pickle: allow ``.pkl`` files and ``.pth`` files holding python objects (runs code from them).
+    """
+
+    def __init__(self, model, save_dir: str = "", *, trust_pickle: bool = False, save_to_disk=None,
+                 **checkpointables):
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.trust_pickle = bool(trust_pickle)
+        self._loading: Optional[str] = None
+        self.loaded_path: Optional[str] = None
+
+    # ------------------------------------------------------------------------------------- saving
+    def save(self, name: str, **kwargs) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        atomic_torch_save(data, save_file)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        path = os.path.join(self.save_dir, "last_checkpoint")
+        _fsync_write(path, lambda f: f.write(last_filename_basename.encode()))
+
+    # ------------------------------------------------------------------------------------ loading
+    def _load_file(self, filename: str) -> dict:
+        path = self._loading or filename
+        kind = checkpoint_kind(filename) if os.path.isfile(filename) else "missing"
+        if kind == "missing":
+            raise CheckpointLoadError(f"checkpoint {path} does not exist")
+        if kind == "empty":
+            raise CheckpointLoadError(f"checkpoint {path} is empty (0 bytes): its write was interrupted")
+        if kind == "unknown":
+            raise _not_a_checkpoint(filename)
+        if filename.endswith(".pkl"):
+            if kind != "pickle":
+                return self._wrap(load_checkpoint_file(filename, self.trust_pickle))
+            if not self.trust_pickle:
+                raise _untrusted_pickle(path)
+            try:
+                return super()._load_file(filename)  # Detectron2's pickle reader (model-zoo / Caffe2 layouts)
+            except Exception as e:
+                raise CheckpointLoadError(f"cannot read pickle checkpoint {path} ({type(e).__name__}: {e})") from e
+        return self._wrap(load_checkpoint_file(filename, self.trust_pickle))
+
+    @staticmethod
+    def _wrap(loaded) -> dict:
+        if not isinstance(loaded, dict):
+            raise CheckpointLoadError(f"a checkpoint must hold a dict, got {type(loaded).__name__}")
+        return loaded if "model" in loaded else {"model": loaded}
+
+    def _load_model(self, checkpoint: dict):
+        model_state = self.model.state_dict()
+        source = checkpoint.get("model", {})
+        source_keys = sorted(source)
+        heuristics = checkpoint.get("matching_heuristics", False)
+        incompatible = super()._load_model(checkpoint)
+        if heuristics:  # names were aligned by Detectron2's heuristics: count what is not missing
+            missing = set(incompatible.missing_keys) | {k for k, *_ in incompatible.incorrect_shapes}
+            loaded = [k for k in model_state
+                      if k not in missing and k.split(".")[-1] not in ("pixel_mean", "pixel_std")]
+        else:  # exact names (a "module." prefix of a DDP-saved checkpoint removed) and equal shapes
+            names = {k[len("module."):] if k.startswith("module.") else k: v for k, v in source.items()}
+            loaded = [k for k, v in names.items()
+                      if k in model_state and tuple(getattr(v, "shape", ())) == tuple(model_state[k].shape)]
+        if model_state and not loaded:
+            raise CheckpointLoadError(
+                f"checkpoint {self._loading} matches no parameter of the model (0 of {len(model_state)} names "
+                f"and shapes; its keys look like {source_keys[:3]}). Is it for another model or layout? Convert "
+                f"a torchvision/SwAV/DETReg ResNet with {CONVERT_TOOL}."
+            )
+        self.logger.info(f"Loaded {len(loaded)} of {len(model_state)} model tensors from {self._loading}")
+        return incompatible
+
+    def load(self, path: str, *args, **kwargs):
+        if path and not os.path.isfile(path) and "://" not in path:
+            raise CheckpointLoadError(f"checkpoint {path} does not exist")
+        self._loading = path
+        try:
+            result = super().load(path, *args, **kwargs)
+        finally:
+            self._loading = None
+        self.loaded_path = path or None
+        return result
+
+    def _candidates(self) -> List[str]:
+        """``last_checkpoint`` first, then every other ``*.pth`` of ``save_dir``, newest first."""
+        last = self.get_checkpoint_file()
+        others = [p for p in self.get_all_checkpoint_files() if os.path.abspath(p) != os.path.abspath(last)]
+
+        def newest(p: str) -> Tuple[int, float]:
+            m = _PERIODIC.search(p)
+            final = os.path.basename(p) == "model_final.pth"
+            return (sys.maxsize if final else int(m.group(1)) if m else -1, os.path.getmtime(p))
+
+        return ([last] if last else []) + sorted(others, key=newest, reverse=True)
+
+    def resume_or_load(self, path: str, *, resume: bool = True):
+        """As Detectron2's, with the fallback of the module docstring when resuming."""
+        if not (resume and self.has_checkpoint()):
+            return self.load(path, checkpointables=[])
+        failures = []
+        for candidate in self._candidates():
+            try:
+                result = self.load(candidate)
+            except CheckpointLoadError as e:
+                failures.append(f"{candidate}: {e}")
+                self.logger.warning(f"Cannot resume from {candidate} ({e}); trying an older checkpoint")
+                continue
+            if failures:
+                self.logger.warning(f"Resumed from {candidate} instead of the last checkpoint: "
+                                    + "; ".join(failures))
+                if comm.is_main_process() and self.save_to_disk:
+                    self.tag_last_checkpoint(os.path.basename(candidate))
+            return result
+        raise CheckpointLoadError(
+            f"--resume: no checkpoint in {self.save_dir} loads: " + "; ".join(failures)
+            + ". Delete the broken files (or the folder's last_checkpoint) to start over, or run without --resume."
+        )
+
+
+def ensure_final_checkpoint(checkpointer: SafeDetectionCheckpointer, iteration: int, max_iter: int) -> None:
+    """After a resumed run that had nothing left to train (``start_iter >= max_iter``), make sure
+    ``model_final.pth`` exists and loads; rewrite it from the loaded state otherwise (main process only)."""
+    if not comm.is_main_process() or not checkpointer.save_dir or iteration < max_iter:
+        return
+    final = os.path.join(checkpointer.save_dir, "model_final.pth")
+    try:
+        load_checkpoint_file(final, checkpointer.trust_pickle)
+        return
+    except CheckpointLoadError as e:
+        logger.warning(f"{e}; writing it again from the resumed checkpoint")
+    checkpointer.save("model_final", iteration=max_iter - 1)
+
+
+def trust_pickle_requested(args, cfg) -> bool:
+    """``--trust-pickle`` on the command line, or ``train.trust_pickle=True`` in the config."""
+    return bool(getattr(args, "trust_pickle", False) or cfg.train.get("trust_pickle", False))
+
+
+def require_eval_checkpoint(init_checkpoint) -> None:
+    """``--eval-only`` evaluates ``train.init_checkpoint``: refuse to evaluate a randomly initialised model."""
+    if not init_checkpoint:
+        raise ValueError(
+            "--eval-only needs the model to evaluate: add train.init_checkpoint=PATH/model_final.pth "
+            "(without it a randomly initialised model would be evaluated)"
+        )
+
+
+def convert_pickle_checkpoint(src: str, dst: str) -> str:
+    """Read a TRUSTED Detectron2 / Caffe2 ``.pkl`` once (this unpickles it) and write a ``.pth`` holding only
+    tensors and strings, which later loads with ``torch.load(weights_only=True)`` and the same name matching."""
+    checkpointer = SafeDetectionCheckpointer(torch.nn.Module(), trust_pickle=True)
+    data = checkpointer._load_file(src)
+    checkpointer._convert_ndarray_to_tensor(data["model"])
+    out = {"model": data["model"], "__author__": str(data.get("__author__", "converted from " + src)),
+           "matching_heuristics": bool(data.get("matching_heuristics", False))}
+    atomic_torch_save(out, dst)
+    return dst
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Convert a trusted Detectron2 .pkl checkpoint into a safe .pth once.")
+    p.add_argument("src", help="the .pkl file (it is unpickled: only for files you trust)")
+    p.add_argument("dst", help="the .pth to write")
+    args = p.parse_args(argv)
+    print(f"wrote {convert_pickle_checkpoint(args.src, args.dst)}; use train.init_checkpoint={args.dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Issue 11 item 5: annotations are validated at start-up (summary of dropped boxes, strict mode, recorded
+image sizes compared with the files)."""
+import json
+import logging
+import math
+
+import cv2
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+from detectron2.structures import BoxMode
+
+from siamese_detr.data.dataset_checks import AnnotationError, get_checked_dataset_dicts, validate_annotations
+
+XYWH, XYXY = BoxMode.XYWH_ABS, BoxMode.XYXY_ABS
+
+
+def _anno(bbox, mode=XYWH):
+    return {"bbox": list(bbox), "bbox_mode": mode, "category_id": 0, "iscrowd": 0}
+
+
+def _dicts():
+    """Image 0 (100x200, h x w): 1 good, 1 zero-width, 1 negative-height (xyxy), 1 NaN, 1 outside, 1 sticking
+    out; image 1: only a zero-size box; image 2: no size recorded, one good box."""
+    return [
+        {"file_name": "a.jpg", "image_id": 0, "height": 100, "width": 200, "annotations": [
+            _anno([10, 10, 20, 20]), _anno([5, 5, 0, 10]), _anno([10, 50, 30, 40], XYXY),
+            _anno([1, 2, math.nan, 4]), _anno([250, 10, 20, 20]), _anno([190, 90, 30, 30])]},
+        {"file_name": "b.jpg", "image_id": 1, "height": 100, "width": 100, "annotations": [_anno([3, 3, 0, 0])]},
+        {"file_name": "c.jpg", "image_id": 2, "annotations": [_anno([1, 1, 5, 5])]},
+    ]
+
+
+def test_bad_boxes_are_dropped_with_a_summary(caplog):
+    with caplog.at_level(logging.WARNING):
+        dicts = validate_annotations(_dicts(), size_checks=0, name="toy")
+    first = dicts[0]["annotations"]
+    assert [a["bbox"] for a in first] == [[10, 10, 20, 20], [190, 90, 30, 30]]  # good + sticking out (kept)
+    assert dicts[1]["annotations"] == [] and len(dicts) == 3  # not filtering empty images
+    text = caplog.text
+    assert "toy: dropped 5 boxes of 2 images" in text
+    assert "1 non-finite coordinates" in text and "3 zero or negative size" in text  # 2 in image 0, 1 in 1
+    assert "1 entirely outside the image" in text and "1 sticks out" in text
+
+
+def test_filter_empty_drops_images_left_without_boxes():
+    dicts = validate_annotations(_dicts(), filter_empty=True, size_checks=0)
+    assert [d["image_id"] for d in dicts] == [0, 2]
+
+
+def test_strict_mode_refuses():
+    with pytest.raises(AnnotationError, match="refusing \\(strict mode\\).*zero or negative size"):
+        validate_annotations(_dicts(), strict=True, size_checks=0)
+    good = [{"file_name": "x", "image_id": 0, "height": 10, "width": 10, "annotations": [_anno([1, 1, 2, 2])]}]
+    assert validate_annotations(good, strict=True, size_checks=0) == good
+
+
+def test_recorded_sizes_that_differ_from_the_files_are_an_error(tmp_path):
+    dicts = []
+    for i in range(4):
+        path = str(tmp_path / f"{i}.png")
+        cv2.imwrite(path, np.full((40, 60, 3), 100, np.uint8))
+        dicts.append({"file_name": path, "image_id": i, "height": 40, "width": 60, "annotations": []})
+    validate_annotations(list(dicts), size_checks=4)  # all right
+    dicts[2] = dict(dicts[2], height=80, width=120)  # e.g. images re-exported at half size
+    with pytest.raises(AnnotationError, match="2.png: annotation 80x120, file 40x60"):
+        validate_annotations(list(dicts), size_checks=4)
+
+
+def test_checked_dataset_dicts_validate_a_registered_coco_json_at_start_up(tmp_path, caplog):
+    root = tmp_path / "images"
+    root.mkdir()
+    cv2.imwrite(str(root / "0.png"), np.full((40, 60, 3), 100, np.uint8))
+    coco = {
+        "images": [{"id": 1, "file_name": "0.png", "height": 40, "width": 60}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "bbox": [5, 5, 10, 10], "category_id": 1, "iscrowd": 0, "area": 100},
+            {"id": 2, "image_id": 1, "bbox": [70, 5, 10, 10], "category_id": 1, "iscrowd": 0, "area": 100},
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(coco))
+    name = "reliability_toy_coco"
+    register_coco_instances(name, {}, str(tmp_path / "ann.json"), str(root))
+    try:
+        with caplog.at_level(logging.WARNING):
+            dicts = get_checked_dataset_dicts(name, filter_empty=False)
+        assert [a["bbox"] for a in dicts[0]["annotations"]] == [[5, 5, 10, 10]]
+        assert "dropped 1 boxes" in caplog.text and "entirely outside the image" in caplog.text
+        with pytest.raises(AnnotationError):
+            get_checked_dataset_dicts(name, filter_empty=False, strict=True)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

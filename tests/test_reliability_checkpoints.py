@@ -1,0 +1,249 @@
+"""Issue 11 items 1, 2, 8: checkpoints survive SIGKILL, resume falls back to a loadable checkpoint, pickles
+never run unasked, files that are not checkpoints are named as such, loads that match nothing are refused."""
+import json
+import os
+import pickle
+import random
+import selectors
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from siamese_detr.engine.checkpointing import (
+    CheckpointLoadError,
+    SafeDetectionCheckpointer,
+    convert_pickle_checkpoint,
+    ensure_final_checkpoint,
+    load_checkpoint_file,
+    require_eval_checkpoint,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class TinyModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Linear(3, 4)
+        self.head = nn.Linear(4, 2)
+
+
+class Counter:
+    """Stands for the trainer: a checkpointable holding the iteration."""
+
+    def __init__(self):
+        self.iter = -1
+
+    def state_dict(self):
+        return {"iteration": self.iter}
+
+    def load_state_dict(self, state):
+        self.iter = state["iteration"]
+
+
+def _model(value: float) -> TinyModel:
+    model = TinyModel()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(value)
+    return model
+
+
+def _read_line(proc, timeout: float) -> str:
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    if not sel.select(timeout):
+        raise AssertionError(f"no output from the child within {timeout} s")
+    return proc.stdout.readline().decode()
+
+
+# ------------------------------------------------------------------------------------------- item 1
+SAVER = textwrap.dedent("""
+    import sys, torch
+    from torch import nn
+    from siamese_detr.engine.checkpointing import SafeDetectionCheckpointer
+    model = nn.Sequential(*[nn.Linear(512, 512) for _ in range(8)])  # ~8 MB per checkpoint
+    checkpointer = SafeDetectionCheckpointer(model, sys.argv[1])
+    i = 0
+    while True:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(i)
+        checkpointer.save("model_final", iteration=i)
+        print(i, flush=True)
+        i += 1
+""")
+
+
+@pytest.mark.parametrize("delay", [0.03, 0.11])
+def test_sigkill_during_saves_never_leaves_a_torn_checkpoint(tmp_path, delay):
+    script = tmp_path / "saver.py"
+    script.write_text(SAVER)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, env=env)
+    try:
+        first = _read_line(proc, timeout=120)  # the first save finished: from now on a kill can hit a write
+        assert first.strip() == "0"
+        time.sleep(delay + random.Random(delay).uniform(0, 0.05))
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    data = load_checkpoint_file(str(tmp_path / "model_final.pth"))
+    i = data["iteration"]
+    # every tensor comes from the same save: filled with that save's iteration
+    assert all(torch.equal(t, torch.full_like(t, float(i))) for t in data["model"].values())
+
+
+def _save_three(tmp_path):
+    counter = Counter()
+    for i, name in enumerate(["model_0000000", "model_0000001", "model_final"]):
+        counter.iter = i
+        SafeDetectionCheckpointer(_model(float(i)), str(tmp_path), trainer=counter).save(name)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "deleted"])
+def test_resume_falls_back_to_the_newest_loadable_checkpoint(tmp_path, damage, caplog):
+    _save_three(tmp_path)
+    final = tmp_path / "model_final.pth"
+    if damage == "empty":
+        final.write_bytes(b"")
+    elif damage == "truncated":
+        final.write_bytes(final.read_bytes()[:300])
+    else:
+        final.unlink()
+    model, counter = _model(-1.0), Counter()
+    checkpointer = SafeDetectionCheckpointer(model, str(tmp_path), trainer=counter)
+    checkpointer.resume_or_load("", resume=True)
+    assert counter.iter == 1 and torch.equal(model.head.weight, torch.ones_like(model.head.weight))
+    assert "model_final.pth" in caplog.text and "model_0000001.pth" in caplog.text
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+
+
+def test_resume_with_no_loadable_checkpoint_names_every_file(tmp_path):
+    _save_three(tmp_path)
+    for name in ["model_0000000.pth", "model_0000001.pth", "model_final.pth"]:
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(CheckpointLoadError) as err:
+        SafeDetectionCheckpointer(_model(0.0), str(tmp_path), trainer=Counter()).resume_or_load("", resume=True)
+    for name in ["model_0000000.pth", "model_0000001.pth", "model_final.pth"]:
+        assert name in str(err.value)
+
+
+def test_resumed_at_max_iter_rewrites_a_broken_model_final(tmp_path):
+    _save_three(tmp_path)
+    (tmp_path / "model_final.pth").write_bytes(b"")
+    model, counter = _model(-1.0), Counter()
+    checkpointer = SafeDetectionCheckpointer(model, str(tmp_path), trainer=counter)
+    checkpointer.resume_or_load("", resume=True)
+    start_iter, max_iter = counter.iter + 1, 2  # model_0000001 is the last iteration of a 2-iteration run
+    ensure_final_checkpoint(checkpointer, start_iter, max_iter)
+    data = load_checkpoint_file(str(tmp_path / "model_final.pth"))
+    assert data["iteration"] == 1 and data["trainer"] == {"iteration": 1}
+    assert torch.equal(data["model"]["head.weight"], torch.ones(2, 4))
+
+
+def test_a_failed_load_names_the_file(tmp_path):
+    path = tmp_path / "model_final.pth"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointLoadError, match=f"{path}.*empty"):
+        SafeDetectionCheckpointer(_model(0.0)).load(str(path))
+    with pytest.raises(CheckpointLoadError, match="does not exist"):
+        SafeDetectionCheckpointer(_model(0.0)).load(str(tmp_path / "nope.pth"))
+
+
+# ------------------------------------------------------------------------------------------- item 2
+class Payload:
+    """Unpickling this creates the file ``marker`` (stands for arbitrary code)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_payload_is_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    pkl = tmp_path / "evil.pkl"
+    with open(pkl, "wb") as f:
+        pickle.dump({"model": {"head.weight": Payload(str(marker))}, "__author__": "x"}, f, protocol=2)
+    with pytest.raises(CheckpointLoadError) as err:
+        SafeDetectionCheckpointer(_model(0.0)).load(str(pkl))
+    message = str(err.value)
+    assert "--trust-pickle" in message and "python -m siamese_detr.engine.checkpointing" in message
+    assert str(pkl) in message
+    pth = tmp_path / "evil.pth"
+    torch.save({"model": {"head.weight": Payload(str(marker))}}, pth)
+    with pytest.raises(CheckpointLoadError, match="python objects"):
+        SafeDetectionCheckpointer(_model(0.0)).load(str(pth))
+    assert not marker.exists()
+    assert pickle.loads(pickle.dumps(Payload(str(marker)))) and marker.exists()  # the payload is real
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".pth"])
+@pytest.mark.parametrize("content", ["json", "random"])
+def test_a_file_that_is_not_a_checkpoint_is_reported_as_such(tmp_path, suffix, content):
+    path = tmp_path / f"weights{suffix}"
+    if content == "json":
+        path.write_text(json.dumps({"model": {"a": [1, 2]}}))
+    else:
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(CheckpointLoadError) as err:
+        SafeDetectionCheckpointer(_model(0.0), trust_pickle=False).load(str(path))
+    assert "is not a checkpoint" in str(err.value) and str(path) in str(err.value)
+    assert "trust-pickle" not in str(err.value)
+
+
+def test_a_trusted_pkl_loads_and_converts_once_to_a_safe_pth(tmp_path):
+    weights = {"backbone.weight": np.arange(12, dtype=np.float32).reshape(4, 3),
+               "backbone.bias": np.full(4, 0.5, np.float32)}
+    pkl = tmp_path / "d2.pkl"
+    with open(pkl, "wb") as f:
+        pickle.dump({"model": weights, "__author__": "someone"}, f, protocol=2)
+    model = _model(0.0)
+    SafeDetectionCheckpointer(model, trust_pickle=True).load(str(pkl))
+    assert torch.equal(model.backbone.weight, torch.from_numpy(weights["backbone.weight"]))
+    out = tmp_path / "d2.pth"
+    convert_pickle_checkpoint(str(pkl), str(out))
+    other = _model(0.0)
+    SafeDetectionCheckpointer(other).load(str(out))  # no trust needed any more
+    assert torch.equal(other.backbone.weight, model.backbone.weight)
+    assert torch.equal(other.backbone.bias, torch.full((4,), 0.5))
+    assert torch.equal(other.head.weight, torch.zeros(2, 4))  # not in the file: untouched
+
+
+# ------------------------------------------------------------------------------------------- item 8
+def test_a_checkpoint_matching_no_parameter_is_refused(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"model": {"layer1.conv.weight": torch.zeros(3), "backbone.weight": torch.zeros(7, 7)}}, path)
+    with pytest.raises(CheckpointLoadError, match="matches no parameter.*tools/convert_checkpoint.py"):
+        SafeDetectionCheckpointer(_model(0.0)).load(str(path))
+
+
+def test_a_partial_match_is_loaded(tmp_path):
+    """A backbone-only checkpoint (or a pretraining one without the class head) loads what matches."""
+    path = tmp_path / "backbone.pth"
+    torch.save({"model": {"backbone.weight": torch.ones(4, 3), "backbone.bias": torch.ones(4),
+                          "head.weight": torch.ones(5, 4)}}, path)  # head: another shape -> skipped
+    model = _model(0.0)
+    SafeDetectionCheckpointer(model).load(str(path))
+    assert torch.equal(model.backbone.weight, torch.ones(4, 3))
+    assert torch.equal(model.head.weight, torch.zeros(2, 4))
+
+
+def test_eval_only_needs_a_checkpoint():
+    with pytest.raises(ValueError, match="train.init_checkpoint"):
+        require_eval_checkpoint("")
+    require_eval_checkpoint("model_final.pth")

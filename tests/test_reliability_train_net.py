@@ -1,0 +1,86 @@
+"""Issue 11 through tools/lazyconfig_train_net.py: a resumed run at max_iter leaves a valid model_final.pth,
+--eval-only refuses a missing / pickled / unmatched checkpoint and a test split with an unreadable image,
+and a config value of the wrong type fails at start-up naming the key."""
+import importlib.util
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from siamese_detr.data.image_io import UnreadableImageError
+from siamese_detr.engine.checkpointing import CheckpointLoadError, load_checkpoint_file
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("lazyconfig_train_net_rel", ROOT / "tools" / "lazyconfig_train_net.py")
+train_net = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train_net)
+
+TINY = [
+    "model.transformer.num_encoder_layers=1",
+    "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
+    "dataloader.train.mapper.augmentation_with_crop=null",
+    "dataloader.train.mapper.augmentation.1.short_edge_length=[96,128]",
+    "dataloader.test.mapper.augmentation.0.short_edge_length=112",
+    "train.log_period=1", "train.seed=0", "train.device=cpu", "train.eval_period=0",
+]
+
+
+def _run(out, *extra, eval_only=False, resume=False):
+    argv = ["--config-file", str(ROOT / "configs/demo/detr_demo.py")]
+    argv += ["--eval-only"] if eval_only else []
+    argv += ["--resume"] if resume else []
+    return train_net.main(train_net.parse_args(argv + TINY + [f"train.output_dir={out}", *extra]))
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_wrong_type_fails_at_start_up_naming_the_key(tmp_path, tiny_synthetic_shapes):
+    with pytest.raises(TypeError, match="'train.max_iter'.*'abc'"):
+        _run(tmp_path / "out", "train.max_iter=abc")
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_only_refuses_a_missing_or_pickled_checkpoint(tmp_path, tiny_synthetic_shapes):
+    with pytest.raises(ValueError, match="--eval-only needs .*train.init_checkpoint"):
+        _run(tmp_path / "out", eval_only=True)
+    marker, pkl = tmp_path / "pwned", tmp_path / "model.pkl"
+    pkl.write_bytes(pickle.dumps({"model": {"x": Payload(str(marker))}}, protocol=2))
+    with pytest.raises(CheckpointLoadError, match="--trust-pickle"):
+        _run(tmp_path / "out", f"train.init_checkpoint={pkl}", eval_only=True)
+    assert not marker.exists()
+
+
+def test_resume_at_max_iter_and_evaluation_checks(tmp_path, tiny_synthetic_shapes, caplog):
+    out = tmp_path / "out"
+    _run(out, "train.max_iter=2", "train.checkpointer.period=1")
+    final = out / "model_final.pth"
+    assert load_checkpoint_file(str(final))["iteration"] == 1
+    final.write_bytes(b"")  # what a kill during a non-atomic write used to leave
+
+    _run(out, "train.max_iter=2", "train.checkpointer.period=1", resume=True)
+    data = load_checkpoint_file(str(final))  # loads again: rewritten from the newest loadable checkpoint
+    assert data["iteration"] == 1
+    resumed_from = load_checkpoint_file(str(out / "model_0000001.pth"))
+    assert all(torch.equal(data["model"][k], v) for k, v in resumed_from["model"].items())
+    assert "model_final.pth" in caplog.text and "empty" in caplog.text
+
+    # an init_checkpoint that matches no parameter of the model is refused
+    other = tmp_path / "resnet_like.pth"
+    torch.save({"model": {"conv1.weight": torch.zeros(64, 3, 7, 7)}}, other)
+    with pytest.raises(CheckpointLoadError, match="matches no parameter.*convert_checkpoint"):
+        _run(out, f"train.init_checkpoint={other}", eval_only=True)
+
+    # a test split with an unreadable image is refused at start-up, naming it
+    from detectron2.data import DatasetCatalog
+
+    victim = DatasetCatalog.get("synthetic_shapes_val")[1]["file_name"]
+    Path(victim).write_bytes(b"not an image any more")
+    with pytest.raises(UnreadableImageError, match=f"1 of 3 images.*{Path(victim).name}"):
+        _run(out, f"train.init_checkpoint={final}", eval_only=True)
