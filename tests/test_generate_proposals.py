@@ -230,3 +230,34 @@ def test_dataset_with_meta_json(tmp_path):
         assert meta["dataset"] == name and meta["params"]["resize"] == 32 and meta["params"]["mode"] == "fast"
     finally:
         DatasetCatalog.remove(name)
+
+
+def test_folder_spec_gives_the_same_store_as_image_dir(tmp_path):
+    """--dataset folder:DIR (the spec a pretraining config takes) and --image-dir DIR write the same store:
+    images keyed by their path relative to the folder, the same boxes."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    images = str(tmp_path / "imgs")
+    _make_images(images, 4)
+    spec = f"folder:{images}"
+    common = ["--method", "random", "--no-progress", "--num-workers", "1"]
+    try:
+        assert gen.main(["--dataset", spec, "--output", str(tmp_path / "by_spec"), *common]) == 0
+        assert gen.main(["--image-dir", images, "--output", str(tmp_path / "by_dir"), *common]) == 0
+        by_spec, by_dir = ProposalStore.open(str(tmp_path / "by_spec")), ProposalStore.open(str(tmp_path / "by_dir"))
+        assert by_spec.image_ids == by_dir.image_ids == sorted(by_dir.image_ids)
+        assert os.path.join("sub", "im00.png") in by_spec.image_ids
+        for i in by_spec.image_ids:
+            assert np.array_equal(by_spec.get(i)[0], by_dir.get(i)[0])
+    finally:
+        if spec in DatasetCatalog.list():
+            DatasetCatalog.remove(spec)
+            MetadataCatalog.remove(spec)
+
+
+def test_missing_spec_file_is_one_line_error(tmp_path, capsys):
+    assert gen.main(["--dataset", f"coco:{tmp_path / 'nope.json'}", "--method", "random",
+                     "--output", str(tmp_path / "out"), "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "nope.json" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -1,8 +1,13 @@
 """Command-line overrides: existing keys update, unknown keys fail naming the key, '+key' adds."""
+from pathlib import Path
+
 import pytest
+from detectron2.config import LazyConfig
 from omegaconf import OmegaConf
 
 from siamese_detr.engine import apply_checked_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cfg():
@@ -39,3 +44,22 @@ def test_plus_prefix_adds_a_new_key():
 def test_malformed_override_is_rejected():
     with pytest.raises(ValueError, match="key=value"):
         apply_checked_overrides(_cfg(), ["train.max_iter"])
+
+
+def test_lazy_call_value_can_be_replaced_by_a_dataset_spec(tmp_path):
+    """The ImageNet pretraining config names its data with L(register_image_folder)(...): a plain string
+    (here a folder: spec) replaces it without a type error, and the spec is registered."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    (tmp_path / "imgs").mkdir()
+    spec = f"folder:{tmp_path / 'imgs'}"
+    cfg = LazyConfig.load(str(ROOT / "configs/siamese_detr/siamese_detr_r50_imagenet_60ep.py"))
+    try:
+        cfg = apply_checked_overrides(cfg, [f"dataloader.train.dataset.names={spec}"])
+        assert cfg.dataloader.train.dataset.names == spec and spec in DatasetCatalog.list()
+    finally:
+        if spec in DatasetCatalog.list():
+            DatasetCatalog.remove(spec)
+            MetadataCatalog.remove(spec)
+    with pytest.raises(Exception, match="train.max_iter"):
+        apply_checked_overrides(cfg, ["train.max_iter=abc"])

@@ -51,7 +51,8 @@ from siamese_detr.data.proposals.store import ARRAY_FILES, ProposalStoreError  #
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--dataset", help="a registered Detectron2 dataset name (e.g. synthetic_shapes_train)")
+    src.add_argument("--dataset", help="a registered Detectron2 dataset name (e.g. synthetic_shapes_train) or a "
+                     "dataset spec coco:ANN.json[:IMAGES] / folder:DIR")
     src.add_argument("--image-dir", help="a folder of images (recursive); image_id = path relative to it")
     p.add_argument("--method", choices=METHODS, default="edgeboxes")
     p.add_argument("--output", required=True, help="store directory to write, e.g. NAME.edgeboxes.proposals")
@@ -129,6 +130,12 @@ def _usage_problem(args):
         register_builtin_datasets()
         from detectron2.data import DatasetCatalog
 
+        from siamese_detr.data.datasets import ensure_dataset
+
+        try:
+            ensure_dataset(args.dataset)  # coco:ANN.json[:IMAGES] / folder:DIR specs register themselves
+        except (ValueError, FileNotFoundError) as e:
+            return str(e)
         if args.dataset not in DatasetCatalog.list():
             known = ", ".join(sorted(DatasetCatalog.list())[:12])
             return f"--dataset {args.dataset!r} is not a registered dataset (registered: {known}, ...)"

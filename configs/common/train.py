@@ -5,11 +5,15 @@ train = dict(
     output_dir="./output",
     # a detectron2 checkpoint (.pth) to initialise from, e.g. a pretraining model_final.pth
     init_checkpoint="",
+    # a Detectron2 .pkl init_checkpoint is unpickled (which can run code from the file) only when True
+    # (or with --trust-pickle); .pth files are always read tensors-only
+    trust_pickle=False,
     max_iter=90000,
     # AMP is used only where CUDA is present (the training script turns it off on CPU)
     amp=dict(enabled=False),
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
     checkpointer=dict(period=5000, max_to_keep=100),
+    # evaluate every eval_period iterations and at the end; <= 0: no evaluation at all
     eval_period=5000,
     log_period=20,
     # "cuda" when a GPU is visible, else "cpu"; override with train.device=...

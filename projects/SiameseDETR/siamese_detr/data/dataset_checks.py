@@ -55,9 +55,13 @@ def check_datasets_on_disk(names: Union[str, Sequence[str]]) -> None:
     """Raise ``FileNotFoundError`` naming the missing path and the README section to follow.
 
     Datasets whose files are generated on demand (the built-in synthetic set) are skipped here:
-    their loader creates them. Unregistered names raise ``KeyError`` listing what is registered.
+    their loader creates them. Dataset specs given by path (``coco:ANN.json[:IMAGES]``, ``folder:DIR``) are
+    registered first. Unregistered names raise ``KeyError`` listing what is registered.
     """
+    from .datasets.from_path import ensure_dataset
+
     names = [names] if isinstance(names, str) else list(names)
+    names = [ensure_dataset(n) for n in names]  # coco:/folder: specs register themselves (missing file: error)
     registered = set(DatasetCatalog.list())
     for name in names:
         if name not in registered:

@@ -51,6 +51,8 @@ def check_override_type(key: str, old: Any, new: Any, item: str) -> None:
     """Raise :class:`OverrideTypeError` naming ``key`` when ``new`` is not of the kind of ``old``."""
     if old is _UNSET or old is None or new is None:
         return
+    if isinstance(old, (dict, DictConfig)) and "_target_" in old:
+        return  # a lazy call (e.g. L(register_image_folder)(...)) may be replaced by the value it returns
     expected = _kind(old)
     if expected not in _ACCEPTS or _kind(new) in _ACCEPTS[expected]:
         return
