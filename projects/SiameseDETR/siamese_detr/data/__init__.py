@@ -11,16 +11,20 @@ from .datasets import (
     register_synthetic_shapes,
 )
 from .detr_mapper import DetrDatasetMapper
+from .detreg_mapper import DETRegMapper
 from .image_folder import register_image_folder
 from .siamese_mapper import SiameseViewMapper
+from .up_detr_mapper import UPDETRMapper
 
 register_synthetic_shapes()
 
 
 __all__ = [
     "SYNTHETIC_SHAPES_CLASSES",
+    "DETRegMapper",
     "DetrDatasetMapper",
     "SiameseViewMapper",
+    "UPDETRMapper",
     "ensure_synthetic_shapes",
     "generate_synthetic_shapes",
     "register_image_folder",

@@ -4,7 +4,7 @@ from .backbone import build_resnet_backbone_for_detr, feature_padding_mask, make
 from .criterion import SetCriterion, weight_losses
 from .heads import MLP
 from .matcher import FocalHungarianMatcher, HungarianMatcher
-from .meta_arch import DETR, SiameseDETRPretrain
+from .meta_arch import DETR, DETRegPretrain, SiameseDETRPretrain, UPDETRPretrain
 from .position_encoding import PositionEmbeddingSine
 from .postprocess import SigmoidTopKPostProcess, SoftmaxArgmaxPostProcess, SoftmaxTopKPostProcess
 from .transformers import DetrTransformer
@@ -15,6 +15,8 @@ __all__ = [
     "ConditionalDetrTransformer",
     "FocalHungarianMatcher",
     "SiameseDETRPretrain",
+    "DETRegPretrain",
+    "UPDETRPretrain",
     "DETR",
     "DeformableDetrTransformer",
     "DetrTransformer",

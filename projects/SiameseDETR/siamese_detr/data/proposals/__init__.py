@@ -13,11 +13,15 @@ from .methods import (
     selective_search,
     stable_seed,
 )
+from .selection import POLICIES, importance_probabilities, select_proposals
 from .sources import OnlineProposals, RandomProposals, StoreProposals
 from .store import FORMAT_VERSION, ProposalStore, ProposalStoreError, StoreWriter, merge_stores, write_store
 
 __all__ = [
     "METHODS",
+    "POLICIES",
+    "importance_probabilities",
+    "select_proposals",
     "FORMAT_VERSION",
     "ProposalStore",
     "ProposalStoreError",

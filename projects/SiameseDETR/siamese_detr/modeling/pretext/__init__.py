@@ -1,4 +1,4 @@
-"""Building blocks of the Siamese DETR pretext tasks (paper §3.3).
+"""Building blocks of the pretext tasks: Siamese DETR (paper §3.3), UP-DETR query groups, DETReg embeddings.
 
 * :mod:`.region_features` — object-level region features z (Eq. 4), crop-level features p (Eq. 5)
   and the region-conditioned object queries of Multi-View Cross-Attention (Eq. 6-7);
@@ -7,6 +7,7 @@
 * :mod:`.losses` — L_g (Eq. 11), L_r (Eq. 12) as pure functions on tensors.
 """
 
+from .embedding_loss import object_embedding_loss
 from .losses import (
     global_discrimination_loss,
     negative_cosine_similarity,
@@ -19,6 +20,7 @@ from .region_features import (
     masked_average_pool,
     region_conditioned_queries,
 )
+from .query_groups import group_attention_mask, query_feature_dropout
 from .simsiam import SimSiamPredictor, SimSiamProjector, SyncBatchNorm1d
 
 __all__ = [
@@ -28,9 +30,12 @@ __all__ = [
     "average_pooled_roi_features",
     "concatenated_average_pool",
     "global_discrimination_loss",
+    "group_attention_mask",
     "masked_average_pool",
     "negative_cosine_similarity",
     "normalized_l2_distance",
+    "object_embedding_loss",
+    "query_feature_dropout",
     "region_conditioned_queries",
     "region_discrimination_loss",
 ]

@@ -1,0 +1,131 @@
+"""DETReg pretraining meta-architecture (Bar et al., CVPR 2022, §4-5, Eq. 3-4; official github
+amirbar/DETReg ``models/deformable_detr.py``, ``engine.py``, ``main.py``, commit a4b63635), on the project's
+variant-agnostic ``DETR``.
+
+* Single view; targets are the (up to) K proposals chosen by ``DETRegMapper`` (top-k / random-k / importance
+  sampling of a proposal store or online Selective Search), boxes moved with the image augmentation.
+* Object localisation: the variant's class loss on objectness (1 class; softmax CE + no-object for Vanilla,
+  sigmoid focal for Conditional / Deformable — the official run is Deformable DETR with focal loss, its head
+  has 91 logits with every label 1, a width that only matters for the discarded head), L1 5, GIoU 2, with
+  auxiliary decoder layers (and ``_enc`` for two-stage when the criterion handles it).
+* Object embedding: ``sem_embed`` (official ``feature_embed``: ``MLP(d, d, C_emb, 2)`` on the LAST decoder
+  layer only) of the matched queries regresses z, the global average of the frozen backbone's
+  ``embedding_feature`` level on the 128 x 128 crop of each proposal; L1 with ``reduction="mean"``, weight 1
+  (``--object_embedding_loss``, ``object_embedding_coef`` 1; auxiliary layers skipped as the official).
+  Official default (``--obj_embedding_head intermediate``): ``build_swav_backbone_old`` returns
+  ``model(x)['0'].mean((2, 3))``, the first returned level of the multi-scale backbone = ``layer2`` (C3,
+  512 channels = ``2 * hidden_dim``) of the frozen SwAV ResNet-50 — here ``embedding_feature="res3"`` of the
+  model's own frozen backbone (same weights: the official SwAV copy and the DETR backbone are both the frozen
+  SwAV R50 in pretraining, ``--lr_backbone 0``).
+
+In eval mode it is ``DETR`` with one class (class-agnostic detection, paper Table 6).
+"""
+
+from typing import Dict, List, Sequence
+
+import torch
+from torch import nn
+from torchvision.ops import box_convert
+
+from ..criterion import weight_losses
+from ..heads import MLP
+from ..pretext.embedding_loss import object_embedding_loss
+from .detr import DETR
+
+__all__ = ["DETRegPretrain"]
+
+
+class DETRegPretrain(DETR):
+    """DETReg on any DETR variant (learned or two-stage queries).
+
+    Args:
+        backbone: frozen; must output ``embedding_feature`` besides ``in_features`` (configs add ``res3`` to
+            ``out_features``).
+        criterion: ``SetCriterion`` with ``num_classes=1``.
+        weight_dict: ``loss_ce``, ``loss_bbox``, ``loss_giou``, ``loss_object_embedding``.
+        embedding_feature: backbone level whose average over each proposal crop is the embedding target z
+            (official default C3 = ``res3``).
+        other args: as ``DETR``.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        position_embedding: nn.Module,
+        transformer: nn.Module,
+        criterion: nn.Module,
+        weight_dict: Dict[str, float],
+        num_queries: int = 100,
+        embedding_feature: str = "res3",
+        aux_loss: bool = True,
+        in_features=("res5",),
+        num_extra_levels: int = 0,
+        input_proj_norm: bool = False,
+        pixel_mean: Sequence[float] = (103.530, 116.280, 123.675),
+        pixel_std: Sequence[float] = (57.375, 57.120, 58.395),
+        input_format: str = "BGR",
+        postprocess: nn.Module = None,
+        allow_random_backbone: bool = False,
+    ):
+        if getattr(criterion, "num_classes", 1) != 1:
+            raise ValueError(f"the pretext criterion must have num_classes=1 (objectness), got {criterion.num_classes}")
+        required = {"loss_ce", "loss_bbox", "loss_giou", "loss_object_embedding"}
+        if required - set(weight_dict):
+            raise ValueError(f"weight_dict lacks {sorted(required - set(weight_dict))}")
+        shapes = backbone.output_shape()
+        if embedding_feature not in shapes:
+            raise ValueError(f"embedding_feature {embedding_feature!r} is not a backbone output {sorted(shapes)}: "
+                             f"add it to the backbone's out_features")
+        super().__init__(
+            backbone=backbone, position_embedding=position_embedding, transformer=transformer, num_classes=1,
+            num_queries=num_queries, criterion=criterion, weight_dict=weight_dict, in_features=in_features,
+            num_extra_levels=num_extra_levels, input_proj_norm=input_proj_norm, aux_loss=aux_loss,
+            postprocess=postprocess, pixel_mean=pixel_mean, pixel_std=pixel_std, input_format=input_format,
+            frozen_modules=("backbone",), allow_random_backbone=allow_random_backbone,
+        )
+        d_model = transformer.d_model
+        self.embedding_feature = embedding_feature
+        self.sem_embed = MLP(d_model, d_model, shapes[embedding_feature].channels, 2)  # official feature_embed
+
+    def _check_inputs(self, batched_inputs: List[Dict]) -> None:
+        if not batched_inputs:
+            raise ValueError("DETRegPretrain got an empty batch")
+        for x in batched_inputs:
+            if "proposal_boxes" not in x or "crops" not in x:
+                raise ValueError(f"image {x.get('image_id')!r}: training expects DETRegMapper outputs "
+                                 f"('image', 'proposal_boxes', 'crops')")
+            k, c = x["proposal_boxes"].shape[0], x["crops"].shape[0]
+            if k != c or k == 0:
+                raise ValueError(f"image {x.get('image_id')!r}: {k} proposal boxes and {c} crops (need the same, > 0)")
+            if k > self.num_queries:
+                raise ValueError(f"image {x.get('image_id')!r}: {k} proposals for {self.num_queries} queries")
+
+    def crop_embeddings(self, crops: List[torch.Tensor]) -> List[torch.Tensor]:
+        """z: ``[n_b, C_emb]`` per image from uint8 crops ``[n_b, 3, S, S]`` (one frozen-backbone call)."""
+        with torch.no_grad():
+            out = self.backbone(self.normalize(torch.cat(crops)))[self.embedding_feature].mean(dim=(2, 3))
+        return list(out.split([len(c) for c in crops]))
+
+    def forward(self, batched_inputs: List[Dict]):
+        """Training: ``DETRegMapper`` outputs -> WEIGHTED losses. Eval: Detectron2 dicts with ``"image"`` ->
+        class-agnostic ``[{"instances": Instances}]``."""
+        if not self.training:
+            return super().forward(batched_inputs)
+        self._check_inputs(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        _, memory = self.encode(images)
+        decoded = self.decode(memory, self.object_queries(len(images)))
+        outputs = self.head_outputs(decoded)
+
+        targets = []
+        for x, (h, w) in zip(batched_inputs, images.image_sizes):
+            scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
+            boxes = x["proposal_boxes"].to(self.device).float() / scale
+            targets.append({"labels": torch.zeros(len(boxes), dtype=torch.int64, device=self.device),
+                            "boxes": box_convert(boxes, "xyxy", "cxcywh")})
+        losses, indices = self.criterion(outputs, targets, return_indices=True)
+        embeddings = self.crop_embeddings([x["crops"] for x in batched_inputs])
+        predicted = self.sem_embed(decoded.hidden_states[-1])  # [B, Q, C_emb], last layer only (official)
+        losses["loss_object_embedding"] = object_embedding_loss(predicted, embeddings, indices[-1])
+        return weight_losses(losses, self.weight_dict)

@@ -1,0 +1,41 @@
+"""DETReg's object-embedding loss (Bar et al., CVPR 2022, Eq. 3-4; official ``models/deformable_detr.py``
+``SetCriterion.loss_object_embedding``)."""
+
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["object_embedding_loss"]
+
+
+def object_embedding_loss(
+    predictions: Tensor, embeddings: Sequence[Tensor], indices: Sequence[Tuple[Tensor, Tensor]]
+) -> Tensor:
+    """L_emb = L1 between f_emb of the matched queries and the frozen embeddings of their proposals.
+
+    As the official code: ``F.l1_loss(..., reduction="mean")``, i.e. the mean absolute difference over
+    every channel of every matched pair (not divided by ``num_boxes``); the paper's Eq. 4 is the per-pair
+    L1 norm, the code's mean differs by the constant factor ``C`` absorbed in the weight (1).
+
+    Args:
+        predictions: ``[B, Q, C]`` f_emb(hidden states) of one decoder layer.
+        embeddings: ``B`` tensors ``[n_b, C]``: the frozen-backbone embedding of each target proposal
+            (no gradient is taken through them).
+        indices: per image ``(query_idx Long[K_b], proposal_idx Long[K_b])`` from the Hungarian matcher.
+
+    Returns:
+        scalar; zero (with a graph) when nothing is matched.
+    """
+    if len(indices) != predictions.shape[0] or len(embeddings) != predictions.shape[0]:
+        raise ValueError(
+            f"{len(indices)} matchings and {len(embeddings)} embedding sets for a batch of {predictions.shape[0]}"
+        )
+    device = predictions.device
+    batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)]).to(device)
+    query_idx = torch.cat([src for src, _ in indices]).to(device)
+    if query_idx.numel() == 0:
+        return predictions.sum() * 0.0
+    target = torch.cat([e.detach()[j.to(e.device)] for e, (_, j) in zip(embeddings, indices)]).to(predictions)
+    return F.l1_loss(predictions[batch_idx, query_idx], target, reduction="mean")

@@ -1,0 +1,57 @@
+"""Grouped patch queries of UP-DETR (Dai et al., CVPR 2021, §3.2 "multi-query localization").
+
+``n`` query patches, each repeated ``Q / n`` times consecutively (query ``j`` belongs to group
+``j // (Q / n)``, the order of :func:`~.region_features.region_conditioned_queries`). The decoder
+self-attention is restricted to queries of the same group, and whole patch features are dropped at random
+("attention mask" and "patch feature dropout" of the paper; official ``models/updetr.py``).
+"""
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["group_attention_mask", "query_feature_dropout"]
+
+
+def group_attention_mask(num_queries: int, num_groups: int, device=None) -> Tensor:
+    """Block-diagonal decoder self-attention mask between query groups.
+
+    Args:
+        num_queries: ``Q``; num_groups: ``n``, must divide ``Q``.
+
+    Returns:
+        bool ``[Q, Q]``: True (attention NOT allowed) exactly where queries ``i`` and ``j`` belong to different
+        groups (``i // (Q / n) != j // (Q / n)``). The official ``UPDETR.__init__`` loops over
+        ``range(Q / n)`` instead of ``range(n)``, which is only right when ``n == Q / n`` (10 x 10); this mask
+        is right for every ``n`` dividing ``Q``.
+    """
+    if num_groups < 1 or num_queries % num_groups != 0:
+        raise ValueError(f"num_groups ({num_groups}) must be a positive divisor of num_queries ({num_queries})")
+    group = torch.arange(num_queries, device=device) // (num_queries // num_groups)
+    return group[:, None] != group[None, :]
+
+
+def query_feature_dropout(
+    features: Tensor, drop_ratio: float, generator: Optional[torch.Generator] = None
+) -> Tuple[Tensor, Tensor]:
+    """Zero each query's patch feature with probability ``drop_ratio`` (UP-DETR ``mask_ratio`` = 0.1).
+
+    As the official ``features * (rand(Q, B, 1) > mask_ratio)``: an independent draw per query and image,
+    no rescaling of the kept ones (unlike ``nn.Dropout``); the learned object query is added afterwards, so a
+    dropped query keeps only its object-query embedding.
+
+    Args:
+        features: ``[B, Q, D]`` patch features already repeated per query.
+        drop_ratio: probability in ``[0, 1)``.
+        generator: optional generator on ``features``' device.
+
+    Returns:
+        ``(features * keep, keep)`` with ``keep`` float ``[B, Q, 1]`` of 0 / 1.
+    """
+    if not 0.0 <= drop_ratio < 1.0:
+        raise ValueError(f"drop_ratio must be in [0, 1), got {drop_ratio}")
+    batch, queries = features.shape[:2]
+    draw = torch.rand(batch, queries, 1, generator=generator, device=features.device)
+    keep = (draw > drop_ratio).to(features.dtype)
+    return features * keep, keep

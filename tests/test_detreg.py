@@ -1,0 +1,226 @@
+"""DETReg pretraining: selection policies, mapper geometry, embedding loss, training, handoff."""
+import itertools
+import math
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import transforms as T
+from detectron2.modeling.backbone import ResNet
+from detectron2.utils.events import EventStorage
+
+from siamese_detr.data.detreg_mapper import DETRegMapper
+from siamese_detr.data.proposals.selection import importance_probabilities, select_proposals
+from siamese_detr.modeling import DetrTransformer, HungarianMatcher, PositionEmbeddingSine, SetCriterion
+from siamese_detr.modeling.meta_arch.detreg import DETRegPretrain
+from siamese_detr.modeling.pretext.embedding_loss import object_embedding_loss
+from test_siamese_detr_model import tiny_backbone
+from test_siamese_handoff import tiny_detr
+
+WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_object_embedding": 1.0}
+
+
+def tiny_detreg(num_queries=6, d_model=32, layers=2, seed=0):
+    torch.manual_seed(seed)
+    base = tiny_backbone()
+    backbone = ResNet(base.stem, [getattr(base, f"res{i}") for i in (2, 3, 4, 5)], out_features=["res3", "res5"])
+    return DETRegPretrain(
+        backbone=backbone,
+        position_embedding=PositionEmbeddingSine(num_pos_feats=d_model // 2),
+        transformer=DetrTransformer(d_model=d_model, nhead=4, num_encoder_layers=layers, num_decoder_layers=layers,
+                                    dim_feedforward=64, dropout=0.0),
+        criterion=SetCriterion(1, HungarianMatcher(1.0, 5.0, 2.0), eos_coef=0.1),
+        weight_dict=dict(WEIGHTS),
+        num_queries=num_queries,
+        embedding_feature="res3",
+    )
+
+
+def fake_batch(counts=(2, 4), size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for b, (k, (h, w)) in enumerate(zip(counts, [(64, 96), (80, 64), (72, 72)])):
+        xy = torch.rand(k, 2, generator=g) * torch.tensor([w / 2, h / 2])
+        wh = (0.2 + 0.3 * torch.rand(k, 2, generator=g)) * torch.tensor([w, h])
+        out.append({
+            "image_id": b,
+            "image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
+            "crops": torch.randint(0, 256, (k, 3, size, size), generator=g, dtype=torch.uint8),
+            "proposal_boxes": torch.cat([xy, xy + wh], dim=1),
+        })
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- policies
+def test_topk_keeps_the_first_k_in_rank_order():
+    rng = np.random.default_rng(0)
+    assert select_proposals(rng, 100, 30, "topk").tolist() == list(range(30))
+    assert select_proposals(rng, 7, 30, "topk").tolist() == list(range(7))
+
+
+def test_random_k_draws_without_replacement_and_uniformly():
+    rng = np.random.default_rng(0)
+    counts = np.zeros(50)
+    for _ in range(2000):
+        idx = select_proposals(rng, 50, 10, "random")
+        assert len(idx) == 10 and len(set(idx.tolist())) == 10 and idx.min() >= 0 and idx.max() < 50
+        counts[idx] += 1
+    assert np.abs(counts / 2000 - 0.2).max() < 0.05  # every proposal chosen with probability K / N
+    assert sorted(select_proposals(rng, 5, 10, "random").tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_importance_probabilities_follow_the_paper_formula():
+    # paper §4: Pr(X_i = 1) ∝ -log(i / n); the official mc branch: -log(arange(1, 301) / 301) / 10
+    probs = importance_probabilities(300, 30)
+    official = -np.log(np.arange(1, 301) / 301) / 10
+    assert np.allclose(probs, np.minimum(1, official))
+    ratio = probs[:-1] / probs[1:]  # proportional to -log(i / (N + 1)) where uncapped
+    expected = np.array([math.log((i + 1) / 301) / math.log((i + 2) / 301) for i in range(299)])
+    uncapped = probs[:-1] < 1
+    assert np.allclose(ratio[uncapped], expected[uncapped])
+    assert np.all(np.diff(probs) <= 0) and probs[-1] > 0
+    assert abs(probs.sum() - 30) < 2  # about K kept on average
+
+
+def test_importance_sampling_empirical_frequencies():
+    rng = np.random.default_rng(0)
+    hits = np.zeros(40)
+    for _ in range(4000):
+        idx = select_proposals(rng, 40, 8, "importance")
+        assert np.all(np.diff(idx) > 0)
+        hits[idx] += 1
+    assert np.abs(hits / 4000 - importance_probabilities(40, 8)).max() < 0.03
+
+
+def test_unknown_policy_rejected():
+    with pytest.raises(ValueError, match="policy"):
+        select_proposals(np.random.default_rng(0), 10, 3, "best")
+
+
+# ------------------------------------------------------------------------------------------------- mapper
+def _write_image(tmp_path, h=60, w=90):
+    path = str(tmp_path / "x.png")
+    cv2.imwrite(path, np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    return path
+
+
+def test_mapper_moves_boxes_with_flip_and_resize_and_keeps_crops_aligned(tmp_path):
+    path = _write_image(tmp_path)
+    proposals = np.array([[0, 0, 30, 20], [10, 5, 80, 55], [40, 30, 90, 60], [5, 5, 6, 40]], dtype=np.float32)
+    mapper = DETRegMapper(
+        proposal_source=lambda d, im: (proposals, np.arange(4, 0, -1, dtype=np.float32)),
+        num_proposals=3, policy="topk", crop_size=16, is_train=False, seed=0,
+        augmentation=[T.HFlipTransform(90), T.ResizeTransform(60, 90, 120, 180)], augmentation_with_crop=None,
+    )
+    out = mapper({"file_name": path, "image_id": 1})
+    assert out["image"].shape == (3, 120, 180) and out["crops"].shape == (3, 3, 16, 16)
+    expected = np.stack([90 - proposals[:3, 2], proposals[:3, 1], 90 - proposals[:3, 0], proposals[:3, 3]], 1) * 2
+    assert torch.allclose(out["proposal_boxes"], torch.as_tensor(expected))
+    assert out["proposal_rank"].tolist() == [0, 1, 2]
+
+
+def test_mapper_random_crop_drops_boxes_and_their_crops_together(tmp_path):
+    path = _write_image(tmp_path)
+    proposals = np.array([[0, 0, 20, 20], [50, 30, 90, 60], [60, 40, 80, 55], [2, 2, 10, 10]], dtype=np.float32)
+    mapper = DETRegMapper(
+        proposal_source=lambda d, im: (proposals, np.ones(4, dtype=np.float32)), num_proposals=4,
+        crop_size=8, is_train=False, augmentation=[T.CropTransform(40, 20, 50, 40)], augmentation_with_crop=None,
+    )
+    out = mapper({"file_name": path, "image_id": 1})
+    assert out["proposal_rank"].tolist() == [1, 2]  # boxes 0 and 3 lie outside the crop
+    assert torch.allclose(out["proposal_boxes"], torch.tensor([[10.0, 10, 50, 40], [20, 20, 40, 35]]))
+    image = cv2.imread(path)
+    full = DETRegMapper(proposal_source=lambda d, im: (proposals, np.ones(4)), num_proposals=4, crop_size=8,
+                        is_train=False, augmentation=[], augmentation_with_crop=None)
+    full = full({"file_name": path, "image_id": 1})
+    assert torch.equal(out["crops"], full["crops"][[1, 2]])  # crops come from the ORIGINAL image
+    assert full["crops"].shape[0] == 4 and image is not None
+    few = DETRegMapper(proposal_source=lambda d, im: (proposals[:1], np.ones(1)), num_proposals=4, is_train=False)
+    assert few({"file_name": path, "image_id": 1}) is None  # fewer than 2 proposals
+
+
+# -------------------------------------------------------------------------------------------------- model
+def test_embedding_loss_against_explicit_computation():
+    torch.manual_seed(0)
+    pred = torch.randn(2, 5, 7)
+    emb = [torch.randn(3, 7), torch.randn(2, 7)]
+    indices = [(torch.tensor([4, 0]), torch.tensor([2, 0])), (torch.tensor([1]), torch.tensor([1]))]
+    pairs = [(pred[0, 4], emb[0][2]), (pred[0, 0], emb[0][0]), (pred[1, 1], emb[1][1])]
+    expected = sum((a - b).abs().sum() for a, b in pairs) / (3 * 7)
+    assert torch.allclose(object_embedding_loss(pred, emb, indices), expected)
+
+
+def test_model_losses_and_embedding_targets():
+    model = tiny_detreg().train()
+    seen = {}
+    decode, criterion_forward = model.decode, model.criterion.forward
+
+    def record_decode(*args, **kwargs):
+        seen["decoded"] = decode(*args, **kwargs)
+        return seen["decoded"]
+
+    def record_criterion(outputs, targets, return_indices=False):
+        losses, indices = criterion_forward(outputs, targets, return_indices=True)
+        seen["indices"] = indices
+        return losses, indices
+
+    model.decode, model.criterion.forward = record_decode, record_criterion
+    batch = fake_batch()
+    with EventStorage():
+        losses = model(batch)
+    assert set(losses) == {"loss_ce", "loss_bbox", "loss_giou", "loss_ce_0", "loss_bbox_0", "loss_giou_0",
+                           "loss_object_embedding"}
+    with torch.no_grad():
+        total, count = 0.0, 0
+        for b, (src, tgt) in enumerate(seen["indices"][-1]):
+            crops = (batch[b]["crops"].float() - model.pixel_mean) / model.pixel_std
+            z = model.backbone(crops)["res3"].mean(dim=(2, 3))  # C3 average of each crop
+            assert z.shape[1] == model.sem_embed.layers[-1].out_features
+            pred = model.sem_embed(seen["decoded"].hidden_states[-1, b])
+            total += (pred[src] - z[tgt]).abs().sum()
+            count += len(src) * z.shape[1]
+    assert torch.allclose(losses["loss_object_embedding"], total / count, atol=1e-6)
+
+
+def test_embedding_feature_must_be_a_backbone_output():
+    with pytest.raises(ValueError, match="out_features"):
+        DETRegPretrain(backbone=tiny_backbone(), position_embedding=PositionEmbeddingSine(16),
+                       transformer=DetrTransformer(d_model=32, nhead=4, num_encoder_layers=1, num_decoder_layers=1,
+                                                   dim_feedforward=64),
+                       criterion=SetCriterion(1, HungarianMatcher()), weight_dict=WEIGHTS, num_queries=6)
+
+
+def test_a_few_steps_on_builtin_dataset_lower_the_loss(tiny_synthetic_shapes):
+    from detectron2.data import DatasetCatalog
+
+    from siamese_detr.data.proposals.sources import RandomProposals
+
+    dicts = DatasetCatalog.get("synthetic_shapes_train")[:2]
+    mapper = DETRegMapper(proposal_source=RandomProposals(num_boxes=50), num_proposals=4, crop_size=32, seed=0,
+                          augmentation=[T.ResizeShortestEdge(96, max_size=128)], augmentation_with_crop=None)
+    batch = [mapper(d) for d in dicts]
+    model = tiny_detreg().train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    totals = []
+    with EventStorage():
+        for _ in itertools.repeat(None, 8):
+            loss = sum(model(batch).values())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            totals.append(loss.item())
+    assert totals[-1] < totals[0], totals
+
+
+def test_checkpoint_hands_off_to_detr(tmp_path):
+    DetectionCheckpointer(tiny_detreg(), save_dir=str(tmp_path)).save("model_final")
+    detr = tiny_detr()
+    checkpointer = DetectionCheckpointer(detr)
+    incompatible = checkpointer._load_model(checkpointer._load_file(os.path.join(str(tmp_path), "model_final.pth")))
+    assert sorted(k for k, _, _ in incompatible.incorrect_shapes) == [
+        f"class_embed.{i}.{k}" for i in (0, 1) for k in ("bias", "weight")]
+    assert sorted(incompatible.unexpected_keys) == [f"sem_embed.layers.{i}.{k}" for i in (0, 1)
+                                                    for k in ("bias", "weight")]
