@@ -127,8 +127,8 @@ def run_row(variant: str, size: str, batch_size: int, iters: int, device: str, f
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {
         "variant": variant, "size": size, "config": path, "batch": batch_size, "seconds": total / iters,
-        "peak_mb": peak, "trainable_m": trainable / 1e6, "image_px": [min(min(s) for s in sizes),
-                                                                   max(max(s) for s in sizes)],
+        "peak_mb": peak, "trainable_m": trainable / 1e6,
+        "image_px": [min(min(s) for s in sizes), max(max(s) for s in sizes)],
         "attention": "pytorch" if (force_pytorch or not ms_deform_attn.compiled_op_available()
                                    or not device.startswith("cuda")) else "compiled",
     }

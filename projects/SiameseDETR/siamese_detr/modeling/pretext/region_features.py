@@ -103,7 +103,9 @@ def region_conditioned_queries(region_embeddings: Tensor, object_queries: Tensor
     repeated = region_embeddings.repeat_interleave(num_queries // num_regions, dim=1)
     extra = object_queries.shape[1] - repeated.shape[2]
     if extra < 0:
-        raise ValueError(f"region embeddings ({repeated.shape[2]}) are wider than the queries ({object_queries.shape[1]})")
+        raise ValueError(
+            f"region embeddings ({repeated.shape[2]}) are wider than the queries ({object_queries.shape[1]})"
+        )
     if extra:
         repeated = torch.nn.functional.pad(repeated, (0, extra))
     return repeated + object_queries.unsqueeze(0)
