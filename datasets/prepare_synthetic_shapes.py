@@ -24,7 +24,7 @@ from siamese_detr.data.datasets import (
     ensure_synthetic_shapes,
     generate_synthetic_shapes,
 )
-from siamese_detr.data.datasets.builtin_shapes import default_root
+from siamese_detr.data.datasets.builtin_shapes import SPLITS, default_root
 
 
 def preview_grid(image_root: str, json_file: str, count: int = 12, cell: int = 256,
@@ -60,23 +60,26 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default=None,
                         help="datasets root (default: $DETECTRON2_DATASETS or ./datasets)")
-    parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val"])
-    parser.add_argument("--num-train", type=int, default=DEFAULT_NUM_IMAGES["train"])
-    parser.add_argument("--num-val", type=int, default=DEFAULT_NUM_IMAGES["val"])
+    parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=list(SPLITS),
+                        help="train_large (1024 images, a superset of train) is what `make demo` uses")
+    # default None: $SYNTHETIC_SHAPES_NUM_IMAGES if set, else DEFAULT_NUM_IMAGES (256 / 64 / 1024)
+    parser.add_argument("--num-train", type=int, default=None)
+    parser.add_argument("--num-val", type=int, default=None)
+    parser.add_argument("--num-train-large", type=int, default=None)
     parser.add_argument("--force", action="store_true", help="regenerate even if a complete copy exists")
     parser.add_argument("--preview", metavar="PNG", help="write a grid of images with their boxes drawn")
     parser.add_argument("--preview-count", type=int, default=12)
     args = parser.parse_args(argv)
 
     root = default_root() if args.root is None else os.path.abspath(args.root)
-    num_images = {"train": args.num_train, "val": args.num_val}
+    num_images = {"train": args.num_train, "val": args.num_val, "train_large": args.num_train_large}
     paths = {}
     for split in args.splits:
         make = generate_synthetic_shapes if args.force else ensure_synthetic_shapes
         paths[split] = make(split=split, root=root, num_images=num_images[split])
         print(f"synthetic_shapes {split}: images in {paths[split][0]}, annotations {paths[split][1]}")
     print(f"classes: {', '.join(SYNTHETIC_SHAPES_CLASSES)}")
-    if args.num_train != DEFAULT_NUM_IMAGES["train"] or args.num_val != DEFAULT_NUM_IMAGES["val"]:
+    if any(num_images[s] not in (None, DEFAULT_NUM_IMAGES[s]) for s in SPLITS):
         print("note: non-default sizes; register them with "
               "register_synthetic_shapes(num_images={'train': N, 'val': M}) or they are regenerated on use")
     if args.preview:

@@ -163,3 +163,45 @@ def test_registration_and_coco_evaluator(tmp_path, monkeypatch, restore_registra
         evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
     results = evaluator.evaluate()
     assert results["bbox"]["AP"] == pytest.approx(100.0)
+
+
+def test_train_large_extends_train_and_low_label_subsets(tmp_path, monkeypatch, restore_registration):
+    from siamese_detr.data.datasets.builtin_shapes import low_label_indices, low_label_name, register_low_label_split
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    register_synthetic_shapes(num_images={"train": 3, "train_large": 20, "val": 2})
+    train = DatasetCatalog.get("synthetic_shapes_train")
+    large = DatasetCatalog.get("synthetic_shapes_train_large")
+    assert len(large) == 20
+    for a, b in zip(train, large[:3]):  # same seeds: the first images of train_large ARE the train split
+        assert _bytes(a["file_name"]) == _bytes(b["file_name"]) and a["annotations"] == b["annotations"]
+
+    name = low_label_name(10, 0)
+    assert name == "synthetic_shapes_train_large_10pct_seed0" and name in DatasetCatalog.list()
+    subset = DatasetCatalog.get(name)
+    expected = sorted(np.random.default_rng(0).choice(20, size=2, replace=False).tolist())  # 10% of 20
+    assert [d["image_id"] for d in subset] == [large[i]["image_id"] for i in expected]
+    assert low_label_indices(20, 10, 0).tolist() == expected
+    assert low_label_indices(1024, 10, 3).tolist() != low_label_indices(1024, 10, 4).tolist()
+    assert len(low_label_indices(1024, 10, 3)) == 102 and len(set(low_label_indices(1024, 10, 3).tolist())) == 102
+    other = register_low_label_split(50, 7)
+    assert len(DatasetCatalog.get(other)) == 10
+    assert MetadataCatalog.get(name).thing_classes == list(SYNTHETIC_SHAPES_CLASSES)
+
+
+def test_sizes_from_environment(tmp_path, monkeypatch, restore_registration):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", "val=2, train_large=3")
+    register_synthetic_shapes()
+    assert len(DatasetCatalog.get("synthetic_shapes_val")) == 2
+    assert len(DatasetCatalog.get("synthetic_shapes_train_large")) == 3
+    monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", "val=two")
+    with pytest.raises(ValueError, match="SPLIT=N"):
+        ensure_synthetic_shapes("val", str(tmp_path))
+
+
+def test_tiny_train_gives_tiny_train_large(tmp_path, monkeypatch, restore_registration):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    register_synthetic_shapes(num_images={"train": 5, "val": 2})
+    assert len(DatasetCatalog.get("synthetic_shapes_train_large")) == 5
+    assert len(DatasetCatalog.get("synthetic_shapes_train_large_10pct_seed0")) == 1

@@ -1,134 +1,242 @@
 #!/usr/bin/env python
-"""The main job on the built-in dataset, end to end on CPU (what ``make demo`` runs).
+"""The demo on the built-in dataset, end to end on CPU (what ``make demo`` runs): does Siamese DETR
+pretraining help a detector that has few labels?
 
-1. generate the built-in synthetic dataset (seconds; no download);
-2. EdgeBoxes proposals for its train split into a proposal store, and their recall on the val split;
-3. Siamese DETR pretraining (configs/demo/siamese_detr_pretrain_demo.py), then class-agnostic evaluation
-   of the pretrained model without finetuning (AR@1/10/100 on the val split);
-4. the downstream-initialisation probe (configs/demo/detr_heads_only_demo.py; supplementary Table 1):
-   heads-only training on a frozen Transformer, from the pretraining checkpoint and from random
-   weights, then class-agnostic AR@1/10/100 of each, side by side;
-5. DETR finetuning initialised from the pretraining checkpoint (configs/demo/detr_demo.py), then COCO AP
-   on the val split;
-6. a PNG of the loss curves of pretraining and finetuning (tools/plot_metrics.py) and a summary table.
+1. data: the built-in ``synthetic_shapes`` splits ``train_large`` (1024 images) and ``val`` (64),
+   generated on first use (seconds);
+2. backbone: a narrow ResNet-18 trained on a separate built-in classification set
+   (configs/demo/demo_backbone.py; k-NN accuracy of its features on the val objects is reported);
+3. Siamese DETR pretraining of the fast detector (Conditional DETR) on the 1024 UNLABELLED train images,
+   frozen backbone (configs/demo/demo_siamese_pretrain.py), then class-agnostic AR@1/10/100 of its
+   learned queries alone on val, and of the same model at random initialisation;
+4. finetuning on a seeded 10% low-label subset (102 images, configs/demo/demo_detector.py) from (a) the
+   pretrained Transformer and (b) a random Transformer: same backbone, budget and seed; COCO AP on val
+   every 100 iterations;
+5. ``ap_curves.png``, ``detections.png``, ``loss_curves.png``, ``summary.json`` and a summary table.
 
-Every step is a command a user could type (they are printed); re-running resumes: finished proposal
-chunks are kept and finished trainings are not redone (``--resume``). ``--fresh`` starts over.
-Outputs go to ``--output`` (default ``output/demo``); the dataset and proposal store to
-``$DETECTRON2_DATASETS`` (default ``./datasets``).
+Every step is a command a user could type (printed); its full output goes to ``<step folder>/demo.log``
+and a progress bar with ETA to the terminal. Each step records its inputs (resolved config, command,
+digests of the checkpoints it starts from) in ``<step folder>/step_inputs.json``: a re-run skips finished
+steps whose inputs are unchanged, resumes interrupted ones and redoes (after deleting the folder) those
+whose inputs changed or whose folder another command left there. ``--fresh`` starts over.
+Outputs go to ``--output`` (default ``output/demo``); the dataset to ``$DETECTRON2_DATASETS``
+(default ``./datasets``).
 """
 import argparse
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
+
+# detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+BACKBONE_CONFIG = "configs/demo/demo_backbone.py"
+PRETRAIN_CONFIG = "configs/demo/demo_siamese_pretrain.py"
+DETECTOR_CONFIG = "configs/demo/demo_detector.py"
 
 
-def run(cmd, log):
-    """Run one step, echoing the command; stop the demo with its exit code if it fails."""
-    printable = " ".join(shlex.quote(str(c)) for c in cmd)
-    print(f"\n$ {printable}", flush=True)
-    log.write(f"$ {printable}\n")
-    start = time.time()
-    proc = subprocess.run([str(c) for c in cmd], cwd=ROOT)
-    if proc.returncode != 0:
-        raise SystemExit(f"step failed (exit {proc.returncode}): {printable}")
-    log.write(f"  done in {time.time() - start:.0f}s\n")
-    log.flush()
-
-
-def last_results(metrics_json: Path) -> dict:
-    """The last value of every evaluation metric (``task/metric`` keys) in a detectron2 metrics.json."""
-    results = {}
-    if metrics_json.is_file():
-        for line in metrics_json.read_text().splitlines():
-            if line.strip():
-                results.update({k: v for k, v in json.loads(line).items() if "/" in k})
-    return results
-
-
-def print_summary(output: Path, pretrain_dir: Path, finetune_dir: Path) -> None:
-    rows = [
-        ("Siamese DETR pretrained, no finetuning", pretrain_dir, "class_agnostic"),
-        ("heads only on frozen Transformer, Siamese DETR init", output / "heads_only_siamese", "class_agnostic"),
-        ("heads only on frozen Transformer, random init", output / "heads_only_random", "class_agnostic"),
-        ("DETR finetuned from Siamese DETR", finetune_dir, "bbox"),
-    ]
-    print("\nResults on synthetic_shapes_val (%):")
-    print(f"{'run':<52} {'AR@1':>6} {'AR@10':>6} {'AR@100':>6} {'AP':>6} {'AP50':>6}")
-    for label, folder, task in rows:
-        res = last_results(folder / "metrics.json")
-        cells = [res.get(f"{task}/{key}") for key in ("AR@1", "AR@10", "AR@100", "AP", "AP50")]
-        print(f"{label:<52} " + " ".join(f"{c:6.2f}" if isinstance(c, float) else f"{'-':>6}" for c in cells))
-
-
+# ----------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("output/demo"))
-    parser.add_argument("--pretrain-iters", type=int, default=None, help="override the demo config's max_iter")
-    parser.add_argument("--finetune-iters", type=int, default=None, help="override the demo config's max_iter")
-    parser.add_argument("--num-workers", type=int, default=2, help="proposal-generation processes")
+    parser.add_argument("--backbone-iters", type=int, default=None, help="override demo_backbone's max_iter")
+    parser.add_argument("--pretrain-iters", type=int, default=None, help="override the pretraining max_iter")
+    parser.add_argument("--finetune-iters", type=int, default=None, help="override the finetuning max_iter")
+    parser.add_argument("--eval-period", type=int, default=None, help="finetuning evaluation period")
+    parser.add_argument("--seed", type=int, default=None, help="training seed of every stage (default: configs)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per process (OMP_NUM_THREADS; 1 is fastest on a busy 2-core machine)")
     parser.add_argument("--fresh", action="store_true", help="delete the demo's outputs and start over")
     args = parser.parse_args(argv)
 
-    datasets = Path(os.environ.get("DETECTRON2_DATASETS", "datasets"))
-    os.environ["DETECTRON2_DATASETS"] = str(datasets)
-    # silence the FutureWarning torch prints for each function detectron2 v0.6 scripts at import time
+    os.environ["DETECTRON2_DATASETS"] = os.path.abspath(os.getenv("DETECTRON2_DATASETS", "datasets"))
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning:torch.jit._script")
-    output = args.output
-    store = datasets / "proposals" / "synthetic_shapes_train.edgeboxes.proposals"
-    val_store = output / "proposals" / "synthetic_shapes_val.edgeboxes.proposals"
-    pretrain_dir, finetune_dir = output / "siamese_detr_pretrain", output / "detr_finetune"
+    output = args.output.resolve()
+    os.chdir(ROOT)  # every command runs from the repository root
+    if output.is_relative_to(ROOT):  # shorter commands; they run from the repository root
+        output = output.relative_to(ROOT)
     if args.fresh:
-        for path in (output, store):
-            shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(output, ignore_errors=True)
     output.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    from siamese_detr.demo.runner import StepRunner
+    from siamese_detr.demo.steps import file_digest
 
-    with open(output / "commands.txt", "a") as log:
-        run([PY, "datasets/prepare_synthetic_shapes.py"], log)
-        run([PY, "tools/generate_proposals.py", "--dataset", "synthetic_shapes_train", "--method", "edgeboxes",
-             "--output", store, "--num-workers", args.num_workers], log)
-        run([PY, "tools/generate_proposals.py", "--dataset", "synthetic_shapes_val", "--method", "edgeboxes",
-             "--output", val_store, "--num-workers", args.num_workers], log)
-        run([PY, "tools/evaluate_proposals.py", "--dataset", "synthetic_shapes_val", "--store", val_store,
-             "--json", output / "proposal_recall.json"], log)
+    demo = StepRunner(ROOT, output)
 
-        # the training tool evaluates after the last iteration: class-agnostic AR@1/10/100 for the
-        # pretrained model (no finetuning), COCO AP for the finetuned one
-        pretrain = [PY, "tools/lazyconfig_train_net.py", "--config-file", "configs/demo/siamese_detr_pretrain_demo.py",
-                    "--resume", f"train.output_dir={pretrain_dir}"]
-        if args.pretrain_iters:
-            pretrain.append(f"train.max_iter={args.pretrain_iters}")
-        run(pretrain, log)
+    seed = [f"train.seed={args.seed}"] if args.seed is not None else []
+    times = {}
 
-        for name, init in (("heads_only_siamese", pretrain_dir / "model_final.pth"), ("heads_only_random", "")):
-            run([PY, "tools/lazyconfig_train_net.py", "--config-file", "configs/demo/detr_heads_only_demo.py",
-                 "--resume", f"train.output_dir={output / name}", f"train.init_checkpoint={init}"], log)
+    # 1. data (the generator reuses complete splits with the same parameters)
+    t = time.time()
+    cmd = [PY, "datasets/prepare_synthetic_shapes.py", "--splits", "train_large", "val"]
+    print(f"\n[data] $ {' '.join(map(str, cmd))}", flush=True)
+    subprocess.run([str(c) for c in cmd], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    times["data"] = time.time() - t
 
-        finetune = [PY, "tools/lazyconfig_train_net.py", "--config-file", "configs/demo/detr_demo.py", "--resume",
-                    f"train.output_dir={finetune_dir}", f"train.init_checkpoint={pretrain_dir / 'model_final.pth'}"]
-        if args.finetune_iters:
-            finetune.append(f"train.max_iter={args.finetune_iters}")
-        run(finetune, log)
+    # 2. backbone
+    bb_dir = output / "backbone"
+    bb_over = [f"train.output_dir={bb_dir}"] + seed
+    if args.backbone_iters:
+        bb_over.append(f"train.max_iter={args.backbone_iters}")
+    from detectron2.config import LazyConfig
 
-        run([PY, "tools/plot_metrics.py", pretrain_dir / "metrics.json", finetune_dir / "metrics.json",
-             "--labels", "Siamese DETR pretraining", "DETR finetuning", "--output", output / "loss_curves.png"], log)
+    bb_cfg = LazyConfig.load(str(ROOT / BACKBONE_CONFIG))
+    times["backbone"] = demo.step("backbone", bb_dir, [PY, "tools/train_demo_backbone.py", "--config-file",
+                                  BACKBONE_CONFIG] + bb_over, BACKBONE_CONFIG, bb_over, {},
+                                  args.backbone_iters or bb_cfg.train.max_iter)
+    if not backbone_ok(bb_dir):
+        raise SystemExit(f"[backbone] no model_final.pth in {bb_dir}")
+    backbone_ckpt = bb_dir / "model_final.pth"
 
-    print_summary(output, pretrain_dir, finetune_dir)
-    print(f"\nDemo finished in {(time.time() - started) / 60:.1f} min. Outputs in {output}/:")
-    print(f"  proposals:   {store} (recall on val: {output / 'proposal_recall.json'})")
-    print(f"  pretraining: {pretrain_dir}/ (model_final.pth, metrics.json, log.txt)")
-    print(f"  finetuning:  {finetune_dir}/ (COCO AP printed above and in metrics.json)")
-    print(f"  curves:      {output / 'loss_curves.png'}")
+    # 3. Siamese DETR pretraining (+ class-agnostic eval of the learned queries, at the end)
+    pt_dir = output / "siamese_pretrain"
+    pt_over = [f"train.output_dir={pt_dir}", f"train.init_checkpoint={backbone_ckpt}"] + seed
+    if args.pretrain_iters:
+        pt_over += schedule_overrides(args.pretrain_iters) + [f"train.eval_period={args.pretrain_iters}"]
+    pt_cfg = LazyConfig.load(str(ROOT / PRETRAIN_CONFIG))
+    pt_iters = args.pretrain_iters or pt_cfg.train.max_iter
+    train_cmd = [PY, "tools/lazyconfig_train_net.py", "--config-file"]
+    times["pretrain"] = demo.step("pretrain", pt_dir, train_cmd + [PRETRAIN_CONFIG, "--resume"] + pt_over,
+                                  PRETRAIN_CONFIG, pt_over, {"init": file_digest(backbone_ckpt)}, pt_iters)
+    pretrained_ckpt = pt_dir / "model_final.pth"
+
+    # the same model at random initialisation (transformer random, same backbone), evaluated the same way
+    rnd_dir = output / "siamese_random_init_eval"
+    rnd_over = [f"train.output_dir={rnd_dir}", f"train.init_checkpoint={backbone_ckpt}"] + seed
+    times["random-init eval"] = demo.step("random-init eval", rnd_dir, train_cmd + [PRETRAIN_CONFIG, "--eval-only"]
+                                          + rnd_over, PRETRAIN_CONFIG, rnd_over,
+                                          {"init": file_digest(backbone_ckpt)}, 0)
+
+    # 4. finetuning: pretrained vs scratch
+    ft_cfg = LazyConfig.load(str(ROOT / DETECTOR_CONFIG))
+    ft_iters = args.finetune_iters or ft_cfg.train.max_iter
+    ft_common = list(seed)
+    if args.finetune_iters:
+        ft_common += schedule_overrides(args.finetune_iters)
+    if args.eval_period:
+        ft_common.append(f"train.eval_period={args.eval_period}")
+    runs = {"pretrained": pretrained_ckpt, "scratch": backbone_ckpt}
+    ft_dirs = {}
+    for label, init in runs.items():
+        folder = output / f"finetune_{label}"
+        ft_dirs[label] = folder
+        over = [f"train.output_dir={folder}", f"train.init_checkpoint={init}"] + ft_common
+        times[f"finetune ({label})"] = demo.step(f"finetune {label}", folder, train_cmd + [DETECTOR_CONFIG, "--resume"]
+                                                 + over, DETECTOR_CONFIG, over, {"init": file_digest(init)}, ft_iters)
+
+    # 5. figures
+    t = time.time()
+    from siamese_detr.demo.plots import draw_detections, eval_history, plot_ap_curves
+
+    curves = {"from Siamese DETR pretraining": eval_history(ft_dirs["pretrained"] / "metrics.json"),
+              "from a random Transformer (scratch)": eval_history(ft_dirs["scratch"] / "metrics.json")}
+    plot_ap_curves(curves, str(output / "ap_curves.png"),
+                   "Conditional DETR finetuned on 10% of the labels")
+    draw_detections(str(ROOT / DETECTOR_CONFIG),
+                    {"from Siamese DETR (top k)": str(ft_dirs["pretrained"] / "model_final.pth"),
+                     "from scratch (top k)": str(ft_dirs["scratch"] / "model_final.pth")},
+                    str(output / "detections.png"), top_k=True)
+    subprocess.run([PY, "tools/plot_metrics.py", pt_dir / "metrics.json", ft_dirs["pretrained"] / "metrics.json",
+                    ft_dirs["scratch"] / "metrics.json", "--labels", "Siamese DETR pretraining",
+                    "finetuning (pretrained)", "finetuning (scratch)", "--output", output / "loss_curves.png"],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    times["figures"] = time.time() - t
+
+    this_run = time.time() - started
+    summary = write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, sum(times.values()), this_run,
+                            sorted(demo.reused))
+    print_table(summary, times, demo.reused)
+    print(f"\nDemo finished in {this_run / 60:.1f} min ({summary['minutes']:.1f} min of steps, reused ones "
+          f"counted as when they ran). Outputs in {output}/: summary.json, ap_curves.png, "
+          f"detections.png, loss_curves.png; each step's folder has its demo.log, metrics.json and config.yaml.")
     return 0
+
+
+def schedule_overrides(iters: int):
+    """Overrides giving a demo config ``iters`` iterations, lr x0.1 after 80% (as the configs)."""
+    drop = max(1, int(iters * 0.8))
+    return [f"train.max_iter={iters}", f"lr_multiplier.milestones=[{drop}]",
+            f"lr_multiplier.num_updates={max(iters, drop + 1)}", f"train.checkpointer.period={iters}"]
+
+
+def backbone_ok(folder: Path) -> bool:
+    return (folder / "model_final.pth").is_file()
+
+
+def write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, seconds, this_run, reused) -> dict:
+    from siamese_detr.demo.runner import last_results, read_json
+
+    bb = read_json(bb_dir / "metrics.json")
+    pre = last_results(pt_dir / "metrics.json")
+    rnd = last_results(rnd_dir / "metrics.json")
+    ft = {k: last_results(v / "metrics.json") for k, v in ft_dirs.items()}
+    method = bb.get("method", "?")
+    backbone = (
+        "narrow ResNet-18 trained by supervised classification on a separate built-in classification set "
+        "(objects of scenes with seeds disjoint from every detection split)" if method == "supervised" else
+        "narrow ResNet-18 trained label-free (SimSiam) on crops of the unlabelled train images"
+    )
+    summary = {
+        "ap": {k: v.get("bbox/AP") for k, v in ft.items()},
+        "ap50": {k: v.get("bbox/AP50") for k, v in ft.items()},
+        "ar100_pretrained_no_finetune": pre.get("class_agnostic/AR@100"),
+        "ar1_pretrained_no_finetune": pre.get("class_agnostic/AR@1"),
+        "ar100_random_init_no_finetune": rnd.get("class_agnostic/AR@100"),
+        "ar1_random_init_no_finetune": rnd.get("class_agnostic/AR@1"),
+        "backbone": backbone,
+        "backbone_knn_accuracy": bb.get("knn_accuracy"),
+        "backbone_knn_accuracy_random_init": bb.get("knn_accuracy_random_init"),
+        "minutes": seconds / 60,  # all steps, reused ones with the time they took when they ran
+        "minutes_this_run": this_run / 60,
+        "stage_seconds": times,
+        "reused_steps": reused,
+    }
+    with open(output / "summary.json", "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def print_table(s: dict, times: dict, reused=()) -> None:
+    from siamese_detr.demo.runner import clock
+
+    def pct(v):
+        return "-" if v is None else f"{v:.1f}"
+
+    rows = [
+        ("data (generate / reuse)", times.get("data"), ""),
+        ("backbone (k-NN on val objects)", times.get("backbone"),
+         f"k-NN {pct(s['backbone_knn_accuracy'])}% (random init {pct(s['backbone_knn_accuracy_random_init'])}%)"),
+        ("Siamese DETR pretraining (no labels)", times.get("pretrain"),
+         f"AR@1/100 {pct(s['ar1_pretrained_no_finetune'])}/{pct(s['ar100_pretrained_no_finetune'])}"),
+        ("same model, random init", times.get("random-init eval"),
+         f"AR@1/100 {pct(s['ar1_random_init_no_finetune'])}/{pct(s['ar100_random_init_no_finetune'])}"),
+        ("finetune 10% labels from pretraining", times.get("finetune (pretrained)"),
+         f"AP {pct(s['ap']['pretrained'])}  AP50 {pct(s['ap50']['pretrained'])}"),
+        ("finetune 10% labels from scratch", times.get("finetune (scratch)"),
+         f"AP {pct(s['ap']['scratch'])}  AP50 {pct(s['ap50']['scratch'])}"),
+        ("figures", times.get("figures"), ""),
+    ]
+    step_names = {"backbone (k-NN on val objects)": "backbone", "Siamese DETR pretraining (no labels)": "pretrain",
+                  "same model, random init": "random-init eval",
+                  "finetune 10% labels from pretraining": "finetune pretrained",
+                  "finetune 10% labels from scratch": "finetune scratch"}
+    print("\nSummary (metrics on synthetic_shapes_val, %; * = reused from an earlier run, its time then):")
+    print(f"{'stage':<40} {'time':>6}  key metric")
+    for stage, seconds, metric in rows:
+        mark = "*" if step_names.get(stage) in reused else " "
+        print(f"{stage:<40} {clock(seconds):>6}{mark} {metric}")
+    ap = s["ap"]
+    if ap.get("pretrained") is not None and ap.get("scratch") is not None:
+        print(f"gain from Siamese DETR pretraining: {ap['pretrained'] - ap['scratch']:+.1f} AP")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,13 @@
 
 Layout (``root`` = ``$DETECTRON2_DATASETS``, default ``./datasets``, resolved at call time)::
 
-    <root>/synthetic_shapes/{train,val}/000000.png ...
-    <root>/synthetic_shapes/annotations/{train,val}.json
+    <root>/synthetic_shapes/{train,val,train_large}/000000.png ...
+    <root>/synthetic_shapes/annotations/{train,val,train_large}.json
+
+Registered names: ``synthetic_shapes_train`` (256 images), ``synthetic_shapes_val`` (64),
+``synthetic_shapes_train_large`` (1024; its first 256 images are the train split) and the low-label
+subsets ``synthetic_shapes_train_large_{P}pct_seed{S}`` (``P`` percent of train_large drawn without
+replacement by ``np.random.default_rng(S)``; see :func:`low_label_indices`), used by the demo.
 
 Image ``i`` of a split is drawn from ``np.random.default_rng(seed + i)`` (see ``shapes_render``), so the
 dataset is identical on every machine with the same numpy/OpenCV; images are lossless PNG. Boxes are
@@ -48,8 +53,14 @@ logger = logging.getLogger(__name__)
 
 SYNTHETIC_SHAPES_CLASSES: Tuple[str, ...] = tuple(style[0] for style in CATEGORY_STYLES)
 GENERATOR_VERSION = 1
-DEFAULT_NUM_IMAGES = {"train": 256, "val": 64}
-DEFAULT_SEEDS = {"train": 0, "val": 1_000_000}  # far apart: image i uses seed + i
+# "train_large" uses the seeds of "train" (its first 256 images ARE the train split), so it is disjoint
+# from "val" too; the demo pretrains on all of it and finetunes on a seeded low-label subset
+DEFAULT_NUM_IMAGES = {"train": 256, "val": 64, "train_large": 1024}
+DEFAULT_SEEDS = {"train": 0, "val": 1_000_000, "train_large": 0}  # far apart: image i uses seed + i
+SPLITS = ("train", "val", "train_large")
+# low-label subsets of train_large registered by default: (percent, seed)
+LOW_LABEL_PERCENTS = (10,)
+LOW_LABEL_SEEDS = tuple(range(5))
 SHORT_SIDE_RANGE = (160, 256)
 MAX_ASPECT = 4 / 3
 DATASET_DIR = "synthetic_shapes"
@@ -83,7 +94,25 @@ def _info(split: str, num_images: int, seed: int) -> dict:
     }
 
 
+SIZES_ENV = "SYNTHETIC_SHAPES_NUM_IMAGES"
+
+
+def env_num_images() -> Dict[str, int]:
+    """Per-split sizes from ``$SYNTHETIC_SHAPES_NUM_IMAGES`` (e.g. ``"train_large=16,val=4"``), which
+    replace the defaults in every process that inherits it (tests run the tools at tiny sizes with it)."""
+    sizes = {}
+    for item in filter(None, (p.strip() for p in os.getenv(SIZES_ENV, "").split(","))):
+        split, _, count = item.partition("=")
+        try:
+            sizes[split.strip()] = int(count)
+        except ValueError:
+            raise ValueError(f"${SIZES_ENV}: expected SPLIT=N[,SPLIT=N...], got {item!r}") from None
+    return sizes
+
+
 def _resolve(split: str, num_images: Optional[int], seed: Optional[int]) -> Tuple[int, int]:
+    if num_images is None:
+        num_images = env_num_images().get(split)
     if num_images is None:
         if split not in DEFAULT_NUM_IMAGES:
             raise ValueError(f"num_images is required for split {split!r} (defaults exist for train/val)")
@@ -246,16 +275,58 @@ def _load_split(name: str):
     return load_coco_json(json_file, image_root, name)
 
 
+def low_label_name(percent: int, seed: int, parent: str = "synthetic_shapes_train_large") -> str:
+    """Registered name of a low-label subset, e.g. ``synthetic_shapes_train_large_10pct_seed0``."""
+    return f"{parent}_{int(percent)}pct_seed{int(seed)}"
+
+
+def low_label_indices(num_images: int, percent: float, seed: int) -> np.ndarray:
+    """Sorted indices of the ``max(1, round(num_images * percent / 100))`` images kept in a low-label
+    subset: drawn without replacement by ``np.random.default_rng(seed)``."""
+    count = max(1, int(round(num_images * percent / 100.0)))
+    return np.sort(np.random.default_rng(seed).choice(num_images, size=count, replace=False))
+
+
+def _load_low_label(parent: str, percent: int, seed: int, name: str):
+    dicts = DatasetCatalog.get(parent)
+    keep = low_label_indices(len(dicts), percent, seed)
+    return [dict(dicts[i]) for i in keep.tolist()]
+
+
+def register_low_label_split(percent: int, seed: int, parent: str = "synthetic_shapes_train_large") -> str:
+    """Registers (idempotently) the ``percent``% subset of ``parent`` drawn with ``seed``; returns its name.
+    The metadata (classes, evaluator type) is the parent's; the files are the parent's, made on first use."""
+    name = low_label_name(percent, seed, parent)
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, functools.partial(_load_low_label, parent, int(percent), int(seed), name))
+    MetadataCatalog.get(name).set(
+        thing_classes=list(SYNTHETIC_SHAPES_CLASSES),
+        thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(SYNTHETIC_SHAPES_CLASSES))},
+        evaluator_type="coco",
+        generated_on_demand=True,
+        parent_dataset=parent,
+    )
+    return name
+
+
 def register_synthetic_shapes(root: Optional[str] = None,
                               num_images: Optional[Mapping[str, int]] = None) -> None:
-    """Registers ``synthetic_shapes_train`` and ``synthetic_shapes_val``; idempotent (re-registers).
+    """Registers ``synthetic_shapes_{train,val,train_large}`` and the default low-label subsets of
+    train_large (``LOW_LABEL_PERCENTS`` x ``LOW_LABEL_SEEDS``); idempotent (re-registers); no I/O.
 
     Args:
         root: fixed datasets root; None reads ``$DETECTRON2_DATASETS`` each time the files are needed.
-        num_images: optional per-split image counts, e.g. ``{"train": 32, "val": 8}`` (tests, demos).
+        num_images: optional per-split image counts, e.g. ``{"train": 32, "val": 8}`` (tests, demos);
+            when ``train`` is given and ``train_large`` is not, ``train_large`` gets the same count (a tiny
+            world stays tiny).
     """
     num_images = dict(num_images or {})
-    for split in ("train", "val"):
+    if "train" in num_images and "train_large" not in num_images:
+        num_images["train_large"] = num_images["train"]
+    for split in SPLITS:
         name = f"synthetic_shapes_{split}"
         _REGISTERED[name] = (split, root, num_images.get(split))
         if name in DatasetCatalog.list():
@@ -269,3 +340,6 @@ def register_synthetic_shapes(root: Optional[str] = None,
             evaluator_type="coco",
             generated_on_demand=True,  # start-up checks need not look for the files
         )
+    for percent in LOW_LABEL_PERCENTS:
+        for seed in LOW_LABEL_SEEDS:
+            register_low_label_split(percent, seed)

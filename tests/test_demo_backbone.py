@@ -1,0 +1,78 @@
+"""The demo's backbone stage: k-NN metric, a checkpoint the detector loads, and the cache that is reused
+by a second run and invalidated when the stage's config changes (issue 10)."""
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from siamese_detr.demo import build_narrow_resnet
+from siamese_detr.demo.backbone_pretrain import knn_accuracy, object_crops
+from siamese_detr.demo.runner import StepRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = "configs/demo/demo_backbone.py"
+TINY = ["train.max_iter=2", "train.batch_size=4", "train.crop_size=16", "data.classification_scenes=2", "train.knn_k=2"]
+
+
+def test_knn_accuracy_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.nn.functional.normalize(torch.randn(30, 5, generator=g), dim=1)
+    labels = torch.randint(0, 3, (30,), generator=g)
+    k = 4
+    correct = 0
+    for i in range(30):
+        sims = [(float(feats[i] @ feats[j]), j) for j in range(30) if j != i]
+        top = sorted(sims, reverse=True)[:k]
+        votes = np.zeros(3)
+        for s, j in top:
+            votes[int(labels[j])] += max(s, 0) + 1e-6
+        correct += int(votes.argmax() == int(labels[i]))
+    assert knn_accuracy(feats, labels, k) == pytest.approx(100 * correct / 30)
+
+
+def test_object_crops_and_narrow_resnet():
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[10:20, 30:50] = 255
+    crops, labels = object_crops([image], [[{"bbox": [30, 10, 20, 10], "category_id": 3}]], 8, context=0.0)
+    assert crops.shape == (1, 8, 8, 3) and labels.tolist() == [2]
+    assert crops[0, 3:5, :].min() == 255 and crops[0, 0].max() == 0  # square crop centred on the box
+    net = build_narrow_resnet(depth=18, width=8, out_features=["res4"])
+    out = net(torch.zeros(1, 3, 64, 64))
+    assert set(out) == {"res4"} and out["res4"].shape == (1, 32, 4, 4)
+    assert not hasattr(net, "res5")
+
+
+def _run(runner, out, extra=()):
+    over = [f"train.output_dir={out}"] + TINY + list(extra)
+    return runner.step("backbone", out, [sys.executable, "tools/train_demo_backbone.py", "--config-file", CONFIG]
+                       + over, CONFIG, over, {}, 2)
+
+
+def test_backbone_cache_reused_and_invalidated(tmp_path, monkeypatch):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
+    monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", "train_large=4,val=2,train=4")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    runner = StepRunner(ROOT, tmp_path)
+    out = tmp_path / "backbone"
+    _run(runner, out)
+    ckpt = out / "model_final.pth"
+    state = torch.load(ckpt, weights_only=True)["model"]
+    assert state and all(k.startswith("backbone.") for k in state)
+    assert "backbone.stem.conv1.norm.running_mean" in state  # BN statistics become FrozenBN buffers
+    stamp = os.stat(ckpt).st_mtime_ns
+    _run(runner, out)
+    assert runner.reused == {"backbone"} and os.stat(ckpt).st_mtime_ns == stamp  # reused, not retrained
+    _run(runner, out, ["train.lr=0.01"])  # the config changed: trained again
+    assert os.stat(ckpt).st_mtime_ns != stamp
+    # and the checkpoint loads into the demo detector's (frozen) backbone
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    net = torch.nn.Module()
+    net.backbone = build_narrow_resnet(depth=18, width=32, norm="FrozenBN", out_features=["res4"])
+    result = DetectionCheckpointer(net).load(str(ckpt))
+    assert result is not None
+    assert torch.equal(net.backbone.stem.conv1.weight, torch.load(ckpt, weights_only=True)["model"][
+        "backbone.stem.conv1.weight"])

@@ -1,0 +1,100 @@
+"""Cached demo steps: reused when their inputs are unchanged, redone (folder emptied) when they changed or
+when another command left the folder there, resumed when interrupted (issue 12: `make demo` must notice
+that its inputs changed)."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from siamese_detr.demo.runner import StepRunner, last_iteration, resolved_config_digest
+from siamese_detr.demo.steps import Step, file_digest, text_digest
+
+CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "demo" / "demo_backbone.py")
+COUNTER = "import pathlib, sys; p = pathlib.Path(sys.argv[1]); p.write_text(str(int(p.read_text() or 0) + 1) " \
+          "if p.exists() else '1')"
+
+
+def test_step_states(tmp_path):
+    folder = tmp_path / "step"
+    step = Step("s", folder, {"a": 1, "b": (1, 2)})
+    assert step.state() == "fresh"
+    assert step.begin() == "fresh" and folder.is_dir()
+    (folder / "partial.txt").write_text("x")
+    again = Step("s", folder, {"a": 1, "b": [1, 2]})  # tuples and lists record the same
+    assert again.state() == "resume" and again.begin() == "resume"
+    assert (folder / "partial.txt").exists()  # an interrupted run keeps its files
+    again.finish()
+    assert Step("s", folder, {"a": 1, "b": [1, 2]}).begin() == "cached"
+    changed = Step("s", folder, {"a": 2, "b": [1, 2]})
+    assert changed.changed_keys() == ["a"]
+    assert changed.begin() == "fresh"
+    assert not (folder / "partial.txt").exists()  # redone from an empty folder
+    record = json.loads((folder / "step_inputs.json").read_text())
+    assert record == {"step": "s", "inputs": {"a": 2, "b": [1, 2]}, "complete": False}
+
+
+def test_folder_left_by_another_command_is_redone(tmp_path):
+    folder = tmp_path / "finetune"
+    folder.mkdir()
+    (folder / "last_checkpoint").write_text("model_0000099.pth")  # e.g. the README's first training command
+    step = Step("finetune", folder, {"config": "x"})
+    assert step.state() == "fresh"
+    step.begin()
+    assert sorted(p.name for p in folder.iterdir()) == ["step_inputs.json"]
+
+
+def test_digests(tmp_path):
+    import hashlib
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc" * 1000)
+    assert file_digest(path) == hashlib.sha256(b"abc" * 1000).hexdigest()
+    assert file_digest(tmp_path / "missing") is None
+    assert text_digest("abc") == hashlib.sha256(b"abc").hexdigest()
+
+
+def test_resolved_config_digest_follows_overrides():
+    base = resolved_config_digest(CONFIG, [])
+    assert resolved_config_digest(CONFIG, []) == base
+    assert resolved_config_digest(CONFIG, ["train.lr=0.01"]) != base
+    assert resolved_config_digest(CONFIG, ["train.method=simsiam"]) != base
+
+
+def test_runner_reuses_then_redoes_a_changed_step(tmp_path, capsys):
+    runner = StepRunner(tmp_path, tmp_path)
+    folder = tmp_path / "out"
+    counter = tmp_path / "count.txt"
+    cmd = [sys.executable, "-c", COUNTER, str(counter)]
+    runner.step("count", folder, cmd, config=CONFIG, overrides=[], inputs={"init": "a"})
+    runner.step("count", folder, cmd, config=CONFIG, overrides=[], inputs={"init": "a"})
+    assert counter.read_text() == "1"  # the second run reused the finished step
+    assert runner.reused == {"count"}
+    assert runner.step("count", folder, cmd, config=CONFIG, overrides=[], inputs={"init": "a"}) == \
+        Step("count", folder, {}).seconds() > 0  # a reused step reports the time it took when it ran
+    (folder / "leftover").write_text("old")
+    # a changed input (e.g. the checkpoint the step starts from) or a changed config redoes it
+    runner.step("count", folder, cmd, config=CONFIG, overrides=[], inputs={"init": "b"})
+    assert counter.read_text() == "2" and not (folder / "leftover").exists()
+    assert "inputs changed (init): redoing the step" in capsys.readouterr().out
+    runner.step("count", folder, cmd, config=CONFIG, overrides=["train.max_iter=3"],
+                inputs={"init": "b"})
+    assert counter.read_text() == "3"
+    assert "inputs changed (resolved_config)" in capsys.readouterr().out
+    assert "$ " in (tmp_path / "commands.txt").read_text()
+
+
+def test_failing_step_stays_incomplete(tmp_path):
+    runner = StepRunner(tmp_path, tmp_path)
+    folder = tmp_path / "bad"
+    with pytest.raises(SystemExit, match="failed"):
+        runner.step("bad", folder, [sys.executable, "-c", "print('boom'); raise SystemExit(3)"])
+    assert Step("bad", folder, {"command": [sys.executable, "-c", "print('boom'); raise SystemExit(3)"]}).state() \
+        == "resume"
+    assert "boom" in (folder / "demo.log").read_text()
+
+
+def test_last_iteration(tmp_path):
+    (tmp_path / "metrics.json").write_text('{"iteration": 9}\n{"iteration": 19, "x": 1}\n{"iter')
+    assert last_iteration(tmp_path) == 20
+    assert last_iteration(tmp_path / "none") == 0

@@ -1,0 +1,229 @@
+#!/usr/bin/env python
+"""Compare pretraining methods on the demo's fast detector: scratch vs UP-DETR vs DETReg vs Siamese DETR,
+same backbone, same pretraining and finetuning budget, for several seeds.
+
+    python tools/compare_pretraining.py                      # all methods whose config exists, seeds 0 1
+    python tools/compare_pretraining.py --seeds 0 1 2 --output output/compare
+    python tools/compare_pretraining.py --method "Siamese DETR=configs/demo/demo_siamese_pretrain.py" \\
+        --method scratch= --pretrain-iters 100 --finetune-iters 200
+
+For each seed ``s`` and method: pretraining (skipped for ``scratch``) with ``train.seed=s`` from the demo's
+backbone checkpoint (trained once by the demo's backbone stage, configs/demo/demo_backbone.py), then
+finetuning ``configs/demo/demo_detector.py`` on the 10% low-label subset drawn with seed ``s``
+(``synthetic_shapes_train_large_10pct_seed{s}``) with ``train.seed=s``, COCO AP on ``synthetic_shapes_val``.
+A pretraining config must build a model whose checkpoint loads into the detector (the same transformer,
+queries and heads), e.g. one made from ``demo_detector.model`` as ``demo_siamese_pretrain.py`` is.
+
+Writes ``<output>/comparison.json``, ``comparison.md`` (mean ± half the min-max spread of AP and AP50 over
+seeds, pretraining seconds per iteration) and ``comparison.png``. Steps are cached like ``make demo``'s: a
+re-run reuses finished runs whose inputs did not change. It takes about (methods x seeds) demo runs.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+BACKBONE_CONFIG = "configs/demo/demo_backbone.py"
+DETECTOR_CONFIG = "configs/demo/demo_detector.py"
+# (name, pretraining config or None for no pretraining); configs that do not exist are skipped with a note
+DEFAULT_METHODS: List[Tuple[str, Optional[str]]] = [
+    ("scratch", None),
+    ("UP-DETR", "configs/demo/demo_up_detr_pretrain.py"),
+    ("DETReg", "configs/demo/demo_detreg_pretrain.py"),
+    ("Siamese DETR", "configs/demo/demo_siamese_pretrain.py"),
+]
+
+
+def parse_method(text: str) -> Tuple[str, Optional[str]]:
+    """``"NAME=CONFIG"`` (``"NAME="``: no pretraining)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--method expects NAME=CONFIG (or NAME= for none), got {text!r}")
+    name, config = text.split("=", 1)
+    return name.strip(), (config.strip() or None)
+
+
+def seconds_per_iter(metrics_json: Path) -> Optional[float]:
+    """Median of the ``time`` (seconds per iteration) values logged in a detectron2 metrics.json."""
+    values = []
+    if metrics_json.is_file():
+        for line in metrics_json.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if "time" in row:
+                values.append(float(row["time"]))
+    return statistics.median(values) if values else None
+
+
+def mean_spread(values: List[Optional[float]]) -> Tuple[Optional[float], Optional[float]]:
+    """(mean, half the max - min) of the non-None values."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return sum(values) / len(values), (max(values) - min(values)) / 2
+
+
+def _fmt(mean, spread, digits=2) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}"
+
+
+def schedule_overrides(iters: Optional[int]) -> List[str]:
+    """Overrides giving a config ``iters`` iterations with its step schedule scaled (drop at 80%)."""
+    if not iters:
+        return []
+    drop = max(1, int(iters * 0.8))  # lr x0.1 after 80%, as the configs (num_updates must exceed it)
+    return [f"train.max_iter={iters}", f"lr_multiplier.milestones=[{drop}]",
+            f"lr_multiplier.num_updates={max(iters, drop + 1)}", f"train.checkpointer.period={iters}"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", type=Path, default=Path("output/compare"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--method", type=parse_method, action="append", default=None,
+                        help="NAME=CONFIG, repeatable (default: scratch, UP-DETR, DETReg, Siamese DETR)")
+    parser.add_argument("--low-label-percent", type=int, default=10)
+    parser.add_argument("--backbone-iters", type=int, default=None)
+    parser.add_argument("--backbone-extra", nargs="*", default=[], help="overrides of demo_backbone.py")
+    parser.add_argument("--pretrain-iters", type=int, default=None, help="default: each config's max_iter")
+    parser.add_argument("--finetune-iters", type=int, default=None, help="default: demo_detector's max_iter")
+    parser.add_argument("--eval-period", type=int, default=None, help="default: only after the last iteration")
+    parser.add_argument("--extra", nargs="*", default=[],
+                        help="overrides added to every pretraining and finetuning command (e.g. tiny test settings)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    os.environ["DETECTRON2_DATASETS"] = os.path.abspath(os.getenv("DETECTRON2_DATASETS", "datasets"))
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning:torch.jit._script")
+    output = args.output.resolve()
+    os.chdir(ROOT)  # every command runs from the repository root
+    if output.is_relative_to(ROOT):
+        output = output.relative_to(ROOT)
+    output.mkdir(parents=True, exist_ok=True)
+    from detectron2.config import LazyConfig
+
+    from siamese_detr.data.datasets.builtin_shapes import low_label_name, register_low_label_split
+    from siamese_detr.demo.runner import StepRunner, last_results
+    from siamese_detr.demo.steps import file_digest
+
+    methods = args.method or DEFAULT_METHODS
+    present = []
+    for name, config in methods:
+        if config is not None and not (ROOT / config).is_file():
+            print(f"note: {name} skipped: {config} does not exist")
+            continue
+        present.append((name, config))
+    runner = StepRunner(ROOT, output)
+    started = time.time()
+
+    bb_dir = output / "backbone"
+    bb_over = [f"train.output_dir={bb_dir}"] + list(args.backbone_extra)
+    if args.backbone_iters:
+        bb_over.append(f"train.max_iter={args.backbone_iters}")
+    bb_total = args.backbone_iters or LazyConfig.load(str(ROOT / BACKBONE_CONFIG)).train.max_iter
+    runner.step("backbone", bb_dir, [PY, "tools/train_demo_backbone.py", "--config-file", BACKBONE_CONFIG] + bb_over,
+                BACKBONE_CONFIG, bb_over, {}, bb_total)
+    backbone_ckpt = bb_dir / "model_final.pth"
+    train_cmd = [PY, "tools/lazyconfig_train_net.py", "--config-file"]
+    ft_total = args.finetune_iters or LazyConfig.load(str(ROOT / DETECTOR_CONFIG)).train.max_iter
+
+    results: Dict[str, Dict[int, dict]] = {name: {} for name, _ in present}
+    for seed in args.seeds:
+        register_low_label_split(args.low_label_percent, seed)  # in this process, for the digests
+        subset = low_label_name(args.low_label_percent, seed)
+        for name, config in present:
+            slug = name.lower().replace(" ", "_").replace("-", "_")
+            run_dir = output / f"{slug}_seed{seed}"
+            init, spi = backbone_ckpt, None
+            if config is not None:
+                pt_dir = run_dir / "pretrain"
+                over = ([f"train.output_dir={pt_dir}", f"train.init_checkpoint={backbone_ckpt}", f"train.seed={seed}",
+                         "train.eval_period=0"] + schedule_overrides(args.pretrain_iters) + list(args.extra))
+                total = args.pretrain_iters or LazyConfig.load(str(ROOT / config)).train.max_iter
+                runner.step(f"{name} pretrain seed {seed}", pt_dir, train_cmd + [config, "--resume"] + over, config,
+                            over, {"init": file_digest(backbone_ckpt)}, total)
+                init = pt_dir / "model_final.pth"
+                spi = seconds_per_iter(pt_dir / "metrics.json")
+            ft_dir = run_dir / "finetune"
+            over = ([f"train.output_dir={ft_dir}", f"train.init_checkpoint={init}", f"train.seed={seed}",
+                     f"dataloader.train.dataset.names={subset}",
+                     f"train.eval_period={args.eval_period or ft_total}"]
+                    + schedule_overrides(args.finetune_iters) + list(args.extra))
+            runner.step(f"{name} finetune seed {seed}", ft_dir, train_cmd + [DETECTOR_CONFIG, "--resume"] + over,
+                        DETECTOR_CONFIG, over, {"init": file_digest(init)}, ft_total)
+            res = last_results(ft_dir / "metrics.json")
+            results[name][seed] = {"AP": res.get("bbox/AP"), "AP50": res.get("bbox/AP50"),
+                                   "pretrain_s_per_iter": spi}
+
+    table = write_outputs(output, results, args, time.time() - started)
+    print("\n" + table)
+    print(f"written: {output / 'comparison.json'}, {output / 'comparison.md'}, {output / 'comparison.png'}")
+    return 0
+
+
+def write_outputs(output: Path, results: Dict[str, Dict[int, dict]], args, seconds: float) -> str:
+    rows = []
+    summary = {"seeds": args.seeds, "low_label_percent": args.low_label_percent, "minutes": seconds / 60,
+               "methods": {}}
+    for name, per_seed in results.items():
+        ap = mean_spread([r["AP"] for r in per_seed.values()])
+        ap50 = mean_spread([r["AP50"] for r in per_seed.values()])
+        spi = mean_spread([r["pretrain_s_per_iter"] for r in per_seed.values()])
+        summary["methods"][name] = {"per_seed": per_seed, "AP": ap, "AP50": ap50, "pretrain_s_per_iter": spi}
+        rows.append((name, _fmt(*ap), _fmt(*ap50), _fmt(*spi, digits=3) if spi[0] is not None else "-"))
+    head = ("method", f"AP (mean ± spread, {len(args.seeds)} seeds)", "AP50", "pretraining s/it")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    table = "\n".join(lines)
+    (output / "comparison.md").write_text(
+        f"COCO AP (%) on synthetic_shapes_val after finetuning on {args.low_label_percent}% of "
+        f"synthetic_shapes_train_large; seeds {args.seeds}; spread = half the min-max range.\n\n{table}\n")
+    with open(output / "comparison.json", "w") as f:
+        json.dump(summary, f, indent=1)
+    plot(output / "comparison.png", summary)
+    return table
+
+
+def plot(path: Path, summary: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary["methods"])
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for i, name in enumerate(names):
+        m = summary["methods"][name]
+        for metric, offset, colour in (("AP", -0.15, "tab:blue"), ("AP50", 0.15, "tab:orange")):
+            mean, spread = m[metric]
+            if mean is None:
+                continue
+            ax.bar(i + offset, mean, width=0.3, yerr=spread, color=colour, capsize=3,
+                   label=metric if i == 0 else None)
+            values = [r[metric] for r in m["per_seed"].values() if r[metric] is not None]
+            ax.scatter([i + offset] * len(values), values, color="k", s=8, zorder=3)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names)
+    ax.set_ylabel("% on synthetic_shapes_val")
+    ax.set_title(f"finetuned on {summary['low_label_percent']}% labels, seeds {summary['seeds']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
