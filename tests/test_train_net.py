@@ -54,6 +54,21 @@ def test_train_resume_and_eval_only(tmp_path, tiny_synthetic_shapes):
     assert 0.0 <= results["bbox"]["AP"] <= 100.0  # AP of size ranges without objects may be NaN
 
 
+def test_resume_into_a_folder_of_another_run_is_refused(tmp_path, tiny_synthetic_shapes):
+    """--resume continues the run in train.output_dir only if it trains the same model and data."""
+    from siamese_detr.engine.resume_checks import ResumeMismatchError
+
+    _run(tmp_path, "train.max_iter=1", "train.eval_period=0")
+    with pytest.raises(ResumeMismatchError, match=r"model\.num_queries.*another train\.output_dir"):
+        _run(tmp_path, "train.max_iter=2", "train.eval_period=0", "model.num_queries=7", resume=True)
+    with pytest.raises(ResumeMismatchError, match=r"dataloader\.train\.dataset\.names"):
+        _run(tmp_path, "train.max_iter=2", "train.eval_period=0",
+             "dataloader.train.dataset.names=synthetic_shapes_val", resume=True)
+    # a longer schedule is fine: the same run continues
+    _run(tmp_path, "train.max_iter=2", "train.eval_period=0", resume=True)
+    assert [r["iteration"] for r in _metrics(tmp_path) if "total_loss" in r] == [0, 1]
+
+
 def test_unknown_override_key_fails_before_training(tmp_path, tiny_synthetic_shapes):
     with pytest.raises(KeyError, match="train.max_iterr"):
         _run(tmp_path, "train.max_iterr=3")

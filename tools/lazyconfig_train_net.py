@@ -31,6 +31,7 @@ from siamese_detr.engine import add_gradient_clipping, apply_checked_overrides, 
 from siamese_detr.engine.eval_outputs import append_eval_metrics, eval_hook, set_evaluator_output_dir
 from siamese_detr.engine.logging_utils import setup_plain_file_logs
 from siamese_detr.engine.pretrain_checks import check_backbone_initialised
+from siamese_detr.engine.resume_checks import check_resume_matches
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure_final_checkpoint,
                                                require_eval_checkpoint, trust_pickle_requested)
 from siamese_detr.engine.evaluation_checks import build_checked_test_loader
@@ -111,6 +112,8 @@ def setup(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = apply_checked_overrides(cfg, args.opts)
     _resolve_device(cfg)
+    if args.resume:  # before default_setup overwrites the previous run's config.yaml
+        check_resume_matches(cfg, cfg.train.output_dir)
     setup_plain_file_logs(cfg.train.output_dir, comm.get_rank())  # log.txt without colour codes
     default_setup(cfg, args)
     return cfg

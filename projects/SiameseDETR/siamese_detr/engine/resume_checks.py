@@ -1,0 +1,78 @@
+"""``--resume`` continues the run that is in ``train.output_dir``, not another one.
+
+A resumed run loads the newest checkpoint of its output folder. When that folder was written by a different
+run (another config, e.g. the README's first training command and ``make demo`` share ``output/demo/...``),
+resuming would silently continue a different model or data. Before ``default_setup`` overwrites
+``config.yaml``, :func:`check_resume_matches` compares the sections that define what is trained — ``model``
+and the training data (``dataloader.train.dataset``) — of the saved ``config.yaml`` with the new config,
+both serialised by Detectron2's own ``LazyConfig.save``, and refuses with the differing keys. Schedule,
+logging and output keys may change on resume (e.g. a longer ``train.max_iter``).
+"""
+
+import os
+import tempfile
+from typing import Any, Dict, List
+
+import yaml
+from detectron2.config import LazyConfig
+
+__all__ = ["ResumeMismatchError", "check_resume_matches", "differing_keys"]
+
+COMPARED_SECTIONS = ("model", "dataloader.train.dataset")
+
+
+class ResumeMismatchError(ValueError):
+    """``--resume`` into an output folder written by a run of another model or training data."""
+
+
+def _serialised(cfg) -> Dict[str, Any]:
+    """``cfg`` as ``LazyConfig.save`` writes it (plain yaml), read back as a dict."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "config.yaml")
+        LazyConfig.save(cfg, path)
+        if not os.path.isfile(path):  # not serialisable as yaml (LazyConfig wrote a .pkl): nothing to compare
+            return {}
+        with open(path) as f:
+            return yaml.safe_load(f) or {}
+
+
+def _section(d: Dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def differing_keys(old: Any, new: Any, prefix: str) -> List[str]:
+    """Dotted keys whose values differ between two nested dicts / lists (``prefix`` names the root)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new), key=str)
+        return [k for key in keys for k in differing_keys(old.get(key), new.get(key), f"{prefix}.{key}")]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [k for i, (a, b) in enumerate(zip(old, new)) for k in differing_keys(a, b, f"{prefix}.{i}")]
+    return [] if old == new else [prefix]
+
+
+def check_resume_matches(cfg, output_dir: str) -> None:
+    """Raise :class:`ResumeMismatchError` when ``output_dir/config.yaml`` (the previous run's) trains another
+    model or dataset than ``cfg``. Nothing to check when there is no previous ``config.yaml``."""
+    path = os.path.join(output_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        try:
+            old = yaml.safe_load(f) or {}
+        except yaml.YAMLError:
+            return  # not written by LazyConfig.save: nothing reliable to compare
+    new = _serialised(cfg)
+    if not new:
+        return
+    diffs = [k for s in COMPARED_SECTIONS for k in differing_keys(_section(old, s), _section(new, s), s)]
+    if diffs:
+        shown = ", ".join(diffs[:8]) + (f" and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+        raise ResumeMismatchError(
+            f"--resume: {output_dir} holds a run of another model or training data ({path} differs in {shown}). "
+            f"Resuming would continue that run. Use another train.output_dir, or drop --resume to start afresh "
+            f"there."
+        )
