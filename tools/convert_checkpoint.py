@@ -36,7 +36,7 @@ from typing import Iterable, List, Optional
 import torch
 
 from siamese_detr.checkpoint import map_torchvision_resnet
-from siamese_detr.checkpoint.registry import as_state_dict, available_converters, get_converter
+from siamese_detr.checkpoint.registry import available_converters, get_converter, model_state
 
 # SwAV and DETReg release ResNets use torchvision's layout; the rest are whole-model converters
 FORMATS = ("torchvision",) + tuple(available_converters())
@@ -103,7 +103,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.format == "torchvision":
             converted, dropped = map_torchvision_resnet(checkpoint, prefix=prefix, input_format=args.input_format)
         else:
-            result = get_converter(args.format)(as_state_dict(checkpoint), input_format=args.input_format)
+            result = get_converter(args.format)(model_state(checkpoint), input_format=args.input_format)
             if result.unmapped:
                 shown = "\n  ".join(result.unmapped[:50])
                 more = f"\n  ... and {len(result.unmapped) - 50} more" if len(result.unmapped) > 50 else ""

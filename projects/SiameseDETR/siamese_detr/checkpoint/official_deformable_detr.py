@@ -27,13 +27,11 @@ repeat.
 """
 
 import re
-from collections.abc import Mapping
 from typing import Dict, List
 
 import torch
 
-from .registry import ConversionResult, register_converter
-from .torchvision_resnet import map_torchvision_resnet
+from .registry import ConversionResult, convert_detr_backbone, model_state, register_converter
 
 __all__ = ["convert_official_deformable_detr"]
 
@@ -56,18 +54,6 @@ _DECODER_HEAD_ALIAS = re.compile(r"^transformer\.decoder\.((class|bbox)_embed\..
 _BACKBONE = "backbone.0.body."
 
 
-def _model_state(obj) -> Dict[str, torch.Tensor]:
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"expected a state dict or a checkpoint dict, got {type(obj).__name__}")
-    if isinstance(obj.get("model"), Mapping):
-        obj = obj["model"]
-    out = {}
-    for key, value in obj.items():
-        name = key[len("module."):] if key.startswith("module.") else key
-        out[name] = value
-    return out
-
-
 @register_converter("deformable_detr")
 def convert_official_deformable_detr(state_dict, input_format: str = "BGR") -> ConversionResult:
     """Official Deformable DETR (single-/multi-scale, box refinement, two-stage) -> project keys.
@@ -81,16 +67,14 @@ def convert_official_deformable_detr(state_dict, input_format: str = "BGR") -> C
         with no project counterpart: the CLI refuses to write when non-empty) and ``dropped`` (keys left out
         on purpose: the decoder's head aliases, torchvision's ``num_batches_tracked`` / ``fc``).
     """
-    state = _model_state(state_dict)
+    state = model_state(state_dict)
     converted: Dict[str, torch.Tensor] = {}
     unmapped: List[str] = []
     dropped: List[str] = []
 
-    backbone = {k: v for k, v in state.items() if k.startswith(_BACKBONE)}
-    if backbone:
-        mapped, backbone_dropped = map_torchvision_resnet(backbone, prefix="backbone.", input_format=input_format)
-        converted.update(mapped)
-        dropped.extend(_BACKBONE + k for k in backbone_dropped)
+    mapped, backbone_dropped = convert_detr_backbone(state, input_format, _BACKBONE)
+    converted.update(mapped)
+    dropped.extend(backbone_dropped)
 
     for key, value in state.items():
         if key.startswith(_BACKBONE):

@@ -33,13 +33,11 @@ thing category ids (in detectron2's order; DETR also the last, no-object row) an
 """
 
 import re
-from collections.abc import Mapping
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 
-from .registry import ConversionResult, register_converter
-from .torchvision_resnet import map_torchvision_resnet
+from .registry import ConversionResult, convert_detr_backbone, model_state, register_converter
 
 __all__ = ["convert_official_detr", "convert_official_conditional_detr", "coco_thing_category_ids"]
 
@@ -75,20 +73,6 @@ def coco_thing_category_ids() -> List[int]:
     return [c["id"] for c in COCO_CATEGORIES if c["isthing"]]
 
 
-def _model_state(obj) -> Dict[str, torch.Tensor]:
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"expected a state dict or a checkpoint dict, got {type(obj).__name__}")
-    if isinstance(obj.get("model"), Mapping):
-        obj = obj["model"]
-    out = {}
-    for key, value in obj.items():
-        name = key[len("module."):] if key.startswith("module.") else key
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"entry {key!r} is a {type(value).__name__}, not a tensor: not a state dict")
-        out[name] = value
-    return out
-
-
 def _class_rows(
     num_rows: int, no_object: bool, class_rows: Union[str, Sequence[int], None]
 ) -> Optional[List[int]]:
@@ -116,16 +100,14 @@ def _convert(
     no_object: bool,
     class_rows: Union[str, Sequence[int], None],
 ) -> ConversionResult:
-    state = _model_state(state_dict)
+    state = model_state(state_dict)
     converted: Dict[str, torch.Tensor] = {}
     unmapped: List[str] = []
     dropped: List[str] = []
 
-    backbone = {k: v for k, v in state.items() if k.startswith(_BACKBONE)}
-    if backbone:
-        mapped, backbone_dropped = map_torchvision_resnet(backbone, prefix="backbone.", input_format=input_format)
-        converted.update(mapped)
-        dropped.extend(_BACKBONE + k for k in backbone_dropped)
+    mapped, backbone_dropped = convert_detr_backbone(state, input_format, _BACKBONE)
+    converted.update(mapped)
+    dropped.extend(backbone_dropped)
 
     decoder_layers = {
         int(m[1]) for m in (re.match(r"^transformer\.decoder\.layers\.(\d+)\.", k) for k in state) if m is not None

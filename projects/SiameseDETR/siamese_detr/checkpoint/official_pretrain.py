@@ -38,7 +38,7 @@ import torch
 
 from .official_deformable_detr import convert_official_deformable_detr
 from .official_detr import convert_official_conditional_detr, convert_official_detr
-from .registry import ConversionResult, register_converter
+from .registry import ConversionResult, model_state, register_converter
 
 __all__ = ["convert_official_up_detr", "convert_official_detreg", "convert_official_siamese_detr"]
 
@@ -49,22 +49,6 @@ _REGION_PROJ: Rule = (re.compile(rf"^patch2query\.{_P}$"), lambda m: f"region_pr
 
 def _sem_embed_rule(official: str) -> Rule:
     return re.compile(rf"^{re.escape(official)}\.layers\.(\d+)\.{_P}$"), lambda m: f"sem_embed.layers.{m[1]}.{m[2]}"
-
-
-def _model_state(obj) -> Dict[str, torch.Tensor]:
-    """The tensors of ``obj`` (a state dict, or a checkpoint with ``model`` / ``state_dict``), ``module.`` removed."""
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"expected a state dict or a checkpoint dict, got {type(obj).__name__}")
-    for key in ("model", "state_dict"):
-        if isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
-    out = {}
-    for key, value in obj.items():
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"entry {key!r} is a {type(value).__name__}, not a tensor: not a state dict")
-        out[key[len("module."):] if key.startswith("module.") else key] = value
-    return out
 
 
 def _split(state: Dict[str, torch.Tensor], rules: Sequence[Rule]):
@@ -96,7 +80,7 @@ def _is_deformable(state: Mapping) -> bool:
 @register_converter("up_detr")
 def convert_official_up_detr(state_dict, input_format: str = "BGR") -> ConversionResult:
     """Official UP-DETR pretraining checkpoint -> project ``UPDETRPretrain`` / ``DETR`` (Vanilla) keys."""
-    state = _model_state(state_dict)
+    state = model_state(state_dict)
     pretext, rest = _split(state, [_REGION_PROJ, _sem_embed_rule("feature_align")])
     return _merge(convert_official_detr(rest, input_format=input_format, class_rows="none"), pretext)
 
@@ -104,7 +88,7 @@ def convert_official_up_detr(state_dict, input_format: str = "BGR") -> Conversio
 @register_converter("detreg")
 def convert_official_detreg(state_dict, input_format: str = "BGR") -> ConversionResult:
     """Official DETReg pretraining checkpoint (Deformable DETR, or ``--model detr``) -> project keys."""
-    state = _model_state(state_dict)
+    state = model_state(state_dict)
     pretext, rest = _split(state, [_sem_embed_rule("feature_embed")])
     if _is_deformable(rest):
         base = convert_official_deformable_detr(rest, input_format=input_format)
@@ -122,7 +106,7 @@ def _num_decoder_layers(state: Mapping) -> int:
 def convert_official_siamese_detr(state_dict, input_format: str = "BGR") -> ConversionResult:
     """Official Siamese DETR (OpenSelfSup) pretraining checkpoint -> project ``SiameseDETRPretrain`` / ``DETR``
     keys of the matching variant (Vanilla, Conditional, single- / multi-scale Deformable)."""
-    state = _model_state(state_dict)
+    state = model_state(state_dict)
     pretext, rest = _split(state, [_REGION_PROJ, _sem_embed_rule("pred_head.feature_align")])
     dropped = sorted(k for k in rest if k.startswith("enc_head.") or k == "pred_head.criterion.empty_weight")
     deformable = _is_deformable(rest)

@@ -16,7 +16,14 @@ from typing import Callable, Dict, List, Mapping
 
 import torch
 
-__all__ = ["ConversionResult", "as_state_dict", "available_converters", "get_converter", "register_converter"]
+__all__ = [
+    "ConversionResult",
+    "available_converters",
+    "convert_detr_backbone",
+    "get_converter",
+    "model_state",
+    "register_converter",
+]
 
 
 @dataclass
@@ -65,9 +72,40 @@ def _load_builtin_converters() -> None:
             importlib.import_module(f"{package}.{info.name}")
 
 
-def as_state_dict(checkpoint: Mapping) -> Mapping[str, torch.Tensor]:
-    """The tensors of a loaded checkpoint: ``checkpoint["model"]`` / ``["state_dict"]`` or the dict itself."""
+def model_state(obj) -> Dict[str, torch.Tensor]:
+    """The tensors of a loaded checkpoint (a state dict, or a dict holding it under ``model`` /
+    ``state_dict``), with DDP's ``module.`` prefix removed.
+
+    Raises:
+        ValueError: ``obj`` is not a mapping, or an entry is not a tensor (not a state dict).
+    """
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"expected a state dict or a checkpoint dict, got {type(obj).__name__}")
     for key in ("model", "state_dict"):
-        if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(key), Mapping):
-            return checkpoint[key]
-    return checkpoint
+        if isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    out = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"entry {key!r} is a {type(value).__name__}, not a tensor: not a state dict")
+        out[key[len("module."):] if key.startswith("module.") else key] = value
+    return out
+
+
+def convert_detr_backbone(
+    state: Mapping[str, torch.Tensor], input_format: str, source_prefix: str = "backbone.0.body."
+):
+    """The ResNet of a DETR-style checkpoint (``backbone.0.body.*``, torchvision names) in detectron2's names
+    under ``backbone.`` (:func:`~siamese_detr.checkpoint.torchvision_resnet.map_torchvision_resnet`).
+
+    Returns:
+        ``(converted, dropped)``: ``{project name: tensor}`` and the source keys dropped on purpose.
+    """
+    from .torchvision_resnet import map_torchvision_resnet
+
+    backbone = {k: v for k, v in state.items() if k.startswith(source_prefix)}
+    if not backbone:
+        return {}, []
+    mapped, dropped = map_torchvision_resnet(backbone, prefix="backbone.", input_format=input_format)
+    return mapped, [source_prefix + k for k in dropped]
