@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 import torch
-from machine_info import describe_machine  # benchmarks/ is on sys.path when run as a script
+from bench_inputs import mapped_batches  # benchmarks/ is on sys.path when run as a script
+from machine_info import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -66,20 +67,10 @@ def load_config(variant: str, size: str, r50_short_side: int):
 
 
 def prepare_batches(cfg, batch_size: int, count: int):
+    """``count`` batches of real DetrDatasetMapper outputs of the built-in training images."""
     from detectron2.config import instantiate
-    from detectron2.data import DatasetCatalog
 
-    import siamese_detr.data  # noqa: F401  (registers the built-in dataset)
-
-    mapper = instantiate(cfg.dataloader.train.mapper)
-    dicts = DatasetCatalog.get("synthetic_shapes_train")
-    samples, i = [], 0
-    while len(samples) < batch_size * count:
-        out = mapper(dict(dicts[i % len(dicts)]))
-        i += 1
-        if out is not None:
-            samples.append(out)
-    return [samples[b * batch_size:(b + 1) * batch_size] for b in range(count)]
+    return mapped_batches(instantiate(cfg.dataloader.train.mapper), batch_size, count)
 
 
 def run_row(variant: str, size: str, batch_size: int, iters: int, device: str, force_pytorch: bool,

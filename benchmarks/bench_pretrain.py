@@ -1,13 +1,14 @@
 #!/usr/bin/env python
 """Cost of one Siamese DETR pretraining step (``SiameseDETRPretrain``), stage by stage.
 
-    python benchmarks/bench_pretrain.py [--quick] [--models demo r50] [--batch-sizes 1 2 4]
+    python benchmarks/bench_pretrain.py [--quick] [--models demo r50] [--batch-sizes 2 4]
         [--device cpu|cuda] [--no-append]
 
 1. **Stages** — seconds per iteration and peak memory of one training step (forward, backward, AdamW step
-   with the config's gradient clipping) for batch sizes 1/2/4 of two model sizes, each for every transformer
-   variant (``demo`` / ``r50`` are Vanilla DETR; ``-conditional``, ``-deformable-ss`` (C5) and
-   ``-deformable-ms`` (C3-C5 + a stride-64 level) use the variant's pretraining config of the same size):
+   with the config's gradient clipping) for batch sizes 2/4 (the SimSiam heads need two images per view)
+   of two model sizes, each for every transformer variant (``demo`` / ``r50`` are Vanilla DETR;
+   ``-conditional``, ``-deformable-ss`` (C5) and ``-deformable-ms`` (C3-C5 + a stride-64 level) use the
+   variant's pretraining config of the same size):
 
    * ``demo``: ``configs/demo/siamese_detr_pretrain_demo.py`` as is (ResNet-18, d_model 128, 2+2 layers,
      20 queries, 5 regions, 32 px crops, views of short side 128-160, max 224);
@@ -52,7 +53,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from machine_info import describe_machine  # benchmarks/ is on sys.path when run as a script
+from bench_inputs import mapped_batches  # benchmarks/ is on sys.path when run as a script
+from machine_info import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -91,19 +93,8 @@ def load_config(name: str, online_proposals: bool):
 def prepare_batches(cfg, batch_size: int, count: int):
     """``count`` batches of real SiameseViewMapper outputs (the same images for every batch size)."""
     from detectron2.config import instantiate
-    from detectron2.data import DatasetCatalog
 
-    import siamese_detr.data  # noqa: F401  (registers the built-in dataset)
-
-    mapper = instantiate(cfg.dataloader.train.mapper)
-    dicts = DatasetCatalog.get("synthetic_shapes_train")
-    samples, i = [], 0
-    while len(samples) < batch_size * count:
-        out = mapper(dict(dicts[i % len(dicts)]))
-        i += 1
-        if out is not None:
-            samples.append(out)
-    return [samples[b * batch_size:(b + 1) * batch_size] for b in range(count)]
+    return mapped_batches(instantiate(cfg.dataloader.train.mapper), batch_size, count)
 
 
 def build_training(cfg, device: str):
@@ -360,7 +351,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 2, 4])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[2, 4])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)

@@ -294,3 +294,10 @@ def test_region_queries_are_per_image():
                       aligned=True).mean(dim=(2, 3))  # [n, C]
         expected = model.region_proj(z).repeat_interleave(2, dim=0) + model.query_embed.weight
     assert torch.allclose(queries[1], expected, atol=1e-5)
+
+
+def test_batch_of_one_in_one_process_is_a_clear_error():
+    """Per-view batch-norm statistics of the SimSiam heads need >= 2 images per view."""
+    model = tiny_model().train()
+    with EventStorage(), pytest.raises(ValueError, match="total_batch_size >= 2"):
+        model(fake_batch(batch=1))

@@ -44,6 +44,7 @@ ImageNet-like data 3 / 10 (supplementary §B and the official ImageNet configs);
 from typing import Dict, List, Sequence
 
 import torch
+from detectron2.utils import comm
 from torch import nn
 from torchvision.ops import box_convert
 
@@ -181,6 +182,12 @@ class SiameseDETRPretrain(DETR):
                         f"SiameseViewMapper(num_regions=...) to the model's; it pads with jittered copies "
                         f"when fewer proposals are available)"
                     )
+        if len(batched_inputs) == 1 and comm.get_world_size() == 1:
+            raise ValueError(
+                "SiameseDETRPretrain got a batch of 1 image in a single process: the SimSiam heads' batch norm "
+                "(statistics per view, as the official code) needs at least 2 images per view. Use "
+                "dataloader.train.total_batch_size >= 2 (or several processes, whose batch norm is synchronised)."
+            )
 
     # ------------------------------------------------------------------------------------------- forward
     def forward(self, batched_inputs: List[Dict]):
