@@ -1,7 +1,6 @@
 """Issue 11 through tools/lazyconfig_train_net.py: a resumed run at max_iter leaves a valid model_final.pth,
 --eval-only refuses a missing / pickled / unmatched checkpoint and a test split with an unreadable image,
 and a config value of the wrong type fails at start-up naming the key."""
-import importlib.util
 import pickle
 from pathlib import Path
 
@@ -11,19 +10,10 @@ import torch
 from siamese_detr.data.image_io import UnreadableImageError
 from siamese_detr.engine.checkpointing import CheckpointLoadError, load_checkpoint_file
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("lazyconfig_train_net_rel", ROOT / "tools" / "lazyconfig_train_net.py")
-train_net = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train_net)
+# the training tool loaded once, and its tiny demo settings (tests/test_train_net.py), without evaluation
+from test_train_net import ROOT, TINY as _TINY, train_net
 
-TINY = [
-    "model.transformer.num_encoder_layers=1",
-    "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
-    "dataloader.train.mapper.augmentation_with_crop=null",
-    "dataloader.train.mapper.augmentation.1.short_edge_length=[96,128]",
-    "dataloader.test.mapper.augmentation.0.short_edge_length=112",
-    "train.log_period=1", "train.seed=0", "train.device=cpu", "train.eval_period=0",
-]
+TINY = _TINY + ["train.eval_period=0"]
 
 
 def _run(out, *extra, eval_only=False, resume=False):
