@@ -6,7 +6,7 @@ pretraining help a detector that has few labels?
    generated on first use (seconds);
 2. backbone: a narrow ResNet-18 trained on a separate built-in classification set
    (configs/demo/demo_backbone.py; k-NN accuracy of its features on the val objects is reported);
-3. Siamese DETR pretraining of the fast detector (Conditional DETR) on the 1024 UNLABELLED train images,
+3. Siamese DETR pretraining of the fast detector (Deformable DETR) on the 1024 UNLABELLED train images,
    frozen backbone (configs/demo/demo_siamese_pretrain.py), then class-agnostic AR@1/10/100 of its
    learned queries alone on val, and of the same model at random initialisation;
 4. finetuning on a seeded 10% low-label subset (102 images, configs/demo/demo_detector.py) from (a) the
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     curves = {"from Siamese DETR pretraining": eval_history(ft_dirs["pretrained"] / "metrics.json"),
               "from a random Transformer (scratch)": eval_history(ft_dirs["scratch"] / "metrics.json")}
     plot_ap_curves(curves, str(output / "ap_curves.png"),
-                   "Conditional DETR finetuned on 10% of the labels")
+                   "Deformable DETR finetuned on 10% of the labels")
     draw_detections(str(ROOT / DETECTOR_CONFIG),
                     {"from Siamese DETR (top k)": str(ft_dirs["pretrained"] / "model_final.pth"),
                      "from scratch (top k)": str(ft_dirs["scratch"] / "model_final.pth")},
