@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_inputs import mapped_batches  # benchmarks/ is on sys.path when run as a script
+from bench_inputs import build_training, mapped_batches  # benchmarks/ is on sys.path when run as a script
 from machine_info import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,23 +76,15 @@ def prepare_batches(cfg, batch_size: int, count: int):
 def run_row(variant: str, size: str, batch_size: int, iters: int, device: str, force_pytorch: bool,
             r50_short_side: int) -> dict:
     """One (variant, size) measurement; meant to run in a fresh process (peak RSS)."""
-    from detectron2.config import instantiate
     from detectron2.utils.events import EventStorage
 
-    from siamese_detr.engine import add_gradient_clipping
     from siamese_detr.modeling.ops import ms_deform_attn
 
     cfg, path = load_config(variant, size, r50_short_side)
     if force_pytorch and variant.startswith("deformable"):
         cfg.model.transformer.use_compiled_op = False
     batches = prepare_batches(cfg, batch_size, iters + 1)
-    torch.manual_seed(0)
-    model = instantiate(cfg.model).to(device).train()
-    cfg.optimizer.params.model = model
-    optimizer = instantiate(cfg.optimizer)
-    clip = cfg.train.get("clip_grad", None)
-    if clip is not None:
-        add_gradient_clipping(optimizer, clip.max_norm, clip.get("norm_type", 2.0))
+    model, optimizer = build_training(cfg, device)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     total = 0.0
     with EventStorage():

@@ -1,4 +1,5 @@
-"""Inputs shared by the benchmarks: real mapper outputs of the built-in dataset, prepared before timing."""
+"""Shared by the benchmarks: the model + optimiser of a config, and real mapper outputs of the built-in dataset
+(prepared before timing)."""
 
 
 def mapped_batches(mapper, batch_size: int, count: int, dataset: str = "synthetic_shapes_train"):
@@ -16,3 +17,20 @@ def mapped_batches(mapper, batch_size: int, count: int, dataset: str = "syntheti
         if out is not None:
             samples.append(out)
     return [samples[b * batch_size:(b + 1) * batch_size] for b in range(count)]
+
+
+def build_training(cfg, device: str):
+    """The config's model (seed 0, train mode, on ``device``) and optimiser with its gradient clipping."""
+    import torch
+    from detectron2.config import instantiate
+
+    from siamese_detr.engine import add_gradient_clipping
+
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).to(device).train()
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    clip = cfg.train.get("clip_grad", None)
+    if clip is not None:
+        add_gradient_clipping(optimizer, clip.max_norm, clip.get("norm_type", 2.0))
+    return model, optimizer

@@ -53,7 +53,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from bench_inputs import mapped_batches  # benchmarks/ is on sys.path when run as a script
+from bench_inputs import build_training, mapped_batches  # benchmarks/ is on sys.path when run as a script
 from machine_info import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,19 +95,6 @@ def prepare_batches(cfg, batch_size: int, count: int):
     from detectron2.config import instantiate
 
     return mapped_batches(instantiate(cfg.dataloader.train.mapper), batch_size, count)
-
-
-def build_training(cfg, device: str):
-    from detectron2.config import instantiate
-
-    from siamese_detr.engine import add_gradient_clipping
-
-    torch.manual_seed(0)
-    model = instantiate(cfg.model).to(device).train()
-    cfg.optimizer.params.model = model
-    optimizer = instantiate(cfg.optimizer)
-    add_gradient_clipping(optimizer, cfg.train.clip_grad.max_norm, cfg.train.clip_grad.get("norm_type", 2.0))
-    return model, optimizer
 
 
 # ------------------------------------------------------------------------------------------------ timing

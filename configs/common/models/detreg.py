@@ -8,9 +8,8 @@ conversion (class head skipped for its shape; ``sem_embed`` reported unused).
 """
 import copy
 
-from detectron2.config import LazyCall as L
-
 from siamese_detr.modeling.meta_arch.detreg import DETRegPretrain
+from siamese_detr.modeling.meta_arch.pretext_config import pretext_model_from
 
 
 def detreg_from(detr_model, embedding_feature: str = "res3", loss_object_embedding: float = 1.0):
@@ -21,25 +20,9 @@ def detreg_from(detr_model, embedding_feature: str = "res3", loss_object_embeddi
     ``feature_embed`` outputs ``2 * hidden_dim`` = 512 = C3's width), ``object_embedding_coef`` 1; class /
     box weights from the finetune model (Deformable: ``cls_loss_coef`` 2, L1 5, GIoU 2).
     """
-    criterion = copy.deepcopy(detr_model.criterion)
-    criterion.num_classes = 1
     backbone = copy.deepcopy(detr_model.backbone)
     backbone.out_features = sorted(set(backbone.out_features) | {embedding_feature})
-    weights = {k: detr_model.weight_dict[k] for k in ("loss_ce", "loss_bbox", "loss_giou")}
-    return L(DETRegPretrain)(
-        backbone=backbone,
-        in_features=detr_model.in_features,
-        num_extra_levels=detr_model.get("num_extra_levels", 0),
-        input_proj_norm=detr_model.get("input_proj_norm", False),
-        position_embedding=detr_model.position_embedding,
-        transformer=detr_model.transformer,
-        num_queries=detr_model.num_queries,
-        embedding_feature=embedding_feature,
-        criterion=criterion,
-        weight_dict={**weights, "loss_object_embedding": loss_object_embedding},
-        aux_loss=True,
-        postprocess=detr_model.postprocess,
-        pixel_mean=detr_model.pixel_mean,
-        pixel_std=detr_model.pixel_std,
-        input_format=detr_model.input_format,
+    return pretext_model_from(
+        DETRegPretrain, detr_model, {"loss_object_embedding": loss_object_embedding},
+        backbone=backbone, embedding_feature=embedding_feature,
     )
