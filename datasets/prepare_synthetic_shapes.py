@@ -62,17 +62,19 @@ def main(argv=None):
                         help="datasets root (default: $DETECTRON2_DATASETS or ./datasets)")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=list(SPLITS),
                         help="train_large (1024 images, a superset of train) is what `make demo` uses")
-    # default None: $SYNTHETIC_SHAPES_NUM_IMAGES if set, else DEFAULT_NUM_IMAGES (256 / 64 / 1024)
+    # default None: $SYNTHETIC_SHAPES_NUM_IMAGES if set, else DEFAULT_NUM_IMAGES (256 / 64 / 1024 / 64)
     parser.add_argument("--num-train", type=int, default=None)
     parser.add_argument("--num-val", type=int, default=None)
     parser.add_argument("--num-train-large", type=int, default=None)
+    parser.add_argument("--num-dev", type=int, default=None)
     parser.add_argument("--force", action="store_true", help="regenerate even if a complete copy exists")
     parser.add_argument("--preview", metavar="PNG", help="write a grid of images with their boxes drawn")
     parser.add_argument("--preview-count", type=int, default=12)
     args = parser.parse_args(argv)
 
     root = default_root() if args.root is None else os.path.abspath(args.root)
-    num_images = {"train": args.num_train, "val": args.num_val, "train_large": args.num_train_large}
+    num_images = {"train": args.num_train, "val": args.num_val, "train_large": args.num_train_large,
+                  "dev": args.num_dev}
     paths = {}
     for split in args.splits:
         make = generate_synthetic_shapes if args.force else ensure_synthetic_shapes

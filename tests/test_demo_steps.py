@@ -98,3 +98,49 @@ def test_last_iteration(tmp_path):
     (tmp_path / "metrics.json").write_text('{"iteration": 9}\n{"iteration": 19, "x": 1}\n{"iter')
     assert last_iteration(tmp_path) == 20
     assert last_iteration(tmp_path / "none") == 0
+
+
+# two steps that can only both finish if they run at the same time: each writes its own flag file, then
+# waits (bounded) for the other's
+RENDEZVOUS = ("import pathlib, sys, time; d = pathlib.Path(sys.argv[1]); "
+              "(d / (sys.argv[2] + '.flag')).write_text('x'); "
+              "ok = any((d / (sys.argv[3] + '.flag')).exists() or time.sleep(0.1) for _ in range(600)); "
+              "sys.exit(0 if ok else 5)")
+
+
+def test_parallel_steps_run_at_the_same_time_and_are_cached(tmp_path):
+    runner = StepRunner(tmp_path, tmp_path)
+    jobs = [dict(name=name, folder=tmp_path / name, cmd=[sys.executable, "-c", RENDEZVOUS, str(tmp_path), name, other])
+            for name, other in (("a", "b"), ("b", "a"))]
+    seconds = runner.parallel(jobs, max_parallel=2)
+    assert len(seconds) == 2 and all(s > 0 for s in seconds)
+    assert all(Step(j["name"], j["folder"], {"command": [str(c) for c in j["cmd"]]}).state() == "cached"
+               for j in jobs)
+    assert runner.parallel(jobs, max_parallel=2) == seconds  # finished steps are reused, with their times
+    assert runner.reused == {"a", "b"}
+
+
+def test_parallel_failure_stops_the_other_steps(tmp_path):
+    runner = StepRunner(tmp_path, tmp_path)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    jobs = [dict(name="slow", folder=tmp_path / "slow", cmd=sleeper),
+            dict(name="bad", folder=tmp_path / "bad", cmd=[sys.executable, "-c", "raise SystemExit(3)"])]
+    with pytest.raises(SystemExit, match=r"\[bad\] failed \(exit 3\)"):
+        runner.parallel(jobs, max_parallel=2)
+    # the still-running step was stopped and stays incomplete: a re-run resumes it
+    assert Step("slow", tmp_path / "slow", {"command": [str(c) for c in sleeper]}).state() == "resume"
+
+
+def test_parallel_after_waits_and_records_the_new_checkpoint(tmp_path):
+    runner = StepRunner(tmp_path, tmp_path)
+    ckpt = tmp_path / "a.pth"
+    write = [sys.executable, "-c", f"import pathlib; pathlib.Path({str(ckpt)!r}).write_text('weights')"]
+    # b fails unless a's output already exists when b starts, although both could run at once
+    read = [sys.executable, "-c", f"import pathlib; assert pathlib.Path({str(ckpt)!r}).read_text() == 'weights'"]
+    jobs = [dict(name="b", folder=tmp_path / "b", cmd=read, init=ckpt, after=["a"]),
+            dict(name="a", folder=tmp_path / "a", cmd=write)]
+    runner.parallel(jobs, max_parallel=2)
+    record = json.loads((tmp_path / "b" / "step_inputs.json").read_text())
+    assert record["inputs"]["init"] == file_digest(ckpt)  # the digest of the file a wrote, read when b started
+    with pytest.raises(ValueError, match="unknown"):
+        runner.parallel([dict(name="c", folder=tmp_path / "c", cmd=read, after=["nope"])])

@@ -205,3 +205,27 @@ def test_tiny_train_gives_tiny_train_large(tmp_path, monkeypatch, restore_regist
     register_synthetic_shapes(num_images={"train": 5, "val": 2})
     assert len(DatasetCatalog.get("synthetic_shapes_train_large")) == 5
     assert len(DatasetCatalog.get("synthetic_shapes_train_large_10pct_seed0")) == 1
+
+
+def test_dev_split_is_held_out_from_every_other_split(tmp_path, monkeypatch, restore_registration):
+    """The demo's settings are chosen on ``synthetic_shapes_dev``: its scenes must be none of val's, of the
+    (pre)training images' or of the backbone's classification scenes (seed ranges), and it must load."""
+    from detectron2.config import LazyConfig
+
+    from siamese_detr.data.datasets.builtin_shapes import DEFAULT_NUM_IMAGES, DEFAULT_SEEDS
+
+    ranges = {split: range(DEFAULT_SEEDS[split], DEFAULT_SEEDS[split] + DEFAULT_NUM_IMAGES[split])
+              for split in ("train_large", "val", "dev")}
+    backbone_cfg = LazyConfig.load(os.path.join(os.path.dirname(__file__), "..", "configs", "demo", "demo_backbone.py"))
+    start = backbone_cfg.data.classification_seed
+    ranges["classification"] = range(start, start + backbone_cfg.data.classification_scenes)
+    for a in ranges:
+        for b in ranges:
+            if a < b:
+                assert not set(ranges[a]) & set(ranges[b]), (a, b)
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    register_synthetic_shapes(num_images={"dev": 2, "val": 2})
+    dev, val = DatasetCatalog.get("synthetic_shapes_dev"), DatasetCatalog.get("synthetic_shapes_val")
+    assert len(dev) == 2 and all(d["annotations"] for d in dev)
+    assert _bytes(dev[0]["file_name"]) != _bytes(val[0]["file_name"])
+    assert MetadataCatalog.get("synthetic_shapes_dev").evaluator_type == "coco"

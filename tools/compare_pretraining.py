@@ -16,7 +16,9 @@ queries and heads), e.g. one made from ``demo_detector.model`` as ``demo_siamese
 
 Writes ``<output>/comparison.json``, ``comparison.md`` (mean ± half the min-max spread of AP and AP50 over
 seeds, pretraining seconds per iteration) and ``comparison.png``. Steps are cached like ``make demo``'s: a
-re-run reuses finished runs whose inputs did not change. It takes about (methods x seeds) demo runs.
+re-run reuses finished runs whose inputs did not change. Runs that do not depend on each other go two at a time
+(``--parallel``, one torch thread each): the pretrainings and scratch finetunings first, each finetuning from a
+pretraining as soon as that pretraining has finished.
 """
 import argparse
 import json
@@ -103,6 +105,8 @@ def main(argv=None) -> int:
     parser.add_argument("--extra", nargs="*", default=[],
                         help="overrides added to every pretraining and finetuning command (e.g. tiny test settings)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--parallel", type=int, default=2, help="runs at once (pretrainings and scratch finetunings "
+                        "first, then the finetunings from the pretrainings)")
     args = parser.parse_args(argv)
 
     os.environ["DETECTRON2_DATASETS"] = os.path.abspath(os.getenv("DETECTRON2_DATASETS", "datasets"))
@@ -117,7 +121,6 @@ def main(argv=None) -> int:
 
     from siamese_detr.data.datasets.builtin_shapes import low_label_name, register_low_label_split
     from siamese_detr.demo.runner import StepRunner, last_results
-    from siamese_detr.demo.steps import file_digest
 
     methods = args.method or DEFAULT_METHODS
     present = []
@@ -140,33 +143,43 @@ def main(argv=None) -> int:
     train_cmd = [PY, "tools/lazyconfig_train_net.py", "--config-file"]
     ft_total = args.finetune_iters or LazyConfig.load(str(ROOT / DETECTOR_CONFIG)).train.max_iter
 
-    results: Dict[str, Dict[int, dict]] = {name: {} for name, _ in present}
+    # ``--parallel`` runs at once (one torch thread each by default): the pretrainings and scratch finetunings
+    # first, each finetuning from a pretraining as soon as that pretraining has finished
+    pretrain_jobs, finetune_jobs, runs = [], [], []
     for seed in args.seeds:
         register_low_label_split(args.low_label_percent, seed)  # in this process, for the digests
         subset = low_label_name(args.low_label_percent, seed)
         for name, config in present:
             slug = name.lower().replace(" ", "_").replace("-", "_")
             run_dir = output / f"{slug}_seed{seed}"
-            init, spi = backbone_ckpt, None
+            init, pt_dir = backbone_ckpt, None
             if config is not None:
                 pt_dir = run_dir / "pretrain"
                 over = ([f"train.output_dir={pt_dir}", f"train.init_checkpoint={backbone_ckpt}", f"train.seed={seed}",
                          "train.eval_period=0"] + schedule_overrides(args.pretrain_iters) + list(args.extra))
                 total = args.pretrain_iters or LazyConfig.load(str(ROOT / config)).train.max_iter
-                runner.step(f"{name} pretrain seed {seed}", pt_dir, train_cmd + [config, "--resume"] + over, config,
-                            over, {"init": file_digest(backbone_ckpt)}, total)
+                pretrain_jobs.append(dict(name=f"{name} pretrain seed {seed}", folder=pt_dir,
+                                          cmd=train_cmd + [config, "--resume"] + over, config=config, overrides=over,
+                                          init=backbone_ckpt, total=total))
                 init = pt_dir / "model_final.pth"
-                spi = seconds_per_iter(pt_dir / "metrics.json")
             ft_dir = run_dir / "finetune"
             over = ([f"train.output_dir={ft_dir}", f"train.init_checkpoint={init}", f"train.seed={seed}",
                      f"dataloader.train.dataset.names={subset}",
                      f"train.eval_period={args.eval_period or ft_total}"]
                     + schedule_overrides(args.finetune_iters) + list(args.extra))
-            runner.step(f"{name} finetune seed {seed}", ft_dir, train_cmd + [DETECTOR_CONFIG, "--resume"] + over,
-                        DETECTOR_CONFIG, over, {"init": file_digest(init)}, ft_total)
-            res = last_results(ft_dir / "metrics.json")
-            results[name][seed] = {"AP": res.get("bbox/AP"), "AP50": res.get("bbox/AP50"),
-                                   "pretrain_s_per_iter": spi}
+            # the starting checkpoint's digest is read when the job starts (after its pretraining)
+            job = dict(name=f"{name} finetune seed {seed}", folder=ft_dir, cmd=train_cmd + [DETECTOR_CONFIG, "--resume"]
+                       + over, config=DETECTOR_CONFIG, overrides=over, init=init, total=ft_total,
+                       after=[f"{name} pretrain seed {seed}"] if config is not None else [])
+            (finetune_jobs if config is not None else pretrain_jobs).append(job)
+            runs.append((name, seed, pt_dir, ft_dir))
+    runner.parallel(pretrain_jobs + finetune_jobs, max_parallel=args.parallel)
+
+    results: Dict[str, Dict[int, dict]] = {name: {} for name, _ in present}
+    for name, seed, pt_dir, ft_dir in runs:
+        res = last_results(ft_dir / "metrics.json")
+        spi = seconds_per_iter(pt_dir / "metrics.json") if pt_dir is not None else None
+        results[name][seed] = {"AP": res.get("bbox/AP"), "AP50": res.get("bbox/AP50"), "pretrain_s_per_iter": spi}
 
     table = write_outputs(output, results, args, time.time() - started)
     print("\n" + table)

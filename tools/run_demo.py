@@ -6,13 +6,16 @@ pretraining help a detector that has few labels?
    generated on first use (seconds);
 2. backbone: a narrow ResNet-18 trained on a separate built-in classification set
    (configs/demo/demo_backbone.py; k-NN accuracy of its features on the val objects is reported);
-3. Siamese DETR pretraining of the fast detector (Deformable DETR) on the 1024 UNLABELLED train images,
-   frozen backbone (configs/demo/demo_siamese_pretrain.py), then class-agnostic AR@1/10/100 of its
+3. Siamese DETR pretraining of the fast detector (two-level Deformable DETR) on the 1024 UNLABELLED train
+   images, frozen backbone (configs/demo/demo_siamese_pretrain.py), then class-agnostic AR@1/10/100 of its
    learned queries alone on val, and of the same model at random initialisation;
 4. finetuning on a seeded 10% low-label subset (102 images, configs/demo/demo_detector.py) from (a) the
-   pretrained Transformer and (b) a random Transformer: same backbone, budget and seed; COCO AP on val
-   every 100 iterations;
+   pretrained Transformer and (b) a random Transformer: same backbone, budget, seed and thread count; COCO
+   AP on val every 200 iterations;
 5. ``ap_curves.png``, ``detections.png``, ``loss_curves.png``, ``summary.json`` and a summary table.
+
+Steps 3 and 4 run two at a time (``--parallel``, one torch thread each): the scratch finetuning and the
+random-init evaluation beside the pretraining, the pretrained finetuning as soon as the pretraining ends.
 
 Every step is a command a user could type (printed); its full output goes to ``<step folder>/demo.log``
 and a progress bar with ETA to the terminal. Each step records its inputs (resolved config, command,
@@ -53,6 +56,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="training seed of every stage (default: configs)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per process (OMP_NUM_THREADS; 1 is fastest on a busy 2-core machine)")
+    parser.add_argument("--parallel", type=int, default=2,
+                        help="steps run at once where they do not depend on each other (pretraining and the "
+                             "scratch finetuning; then the pretrained finetuning and the random-init evaluation)")
     parser.add_argument("--fresh", action="store_true", help="delete the demo's outputs and start over")
     args = parser.parse_args(argv)
 
@@ -68,7 +74,6 @@ def main(argv=None) -> int:
     output.mkdir(parents=True, exist_ok=True)
     started = time.time()
     from siamese_detr.demo.runner import StepRunner
-    from siamese_detr.demo.steps import file_digest
 
     demo = StepRunner(ROOT, output)
 
@@ -97,7 +102,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"[backbone] no model_final.pth in {bb_dir}")
     backbone_ckpt = bb_dir / "model_final.pth"
 
-    # 3. Siamese DETR pretraining (+ class-agnostic eval of the learned queries, at the end)
+    # 3. Siamese DETR pretraining (+ class-agnostic eval of the learned queries, at the end); the steps that do
+    # not wait for it (the scratch finetuning, the random-init evaluation) run beside it, one torch thread each
     pt_dir = output / "siamese_pretrain"
     pt_over = [f"train.output_dir={pt_dir}", f"train.init_checkpoint={backbone_ckpt}"] + seed
     if args.pretrain_iters:
@@ -105,18 +111,17 @@ def main(argv=None) -> int:
     pt_cfg = LazyConfig.load(str(ROOT / PRETRAIN_CONFIG))
     pt_iters = args.pretrain_iters or pt_cfg.train.max_iter
     train_cmd = [PY, "tools/lazyconfig_train_net.py", "--config-file"]
-    times["pretrain"] = demo.step("pretrain", pt_dir, train_cmd + [PRETRAIN_CONFIG, "--resume"] + pt_over,
-                                  PRETRAIN_CONFIG, pt_over, {"init": file_digest(backbone_ckpt)}, pt_iters)
     pretrained_ckpt = pt_dir / "model_final.pth"
+    pretrain_job = dict(name="pretrain", folder=pt_dir, cmd=train_cmd + [PRETRAIN_CONFIG, "--resume"] + pt_over,
+                        config=PRETRAIN_CONFIG, overrides=pt_over, init=backbone_ckpt, total=pt_iters)
 
     # the same model at random initialisation (transformer random, same backbone), evaluated the same way
     rnd_dir = output / "siamese_random_init_eval"
     rnd_over = [f"train.output_dir={rnd_dir}", f"train.init_checkpoint={backbone_ckpt}"] + seed
-    times["random-init eval"] = demo.step("random-init eval", rnd_dir, train_cmd + [PRETRAIN_CONFIG, "--eval-only"]
-                                          + rnd_over, PRETRAIN_CONFIG, rnd_over,
-                                          {"init": file_digest(backbone_ckpt)}, 0)
+    random_init_job = dict(name="random-init eval", folder=rnd_dir, cmd=train_cmd + [PRETRAIN_CONFIG, "--eval-only"]
+                           + rnd_over, config=PRETRAIN_CONFIG, overrides=rnd_over, init=backbone_ckpt, total=0)
 
-    # 4. finetuning: pretrained vs scratch
+    # 4. finetuning: pretrained vs scratch (same backbone, budget, seed and thread count)
     ft_cfg = LazyConfig.load(str(ROOT / DETECTOR_CONFIG))
     ft_iters = args.finetune_iters or ft_cfg.train.max_iter
     ft_common = list(seed)
@@ -124,14 +129,20 @@ def main(argv=None) -> int:
         ft_common += schedule_overrides(args.finetune_iters)
     if args.eval_period:
         ft_common.append(f"train.eval_period={args.eval_period}")
-    runs = {"pretrained": pretrained_ckpt, "scratch": backbone_ckpt}
-    ft_dirs = {}
-    for label, init in runs.items():
-        folder = output / f"finetune_{label}"
-        ft_dirs[label] = folder
-        over = [f"train.output_dir={folder}", f"train.init_checkpoint={init}"] + ft_common
-        times[f"finetune ({label})"] = demo.step(f"finetune {label}", folder, train_cmd + [DETECTOR_CONFIG, "--resume"]
-                                                 + over, DETECTOR_CONFIG, over, {"init": file_digest(init)}, ft_iters)
+    ft_dirs = {label: output / f"finetune_{label}" for label in ("pretrained", "scratch")}
+
+    def finetune_job(label, init, after=()):
+        over = [f"train.output_dir={ft_dirs[label]}", f"train.init_checkpoint={init}"] + ft_common
+        return dict(name=f"finetune {label}", folder=ft_dirs[label], cmd=train_cmd + [DETECTOR_CONFIG, "--resume"]
+                    + over, config=DETECTOR_CONFIG, overrides=over, init=init, total=ft_iters, after=after)
+
+    # the critical path is pretraining -> pretrained finetuning; the others fill the second core
+    step_times = demo.parallel([pretrain_job, finetune_job("scratch", backbone_ckpt), random_init_job,
+                                finetune_job("pretrained", pretrained_ckpt, after=["pretrain"])],
+                               max_parallel=args.parallel)
+    for key, seconds in zip(("pretrain", "finetune (scratch)", "random-init eval", "finetune (pretrained)"),
+                            step_times):
+        times[key] = seconds
 
     # 5. figures
     t = time.time()
@@ -152,13 +163,24 @@ def main(argv=None) -> int:
     times["figures"] = time.time() - t
 
     this_run = time.time() - started
-    summary = write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, sum(times.values()), this_run,
-                            sorted(demo.reused))
+    summary = write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, demo_seconds(times, args.parallel),
+                            this_run, sorted(demo.reused))
     print_table(summary, times, demo.reused)
     print(f"\nDemo finished in {this_run / 60:.1f} min ({summary['minutes']:.1f} min of steps, reused ones "
           f"counted as when they ran). Outputs in {output}/: summary.json, ap_curves.png, "
           f"detections.png, loss_curves.png; each step's folder has its demo.log, metrics.json and config.yaml.")
     return 0
+
+
+def demo_seconds(times: dict, parallel: int) -> float:
+    """Wall-clock seconds of a whole demo from its step times (reused steps with the time they took when they
+    ran): with two steps at a time, the longer of the two chains pretraining -> pretrained finetuning and
+    scratch finetuning -> random-init evaluation (each step's time was measured while sharing the machine)."""
+    if parallel < 2:
+        return sum(times.values())
+    chains = (times["pretrain"] + times["finetune (pretrained)"],
+              times["finetune (scratch)"] + times["random-init eval"])
+    return times["data"] + times["backbone"] + max(chains) + times.get("figures", 0.0)
 
 
 def schedule_overrides(iters: int):

@@ -5,7 +5,7 @@
 The frozen backbone comes from ``train.init_checkpoint`` = the backbone stage's ``model_final.pth``
 (``make demo`` passes it). Same transformer / queries / heads as the detector, so its ``model_final.pth``
 initialises ``demo_detector.py``. 6 regions per view (5 queries each), 32 px crops, views of short side
-128-160 (max 256), batch 4, 300 iterations, AdamW lr 5e-4 (x0.1 at 240), no clipping, loss weights of COCO-like data
+128-160 (max 256), batch 4, 600 iterations, AdamW lr 5e-4 (x0.1 at 480), no clipping, loss weights of COCO-like data
 λ0 = 3 (region), λ1 = 0.3 (global). Evaluation after the last iteration: class-agnostic AR@1/10/100 of
 the learned queries alone on ``synthetic_shapes_val``.
 """
@@ -40,10 +40,10 @@ dataloader.evaluator = L(ClassAgnosticEvaluator)(dataset_name="${..test.dataset.
 
 optimizer.lr = 5e-4  # as the finetuning: DETR's 1e-4 + clipping barely trains the heads in 300 iterations
 train.clip_grad.max_norm = 0.0
-train.max_iter = 300
-lr_multiplier = step_schedule_iters(train.max_iter, [240])
+train.max_iter = 600
+lr_multiplier = step_schedule_iters(train.max_iter, [480])
 train.output_dir = "./output/demo/siamese_pretrain"
-train.checkpointer.period = 300
-train.eval_period = 300
+train.checkpointer.period = 600
+train.eval_period = 600
 train.log_period = 10
 train.seed = 0

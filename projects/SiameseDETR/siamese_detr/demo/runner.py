@@ -6,6 +6,7 @@ Used by ``tools/run_demo.py`` and ``tools/compare_pretraining.py``.
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,8 +92,62 @@ class StepRunner:
         (commands given ``--resume`` continue); changed or unknown: the folder is deleted first.
         Raises ``SystemExit`` with the end of the log when the command fails.
         """
+        return self.parallel([dict(name=name, folder=folder, cmd=cmd, config=config, overrides=overrides,
+                                   inputs=inputs, total=total)], max_parallel=1)[0]
+
+    def parallel(self, jobs: List[Dict], max_parallel: int = 2) -> List[float]:
+        """Run steps up to ``max_parallel`` at once; each job holds the keyword arguments of :meth:`step`,
+        plus optionally ``after`` (names of jobs of this call that must finish first) and ``init`` (a
+        checkpoint whose digest is recorded as ``inputs["init"]`` when the job starts, i.e. after the job
+        that writes it). Jobs start in list order as soon as they may. Returns each job's seconds, as
+        :meth:`step`.
+
+        One progress line shows every running step. When a step fails, the others still running are
+        stopped (they stay incomplete, so a re-run resumes them) and ``SystemExit`` is raised.
+        """
+        names = [job["name"] for job in jobs]
+        for job in jobs:
+            unknown = set(job.get("after", ())) - set(names)
+            if unknown:
+                raise ValueError(f"job {job['name']!r} waits for unknown jobs {sorted(unknown)}")
+        results: List[Optional[float]] = [None] * len(jobs)
+        pending = list(range(len(jobs)))
+        running: Dict[int, _Running] = {}
+        try:
+            while pending or running:
+                done = {names[i] for i, r in enumerate(results) if r is not None}
+                ready = [i for i in pending if set(jobs[i].get("after", ())) <= done]
+                if not ready and not running:
+                    raise ValueError(f"jobs {[names[i] for i in pending]} wait for each other")
+                for index in ready[: max(0, max_parallel - len(running))]:
+                    pending.remove(index)
+                    job = {k: v for k, v in jobs[index].items() if k != "after"}
+                    launched = self._launch(**job)
+                    if isinstance(launched, float):
+                        results[index] = launched
+                    else:
+                        running[index] = launched
+                if not running:
+                    continue
+                time.sleep(1.0)
+                for index, run in list(running.items()):
+                    if run.proc.poll() is not None:
+                        del running[index]
+                        results[index] = self._complete(run)
+                self._show(list(running.values()))
+        finally:
+            for run in running.values():
+                run.stop()
+        return [float(r) for r in results]
+
+    def _launch(self, name: str, folder: Path, cmd: List, config: Optional[str] = None,
+                overrides: Optional[List[str]] = None, inputs: Optional[Dict] = None, total: int = 0,
+                init: Optional[Path] = None):
+        """Starts a step: returns its recorded seconds (a float) when it is reused, else a :class:`_Running`."""
         folder = Path(folder)
         inputs = dict(inputs or {})
+        if init is not None:
+            inputs["init"] = file_digest(init)
         if config is not None:
             inputs["config"] = str(config)
             inputs["resolved_config"] = resolved_config_digest(str(self.root / config), list(overrides or []))
@@ -113,34 +168,69 @@ class StepRunner:
             print(f"[{name}] inputs changed ({', '.join(changed)}): redoing the step", flush=True)
         elif state == "resume":
             print(f"[{name}] continuing an interrupted run", flush=True)
-        start = time.time()
-        with open(folder / "demo.log", "a") as log:
-            proc = subprocess.Popen([str(c) for c in cmd], cwd=self.root, stdout=log, stderr=subprocess.STDOUT)
-            while proc.poll() is None:
-                time.sleep(1.0)
-                self._progress(folder, total, start)
-        self._progress(folder, total, start, final=True)
-        if proc.returncode != 0:
-            tail = (folder / "demo.log").read_text(errors="replace").splitlines()[-15:]
-            raise SystemExit("\n".join(tail) + f"\n[{name}] failed (exit {proc.returncode}); full log: "
-                             f"{folder / 'demo.log'}")
-        seconds = time.time() - start
-        step.finish(seconds)
+        log = open(folder / "demo.log", "a")
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=self.root, stdout=log, stderr=subprocess.STDOUT)
+        return _Running(name, folder, step, proc, log, time.time(), total)
+
+    def _complete(self, run: "_Running") -> float:
+        """Finishes a step whose process ended: prints its final progress, records it complete; raises
+        ``SystemExit`` with the end of its log when it failed."""
+        run.log.close()
+        if sys.stdout.isatty():
+            print("\r" + " " * (_terminal_width() - 1) + "\r", end="")
+        print(f"[{run.name}] {self._progress(run.folder, run.total, run.start, final=True)}", flush=True)
+        if run.proc.returncode != 0:
+            tail = (run.folder / "demo.log").read_text(errors="replace").splitlines()[-15:]
+            raise SystemExit("\n".join(tail) + f"\n[{run.name}] failed (exit {run.proc.returncode}); full log: "
+                             f"{run.folder / 'demo.log'}")
+        seconds = time.time() - run.start
+        run.step.finish(seconds)
         return seconds
 
+    def _show(self, runs: List["_Running"]) -> None:
+        """The progress of the running steps on one terminal line (nothing when not a terminal)."""
+        if not runs or not sys.stdout.isatty():
+            return
+        if len(runs) == 1:
+            text = self._progress(runs[0].folder, runs[0].total, runs[0].start)
+        else:
+            text = " | ".join(f"{r.name}: {self._progress(r.folder, r.total, r.start, short=True)}" for r in runs)
+        width = _terminal_width() - 3
+        print("\r  " + text[:width].ljust(width), end="", flush=True)
+
     @staticmethod
-    def _progress(folder, total, start, final=False):
+    def _progress(folder, total, start, final=False, short=False) -> str:
+        """``[####....] done/total it  m:ss elapsed, ETA m:ss`` (``short``: ``done/total it ETA m:ss``)."""
         done = min(last_iteration(folder), total) if total else 0
         elapsed = time.time() - start
-        if total:
-            width = 30
-            filled = int(width * done / total)
-            bar = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} it"
-            eta = "" if final or done == 0 else f", ETA {clock(elapsed / done * (total - done))}"
-            text = f"  {bar}  {clock(elapsed)} elapsed{eta}"
-        else:
-            text = f"  {clock(elapsed)} elapsed"
-        if sys.stdout.isatty():
-            print("\r" + text.ljust(78), end="\n" if final else "", flush=True)
-        elif final:
-            print(text, flush=True)
+        eta = "" if final or done == 0 or not total else f"ETA {clock(elapsed / done * (total - done))}"
+        if short:
+            return f"{done}/{total} it {eta}".strip() if total else f"{clock(elapsed)} elapsed"
+        if not total:
+            return f"{clock(elapsed)} elapsed"
+        filled = int(30 * done / total)
+        bar = f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} it"
+        return f"{bar}  {clock(elapsed)} elapsed" + (f", {eta}" if eta else "")
+
+
+def _terminal_width() -> int:
+    return shutil.get_terminal_size((100, 20)).columns
+
+
+class _Running:
+    """A started step: its process, open log file and progress bookkeeping."""
+
+    def __init__(self, name, folder, step, proc, log, start, total):
+        self.name, self.folder, self.step, self.proc = name, folder, step, proc
+        self.log, self.start, self.total = log, start, total
+
+    def stop(self) -> None:
+        """Terminates the process (the step stays incomplete, a re-run resumes it) and closes the log."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()

@@ -6,7 +6,8 @@ Layout (``root`` = ``$DETECTRON2_DATASETS``, default ``./datasets``, resolved at
     <root>/synthetic_shapes/annotations/{train,val,train_large}.json
 
 Registered names: ``synthetic_shapes_train`` (256 images), ``synthetic_shapes_val`` (64),
-``synthetic_shapes_train_large`` (1024; its first 256 images are the train split) and the low-label
+``synthetic_shapes_train_large`` (1024; its first 256 images are the train split), ``synthetic_shapes_dev``
+(64, held out like val: the demo's settings were chosen on it, val is only reported) and the low-label
 subsets ``synthetic_shapes_train_large_{P}pct_seed{S}`` (``P`` percent of train_large drawn without
 replacement by ``np.random.default_rng(S)``; see :func:`low_label_indices`), used by the demo.
 
@@ -55,9 +56,10 @@ SYNTHETIC_SHAPES_CLASSES: Tuple[str, ...] = tuple(style[0] for style in CATEGORY
 GENERATOR_VERSION = 1
 # "train_large" uses the seeds of "train" (its first 256 images ARE the train split), so it is disjoint
 # from "val" too; the demo pretrains on all of it and finetunes on a seeded low-label subset
-DEFAULT_NUM_IMAGES = {"train": 256, "val": 64, "train_large": 1024}
-DEFAULT_SEEDS = {"train": 0, "val": 1_000_000, "train_large": 0}  # far apart: image i uses seed + i
-SPLITS = ("train", "val", "train_large")
+# "dev" is a second held-out split for choosing settings, so that "val" is only reported on
+DEFAULT_NUM_IMAGES = {"train": 256, "val": 64, "train_large": 1024, "dev": 64}
+DEFAULT_SEEDS = {"train": 0, "val": 1_000_000, "train_large": 0, "dev": 2_000_000}  # image i uses seed + i
+SPLITS = ("train", "val", "train_large", "dev")
 # low-label subsets of train_large registered by default: (percent, seed)
 LOW_LABEL_PERCENTS = (10,)
 LOW_LABEL_SEEDS = tuple(range(5))
