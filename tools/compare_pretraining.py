@@ -106,7 +106,7 @@ def main(argv=None) -> int:
                         help="overrides added to every pretraining and finetuning command (e.g. tiny test settings)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--parallel", type=int, default=2, help="runs at once (pretrainings and scratch finetunings "
-                        "first, then the finetunings from the pretrainings)")
+                        "first; each finetuning from a pretraining once that pretraining has finished)")
     args = parser.parse_args(argv)
 
     os.environ["DETECTRON2_DATASETS"] = os.path.abspath(os.getenv("DETECTRON2_DATASETS", "datasets"))

@@ -57,8 +57,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per process (OMP_NUM_THREADS; 1 is fastest on a busy 2-core machine)")
     parser.add_argument("--parallel", type=int, default=2,
-                        help="steps run at once where they do not depend on each other (pretraining and the "
-                             "scratch finetuning; then the pretrained finetuning and the random-init evaluation)")
+                        help="steps run at once where they do not wait for each other (the scratch finetuning and "
+                             "the random-init evaluation beside the pretraining)")
     parser.add_argument("--fresh", action="store_true", help="delete the demo's outputs and start over")
     args = parser.parse_args(argv)
 

@@ -18,7 +18,8 @@ with the same seed, settings compared on the held-out ``synthetic_shapes_dev`` s
   9.7); C3 + C4 costs 1.9x the time per iteration and reaches 19.2 after 800 iterations (lr drop at 700);
 * C3 + C4 with two-stage proposals: AP 1.1 after 400 iterations (not used); test side 208 instead of 160:
   12.8 vs 10.8 at 400 iterations for 1.45x the time (not used);
-* lr 2.5e-4 / 5e-4 / 1e-3: AP 10.3 / 10.8 / 8.2 at 400 iterations, 14.9 / 19.2 / 17.2 at 800.
+* lr 2.5e-4 / 5e-4 / 1e-3: AP 10.3 / 10.8 / 8.2 at 400 iterations, 14.9 / 19.2 / 17.2 at 800 (lr drop at
+  640 / 700 / 640).
 
     python tools/lazyconfig_train_net.py --config-file configs/demo/demo_detector.py \\
         train.init_checkpoint=output/demo/siamese_pretrain/model_final.pth \\
