@@ -189,6 +189,26 @@ def test_train_large_extends_train_and_low_label_subsets(tmp_path, monkeypatch, 
     assert MetadataCatalog.get(name).thing_classes == list(SYNTHETIC_SHAPES_CLASSES)
 
 
+def test_low_label_subsets_outside_the_defaults_register_on_first_use(tmp_path, monkeypatch, restore_registration):
+    """A training process given ``..._{P}pct_seed{S}`` with P / S outside the defaults (e.g. through
+    ``compare_pretraining.py --low-label-percent 25``) registers the subset when it checks its datasets."""
+    from siamese_detr.data.dataset_checks import check_datasets_on_disk
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    register_synthetic_shapes(num_images={"train": 3, "train_large": 20, "val": 2})
+    name = "synthetic_shapes_train_large_25pct_seed44"
+    assert name not in DatasetCatalog.list()
+    check_datasets_on_disk([name])
+    large = DatasetCatalog.get("synthetic_shapes_train_large")
+    expected = sorted(np.random.default_rng(44).choice(20, size=5, replace=False).tolist())  # 25% of 20
+    assert [d["image_id"] for d in DatasetCatalog.get(name)] == [large[i]["image_id"] for i in expected]
+    assert MetadataCatalog.get(name).thing_classes == list(SYNTHETIC_SHAPES_CLASSES)
+    with pytest.raises(ValueError, match="1..100"):
+        check_datasets_on_disk(["synthetic_shapes_train_large_0pct_seed1"])
+    with pytest.raises(KeyError, match="synthetic_shapes_val_10pct_seed0"):  # only train / train_large subsets
+        check_datasets_on_disk(["synthetic_shapes_val_10pct_seed0"])
+
+
 def test_sizes_from_environment(tmp_path, monkeypatch, restore_registration):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", "val=2, train_large=3")

@@ -9,7 +9,9 @@ Registered names: ``synthetic_shapes_train`` (256 images), ``synthetic_shapes_va
 ``synthetic_shapes_train_large`` (1024; its first 256 images are the train split), ``synthetic_shapes_dev``
 (64, held out like val: the demo's settings were chosen on it, val is only reported) and the low-label
 subsets ``synthetic_shapes_train_large_{P}pct_seed{S}`` (``P`` percent of train_large drawn without
-replacement by ``np.random.default_rng(S)``; see :func:`low_label_indices`), used by the demo.
+replacement by ``np.random.default_rng(S)``; see :func:`low_label_indices`), used by the demo: ``P`` in
+:data:`LOW_LABEL_PERCENTS` and ``S`` in :data:`LOW_LABEL_SEEDS` are registered at import, any other ``P`` / ``S`` on
+first use of the name (:func:`register_low_label_by_name`).
 
 Image ``i`` of a split is drawn from ``np.random.default_rng(seed + i)`` (see ``shapes_render``), so the
 dataset is identical on every machine with the same numpy/OpenCV; images are lossless PNG. Boxes are
@@ -33,6 +35,7 @@ import functools
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from typing import Dict, Mapping, Optional, Tuple
@@ -61,7 +64,7 @@ DEFAULT_NUM_IMAGES = {"train": 256, "val": 64, "train_large": 1024, "dev": 64}
 DEFAULT_SEEDS = {"train": 0, "val": 1_000_000, "train_large": 0, "dev": 2_000_000}  # image i uses seed + i
 SPLITS = ("train", "val", "train_large", "dev")
 # low-label subsets of train_large registered by default: (percent, seed)
-LOW_LABEL_PERCENTS = (10,)
+LOW_LABEL_PERCENTS = (2, 10)
 LOW_LABEL_SEEDS = tuple(range(5))
 SHORT_SIDE_RANGE = (160, 256)
 MAX_ASPECT = 4 / 3
@@ -287,6 +290,26 @@ def low_label_indices(num_images: int, percent: float, seed: int) -> np.ndarray:
     subset: drawn without replacement by ``np.random.default_rng(seed)``."""
     count = max(1, int(round(num_images * percent / 100.0)))
     return np.sort(np.random.default_rng(seed).choice(num_images, size=count, replace=False))
+
+
+_LOW_LABEL_NAME = re.compile(r"^(synthetic_shapes_(?:train|train_large))_(\d+)pct_seed(\d+)$")
+
+
+def register_low_label_by_name(name: str) -> bool:
+    """Registers a low-label subset named as :func:`low_label_name` writes it, e.g.
+    ``synthetic_shapes_train_large_5pct_seed3``, when it is not registered yet (any percent in 1..100, any
+    seed: the defaults of :data:`LOW_LABEL_PERCENTS` x :data:`LOW_LABEL_SEEDS` are registered at import,
+    other subsets on first use, e.g. by ``tools/compare_pretraining.py --low-label-percent 5`` in each
+    training process). Returns whether ``name`` is (now) such a registered subset."""
+    match = _LOW_LABEL_NAME.match(name)
+    if match is None:
+        return False
+    parent, percent, seed = match.group(1), int(match.group(2)), int(match.group(3))
+    if not 1 <= percent <= 100:
+        raise ValueError(f"dataset {name!r}: the percent of a low-label subset must be in 1..100, got {percent}")
+    if name not in DatasetCatalog.list():
+        register_low_label_split(percent, seed, parent)
+    return True
 
 
 def _load_low_label(parent: str, percent: int, seed: int, name: str):

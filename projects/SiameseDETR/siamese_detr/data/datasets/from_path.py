@@ -32,6 +32,7 @@ from typing import Iterable, List, Optional, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..image_folder import register_image_folder
+from .builtin_shapes import register_low_label_by_name
 
 __all__ = [
     "SPEC_PREFIXES",
@@ -132,15 +133,18 @@ def register_dataset_spec(spec: str) -> str:
 
 
 def ensure_dataset(name):
-    """Register ``name`` if it is a dataset spec (see the module docstring); return it unchanged.
+    """Register ``name`` if it is a dataset spec (see the module docstring) or an unregistered low-label subset
+    of the built-in data (``synthetic_shapes_train_large_{P}pct_seed{S}``); return it unchanged.
 
-    Lists/tuples of names are handled element by element. Registered names and anything that is not a
-    spec pass through untouched (an unknown plain name fails later, where Detectron2 looks it up).
+    Lists/tuples of names are handled element by element. Registered names and anything else pass through
+    untouched (an unknown plain name fails later, where Detectron2 looks it up).
     """
     if isinstance(name, (list, tuple)):
         return type(name)(ensure_dataset(n) for n in name)
     if is_dataset_spec(name):
         register_dataset_spec(name)
+    elif isinstance(name, str) and name not in DatasetCatalog.list():
+        register_low_label_by_name(name)  # a low-label subset of the built-in data not registered by default
     return name
 
 
