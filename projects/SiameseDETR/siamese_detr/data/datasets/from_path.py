@@ -143,7 +143,7 @@ def ensure_dataset(name):
         return type(name)(ensure_dataset(n) for n in name)
     if is_dataset_spec(name):
         register_dataset_spec(name)
-    elif isinstance(name, str) and name not in DatasetCatalog.list():
+    elif isinstance(name, str):
         register_low_label_by_name(name)  # a low-label subset of the built-in data not registered by default
     return name
 
