@@ -5,18 +5,24 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.setup-complete
+# A fresh .venv takes about 6 GiB (torch 2.14.1 is a CUDA build, used on the CPU here).
+SETUP_FREE_GIB ?= 7
 
-.PHONY: setup demo test lint clean-venv
+.PHONY: setup check-disk demo test lint clean-venv
 
 setup: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml tools/install_detectron2.py Makefile
+	test -x $(PY) || $(MAKE) --no-print-directory check-disk
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet $(TORCH_PINS)
 	$(PY) tools/install_detectron2.py
 	$(PIP) install --quiet --no-build-isolation -e '.[test]' $(TORCH_PINS)
 	$(PY) -c "import torch, detectron2, siamese_detr; print('torch', torch.__version__, '| detectron2', detectron2.__version__, '| siamese_detr ok')"
 	touch $@
+
+check-disk:
+	@$(PYTHON) -c "import os, shutil, sys; d = os.path.dirname(os.path.abspath('$(VENV)')); free = shutil.disk_usage(d).free / 2**30; sys.exit(0) if free >= $(SETUP_FREE_GIB) else sys.exit(f'make setup: a new $(VENV) needs about 6 GiB (torch is a CUDA build) and {d} has {free:.1f} GiB free; free at least $(SETUP_FREE_GIB) GiB there, or point VENV=/path/with/space (SETUP_FREE_GIB=N lowers this check)')"
 
 demo: setup
 	$(PY) tools/run_demo.py
