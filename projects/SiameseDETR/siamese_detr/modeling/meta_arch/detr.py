@@ -18,6 +18,7 @@ from torchvision.ops import box_convert
 from ..backbone import feature_padding_mask
 from ..criterion import weight_losses
 from ..heads import MLP
+from ..hybrid_matching import group_self_attn_mask, repeat_targets, split_query_groups
 from ..postprocess import SoftmaxArgmaxPostProcess
 from ..transformers.base import DecoderOutput, EncoderMemory
 
@@ -87,6 +88,13 @@ class DETR(nn.Module):
             stay in eval mode; a frozen backbone also runs under ``no_grad``.
         allow_random_backbone: pretext models refuse a frozen backbone that no checkpoint initialises
             unless this is True (see ``siamese_detr.engine``); recorded here for every model.
+        num_queries_one2many: ``Q2 > 0`` adds hybrid matching in training (:mod:`..hybrid_matching`, H-DETR):
+            ``Q2`` more learned queries (``query_embed_one2many``, so checkpoints without them still load
+            ``query_embed``) matched against the targets repeated ``k_one2many`` times; their weighted
+            losses, times ``lambda_one2many``, are added with the suffix ``_one2many``. Inference uses
+            the ``num_queries`` ordinary queries alone. 0 (default) = plain DETR.
+        k_one2many: ``K``, copies of every target box for the extra queries (H-DETR: 6).
+        lambda_one2many: ``lambda`` of H-DETR Eq. 4 (1.0).
     """
 
     def __init__(
@@ -108,6 +116,9 @@ class DETR(nn.Module):
         input_format: str = "BGR",
         frozen_modules: Sequence[str] = (),
         allow_random_backbone: bool = False,
+        num_queries_one2many: int = 0,
+        k_one2many: int = 6,
+        lambda_one2many: float = 1.0,
     ):
         super().__init__()
         if isinstance(in_features, str):
@@ -134,6 +145,17 @@ class DETR(nn.Module):
         self.position_embedding = position_embedding
         self.transformer = transformer
         self.query_embed = nn.Embedding(num_queries, transformer.query_dim) if transformer.learned_queries else None
+        if num_queries_one2many < 0 or k_one2many < 1:
+            raise ValueError(f"need num_queries_one2many >= 0 and k_one2many >= 1, got "
+                             f"{num_queries_one2many} and {k_one2many}")
+        if num_queries_one2many and not transformer.learned_queries:
+            raise ValueError("num_queries_one2many needs learned object queries (not two-stage Deformable DETR)")
+        self.query_embed_one2many = (
+            nn.Embedding(num_queries_one2many, transformer.query_dim) if num_queries_one2many else None
+        )
+        self.num_queries_one2many = num_queries_one2many
+        self.k_one2many = k_one2many
+        self.lambda_one2many = lambda_one2many
 
         class_head = nn.Linear(d_model, criterion.num_class_logits)
         if criterion.initial_class_bias is not None:
@@ -264,6 +286,31 @@ class DETR(nn.Module):
         _, memory = self.encode(images)
         return self.head_outputs(self.decode(memory, self.object_queries(len(images))))
 
+    def hybrid_outputs(self, images: ImageList) -> Tuple[Dict, Dict]:
+        """Training-time outputs with hybrid matching: the ordinary and the one-to-many queries decoded
+        together, each group blind to the other in self-attention.
+
+        Returns:
+            ``(one2one, one2many)`` in the format of :meth:`forward_outputs`, with ``Q1 = num_queries`` and
+            ``Q2 = num_queries_one2many`` queries.
+        """
+        _, memory = self.encode(images)
+        batch = len(images)
+        extra = self.query_embed_one2many.weight.unsqueeze(0).expand(batch, -1, -1)
+        queries = torch.cat([self.object_queries(batch), extra], dim=1)
+        mask = group_self_attn_mask(self.num_queries, self.num_queries_one2many, queries.device)
+        return split_query_groups(self.head_outputs(self.decode(memory, queries, mask)), self.num_queries)
+
+    def hybrid_losses(self, one2one: Dict, one2many: Dict, targets: List[Dict]) -> Dict[str, torch.Tensor]:
+        """Weighted losses of H-DETR Eq. 4: the one-to-one losses as usual plus, suffixed ``_one2many``, the
+        losses of the extra queries against the targets repeated ``k_one2many`` times, each weighted by
+        ``weight_dict`` and then by ``lambda_one2many``."""
+        losses = weight_losses(self.criterion(one2one, targets), self.weight_dict)
+        repeated = repeat_targets(targets, self.k_one2many)
+        extra = weight_losses(self.criterion(one2many, repeated), self.weight_dict)
+        losses.update({f"{k}_one2many": v * self.lambda_one2many for k, v in extra.items()})
+        return losses
+
     def head_outputs(self, decoded: DecoderOutput) -> Dict:
         """Class / box heads of every decoder layer (see :meth:`forward_outputs`).
 
@@ -309,10 +356,14 @@ class DETR(nn.Module):
                 ``width`` (original size, for the output resolution) and, in training, ``instances``.
 
         Returns:
-            training: dict of weighted losses (incl. aux ``_{i}`` keys);
+            training: dict of weighted losses (incl. aux ``_{i}`` keys, and ``*_one2many`` with hybrid matching);
             eval: list of ``{"instances": Instances}`` in original-image coordinates.
         """
         images = self.preprocess_image(batched_inputs)
+        if self.training and self.num_queries_one2many:
+            one2one, one2many = self.hybrid_outputs(images)
+            targets = self.prepare_targets(batched_inputs, images.image_sizes, self.device)
+            return self.hybrid_losses(one2one, one2many, targets)
         outputs = self.forward_outputs(images)
         if self.training:
             targets = self.prepare_targets(batched_inputs, images.image_sizes, self.device)

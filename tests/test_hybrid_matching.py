@@ -1,0 +1,177 @@
+"""Hybrid matching (H-DETR): the extra one-to-many queries are isolated from the ordinary ones, each target
+gets ``K`` positives among them, their losses are weighted as documented, and inference ignores them."""
+
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.utils.events import EventStorage
+
+from siamese_detr.modeling import DETR, FocalHungarianMatcher, PositionEmbeddingSine, SetCriterion
+from siamese_detr.modeling.hybrid_matching import group_self_attn_mask, repeat_targets, split_query_groups
+from siamese_detr.modeling.transformers.deformable import DeformableDetrTransformer
+from test_detr_model import NUM_CLASSES, NUM_QUERIES, PatchBackbone, make_input, make_model
+
+NUM_ONE2MANY, REPEAT = 8, 3
+
+
+def _copy_heads(model: DETR, num_one2many=NUM_ONE2MANY, repeat=REPEAT, weight=1.0, seed=1) -> DETR:
+    """A hybrid-matching DETR sharing every module (hence every weight) of ``model``."""
+    torch.manual_seed(seed)
+    hybrid = DETR(
+        backbone=model.backbone, position_embedding=model.position_embedding, transformer=model.transformer,
+        num_classes=NUM_CLASSES, num_queries=NUM_QUERIES, criterion=model.criterion, weight_dict=model.weight_dict,
+        postprocess=model.postprocess, num_queries_one2many=num_one2many, k_one2many=repeat,
+        lambda_one2many=weight,
+    )
+    missing = hybrid.load_state_dict(model.state_dict(), strict=False).missing_keys
+    assert missing == ["query_embed_one2many.weight"]
+    return hybrid
+
+
+def _deformable_model(seed=0) -> DETR:
+    torch.manual_seed(seed)
+    transformer = DeformableDetrTransformer(
+        d_model=32, nhead=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=64, dropout=0.0,
+        num_feature_levels=1, with_box_refine=True,
+    )
+    criterion = SetCriterion(NUM_CLASSES, FocalHungarianMatcher(2.0, 5.0, 2.0), class_loss="focal")
+    return DETR(
+        backbone=PatchBackbone(), position_embedding=PositionEmbeddingSine(16, normalize=True),
+        transformer=transformer, num_classes=NUM_CLASSES, num_queries=NUM_QUERIES, criterion=criterion,
+        weight_dict={"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0},
+    )
+
+
+def _inputs():
+    return [
+        make_input(64, 96, boxes=((4, 6, 30, 40), (40, 10, 90, 60)), classes=(1, 2)),
+        make_input(64, 64, boxes=((0, 0, 20, 20),), classes=(0,), seed=1),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def test_group_mask_blocks_exactly_the_pairs_across_groups():
+    mask = group_self_attn_mask(3, 2)
+    for i in range(5):
+        for j in range(5):
+            assert bool(mask[i, j]) == ((i < 3) != (j < 3))
+
+
+def test_repeat_targets_copies_every_box_and_label():
+    targets = [{"labels": torch.tensor([2, 0]), "boxes": torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5] * 4]),
+                "image_id": 7}]
+    rep = repeat_targets(targets, 3)[0]
+    assert rep["labels"].tolist() == [2, 0] * 3
+    assert torch.equal(rep["boxes"][4:], targets[0]["boxes"])
+    assert rep["boxes"].shape == (6, 4) and rep["image_id"] == 7
+    with pytest.raises(ValueError, match="k_one2many"):
+        repeat_targets(targets, 0)
+
+
+def test_split_refuses_outputs_it_cannot_split():
+    outputs = {"pred_logits": torch.zeros(1, 5, 2), "pred_boxes": torch.zeros(1, 5, 4), "enc_outputs": {}}
+    with pytest.raises(ValueError, match="enc_outputs"):
+        split_query_groups(outputs, 3)
+
+
+# ------------------------------------------------------------------------------------------------ model
+@pytest.mark.parametrize("build", [make_model, _deformable_model], ids=["vanilla", "deformable"])
+def test_one2one_outputs_do_not_depend_on_the_extra_queries(build):
+    plain = build().eval()
+    hybrid = _copy_heads(plain, NUM_ONE2MANY, REPEAT, 1.0, seed=1).eval()
+    images = plain.preprocess_image(_inputs())
+    with torch.no_grad():
+        reference = plain.forward_outputs(images)
+        one2one, one2many = hybrid.hybrid_outputs(images)
+        torch.nn.init.normal_(hybrid.query_embed_one2many.weight, std=3.0)
+        one2one_other, _ = hybrid.hybrid_outputs(images)
+    assert one2many["pred_boxes"].shape == (2, NUM_ONE2MANY, 4)
+    assert len(one2many["aux_outputs"]) == len(reference["aux_outputs"])
+    for out in (one2one, one2one_other):
+        torch.testing.assert_close(out["pred_logits"], reference["pred_logits"], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out["pred_boxes"], reference["pred_boxes"], rtol=1e-5, atol=1e-5)
+        for a, r in zip(out["aux_outputs"], reference["aux_outputs"]):
+            torch.testing.assert_close(a["pred_boxes"], r["pred_boxes"], rtol=1e-5, atol=1e-5)
+
+
+def test_every_target_gets_repeat_positives_among_the_extra_queries():
+    hybrid = _copy_heads(_deformable_model(), NUM_ONE2MANY, REPEAT, 1.0, seed=1)
+    inputs = _inputs()
+    images = hybrid.preprocess_image(inputs)
+    targets = hybrid.prepare_targets(inputs, images.image_sizes, hybrid.device)
+    with torch.no_grad():
+        _, one2many = hybrid.hybrid_outputs(images)
+    _, indices = hybrid.criterion(one2many, repeat_targets(targets, REPEAT), return_indices=True)
+    for (queries, matched), target in zip(indices[-1], targets):
+        n = len(target["labels"])
+        assert len(set(queries.tolist())) == REPEAT * n  # distinct queries
+        assert sorted((matched % n).tolist()) == sorted(list(range(n)) * REPEAT)
+
+
+def test_losses_add_the_weighted_one2many_copies():
+    plain = _deformable_model()
+    inputs = _inputs()
+    full = _copy_heads(plain, NUM_ONE2MANY, REPEAT, 1.0, seed=1).train()
+    half = _copy_heads(plain, NUM_ONE2MANY, REPEAT, 0.5, seed=1).train()
+    with EventStorage():
+        losses_full, losses_half, losses_plain = full(inputs), half(inputs), plain.train()(inputs)
+    assert set(losses_full) == set(losses_plain) | {f"{k}_one2many" for k in losses_plain}
+    for k, v in losses_plain.items():
+        torch.testing.assert_close(losses_full[k], v, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(losses_half[f"{k}_one2many"], 0.5 * losses_full[f"{k}_one2many"])
+    # the one-to-many L1 loss is normalised by the repeated box count: by hand from the matching
+    images = full.preprocess_image(inputs)
+    targets = repeat_targets(full.prepare_targets(inputs, images.image_sizes, full.device), REPEAT)
+    with torch.no_grad():
+        _, one2many = full.hybrid_outputs(images)
+    _, indices = full.criterion(one2many, targets, return_indices=True)
+    l1 = sum((one2many["pred_boxes"][b, q] - t["boxes"][j]).abs().sum()
+             for b, ((qs, js), t) in enumerate(zip(indices[-1], targets)) for q, j in zip(qs, js))
+    expected = 5.0 * l1 / sum(len(t["boxes"]) for t in targets)
+    torch.testing.assert_close(losses_full["loss_bbox_one2many"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_one2one_losses_send_no_gradient_to_the_extra_queries():
+    hybrid = _copy_heads(_deformable_model(), NUM_ONE2MANY, REPEAT, 1.0, seed=1).train()
+    with EventStorage():
+        losses = hybrid(_inputs())
+    sum(v for k, v in losses.items() if not k.endswith("_one2many")).backward(retain_graph=True)
+    grad = hybrid.query_embed_one2many.weight.grad
+    assert grad is None or torch.count_nonzero(grad) == 0
+    assert torch.count_nonzero(hybrid.query_embed.weight.grad) > 0
+    hybrid.zero_grad()
+    sum(v for k, v in losses.items() if k.endswith("_one2many")).backward()
+    assert torch.count_nonzero(hybrid.query_embed_one2many.weight.grad) > 0
+
+
+def test_inference_uses_the_ordinary_queries_alone(tmp_path):
+    plain = _deformable_model().eval()
+    DetectionCheckpointer(plain, save_dir=str(tmp_path)).save("plain")
+    hybrid = DETR(
+        backbone=PatchBackbone(), position_embedding=plain.position_embedding,
+        transformer=DeformableDetrTransformer(d_model=32, nhead=2, num_encoder_layers=1, num_decoder_layers=2,
+                                              dim_feedforward=64, dropout=0.0, num_feature_levels=1,
+                                              with_box_refine=True),
+        num_classes=NUM_CLASSES, num_queries=NUM_QUERIES, criterion=plain.criterion,
+        weight_dict=plain.weight_dict, num_queries_one2many=NUM_ONE2MANY,
+    ).eval()
+    # a checkpoint without the extra queries still loads everything else
+    DetectionCheckpointer(hybrid).load(str(tmp_path / "plain.pth"))
+    with torch.no_grad():
+        expected = plain(_inputs())
+        got = hybrid(_inputs())
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g["instances"].scores, e["instances"].scores, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(g["instances"].pred_boxes.tensor, e["instances"].pred_boxes.tensor,
+                                   rtol=1e-5, atol=1e-4)
+
+
+def test_two_stage_is_rejected():
+    plain = _deformable_model()
+    two_stage = DeformableDetrTransformer(d_model=32, nhead=2, num_encoder_layers=1, num_decoder_layers=1,
+                                          dim_feedforward=64, num_feature_levels=1, two_stage=True,
+                                          with_box_refine=True)
+    with pytest.raises(ValueError, match="learned object queries"):
+        DETR(backbone=PatchBackbone(), position_embedding=plain.position_embedding, transformer=two_stage,
+             num_classes=NUM_CLASSES, num_queries=NUM_QUERIES, criterion=plain.criterion,
+             weight_dict=plain.weight_dict, num_queries_one2many=4)
