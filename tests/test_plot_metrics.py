@@ -20,14 +20,15 @@ def test_curves_sum_losses_skip_aux_and_keep_eval(tmp_path):
     metrics = tmp_path / "metrics.json"
     _write_metrics(metrics, [
         {"iteration": 19, "loss_ce": 2.0, "loss_bbox": 1.0, "loss_ce_0": 3.0, "lr": 1e-4},
-        {"iteration": 39, "loss_ce": 1.5, "loss_bbox": 0.5, "loss_ce_0": 2.0, "total_loss": 4.0},
+        {"iteration": 39, "loss_ce": 1.5, "loss_bbox": 0.5, "loss_ce_0": 2.0, "total_loss": 4.0,
+         "loss_ce_one2many": 0.7, "loss_ce_1_one2many": 0.9},
         {"iteration": 39, "bbox/AP": 12.5},
     ])
     records = plot_metrics.read_metrics(metrics)
     curves = plot_metrics.loss_curves(records)
-    assert set(curves) == {"loss_ce", "loss_bbox", "total_loss"}
+    assert set(curves) == {"loss_ce", "loss_bbox", "total_loss", "loss_ce_one2many"}
     assert curves["total_loss"] == ([19, 39], [6.0, 4.0])
-    assert "loss_ce_0" in plot_metrics.loss_curves(records, with_aux=True)
+    assert {"loss_ce_0", "loss_ce_1_one2many"} <= set(plot_metrics.loss_curves(records, with_aux=True))
     assert plot_metrics.eval_results(records) == {"bbox/AP": 12.5}
 
     out = tmp_path / "curves.png"

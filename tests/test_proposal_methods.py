@@ -112,6 +112,44 @@ def test_gradient_edge_map_range_and_orientation():
     assert (edges[:, :15] == 0).all()  # flat regions have no edges
 
 
+_EDGE_DIGEST = """
+import hashlib, sys
+import numpy as np
+import torch  # noqa: F401  (a training worker has torch loaded; it changes where numpy buffers land)
+from siamese_detr.data.datasets.shapes_render import render_scene
+from siamese_detr.data.proposals import gradient_edge_map
+digest = hashlib.md5()
+for seed in range(12):
+    image, _ = render_scene(np.random.default_rng(seed), 120, 150 + seed)
+    edges, orientation = gradient_edge_map(np.ascontiguousarray(image), sigma=2.0)
+    digest.update(edges.tobytes() + orientation.tobytes())
+print(digest.hexdigest())
+"""
+
+
+def test_gradient_edge_map_is_bit_identical_in_every_process():
+    """cv2.magnitude gave a different edge map for the same image in most fresh processes (so the demo's
+    online proposals, and its pretraining, differed between two identical runs); the map must not depend
+    on the process."""
+    digests = {
+        subprocess.run([sys.executable, "-c", _EDGE_DIGEST], capture_output=True, text=True, check=True,
+                       env=dict(os.environ, PYTHONWARNINGS="ignore")).stdout.strip()
+        for _ in range(4)
+    }
+    assert len(digests) == 1
+
+
+def test_gradient_edge_map_magnitude_against_float64():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    edges, _ = gradient_edge_map(img, sigma=0.0, nms=False)
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0
+    gx = cv2.Scharr(gray, cv2.CV_32F, 1, 0).astype(np.float64)
+    gy = cv2.Scharr(gray, cv2.CV_32F, 0, 1).astype(np.float64)
+    reference = np.sqrt(gx ** 2 + gy ** 2)
+    np.testing.assert_allclose(edges, reference / reference.max(), rtol=1e-6, atol=1e-7)
+
+
 def test_sed_model_missing_or_corrupt(tmp_path, rect_image):
     with pytest.raises(FileNotFoundError, match="does-not-exist.yml.gz"):
         compute_proposals(rect_image, "edgeboxes", sed_model=str(tmp_path / "does-not-exist.yml.gz"))

@@ -5,8 +5,8 @@
         --labels pretrain finetune --output output/demo/loss_curves.png
 
 Each input gets one panel; a panel shows ``total_loss`` (summed over the logged loss terms when
-the trainer did not log it) and every final-layer loss term (auxiliary ``loss_*_0..N`` terms are
-left out unless ``--aux``). Evaluation results (e.g. ``bbox/AP``) are printed, not plotted.
+the trainer did not log it) and every final-layer loss term (auxiliary ``loss_*_0..N`` terms, and
+``loss_*_0..N_one2many`` of hybrid matching, are left out unless ``--aux``). Evaluation results (e.g. ``bbox/AP``) are printed, not plotted.
 
 A line cut short by a kill (a ``{...`` that does not parse: the last line of a killed run, or a line in
 the middle once the run was resumed) is skipped with a warning; any other line that is not JSON is an error
@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-AUX_SUFFIX = re.compile(r"_\d+$")
+AUX_SUFFIX = re.compile(r"_\d+(_one2many)?$")  # decoder layer i, also of the hybrid-matching queries
 
 
 def read_metrics(path: Path) -> List[dict]:

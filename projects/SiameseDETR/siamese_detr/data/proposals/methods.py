@@ -126,7 +126,11 @@ def gradient_edge_map(
         gray = cv2.GaussianBlur(gray, (0, 0), sigma)
     gx = cv2.Scharr(gray, cv2.CV_32F, 1, 0)
     gy = cv2.Scharr(gray, cv2.CV_32F, 0, 1)
-    magnitude = cv2.magnitude(gx, gy)
+    # not cv2.magnitude: for the same input its output varied between processes (measured: a different
+    # edge map for the same image in most fresh processes once torch was imported; presumably its SIMD and
+    # scalar paths round differently and the buffer's alignment picks one). Separate float32 ufuncs round
+    # each step the same everywhere (tested in fresh processes).
+    magnitude = np.sqrt(gx * gx + gy * gy)
     peak = float(magnitude.max())
     magnitude = magnitude / peak if peak > 0 else magnitude
     orientation = np.mod(np.arctan2(gy, gx), np.pi).astype(np.float32)
