@@ -6,7 +6,8 @@
 
 Each input gets one panel; a panel shows ``total_loss`` (summed over the logged loss terms when
 the trainer did not log it) and every final-layer loss term (auxiliary ``loss_*_0..N`` terms, and
-``loss_*_0..N_one2many`` of hybrid matching, are left out unless ``--aux``). Evaluation results (e.g. ``bbox/AP``) are printed, not plotted.
+``loss_*_0..N_one2many`` of hybrid matching, are left out unless ``--aux``). Evaluation results (e.g.
+``bbox/AP``) are printed, not plotted.
 
 A line cut short by a kill (a ``{...`` that does not parse: the last line of a killed run, or a line in
 the middle once the run was resumed) is skipped with a warning; any other line that is not JSON is an error
