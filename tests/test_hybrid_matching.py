@@ -6,7 +6,13 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.events import EventStorage
 
-from siamese_detr.modeling import DETR, FocalHungarianMatcher, PositionEmbeddingSine, SetCriterion
+from siamese_detr.modeling import (
+    DETR,
+    ConditionalDetrTransformer,
+    FocalHungarianMatcher,
+    PositionEmbeddingSine,
+    SetCriterion,
+)
 from siamese_detr.modeling.hybrid_matching import group_self_attn_mask, repeat_targets, split_query_groups
 from siamese_detr.modeling.transformers.deformable import DeformableDetrTransformer
 from test_detr_model import NUM_CLASSES, NUM_QUERIES, PatchBackbone, make_input, make_model
@@ -34,6 +40,18 @@ def _deformable_model(seed=0) -> DETR:
         d_model=32, nhead=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=64, dropout=0.0,
         num_feature_levels=1, with_box_refine=True,
     )
+    criterion = SetCriterion(NUM_CLASSES, FocalHungarianMatcher(2.0, 5.0, 2.0), class_loss="focal")
+    return DETR(
+        backbone=PatchBackbone(), position_embedding=PositionEmbeddingSine(16, normalize=True),
+        transformer=transformer, num_classes=NUM_CLASSES, num_queries=NUM_QUERIES, criterion=criterion,
+        weight_dict={"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0},
+    )
+
+
+def _conditional_model(seed=0) -> DETR:
+    torch.manual_seed(seed)
+    transformer = ConditionalDetrTransformer(d_model=32, nhead=2, num_encoder_layers=1, num_decoder_layers=2,
+                                             dim_feedforward=64, dropout=0.0)
     criterion = SetCriterion(NUM_CLASSES, FocalHungarianMatcher(2.0, 5.0, 2.0), class_loss="focal")
     return DETR(
         backbone=PatchBackbone(), position_embedding=PositionEmbeddingSine(16, normalize=True),
@@ -75,7 +93,8 @@ def test_split_refuses_outputs_it_cannot_split():
 
 
 # ------------------------------------------------------------------------------------------------ model
-@pytest.mark.parametrize("build", [make_model, _deformable_model], ids=["vanilla", "deformable"])
+@pytest.mark.parametrize("build", [make_model, _conditional_model, _deformable_model],
+                         ids=["vanilla", "conditional", "deformable"])
 def test_one2one_outputs_do_not_depend_on_the_extra_queries(build):
     plain = build().eval()
     hybrid = _copy_heads(plain, NUM_ONE2MANY, REPEAT, 1.0, seed=1).eval()
