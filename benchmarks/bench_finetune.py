@@ -33,9 +33,9 @@ from pathlib import Path
 import torch
 from bench_inputs import build_training, mapped_batches  # benchmarks/ is on sys.path when run as a script
 from machine_info import describe_machine
+from results_md import append_section
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 VARIANTS = {
     # variant: (demo config, R50 config)
     "vanilla": ("configs/demo/detr_demo.py", "configs/detr/detr_r50_coco_150ep.py"),
@@ -188,8 +188,7 @@ def main():
     lines = report(args, rows, compiled_note)
     print("\n".join(lines))
     if not args.no_append:
-        with open(RESULTS, "a") as f:
-            f.write("\n".join(lines) + "\n")
+        append_section(lines)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from machine_info import describe_machine  # benchmarks/ is on sys.path when run as a script
+from results_md import append_section
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 CONFIG = ROOT / "configs" / "demo" / "demo_detector.py"
 
 # (name, batch, queries (None = every encoder token), level shapes, heads)
@@ -171,8 +171,7 @@ def main():
     ]
     print("\n".join(lines))
     if not args.no_append:
-        with open(RESULTS, "a") as f:
-            f.write("\n".join(lines) + "\n")
+        append_section(lines)
 
 
 if __name__ == "__main__":

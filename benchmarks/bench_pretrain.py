@@ -55,9 +55,9 @@ from pathlib import Path
 import torch
 from bench_inputs import build_training, mapped_batches  # benchmarks/ is on sys.path when run as a script
 from machine_info import describe_machine
+from results_md import append_section
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 CONFIGS = {
     "demo": ROOT / "configs/demo/siamese_detr_pretrain_demo.py",
     "demo-conditional": ROOT / "configs/demo/siamese_detr_conditional_pretrain_demo.py",
@@ -370,11 +370,7 @@ def main():
     lines = report(args, results, waits, ", ".join(f"{iters[m]} for {m}" for m in args.models), warmup)
     print("\n".join(lines))
     if not args.no_append:
-        if not RESULTS.exists():
-            RESULTS.write_text("# Benchmark results\n\nEach section is appended by the benchmark that "
-                               "produced it (with the machine it ran on).\n")
-        with open(RESULTS, "a") as f:
-            f.write("\n".join(lines) + "\n")
+        append_section(lines)
 
 
 if __name__ == "__main__":
