@@ -1,11 +1,37 @@
-"""tools/compare_pretraining.py end to end at a tiny setting (values are not asserted: 1-iteration runs)."""
+"""tools/compare_pretraining.py end to end at a tiny setting (values are not asserted: 1-iteration runs), and
+its paired gains on hand-made results."""
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compare_tool():
+    spec = importlib.util.spec_from_file_location("compare_pretraining_tool", ROOT / "tools/compare_pretraining.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_gains_by_hand():
+    ap = {"scratch": {0: 20.0, 1: 22.0, 2: 21.0}, "A": {0: 26.0, 1: 23.0, 2: 27.5}, "B": {0: 19.0, 1: None, 2: 21.0}}
+    results = {name: {seed: {"AP": v} for seed, v in per_seed.items()} for name, per_seed in ap.items()}
+    gains = _compare_tool().paired_gains(results, "scratch")
+    assert set(gains) == {"A", "B"}
+    # A: +6, +1, +6.5 -> mean 4.5, worst +1 (a mean above +4 that does not hold on every seed)
+    assert gains["A"]["per_seed"] == pytest.approx({0: 6.0, 1: 1.0, 2: 6.5})
+    assert gains["A"]["mean"] == pytest.approx(4.5) and gains["A"]["worst"] == pytest.approx(1.0)
+    # B has no AP for seed 1: only seeds 0 and 2 are paired
+    assert gains["B"]["per_seed"] == pytest.approx({0: -1.0, 2: 0.0})
+    assert gains["B"]["mean"] == pytest.approx(-0.5) and gains["B"]["worst"] == pytest.approx(-1.0)
+    results["C"] = {0: {"AP": None}}
+    assert _compare_tool().paired_gains(results, "scratch")["C"] == {"per_seed": {}, "mean": None, "worst": None}
 
 
 def test_compare_pretraining_tiny(tmp_path):
@@ -32,8 +58,25 @@ def test_compare_pretraining_tiny(tmp_path):
     assert summary["methods"]["scratch"]["pretrain_s_per_iter"][0] is None
     table = (out / "comparison.md").read_text()
     assert "| scratch |" in table and "| Siamese DETR |" in table
+    assert "AP gain vs scratch, paired by seed" in table and summary["baseline"] == "scratch"
+    gain = summary["methods"]["Siamese DETR"]["AP_gain_vs_baseline"]
+    assert gain["per_seed"]["1"] == summary["methods"]["Siamese DETR"]["per_seed"]["1"]["AP"] - \
+        summary["methods"]["scratch"]["per_seed"]["1"]["AP"]
+    assert "AP_gain_vs_baseline" not in summary["methods"]["scratch"]
     assert (out / "comparison.png").stat().st_size > 0
     # the finetuning used the seed-1 low-label subset and started from the Siamese checkpoint
     log = (out / "commands.txt").read_text()
     assert "synthetic_shapes_train_large_10pct_seed1" in log
     assert "siamese_detr_seed1/pretrain/model_final.pth" in log
+
+
+def test_outputs_without_a_baseline_have_no_gain_column(tmp_path):
+    tool = _compare_tool()
+    results = {"A": {0: {"AP": 10.0, "AP50": 20.0, "pretrain_s_per_iter": 0.5}},
+               "B": {0: {"AP": 12.0, "AP50": 25.0, "pretrain_s_per_iter": None}}}
+    args = type("Args", (), {"seeds": [0], "low_label_percent": 10})()
+    table = tool.write_outputs(tmp_path, results, args, 60.0, baseline=None)
+    assert "gain" not in table and (tmp_path / "comparison.png").stat().st_size > 0
+    table = tool.write_outputs(tmp_path, results, args, 60.0, baseline="B")
+    assert "| A | 10.00 ± 0.00 | 20.00 ± 0.00 | 0.500 ± 0.000 | -2.00 (worst seed -2.00) |" in table
+    assert json.loads((tmp_path / "comparison.json").read_text())["methods"]["A"]["AP_gain_vs_baseline"]["mean"] == -2.0

@@ -15,10 +15,11 @@ A pretraining config must build a model whose checkpoint loads into the detector
 queries and heads), e.g. one made from ``demo_detector.model`` as ``demo_siamese_pretrain.py`` is.
 
 Writes ``<output>/comparison.json``, ``comparison.md`` (mean ± half the min-max spread of AP and AP50 over
-seeds, pretraining seconds per iteration) and ``comparison.png``. Steps are cached like ``make demo``'s: a
-re-run reuses finished runs whose inputs did not change. Runs that do not depend on each other go two at a time
-(``--parallel``, one torch thread each): the pretrainings and scratch finetunings first, each finetuning from a
-pretraining as soon as that pretraining has finished.
+seeds, pretraining seconds per iteration, and each method's AP gain over the first method without
+pretraining, ``scratch``, paired by seed: its mean and its worst seed) and ``comparison.png``. Steps are
+cached like ``make demo``'s: a re-run reuses finished runs whose inputs did not change. Runs that do not depend
+on each other go two at a time (``--parallel``, one torch thread each): the pretrainings and scratch
+finetunings first, each finetuning from a pretraining as soon as that pretraining has finished.
 """
 import argparse
 import json
@@ -73,6 +74,33 @@ def mean_spread(values: List[Optional[float]]) -> Tuple[Optional[float], Optiona
     if not values:
         return None, None
     return sum(values) / len(values), (max(values) - min(values)) / 2
+
+
+def paired_gains(results: Dict[str, Dict[int, dict]], baseline: str) -> Dict[str, dict]:
+    """AP of every other method minus the ``baseline``'s, seed by seed (the same seed draws the same low-label
+    subset and finetuning seed for every method, so the differences are paired).
+
+    Returns:
+        ``{method: {"per_seed": {seed: gain}, "mean": mean gain, "worst": smallest gain}}`` over the seeds where
+        both have an AP (mean / worst None when there is none); the baseline itself is left out.
+    """
+    base = results[baseline]
+    gains = {}
+    for name, per_seed in results.items():
+        if name == baseline:
+            continue
+        diff = {seed: r["AP"] - base[seed]["AP"] for seed, r in per_seed.items()
+                if r["AP"] is not None and base.get(seed, {}).get("AP") is not None}
+        values = list(diff.values())
+        gains[name] = {"per_seed": diff, "mean": sum(values) / len(values) if values else None,
+                       "worst": min(values) if values else None}
+    return gains
+
+
+def _fmt_gain(gain: Optional[dict]) -> str:
+    if gain is None or gain["mean"] is None:
+        return "-"
+    return f"{gain['mean']:+.2f} (worst seed {gain['worst']:+.2f})"
 
 
 def _fmt(mean, spread, digits=2) -> str:
@@ -181,23 +209,33 @@ def main(argv=None) -> int:
         spi = seconds_per_iter(pt_dir / "metrics.json") if pt_dir is not None else None
         results[name][seed] = {"AP": res.get("bbox/AP"), "AP50": res.get("bbox/AP50"), "pretrain_s_per_iter": spi}
 
-    table = write_outputs(output, results, args, time.time() - started)
+    baseline = next((name for name, config in present if config is None), None)
+    table = write_outputs(output, results, args, time.time() - started, baseline)
     print("\n" + table)
     print(f"written: {output / 'comparison.json'}, {output / 'comparison.md'}, {output / 'comparison.png'}")
     return 0
 
 
-def write_outputs(output: Path, results: Dict[str, Dict[int, dict]], args, seconds: float) -> str:
+def write_outputs(output: Path, results: Dict[str, Dict[int, dict]], args, seconds: float,
+                  baseline: Optional[str] = None) -> str:
+    """comparison.md / .json / .png; with a ``baseline`` (the first method without pretraining), also every
+    method's AP gain over it, paired by seed (:func:`paired_gains`)."""
     rows = []
+    gains = paired_gains(results, baseline) if baseline is not None else {}
     summary = {"seeds": args.seeds, "low_label_percent": args.low_label_percent, "minutes": seconds / 60,
-               "methods": {}}
+               "baseline": baseline, "methods": {}}
     for name, per_seed in results.items():
         ap = mean_spread([r["AP"] for r in per_seed.values()])
         ap50 = mean_spread([r["AP50"] for r in per_seed.values()])
         spi = mean_spread([r["pretrain_s_per_iter"] for r in per_seed.values()])
         summary["methods"][name] = {"per_seed": per_seed, "AP": ap, "AP50": ap50, "pretrain_s_per_iter": spi}
-        rows.append((name, _fmt(*ap), _fmt(*ap50), _fmt(*spi, digits=3) if spi[0] is not None else "-"))
+        if name in gains:
+            summary["methods"][name]["AP_gain_vs_baseline"] = gains[name]
+        row = (name, _fmt(*ap), _fmt(*ap50), _fmt(*spi, digits=3) if spi[0] is not None else "-")
+        rows.append(row + ((_fmt_gain(gains.get(name)),) if baseline is not None else ()))
     head = ("method", f"AP (mean ± spread, {len(args.seeds)} seeds)", "AP50", "pretraining s/it")
+    if baseline is not None:
+        head += (f"AP gain vs {baseline}, paired by seed",)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     table = "\n".join(lines)
@@ -211,13 +249,17 @@ def write_outputs(output: Path, results: Dict[str, Dict[int, dict]], args, secon
 
 
 def plot(path: Path, summary: dict) -> None:
+    """Left: AP and AP50 per method (bar = mean, error bar = half the spread, dots = seeds). Right, when there
+    is a baseline: each method's AP gain over it, paired by seed (bar = mean, dots = seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(summary["methods"])
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    gained = [n for n in names if "AP_gain_vs_baseline" in summary["methods"][n]]
+    fig, axes = plt.subplots(1, 2 if gained else 1, figsize=(10 if gained else 6, 3.5), dpi=100, squeeze=False)
+    ax = axes[0, 0]
     for i, name in enumerate(names):
         m = summary["methods"][name]
         for metric, offset, colour in (("AP", -0.15, "tab:blue"), ("AP50", 0.15, "tab:orange")):
@@ -233,6 +275,20 @@ def plot(path: Path, summary: dict) -> None:
     ax.set_ylabel("% on synthetic_shapes_val")
     ax.set_title(f"finetuned on {summary['low_label_percent']}% labels, seeds {summary['seeds']}")
     ax.legend()
+    if gained:
+        ax = axes[0, 1]
+        for i, name in enumerate(gained):
+            gain = summary["methods"][name]["AP_gain_vs_baseline"]
+            if gain["mean"] is None:
+                continue
+            ax.bar(i, gain["mean"], width=0.5, color="tab:green" if gain["mean"] >= 0 else "tab:red")
+            values = list(gain["per_seed"].values())
+            ax.scatter([i] * len(values), values, color="k", s=10, zorder=3)
+        ax.axhline(0.0, color="k", linewidth=0.8)
+        ax.set_xticks(range(len(gained)))
+        ax.set_xticklabels(gained)
+        ax.set_ylabel(f"AP - AP of {summary['baseline']} (same seed)")
+        ax.set_title(f"AP gain over {summary['baseline']}, paired by seed (dots: seeds)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
