@@ -258,7 +258,9 @@ def print_table(s: dict, times: dict, reused=()) -> None:
         print(f"{stage:<40} {clock(seconds):>6}{mark} {metric}")
     ap = s["ap"]
     if ap.get("pretrained") is not None and ap.get("scratch") is not None:
-        print(f"gain from Siamese DETR pretraining: {ap['pretrained'] - ap['scratch']:+.1f} AP")
+        gain = ap["pretrained"] - ap["scratch"]
+        print(f"gain from Siamese DETR pretraining: {gain:+.1f} AP (one seed; the AP varies by about 2 between "
+              "seeds here: python tools/compare_pretraining.py compares over several)")
 
 
 if __name__ == "__main__":
