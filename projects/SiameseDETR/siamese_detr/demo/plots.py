@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["eval_history", "plot_ap_curves", "draw_detections"]
+__all__ = ["eval_history", "seed_summary", "plot_ap_curves", "draw_detections"]
 
 
 def eval_history(metrics_json, key: str = "bbox/AP") -> List[Tuple[int, float]]:
@@ -31,9 +31,26 @@ def eval_history(metrics_json, key: str = "bbox/AP") -> List[Tuple[int, float]]:
     return sorted(found.items())
 
 
+def seed_summary(histories: Sequence[Sequence[Tuple[int, float]]]) -> List[Tuple[int, float, float, float]]:
+    """``[(iteration, mean, min, max)]`` over several runs (e.g. seeds) of :func:`eval_history` outputs, at
+    the iterations that EVERY run evaluated (sorted); empty when there is no run or no common iteration."""
+    if not histories:
+        return []
+    per_run = [dict(h) for h in histories]
+    common = sorted(set.intersection(*(set(h) for h in per_run)))
+    rows = []
+    for it in common:
+        values = [h[it] for h in per_run]
+        rows.append((it, sum(values) / len(values), min(values), max(values)))
+    return rows
+
+
 def plot_ap_curves(curves: Dict[str, Sequence[Tuple[int, float]]], output: str, title: str,
-                   ylabel: str = "COCO AP (%) on synthetic_shapes_val") -> None:
-    """Line plot of ``{label: [(iteration, AP)]}`` written to the PNG ``output``."""
+                   ylabel: str = "COCO AP (%) on synthetic_shapes_val",
+                   bands: Optional[Dict[str, Sequence[Tuple[int, float, float]]]] = None) -> None:
+    """Line plot of ``{label: [(iteration, AP)]}`` written to the PNG ``output``; ``bands`` optionally
+    shades ``{label: [(iteration, low, high)]}`` around the line of the same label (e.g. the seeds'
+    min-max range around their mean)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,7 +60,11 @@ def plot_ap_curves(curves: Dict[str, Sequence[Tuple[int, float]]], output: str, 
     for label, points in curves.items():
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", label=label)
+            line, = ax.plot(xs, ys, marker="o", label=label)
+            band = (bands or {}).get(label)
+            if band:
+                bx, lo, hi = zip(*band)
+                ax.fill_between(bx, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xlabel("finetuning iteration")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

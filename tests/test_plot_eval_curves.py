@@ -1,0 +1,73 @@
+"""tools/plot_eval_curves.py: groups of runs -> mean and min-max per evaluated iteration, a table and a PNG."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from siamese_detr.demo.plots import seed_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("plot_eval_curves", ROOT / "tools" / "plot_eval_curves.py")
+plot_eval_curves = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(plot_eval_curves)
+
+
+def _run_dir(root: Path, name: str, aps):
+    """A training output directory whose metrics.json holds trainer lines and AP at the given iterations."""
+    run = root / name
+    run.mkdir()
+    lines = []
+    for it, ap in aps:
+        lines.append({"iteration": it - 10, "total_loss": 1.0})
+        lines.append({"iteration": it - 1, "bbox/AP": ap, "bbox/AP50": 2 * ap, "total_loss": 0.5})
+    (run / "metrics.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return run
+
+
+def test_seed_summary_is_mean_min_max_at_common_iterations():
+    runs = [[(100, 1.0), (200, 4.0), (300, 9.0)], [(100, 3.0), (200, 2.0)], [(200, 6.0), (100, 5.0)]]
+    # 300 is evaluated by one run only: dropped; 100: (1+3+5)/3 = 3, 200: (4+2+6)/3 = 4
+    assert seed_summary(runs) == [(100, 3.0, 1.0, 5.0), (200, 4.0, 2.0, 6.0)]
+    assert seed_summary([]) == []
+    assert seed_summary([[(100, 1.0)], [(200, 2.0)]]) == []
+
+
+def test_table_reference_difference_and_png(tmp_path, capsys):
+    _run_dir(tmp_path, "a_seed0", [(200, 10.0), (400, 20.0)])
+    _run_dir(tmp_path, "a_seed1", [(200, 12.0), (400, 24.0)])
+    _run_dir(tmp_path, "b_seed0", [(200, 13.0), (400, 21.0)])
+    (tmp_path / "a_seed0.log").write_text("not a run\n")  # a wildcard ending in "/" does not match it
+    out = tmp_path / "figs" / "curves.png"
+    plot_eval_curves.main([
+        "--run", f"a={tmp_path}/a_seed*/", "--run", f"b={tmp_path / 'b_seed0' / 'metrics.json'}",
+        "--reference", "a", "--output", str(out),
+    ])
+    table = capsys.readouterr().out
+    assert "| a | 2 | 11.00 (10.00-12.00) | 22.00 (20.00-24.00) |" in table
+    assert "| b | 1 | 13.00 (13.00-13.00) | 21.00 (21.00-21.00) |" in table
+    assert "| b - a | | +2.00 | -1.00 |" in table
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    plot_eval_curves.main(["--run", f"b={tmp_path}/b_seed0", "--metric", "bbox/AP50",
+                           "--output", str(tmp_path / "ap50.png")])
+    assert "| b | 1 | 26.00 (26.00-26.00) | 42.00 (42.00-42.00) |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--run", "no_equals_sign"], "expected LABEL=PATH"),
+    (["--run", "a={missing}"], "does not exist"),
+    (["--run", "a={root}/a_seed*"], "is not a metrics.json file"),
+    (["--run", "a={root}/a_seed0", "--metric", "segm/AP"], "no 'segm/AP'"),
+    (["--run", "a={root}/a_seed0", "--run", "a={root}/a_seed0"], "given twice"),
+    (["--run", "a={root}/a_seed0", "--reference", "b"], "is not one of the --run labels"),
+    (["--run", "a={root}/bad"], "not a detectron2 metrics.json"),
+])
+def test_errors_name_the_argument_or_file(tmp_path, args, message):
+    _run_dir(tmp_path, "a_seed0", [(200, 10.0)])
+    (tmp_path / "a_seed0.log").write_text("x\n")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "metrics.json").write_text("{\"iteration\": 1}{oops\n")
+    args = [a.format(root=tmp_path, missing=tmp_path / "nowhere") for a in args]
+    with pytest.raises(SystemExit, match=message):
+        plot_eval_curves.main(args + ["--output", str(tmp_path / "x.png")])

@@ -1,0 +1,129 @@
+#!/usr/bin/env python
+"""Evaluation curves of several groups of runs (e.g. one group per initialisation, one run per seed): the
+mean over each group's runs at every evaluated iteration, with the runs' min-max range shaded, in one PNG,
+and the same numbers as a Markdown table on the terminal.
+
+    python tools/plot_eval_curves.py \\
+        --run "scratch=output/compare/scratch_seed*/finetune" \\
+        --run "Siamese DETR=output/compare/siamese_detr_seed*/finetune" \\
+        --reference scratch --output output/compare/ap_curves_by_seed.png
+
+``--run LABEL=PATH[,PATH...]``: each PATH is a training output directory (its ``metrics.json``, written by
+``tools/lazyconfig_train_net.py`` with ``train.eval_period > 0``) or a ``metrics.json`` file; shell-style
+wildcards are expanded (sorted). A group's curve is taken at the iterations that all its runs evaluated.
+``--reference LABEL`` adds the difference of every other group's mean to that group's, per iteration (a
+difference of means: pair the runs by seed yourself, or use ``tools/compare_pretraining.py``, for per-seed
+gains).
+"""
+import argparse
+import glob
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
+
+from siamese_detr.demo.plots import eval_history, plot_ap_curves, seed_summary  # noqa: E402
+
+Summary = List[Tuple[int, float, float, float]]
+
+
+def parse_run(spec: str) -> Tuple[str, List[Path]]:
+    """``"LABEL=PATH[,PATH...]"`` -> ``(label, [metrics.json paths])``, wildcards expanded; exits with a
+    message naming the argument or the path that is wrong."""
+    label, sep, paths = spec.partition("=")
+    if not sep or not label.strip() or not paths.strip():
+        raise SystemExit(f"--run {spec!r}: expected LABEL=PATH[,PATH...], e.g. \"scratch=output/run_seed*\"")
+    files = []
+    for pattern in (p.strip() for p in paths.split(",") if p.strip()):
+        matches = sorted(glob.glob(pattern)) or [pattern]
+        for match in matches:
+            path = Path(match)
+            metrics = path / "metrics.json" if path.is_dir() or not path.suffix else path
+            if metrics.suffix != ".json":
+                raise SystemExit(f"--run {label!r}: {metrics} is not a metrics.json file (a wildcard that "
+                                 f"matched more than the run directories? end it with '/' to match only them)")
+            if not metrics.is_file():
+                raise SystemExit(
+                    f"--run {label!r}: {metrics} does not exist; give training output directories written by "
+                    f"tools/lazyconfig_train_net.py (with train.eval_period > 0) or their metrics.json files"
+                )
+            files.append(metrics)
+    return label.strip(), files
+
+
+def summarise(groups: Dict[str, List[Path]], metric: str) -> Dict[str, Summary]:
+    """``{label: seed_summary of its runs' histories of metric}``; exits when a run never logged ``metric``
+    or a group's runs share no evaluated iteration."""
+    summaries = {}
+    for label, files in groups.items():
+        histories = []
+        for path in files:
+            try:
+                history = eval_history(str(path), metric)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"{path}: not a detectron2 metrics.json (a JSON object per line): {e}")
+            if not history:
+                raise SystemExit(f"{path}: no {metric!r} in it (was the run evaluated? train.eval_period > 0)")
+            histories.append(history)
+        summary = seed_summary(histories)
+        if not summary:
+            raise SystemExit(f"--run {label!r}: its {len(files)} runs share no evaluated iteration")
+        summaries[label] = summary
+    return summaries
+
+
+def markdown_table(summaries: Dict[str, Summary], counts: Dict[str, int], reference: Optional[str] = None) -> str:
+    """Rows: groups (``mean (min-max)`` per iteration), then ``LABEL - REFERENCE`` (difference of means) at
+    the iterations both have."""
+    iterations = sorted({row[0] for summary in summaries.values() for row in summary})
+    lines = ["| runs | n | " + " | ".join(str(it) for it in iterations) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in iterations) + " |"]
+    for label, summary in summaries.items():
+        by_it = {it: (mean, lo, hi) for it, mean, lo, hi in summary}
+        cells = [f"{by_it[it][0]:.2f} ({by_it[it][1]:.2f}-{by_it[it][2]:.2f})" if it in by_it else "-"
+                 for it in iterations]
+        lines.append(f"| {label} | {counts[label]} | " + " | ".join(cells) + " |")
+    if reference is not None:
+        ref = {it: mean for it, mean, _, _ in summaries[reference]}
+        for label, summary in summaries.items():
+            if label == reference:
+                continue
+            mine = {it: mean for it, mean, _, _ in summary}
+            cells = [f"{mine[it] - ref[it]:+.2f}" if it in mine and it in ref else "-" for it in iterations]
+            lines.append(f"| {label} - {reference} | | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", action="append", required=True, metavar="LABEL=PATH[,PATH...]",
+                        help="a group of runs (repeat for every group)")
+    parser.add_argument("--metric", default="bbox/AP", help="key in metrics.json (default bbox/AP)")
+    parser.add_argument("--reference", default=None, help="label of the group the others are compared with")
+    parser.add_argument("--output", default="eval_curves.png", help="PNG to write")
+    parser.add_argument("--title", default="mean over runs, min-max shaded")
+    parser.add_argument("--ylabel", default=None, help="y-axis label (default: the metric)")
+    args = parser.parse_args(argv)
+
+    groups: Dict[str, List[Path]] = {}
+    for spec in args.run:
+        label, files = parse_run(spec)
+        if label in groups:
+            raise SystemExit(f"--run {label!r} is given twice; merge its paths with commas")
+        groups[label] = files
+    if args.reference is not None and args.reference not in groups:
+        raise SystemExit(f"--reference {args.reference!r} is not one of the --run labels {sorted(groups)}")
+
+    summaries = summarise(groups, args.metric)
+    print(markdown_table(summaries, {k: len(v) for k, v in groups.items()}, args.reference))
+    curves = {label: [(it, mean) for it, mean, _, _ in s] for label, s in summaries.items()}
+    bands = {label: [(it, lo, hi) for it, _, lo, hi in s] for label, s in summaries.items()}
+    plot_ap_curves(curves, args.output, args.title, ylabel=args.ylabel or args.metric, bands=bands)
+    print(f"wrote {os.path.abspath(args.output)}")
+
+
+if __name__ == "__main__":
+    main()
