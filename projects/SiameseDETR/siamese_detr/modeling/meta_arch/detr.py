@@ -22,7 +22,7 @@ from ..hybrid_matching import group_self_attn_mask, repeat_targets, split_query_
 from ..postprocess import SoftmaxArgmaxPostProcess
 from ..transformers.base import DecoderOutput, EncoderMemory
 
-__all__ = ["DETR", "build_input_proj"]
+__all__ = ["DETR", "build_input_proj", "set_target"]
 
 
 def build_input_proj(
@@ -51,6 +51,21 @@ def build_input_proj(
         projections.append(block(c_in, 3, 2))
         c_in = d_model
     return nn.ModuleList(projections)
+
+
+def set_target(labels: torch.Tensor, boxes_xyxy: torch.Tensor, image_size: Tuple[int, int]) -> Dict[str, torch.Tensor]:
+    """One image's target for the set criterion.
+
+    Args:
+        labels: ``Long[N]`` class indices; boxes_xyxy: ``[N, 4]`` xyxy absolute pixels of the unpadded image;
+        image_size: its ``(h, w)``.
+
+    Returns:
+        ``{"labels": Long[N], "boxes": [N, 4] cxcywh normalised by (w, h)}`` on the boxes' device.
+    """
+    h, w = image_size
+    scale = torch.as_tensor([w, h, w, h], dtype=torch.float32, device=boxes_xyxy.device)
+    return {"labels": labels.long(), "boxes": box_convert(boxes_xyxy.float() / scale, "xyxy", "cxcywh")}
 
 
 def _prediction_heads(head: nn.Module, count: int, shared: bool) -> nn.ModuleList:
@@ -268,11 +283,9 @@ class DETR(nn.Module):
         """detectron2 ``instances`` (``gt_boxes`` xyxy absolute in the resized image, ``gt_classes``) ->
         ``[{"labels": Long[N], "boxes": [N, 4] cxcywh normalised by the unpadded (h, w)}]``."""
         targets = []
-        for x, (h, w) in zip(batched_inputs, image_sizes):
+        for x, size in zip(batched_inputs, image_sizes):
             inst = x["instances"].to(device)
-            scale = torch.as_tensor([w, h, w, h], dtype=torch.float32, device=device)
-            boxes = box_convert(inst.gt_boxes.tensor.float() / scale, "xyxy", "cxcywh")
-            targets.append({"labels": inst.gt_classes.long(), "boxes": boxes})
+            targets.append(set_target(inst.gt_classes, inst.gt_boxes.tensor, size))
         return targets
 
     def forward_outputs(self, images: ImageList) -> Dict:

@@ -21,21 +21,19 @@ variant-agnostic ``DETR``.
 In eval mode it is ``DETR`` with one class (class-agnostic detection, paper Table 6).
 """
 
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import torch
-from torch import nn
-from torchvision.ops import box_convert
 
 from ..criterion import weight_losses
 from ..heads import MLP
 from ..pretext.embedding_loss import object_embedding_loss
-from .detr import DETR
+from .pretext_detr import PretextDETR
 
 __all__ = ["DETRegPretrain"]
 
 
-class DETRegPretrain(DETR):
+class DETRegPretrain(PretextDETR):
     """DETReg on any DETR variant (learned or two-stage queries).
 
     Args:
@@ -43,48 +41,26 @@ class DETRegPretrain(DETR):
             ``out_features``).
         criterion: ``SetCriterion`` with ``num_classes=1``.
         weight_dict: ``loss_ce``, ``loss_bbox``, ``loss_giou``, ``loss_object_embedding``.
+        num_queries: ``Q`` object queries, at least the number of proposals per image.
         embedding_feature: backbone level whose average over each proposal crop is the embedding target z
             (official default C3 = ``res3``).
-        other args: as ``DETR``.
+        detr_kwargs: the other arguments of ``DETR`` (``position_embedding``, ``transformer``, ``in_features``,
+            ``num_extra_levels``, ``input_proj_norm``, ``aux_loss``, ``postprocess``, pixel statistics,
+            ``input_format``, ``allow_random_backbone``).
     """
 
-    def __init__(
-        self,
-        *,
-        backbone: nn.Module,
-        position_embedding: nn.Module,
-        transformer: nn.Module,
-        criterion: nn.Module,
-        weight_dict: Dict[str, float],
-        num_queries: int = 100,
-        embedding_feature: str = "res3",
-        aux_loss: bool = True,
-        in_features=("res5",),
-        num_extra_levels: int = 0,
-        input_proj_norm: bool = False,
-        pixel_mean: Sequence[float] = (103.530, 116.280, 123.675),
-        pixel_std: Sequence[float] = (57.375, 57.120, 58.395),
-        input_format: str = "BGR",
-        postprocess: nn.Module = None,
-        allow_random_backbone: bool = False,
-    ):
-        if getattr(criterion, "num_classes", 1) != 1:
-            raise ValueError(f"the pretext criterion must have num_classes=1 (objectness), got {criterion.num_classes}")
-        required = {"loss_ce", "loss_bbox", "loss_giou", "loss_object_embedding"}
-        if required - set(weight_dict):
-            raise ValueError(f"weight_dict lacks {sorted(required - set(weight_dict))}")
-        shapes = backbone.output_shape()
+    def __init__(self, *, num_queries: int = 100, embedding_feature: str = "res3", **detr_kwargs):
+        super().__init__(
+            num_queries=num_queries,
+            required_losses=("loss_ce", "loss_bbox", "loss_giou", "loss_object_embedding"),
+            learned_queries_only=False,
+            **detr_kwargs,
+        )
+        shapes = self.backbone.output_shape()
         if embedding_feature not in shapes:
             raise ValueError(f"embedding_feature {embedding_feature!r} is not a backbone output {sorted(shapes)}: "
                              f"add it to the backbone's out_features")
-        super().__init__(
-            backbone=backbone, position_embedding=position_embedding, transformer=transformer, num_classes=1,
-            num_queries=num_queries, criterion=criterion, weight_dict=weight_dict, in_features=in_features,
-            num_extra_levels=num_extra_levels, input_proj_norm=input_proj_norm, aux_loss=aux_loss,
-            postprocess=postprocess, pixel_mean=pixel_mean, pixel_std=pixel_std, input_format=input_format,
-            frozen_modules=("backbone",), allow_random_backbone=allow_random_backbone,
-        )
-        d_model = transformer.d_model
+        d_model = self.transformer.d_model
         self.embedding_feature = embedding_feature
         self.sem_embed = MLP(d_model, d_model, shapes[embedding_feature].channels, 2)  # official feature_embed
 
@@ -118,12 +94,7 @@ class DETRegPretrain(DETR):
         decoded = self.decode(memory, self.object_queries(len(images)))
         outputs = self.head_outputs(decoded)
 
-        targets = []
-        for x, (h, w) in zip(batched_inputs, images.image_sizes):
-            scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
-            boxes = x["proposal_boxes"].to(self.device).float() / scale
-            targets.append({"labels": torch.zeros(len(boxes), dtype=torch.int64, device=self.device),
-                            "boxes": box_convert(boxes, "xyxy", "cxcywh")})
+        targets = self.objectness_targets([x["proposal_boxes"] for x in batched_inputs], images.image_sizes)
         losses, indices = self.criterion(outputs, targets, return_indices=True)
         embeddings = self.crop_embeddings([x["crops"] for x in batched_inputs])
         predicted = self.sem_embed(decoded.hidden_states[-1])  # [B, Q, C_emb], last layer only (official)

@@ -41,12 +41,11 @@ ImageNet-like data 3 / 10 (supplementary §B and the official ImageNet configs);
 (official COCO configs; the supplementary text says 0.3 / 3 — we follow the released code).
 """
 
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import torch
 from detectron2.utils import comm
 from torch import nn
-from torchvision.ops import box_convert
 
 from ..criterion import weight_losses
 from ..heads import MLP
@@ -58,12 +57,12 @@ from ..pretext.region_features import (
     region_conditioned_queries,
 )
 from ..pretext.simsiam import SimSiamPredictor, SimSiamProjector
-from .detr import DETR
+from .pretext_detr import PretextDETR
 
 __all__ = ["SiameseDETRPretrain"]
 
 
-class SiameseDETRPretrain(DETR):
+class SiameseDETRPretrain(PretextDETR):
     """Siamese DETR pretraining model: the finetune ``DETR`` (objectness head, frozen backbone) plus the
     pretext heads, so that a pretraining checkpoint loads into ``DETR`` through ``train.init_checkpoint``
     (class head skipped for its shape, pretext heads reported unused).
@@ -78,15 +77,14 @@ class SiameseDETRPretrain(DETR):
         num_regions: n regions per view delivered by ``SiameseViewMapper(num_regions=n)``.
         weight_dict: base loss weights: ``loss_ce``, ``loss_bbox``, ``loss_giou`` (λ2 = 1 folded in),
             ``loss_region`` (λ0), ``loss_global`` (λ1); aux copies ``_i`` use the base weight.
-        aux_loss: auxiliary decoder-layer terms for L_loc and L_r.
-        in_features, num_extra_levels, input_proj_norm: feature levels, as ``DETR``; region and crop
-            features concatenate the ``in_features`` levels.
         projection_dim, predictor_hidden_dim: SimSiam widths (projector d_model -> projection_dim ->
             projection_dim, predictor projection_dim -> predictor_hidden_dim -> projection_dim).
         roi_output_size: RoIAlign grid for z (7).
-        postprocess, pixel_mean, pixel_std, input_format: as ``DETR``.
-        allow_random_backbone: the frozen backbone may start without ``train.init_checkpoint`` (only for
-            the CPU demo; a real run against random features learns nothing useful).
+        detr_kwargs: the other arguments of ``DETR``: ``aux_loss`` (auxiliary decoder-layer terms for L_loc
+            and L_r), ``in_features`` / ``num_extra_levels`` / ``input_proj_norm`` (region and crop features
+            concatenate the ``in_features`` levels), ``postprocess``, pixel statistics, ``input_format``,
+            ``allow_random_backbone`` (the frozen backbone may start without ``train.init_checkpoint``: only
+            for the CPU demo; a real run against random features learns nothing useful).
 
     In eval mode it is ``DETR`` with one class: class-agnostic detections from the learned object queries
     alone (z = 0), as a finetune DETR initialised from this checkpoint runs before finetuning.
@@ -95,61 +93,25 @@ class SiameseDETRPretrain(DETR):
     def __init__(
         self,
         *,
-        backbone: nn.Module,
-        position_embedding: nn.Module,
-        transformer: nn.Module,
-        criterion: nn.Module,
         num_queries: int = 100,
         num_regions: int = 10,
-        weight_dict: Dict[str, float],
-        aux_loss: bool = True,
-        in_features=("res5",),
-        num_extra_levels: int = 0,
-        input_proj_norm: bool = False,
         projection_dim: int = 256,
         predictor_hidden_dim: int = 256,
         roi_output_size: int = 7,
-        pixel_mean: Sequence[float] = (103.530, 116.280, 123.675),
-        pixel_std: Sequence[float] = (57.375, 57.120, 58.395),
-        input_format: str = "BGR",
-        postprocess: nn.Module = None,
-        allow_random_backbone: bool = False,
+        **detr_kwargs,
     ):
         if num_regions < 1 or num_queries % num_regions != 0:
             raise ValueError(
                 f"num_queries ({num_queries}) must be a positive multiple of num_regions ({num_regions}): "
                 f"every region is repeated num_queries / num_regions times"
             )
-        if not getattr(transformer, "learned_queries", True):
-            raise ValueError("Siamese DETR pretraining needs learned object queries: turn two-stage off")
-        if getattr(criterion, "num_classes", 1) != 1:
-            raise ValueError(
-                f"the pretext criterion must have num_classes=1 (objectness), got {criterion.num_classes}"
-            )
-        missing = {"loss_ce", "loss_bbox", "loss_giou", "loss_region", "loss_global"} - set(weight_dict)
-        if missing:
-            raise ValueError(f"weight_dict lacks {sorted(missing)}")
         super().__init__(
-            backbone=backbone,
-            position_embedding=position_embedding,
-            transformer=transformer,
-            num_classes=1,  # objectness + no-object
             num_queries=num_queries,
-            criterion=criterion,
-            weight_dict=weight_dict,
-            in_features=in_features,
-            num_extra_levels=num_extra_levels,
-            input_proj_norm=input_proj_norm,
-            aux_loss=aux_loss,
-            postprocess=postprocess,
-            pixel_mean=pixel_mean,
-            pixel_std=pixel_std,
-            input_format=input_format,
-            frozen_modules=("backbone",),
-            allow_random_backbone=allow_random_backbone,
+            required_losses=("loss_ce", "loss_bbox", "loss_giou", "loss_region", "loss_global"),
+            **detr_kwargs,
         )
-        d_model = transformer.d_model
-        shapes = backbone.output_shape()
+        d_model = self.transformer.d_model
+        shapes = self.backbone.output_shape()
         channels = sum(shapes[f].channels for f in self.in_features)
         # pretext-only heads
         self.region_proj = nn.Linear(channels, d_model)  # proj(z) of Eq. 7
@@ -218,24 +180,17 @@ class SiameseDETRPretrain(DETR):
         decoded = self.decode(memory.select(other), queries)  # hidden_states [L, 2B, Q, D]
 
         # L_loc (Eq. 9): targets are the OTHER view's region boxes
-        targets = []
-        for i in other.tolist():
-            h, w = images.image_sizes[i]
-            scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
-            boxes = views[i]["region_boxes"].to(self.device).float() / scale
-            labels = torch.zeros(n, dtype=torch.int64, device=self.device)
-            targets.append({"labels": labels, "boxes": box_convert(boxes, "xyxy", "cxcywh")})
+        other_views = other.tolist()
+        targets = self.objectness_targets(
+            [views[i]["region_boxes"] for i in other_views], [images.image_sizes[i] for i in other_views]
+        )
         losses, indices = self.criterion(self.head_outputs(decoded), targets, return_indices=True)
 
         # L_r (Eq. 12): f_sem of queries of view v vs crop features of view v, per decoder layer
         num_boxes = self.criterion.get_num_boxes(targets, self.device)
-        hs = decoded.hidden_states
-        semantic = self.sem_embed(hs if self.aux_loss else hs[-1:])
-        for layer, layer_indices in enumerate(indices):
-            name = "loss_region" if layer == len(indices) - 1 else f"loss_region_{layer}"
-            losses[name] = region_discrimination_loss(
-                semantic[layer], crop_features, layer_indices, num_boxes
-            )
+        losses.update(self.layerwise_feature_losses(
+            "loss_region", region_discrimination_loss, decoded.hidden_states, crop_features, indices, num_boxes
+        ))
 
         # L_g (Eq. 11) on the masked average of each view's encoder memory
         # rows are view-major: batch-norm statistics per view, as two separate calls (official head)

@@ -21,79 +21,54 @@
 In eval mode it is ``DETR`` with one class and the learned object queries alone.
 """
 
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import torch
 from torch import nn
-from torchvision.ops import box_convert
 
 from ..criterion import weight_losses
 from ..heads import MLP
 from ..pretext.losses import region_discrimination_loss
 from ..pretext.query_groups import group_attention_mask, query_feature_dropout
 from ..pretext.region_features import concatenated_average_pool, region_conditioned_queries
-from .detr import DETR
+from .pretext_detr import PretextDETR
 
 __all__ = ["UPDETRPretrain"]
 
 
-class UPDETRPretrain(DETR):
+class UPDETRPretrain(PretextDETR):
     """UP-DETR random-query-patch detection on any DETR variant with learned object queries.
 
     Args:
-        backbone, position_embedding, transformer, in_features, num_extra_levels, input_proj_norm,
-        postprocess, pixel_mean, pixel_std, input_format, allow_random_backbone: as ``DETR`` (the backbone
-            is frozen).
+        backbone: frozen.
         criterion: ``SetCriterion`` with ``num_classes=1``.
+        weight_dict: ``loss_ce``, ``loss_bbox``, ``loss_giou`` and (with ``feature_recon``) ``loss_feature``.
         num_queries: ``Q``, a multiple of ``num_patches``.
         num_patches: ``n`` query patches per image (official default 10).
-        weight_dict: ``loss_ce``, ``loss_bbox``, ``loss_giou`` and (with ``feature_recon``) ``loss_feature``.
         mask_ratio: probability of zeroing a query's patch feature in training (official 0.1).
         feature_recon: add the feature reconstruction branch and loss (official ``--feature_recon``).
-        aux_loss: auxiliary decoder-layer losses (also for the feature loss, as the official).
+        detr_kwargs: the other arguments of ``DETR`` (``position_embedding``, ``transformer``, ``in_features``,
+            ``num_extra_levels``, ``input_proj_norm``, ``aux_loss`` (auxiliary decoder-layer losses, also for
+            the feature loss, as the official), ``postprocess``, pixel statistics, ``input_format``,
+            ``allow_random_backbone``).
     """
 
     def __init__(
         self,
         *,
-        backbone: nn.Module,
-        position_embedding: nn.Module,
-        transformer: nn.Module,
-        criterion: nn.Module,
-        weight_dict: Dict[str, float],
         num_queries: int = 100,
         num_patches: int = 10,
         mask_ratio: float = 0.1,
         feature_recon: bool = True,
-        aux_loss: bool = True,
-        in_features=("res5",),
-        num_extra_levels: int = 0,
-        input_proj_norm: bool = False,
-        pixel_mean: Sequence[float] = (103.530, 116.280, 123.675),
-        pixel_std: Sequence[float] = (57.375, 57.120, 58.395),
-        input_format: str = "BGR",
-        postprocess: nn.Module = None,
-        allow_random_backbone: bool = False,
+        **detr_kwargs,
     ):
         if num_patches < 1 or num_queries % num_patches != 0:
             raise ValueError(f"num_queries ({num_queries}) must be a positive multiple of num_patches ({num_patches})")
-        if not getattr(transformer, "learned_queries", True):
-            raise ValueError("UP-DETR pretraining needs learned object queries: turn two-stage off")
-        if getattr(criterion, "num_classes", 1) != 1:
-            raise ValueError(f"the pretext criterion must have num_classes=1 (objectness), got {criterion.num_classes}")
-        required = {"loss_ce", "loss_bbox", "loss_giou"} | ({"loss_feature"} if feature_recon else set())
-        if required - set(weight_dict):
-            raise ValueError(f"weight_dict lacks {sorted(required - set(weight_dict))}")
-        super().__init__(
-            backbone=backbone, position_embedding=position_embedding, transformer=transformer, num_classes=1,
-            num_queries=num_queries, criterion=criterion, weight_dict=weight_dict, in_features=in_features,
-            num_extra_levels=num_extra_levels, input_proj_norm=input_proj_norm, aux_loss=aux_loss,
-            postprocess=postprocess, pixel_mean=pixel_mean, pixel_std=pixel_std, input_format=input_format,
-            frozen_modules=("backbone",), allow_random_backbone=allow_random_backbone,
-        )
-        shapes = backbone.output_shape()
+        losses = ("loss_ce", "loss_bbox", "loss_giou") + (("loss_feature",) if feature_recon else ())
+        super().__init__(num_queries=num_queries, required_losses=losses, **detr_kwargs)
+        shapes = self.backbone.output_shape()
         channels = sum(shapes[f].channels for f in self.in_features)
-        d_model = transformer.d_model
+        d_model = self.transformer.d_model
         self.region_proj = nn.Linear(channels, d_model)  # official patch2query
         self.sem_embed = MLP(d_model, d_model, channels, 2) if feature_recon else None  # official feature_align
         self.num_patches = num_patches
@@ -137,19 +112,12 @@ class UPDETRPretrain(DETR):
             patch_features = concatenated_average_pool(self.backbone_features(patches)).view(batch, n, -1)
         decoded = self.decode(memory, self.patch_queries(patch_features), self_attn_mask=self.attention_mask)
 
-        targets = []
-        for x, (h, w) in zip(batched_inputs, images.image_sizes):
-            scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
-            boxes = x["patch_boxes"].to(self.device).float() / scale
-            targets.append({"labels": torch.zeros(n, dtype=torch.int64, device=self.device),
-                            "boxes": box_convert(boxes, "xyxy", "cxcywh")})
+        targets = self.objectness_targets([x["patch_boxes"] for x in batched_inputs], images.image_sizes)
         losses, indices = self.criterion(self.head_outputs(decoded), targets, return_indices=True)
 
         if self.feature_recon:
             num_boxes = self.criterion.get_num_boxes(targets, self.device)
-            hs = decoded.hidden_states
-            semantic = self.sem_embed(hs if self.aux_loss else hs[-1:])
-            for layer, layer_indices in enumerate(indices):
-                name = "loss_feature" if layer == len(indices) - 1 else f"loss_feature_{layer}"
-                losses[name] = region_discrimination_loss(semantic[layer], patch_features, layer_indices, num_boxes)
+            losses.update(self.layerwise_feature_losses(
+                "loss_feature", region_discrimination_loss, decoded.hidden_states, patch_features, indices, num_boxes
+            ))
         return weight_losses(losses, self.weight_dict)
