@@ -33,8 +33,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..heads import MLP
-from .base import DecoderOutput, EncoderMemory, flatten_levels, inverse_sigmoid
-from .vanilla import DetrEncoderLayer
+from .base import DecoderOutput, EncoderMemory, inverse_sigmoid
+from .vanilla import DetrEncoderLayer, encode_one_level
 
 __all__ = ["ConditionalDetrTransformer", "ConditionalDecoderLayer", "ProjectedAttention", "sine_embed_points"]
 
@@ -266,15 +266,7 @@ class ConditionalDetrTransformer(nn.Module):
         Returns:
             :class:`EncoderMemory` with ``memory [B, HW, C]`` (row-major tokens).
         """
-        if len(srcs) != 1:
-            raise ValueError(
-                f"ConditionalDetrTransformer takes one feature level, got {len(srcs)} (set in_features to one)"
-            )
-        tokens, mask_flat, pos_flat, shapes, starts, ratios = flatten_levels(srcs, masks, pos)
-        memory = tokens
-        for layer in self.encoder_layers:
-            memory = layer(memory, key_padding_mask=mask_flat, pos=pos_flat)
-        return EncoderMemory(memory, mask_flat, pos_flat, shapes, starts, ratios)
+        return encode_one_level(self, srcs, masks, pos)
 
     def reference_points(self, queries: torch.Tensor) -> torch.Tensor:
         """``[B, Q, C]`` object queries -> ``[B, Q, 2]`` reference points ``(x, y)`` in ``(0, 1)``."""

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from .base import DecoderOutput, EncoderMemory, flatten_levels
 
-__all__ = ["DetrTransformer", "DetrEncoderLayer", "DetrDecoderLayer"]
+__all__ = ["DetrTransformer", "DetrEncoderLayer", "DetrDecoderLayer", "encode_one_level"]
 
 
 def _activation(name: str):
@@ -124,6 +124,31 @@ class DetrDecoderLayer(nn.Module):
         return self.norm3(tgt + self.dropout3(self._ffn(tgt)))
 
 
+def encode_one_level(
+    transformer: nn.Module, srcs: List[torch.Tensor], masks: List[torch.Tensor], pos: List[torch.Tensor], norm=None
+) -> EncoderMemory:
+    """DETR's encoder (``transformer.encoder_layers``, then ``norm`` if given) on ONE projected level, shared by
+    Vanilla and Conditional DETR.
+
+    Args:
+        srcs: ``[[B, C, H, W]]``; masks: ``[bool [B, H, W]]`` (True = padding); pos: ``[[B, C, H, W]]``.
+
+    Returns:
+        :class:`EncoderMemory` with ``memory [B, HW, C]`` (token ``h * W + w``, row-major).
+    """
+    if len(srcs) != 1:
+        raise ValueError(
+            f"{type(transformer).__name__} takes one feature level, got {len(srcs)} (set in_features to one)"
+        )
+    tokens, mask_flat, pos_flat, shapes, starts, ratios = flatten_levels(srcs, masks, pos)
+    memory = tokens
+    for layer in transformer.encoder_layers:
+        memory = layer(memory, key_padding_mask=mask_flat, pos=pos_flat)
+    if norm is not None:
+        memory = norm(memory)
+    return EncoderMemory(memory, mask_flat, pos_flat, shapes, starts, ratios)
+
+
 class DetrTransformer(nn.Module):
     """DETR's Transformer: ``num_encoder_layers`` encoder layers over the flattened feature map and
     ``num_decoder_layers`` decoder layers over object queries, all batch-first.
@@ -189,13 +214,7 @@ class DetrTransformer(nn.Module):
         Returns:
             :class:`EncoderMemory` with ``memory [B, HW, C]`` (token ``h * W + w``, row-major).
         """
-        if len(srcs) != 1:
-            raise ValueError(f"DetrTransformer takes one feature level, got {len(srcs)} (set in_features to one)")
-        tokens, mask_flat, pos_flat, shapes, starts, ratios = flatten_levels(srcs, masks, pos)
-        memory = tokens
-        for layer in self.encoder_layers:
-            memory = layer(memory, key_padding_mask=mask_flat, pos=pos_flat)
-        return EncoderMemory(self.encoder_norm(memory), mask_flat, pos_flat, shapes, starts, ratios)
+        return encode_one_level(self, srcs, masks, pos, self.encoder_norm)
 
     def decode(
         self,
