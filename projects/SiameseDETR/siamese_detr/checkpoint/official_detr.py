@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 
-from .registry import ConversionResult, convert_detr_backbone, model_state, register_converter
+from .registry import ConversionResult, convert_detr_backbone, model_state, register_converter, rename_by_rules
 
 __all__ = ["convert_official_detr", "convert_official_conditional_detr", "coco_thing_category_ids"]
 
@@ -121,13 +121,11 @@ def _convert(
         if _CLASS_HEAD.match(key) or _BOX_HEAD.match(key):
             heads[key] = value
             continue
-        for pattern, build in rules:
-            m = pattern.match(key)
-            if m is not None:
-                converted[build(m)] = value
-                break
-        else:
+        name = rename_by_rules(key, rules)
+        if name is None:
             unmapped.append(key)
+        else:
+            converted[name] = value
 
     if heads and num_heads == 0:
         unmapped.extend(heads)  # heads without a decoder: nowhere to put them

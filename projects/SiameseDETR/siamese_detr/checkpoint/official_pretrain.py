@@ -32,36 +32,33 @@ heads keep the official widths and are skipped there for their shape.
 
 import re
 from collections.abc import Mapping
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 import torch
 
 from .official_deformable_detr import convert_official_deformable_detr
 from .official_detr import convert_official_conditional_detr, convert_official_detr
-from .registry import ConversionResult, model_state, register_converter
+from .registry import ConversionResult, RenameRule, model_state, register_converter, rename_by_rules
 
 __all__ = ["convert_official_up_detr", "convert_official_detreg", "convert_official_siamese_detr"]
 
 _P = r"(weight|bias)"
-Rule = Tuple[re.Pattern, Callable[[re.Match], str]]
-_REGION_PROJ: Rule = (re.compile(rf"^patch2query\.{_P}$"), lambda m: f"region_proj.{m[1]}")
+_REGION_PROJ: RenameRule = (re.compile(rf"^patch2query\.{_P}$"), lambda m: f"region_proj.{m[1]}")
 
 
-def _sem_embed_rule(official: str) -> Rule:
+def _sem_embed_rule(official: str) -> RenameRule:
     return re.compile(rf"^{re.escape(official)}\.layers\.(\d+)\.{_P}$"), lambda m: f"sem_embed.layers.{m[1]}.{m[2]}"
 
 
-def _split(state: Dict[str, torch.Tensor], rules: Sequence[Rule]):
+def _split(state: Dict[str, torch.Tensor], rules: Sequence[RenameRule]):
     """Keys matching a pretext ``rule`` (converted here) vs the rest (for a finetune converter)."""
     converted, rest = {}, {}
     for key, value in state.items():
-        for pattern, build in rules:
-            m = pattern.match(key)
-            if m is not None:
-                converted[build(m)] = value
-                break
-        else:
+        name = rename_by_rules(key, rules)
+        if name is None:
             rest[key] = value
+        else:
+            converted[name] = value
     return converted, rest
 
 

@@ -11,8 +11,9 @@ on purpose (e.g. ``num_batches_tracked``, pretext-only heads), listed for the us
 ``tools/convert_checkpoint.py --format NAME`` looks converters up here.
 """
 
+import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -23,6 +24,8 @@ __all__ = [
     "get_converter",
     "model_state",
     "register_converter",
+    "rename_by_rules",
+    "RenameRule",
 ]
 
 
@@ -34,6 +37,8 @@ class ConversionResult:
 
 
 Converter = Callable[..., ConversionResult]
+# (pattern of an official key, builder of the project name from its match)
+RenameRule = Tuple[re.Pattern, Callable[[re.Match], str]]
 _CONVERTERS: Dict[str, Converter] = {}
 
 
@@ -109,3 +114,13 @@ def convert_detr_backbone(
         return {}, []
     mapped, dropped = map_torchvision_resnet(backbone, prefix="backbone.", input_format=input_format)
     return mapped, [source_prefix + k for k in dropped]
+
+
+def rename_by_rules(key: str, rules: Sequence[RenameRule]) -> Optional[str]:
+    """The project name of the official ``key`` given by the FIRST rule whose pattern matches it (rules are
+    tried in order); None when no rule matches."""
+    for pattern, build in rules:
+        m = pattern.match(key)
+        if m is not None:
+            return build(m)
+    return None
