@@ -228,6 +228,12 @@ def test_dataset_with_meta_json(tmp_path):
         assert store.image_ids == ["100", "101"] and 100 in store
         meta = json.load(open(os.path.join(out, "meta.json")))
         assert meta["dataset"] == name and meta["params"]["resize"] == 32 and meta["params"]["mode"] == "fast"
+        # two workers wrote it; here, in another order in one process, each image gives its stored boxes
+        from siamese_detr.data.proposals import compute_proposals
+
+        for i, f in reversed(list(enumerate(files))):
+            boxes, _ = compute_proposals(cv2.imread(f), "selective_search", resize=32)
+            assert np.array_equal(store.get(100 + i)[0], boxes)
     finally:
         DatasetCatalog.remove(name)
 

@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="boxes kept per image (default: 512 for edgeboxes and random, all for selective_search)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the random method (combined with the image id)"
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the random boxes (combined with the image id) and of Selective Search's random ranking "
+        "(combined with the image's pixels)",
     )
     p.add_argument("--sed-model", default=None, help="EdgeBoxes: Structured Edge Detection model.yml.gz")
     p.add_argument("--alpha", type=float, default=0.65, help="EdgeBoxes sliding-window step")
@@ -106,7 +110,7 @@ def method_params(args) -> dict:
         params.update(alpha=args.alpha, beta=args.beta, sed_model=args.sed_model)
     elif args.method == "selective_search":
         params.update(resize=args.ss_resize, mode=args.ss_mode)
-    if args.method != "random":
+    if args.method == "edgeboxes":
         params.pop("seed")
     return params
 

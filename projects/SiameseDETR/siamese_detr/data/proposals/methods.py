@@ -13,6 +13,8 @@ from ``cv2.ximgproc`` (opencv-contrib).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import logging
 import math
@@ -37,6 +39,8 @@ __all__ = [
     "gradient_edge_map",
     "structured_edge_map",
     "stable_seed",
+    "seed_c_rand",
+    "image_seed",
 ]
 
 METHODS = ("edgeboxes", "selective_search", "random")
@@ -87,6 +91,43 @@ def stable_seed(image_id, seed: int = 0) -> int:
     """
     digest = hashlib.blake2b(f"{seed}:{image_id}".encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+_C_LIBRARY = None  # ctypes handle of the C library whose rand() OpenCV uses; False once it cannot be loaded
+
+
+def seed_c_rand(seed: int) -> bool:
+    """``srand(seed)`` in the C library (``seed`` taken modulo 2**32). Returns False where it cannot be done.
+
+    OpenCV's Selective Search ranks its boxes as Uijlings et al. (IJCV 2013, §3.5): hierarchy level times
+    a random number, drawn with the C library's ``rand()``. That generator is global to the process, so
+    without a seed the ranking of an image depends on how many images the process ranked before it.
+    Where the C library cannot be loaded (e.g. Windows' CRT keeps rand() state per thread), a warning is
+    logged once and the ranking stays unseeded.
+    """
+    global _C_LIBRARY
+    if _C_LIBRARY is None:
+        try:
+            _C_LIBRARY = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _C_LIBRARY.srand.argtypes = [ctypes.c_uint]
+        except (OSError, AttributeError) as e:
+            _C_LIBRARY = False
+            logger.warning(
+                "cannot seed the C library's rand() (%s): Selective Search rankings will depend on the order "
+                "in which a process sees its images", e
+            )
+    if not _C_LIBRARY:
+        return False
+    _C_LIBRARY.srand(int(seed) % (1 << 32))
+    return True
+
+
+def image_seed(image: np.ndarray, seed: int = 0) -> int:
+    """A 31-bit seed from the pixels, shape and dtype of ``image`` and ``seed``, the same in every process."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{seed}:{image.shape}:{image.dtype}".encode("utf-8"))
+    h.update(np.ascontiguousarray(image).tobytes())
+    return int.from_bytes(h.digest(), "little") >> 33
 
 
 # --------------------------------------------------------------------------------------------- edges
@@ -276,13 +317,20 @@ def selective_search(
     max_boxes: Optional[int] = None,
     resize: Optional[int] = None,
     mode: str = "fast",
+    seed: int = 0,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Selective Search (``cv2.ximgproc.segmentation``), boxes in OpenCV's output order.
+
+    OpenCV ranks the boxes with a random factor (see :func:`seed_c_rand`); the generator is seeded from
+    the image that is searched and ``seed`` (:func:`image_seed`), so the boxes and their order are a
+    function of the image, whatever the process computed before (DETReg's official proposals are
+    computed once per image and stored, so its top-K of an image is fixed too).
 
     Args:
         resize: if given, run on a copy whose **short side** is ``resize`` px (DETReg runs on small images,
             e.g. 128) and scale the boxes back to the input size; None = full resolution.
         mode: "fast" (``switchToSelectiveSearchFast``, DETReg's choice) or "quality".
+        seed: changes the random ranking of every image.
 
     Returns:
         boxes float32 [K, 4] xyxy absolute in the *input* image; scores float32 [K] = (K - rank) / K, i.e. the
@@ -305,6 +353,7 @@ def selective_search(
         search.switchToSelectiveSearchQuality()
     else:
         raise ValueError(f"selective_search mode must be 'fast' or 'quality', got {mode!r}")
+    seed_c_rand(image_seed(work, seed))
     rects = search.process()
     if rects is None or len(rects) == 0:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
@@ -402,7 +451,8 @@ def compute_proposals(
     Args:
         method: "edgeboxes", "selective_search" or "random".
         max_boxes: keep at most this many (None = the method's default in :data:`DEFAULT_MAX_BOXES`).
-        seed, image_id: random boxes use ``stable_seed(image_id, seed)`` when ``image_id`` is given, else ``seed``.
+        seed, image_id: random boxes use ``stable_seed(image_id, seed)`` when ``image_id`` is given, else ``seed``;
+            Selective Search seeds its ranking with ``seed`` and the image's pixels.
         **kw: passed to :func:`edgeboxes` / :func:`selective_search` / :func:`random_boxes`.
 
     Returns:
@@ -416,7 +466,7 @@ def compute_proposals(
     if method == "edgeboxes":
         return edgeboxes(image_bgr, max_boxes=max_boxes, **kw)
     if method == "selective_search":
-        return selective_search(image_bgr, max_boxes=max_boxes, **kw)
+        return selective_search(image_bgr, max_boxes=max_boxes, seed=seed, **kw)
     if method == "random":
         s = stable_seed(image_id, seed) if image_id is not None else seed
         return random_boxes(image_bgr.shape[0], image_bgr.shape[1], num_boxes=max_boxes or 512, seed=s, **kw)
