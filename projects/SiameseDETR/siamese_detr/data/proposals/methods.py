@@ -100,8 +100,9 @@ def seed_c_rand(seed: int) -> bool:
     """``srand(seed)`` in the C library (``seed`` taken modulo 2**32). Returns False where it cannot be done.
 
     OpenCV's Selective Search ranks its boxes as Uijlings et al. (IJCV 2013) combine their hierarchies:
-    a box's position in its hierarchy times a random number, drawn with the C library's ``rand()``. That generator is global to the process, so
-    without a seed the ranking of an image depends on how many images the process ranked before it.
+    a box's position in its hierarchy times a random number, drawn with the C library's ``rand()``. That
+    generator is global to the process, so without a seed the ranking of an image depends on how many
+    images the process ranked before it.
     Where the C library cannot be loaded (e.g. Windows' CRT keeps rand() state per thread), a warning is
     logged once and the ranking stays unseeded.
     """
