@@ -1,5 +1,4 @@
 """DETReg pretraining: selection policies, mapper geometry, embedding loss, training, handoff."""
-import itertools
 import math
 import os
 
@@ -19,6 +18,7 @@ from siamese_detr.modeling.meta_arch.detreg import DETRegPretrain
 from siamese_detr.modeling.pretext.embedding_loss import object_embedding_loss
 from test_siamese_detr_model import tiny_backbone
 from test_siamese_handoff import tiny_detr
+from pretext_test_utils import losses_over_steps, fake_query_batch
 
 WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_object_embedding": 1.0}
 
@@ -40,18 +40,7 @@ def tiny_detreg(num_queries=6, d_model=32, layers=2, seed=0):
 
 
 def fake_batch(counts=(2, 4), size=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for b, (k, (h, w)) in enumerate(zip(counts, [(64, 96), (80, 64), (72, 72)])):
-        xy = torch.rand(k, 2, generator=g) * torch.tensor([w / 2, h / 2])
-        wh = (0.2 + 0.3 * torch.rand(k, 2, generator=g)) * torch.tensor([w, h])
-        out.append({
-            "image_id": b,
-            "image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
-            "crops": torch.randint(0, 256, (k, 3, size, size), generator=g, dtype=torch.uint8),
-            "proposal_boxes": torch.cat([xy, xy + wh], dim=1),
-        })
-    return out
+    return fake_query_batch(counts, "crops", "proposal_boxes", size=size, seed=seed)
 
 
 # ----------------------------------------------------------------------------------------------- policies
@@ -202,16 +191,7 @@ def test_a_few_steps_on_builtin_dataset_lower_the_loss(tiny_synthetic_shapes):
     mapper = DETRegMapper(proposal_source=RandomProposals(num_boxes=50), num_proposals=4, crop_size=32, seed=0,
                           augmentation=[T.ResizeShortestEdge(96, max_size=128)], augmentation_with_crop=None)
     batch = [mapper(d) for d in dicts]
-    model = tiny_detreg().train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    totals = []
-    with EventStorage():
-        for _ in itertools.repeat(None, 8):
-            loss = sum(model(batch).values())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            totals.append(loss.item())
+    totals = losses_over_steps(tiny_detreg().train(), batch)
     assert totals[-1] < totals[0], totals
 
 

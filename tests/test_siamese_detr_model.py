@@ -1,6 +1,5 @@
 """SiameseDETRPretrain: shapes, gradient routing, MVCA direction, L_r target view, eval mode, training."""
 import copy
-import itertools
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from torchvision.ops import box_convert, roi_align
 from siamese_detr.modeling import DetrTransformer, HungarianMatcher, PositionEmbeddingSine, SetCriterion
 from siamese_detr.modeling.meta_arch.siamese_detr import SiameseDETRPretrain
 from siamese_detr.modeling.pretext.losses import normalized_l2_distance
+from pretext_test_utils import losses_over_steps
 
 WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_region": 3.0, "loss_global": 10.0}
 
@@ -253,17 +253,7 @@ def test_a_few_steps_on_builtin_dataset_lower_the_loss(tmp_path, monkeypatch):
     batch = [mapper(d) for d in dicts]
     assert all(x is not None for x in batch)
     model = tiny_model(num_queries=6, num_regions=3).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
-    totals = []
-    with EventStorage():
-        for _ in itertools.repeat(None, 8):
-            loss = sum(model(batch).values())
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-            optimizer.step()
-            totals.append(loss.item())
+    totals = losses_over_steps(model, batch, weight_decay=1e-4, clip_max_norm=0.1)
     assert totals[-1] < totals[0], totals
 
 

@@ -1,5 +1,4 @@
 """UP-DETR pretraining: attention mask, patch geometry, feature dropout, feature loss, mapper, training, handoff."""
-import itertools
 import os
 
 import cv2
@@ -17,6 +16,7 @@ from siamese_detr.modeling.meta_arch.up_detr import UPDETRPretrain
 from siamese_detr.modeling.pretext.query_groups import group_attention_mask, query_feature_dropout
 from test_siamese_detr_model import tiny_backbone
 from test_siamese_handoff import tiny_detr
+from pretext_test_utils import losses_over_steps, fake_query_batch
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_feature": 1.0}
@@ -38,18 +38,7 @@ def tiny_up_detr(num_queries=6, num_patches=3, d_model=32, layers=2, mask_ratio=
 
 
 def fake_batch(batch=2, num_patches=3, size=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for b, (h, w) in zip(range(batch), [(64, 96), (80, 64), (72, 72)]):
-        xy = torch.rand(num_patches, 2, generator=g) * torch.tensor([w / 2, h / 2])
-        wh = (0.2 + 0.3 * torch.rand(num_patches, 2, generator=g)) * torch.tensor([w, h])
-        out.append({
-            "image_id": b,
-            "image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
-            "patches": torch.randint(0, 256, (num_patches, 3, size, size), generator=g, dtype=torch.uint8),
-            "patch_boxes": torch.cat([xy, xy + wh], dim=1),
-        })
-    return out
+    return fake_query_batch([num_patches] * batch, "patches", "patch_boxes", size=size, seed=seed)
 
 
 @pytest.mark.parametrize("queries,groups", [(6, 3), (12, 4), (12, 2), (20, 5), (100, 10), (8, 1), (8, 8)])
@@ -212,16 +201,7 @@ def test_a_few_steps_on_builtin_dataset_lower_the_loss(tiny_synthetic_shapes):
     mapper = UPDETRMapper(num_patches=3, patch_size=32, augmentation=[T.ResizeShortestEdge(96, max_size=128)],
                           seed=0)
     batch = [mapper(d) for d in dicts]
-    model = tiny_up_detr(mask_ratio=0.0).train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    totals = []
-    with EventStorage():
-        for _ in itertools.repeat(None, 8):
-            loss = sum(model(batch).values())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            totals.append(loss.item())
+    totals = losses_over_steps(tiny_up_detr(mask_ratio=0.0).train(), batch)
     assert totals[-1] < totals[0], totals
 
 
