@@ -5,7 +5,15 @@ from typing import List, Optional, Sequence
 import torch
 from detectron2.utils.events import EventStorage
 
+from siamese_detr.modeling import DetrTransformer
+
 IMAGE_SIZES = [(64, 96), (80, 64), (72, 72)]
+
+
+def tiny_transformer(d_model: int = 32, layers: int = 2) -> DetrTransformer:
+    """Vanilla DETR transformer of the tiny test models: 4 heads, FFN 64, no dropout."""
+    return DetrTransformer(d_model=d_model, nhead=4, num_encoder_layers=layers, num_decoder_layers=layers,
+                           dim_feedforward=64, dropout=0.0)
 
 
 def fake_query_batch(counts: Sequence[int], crops_key: str, boxes_key: str, size: int = 32, seed: int = 0) -> list:

@@ -13,12 +13,12 @@ from detectron2.utils.events import EventStorage
 
 from siamese_detr.data.detreg_mapper import DETRegMapper
 from siamese_detr.data.proposals.selection import importance_probabilities, select_proposals
-from siamese_detr.modeling import DetrTransformer, HungarianMatcher, PositionEmbeddingSine, SetCriterion
+from siamese_detr.modeling import HungarianMatcher, PositionEmbeddingSine, SetCriterion
 from siamese_detr.modeling.meta_arch.detreg import DETRegPretrain
 from siamese_detr.modeling.pretext.embedding_loss import object_embedding_loss
 from test_siamese_detr_model import tiny_backbone
 from test_siamese_handoff import tiny_detr
-from pretext_test_utils import losses_over_steps, fake_query_batch
+from pretext_test_utils import fake_query_batch, losses_over_steps, tiny_transformer
 
 WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_object_embedding": 1.0}
 
@@ -30,8 +30,7 @@ def tiny_detreg(num_queries=6, d_model=32, layers=2, seed=0):
     return DETRegPretrain(
         backbone=backbone,
         position_embedding=PositionEmbeddingSine(num_pos_feats=d_model // 2),
-        transformer=DetrTransformer(d_model=d_model, nhead=4, num_encoder_layers=layers, num_decoder_layers=layers,
-                                    dim_feedforward=64, dropout=0.0),
+        transformer=tiny_transformer(d_model, layers),
         criterion=SetCriterion(1, HungarianMatcher(1.0, 5.0, 2.0), eos_coef=0.1),
         weight_dict=dict(WEIGHTS),
         num_queries=num_queries,
@@ -177,8 +176,7 @@ def test_model_losses_and_embedding_targets():
 def test_embedding_feature_must_be_a_backbone_output():
     with pytest.raises(ValueError, match="out_features"):
         DETRegPretrain(backbone=tiny_backbone(), position_embedding=PositionEmbeddingSine(16),
-                       transformer=DetrTransformer(d_model=32, nhead=4, num_encoder_layers=1, num_decoder_layers=1,
-                                                   dim_feedforward=64),
+                       transformer=tiny_transformer(layers=1),
                        criterion=SetCriterion(1, HungarianMatcher()), weight_dict=WEIGHTS, num_queries=6)
 
 

@@ -8,10 +8,10 @@ from detectron2.modeling.backbone.resnet import BasicBlock
 from detectron2.utils.events import EventStorage
 from torchvision.ops import box_convert, roi_align
 
-from siamese_detr.modeling import DetrTransformer, HungarianMatcher, PositionEmbeddingSine, SetCriterion
+from siamese_detr.modeling import HungarianMatcher, PositionEmbeddingSine, SetCriterion
 from siamese_detr.modeling.meta_arch.siamese_detr import SiameseDETRPretrain
 from siamese_detr.modeling.pretext.losses import normalized_l2_distance
-from pretext_test_utils import losses_over_steps
+from pretext_test_utils import losses_over_steps, tiny_transformer
 
 WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_region": 3.0, "loss_global": 10.0}
 
@@ -36,10 +36,7 @@ def tiny_model(num_queries=6, num_regions=3, d_model=32, layers=2, weights=WEIGH
     return SiameseDETRPretrain(
         backbone=tiny_backbone(),
         position_embedding=PositionEmbeddingSine(num_pos_feats=d_model // 2),
-        transformer=DetrTransformer(
-            d_model=d_model, nhead=4, num_encoder_layers=layers, num_decoder_layers=layers,
-            dim_feedforward=64, dropout=0.0,
-        ),
+        transformer=tiny_transformer(d_model, layers),
         criterion=SetCriterion(1, HungarianMatcher(1.0, 5.0, 2.0), eos_coef=0.1),
         num_queries=num_queries,
         num_regions=num_regions,

@@ -7,7 +7,8 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 
-from siamese_detr.modeling import DETR, DetrTransformer, HungarianMatcher, PositionEmbeddingSine, SetCriterion
+from pretext_test_utils import tiny_transformer
+from siamese_detr.modeling import DETR, HungarianMatcher, PositionEmbeddingSine, SetCriterion
 from test_siamese_detr_model import tiny_backbone, tiny_model
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
@@ -30,10 +31,7 @@ def tiny_detr(num_classes=3, num_queries=6, d_model=32, layers=2):
     return DETR(
         backbone=tiny_backbone(),
         position_embedding=PositionEmbeddingSine(num_pos_feats=d_model // 2),
-        transformer=DetrTransformer(
-            d_model=d_model, nhead=4, num_encoder_layers=layers, num_decoder_layers=layers,
-            dim_feedforward=64, dropout=0.0,
-        ),
+        transformer=tiny_transformer(d_model, layers),
         num_classes=num_classes,
         num_queries=num_queries,
         criterion=SetCriterion(num_classes, HungarianMatcher()),

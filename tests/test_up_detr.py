@@ -11,12 +11,12 @@ from detectron2.data import transforms as T
 from detectron2.utils.events import EventStorage
 
 from siamese_detr.data.up_detr_mapper import UPDETRMapper, random_patch_boxes
-from siamese_detr.modeling import DetrTransformer, HungarianMatcher, PositionEmbeddingSine, SetCriterion
+from siamese_detr.modeling import HungarianMatcher, PositionEmbeddingSine, SetCriterion
 from siamese_detr.modeling.meta_arch.up_detr import UPDETRPretrain
 from siamese_detr.modeling.pretext.query_groups import group_attention_mask, query_feature_dropout
 from test_siamese_detr_model import tiny_backbone
 from test_siamese_handoff import tiny_detr
-from pretext_test_utils import losses_over_steps, fake_query_batch
+from pretext_test_utils import fake_query_batch, losses_over_steps, tiny_transformer
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_feature": 1.0}
@@ -27,8 +27,7 @@ def tiny_up_detr(num_queries=6, num_patches=3, d_model=32, layers=2, mask_ratio=
     return UPDETRPretrain(
         backbone=tiny_backbone(),
         position_embedding=PositionEmbeddingSine(num_pos_feats=d_model // 2),
-        transformer=DetrTransformer(d_model=d_model, nhead=4, num_encoder_layers=layers, num_decoder_layers=layers,
-                                    dim_feedforward=64, dropout=0.0),
+        transformer=tiny_transformer(d_model, layers),
         criterion=SetCriterion(1, HungarianMatcher(1.0, 5.0, 2.0), eos_coef=0.1),
         weight_dict=dict(WEIGHTS),
         num_queries=num_queries,
