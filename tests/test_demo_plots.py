@@ -16,3 +16,35 @@ def test_eval_history_and_curve(tmp_path):
     out = tmp_path / "curves" / "ap.png"
     plot_ap_curves({"a": eval_history(metrics), "b": []}, str(out), "t")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_many_curves_put_the_legend_beside_the_axes(tmp_path, monkeypatch):
+    """Up to LEGEND_INSIDE_MAX curves: a 6 x 4 in figure with the legend inside; more: a wider figure whose
+    legend lies right of the axes (its box starts beyond the axes' right edge)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from siamese_detr.demo.plots import LEGEND_INSIDE_MAX
+
+    legends = []
+    original_savefig = plt.Figure.savefig
+
+    def record_legend(fig, *args, **kwargs):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        legends.append((ax.get_legend().get_window_extent().x0, ax.get_window_extent().x1))
+        return original_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Figure, "savefig", record_legend)
+    sizes = []
+    for n in (LEGEND_INSIDE_MAX, LEGEND_INSIDE_MAX + 1):
+        out = tmp_path / f"{n}.png"
+        plot_ap_curves({f"run {i}": [(100, float(i)), (200, i + 1.0)] for i in range(n)}, str(out), "t")
+        sizes.append(Image.open(out).size)
+    assert sizes[0] == (600, 400) and sizes[1][0] > 600 and sizes[1][1] == 400
+    (inside_x0, inside_axes_x1), (outside_x0, outside_axes_x1) = legends
+    assert inside_x0 < inside_axes_x1
+    assert outside_x0 > outside_axes_x1

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from siamese_detr.data.proposals import (
+    AnnotationProposals,
     OnlineProposals,
     RandomProposals,
     compute_proposals,
@@ -202,6 +203,45 @@ def test_sources(rect_image):
     assert np.array_equal(bb, br) and np.array_equal(sb, sr)
     with pytest.raises(ValueError):
         OnlineProposals("random")
+
+
+def test_annotation_proposals_are_the_non_crowd_boxes_as_xyxy():
+    from detectron2.structures import BoxMode
+
+    d = {"image_id": 3, "annotations": [
+        {"bbox": [10, 20, 30, 40], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 2},
+        {"bbox": [1, 2, 3, 4], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "iscrowd": 1},
+        {"bbox": [5.5, 6.0, 7.5, 9.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 1, "iscrowd": 0},
+    ]}
+    boxes, scores = AnnotationProposals()(d, np.zeros((80, 80, 3), np.uint8))
+    assert boxes.dtype == np.float32 and boxes.tolist() == [[10, 20, 40, 60], [5.5, 6.0, 7.5, 9.0]]
+    assert scores.tolist() == [1.0, 1.0]
+    boxes, scores = AnnotationProposals()({"image_id": 4, "annotations": []})
+    assert boxes.shape == (0, 4) and scores.shape == (0,)
+    with pytest.raises(KeyError, match="image_id 5.*'annotations'.*unlabelled_dicts"):
+        AnnotationProposals()({"image_id": 5, "file_name": "x.png"})
+
+
+def test_oracle_regions_config_pretrains_on_annotated_boxes(tiny_synthetic_shapes):
+    """The diagnostic config feeds the mapper the annotated boxes of labelled dicts: every image's proposals
+    are its objects' boxes, and the mapper turns them into two views with regions."""
+    from pathlib import Path
+
+    from detectron2.config import LazyConfig, instantiate
+    from detectron2.data import DatasetCatalog
+    from detectron2.structures import BoxMode
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "demo" / "demo_siamese_pretrain_oracle_regions.py"
+    cfg = LazyConfig.load(str(config))
+    cfg.dataloader.train.dataset.names = "synthetic_shapes_train"
+    dicts = instantiate(cfg.dataloader.train.dataset)
+    mapper = instantiate(cfg.dataloader.train.mapper)
+    assert len(dicts) == len(DatasetCatalog.get("synthetic_shapes_train")) == 6
+    for d in dicts:
+        expected = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]]
+        boxes, _ = mapper.proposal_source(d, None)
+        np.testing.assert_allclose(boxes, np.asarray(expected, np.float32).reshape(-1, 4))
+    assert any(mapper(d) is not None for d in dicts)
 
 
 def test_fallback_box_is_the_official_stored_box():

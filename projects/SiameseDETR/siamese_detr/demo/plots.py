@@ -45,18 +45,23 @@ def seed_summary(histories: Sequence[Sequence[Tuple[int, float]]]) -> List[Tuple
     return rows
 
 
+LEGEND_INSIDE_MAX = 4  # curves whose legend fits inside a 6 x 4 in plot without hiding them
+
+
 def plot_ap_curves(curves: Dict[str, Sequence[Tuple[int, float]]], output: str, title: str,
                    ylabel: str = "COCO AP (%) on synthetic_shapes_val",
                    bands: Optional[Dict[str, Sequence[Tuple[int, float, float]]]] = None) -> None:
     """Line plot of ``{label: [(iteration, AP)]}`` written to the PNG ``output``; ``bands`` optionally
     shades ``{label: [(iteration, low, high)]}`` around the line of the same label (e.g. the seeds'
-    min-max range around their mean)."""
+    min-max range around their mean). With more than ``LEGEND_INSIDE_MAX`` curves the legend goes to the
+    right of the axes (a wider figure), where it cannot hide a curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    legend_outside = len(curves) > LEGEND_INSIDE_MAX
+    fig, ax = plt.subplots(figsize=(9.5 if legend_outside else 6, 4), dpi=100)
     for label, points in curves.items():
         if points:
             xs, ys = zip(*points)
@@ -69,7 +74,10 @@ def plot_ap_curves(curves: Dict[str, Sequence[Tuple[int, float]]], output: str, 
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if legend_outside:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+    else:
+        ax.legend()
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     fig.savefig(output)

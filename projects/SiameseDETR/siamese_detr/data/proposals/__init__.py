@@ -14,7 +14,7 @@ from .methods import (
     stable_seed,
 )
 from .selection import POLICIES, importance_probabilities, select_proposals
-from .sources import OnlineProposals, RandomProposals, StoreProposals
+from .sources import AnnotationProposals, OnlineProposals, RandomProposals, StoreProposals
 from .store import FORMAT_VERSION, ProposalStore, ProposalStoreError, StoreWriter, merge_stores, write_store
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "StoreProposals",
     "OnlineProposals",
     "RandomProposals",
+    "AnnotationProposals",
     "export_detectron2",
     "import_detectron2",
 ]

@@ -1,4 +1,5 @@
-"""Proposal sources for the two-view mapper: a stored run, an online method, or random boxes.
+"""Proposal sources for the two-view mapper: a stored run, an online method, random boxes, or (a diagnostic
+that reads the labels) the annotated boxes.
 
 Each source is a callable ``source(dataset_dict, image) -> (boxes, scores)`` where ``image`` is the decoded
 HxWx3 uint8 image in the mapper's ``image_format`` ("BGR" by default, "RGB" accepted) and the result is
@@ -13,13 +14,14 @@ import os
 from typing import Optional, Tuple
 
 import numpy as np
+from detectron2.structures import BoxMode
 
 from .methods import compute_proposals, random_boxes, stable_seed
 from .store import REGENERATE_HINT, ProposalStore, ProposalStoreError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StoreProposals", "OnlineProposals", "RandomProposals"]
+__all__ = ["StoreProposals", "OnlineProposals", "RandomProposals", "AnnotationProposals"]
 
 
 class StoreProposals:
@@ -137,3 +139,33 @@ class RandomProposals:
             height, width = int(dataset_dict["height"]), int(dataset_dict["width"])
         seed = stable_seed(dataset_dict["image_id"], self.seed)
         return random_boxes(height, width, self.num_boxes, seed=seed, min_size=self.min_size)
+
+
+class AnnotationProposals:
+    """The image's annotated boxes as its proposals: an ORACLE for diagnostics, not a proposal method.
+
+    A pretraining with this source reads the labels (boxes, not classes), so it is no longer label-free; it
+    measures what the pretext gives when its regions are exactly the objects (e.g.
+    ``configs/demo/demo_siamese_pretrain_oracle_regions.py``). The dataset dicts must keep their
+    ``annotations`` (the demo's label-free loader, ``unlabelled_dicts``, drops them).
+
+    Returns the non-crowd boxes converted to xyxy absolute pixels (any ``bbox_mode``), in annotation order,
+    each with score 1; an image without annotations gets none.
+    """
+
+    def __call__(
+        self, dataset_dict: dict, image: Optional[np.ndarray] = None
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        if "annotations" not in dataset_dict:
+            raise KeyError(
+                f"AnnotationProposals: the dataset dict of image_id {dataset_dict.get('image_id')!r} has no "
+                "'annotations'; this oracle source needs labelled dicts (e.g. dataloader.train.dataset = "
+                "L(get_detection_dataset_dicts)(names=..., filter_empty=False)), not unlabelled_dicts"
+            )
+        boxes = [
+            BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+            for a in dataset_dict["annotations"]
+            if not a.get("iscrowd", 0)
+        ]
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        return boxes, np.ones(len(boxes), dtype=np.float32)
