@@ -3,6 +3,7 @@
 from typing import List, Optional, Sequence
 
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.events import EventStorage
 
 from siamese_detr.modeling import DetrTransformer
@@ -61,3 +62,22 @@ def losses_over_steps(
             optimizer.step()
             totals.append(loss.item())
     return totals
+
+
+def load_and_report(model: torch.nn.Module, path: str):
+    """Load the checkpoint ``path`` into ``model`` with Detectron2's ``DetectionCheckpointer.load`` (what
+    ``train.init_checkpoint`` does) and return the ``_IncompatibleKeys`` it found (missing, unexpected,
+    ``incorrect_shapes``). Goes through the public ``load``: detectron2 after v0.6 refuses ``_load_file``
+    called on its own."""
+    checkpointer = DetectionCheckpointer(model)
+    load_model = checkpointer._load_model
+    reports = []
+
+    def load_model_and_record(checkpoint):
+        reports.append(load_model(checkpoint))
+        return reports[-1]
+
+    checkpointer._load_model = load_model_and_record
+    checkpointer.load(path, checkpointables=[])
+    assert len(reports) == 1, reports
+    return reports[0]

@@ -131,6 +131,32 @@ def test_resume_falls_back_to_the_newest_loadable_checkpoint(tmp_path, damage, c
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
 
 
+def test_resume_fallback_with_a_detectron2_that_keeps_state_per_load(tmp_path, monkeypatch):
+    """detectron2 after v0.6 (main branch) sets ``_parsed_url_during_load`` in ``load``, asserts it is None
+    when a load starts and does not reset it when the load raises; the fallback must still load the next
+    candidate. With such a detectron2 the test runs on it as it is; on the v0.6 release, which has no such
+    state, its ``load`` is wrapped to behave so."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    release_load = DetectionCheckpointer.load
+    keeps_state = hasattr(DetectionCheckpointer(nn.Linear(1, 1)), "_parsed_url_during_load")
+
+    def load_as_on_main(self, path, *args, **kwargs):
+        assert getattr(self, "_parsed_url_during_load", None) is None, "a previous load left its URL set"
+        self._parsed_url_during_load = path
+        ret = release_load(self, path, *args, **kwargs)  # raises for a broken file, leaving the URL set
+        self._parsed_url_during_load = None
+        return ret
+
+    if not keeps_state:
+        monkeypatch.setattr(DetectionCheckpointer, "load", load_as_on_main)
+    _save_three(tmp_path)
+    (tmp_path / "model_final.pth").write_bytes(b"")
+    model, counter = _model(-1.0), Counter()
+    SafeDetectionCheckpointer(model, str(tmp_path), trainer=counter).resume_or_load("", resume=True)
+    assert counter.iter == 1 and torch.equal(model.head.weight, torch.ones_like(model.head.weight))
+
+
 def test_resume_with_no_loadable_checkpoint_names_every_file(tmp_path):
     _save_three(tmp_path)
     for name in ["model_0000000.pth", "model_0000001.pth", "model_final.pth"]:

@@ -7,7 +7,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 
-from pretext_test_utils import tiny_transformer
+from pretext_test_utils import load_and_report, tiny_transformer
 from siamese_detr.modeling import DETR, HungarianMatcher, PositionEmbeddingSine, SetCriterion
 from test_siamese_detr_model import tiny_backbone, tiny_model
 
@@ -45,8 +45,7 @@ def test_pretraining_checkpoint_loads_into_detr(tmp_path):
     path = os.path.join(str(tmp_path), "model_final.pth")
 
     detr = tiny_detr()
-    checkpointer = DetectionCheckpointer(detr)
-    incompatible = checkpointer._load_model(checkpointer._load_file(path))
+    incompatible = load_and_report(detr, path)
 
     # the class head of every decoder layer (one shared module, two aliases) is skipped for its shape
     assert sorted(incompatible.incorrect_shapes) == [
@@ -111,8 +110,7 @@ def test_every_variant_hands_off_with_init_checkpoint(pretrain, finetune, tmp_pa
     pre, fine = instantiate(_tiny_config(pretrain).model), instantiate(_tiny_config(finetune).model)
     assert type(pre.transformer) is type(fine.transformer)
     DetectionCheckpointer(pre, save_dir=str(tmp_path)).save("model_final")
-    checkpointer = DetectionCheckpointer(fine)
-    incompatible = checkpointer._load_model(checkpointer._load_file(str(tmp_path / "model_final.pth")))
+    incompatible = load_and_report(fine, str(tmp_path / "model_final.pth"))
     class_keys = sorted(f"class_embed.{i}.{k}" for i in range(len(fine.class_embed)) for k in ("bias", "weight"))
     assert sorted(k for k, *_ in incompatible.incorrect_shapes) == class_keys
     assert sorted(incompatible.missing_keys) == class_keys

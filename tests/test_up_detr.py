@@ -16,7 +16,7 @@ from siamese_detr.modeling.meta_arch.up_detr import UPDETRPretrain
 from siamese_detr.modeling.pretext.query_groups import group_attention_mask, query_feature_dropout
 from test_siamese_detr_model import tiny_backbone
 from test_siamese_handoff import tiny_detr
-from pretext_test_utils import fake_query_batch, losses_over_steps, tiny_transformer
+from pretext_test_utils import fake_query_batch, load_and_report, losses_over_steps, tiny_transformer
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_feature": 1.0}
@@ -206,9 +206,7 @@ def test_a_few_steps_on_builtin_dataset_lower_the_loss(tiny_synthetic_shapes):
 
 def test_checkpoint_hands_off_to_detr(tmp_path):
     DetectionCheckpointer(tiny_up_detr(), save_dir=str(tmp_path)).save("model_final")
-    detr = tiny_detr()
-    checkpointer = DetectionCheckpointer(detr)
-    incompatible = checkpointer._load_model(checkpointer._load_file(str(tmp_path / "model_final.pth")))
+    incompatible = load_and_report(tiny_detr(), str(tmp_path / "model_final.pth"))
     assert sorted(k for k, _, _ in incompatible.incorrect_shapes) == [
         f"class_embed.{i}.{k}" for i in (0, 1) for k in ("bias", "weight")]
     sem_embed = [f"sem_embed.layers.{i}.{k}" for i in (0, 1) for k in ("weight", "bias")]

@@ -221,6 +221,10 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
             result = super().load(path, *args, **kwargs)
         finally:
             self._loading = None
+            # detectron2 after v0.6 keeps the URL being loaded here and asserts it is unset when the next
+            # load starts, but does not reset it when a load raises: the resume fallback loads again
+            if getattr(self, "_parsed_url_during_load", None) is not None:
+                self._parsed_url_during_load = None
         self.loaded_path = path or None
         return result
 
