@@ -269,6 +269,34 @@ def test_a_partial_match_is_loaded(tmp_path):
     assert torch.equal(model.head.weight, torch.zeros(2, 4))
 
 
+def test_matching_heuristics_query_aligns_names_as_detectron2(tmp_path):
+    """``PATH?matching_heuristics=True`` (detectron2 after v0.6) loads a checkpoint whose names are suffixes
+    of the model's, which an exact load refuses; other queries are errors naming the query."""
+    path = tmp_path / "plain.pth"
+    torch.save({"model": {"backbone.weight": torch.full((4, 3), 2.0), "head.bias": torch.full((2,), 3.0)}}, path)
+    model = nn.Sequential()
+    model.add_module("detector", _model(0.0))  # names: detector.backbone.weight, ...
+    with pytest.raises(CheckpointLoadError, match="matches no parameter"):
+        SafeDetectionCheckpointer(model).load(str(path))
+    checkpointer = SafeDetectionCheckpointer(model)
+    checkpointer.load(f"{path}?matching_heuristics=True")
+    assert torch.equal(model.detector.backbone.weight, torch.full((4, 3), 2.0))
+    assert torch.equal(model.detector.head.bias, torch.full((2,), 3.0))
+    assert torch.equal(model.detector.head.weight, torch.zeros(2, 4))  # not in the file: untouched
+    assert checkpointer.loaded_path == str(path)
+    with pytest.raises(CheckpointLoadError, match="matches no parameter"):  # the query does not stick
+        checkpointer.load(str(path))
+    with pytest.raises(CheckpointLoadError, match="matches no parameter"):
+        checkpointer.load(f"{path}?matching_heuristics=False")
+    for query in ("matching_heuristics=yes", "strict=True", "matching_heuristics=True&x=1"):
+        with pytest.raises(CheckpointLoadError, match=r"unsupported query '\?" + query.replace("?", r"\?")):
+            checkpointer.load(f"{path}?{query}")
+    odd = tmp_path / "odd?name.pth"  # as in detectron2, '?' starts the query even if such a file exists
+    odd.write_bytes(path.read_bytes())
+    with pytest.raises(CheckpointLoadError, match=r"unsupported query '\?name.pth'"):
+        checkpointer.load(str(odd))
+
+
 def test_eval_only_needs_a_checkpoint():
     with pytest.raises(ValueError, match="train.init_checkpoint"):
         require_eval_checkpoint("")

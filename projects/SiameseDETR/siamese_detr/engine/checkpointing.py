@@ -11,7 +11,10 @@
   a ``.pkl`` (pickle) file needs ``trust_pickle=True``; a file that is neither (JSON, random bytes,
   0 bytes) is reported as not a checkpoint;
 * **no empty loads**: a checkpoint of which not one tensor matches a model parameter (name and shape)
-  is refused (partial matches, e.g. a backbone-only or pretraining checkpoint, are normal and allowed).
+  is refused (partial matches, e.g. a backbone-only or pretraining checkpoint, are normal and allowed);
+* **``PATH?matching_heuristics=True``** (the query of detectron2 after v0.6) on the release too: names are
+  matched by Detectron2's heuristics (suffixes, model-zoo layouts) instead of exactly; any other query on a
+  local path is an error naming it.
 
 Convert a trusted Detectron2 ``.pkl`` once into a ``.pth`` that loads without ``--trust-pickle``::
 
@@ -23,6 +26,7 @@ import pickle
 import re
 import sys
 from typing import List, Optional, Tuple
+from urllib.parse import parse_qs
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -131,6 +135,26 @@ def load_checkpoint_file(path: str, trust_pickle: bool = False) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def split_load_query(path: str) -> Tuple[str, bool]:
+    """``"model.pth?matching_heuristics=True"`` -> ``("model.pth", True)``.
+
+    For local paths (URLs are left to Detectron2's ``PathManager``); as in detectron2, a ``?`` always starts
+    the query. The one query understood is detectron2's ``matching_heuristics=True|False``; anything else
+    raises :class:`CheckpointLoadError` naming it.
+    """
+    if not path or "://" in path or "?" not in path:
+        return path, False
+    base, query = path.split("?", 1)
+    params = parse_qs(query, keep_blank_values=True)
+    value = params.pop("matching_heuristics", ["False"])
+    if params or value not in (["True"], ["False"]):
+        raise CheckpointLoadError(
+            f"checkpoint {path}: unsupported query '?{query}'; the only one understood is "
+            "'?matching_heuristics=True' (match names by Detectron2's heuristics, as detectron2 does)"
+        )
+    return base, value == ["True"]
+
+
 class SafeDetectionCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` with atomic saves, safe loading and a resume fallback (module docstring).
 
@@ -143,6 +167,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.trust_pickle = bool(trust_pickle)
         self._loading: Optional[str] = None
+        self._matching_heuristics = False
         self.loaded_path: Optional[str] = None
 
     # ------------------------------------------------------------------------------------- saving
@@ -165,6 +190,12 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
 
     # ------------------------------------------------------------------------------------ loading
     def _load_file(self, filename: str) -> dict:
+        loaded = self._read_checkpoint(filename)
+        if self._matching_heuristics:
+            loaded["matching_heuristics"] = True
+        return loaded
+
+    def _read_checkpoint(self, filename: str) -> dict:
         path = self._loading or filename
         kind = checkpoint_kind(filename) if os.path.isfile(filename) else "missing"
         if kind == "missing":
@@ -214,6 +245,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         return incompatible
 
     def load(self, path: str, *args, **kwargs):
+        path, self._matching_heuristics = split_load_query(path)
         if path and not os.path.isfile(path) and "://" not in path:
             raise CheckpointLoadError(f"checkpoint {path} does not exist")
         self._loading = path
@@ -221,6 +253,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
             result = super().load(path, *args, **kwargs)
         finally:
             self._loading = None
+            self._matching_heuristics = False
             # detectron2 after v0.6 keeps the URL being loaded here and asserts it is unset when the next
             # load starts, but does not reset it when a load raises: the resume fallback loads again
             if getattr(self, "_parsed_url_during_load", None) is not None:
