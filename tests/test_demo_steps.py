@@ -8,11 +8,16 @@ from pathlib import Path
 import pytest
 
 from siamese_detr.demo.runner import StepRunner, last_iteration, resolved_config_digest
-from siamese_detr.demo.steps import Step, file_digest, text_digest
+from siamese_detr.demo.steps import Step, file_digest, source_digest, text_digest
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "demo" / "demo_backbone.py")
 COUNTER = "import pathlib, sys; p = pathlib.Path(sys.argv[1]); p.write_text(str(int(p.read_text() or 0) + 1) " \
           "if p.exists() else '1')"
+
+
+def recorded_inputs(runner, cmd):
+    """The inputs ``runner`` records for a step that runs ``cmd`` with no config."""
+    return {**runner.environment, "command": [str(c) for c in cmd]}
 
 
 def test_step_states(tmp_path):
@@ -84,13 +89,81 @@ def test_runner_reuses_then_redoes_a_changed_step(tmp_path, capsys):
     assert "$ " in (tmp_path / "commands.txt").read_text()
 
 
+def test_source_digest_follows_what_the_code_does(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text('"""Module doc."""\nX = 1\n\n\ndef f(y):\n    """Doc."""\n    return y + X\n')
+    (pkg / "sub" / "b.py").write_text("class C:\n    '''Doc.'''\n")
+    (pkg / "notes.txt").write_text("not code")
+    base = source_digest([pkg])
+    assert len(base) == 64 and source_digest([pkg, tmp_path / "missing"]) == base
+
+    def digest_after(path, text):
+        old = path.read_text()
+        path.write_text(text)
+        try:
+            return source_digest([pkg])
+        finally:
+            path.write_text(old)
+
+    a, b = pkg / "a.py", pkg / "sub" / "b.py"
+    # comments, docstrings, layout and files other than *.py do not count
+    assert digest_after(a, "# a comment\nX = 1\ndef f(y):\n    '''Other doc.'''\n    return (y +\n X)\n") == base
+    assert digest_after(b, "class C:\n    pass\n") == base
+    assert digest_after(pkg / "notes.txt", "changed") == base
+    # what the code does counts
+    assert digest_after(a, '"""Module doc."""\nX = 2\n\n\ndef f(y):\n    """Doc."""\n    return y + X\n') != base
+    assert digest_after(a, '"""Module doc."""\nX = 1\n\n\ndef f(y):\n    """Doc."""\n    return X + y\n') != base
+    assert digest_after(b, "class C:\n    '''Doc.'''\n    n = 'Doc.'\n") != base
+    assert digest_after(b, "class C(:\n") != digest_after(b, "class C(:  \n")  # unparsable: by its bytes
+    # so does a file added or renamed
+    (pkg / "c.py").write_text("")
+    with_c = source_digest([pkg])
+    assert with_c != base
+    (pkg / "c.py").rename(pkg / "d.py")
+    assert source_digest([pkg]) not in (base, with_c)
+    (pkg / "d.py").unlink()
+    assert source_digest([pkg]) == base
+
+
+def test_runner_redoes_steps_after_a_code_or_library_change(tmp_path, capsys):
+    import torch
+
+    from siamese_detr.demo.runner import default_code_folders
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "model.py").write_text("def f():\n    return 1\n")
+    counter = tmp_path / "count.txt"
+    cmd = [sys.executable, "-c", COUNTER, str(counter)]
+
+    def run(**software):
+        runner = StepRunner(tmp_path, tmp_path, code_folders=[code])
+        runner.environment["software"].update(software)  # as after an update of a library
+        runner.step("count", tmp_path / "out", cmd)
+        return runner
+
+    assert run().environment["software"]["torch"] == torch.__version__
+    assert run().reused == {"count"} and counter.read_text() == "1"
+    (code / "model.py").write_text("def f():\n    '''Only a docstring more.'''\n    return 1\n")
+    assert run().reused == {"count"} and counter.read_text() == "1"
+    (code / "model.py").write_text("def f():\n    return 2\n")
+    assert not run().reused and counter.read_text() == "2"
+    assert "inputs changed (code): redoing the step" in capsys.readouterr().out
+    assert not run(torch="0.0.1").reused and counter.read_text() == "3"
+    assert "inputs changed (software): redoing the step" in capsys.readouterr().out
+    # by default: the siamese_detr package and the repository's tools
+    root = Path(__file__).resolve().parents[1]
+    assert default_code_folders(root) == [root / "projects" / "SiameseDETR" / "siamese_detr", root / "tools"]
+
+
 def test_failing_step_stays_incomplete(tmp_path):
     runner = StepRunner(tmp_path, tmp_path)
     folder = tmp_path / "bad"
     with pytest.raises(SystemExit, match="failed"):
         runner.step("bad", folder, [sys.executable, "-c", "print('boom'); raise SystemExit(3)"])
-    assert Step("bad", folder, {"command": [sys.executable, "-c", "print('boom'); raise SystemExit(3)"]}).state() \
-        == "resume"
+    bad = [sys.executable, "-c", "print('boom'); raise SystemExit(3)"]
+    assert Step("bad", folder, recorded_inputs(runner, bad)).state() == "resume"
     assert "boom" in (folder / "demo.log").read_text()
 
 
@@ -114,8 +187,7 @@ def test_parallel_steps_run_at_the_same_time_and_are_cached(tmp_path):
             for name, other in (("a", "b"), ("b", "a"))]
     seconds = runner.parallel(jobs, max_parallel=2)
     assert len(seconds) == 2 and all(s > 0 for s in seconds)
-    assert all(Step(j["name"], j["folder"], {"command": [str(c) for c in j["cmd"]]}).state() == "cached"
-               for j in jobs)
+    assert all(Step(j["name"], j["folder"], recorded_inputs(runner, j["cmd"])).state() == "cached" for j in jobs)
     assert runner.parallel(jobs, max_parallel=2) == seconds  # finished steps are reused, with their times
     assert runner.reused == {"a", "b"}
 
@@ -128,7 +200,7 @@ def test_parallel_failure_stops_the_other_steps(tmp_path):
     with pytest.raises(SystemExit, match=r"\[bad\] failed \(exit 3\)"):
         runner.parallel(jobs, max_parallel=2)
     # the still-running step was stopped and stays incomplete: a re-run resumes it
-    assert Step("slow", tmp_path / "slow", {"command": [str(c) for c in sleeper]}).state() == "resume"
+    assert Step("slow", tmp_path / "slow", recorded_inputs(runner, sleeper)).state() == "resume"
 
 
 def test_parallel_after_waits_and_records_the_new_checkpoint(tmp_path):

@@ -17,11 +17,12 @@ pretraining help a detector that has few labels?
 Steps 3 and 4 run two at a time (``--parallel``, one torch thread each): the scratch finetuning and the
 random-init evaluation beside the pretraining, the pretrained finetuning as soon as the pretraining ends.
 
-Every step is a command a user could type (printed); its full output goes to ``<step folder>/demo.log``
-and a progress bar with ETA to the terminal. Each step records its inputs (resolved config, command,
-digests of the checkpoints it starts from) in ``<step folder>/step_inputs.json``: a re-run skips finished
-steps whose inputs are unchanged, resumes interrupted ones and redoes (after deleting the folder) those
-whose inputs changed or whose folder another command left there. ``--fresh`` starts over.
+Every step is a command a user could type (printed); its full output goes to ``<step folder>/demo.log`` and
+a progress bar with ETA to the terminal. Each step records its inputs (resolved config, command, digests of
+the checkpoints it starts from and of the project's code, library versions) in
+``<step folder>/step_inputs.json``: a re-run skips finished steps whose inputs are unchanged, resumes
+interrupted ones and redoes (after deleting the folder) those whose inputs changed or whose folder another
+command left there. ``--fresh`` starts over.
 Outputs go to ``--output`` (default ``output/demo``); the dataset to ``$DETECTRON2_DATASETS``
 (default ``./datasets``).
 """

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .steps import Step, file_digest
+from .steps import Step, file_digest, software_versions, source_digest
 
 __all__ = ["StepRunner", "clock", "last_iteration", "last_results", "read_json", "resolved_config_digest"]
 
@@ -73,23 +73,38 @@ def last_results(metrics_json: Path) -> dict:
     return results
 
 
-class StepRunner:
-    """Runs commands from ``root`` as cached steps; appends every command to ``<log_dir>/commands.txt``."""
+def default_code_folders(root: Path) -> List[Path]:
+    """The code a demo step runs: the ``siamese_detr`` package (models, data, the dataset generator) and
+    ``<root>/tools`` (the commands). Configs count through the resolved config's digest."""
+    return [Path(__file__).resolve().parents[1], Path(root) / "tools"]
 
-    def __init__(self, root: Path, log_dir: Path):
+
+class StepRunner:
+    """Runs commands from ``root`` as cached steps; appends every command to ``<log_dir>/commands.txt``.
+
+    Every step's inputs include the digest of the code in ``code_folders`` (default
+    :func:`default_code_folders`) and :func:`~siamese_detr.demo.steps.software_versions`, so that a step is
+    redone after an update of the project or of its libraries instead of reusing results the new version
+    would not give.
+    """
+
+    def __init__(self, root: Path, log_dir: Path, code_folders: Optional[List[Path]] = None):
         self.reused: set = set()  # names of the steps reused in this run
         self.root = Path(root)
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        folders = default_code_folders(self.root) if code_folders is None else code_folders
+        self.environment = {"code": source_digest(folders), "software": software_versions()}
 
     def step(self, name: str, folder: Path, cmd: List, config: Optional[str] = None,
              overrides: Optional[List[str]] = None, inputs: Optional[Dict] = None, total: int = 0) -> float:
         """Run ``cmd`` as the step ``name`` writing ``folder``; returns its seconds (when reused: the seconds
         recorded by the run that made it, and ``name`` is added to :attr:`reused`).
 
-        Inputs recorded: ``inputs`` + the command + (with ``config``) the resolved config's digest after
-        ``overrides``. Unchanged and complete: reused; unchanged and incomplete: run again in the same folder
-        (commands given ``--resume`` continue); changed or unknown: the folder is deleted first.
+        Inputs recorded: ``inputs`` + the command + the code's digest and library versions
+        (:attr:`environment`) + (with ``config``) the resolved config's digest after ``overrides``. Unchanged
+        and complete: reused; unchanged and incomplete: run again in the same folder (commands given
+        ``--resume`` continue); changed or unknown: the folder is deleted first.
         Raises ``SystemExit`` with the end of the log when the command fails.
         """
         return self.parallel([dict(name=name, folder=folder, cmd=cmd, config=config, overrides=overrides,
@@ -145,7 +160,7 @@ class StepRunner:
                 init: Optional[Path] = None):
         """Starts a step: returns its recorded seconds (a float) when it is reused, else a :class:`_Running`."""
         folder = Path(folder)
-        inputs = dict(inputs or {})
+        inputs = {**self.environment, **(inputs or {})}
         if init is not None:
             inputs["init"] = file_digest(init)
         if config is not None:

@@ -3,8 +3,9 @@ its inputs are unchanged and redoes it otherwise.
 
 A step owns one output folder. ``<folder>/step_inputs.json`` records ``{"step", "inputs", "complete"}``;
 ``inputs`` is any JSON-able dict the caller builds (the resolved config's digest, the command line, the
-digests of the checkpoints it starts from, ...). :meth:`Step.begin` compares the record with the current
-inputs:
+digests of the checkpoints it starts from, the code's digest (:func:`source_digest`) and the versions of the
+libraries that compute the numbers (:func:`software_versions`), ...). :meth:`Step.begin` compares the
+record with the current inputs:
 
 * same inputs, complete -> ``"cached"``: nothing to do;
 * same inputs, incomplete (an interrupted run) -> ``"resume"``: the folder is kept, the step may resume;
@@ -13,14 +14,16 @@ inputs:
 
 :meth:`Step.finish` marks the step complete (written atomically).
 """
+import ast
 import hashlib
 import json
 import os
+import platform
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, Optional
 
-__all__ = ["Step", "file_digest", "text_digest"]
+__all__ = ["Step", "file_digest", "software_versions", "source_digest", "text_digest"]
 
 RECORD = "step_inputs.json"
 
@@ -40,6 +43,50 @@ def file_digest(path, chunk: int = 1 << 20) -> Optional[str]:
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    """``tree`` with the docstring of its module, classes and functions removed (in place)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def source_digest(folders: Iterable) -> str:
+    """sha256 over the Python code of every ``*.py`` file under ``folders`` (recursive), as parsed: comments,
+    docstrings and layout do not count, any change of what the code does (or a file added, removed or
+    renamed) does. A file that does not parse counts by its bytes."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*.py")):
+            text = path.read_bytes()
+            try:
+                code = ast.dump(_without_docstrings(ast.parse(text)), include_attributes=False).encode()
+            except (SyntaxError, ValueError):
+                code = text
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + code + b"\0")
+    return digest.hexdigest()
+
+
+def software_versions() -> Dict[str, str]:
+    """Versions of Python and of the libraries whose kernels make the demo's numbers (floats differ
+    between versions, and training amplifies that)."""
+    import cv2
+    import detectron2
+    import numpy
+    import torch
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "detectron2": detectron2.__version__,
+            "numpy": numpy.__version__, "opencv": cv2.__version__}
 
 
 class Step:
