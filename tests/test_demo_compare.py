@@ -63,6 +63,9 @@ def test_compare_pretraining_tiny(tmp_path):
     assert gain["per_seed"]["1"] == summary["methods"]["Siamese DETR"]["per_seed"]["1"]["AP"] - \
         summary["methods"]["scratch"]["per_seed"]["1"]["AP"]
     assert "AP_gain_vs_baseline" not in summary["methods"]["scratch"]
+    import torch
+
+    assert summary["software"]["torch"] == torch.__version__  # the versions the runs used
     assert (out / "comparison.png").stat().st_size > 0
     # the finetuning used the seed-1 low-label subset and started from the Siamese checkpoint
     log = (out / "commands.txt").read_text()

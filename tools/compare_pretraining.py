@@ -210,20 +210,21 @@ def main(argv=None) -> int:
         results[name][seed] = {"AP": res.get("bbox/AP"), "AP50": res.get("bbox/AP50"), "pretrain_s_per_iter": spi}
 
     baseline = next((name for name, config in present if config is None), None)
-    table = write_outputs(output, results, args, time.time() - started, baseline)
+    table = write_outputs(output, results, args, time.time() - started, baseline, runner.environment["software"])
     print("\n" + table)
     print(f"written: {output / 'comparison.json'}, {output / 'comparison.md'}, {output / 'comparison.png'}")
     return 0
 
 
 def write_outputs(output: Path, results: Dict[str, Dict[int, dict]], args, seconds: float,
-                  baseline: Optional[str] = None) -> str:
+                  baseline: Optional[str] = None, software: Optional[dict] = None) -> str:
     """comparison.md / .json / .png; with a ``baseline`` (the first method without pretraining), also every
-    method's AP gain over it, paired by seed (:func:`paired_gains`)."""
+    method's AP gain over it, paired by seed (:func:`paired_gains`). ``software``: the library versions the
+    runs used (recorded in the json)."""
     rows = []
     gains = paired_gains(results, baseline) if baseline is not None else {}
     summary = {"seeds": args.seeds, "low_label_percent": args.low_label_percent, "minutes": seconds / 60,
-               "baseline": baseline, "methods": {}}
+               "baseline": baseline, "software": software, "methods": {}}
     for name, per_seed in results.items():
         ap = mean_spread([r["AP"] for r in per_seed.values()])
         ap50 = mean_spread([r["AP50"] for r in per_seed.values()])

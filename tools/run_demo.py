@@ -165,7 +165,7 @@ def main(argv=None) -> int:
 
     this_run = time.time() - started
     summary = write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, demo_seconds(times, args.parallel),
-                            this_run, sorted(demo.reused))
+                            this_run, sorted(demo.reused), demo.environment["software"])
     print_table(summary, times, demo.reused)
     print(f"\nDemo finished in {this_run / 60:.1f} min ({summary['minutes']:.1f} min of steps, reused ones "
           f"counted as when they ran). Outputs in {output}/: summary.json, ap_curves.png, "
@@ -195,7 +195,7 @@ def backbone_ok(folder: Path) -> bool:
     return (folder / "model_final.pth").is_file()
 
 
-def write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, seconds, this_run, reused) -> dict:
+def write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, seconds, this_run, reused, software) -> dict:
     from siamese_detr.demo.runner import last_results, read_json
 
     bb = read_json(bb_dir / "metrics.json")
@@ -222,6 +222,7 @@ def write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, seconds, this
         "minutes_this_run": this_run / 60,
         "stage_seconds": times,
         "reused_steps": reused,
+        "software": software,  # the versions the steps ran with (they are step inputs)
     }
     with open(output / "summary.json", "w") as f:
         json.dump(summary, f, indent=1)
