@@ -71,7 +71,8 @@ def source_digest(folders: Iterable) -> str:
                 code = ast.dump(_without_docstrings(ast.parse(text)), include_attributes=False).encode()
             except (SyntaxError, ValueError):
                 code = text
-            digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + code + b"\0")
+            name = f"{folder.name}/{path.relative_to(folder).as_posix()}"  # a file moved between folders counts
+            digest.update(name.encode() + b"\0" + code + b"\0")
     return digest.hexdigest()
 
 
