@@ -8,7 +8,7 @@ objects. Run it once from a pretraining checkpoint and once from random weights 
         train.init_checkpoint=output/demo/siamese_detr_pretrain/model_final.pth \\
         train.output_dir=output/demo/heads_only_siamese
 
-``make demo`` runs both. Same model shape as ``detr_demo.py`` (and the pretraining demo).
+``make demo`` does not run it. Same model shape as ``detr_demo.py`` (and the pretraining demo).
 """
 from detectron2.config import LazyCall as L
 
