@@ -180,6 +180,55 @@ def test_resumed_at_max_iter_rewrites_a_broken_model_final(tmp_path):
     assert torch.equal(data["model"]["head.weight"], torch.ones(2, 4))
 
 
+class CountingTrainer:
+    """A real detectron2 ``SimpleTrainer`` on ``TinyModel`` that records the iterations it runs."""
+
+    def __init__(self, output_dir, period: int):
+        from detectron2.engine import SimpleTrainer, hooks
+
+        class Net(TinyModel):
+            def forward(self, batch):
+                return {"loss": self.head(self.backbone(batch)).pow(2).mean()}
+
+        def batches():
+            while True:
+                yield torch.ones(2, 3)
+
+        self.model = Net()
+        optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01)
+        self.trainer = SimpleTrainer(self.model, batches(), optimizer)
+        self.ran = []
+        self.trainer.register_hooks([hooks.CallbackHook(after_step=lambda t: self.ran.append(t.iter))])
+        self.checkpointer = SafeDetectionCheckpointer(self.model, str(output_dir), trainer=self.trainer,
+                                                      optimizer=optimizer)
+        self.trainer.register_hooks([hooks.PeriodicCheckpointer(self.checkpointer, period)])
+
+    def run(self, max_iter: int, resume: bool):
+        """The sequence of ``tools/lazyconfig_train_net.py``'s ``do_train``."""
+        self.checkpointer.resume_or_load("", resume=resume)
+        start_iter = self.trainer.iter + 1 if resume and self.checkpointer.has_checkpoint() else 0
+        self.trainer.train(start_iter, max_iter)
+        ensure_final_checkpoint(self.checkpointer, start_iter, max_iter)
+        return start_iter
+
+
+def test_a_rewritten_model_final_resumes_at_the_next_iteration(tmp_path):
+    first = CountingTrainer(tmp_path, period=1)
+    first.run(max_iter=2, resume=False)
+    assert first.ran == [0, 1]
+    (tmp_path / "model_final.pth").write_bytes(b"")  # lost, e.g. a full disk when it was written
+
+    again = CountingTrainer(tmp_path, period=1)
+    assert again.run(max_iter=2, resume=True) == 2 and again.ran == []  # nothing left: the file is rewritten
+    data = load_checkpoint_file(str(tmp_path / "model_final.pth"))
+    assert data["iteration"] == 1 and data["trainer"]["iteration"] == 1
+
+    longer = CountingTrainer(tmp_path, period=1)
+    assert longer.run(max_iter=4, resume=True) == 2
+    assert longer.ran == [2, 3]  # no iteration skipped
+    assert load_checkpoint_file(str(tmp_path / "model_final.pth"))["iteration"] == 3
+
+
 def test_a_failed_load_names_the_file(tmp_path):
     path = tmp_path / "model_final.pth"
     path.write_bytes(b"")

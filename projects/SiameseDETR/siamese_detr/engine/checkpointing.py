@@ -298,8 +298,16 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
 
 
 def ensure_final_checkpoint(checkpointer: SafeDetectionCheckpointer, iteration: int, max_iter: int) -> None:
-    """After a resumed run that had nothing left to train (``start_iter >= max_iter``), make sure
-    ``model_final.pth`` exists and loads; rewrite it from the loaded state otherwise (main process only)."""
+    """After a resumed run that had nothing left to train (``iteration``, its start iteration, ``>= max_iter``),
+    make sure ``model_final.pth`` exists and loads; rewrite it from the loaded state otherwise (main process
+    only).
+
+    The rewritten file records the iteration the loaded checkpoint had finished, ``iteration - 1``, for the
+    checkpoint and for the trainer, so that a later ``--resume`` (say with a longer schedule) starts at
+    ``iteration``. Detectron2's ``TrainerBase.train`` leaves ``trainer.iter`` at ``start_iter + 1`` after an
+    empty loop, which must not be saved: a resume would then skip two iterations (or, past a shorter
+    ``max_iter``, fail in the lr scheduler).
+    """
     if not comm.is_main_process() or not checkpointer.save_dir or iteration < max_iter:
         return
     final = os.path.join(checkpointer.save_dir, "model_final.pth")
@@ -308,7 +316,10 @@ def ensure_final_checkpoint(checkpointer: SafeDetectionCheckpointer, iteration: 
         return
     except CheckpointLoadError as e:
         logger.warning(f"{e}; writing it again from the resumed checkpoint")
-    checkpointer.save("model_final", iteration=max_iter - 1)
+    trainer = checkpointer.checkpointables.get("trainer")
+    if trainer is not None:
+        trainer.iter = iteration - 1
+    checkpointer.save("model_final", iteration=iteration - 1)
 
 
 def trust_pickle_requested(args, cfg) -> bool:
