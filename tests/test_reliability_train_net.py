@@ -74,3 +74,15 @@ def test_resume_at_max_iter_and_evaluation_checks(tmp_path, tiny_synthetic_shape
     Path(victim).write_bytes(b"not an image any more")
     with pytest.raises(UnreadableImageError, match=f"1 of 3 images.*{Path(victim).name}"):
         _run(out, f"train.init_checkpoint={final}", eval_only=True)
+
+
+def test_a_missing_test_set_stops_training_before_the_first_iteration(tmp_path, tiny_synthetic_shapes,
+                                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)  # coco_2017_val is registered under ./datasets, absent here
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match="coco_2017_val.*instances_val2017.json.*train.eval_period=0"):
+        _run(out, "train.eval_period=5", "dataloader.test.dataset.names=coco_2017_val")
+    assert not list(out.glob("*.pth")) and not (out / "metrics.json").exists()
+    # without evaluation the same test set is not needed
+    _run(out, "train.eval_period=0", "train.max_iter=1", "dataloader.test.dataset.names=coco_2017_val")
+    assert (out / "model_final.pth").exists()

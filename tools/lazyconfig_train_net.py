@@ -34,7 +34,7 @@ from siamese_detr.engine.pretrain_checks import check_backbone_initialised
 from siamese_detr.engine.resume_checks import check_resume_matches
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure_final_checkpoint,
                                                require_eval_checkpoint, trust_pickle_requested)
-from siamese_detr.engine.evaluation_checks import build_checked_test_loader
+from siamese_detr.engine.evaluation_checks import build_checked_test_loader, check_test_set_on_disk
 from siamese_detr.engine.metrics_file import safe_default_writers
 
 logger = logging.getLogger("detectron2")
@@ -72,6 +72,7 @@ def _ddp_kwargs(cfg):
 
 
 def do_train(args, cfg):
+    check_test_set_on_disk(cfg)  # a missing test set fails now, not after the last iteration
     model = instantiate(cfg.model)
     # a frozen backbone must be initialised from train.init_checkpoint (or resumed), unless the model allows it
     check_backbone_initialised(model, cfg.train.init_checkpoint, resuming=args.resume and os.path.isfile(
