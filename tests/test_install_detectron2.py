@@ -43,6 +43,9 @@ def fake_v06_tree(tmp_path):
     for rel in ("detectron2/layers/deform_conv.py", "detectron2/layers/rotated_boxes.py",
                 "detectron2/layers/roi_align_rotated.py", "detectron2/evaluation/fast_eval_api.py"):
         _write(root, rel, "import torch\nfrom detectron2 import _C\n\n\ndef op(x):\n    return _C.op(x)\n")
+    _write(root, "detectron2/layers/nms.py",
+           "import torch\n\n\ndef nms_rotated(boxes, scores, iou_threshold):\n"
+           "    return torch.ops.detectron2.nms_rotated(boxes, scores, iou_threshold)\n")
     _write(root, "detectron2/data/transforms/transform.py",
            "from PIL import Image\n\n\ndef f(interp=Image.LINEAR):\n    return interp\n")
     _write(root, "detectron2/data/build.py",
@@ -62,7 +65,7 @@ def test_patches_fix_every_known_break_and_are_idempotent(fake_v06_tree):
         "setup.py", "detectron2/_missing_ops.py", "detectron2/layers/deform_conv.py",
         "detectron2/layers/rotated_boxes.py", "detectron2/layers/roi_align_rotated.py",
         "detectron2/evaluation/fast_eval_api.py", "detectron2/data/transforms/transform.py",
-        "detectron2/data/build.py", "detectron2/model_zoo/model_zoo.py",
+        "detectron2/data/build.py", "detectron2/model_zoo/model_zoo.py", "detectron2/layers/nms.py",
     }
     build = (root / "detectron2/data/build.py").read_text()
     assert "dtype=int)" in build and "np.int64(2)" in build and "np.bool_(1)" in build
@@ -71,6 +74,7 @@ def test_patches_fix_every_known_break_and_are_idempotent(fake_v06_tree):
     assert "pkg_resources" not in (root / "detectron2/model_zoo/model_zoo.py").read_text()
     assert '"black",' in (root / "setup.py").read_text()
     assert "from detectron2 import _C\n" not in (root / "detectron2/layers/deform_conv.py").read_text()
+    assert 'if not hasattr(torch.ops.detectron2, "nms_rotated")' in (root / "detectron2/layers/nms.py").read_text()
 
     before = _tree_digest(root)
     assert inst.patch_source_tree(root) == []
@@ -92,7 +96,7 @@ def test_patches_apply_to_the_real_v06_sdist(tmp_path):
         tar.extractall(tmp_path, filter="data")
     src = next(p for p in tmp_path.iterdir() if (p / "setup.py").exists())
     changed = inst.patch_source_tree(src)
-    assert "setup.py" in changed and "detectron2/data/build.py" in changed
+    assert {"setup.py", "detectron2/data/build.py", "detectron2/layers/nms.py"} <= set(changed)
     for rel in changed:
         text = (src / rel).read_text()
         assert "Image.LINEAR" not in text
@@ -133,11 +137,16 @@ def test_compiled_only_op_raises_a_clear_error():
     if detectron2_has_compiled_ops():
         pytest.skip("this detectron2 has its C++ ops")
     import torch
+    from detectron2.layers import batched_nms_rotated, nms_rotated
     from detectron2.layers.rotated_boxes import pairwise_iou_rotated
 
     boxes = torch.tensor([[5.0, 5.0, 4.0, 4.0, 0.0]])
     with pytest.raises(RuntimeError, match="built without its C\\+\\+/CUDA ops"):
         pairwise_iou_rotated(boxes, boxes)
+    with pytest.raises(RuntimeError, match="nms_rotated is a compiled op.*built without its C\\+\\+/CUDA ops"):
+        nms_rotated(boxes, torch.ones(1), 0.5)
+    with pytest.raises(RuntimeError, match="nms_rotated is a compiled op"):
+        batched_nms_rotated(boxes, torch.ones(1), torch.zeros(1, dtype=torch.long), 0.5)
 
 
 def test_a_build_from_an_older_version_of_the_script_is_reported_for_rebuild(tmp_path):

@@ -20,7 +20,8 @@ no-op when already applied, so the script is idempotent):
   rotated_boxes, fast_eval_api): replaced by a loader that returns the real
   extension when present, otherwise an object whose attributes raise a
   ``RuntimeError`` saying that detectron2 was built without its C++ ops and how
-  to get them;
+  to get them; ``nms_rotated`` (``layers/nms.py``), which calls ``torch.ops.detectron2``
+  directly, raises the same error when that op is not registered;
 - ``Image.LINEAR`` (removed in Pillow 10) -> ``Image.BILINEAR``;
 - ``np.int`` / ``np.float`` / ``np.bool`` / ``np.str`` (removed in numpy 1.24) ->
   the builtins they aliased;
@@ -49,7 +50,7 @@ SDIST_NAME = "pb1-detectron2"
 SDIST_VERSION = "0.6"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 # Bump when PATCHES change, so that builds made by an older version of this script are redone.
-PATCH_LEVEL = 2
+PATCH_LEVEL = 3
 
 # Modules a training run imports; all of them must import for detectron2 to count as working.
 PROBE_MODULES = (
@@ -95,11 +96,27 @@ def load_compiled_ops():
 
 LOAD_OPS = "from detectron2._missing_ops import load_compiled_ops\n\n_C = load_compiled_ops()\n"
 
+NMS_ROTATED_CALL = "    return torch.ops.detectron2.nms_rotated(boxes, scores, iou_threshold)\n"
+NMS_ROTATED_CHECKED = (
+    '    if not hasattr(torch.ops.detectron2, "nms_rotated"):\n'
+    "        from detectron2._missing_ops import load_compiled_ops\n"
+    "\n"
+    "        ops = load_compiled_ops()  # importing a built detectron2._C registers the op\n"
+    '        if not hasattr(torch.ops.detectron2, "nms_rotated"):\n'
+    '            getattr(ops, "nms_rotated")  # no C++ ops: raises the error that says how to get them\n'
+    + NMS_ROTATED_CALL
+)
+
 NUMPY_ALIASES = {"int": "int", "float": "float", "bool": "bool", "str": "str"}
 
 
 def _sub_literal(old: str, new: str) -> Callable[[str], str]:
     return lambda text: text.replace(old, new)
+
+
+def _sub_once(old: str, new: str) -> Callable[[str], str]:
+    """Like :func:`_sub_literal` for a ``new`` that contains ``old``: a text that already has ``new`` is kept."""
+    return lambda text: text if new in text else text.replace(old, new)
 
 
 def _sub_numpy_aliases(text: str) -> str:
@@ -129,6 +146,7 @@ PATCHES: Dict[str, List[Callable[[str], str]]] = {
     "detectron2/layers/roi_align_rotated.py": [_sub_literal("from detectron2 import _C\n", LOAD_OPS)],
     "detectron2/layers/rotated_boxes.py": [_sub_literal("from detectron2 import _C\n", LOAD_OPS)],
     "detectron2/evaluation/fast_eval_api.py": [_sub_literal("from detectron2 import _C\n", LOAD_OPS)],
+    "detectron2/layers/nms.py": [_sub_once(NMS_ROTATED_CALL, NMS_ROTATED_CHECKED)],
     "detectron2/data/transforms/transform.py": [_sub_literal("Image.LINEAR", "Image.BILINEAR")],
     "detectron2/model_zoo/model_zoo.py": [_sub_model_zoo],
     "detectron2/data/common.py": [
