@@ -7,12 +7,16 @@
         [--num-images 8] [--score-threshold 0.5] [--output output/predictions] [key=value ...]
 
 The model is the config's ``model`` (with the ``key=value`` overrides), loaded from ``--checkpoint`` (a
-detectron2 ``.pth`` written by tools/lazyconfig_train_net.py). Images come from ``--dataset`` (a registered
+detectron2 ``.pth`` written by tools/lazyconfig_train_net.py) with the rules of ``train.init_checkpoint``: a
+checkpoint that matches no tensor of the model is refused, and a ``.pkl`` (or a ``.pth`` holding python
+objects) is unpickled only with ``--trust-pickle``. Images come from ``--dataset`` (a registered
 name or a dataset spec, see README "Train on your own data"), ``--image-dir`` (every image of a folder, no
 ground truth) or, by default, the config's ``dataloader.test.dataset.names``; they are resized by the
 config's test mapper, as in evaluation. The number of classes is taken from a ``coco:`` dataset's json, else
-from the checkpoint's class head; class names from the dataset or the config's training dataset (with
-``--image-dir``, add ``dataloader.train.dataset.names=coco:TRAIN.json:IMAGES`` to name the classes).
+from the checkpoint's class head (``K + 1`` rows with the softmax loss of Vanilla DETR, ``K`` with the focal
+loss of Conditional / Deformable DETR: the config's criterion says which); class names from the dataset or
+the config's training dataset (with ``--image-dir``, add
+``dataloader.train.dataset.names=coco:TRAIN.json:IMAGES`` to name the classes).
 
 Each PNG shows, side by side, the ground-truth boxes (when the dataset has annotations) and the detections
 with ``score >= --score-threshold`` (class name and score; one colour per class), on the original image
@@ -31,7 +35,6 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.structures import BoxMode  # noqa: E402
@@ -40,6 +43,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 import siamese_detr.data  # noqa: E402,F401  (registers the built-in datasets)
 from siamese_detr.data.image_io import read_image_or_none  # noqa: E402
 from siamese_detr.engine import apply_checked_overrides  # noqa: E402
+from siamese_detr.engine.checkpointing import CheckpointLoadError, SafeDetectionCheckpointer  # noqa: E402
 
 logger = logging.getLogger("visualize_predictions")
 GAP = 8
@@ -125,16 +129,29 @@ def class_names_for(cfg, dataset_names, num_classes: int) -> list:
     return ["object"] if num_classes == 1 else [f"class {i}" for i in range(num_classes)]
 
 
-def checkpoint_num_classes(path: str):
-    """Foreground classes K of a checkpoint's DETR class head (weight [K + 1, d]), or None."""
-    try:  # tensors only: a file that needs unpickling is left to DetectionCheckpointer's own rules
+def checkpoint_class_rows(path: str):
+    """Rows of a checkpoint's DETR class head (the last one when there is one per decoder layer), or None."""
+    try:  # tensors only: a file that needs unpickling is left to the checkpointer's own rules
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         return None
     model = checkpoint.get("model", {}) if isinstance(checkpoint, dict) else {}
     # one head ("class_embed.weight") or one per decoder layer ("class_embed.<i>.weight")
     heads = [v for k, v in model.items() if re.fullmatch(r"class_embed(\.\d+)*\.weight", str(k))]
-    return int(heads[-1].shape[0]) - 1 if heads else None
+    return int(heads[-1].shape[0]) if heads else None
+
+
+def no_object_logits(cfg) -> int:
+    """Class-head rows beyond the ``K`` classes for the config's criterion: 1 (softmax CE, the last row is
+    "no object") or 0 (sigmoid focal loss)."""
+    criterion = instantiate(cfg.model.criterion)
+    return int(criterion.num_class_logits) - int(criterion.num_classes)
+
+
+def checkpoint_num_classes(path: str, extra_rows: int):
+    """Foreground classes ``K`` of a checkpoint whose class head has ``K + extra_rows`` rows, or None."""
+    rows = checkpoint_class_rows(path)
+    return None if rows is None else rows - extra_rows
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-images", type=int, default=8, help="the first N images of the dataset")
     p.add_argument("--score-threshold", type=float, default=0.5, help="draw detections with score >= this")
     p.add_argument("--output", default="output/predictions", help="folder for the PNG files")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a .pkl checkpoint (or a .pth holding python objects): unpickling runs code from it")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="key=value config overrides")
     return p
 
@@ -179,7 +198,14 @@ def main(argv=None) -> int:
               "coco:ANNOTATIONS.json:IMAGE_ROOT or folder:IMAGE_DIR)", file=sys.stderr)
         return 2
     model_cfg_classes = cfg.model.get("num_classes", None)
-    ckpt_classes = checkpoint_num_classes(args.checkpoint)
+    ckpt_classes = None
+    if model_cfg_classes is not None and "criterion" in cfg.model:
+        ckpt_classes = checkpoint_num_classes(args.checkpoint, no_object_logits(cfg))
+    if ckpt_classes is not None and ckpt_classes < 1:
+        print(f"error: the class head of {args.checkpoint} has {ckpt_classes + no_object_logits(cfg)} row(s), "
+              f"no foreground class for this config's class loss: a pretraining checkpoint? Draw a finetuned "
+              "detector (its model_final.pth)", file=sys.stderr)
+        return 2
     if model_cfg_classes is not None and ckpt_classes is not None and ckpt_classes != model_cfg_classes:
         if any(str(n).startswith("coco:") for n in names):
             print(f"error: the checkpoint has {ckpt_classes} classes, the dataset {model_cfg_classes}",
@@ -192,7 +218,11 @@ def main(argv=None) -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         device = "cpu"
     model = instantiate(cfg.model).to(device).eval()
-    DetectionCheckpointer(model).load(args.checkpoint)
+    try:
+        SafeDetectionCheckpointer(model, trust_pickle=args.trust_pickle).load(args.checkpoint)
+    except CheckpointLoadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     mapper = instantiate(cfg.dataloader.test.mapper)
     dicts = [d for name in names for d in DatasetCatalog.get(name)][: max(args.num_images, 0)]
     class_names = class_names_for(cfg, names, getattr(model, "num_classes", 1))
