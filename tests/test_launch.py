@@ -27,3 +27,70 @@ def test_two_cpu_processes_join_one_gloo_group(tmp_path):
     infos = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for r, info in enumerate(infos):
         assert info == {"rank": r, "world": 2, "local_rank": r, "local_size": 2, "gathered": [0, 10]}
+
+
+LAUNCHER = """
+import os, sys, time
+from siamese_detr.engine import launch
+
+
+def work(folder):
+    from detectron2.utils import comm
+
+    with open(os.path.join(folder, f"worker{comm.get_rank()}.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    while True:  # a training that would never end by itself
+        time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    launch(work, 2, dist_url="auto", args=(sys.argv[1],))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead too
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_workers_end_when_the_launcher_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    if torch.cuda.is_available() or not os.path.isdir("/proc"):
+        pytest.skip("CPU workers on Linux")
+    script = tmp_path / "launcher.py"
+    script.write_text(LAUNCHER)
+    # started as `cmd &` from a script (or under nohup) starts it: SIGINT ignored, so torch's own
+    # parent-death signal for spawned workers (SIGINT) does nothing
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)],
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        pids_files = [tmp_path / f"worker{r}.pid" for r in range(2)]
+        deadline = time.monotonic() + 120
+        while not all(p.exists() and p.read_text() for p in pids_files):
+            assert proc.poll() is None and time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.2)
+        pids = [int(p.read_text()) for p in pids_files]
+        assert all(_alive(pid) for pid in pids)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in pids)
+    finally:
+        proc.kill()
+        for p in tmp_path.glob("worker*.pid"):
+            try:
+                os.kill(int(p.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass

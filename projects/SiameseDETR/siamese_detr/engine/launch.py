@@ -3,9 +3,19 @@
 detectron2's ``launch`` (v0.6) asserts CUDA and always uses NCCL. With GPUs we delegate to it
 unchanged; without GPUs we spawn ``num_processes`` CPU workers that join a gloo process group
 and set up detectron2's local process group, so ``detectron2.utils.comm`` works as usual.
+
+A CPU worker ends when its launcher dies (kill -9, out of memory): otherwise it would train on, re-parented,
+writing checkpoints and ``metrics.json`` into the run's folder while the ``--resume`` that the README
+recommends after a kill starts a second run there.
 """
+import ctypes
 import logging
+import os
+import signal
+import sys
 import tempfile
+import threading
+import time
 from datetime import timedelta
 
 import torch
@@ -46,10 +56,42 @@ def launch(main_func, num_processes, num_machines=1, machine_rank=0, dist_url=No
 
 def _spawn(main_func, num_processes, world_size, machine_rank, dist_url, args, timeout):
     mp.spawn(_cpu_worker, nprocs=num_processes, daemon=False,
-             args=(main_func, world_size, num_processes, machine_rank, dist_url, args, timeout))
+             args=(main_func, world_size, num_processes, machine_rank, dist_url, args, timeout, os.getpid()))
 
 
-def _cpu_worker(local_rank, main_func, world_size, num_processes, machine_rank, dist_url, args, timeout):
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
+    """Make this process end when ``parent_pid`` (its launcher) ends.
+
+    Linux: the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); elsewhere, or if
+    that call fails, a daemon thread polls ``os.getppid()``. A parent already gone ends the process now.
+    (``torch.multiprocessing.spawn`` asks for SIGINT instead, which does nothing in a run started with SIGINT
+    ignored: ``cmd &`` in a script, ``nohup``; this replaces it.)
+    """
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            armed = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent_pid:  # the launcher died before the signal was armed
+        os._exit(1)
+    if armed:
+        return
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-launcher", daemon=True).start()
+
+
+def _cpu_worker(local_rank, main_func, world_size, num_processes, machine_rank, dist_url, args, timeout,
+                parent_pid):
+    exit_with_parent(parent_pid)
     global_rank = machine_rank * num_processes + local_rank
     try:
         dist.init_process_group("gloo", init_method=dist_url, world_size=world_size, rank=global_rank,
