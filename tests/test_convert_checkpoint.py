@@ -192,3 +192,86 @@ def test_trust_pickle_needed_for_python_objects(tmp_path, capsys):
     assert tool.main(["--input", str(src), "--output", str(dst), "--trust-pickle"]) == 0
     assert "converted 100 tensors" in capsys.readouterr().out
     assert _saved_keys(dst) == set(convert_torchvision_resnet(sd))
+
+
+def _not_checkpoints(tmp_path):
+    """Files that are not checkpoints, with what the error must say about each."""
+    import pickle
+
+    files = {}
+    (tmp_path / "x.json").write_text('{"model": {"a": [1, 2]}}')
+    files["x.json"] = "is not a checkpoint: neither a PyTorch file"
+    (tmp_path / "rand.bin").write_bytes(bytes(range(7, 250, 3)))
+    files["rand.bin"] = "is not a checkpoint: neither a PyTorch file"
+    (tmp_path / "zero.pth").write_bytes(b"")
+    files["zero.pth"] = "is empty (0 bytes)"
+    torch.save(_torchvision_resnet("resnet18", seed=8).state_dict(), tmp_path / "full.pth")
+    (tmp_path / "trunc.pth").write_bytes((tmp_path / "full.pth").read_bytes()[:5000])
+    files["trunc.pth"] = "is truncated or corrupt"
+    files["nonexist.pth"] = "does not exist"
+    (tmp_path / "adir").mkdir()
+    files["adir"] = "is a folder, not a checkpoint file"
+    # a Detectron2 model-zoo pickle: numpy arrays in detectron2's layout, not a torch.save file
+    with open(tmp_path / "d2.pkl", "wb") as f:
+        pickle.dump({"model": {"stem.conv1.weight": torch.zeros(2).numpy()}, "__author__": "d2"}, f, protocol=2)
+    files["d2.pkl"] = "python -m siamese_detr.engine.checkpointing " + str(tmp_path / "d2.pkl") + " OUT.pth"
+    return files
+
+
+@pytest.mark.parametrize("trust", [[], ["--trust-pickle"]])
+def test_files_that_are_not_checkpoints_get_one_line_errors(tmp_path, trust):
+    for name, message in _not_checkpoints(tmp_path).items():
+        dst = tmp_path / "out" / "a.pth"
+        with pytest.raises(SystemExit) as exc:
+            tool.main(["--input", str(tmp_path / name), "--output", str(dst)] + trust)
+        text = str(exc.value.code)
+        assert text.startswith("error: ") and str(tmp_path / name) in text
+        assert message in text, (name, text)
+        assert "\n" not in text and not dst.exists()
+        if name != "d2.pkl":
+            assert "--trust-pickle" not in text, (name, text)
+
+
+def test_a_resnet_missing_a_tensor_is_refused(tmp_path, capsys):
+    sd = _torchvision_resnet("resnet50", seed=9).state_dict()
+    del sd["layer4.2.bn3.weight"]
+    for k in [k for k in sd if k.startswith("layer3.5.")]:  # a whole last block of a stage, too
+        del sd[k]
+    src, dst = tmp_path / "r50_damaged.pth", tmp_path / "r50_d2.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}}, src)
+    assert tool.main(["--input", str(src), "--output", str(dst)]) == 1
+    err = capsys.readouterr().err
+    assert "lacks 16 tensor(s) of a torchvision ResNet-50" in err  # 1 + the 15 of block layer3.5
+    assert "layer4.2.bn3.weight" in err and "layer3.5.conv1.weight" in err and "layer3.5.bn3.running_var" in err
+    assert not dst.exists()
+    assert tool.missing_resnet_keys(_torchvision_resnet("resnet34", seed=0).state_dict()) == ("ResNet-34", [])
+
+
+def test_output_is_not_the_input_nor_a_folder_and_is_written_atomically(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "r18.pth"
+    torch.save(_torchvision_resnet("resnet18", seed=10).state_dict(), src)
+    before = src.read_bytes()
+    for output, message in [(src, "is the --input file"), (tmp_path / "." / "r18.pth", "is the --input file"),
+                            (tmp_path, "is a folder")]:
+        with pytest.raises(SystemExit) as exc:
+            tool.main(["--input", str(src), "--output", str(output)])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert src.read_bytes() == before
+    # the write goes through the checkpointing module's temporary file and rename
+    saved = []
+    monkeypatch.setattr(tool, "atomic_torch_save", lambda obj, path: saved.append(path) or torch.save(obj, path))
+    dst = tmp_path / "r18_d2.pth"
+    assert tool.main(["--input", str(src), "--output", str(dst)]) == 0
+    assert saved == [str(dst)] and _saved_keys(dst)
+
+
+def test_a_legacy_torch_save_file_still_converts(tmp_path):
+    """Releases saved by torch < 1.6 are pickles too, but torch.save's: they are read, not refused as a .pkl."""
+    from siamese_detr.engine.checkpointing import checkpoint_kind, is_legacy_torch_save
+
+    sd = _torchvision_resnet("resnet18", seed=11).state_dict()
+    src, dst = tmp_path / "legacy.pth.tar", tmp_path / "legacy_d2.pth"
+    torch.save(sd, src, _use_new_zipfile_serialization=False)
+    assert checkpoint_kind(str(src)) == "pickle" and is_legacy_torch_save(str(src))
+    assert tool.main(["--input", str(src), "--output", str(dst)]) == 0
+    assert _saved_keys(dst) == set(convert_torchvision_resnet(sd))

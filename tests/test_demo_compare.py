@@ -2,6 +2,7 @@
 its paired gains on hand-made results."""
 import importlib.util
 import json
+import re
 import os
 import subprocess
 import sys
@@ -83,3 +84,26 @@ def test_outputs_without_a_baseline_have_no_gain_column(tmp_path):
     table = tool.write_outputs(tmp_path, results, args, 60.0, baseline="B")
     assert "| A | 10.00 ± 0.00 | 20.00 ± 0.00 | 0.500 ± 0.000 | -2.00 (worst seed -2.00) |" in table
     assert json.loads((tmp_path / "comparison.json").read_text())["methods"]["A"]["AP_gain_vs_baseline"]["mean"] == -2.0
+
+
+@pytest.mark.parametrize("args, message", [
+    # two names that map to one run folder: their pretrainings and finetunings would overwrite each other
+    (["--method", "scratch=", "--method", "Siamese DETR=configs/demo/demo_siamese_pretrain.py",
+      "--method", "siamese-detr=configs/demo/demo_up_detr_pretrain.py"],
+     "'Siamese DETR' and 'siamese-detr' both map to the run folders siamese_detr_seed*"),
+    (["--method", "a=configs/demo/demo_siamese_pretrain.py", "--method", "a=configs/demo/demo_up_detr_pretrain.py"],
+     "--method 'a' is given twice"),
+    (["--method", "a/b="], "must not contain '/'"),
+    (["--method", "="], "must be non-empty"),
+    (["--seeds", "1", "1"], r"--seeds: \[1\] given more than once"),
+    (["--seeds", "-1"], "--seeds must be non-negative"),
+    (["--low-label-percent", "0"], "--low-label-percent must be in 1..100, got 0"),
+    (["--low-label-percent", "150"], "--low-label-percent must be in 1..100, got 150"),
+])
+def test_bad_methods_seeds_and_percent_are_refused_before_any_step(tmp_path, capsys, args, message):
+    out = tmp_path / "compare"
+    with pytest.raises(SystemExit) as exc:
+        _compare_tool().main(["--output", str(out)] + args)
+    assert exc.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()  # nothing ran, not even the backbone step

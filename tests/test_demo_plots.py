@@ -18,6 +18,39 @@ def test_eval_history_and_curve(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_eval_history_skips_a_torn_line_and_names_bad_lines(tmp_path, capsys):
+    import pytest
+
+    from siamese_detr.demo.plots import MetricsFileError
+
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text('{"iteration": 99, "bbox/AP": 1.5, "total_loss": 2.0}\n'
+                       '{"iteration": 150, "bbox/A\n'  # a torn line kept apart by a resumed run
+                       '{"iteration": 199, "bbox/AP": 2.5, "total_loss": 2.0}\n'
+                       '{"iteration": 299, "bbox/AP')  # the torn last line of a killed run
+    assert eval_history(metrics) == [(100, 1.5), (200, 2.5)]
+    err = capsys.readouterr().err
+    assert f"{metrics}:2: skipping a line cut short" in err and f"{metrics}:4: skipping a line cut short" in err
+    for text, message in [('{"iteration": 1, "bbox/AP": 1}\n\n7\n', "metrics.json:3: '7' is a number, not a JSON"),
+                          ("[1, 2]\n", r"metrics.json:1: '\[1, 2\]' is an array"),
+                          ('{"iteration": 1}\nnot json\n', r"metrics.json:2: not a JSON line \(Expecting value"),
+                          ('{"iteration": 1, "bbox/AP": "high"}\n', "metrics.json:1: 'bbox/AP' = 'high'")]:
+        metrics.write_text(text)
+        with pytest.raises(MetricsFileError, match=message):
+            eval_history(metrics)
+
+
+def test_figure_path():
+    import pytest
+
+    from siamese_detr.demo.plots import figure_path
+
+    assert figure_path("a/b.pdf") == "a/b.pdf" and figure_path("a/b.PNG") == "a/b.PNG"
+    assert figure_path("a/noext") == "a/noext.png"
+    with pytest.raises(ValueError, match=r"y\.txt: matplotlib cannot write \.txt files"):
+        figure_path("y.txt")
+
+
 def test_many_curves_put_the_legend_beside_the_axes(tmp_path, monkeypatch):
     """Up to LEGEND_INSIDE_MAX curves: a 6 x 4 in figure with the legend inside; more: a wider figure whose
     legend lies right of the axes (its box starts beyond the axes' right edge)."""

@@ -61,13 +61,53 @@ def test_table_reference_difference_and_png(tmp_path, capsys):
     (["--run", "a={root}/a_seed0", "--metric", "segm/AP"], "no 'segm/AP'"),
     (["--run", "a={root}/a_seed0", "--run", "a={root}/a_seed0"], "given twice"),
     (["--run", "a={root}/a_seed0", "--reference", "b"], "is not one of the --run labels"),
-    (["--run", "a={root}/bad"], "not a detectron2 metrics.json"),
+    (["--run", "a={root}/bad"], r"bad.metrics\.json:2: not a JSON line .*not a detectron2 metrics\.json"),
+    (["--run", "a={root}/number"], r"number.metrics\.json:2: '5' is a number, not a JSON object"),
+    (["--run", "a={root}/null"], r"null.metrics\.json:1: 'null' is null, not a JSON object"),
+    (["--run", "a={root}/a_seed0", "--output", "{root}/x.txt"], r"--output .*x\.txt: matplotlib cannot write \.txt"),
+    (["--run", "a={root}/a_seed0", "--output", "{root}"], "is a folder"),
 ])
 def test_errors_name_the_argument_or_file(tmp_path, args, message):
     _run_dir(tmp_path, "a_seed0", [(200, 10.0)])
     (tmp_path / "a_seed0.log").write_text("x\n")
     (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "metrics.json").write_text("{\"iteration\": 1}{oops\n")
+    (tmp_path / "bad" / "metrics.json").write_text("{\"iteration\": 1}\noops\n")
+    for name, text in (("number", '{"iteration": 1}\n5\n'), ("null", "null\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(text)
     args = [a.format(root=tmp_path, missing=tmp_path / "nowhere") for a in args]
+    if "--output" not in args:
+        args += ["--output", str(tmp_path / "x.png")]
     with pytest.raises(SystemExit, match=message):
-        plot_eval_curves.main(args + ["--output", str(tmp_path / "x.png")])
+        plot_eval_curves.main(args)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_torn_last_line_is_skipped_with_its_line_number(tmp_path, capsys):
+    """A killed run leaves its last line cut short: the run still counts, with a warning naming the line."""
+    run = _run_dir(tmp_path, "killed", [(200, 10.0), (400, 20.0)])
+    with open(run / "metrics.json", "a") as f:
+        f.write('{"iteration": 819, "bbox/A')  # no newline: what a kill leaves
+    out = tmp_path / "c.png"
+    plot_eval_curves.main(["--run", f"scratch={run}", "--output", str(out)])
+    captured = capsys.readouterr()
+    assert "| scratch | 1 | 10.00 (10.00-10.00) | 20.00 (20.00-20.00) |" in captured.out
+    assert f"{run / 'metrics.json'}:5: skipping a line cut short" in captured.err
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_listed_twice_in_a_group_counts_once(tmp_path, capsys):
+    _run_dir(tmp_path, "s_seed0", [(200, 10.0)])
+    _run_dir(tmp_path, "s_seed1", [(200, 16.0)])
+    plot_eval_curves.main(["--run", f"s={tmp_path}/s_seed*/,{tmp_path}/s_seed0,{tmp_path}/s_seed0/metrics.json",
+                           "--output", str(tmp_path / "c.png")])
+    captured = capsys.readouterr()
+    assert "| s | 2 | 13.00 (10.00-16.00) |" in captured.out  # not n=3 with seed 0 twice (mean 12)
+    assert captured.err.count("is listed more than once; counted once") == 2
+
+
+def test_an_output_without_extension_gets_png(tmp_path, capsys):
+    _run_dir(tmp_path, "a_seed0", [(200, 10.0)])
+    plot_eval_curves.main(["--run", f"a={tmp_path}/a_seed0", "--output", str(tmp_path / "noext")])
+    assert f"wrote {tmp_path / 'noext.png'}" in capsys.readouterr().out
+    assert (tmp_path / "noext.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,6 +1,7 @@
 """tools/plot_metrics.py reads detectron2 metrics.json and writes a PNG."""
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,3 +46,32 @@ def test_a_file_that_is_not_metrics_json_names_the_line(tmp_path):
     bad.write_text('{"iteration": 1, "loss_ce": 1}\nnot json\n')
     with pytest.raises(SystemExit, match="metrics.json:2"):
         plot_metrics.read_metrics(bad)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"iteration": 1, "loss_ce": 1}\n5\n', "metrics.json:2: '5' is a number, not a JSON object"),
+    ("null\n", "metrics.json:1: 'null' is null, not a JSON object"),
+])
+def test_a_line_that_is_not_an_object_names_the_line(tmp_path, text, message):
+    bad = tmp_path / "metrics.json"
+    bad.write_text(text)
+    with pytest.raises(SystemExit, match=message):
+        plot_metrics.read_metrics(bad)
+
+
+def test_output_path_written_and_unsupported_extension(tmp_path, capsys):
+    metrics = tmp_path / "metrics.json"
+    _write_metrics(metrics, [{"iteration": 19, "loss_ce": 2.0}, {"iteration": 39, "loss_ce": 1.0}])
+    # no extension: matplotlib writes noext.png, and that is the path printed
+    assert plot_metrics.main([str(metrics), "--output", str(tmp_path / "png" / "noext")]) == 0
+    assert f"wrote {tmp_path / 'png' / 'noext.png'}" in capsys.readouterr().out
+    assert (tmp_path / "png" / "noext.png").stat().st_size > 0
+    # an extension matplotlib cannot write, or a folder: refused up front (argparse error), nothing written
+    for output, message in [(tmp_path / "y.txt", r"y\.txt: matplotlib cannot write \.txt files"),
+                            (tmp_path / "png", "is a folder")]:
+        with pytest.raises(SystemExit) as exc:
+            plot_metrics.main([str(metrics), "--output", str(output)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "Traceback" not in err
+    assert not (tmp_path / "y.txt").exists() and not (tmp_path / "png.png").exists()

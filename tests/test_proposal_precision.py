@@ -4,6 +4,7 @@ tool end to end on a COCO-format dataset and a store written by the test."""
 import contextlib
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -80,12 +81,11 @@ def test_image_missing_from_the_store_counts_its_objects_as_missed():
     assert r["AP@top10"] == pytest.approx(100 * 51 / 101)
 
 
-def test_tool_end_to_end(tmp_path, capsys):
+def _toy_coco_dataset(tmp_path):
+    """``coco:`` spec of 2 annotated 64 x 64 images: image 1 with two objects, image 2 with one."""
     images = tmp_path / "images"
     images.mkdir()
     data = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "thing"}]}
-    # image 1: two objects, both among its proposals (ranks 1 and 2); image 2: one object, no proposals.
-    # Only image 1 has detections, so no two detections share a score.
     gt = {1: [OBJECT, FAR], 2: [OBJECT]}
     for image_id, boxes in gt.items():
         cv2.imwrite(str(images / f"{image_id}.png"), np.zeros((64, 64, 3), np.uint8))
@@ -97,11 +97,17 @@ def test_tool_end_to_end(tmp_path, capsys):
             )
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps(data))
+    return f"coco:{ann}:{images}"
+
+
+def test_tool_end_to_end(tmp_path, capsys):
+    # image 1: two objects, both among its proposals (ranks 1 and 2); image 2: one object, no proposals.
+    # Only image 1 has detections, so no two detections share a score.
+    spec = _toy_coco_dataset(tmp_path)
     store = str(tmp_path / "toy.proposals")
     write_store(store, [1, 2], [np.array([OBJECT, FAR]), np.zeros((0, 4))], [np.zeros(2), np.zeros(0)],
                 sizes=[(64, 64)] * 2, method="edgeboxes")
     out = tmp_path / "r.json"
-    spec = f"coco:{ann}:{images}"
     assert evaluate_proposals.main(["--dataset", spec, "--store", store, "--ap-ks", "1", "2", "--json", str(out)]) == 0
     r = json.loads(out.read_text())["results"]["toy.proposals"]
     # precision 1 up to recall 1/3 (top 1) or 2/3 (top 2): COCO's recall points 0 ... 0.33 / 0.66
@@ -109,3 +115,96 @@ def test_tool_end_to_end(tmp_path, capsys):
     assert r["AP@top2"] == pytest.approx(100 * 67 / 101)
     assert r["AR@10"] == pytest.approx(2 / 3)
     assert "AP@top" in capsys.readouterr().out
+
+
+def test_stores_of_the_same_folder_name_keep_their_own_results(tmp_path, capsys):
+    spec = _toy_coco_dataset(tmp_path)
+    # A/st finds both objects of image 1, B/st finds nothing: one row each, not the last one only
+    a, b = tmp_path / "A" / "st", tmp_path / "B" / "st"
+    write_store(str(a), [1, 2], [np.array([OBJECT, FAR]), np.zeros((0, 4))], [np.zeros(2), np.zeros(0)],
+                sizes=[(64, 64)] * 2, method="edgeboxes")
+    write_store(str(b), [1, 2], [np.zeros((0, 4))] * 2, [np.zeros(0)] * 2, sizes=[(64, 64)] * 2, method="random")
+    out = tmp_path / "r.json"
+    assert evaluate_proposals.main(["--dataset", spec, "--store", str(a), str(b), "--ap-ks", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {os.path.join("A", "st"), os.path.join("B", "st")}
+    assert results[os.path.join("A", "st")]["AR@10"] == pytest.approx(2 / 3)
+    assert results[os.path.join("B", "st")]["AR@10"] == 0.0
+    table = capsys.readouterr().out
+    assert os.path.join("A", "st") in table and os.path.join("B", "st") in table
+    # the same store twice (also through a trailing "/") is refused
+    with pytest.raises(SystemExit) as exc:
+        evaluate_proposals.main(["--dataset", spec, "--store", str(a), str(a) + "/"])
+    assert exc.value.code == 2 and "the same store more than once" in capsys.readouterr().err
+
+
+def test_store_names_grow_only_as_far_as_needed():
+    assert evaluate_proposals.store_names(["x/a/st", "y/b/st", "z/c.proposals"]) == \
+        [os.path.join("a", "st"), os.path.join("b", "st"), "c.proposals"]
+    assert evaluate_proposals.store_names(["p/x/st", "q/x/st"]) == \
+        [os.path.join("p", "x", "st"), os.path.join("q", "x", "st")]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ks", "0", "-5"], "argument --ks: expected a positive integer, got 0"),
+    (["--ks", "10", "-5"], "argument --ks: expected a positive integer, got -5"),
+    (["--ap-ks", "0"], "argument --ap-ks: expected a positive integer, got 0"),
+    (["--ap-ks", "x"], "argument --ap-ks: expected a positive integer, got 'x'"),
+])
+def test_budgets_must_be_positive(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        evaluate_proposals.main(["--dataset", "synthetic_shapes_val", "--store", str(tmp_path)] + args)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_json_folder_is_checked_before_the_evaluation(tmp_path, capsys, monkeypatch):
+    spec = _toy_coco_dataset(tmp_path)
+    store = str(tmp_path / "toy.proposals")
+    write_store(store, [1, 2], [np.array([OBJECT]), np.array([OBJECT])], [np.zeros(1)] * 2,
+                sizes=[(64, 64)] * 2, method="edgeboxes")
+    # a file where the folder should be: refused up front, before anything is evaluated
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(evaluate_proposals, "evaluate_proposal_recall",
+                        lambda *a, **k: pytest.fail("evaluated before checking --json"))
+    with pytest.raises(SystemExit) as exc:
+        evaluate_proposals.main(["--dataset", spec, "--store", store, "--json", str(tmp_path / "afile" / "r.json")])
+    assert exc.value.code == 2 and "cannot create its folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        evaluate_proposals.main(["--dataset", spec, "--store", store, "--json", str(tmp_path)])
+    assert exc.value.code == 2 and "is a folder" in capsys.readouterr().err
+    monkeypatch.undo()
+    # a folder that does not exist yet is created
+    out = tmp_path / "new" / "dir" / "r.json"
+    assert evaluate_proposals.main(["--dataset", spec, "--store", store, "--ap-ks", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["results"]["toy.proposals"]["AR@10"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("ap_ks", [[], ["1"]])
+def test_a_dataset_without_boxes_is_refused(tmp_path, capsys, ap_ks):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.zeros((64, 64, 3), np.uint8))
+    store = str(tmp_path / "fold.proposals")
+    write_store(store, ["a.png"], [np.array([OBJECT])], [np.zeros(1)], sizes=[(64, 64)], method="edgeboxes")
+    code = evaluate_proposals.main(["--dataset", f"folder:{images}", "--store", store, "--ap-ks", *ap_ks])
+    err = capsys.readouterr().err
+    assert code == 2 and "has no box annotations" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_store_of_another_dataset_suggests_a_new_output(tmp_path, capsys):
+    spec = _toy_coco_dataset(tmp_path)
+    other = tmp_path / "other.proposals"  # a valid store of another dataset (image ids 7, 8)
+    write_store(str(other), [7, 8], [np.array([OBJECT])] * 2, [np.zeros(1)] * 2, sizes=[(64, 64)] * 2,
+                method="edgeboxes", dataset="synthetic_shapes_train")
+    assert evaluate_proposals.main(["--dataset", spec, "--store", str(other), "--ap-ks"]) == 1
+    hint = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hint:")]
+    assert len(hint) == 1
+    assert f"--dataset {spec} --method edgeboxes --output NEW_STORE.proposals" in hint[0]
+    assert "'synthetic_shapes_train'" in hint[0] and "--overwrite" not in hint[0]
+    # a registered name: a concrete new folder beside the other store
+    fake = type("Store", (), {"meta": {"dataset": "synthetic_shapes_val"}, "method": "edgeboxes"})()
+    hint = evaluate_proposals._other_dataset_hint(fake, "out/val.eb", "synthetic_shapes_train")
+    assert hint.endswith("--dataset synthetic_shapes_train --method edgeboxes "
+                         f"--output {os.path.join('out', 'synthetic_shapes_train.edgeboxes.proposals')}")
+    assert evaluate_proposals._other_dataset_hint(fake, "out/val.eb", "synthetic_shapes_val") is None

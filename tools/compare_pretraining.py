@@ -13,6 +13,9 @@ finetuning ``configs/demo/demo_detector.py`` on the 10% low-label subset drawn w
 (``synthetic_shapes_train_large_10pct_seed{s}``) with ``train.seed=s``, COCO AP on ``synthetic_shapes_val``.
 A pretraining config must build a model whose checkpoint loads into the detector (the same transformer,
 queries and heads), e.g. one made from ``demo_detector.model`` as ``demo_siamese_pretrain.py`` is.
+Each method's runs go to ``<output>/<slug>_seed<s>/`` (``Siamese DETR`` -> ``siamese_detr``): names whose
+folders would be the same (``Siamese DETR`` and ``siamese-detr``), a name given twice, a seed given twice
+and a ``--low-label-percent`` outside 1..100 are refused before anything runs.
 
 Writes ``<output>/comparison.json``, ``comparison.md`` (mean ± half the min-max spread of AP and AP50 over
 seeds, pretraining seconds per iteration, and each method's AP gain over the first method without
@@ -52,6 +55,30 @@ def parse_method(text: str) -> Tuple[str, Optional[str]]:
         raise argparse.ArgumentTypeError(f"--method expects NAME=CONFIG (or NAME= for none), got {text!r}")
     name, config = text.split("=", 1)
     return name.strip(), (config.strip() or None)
+
+
+def method_slug(name: str) -> str:
+    """The folder name part of a method: ``"Siamese DETR"`` -> ``siamese_detr`` (runs go to ``<slug>_seed<s>``)."""
+    return name.lower().replace(" ", "_").replace("-", "_")
+
+
+def check_methods(methods: List[Tuple[str, Optional[str]]]) -> Optional[str]:
+    """Why the ``--method`` list cannot be run, or None: an empty name, a name with a path separator, the same
+    name twice, or two names that map to one run folder (:func:`method_slug`), whose runs would overwrite each
+    other's."""
+    by_slug: Dict[str, str] = {}
+    for name, _ in methods:
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            return f"--method {name!r}: a method name must be non-empty and must not contain '/' or '\\'"
+        slug = method_slug(name)
+        if slug in by_slug:
+            other = by_slug[slug]
+            if other == name:
+                return f"--method {name!r} is given twice; give each method once"
+            return (f"--method names {other!r} and {name!r} both map to the run folders {slug}_seed*: "
+                    f"rename one of them")
+        by_slug[slug] = name
+    return None
 
 
 def seconds_per_iter(metrics_json: Path) -> Optional[float]:
@@ -121,10 +148,10 @@ def schedule_overrides(iters: Optional[int]) -> List[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("output/compare"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="non-negative, each once")
     parser.add_argument("--method", type=parse_method, action="append", default=None,
                         help="NAME=CONFIG, repeatable (default: scratch, UP-DETR, DETReg, Siamese DETR)")
-    parser.add_argument("--low-label-percent", type=int, default=10)
+    parser.add_argument("--low-label-percent", type=int, default=10, help="1..100 (default 10)")
     parser.add_argument("--backbone-iters", type=int, default=None)
     parser.add_argument("--backbone-extra", nargs="*", default=[], help="overrides of demo_backbone.py")
     parser.add_argument("--pretrain-iters", type=int, default=None, help="default: each config's max_iter")
@@ -136,6 +163,18 @@ def main(argv=None) -> int:
     parser.add_argument("--parallel", type=int, default=2, help="runs at once (pretrainings and scratch finetunings "
                         "first; each finetuning from a pretraining once that pretraining has finished)")
     args = parser.parse_args(argv)
+    # refused here, before any step runs (the percent would otherwise fail only in the first finetuning)
+    if not 1 <= args.low_label_percent <= 100:
+        parser.error(f"--low-label-percent must be in 1..100, got {args.low_label_percent}")
+    repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
+    if repeated:
+        parser.error(f"--seeds: {repeated} given more than once; give each seed once")
+    if any(s < 0 for s in args.seeds):
+        parser.error(f"--seeds must be non-negative, got {args.seeds}")
+    methods = args.method or DEFAULT_METHODS
+    problem = check_methods(methods)
+    if problem:
+        parser.error(problem)
 
     os.environ["DETECTRON2_DATASETS"] = os.path.abspath(os.getenv("DETECTRON2_DATASETS", "datasets"))
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -150,7 +189,6 @@ def main(argv=None) -> int:
     from siamese_detr.data.datasets.builtin_shapes import low_label_name, register_low_label_split
     from siamese_detr.demo.runner import StepRunner, last_results
 
-    methods = args.method or DEFAULT_METHODS
     present = []
     for name, config in methods:
         if config is not None and not (ROOT / config).is_file():
@@ -178,8 +216,7 @@ def main(argv=None) -> int:
         register_low_label_split(args.low_label_percent, seed)  # in this process, for the digests
         subset = low_label_name(args.low_label_percent, seed)
         for name, config in present:
-            slug = name.lower().replace(" ", "_").replace("-", "_")
-            run_dir = output / f"{slug}_seed{seed}"
+            run_dir = output / f"{method_slug(name)}_seed{seed}"
             init, pt_dir = backbone_ckpt, None
             if config is not None:
                 pt_dir = run_dir / "pretrain"

@@ -23,6 +23,11 @@ pass ``--input-format RGB`` for a model fed RGB images.
 The input is read with ``torch.load(weights_only=True)``. A checkpoint that also stores arbitrary python
 objects (e.g. an ``argparse.Namespace``) cannot be read that way; ``--trust-pickle`` reads it with
 ``weights_only=False``, which can execute code from the file: use it only for files from a trusted source.
+A file that is not a checkpoint (missing, empty, JSON, random bytes, truncated) is refused with a one-line error
+naming it; a Detectron2 ``.pkl`` needs no conversion (``python -m siamese_detr.engine.checkpointing IN.pkl
+OUT.pth`` makes a ``.pth`` of it that loads without ``--trust-pickle``). A torchvision ResNet that lacks a
+tensor of its architecture is refused, naming the missing keys. The output (not the input file) is written
+through a temporary file and a rename.
 """
 
 import argparse
@@ -31,12 +36,20 @@ import pickle
 import re
 import sys
 from collections import Counter
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 import torch
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from siamese_detr.checkpoint import map_torchvision_resnet
+from siamese_detr.checkpoint import map_torchvision_resnet, unwrap_state_dict
 from siamese_detr.checkpoint.registry import available_converters, get_converter, model_state
+from siamese_detr.engine.checkpointing import (
+    CheckpointLoadError,
+    atomic_torch_save,
+    checkpoint_kind,
+    is_legacy_torch_save,
+    load_checkpoint_file,
+)
 
 # SwAV and DETReg release ResNets use torchvision's layout; the rest are whole-model converters
 FORMATS = ("torchvision",) + tuple(available_converters())
@@ -70,20 +83,82 @@ def load_checkpoint(path: str, trust_pickle: bool = False):
     """``torch.load`` on CPU, tensors and plain containers only unless ``trust_pickle``.
 
     Raises:
-        SystemExit: the file holds other python objects and ``trust_pickle`` is False (the message explains).
+        SystemExit: with a one-line message naming ``path`` and what it is: missing, a folder, empty, not a
+            checkpoint (JSON, random bytes), a plain pickle such as a Detectron2 ``.pkl`` (which this tool does
+            not convert: the message gives the command that does), truncated or corrupt, or holding python
+            objects besides tensors while ``trust_pickle`` is False (the message explains ``--trust-pickle``).
     """
-    if trust_pickle:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        what = f" (it contains {found.group(1)})" if found else ""
+    if os.path.isdir(path):
+        raise SystemExit(f"error: --input {path} is a folder, not a checkpoint file")
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: --input {path} does not exist")
+    kind = checkpoint_kind(path)
+    if kind == "empty":
+        raise SystemExit(f"error: {path} is empty (0 bytes), not a checkpoint: an interrupted download or copy?")
+    if kind == "unknown":
+        with open(path, "rb") as f:
+            head = f.read(16)
+        looks = " (it looks like JSON or other text)" if head.lstrip()[:1] in (b"{", b"[") else ""
+        raise SystemExit(f"error: {path} is not a checkpoint: neither a PyTorch file (torch.save) nor a pickle; it "
+                         f"starts with {head!r}{looks}")
+    if kind == "pickle" and not is_legacy_torch_save(path):
         raise SystemExit(
-            f"error: {path} holds python objects besides tensors{what}, so it cannot be loaded safely with "
-            f"torch.load(weights_only=True). Unpickling it can execute code from the file. If you trust its "
-            f"source, re-run with --trust-pickle."
-        ) from None
+            f"error: {path} is a plain pickle, not a torch.save file: a Detectron2 .pkl? Those are in detectron2's "
+            f"layout already and need no conversion; to get a .pth that loads without --trust-pickle, run once "
+            f"(it unpickles the file: only for files you trust): python -m siamese_detr.engine.checkpointing "
+            f"{path} OUT.pth"
+        )
+    try:
+        return load_checkpoint_file(path, trust_pickle=trust_pickle)
+    except CheckpointLoadError as e:
+        cause = e.__cause__
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(cause)) if cause is not None else None
+        weights_only_refusal = "weights_only" in str(cause) or "Weights only" in str(cause)
+        if isinstance(cause, pickle.UnpicklingError) and weights_only_refusal and not trust_pickle:
+            what = f" (it contains {found.group(1)})" if found else ""
+            raise SystemExit(
+                f"error: {path} holds python objects besides tensors{what}, so it cannot be loaded safely with "
+                f"torch.load(weights_only=True). Unpickling it can execute code from the file. If you trust its "
+                f"source, re-run with --trust-pickle."
+            ) from None
+        raise SystemExit(f"error: {e}") from None
+    except Exception as e:  # --trust-pickle: unpickling failed (a class that no longer exists, ...)
+        raise SystemExit(f"error: cannot unpickle {path} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+# torchvision ResNets: (block type, blocks per stage) by depth
+_STANDARD_RESNETS = {
+    18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3)),
+}
+_NOT_CONVERTED = re.compile(r"^fc\.|(^|\.)num_batches_tracked$")
+
+
+def missing_resnet_keys(state_dict) -> Tuple[str, List[str]]:
+    """``(architecture, missing keys)``: the torchvision ResNet the keys of ``state_dict`` (wrapped or not,
+    see :func:`unwrap_state_dict`) come from, the smallest standard one (18/34/50/101/152) with at least as
+    many blocks per stage, and the tensors of it (``fc.*`` and ``num_batches_tracked`` aside) that are not
+    there: a conversion without them would leave weights at their defaults without a word."""
+    names = set(unwrap_state_dict(state_dict))
+    blocks = [0, 0, 0, 0]
+    bottleneck = False
+    for name in names:
+        m = re.match(r"^layer([1-4])\.(\d+)\.(?:(?:conv|bn)(\d)\.)?", name)
+        if m:
+            blocks[int(m[1]) - 1] = max(blocks[int(m[1]) - 1], int(m[2]) + 1)
+            bottleneck |= m[3] == "3"
+    block = Bottleneck if bottleneck else BasicBlock
+    fits = [(depth, layers) for depth, (b, layers) in _STANDARD_RESNETS.items()
+            if b is block and all(n >= have for n, have in zip(layers, blocks))]
+    if fits:
+        depth, layers = min(fits, key=lambda f: sum(f[1]))
+        arch = f"ResNet-{depth}"
+    else:
+        layers = tuple(max(1, n) for n in blocks)
+        arch = f"ResNet of {block.__name__} blocks {list(layers)}"
+    with torch.device("meta"):  # names only: no memory, no initialisation
+        expected = ResNet(block, list(layers)).state_dict()
+    return arch, [k for k in expected if not _NOT_CONVERTED.search(k) and k not in names]
 
 
 def summarize_dropped(dropped: Iterable[str]) -> List[str]:
@@ -96,12 +171,25 @@ def summarize_dropped(dropped: Iterable[str]) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     prefix = args.prefix if not args.prefix or args.prefix.endswith(".") else args.prefix + "."
+    if os.path.isdir(args.output):
+        parser.error(f"--output {args.output} is a folder; give the .pth file to write, e.g. "
+                     f"{os.path.join(args.output, 'converted_d2.pth')}")
+    if os.path.realpath(args.output) == os.path.realpath(args.input) or (
+            os.path.exists(args.output) and os.path.exists(args.input) and os.path.samefile(args.output, args.input)):
+        parser.error(f"--output {args.output} is the --input file: write the conversion to another file")
     checkpoint = load_checkpoint(args.input, trust_pickle=args.trust_pickle)
     try:
         if args.format == "torchvision":
             converted, dropped = map_torchvision_resnet(checkpoint, prefix=prefix, input_format=args.input_format)
+            arch, missing = missing_resnet_keys(checkpoint)
+            if missing:
+                shown = ", ".join(missing[:20]) + (f", ... ({len(missing)} in all)" if len(missing) > 20 else "")
+                print(f"error: {args.input} lacks {len(missing)} tensor(s) of a torchvision {arch}, so nothing was "
+                      f"written (a damaged or partial file?): {shown}", file=sys.stderr)
+                return 1
         else:
             result = get_converter(args.format)(model_state(checkpoint), input_format=args.input_format)
             if result.unmapped:
@@ -118,10 +206,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: cannot convert {args.input}: {e}", file=sys.stderr)
         return 1
 
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    os.makedirs(out_dir, exist_ok=True)
     author = f"siamese_detr tools/convert_checkpoint.py ({args.format}, {args.input_format} input)"
-    torch.save({"model": converted, "__author__": author, "matching_heuristics": False}, args.output)
+    try:  # through a temporary file and a rename: a kill never leaves a torn output
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        atomic_torch_save({"model": converted, "__author__": author, "matching_heuristics": False}, args.output)
+    except OSError as e:
+        print(f"error: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
+        return 1
 
     modules = Counter(k[len(prefix):].split(".")[0] for k in converted)
     print(

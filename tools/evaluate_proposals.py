@@ -7,13 +7,19 @@ then the class-agnostic COCO AP / AP50 of the first K proposals of each image sc
 
     python tools/evaluate_proposals.py --dataset synthetic_shapes_val \\
         --store output/proposals/val.edgeboxes.proposals output/proposals/val.ss.proposals --json ar.json
+
+Each store is named by its folder, with as many parent folders as it takes to tell stores of the same folder
+name apart (``A/val.proposals``, ``B/val.proposals``). A dataset without box annotations (``folder:DIR``)
+is refused.
 """
 
 import argparse
 import json
 import os
+import re
 import sys
 import warnings
+from typing import List, Optional, Sequence
 
 # detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
@@ -27,18 +33,74 @@ from siamese_detr.evaluation.proposal_precision import (  # noqa: E402
 from siamese_detr.evaluation.proposal_recall import evaluate_proposal_recall, format_recall_table  # noqa: E402
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a proposal budget)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def store_names(paths: Sequence[str]) -> List[str]:
+    """A distinct name per store for the table and the json: its folder name, with as many parent folders as
+    it takes to tell stores of the same folder name apart (``A/st``, ``B/st``). Paths must be distinct."""
+    parts = [os.path.normpath(os.path.abspath(p)).strip(os.sep).split(os.sep) for p in paths]
+    depth = [1] * len(paths)
+    while True:
+        names = [os.path.join(*ps[-d:]) for ps, d in zip(parts, depth)]
+        clashes = {n for n in names if names.count(n) > 1}
+        if not clashes:
+            return names
+        for i, name in enumerate(names):
+            if name in clashes:
+                if depth[i] == len(parts[i]):
+                    raise ValueError(f"store {paths[i]!r} is given twice")
+                depth[i] += 1
+
+
+def _other_dataset_hint(store, path: str, dataset: str) -> Optional[str]:
+    """When ``store`` was made for another dataset than ``dataset``: how to make one for ``dataset`` without
+    overwriting it (it is a valid store of its own dataset)."""
+    made_for = store.meta.get("dataset")
+    if made_for is None or str(made_for) == dataset:
+        return None
+    if re.fullmatch(r"[\w.-]+", dataset):
+        new = os.path.join(os.path.dirname(os.path.normpath(path)), f"{dataset}.{store.method}.proposals")
+    else:
+        new = "NEW_STORE.proposals"
+    return (f"{path} is a store of {made_for!r}, not of {dataset!r}: keep it, and generate one for {dataset} "
+            f"into a new folder: tools/generate_proposals.py --dataset {dataset} --method {store.method} "
+            f"--output {new}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="registered dataset with box annotations")
     p.add_argument("--store", nargs="+", required=True, help="one or more proposal store directories")
-    p.add_argument("--ks", type=int, nargs="+", default=[10, 100, 1000], help="proposal budgets K")
+    p.add_argument("--ks", type=positive_int, nargs="+", default=[10, 100, 1000], help="proposal budgets K")
     p.add_argument(
-        "--ap-ks", type=int, nargs="*", default=[10, 30],
+        "--ap-ks", type=positive_int, nargs="*", default=[10, 30],
         help="K of the class-agnostic AP of the top-K proposals (none: skip it)",
     )
-    p.add_argument("--json", help="write the results here")
+    p.add_argument("--json", help="write the results here (its folder is created)")
     p.add_argument("--no-check", action="store_true", help="do not require every image to be in the store")
     args = p.parse_args(argv)
+    real = [os.path.realpath(s) for s in args.store]
+    twice = sorted({s for s, r in zip(args.store, real) if real.count(r) > 1})
+    if twice:
+        p.error(f"--store: {twice} name the same store more than once")
+    names = store_names(args.store)
+    if args.json:  # checked before the evaluation, not after it
+        if os.path.isdir(args.json):
+            p.error(f"--json {args.json} is a folder; give the file to write, e.g. "
+                    f"{os.path.join(args.json, 'ar.json')}")
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        except OSError as e:
+            p.error(f"--json {args.json}: cannot create its folder ({e.strerror or e})")
 
     register_builtin_datasets()
     from detectron2.data import DatasetCatalog
@@ -51,19 +113,29 @@ def main(argv=None) -> int:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     dicts = DatasetCatalog.get(args.dataset)
+    if not any(d.get("annotations") for d in dicts):
+        print(f"error: dataset {args.dataset!r} has no box annotations ({len(dicts)} images, 0 boxes), so there is "
+              f"nothing to measure recall against; give an annotated dataset (a registered detection dataset or "
+              f"coco:ANNOTATIONS.json:IMAGE_ROOT; a folder: dataset has no labels)", file=sys.stderr)
+        return 2
     coco_gt = None
     if args.ap_ks:
         from siamese_detr.evaluation.class_agnostic import load_coco_ground_truth
 
         coco_gt = load_coco_ground_truth(args.dataset)
     results = {}
-    for path in args.store:
+    for path, name in zip(args.store, names):
+        store = None
         try:
-            store = ProposalStore.open(path, dataset=None if args.no_check else dicts)
+            store = ProposalStore.open(path)
+            if not args.no_check:
+                store.check_dataset(dicts)
         except ProposalStoreError as e:
             print(f"error: {e}", file=sys.stderr)
+            hint = _other_dataset_hint(store, path, args.dataset) if store is not None else None
+            if hint:
+                print(f"hint: {hint}", file=sys.stderr)
             return 1
-        name = os.path.basename(os.path.normpath(path))
         r = evaluate_proposal_recall(store, dicts, ks=args.ks)
         if coco_gt is not None:
             r.update(evaluate_proposal_precision(store, coco_gt, ks=args.ap_ks))

@@ -10,22 +10,30 @@ and the same numbers as a Markdown table on the terminal.
 
 ``--run LABEL=PATH[,PATH...]``: each PATH is a training output directory (its ``metrics.json``, written by
 ``tools/lazyconfig_train_net.py`` with ``train.eval_period > 0``) or a ``metrics.json`` file; shell-style
-wildcards are expanded (sorted). A group's curve is taken at the iterations that all its runs evaluated.
+wildcards are expanded (sorted); a run listed twice in a group counts once (with a warning). A group's curve is
+taken at the iterations that all its runs evaluated. A line of a ``metrics.json`` cut short by a kill is
+skipped with a warning, as ``tools/plot_metrics.py`` does.
 ``--reference LABEL`` adds the difference of every other group's mean to that group's, per iteration (a
 difference of means: pair the runs by seed yourself, or use ``tools/compare_pretraining.py``, for per-seed
 gains).
 """
 import argparse
 import glob
-import json
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
-from siamese_detr.demo.plots import eval_history, plot_ap_curves, seed_summary  # noqa: E402
+from siamese_detr.demo.plots import (  # noqa: E402
+    MetricsFileError,
+    eval_history,
+    figure_path,
+    plot_ap_curves,
+    seed_summary,
+)
 
 Summary = List[Tuple[int, float, float, float]]
 
@@ -50,6 +58,10 @@ def parse_run(spec: str) -> Tuple[str, List[Path]]:
                     f"--run {label!r}: {metrics} does not exist; give training output directories written by "
                     f"tools/lazyconfig_train_net.py (with train.eval_period > 0) or their metrics.json files"
                 )
+            if any(metrics.resolve() == f.resolve() for f in files):
+                print(f"warning: --run {label.strip()!r}: {metrics} is listed more than once; counted once",
+                      file=sys.stderr)
+                continue
             files.append(metrics)
     return label.strip(), files
 
@@ -63,8 +75,8 @@ def summarise(groups: Dict[str, List[Path]], metric: str) -> Dict[str, Summary]:
         for path in files:
             try:
                 history = eval_history(str(path), metric)
-            except json.JSONDecodeError as e:
-                raise SystemExit(f"{path}: not a detectron2 metrics.json (a JSON object per line): {e}")
+            except MetricsFileError as e:
+                raise SystemExit(str(e))
             if not history:
                 raise SystemExit(f"{path}: no {metric!r} in it (was the run evaluated? train.eval_period > 0)")
             histories.append(history)
@@ -103,10 +115,15 @@ def main(argv=None) -> None:
                         help="a group of runs (repeat for every group)")
     parser.add_argument("--metric", default="bbox/AP", help="key in metrics.json (default bbox/AP)")
     parser.add_argument("--reference", default=None, help="label of the group the others are compared with")
-    parser.add_argument("--output", default="eval_curves.png", help="PNG to write")
+    parser.add_argument("--output", default="eval_curves.png",
+                        help="figure to write (.png, .pdf, .svg, ...; no extension: .png is added)")
     parser.add_argument("--title", default="mean over runs, min-max shaded")
     parser.add_argument("--ylabel", default=None, help="y-axis label (default: the metric)")
     args = parser.parse_args(argv)
+    try:  # refused before reading the runs
+        output = figure_path(args.output)
+    except ValueError as e:
+        raise SystemExit(f"--output {e}")
 
     groups: Dict[str, List[Path]] = {}
     for spec in args.run:
@@ -121,8 +138,8 @@ def main(argv=None) -> None:
     print(markdown_table(summaries, {k: len(v) for k, v in groups.items()}, args.reference))
     curves = {label: [(it, mean) for it, mean, _, _ in s] for label, s in summaries.items()}
     bands = {label: [(it, lo, hi) for it, _, lo, hi in s] for label, s in summaries.items()}
-    plot_ap_curves(curves, args.output, args.title, ylabel=args.ylabel or args.metric, bands=bands)
-    print(f"wrote {os.path.abspath(args.output)}")
+    plot_ap_curves(curves, output, args.title, ylabel=args.ylabel or args.metric, bands=bands)
+    print(f"wrote {os.path.abspath(output)}")
 
 
 if __name__ == "__main__":

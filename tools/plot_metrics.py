@@ -10,8 +10,9 @@ the trainer did not log it) and every final-layer loss term (auxiliary ``loss_*_
 ``bbox/AP``) are printed, not plotted.
 
 A line cut short by a kill (a ``{...`` that does not parse: the last line of a killed run, or a line in
-the middle once the run was resumed) is skipped with a warning; any other line that is not JSON is an error
-naming it.
+the middle once the run was resumed) is skipped with a warning; any other line that is not a JSON object is
+an error naming it. ``--output`` without an extension gets ``.png``; an extension matplotlib cannot write is
+refused before anything is read.
 """
 import argparse
 import json
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 AUX_SUFFIX = re.compile(r"_\d+(_one2many)?$")  # decoder layer i, also of the hybrid-matching queries
+_JSON_TYPES = {list: "an array", str: "a string", bool: "a boolean", type(None): "null", int: "a number",
+               float: "a number"}
 
 
 def read_metrics(path: Path) -> List[dict]:
@@ -34,13 +37,18 @@ def read_metrics(path: Path) -> List[dict]:
             if not line:
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as e:
                 if line.startswith("{"):
                     print(f"warning: {path}:{lineno}: skipping a line cut short (a killed run?): {line[:60]!r}",
                           file=sys.stderr)
                     continue
                 raise SystemExit(f"{path}:{lineno}: not a JSON line ({e}); is this a detectron2 metrics.json?")
+            if not isinstance(record, dict):
+                what = _JSON_TYPES.get(type(record), "not an object")
+                raise SystemExit(f"{path}:{lineno}: {line[:40]!r} is {what}, not a JSON object (one per line); is "
+                                 f"this a detectron2 metrics.json?")
+            records.append(record)
     return records
 
 
@@ -104,20 +112,45 @@ def plot(inputs: List[Path], labels: List[str], output: Path, with_aux: bool = F
     return output
 
 
+def output_file(output: Path) -> Path:
+    """The file matplotlib writes for ``--output``: itself, or with ``.png`` added when it has no extension.
+
+    Raises:
+        ValueError: ``output`` is a folder, or its extension is not a format matplotlib writes.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if output.is_dir():
+        raise ValueError(f"{output} is a folder; give the file to write, e.g. {output / 'loss_curves.png'}")
+    ext = output.suffix[1:].lower()
+    if not ext:
+        return output.with_name(output.name + ".png")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if ext not in formats:
+        raise ValueError(f"{output}: matplotlib cannot write .{ext} files; give one of "
+                         f"{', '.join('.' + f for f in sorted(formats))} (e.g. .png)")
+    return output
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json files")
     parser.add_argument("--labels", nargs="*", help="one title per input (default: parent folder names)")
-    parser.add_argument("--output", type=Path, default=Path("loss_curves.png"))
+    parser.add_argument("--output", type=Path, default=Path("loss_curves.png"),
+                        help="figure to write (.png, .pdf, .svg, ...; no extension: .png is added)")
     parser.add_argument("--aux", action="store_true", help="also plot auxiliary decoder-layer losses")
     args = parser.parse_args(argv)
+    try:
+        output = output_file(args.output)
+    except ValueError as e:
+        parser.error(f"--output {e}")
     for path in args.metrics:
         if not path.is_file():
             parser.error(f"{path} does not exist")
     labels = args.labels or [p.parent.name for p in args.metrics]
     if len(labels) != len(args.metrics):
         parser.error(f"{len(labels)} labels for {len(args.metrics)} inputs")
-    print(f"wrote {plot(args.metrics, labels, args.output, args.aux)}")
+    print(f"wrote {plot(args.metrics, labels, output, args.aux)}")
     return 0
 
 

@@ -5,30 +5,74 @@ under ``task/metric`` keys with the ``iteration`` they were computed at) or run 
 """
 import json
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+import sys
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["eval_history", "seed_summary", "plot_ap_curves", "draw_detections"]
+__all__ = ["MetricsFileError", "metrics_records", "eval_history", "seed_summary", "figure_path", "plot_ap_curves",
+           "draw_detections"]
+
+
+class MetricsFileError(ValueError):
+    """A line of a ``metrics.json`` that is neither a JSON object nor a line cut short by a kill (the message
+    names the file and the line number)."""
+
+
+_JSON_TYPES = {list: "an array", str: "a string", bool: "a boolean", type(None): "null", int: "a number",
+               float: "a number"}
+
+
+def metrics_records(metrics_json) -> Iterator[Tuple[int, dict]]:
+    """``(line number, record)`` of every line of a detectron2 ``metrics.json`` (one JSON object per line).
+
+    A line cut short by a kill (a ``{...`` that does not parse: the last line of a killed run, or a line in
+    the middle once the run was resumed) is skipped with a warning on stderr, as ``tools/plot_metrics.py``
+    does; any other line that is not a JSON object raises :class:`MetricsFileError`."""
+    with open(metrics_json, errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                if line.startswith("{"):
+                    print(f"warning: {metrics_json}:{lineno}: skipping a line cut short (a killed run?): "
+                          f"{line[:60]!r}", file=sys.stderr)
+                    continue
+                raise MetricsFileError(f"{metrics_json}:{lineno}: not a JSON line ({e.msg}, column {e.colno}): "
+                                       f"not a detectron2 metrics.json (a JSON object per line)?") from None
+            if not isinstance(row, dict):
+                raise MetricsFileError(
+                    f"{metrics_json}:{lineno}: {line[:40]!r} is {_JSON_TYPES.get(type(row), 'not an object')}, "
+                    f"not a JSON object: not a detectron2 metrics.json (a JSON object per line)?")
+            yield lineno, row
 
 
 def eval_history(metrics_json, key: str = "bbox/AP") -> List[Tuple[int, float]]:
     """``[(iteration, value)]`` of every line of a detectron2 ``metrics.json`` that holds ``key``; the
-    iteration is the number of finished iterations; later lines win for the same iteration."""
+    iteration is the number of finished iterations; later lines win for the same iteration. A missing file
+    gives ``[]``; lines are read by :func:`metrics_records` (a torn line is skipped with a warning, any other
+    line that is not a JSON object, or a ``key`` / ``iteration`` that is not a number, raises
+    :class:`MetricsFileError` naming the line)."""
     found: Dict[int, float] = {}
     if os.path.isfile(metrics_json):
-        with open(metrics_json) as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                row = json.loads(line)
-                if key in row and "iteration" in row:
-                    # a line the trainer wrote (with losses / timings) holds the 0-based iteration; a line
-                    # holding only results (the evaluation after training) the number of finished iterations
-                    trainer_line = any("/" not in k and k != "iteration" for k in row)
-                    found[int(row["iteration"]) + int(trainer_line)] = float(row[key])
+        for lineno, row in metrics_records(metrics_json):
+            if key in row and "iteration" in row:
+                value, iteration = row[key], row["iteration"]
+                if not _is_number(value) or not _is_number(iteration):
+                    raise MetricsFileError(f"{metrics_json}:{lineno}: {key!r} = {value!r} at iteration "
+                                           f"{iteration!r}: expected numbers")
+                # a line the trainer wrote (with losses / timings) holds the 0-based iteration; a line
+                # holding only results (the evaluation after training) the number of finished iterations
+                trainer_line = any("/" not in k and k != "iteration" for k in row)
+                found[int(iteration) + int(trainer_line)] = float(value)
     return sorted(found.items())
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def seed_summary(histories: Sequence[Sequence[Tuple[int, float]]]) -> List[Tuple[int, float, float, float]]:
@@ -43,6 +87,25 @@ def seed_summary(histories: Sequence[Sequence[Tuple[int, float]]]) -> List[Tuple
         values = [h[it] for h in per_run]
         rows.append((it, sum(values) / len(values), min(values), max(values)))
     return rows
+
+
+def figure_path(output) -> str:
+    """The file matplotlib writes for ``output``: ``output`` itself, or ``output + ".png"`` when it has no
+    extension (matplotlib adds it). Raises ValueError, naming ``output``, for a folder or an extension
+    matplotlib cannot write, so that a tool can refuse it before it does its work."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    output = os.fspath(output)
+    if os.path.isdir(output):
+        raise ValueError(f"{output} is a folder; give the file to write, e.g. {os.path.join(output, 'curves.png')}")
+    ext = os.path.splitext(output)[1][1:].lower()
+    if not ext:
+        return output + ".png"
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if ext not in formats:
+        raise ValueError(f"{output}: matplotlib cannot write .{ext} files; give one of "
+                         f"{', '.join('.' + f for f in sorted(formats))} (e.g. .png)")
+    return output
 
 
 LEGEND_INSIDE_MAX = 4  # curves whose legend fits inside a 6 x 4 in plot without hiding them

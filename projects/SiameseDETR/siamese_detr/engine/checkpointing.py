@@ -38,6 +38,7 @@ __all__ = [
     "atomic_torch_save",
     "checkpoint_kind",
     "convert_pickle_checkpoint",
+    "is_legacy_torch_save",
     "ensure_final_checkpoint",
     "require_eval_checkpoint",
     "trust_pickle_requested",
@@ -83,6 +84,19 @@ def checkpoint_kind(path: str) -> str:
     if path.endswith(".pkl") and head[:1] in (b"(", b"}", b"]", b"c"):  # protocol 0/1 pickles (Python 2 era)
         return "pickle"
     return "unknown"
+
+
+# torch.save's magic number 0x1950a86a20f9469cfc6c, pickled (LONG1 opcode, 10 bytes little-endian) as the first
+# object of a legacy (non-zip, torch < 1.6 or ``_use_new_zipfile_serialization=False``) file
+_TORCH_LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def is_legacy_torch_save(path: str) -> bool:
+    """Whether a file :func:`checkpoint_kind` calls ``"pickle"`` was written by ``torch.save`` in the legacy
+    (non-zip) format, which ``torch.load`` reads; a plain pickle (a Detectron2 ``.pkl``) is not."""
+    with open(path, "rb") as f:
+        head = f.read(32)
+    return _TORCH_LEGACY_MAGIC in head
 
 
 def _not_a_checkpoint(path: str) -> CheckpointLoadError:
