@@ -58,3 +58,40 @@ def test_real_pretraining_model_is_refused_and_the_flag_lets_it_start():
         check_backbone_initialised(model, "")
     model.allow_random_backbone = True
     check_backbone_initialised(model, "")
+
+
+def _loaded_names(model, checkpoint_state, tmp_path):
+    """The model tensors a SafeDetectionCheckpointer load of ``checkpoint_state`` gives."""
+    import torch
+
+    from siamese_detr.engine.checkpointing import SafeDetectionCheckpointer
+
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": checkpoint_state}, path)
+    checkpointer = SafeDetectionCheckpointer(model)
+    checkpointer.load(str(path))
+    return checkpointer.loaded_names
+
+
+def test_a_checkpoint_without_the_frozen_backbone_is_refused_after_the_load(tmp_path):
+    import torch
+
+    from siamese_detr.engine.pretrain_checks import check_backbone_loaded
+
+    frozen = _Model(frozen_modules=("backbone",))
+    head_only = {"head.weight": torch.zeros(2, 4), "head.bias": torch.zeros(2)}
+    with pytest.raises(RandomBackboneError, match=r"2 of its 2 parameters are not in train.init_checkpoint=x.pth"):
+        check_backbone_loaded(frozen, _loaded_names(frozen, head_only, tmp_path), "x.pth")
+    # another backbone width: names match, shapes do not
+    narrow = dict(head_only, **{"backbone.weight": torch.zeros(3, 3), "backbone.bias": torch.zeros(3)})
+    with pytest.raises(RandomBackboneError, match="2 of its 2"):
+        check_backbone_loaded(frozen, _loaded_names(frozen, narrow, tmp_path), "x.pth")
+    half = dict(head_only, **{"backbone.weight": torch.zeros(4, 3)})
+    with pytest.raises(RandomBackboneError, match=r"1 of its 2 .*'backbone.bias'"):
+        check_backbone_loaded(_Wrapper(frozen), _loaded_names(frozen, half, tmp_path), "x.pth")
+
+    full = dict(half, **{"backbone.bias": torch.zeros(4)})
+    check_backbone_loaded(frozen, _loaded_names(frozen, full, tmp_path), "x.pth")
+    check_backbone_loaded(_Model(), _loaded_names(_Model(), head_only, tmp_path), "x.pth")  # trainable: fine
+    allowed = _Model(frozen_modules=("backbone",), allow_random_backbone=True)
+    check_backbone_loaded(allowed, _loaded_names(allowed, head_only, tmp_path), "x.pth")

@@ -86,3 +86,37 @@ def test_a_missing_test_set_stops_training_before_the_first_iteration(tmp_path, 
     # without evaluation the same test set is not needed
     _run(out, "train.eval_period=0", "train.max_iter=1", "dataloader.test.dataset.names=coco_2017_val")
     assert (out / "model_final.pth").exists()
+
+
+def test_eval_only_refuses_a_partly_random_model_and_resume_past_max_iter(tmp_path, tiny_synthetic_shapes):
+    out = tmp_path / "out"
+    _run(out, "train.max_iter=2")
+    final = load_checkpoint_file(str(out / "model_final.pth"))
+    headless = tmp_path / "headless.pth"
+    torch.save({"model": {k: v for k, v in final["model"].items() if not k.startswith("class_embed")}}, headless)
+    with pytest.raises(CheckpointLoadError, match=r"--eval-only: 2 of the model's \d+ parameters are not in"):
+        _run(tmp_path / "eval", f"train.init_checkpoint={headless}", eval_only=True)
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+    # asked for on purpose (a random-initialisation baseline): evaluated
+    _run(tmp_path / "eval", f"train.init_checkpoint={headless}", "train.eval_allow_random=True", eval_only=True)
+    assert (tmp_path / "eval" / "metrics.json").exists()
+
+    # the run finished iteration 1; resuming it with max_iter=1 has nothing it could do
+    with pytest.raises(ValueError, match=r"finished iteration 1, beyond train.max_iter=1.*train.max_iter=2"):
+        _run(out, "train.max_iter=1", resume=True)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.max_iter=1e1", r"'train.max_iter' .* whole number, got 10.0 \(write 10, not 10.0\)"),
+    ("train.max_iter=0", r"'train.max_iter' .* at least 1, got 0"),
+    ("train.max_iter=-1", r"'train.max_iter' .* at least 1, got -1"),
+    ("train.log_period=0", r"'train.log_period' .* at least 1"),
+    ("train.checkpointer.period=0", r"'train.checkpointer.period' .* at least 1"),
+    ("dataloader.train.total_batch_size=2.5", r"'dataloader.train.total_batch_size' .* whole number, got 2.5\."),
+    ("model.num_queries=7.5", r"'model.num_queries' .* whole number"),
+    ("train.eval_period=2.5", r"'train.eval_period' .* whole number"),
+])
+def test_counts_are_checked_at_start_up(tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        _run(tmp_path / "out", override)
+    assert not (tmp_path / "out" / "model_final.pth").exists()

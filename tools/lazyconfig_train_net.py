@@ -30,10 +30,12 @@ import siamese_detr.data  # noqa: F401  (registers the built-in datasets)
 from siamese_detr.engine import add_gradient_clipping, apply_checked_overrides, launch
 from siamese_detr.engine.eval_outputs import append_eval_metrics, eval_hook, set_evaluator_output_dir
 from siamese_detr.engine.logging_utils import setup_plain_file_logs
-from siamese_detr.engine.pretrain_checks import check_backbone_initialised
+from siamese_detr.engine.pretrain_checks import check_backbone_initialised, check_backbone_loaded
 from siamese_detr.engine.resume_checks import check_resume_matches
+from siamese_detr.engine.schedule_checks import check_counts
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure_final_checkpoint,
-                                               require_eval_checkpoint, trust_pickle_requested)
+                                               refuse_partly_random_model, require_eval_checkpoint,
+                                               trust_pickle_requested)
 from siamese_detr.engine.evaluation_checks import build_checked_test_loader, check_test_set_on_disk
 from siamese_detr.engine.metrics_file import safe_default_writers
 
@@ -102,9 +104,18 @@ def do_train(args, cfg):
                                  period=cfg.train.log_period) if comm.is_main_process() else None,
         ]
     )
+    resumed = args.resume and checkpointer.has_checkpoint()
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    if not resumed and cfg.train.init_checkpoint:
+        check_backbone_loaded(model, checkpointer.loaded_names, cfg.train.init_checkpoint)
     # a resumed checkpoint stores the iteration that just finished: start at the next one
-    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    start_iter = trainer.iter + 1 if resumed else 0
+    if start_iter > cfg.train.max_iter:
+        raise ValueError(
+            f"--resume: {checkpointer.loaded_path} finished iteration {start_iter - 1}, beyond "
+            f"train.max_iter={cfg.train.max_iter}. Give train.max_iter={start_iter} or more to go on, or "
+            f"evaluate it with --eval-only train.init_checkpoint={checkpointer.loaded_path}."
+        )
     trainer.train(start_iter, cfg.train.max_iter)
     ensure_final_checkpoint(checkpointer, start_iter, cfg.train.max_iter)  # resumed at max_iter: still valid
 
@@ -112,6 +123,8 @@ def do_train(args, cfg):
 def setup(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = apply_checked_overrides(cfg, args.opts)
+    if not args.eval_only:
+        check_counts(cfg)  # train.max_iter=0, log_period=0, max_iter=1e3, ...: refused naming the key
     _resolve_device(cfg)
     if args.resume:  # before default_setup overwrites the previous run's config.yaml
         check_resume_matches(cfg, cfg.train.output_dir)
@@ -127,8 +140,10 @@ def main(args):
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = create_ddp_model(model, **_ddp_kwargs(cfg))
-        loaded = SafeDetectionCheckpointer(model, trust_pickle=trust_pickle_requested(args, cfg)).load(
-            cfg.train.init_checkpoint)
+        checkpointer = SafeDetectionCheckpointer(model, trust_pickle=trust_pickle_requested(args, cfg))
+        loaded = checkpointer.load(cfg.train.init_checkpoint)
+        if not cfg.train.get("eval_allow_random", False):  # the AP of random weights, unless asked for
+            refuse_partly_random_model(checkpointer, cfg.train.init_checkpoint)
         set_evaluator_output_dir(cfg)  # predictions to train.output_dir/inference/
         results = do_test(cfg, model)
         append_eval_metrics(cfg.train.output_dir, results, iteration=(loaded or {}).get("iteration", -1),

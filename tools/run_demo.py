@@ -118,7 +118,8 @@ def main(argv=None) -> int:
 
     # the same model at random initialisation (transformer random, same backbone), evaluated the same way
     rnd_dir = output / "siamese_random_init_eval"
-    rnd_over = [f"train.output_dir={rnd_dir}", f"train.init_checkpoint={backbone_ckpt}"] + seed
+    rnd_over = [f"train.output_dir={rnd_dir}", f"train.init_checkpoint={backbone_ckpt}",
+                "train.eval_allow_random=True"] + seed
     random_init_job = dict(name="random-init eval", folder=rnd_dir, cmd=train_cmd + [PRETRAIN_CONFIG, "--eval-only"]
                            + rnd_over, config=PRETRAIN_CONFIG, overrides=rnd_over, init=backbone_ckpt, total=0)
 

@@ -8,6 +8,9 @@ train = dict(
     # a Detectron2 .pkl init_checkpoint is unpickled (which can run code from the file) only when True
     # (or with --trust-pickle); .pth files are always read tensors-only
     trust_pickle=False,
+    # --eval-only refuses a checkpoint that leaves parameters of the model random, unless this is True
+    # (a random-initialisation baseline on purpose, as make demo's "random-init eval")
+    eval_allow_random=False,
     max_iter=90000,
     # AMP is used only where CUDA is present (the training script turns it off on CPU)
     amp=dict(enabled=False),

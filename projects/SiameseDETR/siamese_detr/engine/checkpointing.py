@@ -25,7 +25,7 @@ import os
 import pickle
 import re
 import sys
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs
 
 import torch
@@ -40,6 +40,7 @@ __all__ = [
     "convert_pickle_checkpoint",
     "is_legacy_torch_save",
     "ensure_final_checkpoint",
+    "refuse_partly_random_model",
     "require_eval_checkpoint",
     "trust_pickle_requested",
 ]
@@ -183,6 +184,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         self._loading: Optional[str] = None
         self._matching_heuristics = False
         self.loaded_path: Optional[str] = None
+        self.loaded_names: Optional[List[str]] = None  # model tensors the last load gave (None: no load yet)
 
     # ------------------------------------------------------------------------------------- saving
     def save(self, name: str, **kwargs) -> None:
@@ -256,7 +258,15 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                 f"a torchvision/SwAV/DETReg ResNet with {CONVERT_TOOL}."
             )
         self.logger.info(f"Loaded {len(loaded)} of {len(model_state)} model tensors from {self._loading}")
+        self.loaded_names = list(loaded)
         return incompatible
+
+    def parameters_not_loaded(self, exclude: Sequence[str] = ("one2many",)) -> List[str]:
+        """Names of the model's parameters the last load did not give (``exclude``: substrings of names that
+        are allowed to stay as initialised, e.g. hybrid matching's training-only queries)."""
+        loaded = set(self.loaded_names or ())
+        return [name for name, _ in self.model.named_parameters()
+                if name not in loaded and not any(part in name for part in exclude)]
 
     def load(self, path: str, *args, **kwargs):
         path, self._matching_heuristics = split_load_query(path)
@@ -334,6 +344,21 @@ def ensure_final_checkpoint(checkpointer: SafeDetectionCheckpointer, iteration: 
     if trainer is not None:
         trainer.iter = iteration - 1
     checkpointer.save("model_final", iteration=iteration - 1)
+
+
+def refuse_partly_random_model(checkpointer: SafeDetectionCheckpointer, path: str) -> None:
+    """``--eval-only``: raise :class:`CheckpointLoadError` when the load left parameters of the model as
+    initialised (its AP would be that of random weights, recorded as the checkpoint's)."""
+    missing = checkpointer.parameters_not_loaded()
+    if missing:
+        total = sum(1 for _ in checkpointer.model.parameters())
+        raise CheckpointLoadError(
+            f"--eval-only: {len(missing)} of the model's {total} parameters are not in {path} (by name and shape; "
+            f"e.g. {missing[:4]}), so they would be evaluated as randomly initialised. Evaluate a checkpoint of "
+            "this config's model (a pretraining checkpoint has no class head of the finetuning model: finetune "
+            "it first), or give the config it was trained with. To evaluate a random initialisation on purpose, "
+            "add train.eval_allow_random=True."
+        )
 
 
 def trust_pickle_requested(args, cfg) -> bool:

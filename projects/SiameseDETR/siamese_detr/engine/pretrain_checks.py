@@ -5,14 +5,16 @@ of a backbone pretrained elsewhere (SwAV in the official Siamese DETR configs: `
 'data/model_zoo/resnet/swav_800ep_pretrain_oss.pth.tar'`` with ``freeze_backbone=True``). Started without
 ``train.init_checkpoint`` that backbone stays random and every iteration is spent on meaningless features,
 so :func:`check_backbone_initialised` refuses it unless the model says ``allow_random_backbone=True`` (the
-CPU demo, which cannot download weights).
+CPU demo, which cannot download weights). A checkpoint that is given but holds no (or not every) backbone
+tensor of the model, e.g. one of another backbone width, is as bad: :func:`check_backbone_loaded` refuses it
+after the load.
 """
 
-from typing import Optional
+from typing import Iterable, Optional
 
 from torch import nn
 
-__all__ = ["RandomBackboneError", "has_frozen_backbone", "check_backbone_initialised"]
+__all__ = ["RandomBackboneError", "has_frozen_backbone", "check_backbone_initialised", "check_backbone_loaded"]
 
 
 class RandomBackboneError(RuntimeError):
@@ -61,4 +63,24 @@ def check_backbone_initialised(model: nn.Module, init_checkpoint: Optional[str],
         "    python tools/convert_checkpoint.py --input swav_800ep_pretrain.pth.tar --output swav_r50_d2.pth\n"
         "and pass train.init_checkpoint=swav_r50_d2.pth. Only for a demo or test that means it, set "
         "model.allow_random_backbone=True."
+    )
+
+
+def check_backbone_loaded(model: nn.Module, loaded_names: Optional[Iterable[str]], checkpoint: str) -> None:
+    """After loading ``checkpoint``: raise :class:`RandomBackboneError` when ``model`` has a frozen backbone
+    (and does not allow a random one) and some of its parameters were not in the checkpoint (``loaded_names``:
+    the model tensors the load gave, ``SafeDetectionCheckpointer.loaded_names``; None = nothing loaded)."""
+    model = _unwrap(model)
+    if not has_frozen_backbone(model) or getattr(model, "allow_random_backbone", False):
+        return
+    loaded = set(loaded_names or ())
+    names = [f"backbone.{n}" for n, _ in model.backbone.named_parameters()]
+    missing = [n for n in names if n not in loaded]
+    if not missing:
+        return
+    raise RandomBackboneError(
+        f"{type(model).__name__} has a FROZEN backbone, but {len(missing)} of its {len(names)} parameters are not "
+        f"in train.init_checkpoint={checkpoint} (by name and shape; e.g. {missing[:3]}): they would stay random "
+        "for the whole run. Is it the checkpoint of another backbone (depth, width) or layout? The log lists "
+        "what was skipped; convert a torchvision/SwAV ResNet with tools/convert_checkpoint.py."
     )
