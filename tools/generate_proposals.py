@@ -16,13 +16,20 @@ Re-running the same command resumes: finished chunks (``--chunk-size`` images ea
 images are skipped, listed in ``<output>/generate.log`` and in the store's meta.json, and summarised; a run
 in which no image can be read fails without writing a store. A worker that dies (e.g. killed for memory)
 costs its chunk one retry, then the run fails (exit 1) with a message. A complete store asked for again with
-other settings (method, parameters, images) is refused: pass ``--overwrite`` to regenerate it.
+other settings (method, parameters, images: another folder or dataset, or a folder whose image list changed)
+is refused: pass ``--overwrite`` to regenerate it. ``--overwrite`` clears what the command writes: the whole
+output without ``--num-shards``; with ``--num-shards K --shard-id I`` only shard I (and the merged store, if
+any; never the other shards); with ``--merge`` only the merged store. Every shard of one output must list the
+same images with the same ``--num-shards`` (checked when a shard starts and at the merge). An explicit
+``--merge`` that cannot merge fails (exit 1) naming the missing shards; without ``--num-shards`` it takes K from
+the shard folders on disk.
 """
 
 import argparse
 import json
 import logging
 import os
+import pickle
 import shutil
 import sys
 import warnings
@@ -34,15 +41,24 @@ from siamese_detr.data.proposals import (  # noqa: E402
     METHODS,
     ProposalStore,
     export_detectron2,
-    import_detectron2,
+)
+from siamese_detr.data.proposals.detectron2_format import (  # noqa: E402
+    import_params,
+    read_detectron2,
+    write_imported,
 )
 from siamese_detr.data.proposals.generate import (  # noqa: E402
     WorkerDiedError,
     dataset_records,
+    existing_shards,
     generate_shard,
+    image_list_digest,
     list_image_dir,
     merge_if_complete,
+    missing_shards,
     register_builtin_datasets,
+    same_source,
+    shard_dir,
 )
 from siamese_detr.data.proposals.methods import DEFAULT_MAX_BOXES  # noqa: E402
 from siamese_detr.data.proposals.store import ARRAY_FILES, ProposalStoreError  # noqa: E402
@@ -80,14 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ss-mode", choices=("fast", "quality"), default="fast")
     p.add_argument("--num-workers", type=int, default=1, help="processes (each uses 1 thread)")
-    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--num-shards", type=int, default=None,
+                   help="K machines split the images (default 1; with --merge: K of the shard folders on disk)")
     p.add_argument("--shard-id", type=int, default=0)
     p.add_argument("--chunk-size", type=int, default=1000, help="images per resumable chunk")
     p.add_argument("--merge", action="store_true", help="only merge finished shards into --output")
     p.add_argument("--keep-chunks", action="store_true", help="keep chunk files after a shard is assembled")
     p.add_argument("--keep-shards", action="store_true", help="keep shard stores after merging")
     p.add_argument(
-        "--overwrite", action="store_true", help="delete an existing store/partial run at --output"
+        "--overwrite", action="store_true", help="delete an existing store/partial run at --output (with "
+        "--shard-id I: only shard I and the merged store; with --merge: only the merged store)"
     )
     p.add_argument("--export-detectron2", metavar="FILE.pkl", help="also write Detectron2's proposal file")
     p.add_argument("--import-detectron2", metavar="FILE.pkl",
@@ -115,15 +133,78 @@ def method_params(args) -> dict:
     return params
 
 
-def _clear(output: str) -> None:
-    shutil.rmtree(os.path.join(output, "shards"), ignore_errors=True)
-    for name in ARRAY_FILES + ("meta.json", "image_ids.json", "generate.log", ".merge.lock"):
+STORE_FILES = ("meta.json",) + ARRAY_FILES + ("image_ids.json",)  # meta.json first: no longer "complete"
+
+
+def _remove_merged_store(output: str) -> None:
+    for name in STORE_FILES:
         if os.path.exists(os.path.join(output, name)):
             os.remove(os.path.join(output, name))
 
 
+def _clear(args):
+    """Delete what this command writes again (``--overwrite``); a reason (str) instead when that would lose
+    the work of other shards.
+
+    One machine (no ``--num-shards``, or ``--import-detectron2``): the whole output. ``--num-shards K
+    --shard-id I``: shard I and the merged store. ``--merge``: the merged store. A merged store is cleared only
+    while the shards it came from (but the one being redone) are still on disk.
+    """
+    output = args.output
+    if args.import_detectron2 or (args.num_shards == 1 and not args.merge):
+        shutil.rmtree(os.path.join(output, "shards"), ignore_errors=True)
+        _remove_merged_store(output)
+        for name in ("generate.log", ".merge.lock"):
+            if os.path.exists(os.path.join(output, name)):
+                os.remove(os.path.join(output, name))
+        return None
+    k = args.num_shards
+    if os.path.isfile(os.path.join(output, "meta.json")):
+        lost = [i for i in missing_shards(output, k) if args.merge or i != args.shard_id]
+        if lost:
+            what = "merge it again" if args.merge else f"redo shard {args.shard_id}"
+            return (
+                f"{output} is a complete (merged) store, and shard {', '.join(map(str, lost))} of {k} "
+                f"{'are' if len(lost) > 1 else 'is'} not on disk (removed after the merge, or never run with "
+                f"--num-shards {k}): the store holds the only copy of {'their' if len(lost) > 1 else 'its'} "
+                f"proposals, and clearing it to {what} would lose them. To regenerate the whole store, delete "
+                f"{output} (or run once without --num-shards and with --overwrite), then run every shard again; "
+                "or use another --output"
+            )
+        _remove_merged_store(output)
+    if not args.merge:
+        shutil.rmtree(shard_dir(output, args.shard_id, k), ignore_errors=True)
+    return None
+
+
+def _merge_num_shards(args):
+    """``--merge`` without ``--num-shards``: K from the shard folders under --output (a reason if not clear)."""
+    found = existing_shards(args.output)
+    complete = os.path.isfile(os.path.join(args.output, "meta.json"))
+    if len(found) == 1:
+        args.num_shards = next(iter(found))
+    elif len(found) > 1:
+        return (f"{os.path.join(args.output, 'shards')} holds shards of several --num-shards ("
+                f"{', '.join(map(str, found))}): give --num-shards K")
+    elif complete and not args.overwrite:
+        args.num_shards = 1  # merged already: nothing to do
+    else:
+        return (f"nothing to merge: {os.path.join(args.output, 'shards')} holds no shard folders"
+                + (" (they were removed after the merge)" if complete else ""))
+    return None
+
+
 def _usage_problem(args):
     """A one-line reason why the arguments cannot work, or None (checked before --output is created)."""
+    if args.merge and not os.path.isdir(args.output):
+        return f"nothing to merge: --output {args.output!r} does not exist"
+    if args.num_shards is None:
+        if args.merge:
+            problem = _merge_num_shards(args)
+            if problem:
+                return problem
+        else:
+            args.num_shards = 1
     if args.num_shards < 1 or not 0 <= args.shard_id < args.num_shards:
         return f"--shard-id must be in [0, {args.num_shards}) for --num-shards {args.num_shards}, got {args.shard_id}"
     if args.num_workers < 1 or args.chunk_size < 1:
@@ -155,17 +236,56 @@ def _usage_problem(args):
     return None
 
 
-def _settings_differ(args, final_meta: str):
-    """Which of method / params / images differ between the complete store and this command (None if same)."""
+def _read_meta(final_meta: str) -> dict:
+    try:
+        with open(final_meta) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ProposalStoreError(f"cannot read {final_meta} ({e}): the store is corrupt; pass --overwrite to "
+                                 "regenerate it, or choose another --output") from None
+
+
+def _image_list_differs(output: str, meta: dict, records, source: str):
+    """How the images listed now differ from those the store was made from (None if the same set).
+
+    The store's meta.json records the digest of the listed ids (``image_list``); a store made before it was
+    recorded, or one whose list was reordered, is compared by its ids (stored + skipped as unreadable)."""
+    listed = [r["image_id"] for r in records]
+    recorded = meta.get("image_list")
+    if isinstance(recorded, dict) and recorded.get("sha1") == image_list_digest(listed):
+        return None
+    try:
+        with open(os.path.join(output, "image_ids.json")) as f:
+            have = {str(i) for i in json.load(f)}
+    except (OSError, ValueError):
+        return None  # a corrupt store: opening it says so
+    have |= {str(s.get("image_id")) for s in meta.get("skipped", [])}
+    now = set(listed)
+    if have == now:
+        return None
+    added, gone = sorted(now - have), sorted(have - now)
+    parts = [f"{len(ids)} {what}, first: {ids[:3]}" for ids, what in ((added, "new"), (gone, "gone")) if ids]
+    return f"the store was made from {len(have)} images, {source} lists {len(now)} now ({'; '.join(parts)})"
+
+
+def _settings_differ(args, final_meta: str, records):
+    """Which of method / params / images differ between the complete store and this command (None if same).
+    Images: another dataset or folder (a symlink to the same folder is the same), or the folder / dataset
+    now lists other image ids."""
     if args.merge or not (args.dataset or args.image_dir):
         return None
-    with open(final_meta) as f:
-        meta = json.load(f)
+    meta = _read_meta(final_meta)
     wanted = {"method": args.method, "params": method_params(args),
               "images": args.dataset or os.path.abspath(args.image_dir)}
     have = {"method": meta.get("method"), "params": meta.get("params"), "images": meta.get("dataset")}
-    diff = [f"{k}: store {have[k]!r}, asked {wanted[k]!r}"
-            for k in wanted if json.loads(json.dumps(wanted[k])) != have[k]]
+    diff = [f"{k}: store {have[k]!r}, asked {wanted[k]!r}" for k in ("method", "params")
+            if json.loads(json.dumps(wanted[k])) != have[k]]
+    if not same_source(have["images"], wanted["images"]):
+        diff.append(f"images: store {have['images']!r}, asked {wanted['images']!r}")
+    else:
+        changed = _image_list_differs(args.output, meta, records, args.dataset or args.image_dir)
+        if changed:
+            diff.append(f"images: {changed}")
     return "; ".join(diff) or None
 
 
@@ -178,17 +298,8 @@ def main(argv=None) -> int:
         return 2
     created = not os.path.exists(args.output)
     os.makedirs(args.output, exist_ok=True)
-    if args.overwrite:
-        _clear(args.output)
-    final_meta = os.path.join(args.output, "meta.json")
-    if os.path.isfile(final_meta) and not args.import_detectron2:
-        differ = _settings_differ(args, final_meta)
-        if differ:
-            print(f"error: {args.output} is a complete store made with other settings ({differ}); pass "
-                  "--overwrite to regenerate it, or choose another --output", file=sys.stderr)
-            return 2
     try:
-        rc = _run(args, final_meta)
+        rc = _main(args)
     except (ProposalStoreError, WorkerDiedError) as err:
         print(f"error: {err}", file=sys.stderr)
         rc = 1
@@ -197,25 +308,12 @@ def main(argv=None) -> int:
     return rc
 
 
-def _run(args, final_meta: str) -> int:
-
+def _main(args) -> int:
+    final_meta = os.path.join(args.output, "meta.json")
     if args.import_detectron2:
-        if args.dataset:
-            register_builtin_datasets()
-        try:
-            store = import_detectron2(args.import_detectron2, args.output, allow_pickle=args.trust_pickle,
-                                      dataset=args.dataset)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        print(f"store: {store!r}")
-        return 0
-
-    if not args.merge and not os.path.isfile(final_meta):
-        if args.method == "edgeboxes" and args.sed_model:
-            from siamese_detr.data.proposals.methods import _load_sed_model
-
-            _load_sed_model(args.sed_model)  # fail at start-up with a clear message, not in the workers
+        return _import(args, final_meta)
+    records = None
+    if not args.merge and (args.dataset or args.image_dir):
         if args.dataset:
             register_builtin_datasets()
             records = dataset_records(args.dataset)
@@ -224,6 +322,74 @@ def _run(args, final_meta: str) -> int:
         if not records:
             print(f"error: no images found in {args.dataset or args.image_dir}", file=sys.stderr)
             return 2
+    if args.overwrite:
+        problem = _clear(args)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+    if os.path.isfile(final_meta):
+        differ = _settings_differ(args, final_meta, records)
+        if differ:
+            print(f"error: {args.output} is a complete store made with other settings ({differ}); pass "
+                  "--overwrite to regenerate it, or choose another --output", file=sys.stderr)
+            return 2
+    return _run(args, final_meta, records)
+
+
+def _import(args, final_meta: str) -> int:
+    """--import-detectron2: read and validate the file first; then refuse a complete store made otherwise
+    (without --overwrite), or clear the output, and write."""
+    if args.dataset:
+        register_builtin_datasets()
+    try:
+        data = read_detectron2(args.import_detectron2, allow_pickle=args.trust_pickle, dataset=args.dataset)
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if os.path.isfile(final_meta) and not args.overwrite:
+        meta = _read_meta(final_meta)
+        wanted = {"method": "detectron2_import", "params": import_params(args.import_detectron2),
+                  "dataset": args.dataset}
+        have = {k: meta.get(k) for k in wanted}
+        same = (have["method"] == wanted["method"] and have["dataset"] == wanted["dataset"]
+                and isinstance(have["params"], dict)
+                and same_source(os.path.abspath(str(have["params"].get("source_file"))),
+                                os.path.abspath(wanted["params"]["source_file"])))
+        if not same:
+            diff = "; ".join(f"{k}: store {have[k]!r}, asked {wanted[k]!r}" for k in wanted if have[k] != wanted[k])
+            print(f"error: {args.output} is a complete store made with other settings ({diff}); pass --overwrite "
+                  "to replace it with the import, or choose another --output", file=sys.stderr)
+            return 2
+        print(f"{args.output} is already complete (use --overwrite to import again)")
+        print(f"store: {ProposalStore.open(args.output)!r}")
+        return 0
+    if args.overwrite:
+        _clear(args)
+    store = write_imported(data, args.output, args.import_detectron2, dataset=args.dataset)
+    print(f"store: {store!r}")
+    return 0
+
+
+def _run(args, final_meta: str, records) -> int:
+
+    if args.merge and not os.path.isfile(final_meta):
+        missing = missing_shards(args.output, args.num_shards)
+        if missing:
+            k = args.num_shards
+            states = [f"shard {i} of {k} ("
+                      f"{'started, not finished' if os.path.isdir(shard_dir(args.output, i, k)) else 'not started'})"
+                      for i in missing]
+            print(f"error: cannot merge {args.output}: {len(missing)} of {k} shards are not complete: "
+                  f"{', '.join(states)}. Run {'it' if len(missing) == 1 else 'them'} (--num-shards {k} "
+                  f"{' / '.join(f'--shard-id {i}' for i in missing)}, with the same --dataset / --image-dir and "
+                  "settings as the others), then --merge again", file=sys.stderr)
+            return 1
+
+    if not args.merge and not os.path.isfile(final_meta):
+        if args.method == "edgeboxes" and args.sed_model:
+            from siamese_detr.data.proposals.methods import _load_sed_model
+
+            _load_sed_model(args.sed_model)  # fail at start-up with a clear message, not in the workers
         summary = generate_shard(
             records,
             args.output,
@@ -254,9 +420,18 @@ def _run(args, final_meta: str) -> int:
 
     merged = merge_if_complete(args.output, args.num_shards, keep_shards=args.keep_shards)
     if merged is None:
+        missing = missing_shards(args.output, args.num_shards)
+        if not missing:  # all shards are complete: another process holds the merge lock
+            lock = os.path.join(args.output, ".merge.lock")
+            if args.merge:
+                print(f"error: another process is merging {args.output} ({lock}); if it died on another machine, "
+                      "delete the lock and run --merge again", file=sys.stderr)
+                return 1
+            print(f"another process is merging {args.output} ({lock}); it writes the store")
+            return 0
         print(
-            f"waiting for the other shards of {args.num_shards}; the last one to finish merges "
-            f"(or run again with --merge)"
+            f"waiting for the other shards of {args.num_shards} (missing: {', '.join(map(str, missing))}); the "
+            "last one to finish merges (or run --merge once they are all complete)"
         )
         return 0
     store = ProposalStore.open(merged)

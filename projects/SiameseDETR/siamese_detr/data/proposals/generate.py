@@ -5,18 +5,23 @@ Output layout of one run (``output`` = the final store directory)::
     output/                         the merged store (see store.py), written once every shard is complete
     output/generate.log             appended by every shard: start, resumed chunks, skipped images, summary
     output/shards/shard-IIIII-of-KKKKK/
-        run.json                    method, params, image-list digest: a resumed run must match it
+        run.json                    method, params, dataset, K, digests of the shard's slice and of the
+                                    whole image list: a resumed run, the other shards and the merge must match it
         chunks/chunk-CCCCCC.npz     numeric arrays of chunk C (boxes, scores, counts, sizes; no pickle)
         chunks/chunk-CCCCCC.json    its image ids and skipped images, written last = "chunk C is finished"
         meta.json, boxes.npy, ...   the shard's store, assembled from its chunks when all are finished
 
 Shard I of K takes the contiguous slice ``records[I*N//K : (I+1)*N//K]`` of the image list, so the merged
-store has the dataset's order and equals a single-shard run. A killed run restarts at the first unfinished
+store has the dataset's order and equals a single-shard run. Every shard of one output must list the same
+images (dataset, whole-list digest) with the same K: a shard that starts next to shards of another K or of
+other images is refused, and so is a merge of such shards. A killed run restarts at the first unfinished
 chunk. The shard that completes last merges, guarded by a lock file naming its owner (host, pid); a lock
 left by a killed merge (its owner is gone) is taken over. A worker that dies (e.g. killed for memory) breaks
 the pool: its chunk is computed once more in a fresh pool, then the run fails with a message (never hangs).
 Images are listed and read by the project's one lister and reader (``image_folder``, ``image_io``); a run in
-which no image could be read writes no store and fails.
+which no image could be read writes no store and fails. An image whose size differs from the height/width
+its dataset records (a wrong COCO json) stops the run, naming the json and the image: every consumer of the
+store would refuse it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import socket
@@ -46,6 +52,10 @@ __all__ = [
     "list_image_dir",
     "dataset_records",
     "shard_dir",
+    "existing_shards",
+    "missing_shards",
+    "image_list_digest",
+    "same_source",
     "generate_shard",
     "merge_if_complete",
     "register_builtin_datasets",
@@ -62,15 +72,116 @@ def list_image_dir(root: str) -> List[Dict[str, str]]:
     return [{"file_name": os.path.join(root, rel), "image_id": rel} for rel in list_image_files(root)]
 
 
-def dataset_records(name: str) -> List[Dict[str, str]]:
-    """(file_name, image_id) of a registered Detectron2 dataset, in its order."""
+def dataset_records(name: str) -> List[dict]:
+    """(file_name, image_id[, height, width]) of a registered Detectron2 dataset, in its order; height and
+    width only where the dataset records them (the generator checks them against the files)."""
     from detectron2.data import DatasetCatalog
 
-    return [{"file_name": d["file_name"], "image_id": str(d["image_id"])} for d in DatasetCatalog.get(name)]
+    records = []
+    for d in DatasetCatalog.get(name):
+        r = {"file_name": d["file_name"], "image_id": str(d["image_id"])}
+        if "height" in d and "width" in d:
+            r["height"], r["width"] = int(d["height"]), int(d["width"])
+        records.append(r)
+    return records
+
+
+def image_list_digest(image_ids: Sequence) -> str:
+    """sha1 of the image ids in order (one per line): what run.json and meta.json record of an image list."""
+    return hashlib.sha1("\n".join(str(i) for i in image_ids).encode()).hexdigest()
+
+
+def same_source(a, b) -> bool:
+    """True when two recorded ``dataset`` values name the same images: equal strings, or absolute paths of
+    the same folder (through symlinks: compared by realpath)."""
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str) and os.path.isabs(a) and os.path.isabs(b):
+        return os.path.realpath(a) == os.path.realpath(b)
+    return False
 
 
 def shard_dir(output: str, shard_id: int, num_shards: int) -> str:
     return os.path.join(output, "shards", f"shard-{shard_id:05d}-of-{num_shards:05d}")
+
+
+_SHARD_NAME = re.compile(r"^shard-(\d{5})-of-(\d{5})$")
+
+
+def existing_shards(output: str) -> Dict[int, List[int]]:
+    """{K: sorted shard ids} of the shard folders under ``output/shards`` (started or finished)."""
+    found: Dict[int, List[int]] = {}
+    root = os.path.join(output, "shards")
+    if not os.path.isdir(root):
+        return found
+    for name in os.listdir(root):
+        m = _SHARD_NAME.match(name)
+        if m and os.path.isdir(os.path.join(root, name)):
+            found.setdefault(int(m.group(2)), []).append(int(m.group(1)))
+    return {k: sorted(v) for k, v in sorted(found.items())}
+
+
+def missing_shards(output: str, num_shards: int) -> List[int]:
+    """Ids of the shards of ``num_shards`` whose store is not complete (not started, or still running)."""
+    return [i for i in range(num_shards)
+            if not os.path.isfile(os.path.join(shard_dir(output, i, num_shards), "meta.json"))]
+
+
+def _read_run(sdir: str) -> Optional[dict]:
+    try:
+        with open(os.path.join(sdir, "run.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _runs_differ(a: dict, b: dict, keys) -> List[str]:
+    """Which of ``keys`` differ between two run.json dicts (a key missing from either, e.g. a run.json of an
+    older version, is not compared; ``dataset`` paths are compared by realpath)."""
+    diff = []
+    for k in keys:
+        if k not in a or k not in b:
+            continue
+        same = same_source(a[k], b[k]) if k == "dataset" else a[k] == b[k]
+        if not same:
+            diff.append(f"{_RUN_KEY_NAMES.get(k, k)}: {a[k]!r} vs {b[k]!r}")
+    return diff
+
+
+_RUN_KEY_NAMES = {"num_images_all": "images listed", "image_list_sha1": "image list (sha1 of the ids in order)"}
+
+
+_IMAGE_SET_KEYS = ("dataset", "num_images_all", "image_list_sha1")  # what every shard of one output shares
+
+
+def _check_other_shards(output: str, run: dict) -> None:
+    """Refuse to start shard ``run["shard_id"]`` next to shards of another K or of other images."""
+    k = run["num_shards"]
+    found = existing_shards(output)
+    others = {kk: ids for kk, ids in found.items() if kk != k}
+    if others:
+        folders = [os.path.basename(shard_dir(output, i, kk)) for kk, ids in others.items() for i in ids]
+        ks = ", ".join(f"--num-shards {kk}" for kk in others)
+        raise ProposalStoreError(
+            f"{os.path.join(output, 'shards')} holds shards of {ks} ({', '.join(folders[:4])}"
+            f"{', ...' if len(folders) > 4 else ''}), this run asks for --num-shards {k}: every shard of one "
+            "--output must use the same --num-shards. Use the same --num-shards, or another --output; if those "
+            "folders are left from an abandoned run, delete them (or start the whole output again with "
+            "--overwrite and no --num-shards)"
+        )
+    for i in found.get(k, []):
+        if i == run["shard_id"]:
+            continue
+        sdir = shard_dir(output, i, k)
+        theirs = _read_run(sdir)
+        diff = _runs_differ(theirs or {}, json.loads(json.dumps(run)), _IMAGE_SET_KEYS)
+        if diff:
+            raise ProposalStoreError(
+                f"{os.path.join(sdir, 'run.json')} was started on other images than this shard "
+                f"({'; '.join(diff)}): every shard of one --output must "
+                "be given the same --dataset / --image-dir and the same images. Use another --output for these "
+                f"images, or, if {sdir} is the wrong one, delete it"
+            )
 
 
 def _append_log(output: str, lines: Sequence[str]) -> None:
@@ -115,6 +226,15 @@ def _process_image(task):
     return record["image_id"], boxes, scores, image.shape[:2], None
 
 
+_NEW_RUN_KEYS = ("num_images_all", "image_list_sha1")  # not in the run.json of older versions
+
+
+def _atomic_json(path: str, obj) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 MAX_CHUNK_ATTEMPTS = 2  # a chunk whose worker died is computed once more before the run fails
 
 
@@ -157,7 +277,45 @@ def _refuse_if_nothing_readable(chunks: str, num_chunks: int, num_images: int, o
     first = "; ".join(f"{s['file_name']}: {s['reason']}" for s in skipped[:3])
     raise ProposalStoreError(
         f"none of the {num_images} images could be read (first: {first}); no store was written. Check the "
-        f"paths (DETECTRON2_DATASETS, --image-dir); the full list is in {os.path.join(output, 'generate.log')}"
+        f"paths (DETECTRON2_DATASETS, --image-dir); the full list is in {os.path.join(output, 'generate.log')}. "
+        "After fixing the images, run the same command with --overwrite (a plain re-run keeps the finished "
+        "chunks, and with them these unreadable images)"
+    )
+
+
+def _annotation_file(dataset) -> Optional[str]:
+    """The json a registered dataset is read from (COCO-style datasets and ``coco:`` specs), or None."""
+    if not isinstance(dataset, str):
+        return None
+    try:
+        from detectron2.data import MetadataCatalog
+
+        json_file = MetadataCatalog.get(dataset).get("json_file", None)
+    except Exception:  # pragma: no cover - not a registered name
+        return None
+    return json_file if isinstance(json_file, str) else None
+
+
+def _check_recorded_sizes(results, records, dataset) -> None:
+    """Refuse images whose (EXIF-rotated) size differs from the height/width their dataset records: the store
+    would record the file's size, and every consumer that checks the store against the dataset refuses it."""
+    by_id = {r["image_id"]: r for r in records}
+    wrong = []
+    for image_id, _, _, hw, error in results:
+        r = by_id[image_id]
+        if error is None and "height" in r and "width" in r and tuple(int(v) for v in hw) != (r["height"], r["width"]):
+            wrong.append(f"image {image_id!r} ({r['file_name']}): recorded {r['height']}x{r['width']}, file "
+                         f"{int(hw[0])}x{int(hw[1])}")
+    if not wrong:
+        return
+    json_file = _annotation_file(dataset)
+    source = json_file or f"dataset {dataset!r}"
+    raise ProposalStoreError(
+        f"{source}: {len(wrong)} image(s) differ in size from the height x width the dataset records (height x "
+        f"width, the file after EXIF rotation; the run stops at the first chunk that has one): "
+        f"{'; '.join(wrong[:5])}. Every user of the store checks "
+        f"the sizes against the dataset and would refuse it: correct height/width in {source} (or use the "
+        "original images), then run the same command again"
     )
 
 
@@ -223,8 +381,8 @@ def generate_shard(
     mine = list(records[shard_id * n_all // num_shards : (shard_id + 1) * n_all // num_shards])
     sdir = shard_dir(output, shard_id, num_shards)
     chunks = os.path.join(sdir, "chunks")
-    os.makedirs(chunks, exist_ok=True)
-    digest = hashlib.sha1("\n".join(str(r["image_id"]) for r in mine).encode()).hexdigest()
+    digest = image_list_digest(r["image_id"] for r in mine)
+    digest_all = image_list_digest(r["image_id"] for r in records)
     run = {
         "method": method,
         "params": params,
@@ -234,21 +392,30 @@ def generate_shard(
         "chunk_size": chunk_size,
         "num_images": len(mine),
         "image_ids_sha1": digest,
+        "num_images_all": n_all,
+        "image_list_sha1": digest_all,
     }
     run_file = os.path.join(sdir, "run.json")
+    _check_other_shards(output, run)
+    wanted = json.loads(json.dumps(run))
     if os.path.isfile(run_file):
         with open(run_file) as f:
             previous = json.load(f)
-        if previous != json.loads(json.dumps(run)):
-            changed = sorted(k for k in run if previous.get(k) != json.loads(json.dumps(run)).get(k))
+        # keys a run.json of an older version lacks are not compared (it is completed below)
+        changed = sorted(k for k in run if (k in previous or k not in _NEW_RUN_KEYS)
+                         and not (same_source(previous.get(k), wanted[k]) if k == "dataset"
+                                  else previous.get(k) == wanted[k]))
+        if changed:
             raise ProposalStoreError(
                 f"{run_file}: this output was started with different settings ({', '.join(changed)} differ); "
-                "use another --output, or --overwrite to start again"
+                "use another --output, or --overwrite to start this shard again"
             )
+        if any(k not in previous for k in _NEW_RUN_KEYS):
+            _atomic_json(run_file, dict(previous, **{k: wanted[k] for k in _NEW_RUN_KEYS}))
     else:
-        with open(run_file + ".tmp", "w") as f:
-            json.dump(run, f, indent=1)
-        os.replace(run_file + ".tmp", run_file)
+        os.makedirs(sdir, exist_ok=True)
+        _atomic_json(run_file, run)
+    os.makedirs(chunks, exist_ok=True)
 
     summary = {
         "shard_dir": sdir,
@@ -306,6 +473,7 @@ def generate_shard(
                             "resume (with fewer --num-workers if memory is short)"
                         ) from None
                     pool = _new_pool(num_workers)
+            _check_recorded_sizes(results, chunk_records, dataset)
             skipped = _write_chunk(chunks, c, results, chunk_records)
             summary["computed_chunks"] += 1
             if skipped:
@@ -323,14 +491,16 @@ def generate_shard(
             pool.shutdown(wait=True)
     if num_shards == 1 and mine:
         _refuse_if_nothing_readable(chunks, num_chunks, len(mine), output)
-    summary["skipped"] = _assemble_shard(sdir, num_chunks, method, params, dataset, shard_id, num_shards)
+    summary["skipped"] = _assemble_shard(sdir, num_chunks, method, params, dataset, shard_id, num_shards,
+                                         image_list={"num_images": n_all, "sha1": digest_all})
     if not keep_chunks:
         shutil.rmtree(chunks, ignore_errors=True)
     return summary
 
 
-def _assemble_shard(sdir, num_chunks, method, params, dataset, shard_id, num_shards) -> List[dict]:
-    """Concatenate the finished chunks of a shard into its store (meta.json written last)."""
+def _assemble_shard(sdir, num_chunks, method, params, dataset, shard_id, num_shards, image_list=None) -> List[dict]:
+    """Concatenate the finished chunks of a shard into its store (meta.json written last). ``image_list``
+    ({"num_images", "sha1"} of the whole listed image list) goes into meta.json and on into the merged store."""
     chunks = os.path.join(sdir, "chunks")
     metas, totals = [], [0, 0]
     for c in range(num_chunks):
@@ -346,18 +516,47 @@ def _assemble_shard(sdir, num_chunks, method, params, dataset, shard_id, num_sha
     ids = [i for m in metas for i in m["image_ids"]]
     skipped = [s for m in metas for s in m["skipped"]]
     writer.close(
-        ids, method, params, dataset=dataset, skipped=skipped, shard={"id": shard_id, "of": num_shards}
+        ids, method, params, dataset=dataset, skipped=skipped, shard={"id": shard_id, "of": num_shards},
+        **({"image_list": image_list} if image_list else {}),
     )
     return skipped
 
 
+def _check_shards_match(output: str, num_shards: int) -> None:
+    """Refuse to merge shards whose run.json differ in images (dataset, whole image list), K or settings."""
+    first, first_dir = None, None
+    for i in range(num_shards):
+        sdir = shard_dir(output, i, num_shards)
+        run = _read_run(sdir)
+        if run is None:
+            continue
+        if first is None:
+            first, first_dir = run, sdir
+            continue
+        diff = _runs_differ(first, run, _IMAGE_SET_KEYS + ("num_shards", "method", "params"))
+        if diff:
+            raise ProposalStoreError(
+                f"cannot merge {output}: {os.path.join(sdir, 'run.json')} differs from "
+                f"{os.path.join(first_dir, 'run.json')} ({'; '.join(diff)}): the shards come from other images or "
+                f"other settings. Run the wrong shard again with the right --dataset / --image-dir and settings and "
+                f"--overwrite (--num-shards {num_shards} --shard-id I), or use another --output"
+            )
+
+
 def merge_if_complete(output: str, num_shards: int, keep_shards: bool = False) -> Optional[str]:
-    """Merge the shard stores into ``output`` once all ``num_shards`` are complete; None if some are missing."""
+    """Merge the shard stores into ``output`` once all ``num_shards`` are complete; None if some are missing
+    (:func:`missing_shards` names them) or another process holds the merge lock.
+
+    Raises:
+        ProposalStoreError: the shards do not belong together (other images, K or settings), or none of their
+            images could be read.
+    """
     if os.path.isfile(os.path.join(output, "meta.json")):
         return output
     dirs = [shard_dir(output, i, num_shards) for i in range(num_shards)]
-    if not all(os.path.isfile(os.path.join(d, "meta.json")) for d in dirs):
+    if missing_shards(output, num_shards):
         return None
+    _check_shards_match(output, num_shards)
     lock = os.path.join(output, ".merge.lock")
     if not _acquire_lock(lock):
         return None
@@ -367,12 +566,18 @@ def merge_if_complete(output: str, num_shards: int, keep_shards: bool = False) -
         if sum(len(ProposalStore.open(d, validate=False)) for d in dirs) == 0:
             raise ProposalStoreError(
                 f"none of the images of the {num_shards} shards could be read: no store was written "
-                f"(see {os.path.join(output, 'generate.log')})"
+                f"(see {os.path.join(output, 'generate.log')}). After fixing the images, run every shard again "
+                "with --overwrite"
             )
         merge_stores(dirs, output)
         _append_log(output, [f"merged {num_shards} shard(s) into {output}"])
         if not keep_shards:
-            shutil.rmtree(os.path.join(output, "shards"), ignore_errors=True)
+            for d in dirs:  # only the merged shards: never folders of another K
+                shutil.rmtree(d, ignore_errors=True)
+            try:
+                os.rmdir(os.path.join(output, "shards"))
+            except OSError:
+                pass  # not empty
     finally:
         os.remove(lock)
     return output

@@ -3,7 +3,9 @@
 Layout of ``<name>.proposals/`` (format_version 1)::
 
     meta.json        {"format_version", "method", "params", "dataset", "num_images", "num_boxes",
-                      "counts": {"min", "max", "mean"}, "skipped": [{"image_id", "file_name", "reason"}], ...}
+                      "counts": {"min", "max", "mean"}, "skipped": [{"image_id", "file_name", "reason"}], ...};
+                      generated stores add "image_list": {"num_images", "sha1"} of every image listed at
+                      generation (stored + skipped; the generator compares it with the images listed now)
     image_ids.json   list[str] of length N (str(image_id) of the Detectron2 dataset dict, or a relative path)
     offsets.npy      int64 [N + 1]; image i owns rows offsets[i]:offsets[i+1]; offsets[0] = 0, non-decreasing
     boxes.npy        float32 [total, 4] xyxy, ABSOLUTE pixels of the original image, method's score order
