@@ -120,3 +120,18 @@ def test_counts_are_checked_at_start_up(tmp_path, override, message):
     with pytest.raises(ValueError, match=message):
         _run(tmp_path / "out", override)
     assert not (tmp_path / "out" / "model_final.pth").exists()
+
+
+def test_eval_only_into_the_training_folder_keeps_its_config(tmp_path, tiny_synthetic_shapes):
+    out = tmp_path / "out"
+    _run(out, "train.max_iter=1")
+    trained = (out / "config.yaml").read_text()
+    _run(out, f"train.init_checkpoint={out / 'model_final.pth'}", "train.eval_allow_random=True",
+         "model.transformer.num_encoder_layers=2", eval_only=True)
+    assert (out / "config.yaml").read_text() == trained
+    assert "num_encoder_layers: 2" in (out / "config_eval_only.yaml").read_text()
+    # so --resume still compares against the trained model, and refuses a changed one
+    from siamese_detr.engine.resume_checks import ResumeMismatchError
+
+    with pytest.raises(ResumeMismatchError, match="num_encoder_layers"):
+        _run(out, "train.max_iter=2", "model.transformer.num_encoder_layers=2", resume=True)

@@ -31,7 +31,7 @@ from siamese_detr.engine import add_gradient_clipping, apply_checked_overrides, 
 from siamese_detr.engine.eval_outputs import append_eval_metrics, eval_hook, set_evaluator_output_dir
 from siamese_detr.engine.logging_utils import setup_plain_file_logs
 from siamese_detr.engine.pretrain_checks import check_backbone_initialised, check_backbone_loaded
-from siamese_detr.engine.resume_checks import check_resume_matches
+from siamese_detr.engine.resume_checks import check_resume_matches, keep_training_config
 from siamese_detr.engine.schedule_checks import check_counts
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure_final_checkpoint,
                                                refuse_partly_random_model, require_eval_checkpoint,
@@ -129,7 +129,9 @@ def setup(args):
     if args.resume:  # before default_setup overwrites the previous run's config.yaml
         check_resume_matches(cfg, cfg.train.output_dir)
     setup_plain_file_logs(cfg.train.output_dir, comm.get_rank())  # log.txt without colour codes
-    default_setup(cfg, args)
+    # --eval-only into a training folder keeps that run's config.yaml (what --resume compares against)
+    with keep_training_config(cfg.train.output_dir, active=args.eval_only and comm.is_main_process()):
+        default_setup(cfg, args)
     return cfg
 
 

@@ -7,16 +7,24 @@ resuming would silently continue a different model or data. Before ``default_set
 and the training data (``dataloader.train.dataset``) — of the saved ``config.yaml`` with the new config,
 both serialised by Detectron2's own ``LazyConfig.save``, and refuses with the differing keys. Schedule,
 logging and output keys may change on resume (e.g. a longer ``train.max_iter``).
+
+``--eval-only`` into a training run's folder (the README's evaluation example does this) must not replace
+that reference: :func:`keep_training_config` puts the training run's ``config.yaml`` back after
+``default_setup`` and keeps the evaluation's config as ``config_eval_only.yaml``.
 """
 
+import contextlib
 import os
 import tempfile
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import yaml
 from detectron2.config import LazyConfig
 
-__all__ = ["ResumeMismatchError", "check_resume_matches", "differing_keys"]
+__all__ = ["ResumeMismatchError", "check_resume_matches", "differing_keys", "keep_training_config",
+           "EVAL_ONLY_CONFIG"]
+
+EVAL_ONLY_CONFIG = "config_eval_only.yaml"
 
 COMPARED_SECTIONS = ("model", "dataloader.train.dataset")
 
@@ -76,3 +84,23 @@ def check_resume_matches(cfg, output_dir: str) -> None:
             f"Resuming would continue that run. Use another train.output_dir, or drop --resume to start afresh "
             f"there."
         )
+
+
+@contextlib.contextmanager
+def keep_training_config(output_dir: str, active: bool = True) -> Iterator[None]:
+    """While active, a ``config.yaml`` that ``output_dir`` already holds survives the block: the one the block
+    writes is moved to :data:`EVAL_ONLY_CONFIG` and the original is written back (call it on the process that
+    writes, the main one)."""
+    path = os.path.join(output_dir or ".", "config.yaml")
+    original = None
+    if active and os.path.isfile(path):
+        with open(path, "rb") as f:
+            original = f.read()
+    yield
+    if original is None:
+        return
+    if os.path.isfile(path):
+        os.replace(path, os.path.join(os.path.dirname(path), EVAL_ONLY_CONFIG))
+    with open(path + ".tmp", "wb") as f:
+        f.write(original)
+    os.replace(path + ".tmp", path)
