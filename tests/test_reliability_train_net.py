@@ -135,3 +135,23 @@ def test_eval_only_into_the_training_folder_keeps_its_config(tmp_path, tiny_synt
 
     with pytest.raises(ResumeMismatchError, match="num_encoder_layers"):
         _run(out, "train.max_iter=2", "model.transformer.num_encoder_layers=2", resume=True)
+
+
+def test_a_test_set_of_other_classes_is_refused_before_training(tmp_path, tiny_synthetic_shapes):
+    import json
+
+    from detectron2.data import DatasetCatalog
+
+    records = DatasetCatalog.get("synthetic_shapes_train")[:2]
+    images = [{"id": i + 1, "file_name": Path(r["file_name"]).name, "height": r["height"], "width": r["width"]}
+              for i, r in enumerate(records)]
+    annotations = [{"id": i + 1, "image_id": i + 1, "category_id": i + 1, "bbox": [4, 4, 20, 20], "area": 400,
+                    "iscrowd": 0} for i in range(2)]
+    ann = tmp_path / "pets.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations,
+                               "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}))
+    own = f"dataloader.train.dataset.names=coco:{ann}:{Path(records[0]['file_name']).parent}"
+    with pytest.raises(ValueError, match=r"\['cat', 'dog'\].*'synthetic_shapes_val'.*wrong class names"):
+        _run(tmp_path / "out", own, "train.eval_period=1")
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    _run(tmp_path / "out", own, "train.eval_period=0", "train.max_iter=1")  # no evaluation: nothing to compare

@@ -36,7 +36,8 @@ from siamese_detr.engine.schedule_checks import check_counts
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure_final_checkpoint,
                                                refuse_partly_random_model, require_eval_checkpoint,
                                                trust_pickle_requested)
-from siamese_detr.engine.evaluation_checks import build_checked_test_loader, check_test_set_on_disk
+from siamese_detr.engine.evaluation_checks import (build_checked_test_loader, check_test_classes,
+                                                   check_test_set_on_disk)
 from siamese_detr.engine.metrics_file import safe_default_writers
 
 logger = logging.getLogger("detectron2")
@@ -75,6 +76,7 @@ def _ddp_kwargs(cfg):
 
 def do_train(args, cfg):
     check_test_set_on_disk(cfg)  # a missing test set fails now, not after the last iteration
+    check_test_classes(cfg)  # so does a test set of other classes than the training set
     model = instantiate(cfg.model)
     # a frozen backbone must be initialised from train.init_checkpoint (or resumed), unless the model allows it
     check_backbone_initialised(model, cfg.train.init_checkpoint, resuming=args.resume and os.path.isfile(

@@ -8,14 +8,18 @@ evaluations) and a test set with unreadable images is refused, listing them all;
 unreadable afterwards, ``DetrDatasetMapper`` at inference stops the evaluation naming it.
 
 A training run that evaluates checks its test set's files before its first iteration
-(:func:`check_test_set_on_disk`), not when the first evaluation builds the loader, possibly hours later.
+(:func:`check_test_set_on_disk`), not when the first evaluation builds the loader, possibly hours later, and
+that the test set has the training set's classes (:func:`check_test_classes`): a model trained on your own
+``coco:`` classes and evaluated on the config's default test set would report AP under the wrong class names.
 """
+from typing import List
+
 from detectron2.config import instantiate
 from omegaconf import DictConfig
 
 from siamese_detr.data.dataset_checks import check_datasets_on_disk, check_images_readable
 
-__all__ = ["build_checked_test_loader", "check_test_set_on_disk"]
+__all__ = ["build_checked_test_loader", "check_test_classes", "check_test_set_on_disk"]
 
 
 def _target(cfg):
@@ -41,19 +45,64 @@ def build_checked_test_loader(test_cfg):
     return _target(test_cfg)(dataset=dataset, **kwargs)
 
 
+def _evaluates(cfg) -> bool:
+    """A training run evaluates when ``train.eval_period > 0`` and ``dataloader.evaluator`` is set."""
+    return (cfg.train.get("eval_period", 0) or 0) > 0 and cfg.dataloader.get("evaluator", None) is not None
+
+
+def _dataset_names(cfg, split: str) -> List[str]:
+    """``dataloader.<split>.dataset.names`` as a list of strings ([] when absent or not names)."""
+    loader = cfg.dataloader.get(split, None)
+    dataset_cfg = loader.get("dataset", None) if isinstance(loader, (dict, DictConfig)) else None
+    names = dataset_cfg.get("names", None) if isinstance(dataset_cfg, (dict, DictConfig)) else None
+    names = [names] if isinstance(names, str) else list(names or [])
+    return [n for n in names if isinstance(n, str)]
+
+
+def _thing_classes(names: List[str]):
+    """(name, class names) of the first of ``names`` whose metadata has class names, else (None, None)."""
+    from detectron2.data import MetadataCatalog
+
+    from siamese_detr.data.datasets.from_path import ensure_dataset
+
+    for name in names:
+        name = ensure_dataset(name)
+        classes = MetadataCatalog.get(name).get("thing_classes", None) if isinstance(name, str) else None
+        if classes:
+            return name, list(classes)
+    return None, None
+
+
+def check_test_classes(cfg) -> None:
+    """Before training: when the run evaluates per class (not ``ClassAgnosticEvaluator``), the test set must
+    have the training set's class names, in the same order (both taken from their metadata; a dataset without
+    class names, e.g. ``folder:``, is not compared). Raises ``ValueError`` naming both sets."""
+    if not _evaluates(cfg):
+        return
+    target = cfg.dataloader.evaluator.get("_target_", "")
+    if "ClassAgnostic" in str(getattr(target, "__name__", target)):
+        return
+    train_name, train_classes = _thing_classes(_dataset_names(cfg, "train"))
+    test_name, test_classes = _thing_classes(_dataset_names(cfg, "test"))
+    if train_classes is None or test_classes is None or train_classes == test_classes:
+        return
+    raise ValueError(
+        f"the training set {train_name!r} has the classes {train_classes[:10]}"
+        f"{' ...' if len(train_classes) > 10 else ''}, the test set {test_name!r} (dataloader.test.dataset.names) "
+        f"{test_classes[:10]}{' ...' if len(test_classes) > 10 else ''}: its AP would be computed under the wrong "
+        "class names. Point dataloader.test.dataset.names at a test set of your classes (e.g. "
+        "coco:VAL.json:IMAGES), or set train.eval_period=0 to train without evaluation."
+    )
+
+
 def check_test_set_on_disk(cfg) -> None:
     """Before training: when the run evaluates (``train.eval_period > 0`` and ``dataloader.evaluator`` set; a
     positive period also evaluates after the last iteration), its test set
     ``dataloader.test.dataset.names`` must be registered and on disk. Raises the error of
     :func:`check_datasets_on_disk` (``FileNotFoundError`` / ``KeyError``) with the two ways out added."""
-    if (cfg.train.get("eval_period", 0) or 0) <= 0 or cfg.dataloader.get("evaluator", None) is None:
+    names = _dataset_names(cfg, "test") if _evaluates(cfg) else []
+    if not names:
         return
-    test_cfg = cfg.dataloader.get("test", None)
-    dataset_cfg = test_cfg.get("dataset", None) if isinstance(test_cfg, (dict, DictConfig)) else None
-    names = dataset_cfg.get("names", None) if isinstance(dataset_cfg, (dict, DictConfig)) else None
-    if names is None:
-        return
-    names = [names] if isinstance(names, str) else list(names)
     try:
         check_datasets_on_disk(names)
     except (FileNotFoundError, KeyError) as e:
