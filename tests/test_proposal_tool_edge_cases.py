@@ -332,3 +332,64 @@ def test_coco_sizes_that_differ_from_the_files_are_an_error(tmp_path, capsys, co
     assert gen.main(["--dataset", spec_good, "--method", "random", "--output", str(tmp_path / "ok"),
                      "--no-progress"]) == 0
     ProposalStore.open(str(tmp_path / "ok"), dataset=spec_good)
+
+
+def _children(pid: int):
+    """Pids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_end_when_the_generator_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not os.path.isdir("/proc"):
+        pytest.skip("Linux /proc")
+    _images(tmp_path / "imgs", 6)
+    images = str(tmp_path / "imgs")
+    # started as `cmd &` in a script would: SIGINT ignored
+    proc = subprocess.Popen([sys.executable, TOOL, *_args(images, str(tmp_path / "out")), "--num-workers", "2",
+                             "--debug-sleep", "5"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 3 and time.monotonic() < deadline:  # two workers and the resource tracker
+            assert proc.poll() is None, "the generator ended before its workers started"
+            time.sleep(0.5)
+            workers = _children(proc.pid)
+        assert len(workers) >= 2
+        time.sleep(3)  # the workers are busy with their images
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in workers)
+    finally:
+        proc.kill()
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

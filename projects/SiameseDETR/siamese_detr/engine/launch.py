@@ -8,14 +8,9 @@ A CPU worker ends when its launcher dies (kill -9, out of memory): otherwise it 
 writing checkpoints and ``metrics.json`` into the run's folder while the ``--resume`` that the README
 recommends after a kill starts a second run there.
 """
-import ctypes
 import logging
 import os
-import signal
-import sys
 import tempfile
-import threading
-import time
 from datetime import timedelta
 
 import torch
@@ -23,6 +18,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
+
+from ..utils.parent_watch import exit_with_parent
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
@@ -57,36 +54,6 @@ def launch(main_func, num_processes, num_machines=1, machine_rank=0, dist_url=No
 def _spawn(main_func, num_processes, world_size, machine_rank, dist_url, args, timeout):
     mp.spawn(_cpu_worker, nprocs=num_processes, daemon=False,
              args=(main_func, world_size, num_processes, machine_rank, dist_url, args, timeout, os.getpid()))
-
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
-    """Make this process end when ``parent_pid`` (its launcher) ends.
-
-    Linux: the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); elsewhere, or if
-    that call fails, a daemon thread polls ``os.getppid()``. A parent already gone ends the process now.
-    (``torch.multiprocessing.spawn`` asks for SIGINT instead, which does nothing in a run started with SIGINT
-    ignored: ``cmd &`` in a script, ``nohup``; this replaces it.)
-    """
-    armed = False
-    if sys.platform.startswith("linux"):
-        try:
-            armed = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            armed = False
-    if os.getppid() != parent_pid:  # the launcher died before the signal was armed
-        os._exit(1)
-    if armed:
-        return
-
-    def watch():
-        while os.getppid() == parent_pid:
-            time.sleep(poll_seconds)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-launcher", daemon=True).start()
 
 
 def _cpu_worker(local_rank, main_func, world_size, num_processes, machine_rank, dist_url, args, timeout,

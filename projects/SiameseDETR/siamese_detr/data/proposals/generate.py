@@ -191,8 +191,13 @@ def _append_log(output: str, lines: Sequence[str]) -> None:
             f.write(f"[{stamp}] {line}\n")
 
 
-def _init_worker() -> None:
-    """Each pool worker uses one thread: parallelism comes from the processes."""
+def _init_worker(parent_pid: Optional[int] = None) -> None:
+    """Each pool worker uses one thread: parallelism comes from the processes; it ends with the generator
+    process (``parent_pid``) rather than living on, re-parented, after a kill -9 of it."""
+    if parent_pid is not None:
+        from ...utils.parent_watch import exit_with_parent
+
+        exit_with_parent(parent_pid)
     import cv2
 
     cv2.setNumThreads(1)
@@ -248,7 +253,8 @@ def _new_pool(num_workers: int) -> Optional[ProcessPoolExecutor]:
     pools are running can deadlock."""
     if num_workers <= 1:
         return None
-    return ProcessPoolExecutor(num_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+    return ProcessPoolExecutor(num_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(os.getpid(),))
 
 
 def _run_chunk(pool, tasks, bar, num_workers) -> list:
