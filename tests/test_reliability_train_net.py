@@ -155,3 +155,11 @@ def test_a_test_set_of_other_classes_is_refused_before_training(tmp_path, tiny_s
         _run(tmp_path / "out", own, "train.eval_period=1")
     assert not (tmp_path / "out" / "metrics.json").exists()
     _run(tmp_path / "out", own, "train.eval_period=0", "train.max_iter=1")  # no evaluation: nothing to compare
+
+
+def test_starting_over_in_a_used_folder_is_warned_about(tmp_path, tiny_synthetic_shapes):
+    out = tmp_path / "out"
+    _run(out, "train.max_iter=1")
+    assert "checkpoints of an earlier run" not in (out / "log.txt").read_text()
+    _run(out, "train.max_iter=1")
+    assert "checkpoints of an earlier run: starting over without --resume" in (out / "log.txt").read_text()

@@ -218,6 +218,12 @@ def test_sizes_from_environment(tmp_path, monkeypatch, restore_registration):
     monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", "val=two")
     with pytest.raises(ValueError, match="SPLIT=N"):
         ensure_synthetic_shapes("val", str(tmp_path))
+    monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", "trian=3")  # a misspelt split is not ignored
+    with pytest.raises(ValueError, match="unknown split 'trian'.*train, val, train_large, dev"):
+        ensure_synthetic_shapes("train", str(tmp_path))
+    monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", "train=-1")
+    with pytest.raises(ValueError, match="'train=-1' must give at least 1 image"):
+        ensure_synthetic_shapes("train", str(tmp_path))
 
 
 def test_tiny_train_gives_tiny_train_large(tmp_path, monkeypatch, restore_registration):

@@ -75,6 +75,10 @@ def _ddp_kwargs(cfg):
 
 
 def do_train(args, cfg):
+    if not args.resume and os.path.isfile(os.path.join(cfg.train.output_dir, "last_checkpoint")):
+        logger.warning("%s holds the checkpoints of an earlier run: starting over without --resume overwrites "
+                       "them and appends a second series to its metrics.json (--resume continues that run; "
+                       "another train.output_dir keeps both).", cfg.train.output_dir)
     check_test_set_on_disk(cfg)  # a missing test set fails now, not after the last iteration
     check_test_classes(cfg)  # so does a test set of other classes than the training set
     model = instantiate(cfg.model)

@@ -61,8 +61,10 @@ def check_backbone_initialised(model: nn.Module, init_checkpoint: Optional[str],
         "train against random features. Convert pretrained ResNet-50 weights (SwAV as the official Siamese "
         "DETR, or torchvision ImageNet) with\n"
         "    python tools/convert_checkpoint.py --input swav_800ep_pretrain.pth.tar --output swav_r50_d2.pth\n"
-        "and pass train.init_checkpoint=swav_r50_d2.pth. Only for a demo or test that means it, set "
-        "model.allow_random_backbone=True."
+        "and pass train.init_checkpoint=swav_r50_d2.pth (the demo configs' narrow ResNet-18 takes the "
+        "backbone stage's checkpoint, output/demo/backbone/model_final.pth after make demo). Only for a demo "
+        "or test that means it, set model.allow_random_backbone=True (+model.allow_random_backbone=True "
+        "where the config does not set the key)."
     )
 
 

@@ -112,6 +112,11 @@ def env_num_images() -> Dict[str, int]:
             sizes[split.strip()] = int(count)
         except ValueError:
             raise ValueError(f"${SIZES_ENV}: expected SPLIT=N[,SPLIT=N...], got {item!r}") from None
+        if split.strip() not in DEFAULT_NUM_IMAGES:
+            raise ValueError(f"${SIZES_ENV}: unknown split {split.strip()!r} in {item!r}; the splits are "
+                             f"{', '.join(DEFAULT_NUM_IMAGES)}")
+        if sizes[split.strip()] < 1:
+            raise ValueError(f"${SIZES_ENV}: {item!r} must give at least 1 image")
     return sizes
 
 
