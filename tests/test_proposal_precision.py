@@ -198,7 +198,11 @@ def test_a_store_of_another_dataset_suggests_a_new_output(tmp_path, capsys):
     write_store(str(other), [7, 8], [np.array([OBJECT])] * 2, [np.zeros(1)] * 2, sizes=[(64, 64)] * 2,
                 method="edgeboxes", dataset="synthetic_shapes_train")
     assert evaluate_proposals.main(["--dataset", spec, "--store", str(other), "--ap-ks"]) == 1
-    hint = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hint:")]
+    err = capsys.readouterr().err.splitlines()
+    error = [line for line in err if line.startswith("error:")]
+    assert len(error) == 1 and "--overwrite" not in error[0]  # the other dataset's store is never overwritten
+    assert f"keep it (it is the store of 'synthetic_shapes_train') and generate one for {spec}" in error[0]
+    hint = [line for line in err if line.startswith("hint:")]
     assert len(hint) == 1
     assert f"--dataset {spec} --method edgeboxes --output NEW_STORE.proposals" in hint[0]
     assert "'synthetic_shapes_train'" in hint[0] and "--overwrite" not in hint[0]

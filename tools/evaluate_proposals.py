@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         try:
             store = ProposalStore.open(path)
             if not args.no_check:
-                store.check_dataset(dicts)
+                store.check_dataset(dicts, name=args.dataset)
         except ProposalStoreError as e:
             print(f"error: {e}", file=sys.stderr)
             hint = _other_dataset_hint(store, path, args.dataset) if store is not None else None

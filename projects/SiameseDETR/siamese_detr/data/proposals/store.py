@@ -359,9 +359,11 @@ class ProposalStore:
                 f"(height, width) = {tuple(int(v) for v in self._sizes[i])}",
             )
 
-    def check_dataset(self, dataset: Union[str, Iterable[dict]]) -> None:
-        """Every image of ``dataset`` must be in the store (or recorded as skipped) with matching size."""
-        name = dataset if isinstance(dataset, str) else None
+    def check_dataset(self, dataset: Union[str, Iterable[dict]], name: Optional[str] = None) -> None:
+        """Every image of ``dataset`` (a registered name, or its records with ``name`` naming them) must be in
+        the store (or recorded as skipped) with matching size. The error's advice never overwrites a store
+        that was made for another dataset: it is valid there."""
+        name = dataset if isinstance(dataset, str) else name
         if name is not None:
             from detectron2.data import DatasetCatalog
 
@@ -379,8 +381,14 @@ class ProposalStore:
             if "height" in d and "width" in d and h > 0 and (h, w) != (int(d["height"]), int(d["width"])):
                 wrong_size.append((key, (h, w), (int(d["height"]), int(d["width"]))))
         where = f"dataset {name!r}" if name else "the dataset"
-        fix = (f"generate a store for it with tools/generate_proposals.py --dataset {name or 'NAME'} --method "
-               f"{self.method} --output {self.path} --overwrite (or use another --output)")
+        made_for = self.meta.get("dataset")
+        if name and made_for is not None and str(made_for) != name:
+            fix = (f"keep it (it is the store of {made_for!r}) and generate one for {name} into a new folder: "
+                   f"tools/generate_proposals.py --dataset {name} --method {self.method} --output NEW_STORE")
+        else:
+            fix = (f"generate a store for it with tools/generate_proposals.py --dataset {name or 'NAME'} --method "
+                   f"{self.method} --output NEW_STORE (or, if {self.path} was made from these images before they "
+                   f"changed, regenerate it: --output {self.path} --overwrite)")
         if missing:
             raise ProposalStoreError(
                 f"{os.path.join(self.path, 'image_ids.json')}: {len(missing)} image ids of {where} have no "
