@@ -57,6 +57,19 @@ def _alive(pid: int) -> bool:
         return f.read().split(")")[-1].split()[0] != "Z"
 
 
+def kill_and_wait_for(proc, pids, seconds: float = 30.0) -> bool:
+    """SIGKILL ``proc``, then whether every one of ``pids`` has ended within ``seconds``."""
+    import signal
+    import time
+
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + seconds
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not any(_alive(pid) for pid in pids)
+
+
 def test_workers_end_when_the_launcher_is_killed(tmp_path):
     import signal
     import subprocess
@@ -81,12 +94,7 @@ def test_workers_end_when_the_launcher_is_killed(tmp_path):
             time.sleep(0.2)
         pids = [int(p.read_text()) for p in pids_files]
         assert all(_alive(pid) for pid in pids)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not any(_alive(pid) for pid in pids)
+        assert kill_and_wait_for(proc, pids)
     finally:
         proc.kill()
         for p in tmp_path.glob("worker*.pid"):

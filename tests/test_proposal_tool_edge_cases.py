@@ -349,19 +349,13 @@ def _children(pid: int):
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_workers_end_when_the_generator_is_killed(tmp_path):
     import signal
     import subprocess
     import sys
     import time
+
+    from test_launch import kill_and_wait_for
 
     if not os.path.isdir("/proc"):
         pytest.skip("Linux /proc")
@@ -380,12 +374,7 @@ def test_workers_end_when_the_generator_is_killed(tmp_path):
             workers = _children(proc.pid)
         assert len(workers) >= 2
         time.sleep(3)  # the workers are busy with their images
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not any(_alive(pid) for pid in workers)
+        assert kill_and_wait_for(proc, workers)
     finally:
         proc.kill()
         for pid in workers:

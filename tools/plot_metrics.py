@@ -15,41 +15,24 @@ an error naming it. ``--output`` without an extension gets ``.png``; an extensio
 refused before anything is read.
 """
 import argparse
-import json
 import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from siamese_detr.utils.metrics_lines import MetricsFileError, metrics_records
+
 AUX_SUFFIX = re.compile(r"_\d+(_one2many)?$")  # decoder layer i, also of the hybrid-matching queries
-_JSON_TYPES = {list: "an array", str: "a string", bool: "a boolean", type(None): "null", int: "a number",
-               float: "a number"}
 
 
 def read_metrics(path: Path) -> List[dict]:
     """One dict per line of a detectron2 ``metrics.json`` (a JSON object per logged iteration); torn lines
-    (see the module docstring) are skipped with a warning."""
-    records = []
-    with open(path, errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                if line.startswith("{"):
-                    print(f"warning: {path}:{lineno}: skipping a line cut short (a killed run?): {line[:60]!r}",
-                          file=sys.stderr)
-                    continue
-                raise SystemExit(f"{path}:{lineno}: not a JSON line ({e}); is this a detectron2 metrics.json?")
-            if not isinstance(record, dict):
-                what = _JSON_TYPES.get(type(record), "not an object")
-                raise SystemExit(f"{path}:{lineno}: {line[:40]!r} is {what}, not a JSON object (one per line); is "
-                                 f"this a detectron2 metrics.json?")
-            records.append(record)
-    return records
+    (see the module docstring) are skipped with a warning, any other bad line exits naming it."""
+    try:
+        return [record for _, record in metrics_records(path)]
+    except MetricsFileError as e:
+        raise SystemExit(str(e)) from None
 
 
 def loss_curves(records: List[dict], with_aux: bool = False) -> Dict[str, Tuple[List[int], List[float]]]:
