@@ -163,3 +163,19 @@ def test_starting_over_in_a_used_folder_is_warned_about(tmp_path, tiny_synthetic
     assert "checkpoints of an earlier run" not in (out / "log.txt").read_text()
     _run(out, "train.max_iter=1")
     assert "checkpoints of an earlier run: starting over without --resume" in (out / "log.txt").read_text()
+
+
+def test_a_resume_with_another_lr_uses_it(tmp_path, tiny_synthetic_shapes):
+    import json
+
+    out = tmp_path / "out"
+    _run(out, "train.max_iter=2", "optimizer.lr=0.001", "train.log_period=1")
+    _run(out, "train.max_iter=4", "optimizer.lr=0.002", "train.log_period=1", resume=True)
+    lrs = {}
+    for line in (out / "metrics.json").read_text().splitlines():
+        record = json.loads(line)
+        if "lr" in record:
+            lrs[record["iteration"]] = record["lr"]
+    # detr_demo's lr steps at 80% of the run: no drop before iteration 3 of 4
+    assert lrs[1] == pytest.approx(0.001) and lrs[2] == pytest.approx(0.002)
+    assert "lr 0.001 -> 0.002" in (out / "log.txt").read_text()

@@ -31,7 +31,8 @@ from siamese_detr.engine import add_gradient_clipping, apply_checked_overrides, 
 from siamese_detr.engine.eval_outputs import append_eval_metrics, eval_hook, set_evaluator_output_dir
 from siamese_detr.engine.logging_utils import setup_plain_file_logs
 from siamese_detr.engine.pretrain_checks import check_backbone_initialised, check_backbone_loaded
-from siamese_detr.engine.resume_checks import check_resume_matches, keep_training_config
+from siamese_detr.engine.resume_checks import (check_resume_matches, keep_training_config, optimizer_settings,
+                                               reapply_optimizer_settings)
 from siamese_detr.engine.schedule_checks import check_counts
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure_final_checkpoint,
                                                refuse_partly_random_model, require_eval_checkpoint,
@@ -111,7 +112,13 @@ def do_train(args, cfg):
         ]
     )
     resumed = args.resume and checkpointer.has_checkpoint()
+    configured = optimizer_settings(optim)
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    if resumed:  # the config's lr / weight decay win over the resumed optimizer state's (config.yaml says so)
+        changed = reapply_optimizer_settings(optim, configured)
+        if changed:
+            logger.warning("Resumed with the config's optimizer settings, not the checkpoint's: %s",
+                           "; ".join(changed[:6]) + (" ..." if len(changed) > 6 else ""))
     if not resumed and cfg.train.init_checkpoint:
         check_backbone_loaded(model, checkpointer.loaded_names, cfg.train.init_checkpoint)
     # a resumed checkpoint stores the iteration that just finished: start at the next one

@@ -8,6 +8,10 @@ and the training data (``dataloader.train.dataset``) — of the saved ``config.y
 both serialised by Detectron2's own ``LazyConfig.save``, and refuses with the differing keys. Schedule,
 logging and output keys may change on resume (e.g. a longer ``train.max_iter``).
 
+A changed learning rate or weight decay does resume, and takes effect: the optimizer state a resume loads
+holds the old base lr (``initial_lr``, from which the schedule computes every step's lr) and weight decay of
+each parameter group, so :func:`reapply_optimizer_settings` puts back the ones the config built.
+
 ``--eval-only`` into a training run's folder (the README's evaluation example does this) must not replace
 that reference: :func:`keep_training_config` puts the training run's ``config.yaml`` back after
 ``default_setup`` and keeps the evaluation's config as ``config_eval_only.yaml``.
@@ -16,13 +20,13 @@ that reference: :func:`keep_training_config` puts the training run's ``config.ya
 import contextlib
 import os
 import tempfile
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Sequence
 
 import yaml
 from detectron2.config import LazyConfig
 
 __all__ = ["ResumeMismatchError", "check_resume_matches", "differing_keys", "keep_training_config",
-           "EVAL_ONLY_CONFIG"]
+           "EVAL_ONLY_CONFIG", "optimizer_settings", "reapply_optimizer_settings"]
 
 EVAL_ONLY_CONFIG = "config_eval_only.yaml"
 
@@ -104,3 +108,28 @@ def keep_training_config(output_dir: str, active: bool = True) -> Iterator[None]
     with open(path + ".tmp", "wb") as f:
         f.write(original)
     os.replace(path + ".tmp", path)
+
+
+def optimizer_settings(optimizer) -> List[Dict[str, float]]:
+    """Base lr and weight decay of each parameter group, as the config built them (take it before a resume
+    loads the saved optimizer state)."""
+    return [{"lr": float(g["lr"]), "weight_decay": float(g.get("weight_decay", 0.0))} for g in optimizer.param_groups]
+
+
+def reapply_optimizer_settings(optimizer, settings: Sequence[Dict[str, float]]) -> List[str]:
+    """After a resume: make the config's base lr (``initial_lr``, what the lr schedule multiplies) and weight
+    decay those of each parameter group again; returns what changed, e.g. ``["group 0: lr 0.0001 -> 0.0002"]``
+    (nothing when the number of groups differs: another model, which the resume check refuses anyway)."""
+    if len(settings) != len(optimizer.param_groups):
+        return []
+    changed = []
+    for i, (group, wanted) in enumerate(zip(optimizer.param_groups, settings)):
+        base = float(group.get("initial_lr", group["lr"]))
+        if base != wanted["lr"]:
+            changed.append(f"group {i}: lr {base:g} -> {wanted['lr']:g}")
+            group["initial_lr"] = wanted["lr"]
+        decay = float(group.get("weight_decay", 0.0))
+        if decay != wanted["weight_decay"]:
+            changed.append(f"group {i}: weight_decay {decay:g} -> {wanted['weight_decay']:g}")
+            group["weight_decay"] = wanted["weight_decay"]
+    return changed
