@@ -179,3 +179,19 @@ def test_a_resume_with_another_lr_uses_it(tmp_path, tiny_synthetic_shapes):
     # detr_demo's lr steps at 80% of the run: no drop before iteration 3 of 4
     assert lrs[1] == pytest.approx(0.001) and lrs[2] == pytest.approx(0.002)
     assert "lr 0.001 -> 0.002" in (out / "log.txt").read_text()
+
+
+def test_an_output_dir_that_cannot_be_written_is_named(tmp_path):
+    import os
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(NotADirectoryError, match=f"train.output_dir={a_file} is a file"):
+        _run(a_file)
+    with pytest.raises(ValueError, match="'train.output_dir' must be a folder path, got 42"):
+        _run(42)
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(PermissionError, match=f"train.output_dir={locked}: cannot write there"):
+            _run(locked)

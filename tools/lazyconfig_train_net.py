@@ -33,7 +33,7 @@ from siamese_detr.engine.logging_utils import setup_plain_file_logs
 from siamese_detr.engine.pretrain_checks import check_backbone_initialised, check_backbone_loaded
 from siamese_detr.engine.resume_checks import (check_resume_matches, keep_training_config, optimizer_settings,
                                                reapply_optimizer_settings)
-from siamese_detr.engine.schedule_checks import check_counts
+from siamese_detr.engine.schedule_checks import check_counts, check_output_dir
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure_final_checkpoint,
                                                refuse_partly_random_model, require_eval_checkpoint,
                                                trust_pickle_requested)
@@ -141,6 +141,8 @@ def setup(args):
     _resolve_device(cfg)
     if args.resume:  # before default_setup overwrites the previous run's config.yaml
         check_resume_matches(cfg, cfg.train.output_dir)
+    if comm.is_main_process():
+        check_output_dir(cfg.train.output_dir)  # a file, a read-only folder, a number: named, before any log
     setup_plain_file_logs(cfg.train.output_dir, comm.get_rank())  # log.txt without colour codes
     # --eval-only into a training folder keeps that run's config.yaml (what --resume compares against)
     with keep_training_config(cfg.train.output_dir, active=args.eval_only and comm.is_main_process()):

@@ -1,15 +1,18 @@
-"""Start-up checks of the counts a training run is made of: whole numbers, and at least 1 where 0 or less
-cannot work (detectron2 would divide by them, or loop zero times and still write a ``model_final.pth``).
+"""Start-up checks of the counts a training run is made of, and of the folder it writes to: whole numbers,
+and at least 1 where 0 or less cannot work (detectron2 would divide by them, or loop zero times and still
+write a ``model_final.pth``).
 
 The override type check (:mod:`.config_checks`) accepts any number where the config has a number, since
 a float key may be written ``0`` in a config; these keys must be integers, so ``train.max_iter=1e3`` (a
 float) is refused here, naming the key, rather than failing inside detectron2's training loop.
 """
+import os
+import tempfile
 from typing import Dict, Optional, Tuple
 
 from .config_checks import config_value
 
-__all__ = ["COUNT_KEYS", "check_counts"]
+__all__ = ["COUNT_KEYS", "check_counts", "check_output_dir"]
 
 _MISSING = object()
 
@@ -36,3 +39,20 @@ def check_counts(cfg) -> None:
             raise ValueError(f"Config key '{key}' ({meaning}) must be a whole number, got {value!r}{hint}.")
         if minimum is not None and value < minimum:
             raise ValueError(f"Config key '{key}' ({meaning}) must be at least {minimum}, got {value}.")
+
+
+def check_output_dir(output_dir) -> None:
+    """``train.output_dir`` must be a folder path this process can create and write in; raise ``ValueError``
+    (not a path) or ``OSError`` naming the key otherwise, before anything is logged there."""
+    if not isinstance(output_dir, str) or not output_dir.strip():
+        raise ValueError(f"Config key 'train.output_dir' must be a folder path, got {output_dir!r}.")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise NotADirectoryError(f"train.output_dir={output_dir} is a file, not a folder: choose another "
+                                 "train.output_dir.")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as e:
+        raise type(e)(e.errno, f"train.output_dir={output_dir}: cannot write there ({e.strerror}); choose "
+                      "another train.output_dir") from None
