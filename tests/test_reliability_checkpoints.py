@@ -350,3 +350,25 @@ def test_eval_only_needs_a_checkpoint():
     with pytest.raises(ValueError, match="train.init_checkpoint"):
         require_eval_checkpoint("")
     require_eval_checkpoint("model_final.pth")
+
+
+def test_the_pkl_converter_command_line_names_what_is_wrong(tmp_path, capsys):
+    from siamese_detr.engine.checkpointing import main as convert_main
+
+    empty, pth, lst = tmp_path / "empty.pkl", tmp_path / "model.pth", tmp_path / "list.pkl"
+    empty.write_bytes(b"")
+    torch.save({"model": {"w": torch.zeros(2)}}, pth)
+    lst.write_bytes(pickle.dumps([1, 2, 3]))
+    for src, message in [(tmp_path / "nope.pkl", "does not exist"), (empty, "is empty"),
+                         (pth, "already a PyTorch .pth")]:
+        with pytest.raises(SystemExit) as e:
+            convert_main([str(src), str(tmp_path / "out.pth")])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert convert_main([str(lst), str(tmp_path / "out.pth")]) == 1  # a pickle that is no checkpoint
+    assert f"error: cannot convert {lst}" in capsys.readouterr().err
+    good = tmp_path / "good.pkl"
+    good.write_bytes(pickle.dumps({"model": {"w": np.zeros(2, dtype=np.float32)}, "__author__": "someone"}))
+    assert convert_main([str(good), str(tmp_path / "no_dir" / "out.pth")]) == 1  # the folder does not exist
+    assert "error: cannot convert" in capsys.readouterr().err
+    assert convert_main([str(good), str(tmp_path / "out.pth")]) == 0
+    assert torch.equal(load_checkpoint_file(str(tmp_path / "out.pth"))["model"]["w"], torch.zeros(2))

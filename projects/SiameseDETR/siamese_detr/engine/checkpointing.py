@@ -105,7 +105,7 @@ def _not_a_checkpoint(path: str) -> CheckpointLoadError:
         head = f.read(16)
     return CheckpointLoadError(
         f"{path} is not a checkpoint: it is neither a PyTorch .pth file nor a pickle (it starts with {head!r}). "
-        "Check the path given as train.init_checkpoint."
+        "Check the path given."
     )
 
 
@@ -394,7 +394,18 @@ def main(argv=None) -> int:
     p.add_argument("src", help="the .pkl file (it is unpickled: only for files you trust)")
     p.add_argument("dst", help="the .pth to write")
     args = p.parse_args(argv)
-    print(f"wrote {convert_pickle_checkpoint(args.src, args.dst)}; use train.init_checkpoint={args.dst}")
+    if not os.path.isfile(args.src):
+        p.error(f"{args.src} does not exist" + (" (it is a folder)" if os.path.isdir(args.src) else ""))
+    kind = checkpoint_kind(args.src)
+    if kind != "pickle":
+        what = {"empty": "is empty (0 bytes)", "unknown": "is not a pickle",
+                "zip": "is already a PyTorch .pth (use it as train.init_checkpoint directly)"}.get(kind, f"is {kind}")
+        p.error(f"{args.src} {what}: this command converts a Detectron2 / Caffe2 .pkl")
+    try:
+        print(f"wrote {convert_pickle_checkpoint(args.src, args.dst)}; use train.init_checkpoint={args.dst}")
+    except (CheckpointLoadError, OSError, ValueError, RuntimeError, KeyError) as e:
+        print(f"error: cannot convert {args.src} into {args.dst}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
