@@ -195,3 +195,14 @@ def test_an_output_dir_that_cannot_be_written_is_named(tmp_path):
         locked.mkdir(mode=0o500)
         with pytest.raises(PermissionError, match=f"train.output_dir={locked}: cannot write there"):
             _run(locked)
+
+
+def test_a_missing_proposal_store_stops_the_pretraining_at_start_up(tmp_path, tiny_synthetic_shapes):
+    from siamese_detr.data.proposals import ProposalStoreError
+
+    argv = ["--config-file", str(ROOT / "configs/demo/siamese_detr_pretrain_demo.py"), "train.max_iter=1",
+            "train.eval_period=0", "dataloader.train.num_workers=0", f"train.output_dir={tmp_path / 'out'}"]
+    with pytest.raises(ProposalStoreError, match=r"proposal_source.path\) does not exist; create it with\n    python "
+                       r"tools/generate_proposals.py --dataset synthetic_shapes_train --method edgeboxes --output "):
+        train_net.main(train_net.parse_args(argv))
+    assert not (tmp_path / "out" / "metrics.json").exists()

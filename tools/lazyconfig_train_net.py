@@ -30,7 +30,7 @@ import siamese_detr.data  # noqa: F401  (registers the built-in datasets)
 from siamese_detr.engine import add_gradient_clipping, apply_checked_overrides, launch
 from siamese_detr.engine.eval_outputs import append_eval_metrics, eval_hook, set_evaluator_output_dir
 from siamese_detr.engine.logging_utils import setup_plain_file_logs
-from siamese_detr.engine.pretrain_checks import check_backbone_initialised, check_backbone_loaded
+from siamese_detr.engine.pretrain_checks import check_backbone_initialised, check_backbone_loaded, check_proposal_store
 from siamese_detr.engine.resume_checks import (check_resume_matches, keep_training_config, optimizer_settings,
                                                reapply_optimizer_settings)
 from siamese_detr.engine.schedule_checks import check_counts, check_output_dir
@@ -82,6 +82,8 @@ def do_train(args, cfg):
                        "another train.output_dir keeps both).", cfg.train.output_dir)
     check_test_set_on_disk(cfg)  # a missing test set fails now, not after the last iteration
     check_test_classes(cfg)  # so does a test set of other classes than the training set
+    if comm.is_main_process():
+        check_proposal_store(cfg)  # and a missing or mismatched proposal store
     model = instantiate(cfg.model)
     # a frozen backbone must be initialised from train.init_checkpoint (or resumed), unless the model allows it
     check_backbone_initialised(model, cfg.train.init_checkpoint, resuming=args.resume and os.path.isfile(

@@ -14,7 +14,8 @@ from typing import Iterable, Optional
 
 from torch import nn
 
-__all__ = ["RandomBackboneError", "has_frozen_backbone", "check_backbone_initialised", "check_backbone_loaded"]
+__all__ = ["RandomBackboneError", "has_frozen_backbone", "check_backbone_initialised", "check_backbone_loaded",
+           "check_proposal_store"]
 
 
 class RandomBackboneError(RuntimeError):
@@ -86,3 +87,17 @@ def check_backbone_loaded(model: nn.Module, loaded_names: Optional[Iterable[str]
         "for the whole run. Is it the checkpoint of another backbone (depth, width) or layout? The log lists "
         "what was skipped; convert a torchvision/SwAV ResNet with tools/convert_checkpoint.py."
     )
+
+
+def check_proposal_store(cfg) -> None:
+    """Before training: open the proposal store of ``dataloader.train.mapper.proposal_source`` (a
+    ``StoreProposals``) once, with its checks against the dataset, so that a missing or mismatched store stops
+    the run at start-up rather than in the first data-loader worker. Raises ``ProposalStoreError``."""
+    from detectron2.config import instantiate
+    from omegaconf import OmegaConf
+
+    source_cfg = OmegaConf.select(cfg, "dataloader.train.mapper.proposal_source", default=None)
+    if source_cfg is None or "StoreProposals" not in str(source_cfg.get("_target_", "")):
+        return
+    source = instantiate(source_cfg)
+    source.store  # noqa: B018  (opening runs the checks)

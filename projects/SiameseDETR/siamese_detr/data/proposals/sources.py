@@ -42,9 +42,24 @@ class StoreProposals:
         self._store: Optional[ProposalStore] = None
         self._folder_checked = False
 
+    def generate_command(self) -> str:
+        """The ``tools/generate_proposals.py`` command that makes this store (method from ``method`` or the
+        ``NAME.METHOD.proposals`` folder name, else EdgeBoxes as the official code)."""
+        from .methods import METHODS
+
+        parts = os.path.basename(os.path.normpath(self.path)).split(".")
+        method = self.method or (parts[-2] if len(parts) >= 3 and parts[-2] in METHODS else "edgeboxes")
+        source = f"--dataset {self.dataset}" if isinstance(self.dataset, str) else "--image-dir IMAGE_DIR"
+        return f"python tools/generate_proposals.py {source} --method {method} --output {self.path}"
+
     @property
     def store(self) -> ProposalStore:
         if self._store is None:
+            if not os.path.isdir(self.path):
+                raise ProposalStoreError(
+                    f"proposal store {self.path!r} (dataloader.train.mapper.proposal_source.path) does not exist; "
+                    f"create it with\n    {self.generate_command()}"
+                )
             store = ProposalStore.open(self.path, dataset=self.dataset, validate=self.validate)
             if self.method is not None and store.method != self.method:
                 raise ProposalStoreError(
