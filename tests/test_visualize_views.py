@@ -72,3 +72,26 @@ def test_visualize_views_end_to_end(tmp_path):
     bad = subprocess.run(cmd[:-1] + ["dataloader.train.mapper.no_such_key=1"], cwd=ROOT, env=env,
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "no_such_key" in bad.stdout + bad.stderr
+
+
+def test_user_mistakes_get_one_line_errors(tmp_path, tiny_synthetic_shapes, capsys):
+    import pytest
+
+    tool = _tool()
+    out = ["--output", str(tmp_path / "views")]
+    for argv, message in [(["--num-samples", "0"], "--num-samples must be at least 1"),
+                          (["--config-file", "configs/demo/detr_demo.py"], "is not a Siamese DETR pretraining config"),
+                          (["--config-file", "no/such.py"], "does not exist")]:
+        with pytest.raises(SystemExit) as e:
+            tool.main(argv + out)
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    cases = [(["--dataset", "synthetic_shapes_nope"], "'synthetic_shapes_nope' is not registered"),
+             (["dataloader.train.mapper.tau=2.0"], "must lie in [0, 1], got 2.0"),
+             (["--config-file", str(ROOT / "configs/demo/siamese_detr_pretrain_demo.py")],
+              "does not exist; create it with\n    python tools/generate_proposals.py --dataset "
+              "synthetic_shapes_train")]
+    for argv, message in cases:
+        assert tool.main(out + argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "views").exists()

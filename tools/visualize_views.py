@@ -27,6 +27,7 @@ from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import siamese_detr.data  # noqa: E402,F401  (registers the built-in datasets)
+from siamese_detr.data.proposals import ProposalStoreError  # noqa: E402
 from siamese_detr.data.views import box_iou  # noqa: E402
 from siamese_detr.engine import apply_checked_overrides  # noqa: E402
 
@@ -125,17 +126,32 @@ def main(argv=None) -> int:
     setup_logger(name="visualize_views")
     setup_logger(name="siamese_detr")
 
-    cfg = LazyConfig.load(args.config_file or DEFAULT_CONFIG)
-    if args.dataset:
-        cfg.dataloader.train.dataset.names = args.dataset
-    apply_checked_overrides(cfg, args.opts)
-    cfg.dataloader.train.mapper.seed = args.seed
-    mapper = instantiate(cfg.dataloader.train.mapper)
-    image_format = cfg.dataloader.train.mapper.get("image_format", "BGR")
-    dicts = instantiate(cfg.dataloader.train.dataset)
-    if len(dicts) == 0:
-        logger.error("The dataset is empty.")
-        return 1
+    if args.num_samples < 1:
+        parser.error(f"--num-samples must be at least 1, got {args.num_samples}")
+    config_file = args.config_file or DEFAULT_CONFIG
+    if not os.path.isfile(config_file):
+        parser.error(f"--config-file {config_file!r} does not exist")
+    cfg = LazyConfig.load(config_file)
+    if "SiameseViewMapper" not in str(cfg.dataloader.train.mapper.get("_target_", "")):
+        parser.error(f"{config_file} is not a Siamese DETR pretraining config: its dataloader.train.mapper is not "
+                     "a SiameseViewMapper (e.g. configs/demo/siamese_detr_pretrain_demo.py)")
+    try:
+        if args.dataset:
+            cfg.dataloader.train.dataset.names = args.dataset
+        apply_checked_overrides(cfg, args.opts)
+        cfg.dataloader.train.mapper.seed = args.seed
+        mapper = instantiate(cfg.dataloader.train.mapper)
+        image_format = cfg.dataloader.train.mapper.get("image_format", "BGR")
+        dicts = instantiate(cfg.dataloader.train.dataset)
+        if len(dicts) == 0:
+            raise ValueError(f"dataset {cfg.dataloader.train.dataset.names} is empty")
+        source = getattr(mapper, "proposal_source", None)
+        if hasattr(source, "store"):
+            source.store  # noqa: B018  (opening checks the store against the dataset)
+    except (ProposalStoreError, KeyError, ValueError, TypeError, FileNotFoundError, AssertionError) as e:
+        # a user's mistake (a store not made yet, an unknown dataset or key, a value out of range): one line
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 2
 
     os.makedirs(args.output, exist_ok=True)
     order = np.random.default_rng(args.seed).permutation(len(dicts))

@@ -200,6 +200,9 @@ class SiameseViewMapper:
             raise ValueError(
                 f"SiameseViewMapper needs a 3-channel image_format (BGR or RGB), got {image_format!r}"
             )
+        if not 0.0 <= float(tau) <= 1.0:  # checked here, not at the first sample
+            raise ValueError(f"SiameseViewMapper: tau (the IoU of the two views, dataloader.train.mapper.tau) must "
+                             f"lie in [0, 1], got {tau}")
         self.is_train = is_train
         self.image_format = image_format
         self.proposal_source = proposal_source
