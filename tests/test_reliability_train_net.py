@@ -206,3 +206,13 @@ def test_a_missing_proposal_store_stops_the_pretraining_at_start_up(tmp_path, ti
                        r"tools/generate_proposals.py --dataset synthetic_shapes_train --method edgeboxes --output "):
         train_net.main(train_net.parse_args(argv))
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_resuming_a_finished_run_does_not_evaluate_it_again(tmp_path, tiny_synthetic_shapes):
+    out = tmp_path / "out"
+    _run(out, "train.max_iter=1", "train.eval_period=1")
+    before = (out / "metrics.json").read_text()
+    assert "bbox/AP" in before
+    _run(out, "train.max_iter=1", "train.eval_period=1", resume=True)
+    assert (out / "metrics.json").read_text() == before
+    assert "nothing left to train" in (out / "log.txt").read_text()

@@ -131,7 +131,11 @@ def do_train(args, cfg):
             f"train.max_iter={cfg.train.max_iter}. Give train.max_iter={start_iter} or more to go on, or "
             f"evaluate it with --eval-only train.init_checkpoint={checkpointer.loaded_path}."
         )
-    trainer.train(start_iter, cfg.train.max_iter)
+    if start_iter < cfg.train.max_iter:
+        trainer.train(start_iter, cfg.train.max_iter)
+    else:  # a finished run resumed: nothing to train, and its final evaluation is already in metrics.json
+        logger.info("%s finished all train.max_iter=%d iterations: nothing left to train",
+                    cfg.train.output_dir, cfg.train.max_iter)
     ensure_final_checkpoint(checkpointer, start_iter, cfg.train.max_iter)  # resumed at max_iter: still valid
 
 
