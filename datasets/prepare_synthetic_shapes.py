@@ -71,6 +71,14 @@ def main(argv=None):
     parser.add_argument("--preview", metavar="PNG", help="write a grid of images with their boxes drawn")
     parser.add_argument("--preview-count", type=int, default=12)
     args = parser.parse_args(argv)
+    for flag, value in (("--num-train", args.num_train), ("--num-val", args.num_val),
+                        ("--num-train-large", args.num_train_large), ("--num-dev", args.num_dev)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be at least 1, got {value}")
+    if args.preview and os.path.splitext(args.preview)[1].lower() not in (".png", ".jpg", ".jpeg"):
+        parser.error(f"--preview {args.preview!r}: give a .png or .jpg file")
+    if args.root is not None and os.path.exists(args.root) and not os.path.isdir(args.root):
+        parser.error(f"--root {args.root!r} is a file, not a folder")
 
     root = default_root() if args.root is None else os.path.abspath(args.root)
     num_images = {"train": args.num_train, "val": args.num_val, "train_large": args.num_train_large,

@@ -382,3 +382,10 @@ def test_workers_end_when_the_generator_is_killed(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_a_negative_max_boxes_is_refused(tmp_path, capsys):
+    _images(tmp_path / "imgs", 2)
+    assert _tool().main(_args(str(tmp_path / "imgs"), str(tmp_path / "out"), "--max-boxes", "-1")) == 2
+    assert "--max-boxes must be 0 (all boxes) or more" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

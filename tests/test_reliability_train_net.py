@@ -216,3 +216,23 @@ def test_resuming_a_finished_run_does_not_evaluate_it_again(tmp_path, tiny_synth
     _run(out, "train.max_iter=1", "train.eval_period=1", resume=True)
     assert (out / "metrics.json").read_text() == before
     assert "nothing left to train" in (out / "log.txt").read_text()
+
+
+def test_ordinary_mistakes_name_the_fix(tmp_path, tiny_synthetic_shapes):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="'train.device' must be a torch device .* got 'gpu'"):
+        _run(out, "train.device=gpu")
+    with pytest.raises(ValueError, match="Flags .* go before the key=value overrides"):
+        _run(out, "--eval-only")
+    with pytest.raises(CheckpointLoadError, match=f"{tmp_path} is a folder: .*model_final.pth"):
+        _run(out, f"train.init_checkpoint={tmp_path}", eval_only=True)
+    with pytest.raises(KeyError, match="Did you mean 'synthetic_shapes_train'"):
+        _run(out, "dataloader.train.dataset.names=synthetic_shapes_trian")
+
+
+def test_the_cpu_fallback_warning_is_in_log_txt(tmp_path, tiny_synthetic_shapes):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available: no fallback")
+    out = tmp_path / "out"
+    _run(out, "train.device=cuda", "train.max_iter=1")
+    assert "train.device=cuda but CUDA is not available: using cpu" in (out / "log.txt").read_text()

@@ -255,3 +255,23 @@ def test_dev_split_is_held_out_from_every_other_split(tmp_path, monkeypatch, res
     assert len(dev) == 2 and all(d["annotations"] for d in dev)
     assert _bytes(dev[0]["file_name"]) != _bytes(val[0]["file_name"])
     assert MetadataCatalog.get("synthetic_shapes_dev").evaluator_type == "coco"
+
+
+def test_prepare_script_refuses_bad_arguments_before_writing(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "datasets" / "prepare_synthetic_shapes.py"
+    spec = importlib.util.spec_from_file_location("prepare_synthetic_shapes_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for argv, message in [(["--num-train", "0"], "--num-train must be at least 1, got 0"),
+                          (["--num-val", "-3"], "--num-val must be at least 1, got -3"),
+                          (["--preview", str(tmp_path / "p.txt")], "give a .png or .jpg file"),
+                          (["--root", str(a_file)], "is a file, not a folder")]:
+        with pytest.raises(SystemExit) as e:
+            module.main(["--root", str(tmp_path / "root")] + argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "root").exists()

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-boxes",
         type=int,
         default=None,
-        help="boxes kept per image (default: 512 for edgeboxes and random, all for selective_search)",
+        help="boxes kept per image, 0 = all (default: 512 for edgeboxes and random, all for selective_search)",
     )
     p.add_argument(
         "--seed",
@@ -196,6 +196,8 @@ def _merge_num_shards(args):
 
 def _usage_problem(args):
     """A one-line reason why the arguments cannot work, or None (checked before --output is created)."""
+    if args.max_boxes is not None and args.max_boxes < 0:
+        return f"--max-boxes must be 0 (all boxes) or more, got {args.max_boxes}"
     if args.merge and not os.path.isdir(args.output):
         return f"nothing to merge: --output {args.output!r} does not exist"
     if args.num_shards is None:

@@ -60,6 +60,11 @@ def _resolve_device(cfg):
     """Keep ``train.device`` honest: fall back to CPU (and no AMP) when CUDA is absent."""
     import torch
 
+    try:
+        torch.device(str(cfg.train.device))
+    except RuntimeError:
+        raise ValueError(f"Config key 'train.device' must be a torch device such as cpu, cuda or cuda:1, got "
+                         f"{cfg.train.device!r}.") from None
     if str(cfg.train.device).startswith("cuda") and not torch.cuda.is_available():
         logger.warning("train.device=%s but CUDA is not available: using cpu.", cfg.train.device)
         cfg.train.device = "cpu"
@@ -144,12 +149,12 @@ def setup(args):
     cfg = apply_checked_overrides(cfg, args.opts)
     if not args.eval_only:
         check_counts(cfg)  # train.max_iter=0, log_period=0, max_iter=1e3, ...: refused naming the key
-    _resolve_device(cfg)
-    if args.resume:  # before default_setup overwrites the previous run's config.yaml
-        check_resume_matches(cfg, cfg.train.output_dir)
     if comm.is_main_process():
         check_output_dir(cfg.train.output_dir)  # a file, a read-only folder, a number: named, before any log
     setup_plain_file_logs(cfg.train.output_dir, comm.get_rank())  # log.txt without colour codes
+    _resolve_device(cfg)  # after the logs are set up: its warnings go to log.txt too
+    if args.resume:  # before default_setup overwrites the previous run's config.yaml
+        check_resume_matches(cfg, cfg.train.output_dir)
     # --eval-only into a training folder keeps that run's config.yaml (what --resume compares against)
     with keep_training_config(cfg.train.output_dir, active=args.eval_only and comm.is_main_process()):
         default_setup(cfg, args)

@@ -9,6 +9,7 @@ broken or (for evaluation) one of its images cannot be read.
 * :func:`check_images_readable`: every image of a test set decodes with the project's reader, else an error
   listing them (evaluation never skips or replaces an image).
 """
+import difflib
 import logging
 import math
 import os
@@ -65,9 +66,11 @@ def check_datasets_on_disk(names: Union[str, Sequence[str]]) -> None:
     registered = set(DatasetCatalog.list())
     for name in names:
         if name not in registered:
+            close = difflib.get_close_matches(name, sorted(registered), n=3, cutoff=0.75)
             raise KeyError(
-                f"Dataset '{name}' is not registered. Registered datasets include: "
-                f"{', '.join(sorted(registered)[:20])} ... (see {README})."
+                f"Dataset '{name}' is not registered."
+                + (f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else "")
+                + f" Registered datasets include: {', '.join(sorted(registered)[:20])} ... (see {README})."
             )
         if MetadataCatalog.get(name).get("generated_on_demand", False):
             continue

@@ -271,6 +271,9 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
     def load(self, path: str, *args, **kwargs):
         path, self._matching_heuristics = split_load_query(path)
         if path and not os.path.isfile(path) and "://" not in path:
+            if os.path.isdir(path):
+                raise CheckpointLoadError(f"checkpoint {path} is a folder: give a file in it, e.g. "
+                                          f"{os.path.join(path, 'model_final.pth')}")
             raise CheckpointLoadError(f"checkpoint {path} does not exist")
         self._loading = path
         try:

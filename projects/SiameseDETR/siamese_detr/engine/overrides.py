@@ -62,7 +62,9 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
     for item in overrides:
         item = tuples_to_lists(item)
         if "=" not in item:
-            raise ValueError(f"Override '{item}' is not of the form key=value.")
+            hint = (" Flags (like --eval-only, --resume) go before the key=value overrides." if item.startswith("-")
+                    else "")
+            raise ValueError(f"Override '{item}' is not of the form key=value.{hint}")
         key = item.split("=", 1)[0].strip()
         if key.startswith("+"):
             plain.append(item[1:] if item.startswith("+") else item.replace("+", "", 1))
