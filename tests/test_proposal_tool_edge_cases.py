@@ -389,3 +389,22 @@ def test_a_negative_max_boxes_is_refused(tmp_path, capsys):
     assert _tool().main(_args(str(tmp_path / "imgs"), str(tmp_path / "out"), "--max-boxes", "-1")) == 2
     assert "--max-boxes must be 0 (all boxes) or more" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------ export path
+def test_export_to_a_missing_folder_is_refused_before_any_work(tmp_path, capsys):
+    images, out = str(tmp_path / "images"), str(tmp_path / "store")
+    _images(images, 3)
+    missing = str(tmp_path / "no" / "such" / "proposals.pkl")
+    assert gen.main(_args(images, out, "--export-detectron2", missing)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--export-detectron2" in err and "mkdir -p" in err
+    assert not os.path.exists(out)  # refused before the store was started
+    # a folder given as the file
+    assert gen.main(_args(images, out, "--export-detectron2", str(tmp_path))) == 2
+    assert "is a folder" in capsys.readouterr().err
+    # and a writable path works
+    pkl = str(tmp_path / "proposals.pkl")
+    assert gen.main(_args(images, out, "--export-detectron2", pkl)) == 0
+    with open(pkl, "rb") as f:
+        assert len(pickle.load(f)["ids"]) == 3  # the test's own file

@@ -194,6 +194,20 @@ def _merge_num_shards(args):
     return None
 
 
+def _export_path_problem(path: str):
+    """Why ``--export-detectron2 PATH`` cannot be written (None if it can), checked before any work."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        example = os.path.join(path, "proposals.pkl")
+        return f"--export-detectron2 {path!r} is a folder; give a file name such as {example!r}"
+    if not os.path.isdir(folder):
+        return (f"--export-detectron2 {path!r}: its folder {folder!r} does not exist; create it "
+                f"(mkdir -p {folder}) or choose another path")
+    if not os.access(folder, os.W_OK):
+        return f"--export-detectron2 {path!r}: its folder {folder!r} is not writable; choose another path"
+    return None
+
+
 def _usage_problem(args):
     """A one-line reason why the arguments cannot work, or None (checked before --output is created)."""
     if args.max_boxes is not None and args.max_boxes < 0:
@@ -211,6 +225,10 @@ def _usage_problem(args):
         return f"--shard-id must be in [0, {args.num_shards}) for --num-shards {args.num_shards}, got {args.shard_id}"
     if args.num_workers < 1 or args.chunk_size < 1:
         return "--num-workers and --chunk-size must be at least 1"
+    if args.export_detectron2:
+        problem = _export_path_problem(args.export_detectron2)
+        if problem:
+            return problem
     if args.image_dir and not os.path.isdir(args.image_dir):
         return f"--image-dir {args.image_dir!r} does not exist or is not a folder"
     if args.dataset:
