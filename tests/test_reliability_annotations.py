@@ -93,3 +93,53 @@ def test_checked_dataset_dicts_validate_a_registered_coco_json_at_start_up(tmp_p
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+def test_a_detection_set_without_any_box_is_refused_when_boxes_are_required(tmp_path):
+    """An image-list json (no 'annotations', as COCO's image_info files) or one whose boxes are all dropped
+    trains a detector on "no object" only: refused with require_boxes, accepted for pretraining."""
+    root = tmp_path / "images"
+    root.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(root / f"{i}.png"), np.full((40, 60, 3), 100, np.uint8))
+    images = [{"id": i + 1, "file_name": f"{i}.png", "height": 40, "width": 60} for i in range(2)]
+    cats = [{"id": 1, "name": "thing"}]
+    image_list = {"images": images, "categories": cats}
+    outside = {"images": images, "categories": cats, "annotations": [  # every box outside its image: dropped
+        {"id": 1, "image_id": 1, "bbox": [70, 5, 10, 10], "category_id": 1, "iscrowd": 0, "area": 100}]}
+    labelled = {"images": images, "categories": cats, "annotations": [
+        {"id": 1, "image_id": 2, "bbox": [5, 5, 10, 10], "category_id": 1, "iscrowd": 0, "area": 100}]}
+    names = []
+    try:
+        for key, coco in (("list", image_list), ("outside", outside), ("labelled", labelled)):
+            (tmp_path / f"{key}.json").write_text(json.dumps(coco))
+            names.append(f"reliability_no_boxes_{key}")
+            register_coco_instances(names[-1], {}, str(tmp_path / f"{key}.json"), str(root))
+        for name in names[:2]:
+            with pytest.raises(AnnotationError, match="none of its 2 images has a box") as err:
+                get_checked_dataset_dicts(name, filter_empty=False, require_boxes=True)
+            assert name in str(err.value) and "pretraining" in str(err.value)
+            # pretraining reads no labels: the same image list is accepted without require_boxes
+            assert len(get_checked_dataset_dicts(name, filter_empty=False)) == 2
+        # one box in one image is enough
+        assert len(get_checked_dataset_dicts(names[2], filter_empty=False, require_boxes=True)) == 2
+    finally:
+        for name in names:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+
+
+@pytest.mark.parametrize("config, required", [
+    ("configs/demo/detr_demo.py", True),  # detection: train and test sets need boxes
+    ("configs/detr/deformable_detr_r50_voc_50ep.py", True),
+    ("configs/siamese_detr/siamese_detr_r50_coco_60ep.py", False),  # pretraining reads no labels
+])
+def test_detection_configs_require_boxes_and_pretraining_configs_do_not(config, required):
+    import os
+
+    from detectron2.config import LazyConfig
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = LazyConfig.load(os.path.join(root, config))
+    assert bool(cfg.dataloader.train.dataset.get("require_boxes", False)) is required
+    assert cfg.dataloader.test.dataset.require_boxes is True  # every test set is scored against boxes

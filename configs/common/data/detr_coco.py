@@ -21,8 +21,8 @@ dataloader = OmegaConf.create()
 
 dataloader.train = L(build_detection_train_loader)(
     # images without annotations are kept, as the official DETR / Conditional DETR CocoDetection (every id of
-    # the json); the set criterion then trains them as all "no object"
-    dataset=L(get_checked_dataset_dicts)(names="coco_2017_train", filter_empty=False),
+    # the json); the set criterion then trains them as all "no object". A set with no box at all is refused.
+    dataset=L(get_checked_dataset_dicts)(names="coco_2017_train", filter_empty=False, require_boxes=True),
     mapper=L(DetrDatasetMapper)(
         is_train=True,
         augmentation=[
@@ -42,7 +42,7 @@ dataloader.train = L(build_detection_train_loader)(
 )
 
 dataloader.test = L(build_detection_test_loader)(
-    dataset=L(get_checked_dataset_dicts)(names="coco_2017_val", filter_empty=False),
+    dataset=L(get_checked_dataset_dicts)(names="coco_2017_val", filter_empty=False, require_boxes=True),
     mapper=L(DetrDatasetMapper)(
         is_train=False,
         augmentation=[L(T.ResizeShortestEdge)(short_edge_length=800, max_size=1333)],

@@ -6,6 +6,7 @@ broken or (for evaluation) one of its images cannot be read.
   their image are dropped with a one-line summary (``strict=True`` refuses instead); boxes that only stick
   out are kept (the mappers clip them) and counted; the recorded height/width of a seeded sample of images is
   compared to their files (a mismatch is an error naming the files);
+* :func:`check_has_boxes`: a detection train or test set has at least one box;
 * :func:`check_images_readable`: every image of a test set decodes with the project's reader, else an error
   listing them (evaluation never skips or replaces an image).
 """
@@ -217,13 +218,36 @@ def check_images_readable(dicts: Sequence[dict], name: str = "test set", num_thr
         )
 
 
+def check_has_boxes(dicts: Sequence[dict], name: str) -> None:
+    """Refuse a detection dataset in which no image has a box (after :func:`validate_annotations`).
+
+    A detector trained on it learns only "no object" and exits 0; evaluated on it, COCO AP is undefined. The
+    usual cause is an image-list json (COCO ``image_info_*.json``, ``unlabeled2017``) or the wrong annotation
+    file given to a finetuning or test set; such image lists are for pretraining, which reads no labels.
+    """
+    if any(d.get("annotations") for d in dicts):
+        return
+    labelled = sum("annotations" in d for d in dicts)
+    raise AnnotationError(
+        f"{name}: none of its {len(dicts)} images has a box"
+        + ("" if labelled else " (its dicts have no 'annotations' at all)")
+        + "; a detector cannot be trained or evaluated on it. Give the annotation file with the boxes (for "
+        f"a registered dataset: check its files as {README} says; for coco:ANN.json[:IMAGES], ANN.json's "
+        "'annotations' list), or use this image list for pretraining, which reads no labels."
+    )
+
+
 def get_checked_dataset_dicts(names: Union[str, Iterable[str]], strict: bool = False, size_checks: int = 32,
-                              **kwargs):
+                              require_boxes: bool = False, **kwargs):
     """:func:`detectron2.data.get_detection_dataset_dicts` after :func:`check_datasets_on_disk`, then
     :func:`validate_annotations` (``strict`` / ``size_checks`` are passed on; a config sets them with
-    ``+dataloader.train.dataset.strict=True``)."""
+    ``+dataloader.train.dataset.strict=True``), then, with ``require_boxes`` (the detection configs' train and
+    test sets), :func:`check_has_boxes`."""
     names = [names] if isinstance(names, str) else list(names)
     check_datasets_on_disk(names)
     dicts = get_detection_dataset_dicts(names, **kwargs)
-    return validate_annotations(dicts, strict=strict, filter_empty=kwargs.get("filter_empty", True),
-                                size_checks=size_checks, name=",".join(names))
+    dicts = validate_annotations(dicts, strict=strict, filter_empty=kwargs.get("filter_empty", True),
+                                 size_checks=size_checks, name=",".join(names))
+    if require_boxes:
+        check_has_boxes(dicts, ",".join(names))
+    return dicts
