@@ -81,3 +81,21 @@ def test_many_curves_put_the_legend_beside_the_axes(tmp_path, monkeypatch):
     (inside_x0, inside_axes_x1), (outside_x0, outside_axes_x1) = legends
     assert inside_x0 < inside_axes_x1
     assert outside_x0 > outside_axes_x1
+
+
+def test_the_three_kinds_of_evaluation_record_of_one_checkpoint_get_one_iteration(tmp_path):
+    """A periodic evaluation after 4 iterations (0-based 3, beside the losses), the evaluation after training
+    (labelled max_iter = 4) and --eval-only of model_final.pth (its stored iteration 3) are one point."""
+    from siamese_detr.engine.eval_outputs import append_eval_metrics
+
+    for kind in ("periodic", "final", "eval_only"):
+        folder = tmp_path / kind
+        if kind == "periodic":
+            folder.mkdir()
+            (folder / "metrics.json").write_text('{"iteration": 3, "bbox/AP": 7.0, "total_loss": 1.0}\n')
+        elif kind == "final":
+            append_eval_metrics(str(folder), {"bbox": {"AP": 7.0}}, iteration=4)
+        else:
+            append_eval_metrics(str(folder), {"bbox": {"AP": 7.0}}, iteration=3, eval_only=True,
+                                checkpoint="out/model_final.pth")
+        assert eval_history(folder / "metrics.json") == [(4, 7.0)], kind

@@ -28,10 +28,12 @@ def eval_history(metrics_json, key: str = "bbox/AP") -> List[Tuple[int, float]]:
                 if not _is_number(value) or not _is_number(iteration):
                     raise MetricsFileError(f"{metrics_json}:{lineno}: {key!r} = {value!r} at iteration "
                                            f"{iteration!r}: expected numbers")
-                # a line the trainer wrote (with losses / timings) holds the 0-based iteration; a line
-                # holding only results (the evaluation after training) the number of finished iterations
-                trainer_line = any("/" not in k and k != "iteration" for k in row)
-                found[int(iteration) + int(trainer_line)] = float(value)
+                # detectron2's labels: a line the trainer wrote (with losses / timings: a periodic evaluation)
+                # and an --eval-only record (the checkpoint's iteration) hold the 0-based index of the last
+                # finished iteration; a line holding only results (the evaluation after training) holds the
+                # number of finished iterations, which is what is returned for all three
+                zero_based = bool(row.get("eval_only")) or any("/" not in k and k != "iteration" for k in row)
+                found[int(iteration) + int(zero_based)] = float(value)
     return sorted(found.items())
 
 
