@@ -5,7 +5,7 @@
     python datasets/prepare_low_data_splits.py --names coco_2017_train_1pct_seed42 coco_2017_train_10pct_seed42
     python datasets/prepare_low_data_splits.py --list
 
-Splits: VOC 07+12 trainval 10 % / 30 % (``voc_2007_2012_trainval_{10,30}pct_seed42``; parent
+Splits: VOC 07+12 trainval 10 / 30 / 50 / 70 % (``voc_2007_2012_trainval_{10,30,50,70}pct_seed42``; parent
 ``voc_2007_2012_trainval_coco``, written first by ``datasets/prepare_voc_coco.py``) and COCO train2017
 1 / 2 / 5 / 10 % (``coco_2017_train_{1,2,5,10}pct_seed42``, DETReg's protocol). Each file lists the chosen
 image ids (``numpy.random.RandomState(42).choice`` over the sorted ids): the same on every process and
@@ -19,6 +19,26 @@ import os
 from detectron2.data import DatasetCatalog
 
 from siamese_detr.data.datasets.low_data_splits import LOW_DATA_SPLITS, split_file, write_low_data_split
+
+
+def _parent_image_ids(parent, required):
+    """The parent's image ids, or None (after saying why) when it is not on disk and not ``required``;
+    a missing ``required`` parent stops with its one-line message (the file and the tool that writes it)."""
+    try:
+        return [int(d["image_id"]) for d in DatasetCatalog.get(parent)]
+    except (FileNotFoundError, AssertionError) as e:  # detectron2's COCO loader asserts on a missing json
+        if required:
+            raise SystemExit(f"prepare_low_data_splits.py: {e}") from None
+        print(f"skipped splits of {parent}: {e}")
+        return None
+
+
+def _write(name, parent_ids, force):
+    """Write one split; an existing file with other ids stops with a one-line message naming it."""
+    try:
+        return write_low_data_split(name, parent_ids, overwrite=force)
+    except ValueError as e:  # the file exists with other ids (the parent changed): keep it unless --force
+        raise SystemExit(f"prepare_low_data_splits.py: {e}") from None
 
 
 def main(argv=None):
@@ -36,16 +56,10 @@ def main(argv=None):
     for name in names:
         parent = LOW_DATA_SPLITS[name][0]
         if parent not in parents:
-            try:
-                parents[parent] = [int(d["image_id"]) for d in DatasetCatalog.get(parent)]
-            except (FileNotFoundError, AssertionError) as e:  # detectron2's COCO loader asserts on a missing json
-                if args.names:
-                    raise
-                print(f"skipped splits of {parent}: {e}")
-                parents[parent] = None
+            parents[parent] = _parent_image_ids(parent, required=bool(args.names))
         if parents[parent] is None:
             continue
-        path = write_low_data_split(name, parents[parent], overwrite=args.force)
+        path = _write(name, parents[parent], args.force)
         print(f"{name}: {path}")
     missing = [n for n in names if not os.path.isfile(split_file(n))]
     if missing and args.names:

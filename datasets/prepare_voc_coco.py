@@ -14,7 +14,7 @@ import json
 import os
 from collections import Counter
 
-from siamese_detr.data.datasets.voc_coco import VOC_COCO_SPLITS, write_voc_coco
+from siamese_detr.data.datasets.voc_coco import VOC_COCO_SPLITS, VocAnnotationError, write_voc_coco
 
 
 def main(argv=None):
@@ -24,7 +24,11 @@ def main(argv=None):
     p.add_argument("--names", nargs="+", choices=sorted(VOC_COCO_SPLITS), default=None,
                    help="which json files to write (default: all)")
     args = p.parse_args(argv)
-    for name, path in write_voc_coco(args.root, args.names).items():
+    try:
+        written = write_voc_coco(args.root, args.names)
+    except (VocAnnotationError, FileNotFoundError) as e:  # a bad or missing VOC file: one line, no traceback
+        raise SystemExit(f"prepare_voc_coco.py: {e}") from None
+    for name, path in written.items():
         with open(path) as f:
             data = json.load(f)
         difficult = Counter(a["difficult"] for a in data["annotations"])

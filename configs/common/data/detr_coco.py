@@ -1,7 +1,12 @@
 """COCO detection data for DETR finetuning (DETR's augmentation: flip + multi-scale + random-crop branch).
 
 Low-data finetuning (DETReg's protocol): ``dataloader.train.dataset.names=coco_2017_train_1pct_seed42`` (also
-2 / 5 / 10 %), after writing the split once with ``datasets/prepare_low_data_splits.py``.
+2 / 5 / 10 %), after writing the split once with ``datasets/prepare_low_data_splits.py``. The schedules of the
+finetuning configs are in ITERATIONS computed for all 118287 images: with a 1 % split they would run 100x as
+many epochs of it. Set the split's own schedule too (datasets/README.md, "Low-data splits", lists the
+iterations), e.g. 40/50 epochs of the 10 % split (11829 images) at batch 32: ``train.max_iter=18483
+lr_multiplier.milestones=[14787] lr_multiplier.num_updates=18483`` (DETReg's paper: 100 epochs with the drop
+at 40 for 5 / 10 %, 200 with the drop at 150 for 1 / 2 %).
 """
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L

@@ -23,7 +23,7 @@ from detectron2.data import build_detection_train_loader
 from omegaconf import OmegaConf
 
 from siamese_detr.data.dataset_checks import get_checked_dataset_dicts
-from siamese_detr.data.image_folder import register_image_folder
+from siamese_detr.data.datasets.from_path import register_unlabeled_folder
 from siamese_detr.data.proposals.sources import StoreProposals
 from siamese_detr.data.siamese_mapper import SiameseViewMapper
 
@@ -34,7 +34,8 @@ dataloader = OmegaConf.create()
 dataloader.train = L(build_detection_train_loader)(
     dataset=L(get_checked_dataset_dicts)(
         # registration is lazy: the folder is listed when the loader is instantiated
-        names=L(register_image_folder)(
+        # (a folder without images, e.g. the class tars not yet extracted, stops with the folder named)
+        names=L(register_unlabeled_folder)(
             name="imagenet_train_unlabeled", image_root=os.path.join(DATASETS_ROOT, "imagenet", "train")
         ),
         filter_empty=False,

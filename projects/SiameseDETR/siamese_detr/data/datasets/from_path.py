@@ -31,7 +31,7 @@ from typing import Iterable, List, Optional, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..image_folder import register_image_folder
+from ..image_folder import IMAGE_EXTENSIONS, load_image_folder, register_image_folder
 from .builtin_shapes import register_low_label_by_name
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "is_dataset_spec",
     "parse_dataset_spec",
     "register_dataset_spec",
+    "register_unlabeled_folder",
     "spec_thing_classes",
 ]
 
@@ -92,6 +93,43 @@ def coco_categories(json_file: str) -> List[dict]:
     return sorted(data["categories"], key=lambda c: c["id"])
 
 
+_ARCHIVES = (".tar", ".tar.gz", ".tgz", ".zip")
+
+
+def empty_folder_message(name: str, image_root: str) -> str:
+    """Why the image folder of dataset ``name`` lists no image, in one line: archives left unextracted (the
+    ImageNet train tar holds one tar per class) are named, with the fix."""
+    archives = sorted(f for f in os.listdir(image_root) if f.lower().endswith(_ARCHIVES))
+    hint = "; point the dataset at the folder of images"
+    if archives:
+        shown = ", ".join(archives[:3]) + (f" and {len(archives) - 3} more" if len(archives) > 3 else "")
+        hint = (f"; it holds archives ({shown}): extract each into a folder of its own, e.g. "
+                "'for f in *.tar; do mkdir ${f%.tar} && tar -xf $f -C ${f%.tar} && rm $f; done' (ImageNet's "
+                "train tar holds one tar per class)")
+    return (f"Dataset {name!r}: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {image_root}{hint} "
+            "(datasets/README.md, 'ImageNet (unlabeled pretraining)')")
+
+
+def _load_nonempty_folder(name: str, image_root: str, extensions: Tuple[str, ...]) -> List[dict]:
+    dicts = load_image_folder(image_root, extensions)
+    if not dicts:
+        raise FileNotFoundError(empty_folder_message(name, image_root))
+    return dicts
+
+
+def register_unlabeled_folder(name: str, image_root: str, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> str:
+    """:func:`~siamese_detr.data.image_folder.register_image_folder` (lazy, idempotent, same dataset dicts)
+    whose loader refuses a folder without images with a message naming it (and unextracted archives in it),
+    instead of Detectron2's bare ``Dataset '...' is empty!``. Returns ``name`` (for ``names=L(...)(...)``)."""
+    if name in DatasetCatalog.list():
+        return register_image_folder(name, image_root, tuple(extensions))  # same root: no-op; another: error
+    root = os.path.abspath(image_root)
+    exts = tuple(extensions)
+    DatasetCatalog.register(name, lambda: _load_nonempty_folder(name, root, exts))
+    MetadataCatalog.get(name).set(image_root=root)
+    return name
+
+
 def register_dataset_spec(spec: str) -> str:
     """Register ``spec`` under the name ``spec`` (idempotent) and return it.
 
@@ -114,7 +152,7 @@ def register_dataset_spec(spec: str) -> str:
             what = "annotation file" if key == "json_file" else "image folder"
             raise FileNotFoundError(f"dataset {spec!r}: the {what} {path!r} does not exist")
     if kind == "folder":
-        register_image_folder(spec, paths["image_root"])
+        register_unlabeled_folder(spec, paths["image_root"])
         MetadataCatalog.get(spec).set(dataset_spec=spec)
         return spec
 

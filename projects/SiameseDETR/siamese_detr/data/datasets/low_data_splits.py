@@ -1,12 +1,8 @@
 """Low-data finetuning splits: seeded image subsets written ONCE to json, registered by name.
 
-=================================== ============================== =========================================
-name                                parent                         protocol
-=================================== ============================== =========================================
-``voc_2007_2012_trainval_10pct_seed42`` ``voc_2007_2012_trainval_coco`` Siamese DETR's VOC low-data tables
-``voc_2007_2012_trainval_30pct_seed42`` (idem)                         (10 % / 30 % of 07+12 trainval)
-``coco_2017_train_{1,2,5,10}pct_seed42`` ``coco_2017_train``           DETReg's semi-supervised COCO protocol
-=================================== ============================== =========================================
+- ``voc_2007_2012_trainval_{10,30,50,70}pct_seed42`` (parent ``voc_2007_2012_trainval_coco``): Siamese DETR's
+  VOC data efficiency (Fig. 8: 10 / 30 / 50 / 70 % of 07+12 trainval; Table 6: 10 %);
+- ``coco_2017_train_{1,2,5,10}pct_seed42`` (parent ``coco_2017_train``): DETReg's semi-supervised COCO protocol.
 
 Selection (:func:`select_subset`): the parent's image ids sorted ascending, then
 ``numpy.random.RandomState(seed).choice(ids, size=round(N * percent / 100), replace=False)``, sorted. This is

@@ -34,6 +34,7 @@ from detectron2.data.datasets import load_coco_json
 __all__ = [
     "VOC_CLASSES",
     "VOC_COCO_SPLITS",
+    "VocAnnotationError",
     "voc_image_id",
     "parse_voc_xml",
     "voc_to_coco",
@@ -56,47 +57,141 @@ VOC_COCO_SPLITS: Dict[str, Tuple[str, List[Tuple[str, str]]]] = {
 }
 
 
+class VocAnnotationError(ValueError):
+    """A VOC annotation file (or list) that cannot be converted; the message is one line naming the file,
+    what is wrong and the fix."""
+
+
 def voc_image_id(stem: str) -> int:
     """``"000001"`` -> 1, ``"2008_000001"`` -> 2008000001."""
     return int(stem.replace("_", ""))
 
 
+def _listed_image_id(stem: str, list_file: str) -> int:
+    """:func:`voc_image_id` of a stem read from ``list_file``; :class:`VocAnnotationError` for a stem that is
+    not VOC's ``NNNNNN`` / ``YYYY_NNNNNN``."""
+    try:
+        return voc_image_id(stem)
+    except ValueError:
+        raise VocAnnotationError(
+            f"{list_file}: {stem!r} is not a VOC image name (digits, optionally 'YYYY_'), so it has no integer "
+            "image id; rename the image or use a 'coco:' dataset spec for other data"
+        ) from None
+
+
+_XML_FIX = "re-extract it from the VOC tar, or drop its line from the ImageSets/Main list"
+
+
+def _read_xml_root(path: str) -> ET.Element:
+    """The root element of ``path``; :class:`VocAnnotationError` for a missing, empty or non-XML file."""
+    if not os.path.isfile(path):
+        raise VocAnnotationError(f"{path}: annotation file not found (listed in ImageSets/Main); {_XML_FIX}")
+    try:
+        return ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise VocAnnotationError(f"{path}: not valid XML ({e}); {_XML_FIX}") from None
+
+
+def _number(parent: ET.Element, tag: str, path: str, where: str) -> float:
+    """The number in ``<tag>`` under ``parent``; :class:`VocAnnotationError` naming ``where`` if it is absent
+    or not a number."""
+    text = parent.findtext(tag)
+    if text is None or not text.strip():
+        raise VocAnnotationError(f"{path}: {where} has no <{tag}>; {_XML_FIX}")
+    try:
+        return float(text)
+    except ValueError:
+        raise VocAnnotationError(f"{path}: {where}<{tag}> is {text.strip()!r}, not a number; {_XML_FIX}") from None
+
+
+def _image_size(root: ET.Element, path: str) -> Tuple[int, int]:
+    """``(height, width)`` from ``<size>``, both positive."""
+    size = root.find("size")
+    if size is None:
+        raise VocAnnotationError(f"{path}: no <size> element (image height/width); {_XML_FIX}")
+    height, width = (int(_number(size, k, path, "<size>")) for k in ("height", "width"))
+    if height <= 0 or width <= 0:
+        raise VocAnnotationError(f"{path}: <size> is {width}x{height} (width x height), not a positive size; "
+                                 f"write the image's real size there or {_XML_FIX}")
+    return height, width
+
+
+def _parse_object(obj: ET.Element, index: int, path: str) -> dict:
+    """One ``<object>``: name, raw ``xyxy``, difficult / truncated flags (0/1)."""
+    where = f"<object> {index + 1}"
+    name = (obj.findtext("name") or "").strip()
+    if not name:
+        raise VocAnnotationError(f"{path}: {where} has no <name>; {_XML_FIX}")
+    box = obj.find("bndbox")
+    if box is None:
+        raise VocAnnotationError(f"{path}: {where} ({name}) has no <bndbox>; {_XML_FIX}")
+    # raw numbers, as the official json: an empty or inverted box is dropped (and counted) by the loader's
+    # annotation check (siamese_detr.data.dataset_checks), not here
+    xyxy = [_number(box, k, path, f"{where} <bndbox>") for k in ("xmin", "ymin", "xmax", "ymax")]
+    return {
+        "name": name,
+        "xyxy": xyxy,
+        "difficult": _flag(obj, "difficult", path, where),
+        "truncated": _flag(obj, "truncated", path, where),
+    }
+
+
+def _flag(obj: ET.Element, tag: str, path: str, where: str) -> int:
+    """A 0/1 field that may be absent or empty (0)."""
+    text = (obj.findtext(tag, "0") or "").strip() or "0"
+    try:
+        return int(float(text))
+    except ValueError:
+        raise VocAnnotationError(f"{path}: {where}<{tag}> is {text!r}, not 0 or 1; {_XML_FIX}") from None
+
+
 def parse_voc_xml(path: str) -> Tuple[int, int, List[dict]]:
     """One VOC annotation file -> ``(height, width, objects)``; each object ``{"name", "xyxy" (raw XML
-    numbers, float), "difficult" (0/1), "truncated" (0/1)}``, in file order."""
-    root = ET.parse(path).getroot()
-    size = root.find("size")
-    height, width = int(float(size.find("height").text)), int(float(size.find("width").text))
-    objects = []
-    for obj in root.findall("object"):
-        box = obj.find("bndbox")
-        objects.append(
-            {
-                "name": obj.find("name").text.strip(),
-                "xyxy": [float(box.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")],
-                "difficult": int(obj.findtext("difficult", "0").strip() or 0),
-                "truncated": int(obj.findtext("truncated", "0").strip() or 0),
-            }
-        )
+    numbers, float), "difficult" (0/1), "truncated" (0/1)}``, in file order.
+
+    Raises:
+        VocAnnotationError: the file is missing, not XML, or lacks ``<size>`` / an object's ``<name>`` /
+            ``<bndbox>`` / a coordinate (one line naming the file, the element and the fix).
+    """
+    root = _read_xml_root(path)
+    height, width = _image_size(root, path)
+    objects = [_parse_object(obj, i, path) for i, obj in enumerate(root.findall("object"))]
     return height, width, objects
+
+
+def _missing_list_message(root: str, year: str, list_file: str) -> str:
+    """One line for a missing ``ImageSets/Main`` list; names the usual cause, the ``VOCdevkit/`` folder the
+    VOC tars extract to, when that is what ``root`` holds."""
+    devkit = os.path.join(root, "VOCdevkit", year)
+    if os.path.isdir(devkit):
+        return (f"{list_file} not found, but {devkit} exists: the VOC tars extract to VOCdevkit/; move or "
+                f"symlink {devkit} to {os.path.join(root, year)} (datasets/README.md, 'PASCAL VOC')")
+    return f"{list_file} not found: see datasets/README.md, 'PASCAL VOC'"
 
 
 def voc_to_coco(root: str, parts: Sequence[Tuple[str, str]], description: str = "") -> dict:
     """COCO-format dict of the VOC images listed by ``<root>/<year>/ImageSets/Main/<split>.txt`` for each
     ``(year, split)`` in ``parts``, in list order. Boxes ``[x, y, w, h]`` = ``[xmin, ymin, xmax - xmin,
-    ymax - ymin]`` (raw XML, as the official json); ``area = w * h``; ``difficult`` kept as ordinary GT."""
+    ymax - ymin]`` (raw XML, as the official json); ``area = w * h``; ``difficult`` kept as ordinary GT.
+
+    Raises:
+        FileNotFoundError: a list file is missing (pointing at ``VOCdevkit/`` when the tars were extracted as is);
+        VocAnnotationError: a malformed or missing annotation file, an unknown class, a repeated or non-VOC
+            image name (one line naming the file and the fix).
+    """
     cat_id = {name: i + 1 for i, name in enumerate(VOC_CLASSES)}
     images, annotations, seen = [], [], {}
     for year, split in parts:
         list_file = os.path.join(root, year, "ImageSets", "Main", f"{split}.txt")
         if not os.path.isfile(list_file):
-            raise FileNotFoundError(f"{list_file} not found: see datasets/README.md, 'PASCAL VOC'")
+            raise FileNotFoundError(_missing_list_message(root, year, list_file))
         with open(list_file) as f:
             stems = [line.split()[0] for line in f if line.strip()]
         for stem in stems:
-            image_id = voc_image_id(stem)
+            image_id = _listed_image_id(stem, list_file)
             if image_id in seen:
-                raise ValueError(f"image id {image_id} of {year}/{stem} already used by {seen[image_id]}")
+                raise VocAnnotationError(f"{list_file}: image id {image_id} of {year}/{stem} already used by "
+                                         f"{seen[image_id]}; remove the duplicate line")
             seen[image_id] = f"{year}/{stem}"
             height, width, objects = parse_voc_xml(os.path.join(root, year, "Annotations", f"{stem}.xml"))
             images.append(
@@ -104,7 +199,10 @@ def voc_to_coco(root: str, parts: Sequence[Tuple[str, str]], description: str = 
             )
             for obj in objects:
                 if obj["name"] not in cat_id:
-                    raise ValueError(f"{year}/{stem}.xml: unknown VOC class {obj['name']!r}")
+                    raise VocAnnotationError(
+                        f"{os.path.join(root, year, 'Annotations', stem + '.xml')}: unknown VOC class "
+                        f"{obj['name']!r} (expected one of the 20 of VOC_CLASSES); fix the <name>"
+                    )
                 x0, y0, x1, y1 = obj["xyxy"]
                 annotations.append(
                     {
