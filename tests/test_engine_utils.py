@@ -64,3 +64,41 @@ def test_param_groups_scale_the_backbone_lr_and_skip_frozen():
     by_lr = {g["lr"]: g["params"] for g in groups}
     assert by_lr[1e-4] == [model.head.weight, model.head.bias]
     assert by_lr[5e-5] == [model.backbone.weight]
+
+
+def test_the_lr_schedule_is_described_in_iterations_and_a_scaled_one_is_flagged():
+    """Detectron2 trains iteration i at multiplier(i / max_iter) and a MultiStep scheduler counts milestones in
+    its num_updates: drops at 800 of 1000 land at 400 when train.max_iter=500 with num_updates 1000."""
+    from omegaconf import OmegaConf
+
+    from siamese_detr.engine.schedule_checks import describe_lr_schedule, lr_drop_iterations
+
+    sched = _load_schedules()
+    for warmup in (0, 50):  # a warm-up's rise is no drop
+        lr_cfg = sched.step_schedule_iters(1000, [800, 900], warmup_iters=warmup)
+        multiplier = instantiate(lr_cfg)
+        drops = lr_drop_iterations(multiplier, 1000)
+        assert [i for i, _ in drops] == [800, 900]
+        assert [v for _, v in drops] == pytest.approx([0.1, 0.01])
+        cfg = OmegaConf.create({"train": {"max_iter": 1000}, "lr_multiplier": lr_cfg})
+        text, suspect = describe_lr_schedule(cfg, multiplier)
+        assert not suspect and "x0.1 from iteration 800, x0.01 from iteration 900" in text
+        cfg.train.max_iter = 500  # the milestones scale with train.max_iter: 400 and 450
+        text, suspect = describe_lr_schedule(cfg, multiplier)
+        assert suspect and "from iteration 400" in text and "from iteration 450" in text
+        assert ("num_updates=1000 differs from train.max_iter" in text) and "num_updates=500" in text
+    constant = instantiate(sched.step_schedule_iters(10, []))
+    assert lr_drop_iterations(constant, 10) == []
+
+
+def test_lr_drops_of_a_long_run_found_by_bisection_match_a_scan_of_every_iteration():
+    from siamese_detr.engine.schedule_checks import lr_drop_iterations
+
+    sched = _load_schedules()
+    max_iter = 20011  # sampled every 4 iterations: the drops are located by bisection
+    for milestones, num_updates, warmup in (([15000, 15001, 19000], 20011, 100), ([7, 16003], 30000, 0)):
+        multiplier = instantiate(sched.step_schedule_iters(num_updates, milestones, warmup_iters=warmup))
+        values = [float(multiplier(i / max_iter)) for i in range(max_iter)]
+        scanned = [(i, values[i]) for i in range(1, max_iter) if values[i] < 0.9 * values[i - 1]]
+        assert len(scanned) == len(milestones)
+        assert lr_drop_iterations(multiplier, max_iter) == scanned

@@ -33,7 +33,7 @@ from siamese_detr.engine.logging_utils import setup_plain_file_logs
 from siamese_detr.engine.pretrain_checks import check_backbone_initialised, check_backbone_loaded, check_proposal_store
 from siamese_detr.engine.resume_checks import (check_resume_matches, keep_training_config, optimizer_settings,
                                                reapply_optimizer_settings)
-from siamese_detr.engine.schedule_checks import check_counts, check_output_dir
+from siamese_detr.engine.schedule_checks import check_counts, check_output_dir, describe_lr_schedule
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure_final_checkpoint,
                                                refuse_partly_random_model, require_eval_checkpoint,
                                                trust_pickle_requested)
@@ -108,10 +108,14 @@ def do_train(args, cfg):
     # atomic saves, resume fallback to the newest loadable checkpoint, .pkl only with --trust-pickle
     checkpointer = SafeDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer, optimizer=optim,
                                              trust_pickle=trust_pickle_requested(args, cfg))
+    lr_multiplier = instantiate(cfg.lr_multiplier)
+    if comm.is_main_process():  # where the lr drops, in iterations; a warning when num_updates != max_iter
+        schedule, suspect = describe_lr_schedule(cfg, lr_multiplier)
+        (logger.warning if suspect else logger.info)(schedule)
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
-            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.LRScheduler(scheduler=lr_multiplier),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             eval_hook(cfg.train.eval_period, lambda: do_test(cfg, model)),  # period <= 0: no evaluation
             hooks.PeriodicWriter(safe_default_writers(cfg.train.output_dir, cfg.train.max_iter),

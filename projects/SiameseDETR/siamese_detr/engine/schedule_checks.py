@@ -8,11 +8,11 @@ float) is refused here, naming the key, rather than failing inside detectron2's 
 """
 import os
 import tempfile
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .config_checks import config_value
 
-__all__ = ["COUNT_KEYS", "check_counts", "check_output_dir"]
+__all__ = ["COUNT_KEYS", "check_counts", "check_output_dir", "describe_lr_schedule", "lr_drop_iterations"]
 
 _MISSING = object()
 
@@ -56,3 +56,64 @@ def check_output_dir(output_dir) -> None:
     except OSError as e:
         raise type(e)(e.errno, f"train.output_dir={output_dir}: cannot write there ({e.strerror}); choose "
                       "another train.output_dir") from None
+
+
+def lr_drop_iterations(multiplier, max_iter: int, min_drop: float = 0.1) -> List[Tuple[int, float]]:
+    """``[(iteration, multiplier)]``: the 0-based iterations at which the lr multiplier falls by more than
+    ``min_drop`` of its value at the iteration before, with the new value (a warm-up's rise and a cosine's
+    gentle decay are not listed).
+
+    ``multiplier`` is an fvcore ``ParamScheduler`` as detectron2's ``LRMultiplier`` uses it: iteration ``i``
+    trains at ``multiplier(i / max_iter)`` (the milestones of a ``MultiStepParamScheduler`` count in units of
+    its ``num_updates``, spread over ``max_iter``). Long runs are sampled on a grid of about 4096 points and
+    each fall is located by bisection (exact for step schedules, which do not rise between their drops).
+    """
+    def value(i):
+        return float(multiplier(i / max_iter))
+
+    def falls(before, after):
+        return after < before * (1.0 - min_drop)
+
+    drops = []
+    step = max(1, max_iter // 4096)
+    grid = list(range(0, max_iter, step))
+    if grid[-1] != max_iter - 1:
+        grid.append(max_iter - 1)
+    previous = value(0)
+    for lo, hi in zip(grid, grid[1:]):
+        end = value(hi)
+        while falls(previous, end):  # a fall in (lo, hi]: the first iteration below the threshold
+            a, b = lo, hi
+            while b - a > 1:
+                mid = (a + b) // 2
+                a, b = (a, mid) if falls(previous, value(mid)) else (mid, b)
+            lo, previous = b, value(b)
+            drops.append((b, previous))
+        previous = end
+    return drops
+
+
+def _num_updates(cfg):
+    for key in ("lr_multiplier.num_updates", "lr_multiplier.scheduler.num_updates"):
+        value = config_value(cfg, key, None)  # None: absent (OmegaConf.select) or unreadable
+        if value is not None:
+            return key, value
+    return None, None
+
+
+def describe_lr_schedule(cfg, multiplier) -> Tuple[str, bool]:
+    """One line saying at which iterations of ``train.max_iter`` the lr drops (``multiplier``: the instantiated
+    ``cfg.lr_multiplier``), and whether it deserves a warning: ``lr_multiplier...num_updates`` differs from
+    ``train.max_iter``, so milestones written in iterations land elsewhere (a shortened ``train.max_iter``
+    alone keeps each drop at the same fraction of the run, as the README says)."""
+    max_iter = int(cfg.train.max_iter)
+    drops = lr_drop_iterations(multiplier, max_iter)
+    text = ("learning rate: " + ", ".join(f"x{v:g} from iteration {i}" for i, v in drops) if drops
+            else "learning rate: no step drop")
+    text += f" (of train.max_iter={max_iter})"
+    key, num_updates = _num_updates(cfg)
+    differs = isinstance(num_updates, int) and num_updates != max_iter
+    if differs:
+        text += (f"; {key}={num_updates} differs from train.max_iter, so its milestones are scaled by "
+                 f"{max_iter}/{num_updates}: to place them in iterations, also set {key}={max_iter}")
+    return text, differs
