@@ -81,6 +81,37 @@ def check_methods(methods: List[Tuple[str, Optional[str]]]) -> Optional[str]:
     return None
 
 
+def check_counts(args) -> Optional[str]:
+    """Why a count flag cannot be used, or None: below 1 (``--pretrain-iters 0`` would otherwise silently mean
+    each config's full schedule, ``--parallel 0`` would wait forever)."""
+    for flag in ("backbone_iters", "pretrain_iters", "finetune_iters", "eval_period", "threads", "parallel"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            return f"--{flag.replace('_', '-')} must be at least 1, got {value}"
+    return None
+
+
+def check_overrides(args, methods: List[Tuple[str, Optional[str]]]) -> Optional[str]:
+    """Why ``--backbone-extra`` / ``--extra`` do not apply to the configs they are given to (an unknown key, a
+    value of another kind), or None; checked before any step runs."""
+    from detectron2.config import LazyConfig
+
+    from siamese_detr.engine import apply_checked_overrides
+
+    configs = [("--backbone-extra", BACKBONE_CONFIG, args.backbone_extra), ("--extra", DETECTOR_CONFIG, args.extra)]
+    configs += [("--extra", config, args.extra) for _, config in methods
+                if config is not None and (ROOT / config).is_file()]
+    for flag, config, overrides in configs:
+        if not overrides:
+            continue
+        try:
+            apply_checked_overrides(LazyConfig.load(str(ROOT / config)), list(overrides))
+        except (KeyError, ValueError, TypeError) as e:
+            message = e.args[0] if isinstance(e, KeyError) and e.args else e
+            return f"{flag} (applied to {config}): {message}"
+    return None
+
+
 def seconds_per_iter(metrics_json: Path) -> Optional[float]:
     """Median of the ``time`` (seconds per iteration) values logged in a detectron2 metrics.json."""
     values = []
@@ -172,9 +203,11 @@ def main(argv=None) -> int:
     if any(s < 0 for s in args.seeds):
         parser.error(f"--seeds must be non-negative, got {args.seeds}")
     methods = args.method or DEFAULT_METHODS
-    problem = check_methods(methods)
+    problem = check_methods(methods) or check_counts(args) or check_overrides(args, methods)
     if problem:
         parser.error(problem)
+    if args.output.exists() and not args.output.is_dir():
+        parser.error(f"--output {args.output} is a file, not a folder: give a folder (it is created if missing)")
 
     os.environ["DETECTRON2_DATASETS"] = os.path.abspath(os.getenv("DETECTRON2_DATASETS", "datasets"))
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -183,11 +216,14 @@ def main(argv=None) -> int:
     os.chdir(ROOT)  # every command runs from the repository root
     if output.is_relative_to(ROOT):
         output = output.relative_to(ROOT)
-    output.mkdir(parents=True, exist_ok=True)
     from detectron2.config import LazyConfig
 
     from siamese_detr.data.datasets.builtin_shapes import low_label_name, register_low_label_split
-    from siamese_detr.demo.runner import StepRunner, last_results
+    from siamese_detr.demo.runner import StepRunner, last_results, lock_output
+
+    lock = lock_output(output)  # noqa: F841 (held until the process ends): one comparison per output folder
+    for name in ("comparison.json", "comparison.md", "comparison.png"):  # this run's, or none: never an earlier run's
+        (output / name).unlink(missing_ok=True)
 
     present = []
     for name, config in methods:

@@ -22,11 +22,15 @@ a progress bar with ETA to the terminal. Each step records its inputs (resolved 
 the checkpoints it starts from and of the project's code, library versions) in
 ``<step folder>/step_inputs.json``: a re-run skips finished steps whose inputs are unchanged, resumes
 interrupted ones and redoes (after deleting the folder) those whose inputs changed or whose folder another
-command left there. ``--fresh`` starts over.
+command left there; the digests of the dataset's annotation files are inputs too, and a finished step whose
+``model_final.pth`` / ``metrics.json`` changed since is redone. The steps die with the demo (even by SIGKILL);
+``summary.json`` and the figures are removed when a run starts, so they are never an earlier run's; one run
+at a time per output folder. ``--fresh`` starts over (only in a folder that holds nothing but the demo's outputs).
 Outputs go to ``--output`` (default ``output/demo``); the dataset to ``$DETECTRON2_DATASETS``
 (default ``./datasets``).
 """
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -35,6 +39,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Optional
 
 # detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
@@ -44,6 +49,14 @@ PY = sys.executable
 BACKBONE_CONFIG = "configs/demo/demo_backbone.py"
 PRETRAIN_CONFIG = "configs/demo/demo_siamese_pretrain.py"
 DETECTOR_CONFIG = "configs/demo/demo_detector.py"
+DATA_SPLITS = ("train_large", "val")
+STEP_FOLDERS = ("backbone", "siamese_pretrain", "siamese_random_init_eval", "finetune_pretrained", "finetune_scratch")
+# written from the step folders at the end of a run: deleted when a run starts
+FINAL_OUTPUTS = ("summary.json", "ap_curves.png", "detections.png", "loss_curves.png")
+LOCK_NAME = ".lock"  # siamese_detr.demo.runner.LOCK_NAME
+# everything the demo writes to its output folder (what --fresh may delete)
+DEMO_ENTRIES = STEP_FOLDERS + FINAL_OUTPUTS + ("commands.txt", LOCK_NAME) + tuple(
+    f".{Path(name).stem}.tmp{Path(name).suffix}" for name in FINAL_OUTPUTS)
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -62,6 +75,9 @@ def main(argv=None) -> int:
                              "the random-init evaluation beside the pretraining)")
     parser.add_argument("--fresh", action="store_true", help="delete the demo's outputs and start over")
     args = parser.parse_args(argv)
+    problem = check_args(args)
+    if problem:
+        parser.error(problem)
 
     os.environ["DETECTRON2_DATASETS"] = os.path.abspath(os.getenv("DETECTRON2_DATASETS", "datasets"))
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -70,11 +86,28 @@ def main(argv=None) -> int:
     os.chdir(ROOT)  # every command runs from the repository root
     if output.is_relative_to(ROOT):  # shorter commands; they run from the repository root
         output = output.relative_to(ROOT)
-    if args.fresh:
-        shutil.rmtree(output, ignore_errors=True)
-    output.mkdir(parents=True, exist_ok=True)
-    started = time.time()
+    from siamese_detr.demo.runner import lock_output
+
+    lock = lock_output(output)  # one demo per output folder
+    try:
+        if args.fresh:
+            start_over(output)
+        for name in FINAL_OUTPUTS:  # this run's, or none: never an earlier run's next to this run's steps
+            (output / name).unlink(missing_ok=True)
+        return run(args, output)
+    except KeyboardInterrupt:  # Ctrl-C: the running steps were stopped and stay unfinished
+        print(f"\ninterrupted; the same command resumes the unfinished steps (outputs in {output})", file=sys.stderr)
+        return 130
+    finally:
+        lock.close()
+
+
+def run(args, output: Path) -> int:
+    """The demo's steps, figures and summary into ``output`` (relative to the repository root, the working
+    directory), which this process has locked."""
     from siamese_detr.demo.runner import StepRunner
+
+    started = time.time()
 
     demo = StepRunner(ROOT, output)
 
@@ -83,9 +116,11 @@ def main(argv=None) -> int:
 
     # 1. data (the generator reuses complete splits with the same parameters)
     t = time.time()
-    cmd = [PY, "datasets/prepare_synthetic_shapes.py", "--splits", "train_large", "val"]
+    cmd = [PY, "datasets/prepare_synthetic_shapes.py", "--splits", *DATA_SPLITS]
     print(f"\n[data] $ {' '.join(map(str, cmd))}", flush=True)
-    subprocess.run([str(c) for c in cmd], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    if subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=subprocess.DEVNULL).returncode != 0:
+        raise SystemExit(f"[data] failed: {' '.join(map(str, cmd))} (its error is above)")
+    data = {"data": data_digests()}  # an input of every step: other images (e.g. other sizes) redo them
     times["data"] = time.time() - t
 
     # 2. backbone
@@ -97,7 +132,7 @@ def main(argv=None) -> int:
 
     bb_cfg = LazyConfig.load(str(ROOT / BACKBONE_CONFIG))
     times["backbone"] = demo.step("backbone", bb_dir, [PY, "tools/train_demo_backbone.py", "--config-file",
-                                  BACKBONE_CONFIG] + bb_over, BACKBONE_CONFIG, bb_over, {},
+                                  BACKBONE_CONFIG] + bb_over, BACKBONE_CONFIG, bb_over, data,
                                   args.backbone_iters or bb_cfg.train.max_iter)
     if not backbone_ok(bb_dir):
         raise SystemExit(f"[backbone] no model_final.pth in {bb_dir}")
@@ -114,14 +149,15 @@ def main(argv=None) -> int:
     train_cmd = [PY, "tools/lazyconfig_train_net.py", "--config-file"]
     pretrained_ckpt = pt_dir / "model_final.pth"
     pretrain_job = dict(name="pretrain", folder=pt_dir, cmd=train_cmd + [PRETRAIN_CONFIG, "--resume"] + pt_over,
-                        config=PRETRAIN_CONFIG, overrides=pt_over, init=backbone_ckpt, total=pt_iters)
+                        config=PRETRAIN_CONFIG, overrides=pt_over, init=backbone_ckpt, total=pt_iters, inputs=data)
 
     # the same model at random initialisation (transformer random, same backbone), evaluated the same way
     rnd_dir = output / "siamese_random_init_eval"
     rnd_over = [f"train.output_dir={rnd_dir}", f"train.init_checkpoint={backbone_ckpt}",
                 "train.eval_allow_random=True"] + seed
     random_init_job = dict(name="random-init eval", folder=rnd_dir, cmd=train_cmd + [PRETRAIN_CONFIG, "--eval-only"]
-                           + rnd_over, config=PRETRAIN_CONFIG, overrides=rnd_over, init=backbone_ckpt, total=0)
+                           + rnd_over, config=PRETRAIN_CONFIG, overrides=rnd_over, init=backbone_ckpt, total=0,
+                           inputs=data)
 
     # 4. finetuning: pretrained vs scratch (same backbone, budget, seed and thread count)
     ft_cfg = LazyConfig.load(str(ROOT / DETECTOR_CONFIG))
@@ -136,7 +172,8 @@ def main(argv=None) -> int:
     def finetune_job(label, init, after=()):
         over = [f"train.output_dir={ft_dirs[label]}", f"train.init_checkpoint={init}"] + ft_common
         return dict(name=f"finetune {label}", folder=ft_dirs[label], cmd=train_cmd + [DETECTOR_CONFIG, "--resume"]
-                    + over, config=DETECTOR_CONFIG, overrides=over, init=init, total=ft_iters, after=after)
+                    + over, config=DETECTOR_CONFIG, overrides=over, init=init, total=ft_iters, after=after,
+                    inputs=data)
 
     # the critical path is pretraining -> pretrained finetuning; the others fill the second core
     step_times = demo.parallel([pretrain_job, finetune_job("scratch", backbone_ckpt), random_init_job,
@@ -152,16 +189,18 @@ def main(argv=None) -> int:
 
     curves = {"from Siamese DETR pretraining": eval_history(ft_dirs["pretrained"] / "metrics.json"),
               "from a random Transformer (scratch)": eval_history(ft_dirs["scratch"] / "metrics.json")}
-    plot_ap_curves(curves, str(output / "ap_curves.png"),
-                   "Deformable DETR finetuned on 10% of the labels")
-    draw_detections(str(ROOT / DETECTOR_CONFIG),
-                    {"from Siamese DETR (top k)": str(ft_dirs["pretrained"] / "model_final.pth"),
-                     "from scratch (top k)": str(ft_dirs["scratch"] / "model_final.pth")},
-                    str(output / "detections.png"), top_k=True)
-    subprocess.run([PY, "tools/plot_metrics.py", pt_dir / "metrics.json", ft_dirs["pretrained"] / "metrics.json",
-                    ft_dirs["scratch"] / "metrics.json", "--labels", "Siamese DETR pretraining",
-                    "finetuning (pretrained)", "finetuning (scratch)", "--output", output / "loss_curves.png"],
-                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    with written_whole(output / "ap_curves.png") as path:
+        plot_ap_curves(curves, str(path), "Deformable DETR finetuned on 10% of the labels")
+    with written_whole(output / "detections.png") as path:
+        draw_detections(str(ROOT / DETECTOR_CONFIG),
+                        {"from Siamese DETR (top k)": str(ft_dirs["pretrained"] / "model_final.pth"),
+                         "from scratch (top k)": str(ft_dirs["scratch"] / "model_final.pth")},
+                        str(path), top_k=True)
+    with written_whole(output / "loss_curves.png") as path:
+        subprocess.run([PY, "tools/plot_metrics.py", pt_dir / "metrics.json", ft_dirs["pretrained"] / "metrics.json",
+                        ft_dirs["scratch"] / "metrics.json", "--labels", "Siamese DETR pretraining",
+                        "finetuning (pretrained)", "finetuning (scratch)", "--output", path],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     times["figures"] = time.time() - t
 
     this_run = time.time() - started
@@ -172,6 +211,69 @@ def main(argv=None) -> int:
           f"counted as when they ran). Outputs in {output}/: summary.json, ap_curves.png, "
           f"detections.png, loss_curves.png; each step's folder has its demo.log, metrics.json and config.yaml.")
     return 0
+
+
+def check_args(args) -> Optional[str]:
+    """Why the flags cannot run the demo, or None: a count below 1 (``--backbone-iters 0`` would otherwise
+    silently mean the config's full schedule, ``--parallel 0`` would wait forever), a negative seed, or an
+    ``--output`` that is a file; with ``--fresh``, see :func:`fresh_problem`."""
+    for flag in ("backbone_iters", "pretrain_iters", "finetune_iters", "eval_period", "threads", "parallel"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            return f"--{flag.replace('_', '-')} must be at least 1, got {value}"
+    if args.seed is not None and args.seed < 0:
+        return f"--seed must be non-negative, got {args.seed}"
+    if args.output.exists() and not args.output.is_dir():
+        return f"--output {args.output} is a file, not a folder: give a folder (it is created if missing)"
+    return fresh_problem(args.output) if args.fresh else None
+
+
+def fresh_problem(output: Path) -> Optional[str]:
+    """Why ``--fresh`` must not delete ``output``, or None: it holds the repository or the working directory,
+    or files the demo does not write (``--fresh --output .`` must not delete the project)."""
+    full = output.resolve()
+    if Path.cwd().resolve().is_relative_to(full) or ROOT.is_relative_to(full):
+        return (f"--fresh --output {full}: refusing to delete a folder that holds the repository or the working "
+                "directory; give the demo's own folder (default output/demo)")
+    foreign = sorted(p.name for p in full.iterdir() if p.name not in DEMO_ENTRIES) if full.is_dir() else []
+    if foreign:
+        return (f"--fresh --output {full}: refusing to delete it, it holds files the demo does not write "
+                f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); give the demo's own folder "
+                "or delete those yourself")
+    return None
+
+
+def start_over(output: Path) -> None:
+    """``--fresh``: delete what earlier demos wrote to ``output`` (checked by :func:`fresh_problem`), except
+    the lock this run holds."""
+    for name in DEMO_ENTRIES:
+        path = output / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif name != LOCK_NAME:
+            path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def written_whole(path: Path):
+    """Yields a temporary name next to ``path`` (same extension) to write; renamed to ``path`` once written,
+    so that an interrupted run leaves no half-written figure or summary."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def data_digests() -> dict:
+    """sha256 of the annotation json of every split the demo uses (they record the generator's parameters:
+    other images give other digests)."""
+    from siamese_detr.data.datasets.builtin_shapes import split_paths
+    from siamese_detr.demo.steps import file_digest
+
+    return {split: file_digest(split_paths(os.environ["DETECTRON2_DATASETS"], split)[1]) for split in DATA_SPLITS}
 
 
 def demo_seconds(times: dict, parallel: int) -> float:
@@ -225,8 +327,8 @@ def write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, seconds, this
         "reused_steps": reused,
         "software": software,  # the versions the steps ran with (they are step inputs)
     }
-    with open(output / "summary.json", "w") as f:
-        json.dump(summary, f, indent=1)
+    with written_whole(output / "summary.json") as path:
+        path.write_text(json.dumps(summary, indent=1))
     return summary
 
 

@@ -3,10 +3,12 @@ and ETA on the terminal and each command's full output in ``<step folder>/demo.l
 
 Used by ``tools/run_demo.py`` and ``tools/compare_pretraining.py``.
 """
+import functools
 import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -14,9 +16,52 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..utils.parent_watch import arm_parent_death_signal
 from .steps import Step, file_digest, software_versions, source_digest
 
-__all__ = ["StepRunner", "clock", "last_iteration", "last_results", "read_json", "resolved_config_digest"]
+__all__ = ["LOCK_NAME", "StepRunner", "clock", "last_iteration", "last_results", "lock_output", "read_json",
+           "resolved_config_digest"]
+
+LOCK_NAME = ".lock"  # in the output folder, held by the demo / comparison writing there
+
+
+def lock_output(folder: Path):
+    """Lock ``folder`` (created if needed) for this process: returns the open lock file, which holds the lock
+    until it is closed or the process ends. Raises ``SystemExit`` with a one-line message when another
+    process holds it (two runs writing the same step folders would spoil each other's results) or when
+    ``folder`` cannot be created or written."""
+    import fcntl
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SystemExit(f"--output {folder} is a file, not a folder: give a folder (it is created if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / LOCK_NAME, "a+")
+    except OSError as e:
+        raise SystemExit(f"--output {folder}: cannot write there ({e.strerror}); give a folder you can write to")
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        owner = lock.read().strip() or "?"
+        lock.close()
+        raise SystemExit(f"--output {folder} is in use by another run (pid {owner}) writing the same steps; wait "
+                         "for it to finish or give another --output")
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """In a step's process, before it runs: ask Linux to send it SIGTERM when the demo (``parent_pid``) dies,
+    even by SIGKILL, so that no step keeps writing its folder after the demo is gone (and beside the
+    re-run's); a demo that died before the signal was armed ends the step now."""
+    arm_parent_death_signal(signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def resolved_config_digest(config_file: str, overrides: List[str]) -> str:
@@ -120,6 +165,8 @@ class StepRunner:
         One progress line shows every running step. When a step fails, the others still running are
         stopped (they stay incomplete, so a re-run resumes them) and ``SystemExit`` is raised.
         """
+        if max_parallel < 1:
+            raise ValueError(f"max_parallel must be at least 1, got {max_parallel}")
         names = [job["name"] for job in jobs]
         for job in jobs:
             unknown = set(job.get("after", ())) - set(names)
@@ -165,7 +212,11 @@ class StepRunner:
             inputs["init"] = file_digest(init)
         if config is not None:
             inputs["config"] = str(config)
-            inputs["resolved_config"] = resolved_config_digest(str(self.root / config), list(overrides or []))
+            try:
+                inputs["resolved_config"] = resolved_config_digest(str(self.root / config), list(overrides or []))
+            except (KeyError, ValueError, TypeError) as e:  # an unknown key or a value of another kind
+                message = e.args[0] if isinstance(e, KeyError) and e.args else e
+                raise SystemExit(f"[{name}] {config}: {message}")
         inputs["command"] = [str(c) for c in cmd]
         step = Step(name, folder, inputs)
         printable = " ".join(shlex.quote(str(c)) for c in cmd)
@@ -174,17 +225,22 @@ class StepRunner:
             f.write(f"$ {printable}\n")
         previous = step.record()
         changed = step.changed_keys()
+        damaged = step.damaged_outputs() if not changed else []
         state = step.begin()
         if state == "cached":
             print(f"[{name}] inputs unchanged and finished before: reused ({folder})", flush=True)
             self.reused.add(name)
             return float(step.seconds() or 0.0)
-        if state == "fresh" and previous is not None:
+        if state == "fresh" and damaged:
+            print(f"[{name}] outputs changed or gone since it finished ({', '.join(damaged)}): redoing the step",
+                  flush=True)
+        elif state == "fresh" and previous is not None:
             print(f"[{name}] inputs changed ({', '.join(changed)}): redoing the step", flush=True)
         elif state == "resume":
             print(f"[{name}] continuing an interrupted run", flush=True)
         log = open(folder / "demo.log", "a")
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=self.root, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         return _Running(name, folder, step, proc, log, time.time(), total)
 
     def _complete(self, run: "_Running") -> float:

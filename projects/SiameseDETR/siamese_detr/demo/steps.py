@@ -12,7 +12,10 @@ record with the current inputs:
 * anything else (other inputs, no record: e.g. a folder another command left there) -> ``"fresh"``: the
   folder is deleted and re-created.
 
-:meth:`Step.finish` marks the step complete (written atomically).
+:meth:`Step.finish` marks the step complete (written atomically) and records the digests of the outputs that
+later steps and the summary read (:data:`CHECKED_OUTPUTS`, those that exist); a complete step one of whose
+recorded outputs has since changed or gone (a truncated checkpoint, an edited metrics.json) is ``"fresh"``
+again, so it is redone instead of handing the damaged file on.
 """
 import ast
 import hashlib
@@ -23,9 +26,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
-__all__ = ["Step", "file_digest", "software_versions", "source_digest", "text_digest"]
+__all__ = ["CHECKED_OUTPUTS", "Step", "file_digest", "software_versions", "source_digest", "text_digest"]
 
 RECORD = "step_inputs.json"
+# the files of a finished step that later steps and the summary read: their digests are checked before reuse
+CHECKED_OUTPUTS = ("model_final.pth", "metrics.json")
 
 
 def text_digest(text: str) -> str:
@@ -123,7 +128,15 @@ class Step:
         record = self.record()
         if record is None or record.get("inputs") != self.inputs:
             return "fresh"
-        return "cached" if record.get("complete") else "resume"
+        if not record.get("complete"):
+            return "resume"
+        return "fresh" if self.damaged_outputs() else "cached"
+
+    def damaged_outputs(self) -> list:
+        """Names of the outputs recorded by :meth:`finish` whose file has changed or gone since (sorted)."""
+        recorded = (self.record() or {}).get("outputs") or {}
+        return sorted(name for name, digest in recorded.items()
+                      if file_digest(self.output_dir / name) != digest)
 
     def changed_keys(self) -> list:
         """Top-level input keys that differ from the record (all of them when there is none)."""
@@ -141,19 +154,24 @@ class Step:
         return state
 
     def finish(self, seconds: Optional[float] = None) -> None:
-        """Mark the step complete (recording how long it took, if given)."""
-        self._write(complete=True, seconds=seconds)
+        """Mark the step complete (recording how long it took, if given, and the digests of its
+        :data:`CHECKED_OUTPUTS`)."""
+        outputs = {name: file_digest(self.output_dir / name) for name in CHECKED_OUTPUTS}
+        self._write(complete=True, seconds=seconds,
+                    outputs={name: digest for name, digest in outputs.items() if digest is not None})
 
     def seconds(self) -> Optional[float]:
         """Duration recorded by :meth:`finish`, or None."""
         return (self.record() or {}).get("seconds")
 
-    def _write(self, complete: bool, seconds: Optional[float] = None) -> None:
+    def _write(self, complete: bool, seconds: Optional[float] = None, outputs: Optional[dict] = None) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.record_path.with_suffix(".tmp")
         record = {"step": self.name, "inputs": self.inputs, "complete": complete}
         if seconds is not None:
             record["seconds"] = float(seconds)
+        if outputs:
+            record["outputs"] = outputs
         with open(tmp, "w") as f:
             json.dump(record, f, indent=1, sort_keys=True)
         os.replace(tmp, self.record_path)

@@ -10,9 +10,21 @@ import sys
 import threading
 import time
 
-__all__ = ["exit_with_parent"]
+__all__ = ["arm_parent_death_signal", "exit_with_parent"]
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def arm_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``; kept
+    across ``exec``, so usable as a ``subprocess`` ``preexec_fn``). Returns whether it is armed (False
+    elsewhere than Linux, or if the call fails)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
@@ -23,12 +35,7 @@ def exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
     (``torch.multiprocessing.spawn`` asks for SIGINT instead, which does nothing in a run started with SIGINT
     ignored: ``cmd &`` in a script, ``nohup``; this replaces it.)
     """
-    armed = False
-    if sys.platform.startswith("linux"):
-        try:
-            armed = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            armed = False
+    armed = arm_parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent_pid:  # the launcher died before the signal was armed
         os._exit(1)
     if armed:
