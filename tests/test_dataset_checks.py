@@ -37,3 +37,17 @@ def test_present_dataset_passes(tmp_path):
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+def test_missing_voc_coco_json_names_the_script_that_writes_it():
+    """The COCO-style VOC json is not downloaded: it is written by datasets/prepare_voc_coco.py."""
+    name = "voc_2007_test_coco"
+    import siamese_detr.data.datasets  # noqa: F401  (registers the VOC json datasets)
+
+    json_file = expected_paths(name)[0]
+    if os.path.exists(json_file):
+        pytest.skip(f"{json_file} is on disk here")
+    with pytest.raises(FileNotFoundError) as err:
+        check_datasets_on_disk([name])
+    message = str(err.value)
+    assert json_file in message and "python datasets/prepare_voc_coco.py" in message and "'PASCAL VOC'" in message

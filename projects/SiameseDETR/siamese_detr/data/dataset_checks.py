@@ -53,6 +53,16 @@ def expected_paths(name: str) -> List[str]:
     return paths
 
 
+def _missing_path_fix(name: str, path: str) -> str:
+    """What to do about a missing ``path`` of dataset ``name``: the project's script for the files it writes
+    (the COCO-style json of VOC), else the README section that lays the dataset out."""
+    if os.path.basename(os.path.dirname(os.path.normpath(path))) == "voc_coco":
+        return ("It is written from the VOC XML by 'python datasets/prepare_voc_coco.py' (after laying VOC out as "
+                f"the section '{_section(name)}' of {README} says), or point DETECTRON2_DATASETS to where it is.")
+    return (f"Follow the section '{_section(name)}' of {README} to download and lay it out, or point "
+            "DETECTRON2_DATASETS to where it is.")
+
+
 def check_datasets_on_disk(names: Union[str, Sequence[str]]) -> None:
     """Raise ``FileNotFoundError`` naming the missing path and the README section to follow.
 
@@ -80,8 +90,7 @@ def check_datasets_on_disk(names: Union[str, Sequence[str]]) -> None:
                 root = os.environ.get("DETECTRON2_DATASETS", "datasets")
                 raise FileNotFoundError(
                     f"Dataset '{name}' expects '{path}', which does not exist "
-                    f"(DETECTRON2_DATASETS={root}). Follow the section '{_section(name)}' of {README} "
-                    "to download and lay it out, or point DETECTRON2_DATASETS to where it is."
+                    f"(DETECTRON2_DATASETS={root}). " + _missing_path_fix(name, path)
                 )
 
 
