@@ -236,3 +236,20 @@ def test_the_cpu_fallback_warning_is_in_log_txt(tmp_path, tiny_synthetic_shapes)
     out = tmp_path / "out"
     _run(out, "train.device=cuda", "train.max_iter=1")
     assert "train.device=cuda but CUDA is not available: using cpu" in (out / "log.txt").read_text()
+
+
+def test_a_missing_store_of_an_image_folder_is_named_with_that_folder_in_its_command(tmp_path):
+    """The ImageNet configs read a folder (no dataset name in the store source): the command to make the
+    store gives that folder, not a placeholder."""
+    from detectron2.config import LazyConfig
+
+    from siamese_detr.data.proposals import ProposalStoreError
+    from siamese_detr.engine.pretrain_checks import check_proposal_store
+
+    cfg = LazyConfig.load(str(ROOT / "configs/siamese_detr/siamese_detr_r50_imagenet_60ep.py"))
+    cfg.dataloader.train.mapper.proposal_source.path = str(tmp_path / "none.edgeboxes.proposals")
+    root = cfg.dataloader.train.dataset.names.image_root
+    with pytest.raises(ProposalStoreError) as err:
+        check_proposal_store(cfg)
+    assert (f"python tools/generate_proposals.py --image-dir {root} --method edgeboxes --output "
+            f"{tmp_path / 'none.edgeboxes.proposals'}") in str(err.value)

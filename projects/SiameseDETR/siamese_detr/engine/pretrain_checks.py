@@ -10,6 +10,7 @@ tensor of the model, e.g. one of another backbone width, is as bad: :func:`check
 after the load.
 """
 
+import os
 from typing import Iterable, Optional
 
 from torch import nn
@@ -99,5 +100,25 @@ def check_proposal_store(cfg) -> None:
     source_cfg = OmegaConf.select(cfg, "dataloader.train.mapper.proposal_source", default=None)
     if source_cfg is None or "StoreProposals" not in str(source_cfg.get("_target_", "")):
         return
+    from siamese_detr.data.proposals import ProposalStoreError
+
     source = instantiate(source_cfg)
+    if not os.path.isdir(source.path):  # the command that makes it, with the training images of the config
+        raise ProposalStoreError(
+            f"proposal store {source.path!r} (dataloader.train.mapper.proposal_source.path) does not exist; "
+            f"create it with\n    {source.generate_command(_train_images_flag(cfg))}"
+        )
     source.store  # noqa: B018  (opening runs the checks)
+
+
+def _train_images_flag(cfg) -> Optional[str]:
+    """``--dataset NAME`` or ``--image-dir DIR`` of ``tools/generate_proposals.py`` for the training images of
+    ``cfg`` (a dataset name, or a lazily registered folder with its ``image_root``); None when not clear."""
+    from omegaconf import OmegaConf
+
+    names = OmegaConf.select(cfg, "dataloader.train.dataset.names", default=None)
+    if isinstance(names, str):
+        return f"--dataset {names}"
+    if hasattr(names, "get") and isinstance(names.get("image_root"), str):
+        return f"--image-dir {names.get('image_root')}"
+    return None

@@ -42,14 +42,16 @@ class StoreProposals:
         self._store: Optional[ProposalStore] = None
         self._folder_checked = False
 
-    def generate_command(self) -> str:
+    def generate_command(self, images: Optional[str] = None) -> str:
         """The ``tools/generate_proposals.py`` command that makes this store (method from ``method`` or the
-        ``NAME.METHOD.proposals`` folder name, else EdgeBoxes as the official code)."""
+        ``NAME.METHOD.proposals`` folder name, else EdgeBoxes as the official code). ``images``: its
+        ``--dataset NAME`` / ``--image-dir DIR`` part when known from elsewhere (the training config), else
+        from ``dataset``, else a placeholder."""
         from .methods import METHODS
 
         parts = os.path.basename(os.path.normpath(self.path)).split(".")
         method = self.method or (parts[-2] if len(parts) >= 3 and parts[-2] in METHODS else "edgeboxes")
-        source = f"--dataset {self.dataset}" if isinstance(self.dataset, str) else "--image-dir IMAGE_DIR"
+        source = images or (f"--dataset {self.dataset}" if isinstance(self.dataset, str) else "--image-dir IMAGE_DIR")
         return f"python tools/generate_proposals.py {source} --method {method} --output {self.path}"
 
     @property
