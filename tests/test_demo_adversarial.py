@@ -323,3 +323,27 @@ def test_ctrl_c_ends_the_demo_with_a_line_not_a_traceback(demo_env, monkeypatch,
         pytest.fail("Ctrl-C ended the demo with a traceback")
     assert code == 130
     assert "interrupted; the same command resumes the unfinished steps" in capsys.readouterr().err
+
+
+def test_the_comparison_steps_take_the_dataset_as_an_input_too(demo_env, monkeypatch):
+    """compare_pretraining.py reuses steps as the demo does: other images must redo them."""
+    import siamese_detr.demo.runner as runner
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def step(self, name, folder, cmd, config=None, overrides=None, inputs=None, total=0):
+            seen.append(dict(inputs or {}))
+            raise _StepStarted(name)
+
+    monkeypatch.setattr(runner, "StepRunner", Recorder)
+    datasets = demo_env / "datasets" / "synthetic_shapes" / "annotations"
+    for sizes in (TINY_SIZES, "train_large=4,val=3,train=4"):
+        monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", sizes)
+        with pytest.raises(_StepStarted):
+            _tool("compare_pretraining").main(["--output", str(demo_env / "compare"), "--seeds", "0"])
+        assert seen[-1]["data"] == {split: file_digest(datasets / f"{split}.json") for split in ("train_large", "val")}
+    assert seen[0]["data"]["val"] != seen[1]["data"]["val"]

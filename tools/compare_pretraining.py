@@ -233,6 +233,11 @@ def main(argv=None) -> int:
         present.append((name, config))
     runner = StepRunner(ROOT, output)
     started = time.time()
+    from siamese_detr.demo.data import synthetic_shapes_digests
+
+    # the images are an input of every step (generated here if missing): other images redo the steps
+    print("[data] synthetic_shapes train_large, val (generated on first use)", flush=True)
+    data = {"data": synthetic_shapes_digests(("train_large", "val"))}
 
     bb_dir = output / "backbone"
     bb_over = [f"train.output_dir={bb_dir}"] + list(args.backbone_extra)
@@ -240,7 +245,7 @@ def main(argv=None) -> int:
         bb_over.append(f"train.max_iter={args.backbone_iters}")
     bb_total = args.backbone_iters or LazyConfig.load(str(ROOT / BACKBONE_CONFIG)).train.max_iter
     runner.step("backbone", bb_dir, [PY, "tools/train_demo_backbone.py", "--config-file", BACKBONE_CONFIG] + bb_over,
-                BACKBONE_CONFIG, bb_over, {}, bb_total)
+                BACKBONE_CONFIG, bb_over, data, bb_total)
     backbone_ckpt = bb_dir / "model_final.pth"
     train_cmd = [PY, "tools/lazyconfig_train_net.py", "--config-file"]
     ft_total = args.finetune_iters or LazyConfig.load(str(ROOT / DETECTOR_CONFIG)).train.max_iter
@@ -261,7 +266,7 @@ def main(argv=None) -> int:
                 total = args.pretrain_iters or LazyConfig.load(str(ROOT / config)).train.max_iter
                 pretrain_jobs.append(dict(name=f"{name} pretrain seed {seed}", folder=pt_dir,
                                           cmd=train_cmd + [config, "--resume"] + over, config=config, overrides=over,
-                                          init=backbone_ckpt, total=total))
+                                          init=backbone_ckpt, total=total, inputs=data))
                 init = pt_dir / "model_final.pth"
             ft_dir = run_dir / "finetune"
             over = ([f"train.output_dir={ft_dir}", f"train.init_checkpoint={init}", f"train.seed={seed}",
@@ -271,7 +276,7 @@ def main(argv=None) -> int:
             # the starting checkpoint's digest is read when the job starts (after its pretraining)
             job = dict(name=f"{name} finetune seed {seed}", folder=ft_dir, cmd=train_cmd + [DETECTOR_CONFIG, "--resume"]
                        + over, config=DETECTOR_CONFIG, overrides=over, init=init, total=ft_total,
-                       after=[f"{name} pretrain seed {seed}"] if config is not None else [])
+                       after=[f"{name} pretrain seed {seed}"] if config is not None else [], inputs=data)
             (finetune_jobs if config is not None else pretrain_jobs).append(job)
             runs.append((name, seed, pt_dir, ft_dir))
     runner.parallel(pretrain_jobs + finetune_jobs, max_parallel=args.parallel)

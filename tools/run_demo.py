@@ -120,7 +120,9 @@ def run(args, output: Path) -> int:
     print(f"\n[data] $ {' '.join(map(str, cmd))}", flush=True)
     if subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=subprocess.DEVNULL).returncode != 0:
         raise SystemExit(f"[data] failed: {' '.join(map(str, cmd))} (its error is above)")
-    data = {"data": data_digests()}  # an input of every step: other images (e.g. other sizes) redo them
+    from siamese_detr.demo.data import synthetic_shapes_digests
+
+    data = {"data": synthetic_shapes_digests(DATA_SPLITS)}  # an input of every step: other images redo them
     times["data"] = time.time() - t
 
     # 2. backbone
@@ -265,15 +267,6 @@ def written_whole(path: Path):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def data_digests() -> dict:
-    """sha256 of the annotation json of every split the demo uses (they record the generator's parameters:
-    other images give other digests)."""
-    from siamese_detr.data.datasets.builtin_shapes import split_paths
-    from siamese_detr.demo.steps import file_digest
-
-    return {split: file_digest(split_paths(os.environ["DETECTRON2_DATASETS"], split)[1]) for split in DATA_SPLITS}
 
 
 def demo_seconds(times: dict, parallel: int) -> float:
