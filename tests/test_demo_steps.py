@@ -216,3 +216,14 @@ def test_parallel_after_waits_and_records_the_new_checkpoint(tmp_path):
     assert record["inputs"]["init"] == file_digest(ckpt)  # the digest of the file a wrote, read when b started
     with pytest.raises(ValueError, match="unknown"):
         runner.parallel([dict(name="c", folder=tmp_path / "c", cmd=read, after=["nope"])])
+
+
+def test_an_interrupted_step_is_said_to_continue_only_when_its_command_resumes(tmp_path, capsys):
+    runner = StepRunner(tmp_path, tmp_path)
+    for cmd, said in (([sys.executable, "-c", "pass"], "starting it again (its command cannot resume)"),
+                      ([sys.executable, "-c", "pass", "--resume"], "continuing an interrupted run")):
+        folder = tmp_path / f"step{len(cmd)}"
+        Step("s", folder, {**recorded_inputs(runner, cmd)}).begin()  # as a run killed before it finished
+        capsys.readouterr()
+        runner.step("s", folder, cmd)
+        assert said in capsys.readouterr().out

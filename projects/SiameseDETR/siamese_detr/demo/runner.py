@@ -236,8 +236,10 @@ class StepRunner:
                   flush=True)
         elif state == "fresh" and previous is not None:
             print(f"[{name}] inputs changed ({', '.join(changed)}): redoing the step", flush=True)
-        elif state == "resume":
+        elif state == "resume" and "--resume" in map(str, cmd):
             print(f"[{name}] continuing an interrupted run", flush=True)
+        elif state == "resume":  # e.g. the backbone step and evaluations: their commands cannot resume
+            print(f"[{name}] interrupted before: starting it again (its command cannot resume)", flush=True)
         log = open(folder / "demo.log", "a")
         proc = subprocess.Popen([str(c) for c in cmd], cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
                                 preexec_fn=functools.partial(_die_with_parent, os.getpid()))
