@@ -31,6 +31,7 @@ import torch
 from siamese_detr.data.proposals import ProposalStore, StoreWriter, compute_proposals
 from siamese_detr.data.proposals.generate import register_builtin_datasets
 from siamese_detr.evaluation.proposal_recall import evaluate_proposal_recall
+from bench_args import at_least
 from machine_info import describe_machine  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
@@ -164,12 +165,17 @@ def bench_mapper(dicts, n, store_path):
     return rows
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (``--no-append``, as the other benchmarks, is the same as ``--no-write``)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--store-images", type=int, default=None)
-    p.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
-    args = p.parse_args()
+    p.add_argument("--store-images", type=at_least(1, "images in the lookup store"), default=None)
+    p.add_argument("--no-write", "--no-append", action="store_true", help="do not append to RESULTS.md")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     register_builtin_datasets()

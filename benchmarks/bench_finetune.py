@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_args import at_least, check_device
 from bench_inputs import build_training, mapped_batches  # benchmarks/ is on sys.path when run as a script
 from machine_info import describe_machine
 from results_md import append_section
@@ -148,17 +149,24 @@ def report(args, rows, compiled_note: str) -> list:
     return lines + ["", compiled_note]
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line; a batch below 1, a short side below 32 px or a device that is not here is refused."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 timed steps instead of 5")
     parser.add_argument("--sizes", nargs="+", default=["demo", "r50"], choices=["demo", "r50"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--r50-short-side", type=int, default=480)
+    parser.add_argument("--batch-size", type=at_least(1), default=2)
+    parser.add_argument("--r50-short-side", type=at_least(32, "pixels"), default=480)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_device(parser, args.device)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.child:
         print(json.dumps(run_row(*json.loads(args.child))))
         return

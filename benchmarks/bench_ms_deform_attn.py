@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_args import at_least
 from machine_info import describe_machine  # benchmarks/ is on sys.path when run as a script
 from results_md import append_section
 
@@ -143,12 +144,17 @@ def bench_training_step(steps, rounds):
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (``--steps`` and ``--rounds`` at least 1: a mean of nothing is no measurement)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=20, help="timed calls / training steps per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating training-step measurements")
+    parser.add_argument("--steps", type=at_least(1), default=20, help="timed calls / training steps per measurement")
+    parser.add_argument("--rounds", type=at_least(1), default=3, help="alternating training-step measurements")
     parser.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
 
     cores = bench_cores(args.steps)
     step = bench_training_step(args.steps, args.rounds)

@@ -53,7 +53,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from bench_inputs import build_training, mapped_batches  # benchmarks/ is on sys.path when run as a script
+from bench_args import at_least, check_device  # benchmarks/ is on sys.path when run as a script
+from bench_inputs import build_training, mapped_batches
 from machine_info import describe_machine
 from results_md import append_section
 
@@ -334,15 +335,23 @@ def report(args, results, waits, timed: str, warmup: int) -> list:
     ]
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line; a batch below 2 (the SimSiam heads' batch norm) or a device not here is refused."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[2, 4])
+    parser.add_argument("--batch-sizes", nargs="+", default=[2, 4],
+                        type=at_least(2, "Siamese DETR's SimSiam batch norm needs 2 images per view"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_device(parser, args.device)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.child:
         print(json.dumps(run_config(*json.loads(args.child))))
         return

@@ -49,6 +49,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_args import at_least, check_device  # noqa: E402
 from machine_info import describe_machine  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -306,14 +307,17 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=("r50", "tiny"), default="r50")
     p.add_argument("--variant", choices=("conditional", "vanilla"), default="conditional")
-    p.add_argument("--batch-size", type=int, default=4, help=">= 2 (Siamese DETR's SimSiam batch norm)")
-    p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--short-side", type=int, default=400)
+    p.add_argument("--batch-size", type=at_least(2, "Siamese DETR's SimSiam batch norm needs 2 images per view"),
+                   default=4, help=">= 2 (Siamese DETR's SimSiam batch norm)")
+    p.add_argument("--iters", type=at_least(1, "timed rounds"), default=5)
+    p.add_argument("--short-side", type=at_least(32, "pixels"), default=400)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--memory", choices=("rss", "skip"), default="rss", help="CPU peak memory per subprocess")
     p.add_argument("--no-append", action="store_true")
     p.add_argument("--memory-child", choices=METHODS, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_device(p, args.device)
+    return args
 
 
 def main(argv=None) -> str:

@@ -7,7 +7,8 @@
 ``--format torchvision`` (default) converts a torchvision-layout ResNet (torchvision ImageNet, SwAV,
 DETReg-style); the other formats (``--help`` lists them: official DETR, Conditional DETR, Deformable DETR
 and the pretraining methods' releases) convert a whole model. Whole-model conversion lists every source key
-it could not map and then refuses to write the output, so no weight is ever dropped silently.
+it could not map and then refuses to write the output, so no weight is ever dropped silently; the error
+names the ``--format`` that does convert every key, when one does.
 
 then initialise the frozen backbone of any pretraining / finetuning config with
 ``train.init_checkpoint=swav_r50_d2.pth``. Build the backbone with ``stride_in_1x1=False`` (the project's
@@ -170,6 +171,36 @@ def summarize_dropped(dropped: Iterable[str]) -> List[str]:
     return [f"{g} ({n} key{'s' if n > 1 else ''})" for g, n in sorted(groups.items())]
 
 
+def formats_that_convert(checkpoint, exclude: str = "") -> List[str]:
+    """The ``--format`` values (``FORMATS`` order: torchvision, finetune and pretraining layouts) whose
+    conversion of ``checkpoint`` maps every key, ``exclude`` left out."""
+    found = []
+    for name in FORMATS:
+        if name == exclude:
+            continue
+        try:
+            if name == "torchvision":
+                map_torchvision_resnet(checkpoint)
+                ok = not missing_resnet_keys(checkpoint)[1]
+            else:
+                result = get_converter(name)(model_state(checkpoint))
+                ok = bool(result.converted) and not result.unmapped
+        except (ValueError, KeyError):
+            ok = False
+        if ok:
+            found.append(name)
+    return found
+
+
+def format_hint(checkpoint, chosen: str) -> str:
+    """The fix to print when ``--format chosen`` does not fit: the formats that do, or that none does."""
+    fits = formats_that_convert(checkpoint, exclude=chosen)
+    if not fits:
+        return f"no --format converts every key of it (--format {chosen} was given): is it an official checkpoint?"
+    others = f" (also: {', '.join(fits[1:])})" if len(fits) > 1 else ""
+    return f"it is not a {chosen} checkpoint: re-run with --format {fits[0]}{others}"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -197,13 +228,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                 more = f"\n  ... and {len(result.unmapped) - 50} more" if len(result.unmapped) > 50 else ""
                 print(
                     f"error: {len(result.unmapped)} key(s) of {args.input} have no place in the {args.format} "
-                    f"layout, so nothing was written (is --format right?):\n  {shown}{more}",
+                    f"layout, so nothing was written; {format_hint(checkpoint, args.format)}:\n  {shown}{more}",
                     file=sys.stderr,
                 )
                 return 1
             converted, dropped, prefix = result.converted, result.dropped, ""
     except ValueError as e:
-        print(f"error: cannot convert {args.input}: {e}", file=sys.stderr)
+        print(f"error: cannot convert {args.input}: {e}; {format_hint(checkpoint, args.format)}", file=sys.stderr)
         return 1
 
     author = f"siamese_detr tools/convert_checkpoint.py ({args.format}, {args.input_format} input)"

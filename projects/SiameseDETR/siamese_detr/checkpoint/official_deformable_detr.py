@@ -15,7 +15,10 @@ official key                                              project key
 ``transformer.enc_output{,_norm}.*``,
 ``transformer.pos_trans{,_norm}.*``                       same (two-stage)
 ``query_embed.weight`` ``[Q, 2C]``                        same (``[query_pos | tgt]``; not two-stage)
-``class_embed.{l}.*``, ``bbox_embed.{l}.layers.{k}.*``    same (every alias when the heads are shared)
+``class_embed.{l}.*``, ``bbox_embed.{l}.layers.{k}.*``    same (every alias when the heads are shared);
+                                                          a COCO head's 91 rows (by COCO category id)
+                                                          -> detectron2's 80 thing classes, as
+                                                          :func:`.official_detr.convert_official_detr`
 ``transformer.decoder.{class,bbox}_embed.*``              dropped: the official decoder holds the same
                                                           head modules for refinement / two-stage, so
                                                           these keys alias ``class_embed`` / ``bbox_embed``
@@ -27,10 +30,11 @@ repeat.
 """
 
 import re
-from typing import Dict, List
+from typing import Dict, List, Sequence, Union
 
 import torch
 
+from .official_detr import select_class_rows
 from .registry import ConversionResult, convert_detr_backbone, model_state, register_converter
 
 __all__ = ["convert_official_deformable_detr"]
@@ -51,16 +55,22 @@ _KEPT = [
     re.compile(rf"^bbox_embed\.\d+\.layers\.\d+\.{_P}$"),
 ]
 _DECODER_HEAD_ALIAS = re.compile(r"^transformer\.decoder\.((class|bbox)_embed\..+)$")
+_CLASS_HEAD = re.compile(r"^class_embed\.\d+\.(weight|bias)$")
 _BACKBONE = "backbone.0.body."
 
 
 @register_converter("deformable_detr")
-def convert_official_deformable_detr(state_dict, input_format: str = "BGR") -> ConversionResult:
+def convert_official_deformable_detr(
+    state_dict, input_format: str = "BGR", class_rows: Union[str, Sequence[int], None] = "auto"
+) -> ConversionResult:
     """Official Deformable DETR (single-/multi-scale, box refinement, two-stage) -> project keys.
 
     Args:
         state_dict: the official checkpoint (``{"model": ...}``) or its model state dict.
         input_format: channel order the project model feeds the backbone ("BGR" flips ``conv1``'s inputs).
+        class_rows: "auto" (a 91-row COCO head, indexed by COCO category id as the official ``num_classes =
+            91``, -> detectron2's 80 contiguous classes), "none" (keep every row), or the official row of each
+            project class (sigmoid head: no no-object row).
 
     Returns:
         :class:`ConversionResult` with ``converted`` (project name -> tensor), ``unmapped`` (official keys
@@ -80,6 +90,8 @@ def convert_official_deformable_detr(state_dict, input_format: str = "BGR") -> C
         if key.startswith(_BACKBONE):
             continue
         if any(p.match(key) for p in _KEPT):
+            if _CLASS_HEAD.match(key):
+                value = select_class_rows(key, value, False, class_rows, dropped)
             converted[key] = value
             continue
         alias = _DECODER_HEAD_ALIAS.match(key)

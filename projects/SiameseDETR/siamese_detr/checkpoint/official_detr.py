@@ -39,7 +39,9 @@ import torch
 
 from .registry import ConversionResult, convert_detr_backbone, model_state, register_converter, rename_by_rules
 
-__all__ = ["convert_official_detr", "convert_official_conditional_detr", "coco_thing_category_ids"]
+__all__ = [
+    "convert_official_detr", "convert_official_conditional_detr", "coco_thing_category_ids", "select_class_rows",
+]
 
 _BACKBONE = "backbone.0.body."
 _P = r"(weight|bias)"
@@ -93,6 +95,19 @@ def _class_rows(
     return rows
 
 
+def select_class_rows(
+    key: str, value: torch.Tensor, no_object: bool, class_rows: Union[str, Sequence[int], None], dropped: List[str]
+) -> torch.Tensor:
+    """The rows of class-head tensor ``key`` that :func:`_class_rows` keeps; the removed rows are appended to
+    ``dropped`` as ``"key[rows ...]"``."""
+    rows = _class_rows(len(value), no_object, class_rows)
+    if rows is None:
+        return value
+    removed = sorted(set(range(len(value))) - set(rows))
+    dropped.append(f"{key}[rows {','.join(map(str, removed))}]")
+    return value[rows]
+
+
 def _convert(
     state_dict,
     input_format: str,
@@ -133,11 +148,7 @@ def _convert(
     for key, value in heads.items():
         m = _CLASS_HEAD.match(key)
         if m is not None:
-            rows = _class_rows(len(value), no_object, class_rows)
-            if rows is not None:
-                removed = sorted(set(range(len(value))) - set(rows))
-                dropped.append(f"{key}[rows {','.join(map(str, removed))}]")
-                value = value[rows]
+            value = select_class_rows(key, value, no_object, class_rows, dropped)
             names = [f"class_embed.{layer}.{m[1]}" for layer in range(num_heads)]
         else:
             m = _BOX_HEAD.match(key)

@@ -88,7 +88,7 @@ def convert_official_detreg(state_dict, input_format: str = "BGR") -> Conversion
     state = model_state(state_dict)
     pretext, rest = _split(state, [_sem_embed_rule("feature_embed")])
     if _is_deformable(rest):
-        base = convert_official_deformable_detr(rest, input_format=input_format)
+        base = convert_official_deformable_detr(rest, input_format=input_format, class_rows="none")
     else:
         base = convert_official_detr(rest, input_format=input_format, class_rows="none")
     return _merge(base, pretext)
@@ -129,7 +129,7 @@ def convert_official_siamese_detr(state_dict, input_format: str = "BGR") -> Conv
             for layer in range(_num_decoder_layers(renamed)):
                 heads[f"{module}.{layer}.{rest_name}"] = value
         renamed.update(heads)
-        base = convert_official_deformable_detr(renamed, input_format=input_format)
+        base = convert_official_deformable_detr(renamed, input_format=input_format, class_rows="none")
     elif any(".sa_qcontent_proj." in k for k in renamed):
         base = convert_official_conditional_detr(renamed, input_format=input_format, class_rows="none")
     else:

@@ -68,6 +68,18 @@ def _empty_results(coco_gt: COCO) -> COCO:
     return coco_dt
 
 
+def pooled_category_ids(coco_gt: COCO) -> List[int]:
+    """Every category id of the ground truth: the listed ``categories`` and those its annotations use.
+
+    With ``useCats = 0`` pycocotools pools only the annotations whose ``category_id`` is in
+    ``params.catIds`` (by default the listed categories), so an annotation of an unlisted category, or every
+    annotation of a json without ``categories``, would silently stop counting as a target. ``[1]`` when there
+    is neither (no annotation to pool).
+    """
+    used = {a["category_id"] for a in coco_gt.dataset.get("annotations", []) if "category_id" in a}
+    return sorted(set(coco_gt.getCatIds()) | used) or [1]
+
+
 def class_agnostic_metrics(
     coco_gt: COCO, detections: List[Dict], img_ids: Sequence[int], max_dets: Sequence[int] = (1, 10, 100)
 ) -> "OrderedDict[str, float]":
@@ -86,19 +98,20 @@ def class_agnostic_metrics(
     max_dets = sorted(int(k) for k in max_dets)
     if not max_dets or max_dets[0] < 1:
         raise ValueError(f"max_dets must be positive integers, got {max_dets}")
-    unknown = {d["image_id"] for d in detections} - set(coco_gt.getImgIds())
+    unknown = ({d["image_id"] for d in detections} | set(img_ids)) - set(coco_gt.getImgIds())
     if unknown:
         raise ValueError(
-            f"{len(unknown)} predicted image ids are not in the ground truth (e.g. {sorted(unknown)[:3]}): "
+            f"{len(unknown)} evaluated image ids are not in the ground truth (e.g. {sorted(unknown)[:3]}): "
             f"the evaluator's dataset_name must be the dataset of the test loader"
         )
-    # any valid category id: useCats = 0 pools all categories
-    category = coco_gt.getCatIds()[0] if coco_gt.getCatIds() else 1
-    detections = [dict(d, category_id=category) for d in detections]
+    cat_ids = pooled_category_ids(coco_gt)
+    # any id of the pool: useCats = 0 pools all of them
+    detections = [dict(d, category_id=cat_ids[0]) for d in detections]
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(detections) if detections else _empty_results(coco_gt)
         coco_eval = COCOeval(coco_gt, coco_dt, iouType="bbox")
         coco_eval.params.useCats = 0
+        coco_eval.params.catIds = cat_ids
         coco_eval.params.maxDets = max_dets
         coco_eval.params.imgIds = sorted(set(img_ids))
         coco_eval.evaluate()
@@ -122,13 +135,34 @@ def class_agnostic_metrics(
     return results
 
 
+def unique_per_image(predictions: List[Dict]) -> List[Dict]:
+    """``predictions`` (``{"image_id", "detections"}`` per processed image) with one entry per image id, the
+    first one, and a warning when an image came more than once.
+
+    A sampler that repeats images (e.g. ``DistributedSampler`` padding its last batch) would otherwise enter
+    an image's detections twice: the copies are false positives in AP and take places in its top-k.
+    """
+    seen, unique = set(), []
+    for prediction in predictions:
+        if prediction["image_id"] not in seen:
+            seen.add(prediction["image_id"])
+            unique.append(prediction)
+    if len(unique) < len(predictions):
+        logger.warning(
+            "ClassAgnosticEvaluator: %d of %d processed images were repeats of an image id already seen; each "
+            "image is evaluated once (its first predictions)", len(predictions) - len(unique), len(predictions),
+        )
+    return unique
+
+
 class ClassAgnosticEvaluator(DatasetEvaluator):
     """Detectron2 evaluator of class-agnostic AR@k / AP (see the module docstring).
 
     Use it as ``dataloader.evaluator`` of a pretraining config with a plain detection test loader; the
     model's eval-mode outputs ``[{"instances": Instances}]`` need ``pred_boxes`` (xyxy absolute, original
     image) and ``scores``; ``pred_classes`` is ignored. Predictions are gathered from all processes
-    (``comm.gather``) and evaluated on the main process; other processes return ``{}``.
+    (``comm.gather``) and evaluated on the main process; other processes return ``{}``. An image processed
+    more than once (e.g. by a sampler that pads the shards) is evaluated once, with its first predictions.
 
     Args:
         dataset_name: registered COCO-format dataset (the test loader's), for the ground truth.
@@ -186,6 +220,7 @@ class ClassAgnosticEvaluator(DatasetEvaluator):
             return {}
         if self._coco_gt is None:
             self._coco_gt = load_coco_ground_truth(self._dataset_name)
+        predictions = unique_per_image(predictions)
         detections = [d for p in predictions for d in p["detections"]]
         img_ids = [p["image_id"] for p in predictions]
         results = class_agnostic_metrics(self._coco_gt, detections, img_ids, self._max_dets)
