@@ -40,6 +40,19 @@ def detreg_augmentations(min_sizes: Sequence[int] = UP_DETR_SCALES, max_size: in
     return detr_train_augmentation(min_sizes, max_size), detr_crop_augmentation(min_sizes, max_size)
 
 
+def _check_min_proposals(min_proposals: int, num_proposals: int, policy: str) -> None:
+    """Refuse at construction a ``min_proposals`` that would fail later: below 1, an image with no proposal
+    reaches ``DETRegPretrain`` (which raises mid-run); above ``num_proposals`` with the "topk" / "random"
+    policies (at most K chosen), every image is skipped and Detectron2's loader retries forever."""
+    if min_proposals < 1:
+        raise ValueError(f"DETRegMapper: min_proposals (dataloader.train.mapper.min_proposals) must be >= 1, got "
+                         f"{min_proposals}: DETRegPretrain needs at least one proposal per image (official 2)")
+    if policy in ("topk", "random") and min_proposals > num_proposals:
+        raise ValueError(f"DETRegMapper: min_proposals={min_proposals} > num_proposals={num_proposals} with policy "
+                         f"{policy!r} skips every image; lower dataloader.train.mapper.min_proposals or raise "
+                         f"num_proposals")
+
+
 class DETRegMapper:
     """Dataset dict -> one augmented image with K proposal boxes and their crops (DETReg pretraining).
 
@@ -52,7 +65,8 @@ class DETRegMapper:
         augmentation, augmentation_with_crop: the two branches of DETR's ``RandomSelect`` (probability 0.5
             each in training); default :func:`detreg_augmentations`. ``augmentation_with_crop=None`` with an
             explicit ``augmentation`` uses the latter only.
-        crop_size: side of the crops (128); min_proposals: see the module docstring.
+        crop_size: side of the crops (128); min_proposals: see the module docstring; at least 1 and, with the
+            "topk" / "random" policies, at most ``num_proposals`` (checked here).
         color_jitter, ...: SimCLR crop augmentation (training only).
         seed: see :func:`~.up_detr_mapper.sample_rng` (policy draws, crop augmentation, branch choice).
 
@@ -88,6 +102,7 @@ class DETRegMapper:
         if proposal_source is None:
             raise ValueError("DETRegMapper needs a proposal_source (StoreProposals / OnlineProposals / ...)")
         select_proposals(np.random.default_rng(0), 1, num_proposals, policy)  # validates policy and K
+        _check_min_proposals(int(min_proposals), int(num_proposals), policy)
         self.proposal_source = proposal_source
         self.is_train = is_train
         self.image_format = image_format

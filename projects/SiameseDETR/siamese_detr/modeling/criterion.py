@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import box_convert, generalized_box_iou
 
-__all__ = ["SetCriterion", "sigmoid_focal_loss", "weight_losses"]
+__all__ = ["SetCriterion", "check_target_labels", "sigmoid_focal_loss", "weight_losses"]
 
 Indices = List[Tuple[torch.Tensor, torch.Tensor]]
 _AUX_SUFFIX = re.compile(r"^(?P<base>.+)_(?P<layer>\d+|enc)$")
@@ -48,6 +48,26 @@ def weight_losses(losses: Dict[str, torch.Tensor], weight_dict: Dict[str, float]
             weight = weight_dict[match.group("base")]
         weighted[name] = value * weight
     return weighted
+
+
+def check_target_labels(targets: List[Dict[str, torch.Tensor]], num_classes: int) -> None:
+    """Raise ``ValueError`` unless every ``targets[b]["labels"]`` (Long ``[N_b]``) lies in ``[0, num_classes)``.
+
+    Out-of-range labels do not always fail by themselves: with the softmax loss label ``K`` indexes the
+    no-object column (the object is silently trained as background), with the focal loss label ``-1``
+    indexes the last class; other values give an IndexError deep in the matcher.
+    """
+    labels = [t["labels"].reshape(-1) for t in targets if len(t["labels"])]
+    if not labels:
+        return
+    low, high = (int(v) for v in torch.aminmax(torch.cat([x.to(labels[0].device) for x in labels])))
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"target label {bad} is outside [0, {num_classes}) of a criterion with num_classes={num_classes}: "
+            f"set model.num_classes to the number of classes of the dataset (contiguous ids 0..K-1, "
+            f"as Detectron2's dataset mappers produce)"
+        )
 
 
 def sigmoid_focal_loss(
@@ -193,10 +213,15 @@ class SetCriterion(nn.Module):
         return {"loss_ce": loss * logits.shape[1]}
 
     def loss_boxes(self, outputs, targets, indices, num_boxes) -> Dict[str, torch.Tensor]:
-        """``loss_bbox`` (L1, cxcywh normalised) and ``loss_giou`` (1 - GIoU, xyxy), sums / ``num_boxes``."""
+        """``loss_bbox`` (L1, cxcywh normalised) and ``loss_giou`` (1 - GIoU, xyxy), sums / ``num_boxes``;
+        computed in float32 at least (half-precision predictions are upcast, targets are never rounded)."""
         idx = tuple(i.to(outputs["pred_boxes"].device) for i in self.matched_query_index(indices))
         pred = outputs["pred_boxes"][idx]  # [M, 4]
-        tgt = self.matched_targets(targets, indices, "boxes").to(pred)  # [M, 4]
+        tgt = self.matched_targets(targets, indices, "boxes").to(pred.device)  # [M, 4]
+        # the predictions' dtype but at least float32: under autocast the predictions are half precision
+        # and the targets must not be rounded to it (bf16 moves a corner of a 600 px image by up to ~1 px)
+        dtype = torch.promote_types(pred.dtype, torch.float32)
+        pred, tgt = pred.to(dtype), tgt.to(dtype)
         loss_bbox = F.l1_loss(pred, tgt, reduction="sum") / num_boxes
         giou = torch.diag(
             generalized_box_iou(box_convert(pred, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy"))
@@ -224,11 +249,15 @@ class SetCriterion(nn.Module):
             targets: B dicts ``{"labels": Long[N_b], "boxes": [N_b, 4] cxcywh normalised}``.
             return_indices: also return the matchings.
 
+        Raises:
+            ValueError: a target label outside ``[0, num_classes)`` (:func:`check_target_labels`).
+
         Returns:
             losses dict (``loss_ce``, ``loss_bbox``, ``loss_giou``, ``*_{i}`` for aux layer ``i`` and ``*_enc``
             for the encoder proposals); with ``return_indices`` also a list of matchings where ``indices[i]``
             is aux layer ``i`` and ``indices[-1]`` the final layer (the encoder matching is not returned).
         """
+        check_target_labels(targets, self.num_classes)
         device = outputs["pred_logits"].device
         num_boxes = self.get_num_boxes(targets, device)
         aux_outputs = outputs.get("aux_outputs", [])

@@ -281,9 +281,19 @@ class DETR(nn.Module):
     @staticmethod
     def prepare_targets(batched_inputs: List[Dict], image_sizes: List[Tuple[int, int]], device) -> List[Dict]:
         """detectron2 ``instances`` (``gt_boxes`` xyxy absolute in the resized image, ``gt_classes``) ->
-        ``[{"labels": Long[N], "boxes": [N, 4] cxcywh normalised by the unpadded (h, w)}]``."""
+        ``[{"labels": Long[N], "boxes": [N, 4] cxcywh normalised by the unpadded (h, w)}]``.
+
+        Raises ``ValueError`` naming the image when a training input has no ``instances`` (an image with no
+        object must carry empty ``instances``, as ``DetrDatasetMapper`` gives for ``"annotations": []``)."""
         targets = []
         for x, size in zip(batched_inputs, image_sizes):
+            if "instances" not in x:
+                raise ValueError(
+                    f"DETR training input {x.get('image_id', x.get('file_name'))!r} has no 'instances': the "
+                    f"dataset dict has no 'annotations' (an unlabelled dataset?). Train on a dataset registered "
+                    f"with annotations through DetrDatasetMapper(is_train=True); images without objects need "
+                    f"'annotations': []"
+                )
             inst = x["instances"].to(device)
             targets.append(set_target(inst.gt_classes, inst.gt_boxes.tensor, size))
         return targets

@@ -138,6 +138,19 @@ def encoder_reference_points(spatial_shapes: Tensor, valid_ratios: Tensor) -> Te
     return torch.cat(refs, 1)[:, :, None] * ratios[:, None]
 
 
+def check_enough_proposals(num_proposals: int, memory: EncoderMemory) -> None:
+    """Two-stage mode keeps the top ``num_proposals`` of the ``S`` encoder tokens (one proposal each); raise a
+    ``ValueError`` naming the setting when the padded batch has fewer tokens (``torch.topk`` would fail with
+    "selected index k out of range")."""
+    num_tokens = memory.memory.shape[1]
+    if num_proposals > num_tokens:
+        raise ValueError(
+            f"two-stage Deformable DETR keeps two_stage_num_proposals={num_proposals} encoder proposals but the "
+            f"batch has only {num_tokens} tokens (levels {memory.spatial_shapes.tolist()}): feed larger images "
+            f"(e.g. the test resize) or set model.transformer.two_stage_num_proposals <= {num_tokens}"
+        )
+
+
 class DeformableDetrTransformer(nn.Module):
     """Deformable DETR encoder-decoder on the variant interface (``encode`` / ``decode``).
 
@@ -314,6 +327,7 @@ class DeformableDetrTransformer(nn.Module):
         if self.two_stage:
             if class_embed is None or bbox_embed is None:
                 raise ValueError("two-stage Deformable DETR needs class_embed and bbox_embed in decode()")
+            check_enough_proposals(self.two_stage_num_proposals, memory)
             out_memory, proposals = self.encoder_proposals(memory)
             enc_logits = class_embed[-1](out_memory)
             enc_coords = bbox_embed[-1](out_memory) + proposals
