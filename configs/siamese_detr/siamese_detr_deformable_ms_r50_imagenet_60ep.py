@@ -17,7 +17,7 @@ Finetune with ``configs/detr/deformable_detr_r50_{coco,voc}_50ep.py`` and
 """
 from detectron2.config import LazyCall as L
 
-from siamese_detr.modeling import HungarianMatcher, SetCriterion
+from siamese_detr.modeling import HungarianMatcher, SetCriterion, SoftmaxArgmaxPostProcess
 
 from ..common.data.pretrain_imagenet import dataloader
 from ..common.models.deformable_detr_r50 import model as _detr
@@ -37,6 +37,7 @@ model.criterion = L(SetCriterion)(
     losses=["class", "boxes"],
     class_loss="ce",
 )
+model.postprocess = L(SoftmaxArgmaxPostProcess)()  # softmax objectness: one detection per query, no-object excluded
 model.weight_dict = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_region": 3.0, "loss_global": 10.0}
 
 dataloader.train.mapper.num_regions = NUM_REGIONS

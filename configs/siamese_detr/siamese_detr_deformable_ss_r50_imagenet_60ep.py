@@ -17,6 +17,7 @@ from .siamese_detr_deformable_ms_r50_imagenet_60ep import (
 
 model = siamese_detr_from(_detr, num_regions=NUM_REGIONS, loss_region=3.0, loss_global=10.0)
 model.criterion = _ms_model.criterion
+model.postprocess = _ms_model.postprocess  # softmax objectness, as the criterion
 model.weight_dict = dict(_ms_model.weight_dict)
 
 train.output_dir = "./output/siamese_detr_deformable_ss_r50_imagenet_60ep"

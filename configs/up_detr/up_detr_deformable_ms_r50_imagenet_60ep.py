@@ -8,7 +8,7 @@ patches (patch features of C3-C5 concatenated, 3584-d), softmax objectness (eos 
 """
 from detectron2.config import LazyCall as L
 
-from siamese_detr.modeling import HungarianMatcher, SetCriterion
+from siamese_detr.modeling import HungarianMatcher, SetCriterion, SoftmaxArgmaxPostProcess
 
 from ..common.models.deformable_detr_r50 import model as _detr
 from ..common.models.up_detr import up_detr_from
@@ -19,5 +19,6 @@ model.criterion = L(SetCriterion)(
     num_classes=1, matcher=L(HungarianMatcher)(cost_class=1.0, cost_bbox=5.0, cost_giou=2.0), eos_coef=0.1,
     losses=["class", "boxes"], class_loss="ce",
 )
+model.postprocess = L(SoftmaxArgmaxPostProcess)()  # softmax objectness: one detection per query, no-object excluded
 model.weight_dict = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_feature": 1.0}
 train.output_dir = "./output/up_detr_deformable_ms_r50_imagenet_60ep"

@@ -76,7 +76,8 @@ class DETRegMapper:
         image:          uint8 Tensor[3, H, W] augmented image
         proposal_boxes: float32 Tensor[K', 4] xyxy absolute pixels of ``image`` (targets)
         crops:          uint8 Tensor[K', 3, S, S] crops of the same proposals (row k <-> box k)
-        proposal_rank:  int64 Tensor[K'] rank of each proposal in the source's order (0 = first)
+        proposal_rank:  int64 Tensor[K'] rank of each proposal in the source's order (0 = first), counted
+                        after dropping the source's non-finite boxes
     """
 
     def __init__(

@@ -1,5 +1,6 @@
-"""Class-agnostic detection metrics of a pretrained model without finetuning (Siamese DETR supplementary
-Table 5: AR@1 / AR@10 / AR@100 of the pretrained model with frozen backbone, encoder and decoder).
+"""Class-agnostic detection metrics of a pretrained model (Siamese DETR paper §4.3, Table 5 = supplementary
+Table 1: AR@1 / AR@10 / AR@100 of a pretrained Vanilla DETR whose backbone, encoder and decoder stay frozen
+while only the box and class heads are finetuned on PASCAL VOC).
 
 Every prediction counts as "an object" and every non-crowd ground-truth box as a target, whatever their
 classes: pycocotools' ``COCOeval`` with ``params.useCats = 0`` (one pooled category), IoU thresholds

@@ -45,14 +45,17 @@ class _PostProcess(nn.Module):
 class SoftmaxArgmaxPostProcess(_PostProcess):
     """One detection per query: arg-max foreground class of the softmax (no-object column last, excluded)."""
 
+    class_loss = "ce"  # the criterion's class loss whose logits it reads: [Q, K + 1]
+
     def select(self, logits, boxes, image_size) -> Instances:
         scores, classes = logits.softmax(-1)[:, :-1].max(-1)
         return _instances(boxes, scores, classes, image_size)
 
 
 class _TopK(_PostProcess):
-    """Top-``num_detections`` (query, class) pairs of ``scores(logits) [Q, K]``; ties keep the lower index
-    of the flattened ``query * K + class`` order (``torch.topk`` is stable for equal values here)."""
+    """Top-``num_detections`` (query, class) pairs of ``scores(logits) [Q, K]`` (flattened index
+    ``query * K + class``). Among EQUAL scores the order and, at the cut, the choice is ``torch.topk``'s,
+    which is not stable (it does not keep the lower index), as in the official code."""
 
     def __init__(self, num_detections: int = 100):
         super().__init__()
@@ -70,6 +73,8 @@ class _TopK(_PostProcess):
 class SoftmaxTopKPostProcess(_TopK):
     """Top-k over the softmax probabilities of the ``K`` foreground classes (logits ``[Q, K + 1]``)."""
 
+    class_loss = "ce"
+
     @staticmethod
     def class_scores(logits):
         return logits.softmax(-1)[:, :-1]
@@ -77,6 +82,8 @@ class SoftmaxTopKPostProcess(_TopK):
 
 class SigmoidTopKPostProcess(_TopK):
     """Top-k over the sigmoid scores of ``K`` classes (logits ``[Q, K]``, focal-loss heads)."""
+
+    class_loss = "focal"
 
     @staticmethod
     def class_scores(logits):

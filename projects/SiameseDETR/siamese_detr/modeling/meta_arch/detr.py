@@ -73,6 +73,23 @@ def _prediction_heads(head: nn.Module, count: int, shared: bool) -> nn.ModuleLis
     return nn.ModuleList(head if shared else copy.deepcopy(head) for _ in range(count))
 
 
+_POSTPROCESS_FOR_LOSS = {"ce": "SoftmaxArgmaxPostProcess() or SoftmaxTopKPostProcess()",
+                         "focal": "SigmoidTopKPostProcess()"}
+
+
+def check_postprocess_matches_loss(postprocess: nn.Module, criterion: nn.Module) -> None:
+    """Refuse a post-processing that reads the logits of another class loss than the criterion's: a sigmoid
+    top-k over ``K + 1`` softmax logits returns the no-object column as a class (its detections are not those
+    of the model), a softmax over ``K`` focal logits drops the last real class as no-object."""
+    reads, trained = getattr(postprocess, "class_loss", None), getattr(criterion, "class_loss", None)
+    if reads is None or trained is None or reads == trained:
+        return
+    raise ValueError(
+        f"model.postprocess {type(postprocess).__name__} reads the logits of a {reads!r} class loss, but "
+        f"model.criterion.class_loss is {trained!r}: set model.postprocess to {_POSTPROCESS_FOR_LOSS[trained]}"
+    )
+
+
 class DETR(nn.Module):
     """DETR family: backbone -> ``input_proj`` per level -> Transformer with object queries -> class / box
     heads of every decoder layer.
@@ -183,6 +200,7 @@ class DETR(nn.Module):
         self.criterion = criterion
         self.weight_dict = dict(weight_dict)
         self.postprocess = postprocess if postprocess is not None else SoftmaxArgmaxPostProcess()
+        check_postprocess_matches_loss(self.postprocess, criterion)
 
         self.num_classes = num_classes
         self.num_queries = num_queries

@@ -16,8 +16,9 @@ def object_embedding_loss(
     """L_emb = L1 between f_emb of the matched queries and the frozen embeddings of their proposals.
 
     As the official code: ``F.l1_loss(..., reduction="mean")``, i.e. the mean absolute difference over
-    every channel of every matched pair (not divided by ``num_boxes``); the paper's Eq. 4 is the per-pair
-    L1 norm, the code's mean differs by the constant factor ``C`` absorbed in the weight (1).
+    every channel of every matched pair (not divided by ``num_boxes``). The paper's Eq. 4 is the per-pair
+    L1 norm and Eq. 3 sums it over the ``K`` matched pairs: this value is that sum divided by ``K * C``, i.e.
+    the mean over pairs of Eq. 4 divided by the constant ``C`` (absorbed in the weight, 1).
 
     Args:
         predictions: ``[B, Q, C]`` f_emb(hidden states) of one decoder layer.

@@ -1,9 +1,10 @@
-"""Grouped patch queries of UP-DETR (Dai et al., CVPR 2021, §3.2 "multi-query localization").
+"""Grouped patch queries of UP-DETR (Dai et al., CVPR 2021, §3.1 "Multi-query Patches").
 
 ``n`` query patches, each repeated ``Q / n`` times consecutively (query ``j`` belongs to group
 ``j // (Q / n)``, the order of :func:`~.region_features.region_conditioned_queries`). The decoder
-self-attention is restricted to queries of the same group, and whole patch features are dropped at random
-("attention mask" and "patch feature dropout" of the paper; official ``models/updetr.py``).
+self-attention is restricted to queries of the same group (the paper's "Attention Mask", §3.1.2, Eq. 3),
+and the patch feature of a query is dropped at random (official ``models/updetr.py`` ``mask_ratio``; not
+described in the paper).
 """
 
 from typing import Optional, Tuple

@@ -64,8 +64,8 @@ def masked_average_pool(memory: Tensor, padding_mask: Tensor) -> Tensor:
     """Average of the encoder memory over the non-padded tokens (the global context c, Eq. 11).
 
     Args:
-        memory: ``[B, HW, C]`` encoder output.
-        padding_mask: ``[B, HW]`` bool, True where the token comes from padding.
+        memory: ``[B, S, C]`` encoder output, ``S`` the tokens of all levels (``EncoderMemory.memory``).
+        padding_mask: ``[B, S]`` bool, True where the token comes from padding.
 
     Returns:
         ``[B, C]``.

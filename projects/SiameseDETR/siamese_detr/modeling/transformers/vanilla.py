@@ -1,8 +1,8 @@
 """The vanilla DETR encoder-decoder Transformer (Carion et al. 2020, §3.2 and Fig. 10), batch-first.
 
 It implements the variant interface of :mod:`.base` (``encode`` / ``decode``), so that pretext tasks can
-decode queries against another view's memory (Siamese DETR multi-view cross-attention, §3.2) or with a
-decoder self-attention mask (UP-DETR's grouped patch queries, §3.2 "attention mask").
+decode queries against another view's memory (Siamese DETR multi-view cross-attention, §3.3, Eq. 6-7) or
+with a decoder self-attention mask (UP-DETR's grouped patch queries, §3.1.2 "Attention Mask", Eq. 3).
 
 Conventions: ``B`` batch, ``C == d_model`` channels, ``H x W`` feature map, ``HW = H * W`` memory tokens,
 ``Q`` queries, ``L`` decoder layers. Padding masks are bool, True at padded positions.
