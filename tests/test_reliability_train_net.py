@@ -253,3 +253,26 @@ def test_a_missing_store_of_an_image_folder_is_named_with_that_folder_in_its_com
         check_proposal_store(cfg)
     assert (f"python tools/generate_proposals.py --image-dir {root} --method edgeboxes --output "
             f"{tmp_path / 'none.edgeboxes.proposals'}") in str(err.value)
+
+
+def test_a_checkpoint_of_another_query_count_is_refused_unless_allowed(tmp_path, tiny_synthetic_shapes):
+    """detectron2 skips tensors of another shape with a warning: finetuning from a checkpoint with other
+    num_queries started every object query from scratch. The class head may differ (pretraining -> K)."""
+    from siamese_detr.engine.checkpointing import CheckpointLoadError
+
+    first = tmp_path / "first"
+    _run(first, "train.max_iter=1", "train.eval_period=0")
+    ckpt = first / "model_final.pth"
+    q = torch.load(ckpt, weights_only=True)["model"]["query_embed.weight"].shape[0]
+    with pytest.raises(CheckpointLoadError, match=rf"query_embed.weight: \[{q}, .*\] in the checkpoint, "
+                                                  rf"\[{q + 3}, .*model.num_queries={q}\)"):
+        _run(tmp_path / "more_queries", "train.max_iter=1", "train.eval_period=0", f"train.init_checkpoint={ckpt}",
+             f"model.num_queries={q + 3}")
+    assert not (tmp_path / "more_queries" / "model_final.pth").exists()
+    # another number of classes: only the class head differs, which a handoff always has
+    _run(tmp_path / "classes", "train.max_iter=1", "train.eval_period=0", f"train.init_checkpoint={ckpt}",
+         "model.num_classes=10", "model.criterion.num_classes=10")
+    # on purpose
+    _run(tmp_path / "allowed", "train.max_iter=1", "train.eval_period=0", f"train.init_checkpoint={ckpt}",
+         f"model.num_queries={q + 3}", "train.allow_shape_mismatch=True")
+    assert (tmp_path / "allowed" / "model_final.pth").exists()

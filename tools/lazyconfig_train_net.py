@@ -35,8 +35,8 @@ from siamese_detr.engine.resume_checks import (check_resume_matches, keep_traini
                                                reapply_optimizer_settings)
 from siamese_detr.engine.schedule_checks import check_counts, check_output_dir, describe_lr_schedule
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure_final_checkpoint,
-                                               refuse_partly_random_model, require_eval_checkpoint,
-                                               trust_pickle_requested)
+                                               refuse_partly_random_model, refuse_shape_mismatches,
+                                               require_eval_checkpoint, trust_pickle_requested)
 from siamese_detr.engine.evaluation_checks import (build_checked_test_loader, check_test_classes,
                                                    check_test_set_on_disk)
 from siamese_detr.engine.metrics_file import safe_default_writers
@@ -132,6 +132,8 @@ def do_train(args, cfg):
                            "; ".join(changed[:6]) + (" ..." if len(changed) > 6 else ""))
     if not resumed and cfg.train.init_checkpoint:
         check_backbone_loaded(model, checkpointer.loaded_names, cfg.train.init_checkpoint)
+        if not cfg.train.get("allow_shape_mismatch", False):  # e.g. another num_queries: random queries
+            refuse_shape_mismatches(checkpointer, cfg.train.init_checkpoint)
     # a resumed checkpoint stores the iteration that just finished: start at the next one
     start_iter = trainer.iter + 1 if resumed else 0
     if start_iter > cfg.train.max_iter:

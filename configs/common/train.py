@@ -11,6 +11,9 @@ train = dict(
     # --eval-only refuses a checkpoint that leaves parameters of the model random, unless this is True
     # (a random-initialisation baseline on purpose, as make demo's "random-init eval")
     eval_allow_random=False,
+    # training from init_checkpoint refuses tensors of another shape than the model's (other than class heads),
+    # e.g. another model.num_queries, unless this is True (they then start from scratch, as detectron2 does)
+    allow_shape_mismatch=False,
     max_iter=90000,
     # AMP is used only where CUDA is present (the training script turns it off on CPU)
     amp=dict(enabled=False),

@@ -41,6 +41,7 @@ __all__ = [
     "is_legacy_torch_save",
     "ensure_final_checkpoint",
     "refuse_partly_random_model",
+    "refuse_shape_mismatches",
     "require_eval_checkpoint",
     "trust_pickle_requested",
 ]
@@ -185,6 +186,8 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         self._matching_heuristics = False
         self.loaded_path: Optional[str] = None
         self.loaded_names: Optional[List[str]] = None  # model tensors the last load gave (None: no load yet)
+        # (name, shape in the checkpoint, shape in the model) of the tensors the last load skipped for their shape
+        self.incorrect_shapes: List[Tuple[str, tuple, tuple]] = []
 
     # ------------------------------------------------------------------------------------- saving
     def save(self, name: str, **kwargs) -> None:
@@ -259,6 +262,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
             )
         self.logger.info(f"Loaded {len(loaded)} of {len(model_state)} model tensors from {self._loading}")
         self.loaded_names = list(loaded)
+        self.incorrect_shapes = [(k, tuple(a), tuple(b)) for k, a, b in incompatible.incorrect_shapes]
         return incompatible
 
     def parameters_not_loaded(self, exclude: Sequence[str] = ("one2many",)) -> List[str]:
@@ -362,6 +366,28 @@ def refuse_partly_random_model(checkpointer: SafeDetectionCheckpointer, path: st
             "it first), or give the config it was trained with. To evaluate a random initialisation on purpose, "
             "add train.eval_allow_random=True."
         )
+
+
+def refuse_shape_mismatches(checkpointer: SafeDetectionCheckpointer, path: str,
+                            allowed: Sequence[str] = ("class_embed",)) -> None:
+    """Training from ``train.init_checkpoint``: raise :class:`CheckpointLoadError` when tensors of the
+    checkpoint were skipped because their shape differs from the model's, other than the class heads
+    (``allowed``: a pretraining's objectness head never fits the finetuning's K classes). Detectron2 only
+    warns, and the run would train those parameters from scratch, e.g. every object query when
+    ``model.num_queries`` differs from the pretraining's."""
+    wrong = [(k, a, b) for k, a, b in checkpointer.incorrect_shapes if not any(part in k for part in allowed)]
+    if not wrong:
+        return
+    shown = "; ".join(f"{k}: {list(a)} in the checkpoint, {list(b)} in the model" for k, a, b in wrong[:4])
+    hint = ""
+    queries = next((a for k, a, _ in wrong if k == "query_embed.weight"), None)
+    if queries is not None:
+        hint = f" (the checkpoint has {queries[0]} object queries: model.num_queries={queries[0]})"
+    raise CheckpointLoadError(
+        f"{path}: {len(wrong)} tensors do not fit the model's shapes and would start from scratch ({shown}"
+        f"{'; ...' if len(wrong) > 4 else ''}). Use the model settings the checkpoint was trained with{hint}, "
+        "or add train.allow_shape_mismatch=True to train them from scratch on purpose."
+    )
 
 
 def trust_pickle_requested(args, cfg) -> bool:
