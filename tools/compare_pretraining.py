@@ -329,48 +329,66 @@ def write_outputs(output: Path, results: Dict[str, Dict[int, dict]], args, secon
 
 def plot(path: Path, summary: dict) -> None:
     """Left: AP and AP50 per method (bar = mean, error bar = half the spread, dots = seeds). Right, when there
-    is a baseline: each method's AP gain over it, paired by seed (bar = mean, dots = seeds)."""
+    is a baseline: each method's AP gain over it, paired by seed (bar = mean, dots = seeds). Each method has
+    its colour of the other figures (siamese_detr.demo.plots.method_colours: the baseline grey)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from siamese_detr.demo.plots import method_colours
 
     names = list(summary["methods"])
+    colours = method_colours(names)
     gained = [n for n in names if "AP_gain_vs_baseline" in summary["methods"][n]]
-    fig, axes = plt.subplots(1, 2 if gained else 1, figsize=(10 if gained else 6, 3.5), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(1, 2 if gained else 1, figsize=(11 if gained else 6, 4.2), dpi=100, squeeze=False)
     ax = axes[0, 0]
     for i, name in enumerate(names):
         m = summary["methods"][name]
-        for metric, offset, colour in (("AP", -0.15, "tab:blue"), ("AP50", 0.15, "tab:orange")):
+        for metric, offset, alpha, hatch in (("AP", -0.17, 1.0, None), ("AP50", 0.17, 0.45, "//")):
             mean, spread = m[metric]
             if mean is None:
                 continue
-            ax.bar(i + offset, mean, width=0.3, yerr=spread, color=colour, capsize=3,
-                   label=metric if i == 0 else None)
+            ax.bar(i + offset, mean, width=0.32, yerr=spread, color=colours[name], alpha=alpha, hatch=hatch,
+                   edgecolor="k", linewidth=0.5, capsize=3)
             values = [r[metric] for r in m["per_seed"].values() if r[metric] is not None]
             ax.scatter([i + offset] * len(values), values, color="k", s=8, zorder=3)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names)
-    ax.set_ylabel("% on synthetic_shapes_val")
-    ax.set_title(f"finetuned on {summary['low_label_percent']}% labels, seeds {summary['seeds']}")
-    ax.legend()
+    ax.set_ylabel("COCO AP (%) on synthetic_shapes_val")
+    ax.set_title("AP (solid) and AP50 (hatched)", fontsize="medium")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.15)  # room for the legend above the bars
+    ax.legend(handles=[Patch(facecolor="w", edgecolor="k", label="AP"),
+                       Patch(facecolor="w", edgecolor="k", hatch="//", label="AP50")],
+              loc="upper left", ncol=2, fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
     if gained:
-        ax = axes[0, 1]
-        for i, name in enumerate(gained):
-            gain = summary["methods"][name]["AP_gain_vs_baseline"]
-            if gain["mean"] is None:
-                continue
-            ax.bar(i, gain["mean"], width=0.5, color="tab:green" if gain["mean"] >= 0 else "tab:red")
-            values = list(gain["per_seed"].values())
-            ax.scatter([i] * len(values), values, color="k", s=10, zorder=3)
-        ax.axhline(0.0, color="k", linewidth=0.8)
-        ax.set_xticks(range(len(gained)))
-        ax.set_xticklabels(gained)
-        ax.set_ylabel(f"AP - AP of {summary['baseline']} (same seed)")
-        ax.set_title(f"AP gain over {summary['baseline']}, paired by seed (dots: seeds)")
+        _plot_gains(axes[0, 1], summary, gained, colours)
+    seeds = ", ".join(str(s) for s in summary["seeds"])
+    fig.suptitle(f"Finetuned on {summary['low_label_percent']}% of the labels, seeds {seeds} "
+                 "(bar: mean over seeds, whisker: ± half the min-max range, dots: single seeds)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _plot_gains(ax, summary: dict, gained: List[str], colours: Dict[str, str]) -> None:
+    """Each method's AP gain over the baseline, paired by seed: bar = mean (its value written on it), dots =
+    seeds, a line at 0 (no gain)."""
+    for i, name in enumerate(gained):
+        gain = summary["methods"][name]["AP_gain_vs_baseline"]
+        if gain["mean"] is None:
+            continue
+        ax.bar(i, gain["mean"], width=0.5, color=colours[name], edgecolor="k", linewidth=0.5)
+        ax.text(i + 0.27, gain["mean"], f"{gain['mean']:+.2f}", va="center", fontsize="small")
+        values = list(gain["per_seed"].values())
+        ax.scatter([i] * len(values), values, color="k", s=10, zorder=3)
+    ax.axhline(0.0, color="k", linewidth=0.8)
+    ax.set_xticks(range(len(gained)))
+    ax.set_xticklabels(gained)
+    ax.set_ylabel(f"AP gain over {summary['baseline']} (AP points)")
+    ax.set_title(f"AP minus the AP of {summary['baseline']} with the same seed", fontsize="medium")
+    ax.grid(axis="y", alpha=0.3)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,14 @@ def markdown_table(summaries: Dict[str, Summary], counts: Dict[str, int], refere
     return "\n".join(lines)
 
 
+def metric_label(metric: str) -> str:
+    """A y-axis label for a ``metrics.json`` key: COCO results (``bbox/AP``, ``segm/AP50``, ...) are in %."""
+    task, _, name = metric.partition("/")
+    if task in ("bbox", "segm", "keypoints") and name.startswith("AP"):
+        return f"COCO {name} (%), {metric}"
+    return metric
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", action="append", required=True, metavar="LABEL=PATH[,PATH...]",
@@ -117,8 +125,10 @@ def main(argv=None) -> None:
     parser.add_argument("--reference", default=None, help="label of the group the others are compared with")
     parser.add_argument("--output", default="eval_curves.png",
                         help="figure to write (.png, .pdf, .svg, ...; no extension: .png is added)")
-    parser.add_argument("--title", default="mean over runs, min-max shaded")
-    parser.add_argument("--ylabel", default=None, help="y-axis label (default: the metric)")
+    parser.add_argument("--title", default=None,
+                        help="figure title (default: '<metric>: mean over runs (shade or bar: min-max)')")
+    parser.add_argument("--ylabel", default=None,
+                        help="y-axis label (default: the metric in words, e.g. 'COCO AP (%%), bbox/AP')")
     args = parser.parse_args(argv)
     try:  # refused before reading the runs
         output = figure_path(args.output)
@@ -136,9 +146,12 @@ def main(argv=None) -> None:
 
     summaries = summarise(groups, args.metric)
     print(markdown_table(summaries, {k: len(v) for k, v in groups.items()}, args.reference))
-    curves = {label: [(it, mean) for it, mean, _, _ in s] for label, s in summaries.items()}
-    bands = {label: [(it, lo, hi) for it, _, lo, hi in s] for label, s in summaries.items()}
-    plot_ap_curves(curves, output, args.title, ylabel=args.ylabel or args.metric, bands=bands)
+    named = {f"{label} ({len(groups[label])} run{'s' if len(groups[label]) > 1 else ''})": s
+             for label, s in summaries.items()}
+    curves = {label: [(it, mean) for it, mean, _, _ in s] for label, s in named.items()}
+    bands = {label: [(it, lo, hi) for it, _, lo, hi in s] for label, s in named.items()}
+    title = args.title or f"{args.metric}: mean over runs (shade or bar: min-max)"
+    plot_ap_curves(curves, output, title, ylabel=args.ylabel or metric_label(args.metric), bands=bands)
     print(f"wrote {os.path.abspath(output)}")
 
 

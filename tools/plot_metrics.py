@@ -66,28 +66,66 @@ def eval_results(records: List[dict]) -> Dict[str, float]:
     return results
 
 
+def use_log_scale(values: List[float]) -> bool:
+    """True when every value is positive and they span at least a decade: a linear axis would flatten the
+    small ones."""
+    return bool(values) and min(values) > 0 and max(values) >= 10 * min(values)
+
+
+def _term_styles(names: List[str]) -> Dict[str, dict]:
+    """Line style of each loss term: one colour per term, its ``_one2many`` copy (hybrid matching) dashed in
+    the same colour."""
+    colours = {}
+    for name in names:
+        colours.setdefault(name.replace("_one2many", ""), f"C{len(colours) % 10}")
+    return {n: {"color": colours[n.replace("_one2many", "")], "linestyle": "--" if "one2many" in n else "-"}
+            for n in names}
+
+
+def _plot_panel(top, bottom, curves: Dict[str, Tuple[List[int], List[float]]], label: str) -> None:
+    """``total_loss`` in the ``top`` axes, the loss terms under it in ``bottom`` (their own y range, so that
+    the total does not flatten them); log y-axes where the values span decades."""
+    its, values = curves["total_loss"]
+    top.plot(its, values, color="k", linewidth=1.5)
+    top.set_title(label)
+    top.set_ylabel("total loss")
+    terms = sorted(n for n in curves if n != "total_loss")
+    styles = _term_styles(terms)
+    for name in terms:
+        bottom.plot(*curves[name], label=name, linewidth=1.2, **styles[name])
+    bottom.set_ylabel("loss term")
+    bottom.set_xlabel("iteration")
+    for ax, ys in ((top, values), (bottom, [v for n in terms for v in curves[n][1]])):
+        if use_log_scale(ys):
+            ax.set_yscale("log")
+            ax.set_ylabel(ax.get_ylabel() + " (log scale)")
+        ax.grid(alpha=0.3, which="both" if ax.get_yscale() == "log" else "major")
+    if terms:
+        bottom.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False)
+    else:
+        bottom.text(0.5, 0.5, "total_loss only: no loss term logged", ha="center", va="center",
+                    transform=bottom.transAxes)
+
+
 def plot(inputs: List[Path], labels: List[str], output: Path, with_aux: bool = False) -> Path:
+    """One column per input: its total loss on top, its loss terms underneath (see :func:`_plot_panel`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(inputs), figsize=(6 * len(inputs), 4), squeeze=False)
-    for ax, path, label in zip(axes[0], inputs, labels):
+    fig, axes = plt.subplots(2, len(inputs), figsize=(5.5 * len(inputs), 6.5), squeeze=False, sharex="col",
+                             gridspec_kw={"height_ratios": [1, 1.3]})
+    for column, path, label in zip(axes.T, inputs, labels):
         records = read_metrics(path)
         curves = loss_curves(records, with_aux)
         if not curves:
             raise SystemExit(f"{path}: no loss values logged (did training run past its first log period?)")
-        for name in sorted(curves, key=lambda n: (n != "total_loss", n)):
-            its, values = curves[name]
-            ax.plot(its, values, label=name, linewidth=2.0 if name == "total_loss" else 1.0)
-        ax.set_title(label)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _plot_panel(column[0], column[1], curves, label)
         for k, v in sorted(eval_results(records).items()):
             print(f"{label}: {k} = {v:.3f}")
+    layers = "all decoder layers" if with_aux else "final decoder layer"
+    fig.suptitle(f"Training losses per logged iteration (loss terms of the {layers})")
     fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=100)

@@ -42,6 +42,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import siamese_detr.data  # noqa: E402,F401  (registers the built-in datasets)
 from siamese_detr.data.image_io import read_image_or_none  # noqa: E402
+from siamese_detr.demo.plots import label_box  # noqa: E402
 from siamese_detr.engine import apply_checked_overrides  # noqa: E402
 from siamese_detr.engine.checkpointing import CheckpointLoadError, SafeDetectionCheckpointer  # noqa: E402
 
@@ -60,12 +61,11 @@ def palette(n: int) -> list:
 
 def draw_boxes(image: np.ndarray, boxes, labels, colours, scale: float) -> np.ndarray:
     """Boxes ``[N, 4]`` xyxy absolute pixels of ``image`` (HxWx3 BGR uint8) with a text label each, drawn on
-    a copy enlarged by ``scale``."""
+    a copy enlarged by ``scale`` (so that the labels keep their size)."""
     out = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale != 1 else image.copy()
     for box, label, colour in zip(boxes, labels, colours):
-        x0, y0, x1, y1 = (int(round(float(c) * scale)) for c in box)
-        cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), colour, 2)
-        cv2.putText(out, label, (x0 + 2, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+        # the label on a tag of the box's colour, above the box (inside it at the image's top edge)
+        label_box(out, [float(c) * scale for c in box], label, colour, 2, 0.45)
     return out
 
 

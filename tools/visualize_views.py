@@ -29,6 +29,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 import siamese_detr.data  # noqa: E402,F401  (registers the built-in datasets)
 from siamese_detr.data.proposals import ProposalStoreError  # noqa: E402
 from siamese_detr.data.views import box_iou  # noqa: E402
+from siamese_detr.demo.plots import label_box  # noqa: E402
 from siamese_detr.engine import apply_checked_overrides  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(
@@ -62,9 +63,8 @@ def draw_view(image: np.ndarray, region_boxes, query_boxes, colours, scale: floa
         colour = colours[k]
         x0, y0, x1, y1 = (int(round(float(c) * scale)) for c in query_boxes[k])
         cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), colour, 1, cv2.LINE_AA)
-        x0, y0, x1, y1 = (int(round(float(c) * scale)) for c in region_boxes[k])
-        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), colour, 3 if k == 0 else 2)
-        cv2.putText(out, str(k), (x0 + 3, y0 + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+        # the region's number on a tag of its colour, readable on any background
+        label_box(out, [float(c) * scale for c in region_boxes[k]], str(k), colour, 3 if k == 0 else 2, 0.45)
     return out
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from ..utils.metrics_lines import MetricsFileError, metrics_records
 
 __all__ = ["MetricsFileError", "metrics_records", "eval_history", "seed_summary", "figure_path", "plot_ap_curves",
-           "draw_detections"]
+           "method_colours", "is_baseline", "label_box", "draw_detections"]
 
 
 def eval_history(metrics_json, key: str = "bbox/AP") -> List[Tuple[int, float]]:
@@ -75,6 +75,81 @@ def figure_path(output) -> str:
 
 
 LEGEND_INSIDE_MAX = 4  # curves whose legend fits inside a 6 x 4 in plot without hiding them
+BASELINE_WORDS = ("scratch", "random init", "no pretraining")  # labels of a curve without pretraining
+# colours kept by a method in every figure (the first label naming it); the baseline is grey and dashed
+METHOD_COLOURS = (("siamese", "tab:blue"), ("up-detr", "tab:orange"), ("detreg", "tab:green"))
+OTHER_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+BASELINE_COLOUR = "tab:gray"
+
+
+def is_baseline(label: str) -> bool:
+    """True for the label of a run without pretraining (e.g. ``scratch``, ``from a random Transformer
+    (scratch)``): drawn grey and dashed in every figure."""
+    return any(word in label.lower() for word in BASELINE_WORDS)
+
+
+def method_colours(labels: Sequence[str]) -> Dict[str, str]:
+    """``{label: matplotlib colour}``, the same for a method in every figure: grey for the baseline (see
+    :func:`is_baseline`), blue for the first Siamese DETR label, orange UP-DETR, green DETReg; the others
+    (and further labels of a method) take the next unused colour."""
+    colours: Dict[str, str] = {}
+    for label in labels:
+        if is_baseline(label) and BASELINE_COLOUR not in colours.values():
+            colours[label] = BASELINE_COLOUR
+        for word, colour in METHOD_COLOURS:
+            if label not in colours and word in label.lower() and colour not in colours.values():
+                colours[label] = colour
+    free = [c for c in (*OTHER_COLOURS, *(c for _, c in METHOD_COLOURS)) if c not in colours.values()]
+    for label in labels:
+        if label not in colours:
+            colours[label] = free.pop(0) if free else None
+    return colours
+
+
+def _plot_curve(ax, label: str, points, band, colour, dodge: float) -> None:
+    """One curve (markers at the evaluated iterations) and its shaded ``band``; a curve of ONE evaluation
+    shows its band as an error bar instead (an area of no width is invisible), shifted ``dodge`` points
+    sideways so that the error bars of several such curves do not hide each other."""
+    from matplotlib.transforms import ScaledTranslation
+
+    xs, ys = zip(*points)
+    style = dict(color=colour, linestyle="--" if is_baseline(label) else "-", marker="o", label=label)
+    if len(points) > 1 or not band:
+        ax.plot(xs, ys, **style)
+        if band and len(band) > 1:
+            bx, lo, hi = zip(*band)
+            ax.fill_between(bx, lo, hi, color=colour, alpha=0.15, linewidth=0)
+        return
+    (_, lo, hi), = band
+    shift = ax.transData + ScaledTranslation(dodge / 72, 0, ax.figure.dpi_scale_trans)
+    ax.errorbar(xs, ys, yerr=[[ys[0] - lo], [hi - ys[0]]], capsize=4, transform=shift, **style)
+    ax.update_datalim([(xs[0], lo), (xs[0], hi)])  # a shifted artist does not widen the axes by itself
+    ax.autoscale_view()
+
+
+def _note_empty(ax, empty: Sequence[str], drawn: int) -> None:
+    """Say which curves have no evaluation: in the legend when others are drawn, else across the axes."""
+    if drawn:
+        for label in empty:
+            ax.plot([], [], linestyle="none", marker="x", color="k", label=f"{label}: no evaluation logged")
+        return
+    import textwrap
+
+    names = "\n".join(textwrap.shorten(label, 60) for label in empty) or "(no run given)"
+    ax.text(0.5, 0.5, f"no evaluation results to plot; runs without any:\n{names}", ha="center", va="center",
+            transform=ax.transAxes, fontsize="medium")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _mark_iterations(ax, curves) -> None:
+    """Ticks at the evaluated iterations when there are few of them (a single evaluation would otherwise get
+    meaningless ticks around it)."""
+    iterations = sorted({it for points in curves.values() for it, _ in points})
+    if 0 < len(iterations) <= 8:
+        ax.set_xticks(iterations)
+        if len(iterations) == 1:
+            ax.set_xlim(iterations[0] * 0.5, iterations[0] * 1.5 if iterations[0] > 0 else 1)
 
 
 def plot_ap_curves(curves: Dict[str, Sequence[Tuple[int, float]]], output: str, title: str,
@@ -83,7 +158,8 @@ def plot_ap_curves(curves: Dict[str, Sequence[Tuple[int, float]]], output: str, 
     """Line plot of ``{label: [(iteration, AP)]}`` written to the PNG ``output``; ``bands`` optionally
     shades ``{label: [(iteration, low, high)]}`` around the line of the same label (e.g. the seeds'
     min-max range around their mean). With more than ``LEGEND_INSIDE_MAX`` curves the legend goes to the
-    right of the axes (a wider figure), where it cannot hide a curve."""
+    right of the axes (a wider figure), where it cannot hide a curve. Colours follow :func:`method_colours`;
+    a curve without points is named in the legend as such, and when no curve has any the axes say so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,37 +167,59 @@ def plot_ap_curves(curves: Dict[str, Sequence[Tuple[int, float]]], output: str, 
 
     legend_outside = len(curves) > LEGEND_INSIDE_MAX
     fig, ax = plt.subplots(figsize=(9.5 if legend_outside else 6, 4), dpi=100)
-    for label, points in curves.items():
-        if points:
-            xs, ys = zip(*points)
-            line, = ax.plot(xs, ys, marker="o", label=label)
-            band = (bands or {}).get(label)
-            if band:
-                bx, lo, hi = zip(*band)
-                ax.fill_between(bx, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+    colours = method_colours(list(curves))
+    drawn = [label for label, points in curves.items() if points]
+    single = [label for label in drawn if len(curves[label]) == 1]
+    for label in drawn:
+        dodge = 6.0 * (single.index(label) - (len(single) - 1) / 2) if label in single else 0.0
+        _plot_curve(ax, label, curves[label], (bands or {}).get(label), colours[label], dodge)
+    _note_empty(ax, [label for label in curves if label not in drawn], len(drawn))
+    _mark_iterations(ax, curves)
     ax.set_xlabel("finetuning iteration")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    if legend_outside:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
-    else:
-        ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        if legend_outside:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+        else:
+            ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     fig.savefig(output)
     plt.close(fig)
 
 
-def _draw_boxes(image: np.ndarray, boxes, labels: Sequence[str], colour) -> np.ndarray:
+def label_box(image: np.ndarray, box, text: str, colour, thickness: int = 2, font_scale: float = 0.4) -> None:
+    """Draw the xyxy pixel ``box`` on the BGR ``image`` in place, with ``text`` on a filled tag of the box's
+    colour (black or white letters, whichever contrasts with it) just above the box's top-left corner, or
+    inside the box when there is no room above; the tag is kept inside the image."""
     import cv2
 
-    image = image.copy()
-    for (x0, y0, x1, y1), text in zip(boxes, labels):
-        cv2.rectangle(image, (int(round(x0)), int(round(y0))), (int(round(x1)), int(round(y1))), colour, 1)
-        cv2.putText(image, text, (int(round(x0)) + 1, max(8, int(round(y0)) - 2)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.3, colour, 1, cv2.LINE_AA)
-    return image
+    x0, y0, x1, y1 = (int(round(float(c))) for c in box)
+    cv2.rectangle(image, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), colour, thickness)
+    if not text:
+        return
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    tag_h = th + base + 2
+    top = y0 - tag_h if y0 - tag_h >= 0 else max(0, y0)
+    left = min(max(0, x0), max(0, image.shape[1] - tw - 4))
+    cv2.rectangle(image, (left, top), (left + tw + 3, top + tag_h), colour, cv2.FILLED)
+    b, g, r = (float(c) for c in colour)
+    ink = (0, 0, 0) if 0.114 * b + 0.587 * g + 0.299 * r > 140 else (255, 255, 255)
+    cv2.putText(image, text, (left + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, ink, 1, cv2.LINE_AA)
+
+
+def _draw_boxes(image: np.ndarray, boxes, labels: Sequence[str], colour, width: int) -> np.ndarray:
+    """``image`` resized to ``width`` pixels wide with its ``boxes`` (xyxy pixels of the original image) and
+    their ``labels`` drawn at that size, so that the text keeps a readable size whatever the image's."""
+    import cv2
+
+    scale = width / image.shape[1]
+    out = cv2.resize(image, (width, int(round(image.shape[0] * scale))), interpolation=cv2.INTER_LINEAR)
+    for box, text in zip(boxes, labels):
+        label_box(out, [float(c) * scale for c in box], text, colour)
+    return out
 
 
 def draw_detections(config_file: str, runs: Dict[str, str], output: str, dataset: str = "synthetic_shapes_val",
@@ -150,7 +248,7 @@ def draw_detections(config_file: str, runs: Dict[str, str], output: str, dataset
     for image, d in zip(images, dicts):
         boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]]
         columns["ground truth"].append(_draw_boxes(image, boxes, [classes[a["category_id"]] for a in d["annotations"]],
-                                                   (0, 200, 0)))
+                                                   (0, 200, 0), cell))
     for label, checkpoint in runs.items():
         model = instantiate(cfg.model)
         model.to("cpu")
@@ -166,22 +264,29 @@ def draw_detections(config_file: str, runs: Dict[str, str], output: str, dataset
                     keep[inst.scores.argsort(descending=True)[: max(1, len(d["annotations"]))]] = True
                 texts = [f"{classes[int(c)]} {float(s):.2f}"
                          for c, s in zip(inst.pred_classes[keep], inst.scores[keep])]
-                columns[label].append(_draw_boxes(image, inst.pred_boxes.tensor[keep].tolist(), texts, (0, 0, 255)))
+                columns[label].append(_draw_boxes(image, inst.pred_boxes.tensor[keep].tolist(), texts, (0, 0, 255),
+                                                  cell))
     rows = []
     for r in range(len(dicts)):
         tiles = []
         for label, tiles_of_column in columns.items():
-            tile = tiles_of_column[r]
-            scale = cell / tile.shape[1]
-            tile = cv2.resize(tile, (cell, int(round(tile.shape[0] * scale))), interpolation=cv2.INTER_LINEAR)
-            tiles.append(tile)
+            tiles.append(tiles_of_column[r])
         height = max(t.shape[0] for t in tiles)
         rows.append(np.concatenate([np.pad(t, ((0, height - t.shape[0]), (0, 4), (0, 0))) for t in tiles], axis=1))
-    width = max(r.shape[1] for r in rows)
-    header = np.full((18, width, 3), 255, np.uint8)
-    for i, label in enumerate(columns):
-        cv2.putText(header, label, (i * (cell + 4) + 2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    grid = np.concatenate([header] + [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
+    grid = _with_header(rows, list(columns), cell)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     if not cv2.imwrite(output, grid):
         raise OSError(f"could not write {output}")
+
+
+def _with_header(rows: List[np.ndarray], labels: Sequence[str], cell: int) -> np.ndarray:
+    """The rows of tiles stacked under a white header naming each column (in the colour its boxes have:
+    green for the ground truth, red for a model's detections)."""
+    import cv2
+
+    width = max(r.shape[1] for r in rows)
+    header = np.full((24, width, 3), 255, np.uint8)
+    for i, label in enumerate(labels):
+        ink = (0, 140, 0) if i == 0 else (0, 0, 200)
+        cv2.putText(header, label, (i * (cell + 4) + 2, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, ink, 1, cv2.LINE_AA)
+    return np.concatenate([header] + [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
