@@ -20,7 +20,14 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import box_convert, generalized_box_iou
 
-__all__ = ["SetCriterion", "check_target_labels", "sigmoid_focal_loss", "weight_losses"]
+__all__ = [
+    "SetCriterion",
+    "check_target_labels",
+    "process_mean",
+    "sigmoid_focal_loss",
+    "weight_losses",
+    "weighted_cross_entropy",
+]
 
 Indices = List[Tuple[torch.Tensor, torch.Tensor]]
 _AUX_SUFFIX = re.compile(r"^(?P<base>.+)_(?P<layer>\d+|enc)$")
@@ -70,6 +77,36 @@ def check_target_labels(targets: List[Dict[str, torch.Tensor]], num_classes: int
         )
 
 
+def process_mean(value: torch.Tensor) -> torch.Tensor:
+    """The mean of a 0-dim float tensor over the processes (``detectron2.utils.comm``): all-reduced and divided
+    by the world size when distributed, ``value`` itself otherwise. No gradient flows through it (it is meant
+    for normalisers: target counts, class-weight sums); every process must call it the same number of times.
+    """
+    world = comm.get_world_size()
+    if world == 1:
+        return value
+    total = value.detach().clone().float().reshape(1)
+    dist.all_reduce(total)
+    return (total / world).reshape(()).to(value.dtype)
+
+
+def weighted_cross_entropy(logits: torch.Tensor, target_classes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Class-weighted softmax cross-entropy of ``logits [B, Q, K+1]`` against ``target_classes`` Long ``[B, Q]``:
+    ``sum(w_t * CE) / sum(w_t)``, ``w_t`` the weight of each query's target class.
+
+    In one process this is ``F.cross_entropy(..., weight=weight)`` (the official DETR ``loss_labels``). Under
+    DDP the denominator is the MEAN of ``sum(w_t)`` over the processes, like ``num_boxes`` of the box losses:
+    with the gradients averaged by DDP, N processes of batch b then give the loss and gradients of one process
+    with batch N b. (The official per-process weighted mean does not: the number of matched queries, weight 1
+    against ``eos_coef``, differs between processes, so each process's loss has another denominator.)
+    """
+    if comm.get_world_size() == 1:
+        return F.cross_entropy(logits.transpose(1, 2), target_classes, weight=weight)
+    per_query = F.cross_entropy(logits.transpose(1, 2), target_classes, weight=weight, reduction="none")
+    local_weight = weight[target_classes].sum()
+    return per_query.sum() / process_mean(local_weight).clamp(min=torch.finfo(per_query.dtype).tiny)
+
+
 def sigmoid_focal_loss(
     logits: torch.Tensor, targets: torch.Tensor, num_boxes: float, alpha: float = 0.25, gamma: float = 2.0
 ) -> torch.Tensor:
@@ -94,8 +131,9 @@ class SetCriterion(nn.Module):
 
     * ``"class"`` -> ``loss_ce``: with ``class_loss="ce"``, softmax cross-entropy over ``K+1`` classes for
       every query, unmatched queries target the no-object class ``K`` whose weight is ``eos_coef`` (weighted
-      mean over queries); with ``class_loss="focal"``, the sigmoid focal loss over ``K`` one-hot channels
-      (unmatched queries: all zeros) as the official Conditional / Deformable DETR ``loss_labels``:
+      mean over queries, its denominator averaged over processes: :func:`weighted_cross_entropy`); with
+      ``class_loss="focal"``, the sigmoid focal loss over ``K`` one-hot channels (unmatched queries: all
+      zeros) as the official Conditional / Deformable DETR ``loss_labels``:
       :func:`sigmoid_focal_loss` times the number of queries (i.e. the sum over queries and classes divided
       by ``num_boxes``).
     * ``"boxes"`` -> ``loss_bbox``: L1 between matched cxcywh boxes, summed and divided by ``num_boxes``;
@@ -197,8 +235,7 @@ class SetCriterion(nn.Module):
             idx = tuple(i.to(logits.device) for i in self.matched_query_index(indices))
             target_classes[idx] = self.matched_targets(targets, indices, "labels").to(logits.device)
         weight = self.empty_weight.to(logits)
-        loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight=weight)
-        return {"loss_ce": loss_ce}
+        return {"loss_ce": weighted_cross_entropy(logits, target_classes, weight)}
 
     def loss_labels_focal(self, outputs, targets, indices, num_boxes) -> Dict[str, torch.Tensor]:
         """``loss_ce`` = :func:`sigmoid_focal_loss` of ``pred_logits [B, Q, K]`` against one-hot matched labels,

@@ -19,7 +19,7 @@ from ..backbone import feature_padding_mask
 from ..criterion import weight_losses
 from ..heads import MLP
 from ..hybrid_matching import group_self_attn_mask, repeat_targets, split_query_groups
-from ..postprocess import SoftmaxArgmaxPostProcess
+from ..postprocess import SigmoidTopKPostProcess, SoftmaxArgmaxPostProcess
 from ..transformers.base import DecoderOutput, EncoderMemory
 
 __all__ = ["DETR", "build_input_proj", "set_target"]
@@ -77,6 +77,14 @@ _POSTPROCESS_FOR_LOSS = {"ce": "SoftmaxArgmaxPostProcess() or SoftmaxTopKPostPro
                          "focal": "SigmoidTopKPostProcess()"}
 
 
+def default_postprocess(criterion: nn.Module) -> nn.Module:
+    """The official post-processing of the criterion's class loss: one class per query (DETR) for the softmax
+    loss, the top 100 (query, class) sigmoid scores (Conditional / Deformable DETR) for the focal loss."""
+    if getattr(criterion, "class_loss", "ce") == "focal":
+        return SigmoidTopKPostProcess(num_detections=100)
+    return SoftmaxArgmaxPostProcess()
+
+
 def check_postprocess_matches_loss(postprocess: nn.Module, criterion: nn.Module) -> None:
     """Refuse a post-processing that reads the logits of another class loss than the criterion's: a sigmoid
     top-k over ``K + 1`` softmax logits returns the no-object column as a class (its detections are not those
@@ -110,8 +118,9 @@ class DETR(nn.Module):
             Deformable DETR).
         input_proj_norm: GroupNorm(32) after each input projection (Deformable DETR).
         aux_loss: add losses for every intermediate decoder layer (DETR §3.2 "Auxiliary decoding losses").
-        postprocess: detections from the outputs (:mod:`~siamese_detr.modeling.postprocess`); default the
-            original DETR rule (one class per query).
+        postprocess: detections from the outputs (:mod:`~siamese_detr.modeling.postprocess`), reading the
+            logits of the criterion's class loss; default :func:`default_postprocess` (the official rule of
+            that loss).
         pixel_mean, pixel_std: per-channel normalisation, in the order of ``input_format``.
         input_format: channel order of ``batched_inputs[i]["image"]`` ("BGR" or "RGB"); it is not converted,
             only recorded (pixel statistics and backbone weights must match it).
@@ -199,7 +208,7 @@ class DETR(nn.Module):
             transformer.init_prediction_heads(self.class_embed, self.bbox_embed)
         self.criterion = criterion
         self.weight_dict = dict(weight_dict)
-        self.postprocess = postprocess if postprocess is not None else SoftmaxArgmaxPostProcess()
+        self.postprocess = postprocess if postprocess is not None else default_postprocess(criterion)
         check_postprocess_matches_loss(self.postprocess, criterion)
 
         self.num_classes = num_classes

@@ -5,7 +5,10 @@ from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from detectron2.utils import comm
 from torch import Tensor
+
+from ..criterion import process_mean
 
 __all__ = ["object_embedding_loss"]
 
@@ -19,6 +22,10 @@ def object_embedding_loss(
     every channel of every matched pair (not divided by ``num_boxes``). The paper's Eq. 4 is the per-pair
     L1 norm and Eq. 3 sums it over the ``K`` matched pairs: this value is that sum divided by ``K * C``, i.e.
     the mean over pairs of Eq. 4 divided by the constant ``C`` (absorbed in the weight, 1).
+
+    Under DDP ``K`` is the number of matched pairs averaged over the processes (like ``num_boxes``), so that
+    N processes of batch b give the loss and (DDP-averaged) gradients of one process with batch N b; in one
+    process this is exactly the official value. Every process must call it (it all-reduces ``K``).
 
     Args:
         predictions: ``[B, Q, C]`` f_emb(hidden states) of one decoder layer.
@@ -36,7 +43,19 @@ def object_embedding_loss(
     device = predictions.device
     batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)]).to(device)
     query_idx = torch.cat([src for src, _ in indices]).to(device)
-    if query_idx.numel() == 0:
+    # before any early return: the all-reduce of the pair count must run on every process
+    mean_pairs = _mean_matched_pairs(query_idx.numel(), device)
+    if query_idx.numel() == 0 or mean_pairs == 0:
         return predictions.sum() * 0.0
     target = torch.cat([e.detach()[j.to(e.device)] for e, (_, j) in zip(embeddings, indices)]).to(predictions)
-    return F.l1_loss(predictions[batch_idx, query_idx], target, reduction="mean")
+    if comm.get_world_size() == 1:
+        return F.l1_loss(predictions[batch_idx, query_idx], target, reduction="mean")
+    total = F.l1_loss(predictions[batch_idx, query_idx], target, reduction="sum")
+    return total / (mean_pairs * predictions.shape[-1])
+
+
+def _mean_matched_pairs(count: int, device) -> float:
+    """The number of matched pairs averaged over the processes (``count`` itself in one process)."""
+    if comm.get_world_size() == 1:
+        return float(count)
+    return float(process_mean(torch.tensor(float(count), device=device)))
