@@ -233,8 +233,9 @@ def test_a_damaged_output_of_a_finished_step_is_redone(tmp_path, capsys):
     assert "(metrics.json)" in capsys.readouterr().out
 
 
-def test_a_changed_dataset_changes_every_steps_inputs(demo_env, monkeypatch):
-    """The steps used to record no trace of the images: a dataset of other sizes reused results of the old one."""
+def _data_inputs_of_the_first_step(tool, argv, demo_env, monkeypatch):
+    """The ``data`` input the first step of ``tool`` records, for the tiny dataset and one of other sizes
+    (the step itself is not run); with the expected digests of the annotation files."""
     import siamese_detr.demo.runner as runner
 
     seen = []
@@ -252,10 +253,16 @@ def test_a_changed_dataset_changes_every_steps_inputs(demo_env, monkeypatch):
     for sizes in (TINY_SIZES, "train_large=4,val=3,train=4"):
         monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", sizes)
         with pytest.raises(_StepStarted):
-            _tool("run_demo").main(["--output", str(demo_env / "demo")])
+            _tool(tool).main(argv)
         assert seen[-1]["data"] == {split: file_digest(datasets / f"{split}.json") for split in ("train_large", "val")}
-    assert seen[0]["data"]["train_large"] == seen[1]["data"]["train_large"]
-    assert seen[0]["data"]["val"] != seen[1]["data"]["val"]
+    return [s["data"] for s in seen]
+
+
+def test_a_changed_dataset_changes_every_steps_inputs(demo_env, monkeypatch):
+    """The steps used to record no trace of the images: a dataset of other sizes reused results of the old one."""
+    first, second = _data_inputs_of_the_first_step("run_demo", ["--output", str(demo_env / "demo")], demo_env,
+                                                   monkeypatch)
+    assert first["train_large"] == second["train_large"] and first["val"] != second["val"]
 
 
 def test_an_interrupted_backbone_rerun_shows_its_own_progress(demo_env):
@@ -327,23 +334,6 @@ def test_ctrl_c_ends_the_demo_with_a_line_not_a_traceback(demo_env, monkeypatch,
 
 def test_the_comparison_steps_take_the_dataset_as_an_input_too(demo_env, monkeypatch):
     """compare_pretraining.py reuses steps as the demo does: other images must redo them."""
-    import siamese_detr.demo.runner as runner
-
-    seen = []
-
-    class Recorder:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def step(self, name, folder, cmd, config=None, overrides=None, inputs=None, total=0):
-            seen.append(dict(inputs or {}))
-            raise _StepStarted(name)
-
-    monkeypatch.setattr(runner, "StepRunner", Recorder)
-    datasets = demo_env / "datasets" / "synthetic_shapes" / "annotations"
-    for sizes in (TINY_SIZES, "train_large=4,val=3,train=4"):
-        monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", sizes)
-        with pytest.raises(_StepStarted):
-            _tool("compare_pretraining").main(["--output", str(demo_env / "compare"), "--seeds", "0"])
-        assert seen[-1]["data"] == {split: file_digest(datasets / f"{split}.json") for split in ("train_large", "val")}
-    assert seen[0]["data"]["val"] != seen[1]["data"]["val"]
+    first, second = _data_inputs_of_the_first_step(
+        "compare_pretraining", ["--output", str(demo_env / "compare"), "--seeds", "0"], demo_env, monkeypatch)
+    assert first["val"] != second["val"]

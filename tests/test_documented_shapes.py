@@ -23,6 +23,7 @@ from siamese_detr.data.views import view_to_original
 from siamese_detr.modeling import HungarianMatcher
 from siamese_detr.modeling.meta_arch.detr import set_target
 from siamese_detr.modeling.postprocess import SoftmaxArgmaxPostProcess
+from test_siamese_detr_model import fake_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 90, 150  # original image of the mapper tests
@@ -113,27 +114,10 @@ def test_detr_outputs_train_and_eval_conventions():
     assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
 
 
-def fake_siamese_batch(n, batch=2, crop=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    sizes = [(64, 96), (80, 64), (72, 72), (96, 80)]
-    out = []
-    for b in range(batch):
-        views = []
-        for v in range(2):
-            h, w = sizes[(2 * b + v) % len(sizes)]
-            xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.5, h * 0.5])
-            boxes = torch.cat([xy, xy + torch.tensor([w * 0.3, h * 0.4])], dim=1)
-            views.append({"image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
-                          "region_boxes": boxes, "query_boxes": boxes.clone(),
-                          "crops": torch.randint(0, 256, (n, 3, crop, crop), generator=g, dtype=torch.uint8)})
-        out.append({"image_id": b, "views": views})
-    return out
-
-
 def test_siamese_pretrain_forward_shapes_and_targets_of_the_other_view():
     model = demo_model("siamese_detr_pretrain_demo").train()
     n, q, batch = model.num_regions, model.num_queries, 2
-    inputs = fake_siamese_batch(n, batch)
+    inputs = fake_batch(batch, num_regions=n)  # mapper-like samples, random pixels and boxes
     seen = {}
     decode, criterion = model.decode, model.criterion.forward
 
