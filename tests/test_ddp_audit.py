@@ -197,24 +197,57 @@ def _siamese_batch():
     return batch
 
 
-def _siamese_step(batch):
+def _conditional_siamese_model(seed=0):
+    """``tiny_model`` with Conditional DETR's transformer of the same shape (d_model 32, 4 heads, 2 + 2 layers,
+    FFN 64, dropout 0), as ``configs/demo/siamese_detr_conditional_pretrain_demo.py`` swaps it in."""
+    from siamese_detr.modeling import HungarianMatcher, PositionEmbeddingSine, SetCriterion
+    from siamese_detr.modeling.meta_arch.siamese_detr import SiameseDETRPretrain
+    from siamese_detr.modeling.transformers import ConditionalDetrTransformer
+
+    from test_siamese_detr_model import WEIGHTS, tiny_backbone
+
+    torch.manual_seed(seed)
+    return SiameseDETRPretrain(
+        backbone=tiny_backbone(),
+        position_embedding=PositionEmbeddingSine(num_pos_feats=16),
+        transformer=ConditionalDetrTransformer(d_model=32, nhead=4, num_encoder_layers=2, num_decoder_layers=2,
+                                               dim_feedforward=64, dropout=0.0),
+        criterion=SetCriterion(1, HungarianMatcher(1.0, 5.0, 2.0), eos_coef=0.1),
+        num_queries=6,
+        num_regions=3,
+        weight_dict=dict(WEIGHTS),
+        projection_dim=16,
+        predictor_hidden_dim=8,
+    )
+
+
+def _siamese_step(batch, conditional=False, double=False):
+    """Losses and gradients of the tiny Siamese DETR (Vanilla, or Conditional with ``conditional``); with
+    ``double`` the same weights run in float64."""
     from detectron2.utils.events import EventStorage
 
     from test_siamese_detr_model import tiny_model
 
-    model = tiny_model(seed=0).train()
-    with EventStorage():
-        losses = model(batch)
-    sum(losses.values()).backward()
+    model = (_conditional_siamese_model() if conditional else tiny_model(seed=0)).train()
+    default_dtype = torch.get_default_dtype()
+    if double:
+        model.double()
+        torch.set_default_dtype(torch.float64)  # tensors the model creates (targets, masks) follow
+    try:
+        with EventStorage():
+            losses = model(batch)
+        sum(losses.values()).backward()
+    finally:
+        torch.set_default_dtype(default_dtype)
     grads = {n: p.grad.detach().clone()[None] for n, p in model.named_parameters() if p.grad is not None}
     return {"losses": {k: v.item() for k, v in losses.items()}, "grads": grads}
 
 
-def _siamese_worker(out_dir):
+def _siamese_worker(out_dir, *step_args):
     from detectron2.utils import comm
 
     torch.set_num_threads(1)
-    result = _siamese_step(_rank_shard(_siamese_batch(), comm.get_rank()))
+    result = _siamese_step(_rank_shard(_siamese_batch(), comm.get_rank()), *step_args)
     _save(out_dir, result)
 
 
@@ -230,6 +263,33 @@ def test_siamese_detr_losses_and_gradients_under_ddp_equal_one_process(tmp_path)
     for key, grad in reference["grads"].items():
         averaged = sum(r["grads"][key] for r in ranks) / WORLD
         assert torch.allclose(averaged, grad, atol=1e-4 * scale, rtol=1e-3), key
+
+
+def test_conditional_siamese_detr_losses_and_gradients_under_ddp_equal_one_process(tmp_path):
+    """The same for Siamese DETR on Conditional DETR (region queries as ``query_pos``, so they also move the
+    reference points): 2 x 2 images == 1 x 4 images, losses and every parameter's DDP-averaged gradient.
+
+    In float64, because float32 rounding alone differs by up to ~1e-3 relative here (encoder gradients, fed
+    through the SimSiam batch norm over 4 rows per view); in float64 the two set-ups agree to ~2e-8, while a
+    one-grey-level change of one image on one rank moves the gradients by O(1).
+
+    Per parameter, ``||DDP average - one process|| <= 1e-5 * max(||one process||, 1e-3 * largest gradient
+    norm)``. The floor is needed: several gradients are zero in exact arithmetic and hold only rounding noise
+    (~1e-17 here, ~1e-8 in float32), so their relative differences are meaningless: the q / k projections of
+    the first decoder layer's self-attention (``tgt = 0`` there, so every value is ``sa_v_proj.bias`` and the
+    attention weights do not matter), the key-projection biases (softmax shift invariance) and the bias of
+    the last projector layer (a batch norm follows). The "2.9e-2 on ``decoder_layers.0.sa_kpos_proj.weight``"
+    of the DDP audit was such noise: that gradient's norm is ~5e-8 against a largest gradient norm of ~1e2.
+    """
+    _skip_with_cuda()
+    ranks = _run_ranks(_siamese_worker, tmp_path, True, True)
+    reference = _siamese_step(_siamese_batch(), conditional=True, double=True)
+    for key, value in reference["losses"].items():
+        assert sum(r["losses"][key] for r in ranks) / WORLD == pytest.approx(value, rel=1e-6, abs=1e-8), key
+    floor = 1e-3 * max(g.norm().item() for g in reference["grads"].values())
+    for key, grad in reference["grads"].items():
+        difference = (sum(r["grads"][key] for r in ranks) / WORLD - grad).norm().item()
+        assert difference <= 1e-5 * max(grad.norm().item(), floor), (key, difference, grad.norm().item())
 
 
 # --------------------------------------------------------------------------------------------- evaluation
