@@ -84,8 +84,10 @@ def test_workers_end_when_the_launcher_is_killed(tmp_path):
     script.write_text(LAUNCHER)
     # started as `cmd &` from a script (or under nohup) starts it: SIGINT ignored, so torch's own
     # parent-death signal for spawned workers (SIGINT) does nothing
+    # (its rendezvous folder in tmp_path: the killed launcher cannot remove it)
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)],
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                            env={**os.environ, "TMPDIR": str(tmp_path)})
     try:
         pids_files = [tmp_path / f"worker{r}.pid" for r in range(2)]
         deadline = time.monotonic() + 120
@@ -102,3 +104,23 @@ def test_workers_end_when_the_launcher_is_killed(tmp_path):
                 os.kill(int(p.read_text()), signal.SIGKILL)
             except (ProcessLookupError, ValueError):
                 pass
+
+
+def test_rendezvous_folders_of_dead_launchers_are_removed(tmp_path):
+    """A launcher killed with SIGKILL leaves its rendezvous folder; the next launch removes it, not the folder
+    of a launcher that still runs, nor other folders."""
+    import subprocess
+    import sys
+
+    from siamese_detr.engine.launch import remove_stale_rendezvous
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f"siamese_detr_dist_{gone.pid}_abc"
+    alive = tmp_path / f"siamese_detr_dist_{os.getpid()}_def"
+    other = tmp_path / "siamese_detr_dist_notapid"
+    for folder in (dead, alive, other):
+        folder.mkdir()
+        (folder / "rendezvous").write_text("")
+    assert remove_stale_rendezvous(str(tmp_path)) == [str(dead)]
+    assert not dead.exists() and alive.exists() and other.exists()

@@ -8,8 +8,11 @@ A CPU worker ends when its launcher dies (kill -9, out of memory): otherwise it 
 writing checkpoints and ``metrics.json`` into the run's folder while the ``--resume`` that the README
 recommends after a kill starts a second run there.
 """
+import glob
 import logging
 import os
+import re
+import shutil
 import tempfile
 from datetime import timedelta
 
@@ -22,6 +25,30 @@ from detectron2.utils import comm
 from ..utils.parent_watch import exit_with_parent
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
+_RENDEZVOUS_PREFIX = "siamese_detr_dist_"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_rendezvous(folder: str = None) -> list:
+    """Delete the rendezvous folders (``siamese_detr_dist_<launcher pid>_*`` in ``folder``, default the
+    temporary folder) whose launcher is gone: one killed with SIGKILL cannot remove its own. Returns the
+    folders removed."""
+    removed = []
+    for path in glob.glob(os.path.join(folder or tempfile.gettempdir(), _RENDEZVOUS_PREFIX + "*")):
+        match = re.match(rf"{_RENDEZVOUS_PREFIX}(\d+)_", os.path.basename(path))
+        if match and os.path.isdir(path) and not _pid_alive(int(match[1])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def launch(main_func, num_processes, num_machines=1, machine_rank=0, dist_url=None, args=(),
@@ -45,7 +72,8 @@ def launch(main_func, num_processes, num_machines=1, machine_rank=0, dist_url=No
             raise ValueError("dist_url='auto' only works on one machine; pass --dist-url tcp://HOST:PORT")
         # one machine: rendezvous through a fresh file rather than a TCP store, whose server lives in
         # rank 0 and can vanish while another rank is still tearing its process group down
-        with tempfile.TemporaryDirectory(prefix="siamese_detr_dist_") as tmp:
+        remove_stale_rendezvous()
+        with tempfile.TemporaryDirectory(prefix=f"{_RENDEZVOUS_PREFIX}{os.getpid()}_") as tmp:
             _spawn(main_func, num_processes, world_size, machine_rank, f"file://{tmp}/rendezvous", args, timeout)
         return
     _spawn(main_func, num_processes, world_size, machine_rank, dist_url, args, timeout)
