@@ -233,9 +233,8 @@ def test_a_damaged_output_of_a_finished_step_is_redone(tmp_path, capsys):
     assert "(metrics.json)" in capsys.readouterr().out
 
 
-def _data_inputs_of_the_first_step(tool, argv, demo_env, monkeypatch):
-    """The ``data`` input the first step of ``tool`` records, for the tiny dataset and one of other sizes
-    (the step itself is not run); with the expected digests of the annotation files."""
+def _first_step_inputs(tool, argv, monkeypatch) -> dict:
+    """The inputs ``tool`` records for its first step (the step itself is not run)."""
     import siamese_detr.demo.runner as runner
 
     seen = []
@@ -249,13 +248,21 @@ def _data_inputs_of_the_first_step(tool, argv, demo_env, monkeypatch):
             raise _StepStarted(name)
 
     monkeypatch.setattr(runner, "StepRunner", Recorder)
+    with pytest.raises(_StepStarted):
+        _tool(tool).main(argv)
+    return seen[0]
+
+
+def _data_inputs_of_the_first_step(tool, argv, demo_env, monkeypatch):
+    """The ``data`` input the first step of ``tool`` records, for the tiny dataset and one of other sizes,
+    checked against the digests of the annotation files."""
     datasets = demo_env / "datasets" / "synthetic_shapes" / "annotations"
+    found = []
     for sizes in (TINY_SIZES, "train_large=4,val=3,train=4"):
         monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", sizes)
-        with pytest.raises(_StepStarted):
-            _tool(tool).main(argv)
-        assert seen[-1]["data"] == {split: file_digest(datasets / f"{split}.json") for split in ("train_large", "val")}
-    return [s["data"] for s in seen]
+        found.append(_first_step_inputs(tool, argv, monkeypatch)["data"])
+        assert found[-1] == {split: file_digest(datasets / f"{split}.json") for split in ("train_large", "val")}
+    return found
 
 
 def test_a_changed_dataset_changes_every_steps_inputs(demo_env, monkeypatch):
@@ -263,6 +270,15 @@ def test_a_changed_dataset_changes_every_steps_inputs(demo_env, monkeypatch):
     first, second = _data_inputs_of_the_first_step("run_demo", ["--output", str(demo_env / "demo")], demo_env,
                                                    monkeypatch)
     assert first["train_large"] == second["train_large"] and first["val"] != second["val"]
+
+
+@pytest.mark.parametrize("tool", ["run_demo", "compare_pretraining"])
+def test_the_thread_count_is_a_step_input(tool, demo_env, monkeypatch):
+    """Float results depend on the thread count: a re-run with another --threads must not reuse the steps."""
+    monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", TINY_SIZES)
+    threads = [_first_step_inputs(tool, ["--output", str(demo_env / "out"), "--threads", n], monkeypatch)["threads"]
+               for n in ("1", "2")]
+    assert threads == [1, 2]
 
 
 def test_an_interrupted_backbone_rerun_shows_its_own_progress(demo_env):

@@ -237,7 +237,7 @@ def main(argv=None) -> int:
 
     # the images are an input of every step (generated here if missing): other images redo the steps
     print("[data] synthetic_shapes train_large, val (generated on first use)", flush=True)
-    data = {"data": synthetic_shapes_digests(("train_large", "val"))}
+    data = {"data": synthetic_shapes_digests(("train_large", "val")), "threads": args.threads}  # floats differ
 
     bb_dir = output / "backbone"
     bb_over = [f"train.output_dir={bb_dir}"] + list(args.backbone_extra)
