@@ -121,6 +121,48 @@ def test_ensure_reuses_then_regenerates_on_parameter_change(tmp_path):
     assert leftovers == []
 
 
+def test_damaged_or_missing_image_regenerates_the_split(tmp_path, caplog):
+    """An image overwritten or deleted after generation (seen by a new process) is detected through the
+    sha256 its json entry records, and the split is regenerated to the same bytes."""
+    from siamese_detr.data.datasets import builtin_shapes
+
+    root = str(tmp_path)
+    image_root, json_file = ensure_synthetic_shapes("val", root, num_images=3)
+    entries = _load(json_file)["images"]
+    assert all(len(e["sha256"]) == 64 for e in entries)
+    path = os.path.join(image_root, entries[1]["file_name"])
+    original = _bytes(path)
+    import hashlib
+    assert hashlib.sha256(original).hexdigest() == entries[1]["sha256"]  # the digest is of the file's bytes
+    with open(path, "r+b") as f:  # same size, one byte changed: a listing or size check cannot see it
+        f.seek(len(original) // 2)
+        f.write(bytes([original[len(original) // 2] ^ 0xFF]))
+    builtin_shapes._VALIDATED.clear()  # a new process
+    with caplog.at_level("WARNING", logger=builtin_shapes.__name__):
+        ensure_synthetic_shapes("val", root, num_images=3)
+    assert path in caplog.text and "regenerating" in caplog.text
+    assert _bytes(path) == original
+    os.remove(os.path.join(image_root, entries[2]["file_name"]))
+    builtin_shapes._VALIDATED.clear()
+    ensure_synthetic_shapes("val", root, num_images=3)
+    assert _bytes(os.path.join(image_root, entries[2]["file_name"])) and _load(json_file)["images"] == entries
+
+
+def test_json_of_an_older_generator_without_digests_is_regenerated(tmp_path):
+    from siamese_detr.data.datasets import builtin_shapes
+
+    root = str(tmp_path)
+    image_root, json_file = ensure_synthetic_shapes("val", root, num_images=2)
+    coco = _load(json_file)
+    for entry in coco["images"]:
+        del entry["sha256"]
+    with open(json_file, "w") as f:
+        json.dump(coco, f)
+    builtin_shapes._VALIDATED.clear()
+    ensure_synthetic_shapes("val", root, num_images=2)
+    assert all("sha256" in e for e in _load(json_file)["images"])
+
+
 def _ensure_in_child(root):
     return ensure_synthetic_shapes("train", root, num_images=6)[1]
 

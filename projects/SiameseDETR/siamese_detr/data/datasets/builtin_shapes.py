@@ -17,7 +17,9 @@ Image ``i`` of a split is drawn from ``np.random.default_rng(seed + i)`` (see ``
 dataset is identical on every machine with the same numpy/OpenCV; images are lossless PNG. Boxes are
 COCO ``[x, y, w, h]`` absolute pixels of the *visible* part of each object, ``iscrowd=0``, category ids
 1..8 in :data:`SYNTHETIC_SHAPES_CLASSES` order. The json "info" stores the generator version and
-parameters; a split whose json is missing, incomplete or from other parameters is regenerated.
+parameters, and each image entry the ``sha256`` of its PNG; a split whose json is missing, incomplete or
+from other parameters, or whose images are missing or differ from their digest (checked once per process
+and json), is regenerated with a warning naming the first damaged file.
 
 Concurrency: generation runs under an exclusive ``flock`` on ``<root>/synthetic_shapes/.lock-<split>``,
 writes into a private temp dir, moves the image dir into place, and writes the json last with an atomic
@@ -32,6 +34,7 @@ directly (``datasets/prepare_synthetic_shapes.py`` does).
 """
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -56,7 +59,7 @@ except ImportError:  # pragma: no cover - non-POSIX: temp dir + rename still kee
 logger = logging.getLogger(__name__)
 
 SYNTHETIC_SHAPES_CLASSES: Tuple[str, ...] = tuple(style[0] for style in CATEGORY_STYLES)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: each image entry holds the sha256 of its PNG
 # "train_large" uses the seeds of "train" (its first 256 images ARE the train split), so it is disjoint
 # from "val" too; the demo pretrains on all of it and finetunes on a seeded low-label subset
 # "dev" is a second held-out split for choosing settings, so that "val" is only reported on
@@ -146,10 +149,14 @@ def render_split(image_dir: str, split: str, num_images: int, seed: int) -> dict
         height, width = _image_size(rng)
         image, objects = render_scene(rng, height, width)
         file_name = f"{index:06d}.png"
-        if not cv2.imwrite(os.path.join(image_dir, file_name), image):
-            raise OSError(f"Could not write {os.path.join(image_dir, file_name)}")
+        ok, png = cv2.imencode(".png", image)
+        if not ok:
+            raise OSError(f"Could not encode {os.path.join(image_dir, file_name)} as PNG")
+        with open(os.path.join(image_dir, file_name), "wb") as f:
+            f.write(png.tobytes())
         image_id = index + 1
-        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
+        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width,
+                       "sha256": hashlib.sha256(png.tobytes()).hexdigest()})
         for obj in objects:
             annotations.append({
                 "id": len(annotations) + 1,
@@ -166,6 +173,21 @@ def render_split(image_dir: str, split: str, num_images: int, seed: int) -> dict
             "annotations": annotations, "categories": categories}
 
 
+def _first_damaged_image(image_root: str, images: list) -> Optional[str]:
+    """Path of the first image of ``images`` (COCO image entries with ``sha256``) that is missing or whose
+    bytes differ from its recorded digest; None when all match."""
+    for entry in images:
+        path = os.path.join(image_root, entry["file_name"])
+        try:
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            return path
+        if digest != entry.get("sha256"):
+            return path
+    return None
+
+
 def _is_complete(root: str, split: str, num_images: int, seed: int) -> bool:
     image_root, json_file = split_paths(root, split)
     try:
@@ -179,13 +201,19 @@ def _is_complete(root: str, split: str, num_images: int, seed: int) -> bool:
         return cached[2] == expected
     try:
         with open(json_file) as f:
-            info = json.load(f).get("info", {})
-        ok = info == expected and len(os.listdir(image_root)) >= num_images
-    except (OSError, ValueError, AttributeError):
+            coco = json.load(f)
+        info = coco.get("info", {})
+        if info != expected or len(coco.get("images", [])) != num_images:
+            return False
+        damaged = _first_damaged_image(image_root, coco["images"])
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return False
-    if ok:
-        _VALIDATED[json_file] = key + (info,)
-    return ok
+    if damaged is not None:
+        logger.warning(f"Synthetic shapes '{split}': {damaged} is missing or differs from the digest in "
+                       f"{json_file}; regenerating the split")
+        return False
+    _VALIDATED[json_file] = key + (info,)
+    return True
 
 
 @contextlib.contextmanager
