@@ -154,10 +154,12 @@ def test_images_without_detections_are_misses_and_empty_results_work(register_da
     assert res["AR@100"] == pytest.approx(0.0) and res["AP"] == pytest.approx(0.0)
 
 
-def test_images_without_ground_truth_give_nan_and_unknown_ids_fail(register_dataset):
+def test_images_without_ground_truth_give_nan_and_unknown_ids_fail(register_dataset, tmp_path):
     name = register_dataset([(1, [])])
-    res = _evaluate(name, {1: ([[0, 0, 10, 10]], [0.9])})
+    res = _evaluate(name, {1: ([[0, 0, 10, 10]], [0.9])}, output_dir=str(tmp_path))
     assert math.isnan(res["AR@100"])
+    text = (tmp_path / "class_agnostic_results.json").read_text()
+    assert "NaN" not in text and json.loads(text)["AR@100"] is None  # strict JSON: null, not NaN
     with pytest.raises(ValueError, match="not in the ground truth"):
         _evaluate(name, {42: ([[0, 0, 10, 10]], [0.9])})
 

@@ -169,7 +169,7 @@ class ClassAgnosticEvaluator(DatasetEvaluator):
         dataset_name: registered COCO-format dataset (the test loader's), for the ground truth.
         max_dets: the k of AR@k (``COCOeval.params.maxDets``); AP uses the largest.
         output_dir: if given, the main process writes ``class_agnostic_predictions.json`` (COCO results)
-            and ``class_agnostic_results.json`` there.
+            and ``class_agnostic_results.json`` (a NaN metric written as ``null``) there.
         distributed: gather across processes (True) or evaluate each process's own predictions.
 
     Returns of :meth:`evaluate`: ``{"class_agnostic": {"AR@1", "AR@10", "AR@100", "AP", "AP50", "AP75"}}``
@@ -227,10 +227,12 @@ class ClassAgnosticEvaluator(DatasetEvaluator):
         results = class_agnostic_metrics(self._coco_gt, detections, img_ids, self._max_dets)
         if self._output_dir:
             PathManager.mkdirs(self._output_dir)
-            for name, content in (("predictions", detections), ("results", results)):
+            # NaN (no ground truth among the images) is not JSON: written as null
+            finite = {k: (None if np.isnan(v) else v) for k, v in results.items()}
+            for name, content in (("predictions", detections), ("results", finite)):
                 path = os.path.join(self._output_dir, f"class_agnostic_{name}.json")
                 with PathManager.open(path, "w") as f:
-                    json.dump(content, f)
+                    json.dump(content, f, allow_nan=False)
         logger.info(
             "Class-agnostic evaluation on %s (%d images, %d detections): %s",
             self._dataset_name, len(img_ids), len(detections),
