@@ -55,6 +55,11 @@ def test_set_target_is_cxcywh_normalised_by_unpadded_size():
     out = set_target(torch.tensor([3]), torch.tensor([[20.0, 10.0, 60.0, 50.0]]), (100, 200))  # (h, w)
     assert out["labels"].dtype == torch.int64
     assert torch.allclose(out["boxes"], torch.tensor([[0.2, 0.3, 0.2, 0.4]]))
+    # float64 boxes stay float64 (float64 parity runs); integer boxes become float32
+    exact = set_target(torch.tensor([0]), torch.tensor([[1.0, 1.0, 2.0, 4.0]], dtype=torch.float64), (3, 3))
+    assert exact["boxes"].dtype == torch.float64
+    assert abs(exact["boxes"][0, 1].item() - 2.5 / 3) < 1e-15  # float32 would be off by ~1e-8
+    assert set_target(torch.tensor([0]), torch.tensor([[1, 1, 2, 4]]), (3, 3))["boxes"].dtype == torch.float32
 
 
 def test_postprocess_gives_xyxy_absolute_of_the_given_size():

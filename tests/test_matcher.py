@@ -160,3 +160,20 @@ def test_focal_class_cost_by_hand():
         0.25 * (1 - p) ** 2 * -math.log(p + 1e-8) - 0.75 * p ** 2 * -math.log(1 - p + 1e-8) for p in (p1, p0)
     ]
     assert cost.tolist()[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_float64_predictions_are_matched_in_float64():
+    """A difference below float32's resolution decides the match in float64 (as the official matcher, which
+    keeps the input dtype); half precision is promoted to float32."""
+    target = torch.tensor([[0.3, 0.3, 0.2, 0.2]], dtype=torch.float64)
+    # query 0 is 4e-9 from the target, query 1 is 1e-9: equal once rounded to float32 (eps 3e-8 at 0.3)
+    boxes = torch.stack([target[0] + 4e-9, target[0] + 1e-9])[None]
+    assert torch.equal(boxes.float()[0, 0], boxes.float()[0, 1])
+    outputs = {"pred_logits": torch.zeros(1, 2, 2, dtype=torch.float64), "pred_boxes": boxes}
+    targets = [{"labels": torch.tensor([0]), "boxes": target}]
+    rows, cols = HungarianMatcher(cost_class=0.0, cost_bbox=1.0, cost_giou=0.0)(outputs, targets)[0]
+    assert rows.tolist() == [1] and cols.tolist() == [0]
+    half = {"pred_logits": torch.zeros(1, 2, 2, dtype=torch.float16), "pred_boxes": boxes.half()}
+    matcher = HungarianMatcher(cost_class=0.0, cost_bbox=1.0, cost_giou=0.0)
+    rows, _ = matcher(half, [{**targets[0], "boxes": target.half()}])[0]
+    assert len(rows) == 1

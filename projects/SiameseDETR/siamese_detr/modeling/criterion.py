@@ -85,7 +85,7 @@ def process_mean(value: torch.Tensor) -> torch.Tensor:
     world = comm.get_world_size()
     if world == 1:
         return value
-    total = value.detach().clone().float().reshape(1)
+    total = value.detach().clone().to(torch.promote_types(value.dtype, torch.float32)).reshape(1)
     dist.all_reduce(total)
     return (total / world).reshape(()).to(value.dtype)
 

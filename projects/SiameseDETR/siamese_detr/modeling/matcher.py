@@ -58,10 +58,11 @@ class HungarianMatcher(nn.Module):
             empty = torch.empty(0, dtype=torch.int64)
             return [(empty, empty.clone()) for _ in range(bs)]
 
-        out_logits = logits.flatten(0, 1).float()  # [B*Q, K+1]
-        out_boxes = boxes.flatten(0, 1).float()  # [B*Q, 4]
+        dtype = torch.promote_types(logits.dtype, torch.float32)  # half -> float32; float64 stays (official)
+        out_logits = logits.flatten(0, 1).to(dtype)  # [B*Q, K+1]
+        out_boxes = boxes.flatten(0, 1).to(dtype)  # [B*Q, 4]
         tgt_ids = torch.cat([t["labels"] for t in targets]).to(out_logits.device)
-        tgt_boxes = torch.cat([t["boxes"] for t in targets]).to(out_boxes).float()
+        tgt_boxes = torch.cat([t["boxes"] for t in targets]).to(out_boxes)
 
         cost = self.cost_bbox * torch.cdist(out_boxes, tgt_boxes, p=1)
         cost = cost + self.cost_class * self.class_cost(out_logits, tgt_ids)

@@ -64,8 +64,9 @@ def set_target(labels: torch.Tensor, boxes_xyxy: torch.Tensor, image_size: Tuple
         ``{"labels": Long[N], "boxes": [N, 4] cxcywh normalised by (w, h)}`` on the boxes' device.
     """
     h, w = image_size
-    scale = torch.as_tensor([w, h, w, h], dtype=torch.float32, device=boxes_xyxy.device)
-    return {"labels": labels.long(), "boxes": box_convert(boxes_xyxy.float() / scale, "xyxy", "cxcywh")}
+    dtype = torch.promote_types(boxes_xyxy.dtype, torch.float32)  # float32, or float64 boxes kept exact
+    scale = torch.as_tensor([w, h, w, h], dtype=dtype, device=boxes_xyxy.device)
+    return {"labels": labels.long(), "boxes": box_convert(boxes_xyxy.to(dtype) / scale, "xyxy", "cxcywh")}
 
 
 def _prediction_heads(head: nn.Module, count: int, shared: bool) -> nn.ModuleList:
