@@ -6,7 +6,9 @@ variant-agnostic ``DETR``.
   sampling of a proposal store or online Selective Search), boxes moved with the image augmentation.
 * Object localisation: the variant's class loss on objectness (1 class; softmax CE + no-object for Vanilla,
   sigmoid focal for Conditional / Deformable — the official run is Deformable DETR with focal loss, its head
-  has 91 logits with every label 1, a width that only matters for the discarded head), L1 5, GIoU 2, with
+  has 91 logits with every label 1: equal to ours only while the never-used logits are -inf, otherwise each
+  adds a negative focal term to the official loss and its gradient to the decoder;
+  ``tests/test_parity_detreg_pretrain.py``), L1 5, GIoU 2, with
   auxiliary decoder layers (and ``_enc`` for two-stage when the criterion handles it).
 * Object embedding: ``sem_embed`` (official ``feature_embed``: ``MLP(d, d, C_emb, 2)`` on the LAST decoder
   layer only) of the matched queries regresses z, the global average of the frozen backbone's

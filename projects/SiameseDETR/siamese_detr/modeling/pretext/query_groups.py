@@ -24,8 +24,9 @@ def group_attention_mask(num_queries: int, num_groups: int, device=None) -> Tens
     Returns:
         bool ``[Q, Q]``: True (attention NOT allowed) exactly where queries ``i`` and ``j`` belong to different
         groups (``i // (Q / n) != j // (Q / n)``). The official ``UPDETR.__init__`` loops over
-        ``range(Q / n)`` instead of ``range(n)``, which is only right when ``n == Q / n`` (10 x 10); this mask
-        is right for every ``n`` dividing ``Q``.
+        ``range(Q / n)`` instead of ``range(n)``: equal to this mask when ``n <= Q / n`` (10 x 10; the extra
+        blocks fall outside the matrix), but for ``n > Q / n`` the queries after the first ``(Q / n)^2``
+        attend to nothing (NaN). This mask is right for every ``n`` dividing ``Q``.
     """
     if num_groups < 1 or num_queries % num_groups != 0:
         raise ValueError(f"num_groups ({num_groups}) must be a positive divisor of num_queries ({num_queries})")
@@ -40,7 +41,8 @@ def query_feature_dropout(
 
     As the official ``features * (rand(Q, B, 1) > mask_ratio)``: an independent draw per query and image,
     no rescaling of the kept ones (unlike ``nn.Dropout``); the learned object query is added afterwards, so a
-    dropped query keeps only its object-query embedding.
+    dropped query keeps only its object-query embedding. The draw is ``[B, Q]`` here (official ``[Q, B]``):
+    the same distribution, but one seed drops other queries than in the official code.
 
     Args:
         features: ``[B, Q, D]`` patch features already repeated per query.
