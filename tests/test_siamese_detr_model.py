@@ -278,7 +278,7 @@ def test_region_queries_are_per_image():
         images = model.pad_images([view["image"]])
         feats = model.backbone_features(images.tensor)[0]  # [1, C, H, W]
         z = roi_align(feats, [view["query_boxes"].float()], 7, spatial_scale=1 / 32, sampling_ratio=-1,
-                      aligned=True).mean(dim=(2, 3))  # [n, C]
+                      aligned=model.roi_aligned).mean(dim=(2, 3))  # [n, C]
         expected = model.region_proj(z).repeat_interleave(2, dim=0) + model.query_embed.weight
     assert torch.allclose(queries[1], expected, atol=1e-5)
 

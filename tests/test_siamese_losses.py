@@ -112,26 +112,29 @@ def test_region_conditioned_queries_repeats_each_region_consecutively():
         region_conditioned_queries(regions, torch.zeros(7, 2))
 
 
-def test_roi_features_of_a_linear_feature_map_equal_value_at_box_centre():
+@pytest.mark.parametrize("aligned", [False, True])
+def test_roi_features_of_a_linear_feature_map_equal_value_at_box_centre(aligned):
     # f(x, y) = 2 x + 3 y + 1 on the feature grid; bilinear sampling of a linear map is exact and the
-    # mean over RoIAlign's symmetric grid is the value at the box centre. With aligned=True an input
-    # pixel coordinate u maps to feature coordinate u / stride - 0.5.
+    # mean over RoIAlign's symmetric grid is the value at the box centre. An input pixel coordinate u maps
+    # to feature coordinate u / stride (aligned=False, the official code's and the default) or
+    # u / stride - 0.5 (aligned=True).
     stride, h, w = 8, 10, 12
     ys, xs = torch.meshgrid(
         torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
     )
     feat = torch.stack([2 * xs + 3 * ys + 1, -xs + 0.5 * ys])[None]  # [1, 2, H, W]
     boxes = torch.tensor([[16.0, 24.0, 48.0, 40.0], [20.0, 12.0, 60.0, 70.0]])
-    z = average_pooled_roi_features([feat], [boxes], strides=[stride])
+    z = average_pooled_roi_features([feat], [boxes], strides=[stride], aligned=aligned)
     assert z.shape == (2, 2)
+    offset = 0.5 if aligned else 0.0
     for k, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
-        cx, cy = (x0 + x1) / 2 / stride - 0.5, (y0 + y1) / 2 / stride - 0.5
+        cx, cy = (x0 + x1) / 2 / stride - offset, (y0 + y1) / 2 / stride - offset
         assert abs(z[k, 0].item() - (2 * cx + 3 * cy + 1)) < 1e-4
         assert abs(z[k, 1].item() - (-cx + 0.5 * cy)) < 1e-4
 
     # several levels (multi-scale Deformable DETR): each level pooled at its own stride, concatenated
     coarse = feat[:, :, ::2, ::2] * 0 + 7.0  # a constant level at twice the stride
-    z2 = average_pooled_roi_features([feat, coarse], [boxes], strides=[stride, 2 * stride])
+    z2 = average_pooled_roi_features([feat, coarse], [boxes], strides=[stride, 2 * stride], aligned=aligned)
     assert z2.shape == (2, 4)
     assert torch.equal(z2[:, :2], z)
     assert torch.allclose(z2[:, 2:], torch.full((2, 2), 7.0))

@@ -10,13 +10,16 @@ from siamese_detr.modeling.meta_arch.siamese_detr import SiameseDETRPretrain
 from siamese_detr.modeling.meta_arch.pretext_config import pretext_model_from
 
 
-def siamese_detr_from(detr_model, num_regions: int = 10, loss_region: float = 3.0, loss_global: float = 10.0):
+def siamese_detr_from(detr_model, num_regions: int = 10, loss_region: float = 3.0, loss_global: float = 10.0,
+                      roi_aligned: bool = False):
     """A ``SiameseDETRPretrain`` config sharing every sub-config of ``detr_model`` (a ``DETR`` config).
 
     Loss weights (Eq. 13): the finetune model's ``loss_ce`` / ``loss_bbox`` / ``loss_giou`` for L_loc
-    (λ2 = 1), ``loss_region`` = λ0, ``loss_global`` = λ1.
+    (λ2 = 1), ``loss_region`` = λ0, ``loss_global`` = λ1. ``roi_aligned``: RoIAlign sampling of the region
+    features, False as the official code (``model.roi_aligned=True`` samples half-pixel-correctly).
     """
     return pretext_model_from(
         SiameseDETRPretrain, detr_model, {"loss_region": loss_region, "loss_global": loss_global},
         num_regions=num_regions, projection_dim=256, predictor_hidden_dim=256, roi_output_size=7,
+        roi_aligned=roi_aligned,
     )

@@ -80,6 +80,10 @@ class SiameseDETRPretrain(PretextDETR):
         projection_dim, predictor_hidden_dim: SimSiam widths (projector d_model -> projection_dim ->
             projection_dim, predictor projection_dim -> predictor_hidden_dim -> projection_dim).
         roi_output_size: RoIAlign grid for z (7).
+        roi_aligned: torchvision ``roi_align(aligned=...)`` for z. False (default) is the official code's
+            (torchvision's default, ``RoIAlign(7, 1/32, -1)``), which samples half a feature cell (s/2 pixels)
+            down-right of the box; True samples half-pixel-correctly (pixel ``u`` is feature coordinate
+            ``u / s - 0.5``).
         detr_kwargs: the other arguments of ``DETR``: ``aux_loss`` (auxiliary decoder-layer terms for L_loc
             and L_r), ``in_features`` / ``num_extra_levels`` / ``input_proj_norm`` (region and crop features
             concatenate the ``in_features`` levels), ``postprocess``, pixel statistics, ``input_format``,
@@ -98,6 +102,7 @@ class SiameseDETRPretrain(PretextDETR):
         projection_dim: int = 256,
         predictor_hidden_dim: int = 256,
         roi_output_size: int = 7,
+        roi_aligned: bool = False,
         **detr_kwargs,
     ):
         if num_regions < 1 or num_queries % num_regions != 0:
@@ -120,6 +125,7 @@ class SiameseDETRPretrain(PretextDETR):
         self.predictor = SimSiamPredictor(projection_dim, predictor_hidden_dim, projection_dim)
         self.num_regions = num_regions
         self.roi_output_size = roi_output_size
+        self.roi_aligned = bool(roi_aligned)
 
     def _check_pretrain_inputs(self, batched_inputs: List[Dict]) -> None:
         if len(batched_inputs) == 0:
@@ -169,7 +175,9 @@ class SiameseDETRPretrain(PretextDETR):
         with torch.no_grad():
             # z (Eq. 4): [2B, n, C]; p (Eq. 5): all crops of the batch in one backbone call, [2B, n, C]
             query_boxes = [view["query_boxes"] for view in views]
-            z = average_pooled_roi_features(features, query_boxes, self.feature_strides, self.roi_output_size)
+            z = average_pooled_roi_features(
+                features, query_boxes, self.feature_strides, self.roi_output_size, aligned=self.roi_aligned
+            )
             z = z.view(2 * batch, n, -1)
             crops = self.normalize(torch.cat([view["crops"] for view in views]))
             crop_features = concatenated_average_pool(self.backbone_features(crops)).view(2 * batch, n, -1)

@@ -20,7 +20,11 @@ __all__ = [
 
 
 def average_pooled_roi_features(
-    features: Sequence[Tensor], boxes: Sequence[Tensor], strides: Sequence[int], output_size: int = 7
+    features: Sequence[Tensor],
+    boxes: Sequence[Tensor],
+    strides: Sequence[int],
+    output_size: int = 7,
+    aligned: bool = False,
 ) -> Tensor:
     """Object-level region features z = avgpool(RoIAlign(h, b)) (paper Eq. 4, "global average pooling").
 
@@ -34,6 +38,8 @@ def average_pooled_roi_features(
             query boxes of each image).
         strides: ``s_l`` of each level; RoIAlign uses ``spatial_scale = 1 / s_l``.
         output_size: RoIAlign grid (7x7 as in the official code).
+        aligned: torchvision's ``aligned``. False (default) as the official code's ``RoIAlign``; True: pixel
+            ``u`` is feature coordinate ``u / s_l - 0.5``, the half-pixel-correct sampling.
 
     Returns:
         ``[sum_b n_b, sum_l C_l]`` average-pooled region features, rows in the order of ``boxes``.
@@ -48,7 +54,7 @@ def average_pooled_roi_features(
         pooled.append(
             roi_align(
                 level, level_boxes, output_size=output_size, spatial_scale=1.0 / stride, sampling_ratio=-1,
-                aligned=True,
+                aligned=aligned,
             ).mean(dim=(2, 3))
         )  # [N, C_l]
     return torch.cat(pooled, dim=1)
