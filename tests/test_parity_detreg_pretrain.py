@@ -33,7 +33,8 @@ from siamese_detr.checkpoint.registry import get_converter
 from siamese_detr.modeling import FocalHungarianMatcher, PositionEmbeddingSine, SetCriterion
 from siamese_detr.modeling.meta_arch.detreg import DETRegPretrain
 from siamese_detr.modeling.transformers import DeformableDetrTransformer
-from test_parity_up_detr_pretrain import assert_close, assert_gradients_match, per_layer
+
+from pretrain_parity_utils import assert_close, assert_gradients_match, per_layer, run_capturing
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "detreg_pretrain" / "detreg_deformable.pt"
 # official models/__init__.py with the util/default_args.py deformable_detr defaults (cls_loss_coef 2)
@@ -116,30 +117,10 @@ def batched_inputs(record):
 
 
 def run(model, inputs):
-    """``model(inputs)`` in training mode, with what it computes on the way captured (no code duplicated)."""
-    seen = {}
-    decode, crop_embeddings = model.decode, model.crop_embeddings
-
-    def decode_hook(*args, **kwargs):
-        seen["decoded"] = decode(*args, **kwargs)
-        return seen["decoded"]
-
-    def crop_hook(crops):
-        seen["embeddings"] = crop_embeddings(crops)
-        return seen["embeddings"]
-
-    model.decode, model.crop_embeddings = decode_hook, crop_hook
-    handles = [
-        model.criterion.register_forward_hook(
-            lambda m, args, out: seen.update(outputs=args[0], targets=args[1], indices=out[1])),
-        model.sem_embed.register_forward_hook(lambda m, args, out: seen.update(sem=out)),
-    ]
-    try:
-        losses = model(inputs)
-    finally:
-        del model.decode, model.crop_embeddings
-        for h in handles:
-            h.remove()
+    """``model(inputs)`` in training mode; ``seen``: ``decode``, ``crop_embeddings``, the criterion's inputs and
+    matchings, ``sem`` (``run_capturing``)."""
+    losses, seen = run_capturing(model, inputs, ("decode", "crop_embeddings"))
+    seen["decoded"], seen["embeddings"] = seen["decode"], seen["crop_embeddings"]
     return losses, seen
 
 

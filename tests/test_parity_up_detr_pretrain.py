@@ -31,11 +31,11 @@ from siamese_detr.modeling import DetrTransformer, HungarianMatcher, PositionEmb
 from siamese_detr.modeling.meta_arch.up_detr import UPDETRPretrain
 from siamese_detr.modeling.pretext.query_groups import group_attention_mask
 
+from pretrain_parity_utils import assert_close, assert_gradients_match, per_layer, run_capturing
+
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "up_detr_pretrain" / "up_detr.pt"
 WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_feature": 1.0}  # official models/__init__.py
 OFFICIAL_ROWS = [1, 2]  # official class rows (object, no-object) -> our rows (0, 1)
-TOL = 1e-12
-PROBES = 4
 
 
 def load_record():
@@ -109,42 +109,11 @@ def batched_inputs(record):
 
 
 def run(model, inputs):
-    """``model(inputs)`` in training mode, with what it computes on the way captured (no code duplicated)."""
-    seen = {}
-    encode, decode = model.encode, model.decode
-
-    def encode_hook(images):
-        features, memory = encode(images)
-        seen["memory"] = memory.memory
-        return features, memory
-
-    def decode_hook(*args, **kwargs):
-        seen["decoded"] = decode(*args, **kwargs)
-        return seen["decoded"]
-
-    model.encode, model.decode = encode_hook, decode_hook
-    handles = [
-        model.criterion.register_forward_hook(
-            lambda m, args, out: seen.update(outputs=args[0], targets=args[1], indices=out[1])),
-        model.sem_embed.register_forward_hook(lambda m, args, out: seen.update(sem=out)),
-    ]
-    try:
-        losses = model(inputs)
-    finally:
-        del model.encode, model.decode
-        for h in handles:
-            h.remove()
+    """``model(inputs)`` in training mode; ``seen``: ``encode`` (features, memory), ``decode``, the criterion's
+    inputs and matchings, ``sem`` (``run_capturing``)."""
+    losses, seen = run_capturing(model, inputs, ("encode", "decode"))
+    seen["memory"], seen["decoded"] = seen["encode"][1].memory, seen["decode"]
     return losses, seen
-
-
-def per_layer(outputs, key):
-    return torch.stack([x[key] for x in outputs.get("aux_outputs", []) + [outputs]])
-
-
-def assert_close(actual, expected, tol=TOL):
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    err = (actual.double() - expected.double()).abs().max().item()
-    assert err <= tol, f"max abs difference {err:.3g} > {tol:g}"
 
 
 def official_weighted_losses(record, prefix=""):
@@ -197,47 +166,6 @@ def test_class_head_rule_is_needed():
     assert abs(float(record["free_class0.loss.loss_ce"] - record["loss.loss_ce"])) > 0.1
     assert abs(float(record["free_class0.loss.loss_bbox_0"] - record["loss.loss_bbox_0"])) > 1e-4
     assert float(record["free_class0.loss.loss_feature"]) == float(record["loss.loss_feature"])
-
-
-def official_to_our_names(state, convert):
-    """official key -> our key(s) under ``convert`` (official state dict -> ours; the converters move values
-    unchanged, so each official tensor is marked with its index)."""
-    marked = {k: torch.full_like(v, float(i)) for i, (k, v) in enumerate(state.items())}
-    names = {}
-    for ours, value in convert(marked).items():
-        names.setdefault(list(state)[int(value.flatten()[0])], []).append(ours)
-    return names
-
-
-def probe_projections(grad):
-    """(norm, inner products with the recorders' probe directions ``cos((0.1 + 0.37 k) i + k)``)."""
-    i = torch.arange(grad.numel(), dtype=torch.float64)
-    directions = torch.stack([torch.cos((0.1 + 0.37 * k) * i + k).view(grad.shape) for k in range(PROBES)])
-    return torch.cat([grad.norm().view(1), (directions * grad).flatten(1).sum(1)])
-
-
-def assert_gradients_match(record, state, model, convert, official_rows):
-    """Every trainable parameter's gradient against the recorded official one (whole, or norm + probes); the
-    official class rows outside ``official_rows`` must have none (the class-head rule)."""
-    params = dict(model.named_parameters(remove_duplicate=False))  # shared heads: one tensor, every alias
-    trainable = {k for k, p in params.items() if p.requires_grad}
-    assert not any(k.startswith("backbone.") for k in trainable)
-    compared = set()
-    for official, ours_names in official_to_our_names(state, convert).items():
-        for name in ours_names:
-            grad = params[name].grad
-            if f"grad.{official}" in record:
-                expected = record[f"grad.{official}"]
-                if name.startswith("class_embed."):
-                    others = [r for r in range(expected.shape[0]) if r not in official_rows]
-                    assert torch.all(expected[others] == 0), "the rule: no gradient on the unused class rows"
-                    expected = expected[official_rows]
-                assert_close(grad, expected)
-            else:
-                expected = record[f"gradproj.{official}"]
-                assert_close(probe_projections(grad), expected, tol=TOL * max(1.0, float(expected[0])))
-            compared.add(name)
-    assert compared == trainable
 
 
 def test_gradients_of_every_trainable_parameter_match_official(trained_step):
