@@ -124,3 +124,23 @@ def test_rendezvous_folders_of_dead_launchers_are_removed(tmp_path):
         (folder / "rendezvous").write_text("")
     assert remove_stale_rendezvous(str(tmp_path)) == [str(dead)]
     assert not dead.exists() and alive.exists() and other.exists()
+
+
+def test_process_groups_are_released_after_destroy(tmp_path):
+    """After destroy_process_group a worker drops comm's references to its groups (freed before interpreter
+    shutdown, where freeing gloo state can abort the process)."""
+    import torch.distributed as dist
+    from detectron2.utils import comm
+
+    from siamese_detr.engine.launch import release_process_groups
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/rendezvous", world_size=1, rank=0)
+    try:
+        comm._LOCAL_PROCESS_GROUP = dist.new_group([0])
+        assert comm._get_global_gloo_group() is not None
+        assert comm._get_global_gloo_group.cache_info().currsize == 1
+    finally:
+        dist.destroy_process_group()
+        release_process_groups()
+    assert comm._LOCAL_PROCESS_GROUP is None
+    assert comm._get_global_gloo_group.cache_info().currsize == 0
