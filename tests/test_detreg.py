@@ -200,3 +200,17 @@ def test_checkpoint_hands_off_to_detr(tmp_path):
         f"class_embed.{i}.{k}" for i in (0, 1) for k in ("bias", "weight")]
     assert sorted(incompatible.unexpected_keys) == [f"sem_embed.layers.{i}.{k}" for i in (0, 1)
                                                     for k in ("bias", "weight")]
+
+
+@pytest.mark.parametrize("config", ["detreg_detr_r50_imagenet_60ep.py", "detreg_detr_r50_coco_60ep.py"])
+def test_detr_variant_configs_use_the_official_position_offset(config):
+    """The official DETReg positions are Deformable DETR's (``cumsum - 0.5``) for its DETR variant too
+    (tests/test_parity_detreg_pretrain.py builds ours so and matches the official forward)."""
+    from pathlib import Path
+
+    from detectron2.config import LazyConfig
+
+    cfg = LazyConfig.load(str(Path(__file__).resolve().parents[1] / "configs" / "detreg" / config))
+    assert cfg.model.position_embedding.offset == -0.5
+    # official --pre_norm on ImageNet; the COCO twin (no official counterpart) is post-norm like our COCO configs
+    assert cfg.model.transformer.normalize_before is ("imagenet" in config)

@@ -11,7 +11,9 @@ Proposals: a Selective Search store of ImageNet train (``tools/generate_proposal
 $DETECTRON2_DATASETS/imagenet/train --method selective_search --output
 $DETECTRON2_DATASETS/proposals/imagenet_train.selective_search.proposals``).
 Policy: ``dataloader.train.mapper.policy=random`` or ``importance`` for the paper's other two (§4).
-Finetuning from this checkpoint: pre-norm (``model.transformer.normalize_before=True``).
+Finetuning from this checkpoint: pre-norm (``model.transformer.normalize_before=True``). The sine positions
+keep the official -0.5 offset (DETReg's ``position_encoding.py`` is Deformable DETR's); our DETR finetuning
+configs use DETR's 0 (no weights depend on it; ``model.position_embedding.offset=-0.5`` there to match).
 """
 from ..common.data.pretrain_imagenet import dataloader
 from ..common.data.pretrain_peers import detreg_mapper
@@ -25,6 +27,8 @@ BATCH_SIZE = 192
 
 model = detreg_from(_detr, embedding_feature="res3", loss_object_embedding=1.0)
 model.transformer.normalize_before = True  # official --pre_norm
+# the official DETReg positions are Deformable DETR's (models/position_encoding.py: cumsum - 0.5), for --model detr too
+model.position_embedding.offset = -0.5
 
 dataloader.train.mapper = detreg_mapper
 dataloader.train.total_batch_size = BATCH_SIZE
