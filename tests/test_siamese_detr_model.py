@@ -1,8 +1,11 @@
-"""SiameseDETRPretrain: shapes, gradient routing, MVCA direction, L_r target view, eval mode, training."""
+"""SiameseDETRPretrain: shapes, gradient routing, MVCA direction, L_r target view, L_g context, eval mode,
+training."""
 import copy
+from pathlib import Path
 
 import pytest
 import torch
+from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.modeling.backbone.resnet import BasicBlock
 from detectron2.utils.events import EventStorage
@@ -288,3 +291,55 @@ def test_batch_of_one_in_one_process_is_a_clear_error():
     model = tiny_model().train()
     with EventStorage(), pytest.raises(ValueError, match="total_batch_size >= 2"):
         model(fake_batch(batch=1))
+
+
+def test_multi_scale_global_context_is_per_level_and_one_training_step_runs():
+    """Deformable-MS demo config (C3-C5 + a stride-64 level, 4 levels): L_g's context, the projector's input
+    ``[2B, 3 d]``, is the masked average of each of the first 3 levels, concatenated (official Deform-MS
+    ``NonLinearNeckV3(in_channels=256 * 3)`` on ``x[:3]``); recomputed here from the encoder memory, level by
+    level from the token counts H_l W_l. Single-level models keep a d-wide projector. One AdamW step runs."""
+    root = Path(__file__).resolve().parents[1]
+    cfg = LazyConfig.load(str(root / "configs/demo/siamese_detr_deformable_pretrain_demo.py"))
+    cfg.model.transformer.num_encoder_layers = 1
+    cfg.model.num_regions, cfg.model.num_queries = 3, 6
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
+    d = model.transformer.d_model
+    assert len(model.input_proj) == 4 and model.global_context_levels == 3
+    assert model.projector[0].weight.shape[1] == 3 * d
+    single = tiny_model()
+    assert single.global_context_levels == 1 and single.projector[0].weight.shape[1] == 32
+    seen = {}
+    encode = model.encode
+
+    def capture(images):
+        features, memory = encode(images)
+        seen["memory"] = memory
+        return features, memory
+
+    model.encode = capture
+
+    def capture_context(module, args):  # returns None: the input is not replaced
+        seen["context"] = args[0].detach()
+
+    model.projector.register_forward_pre_hook(capture_context)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    with EventStorage():
+        total = sum(model(fake_batch(batch=2, num_regions=3)).values())
+    optimizer.zero_grad()
+    total.backward()
+    optimizer.step()
+    assert torch.isfinite(total)
+    assert model.projector[0].weight.grad.abs().sum() > 0
+    memory = seen["memory"]
+    sizes = [h * w for h, w in memory.spatial_shapes.tolist()]
+    assert len(sizes) == 4 and memory.padding_mask.any()  # padded batch: the masking matters
+    parts, start = [], 0
+    for size in sizes[:3]:  # level-major tokens; the 4th (stride-64) level is left out
+        tokens = memory.memory[:, start:start + size].detach().double()
+        valid = (~memory.padding_mask[:, start:start + size]).double().unsqueeze(-1)
+        parts.append((tokens * valid).sum(1) / valid.sum(1))
+        start += size
+    expected = torch.cat(parts, dim=1)  # [2B, 3 d]
+    assert seen["context"].shape == (4, 3 * d)
+    assert torch.allclose(seen["context"].double(), expected, atol=1e-5)

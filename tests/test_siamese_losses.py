@@ -17,6 +17,8 @@ from siamese_detr.modeling.pretext import (
     region_conditioned_queries,
     region_discrimination_loss,
 )
+from siamese_detr.modeling.pretext.region_features import per_level_average_pool
+from siamese_detr.modeling.transformers.base import EncoderMemory
 
 
 def _cos(a, b):
@@ -148,6 +150,51 @@ def test_masked_average_pool_excludes_padding():
     assert torch.allclose(pooled[1], memory[1].sum(0) / 4)
     with pytest.raises(ValueError, match="no valid"):
         masked_average_pool(memory, torch.ones(2, 4, dtype=torch.bool))
+
+
+def _hand_built_memory():
+    """4 levels of 4 x 4, 2 x 2, 1 x 2, 1 x 1 cells (C = 2), 2 images; cell ``(y, x)`` of level ``l`` of image
+    ``b`` holds ``(100 l + 10 y + x + b, -(l + 1))``; image 1 pads its right column on levels 0-2."""
+    shapes = [(4, 4), (2, 2), (1, 2), (1, 1)]
+    tokens, masks = [], []
+    for level, (h, w) in enumerate(shapes):
+        y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        base = (100 * level + 10 * y + x).flatten().double()
+        tokens.append(torch.stack([torch.stack([base + b, torch.full_like(base, -(level + 1.0))], -1)
+                                   for b in range(2)]))  # [2, h w, 2]
+        pad = torch.zeros(2, h, w, dtype=torch.bool)
+        if w > 1:
+            pad[1, :, -1] = True
+        masks.append(pad.flatten(1))
+    sizes = torch.tensor(shapes)
+    start = torch.cat([torch.zeros(1, dtype=torch.long), sizes.prod(1).cumsum(0)[:-1]])
+    memory = torch.cat(tokens, 1)
+    return EncoderMemory(memory=memory, padding_mask=torch.cat(masks, 1), pos=torch.zeros_like(memory),
+                         spatial_shapes=sizes, level_start_index=start, valid_ratios=torch.ones(2, 4, 2)), shapes
+
+
+def test_global_context_is_the_per_level_masked_average_of_the_first_levels():
+    """L_g context (Eq. 11, official Deform-MS ``NonLinearNeckV3`` on ``x[:3]``): level l's average over its
+    non-padded cells in channels ``l C .. (l + 1) C - 1``; the fourth (stride-64) level is left out."""
+    memory, shapes = _hand_built_memory()
+    context = per_level_average_pool(memory, 3)
+    assert context.shape == (2, 3 * 2)
+    for b in range(2):
+        expected = []
+        for level, (h, w) in enumerate(shapes[:3]):
+            cols = range(w - 1) if b == 1 and w > 1 else range(w)  # image 1: right column padded
+            values = [100 * level + 10 * y + x + b for y in range(h) for x in cols]
+            expected += [sum(values) / len(values), -(level + 1.0)]
+        assert context[b].tolist() == expected
+    # k = 1 is the single-level rule (one masked average); all 4 levels would add the stride-64 cell
+    assert torch.equal(per_level_average_pool(memory, 1), context[:, :2])
+    assert per_level_average_pool(memory, 4)[:, 6:].tolist() == [[300.0, -4.0], [301.0, -4.0]]
+    # the official padded pooling, as a pool argument: every cell of each level
+    padded = per_level_average_pool(memory, 3, pool=lambda tokens, mask: tokens.mean(1))
+    assert padded[1, 0].item() == sum(10 * y + x + 1 for y in range(4) for x in range(4)) / 16
+    for k in (0, 5):
+        with pytest.raises(ValueError, match="num_levels"):
+            per_level_average_pool(memory, k)
 
 
 def test_sync_bn_1d_single_process_equals_batchnorm1d():

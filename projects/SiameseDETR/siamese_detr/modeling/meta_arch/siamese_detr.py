@@ -28,9 +28,11 @@ Reading of the paper used here (checked against the supplementary and the offici
   official code reconstructs ``recon_v1_gt`` from the outputs of the view-1 queries. A query matched to
   region j is compared with crop j. D = squared L2 distance of L2-normalised vectors, matched queries only.
 * L_g (Eq. 11): SimSiam symmetric negative cosine with stop-gradient on the projector output of the
-  masked average of each view's encoder memory (all levels' tokens); projector and predictor run once on
-  both views with batch-norm statistics computed per view (official ``siamdetr_head.py`` calls them once
-  per view).
+  global context of each view's encoder memory: the masked (non-padded) average of each of the first
+  k = min(3, L) levels, concatenated (``[2B, k * d_model]``; multi-scale Deformable: C3-C5, the extra
+  stride-64 level left out, as the official Deform-MS ``NonLinearNeckV3(in_channels=256 * 3)``, ``x[:3]``;
+  single-level variants: k = 1); projector and predictor run once on both views with batch-norm
+  statistics computed per view (official ``siamdetr_head.py`` calls them once per view).
 * L = λ0 L_r + λ1 L_g + λ2 L_loc (Eq. 13), λ2 = 1 folded into the CE 1 / L1 5 / GIoU 2 weights. L_loc and
   L_r get auxiliary copies for every earlier decoder layer (``_i`` suffix, same base weight); L_g does not.
   As in the official code the two directions are AVERAGED (one normaliser over the 2B rows), i.e. Eq. 9
@@ -54,6 +56,7 @@ from ..pretext.region_features import (
     average_pooled_roi_features,
     concatenated_average_pool,
     masked_average_pool,
+    per_level_average_pool,
     region_conditioned_queries,
 )
 from ..pretext.simsiam import SimSiamPredictor, SimSiamProjector
@@ -77,8 +80,13 @@ class SiameseDETRPretrain(PretextDETR):
         num_regions: n regions per view delivered by ``SiameseViewMapper(num_regions=n)``.
         weight_dict: base loss weights: ``loss_ce``, ``loss_bbox``, ``loss_giou`` (λ2 = 1 folded in),
             ``loss_region`` (λ0), ``loss_global`` (λ1); aux copies ``_i`` use the base weight.
-        projection_dim, predictor_hidden_dim: SimSiam widths (projector d_model -> projection_dim ->
+        projection_dim, predictor_hidden_dim: SimSiam widths (projector k * d_model -> projection_dim ->
             projection_dim, predictor projection_dim -> predictor_hidden_dim -> projection_dim).
+        global_context_levels: L_g's context uses the first ``k = min(global_context_levels, L)`` of the
+            model's L feature levels (finest first), each averaged over its non-padded tokens, concatenated
+            (``k * d_model`` wide). 3 (default) is the official Deform-MS (``r50_deformtr_ms_300q_*``: the
+            global head ``NonLinearNeckV3(in_channels=256 * len(strides))`` pools ``x[:3]``, C3-C5 of the
+            encoder memory, without the extra stride-64 level); single-level models have k = 1.
         roi_output_size: RoIAlign grid for z (7).
         roi_aligned: torchvision ``roi_align(aligned=...)`` for z. False (default) is the official code's
             (torchvision's default, ``RoIAlign(7, 1/32, -1)``), which samples half a feature cell (s/2 pixels)
@@ -103,6 +111,7 @@ class SiameseDETRPretrain(PretextDETR):
         predictor_hidden_dim: int = 256,
         roi_output_size: int = 7,
         roi_aligned: bool = False,
+        global_context_levels: int = 3,
         **detr_kwargs,
     ):
         if num_regions < 1 or num_queries % num_regions != 0:
@@ -110,6 +119,8 @@ class SiameseDETRPretrain(PretextDETR):
                 f"num_queries ({num_queries}) must be a positive multiple of num_regions ({num_regions}): "
                 f"every region is repeated num_queries / num_regions times"
             )
+        if global_context_levels < 1:
+            raise ValueError(f"global_context_levels must be >= 1, got {global_context_levels}")
         super().__init__(
             num_queries=num_queries,
             required_losses=("loss_ce", "loss_bbox", "loss_giou", "loss_region", "loss_global"),
@@ -121,7 +132,9 @@ class SiameseDETRPretrain(PretextDETR):
         # pretext-only heads
         self.region_proj = nn.Linear(channels, d_model)  # proj(z) of Eq. 7
         self.sem_embed = MLP(d_model, d_model, channels, 2)  # f_sem of Eq. 10
-        self.projector = SimSiamProjector(d_model, projection_dim, projection_dim)
+        # L_g context: the first k levels (input_proj holds one projection per level)
+        self.global_context_levels = min(int(global_context_levels), len(self.input_proj))
+        self.projector = SimSiamProjector(self.global_context_levels * d_model, projection_dim, projection_dim)
         self.predictor = SimSiamPredictor(projection_dim, predictor_hidden_dim, projection_dim)
         self.num_regions = num_regions
         self.roi_output_size = roi_output_size
@@ -200,9 +213,11 @@ class SiameseDETRPretrain(PretextDETR):
             "loss_region", region_discrimination_loss, decoded.hidden_states, crop_features, indices, num_boxes
         ))
 
-        # L_g (Eq. 11) on the masked average of each view's encoder memory
+        # L_g (Eq. 11) on the per-level masked averages of each view's encoder memory (first k levels)
         # rows are view-major: batch-norm statistics per view, as two separate calls (official head)
-        projection = self.projector(masked_average_pool(memory.memory, memory.padding_mask), num_views=2)
+        # (pool given by its name in this module: the parity test swaps in the official padded pooling)
+        context = per_level_average_pool(memory, self.global_context_levels, pool=masked_average_pool)
+        projection = self.projector(context, num_views=2)  # [2B, k * d_model] -> [2B, projection_dim]
         prediction = self.predictor(projection, num_views=2)
         losses["loss_global"] = global_discrimination_loss(
             prediction[:batch], projection[:batch], prediction[batch:], projection[batch:]

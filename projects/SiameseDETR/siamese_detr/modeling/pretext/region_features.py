@@ -4,16 +4,20 @@ Coordinate conventions: every box here is ``xyxy`` in ABSOLUTE pixels of the (re
 view it belongs to — the same frame as the view tensor fed to the backbone, before padding.
 """
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import Tensor
 from torchvision.ops import roi_align
 
+if TYPE_CHECKING:  # annotation only
+    from ..transformers.base import EncoderMemory
+
 __all__ = [
     "average_pooled_roi_features",
     "concatenated_average_pool",
     "masked_average_pool",
+    "per_level_average_pool",
     "query_to_region_index",
     "region_conditioned_queries",
 ]
@@ -67,10 +71,11 @@ def concatenated_average_pool(features: Sequence[Tensor]) -> Tensor:
 
 
 def masked_average_pool(memory: Tensor, padding_mask: Tensor) -> Tensor:
-    """Average of the encoder memory over the non-padded tokens (the global context c, Eq. 11).
+    """Average of encoder tokens over the non-padded ones (one level of the global context c, Eq. 11; see
+    :func:`per_level_average_pool`).
 
     Args:
-        memory: ``[B, S, C]`` encoder output, ``S`` the tokens of all levels (``EncoderMemory.memory``).
+        memory: ``[B, S, C]`` encoder tokens (e.g. one level of ``EncoderMemory``).
         padding_mask: ``[B, S]`` bool, True where the token comes from padding.
 
     Returns:
@@ -81,6 +86,34 @@ def masked_average_pool(memory: Tensor, padding_mask: Tensor) -> Tensor:
     if bool((count == 0).any()):
         raise ValueError("an image has no valid (non-padded) token in the encoder memory")
     return (memory * valid).sum(dim=1) / count
+
+
+def per_level_average_pool(
+    memory: "EncoderMemory", num_levels: int, pool: Callable[[Tensor, Tensor], Tensor] = masked_average_pool
+) -> Tensor:
+    """Global context c of L_g (Eq. 11): the average of each of the first ``num_levels`` feature levels of
+    the encoder memory, concatenated (official Deform-MS: ``NonLinearNeckV3`` pools C3-C5 of the memory,
+    ``x[:3]``, and concatenates them; one level for the single-scale variants).
+
+    Args:
+        memory: the encoder output (``EncoderMemory``: ``memory [B, S, C]``, ``padding_mask [B, S]``, and the
+            level geometry ``spatial_shapes [L, 2]`` / ``level_start_index [L]``, level-major tokens).
+        num_levels: k, how many levels from the first (the finest); ``1 <= k <= L``.
+        pool: ``(tokens [B, S_l, C], padding_mask [B, S_l]) -> [B, C]`` applied to each level; default the
+            average over the non-padded tokens (:func:`masked_average_pool`).
+
+    Returns:
+        ``[B, k * C]``: level 0's average in channels ``0 .. C - 1``, level 1's next, ...
+    """
+    levels = len(memory.spatial_shapes)
+    if not 1 <= num_levels <= levels:
+        raise ValueError(f"num_levels must be in 1..{levels} (the memory's levels), got {num_levels}")
+    pooled = []
+    for level in range(num_levels):
+        start = int(memory.level_start_index[level])
+        h, w = (int(v) for v in memory.spatial_shapes[level])
+        pooled.append(pool(memory.level(level), memory.padding_mask[:, start:start + h * w]))
+    return torch.cat(pooled, dim=1)
 
 
 def region_conditioned_queries(region_embeddings: Tensor, object_queries: Tensor) -> Tensor:
