@@ -1,10 +1,10 @@
 """Siamese DETR pretraining model built from any finetune model config (Vanilla, Conditional, Deformable).
 
 ``siamese_detr_from(detr_model)`` reuses the finetune model's backbone, feature levels, position encoding
-(with the official Siamese DETR's offset 0), transformer, number of queries, criterion (its class loss and matcher, with one objectness class) and
-post-processing, so the pretraining checkpoint loads into that finetune model through
-``train.init_checkpoint`` with no conversion (the class head is skipped for its shape, the pretext heads
-``region_proj`` / ``sem_embed`` / ``projector`` / ``predictor`` are reported unused).
+(with the official Siamese DETR's offset 0), transformer, number of queries, criterion (its class loss and
+matcher, with one objectness class) and post-processing, so the pretraining checkpoint loads into that
+finetune model through ``train.init_checkpoint`` with no conversion (the class head is skipped for its shape,
+the pretext heads ``region_proj`` / ``sem_embed`` / ``projector`` / ``predictor`` are reported unused).
 """
 import copy
 
