@@ -148,3 +148,148 @@ def test_unknown_keys_are_listed_never_dropped_silently():
     state = fake_state("detreg_deformable.json")
     state["feature_embed.extra"] = torch.zeros(2)
     assert convert_official_detreg(state).unmapped == ["feature_embed.extra"]
+
+
+# ------------------------------------------------------------------------------------ --for-pretraining
+def _exact(result, expected):
+    """Every key of the project pretraining model, nothing else, every shape equal (class heads included)."""
+    assert result.unmapped == []
+    converted = {k: tuple(v.shape) for k, v in result.converted.items()}
+    assert sorted(set(converted) ^ set(expected)) == []
+    assert {k: s for k, s in converted.items() if s != expected[k]} == {}
+
+
+def test_for_pretraining_up_detr_keeps_object_and_no_object_rows():
+    from siamese_detr.checkpoint.official_pretrain import convert_official_up_detr
+
+    state = fake_state("up_detr.json")
+    state["class_embed.weight"] = torch.randn(3, 256)
+    state["class_embed.bias"] = torch.tensor([-7.0, 1.5, 2.5])
+    result = convert_official_up_detr(state, for_pretraining=True)
+    _exact(result, project_state(_config("up_detr/up_detr_r50_imagenet_60ep.py")))
+    for layer in range(6):  # official rows 1 (object) and 2 (no-object) -> ours 0, 1
+        assert torch.equal(result.converted[f"class_embed.{layer}.weight"], state["class_embed.weight"][[1, 2]])
+        assert result.converted[f"class_embed.{layer}.bias"].tolist() == [1.5, 2.5]
+    assert "class_embed.0.bias[rows 0]" in result.dropped
+
+
+def test_for_pretraining_detreg_deformable_sigmoid_row_and_detr_softmax_rows():
+    from siamese_detr.checkpoint.official_pretrain import convert_official_detreg
+
+    state = fake_state("detreg_deformable.json")
+    for layer in range(6):
+        state[f"class_embed.{layer}.bias"] = torch.arange(91.0) + 100 * layer
+    result = convert_official_detreg(state, for_pretraining=True)
+    expected = project_state(_config("detreg/detreg_deformable_ms_r50_imagenet_5ep.py"))
+    _exact(result, expected)
+    for layer in range(6):  # sigmoid: the objectness column 1 alone
+        assert result.converted[f"class_embed.{layer}.bias"].tolist() == [1.0 + 100 * layer]
+
+    state = fake_state("detreg_detr.json")
+    state["class_embed.bias"] = torch.arange(92.0)
+    result = convert_official_detreg(state, for_pretraining=True)
+    _exact(result, project_state(_config("detreg/detreg_detr_r50_imagenet_60ep.py")))
+    assert result.converted["class_embed.5.bias"].tolist() == [1.0, 91.0]  # label 1, no-object (last)
+
+
+@pytest.mark.parametrize("layout,config", [
+    ("siamese_vanilla.json", "siamese_detr_r50_imagenet_60ep.py"),
+    ("siamese_condtr.json", "siamese_detr_conditional_r50_imagenet_60ep.py"),
+    ("siamese_deformable_ms.json", "siamese_detr_deformable_ms_r50_imagenet_60ep.py"),
+])
+def test_for_pretraining_siamese_detr_fills_every_key_of_the_pretraining_model(layout, config):
+    from siamese_detr.checkpoint.official_pretrain import convert_official_siamese_detr
+
+    state = {k: torch.randn(v.shape) if v.dim() else v for k, v in fake_state(layout).items()}
+    result = convert_official_siamese_detr(state, for_pretraining=True)
+    _exact(result, project_state(_config(f"siamese_detr/{config}")))
+    assert result.converted["projector.6.weight"] is state["enc_head.0.projector.mlp.6.weight"]
+    assert result.converted["predictor.3.bias"] is state["enc_head.0.predictor.mlp.3.bias"]  # no BN after it
+    # the biases in front of a BatchNorm: dropped, listed, and taken out of its running mean
+    pre_bn = ["enc_head.0.projector.mlp.0.bias", "enc_head.0.projector.mlp.3.bias", "enc_head.0.projector.mlp.6.bias",
+              "enc_head.0.predictor.mlp.0.bias"]
+    assert set(pre_bn) <= set(result.dropped)
+    assert not any(k.startswith("enc_head.") and k not in pre_bn for k in result.dropped)
+    assert torch.equal(result.converted["projector.4.running_mean"],
+                       state["enc_head.0.projector.mlp.4.running_mean"] - state["enc_head.0.projector.mlp.3.bias"])
+    assert torch.equal(result.converted["class_embed.0.weight"], state["pred_head.class_embed.weight"][[1, 2]])
+
+
+def _official_simsiam_head(widths, bn_after, seed):
+    """An official-style MLP (``openselfsup`` NonLinearNeck: every Linear has a bias) with trained-looking
+    BatchNorm statistics, as ``nn.Sequential``."""
+    torch.manual_seed(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if bn_after[i]:
+            bn = torch.nn.BatchNorm1d(b)
+            bn.running_mean.normal_(0, 2)
+            bn.running_var.uniform_(0.5, 3)
+            bn.weight.data.normal_(1, 0.2)
+            bn.bias.data.normal_(0, 0.2)
+            bn.num_batches_tracked.fill_(123)
+            layers.append(bn)
+            if i < len(widths) - 2:
+                layers.append(torch.nn.ReLU())
+        elif i < len(widths) - 2:
+            layers.append(torch.nn.ReLU())
+    for m in layers:
+        if isinstance(m, torch.nn.Linear):
+            m.bias.data.normal_(0, 1)  # large biases: a fold that is off shows
+    return torch.nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_for_pretraining_simsiam_heads_compute_what_the_official_ones_do(mode):
+    """Independent reference: official-style projector (FC-BN-ReLU x2, FC-BN) and predictor (FC-BN-ReLU-FC),
+    biases everywhere, run as plain torch modules; ours loaded from the converted tensors must give the same
+    outputs in both modes and, in training mode, the same updated running statistics."""
+    from siamese_detr.checkpoint.official_pretrain import _convert_simsiam_heads
+    from siamese_detr.modeling.pretext.simsiam import SimSiamPredictor, SimSiamProjector
+
+    projector = _official_simsiam_head([12, 8, 8, 6], [True, True, True], seed=0)
+    predictor = _official_simsiam_head([6, 5, 6], [True, False], seed=1)
+    state = {f"enc_head.0.projector.mlp.{k}": v for k, v in projector.state_dict().items()}
+    state.update({f"enc_head.0.predictor.mlp.{k}": v for k, v in predictor.state_dict().items()})
+    converted, dropped = _convert_simsiam_heads(state)
+    ours_proj, ours_pred = SimSiamProjector(12, 8, 6), SimSiamPredictor(6, 5, 6)
+    for module, prefix in ((ours_proj, "projector."), (ours_pred, "predictor.")):
+        own = {k[len(prefix):]: v.clone() for k, v in converted.items() if k.startswith(prefix)}
+        assert module.load_state_dict(own, strict=True)
+    assert len(dropped) == 4
+    x = torch.randn(10, 12, generator=torch.Generator().manual_seed(2)) * 3
+    for m in (projector, predictor, ours_proj, ours_pred):
+        m.train(mode == "train")
+    with torch.no_grad():
+        expected = predictor(projector(x))
+        actual = ours_pred(ours_proj(x))
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+    # the running statistics (updated in training mode from the folded start): official mean = ours + bias
+    for official, linear, ours in ((projector, 0, ours_proj), (projector, 3, ours_proj), (projector, 6, ours_proj),
+                                   (predictor, 0, ours_pred)):
+        ours_bn, official_bn = ours[linear + 1], official[linear + 1]
+        torch.testing.assert_close(ours_bn.running_mean + official[linear].bias, official_bn.running_mean)
+        torch.testing.assert_close(ours_bn.running_var, official_bn.running_var)
+
+
+def test_cli_for_pretraining(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("convert_tool", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    state = {k: v.contiguous() for k, v in fake_state("up_detr.json").items() if not k.startswith("backbone.")}
+    src = tmp_path / "up_detr.pth"
+    torch.save({"model": state}, src)
+    assert tool.main(["--format", "up_detr", "--for-pretraining", "--input", str(src), "--output",
+                      str(tmp_path / "pre.pth")]) == 0
+    assert "for pretraining" in capsys.readouterr().out
+    written = torch.load(tmp_path / "pre.pth", weights_only=True)
+    assert written["model"]["class_embed.3.weight"].shape == (2, 256)
+    assert "for pretraining" in written["__author__"]
+    assert tool.main(["--format", "up_detr", "--input", str(src), "--output", str(tmp_path / "ft.pth")]) == 0
+    assert torch.load(tmp_path / "ft.pth", weights_only=True)["model"]["class_embed.3.weight"].shape == (3, 256)
+    with pytest.raises(SystemExit):
+        tool.main(["--format", "detr", "--for-pretraining", "--input", str(src), "--output", str(tmp_path / "x.pth")])
+    assert "--for-pretraining converts the pretraining releases" in capsys.readouterr().err

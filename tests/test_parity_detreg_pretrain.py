@@ -112,13 +112,17 @@ class RecordedBackbone(Backbone):
 
 
 def official_to_ours(variant):
-    """``state -> our state dict`` through the ``detreg`` converter, class head rows ``official_rows`` only."""
+    """``state -> our state dict`` through the ``detreg`` converter for pretraining, which must keep the class
+    head rows ``official_rows`` only."""
     rows = VARIANTS[variant]["official_rows"]
 
     def convert(state):
-        result = get_converter("detreg")(state)
-        assert result.unmapped == [] and result.dropped == []
-        return {k: v[rows] if k.startswith("class_embed.") else v for k, v in result.converted.items()}
+        result = get_converter("detreg")(state, for_pretraining=True)
+        assert result.unmapped == [] and all(k.startswith("class_embed.") for k in result.dropped)
+        for key in [k for k in result.converted if k.startswith("class_embed.")]:
+            official = state.get(key, state.get("class_embed." + key.rsplit(".", 1)[1]))  # DETR: one shared head
+            assert torch.equal(result.converted[key], official[rows]), key
+        return result.converted
 
     return convert
 

@@ -68,9 +68,7 @@ _spec.loader.exec_module(RECORD)  # only its pure-torch helpers are used (no off
 LOSS_NAMES = {"loss_ce": "loss_ce", "loss_bbox": "loss_bbox", "loss_giou": "loss_giou", "loss_feature": "loss_region"}
 VARIANTS = ("condtr", "vanilla", "deformtr_ms")
 L_G_OFFSET = 2.0  # official loss_enc_global_contra = 2 + L_g (Eq. 11)
-# official enc_head (SimSiam) module index -> project module (Linear / BatchNorm1d positions are the same)
-SIMSIAM = {"enc_head.0.projector.mlp.": "projector.", "enc_head.0.predictor.mlp.": "predictor."}
-PRE_BN_BIASES = ("projector.0.bias", "projector.3.bias", "projector.6.bias", "predictor.0.bias")
+# official biases of the SimSiam Linear layers in front of a BatchNorm (the project's have none)
 OFFICIAL_PRE_BN_BIASES = ("enc_head.0.projector.mlp.0.bias", "enc_head.0.projector.mlp.3.bias",
                           "enc_head.0.projector.mlp.6.bias", "enc_head.0.predictor.mlp.0.bias")
 
@@ -140,24 +138,14 @@ def official_state(record: dict) -> dict:
     return RECORD.official_parameters(layout, record["config"]["seed"])
 
 
-def to_project(official: dict):
-    """Official parameters (or gradients, same keys) -> project keys: the ``siamese_detr`` converter, then the
-    class rows (1, 2) and the SimSiam heads (dropped by the converter: pretext-only) by hand.
-
-    Returns ``(converted, pre_bn_biases)``: the project state and the official pre-BN biases left out."""
-    result = get_converter("siamese_detr")(official)
+def to_project(official: dict) -> dict:
+    """Official parameters -> project keys: the ``siamese_detr`` converter for pretraining (class rows 1, 2; the
+    SimSiam heads; the pre-BN biases dropped, the fixture has no running statistics to fold them into)."""
+    result = get_converter("siamese_detr")(official, for_pretraining=True)
     assert result.unmapped == [], result.unmapped
-    converted = dict(result.converted)
-    for key in [k for k in converted if k.startswith("class_embed.")]:
-        converted[key] = converted[key][1:]  # drop the official class-0 row (switched off in the fixture)
-    extra = {}
-    for key, value in official.items():
-        for prefix, ours in SIMSIAM.items():
-            if key.startswith(prefix):
-                extra[ours + key[len(prefix):]] = value
-    assert set(result.dropped) >= {k for k in official if k.startswith("enc_head.")}
-    pre_bn = {k: extra.pop(k) for k in PRE_BN_BIASES}
-    return {**converted, **extra}, pre_bn
+    assert set(OFFICIAL_PRE_BN_BIASES) <= set(result.dropped)
+    assert not any(k.startswith("enc_head.") and k not in OFFICIAL_PRE_BN_BIASES for k in result.dropped)
+    return result.converted
 
 
 def build_project_model(record: dict, roi_aligned=None) -> SiameseDETRPretrain:
@@ -207,7 +195,7 @@ def _build_project_model(record: dict, roi_aligned) -> SiameseDETRPretrain:
         pixel_mean=(0.0, 0.0, 0.0),
         pixel_std=(1.0, 1.0, 1.0),
     ).double()
-    state, _ = to_project(official_state(record))
+    state = to_project(official_state(record))
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert unexpected == [], unexpected
     assert [k for k in missing if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))] == []
@@ -466,7 +454,7 @@ def test_gradients_of_every_trainable_parameter_match_official(parity):
     ``transformer.tgt_embed`` (``tgt``), so its gradient is compared half by half."""
     record, ours = parity
     official = official_state(record)
-    converted, _ = to_project(official)
+    converted = to_project(official)
     checked, grads = set(), dict(ours["grads"])
     if record["variant"] == "deformtr_ms":
         d = record["config"]["d_model"]

@@ -68,10 +68,11 @@ class RecordedBackbone(Backbone):
 
 
 def official_to_ours(state):
-    """Our state dict from the official one through the ``up_detr`` converter, class head rows (1, 2)."""
-    result = get_converter("up_detr")(state)
-    assert result.unmapped == [] and result.dropped == []
-    return {k: v[OFFICIAL_ROWS] if k.startswith("class_embed.") else v for k, v in result.converted.items()}
+    """Our state dict from the official one through the ``up_detr`` converter for pretraining (class head rows
+    1, 2 = ``OFFICIAL_ROWS``)."""
+    result = get_converter("up_detr")(state, for_pretraining=True)
+    assert result.unmapped == [] and all(k.startswith("class_embed.") for k in result.dropped)
+    return result.converted
 
 
 def build(record, state, mask_ratio=0.0):

@@ -8,7 +8,10 @@
 DETReg-style); the other formats (``--help`` lists them: official DETR, Conditional DETR, Deformable DETR
 and the pretraining methods' releases) convert a whole model. Whole-model conversion lists every source key
 it could not map and then refuses to write the output, so no weight is ever dropped silently; the error
-names the ``--format`` that does convert every key, when one does.
+names the ``--format`` that does convert every key, when one does. The pretraining releases (``up_detr``,
+``detreg``, ``siamese_detr``) convert for finetuning; with ``--for-pretraining`` they convert for the same
+method's pretraining config instead (objectness rows of the class heads, Siamese DETR's SimSiam heads), to
+continue pretraining from them (``siamese_detr/checkpoint/official_pretrain.py`` gives the details).
 
 then initialise the frozen backbone of any pretraining / finetuning config with
 ``train.init_checkpoint=swav_r50_d2.pth``. Build the backbone with ``stride_in_1x1=False`` (the project's
@@ -54,6 +57,7 @@ from siamese_detr.engine.checkpointing import (
 
 # SwAV and DETReg release ResNets use torchvision's layout; the rest are whole-model converters
 FORMATS = ("torchvision",) + tuple(available_converters())
+PRETRAINING_FORMATS = ("up_detr", "detreg", "siamese_detr")  # converters with a for_pretraining option
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="BGR",
         choices=("BGR", "RGB"),
         help="channel order of the images the target model feeds its backbone (model.input_format)",
+    )
+    p.add_argument(
+        "--for-pretraining",
+        action="store_true",
+        help=f"({', '.join(PRETRAINING_FORMATS)}) convert for the method's pretraining config, to continue "
+        "pretraining from the release: objectness rows of the class heads, Siamese DETR's SimSiam heads",
     )
     p.add_argument(
         "--trust-pickle",
@@ -211,6 +221,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if os.path.realpath(args.output) == os.path.realpath(args.input) or (
             os.path.exists(args.output) and os.path.exists(args.input) and os.path.samefile(args.output, args.input)):
         parser.error(f"--output {args.output} is the --input file: write the conversion to another file")
+    if args.for_pretraining and args.format not in PRETRAINING_FORMATS:
+        parser.error(f"--for-pretraining converts the pretraining releases (--format {'|'.join(PRETRAINING_FORMATS)}),"
+                     f" not --format {args.format}: drop it to convert for finetuning / evaluation")
     checkpoint = load_checkpoint(args.input, trust_pickle=args.trust_pickle)
     try:
         if args.format == "torchvision":
@@ -222,7 +235,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                       f"written (a damaged or partial file?): {shown}", file=sys.stderr)
                 return 1
         else:
-            result = get_converter(args.format)(model_state(checkpoint), input_format=args.input_format)
+            options = {"for_pretraining": True} if args.for_pretraining else {}
+            result = get_converter(args.format)(model_state(checkpoint), input_format=args.input_format, **options)
             if result.unmapped:
                 shown = "\n  ".join(result.unmapped[:50])
                 more = f"\n  ... and {len(result.unmapped) - 50} more" if len(result.unmapped) > 50 else ""
@@ -237,7 +251,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: cannot convert {args.input}: {e}; {format_hint(checkpoint, args.format)}", file=sys.stderr)
         return 1
 
-    author = f"siamese_detr tools/convert_checkpoint.py ({args.format}, {args.input_format} input)"
+    target = ", for pretraining" if args.for_pretraining else ""
+    author = f"siamese_detr tools/convert_checkpoint.py ({args.format}{target}, {args.input_format} input)"
     try:  # through a temporary file and a rename: a kill never leaves a torn output
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         atomic_torch_save({"model": converted, "__author__": author, "matching_heuristics": False}, args.output)
@@ -248,7 +263,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     modules = Counter(k[len(prefix):].split(".")[0] for k in converted)
     print(
         f"converted {len(converted)} tensors from {args.input} "
-        f"({args.format} layout, {args.input_format} input)"
+        f"({args.format} layout{target}, {args.input_format} input)"
     )
     print("  per module: " + ", ".join(f"{prefix}{m}: {n}" for m, n in sorted(modules.items())))
     print("  dropped: " + (", ".join(summarize_dropped(dropped)) if dropped else "nothing"))

@@ -20,24 +20,39 @@ Siamese DETR (github Zx55/SiameseDETR, OpenSelfSup / mmcv: ``{"state_dict": ...}
     Deformable: ``query_embed.weight [Q, C]`` (query_pos) and ``transformer.tgt_embed.weight [Q, C]``
                                                     -> ``query_embed.weight [Q, 2C]`` = ``[query_pos | tgt]``
     ``pred_head.criterion.empty_weight``            -> dropped (the loss's class weights)
-    ``enc_head.*`` (SimSiam projector / predictor)  -> dropped: pretext-only, and their Linear layers carry
-                                                       biases the project's SimSiam heads do not have
+    ``enc_head.*`` (SimSiam projector / predictor)  -> dropped: not used by finetuning (``for_pretraining``:
+                                                       the project's ``projector`` / ``predictor``, below)
     the transformer by variant (``transformer.level_embed`` -> Deformable, ``sa_qcontent_proj`` -> Conditional,
     else Vanilla), with the official converters.
 
-Anything else is returned in ``unmapped`` (the CLI then writes nothing). Converted checkpoints are meant for
-``train.init_checkpoint`` of a finetune ``DETR`` of the matching variant (e.g. pre-norm for UP-DETR); the class
-heads keep the official widths and are skipped there for their shape.
+Anything else is returned in ``unmapped`` (the CLI then writes nothing). By default converted checkpoints are
+meant for ``train.init_checkpoint`` of a finetune ``DETR`` of the matching variant (e.g. pre-norm for UP-DETR);
+the class heads keep the official widths and are skipped there for their shape.
+
+``for_pretraining=True`` (CLI ``--for-pretraining``) converts for the project's pretraining model of the same
+method and variant instead, so that a pretraining config can continue from an official release (weights only:
+the official optimizer state is not converted). Two things change:
+
+* the class heads keep only what the project's objectness head has (see :func:`objectness_rows`): the
+  official object row (label 1) and, for a softmax head, the no-object row. 3 -> 2 rows (UP-DETR, Siamese
+  DETR), 92 -> 2 (DETReg DETR), 91 -> 1 (DETReg Deformable, sigmoid). The removed rows are listed in
+  ``dropped``. The official never-used rows still enter its softmax / focal loss; the two heads give the same
+  objectness only while their logits are -inf (the project card, "Choices and where the sources disagree").
+* Siamese DETR: the SimSiam heads ``enc_head.0.{projector,predictor}.mlp.{i}.*`` map to the project's
+  ``{projector,predictor}.{i}.*`` (same module positions). The official Linear layers in front of a
+  BatchNorm have a bias, the project's none: a constant before a BatchNorm in training mode cancels exactly,
+  so the bias is dropped (listed) and, where the checkpoint has the BatchNorm's ``running_mean``, subtracted
+  from it, which keeps the evaluation-mode output equal too.
 """
 
 import re
 from collections.abc import Mapping
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 
 from .official_deformable_detr import convert_official_deformable_detr
-from .official_detr import convert_official_conditional_detr, convert_official_detr
+from .official_detr import convert_official_conditional_detr, convert_official_detr, select_class_rows
 from .registry import ConversionResult, RenameRule, model_state, register_converter, rename_by_rules
 
 __all__ = ["convert_official_up_detr", "convert_official_detreg", "convert_official_siamese_detr"]
@@ -74,24 +89,87 @@ def _is_deformable(state: Mapping) -> bool:
     return "transformer.level_embed" in state or any(".sampling_offsets." in k for k in state)
 
 
+OBJECT_ROW = 1  # the label every official pretraining gives its pseudo / region targets
+
+
+def objectness_rows(num_rows: int, softmax: bool) -> List[int]:
+    """The official class-head rows the project's objectness head keeps, in its order: the object row
+    (``OBJECT_ROW``) and, for a softmax head, the no-object row, which is the official head's last."""
+    if num_rows <= OBJECT_ROW + int(softmax):
+        raise ValueError(f"a class head of {num_rows} rows has no object row {OBJECT_ROW}"
+                         + (" and no-object row after it" if softmax else ""))
+    return [OBJECT_ROW, num_rows - 1] if softmax else [OBJECT_ROW]
+
+
+def _keep_objectness_rows(result: ConversionResult, softmax: bool) -> ConversionResult:
+    """``result`` with every ``class_embed.*`` tensor cut to :func:`objectness_rows` (removed rows listed in
+    ``dropped``; the per-layer aliases of one shared head are cut alike)."""
+    converted, dropped = dict(result.converted), list(result.dropped)
+    for key in [k for k in converted if k.startswith("class_embed.")]:
+        value = converted[key]
+        rows = objectness_rows(len(value), softmax)
+        converted[key] = select_class_rows(key, value, False, rows, dropped)
+    return ConversionResult(converted=converted, unmapped=list(result.unmapped), dropped=dropped)
+
+
+_SIMSIAM = re.compile(r"^enc_head\.0\.(projector|predictor)\.mlp\.(\d+)\.(.+)$")
+
+
+def _convert_simsiam_heads(state: Mapping[str, torch.Tensor]):
+    """Official ``enc_head.0.{projector,predictor}.mlp.{i}.*`` -> project ``{projector,predictor}.{i}.*``.
+
+    The bias of a Linear layer (2-D ``weight``) whose next module is a BatchNorm (1-D ``weight``) is dropped
+    and, where the BatchNorm has a ``running_mean``, subtracted from it (module doc).
+
+    Returns:
+        ``(converted, dropped)``: ``{project name: tensor}`` and the official biases dropped.
+    """
+    modules: Dict[Tuple[str, int], Dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        m = _SIMSIAM.match(key)
+        if m is not None:
+            modules.setdefault((m[1], int(m[2])), {})[m[3]] = value
+
+    def weight_dims(module) -> int:  # 2: Linear, 1: BatchNorm, 0: absent (or ReLU)
+        return modules.get(module, {}).get("weight", torch.zeros(())).dim()
+
+    converted = {f"{head}.{i}.{name}": value
+                 for (head, i), tensors in modules.items() for name, value in tensors.items()}
+    dropped = []
+    for (head, i), tensors in modules.items():
+        if "bias" in tensors and weight_dims((head, i)) == 2 and weight_dims((head, i + 1)) == 1:
+            del converted[f"{head}.{i}.bias"]
+            dropped.append(f"enc_head.0.{head}.mlp.{i}.bias")
+            running_mean = f"{head}.{i + 1}.running_mean"
+            if running_mean in converted:
+                converted[running_mean] = converted[running_mean] - tensors["bias"]
+    return converted, dropped
+
+
 @register_converter("up_detr")
-def convert_official_up_detr(state_dict, input_format: str = "BGR") -> ConversionResult:
-    """Official UP-DETR pretraining checkpoint -> project ``UPDETRPretrain`` / ``DETR`` (Vanilla) keys."""
+def convert_official_up_detr(state_dict, input_format: str = "BGR", for_pretraining: bool = False) -> ConversionResult:
+    """Official UP-DETR pretraining checkpoint -> project ``DETR`` (Vanilla) keys, or with ``for_pretraining``
+    ``UPDETRPretrain`` keys (objectness rows 1 and 2 of the official 3; module doc)."""
     state = model_state(state_dict)
     pretext, rest = _split(state, [_REGION_PROJ, _sem_embed_rule("feature_align")])
-    return _merge(convert_official_detr(rest, input_format=input_format, class_rows="none"), pretext)
+    result = _merge(convert_official_detr(rest, input_format=input_format, class_rows="none"), pretext)
+    return _keep_objectness_rows(result, softmax=True) if for_pretraining else result
 
 
 @register_converter("detreg")
-def convert_official_detreg(state_dict, input_format: str = "BGR") -> ConversionResult:
-    """Official DETReg pretraining checkpoint (Deformable DETR, or ``--model detr``) -> project keys."""
+def convert_official_detreg(state_dict, input_format: str = "BGR", for_pretraining: bool = False) -> ConversionResult:
+    """Official DETReg pretraining checkpoint (Deformable DETR, or ``--model detr``) -> project ``DETR`` keys, or
+    with ``for_pretraining`` ``DETRegPretrain`` keys (Deformable: sigmoid row 1 of 91; DETR: rows 1 and 91 of
+    92; module doc)."""
     state = model_state(state_dict)
     pretext, rest = _split(state, [_sem_embed_rule("feature_embed")])
-    if _is_deformable(rest):
+    deformable = _is_deformable(rest)
+    if deformable:
         base = convert_official_deformable_detr(rest, input_format=input_format, class_rows="none")
     else:
         base = convert_official_detr(rest, input_format=input_format, class_rows="none")
-    return _merge(base, pretext)
+    result = _merge(base, pretext)
+    return _keep_objectness_rows(result, softmax=not deformable) if for_pretraining else result
 
 
 def _num_decoder_layers(state: Mapping) -> int:
@@ -100,12 +178,21 @@ def _num_decoder_layers(state: Mapping) -> int:
 
 
 @register_converter("siamese_detr")
-def convert_official_siamese_detr(state_dict, input_format: str = "BGR") -> ConversionResult:
-    """Official Siamese DETR (OpenSelfSup) pretraining checkpoint -> project ``SiameseDETRPretrain`` / ``DETR``
-    keys of the matching variant (Vanilla, Conditional, single- / multi-scale Deformable)."""
+def convert_official_siamese_detr(
+    state_dict, input_format: str = "BGR", for_pretraining: bool = False
+) -> ConversionResult:
+    """Official Siamese DETR (OpenSelfSup) pretraining checkpoint -> project ``DETR`` keys of the matching variant
+    (Vanilla, Conditional, single- / multi-scale Deformable), or with ``for_pretraining``
+    ``SiameseDETRPretrain`` keys: softmax objectness rows 1 and 2 of the official 3 and the SimSiam heads
+    (module doc)."""
     state = model_state(state_dict)
     pretext, rest = _split(state, [_REGION_PROJ, _sem_embed_rule("pred_head.feature_align")])
-    dropped = sorted(k for k in rest if k.startswith("enc_head.") or k == "pred_head.criterion.empty_weight")
+    if for_pretraining:
+        simsiam, folded = _convert_simsiam_heads(rest)
+        pretext.update(simsiam)
+        rest = {k: v for k, v in rest.items() if not _SIMSIAM.match(k)}
+    dropped = sorted(k for k in rest if (k.startswith("enc_head.") and not for_pretraining)
+                     or k == "pred_head.criterion.empty_weight")
     deformable = _is_deformable(rest)
     renamed: Dict[str, torch.Tensor] = {}
     for key, value in rest.items():
@@ -134,4 +221,6 @@ def convert_official_siamese_detr(state_dict, input_format: str = "BGR") -> Conv
         base = convert_official_conditional_detr(renamed, input_format=input_format, class_rows="none")
     else:
         base = convert_official_detr(renamed, input_format=input_format, class_rows="none")
-    return _merge(base, pretext, dropped)
+    if not for_pretraining:
+        return _merge(base, pretext, dropped)
+    return _keep_objectness_rows(_merge(base, pretext, dropped + folded), softmax=True)
