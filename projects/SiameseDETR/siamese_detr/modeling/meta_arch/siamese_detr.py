@@ -171,6 +171,25 @@ class SiameseDETRPretrain(PretextDETR):
             )
 
     # ------------------------------------------------------------------------------------------- forward
+    def region_features(self, features: List[torch.Tensor], query_boxes: List[torch.Tensor]) -> torch.Tensor:
+        """z of Eq. 4: ``avgpool(RoIAlign(h, b~))`` of each view's n jittered query boxes (xyxy, absolute pixels
+        of the padded batch), the ``in_features`` levels concatenated: ``[N views, n, C]``."""
+        z = average_pooled_roi_features(
+            features, query_boxes, self.feature_strides, self.roi_output_size, aligned=self.roi_aligned
+        )
+        return z.view(len(query_boxes), self.num_regions, -1)
+
+    @torch.no_grad()
+    def view_region_embeddings(self, batched_inputs: List[Dict]) -> torch.Tensor:
+        """``proj(z)`` of every view's regions, as :meth:`forward` adds them to the object queries (Eq. 7),
+        from ``SiameseViewMapper`` outputs (image fields only): ``[2B, n, d_model]``, view-major. Runs only the
+        frozen backbone, RoIAlign and ``region_proj`` (see ``tools/fold_region_queries.py``)."""
+        self._check_pretrain_inputs(batched_inputs)
+        views = [x["views"][v] for v in (0, 1) for x in batched_inputs]
+        images = self.pad_images([view["image"] for view in views])
+        features = self.backbone_features(images.tensor)
+        return self.region_proj(self.region_features(features, [view["query_boxes"] for view in views]))
+
     def forward(self, batched_inputs: List[Dict]):
         """Training: ``batched_inputs`` are ``SiameseViewMapper`` outputs; returns WEIGHTED losses.
         Eval: Detectron2 dicts with ``"image"``; returns class-agnostic ``[{"instances": Instances}]``."""
@@ -187,11 +206,7 @@ class SiameseDETRPretrain(PretextDETR):
 
         with torch.no_grad():
             # z (Eq. 4): [2B, n, C]; p (Eq. 5): all crops of the batch in one backbone call, [2B, n, C]
-            query_boxes = [view["query_boxes"] for view in views]
-            z = average_pooled_roi_features(
-                features, query_boxes, self.feature_strides, self.roi_output_size, aligned=self.roi_aligned
-            )
-            z = z.view(2 * batch, n, -1)
+            z = self.region_features(features, [view["query_boxes"] for view in views])
             crops = self.normalize(torch.cat([view["crops"] for view in views]))
             crop_features = concatenated_average_pool(self.backbone_features(crops)).view(2 * batch, n, -1)
 

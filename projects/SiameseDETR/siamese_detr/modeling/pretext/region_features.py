@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # annotation only
     from ..transformers.base import EncoderMemory
 
 __all__ = [
+    "fold_mean_region_embedding",
     "average_pooled_roi_features",
     "concatenated_average_pool",
     "masked_average_pool",
@@ -153,3 +154,24 @@ def region_conditioned_queries(region_embeddings: Tensor, object_queries: Tensor
 def query_to_region_index(num_queries: int, num_regions: int, device=None) -> Tensor:
     """Region index each query is built from (``[Q]`` long), see :func:`region_conditioned_queries`."""
     return torch.arange(num_queries, device=device) // (num_queries // num_regions)
+
+
+def fold_mean_region_embedding(object_queries: Tensor, region_embeddings: Tensor) -> Tensor:
+    """The learned object queries plus the mean region embedding of their region slot: the average over views
+    of the Multi-View Cross-Attention queries of Eq. 7 (:func:`region_conditioned_queries` is linear in the
+    embeddings), for a finetuning that has no region to condition on (a handoff option, not in the paper).
+
+    Query ``i`` belongs to region slot ``j = i // (Q / n)``; its first ``D`` channels get
+    ``mean_v proj(z_{v, j})``, the rest (Deformable's ``tgt`` half) stays.
+
+    Args:
+        object_queries: ``[Q, D']`` learned object queries (``query_embed.weight``), ``D' >= D``.
+        region_embeddings: ``[N, n, D]`` ``proj(z)`` of N views' n regions.
+
+    Returns:
+        ``[Q, D']``.
+    """
+    if region_embeddings.dim() != 3 or region_embeddings.shape[0] == 0:
+        raise ValueError(f"region_embeddings must be [N >= 1, n, D], got {tuple(region_embeddings.shape)}")
+    mean = region_embeddings.mean(dim=0, keepdim=True).to(object_queries.dtype)
+    return region_conditioned_queries(mean, object_queries)[0]

@@ -1,0 +1,100 @@
+"""The mean-region handoff option: ``fold_mean_region_embedding`` by hand, ``view_region_embeddings`` against
+what the pretraining forward adds to the queries, and ``tools/fold_region_queries.py`` end to end on a dataset
+whose labels raise on access."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+
+from siamese_detr.modeling.pretext.region_features import fold_mean_region_embedding
+
+from test_demo_labels import _register_raising
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "demo" / "demo_siamese_pretrain.py"
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("fold_region_queries_tool", ROOT / "tools" / "fold_region_queries.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_fold_adds_each_slot_mean_to_its_queries_positional_half_only():
+    queries = torch.arange(24.0).view(6, 4)  # Q = 6, D' = 4 (Deformable-like [query_pos | tgt], D = 2)
+    embeddings = torch.tensor([[[1.0, 2.0], [10.0, 20.0], [100.0, 200.0]],
+                               [[3.0, 4.0], [30.0, 40.0], [300.0, 400.0]]])  # N = 2 views, n = 3 slots
+    folded = fold_mean_region_embedding(queries, embeddings)
+    slot_means = [[2.0, 3.0], [20.0, 30.0], [200.0, 300.0]]  # by hand
+    for i in range(6):  # query i belongs to slot i // (Q / n) = i // 2
+        expected = queries[i].clone()
+        expected[:2] += torch.tensor(slot_means[i // 2])
+        assert torch.equal(folded[i], expected), i
+    assert torch.equal(queries, torch.arange(24.0).view(6, 4))  # the input is not modified
+
+
+def test_fold_refuses_what_it_cannot_fold():
+    with pytest.raises(ValueError, match="N >= 1"):
+        fold_mean_region_embedding(torch.zeros(6, 4), torch.zeros(0, 3, 2))
+    with pytest.raises(ValueError, match="multiple"):
+        fold_mean_region_embedding(torch.zeros(6, 4), torch.zeros(2, 4, 2))
+
+
+def _demo_model_and_batch(dataset):
+    cfg = LazyConfig.load(str(CONFIG))
+    cfg.dataloader.train.dataset.names = dataset
+    cfg.dataloader.train.num_workers = 0
+    cfg.dataloader.train.total_batch_size = 2
+    torch.manual_seed(0)
+    return instantiate(cfg.model), next(iter(instantiate(cfg.dataloader.train)))
+
+
+def test_view_region_embeddings_are_what_the_pretraining_forward_adds_to_the_queries(tiny_synthetic_shapes):
+    model, batch = _demo_model_and_batch("synthetic_shapes_train")
+    added = []
+    model.region_proj.register_forward_hook(lambda module, inputs, output: added.append(output.detach()))
+    model.train()
+    model(batch)
+    assert len(added) == 1
+    embeddings = model.view_region_embeddings(batch)
+    assert embeddings.shape == (2 * len(batch), model.num_regions, model.transformer.d_model)
+    torch.testing.assert_close(embeddings, added[0], rtol=0, atol=0)
+
+
+def test_tool_folds_a_checkpoint_without_reading_labels(tiny_synthetic_shapes, tmp_path, capsys):
+    name = _register_raising("raising_labels_train", "synthetic_shapes_train")
+    torch.manual_seed(1)
+    model = instantiate(LazyConfig.load(str(CONFIG)).model)
+    source = {k: v.clone() for k, v in model.state_dict().items()}
+    checkpoint, output = tmp_path / "pretrain.pth", tmp_path / "folded.pth"
+    torch.save({"model": source, "iteration": 599}, checkpoint)
+    overrides = [f"dataloader.train.dataset.names={name}", "dataloader.train.num_workers=0",
+                 "dataloader.train.total_batch_size=2"]
+    argv = ["--config-file", str(CONFIG), "--checkpoint", str(checkpoint), "--output", str(output), "--batches", "2"]
+    assert _tool().main(argv + overrides) == 0
+    assert "folded the mean region embedding of 8 views (2 batches) into 30 object queries" in capsys.readouterr().out
+
+    written = torch.load(output, weights_only=True)
+    assert set(written) == {"model", "__author__", "matching_heuristics"}  # no iteration: not a run to resume
+    folded = written["model"]
+    assert set(folded) == set(source)
+    assert all(torch.equal(folded[k], v) for k, v in source.items() if k != "query_embed.weight")
+    delta = folded["query_embed.weight"] - source["query_embed.weight"]
+    d = model.transformer.d_model
+    assert torch.equal(delta[:, d:], torch.zeros_like(delta[:, d:]))  # Deformable: the tgt half stays
+    per_slot = delta[:, :d].view(model.num_regions, -1, d)  # the 5 queries of a slot move alike
+    torch.testing.assert_close(per_slot, per_slot[:, :1].expand_as(per_slot), rtol=0, atol=1e-6)
+    assert per_slot[:, 0].norm(dim=1).min() > 0
+
+
+def test_tool_refuses_a_config_that_is_not_a_siamese_detr_pretraining(tiny_synthetic_shapes, tmp_path, capsys):
+    checkpoint = tmp_path / "pretrain.pth"
+    torch.save({"model": {"query_embed.weight": torch.zeros(30, 256)}}, checkpoint)
+    detector = ROOT / "configs" / "demo" / "demo_detector.py"
+    argv = ["--config-file", str(detector), "--checkpoint", str(checkpoint), "--output", str(tmp_path / "out.pth")]
+    assert _tool().main(argv) == 2
+    assert "not a SiameseDETRPretrain" in capsys.readouterr().err
+    assert not (tmp_path / "out.pth").exists()

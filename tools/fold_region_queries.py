@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""Fold the mean region embedding of a Siamese DETR pretraining into its learned object queries.
+
+    python tools/fold_region_queries.py --config-file configs/demo/demo_siamese_pretrain.py \\
+        --checkpoint output/demo/siamese_pretrain/model_final.pth \\
+        --output output/demo/siamese_pretrain/model_final_folded.pth [--batches 64] [key=value ...]
+
+Why: in the pretraining the decoder's object queries are ``proj(z_j) + phi_q`` (Eq. 7), a region embedding
+plus the learned query, and the decoder only ever saw such sums. A finetuning initialised from the checkpoint
+uses ``phi_q`` alone (as the paper), a shift in the queries' distribution. This tool replaces ``phi_q`` of
+query ``i`` by ``phi_q + mean proj(z_j)``, the average over pretraining views of the queries of its region
+slot ``j = i // (Q / n)`` (``fold_mean_region_embedding`` in ``modeling/pretext/region_features.py``), so
+the finetuning starts from the queries the decoder was trained on, on average. It is a handoff option, not
+part of the paper; the project card ("What bounds it") gives what it measured.
+
+How: the model is the config's ``model`` (a ``SiameseDETRPretrain``) loaded from ``--checkpoint`` with the
+rules of ``train.init_checkpoint`` (a ``.pkl`` or a ``.pth`` holding python objects only with
+``--trust-pickle``), which must give every parameter of the model. ``--batches`` batches of the config's
+pretraining loader (views, proposals, jitter; seeded with ``train.seed``; image fields only, labels are never
+read) go through the frozen backbone, RoIAlign and ``region_proj`` only. The output has the checkpoint's
+model tensors with ``query_embed.weight`` replaced, no optimizer or iteration (a ``train.init_checkpoint``
+for the finetuning config, not a run to resume), written through a temporary file and a rename.
+"""
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+
+# detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
+
+import torch  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.utils.env import seed_all_rng  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+import siamese_detr.data  # noqa: E402,F401  (registers the built-in datasets)
+from siamese_detr.engine import apply_checked_overrides  # noqa: E402
+from siamese_detr.engine.checkpointing import (  # noqa: E402
+    CheckpointLoadError,
+    SafeDetectionCheckpointer,
+    atomic_torch_save,
+)
+from siamese_detr.modeling.meta_arch.siamese_detr import SiameseDETRPretrain  # noqa: E402
+from siamese_detr.modeling.pretext.region_features import fold_mean_region_embedding  # noqa: E402
+
+logger = logging.getLogger("fold_region_queries")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True, help="the Siamese DETR pretraining LazyConfig of the checkpoint")
+    p.add_argument("--checkpoint", required=True, help="its pretraining checkpoint (e.g. OUTPUT/model_final.pth)")
+    p.add_argument("--output", required=True, help="the folded checkpoint to write (.pth)")
+    p.add_argument("--batches", type=int, default=64,
+                   help="pretraining batches whose region embeddings are averaged (default 64)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a .pkl checkpoint (or a .pth holding python objects): unpickling runs code from it")
+    p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="key=value config overrides")
+    return p
+
+
+def collect_region_embeddings(model: SiameseDETRPretrain, batches, num_batches: int) -> torch.Tensor:
+    """``proj(z)`` of every view of the first ``num_batches`` batches: ``[N views, n, d_model]`` (logged with
+    an ETA every 10 batches)."""
+    embeddings, start = [], time.perf_counter()
+    for index, batch in enumerate(batches):
+        if index >= num_batches:
+            break
+        embeddings.append(model.view_region_embeddings(batch).cpu())
+        done = index + 1
+        if done % 10 == 0 or done == num_batches:
+            elapsed = time.perf_counter() - start
+            logger.info("batch %d/%d, %d views, eta %.0f s", done, num_batches,
+                        sum(len(e) for e in embeddings), elapsed / done * (num_batches - done))
+    if not embeddings:
+        raise ValueError("the pretraining loader gave no batch")
+    return torch.cat(embeddings)
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logger(name="fold_region_queries")
+    for path, what in ((args.config_file, "--config-file"), (args.checkpoint, "--checkpoint")):
+        if not os.path.isfile(path):
+            return _error(f"{what} {path!r} does not exist")
+    if args.batches < 1:
+        return _error(f"--batches must be at least 1, got {args.batches}")
+    if os.path.isdir(args.output) or os.path.abspath(args.output) == os.path.abspath(args.checkpoint):
+        return _error(f"--output {args.output!r} must be a new file, not a folder nor the --checkpoint")
+    try:
+        cfg = apply_checked_overrides(LazyConfig.load(args.config_file), args.opts)
+    except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
+        return _error(err.args[0] if err.args else str(err))
+
+    seed_all_rng(int(cfg.train.get("seed", 0)))  # the same proposals, views and jitter on every run
+    device = str(cfg.train.get("device", "cpu"))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        device = "cpu"
+    model = instantiate(cfg.model).to(device).eval()
+    if not isinstance(model, SiameseDETRPretrain):
+        return _error(f"{args.config_file} builds a {type(model).__name__}, not a SiameseDETRPretrain: give the "
+                      "Siamese DETR pretraining config the checkpoint was trained with")
+    checkpointer = SafeDetectionCheckpointer(model, trust_pickle=args.trust_pickle)
+    try:
+        checkpointer.load(args.checkpoint)
+    except CheckpointLoadError as err:
+        return _error(str(err))
+    missing = checkpointer.parameters_not_loaded()
+    if missing:
+        return _error(f"{len(missing)} parameters of the model are not in {args.checkpoint} (e.g. {missing[:4]}): "
+                      "give the pretraining config the checkpoint was trained with")
+
+    embeddings = collect_region_embeddings(model, instantiate(cfg.dataloader.train), args.batches)
+    before = model.query_embed.weight.detach().cpu()
+    folded = fold_mean_region_embedding(before, embeddings)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state["query_embed.weight"] = folded
+    author = f"siamese_detr tools/fold_region_queries.py ({args.batches} batches, {len(embeddings)} views)"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        atomic_torch_save({"model": state, "__author__": author, "matching_heuristics": False}, args.output)
+    except OSError as err:
+        return _error(f"cannot write {args.output}: {err.strerror or err}")
+
+    group_norms = embeddings.mean(0).norm(dim=1)
+    d = embeddings.shape[-1]
+    print(f"folded the mean region embedding of {len(embeddings)} views ({args.batches} batches) into "
+          f"{len(folded)} object queries ({embeddings.shape[1]} region slots)")
+    print("  mean embedding norm per region slot: " + ", ".join(f"{v:.2f}" for v in group_norms.tolist()))
+    print(f"  query norm (first {d} channels), mean: {before[:, :d].norm(dim=1).mean():.2f} -> "
+          f"{folded[:, :d].norm(dim=1).mean():.2f}")
+    print(f"wrote {args.output}; finetune from it with train.init_checkpoint={args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
