@@ -122,8 +122,16 @@ def test_aux_losses_and_returned_indices():
     assert len(indices) == 3
     for i, layer in enumerate(layers):
         expected = matcher(layer, targets)
+        assert len(indices[i]) == len(expected) == len(targets)
         for (r, c), (re_, ce_) in zip(indices[i], expected):
             assert torch.equal(r, re_) and torch.equal(c, ce_)
+        # the layer's L1 by hand from its own matches (3 target boxes in the batch)
+        l1 = sum(
+            (layer["pred_boxes"][b, q] - targets[b]["boxes"][t]).abs().sum().item()
+            for b, (rows, cols) in enumerate(indices[i]) for q, t in zip(rows.tolist(), cols.tolist())
+        )
+        suffix = "" if i == 2 else f"_{i}"
+        assert losses["loss_bbox" + suffix].item() == pytest.approx(l1 / 3, rel=1e-6)
         # each aux copy equals the loss of that layer computed on its own
         alone = crit(layer, targets)
         suffix = "" if i == 2 else f"_{i}"

@@ -10,6 +10,8 @@ import pytest
 from siamese_detr.demo.runner import StepRunner, last_iteration, resolved_config_digest
 from siamese_detr.demo.steps import Step, file_digest, source_digest, text_digest
 
+from hang_guard import HANG_GUARD_S
+
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "demo" / "demo_backbone.py")
 COUNTER = "import pathlib, sys; p = pathlib.Path(sys.argv[1]); p.write_text(str(int(p.read_text() or 0) + 1) " \
           "if p.exists() else '1')"
@@ -174,10 +176,11 @@ def test_last_iteration(tmp_path):
 
 
 # two steps that can only both finish if they run at the same time: each writes its own flag file, then
-# waits (bounded) for the other's
+# waits (bounded by the hang guard) for the other's
 RENDEZVOUS = ("import pathlib, sys, time; d = pathlib.Path(sys.argv[1]); "
               "(d / (sys.argv[2] + '.flag')).write_text('x'); "
-              "ok = any((d / (sys.argv[3] + '.flag')).exists() or time.sleep(0.1) for _ in range(600)); "
+              "ok = any((d / (sys.argv[3] + '.flag')).exists() or time.sleep(0.1) "
+              f"for _ in range({HANG_GUARD_S * 10})); "
               "sys.exit(0 if ok else 5)")
 
 

@@ -89,6 +89,22 @@ def test_tool_folds_a_checkpoint_without_reading_labels(tiny_synthetic_shapes, t
     torch.testing.assert_close(per_slot, per_slot[:, :1].expand_as(per_slot), rtol=0, atol=1e-6)
     assert per_slot[:, 0].norm(dim=1).min() > 0
 
+    # the value: redo what the tool does (same seed, so the same model draw, proposals and views), collect
+    # the 8 views' region embeddings and average each slot by hand
+    from detectron2.utils.env import seed_all_rng
+
+    cfg = LazyConfig.load(str(CONFIG))
+    cfg.dataloader.train.dataset.names = name
+    cfg.dataloader.train.num_workers = 0
+    cfg.dataloader.train.total_batch_size = 2
+    seed_all_rng(int(cfg.train.seed))
+    again = instantiate(cfg.model).eval()
+    again.load_state_dict(source)
+    embeddings = _tool().collect_region_embeddings(again, instantiate(cfg.dataloader.train), 2)
+    assert embeddings.shape == (8, model.num_regions, d)
+    slot_means = torch.stack([sum(view[slot] for view in embeddings) / 8 for slot in range(model.num_regions)])
+    torch.testing.assert_close(per_slot[:, 0], slot_means, rtol=0, atol=1e-6)
+
 
 def test_tool_refuses_a_config_that_is_not_a_siamese_detr_pretraining(tiny_synthetic_shapes, tmp_path, capsys):
     checkpoint = tmp_path / "pretrain.pth"

@@ -109,7 +109,9 @@ def test_one2one_outputs_do_not_depend_on_the_extra_queries(build):
     for out in (one2one, one2one_other):
         torch.testing.assert_close(out["pred_logits"], reference["pred_logits"], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(out["pred_boxes"], reference["pred_boxes"], rtol=1e-5, atol=1e-5)
+        assert len(out["aux_outputs"]) == len(reference["aux_outputs"]) > 0
         for a, r in zip(out["aux_outputs"], reference["aux_outputs"]):
+            torch.testing.assert_close(a["pred_logits"], r["pred_logits"], rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(a["pred_boxes"], r["pred_boxes"], rtol=1e-5, atol=1e-5)
 
 

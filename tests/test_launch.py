@@ -6,6 +6,8 @@ import torch
 
 from siamese_detr.engine import launch
 
+from hang_guard import HANG_GUARD_S
+
 
 def _worker(out_dir):
     from detectron2.utils import comm
@@ -57,7 +59,7 @@ def _alive(pid: int) -> bool:
         return f.read().split(")")[-1].split()[0] != "Z"
 
 
-def kill_and_wait_for(proc, pids, seconds: float = 30.0) -> bool:
+def kill_and_wait_for(proc, pids, seconds: float = HANG_GUARD_S) -> bool:
     """SIGKILL ``proc``, then whether every one of ``pids`` has ended within ``seconds``."""
     import signal
     import time
@@ -90,7 +92,7 @@ def test_workers_end_when_the_launcher_is_killed(tmp_path):
                             env={**os.environ, "TMPDIR": str(tmp_path)})
     try:
         pids_files = [tmp_path / f"worker{r}.pid" for r in range(2)]
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + HANG_GUARD_S
         while not all(p.exists() and p.read_text() for p in pids_files):
             assert proc.poll() is None and time.monotonic() < deadline, "the workers did not start"
             time.sleep(0.2)

@@ -114,7 +114,8 @@ def test_degenerate_boxes_do_not_break_the_assignment():
     }
     targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.0, 0.0]])}]
     rows, cols = HungarianMatcher()(outputs, targets)[0]
-    assert len(rows) == 1 and cols.tolist() == [0]
+    # the degenerate pair's GIoU is NaN: its cost must be high (never chosen), so the proper box is matched
+    assert rows.tolist() == [1] and cols.tolist() == [0]
 
 
 def _focal_pair_cost(logits, box, label, tgt_box, alpha=0.25, gamma=2.0, w=(2.0, 5.0, 2.0)):
@@ -139,7 +140,10 @@ def test_focal_matching_is_optimal_against_brute_force(seed):
     outputs = {"pred_logits": torch.tensor(logits), "pred_boxes": torch.tensor(boxes)}
     targets = [{"labels": torch.tensor(lab), "boxes": torch.tensor(bx)} for lab, bx in targets_py]
     indices = FocalHungarianMatcher()(outputs, targets)
+    assert len(indices) == len(sizes)
     for b, (n, (rows, cols)) in enumerate(zip(sizes, indices)):
+        assert rows.dtype == torch.int64 and cols.dtype == torch.int64
+        assert len(rows) == len(cols) == n and len(set(rows.tolist())) == n
         labels, tgt_boxes = targets_py[b]
         cost = [
             [_focal_pair_cost(logits[b][q], boxes[b][q], labels[j], tgt_boxes[j]) for j in range(n)]
@@ -162,7 +166,7 @@ def test_focal_class_cost_by_hand():
     assert cost.tolist()[0] == pytest.approx(expected, rel=1e-12)
 
 
-def test_float64_predictions_are_matched_in_float64():
+def test_float64_predictions_are_matched_in_float64(monkeypatch):
     """A difference below float32's resolution decides the match in float64 (as the official matcher, which
     keeps the input dtype); half precision is promoted to float32."""
     target = torch.tensor([[0.3, 0.3, 0.2, 0.2]], dtype=torch.float64)
@@ -173,7 +177,19 @@ def test_float64_predictions_are_matched_in_float64():
     targets = [{"labels": torch.tensor([0]), "boxes": target}]
     rows, cols = HungarianMatcher(cost_class=0.0, cost_bbox=1.0, cost_giou=0.0)(outputs, targets)[0]
     assert rows.tolist() == [1] and cols.tolist() == [0]
+    import siamese_detr.modeling.matcher as matcher_module
+
+    solved_dtypes = []
+    solve = matcher_module.linear_sum_assignment
+
+    def recording_solve(cost):
+        solved_dtypes.append(cost.dtype)
+        return solve(cost)
+
+    monkeypatch.setattr(matcher_module, "linear_sum_assignment", recording_solve)
     half = {"pred_logits": torch.zeros(1, 2, 2, dtype=torch.float16), "pred_boxes": boxes.half()}
     matcher = HungarianMatcher(cost_class=0.0, cost_bbox=1.0, cost_giou=0.0)
     rows, _ = matcher(half, [{**targets[0], "boxes": target.half()}])[0]
+    matcher(outputs, targets)
     assert len(rows) == 1
+    assert [str(d) for d in solved_dtypes] == ["float32", "float64"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import torch
 
+from hang_guard import HANG_GUARD_S
 from test_own_data_specs import IMAGE_SIZE, write_tiny_coco
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ def test_readme_own_data_commands_end_to_end(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1",
            "DETECTRON2_DATASETS": str(tmp_path / "datasets")}
     proc = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=900)
+                          timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
     # 1. proposals keyed by the images' paths relative to the folder (what folder:DIR uses as image_id)

@@ -157,7 +157,8 @@ def test_padding_invariance():
     The backbone is a patch embedding (a feature cell sees only its own 8x8 pixels) so the recorded-feature
     stub is not needed; the only differences allowed come from the encoder reference points, which the
     official code computes in float32 from the valid ratios (``(j + 0.5) / (r W)`` with ``r = w / W``
-    rounded in float32): a relative error ~1e-7 on sampling locations, bounded here by 1e-5."""
+    rounded in float32): a relative error ~1e-7 on sampling locations (measured: 1.0e-7 on the logits, 6.4e-9
+    on the boxes of the padded image, 2e-15 on the other), bounded here by 1e-6."""
 
     class PatchBackbone(Backbone):
         def __init__(self):
@@ -193,8 +194,8 @@ def test_padding_invariance():
     batch_logits, batch_boxes = outputs(imgs)
     for i, img in enumerate(imgs):
         logits, boxes = outputs([img])
-        assert torch.allclose(batch_logits[i], logits[0], atol=1e-5)
-        assert torch.allclose(batch_boxes[i], boxes[0], atol=1e-5)
+        assert torch.allclose(batch_logits[i], logits[0], rtol=0.0, atol=1e-6)
+        assert torch.allclose(batch_boxes[i], boxes[0], rtol=0.0, atol=1e-6)
 
 
 def test_convert_checkpoint_cli_round_trip(tmp_path):

@@ -207,6 +207,7 @@ def test_forward_of_every_decoder_layer_matches_official(trained_step):
 
 def test_embeddings_targets_and_matchings_match_official(trained_step):
     _, record, _, _, _, seen = trained_step
+    assert len(seen["embeddings"]) == len(seen["targets"]) == record["pred_logits"].shape[1]  # one per image
     for b, (emb, target) in enumerate(zip(seen["embeddings"], seen["targets"])):
         assert_close(emb, record[f"embeddings.{b}"], tol=1e-15)  # the same average of the same C3 map
         assert_close(target["boxes"], record[f"target_boxes.{b}"], tol=0.0)  # exact: sizes chosen so (README)

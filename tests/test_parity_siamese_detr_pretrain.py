@@ -395,7 +395,9 @@ def test_head_outputs_and_matches_of_every_layer_match_official(parity):
     boxes = torch.stack([split_directions(x["pred_boxes"]) for x in layers], dim=1)
     assert_close(logits, record["pred_logits"][..., 1:])
     assert_close(boxes, record["pred_boxes"])
+    assert len(ours["indices"]) == record["match_regions"].shape[1]  # one matching per decoder layer
     for layer, indices in enumerate(ours["indices"]):
+        assert len(indices) == 2 * record["match_regions"].shape[2]  # both MVCA directions of every image
         for row, (queries, regions) in enumerate(indices):
             d, b = divmod(row, len(indices) // 2)
             order = regions.argsort()  # both are permutations of the matched pairs

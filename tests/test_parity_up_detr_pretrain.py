@@ -146,6 +146,7 @@ def test_targets_and_matchings_match_official(trained_step):
     record, _, _, _, seen = trained_step
     boxes = torch.stack([t["boxes"] for t in seen["targets"]])
     assert_close(boxes, record["target_boxes"], tol=0.0)  # exact: image sizes chosen so (README)
+    assert len(seen["indices"]) == record["pred_logits"].shape[0]  # one matching per decoder layer
     for layer, indices in enumerate(seen["indices"]):
         ours = torch.stack([torch.stack([src, tgt]) for src, tgt in indices])
         assert torch.equal(ours, record[f"indices.{layer}"]), layer

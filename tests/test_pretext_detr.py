@@ -86,8 +86,11 @@ def test_layerwise_feature_losses_name_and_pair_every_matched_layer(aux_loss):
     losses = model.layerwise_feature_losses("loss_x", loss_fn, hidden, features, indices, 2.0)
     names = ["loss_x_0", "loss_x_1", "loss_x"] if aux_loss else ["loss_x"]
     assert sorted(losses) == sorted(names)
-    used_layers = range(3) if aux_loss else [2]  # without aux_loss only the last layer's states are used
-    for (pred, layer_indices), layer in zip(seen, used_layers):
+    used_layers = [0, 1, 2] if aux_loss else [2]  # without aux_loss only the last layer's states are used
+    assert len(seen) == len(used_layers) == len(indices)
+    for k, ((pred, layer_indices), layer) in enumerate(zip(seen, used_layers)):
+        assert layer_indices is indices[k]  # the k-th matched layer's matches go with the k-th layer's states
         assert torch.allclose(pred, model.sem_embed(hidden[layer]))
-    last = model.sem_embed(hidden[2])[0, indices[-1][0][0]].sum() * 2.0
-    assert torch.allclose(losses["loss_x"], last)
+        # each layer's matches pick query ``k``: a loss built from another layer's states or matches differs
+        expected = model.sem_embed(hidden[layer])[0, k].sum() * 2.0
+        assert torch.allclose(losses[names[k]], expected)

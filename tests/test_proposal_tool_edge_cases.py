@@ -14,6 +14,8 @@ import pytest
 
 from siamese_detr.data.proposals import ProposalStore
 
+from hang_guard import HANG_GUARD_S
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "generate_proposals.py")
 
@@ -367,7 +369,7 @@ def test_workers_end_when_the_generator_is_killed(tmp_path):
                             stderr=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     workers = []
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + HANG_GUARD_S
         while len(workers) < 3 and time.monotonic() < deadline:  # two workers and the resource tracker
             assert proc.poll() is None, "the generator ended before its workers started"
             time.sleep(0.5)

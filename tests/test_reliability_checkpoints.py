@@ -25,6 +25,8 @@ from siamese_detr.engine.checkpointing import (
     require_eval_checkpoint,
 )
 
+from hang_guard import HANG_GUARD_S
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -89,11 +91,11 @@ def test_sigkill_during_saves_never_leaves_a_torn_checkpoint(tmp_path, delay):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, env=env)
     try:
-        first = _read_line(proc, timeout=120)  # the first save finished: from now on a kill can hit a write
+        first = _read_line(proc, timeout=HANG_GUARD_S)  # the first save finished: from now on a kill can hit a write
         assert first.strip() == "0"
         time.sleep(delay + random.Random(delay).uniform(0, 0.05))
         os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
+        assert proc.wait(timeout=HANG_GUARD_S) == -signal.SIGKILL
     finally:
         if proc.poll() is None:
             proc.kill()

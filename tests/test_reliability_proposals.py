@@ -17,6 +17,8 @@ from siamese_detr.data.proposals import ProposalStore, ProposalStoreError
 from siamese_detr.data.proposals.generate import merge_if_complete
 from siamese_detr.data.proposals.sources import StoreProposals
 
+from hang_guard import HANG_GUARD_S
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "generate_proposals.py")
 
@@ -166,7 +168,7 @@ def test_a_worker_killed_by_sigkill_costs_a_retry_not_a_hang(tmp_path):
             time.sleep(0.05)
         assert worker is not None, "the pool's workers did not start"
         os.kill(worker, signal.SIGKILL)
-        _, err = proc.communicate(timeout=240)
+        _, err = proc.communicate(timeout=HANG_GUARD_S)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -185,7 +187,7 @@ def test_a_worker_dying_on_every_attempt_fails_with_a_message(tmp_path):
     proc = _run_tool(["--image-dir", images, "--method", "random", "--output", out, "--no-progress",
                       "--chunk-size", "4", "--num-workers", "2", "--debug-die-on", "im05.png"])
     try:
-        _, err = proc.communicate(timeout=240)
+        _, err = proc.communicate(timeout=HANG_GUARD_S)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from hang_guard import HANG_GUARD_S
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("lazyconfig_train_net", ROOT / "tools" / "lazyconfig_train_net.py")
 train_net = importlib.util.module_from_spec(spec)
@@ -97,7 +99,7 @@ def test_two_process_cpu_training_via_num_gpus(tmp_path, tiny_synthetic_shapes):
             "--config-file", str(ROOT / "configs/demo/detr_demo.py"), *TINY,
             "train.max_iter=2", "train.eval_period=2",
             f"train.output_dir={tmp_path / 'out'}"]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "out" / "model_final.pth").is_file()
     iterations = [r["iteration"] for r in _metrics(tmp_path) if "total_loss" in r]

@@ -153,4 +153,4 @@ def test_coco_evaluator_counts_difficult_objects(voc_root, tmp_path):
     assert results["all"]["AP"] == pytest.approx(100.0) and results["all"]["AP50"] == pytest.approx(100.0)
     # missing the difficult objects costs recall: they are ordinary ground truth (the 4 difficult objects
     # are 4 of the 20 classes, one each, so those 4 classes get AP 0 -> mean AP 80)
-    assert results["no_difficult"]["AP"] == pytest.approx(80.0, abs=0.5)
+    assert results["no_difficult"]["AP"] == pytest.approx(80.0)
