@@ -99,3 +99,57 @@ def test_the_three_kinds_of_evaluation_record_of_one_checkpoint_get_one_iteratio
             append_eval_metrics(str(folder), {"bbox": {"AP": 7.0}}, iteration=3, eval_only=True,
                                 checkpoint="out/model_final.pth")
         assert eval_history(folder / "metrics.json") == [(4, 7.0)], kind
+
+
+def test_eval_history_counts_finished_iterations_off_the_logging_steps(tmp_path):
+    """A real detectron2 loop (TrainerBase + EvalHook + PeriodicWriter/JSONWriter) whose evaluations fall
+    off the logging steps (log every 20, evaluate every 25, 60 iterations): detectron2 writes each periodic
+    evaluation on a line of its own holding its 0-based step, the final one with the count. The curve's x
+    must be the number of steps run when each evaluation ran, counted here by the steps themselves."""
+    from detectron2.engine import TrainerBase, hooks
+    from detectron2.utils.events import JSONWriter
+
+    from siamese_detr.engine.eval_outputs import eval_hook
+
+    class CountingTrainer(TrainerBase):
+        steps_run = 0
+
+        def run_step(self):
+            self.steps_run += 1
+            self.storage.put_scalars(total_loss=1.0 / self.steps_run)
+
+    trainer = CountingTrainer()
+    trainer.register_hooks([
+        eval_hook(25, lambda: {"bbox": {"AP": float(trainer.steps_run)}}, trainer),
+        hooks.PeriodicWriter([JSONWriter(str(tmp_path / "metrics.json"))], period=20),
+    ])
+    trainer.train(0, 60)
+    assert eval_history(tmp_path / "metrics.json") == [(25, 25.0), (50, 50.0), (60, 60.0)]
+
+
+def test_detections_grid_and_a_checkpoint_that_is_not_the_models(tiny_synthetic_shapes, tmp_path):
+    """``draw_detections``: one row per image, ground truth + one column per checkpoint, each cell the
+    image scaled to ``cell`` px wide; a checkpoint that leaves parameters of the model as initialised is
+    refused (its boxes would be a random model's), never drawn."""
+    import cv2
+    import pytest
+    import torch
+    from detectron2.config import LazyConfig, instantiate
+
+    from siamese_detr.demo.plots import draw_detections
+    from siamese_detr.engine.checkpointing import CheckpointLoadError
+
+    config = "configs/demo/demo_detector.py"
+    torch.manual_seed(0)
+    state = instantiate(LazyConfig.load(config).model).state_dict()
+    torch.save({"model": state}, tmp_path / "full.pth")
+    torch.save({"model": {k: v for k, v in state.items() if not k.startswith("class_embed")}}, tmp_path / "part.pth")
+    out = tmp_path / "detections.png"
+    draw_detections(config, {"a": str(tmp_path / "full.pth"), "b": str(tmp_path / "full.pth")}, str(out),
+                    dataset="synthetic_shapes_val", num_images=2, cell=100, top_k=True)
+    grid = cv2.imread(str(out))
+    assert grid is not None and grid.shape[1] >= 3 * 100 and grid.shape[0] >= 2 * 100
+    with pytest.raises(CheckpointLoadError, match=r"part\.pth lacks 6 parameters .*'class_embed\.0\.weight'"):
+        draw_detections(config, {"a": str(tmp_path / "part.pth")}, str(tmp_path / "no.png"),
+                        dataset="synthetic_shapes_val", num_images=1)
+    assert not (tmp_path / "no.png").exists()

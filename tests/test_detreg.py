@@ -83,6 +83,23 @@ def test_importance_sampling_empirical_frequencies():
     assert np.abs(hits / 4000 - importance_probabilities(40, 8)).max() < 0.03
 
 
+def test_importance_draws_only_the_first_total_ranks_of_more_candidates():
+    """Official ``mc``: ``binomial(1, p=dist2[:len(boxes)])`` with ``len(dist2) = 300``: of 2000 Selective
+    Search boxes only the first 300 ranks can be drawn, each with its official probability."""
+    rng = np.random.default_rng(3)
+    official = -np.log(np.arange(1, 301) / 301) / 10
+    hits = np.zeros(2000)
+    for _ in range(2000):
+        idx = select_proposals(rng, 2000, 30, "importance", importance_total=300)
+        assert np.all(np.diff(idx) > 0)
+        hits[idx] += 1
+    assert hits[300:].sum() == 0 and hits[:250].min() > 0  # rank 250: p = 0.019, 37 hits expected
+    # binomial standard error at p <= 0.58 over 2000 draws is <= 0.011: 0.05 is more than 4 of them
+    assert np.abs(hits[:300] / 2000 - official).max() < 0.05
+    # fewer candidates than N: their probabilities stay the official ones for their ranks
+    assert len(select_proposals(rng, 5, 30, "importance", importance_total=300)) <= 5
+
+
 def test_unknown_policy_rejected():
     with pytest.raises(ValueError, match="policy"):
         select_proposals(np.random.default_rng(0), 10, 3, "best")

@@ -75,7 +75,8 @@ def test_tool_folds_a_checkpoint_without_reading_labels(tiny_synthetic_shapes, t
                  "dataloader.train.total_batch_size=2"]
     argv = ["--config-file", str(CONFIG), "--checkpoint", str(checkpoint), "--output", str(output), "--batches", "2"]
     assert _tool().main(argv + overrides) == 0
-    assert "folded the mean region embedding of 8 views (2 batches) into 30 object queries" in capsys.readouterr().out
+    assert ("folded the mean region embedding of 8 views (2 batches, seed 0) into 30 object queries"
+            in capsys.readouterr().out)
 
     written = torch.load(output, weights_only=True)
     assert set(written) == {"model", "__author__", "matching_heuristics"}  # no iteration: not a run to resume
@@ -114,3 +115,26 @@ def test_tool_refuses_a_config_that_is_not_a_siamese_detr_pretraining(tiny_synth
     assert _tool().main(argv) == 2
     assert "not a SiameseDETRPretrain" in capsys.readouterr().err
     assert not (tmp_path / "out.pth").exists()
+
+
+def test_tool_uses_a_fixed_seed_where_the_config_asks_for_a_random_one(tiny_synthetic_shapes, tmp_path, capsys):
+    """``train.seed=-1`` (the default of every full-size config: a random seed in training) folds with seed 0,
+    the same checkpoint as ``--seed 0``; ``--seed`` overrides the config."""
+    torch.manual_seed(1)
+    model = instantiate(LazyConfig.load(str(CONFIG)).model)
+    checkpoint = tmp_path / "pretrain.pth"
+    torch.save({"model": model.state_dict()}, checkpoint)
+    common = ["--config-file", str(CONFIG), "--checkpoint", str(checkpoint), "--batches", "1"]
+    data = ["dataloader.train.dataset.names=synthetic_shapes_train", "dataloader.train.num_workers=0",
+            "dataloader.train.total_batch_size=2"]
+    tool = _tool()
+    assert tool.main(common + ["--output", str(tmp_path / "random.pth")] + data + ["train.seed=-1"]) == 0
+    assert "(1 batches, seed 0)" in capsys.readouterr().out
+    assert tool.main(common + ["--output", str(tmp_path / "zero.pth"), "--seed", "0"] + data + ["train.seed=5"]) == 0
+    assert "(1 batches, seed 0)" in capsys.readouterr().out
+    assert tool.main(common + ["--output", str(tmp_path / "five.pth")] + data + ["train.seed=5"]) == 0
+    assert "(1 batches, seed 5)" in capsys.readouterr().out
+    queries = {name: torch.load(tmp_path / f"{name}.pth", weights_only=True)["model"]["query_embed.weight"]
+               for name in ("random", "zero", "five")}
+    assert torch.equal(queries["random"], queries["zero"])
+    assert not torch.equal(queries["random"], queries["five"])  # other draws, other views: another mean

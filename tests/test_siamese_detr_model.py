@@ -343,3 +343,17 @@ def test_multi_scale_global_context_is_per_level_and_one_training_step_runs():
     expected = torch.cat(parts, dim=1)  # [2B, 3 d]
     assert seen["context"].shape == (4, 3 * d)
     assert torch.allclose(seen["context"].double(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_regions, num_queries, message", [
+    (1, 6, "num_regions must be >= 2"), (0, 6, "num_regions must be >= 2"), (4, 6, "multiple of num_regions")])
+def test_region_counts_that_cannot_train_are_refused(num_regions, num_queries, message):
+    """One region would be the views' overlap alone: the mapper skips every such sample, so the model and the
+    view policy refuse it up front instead of a loader that never yields."""
+    from siamese_detr.data.views import ViewPolicy
+
+    with pytest.raises(ValueError, match=message):
+        tiny_model(num_queries=num_queries, num_regions=num_regions)
+    if num_regions < 2:
+        with pytest.raises(ValueError, match=message):
+            ViewPolicy(num_regions=num_regions)

@@ -16,10 +16,11 @@ part of the paper; the project card ("What bounds it") gives what it measured.
 How: the model is the config's ``model`` (a ``SiameseDETRPretrain``) loaded from ``--checkpoint`` with the
 rules of ``train.init_checkpoint`` (a ``.pkl`` or a ``.pth`` holding python objects only with
 ``--trust-pickle``), which must give every parameter of the model. ``--batches`` batches of the config's
-pretraining loader (views, proposals, jitter; seeded with ``train.seed``; image fields only, labels are never
-read) go through the frozen backbone, RoIAlign and ``region_proj`` only. The output has the checkpoint's
-model tensors with ``query_embed.weight`` replaced, no optimizer or iteration (a ``train.init_checkpoint``
-for the finetuning config, not a run to resume), written through a temporary file and a rename.
+pretraining loader (views, proposals, jitter; seeded with ``--seed``, by default ``train.seed``, or 0 where
+that is negative, detectron2's "a random seed"; image fields only, labels are never read) go through the
+frozen backbone, RoIAlign and ``region_proj`` only. The output has the checkpoint's model tensors with
+``query_embed.weight`` replaced, no optimizer or iteration (a ``train.init_checkpoint`` for the finetuning
+config, not a run to resume), written through a temporary file and a rename.
 """
 import argparse
 import logging
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="the folded checkpoint to write (.pth)")
     p.add_argument("--batches", type=int, default=64,
                    help="pretraining batches whose region embeddings are averaged (default 64)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the loader's draws (default: the config's train.seed; 0 where that is negative)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a .pkl checkpoint (or a .pth holding python objects): unpickling runs code from it")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="key=value config overrides")
@@ -100,7 +103,12 @@ def main(argv=None) -> int:
     except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
         return _error(err.args[0] if err.args else str(err))
 
-    seed_all_rng(int(cfg.train.get("seed", 0)))  # the same proposals, views and jitter on every run
+    seed = args.seed if args.seed is not None else int(cfg.train.get("seed", 0))
+    if seed < 0:  # train.seed=-1 (configs/common/train.py): a random seed in training; a fixed one here
+        seed = 0
+    if seed >= 2 ** 32:
+        return _error(f"the seed must be in [0, 2**32), got {seed}")
+    seed_all_rng(seed)  # the same proposals, views and jitter on every run
     device = str(cfg.train.get("device", "cpu"))
     if device.startswith("cuda") and not torch.cuda.is_available():
         device = "cpu"
@@ -132,8 +140,8 @@ def main(argv=None) -> int:
 
     group_norms = embeddings.mean(0).norm(dim=1)
     d = embeddings.shape[-1]
-    print(f"folded the mean region embedding of {len(embeddings)} views ({args.batches} batches) into "
-          f"{len(folded)} object queries ({embeddings.shape[1]} region slots)")
+    print(f"folded the mean region embedding of {len(embeddings)} views ({args.batches} batches, seed {seed}) "
+          f"into {len(folded)} object queries ({embeddings.shape[1]} region slots)")
     print("  mean embedding norm per region slot: " + ", ".join(f"{v:.2f}" for v in group_norms.tolist()))
     print(f"  query norm (first {d} channels), mean: {before[:, :d].norm(dim=1).mean():.2f} -> "
           f"{folded[:, :d].norm(dim=1).mean():.2f}")

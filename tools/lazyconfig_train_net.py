@@ -117,7 +117,8 @@ def do_train(args, cfg):
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=lr_multiplier),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
-            eval_hook(cfg.train.eval_period, lambda: do_test(cfg, model)),  # period <= 0: no evaluation
+            # period <= 0: no evaluation; results carry eval/finished_iterations (the curves' x)
+            eval_hook(cfg.train.eval_period, lambda: do_test(cfg, model), trainer),
             hooks.PeriodicWriter(safe_default_writers(cfg.train.output_dir, cfg.train.max_iter),
                                  period=cfg.train.log_period) if comm.is_main_process() else None,
         ]

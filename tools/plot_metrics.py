@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from siamese_detr.utils.metrics_lines import MetricsFileError, metrics_records
+from siamese_detr.utils.metrics_lines import FINISHED_ITERATIONS_KEY, MetricsFileError, metrics_records
 
 AUX_SUFFIX = re.compile(r"_\d+(_one2many)?$")  # decoder layer i, also of the hybrid-matching queries
 
@@ -61,7 +61,7 @@ def eval_results(records: List[dict]) -> Dict[str, float]:
     results = {}
     for rec in records:
         for k, v in rec.items():
-            if "/" in k and isinstance(v, (int, float)):
+            if "/" in k and k != FINISHED_ITERATIONS_KEY and isinstance(v, (int, float)):
                 results[k] = v
     return results
 

@@ -160,14 +160,15 @@ def main(argv=None) -> int:
         if written >= args.num_samples:
             break
         sample = mapper(dicts[int(index)])
-        if sample is None:  # unreadable; the mapper logged it
+        if sample is None:  # unreadable, or no proposal in the views' overlap: the mapper counts and logs it
             continue
         name = str(sample["image_id"]).replace("/", "_").replace(os.sep, "_")
         path = os.path.join(args.output, f"views_{written:03d}_{name}.png")
         cv2.imwrite(path, render_sample(sample, image_format))
         logger.info("wrote %s", path)
         written += 1
-    logger.info("%d sample(s) in %s (%d unreadable skipped)", written, args.output, mapper.num_unreadable)
+    logger.info("%d sample(s) in %s (skipped: %d unreadable, %d with no proposal in the views' overlap)",
+                written, args.output, mapper.num_unreadable, mapper.num_no_proposals)
     return 0 if written else 1
 
 

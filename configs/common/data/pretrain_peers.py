@@ -9,9 +9,10 @@ UP-DETR (github dddzg/up-detr ``datasets/selfdet.py``): 10 random patches of the
 with SimCLR augmentation; the image resized to a short side of 320..480 (max 600), no flip.
 
 DETReg (github amirbar/DETReg ``datasets/selfdet.py``, ``configs/DETReg_top30_*.sh``): the top 30 Selective
-Search proposals of the original image (the official computes them online on the image resized to 128 x 128;
-here from a store written by ``tools/generate_proposals.py --method selective_search``; for the online
-computation: ``proposal_source = L(OnlineProposals)(method="selective_search", resize=128)``), crops 128 px with
+Search proposals of the original image (the official computes them online on the image squashed to 128 x 128;
+here from a store written by ``tools/generate_proposals.py --method selective_search``; for the official online
+computation: ``proposal_source = L(OnlineProposals)(method="selective_search", resize=128, square=True)``;
+``resize=128`` alone keeps the aspect ratio, short side 128, as the demo configs), crops 128 px with
 SimCLR augmentation; the image flipped and resized 320..480 (max 600) or cropped (DETR's RandomSelect), for
 ImageNet and COCO alike (``coco_pretrain`` uses the same transform).
 """
@@ -43,8 +44,8 @@ detreg_mapper = L(DETRegMapper)(
     image_format="BGR",
     num_proposals=30,
     policy="topk",  # "random" / "importance": paper §4
-    importance_total=None,
-    max_sampled=None,
+    importance_total=None,  # "importance": the official 300 (only the first 300 ranks can be drawn)
+    max_sampled=None,  # "importance" draws a random count: cap it at model.num_queries
     augmentation=None,  # official: flip + RandomSelect(resize 320..480 max 600, crop branch)
     augmentation_with_crop=None,
     crop_size=128,

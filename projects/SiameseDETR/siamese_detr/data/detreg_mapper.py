@@ -4,8 +4,10 @@ official ``datasets/selfdet.py`` of github amirbar/DETReg, commit a4b63635).
 Per image, as the official ``SelfDet.__getitem__``:
 
 1. proposals of the ORIGINAL image from ``proposal_source`` (a store, or online Selective Search — the
-   official ``topk`` runs it on the image resized to 128 x 128: ``OnlineProposals("selective_search",
-   resize=128)``), in the method's ranking order;
+   official ``topk`` runs it on the image squashed to 128 x 128: ``OnlineProposals("selective_search",
+   resize=128, square=True)``; ``resize=128`` alone, as the demo configs, keeps the aspect ratio with a short
+   side of 128; the official ``mc`` policy's cache holds full-resolution proposals), in the method's ranking
+   order;
 2. K of them chosen by the policy (:func:`~.proposals.selection.select_proposals`: top-k, random-k,
    importance sampling);
 3. the crop of each chosen box from the ORIGINAL image, resized to 128 x 128 with its own SimCLR

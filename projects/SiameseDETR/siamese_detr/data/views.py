@@ -471,6 +471,11 @@ class ViewPolicy:
     random_max_aspect: float = 8.0
     jitter_noise: str = "sigmoid_normal"
 
+    def __post_init__(self):
+        if int(self.num_regions) < 2:  # with 1 there is no proposal region: every sample would be skipped
+            raise ValueError(f"num_regions must be >= 2 (region 0 is the views' overlap, the others come from "
+                             f"proposals), got {self.num_regions}")
+
     def sample(
         self, rng: np.random.Generator, original_hw: Tuple[int, int], proposals: Optional[np.ndarray]
     ) -> Optional[TwoViewSample]:

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..utils.metrics_lines import MetricsFileError, metrics_records
+from ..utils.metrics_lines import FINISHED_ITERATIONS_KEY, MetricsFileError, metrics_records
 
 __all__ = ["MetricsFileError", "metrics_records", "eval_history", "seed_summary", "figure_path", "plot_ap_curves",
            "method_colours", "is_baseline", "label_box", "draw_detections"]
@@ -16,7 +16,9 @@ __all__ = ["MetricsFileError", "metrics_records", "eval_history", "seed_summary"
 
 def eval_history(metrics_json, key: str = "bbox/AP") -> List[Tuple[int, float]]:
     """``[(iteration, value)]`` of every line of a detectron2 ``metrics.json`` that holds ``key``; the
-    iteration is the number of finished iterations; later lines win for the same iteration. A missing file
+    iteration is the number of finished iterations (the line's ``eval/finished_iterations`` when the training
+    tool wrote one, see :func:`siamese_detr.engine.eval_outputs.eval_hook`); later lines win for the same
+    iteration. A missing file
     gives ``[]``; lines are read by :func:`metrics_records` (a torn line is skipped with a warning, any other
     line that is not a JSON object, or a ``key`` / ``iteration`` that is not a number, raises
     :class:`MetricsFileError` naming the line)."""
@@ -28,10 +30,15 @@ def eval_history(metrics_json, key: str = "bbox/AP") -> List[Tuple[int, float]]:
                 if not _is_number(value) or not _is_number(iteration):
                     raise MetricsFileError(f"{metrics_json}:{lineno}: {key!r} = {value!r} at iteration "
                                            f"{iteration!r}: expected numbers")
-                # detectron2's labels: a line the trainer wrote (with losses / timings: a periodic evaluation)
-                # and an --eval-only record (the checkpoint's iteration) hold the 0-based index of the last
-                # finished iteration; a line holding only results (the evaluation after training) holds the
-                # number of finished iterations, which is what is returned for all three
+                finished = row.get(FINISHED_ITERATIONS_KEY)
+                if _is_number(finished):  # written by the training tool beside its results since 2026-12-05
+                    found[int(finished)] = float(value)
+                    continue
+                # older files, by detectron2's labels: a line the trainer wrote (with losses / timings: a
+                # periodic evaluation on a logging step) and an --eval-only record (the checkpoint's
+                # iteration) hold the 0-based index of the last finished iteration; a line holding only
+                # results holds the number of finished iterations when it is the evaluation after training
+                # (a periodic evaluation off the logging steps also gets a line of its own: one short there)
                 zero_based = bool(row.get("eval_only")) or any("/" not in k and k != "iteration" for k in row)
                 found[int(iteration) + int(zero_based)] = float(value)
     return sorted(found.items())
@@ -231,12 +238,13 @@ def draw_detections(config_file: str, runs: Dict[str, str], output: str, dataset
     ``config_file``. Boxes xyxy in original-image pixels; images resized to ``cell`` px wide."""
     import cv2
     import torch
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import LazyConfig, instantiate
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.structures import BoxMode
 
+    from ..data.image_io import read_image
     from ..engine import apply_checked_overrides
+    from ..engine.checkpointing import CheckpointLoadError, SafeDetectionCheckpointer
 
     cfg = apply_checked_overrides(LazyConfig.load(config_file), list(overrides or []))
     cfg.dataloader.test.dataset.names = dataset
@@ -244,7 +252,8 @@ def draw_detections(config_file: str, runs: Dict[str, str], output: str, dataset
     dicts = DatasetCatalog.get(dataset)[:num_images]
     mapper = instantiate(cfg.dataloader.test.mapper)
     columns = {"ground truth": []}
-    images = [cv2.imread(d["file_name"], cv2.IMREAD_COLOR) for d in dicts]
+    # UnreadableImageError names the reason; BGR as cv2 draws and writes it (a copy: cv2 needs unit strides)
+    images = [np.ascontiguousarray(read_image(d["file_name"], "BGR")) for d in dicts]
     for image, d in zip(images, dicts):
         boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]]
         columns["ground truth"].append(_draw_boxes(image, boxes, [classes[a["category_id"]] for a in d["annotations"]],
@@ -252,7 +261,12 @@ def draw_detections(config_file: str, runs: Dict[str, str], output: str, dataset
     for label, checkpoint in runs.items():
         model = instantiate(cfg.model)
         model.to("cpu")
-        DetectionCheckpointer(model).load(checkpoint)
+        checkpointer = SafeDetectionCheckpointer(model)  # no unpickling: the demo's own .pth files
+        checkpointer.load(checkpoint)
+        missing = checkpointer.parameters_not_loaded()
+        if missing:  # never draw a random model's boxes as a trained one's
+            raise CheckpointLoadError(f"{checkpoint} lacks {len(missing)} parameters of {config_file}'s model "
+                                      f"(e.g. {missing[:4]}): give a checkpoint of that model")
         model.eval()
         columns[label] = []
         with torch.no_grad():

@@ -1,7 +1,10 @@
 """Evaluation results in files, not only in the log; ``train.eval_period <= 0`` means no evaluation.
 
 * :func:`eval_hook`: detectron2's ``EvalHook`` evaluates every ``eval_period`` iterations *and after the
-  last one* even when the period is 0; here a period ``<= 0`` gives no hook, so no evaluation at all.
+  last one* even when the period is 0; here a period ``<= 0`` gives no hook, so no evaluation at all. Given
+  the trainer, each evaluation's results also carry ``eval/finished_iterations`` (how many iterations had
+  finished), since the ``iteration`` detectron2 writes next to them is the 0-based index of the last
+  finished one for a periodic evaluation but the count of finished ones after the last iteration.
 * :func:`set_evaluator_output_dir`: the config's evaluator writes its predictions to
   ``train.output_dir/inference/`` (``COCOEvaluator``: ``coco_instances_results.json``, COCO results format
   ``{"image_id", "category_id", "bbox": [x, y, w, h] absolute, "score"}``; ``ClassAgnosticEvaluator``:
@@ -18,17 +21,39 @@ from detectron2.engine import hooks
 from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils import comm
 
-__all__ = ["append_eval_metrics", "eval_hook", "set_evaluator_output_dir"]
+from ..utils.metrics_lines import FINISHED_ITERATIONS_KEY
+
+__all__ = ["FINISHED_ITERATIONS_KEY", "append_eval_metrics", "eval_hook", "finished_iterations",
+           "set_evaluator_output_dir"]
 
 INFERENCE_DIR = "inference"
 
 
-def eval_hook(eval_period: int, eval_function: Callable[[], dict]) -> Optional[hooks.EvalHook]:
+def finished_iterations(trainer) -> int:
+    """How many iterations a detectron2 trainer has finished when a hook runs: ``trainer.iter + 1`` in
+    ``after_step`` (``iter`` is the 0-based index of the step that just ran), ``max_iter`` in ``after_train``
+    (the training loop leaves ``iter`` at ``max_iter`` there)."""
+    return min(int(trainer.iter) + 1, int(trainer.max_iter))
+
+
+def eval_hook(eval_period: int, eval_function: Callable[[], dict], trainer=None) -> Optional[hooks.EvalHook]:
     """``hooks.EvalHook(eval_period, eval_function)``, or None (no evaluation, also not at the end) when
-    ``eval_period <= 0``. ``trainer.register_hooks`` skips None."""
+    ``eval_period <= 0``. ``trainer.register_hooks`` skips None. With ``trainer``, non-empty results get
+    ``{"eval": {"finished_iterations": n}}`` added (:func:`finished_iterations`), which the hook stores as the
+    scalar ``eval/finished_iterations`` beside them."""
     if eval_period is None or eval_period <= 0:
         return None
-    return hooks.EvalHook(eval_period, eval_function)
+    if trainer is None:
+        return hooks.EvalHook(eval_period, eval_function)
+
+    def counted():
+        results = eval_function()
+        if not results:
+            return results
+        task, metric = FINISHED_ITERATIONS_KEY.split("/")
+        return {**results, task: {metric: finished_iterations(trainer)}}
+
+    return hooks.EvalHook(eval_period, counted)
 
 
 def _target_callable(target):

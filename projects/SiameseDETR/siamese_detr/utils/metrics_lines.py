@@ -8,7 +8,11 @@ import json
 import sys
 from typing import Iterator, Tuple
 
-__all__ = ["MetricsFileError", "metrics_records"]
+__all__ = ["FINISHED_ITERATIONS_KEY", "MetricsFileError", "metrics_records"]
+
+# how many training iterations had finished when an evaluation ran, stored beside its results by the
+# training tool (siamese_detr.engine.eval_outputs.eval_hook)
+FINISHED_ITERATIONS_KEY = "eval/finished_iterations"
 
 
 class MetricsFileError(ValueError):

@@ -319,6 +319,7 @@ def selective_search(
     resize: Optional[int] = None,
     mode: str = "fast",
     seed: int = 0,
+    square: bool = False,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Selective Search (``cv2.ximgproc.segmentation``), boxes in OpenCV's output order.
 
@@ -330,6 +331,9 @@ def selective_search(
     Args:
         resize: if given, run on a copy whose **short side** is ``resize`` px (DETReg runs on small images,
             e.g. 128) and scale the boxes back to the input size; None = full resolution.
+        square: with ``resize``, run on a ``resize x resize`` copy instead (the aspect ratio is not kept;
+            ``cv2.resize``'s default bilinear interpolation), as the official DETReg ``selective_search(img,
+            h, w, res_size=128)`` of its ``topk`` policy.
         mode: "fast" (``switchToSelectiveSearchFast``, DETReg's choice) or "quality".
         seed: changes the random ranking of every image.
 
@@ -339,8 +343,9 @@ def selective_search(
     """
     height, width = image_bgr.shape[:2]
     work = image_bgr
-    scale = 1.0
-    if resize and min(height, width) != resize:
+    if resize and square and (height, width) != (resize, resize):
+        work = cv2.resize(image_bgr, (int(resize), int(resize)), interpolation=cv2.INTER_LINEAR)
+    elif resize and min(height, width) != resize:
         scale = resize / float(min(height, width))
         new_size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
         work = cv2.resize(
@@ -361,7 +366,7 @@ def selective_search(
     rects = np.asarray(rects, dtype=np.float32).reshape(-1, 4)
     if max_boxes:
         rects = rects[: int(max_boxes)]
-    if scale != 1.0:
+    if work is not image_bgr:
         # scale x by the exact width ratio and y by the exact height ratio of the resized copy
         sx, sy = width / work.shape[1], height / work.shape[0]
         rects = rects * np.array([sx, sy, sx, sy], dtype=np.float32)

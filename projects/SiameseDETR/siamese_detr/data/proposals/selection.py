@@ -10,7 +10,8 @@ order, EdgeBoxes' score order), output: the indices of the ones used as pretext 
   normalised as the official ``mc`` branch: ``p_i = min(1, -log(i / (N + 1)) * K / N)`` with ``N`` the
   candidate count (the official fixes ``N = 300``, ``K / N = 0.1``: ``-log(arange(1, 301) / 301) / 10``),
   so about K proposals are kept on average (``sum_i -log(i / (N + 1)) ≈ N``); ``i / (N + 1)`` instead of
-  ``i / n`` keeps the last one possible. At most ``max_sampled`` (default: no cap, as the official) are
+  ``i / n`` keeps the last one possible; ranks beyond ``N`` are never drawn (the official draws from the
+  first 300 of Selective Search's thousands). At most ``max_sampled`` (default: no cap, as the official) are
   returned, in rank order.
 """
 
@@ -51,8 +52,8 @@ def select_proposals(
         k: K (30 in DETReg).
         policy: "topk", "random" or "importance".
         importance_total: ``N`` of :func:`importance_probabilities` (default the candidate count; the
-            official uses 300 for every image), at least the candidate count.
-        max_sampled: cap for ``importance``.
+            official uses 300 for every image): only the first ``N`` ranks can be drawn, as the official.
+        max_sampled: cap for ``importance`` (its count is random: keep it <= the model's ``num_queries``).
     """
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
@@ -62,6 +63,9 @@ def select_proposals(
         return np.arange(min(k, num_candidates), dtype=np.int64)
     if policy == "random":
         return rng.choice(num_candidates, size=min(k, num_candidates), replace=False).astype(np.int64)
-    probs = importance_probabilities(num_candidates, k, importance_total)
-    keep = np.flatnonzero(rng.uniform(size=num_candidates) < probs).astype(np.int64)
+    # only the first N ranks can be drawn (official: ``dist2[:len(boxes)]`` with N = 300 for Selective
+    # Search's thousands of boxes); N defaults to the candidate count
+    n = num_candidates if importance_total is None else min(num_candidates, int(importance_total))
+    probs = importance_probabilities(n, k, importance_total)
+    keep = np.flatnonzero(rng.uniform(size=n) < probs).astype(np.int64)
     return keep if max_sampled is None else keep[:max_sampled]

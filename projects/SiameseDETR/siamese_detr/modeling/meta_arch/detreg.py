@@ -77,7 +77,9 @@ class DETRegPretrain(PretextDETR):
             if k != c or k == 0:
                 raise ValueError(f"image {x.get('image_id')!r}: {k} proposal boxes and {c} crops (need the same, > 0)")
             if k > self.num_queries:
-                raise ValueError(f"image {x.get('image_id')!r}: {k} proposals for {self.num_queries} queries")
+                raise ValueError(f"image {x.get('image_id')!r}: {k} proposals for {self.num_queries} queries: "
+                                 f"lower dataloader.train.mapper.num_proposals, or with policy='importance' "
+                                 f"(a random count) set dataloader.train.mapper.max_sampled <= {self.num_queries}")
 
     def crop_embeddings(self, crops: List[torch.Tensor]) -> List[torch.Tensor]:
         """z: ``[n_b, C_emb]`` per image from uint8 crops ``[n_b, 3, S, S]`` (one frozen-backbone call)."""

@@ -114,7 +114,10 @@ class SiameseDETRPretrain(PretextDETR):
         global_context_levels: int = 3,
         **detr_kwargs,
     ):
-        if num_regions < 1 or num_queries % num_regions != 0:
+        if num_regions < 2:
+            raise ValueError(f"num_regions must be >= 2 (SiameseViewMapper's region 0 is the views' overlap, "
+                             f"the others come from proposals), got {num_regions}")
+        if num_queries % num_regions != 0:
             raise ValueError(
                 f"num_queries ({num_queries}) must be a positive multiple of num_regions ({num_regions}): "
                 f"every region is repeated num_queries / num_regions times"
