@@ -2,6 +2,7 @@
 """Write the low-data finetuning splits once: seeded image subsets of a registered dataset, as json.
 
     python datasets/prepare_low_data_splits.py                          # every split whose parent exists
+                                                                        # (exit 1 when none does)
     python datasets/prepare_low_data_splits.py --names coco_2017_train_1pct_seed42 coco_2017_train_10pct_seed42
     python datasets/prepare_low_data_splits.py --list
 
@@ -18,6 +19,7 @@ import os
 
 from detectron2.data import DatasetCatalog
 
+from siamese_detr.data.dataset_checks import check_datasets_on_disk
 from siamese_detr.data.datasets.low_data_splits import LOW_DATA_SPLITS, split_file, write_low_data_split
 
 
@@ -25,6 +27,7 @@ def _parent_image_ids(parent, required):
     """The parent's image ids, or None (after saying why) when it is not on disk and not ``required``;
     a missing ``required`` parent stops with its one-line message (the file and the tool that writes it)."""
     try:
+        check_datasets_on_disk(parent)  # the missing file named, with the README section to follow
         return [int(d["image_id"]) for d in DatasetCatalog.get(parent)]
     except (FileNotFoundError, AssertionError) as e:  # detectron2's COCO loader asserts on a missing json
         if required:
@@ -64,6 +67,9 @@ def main(argv=None):
     missing = [n for n in names if not os.path.isfile(split_file(n))]
     if missing and args.names:
         raise SystemExit(f"not written: {missing}")
+    if len(missing) == len(names):
+        raise SystemExit("prepare_low_data_splits.py: no split written: none of their datasets is on disk "
+                         "(datasets/README.md, 'Low-data splits')")
 
 
 if __name__ == "__main__":

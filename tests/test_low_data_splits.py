@@ -123,3 +123,20 @@ def test_registered_split_loads_the_subset_and_checks_the_parent(toy_parent, tmp
     DatasetCatalog.register(PARENT, lambda: [{"image_id": i} for i in ids[:-1]])
     with pytest.raises(ValueError, match="drawn from 200 images"):
         DatasetCatalog.get(NAME)
+
+
+def test_the_script_names_each_missing_parent_and_fails_when_it_writes_nothing(tmp_path):
+    """No VOC / COCO under DETECTRON2_DATASETS: every parent is skipped naming its missing file and the README
+    section (or the script that writes it), and the run ends with exit 1, not a silent 0."""
+    env = {**os.environ, "DETECTRON2_DATASETS": str(tmp_path / "datasets"), "OMP_NUM_THREADS": "1"}
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets",
+                          "prepare_low_data_splits.py")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "no split written" in proc.stderr
+    coco = str(tmp_path / "datasets" / "coco" / "annotations" / "instances_train2017.json")
+    assert f"skipped splits of coco_2017_train: Dataset 'coco_2017_train' expects '{coco}'" in proc.stdout
+    assert "Follow the section 'COCO' of datasets/README.md" in proc.stdout
+    assert "skipped splits of voc_2007_2012_trainval_coco: " in proc.stdout
+    assert "datasets/prepare_voc_coco.py" in proc.stdout
+    assert not (tmp_path / "datasets" / "low_data_splits").exists()

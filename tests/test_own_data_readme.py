@@ -66,6 +66,9 @@ def test_readme_own_data_commands_end_to_end(tmp_path):
     assert (pretrain / "model_final.pth").is_file()
     assert [r["iteration"] for r in _metrics(pretrain / "metrics.json") if "total_loss" in r][-1] == 1
     assert "\x1b" not in (pretrain / "log.txt").read_text()
+    # its evaluation: the class-agnostic AR of the queries on the user's val.json, not on the built-in data
+    assert "class_agnostic/AR@100" in _metrics(pretrain / "metrics.json")[-1]
+    assert not (tmp_path / "datasets" / "synthetic_shapes").exists()
 
     # 3. finetuning from the pretraining checkpoint: 2 classes from the json (+ no-object), COCO AP at the end
     finetune = out / "finetune"

@@ -245,26 +245,33 @@ def test_eval_only_outputs(tmp_path):
     assert lines[1] == {"bbox/AP": 12.5, "bbox/AP50": 30.0, "iteration": 7, "eval_only": True}
 
 
-def test_file_handlers_strip_colour_codes(tmp_path, capsys):
-    import sys
+def test_file_handlers_strip_colour_codes(tmp_path):
+    """A file handler and a console handler whose stdout is redirected (``make demo`` writes each step's
+    output to its demo.log) write plain text; a console handler on a terminal keeps the colours."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
 
     coloured = "\x1b[36m| table |\x1b[0m and \x1b[38;5;204mconfig\x1b[39m"
     assert strip_ansi(coloured) == "| table | and config"
     logger = logging.getLogger("detectron2")
-    stream = open(tmp_path / "log.txt", "w")
-    file_handler, console = logging.StreamHandler(stream), logging.StreamHandler(sys.stdout)
-    file_handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    logger.addHandler(file_handler)
-    logger.addHandler(console)
+    stream, redirected, terminal = open(tmp_path / "log.txt", "w"), io.StringIO(), Terminal()
+    handlers = [logging.StreamHandler(stream), logging.StreamHandler(redirected), logging.StreamHandler(terminal)]
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logger.addHandler(handler)
     old_level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        assert make_file_handlers_plain() >= 1 and make_file_handlers_plain() == 0  # idempotent
+        assert make_file_handlers_plain() >= 2 and make_file_handlers_plain() == 0  # idempotent
         logger.info(coloured)
     finally:
-        logger.removeHandler(file_handler)
-        logger.removeHandler(console)
+        for handler in handlers:
+            logger.removeHandler(handler)
         logger.setLevel(old_level)
         stream.close()
     assert (tmp_path / "log.txt").read_text() == "INFO | table | and config\n"
-    assert "\x1b[36m" in capsys.readouterr().out  # the console keeps its colours
+    assert redirected.getvalue() == "INFO | table | and config\n"
+    assert terminal.getvalue() == f"INFO {coloured}\n"  # the terminal keeps its colours

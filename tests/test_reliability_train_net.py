@@ -2,6 +2,7 @@
 --eval-only refuses a missing / pickled / unmatched checkpoint and a test split with an unreadable image,
 and a config value of the wrong type fails at start-up naming the key."""
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -211,6 +212,22 @@ def test_a_missing_proposal_store_stops_the_pretraining_at_start_up(tmp_path, ti
                        r"tools/generate_proposals.py --dataset synthetic_shapes_train --method edgeboxes --output "):
         train_net.main(train_net.parse_args(argv))
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("config, missing, section", [
+    ("configs/siamese_detr/siamese_detr_r50_imagenet_60ep.py", "imagenet/train", "ImageNet (unlabeled pretraining)"),
+    ("configs/siamese_detr/siamese_detr_r50_coco_60ep.py", "coco/annotations/instances_train2017.json", "COCO"),
+])
+def test_a_missing_training_set_is_named_before_its_proposal_store(tmp_path, monkeypatch, config, missing, section):
+    """Neither the dataset nor its proposal store on disk: the error names the dataset's missing path and the
+    README section (the store would be made from it), not the store."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
+    argv = ["--config-file", str(ROOT / config), "train.init_checkpoint=none.pth",
+            f"train.output_dir={tmp_path / 'out'}"]
+    # (the built-in COCO names were registered with the root of the process's start: any prefix)
+    expected = rf"expects '[^']*{re.escape(missing)}', which does not exist .*'{re.escape(section)}'"
+    with pytest.raises(FileNotFoundError, match=expected):
+        train_net.main(train_net.parse_args(argv))
 
 
 def test_resuming_a_finished_run_does_not_evaluate_it_again(tmp_path, tiny_synthetic_shapes):

@@ -340,7 +340,11 @@ def _main(args) -> int:
         else:
             records = list_image_dir(args.image_dir)
         if not records:
-            print(f"error: no images found in {args.dataset or args.image_dir}", file=sys.stderr)
+            where = args.dataset or args.image_dir
+            missing = args.image_dir and not os.path.isdir(args.image_dir)
+            print(f"error: no images found in {where}" + (" (no such folder)" if missing else "")
+                  + "; datasets/README.md says where each dataset's images go (DETECTRON2_DATASETS="
+                  + os.environ.get("DETECTRON2_DATASETS", "datasets") + ")", file=sys.stderr)
             return 2
     if args.overwrite:
         problem = _clear(args)
@@ -359,6 +363,10 @@ def _main(args) -> int:
 def _import(args, final_meta: str) -> int:
     """--import-detectron2: read and validate the file first; then refuse a complete store made otherwise
     (without --overwrite), or clear the output, and write."""
+    if not args.trust_pickle:  # worded for the command line (the library's error names its argument)
+        print(f"error: {args.import_detectron2} is a pickle file, and loading a pickle can execute arbitrary code: "
+              "add --trust-pickle only if you trust where the file comes from", file=sys.stderr)
+        return 2
     if args.dataset:
         register_builtin_datasets()
     try:

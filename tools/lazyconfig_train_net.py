@@ -38,7 +38,7 @@ from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure
                                                refuse_partly_random_model, refuse_shape_mismatches,
                                                require_eval_checkpoint, trust_pickle_requested)
 from siamese_detr.engine.evaluation_checks import (build_checked_test_loader, check_test_classes,
-                                                   check_test_set_on_disk)
+                                                   check_test_set_on_disk, check_train_set_on_disk)
 from siamese_detr.engine.metrics_file import safe_default_writers
 
 logger = logging.getLogger("detectron2")
@@ -85,6 +85,7 @@ def do_train(args, cfg):
         logger.warning("%s holds the checkpoints of an earlier run: starting over without --resume overwrites "
                        "them and appends a second series to its metrics.json (--resume continues that run; "
                        "another train.output_dir keeps both).", cfg.train.output_dir)
+    check_train_set_on_disk(cfg)  # a missing training set is named first (not its missing proposal store)
     check_test_set_on_disk(cfg)  # a missing test set fails now, not after the last iteration
     check_test_classes(cfg)  # so does a test set of other classes than the training set
     if comm.is_main_process():

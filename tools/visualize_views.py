@@ -85,12 +85,14 @@ def render_sample(
     top_h = max(p.shape[0] for p in panels)
     width = max(sum(p.shape[1] for p in panels) + 3 * GAP, n * (cell + GAP) + GAP + 60)
     height = 24 + top_h + GAP + 2 * (cell + GAP) + GAP
-    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
     iou = float(box_iou(views[0]["view_box"].numpy(), views[1]["view_box"].numpy()))
     caption = (
-        f"{sample['image_id']}  IoU(view1, view2)={iou:.3f}  proposals={sample['num_proposals']}/{n - 1}"
+        f"{sample['image_id']}  IoU(view1, view2)={iou:.3f}  regions: 0 = overlap, "
+        f"{sample['num_proposals']} from proposals, {n - 1 - sample['num_proposals']} jittered copies"
         f"  flip={sample.get('flip')}"
     )
+    width = max(width, cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)[0][0] + 2 * GAP)
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
     cv2.putText(canvas, caption, (GAP, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     x = GAP
     for panel in panels:

@@ -1,9 +1,10 @@
 """DETR finetuning demo on the built-in synthetic dataset: trains and evaluates (COCO AP) on CPU in minutes.
 
-The model has the same shape as the Siamese DETR pretraining demo (both apply
-``configs/common/models/demo_shape.py``), so
-``train.init_checkpoint=output/demo/siamese_detr_pretrain/model_final.pth`` loads the pretrained
-transformer, query embedding, input projection and box head (``make demo`` does that).
+The model has the same shape as the Siamese DETR pretraining demo ``siamese_detr_pretrain_demo.py`` (both
+apply ``configs/common/models/demo_shape.py``), so its checkpoint
+(``train.init_checkpoint=output/demo/siamese_detr_pretrain/model_final.pth``) loads the pretrained
+transformer, query embedding, input projection and box head. (``make demo`` runs another pair: the
+Deformable DETR of ``demo_detector.py`` and its pretraining ``demo_siamese_pretrain.py``.)
 There are no pretrained backbone weights offline: the ResNet-18 starts from random weights and is
 trained (``freeze_at=0``, backbone at the full learning rate).
 """

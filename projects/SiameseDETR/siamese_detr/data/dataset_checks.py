@@ -63,6 +63,14 @@ def _missing_path_fix(name: str, path: str) -> str:
             "DETECTRON2_DATASETS to where it is.")
 
 
+def missing_path_error(name: str, path: str) -> FileNotFoundError:
+    """The error for a ``path`` that dataset ``name`` expects and that does not exist: the path, the
+    ``DETECTRON2_DATASETS`` root and what to do (:func:`_missing_path_fix`)."""
+    root = os.environ.get("DETECTRON2_DATASETS", "datasets")
+    return FileNotFoundError(f"Dataset '{name}' expects '{path}', which does not exist "
+                             f"(DETECTRON2_DATASETS={root}). " + _missing_path_fix(name, path))
+
+
 def check_datasets_on_disk(names: Union[str, Sequence[str]]) -> None:
     """Raise ``FileNotFoundError`` naming the missing path and the README section to follow.
 
@@ -87,11 +95,7 @@ def check_datasets_on_disk(names: Union[str, Sequence[str]]) -> None:
             continue
         for path in expected_paths(name):
             if not os.path.exists(path):
-                root = os.environ.get("DETECTRON2_DATASETS", "datasets")
-                raise FileNotFoundError(
-                    f"Dataset '{name}' expects '{path}', which does not exist "
-                    f"(DETECTRON2_DATASETS={root}). " + _missing_path_fix(name, path)
-                )
+                raise missing_path_error(name, path)
 
 
 class AnnotationError(ValueError):

@@ -12,14 +12,15 @@ A training run that evaluates checks its test set's files before its first itera
 that the test set has the training set's classes (:func:`check_test_classes`): a model trained on your own
 ``coco:`` classes and evaluated on the config's default test set would report AP under the wrong class names.
 """
+import os
 from typing import List
 
 from detectron2.config import instantiate
 from omegaconf import DictConfig
 
-from siamese_detr.data.dataset_checks import check_datasets_on_disk, check_images_readable
+from siamese_detr.data.dataset_checks import check_datasets_on_disk, check_images_readable, missing_path_error
 
-__all__ = ["build_checked_test_loader", "check_test_classes", "check_test_set_on_disk"]
+__all__ = ["build_checked_test_loader", "check_test_classes", "check_test_set_on_disk", "check_train_set_on_disk"]
 
 
 def _target(cfg):
@@ -55,6 +56,8 @@ def _dataset_names(cfg, split: str) -> List[str]:
     loader = cfg.dataloader.get(split, None)
     dataset_cfg = loader.get("dataset", None) if isinstance(loader, (dict, DictConfig)) else None
     names = dataset_cfg.get("names", None) if isinstance(dataset_cfg, (dict, DictConfig)) else None
+    if isinstance(names, (dict, DictConfig)):  # a lazy registration (e.g. register_unlabeled_folder), not names
+        return []
     names = [names] if isinstance(names, str) else list(names or [])
     return [n for n in names if isinstance(n, str)]
 
@@ -93,6 +96,24 @@ def check_test_classes(cfg) -> None:
         "class names. Point dataloader.test.dataset.names at a test set of your classes (e.g. "
         "coco:VAL.json:IMAGES), or set train.eval_period=0 to train without evaluation."
     )
+
+
+def check_train_set_on_disk(cfg) -> None:
+    """Before training: the training set ``dataloader.train.dataset.names`` must be registered and on disk
+    (raises the error of :func:`check_datasets_on_disk`, naming the expected path and the README section), so
+    that a missing dataset is reported as such before anything that derives from it (its proposal store, the
+    test set's classes) is looked for."""
+    names = _dataset_names(cfg, "train")
+    if names:
+        check_datasets_on_disk(names)
+        return
+    # a folder registered lazily by the config (``names=L(register_unlabeled_folder)(name=..., image_root=...)``)
+    loader = cfg.dataloader.get("train", None)
+    dataset_cfg = loader.get("dataset", None) if isinstance(loader, (dict, DictConfig)) else None
+    lazy = dataset_cfg.get("names", None) if isinstance(dataset_cfg, (dict, DictConfig)) else None
+    if isinstance(lazy, (dict, DictConfig)) and isinstance(lazy.get("image_root", None), str):
+        if not os.path.isdir(lazy.image_root):
+            raise missing_path_error(str(lazy.get("name", "training set")), lazy.image_root)
 
 
 def check_test_set_on_disk(cfg) -> None:

@@ -4,12 +4,11 @@ Detectron2 colours some messages themselves, not only the console prefix: the co
 ``default_setup`` (pygments highlighting) and the class histogram of the dataset (``termcolor``). Its file
 handlers write those escape sequences into ``log.txt``. :func:`setup_plain_file_logs` creates detectron2's
 loggers (``detectron2``, ``fvcore``) before ``default_setup`` does (``setup_logger`` is cached, so
-``default_setup`` then reuses them) and makes their file handlers strip ANSI sequences; the console keeps
-its colours.
+``default_setup`` then reuses them) and makes their file handlers strip ANSI sequences, and so does a console
+handler whose stdout / stderr is redirected to a file or a pipe; a terminal keeps its colours.
 """
 import logging
 import re
-import sys
 
 from detectron2.utils.logger import setup_logger
 
@@ -36,10 +35,12 @@ class PlainFormatter(logging.Formatter):
 
 
 def _writes_to_file(handler: logging.Handler) -> bool:
+    """A file handler, or a stream handler whose stream is not a terminal (also stdout / stderr redirected
+    to a file or a pipe, as ``make demo`` does into each step's ``demo.log``)."""
     if isinstance(handler, logging.FileHandler):
         return True
     stream = getattr(handler, "stream", None)
-    if stream is None or stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+    if stream is None:
         return False
     isatty = getattr(stream, "isatty", None)
     try:

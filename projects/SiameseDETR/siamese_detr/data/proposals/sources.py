@@ -52,7 +52,12 @@ class StoreProposals:
         parts = os.path.basename(os.path.normpath(self.path)).split(".")
         method = self.method or (parts[-2] if len(parts) >= 3 and parts[-2] in METHODS else "edgeboxes")
         source = images or (f"--dataset {self.dataset}" if isinstance(self.dataset, str) else "--image-dir IMAGE_DIR")
-        return f"python tools/generate_proposals.py {source} --method {method} --output {self.path}"
+        command = f"python tools/generate_proposals.py {source} --method {method} --output {self.path}"
+        if method == "edgeboxes":
+            command += ("\n(EdgeBoxes as the paper: add --sed-model model.yml.gz, OpenCV's Structured Edge model, "
+                        "see datasets/README.md 'Proposal stores (pretraining)'; without it edges come from image gradients, as "
+                        "in the demos)")
+        return command
 
     @property
     def store(self) -> ProposalStore:
