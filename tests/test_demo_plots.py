@@ -153,3 +153,35 @@ def test_detections_grid_and_a_checkpoint_that_is_not_the_models(tiny_synthetic_
         draw_detections(config, {"a": str(tmp_path / "part.pth")}, str(tmp_path / "no.png"),
                         dataset="synthetic_shapes_val", num_images=1)
     assert not (tmp_path / "no.png").exists()
+
+
+def test_a_long_title_is_wrapped_inside_the_figure_and_the_x_label_is_given(tmp_path, monkeypatch):
+    """A title wider than the figure is wrapped onto more lines that lie inside it (legend inside or beside
+    the axes, whose centre is then left of the figure's); the x-axis says "finetuning iteration" unless told."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from siamese_detr.demo.plots import LEGEND_INSIDE_MAX
+
+    drawn = []
+    original_savefig = plt.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        drawn.append((ax.title.get_text(), ax.title.get_window_extent(), fig.bbox.frozen(), ax.get_xlabel()))
+        return original_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Figure, "savefig", record)
+    title = ("class_agnostic/AR@100 of the Siamese DETR pretraining from seven initialisations, three seeds each: "
+             "mean over runs (shade or bar: min-max)")
+    for n, xlabel in ((1, None), (LEGEND_INSIDE_MAX + 1, "pretraining iteration")):
+        curves = {f"run {i}": [(100, float(i)), (200, i + 1.0)] for i in range(n)}
+        plot_ap_curves(curves, str(tmp_path / f"{n}.png"), title, **({"xlabel": xlabel} if xlabel else {}))
+    (text, extent, box, xlabel), (text_beside, extent_beside, box_beside, xlabel_beside) = drawn
+    for t, e, b in ((text, extent, box), (text_beside, extent_beside, box_beside)):
+        assert "\n" in t and " ".join(t.split()) == title
+        assert b.x0 <= e.x0 and e.x1 <= b.x1 and e.y1 <= b.y1, (e, b)
+    assert xlabel == "finetuning iteration" and xlabel_beside == "pretraining iteration"

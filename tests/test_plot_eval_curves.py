@@ -58,7 +58,9 @@ def test_table_reference_difference_and_png(tmp_path, capsys):
     (["--run", "no_equals_sign"], "expected LABEL=PATH"),
     (["--run", "a={missing}"], "does not exist"),
     (["--run", "a={root}/a_seed*"], "is not a metrics.json file"),
-    (["--run", "a={root}/a_seed0", "--metric", "segm/AP"], "no 'segm/AP'"),
+    (["--run", "a={root}/a_seed0", "--metric", "segm/AP"],
+     r"no 'segm/AP' in it; its evaluation metrics are bbox/AP, bbox/AP50: give one with --metric KEY"),
+    (["--run", "a={root}/a_seed0", "--metric", "eval/finished_iterations"], "is bookkeeping .*, not a metric"),
     (["--run", "a={root}/a_seed0", "--run", "a={root}/a_seed0"], "given twice"),
     (["--run", "a={root}/a_seed0", "--reference", "b"], "is not one of the --run labels"),
     (["--run", "a={root}/bad"], r"bad.metrics\.json:2: not a JSON line .*not a detectron2 metrics\.json"),
@@ -111,3 +113,81 @@ def test_an_output_without_extension_gets_png(tmp_path, capsys):
     plot_eval_curves.main(["--run", f"a={tmp_path}/a_seed0", "--output", str(tmp_path / "noext")])
     assert f"wrote {tmp_path / 'noext.png'}" in capsys.readouterr().out
     assert (tmp_path / "noext.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _figures_at_save(monkeypatch):
+    """Record every figure as savefig writes it, drawn (Agg) so that its texts have their final extents."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    original = plt.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        fig.canvas.draw()
+        figures.append(fig)
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Figure, "savefig", record)
+    return figures
+
+
+def test_a_missing_metric_lists_the_ones_the_run_has(tmp_path):
+    """A run evaluated under other keys (a pretraining's class-agnostic results): the message names them, and
+    never the bookkeeping eval/finished_iterations; a run never evaluated keeps the eval_period hint."""
+    run = tmp_path / "pretrain"
+    run.mkdir()
+    (run / "metrics.json").write_text("\n".join(json.dumps(x) for x in [
+        {"iteration": 9, "loss_ce": 1.0},
+        {"iteration": 19, "class_agnostic/AP": 1.5, "class_agnostic/AR@100": 11.0, "eval/finished_iterations": 20},
+    ]) + "\n")
+    with pytest.raises(SystemExit) as exc:
+        plot_eval_curves.main(["--run", f"p={run}", "--output", str(tmp_path / "x.png")])
+    message = str(exc.value)
+    assert "no 'bbox/AP' in it; its evaluation metrics are class_agnostic/AP, class_agnostic/AR@100" in message
+    assert "--metric KEY, e.g. --metric class_agnostic/AP" in message
+    assert "finished_iterations" not in message and "eval_period" not in message
+
+    plot_eval_curves.main(["--run", f"p={run}", "--metric", "class_agnostic/AR@100",
+                           "--output", str(tmp_path / "y.png")])
+    assert (tmp_path / "y.png").is_file()
+
+    (run / "metrics.json").write_text(json.dumps({"iteration": 9, "loss_ce": 1.0}) + "\n")
+    with pytest.raises(SystemExit, match=r"no 'bbox/AP' in it \(was the run evaluated\? train.eval_period > 0\)"):
+        plot_eval_curves.main(["--run", f"p={run}", "--output", str(tmp_path / "x.png")])
+
+    many = {f"bbox/AP-class{i:02d}": float(i) for i in range(25)}
+    (run / "metrics.json").write_text(json.dumps({"iteration": 9, **many}) + "\n")
+    message = plot_eval_curves.missing_metric_message(run / "metrics.json", "segm/AP")
+    assert "bbox/AP-class19, ... (5 more)" in message and "class20" not in message
+
+
+def test_the_default_title_fits_and_the_x_axis_is_neutral(tmp_path, monkeypatch, capsys):
+    """The longest default title (a long --metric) lies inside the figure, wrapped; the x-axis says "training
+    iteration" (pretraining runs too) unless --xlabel says otherwise."""
+    figures = _figures_at_save(monkeypatch)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"iteration": 600, "class_agnostic/AR@100": 11.65}) + "\n")
+    metric = ["--metric", "class_agnostic/AR@100"]
+    plot_eval_curves.main(["--run", f"pt={run}", *metric, "--output", str(tmp_path / "a.png")])
+    plot_eval_curves.main(["--run", f"pt={run}", *metric, "--xlabel", "pretraining iteration",
+                           "--output", str(tmp_path / "b.png")])
+    (default, custom) = figures
+    for fig in figures:
+        title, box = fig.axes[0].title, fig.bbox
+        extent = title.get_window_extent()
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and extent.y1 <= box.y1, (extent, box)
+        assert " ".join(title.get_text().split()) == "class_agnostic/AR@100: mean over runs (shade or bar: min-max)"
+    assert default.axes[0].get_xlabel() == "training iteration"
+    assert custom.axes[0].get_xlabel() == "pretraining iteration"
+
+
+def test_help_names_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        plot_eval_curves.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: ./eval_curves.png)" in text and "(default: bbox/AP)" in text
+    assert "(default: 'training iteration')" in text

@@ -75,3 +75,97 @@ def test_output_path_written_and_unsupported_extension(tmp_path, capsys):
         err = capsys.readouterr().err
         assert re.search(message, err) and "Traceback" not in err
     assert not (tmp_path / "y.txt").exists() and not (tmp_path / "png.png").exists()
+
+
+def _figures_at_save(monkeypatch):
+    """Record every figure as savefig writes it, drawn (Agg) so that its texts have their final extents."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    original = plt.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        fig.canvas.draw()
+        figures.append(fig)
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Figure, "savefig", record)
+    return figures
+
+
+def _inside(text, box) -> bool:
+    extent = text.get_window_extent()
+    return box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0 and extent.y1 <= box.y1
+
+
+def test_titles_fit_in_the_figure_and_read_well(tmp_path, monkeypatch):
+    """One input (the narrowest figure): the figure's title lies inside it, wrapped rather than cut off; a long
+    --labels title lies above its own panel; "of all decoder layers" with --aux, not "of the all"."""
+    figures = _figures_at_save(monkeypatch)
+    metrics = tmp_path / "metrics.json"
+    _write_metrics(metrics, [{"iteration": 19, "loss_ce": 2.0, "loss_ce_0": 3.0},
+                             {"iteration": 39, "loss_ce": 1.0, "loss_ce_0": 2.0}])
+    long_label = "a rather long label for the pretraining run of Siamese DETR on the built-in world"
+    plot_metrics.main([str(metrics), "--output", str(tmp_path / "a.png"), "--labels", long_label])
+    plot_metrics.main([str(metrics), "--output", str(tmp_path / "b.png"), "--aux"])
+    titles = []
+    for fig in figures:
+        title = fig._suptitle
+        assert _inside(title, fig.bbox), (title.get_text(), title.get_window_extent(), fig.bbox)
+        panel = fig.axes[0]
+        assert _inside(panel.title, fig.bbox)
+        extent = panel.title.get_window_extent()
+        assert panel.bbox.x0 <= extent.x0 and extent.x1 <= panel.bbox.x1
+        titles.append(" ".join(title.get_text().split()))
+    assert titles == ["Training losses per logged iteration (loss terms of the final decoder layer)",
+                      "Training losses per logged iteration (loss terms of all decoder layers)"]
+    assert " ".join(figures[0].axes[0].title.get_text().split()) == long_label
+
+
+def test_every_loss_term_has_a_style_of_its_own(tmp_path, monkeypatch):
+    """Many terms (--aux, hybrid matching): no two lines share both colour and line style; a term's
+    _one2many copy keeps its colour, dashed."""
+    from matplotlib.colors import to_hex
+
+    terms = [f"loss_{t}{layer}" for t in ("bbox", "ce", "giou", "region") for layer in ("", "_0", "_1", "_2", "_3")]
+    names = terms + [f"{t}_one2many" for t in terms]  # 20 terms and their 20 copies
+    styles = plot_metrics._term_styles(sorted(names + [f"loss_extra_{i}" for i in range(15)]))
+    assert len({(s["color"], s["linestyle"]) for s in styles.values()}) == len(styles) == 55
+    assert styles["loss_ce_1_one2many"]["color"] == styles["loss_ce_1"]["color"]
+    assert styles["loss_ce_1_one2many"]["linestyle"] != styles["loss_ce_1"]["linestyle"]
+
+    figures = _figures_at_save(monkeypatch)
+    metrics = tmp_path / "metrics.json"
+    _write_metrics(metrics, [{"iteration": it, **{n: 1.0 + it / 100 for n in names}} for it in (19, 39)])
+    plot_metrics.main([str(metrics), "--output", str(tmp_path / "c.png"), "--aux"])
+    lines = figures[0].axes[1].get_lines()
+    assert len(lines) == 40
+    looks = {(to_hex(line.get_color()), line.get_linestyle()) for line in lines}
+    assert len(looks) == 40
+
+
+def test_a_single_logged_point_is_drawn_as_a_marker(tmp_path, monkeypatch):
+    figures = _figures_at_save(monkeypatch)
+    metrics = tmp_path / "metrics.json"
+    _write_metrics(metrics, [{"iteration": 0, "loss_ce": 1.0, "loss_bbox": 2.0}])
+    plot_metrics.main([str(metrics), "--output", str(tmp_path / "one.png")])
+    top, bottom = figures[0].axes[:2]
+    for line in top.get_lines() + bottom.get_lines():
+        assert len(line.get_xdata()) == 1
+        assert line.get_marker() not in ("None", "", " ", None) and line.get_markersize() > 0
+    low, high = bottom.get_xlim()
+    assert [t for t in bottom.get_xticks() if low <= t <= high] == [0]  # whole iterations, not -0.04 ... 0.04
+
+    many = tmp_path / "many.json"
+    _write_metrics(many, [{"iteration": it, "loss_ce": 1.0} for it in range(plot_metrics.FEW_POINTS + 1)])
+    plot_metrics.main([str(many), "--output", str(tmp_path / "many.png")])
+    assert all(line.get_marker() in ("None", "", " ", None) for line in figures[1].axes[1].get_lines())
+
+
+def test_help_names_the_default_output(capsys):
+    with pytest.raises(SystemExit):
+        plot_metrics.main(["--help"])
+    assert "(default: ./loss_curves.png)" in " ".join(capsys.readouterr().out.split())

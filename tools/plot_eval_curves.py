@@ -18,7 +18,9 @@ difference of means: pair the runs by seed yourself, or use ``tools/compare_pret
 gains).
 """
 import argparse
+import contextlib
 import glob
+import io
 import os
 import sys
 import warnings
@@ -31,9 +33,11 @@ from siamese_detr.demo.plots import (  # noqa: E402
     MetricsFileError,
     eval_history,
     figure_path,
+    metrics_records,
     plot_ap_curves,
     seed_summary,
 )
+from siamese_detr.utils.metrics_lines import FINISHED_ITERATIONS_KEY  # noqa: E402
 
 Summary = List[Tuple[int, float, float, float]]
 
@@ -66,6 +70,29 @@ def parse_run(spec: str) -> Tuple[str, List[Path]]:
     return label.strip(), files
 
 
+def eval_metric_keys(path) -> List[str]:
+    """The evaluation metrics a ``metrics.json`` holds: its keys containing '/' with a number for a value
+    (e.g. ``bbox/AP``, ``class_agnostic/AR@100``), sorted; never the bookkeeping ``eval/finished_iterations``.
+    A torn line was already warned about by :func:`eval_history`: not again."""
+    keys = set()
+    with contextlib.redirect_stderr(io.StringIO()):
+        for _, row in metrics_records(path):
+            keys.update(k for k, v in row.items() if "/" in k and k != FINISHED_ITERATIONS_KEY
+                        and isinstance(v, (int, float)) and not isinstance(v, bool))
+    return sorted(keys)
+
+
+def missing_metric_message(path, metric: str, shown: int = 20) -> str:
+    """Why ``path`` gives no curve of ``metric``: the evaluation metrics it does hold (at most ``shown`` of
+    them) and ``--metric KEY``, or, when it holds none, that the run was not evaluated."""
+    keys = eval_metric_keys(path)
+    if not keys:
+        return f"{path}: no {metric!r} in it (was the run evaluated? train.eval_period > 0)"
+    listed = ", ".join(keys[:shown]) + (f", ... ({len(keys) - shown} more)" if len(keys) > shown else "")
+    return (f"{path}: no {metric!r} in it; its evaluation metrics are {listed}: give one with --metric KEY, "
+            f"e.g. --metric {keys[0]}")
+
+
 def summarise(groups: Dict[str, List[Path]], metric: str) -> Dict[str, Summary]:
     """``{label: seed_summary of its runs' histories of metric}``; exits when a run never logged ``metric``
     or a group's runs share no evaluated iteration."""
@@ -78,7 +105,7 @@ def summarise(groups: Dict[str, List[Path]], metric: str) -> Dict[str, Summary]:
             except MetricsFileError as e:
                 raise SystemExit(str(e))
             if not history:
-                raise SystemExit(f"{path}: no {metric!r} in it (was the run evaluated? train.eval_period > 0)")
+                raise SystemExit(missing_metric_message(path, metric))
             histories.append(history)
         summary = seed_summary(histories)
         if not summary:
@@ -121,15 +148,23 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", action="append", required=True, metavar="LABEL=PATH[,PATH...]",
                         help="a group of runs (repeat for every group)")
-    parser.add_argument("--metric", default="bbox/AP", help="key in metrics.json (default bbox/AP)")
+    parser.add_argument("--metric", default="bbox/AP",
+                        help="evaluation metric: a key in metrics.json, e.g. class_agnostic/AR@100 "
+                             "(default: bbox/AP)")
     parser.add_argument("--reference", default=None, help="label of the group the others are compared with")
     parser.add_argument("--output", default="eval_curves.png",
-                        help="figure to write (.png, .pdf, .svg, ...; no extension: .png is added)")
+                        help="figure to write: .png, .pdf, .svg, ... (no extension: .png is added) "
+                             "(default: ./eval_curves.png)")
     parser.add_argument("--title", default=None,
                         help="figure title (default: '<metric>: mean over runs (shade or bar: min-max)')")
     parser.add_argument("--ylabel", default=None,
                         help="y-axis label (default: the metric in words, e.g. 'COCO AP (%%), bbox/AP')")
+    parser.add_argument("--xlabel", default="training iteration",
+                        help="x-axis label, e.g. 'finetuning iteration' (default: 'training iteration')")
     args = parser.parse_args(argv)
+    if args.metric == FINISHED_ITERATIONS_KEY:
+        raise SystemExit(f"--metric {FINISHED_ITERATIONS_KEY} is bookkeeping (how many iterations had finished "
+                         f"at an evaluation), not a metric; give an evaluation metric, e.g. bbox/AP")
     try:  # refused before reading the runs
         output = figure_path(args.output)
     except ValueError as e:
@@ -151,7 +186,8 @@ def main(argv=None) -> None:
     curves = {label: [(it, mean) for it, mean, _, _ in s] for label, s in named.items()}
     bands = {label: [(it, lo, hi) for it, _, lo, hi in s] for label, s in named.items()}
     title = args.title or f"{args.metric}: mean over runs (shade or bar: min-max)"
-    plot_ap_curves(curves, output, title, ylabel=args.ylabel or metric_label(args.metric), bands=bands)
+    plot_ap_curves(curves, output, title, ylabel=args.ylabel or metric_label(args.metric), bands=bands,
+                   xlabel=args.xlabel)
     print(f"wrote {os.path.abspath(output)}")
 
 

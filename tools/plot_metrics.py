@@ -21,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from siamese_detr.utils.figure_text import fit_text
 from siamese_detr.utils.metrics_lines import FINISHED_ITERATIONS_KEY, MetricsFileError, metrics_records
 
 AUX_SUFFIX = re.compile(r"_\d+(_one2many)?$")  # decoder layer i, also of the hybrid-matching queries
@@ -72,29 +73,59 @@ def use_log_scale(values: List[float]) -> bool:
     return bool(values) and min(values) > 0 and max(values) >= 10 * min(values)
 
 
+FEW_POINTS = 20  # a series with at most this many logged points gets markers (a single point has no line)
+# (plain, _one2many) line styles of the loss terms: solid / dashed while the palette's colours last, then dotted /
+# dash-dotted in the same colours again, so that no two series look the same up to 2 x len(palette) terms
+LINE_STYLE_PAIRS = (("-", "--"), (":", "-."))
+
+
+def _palette() -> List[str]:
+    """Twenty distinct colours: matplotlib's ten default ones, then the ten light ones of ``tab20``."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    tab20 = [to_hex(c) for c in colormaps["tab20"].colors]
+    return tab20[0::2] + tab20[1::2]
+
+
 def _term_styles(names: List[str]) -> Dict[str, dict]:
-    """Line style of each loss term: one colour per term, its ``_one2many`` copy (hybrid matching) dashed in
-    the same colour."""
-    colours = {}
+    """Line style of each loss term: a colour of its own (:func:`_palette`), its ``_one2many`` copy (hybrid
+    matching) dashed in the same colour; past the palette's colours the terms take them again, dotted (their
+    copies dash-dotted)."""
+    palette = _palette()
+    bases: Dict[str, int] = {}
     for name in names:
-        colours.setdefault(name.replace("_one2many", ""), f"C{len(colours) % 10}")
-    return {n: {"color": colours[n.replace("_one2many", "")], "linestyle": "--" if "one2many" in n else "-"}
-            for n in names}
+        bases.setdefault(name.replace("_one2many", ""), len(bases))
+    styles = {}
+    for name in names:
+        i = bases[name.replace("_one2many", "")]
+        plain, one2many = LINE_STYLE_PAIRS[(i // len(palette)) % len(LINE_STYLE_PAIRS)]
+        styles[name] = {"color": palette[i % len(palette)], "linestyle": one2many if "one2many" in name else plain}
+    return styles
+
+
+def _markers(iterations: List[int]) -> dict:
+    """Markers for a series of few points: a single logged point is otherwise invisible (a line of no length)."""
+    return {"marker": "o", "markersize": 4} if len(iterations) <= FEW_POINTS else {}
 
 
 def _plot_panel(top, bottom, curves: Dict[str, Tuple[List[int], List[float]]], label: str) -> None:
     """``total_loss`` in the ``top`` axes, the loss terms under it in ``bottom`` (their own y range, so that
-    the total does not flatten them); log y-axes where the values span decades."""
+    the total does not flatten them); log y-axes where the values span decades; markers on series of few points
+    (:data:`FEW_POINTS`)."""
+    from matplotlib.ticker import MaxNLocator
+
     its, values = curves["total_loss"]
-    top.plot(its, values, color="k", linewidth=1.5)
+    top.plot(its, values, color="k", linewidth=1.5, **_markers(its))
     top.set_title(label)
     top.set_ylabel("total loss")
     terms = sorted(n for n in curves if n != "total_loss")
     styles = _term_styles(terms)
     for name in terms:
-        bottom.plot(*curves[name], label=name, linewidth=1.2, **styles[name])
+        bottom.plot(*curves[name], label=name, linewidth=1.2, **styles[name], **_markers(curves[name][0]))
     bottom.set_ylabel("loss term")
     bottom.set_xlabel("iteration")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # no fractional iterations
     for ax, ys in ((top, values), (bottom, [v for n in terms for v in curves[n][1]])):
         if use_log_scale(ys):
             ax.set_yscale("log")
@@ -124,9 +155,10 @@ def plot(inputs: List[Path], labels: List[str], output: Path, with_aux: bool = F
         _plot_panel(column[0], column[1], curves, label)
         for k, v in sorted(eval_results(records).items()):
             print(f"{label}: {k} = {v:.3f}")
-    layers = "all decoder layers" if with_aux else "final decoder layer"
-    fig.suptitle(f"Training losses per logged iteration (loss terms of the {layers})")
-    fig.tight_layout()
+    for top in axes[0]:
+        fit_text(fig, top.title, within=top)  # a long --labels title stays above its own panel
+    layers = "all decoder layers" if with_aux else "the final decoder layer"
+    fit_text(fig, fig.suptitle(f"Training losses per logged iteration (loss terms of {layers})"))
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=100)
     plt.close(fig)
@@ -158,7 +190,8 @@ def main(argv=None) -> int:
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json files")
     parser.add_argument("--labels", nargs="*", help="one title per input (default: parent folder names)")
     parser.add_argument("--output", type=Path, default=Path("loss_curves.png"),
-                        help="figure to write (.png, .pdf, .svg, ...; no extension: .png is added)")
+                        help="figure to write: .png, .pdf, .svg, ... (no extension: .png is added) "
+                             "(default: ./loss_curves.png)")
     parser.add_argument("--aux", action="store_true", help="also plot auxiliary decoder-layer losses")
     args = parser.parse_args(argv)
     try:

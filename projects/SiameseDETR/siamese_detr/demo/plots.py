@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..utils.figure_text import fit_text
 from ..utils.metrics_lines import FINISHED_ITERATIONS_KEY, MetricsFileError, metrics_records
 
 __all__ = ["MetricsFileError", "metrics_records", "eval_history", "seed_summary", "figure_path", "plot_ap_curves",
@@ -161,8 +162,10 @@ def _mark_iterations(ax, curves) -> None:
 
 def plot_ap_curves(curves: Dict[str, Sequence[Tuple[int, float]]], output: str, title: str,
                    ylabel: str = "COCO AP (%) on synthetic_shapes_val",
-                   bands: Optional[Dict[str, Sequence[Tuple[int, float, float]]]] = None) -> None:
-    """Line plot of ``{label: [(iteration, AP)]}`` written to the PNG ``output``; ``bands`` optionally
+                   bands: Optional[Dict[str, Sequence[Tuple[int, float, float]]]] = None,
+                   xlabel: str = "finetuning iteration") -> None:
+    """Line plot of ``{label: [(iteration, AP)]}`` written to the PNG ``output`` (``xlabel`` under the x-axis;
+    a ``title`` too wide for the figure is wrapped onto more lines); ``bands`` optionally
     shades ``{label: [(iteration, low, high)]}`` around the line of the same label (e.g. the seeds'
     min-max range around their mean). With more than ``LEGEND_INSIDE_MAX`` curves the legend goes to the
     right of the axes (a wider figure), where it cannot hide a curve. Colours follow :func:`method_colours`;
@@ -182,7 +185,7 @@ def plot_ap_curves(curves: Dict[str, Sequence[Tuple[int, float]]], output: str, 
         _plot_curve(ax, label, curves[label], (bands or {}).get(label), colours[label], dodge)
     _note_empty(ax, [label for label in curves if label not in drawn], len(drawn))
     _mark_iterations(ax, curves)
-    ax.set_xlabel("finetuning iteration")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -191,7 +194,7 @@ def plot_ap_curves(curves: Dict[str, Sequence[Tuple[int, float]]], output: str, 
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
         else:
             ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
+    fit_text(fig, ax.title)  # with fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     fig.savefig(output)
     plt.close(fig)

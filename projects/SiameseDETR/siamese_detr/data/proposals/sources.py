@@ -55,8 +55,8 @@ class StoreProposals:
         command = f"python tools/generate_proposals.py {source} --method {method} --output {self.path}"
         if method == "edgeboxes":
             command += ("\n(EdgeBoxes as the paper: add --sed-model model.yml.gz, OpenCV's Structured Edge model, "
-                        "see datasets/README.md 'Proposal stores (pretraining)'; without it edges come from image gradients, as "
-                        "in the demos)")
+                        "see datasets/README.md 'Proposal stores (pretraining)'; without it edges come from image "
+                        "gradients, as in the demos)")
         return command
 
     @property

@@ -1,0 +1,31 @@
+"""Figure text that fits: matplotlib draws a title wider than its figure cut off at the edges."""
+
+__all__ = ["fit_text"]
+
+
+def fit_text(fig, text, within=None, pad: float = 4.0) -> None:
+    """Wrap the centred ``text`` artist of ``fig`` (its title, or an axes' title) onto more lines, and make its
+    font smaller only when a word alone is too wide, until it lies inside the figure (or inside the artist
+    ``within``, e.g. the axes under a panel's title), ``pad`` pixels from the left and right edges;
+    ``fig.tight_layout()`` is redone after each change (it makes room for the extra lines)."""
+    import textwrap
+
+    original = " ".join(text.get_text().split())
+    fig.tight_layout()
+    for _ in range(40):
+        fig.draw_without_rendering()
+        box = text.get_window_extent()
+        left, right = (within.get_window_extent().intervalx if within is not None else (0, fig.bbox.width))
+        centre = (box.x0 + box.x1) / 2
+        room = 2 * (min(centre - left, right - centre) - pad)
+        if box.width <= room:
+            return
+        longest = max(len(line) for line in text.get_text().split("\n"))
+        chars = min(longest - 1, int(longest * room / box.width))
+        if chars >= 12:
+            text.set_text(textwrap.fill(original, chars, break_long_words=False, break_on_hyphens=False))
+        elif text.get_fontsize() > 6:
+            text.set_fontsize(text.get_fontsize() * 0.9)
+        else:
+            return
+        fig.tight_layout()
