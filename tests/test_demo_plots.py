@@ -1,6 +1,8 @@
 """Demo figures: the AP history read from metrics.json and the AP-curve PNG."""
 from siamese_detr.demo.plots import eval_history, plot_ap_curves
 
+from figure_capture import figures_at_save
+
 
 def test_eval_history_and_curve(tmp_path):
     metrics = tmp_path / "metrics.json"
@@ -54,31 +56,19 @@ def test_figure_path():
 def test_many_curves_put_the_legend_beside_the_axes(tmp_path, monkeypatch):
     """Up to LEGEND_INSIDE_MAX curves: a 6 x 4 in figure with the legend inside; more: a wider figure whose
     legend lies right of the axes (its box starts beyond the axes' right edge)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
 
     from siamese_detr.demo.plots import LEGEND_INSIDE_MAX
 
-    legends = []
-    original_savefig = plt.Figure.savefig
-
-    def record_legend(fig, *args, **kwargs):
-        fig.canvas.draw()
-        ax = fig.axes[0]
-        legends.append((ax.get_legend().get_window_extent().x0, ax.get_window_extent().x1))
-        return original_savefig(fig, *args, **kwargs)
-
-    monkeypatch.setattr(plt.Figure, "savefig", record_legend)
+    figures = figures_at_save(monkeypatch)
     sizes = []
     for n in (LEGEND_INSIDE_MAX, LEGEND_INSIDE_MAX + 1):
         out = tmp_path / f"{n}.png"
         plot_ap_curves({f"run {i}": [(100, float(i)), (200, i + 1.0)] for i in range(n)}, str(out), "t")
         sizes.append(Image.open(out).size)
     assert sizes[0] == (600, 400) and sizes[1][0] > 600 and sizes[1][1] == 400
-    (inside_x0, inside_axes_x1), (outside_x0, outside_axes_x1) = legends
+    (inside_x0, inside_axes_x1), (outside_x0, outside_axes_x1) = [
+        (fig.axes[0].get_legend().get_window_extent().x0, fig.axes[0].get_window_extent().x1) for fig in figures]
     assert inside_x0 < inside_axes_x1
     assert outside_x0 > outside_axes_x1
 
@@ -158,28 +148,16 @@ def test_detections_grid_and_a_checkpoint_that_is_not_the_models(tiny_synthetic_
 def test_a_long_title_is_wrapped_inside_the_figure_and_the_x_label_is_given(tmp_path, monkeypatch):
     """A title wider than the figure is wrapped onto more lines that lie inside it (legend inside or beside
     the axes, whose centre is then left of the figure's); the x-axis says "finetuning iteration" unless told."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from siamese_detr.demo.plots import LEGEND_INSIDE_MAX
 
-    drawn = []
-    original_savefig = plt.Figure.savefig
-
-    def record(fig, *args, **kwargs):
-        fig.canvas.draw()
-        ax = fig.axes[0]
-        drawn.append((ax.title.get_text(), ax.title.get_window_extent(), fig.bbox.frozen(), ax.get_xlabel()))
-        return original_savefig(fig, *args, **kwargs)
-
-    monkeypatch.setattr(plt.Figure, "savefig", record)
+    figures = figures_at_save(monkeypatch)
     title = ("class_agnostic/AR@100 of the Siamese DETR pretraining from seven initialisations, three seeds each: "
              "mean over runs (shade or bar: min-max)")
     for n, xlabel in ((1, None), (LEGEND_INSIDE_MAX + 1, "pretraining iteration")):
         curves = {f"run {i}": [(100, float(i)), (200, i + 1.0)] for i in range(n)}
         plot_ap_curves(curves, str(tmp_path / f"{n}.png"), title, **({"xlabel": xlabel} if xlabel else {}))
+    drawn = [(fig.axes[0].title.get_text(), fig.axes[0].title.get_window_extent(), fig.bbox.frozen(),
+              fig.axes[0].get_xlabel()) for fig in figures]
     (text, extent, box, xlabel), (text_beside, extent_beside, box_beside, xlabel_beside) = drawn
     for t, e, b in ((text, extent, box), (text_beside, extent_beside, box_beside)):
         assert "\n" in t and " ".join(t.split()) == title

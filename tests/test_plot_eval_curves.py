@@ -7,6 +7,8 @@ import pytest
 
 from siamese_detr.demo.plots import seed_summary
 
+from figure_capture import figures_at_save
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("plot_eval_curves", ROOT / "tools" / "plot_eval_curves.py")
 plot_eval_curves = importlib.util.module_from_spec(spec)
@@ -115,25 +117,6 @@ def test_an_output_without_extension_gets_png(tmp_path, capsys):
     assert (tmp_path / "noext.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _figures_at_save(monkeypatch):
-    """Record every figure as savefig writes it, drawn (Agg) so that its texts have their final extents."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figures = []
-    original = plt.Figure.savefig
-
-    def record(fig, *args, **kwargs):
-        fig.canvas.draw()
-        figures.append(fig)
-        return original(fig, *args, **kwargs)
-
-    monkeypatch.setattr(plt.Figure, "savefig", record)
-    return figures
-
-
 def test_a_missing_metric_lists_the_ones_the_run_has(tmp_path):
     """A run evaluated under other keys (a pretraining's class-agnostic results): the message names them, and
     never the bookkeeping eval/finished_iterations; a run never evaluated keeps the eval_period hint."""
@@ -167,7 +150,7 @@ def test_a_missing_metric_lists_the_ones_the_run_has(tmp_path):
 def test_the_default_title_fits_and_the_x_axis_is_neutral(tmp_path, monkeypatch, capsys):
     """The longest default title (a long --metric) lies inside the figure, wrapped; the x-axis says "training
     iteration" (pretraining runs too) unless --xlabel says otherwise."""
-    figures = _figures_at_save(monkeypatch)
+    figures = figures_at_save(monkeypatch)
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps({"iteration": 600, "class_agnostic/AR@100": 11.65}) + "\n")

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from figure_capture import figures_at_save
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("plot_metrics", ROOT / "tools" / "plot_metrics.py")
 plot_metrics = importlib.util.module_from_spec(spec)
@@ -77,25 +79,6 @@ def test_output_path_written_and_unsupported_extension(tmp_path, capsys):
     assert not (tmp_path / "y.txt").exists() and not (tmp_path / "png.png").exists()
 
 
-def _figures_at_save(monkeypatch):
-    """Record every figure as savefig writes it, drawn (Agg) so that its texts have their final extents."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figures = []
-    original = plt.Figure.savefig
-
-    def record(fig, *args, **kwargs):
-        fig.canvas.draw()
-        figures.append(fig)
-        return original(fig, *args, **kwargs)
-
-    monkeypatch.setattr(plt.Figure, "savefig", record)
-    return figures
-
-
 def _inside(text, box) -> bool:
     extent = text.get_window_extent()
     return box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0 and extent.y1 <= box.y1
@@ -104,7 +87,7 @@ def _inside(text, box) -> bool:
 def test_titles_fit_in_the_figure_and_read_well(tmp_path, monkeypatch):
     """One input (the narrowest figure): the figure's title lies inside it, wrapped rather than cut off; a long
     --labels title lies above its own panel; "of all decoder layers" with --aux, not "of the all"."""
-    figures = _figures_at_save(monkeypatch)
+    figures = figures_at_save(monkeypatch)
     metrics = tmp_path / "metrics.json"
     _write_metrics(metrics, [{"iteration": 19, "loss_ce": 2.0, "loss_ce_0": 3.0},
                              {"iteration": 39, "loss_ce": 1.0, "loss_ce_0": 2.0}])
@@ -137,7 +120,7 @@ def test_every_loss_term_has_a_style_of_its_own(tmp_path, monkeypatch):
     assert styles["loss_ce_1_one2many"]["color"] == styles["loss_ce_1"]["color"]
     assert styles["loss_ce_1_one2many"]["linestyle"] != styles["loss_ce_1"]["linestyle"]
 
-    figures = _figures_at_save(monkeypatch)
+    figures = figures_at_save(monkeypatch)
     metrics = tmp_path / "metrics.json"
     _write_metrics(metrics, [{"iteration": it, **{n: 1.0 + it / 100 for n in names}} for it in (19, 39)])
     plot_metrics.main([str(metrics), "--output", str(tmp_path / "c.png"), "--aux"])
@@ -148,7 +131,7 @@ def test_every_loss_term_has_a_style_of_its_own(tmp_path, monkeypatch):
 
 
 def test_a_single_logged_point_is_drawn_as_a_marker(tmp_path, monkeypatch):
-    figures = _figures_at_save(monkeypatch)
+    figures = figures_at_save(monkeypatch)
     metrics = tmp_path / "metrics.json"
     _write_metrics(metrics, [{"iteration": 0, "loss_ce": 1.0, "loss_bbox": 2.0}])
     plot_metrics.main([str(metrics), "--output", str(tmp_path / "one.png")])
