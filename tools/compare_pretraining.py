@@ -4,25 +4,33 @@ same backbone, same pretraining and finetuning budget, for several seeds.
 
     python tools/compare_pretraining.py                      # all methods whose config exists, seeds 0 1
     python tools/compare_pretraining.py --seeds 0 1 2 --output output/compare
+    python tools/compare_pretraining.py --low-label-percent 2    # finetune on 2%, reusing the pretrainings
     python tools/compare_pretraining.py --method "Siamese DETR=configs/demo/demo_siamese_pretrain.py" \\
         --method scratch= --pretrain-iters 100 --finetune-iters 200
 
 For each seed ``s`` and method: pretraining (skipped for ``scratch``) with ``train.seed=s`` from the demo's
 backbone checkpoint (trained once by the demo's backbone stage, configs/demo/demo_backbone.py), then
 finetuning ``configs/demo/demo_detector.py`` on the 10% low-label subset drawn with seed ``s``
-(``synthetic_shapes_train_large_10pct_seed{s}``) with ``train.seed=s``, COCO AP on ``synthetic_shapes_val``.
+(``synthetic_shapes_train_large_10pct_seed{s}``; ``--low-label-percent P``: the P% one) with ``train.seed=s``,
+COCO AP on ``synthetic_shapes_val``.
 A pretraining config must build a model whose checkpoint loads into the detector (the same transformer,
 queries and heads), e.g. one made from ``demo_detector.model`` as ``demo_siamese_pretrain.py`` is.
-Each method's runs go to ``<output>/<slug>_seed<s>/`` (``Siamese DETR`` -> ``siamese_detr``): names whose
-folders would be the same (``Siamese DETR`` and ``siamese-detr``), a name given twice, a seed given twice
-and a ``--low-label-percent`` outside 1..100 are refused before anything runs.
+Each method's runs go to ``<output>/<slug>_seed<s>/`` (``Siamese DETR`` -> ``siamese_detr``): its pretraining
+to ``pretrain/``, shared by every percent (it does not depend on the labels), its finetuning to ``finetune/``
+at the default 10% and to ``finetune_{P}pct/`` at any other percent P, so that the runs of several percents
+live side by side in one ``--output`` (:func:`finetune_folder`). Names whose folders would be the same
+(``Siamese DETR`` and ``siamese-detr``), a name given twice, a seed given twice and a ``--low-label-percent``
+outside 1..100 are refused before anything runs.
 
 Writes ``<output>/comparison.json``, ``comparison.md`` (mean ± half the min-max spread of AP and AP50 over
 seeds, pretraining seconds per iteration, and each method's AP gain over the first method without
-pretraining, ``scratch``, paired by seed: its mean and its worst seed) and ``comparison.png``. Steps are
-cached like ``make demo``'s: a re-run reuses finished runs whose inputs did not change. Runs that do not depend
-on each other go two at a time (``--parallel``, one torch thread each): the pretrainings and scratch
-finetunings first, each finetuning from a pretraining as soon as that pretraining has finished.
+pretraining, ``scratch``, paired by seed: its mean and its worst seed) and ``comparison.png``; at another
+percent P than 10, ``comparison_{P}pct.json``, ``.md`` and ``.png`` (:func:`comparison_paths`), leaving the
+10% ones as they are. Steps are cached like ``make demo``'s: a re-run reuses finished runs whose inputs did
+not change (e.g. ``--low-label-percent 2`` after a 10% run reuses the pretrainings, and a 10% run after it
+reuses the 10% finetunings too). Runs that do not depend on each other go two at a time (``--parallel``, one
+torch thread each): the pretrainings and scratch finetunings first, each finetuning from a pretraining as soon
+as that pretraining has finished.
 """
 import argparse
 import json
@@ -40,6 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 BACKBONE_CONFIG = "configs/demo/demo_backbone.py"
 DETECTOR_CONFIG = "configs/demo/demo_detector.py"
+# the percent of train_large finetuned on by default; its runs and files keep the names they had before other
+# percents got their own (finetune/, comparison.*), so that caches and documented paths stay valid
+DEFAULT_LOW_LABEL_PERCENT = 10
+COMPARISON_SUFFIXES = ("json", "md", "png")
 # (name, pretraining config or None for no pretraining); configs that do not exist are skipped with a note
 DEFAULT_METHODS: List[Tuple[str, Optional[str]]] = [
     ("scratch", None),
@@ -60,6 +72,23 @@ def parse_method(text: str) -> Tuple[str, Optional[str]]:
 def method_slug(name: str) -> str:
     """The folder name part of a method: ``"Siamese DETR"`` -> ``siamese_detr`` (runs go to ``<slug>_seed<s>``)."""
     return name.lower().replace(" ", "_").replace("-", "_")
+
+
+def finetune_folder(percent: int) -> str:
+    """The folder of a finetuning on ``percent``% of train_large, inside its run folder ``<slug>_seed<s>``:
+    ``finetune`` at the default 10%, ``finetune_{percent}pct`` otherwise. The pretraining (``pretrain``) does not
+    depend on the percent and is shared, so each percent has its own cached finetunings beside it and a run at
+    one percent never redoes (and so deletes) another percent's."""
+    percent = int(percent)
+    return "finetune" if percent == DEFAULT_LOW_LABEL_PERCENT else f"finetune_{percent}pct"
+
+
+def comparison_paths(output: Path, percent: int) -> Dict[str, Path]:
+    """``{"json", "md", "png"}`` -> the comparison files of a run on ``percent``% of train_large:
+    ``<output>/comparison.*`` at the default 10%, ``<output>/comparison_{percent}pct.*`` otherwise."""
+    percent = int(percent)
+    stem = "comparison" if percent == DEFAULT_LOW_LABEL_PERCENT else f"comparison_{percent}pct"
+    return {suffix: Path(output) / f"{stem}.{suffix}" for suffix in COMPARISON_SUFFIXES}
 
 
 def check_methods(methods: List[Tuple[str, Optional[str]]]) -> Optional[str]:
@@ -178,21 +207,26 @@ def schedule_overrides(iters: Optional[int]) -> List[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", type=Path, default=Path("output/compare"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="non-negative, each once")
+    parser.add_argument("--output", type=Path, default=Path("output/compare"),
+                        help="folder of the runs and the comparison files (default: output/compare)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                        help="non-negative, each once (default: 0 1)")
     parser.add_argument("--method", type=parse_method, action="append", default=None,
                         help="NAME=CONFIG, repeatable (default: scratch, UP-DETR, DETReg, Siamese DETR)")
-    parser.add_argument("--low-label-percent", type=int, default=10, help="1..100 (default 10)")
-    parser.add_argument("--backbone-iters", type=int, default=None)
+    parser.add_argument("--low-label-percent", type=int, default=DEFAULT_LOW_LABEL_PERCENT,
+                        help=f"1..100 (default {DEFAULT_LOW_LABEL_PERCENT}); another percent P finetunes into "
+                        "<method>_seed<s>/finetune_{P}pct and writes comparison_{P}pct.{md,json,png}, reusing the "
+                        "pretrainings and leaving the 10%% runs and files as they are")
+    parser.add_argument("--backbone-iters", type=int, default=None, help="default: demo_backbone's max_iter")
     parser.add_argument("--backbone-extra", nargs="*", default=[], help="overrides of demo_backbone.py")
     parser.add_argument("--pretrain-iters", type=int, default=None, help="default: each config's max_iter")
     parser.add_argument("--finetune-iters", type=int, default=None, help="default: demo_detector's max_iter")
     parser.add_argument("--eval-period", type=int, default=None, help="default: only after the last iteration")
     parser.add_argument("--extra", nargs="*", default=[],
                         help="overrides added to every pretraining and finetuning command (e.g. tiny test settings)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--parallel", type=int, default=2, help="runs at once (pretrainings and scratch finetunings "
-                        "first; each finetuning from a pretraining once that pretraining has finished)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default: 1)")
+    parser.add_argument("--parallel", type=int, default=2, help="runs at once (default: 2; pretrainings and scratch "
+                        "finetunings first; each finetuning from a pretraining once that pretraining has finished)")
     args = parser.parse_args(argv)
     # refused here, before any step runs (the percent would otherwise fail only in the first finetuning)
     if not 1 <= args.low_label_percent <= 100:
@@ -222,8 +256,9 @@ def main(argv=None) -> int:
     from siamese_detr.demo.runner import StepRunner, last_results, lock_output
 
     lock = lock_output(output)  # noqa: F841 (held until the process ends): one comparison per output folder
-    for name in ("comparison.json", "comparison.md", "comparison.png"):  # this run's, or none: never an earlier run's
-        (output / name).unlink(missing_ok=True)
+    written = comparison_paths(output, args.low_label_percent)
+    for path in written.values():  # this run's, or none: never an earlier run's (other percents' are left alone)
+        path.unlink(missing_ok=True)
 
     present = []
     for name, config in methods:
@@ -268,7 +303,7 @@ def main(argv=None) -> int:
                                           cmd=train_cmd + [config, "--resume"] + over, config=config, overrides=over,
                                           init=backbone_ckpt, total=total, inputs=data))
                 init = pt_dir / "model_final.pth"
-            ft_dir = run_dir / "finetune"
+            ft_dir = run_dir / finetune_folder(args.low_label_percent)
             over = ([f"train.output_dir={ft_dir}", f"train.init_checkpoint={init}", f"train.seed={seed}",
                      f"dataloader.train.dataset.names={subset}",
                      f"train.eval_period={args.eval_period or ft_total}"]
@@ -290,15 +325,18 @@ def main(argv=None) -> int:
     baseline = next((name for name, config in present if config is None), None)
     table = write_outputs(output, results, args, time.time() - started, baseline, runner.environment["software"])
     print("\n" + table)
-    print(f"written: {output / 'comparison.json'}, {output / 'comparison.md'}, {output / 'comparison.png'}")
+    print(f"written: {written['json']}, {written['md']}, {written['png']} (finetunings on "
+          f"{args.low_label_percent}%: {output}/<method>_seed<s>/{finetune_folder(args.low_label_percent)})")
     return 0
 
 
 def write_outputs(output: Path, results: Dict[str, Dict[int, dict]], args, seconds: float,
                   baseline: Optional[str] = None, software: Optional[dict] = None) -> str:
-    """comparison.md / .json / .png; with a ``baseline`` (the first method without pretraining), also every
+    """comparison.md / .json / .png (``comparison_{P}pct.*`` when ``args.low_label_percent`` is not 10:
+    :func:`comparison_paths`); with a ``baseline`` (the first method without pretraining), also every
     method's AP gain over it, paired by seed (:func:`paired_gains`). ``software``: the library versions the
     runs used (recorded in the json)."""
+    paths = comparison_paths(output, args.low_label_percent)
     rows = []
     gains = paired_gains(results, baseline) if baseline is not None else {}
     summary = {"seeds": args.seeds, "low_label_percent": args.low_label_percent, "minutes": seconds / 60,
@@ -318,12 +356,12 @@ def write_outputs(output: Path, results: Dict[str, Dict[int, dict]], args, secon
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     table = "\n".join(lines)
-    (output / "comparison.md").write_text(
+    paths["md"].write_text(
         f"COCO AP (%) on synthetic_shapes_val after finetuning on {args.low_label_percent}% of "
         f"synthetic_shapes_train_large; seeds {args.seeds}; spread = half the min-max range.\n\n{table}\n")
-    with open(output / "comparison.json", "w") as f:
+    with open(paths["json"], "w") as f:
         json.dump(summary, f, indent=1)
-    plot(output / "comparison.png", summary)
+    plot(paths["png"], summary)
     return table
 
 
