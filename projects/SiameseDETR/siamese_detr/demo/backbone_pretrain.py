@@ -241,9 +241,10 @@ def train_backbone(cfg, progress: Optional[Callable[[int, int, float], None]] = 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        history.append(float(loss))
+        value = float(loss.detach())
+        history.append(value)
         if progress is not None:
-            progress(it + 1, t.max_iter, float(loss))
+            progress(it + 1, t.max_iter, value)
     train_seconds = time.time() - start
 
     knn_trained = knn_accuracy(embed(backbone, feature, knn_crops, mean, std), knn_labels, t.knn_k)
