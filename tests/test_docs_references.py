@@ -18,6 +18,8 @@ NOT_IN_TREE = {
     "datasets/proposals/synthetic_shapes_val.ss.proposals",
     "datasets/pipelines/transforms.py",  # Zx55/SiameseDETR
     "datasets/selfdet.py",  # dddzg/up-detr
+    "datasets/coco.py",  # amirbar/DETReg
+    *(f"configs/DETReg_fine_tune_{p}pct_coco.sh" for p in (1, 2, 5, 10)),  # amirbar/DETReg
     "tools/hpcplayers/box_generator.py",  # Zx55/SiameseDETR
 }
 PATH = re.compile(r"(?<![\w/.$<-])((?:configs|tools|datasets|benchmarks|tests|projects)/[\w./{},*-]+)")

@@ -47,14 +47,12 @@ def test_select_subset_size_order_independence_and_detreg_draw():
     rng = np.random.default_rng(0)
     assert LD.select_subset(rng.permutation(ids).tolist(), 10, 42) == chosen  # input order is irrelevant
     assert LD.select_subset(ids, 10, 43) != chosen
-    # DETReg's released code: np.random.seed(42); np.random.choice(sorted ids, round(N * pct), replace=False)
-    state = np.random.get_state()
-    try:
-        np.random.seed(42)
-        detreg = sorted(int(i) for i in np.random.choice(sorted(ids), size=round(997 * 0.10), replace=False))
-    finally:
-        np.random.set_state(state)
-    assert chosen == detreg
+    # DETReg's released code (datasets/coco.py at a4b6363), verbatim but for the names:
+    # self.ids = np.random.default_rng(seed).choice(self.ids, size=round(num_keep), replace=False).tolist()
+    for pct in (0.01, 0.02, 0.05, 0.10):
+        num_keep = float(len(ids)) * pct
+        detreg = np.random.default_rng(42).choice(sorted(ids), size=round(num_keep), replace=False).tolist()
+        assert LD.select_subset(ids, round(pct * 100), 42) == sorted(detreg), pct
     assert len(LD.select_subset(ids, 1, 42)) == 10 and len(LD.select_subset(ids[:20], 1, 42)) == 1
     with pytest.raises(ValueError):
         LD.select_subset([], 10)

@@ -80,7 +80,8 @@ def test_a_checkpoint_without_the_frozen_backbone_is_refused_after_the_load(tmp_
 
     frozen = _Model(frozen_modules=("backbone",))
     head_only = {"head.weight": torch.zeros(2, 4), "head.bias": torch.zeros(2)}
-    with pytest.raises(RandomBackboneError, match=r"2 of its 2 parameters are not in train.init_checkpoint=x.pth"):
+    with pytest.raises(RandomBackboneError,
+                       match=r"2 of its 2 frozen parameters are not in train.init_checkpoint=x.pth"):
         check_backbone_loaded(frozen, _loaded_names(frozen, head_only, tmp_path), "x.pth")
     # another backbone width: names match, shapes do not
     narrow = dict(head_only, **{"backbone.weight": torch.zeros(3, 3), "backbone.bias": torch.zeros(3)})
@@ -95,3 +96,31 @@ def test_a_checkpoint_without_the_frozen_backbone_is_refused_after_the_load(tmp_
     check_backbone_loaded(_Model(), _loaded_names(_Model(), head_only, tmp_path), "x.pth")  # trainable: fine
     allowed = _Model(frozen_modules=("backbone",), allow_random_backbone=True)
     check_backbone_loaded(allowed, _loaded_names(allowed, head_only, tmp_path), "x.pth")
+
+
+def test_a_finetuning_resnet_with_frozen_stages_is_refused_without_weights(tmp_path):
+    """DETR's R50 (freeze_at=2: stem and res2 frozen) without train.init_checkpoint would keep those stages
+    random for the whole run: refused, naming freeze_at and the converter; freeze_at=0 (the whole backbone
+    trains) or a checkpoint with the frozen stages passes; one without them is refused after the load."""
+    from detectron2.config import LazyConfig, instantiate
+
+    from siamese_detr.engine.pretrain_checks import check_backbone_loaded, frozen_backbone_parameters
+
+    cfg = LazyConfig.load("configs/demo/detr_demo.py")
+    cfg.model.backbone.freeze_at = 2
+    model = instantiate(cfg.model)
+    frozen = frozen_backbone_parameters(model)
+    stem_res2 = [n for n, p in model.backbone.named_parameters() if n.startswith(("stem.", "res2."))]
+    assert frozen == [f"backbone.{n}" for n in stem_res2] and not has_frozen_backbone(model)
+    with pytest.raises(RandomBackboneError, match=r"freezes \d+ of its backbone's \d+ parameters .*freeze_at"):
+        check_backbone_initialised(model, "")
+    check_backbone_initialised(model, "r50.pth")
+    state = model.state_dict()
+    check_backbone_loaded(model, _loaded_names(model, state, tmp_path), "r50.pth")
+    without = {k: v for k, v in state.items() if not k.startswith("backbone.stem.")}
+    with pytest.raises(RandomBackboneError, match=r"frozen backbone stages \(model.backbone.freeze_at\)"):
+        check_backbone_loaded(model, _loaded_names(model, without, tmp_path), "r50.pth")
+    cfg.model.backbone.freeze_at = 0
+    trainable = instantiate(cfg.model)
+    assert frozen_backbone_parameters(trainable) == []
+    check_backbone_initialised(trainable, "")

@@ -4,7 +4,10 @@ Siamese DETR paper §4.1: Conditional DETR is finetuned with the 40/50 schedule,
 5e-5, batch 32 (also Zx55/SiameseDETR ``downstream_finetune/conditionaldetr/train_coco.sh``: ``--lr 1e-4
 --lr_backbone 5e-5 --num_queries 100``, 50 epochs / ``lr_drop 40`` from its ``main.py``); weight decay 1e-4
 and gradient clipping 0.1 from the official Atten4Vis/ConditionalDETR ``main.py``. To train from an ImageNet
-backbone as the official Conditional DETR (backbone lr 1e-5), set ``optimizer.params.backbone_lr_factor=0.1``.
+backbone as the official Conditional DETR (backbone lr 1e-5, batch 16: 8 GPUs x 2 in its
+``scripts/conddetr_r50_epoch50.sh``), set ``optimizer.params.backbone_lr_factor=0.1
+dataloader.train.total_batch_size=16`` and double ``train.max_iter`` / ``lr_multiplier.num_updates`` (the
+same epochs).
 
 Initialise from a pretraining checkpoint with
 ``train.init_checkpoint=output/siamese_detr_conditional_r50_imagenet_60ep/model_final.pth``, or evaluate an

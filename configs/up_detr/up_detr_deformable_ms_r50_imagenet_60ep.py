@@ -4,7 +4,10 @@ As the Siamese DETR authors' ``configs/selfsup/updetr/main/r50_deformtr_ms_300q_
 C3-C5 + one extra level, d_model 256, FFN 1024, 4 points, no refinement / two-stage, 300 queries for 10
 patches (patch features of C3-C5 concatenated, 3584-d), softmax objectness (eos 0.1, class cost 1), weights
 1 / 5 / 2 / feature 1, mask ratio 0.1, AdamW lr 1e-4 / wd 1e-4, 300k / 200k steps (60 / 40 epochs) at batch
-256. Finetune with ``configs/detr/deformable_detr_r50_{coco,voc}_50ep.py``.
+256 (inferred: that config's base ``../imagenet_bs8.py`` is not in the release, whose ``imgnet_bs8.py`` gives
+8 per GPU, and its name says 32 GPUs), sine positions without offset (the authors'
+``openselfsup/models/utils/position_encoding.py``; Deformable DETR's finetuning keeps its -0.5). Finetune with
+``configs/detr/deformable_detr_r50_{coco,voc}_50ep.py``.
 """
 from detectron2.config import LazyCall as L
 

@@ -1,12 +1,14 @@
 """COCO detection data for DETR finetuning (DETR's augmentation: flip + multi-scale + random-crop branch).
 
-Low-data finetuning (DETReg's protocol): ``dataloader.train.dataset.names=coco_2017_train_1pct_seed42`` (also
+Low-data finetuning (DETReg's image subsets): ``dataloader.train.dataset.names=coco_2017_train_1pct_seed42`` (also
 2 / 5 / 10 %), after writing the split once with ``datasets/prepare_low_data_splits.py``. The schedules of the
 finetuning configs are in ITERATIONS computed for all 118287 images: with a 1 % split they would run 100x as
 many epochs of it. Set the split's own schedule too (datasets/README.md, "Low-data splits", lists the
 iterations), e.g. 40/50 epochs of the 10 % split (11829 images) at batch 32: ``train.max_iter=18483
 lr_multiplier.milestones=[14787] lr_multiplier.num_updates=18483`` (DETReg's paper: 100 epochs with the drop
-at 40 for 5 / 10 %, 200 with the drop at 150 for 1 / 2 %).
+at 40 for 5 / 10 %, 200 with the drop at 150 for 1 / 2 %; its released scripts
+``configs/DETReg_fine_tune_{1,2,5,10}pct_coco.sh``: 2000 / 1000 / 500 / 400 epochs without a drop, at its
+default batch of 4 per GPU).
 """
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
@@ -43,6 +45,9 @@ dataloader.train = L(build_detection_train_loader)(
         image_format="BGR",
     ),
     total_batch_size=32,
+    # random batches, as the official DETR / Conditional / Deformable DETR samplers (detectron2's default
+    # groups images of like aspect ratio, which changes each batch's padding and composition)
+    aspect_ratio_grouping=False,
     num_workers=4,
 )
 

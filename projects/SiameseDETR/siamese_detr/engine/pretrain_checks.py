@@ -7,16 +7,17 @@ of a backbone pretrained elsewhere (SwAV in the official Siamese DETR configs: `
 so :func:`check_backbone_initialised` refuses it unless the model says ``allow_random_backbone=True`` (the
 CPU demo, which cannot download weights). A checkpoint that is given but holds no (or not every) backbone
 tensor of the model, e.g. one of another backbone width, is as bad: :func:`check_backbone_loaded` refuses it
-after the load.
+after the load. The same holds for a finetuning model whose first backbone stages are frozen (a ResNet with
+``freeze_at=2``, as DETR): those stages would stay random without weights from a checkpoint.
 """
 
 import os
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
 from torch import nn
 
-__all__ = ["RandomBackboneError", "has_frozen_backbone", "check_backbone_initialised", "check_backbone_loaded",
-           "check_proposal_store"]
+__all__ = ["RandomBackboneError", "has_frozen_backbone", "frozen_backbone_parameters", "check_backbone_initialised",
+           "check_backbone_loaded", "check_proposal_store"]
 
 
 class RandomBackboneError(RuntimeError):
@@ -43,21 +44,46 @@ def has_frozen_backbone(model: nn.Module) -> bool:
     return bool(params) and not any(p.requires_grad for p in params)
 
 
+def frozen_backbone_parameters(model: nn.Module) -> List[str]:
+    """Names (``backbone.<name>``) of the backbone parameters that never train: all of them when the backbone
+    is frozen (:func:`has_frozen_backbone`), else those that do not require a gradient (e.g. the stem and res2
+    of a finetuning ResNet, ``freeze_at=2``); ``[]`` without a backbone."""
+    model = _unwrap(model)
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, nn.Module):
+        return []
+    everything = has_frozen_backbone(model)
+    return [f"backbone.{n}" for n, p in backbone.named_parameters() if everything or not p.requires_grad]
+
+
 def check_backbone_initialised(model: nn.Module, init_checkpoint: Optional[str], resuming: bool = False) -> None:
-    """Raise :class:`RandomBackboneError` when ``model`` has a frozen backbone that nothing initialises.
+    """Raise :class:`RandomBackboneError` when ``model`` has a frozen backbone, or frozen backbone stages, that
+    nothing initialises.
 
     Args:
         model: the instantiated model (a DDP wrapper is looked through).
         init_checkpoint: ``cfg.train.init_checkpoint`` (empty / None = no weights loaded).
         resuming: True when the run resumes from its own last checkpoint (which holds the backbone).
 
-    Passes when the backbone is trainable, when a checkpoint is given or resumed from, or when
+    Passes when no backbone parameter is frozen, when a checkpoint is given or resumed from, or when
     ``model.allow_random_backbone`` is True.
     """
     if resuming or (init_checkpoint and str(init_checkpoint).strip()):
         return
-    if not has_frozen_backbone(model) or getattr(_unwrap(model), "allow_random_backbone", False):
+    frozen = frozen_backbone_parameters(model)
+    if not frozen or getattr(_unwrap(model), "allow_random_backbone", False):
         return
+    if not has_frozen_backbone(model):  # a finetuning ResNet whose first stages are frozen (freeze_at)
+        total = sum(1 for _ in _unwrap(model).backbone.parameters())
+        raise RandomBackboneError(
+            f"{type(_unwrap(model)).__name__} freezes {len(frozen)} of its backbone's {total} parameters (e.g. "
+            f"{frozen[:2]}; model.backbone.freeze_at) but train.init_checkpoint is empty: they would stay random "
+            "for the whole run (DETR and its variants finetune from an ImageNet or SwAV ResNet-50). Convert one "
+            "with\n    python tools/convert_checkpoint.py --input swav_800ep_pretrain.pth.tar --output "
+            "swav_r50_d2.pth\nand pass train.init_checkpoint=swav_r50_d2.pth (or a pretraining's model_final.pth, "
+            "which holds its backbone); to train the whole backbone from random weights on purpose, set "
+            "model.backbone.freeze_at=0 (as configs/demo/detr_demo.py)."
+        )
     raise RandomBackboneError(
         f"{type(_unwrap(model)).__name__} has a FROZEN backbone but train.init_checkpoint is empty: it would "
         "train against random features. Convert pretrained ResNet-50 weights (SwAV as the official Siamese "
@@ -75,15 +101,16 @@ def check_backbone_loaded(model: nn.Module, loaded_names: Optional[Iterable[str]
     (and does not allow a random one) and some of its parameters were not in the checkpoint (``loaded_names``:
     the model tensors the load gave, ``SafeDetectionCheckpointer.loaded_names``; None = nothing loaded)."""
     model = _unwrap(model)
-    if not has_frozen_backbone(model) or getattr(model, "allow_random_backbone", False):
+    names = frozen_backbone_parameters(model)
+    if not names or getattr(model, "allow_random_backbone", False):
         return
     loaded = set(loaded_names or ())
-    names = [f"backbone.{n}" for n, _ in model.backbone.named_parameters()]
     missing = [n for n in names if n not in loaded]
     if not missing:
         return
+    what = "a FROZEN backbone" if has_frozen_backbone(model) else "frozen backbone stages (model.backbone.freeze_at)"
     raise RandomBackboneError(
-        f"{type(model).__name__} has a FROZEN backbone, but {len(missing)} of its {len(names)} parameters are not "
+        f"{type(model).__name__} has {what}, but {len(missing)} of its {len(names)} frozen parameters are not "
         f"in train.init_checkpoint={checkpoint} (by name and shape; e.g. {missing[:3]}): they would stay random "
         "for the whole run. Is it the checkpoint of another backbone (depth, width) or layout? The log lists "
         "what was skipped; convert a torchvision/SwAV ResNet with tools/convert_checkpoint.py."

@@ -19,12 +19,12 @@ __all__ = [
 
 DEFAULT_SEED = 42
 _VOC_PROTOCOL = (
-    "Siamese DETR VOC low-data tables: percent of VOC 07+12 trainval images, RandomState(seed).choice over "
-    "sorted image ids (official split files unreleased)"
+    "Siamese DETR VOC low-data tables: percent of VOC 07+12 trainval images, default_rng(seed).choice over "
+    "sorted image ids as DETReg's COCO draw (official split files unreleased)"
 )
 _COCO_PROTOCOL = (
-    "DETReg semi-supervised COCO (released code: random image subset of train2017 with seed 42, "
-    "np.random.choice over sorted ids)"
+    "DETReg semi-supervised COCO (released code, datasets/coco.py: np.random.default_rng(42).choice over "
+    "torchvision's sorted train2017 ids, round(N * pct) of them, no replacement)"
 )
 
 
@@ -48,15 +48,17 @@ LOW_DATA_SPLITS: Dict[str, Tuple[str, float, int, str]] = {
 
 
 def select_subset(image_ids: Iterable[int], percent: float, seed: int = DEFAULT_SEED) -> List[int]:
-    """``round(N * percent / 100)`` of the ids (at least 1), drawn without replacement as described in the
-    module doc; the result is sorted and does not depend on the input order."""
-    ids = np.array(sorted(int(i) for i in image_ids), dtype=np.int64)
+    """``round(N * percent / 100)`` of the distinct ids (at least 1), drawn as DETReg's released
+    ``datasets/coco.py`` (amirbar/DETReg ``a4b6363``: ``np.random.default_rng(seed).choice(self.ids,
+    size=round(float(len(self.ids)) * filter_pct), replace=False)`` over torchvision's sorted ids); the result
+    is sorted and does not depend on the input order."""
+    ids = np.array(sorted({int(i) for i in image_ids}), dtype=np.int64)
     if len(ids) == 0:
         raise ValueError("select_subset: the parent dataset has no images")
     if not 0 < percent <= 100:
         raise ValueError(f"percent must be in (0, 100], got {percent}")
-    size = max(1, int(round(len(ids) * percent / 100.0)))
-    chosen = np.random.RandomState(seed).choice(ids, size=size, replace=False)
+    size = max(1, int(round(float(len(ids)) * (percent / 100.0))))
+    chosen = np.random.default_rng(seed).choice(ids, size=size, replace=False)
     return sorted(int(i) for i in chosen)
 
 
@@ -90,7 +92,9 @@ def write_low_data_split(
         with open(path) as f:
             existing = json.load(f)
         if existing.get("image_ids") != ids or existing.get("num_parent_images") != record["num_parent_images"]:
-            raise ValueError(f"{path} exists with different image ids; pass overwrite=True (--force) to replace it")
+            raise ValueError(f"{path} exists with different image ids (files written before 2026-12-05 used "
+                             "RandomState(42), not DETReg's default_rng(42) draw); pass overwrite=True (--force) "
+                             "to replace it")
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"

@@ -5,13 +5,15 @@
 - ``coco_2017_train_{1,2,5,10}pct_seed42`` (parent ``coco_2017_train``): DETReg's semi-supervised COCO protocol.
 
 Selection (:func:`select_subset`): the parent's image ids sorted ascending, then
-``numpy.random.RandomState(seed).choice(ids, size=round(N * percent / 100), replace=False)``, sorted. This is
-the draw of DETReg's released code (``datasets/coco.py``: ``np.random.choice(self.ids, size=round(N * pct),
-replace=False)`` over torchvision's sorted ids, after ``np.random.seed(42)``), made independent of any global
-random state; ``RandomState`` streams are frozen by NumPy, and nothing depends on Python's hash seed, the
-order of a directory listing or the process, so every process and machine gets the same ids. The official
-Siamese DETR code reads VOC split files (``voc_trainval2012.cocostyle_split{N}.json``) that are not released;
-how they were drawn is unknown, so the VOC splits use the same rule.
+``numpy.random.default_rng(seed).choice(ids, size=round(N * percent / 100), replace=False)``, sorted. This is
+the draw of DETReg's released code (``datasets/coco.py`` at ``a4b6363``: ``np.random.default_rng(seed)
+.choice(self.ids, size=round(float(len(self.ids)) * filter_pct), replace=False)`` over torchvision's sorted
+ids, seed 42; before its commit ``33a6433`` it drew from the global ``np.random`` state, seeded per rank). It
+depends on nothing but the ids and the seed (no global random state, Python hash seed, directory listing order
+or process), so every process and machine gets the same ids with one NumPy version; a file written earlier
+is checked against a new draw, so a NumPy that changed ``Generator.choice`` would be reported, not used
+silently. The official Siamese DETR code reads VOC split files (``voc_trainval2012.cocostyle_split{N}.json``)
+that are not released; how they were drawn is unknown, so the VOC splits use the same rule.
 
 Files: ``<root>/low_data_splits/<name>.json`` (``root`` = ``$DETECTRON2_DATASETS``), written by
 ``datasets/prepare_low_data_splits.py``: ``{"name", "parent", "percent", "seed", "num_parent_images",
