@@ -101,7 +101,7 @@ def do_train(args, cfg):
     optim = instantiate(cfg.optimizer)
     clip = cfg.train.get("clip_grad", None)
     if clip is not None:
-        add_gradient_clipping(optim, clip.max_norm, clip.get("norm_type", 2.0))
+        add_gradient_clipping(optim, clip.max_norm, clip.get("norm_type", 2.0), amp=bool(cfg.train.amp.enabled))
 
     train_loader = instantiate(cfg.dataloader.train)
     model = create_ddp_model(model, **_ddp_kwargs(cfg))

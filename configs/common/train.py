@@ -26,6 +26,7 @@ train = dict(
     device=default_device(),
     # total gradient L2 norm is clipped to this value (DETR: 0.1); <= 0 disables
     clip_grad=dict(max_norm=0.1, norm_type=2.0),
-    # < 0: a random seed per run; >= 0: deterministic (seed + rank per process)
+    # < 0: a random seed per run; >= 0: seeded (seed + rank per process): bit-reproducible on CPU; on CUDA the
+    # backward of grid_sample and of the compiled deformable attention accumulate with atomics (not bitwise)
     seed=-1,
 )

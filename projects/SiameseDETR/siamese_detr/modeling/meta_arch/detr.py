@@ -192,6 +192,12 @@ class DETR(nn.Module):
                              f"{num_queries_one2many} and {k_one2many}")
         if num_queries_one2many and not transformer.learned_queries:
             raise ValueError("num_queries_one2many needs learned object queries (not two-stage Deformable DETR)")
+        if not aux_loss and not transformer.shared_heads and transformer.num_prediction_heads > 1:
+            # each earlier layer's own heads learn only from its auxiliary loss (the refinement step detaches):
+            # without it they would never train, and DDP (find_unused_parameters=False) stops at iteration 2
+            raise ValueError("aux_loss=False with per-layer prediction heads (Deformable DETR with_box_refine or "
+                             "two-stage): the earlier layers' heads would get no gradient; keep aux_loss=True "
+                             "(as the official Deformable DETR) or set with_box_refine=False")
         self.query_embed_one2many = (
             nn.Embedding(num_queries_one2many, transformer.query_dim) if num_queries_one2many else None
         )
@@ -249,8 +255,9 @@ class DETR(nn.Module):
         return self.pad_images([x["image"] for x in batched_inputs])
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``[..., 3, H, W]`` in ``input_format`` -> normalised float on the model's device."""
-        return (images.to(self.device).float() - self.pixel_mean) / self.pixel_std
+        """uint8 ``[..., 3, H, W]`` in ``input_format`` -> normalised, in the dtype of the model's pixel mean
+        (float32; that of a model cast with ``.half()`` / ``.to(torch.bfloat16)``), on the model's device."""
+        return (images.to(self.device).to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
 
     def pad_images(self, images: List[torch.Tensor]) -> ImageList:
         """Normalise uint8 ``[3, H_i, W_i]`` images and pad them (see :meth:`preprocess_image`)."""

@@ -94,7 +94,11 @@ def multi_scale_deformable_attention_pytorch(
     # innermost, grid_sample, the weighting and their backward run over long contiguous rows. The [.., Q, P]
     # layout (inner loops P = 4 long) costs 1.2x in this function and 1.1x per training step of the demo
     # detector on CPU (``benchmarks/bench_ms_deform_attn.py``); the forward sums are the same.
-    grids = (2 * sampling_locations - 1).permute(0, 2, 3, 4, 1, 5).reshape(
+    # sampled in the wider of the two dtypes (grid_sample wants one): float32 locations with float16 /
+    # bfloat16 values (a model cast with .half() / .to(torch.bfloat16)) sample float32 values, as autocast's
+    # promotion does, and the result is returned in the values' dtype
+    dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
+    grids = (2 * sampling_locations.to(dtype) - 1).permute(0, 2, 3, 4, 1, 5).reshape(
         batch * heads, num_levels, num_points, num_queries, 2
     )
     weights = attention_weights.permute(0, 2, 3, 4, 1).reshape(batch * heads, num_levels, 1, num_points, num_queries)
@@ -103,13 +107,13 @@ def multi_scale_deformable_attention_pytorch(
         h, w = int(spatial_shapes[lvl, 0]), int(spatial_shapes[lvl, 1])
         start = int(level_start_index[lvl])
         # [B, HW, M, D] -> [B, M, D, HW] -> [B*M, D, H, W]
-        value_l = value[:, start:start + h * w].permute(0, 2, 3, 1).reshape(batch * heads, channels, h, w)
+        value_l = value[:, start:start + h * w].permute(0, 2, 3, 1).reshape(batch * heads, channels, h, w).to(dtype)
         # [B*M, D, P, Q]
         sampled = F.grid_sample(value_l, grids[:, lvl], mode="bilinear", padding_mode="zeros", align_corners=False)
         # weighted sum over the level's points, accumulated over levels: [B*M, D, Q]
         term = (sampled * weights[:, lvl]).sum(2)
         out = term if out is None else out + term
-    return out.view(batch, heads * channels, num_queries).transpose(1, 2).contiguous()
+    return out.view(batch, heads * channels, num_queries).transpose(1, 2).contiguous().to(value.dtype)
 
 
 def multi_scale_deformable_attention(
@@ -119,18 +123,17 @@ def multi_scale_deformable_attention(
     """Multi-scale deformable attention core; shapes as :func:`multi_scale_deformable_attention_pytorch`.
 
     Dispatches to the official compiled extension when ``use_compiled``, the extension imports, and the
-    tensors are CUDA float32 / float64; otherwise runs the pure-PyTorch ``grid_sample`` path.
+    tensors are CUDA; it computes in float32 / float64, so float16 / bfloat16 inputs (autocast, whose linear
+    projections give float16 values) run it in float32 and get the result back in the values' dtype.
+    Otherwise runs the pure-PyTorch ``grid_sample`` path.
     """
-    if (
-        use_compiled
-        and value.is_cuda
-        and value.dtype in (torch.float32, torch.float64)
-        and _compiled_extension() is not None
-    ):
-        return _CompiledMSDeformAttn.apply(
-            value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
-            sampling_locations.contiguous(), attention_weights.contiguous(), im2col_step,
+    if use_compiled and value.is_cuda and _compiled_extension() is not None:
+        compute = value.dtype if value.dtype in (torch.float32, torch.float64) else torch.float32
+        out = _CompiledMSDeformAttn.apply(
+            value.to(compute).contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
+            sampling_locations.to(compute).contiguous(), attention_weights.to(compute).contiguous(), im2col_step,
         )
+        return out.to(value.dtype)
     return multi_scale_deformable_attention_pytorch(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights
     )

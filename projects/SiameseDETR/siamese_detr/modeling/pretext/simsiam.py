@@ -49,7 +49,8 @@ class SyncBatchNorm1d(NaiveSyncBatchNorm):
 
     def _synced_per_view(self, input: Tensor, num_views: int) -> Tensor:  # noqa: A002
         """NaiveSyncBatchNorm (``stats_mode=""``) semantics per view with ONE all-reduce for all views."""
-        half = input.dtype == torch.float16
+        # float16 and bfloat16 alike in float32: E[x^2] - E[x]^2 cancels catastrophically in bfloat16
+        half = input.dtype not in (torch.float32, torch.float64)
         x = input.float() if half else input
         c = x.shape[1]
         chunks = x.reshape(num_views, -1, c)  # [V, B, C]
@@ -66,7 +67,7 @@ class SyncBatchNorm1d(NaiveSyncBatchNorm):
             for v in range(num_views):
                 self.running_mean += self.momentum * (mean[v].detach() - self.running_mean)
                 self.running_var += self.momentum * (var[v].detach() - self.running_var)
-        return out.half() if half else out
+        return out.to(input.dtype) if half else out
 
 
 class _PerViewSequential(nn.Sequential):

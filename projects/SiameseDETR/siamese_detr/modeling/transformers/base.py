@@ -36,8 +36,10 @@ __all__ = ["EncoderMemory", "DecoderOutput", "flatten_levels", "inverse_sigmoid"
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
     """``log(x / (1 - x))`` with ``x`` clamped to ``[0, 1]`` and both terms to ``>= eps``
-    (the official Deformable DETR and Conditional DETR both use ``eps=1e-5``)."""
-    x = x.clamp(min=0, max=1)
+    (the official Deformable DETR and Conditional DETR both use ``eps=1e-5``), computed in at least float32:
+    in float16 (autocast) the ratio at ``x = 1`` is ``1 / eps``, beyond float16's 65504, which would give
+    ``inf`` and a box pinned to the border with no gradient. float32 / float64 inputs are unchanged."""
+    x = x.to(torch.promote_types(x.dtype, torch.float32)).clamp(min=0, max=1)
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 

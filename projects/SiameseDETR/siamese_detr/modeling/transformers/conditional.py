@@ -242,7 +242,9 @@ class ConditionalDetrTransformer(nn.Module):
             for i in range(num_decoder_layers)
         )
         self.decoder_norm = nn.LayerNorm(d_model)
-        self.query_scale = MLP(d_model, d_model, d_model, 2)
+        # T = query_scale(f) scales the positions of layers 1..L-1: none with a single decoder layer (an unused
+        # module would get no gradient, which DistributedDataParallel refuses)
+        self.query_scale = MLP(d_model, d_model, d_model, 2) if num_decoder_layers > 1 else None
         self.ref_point_head = MLP(d_model, d_model, 2, 2)
 
         self.d_model = d_model

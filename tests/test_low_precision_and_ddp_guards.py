@@ -1,0 +1,127 @@
+"""Paths that GPU users hit and the CPU suite otherwise does not: float16 / bfloat16 numerics (AMP, or a model
+cast with ``.half()`` / ``.to(torch.bfloat16)``), modules DDP would find unused, and clipping under AMP."""
+import math
+
+import pytest
+import torch
+from detectron2.utils.events import EventStorage
+
+from siamese_detr.modeling import FocalHungarianMatcher, PositionEmbeddingSine, SetCriterion
+from siamese_detr.modeling.meta_arch.detr import DETR
+from siamese_detr.modeling.ops.ms_deform_attn import multi_scale_deformable_attention_pytorch
+from siamese_detr.modeling.transformers import ConditionalDetrTransformer
+from siamese_detr.modeling.transformers.base import inverse_sigmoid
+from siamese_detr.modeling.transformers.deformable import DeformableDetrTransformer
+
+from test_detr_model import NUM_CLASSES, NUM_QUERIES, PatchBackbone, make_input
+
+
+def _detr(transformer, **kwargs):
+    torch.manual_seed(0)
+    return DETR(backbone=PatchBackbone(), position_embedding=PositionEmbeddingSine(16, normalize=True),
+                transformer=transformer, num_classes=NUM_CLASSES, num_queries=NUM_QUERIES,
+                criterion=SetCriterion(NUM_CLASSES, FocalHungarianMatcher(2.0, 5.0, 2.0), class_loss="focal"),
+                weight_dict={"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0}, **kwargs)
+
+
+def _deformable(**kwargs):
+    return DeformableDetrTransformer(d_model=32, nhead=2, num_encoder_layers=1, num_decoder_layers=2,
+                                     dim_feedforward=64, dropout=0.0, num_feature_levels=1, **kwargs)
+
+
+def test_inverse_sigmoid_of_a_saturated_half_sigmoid_is_finite():
+    """float16 sigmoid(8.5) is exactly 1.0; x / (1 - x) = 1 / 1e-5 overflows float16 (max 65504)."""
+    x = torch.tensor([8.5, -9.0, 0.3], dtype=torch.float16).sigmoid()
+    assert x[0].item() == 1.0
+    out = inverse_sigmoid(x)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert out[0].item() == pytest.approx(math.log(1 / 1e-5), rel=1e-6)
+    assert out[2].item() == pytest.approx(0.3, abs=2e-3)  # float16's resolution of the sigmoid
+    exact = torch.tensor([0.25, 0.5], dtype=torch.float64)
+    assert inverse_sigmoid(exact).dtype == torch.float64
+    assert torch.equal(inverse_sigmoid(exact), torch.log(exact / (1 - exact)))  # unchanged for float64
+
+
+def test_deformable_sampling_of_low_precision_values_is_done_in_the_wider_dtype():
+    """bfloat16 / float16 values with float32 locations (a cast model's encoder): sampled as float32 values
+    (what autocast's promotion does), returned in the values' dtype."""
+    g = torch.Generator().manual_seed(0)
+    shapes = torch.tensor([[4, 6], [2, 3]])
+    starts = torch.tensor([0, 24])
+    value = torch.randn(2, 30, 2, 4, generator=g)
+    locations = torch.rand(2, 5, 2, 2, 3, 2, generator=g)
+    weights = torch.rand(2, 5, 2, 2, 3, generator=g)
+    for dtype in (torch.float16, torch.bfloat16):
+        low = value.to(dtype)
+        out = multi_scale_deformable_attention_pytorch(low, shapes, starts, locations, weights)
+        expected = multi_scale_deformable_attention_pytorch(low.float(), shapes, starts, locations, weights)
+        assert out.dtype == dtype
+        assert torch.equal(out, expected.to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_deformable_detr_cast_to_low_precision_runs_inference(dtype):
+    model = _detr(_deformable(with_box_refine=True)).eval()
+    inputs = [make_input(64, 96), make_input(64, 64, seed=1)]
+    with torch.no_grad():
+        reference = model.forward_outputs(model.preprocess_image(inputs))
+        model.to(dtype)
+        low = model.forward_outputs(model.preprocess_image(inputs))
+    assert low["pred_logits"].dtype == dtype and torch.isfinite(low["pred_boxes"]).all()
+    # the same model, in 8 (bfloat16) or 11 (float16) bits of mantissa: boxes agree to a few hundredths
+    assert (low["pred_boxes"].float() - reference["pred_boxes"]).abs().max() < 0.05
+
+
+def test_box_refinement_without_auxiliary_losses_is_refused():
+    """Each earlier decoder layer's own heads learn only through its auxiliary loss: without it they never
+    train (and DDP with find_unused_parameters=False stops at the second iteration)."""
+    with pytest.raises(ValueError, match="aux_loss=False with per-layer prediction heads"):
+        _detr(_deformable(with_box_refine=True), aux_loss=False)
+    _detr(_deformable(with_box_refine=True), aux_loss=True)
+    _detr(_deformable(with_box_refine=False), aux_loss=False)  # one shared head: used by the last layer
+
+
+@pytest.mark.parametrize("build", [
+    lambda: _detr(_deformable(with_box_refine=True)),
+    lambda: _detr(_deformable(with_box_refine=False), aux_loss=False),
+    lambda: _detr(ConditionalDetrTransformer(d_model=32, nhead=2, num_encoder_layers=1, num_decoder_layers=1,
+                                             dim_feedforward=64, dropout=0.0)),
+], ids=["deformable_refine", "deformable_no_aux", "conditional_one_layer"])
+def test_every_trainable_parameter_gets_a_gradient(build):
+    """What DistributedDataParallel(find_unused_parameters=False), the configs' setting, requires."""
+    model = build().train()
+    with EventStorage():
+        losses = model([make_input(64, 96, boxes=((4, 6, 30, 40), (40, 10, 90, 60)), classes=(1, 2))])
+    sum(model.weight_dict.get(k, 0.0) * v for k, v in losses.items()).backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
+
+
+def test_bfloat16_batch_norm_statistics_are_computed_in_float32(monkeypatch):
+    """The synchronised per-view batch norm of the SimSiam heads (world size > 1; the all-reduce is the
+    identity here, one process standing for the group): E[x^2] - E[x]^2 in bfloat16 cancels to a negative
+    variance (NaN) when the mean is large against the spread; computed in float32 it matches float32."""
+    import siamese_detr.modeling.pretext.simsiam as simsiam
+
+    monkeypatch.setattr(simsiam.comm, "get_world_size", lambda: 2)
+    monkeypatch.setattr(simsiam.dist, "get_world_size", lambda: 1)
+    monkeypatch.setattr(simsiam, "differentiable_all_reduce", lambda x: x)
+    g = torch.Generator().manual_seed(0)
+    x = (300.0 + 4 * torch.randn(8, 64, generator=g)).to(torch.bfloat16)  # two views of 4 rows
+    reference = simsiam.SyncBatchNorm1d(64).train()(x.float(), num_views=2)  # the same inputs, in float32
+    low = simsiam.SyncBatchNorm1d(64).train().to(torch.bfloat16)(x, num_views=2)
+    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
+    # only the output is rounded to bfloat16 (|values| < 2: steps of at most 2^-7 * 2)
+    assert (low.float() - reference).abs().max() <= 2 ** -6
+
+
+def test_clipping_refuses_an_optimizer_that_unscales_amp_gradients_itself():
+    from siamese_detr.engine.gradient_clipping import add_gradient_clipping
+
+    params = [torch.nn.Parameter(torch.ones(3))]
+    fused = torch.optim.AdamW(params, lr=1e-3)
+    fused._step_supports_amp_scaling = True  # what fused=True sets (fused kernels need CUDA to construct)
+    with pytest.raises(ValueError, match="unscales the AMP gradients inside its own step"):
+        add_gradient_clipping(fused, 0.1, amp=True)
+    assert add_gradient_clipping(fused, 0.1, amp=False) is not None  # no GradScaler: nothing is scaled
+    assert add_gradient_clipping(torch.optim.AdamW(params, lr=1e-3), 0.1, amp=True) is not None
