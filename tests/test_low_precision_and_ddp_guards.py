@@ -125,3 +125,28 @@ def test_clipping_refuses_an_optimizer_that_unscales_amp_gradients_itself():
         add_gradient_clipping(fused, 0.1, amp=True)
     assert add_gradient_clipping(fused, 0.1, amp=False) is not None  # no GradScaler: nothing is scaled
     assert add_gradient_clipping(torch.optim.AdamW(params, lr=1e-3), 0.1, amp=True) is not None
+
+
+def test_focal_loss_of_half_logits_is_the_float32_loss_of_the_same_logits():
+    from siamese_detr.modeling.criterion import sigmoid_focal_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(2, 5, 4, generator=g)).half()
+    targets = (torch.rand(2, 5, 4, generator=g) > 0.8).half()
+    low = sigmoid_focal_loss(logits, targets, num_boxes=3.0)
+    assert low.dtype == torch.float32
+    assert torch.equal(low, sigmoid_focal_loss(logits.float(), targets.float(), num_boxes=3.0))
+
+
+def test_region_features_of_half_maps_keep_float32_box_coordinates():
+    """A box edge at 1000.75 px is 1000.5 or 1001 in float16: the RoIAlign of half feature maps samples where
+    the float32 one does (same features, rounded to float16), and returns float16."""
+    from siamese_detr.modeling.pretext.region_features import average_pooled_roi_features
+
+    g = torch.Generator().manual_seed(0)
+    level = torch.randn(1, 3, 40, 70, generator=g).half()  # stride 32: a 2240 x 1280 image
+    boxes = [torch.tensor([[1000.75, 300.25, 1500.5, 900.75]])]
+    low = average_pooled_roi_features([level], boxes, [32])
+    expected = average_pooled_roi_features([level.float()], boxes, [32])
+    assert low.dtype == torch.float16
+    assert torch.equal(low, expected.half())

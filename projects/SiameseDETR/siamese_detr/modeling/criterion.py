@@ -115,8 +115,11 @@ def sigmoid_focal_loss(
     batch and classes, divided by ``num_boxes``.
 
     ``FL = alpha_t * (1 - p_t)^gamma * BCE(logit, target)`` with ``p_t = p`` for positives and ``1 - p`` for
-    negatives, ``alpha_t = alpha`` / ``1 - alpha`` (``alpha < 0`` disables the weighting).
+    negatives, ``alpha_t = alpha`` / ``1 - alpha`` (``alpha < 0`` disables the weighting). Computed in at least
+    float32 (under autocast the logits come in float16).
     """
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    targets = targets.to(logits.dtype)
     prob = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     p_t = prob * targets + (1 - prob) * (1 - targets)

@@ -55,12 +55,15 @@ def average_pooled_roi_features(
     for level, stride in zip(features, strides):
         if len(boxes) != level.shape[0]:
             raise ValueError(f"got {len(boxes)} box tensors for a batch of {level.shape[0]} feature maps")
-        level_boxes = [b.to(device=level.device, dtype=level.dtype) for b in boxes]
+        # boxes in at least float32 (float16 rounds pixel coordinates of a 1000-px image to 0.5-1 px), the
+        # features with them (roi_align wants one dtype; autocast runs it in float32 anyway)
+        dtype = torch.promote_types(level.dtype, torch.float32)
+        level_boxes = [b.to(device=level.device, dtype=dtype) for b in boxes]
         pooled.append(
             roi_align(
-                level, level_boxes, output_size=output_size, spatial_scale=1.0 / stride, sampling_ratio=-1,
-                aligned=aligned,
-            ).mean(dim=(2, 3))
+                level.to(dtype), level_boxes, output_size=output_size, spatial_scale=1.0 / stride,
+                sampling_ratio=-1, aligned=aligned,
+            ).mean(dim=(2, 3)).to(level.dtype)
         )  # [N, C_l]
     return torch.cat(pooled, dim=1)
 
