@@ -2,7 +2,6 @@
 ``<slug>_seed<s>/finetune_{P}pct`` and its files to ``comparison_{P}pct.*``, beside the 10% ones (``finetune``,
 ``comparison.*``, the layout from before), and the pretrainings are shared, so that switching between
 percents reuses every finished run instead of redoing (and deleting) the other percent's finetunings."""
-import importlib.util
 import json
 import os
 import re
@@ -12,14 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from test_demo_compare import _compare_tool
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _compare_tool():
-    spec = importlib.util.spec_from_file_location("compare_low_label_tool", ROOT / "tools/compare_pretraining.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_default_percent_keeps_the_old_names_and_others_get_their_own(tmp_path):
