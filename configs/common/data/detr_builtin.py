@@ -18,6 +18,9 @@ dataloader.train.mapper.augmentation_with_crop = [
     L(T.ResizeShortestEdge)(short_edge_length=TRAIN_SCALES, max_size=384, sample_style="choice"),
 ]
 dataloader.train.total_batch_size = 4
+# the demo's batching as chosen with its schedule (detectron2's default: images of like aspect ratio batched
+# together); the COCO / VOC configs draw random batches as the official code (aspect_ratio_grouping=False)
+dataloader.train.aspect_ratio_grouping = True
 dataloader.train.num_workers = 2
 dataloader.test.dataset.names = "synthetic_shapes_val"
 dataloader.test.mapper.augmentation = [L(T.ResizeShortestEdge)(short_edge_length=224, max_size=384)]
