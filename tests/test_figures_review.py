@@ -82,3 +82,19 @@ def test_label_tag_above_the_box_or_inside_it_at_the_top_edge():
     label_box(top, [20, 0, 60, 40], "ring", (255, 255, 255))
     tag = top[1:12, 20:40]
     assert (tag == 255).any() and (tag < 128).any()  # a white tag with dark letters, inside the box
+
+
+def test_label_tags_of_boxes_sharing_a_corner_do_not_cover_each_other():
+    image = np.zeros((100, 100, 3), np.uint8)
+    taken = []
+    red, green, blue = (0, 0, 255), (0, 255, 0), (255, 0, 0)
+    for colour in (red, green, blue):  # three jittered copies of one region: the same top-left corner
+        label_box(image, [20, 40, 60, 80], "12", colour, taken=taken, draw_box=False)
+    areas = {c: (image == c).all(axis=2) for c in (red, green, blue)}
+    tag_area = (taken[0][2] - taken[0][0] + 1) * (taken[0][3] - taken[0][1] + 1)
+    for colour, mask in areas.items():
+        assert mask.sum() > tag_area // 2, colour  # each tag's fill is mostly visible
+    assert areas[red][26:39, 20:40].sum() > tag_area // 2  # the first keeps its place above the box
+    lone = np.zeros_like(image)
+    label_box(lone, [20, 40, 60, 80], "12", red, draw_box=False)
+    assert ((lone == red).all(axis=2) == areas[red]).all()  # the same place as without the others

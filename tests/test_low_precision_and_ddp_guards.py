@@ -10,7 +10,7 @@ from siamese_detr.modeling import FocalHungarianMatcher, PositionEmbeddingSine, 
 from siamese_detr.modeling.meta_arch.detr import DETR
 from siamese_detr.modeling.ops.ms_deform_attn import multi_scale_deformable_attention_pytorch
 from siamese_detr.modeling.transformers import ConditionalDetrTransformer
-from siamese_detr.modeling.transformers.base import inverse_sigmoid
+from siamese_detr.modeling.transformers.base import flatten_levels, inverse_sigmoid
 from siamese_detr.modeling.transformers.deformable import DeformableDetrTransformer
 
 from test_detr_model import NUM_CLASSES, NUM_QUERIES, PatchBackbone, make_input
@@ -70,6 +70,18 @@ def test_a_deformable_detr_cast_to_low_precision_runs_inference(dtype):
     assert low["pred_logits"].dtype == dtype and torch.isfinite(low["pred_boxes"]).all()
     # the same model, in 8 (bfloat16) or 11 (float16) bits of mantissa: boxes agree to a few hundredths
     assert (low["pred_boxes"].float() - reference["pred_boxes"]).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_valid_ratios_of_low_precision_tokens_are_exact_float32_fractions(dtype):
+    mask = torch.zeros(1, 20, 53, dtype=torch.bool)
+    mask[:, :, 40:] = True  # 40 of 53 columns and 17 of 20 rows hold the image
+    mask[:, 17:] = True
+    src = torch.zeros(1, 4, 20, 53, dtype=dtype)
+    *_, ratios = flatten_levels([src], [mask], [src])
+    assert ratios.dtype == torch.float32
+    assert torch.equal(ratios[0, 0], torch.tensor([40 / 53, 17 / 20], dtype=torch.float32))
+    assert ratios.to(dtype)[0, 0, 0] != ratios[0, 0, 0]  # the low-precision rounding this avoids
 
 
 def test_box_refinement_without_auxiliary_losses_is_refused():

@@ -63,9 +63,10 @@ def draw_boxes(image: np.ndarray, boxes, labels, colours, scale: float) -> np.nd
     """Boxes ``[N, 4]`` xyxy absolute pixels of ``image`` (HxWx3 BGR uint8) with a text label each, drawn on
     a copy enlarged by ``scale`` (so that the labels keep their size)."""
     out = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale != 1 else image.copy()
+    taken: list = []  # tags drawn so far: a tag that would cover one moves (see label_box)
     for box, label, colour in zip(boxes, labels, colours):
         # the label on a tag of the box's colour, above the box (inside it at the image's top edge)
-        label_box(out, [float(c) * scale for c in box], label, colour, 2, 0.45)
+        label_box(out, [float(c) * scale for c in box], label, colour, 2, 0.45, taken=taken)
     return out
 
 

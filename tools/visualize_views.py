@@ -59,12 +59,16 @@ def draw_view(image: np.ndarray, region_boxes, query_boxes, colours, scale: floa
         if scale != 1
         else image.copy()
     )
+    scaled = [[float(c) * scale for c in box] for box in region_boxes]
     for k in reversed(range(len(region_boxes))):  # region 0 on top
-        colour = colours[k]
         x0, y0, x1, y1 = (int(round(float(c) * scale)) for c in query_boxes[k])
-        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), colour, 1, cv2.LINE_AA)
-        # the region's number on a tag of its colour, readable on any background
-        label_box(out, [float(c) * scale for c in region_boxes[k]], str(k), colour, 3 if k == 0 else 2, 0.45)
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), colours[k], 1, cv2.LINE_AA)
+        label_box(out, scaled[k], "", colours[k], 3 if k == 0 else 2)
+    # the regions' numbers on tags of their colours, readable on any background; region 0's tag placed
+    # first, the others moved where they would cover a tag drawn before (jittered copies share a corner)
+    taken: list = []
+    for k in range(len(region_boxes)):
+        label_box(out, scaled[k], str(k), colours[k], 3 if k == 0 else 2, 0.45, taken=taken, draw_box=False)
     return out
 
 

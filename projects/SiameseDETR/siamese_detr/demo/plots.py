@@ -200,21 +200,46 @@ def plot_ap_curves(curves: Dict[str, Sequence[Tuple[int, float]]], output: str, 
     plt.close(fig)
 
 
-def label_box(image: np.ndarray, box, text: str, colour, thickness: int = 2, font_scale: float = 0.4) -> None:
+def label_box(image: np.ndarray, box, text: str, colour, thickness: int = 2, font_scale: float = 0.4,
+              taken: Optional[List[Tuple[int, int, int, int]]] = None, draw_box: bool = True) -> None:
     """Draw the xyxy pixel ``box`` on the BGR ``image`` in place, with ``text`` on a filled tag of the box's
     colour (black or white letters, whichever contrasts with it) just above the box's top-left corner, or
-    inside the box when there is no room above; the tag is kept inside the image."""
+    inside the box when there is no room above; the tag is kept inside the image.
+
+    ``taken``: the tags already drawn on ``image`` (xyxy pixels; the new tag is appended). A tag that would
+    cover one of them moves, in this order, right along the box's top edge, inside the box below its top
+    edge, under the box, and then down the image from the first of these places, to the first place that is
+    free; boxes with the same corner (jittered copies of one region) then keep readable labels.
+    ``draw_box=False`` draws the tag alone (for boxes drawn before, in another order than their tags)."""
     import cv2
 
     x0, y0, x1, y1 = (int(round(float(c))) for c in box)
-    cv2.rectangle(image, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), colour, thickness)
+    if draw_box:
+        cv2.rectangle(image, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), colour, thickness)
     if not text:
         return
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-    tag_h = th + base + 2
-    top = y0 - tag_h if y0 - tag_h >= 0 else max(0, y0)
-    left = min(max(0, x0), max(0, image.shape[1] - tw - 4))
-    cv2.rectangle(image, (left, top), (left + tw + 3, top + tag_h), colour, cv2.FILLED)
+    tag_w, tag_h = tw + 3, th + base + 2
+    height, width = image.shape[:2]
+
+    def fit(left: int, top: int) -> Tuple[int, int]:
+        return min(max(0, left), max(0, width - tag_w - 1)), min(max(0, top), max(0, height - tag_h - 1))
+
+    first = fit(x0, y0 - tag_h if y0 - tag_h >= 0 else y0)
+    left, top = first
+    if taken is not None:
+        candidates = [first]
+        candidates += [fit(x, first[1]) for x in range(x0 + tag_w + 2, max(x0, x1) - tag_w + 1, tag_w + 2)]
+        candidates += [fit(x0, y0 + thickness), fit(x0, y1 + 1)]
+        candidates += [fit(x0, first[1] + k * (tag_h + 1)) for k in range(1, height // (tag_h + 1) + 1)]
+
+        def free(corner: Tuple[int, int]) -> bool:
+            a, b = corner
+            return all(a + tag_w < c or c2 < a or b + tag_h < d or d2 < b for c, d, c2, d2 in taken)
+
+        left, top = next((c for c in candidates if free(c)), first)
+        taken.append((left, top, left + tag_w, top + tag_h))
+    cv2.rectangle(image, (left, top), (left + tag_w, top + tag_h), colour, cv2.FILLED)
     b, g, r = (float(c) for c in colour)
     ink = (0, 0, 0) if 0.114 * b + 0.587 * g + 0.299 * r > 140 else (255, 255, 255)
     cv2.putText(image, text, (left + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, ink, 1, cv2.LINE_AA)
@@ -227,8 +252,9 @@ def _draw_boxes(image: np.ndarray, boxes, labels: Sequence[str], colour, width: 
 
     scale = width / image.shape[1]
     out = cv2.resize(image, (width, int(round(image.shape[0] * scale))), interpolation=cv2.INTER_LINEAR)
+    taken: List[Tuple[int, int, int, int]] = []
     for box, text in zip(boxes, labels):
-        label_box(out, [float(c) * scale for c in box], text, colour)
+        label_box(out, [float(c) * scale for c in box], text, colour, taken=taken)
     return out
 
 
