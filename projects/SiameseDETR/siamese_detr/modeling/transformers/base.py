@@ -127,7 +127,8 @@ def flatten_levels(srcs: List[Tensor], masks: List[Tensor], pos: List[Tensor]):
     pos_flat = torch.cat([p.flatten(2).transpose(1, 2) for p in pos], dim=1).to(tokens.dtype)
     # at least float32 (as the official code, which keeps them float32 under AMP): bfloat16 would round a ratio
     # such as 40 / 53 columns by up to 0.4 %, which moves every reference point of the padded image
-    valid_ratios = torch.stack([valid_ratio(m) for m in masks], dim=1).to(torch.promote_types(tokens.dtype, torch.float32))
+    ratio_dtype = torch.promote_types(tokens.dtype, torch.float32)
+    valid_ratios = torch.stack([valid_ratio(m) for m in masks], dim=1).to(ratio_dtype)
     return tokens, padding_mask, pos_flat, shapes, level_start_index, valid_ratios
 
 
