@@ -63,10 +63,13 @@ def draw_boxes(image: np.ndarray, boxes, labels, colours, scale: float) -> np.nd
     """Boxes ``[N, 4]`` xyxy absolute pixels of ``image`` (HxWx3 BGR uint8) with a text label each, drawn on
     a copy enlarged by ``scale`` (so that the labels keep their size)."""
     out = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale != 1 else image.copy()
+    scaled = [[float(c) * scale for c in box] for box in boxes]
+    for box, colour in zip(scaled, colours):  # every box first, so that no outline crosses a tag
+        label_box(out, box, "", colour, 2)
     taken: list = []  # tags drawn so far: a tag that would cover one moves (see label_box)
-    for box, label, colour in zip(boxes, labels, colours):
+    for box, label, colour in zip(scaled, labels, colours):
         # the label on a tag of the box's colour, above the box (inside it at the image's top edge)
-        label_box(out, [float(c) * scale for c in box], label, colour, 2, 0.45, taken=taken)
+        label_box(out, box, label, colour, 2, 0.45, taken=taken, draw_box=False)
     return out
 
 

@@ -208,8 +208,9 @@ def label_box(image: np.ndarray, box, text: str, colour, thickness: int = 2, fon
 
     ``taken``: the tags already drawn on ``image`` (xyxy pixels; the new tag is appended). A tag that would
     cover one of them moves, in this order, right along the box's top edge, inside the box below its top
-    edge, under the box, and then down the image from the first of these places, to the first place that is
-    free; boxes with the same corner (jittered copies of one region) then keep readable labels.
+    edge, under the box, and then down the inside of the box, to the first place that is
+    free, or stays where it was first put if no place next to or inside its box is; boxes with the same
+    corner (jittered copies of one region) then keep readable labels.
     ``draw_box=False`` draws the tag alone (for boxes drawn before, in another order than their tags)."""
     import cv2
 
@@ -231,7 +232,7 @@ def label_box(image: np.ndarray, box, text: str, colour, thickness: int = 2, fon
         candidates = [first]
         candidates += [fit(x, first[1]) for x in range(x0 + tag_w + 2, max(x0, x1) - tag_w + 1, tag_w + 2)]
         candidates += [fit(x0, y0 + thickness), fit(x0, y1 + 1)]
-        candidates += [fit(x0, first[1] + k * (tag_h + 1)) for k in range(1, height // (tag_h + 1) + 1)]
+        candidates += [fit(x0, y) for y in range(y0 + thickness + tag_h + 1, y1 - tag_h, tag_h + 1)]
 
         def free(corner: Tuple[int, int]) -> bool:
             a, b = corner
@@ -252,9 +253,12 @@ def _draw_boxes(image: np.ndarray, boxes, labels: Sequence[str], colour, width: 
 
     scale = width / image.shape[1]
     out = cv2.resize(image, (width, int(round(image.shape[0] * scale))), interpolation=cv2.INTER_LINEAR)
+    scaled = [[float(c) * scale for c in box] for box in boxes]
+    for box in scaled:  # every box first, so that no outline crosses a tag drawn before it
+        label_box(out, box, "", colour)
     taken: List[Tuple[int, int, int, int]] = []
-    for box, text in zip(boxes, labels):
-        label_box(out, [float(c) * scale for c in box], text, colour, taken=taken)
+    for box, text in zip(scaled, labels):
+        label_box(out, box, text, colour, taken=taken, draw_box=False)
     return out
 
 
