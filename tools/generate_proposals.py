@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow --import-detectron2 to unpickle its file (unpickling runs code from the file: "
                    "only for files you trust)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress output (default: a bar on a terminal; when stderr is a file or pipe, a log "
+                   "line with rate and ETA every minute)")
     p.add_argument("--debug-sleep", type=float, default=0.0, help=argparse.SUPPRESS)  # tests: slow a run down
     p.add_argument("--debug-die-on", default=None, help=argparse.SUPPRESS)  # tests: SIGKILL the worker of this id
     return p

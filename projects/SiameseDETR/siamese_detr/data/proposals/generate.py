@@ -40,6 +40,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ...utils.progress import progress_bar
 from ..image_folder import IMAGE_EXTENSIONS, list_image_files
 from .methods import compute_proposals
 from .shards import (  # noqa: F401  (existing_shards, missing_shards, merge_if_complete: re-exported)
@@ -281,8 +282,6 @@ def generate_shard(
         WorkerDiedError: a worker process died twice on the same chunk (finished chunks are kept).
         ProposalStoreError: a single-shard run in which no image could be read (no empty store is written).
     """
-    from tqdm import tqdm
-
     if not 0 <= shard_id < num_shards:
         raise ValueError(f"--shard-id must be in [0, {num_shards}), got {shard_id}")
     n_all = len(records)
@@ -346,14 +345,9 @@ def generate_shard(
         ],
     )
     done_images = sum(min(chunk_size, len(mine) - c * chunk_size) for c in range(num_chunks) if finished[c])
-    bar = tqdm(
-        total=len(mine),
-        initial=done_images,
-        unit="img",
-        disable=not progress,
-        dynamic_ncols=True,
-        desc=f"{method} shard {shard_id}/{num_shards}",
-    )
+    # a bar on a terminal; in a log file, a line with rate and ETA every minute
+    bar = progress_bar(len(mine), initial=done_images, unit="img", enabled=progress,
+                       desc=f"{method} shard {shard_id}/{num_shards}", logger=logger)
     pool = _new_pool(num_workers)
     try:
         for c in range(num_chunks):
