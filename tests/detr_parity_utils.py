@@ -16,7 +16,7 @@ from detectron2.modeling.backbone import Backbone
 from siamese_detr.checkpoint.registry import get_converter
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-TOL = 1e-6  # float64 parity bound of issue 7
+TOL = 1e-12  # float64 parity (issue 7 asks for 1e-6; measured ~1e-14)
 
 
 class RecordedBackbone(Backbone):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
-from torchvision.ops import box_iou
+from torchvision.ops import box_convert, box_iou
 
 from siamese_detr.evaluation import ClassAgnosticEvaluator
 
@@ -217,7 +217,29 @@ def _demo_model(seed=0):
     return cfg, instantiate(cfg.model).eval()
 
 
+def _raw_outputs(model, inputs):
+    """The network's own outputs for ``inputs``: ``pred_logits [Q, 2]`` and ``pred_boxes [Q, 4]`` (cxcywh
+    normalised by the RESIZED image the model is fed) of the single image, and that image's size."""
+    with torch.no_grad():
+        images = model.preprocess_image([inputs])
+        raw = model.forward_outputs(images)
+    return raw["pred_logits"][0], raw["pred_boxes"][0], tuple(images.image_sizes[0])
+
+
+def _expected_detections(logits, boxes, height, width):
+    """Independently of the model's post-processing: one detection per query (softmax over {object,
+    no-object}, the object probability as score), the normalised box converted by torchvision and scaled by
+    the ORIGINAL ``width`` / ``height``, clipped to the image (detector_postprocess's clip)."""
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+    xyxy = box_convert(boxes, "cxcywh", "xyxy") * scale
+    xyxy = torch.minimum(xyxy.clamp(min=0), scale)
+    return xyxy, logits.softmax(-1)[:, 0]
+
+
 def test_eval_mode_forward_returns_original_image_coordinates(tiny_synthetic_shapes):
+    """The demo mapper resizes (short side 144) images of 160-256 px: the returned boxes must be the model's
+    normalised boxes times the ORIGINAL width / height, not the resized one's (boxes left in resized
+    coordinates would still lie inside the original image, so a bounds check alone cannot tell)."""
     from detectron2.config import instantiate
 
     cfg, model = _demo_model()
@@ -227,18 +249,30 @@ def test_eval_mode_forward_returns_original_image_coordinates(tiny_synthetic_sha
     h, w = inputs["image"].shape[-2:]
     assert min(h, w) == 144 and max(h, w) <= 224  # the demo's view scale
     assert (h, w) != (record["height"], record["width"])
-    (out,) = model([inputs])
+    with torch.no_grad():
+        (out,) = model([inputs])
     inst = out["instances"]
     assert inst.image_size == (record["height"], record["width"])
     assert len(inst) == cfg.model.num_queries
-    boxes = inst.pred_boxes.tensor
-    assert bool((boxes[:, 0] >= 0).all() and (boxes[:, 2] <= record["width"]).all())
-    assert bool((boxes[:, 1] >= 0).all() and (boxes[:, 3] <= record["height"]).all())
-    assert bool(((inst.scores >= 0) & (inst.scores <= 1)).all())
+
+    logits, boxes, fed_size = _raw_outputs(model, inputs)
+    assert fed_size == (h, w)  # the network saw the resized image
+    expected, scores = _expected_detections(logits, boxes, record["height"], record["width"])
+    assert torch.allclose(inst.pred_boxes.tensor, expected, rtol=0, atol=1e-4)
+    assert torch.allclose(inst.scores, scores, rtol=0, atol=1e-6)
+    assert bool((inst.pred_classes == 0).all())
+    # the check can tell: boxes in resized coordinates would be off by tens of pixels (measured 66)
+    resized, _ = _expected_detections(logits, boxes, h, w)
+    assert (resized - expected).abs().max() > 20
 
 
 def test_demo_pretrain_config_eval_only_prints_class_agnostic_ar(tmp_path, tiny_synthetic_shapes):
-    _, model = _demo_model()
+    """``--eval-only`` loads the checkpoint, runs the test loader and the evaluator: the detections it saves
+    (``inference/class_agnostic_predictions.json``, COCO xywh) are those of the saved model on each val image,
+    recomputed here from the network's normalised boxes scaled by the ORIGINAL image size."""
+    from detectron2.config import instantiate
+
+    cfg, model = _demo_model()
     checkpoint = tmp_path / "pretrain.pth"
     torch.save({"model": model.state_dict(), "iteration": 0}, checkpoint)
     argv = [
@@ -252,3 +286,20 @@ def test_demo_pretrain_config_eval_only_prints_class_agnostic_ar(tmp_path, tiny_
     for value in res.values():
         assert 0.0 <= value <= 100.0
     assert res["AR@1"] <= res["AR@10"] <= res["AR@100"]  # more detections never lower recall
+
+    saved = json.loads((tmp_path / "out" / "inference" / "class_agnostic_predictions.json").read_text())
+    mapper = instantiate(cfg.dataloader.test.mapper)
+    records = DatasetCatalog.get("synthetic_shapes_val")
+    assert sorted({d["image_id"] for d in saved}) == sorted(r["image_id"] for r in records)
+    for record in records:
+        inputs = mapper(dict(record))
+        assert tuple(inputs["image"].shape[-2:]) != (record["height"], record["width"])  # resized by the mapper
+        logits, boxes, _ = _raw_outputs(model, inputs)
+        xyxy, scores = _expected_detections(logits, boxes, record["height"], record["width"])
+        mine = [d for d in saved if d["image_id"] == record["image_id"]]
+        assert len(mine) == cfg.model.num_queries
+        got = torch.tensor([d["bbox"] for d in mine], dtype=torch.float64)
+        xywh = torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], 1).double()
+        assert torch.allclose(got, xywh, rtol=0, atol=1e-4), (got - xywh).abs().max()  # measured 3.1e-5
+        assert torch.allclose(torch.tensor([d["score"] for d in mine], dtype=torch.float64), scores.double(),
+                              rtol=0, atol=1e-6)

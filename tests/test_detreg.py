@@ -73,31 +73,70 @@ def test_importance_probabilities_follow_the_paper_formula():
     assert abs(probs.sum() - 30) < 2  # about K kept on average
 
 
+def _official_importance(num_ranks, k, total):
+    """DETReg's ``mc`` probabilities written out independently of the module: ``min(1, -log(i / (N + 1)) K / N)``
+    for ranks ``i = 1..num_ranks`` (official: ``-log(arange(1, 301) / 301) / 10``, i.e. N = 300, K / N = 0.1)."""
+    return [min(1.0, -math.log(i / (total + 1)) * k / total) for i in range(1, num_ranks + 1)]
+
+
+def _assert_binomial_counts(hits, draws, probs, band):
+    """Rank ``r`` kept independently with probability ``probs[r]`` in each of ``draws`` draws: its count is
+    Binomial(draws, p_r), and a band of ranks is a sum of independent binomials. Each count, and each band of
+    ``band`` consecutive ranks, must lie within 5 standard deviations (+1 for p in {0, 1}) of its mean; a
+    5-sigma miss has probability < 1e-6 per check (the seeds are fixed anyway)."""
+    p = np.asarray(probs, dtype=np.float64)
+    hits = np.asarray(hits[: len(p)], dtype=np.float64)
+    mean, var = draws * p, draws * p * (1 - p)
+    off = np.abs(hits - mean) - (5 * np.sqrt(var) + 1)
+    assert off.max() <= 0, f"rank index {off.argmax()}: {hits[off.argmax()]} hits, {mean[off.argmax()]:.1f} expected"
+    for lo in range(0, len(p), band):
+        sl = slice(lo, lo + band)
+        dev = abs(hits[sl].sum() - mean[sl].sum())
+        assert dev <= 5 * math.sqrt(var[sl].sum()) + 1, (lo, hits[sl].sum(), mean[sl].sum())
+    total_dev = abs(hits.sum() - mean.sum())
+    assert total_dev <= 5 * math.sqrt(var.sum()) + 1, (hits.sum(), mean.sum())
+
+
 def test_importance_sampling_empirical_frequencies():
+    """40 candidates, K = 8, N = 40 (the default): per-rank counts over 20000 draws against the DETReg formula
+    computed here (not the module's ``importance_probabilities``). 7.64 kept per draw on average; the total's
+    5-sigma band (1.0 % of it, 1580 of 152900) rejects e.g. ``-log(i / N)`` for ``-log(i / (N + 1))`` (0.2
+    fewer per draw: 3950 fewer in all)."""
     rng = np.random.default_rng(0)
+    draws = 20000
     hits = np.zeros(40)
-    for _ in range(4000):
+    for _ in range(draws):
         idx = select_proposals(rng, 40, 8, "importance")
-        assert np.all(np.diff(idx) > 0)
+        assert np.all(np.diff(idx) > 0) and (len(idx) == 0 or (idx.min() >= 0 and idx.max() < 40))
         hits[idx] += 1
-    assert np.abs(hits / 4000 - importance_probabilities(40, 8)).max() < 0.03
+    official = _official_importance(40, 8, 40)
+    assert official[0] == pytest.approx(-math.log(1 / 41) / 5) and official[-1] == pytest.approx(math.log(41 / 40) / 5)
+    _assert_binomial_counts(hits, draws, official, band=10)
 
 
 def test_importance_draws_only_the_first_total_ranks_of_more_candidates():
     """Official ``mc``: ``binomial(1, p=dist2[:len(boxes)])`` with ``len(dist2) = 300``: of 2000 Selective
-    Search boxes only the first 300 ranks can be drawn, each with its official probability."""
+    Search boxes only the first 300 ranks can be drawn, each with its official probability. Checked rank by
+    rank and in bands of 25 ranks against Binomial(20000, p): every tail band is constrained too (ranks 276-300
+    together: 2223 hits expected, 5 sigma = 235), so never drawing a band of late ranks fails."""
     rng = np.random.default_rng(3)
     official = -np.log(np.arange(1, 301) / 301) / 10
+    assert np.allclose(official, _official_importance(300, 30, 300))
+    draws = 20000
     hits = np.zeros(2000)
-    for _ in range(2000):
+    for _ in range(draws):
         idx = select_proposals(rng, 2000, 30, "importance", importance_total=300)
         assert np.all(np.diff(idx) > 0)
         hits[idx] += 1
-    assert hits[300:].sum() == 0 and hits[:250].min() > 0  # rank 250: p = 0.019, 37 hits expected
-    # binomial standard error at p <= 0.58 over 2000 draws is <= 0.011: 0.05 is more than 4 of them
-    assert np.abs(hits[:300] / 2000 - official).max() < 0.05
-    # fewer candidates than N: their probabilities stay the official ones for their ranks
-    assert len(select_proposals(rng, 5, 30, "importance", importance_total=300)) <= 5
+    assert hits[300:].sum() == 0 and hits[:250].min() > 0  # rank 250: p = 0.019, 370 hits expected
+    _assert_binomial_counts(hits[:300], draws, official, band=25)
+    # fewer candidates than N: their probabilities stay the official ones for their ranks (not N = 5's)
+    hits = np.zeros(5)
+    for _ in range(draws):
+        idx = select_proposals(rng, 5, 30, "importance", importance_total=300)
+        assert np.all(np.diff(idx) > 0) and len(idx) <= 5
+        hits[idx] += 1
+    _assert_binomial_counts(hits, draws, official[:5], band=5)
 
 
 def test_unknown_policy_rejected():
@@ -156,6 +195,21 @@ def test_embedding_loss_against_explicit_computation():
     pairs = [(pred[0, 4], emb[0][2]), (pred[0, 0], emb[0][0]), (pred[1, 1], emb[1][1])]
     expected = sum((a - b).abs().sum() for a, b in pairs) / (3 * 7)
     assert torch.allclose(object_embedding_loss(pred, emb, indices), expected)
+
+
+def test_embedding_loss_with_nothing_matched_is_a_zero_with_a_graph():
+    """No pair matched in any image (an image may have no proposal at all): the loss is exactly 0 but still
+    depends on the predictions, so backward() runs (DDP's all-reduce of every gradient would hang on a rank
+    whose loss had no graph) and gives all-zero gradients, not None."""
+    g = torch.Generator().manual_seed(0)
+    predictions = torch.randn(2, 4, 3, generator=g, requires_grad=True)
+    embeddings = [torch.randn(2, 3, generator=g), torch.zeros(0, 3)]
+    empty = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    loss = object_embedding_loss(predictions, embeddings, [empty, empty])
+    assert loss.shape == () and loss.item() == 0.0
+    assert loss.requires_grad and loss.grad_fn is not None
+    loss.backward()
+    assert predictions.grad is not None and torch.equal(predictions.grad, torch.zeros(2, 4, 3))
 
 
 def test_model_losses_and_embedding_targets():

@@ -20,28 +20,57 @@ def _load_schedules():
     return module
 
 
+def _two_group_optimizer():
+    """``w`` in the backbone group (lr 0.1) and ``v`` in the other group (lr 1.0), built by detr_param_groups."""
+    model = torch.nn.Module()
+    model.backbone = torch.nn.Module()
+    model.backbone.w = torch.nn.Parameter(torch.zeros(3))
+    model.v = torch.nn.Parameter(torch.zeros(4))
+    groups = detr_param_groups(model, base_lr=1.0, weight_decay=0.0, backbone_lr_factor=0.1)
+    assert [g["params"] for g in groups] == [[model.v], [model.backbone.w]]
+    return model.backbone.w, model.v, torch.optim.SGD(groups, lr=1.0)
+
+
 def test_clipping_hook_limits_the_total_norm_before_the_step():
-    torch.manual_seed(0)
-    w = torch.nn.Parameter(torch.zeros(3))
-    v = torch.nn.Parameter(torch.zeros(4))
-    opt = torch.optim.SGD([w, v], lr=1.0)
+    """DETR clips the norm of ALL gradients together (clip_grad_norm_ over every parameter of every group):
+    ||g_w|| = 5 and ||g_v|| = 12 in two param groups give a total norm of 13, so both gradients are scaled by
+    0.1 / 13 (a per-parameter or per-group clip would scale w by 0.1 / 5 and v by 0.1 / 12, a clip of the
+    first group alone would leave w untouched)."""
+    w, v, opt = _two_group_optimizer()
     add_gradient_clipping(opt, max_norm=0.1)
     w.grad = torch.tensor([3.0, 0.0, 4.0])
-    v.grad = torch.zeros(4)
+    v.grad = torch.tensor([0.0, 0.0, 0.0, 12.0])
     opt.step()
-    # total norm 5 clipped to 0.1: the step moves w by 0.1 * grad / 5
-    assert torch.allclose(w.detach(), -torch.tensor([3.0, 0.0, 4.0]) * 0.1 / 5.0, atol=1e-6)
-    assert math.isclose(float(w.grad.norm()), 0.1, rel_tol=1e-4)
+    scale = 0.1 / 13.0
+    torch.testing.assert_close(w.grad, torch.tensor([3.0, 0.0, 4.0]) * scale, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(v.grad, torch.tensor([0.0, 0.0, 0.0, 12.0]) * scale, rtol=1e-6, atol=1e-9)
+    # SGD step with each group's own lr: backbone 0.1, rest 1.0
+    torch.testing.assert_close(w.detach(), -0.1 * torch.tensor([3.0, 0.0, 4.0]) * scale, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(v.detach(), -1.0 * torch.tensor([0.0, 0.0, 0.0, 12.0]) * scale, rtol=1e-6,
+                               atol=1e-9)
+    assert math.isclose(math.hypot(float(w.grad.norm()), float(v.grad.norm())), 0.1, rel_tol=1e-6)
 
 
 def test_small_gradients_are_not_changed_and_zero_disables():
-    w = torch.nn.Parameter(torch.zeros(2))
-    opt = torch.optim.SGD([w], lr=1.0)
+    """A total norm under the limit (1.3 = hypot(0.5, 1.2) over two groups, limit 1.31) leaves every gradient
+    as it is; with the limit 1.25 both are scaled by 1.25 / 1.3 although each parameter's own norm (0.5, 1.2) is
+    under it; 0 registers nothing."""
+    w, v, opt = _two_group_optimizer()
     assert add_gradient_clipping(opt, max_norm=0) is None
-    add_gradient_clipping(opt, max_norm=10.0)
-    w.grad = torch.tensor([0.3, 0.4])
+    handle = add_gradient_clipping(opt, max_norm=1.31)
+    w.grad = torch.tensor([0.3, 0.4, 0.0])
+    v.grad = torch.tensor([0.0, 0.0, 1.2, 0.0])
     opt.step()
-    assert torch.equal(w.detach(), torch.tensor([-0.3, -0.4]))
+    assert torch.equal(w.grad, torch.tensor([0.3, 0.4, 0.0]))
+    assert torch.equal(v.grad, torch.tensor([0.0, 0.0, 1.2, 0.0]))
+    torch.testing.assert_close(w.detach(), -0.1 * torch.tensor([0.3, 0.4, 0.0]), rtol=1e-6, atol=1e-9)
+    assert torch.equal(v.detach(), torch.tensor([0.0, 0.0, -1.2, 0.0]))
+    handle.remove()
+    add_gradient_clipping(opt, max_norm=1.25)
+    opt.step()  # same gradients, total norm 1.3 > 1.25
+    scale = 1.25 / 1.3
+    torch.testing.assert_close(w.grad, torch.tensor([0.3, 0.4, 0.0]) * scale, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(v.grad, torch.tensor([0.0, 0.0, 1.2, 0.0]) * scale, rtol=1e-6, atol=1e-9)
 
 
 def test_epoch_schedule_iterations_and_drop():

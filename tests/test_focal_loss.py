@@ -45,6 +45,35 @@ def test_alpha_negative_disables_weighting():
     assert sigmoid_focal_loss(x, t, 1.0, alpha=-1).item() == pytest.approx(-(1 - p) ** 2 * math.log(p), rel=1e-12)
 
 
+def test_sigmoid_focal_loss_with_gamma_0_is_the_alpha_weighted_bce():
+    """gamma = 0 removes the modulating factor: the loss is the alpha_t-weighted binary cross-entropy (plain BCE
+    with alpha < 0), with the same reduction (mean over queries, sum over batch and classes, / num_boxes)."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 2, dtype=torch.float64) * 2
+    targets = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]], [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0]]],
+                           dtype=torch.float64)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    alpha_t = 0.4 * targets + 0.6 * (1 - targets)
+    got = sigmoid_focal_loss(logits, targets, 4.0, alpha=0.4, gamma=0.0)
+    assert got.item() == pytest.approx(float((alpha_t * bce).mean(1).sum() / 4.0), rel=1e-12)
+    unweighted = sigmoid_focal_loss(logits, targets, 4.0, alpha=-1, gamma=0.0)
+    assert unweighted.item() == pytest.approx(float(bce.mean(1).sum() / 4.0), rel=1e-12)
+
+
+def test_sigmoid_focal_loss_gamma_3_alpha_0_4_by_hand():
+    """Non-default gamma and alpha: three logits (one positive) written out by hand, / num_boxes = 2."""
+    x0, x1, x2 = 0.7, -1.2, 2.0
+    p0, p1, p2 = (1 / (1 + math.exp(-x)) for x in (x0, x1, x2))
+    expected = (
+        0.6 * p0 ** 3 * -math.log(1 - p0)  # negative
+        + 0.4 * (1 - p1) ** 3 * -math.log(p1)  # positive
+        + 0.6 * p2 ** 3 * -math.log(1 - p2)  # negative
+    ) / 2.0
+    got = sigmoid_focal_loss(torch.tensor([[[x0, x1, x2]]], dtype=torch.float64),
+                             torch.tensor([[[0.0, 1.0, 0.0]]], dtype=torch.float64), 2.0, alpha=0.4, gamma=3.0)
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+
+
 def test_class_head_width_and_prior_bias():
     ce = SetCriterion(5, FixedMatcher([]))
     focal = SetCriterion(5, FixedMatcher([]), class_loss="focal")
@@ -72,6 +101,20 @@ def test_criterion_focal_loss_ce_by_hand():
     )
     # official: sigmoid_focal_loss (mean over Q) * Q == sum over all entries / num_boxes
     assert losses["loss_ce"].item() == pytest.approx(total / 3, rel=1e-12)
+
+
+def test_criterion_passes_focal_gamma_and_alpha_through():
+    """SetCriterion(focal_gamma=3, focal_alpha=0.4): loss_ce is the sum of the focal terms with THESE parameters
+    over all queries and classes, divided by num_boxes = 2 (1 image, Q = 3, K = 2; query 0 <-> target 1 of label
+    0, query 2 <-> target 0 of label 1)."""
+    logits = [[[0.4, -0.9], [1.3, 0.2], [-0.6, 2.2]]]
+    positives = {(0, 0), (2, 1)}
+    targets = [{"labels": torch.tensor([1, 0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.2, 0.2]])}]
+    crit = SetCriterion(2, FixedMatcher([([0, 2], [1, 0])]), class_loss="focal", focal_alpha=0.4, focal_gamma=3.0)
+    losses = crit({"pred_logits": torch.tensor(logits, dtype=torch.float64), "pred_boxes": torch.full((1, 3, 4), 0.5)},
+                  targets)
+    total = sum(_focal(logits[0][q][k], (q, k) in positives, alpha=0.4, gamma=3.0) for q in range(3) for k in range(2))
+    assert losses["loss_ce"].item() == pytest.approx(total / 2, rel=1e-12)
 
 
 def test_focal_loss_without_targets_counts_every_query_as_negative():

@@ -1,6 +1,10 @@
 """Hybrid matching (H-DETR): the extra one-to-many queries are isolated from the ordinary ones, each target
 gets ``K`` positives among them, their losses are weighted as documented, and inference ignores them."""
 
+import itertools
+import math
+import random
+
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -16,6 +20,7 @@ from siamese_detr.modeling import (
 from siamese_detr.modeling.hybrid_matching import group_self_attn_mask, repeat_targets, split_query_groups
 from siamese_detr.modeling.transformers.deformable import DeformableDetrTransformer
 from test_detr_model import NUM_CLASSES, NUM_QUERIES, PatchBackbone, make_input, make_model
+from test_matcher import _focal_pair_cost, _random_boxes
 
 NUM_ONE2MANY, REPEAT = 8, 3
 
@@ -76,12 +81,16 @@ def test_group_mask_blocks_exactly_the_pairs_across_groups():
 
 
 def test_repeat_targets_copies_every_box_and_label():
+    """Every block ``k * n : (k + 1) * n`` of the repeated targets is the original boxes and labels (the documented
+    block layout the one-to-many matching relies on), not just one of them."""
     targets = [{"labels": torch.tensor([2, 0]), "boxes": torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5] * 4]),
                 "image_id": 7}]
     rep = repeat_targets(targets, 3)[0]
     assert rep["labels"].tolist() == [2, 0] * 3
-    assert torch.equal(rep["boxes"][4:], targets[0]["boxes"])
     assert rep["boxes"].shape == (6, 4) and rep["image_id"] == 7
+    for k in range(3):
+        assert torch.equal(rep["boxes"][2 * k:2 * (k + 1)], targets[0]["boxes"])
+        assert torch.equal(rep["labels"][2 * k:2 * (k + 1)], targets[0]["labels"])
     with pytest.raises(ValueError, match="k_one2many"):
         repeat_targets(targets, 0)
 
@@ -115,7 +124,25 @@ def test_one2one_outputs_do_not_depend_on_the_extra_queries(build):
             torch.testing.assert_close(a["pred_boxes"], r["pred_boxes"], rtol=1e-5, atol=1e-5)
 
 
+def _brute_force_one2many(cost, num_queries, num_copies):
+    """Min over injective maps of the target copies j -> query perm[j] of ``sum cost[perm[j]][j]``."""
+    return min(sum(cost[q][j] for j, q in enumerate(perm))
+               for perm in itertools.permutations(range(num_queries), num_copies))
+
+
+def _one2many_cost(logits, boxes, labels, tgt_boxes, repeat):
+    """Plain-python focal matching cost (official defaults) of every query against copy ``j`` of the targets
+    repeated ``repeat`` times, copy ``j`` being target ``j % n`` (computed from the ORIGINAL targets)."""
+    n = len(labels)
+    return [[_focal_pair_cost(logits[q], boxes[q], labels[j % n], tgt_boxes[j % n]) for j in range(repeat * n)]
+            for q in range(len(boxes))]
+
+
 def test_every_target_gets_repeat_positives_among_the_extra_queries():
+    """The extra queries are matched one-to-one against the targets repeated ``REPEAT`` times: each target gets
+    ``REPEAT`` distinct positives, and the assignment minimises the focal matching cost against the ORIGINAL
+    targets' copies (brute force over all injective assignments), so wrong copies or a suboptimal assignment
+    fail."""
     hybrid = _copy_heads(_deformable_model(), NUM_ONE2MANY, REPEAT, 1.0, seed=1)
     inputs = _inputs()
     images = hybrid.preprocess_image(inputs)
@@ -123,10 +150,34 @@ def test_every_target_gets_repeat_positives_among_the_extra_queries():
     with torch.no_grad():
         _, one2many = hybrid.hybrid_outputs(images)
     _, indices = hybrid.criterion(one2many, repeat_targets(targets, REPEAT), return_indices=True)
-    for (queries, matched), target in zip(indices[-1], targets):
+    for b, ((queries, matched), target) in enumerate(zip(indices[-1], targets)):
         n = len(target["labels"])
         assert len(set(queries.tolist())) == REPEAT * n  # distinct queries
         assert sorted((matched % n).tolist()) == sorted(list(range(n)) * REPEAT)
+        cost = _one2many_cost(one2many["pred_logits"][b].tolist(), one2many["pred_boxes"][b].tolist(),
+                              target["labels"].tolist(), target["boxes"].tolist(), REPEAT)
+        total = sum(cost[q][j] for q, j in zip(queries.tolist(), matched.tolist()))
+        assert total == pytest.approx(_brute_force_one2many(cost, NUM_ONE2MANY, REPEAT * n), abs=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one2many_matching_is_optimal_against_brute_force(seed):
+    """2 targets x repeat 2 over 5 queries: the focal matcher's assignment of the 4 copies costs the minimum over
+    all 5P4 = 120 injective assignments, the cost computed by hand from the original targets."""
+    rng = random.Random(300 + seed)
+    num_queries, num_classes, repeat = 5, 3, 2
+    logits = [[rng.gauss(0, 2) for _ in range(num_classes)] for _ in range(num_queries)]
+    boxes = _random_boxes(rng, num_queries)
+    labels, tgt_boxes = [rng.randrange(num_classes) for _ in range(2)], _random_boxes(rng, 2)
+    targets = [{"labels": torch.tensor(labels), "boxes": torch.tensor(tgt_boxes, dtype=torch.float64)}]
+    outputs = {"pred_logits": torch.tensor([logits], dtype=torch.float64),
+               "pred_boxes": torch.tensor([boxes], dtype=torch.float64)}
+    rows, cols = FocalHungarianMatcher()(outputs, repeat_targets(targets, repeat))[0]
+    assert len(set(rows.tolist())) == 4 and sorted(cols.tolist()) == [0, 1, 2, 3]
+    cost = _one2many_cost(logits, boxes, labels, tgt_boxes, repeat)
+    total = sum(cost[q][j] for q, j in zip(rows.tolist(), cols.tolist()))
+    best = _brute_force_one2many(cost, num_queries, 4)
+    assert math.isfinite(best) and total == pytest.approx(best, abs=1e-9)
 
 
 def test_losses_add_the_weighted_one2many_copies():

@@ -166,6 +166,48 @@ def test_focal_class_cost_by_hand():
     assert cost.tolist()[0] == pytest.approx(expected, rel=1e-12)
 
 
+def test_focal_class_cost_with_other_alpha_and_gamma_by_hand():
+    """alpha = 0.4, gamma = 1 (not the defaults) enter the class cost as in Deformable DETR's matcher:
+    alpha (1 - p)^gamma (-log p) - (1 - alpha) p^gamma (-log(1 - p)), p = sigmoid of the target class's logit
+    (a column per target, repeated classes included)."""
+    from siamese_detr.modeling import FocalHungarianMatcher
+
+    m = FocalHungarianMatcher(alpha=0.4, gamma=1.0)
+    logits = [[-1.0, 0.5, 2.5], [0.0, -3.0, 1.0]]
+    tgt_ids = [2, 0, 1, 0]
+    cost = m.class_cost(torch.tensor(logits, dtype=torch.float64), torch.tensor(tgt_ids))
+    expected = []
+    for row in logits:
+        ps = [1 / (1 + math.exp(-row[c])) for c in tgt_ids]
+        expected.append([0.4 * (1 - p) * -math.log(p + 1e-8) - 0.6 * p * -math.log(1 - p + 1e-8) for p in ps])
+    assert cost.shape == (2, 4)
+    for got_row, exp_row in zip(cost.tolist(), expected):
+        assert got_row == pytest.approx(exp_row, rel=1e-12)
+
+
+def test_focal_matching_follows_alpha_and_gamma():
+    """With every box equal only the class cost decides, and the two assignments of 2 queries to targets of labels
+    0 and 1 swap between (alpha, gamma) = (0.25, 2) and (0.4, 1) (by hand: a margin of ~0.57 either way), so the
+    matcher's choice shows which parameters it used."""
+    from siamese_detr.modeling import FocalHungarianMatcher
+
+    logits = [[-4.0, 1.0], [1.5, 4.0]]  # query 0, query 1; columns = classes 0, 1
+    box = [0.5, 0.5, 0.2, 0.2]
+    outputs = {"pred_logits": torch.tensor([logits], dtype=torch.float64),
+               "pred_boxes": torch.tensor([[box, box]], dtype=torch.float64)}
+    targets = [{"labels": torch.tensor([0, 1]), "boxes": torch.tensor([box, box], dtype=torch.float64)}]
+    expected = {}
+    for alpha, gamma in ((0.25, 2.0), (0.4, 1.0)):
+        straight = sum(_focal_pair_cost(logits[q], box, q, box, alpha, gamma) for q in (0, 1))
+        crossed = sum(_focal_pair_cost(logits[q], box, 1 - q, box, alpha, gamma) for q in (0, 1))
+        assert abs(straight - crossed) > 0.5
+        expected[alpha, gamma] = [0, 1] if straight < crossed else [1, 0]
+    assert expected[0.25, 2.0] != expected[0.4, 1.0]  # else this test could not fail
+    for (alpha, gamma), expected_cols in expected.items():
+        rows, cols = FocalHungarianMatcher(alpha=alpha, gamma=gamma)(outputs, targets)[0]
+        assert rows.tolist() == [0, 1] and cols.tolist() == expected_cols
+
+
 def test_float64_predictions_are_matched_in_float64(monkeypatch):
     """A difference below float32's resolution decides the match in float64 (as the official matcher, which
     keeps the input dtype); half precision is promoted to float32."""

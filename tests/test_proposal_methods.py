@@ -1,5 +1,6 @@
 """Proposal methods (EdgeBoxes, Selective Search, random) and the mapper's proposal sources."""
 
+import math
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from siamese_detr.data.proposals import (
     selective_search,
     stable_seed,
 )
+from siamese_detr.data.proposals import methods as proposal_methods
 
 RECT = (40, 30, 121, 101)  # x1, y1, x2, y2 (exclusive) of the drawn rectangle
 
@@ -172,6 +174,73 @@ def test_gradient_edge_map_range_and_orientation():
     o = orientation[5:35, 19:21]
     assert np.minimum(o, np.pi - o).max() < 1e-3
     assert (edges[:, :15] == 0).all()  # flat regions have no edges
+
+
+@pytest.mark.parametrize("degrees", [0, 45, 90, 135])
+def test_gradient_edge_map_thins_steps_in_all_four_directions(degrees):
+    """A straight step whose normal points at 0, 45, 90 or 135 degrees (x right, y down; bright where the
+    coordinate along the normal is >= 20): the orientation at the edge is that angle, and the NMS along it
+    keeps only the two pixel lines straddling the step (coordinate 19 and 20), at least one pixel of them on
+    every line across the edge, where the un-thinned ramp is ~10 lines wide. Each case uses one of the four
+    neighbour offsets of ``_edge_nms``: a wrong one compares pixels along the edge (equal) and keeps the ramp."""
+    yy, xx = np.mgrid[:40, :40]
+    across = {0: xx, 45: xx + yy - 20, 90: yy, 135: yy - xx + 20}[degrees]  # coordinate along the normal
+    along = {0: yy, 45: xx - yy, 90: xx, 135: xx + yy}[degrees]  # labels the lines across the edge
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[across >= 20] = 255
+    edges, orientation = gradient_edge_map(img, sigma=1.0, nms=True)
+    ramp, _ = gradient_edge_map(img, sigma=1.0, nms=False)
+    window = (slice(8, 32), slice(8, 32))  # away from the image borders
+    kept = edges[window] > 0
+    band = np.isin(across[window], (19, 20))
+    assert kept.any() and not (kept & ~band).any()  # thin: nothing kept off the two central lines
+    for line in np.unique(along[window][band]):  # every line across the edge keeps a pixel
+        assert kept[band & (along[window] == line)].any()
+    assert np.ptp(across[window][ramp[window] > 0]) >= 8  # without NMS the ramp is wide
+    o = orientation[window][kept]
+    assert np.abs(np.angle(np.exp(2j * (o - np.deg2rad(degrees))))).max() < 2e-3  # equal mod pi
+
+
+def _brute_force_edge_nms(magnitude, orientation):
+    """The documented rule as a plain double loop: quantise the gradient direction to the nearest multiple
+    of 45 deg (180 deg is 0 deg), take the neighbour one step along it (``(round(cos), round(sin))`` with y
+    down) and the one behind; keep the pixel's magnitude when it is >= both (ties kept), else 0. A neighbour
+    outside the image does not suppress (magnitudes are >= 0, so it counts as 0)."""
+    h, w = magnitude.shape
+    out = np.zeros((h, w), np.float32)
+    for y in range(h):
+        for x in range(w):
+            q = math.floor(float(orientation[y, x]) / (math.pi / 4) + 0.5) * (math.pi / 4)
+            dx, dy = round(math.cos(q)), round(math.sin(q))
+            keep = True
+            for ny, nx in ((y + dy, x + dx), (y - dy, x - dx)):
+                if 0 <= ny < h and 0 <= nx < w and magnitude[ny, nx] > magnitude[y, x]:
+                    keep = False
+            if keep:
+                out[y, x] = magnitude[y, x]
+    return out
+
+
+def test_edge_nms_equals_brute_force():
+    """``_edge_nms`` equals the brute-force rule exactly on small random maps: magnitudes on 4 levels
+    (many ties) or continuous, orientations anywhere in [0, pi) plus the exact directions and values just
+    either side of the 22.5 deg quantisation boundaries and of pi (which is direction 0)."""
+    specials = np.array([0, np.pi / 4, np.pi / 2, 3 * np.pi / 4, np.pi - 1e-3, np.pi / 8 - 1e-3,
+                         np.pi / 8 + 1e-3, 5 * np.pi / 8 - 1e-3, 7 * np.pi / 8 + 1e-3], dtype=np.float32)
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        h, w = (7, 9) if seed % 2 else (9, 6)
+        if seed < 4:
+            magnitude = (rng.integers(0, 4, size=(h, w)) / 3).astype(np.float32)
+        else:
+            magnitude = rng.random((h, w), dtype=np.float32)
+        orientation = rng.uniform(0, np.pi, size=(h, w)).astype(np.float32)
+        orientation.flat[rng.choice(h * w, size=len(specials), replace=False)] = specials
+        got = proposal_methods._edge_nms(magnitude, orientation)
+        expected = _brute_force_edge_nms(magnitude, orientation)
+        assert got.dtype == np.float32 and got.shape == (h, w)
+        assert np.array_equal(got, expected)
+        assert 0 < (got > 0).sum() < (magnitude > 0).sum()  # some suppressed, some kept
 
 
 _EDGE_DIGEST = """

@@ -209,6 +209,10 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_eval_returns_class_agnostic_detections_in_original_size():
+    """Eval mode: one class-agnostic detection per query; each box is the network's normalised cxcywh box
+    (captured from ``forward_outputs``) converted by torchvision and scaled by the ORIGINAL size (128 x 192
+    for a 64 x 96 input; the input's own size without ``height`` / ``width``), clipped to the image. Boxes
+    left in the input's coordinates would still lie inside the 128 x 192 image: only the values tell."""
     model = tiny_model(num_queries=6).eval()
     g = torch.Generator().manual_seed(0)
     inputs = [
@@ -219,13 +223,31 @@ def test_eval_returns_class_agnostic_detections_in_original_size():
         },
         {"image": torch.randint(0, 256, (3, 80, 64), generator=g, dtype=torch.uint8)},
     ]
-    out = model(inputs)
+    raw = {}
+    forward_outputs = model.forward_outputs
+
+    def capture(images):
+        raw["out"], raw["sizes"] = forward_outputs(images), list(images.image_sizes)
+        return raw["out"]
+
+    model.forward_outputs = capture
+    with torch.no_grad():
+        out = model(inputs)
     assert [o["instances"].image_size for o in out] == [(128, 192), (80, 64)]
-    for o in out:
+    assert [tuple(s) for s in raw["sizes"]] == [(64, 96), (80, 64)]  # what the network was fed
+    for b, (o, (h, w)) in enumerate(zip(out, [(128, 192), (80, 64)])):
         inst = o["instances"]
         assert len(inst) == 6
         assert bool((inst.pred_classes == 0).all())
         assert bool(((inst.scores >= 0) & (inst.scores <= 1)).all())
+        scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+        expected = box_convert(raw["out"]["pred_boxes"][b], "cxcywh", "xyxy") * scale
+        expected = torch.minimum(expected.clamp(min=0), scale)  # detector_postprocess clips to the image
+        assert torch.allclose(inst.pred_boxes.tensor, expected, rtol=0, atol=1e-4)
+        assert torch.allclose(inst.scores, raw["out"]["pred_logits"][b].softmax(-1)[:, 0], rtol=0, atol=1e-6)
+    # the check can tell: the first image's boxes in input (64 x 96) coordinates are off by many pixels
+    in_input = box_convert(raw["out"]["pred_boxes"][0], "cxcywh", "xyxy").clamp(0, 1) * torch.tensor([96, 64, 96, 64])
+    assert (in_input - out[0]["instances"].pred_boxes.tensor).abs().max() > 10
 
 
 def test_all_crops_and_views_use_one_backbone_call_each():

@@ -8,12 +8,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.functional as TF
 from PIL import Image
+from torchvision.ops import box_iou as tv_box_iou
 from torchvision.ops import roi_align
 
 import siamese_detr.data.siamese_mapper as M
 from siamese_detr.data.siamese_mapper import SiameseViewMapper, simsiam_augment
-from siamese_detr.data.views import box_iou, view_to_original
+from siamese_detr.data.views import view_to_original
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_AUG = dict(color_jitter=None, grayscale_prob=0.0, blur_prob=0.0)
@@ -77,13 +79,16 @@ def check_contract(out, n, crop_size, fmt_hw=None):
 
 
 def test_contract_shapes_and_iou(images):
+    """Output contract, and the two views' IoU >= tau measured by torchvision (not by the package's own
+    ``views.box_iou``): view boxes are xyxy absolute pixels of the resized image, as ``box_iou`` expects."""
     mapper = SiameseViewMapper(seed=0, tau=0.6)
     for i in range(4):
         out = mapper({"file_name": images["color"], "image_id": 5})
         check_contract(out, 10, 128)
         assert (out["height"], out["width"], out["image_id"]) == (300, 400, 5)
         v1, v2 = out["views"]
-        assert float(box_iou(v1["view_box"].numpy(), v2["view_box"].numpy())) >= 0.6 - 1e-6
+        iou = tv_box_iou(v1["view_box"][None].double(), v2["view_box"][None].double())
+        assert iou.shape == (1, 1) and float(iou) >= 0.6 - 1e-6
         assert 320 <= min(out["resized_height"], out["resized_width"]) <= 480
 
 
@@ -273,6 +278,121 @@ def test_simsiam_augment_steps():
     assert np.all(np.abs(bright[mask].astype(float) - f * img[mask]) <= 1.0 + 0.01 * img[mask])
     blurred = simsiam_augment(rng, img, color_jitter=None, grayscale_prob=0, blur_prob=1.0)
     assert blurred.shape == img.shape and blurred.std() <= img.std() + 1e-6
+
+
+class _FixedDraws:
+    """Stands in for the ``numpy.random.Generator`` given to ``simsiam_augment``, so the drawn factors are
+    known without re-implementing the sampling: a probability draw ``uniform()`` is 0 (every step whose
+    probability is > 0 runs), a ranged draw ``uniform(lo, hi)`` returns ``lo + t (hi - lo)`` and is recorded,
+    ``permutation`` gives the identity order of the jitter ops (brightness, contrast, saturation, hue)."""
+
+    def __init__(self, t):
+        self.t, self.ranges = t, []
+
+    def uniform(self, low=None, high=None):
+        if low is None:
+            return 0.0
+        self.ranges.append((low, high))
+        return low + self.t * (high - low)
+
+    def permutation(self, n):
+        return np.arange(n)
+
+
+def _jitter_images():
+    """A smooth texture with a sharp saturated rectangle, and uniform noise (every colour, every chroma)."""
+    texture = smooth_texture(40, 50, 5)
+    texture[10:25, 12:30] = (250, 30, 120)
+    return [texture, np.random.default_rng(11).integers(0, 256, (24, 26, 3), dtype=np.uint8)]
+
+
+def _torchvision(image, image_format, fn, factor):
+    """``fn`` (a torchvision.transforms.functional op) on the same uint8 pixels, in and out of ``image_format``."""
+    rgb = image[..., ::-1] if image_format == "BGR" else image
+    out = fn(torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))), factor).numpy().transpose(1, 2, 0)
+    return out[..., ::-1] if image_format == "BGR" else out
+
+
+@pytest.mark.parametrize("image_format", ["BGR", "RGB"])
+@pytest.mark.parametrize("t", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("op", ["brightness", "contrast", "saturation"])
+def test_color_jitter_factors_match_torchvision(op, t, image_format):
+    """Brightness, contrast and saturation with strength 0.4 at the factor ``1 - 0.4 + t * 0.8`` (the ends
+    and the inside of U[0.6, 1.4]) equal torchvision's ``adjust_*`` on the same uint8 image up to 1 grey
+    level: torchvision truncates its blend (and its grey image) to uint8 where the code rounds, and its grey
+    weights are 0.2989/0.587/0.114 (OpenCV: 0.299/0.587/0.114); the grey image enters scaled by
+    |1 - f| <= 0.4, so the two differ by < 1.5 levels before rounding, i.e. by at most 1 after."""
+    strength = {"brightness": (0.4, 0, 0, 0), "contrast": (0, 0.4, 0, 0), "saturation": (0, 0, 0.4, 0)}[op]
+    fn = {"brightness": TF.adjust_brightness, "contrast": TF.adjust_contrast,
+          "saturation": TF.adjust_saturation}[op]
+    factor = 0.6 + 0.8 * t
+    for image in _jitter_images():
+        if image_format == "RGB":
+            image = np.ascontiguousarray(image[..., ::-1])
+        draws = _FixedDraws(t)
+        got = M.simsiam_augment(draws, image, image_format, color_jitter=strength, color_jitter_prob=1.0,
+                                grayscale_prob=0.0, blur_prob=0.0)
+        assert draws.ranges == [(0.6, 1.4)]  # one factor, drawn from U[1 - 0.4, 1 + 0.4]
+        expected = _torchvision(image, image_format, fn, factor)
+        assert got.dtype == np.uint8 and got.shape == image.shape
+        assert np.abs(got.astype(int) - expected).max() <= 1
+        assert np.abs(got.astype(int) - image).max() > 20  # the factor did change the image
+
+
+@pytest.mark.parametrize("image_format", ["BGR", "RGB"])
+@pytest.mark.parametrize("strength,t", [(0.1, 0.75), (0.1, 0.25), (0.5, 0.9), (0.5, 0.05)])
+def test_color_jitter_hue_matches_torchvision(strength, t, image_format):
+    """Hue with strength h at the shift ``-h + 2 h t`` turns (+-18 deg, +72 deg and -81 deg here: whole
+    OpenCV hue units of 2 deg, so the code rotates by exactly that) equals torchvision's ``adjust_hue``
+    within ``2 + chroma / 60`` grey levels per pixel (chroma = max - min channel of the input pixel):
+    OpenCV's uint8 HSV keeps the hue in 2 deg steps (<= 1 deg off) and the middle channel moves by
+    chroma / 60 per degree, plus <= 0.5 for the uint8 saturation, 0.5 for OpenCV's rounding and 1 for
+    torchvision's truncation back to uint8. Rotating the wrong way, or by a different amount, misses by
+    tens of levels on the saturated pixels."""
+    shift = -strength + 2 * strength * t
+    for image in _jitter_images():
+        if image_format == "RGB":
+            image = np.ascontiguousarray(image[..., ::-1])
+        draws = _FixedDraws(t)
+        got = M.simsiam_augment(draws, image, image_format, color_jitter=(0, 0, 0, strength),
+                                color_jitter_prob=1.0, grayscale_prob=0.0, blur_prob=0.0)
+        assert draws.ranges == [(-strength, strength)]
+        expected = _torchvision(image, image_format, TF.adjust_hue, shift)
+        chroma = image.max(axis=-1).astype(int) - image.min(axis=-1)
+        error = np.abs(got.astype(int) - expected).max(axis=-1)
+        assert np.all(error <= 2 + chroma / 60)
+        assert np.abs(got.astype(int) - image).max() > 40  # the shift did change the colours
+
+
+def _gaussian_blur_reference(image, sigma):
+    """Separable Gaussian blur in float64, written out: OpenCV's documented kernel for ``ksize=(0, 0)`` on
+    8-bit images, ``ksize = round(2 * 3 sigma + 1) | 1`` taps of ``exp(-x^2 / (2 sigma^2))`` normalised,
+    borders reflected without repeating the edge pixel (``BORDER_REFLECT_101``, numpy's "reflect")."""
+    ksize = int(np.floor(2 * 3 * sigma + 1 + 0.5)) | 1
+    x = np.arange(ksize) - ksize // 2
+    kernel = np.exp(-x * x / (2 * sigma * sigma))
+    kernel /= kernel.sum()
+    out = image.astype(np.float64)
+    r = ksize // 2
+    padded = np.pad(out, ((0, 0), (r, r), (0, 0)), mode="reflect")
+    out = sum(kernel[i] * padded[:, i : i + image.shape[1]] for i in range(ksize))
+    padded = np.pad(out, ((r, r), (0, 0), (0, 0)), mode="reflect")
+    return sum(kernel[i] * padded[i : i + image.shape[0]] for i in range(ksize))
+
+
+@pytest.mark.parametrize("t", [0.2, 0.5, 1.0])
+def test_gaussian_blur_at_the_drawn_sigma(t):
+    """Blur only: sigma drawn from U[0.1, 2.0] (0.48, 1.05 and 2.0 here: 5, 7 and 13 taps) and the result
+    equals a float64 Gaussian blur at that sigma within 1.5 grey levels: 0.5 for OpenCV's rounding to uint8,
+    the rest for its 8-bit path's fixed-point kernel (8 fractional bits per tap). Measured <= 0.99 on this
+    image, while a sigma 5 % off misses by >= 2.9 and a 5 x 5 kernel at sigma 2 by far more."""
+    image = _jitter_images()[0]
+    draws = _FixedDraws(t)
+    got = M.simsiam_augment(draws, image, color_jitter=None, grayscale_prob=0.0, blur_prob=1.0)
+    assert draws.ranges == [(0.1, 2.0)]
+    sigma = 0.1 + 1.9 * t
+    assert got.dtype == np.uint8 and got.shape == image.shape
+    assert np.abs(got - _gaussian_blur_reference(image, sigma)).max() <= 1.5
 
 
 @pytest.mark.parametrize("name", ["pretrain_builtin", "pretrain_coco", "pretrain_imagenet"])

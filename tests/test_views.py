@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from detectron2.data.transforms import ResizeShortestEdge
+from torchvision.ops import box_area
 from torchvision.ops import box_iou as tv_box_iou
 
 from siamese_detr.data import views as V
@@ -332,3 +333,144 @@ def test_flip_and_translation_are_inverses():
     assert np.allclose(flipped[:, 0], 400 - boxes[:, 2])
     vb = np.array([13.0, 7.0, 300.0, 250.0])
     assert np.allclose(V.view_to_image(V.image_to_view(boxes, vb), vb), boxes)
+
+
+def test_box_area_and_iou_match_torchvision_on_random_boxes():
+    """``box_area`` and the element-wise, broadcasting ``box_iou`` against torchvision's ``box_area`` and
+    pairwise ``box_iou`` (float64) on random xyxy boxes, many of them overlapping."""
+    rng = np.random.default_rng(12)
+    a = random_boxes_xyxy(rng, (60, 80), 9)
+    b = random_boxes_xyxy(rng, (60, 80), 7)
+    ta, tb = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    np.testing.assert_allclose(V.box_area(a), box_area(ta).numpy(), rtol=1e-13, atol=0)
+    expected = tv_box_iou(ta, tb).numpy()
+    assert (expected > 0).sum() >= 20 and (expected == 0).sum() >= 1  # overlapping and disjoint pairs
+    got = V.box_iou(a[:, None, :], b[None, :, :])  # broadcast [9, 1, 4] x [1, 7, 4] -> [9, 7]
+    assert got.shape == (9, 7)
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
+    # element-wise, not pairwise: rows i of a and b -> the diagonal of torchvision's matrix
+    np.testing.assert_allclose(V.box_iou(a[:7], b), np.diag(expected[:7]), rtol=1e-13, atol=1e-15)
+    # the order of the arguments does not matter; plain lists are accepted
+    np.testing.assert_allclose(V.box_iou(b, a[:7]), V.box_iou(a[:7], b), rtol=1e-15, atol=0)
+    assert float(V.box_iou(a[0].tolist(), b[0].tolist())) == pytest.approx(expected[0, 0], rel=1e-13)
+
+
+def test_box_area_and_iou_hand_cases():
+    """Hand-computed IoUs; ``box_area`` is documented as zero for empty boxes (torchvision's would be
+    negative for an inverted box), and a zero-area box has IoU 0 with anything, never NaN (torchvision's
+    0 / 0 for two identical zero-area boxes)."""
+    square = [0.0, 0.0, 2.0, 2.0]
+    cases = [
+        ([1.0, 1.0, 3.0, 3.0], 1.0 / 7.0),  # overlap 1, union 4 + 4 - 1
+        ([5.0, 5.0, 7.0, 9.0], 0.0),  # disjoint in both axes (a missing clip would give 3 * 3 > 0)
+        ([2.0, 0.0, 4.0, 2.0], 0.0),  # touching along a side
+        ([3.0, 0.5, 4.0, 1.5], 0.0),  # disjoint in x only
+        ([0.5, 0.5, 1.5, 1.0], 0.5 / 4.0),  # contained: area ratio
+        ([-1.0, -1.0, 3.0, 3.0], 4.0 / 16.0),  # containing
+        (square, 1.0),  # identical
+        ([0.0, 1.0, 2.0, 3.0], 2.0 / 6.0),  # shifted by half a side
+    ]
+    for other, iou in cases:
+        assert float(V.box_iou(square, other)) == pytest.approx(iou, rel=1e-15, abs=0)
+        assert float(V.box_iou(other, square)) == pytest.approx(iou, rel=1e-15, abs=0)
+    assert V.box_area(np.array([[0, 0, 2, 3], [1, 1, 1, 5], [3, 0, 1, 2], [0, 4, 2, 1]])).tolist() == [6, 0, 0, 0]
+    degenerate = np.array([[1.0, 1.0, 1.0, 5.0], [1.0, 1.0, 1.0, 1.0], [1.5, 0.5, 0.5, 1.5]])
+    for box in degenerate:  # a line, a point, an inverted box lying across the square
+        assert V.box_iou(box, square) == 0.0 and V.box_iou(box, box) == 0.0
+
+
+@pytest.mark.parametrize("noise", ["uniform", "sigmoid_normal"])
+def test_jitter_boxes_replays_the_seeded_draws(noise):
+    """``jitter_boxes`` = box + delta * (w, h, w, h) with delta drawn by ONE call of the generator (replayed
+    here from the same seed: ``uniform(-f, f, [K, 4])`` or the official ``sigmoid(N(0, 1)) * 2 - 1`` times
+    f), then clamped to the clip box; a row that comes out empty is the input row."""
+    rng = np.random.default_rng(5)
+    boxes = random_boxes_xyxy(rng, (50, 70), 40)
+    clip = np.array([5.0, 4.0, 60.0, 45.0])  # boxes reach over it: some sides are clamped
+    for frac in (0.1, 0.9):  # 0.9 > 0.5: opposite sides can cross, some rows come out empty
+        got = V.jitter_boxes(np.random.default_rng(9), boxes, frac, clip, noise=noise)
+        replay = np.random.default_rng(9)
+        if noise == "uniform":
+            delta = replay.uniform(-frac, frac, size=(40, 4))
+        else:
+            delta = (2.0 / (1.0 + np.exp(-replay.standard_normal((40, 4)))) - 1.0) * frac
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        moved = boxes + delta * np.stack([w, h, w, h], axis=1)
+        moved[:, [0, 2]] = np.clip(moved[:, [0, 2]], clip[0], clip[2])
+        moved[:, [1, 3]] = np.clip(moved[:, [1, 3]], clip[1], clip[3])
+        empty = (moved[:, 2] <= moved[:, 0]) | (moved[:, 3] <= moved[:, 1])
+        expected = np.where(empty[:, None], boxes, moved)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+        assert (empty.sum() > 0) == (frac > 0.5)
+        assert np.all(got[:, 2] > got[:, 0]) and np.all(got[:, 3] > got[:, 1])
+    with pytest.raises(ValueError, match="noise"):
+        V.jitter_boxes(np.random.default_rng(0), boxes, 0.1, noise="gaussian")
+
+
+def test_jitter_boxes_uniform_noise_distribution_and_bounds():
+    """noise="uniform": each side moves by U(-f, f) of the box's side, so (out - box) / size is uniform on
+    (-f, f): std f / sqrt(3) = 0.577 f (the official sigmoid-normal noise has 0.41 f), reaches +-f, and
+    every side stays within f * size of the input (the documented bound), with no clip box."""
+    boxes = random_boxes_xyxy(np.random.default_rng(6), (300, 400), 20000)
+    frac = 0.2
+    out = V.jitter_boxes(np.random.default_rng(1), boxes, frac, noise="uniform")
+    size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
+    delta = (out - boxes) / size
+    assert np.all(np.abs(delta) <= frac + 1e-12)
+    assert abs(delta.std() - frac / np.sqrt(3)) < 0.01 * frac and abs(delta.mean()) < 0.01 * frac
+    assert np.abs(delta).max() > 0.999 * frac
+    # the four sides are drawn independently
+    assert np.abs(np.corrcoef(delta.T) - np.eye(4)).max() < 0.03
+
+
+class _FixedUniform:
+    """Generator stand-in whose ``uniform(low, high, size)`` returns the given delta (checked in range)."""
+
+    def __init__(self, delta):
+        self.delta = np.asarray(delta, dtype=np.float64)
+
+    def uniform(self, low, high, size):
+        assert np.all((self.delta >= low) & (self.delta < high)) and tuple(size) == self.delta.shape
+        return self.delta
+
+
+def test_jitter_boxes_that_would_become_empty_keep_their_original_sides():
+    """Hand-computed: a row whose jittered (and clamped) box has x1 <= x0 or y1 <= y0 keeps ALL four
+    original sides exactly, even the axis that did not collapse, and even a box reaching over the clip box
+    (the original is not clamped); the other rows move by delta * size."""
+    boxes = np.array(
+        [
+            [10.0, 20.0, 30.0, 60.0],  # w 20, h 40
+            [10.0, 20.0, 30.0, 60.0],
+            [10.0, 20.0, 30.0, 60.0],
+            [0.0, 0.0, 10.0, 10.0],
+            [-10.0, 0.0, 10.0, 10.0],  # reaches left of the clip box
+            [30.0, 30.0, 40.0, 40.0],
+        ]
+    )
+    delta = [
+        [0.3, -0.2, -0.1, 0.4],  # -> [16, 12, 28, 76] (no clip box) / y1 clamped to 50
+        [0.8, 0.0, -0.8, 0.0],  # x0 26 > x1 14: empty
+        [0.1, 0.6, 0.1, -0.6],  # y0 44 > y1 36: empty in y only, x would have moved by 2
+        [0.5, 0.0, -0.5, 0.0],  # x0 == x1 == 5: empty (zero width)
+        [0.0, 0.1, -0.6, 0.1],  # x1 -2, clamped with x0 to 0: empty only through the clip box
+        [0.9, 0.0, 0.9, 0.0],  # x0 39, x1 49 clamped to 40: 1 px wide, kept
+    ]
+    got = V.jitter_boxes(_FixedUniform(delta), boxes, 0.95, noise="uniform")
+    expected = np.array(
+        [
+            [16.0, 12.0, 28.0, 76.0],
+            [10.0, 20.0, 30.0, 60.0],
+            [10.0, 20.0, 30.0, 60.0],
+            [0.0, 0.0, 10.0, 10.0],
+            [-10.0, 1.0, -2.0, 11.0],  # no clip box: x0 -10, x1 -2, not empty
+            [39.0, 30.0, 49.0, 40.0],
+        ]
+    )
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    clip = np.array([0.0, 0.0, 40.0, 50.0])
+    got = V.jitter_boxes(_FixedUniform(delta), boxes, 0.95, clip, noise="uniform")
+    expected[0] = [16.0, 12.0, 28.0, 50.0]
+    expected[4] = [-10.0, 0.0, 10.0, 10.0]  # empty after clamping: the original, still over the clip edge
+    expected[5] = [39.0, 30.0, 40.0, 40.0]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)

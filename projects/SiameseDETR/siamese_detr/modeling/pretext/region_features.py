@@ -19,7 +19,6 @@ __all__ = [
     "concatenated_average_pool",
     "masked_average_pool",
     "per_level_average_pool",
-    "query_to_region_index",
     "region_conditioned_queries",
 ]
 
@@ -152,11 +151,6 @@ def region_conditioned_queries(region_embeddings: Tensor, object_queries: Tensor
     if extra:
         repeated = torch.nn.functional.pad(repeated, (0, extra))
     return repeated + object_queries.unsqueeze(0)
-
-
-def query_to_region_index(num_queries: int, num_regions: int, device=None) -> Tensor:
-    """Region index each query is built from (``[Q]`` long), see :func:`region_conditioned_queries`."""
-    return torch.arange(num_queries, device=device) // (num_queries // num_regions)
 
 
 def fold_mean_region_embedding(object_queries: Tensor, region_embeddings: Tensor) -> Tensor:
