@@ -1,6 +1,8 @@
 """A dataset that is not on disk stops start-up with the expected path and the README section."""
 import os
 
+import cv2
+import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -28,8 +30,10 @@ def test_unregistered_dataset_is_a_key_error():
 def test_present_dataset_passes(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "ann.json").write_text("{}")
+    image = str(tmp_path / "images" / "x.png")
+    cv2.imwrite(image, np.full((20, 30, 3), 128, np.uint8))  # the sampled images are probed
     name = "test_dataset_checks_present"
-    DatasetCatalog.register(name, lambda: [{"file_name": "x.jpg", "image_id": 0, "annotations": []}])
+    DatasetCatalog.register(name, lambda: [{"file_name": image, "image_id": 0, "annotations": []}])
     MetadataCatalog.get(name).set(json_file=str(tmp_path / "ann.json"), image_root=str(tmp_path / "images"))
     try:
         check_datasets_on_disk(name)

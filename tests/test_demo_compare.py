@@ -41,14 +41,12 @@ def test_compare_pretraining_tiny(tmp_path):
     out = tmp_path / "compare"
     cmd = [sys.executable, "tools/compare_pretraining.py", "--output", str(out), "--seeds", "1",
            "--method", "scratch=", "--method", "Siamese DETR=configs/demo/demo_siamese_pretrain.py",
-           "--method", "missing=configs/demo/does_not_exist.py",
            "--backbone-iters", "1", "--backbone-extra", "train.batch_size=4", "train.crop_size=16",
            "data.classification_scenes=1", "train.knn_k=1",
            "--pretrain-iters", "1", "--finetune-iters", "1",
            "--extra", "dataloader.train.num_workers=0", "dataloader.train.total_batch_size=2"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "missing skipped" in proc.stdout
     summary = json.loads((out / "comparison.json").read_text())
     assert list(summary["methods"]) == ["scratch", "Siamese DETR"]
     for name, method in summary["methods"].items():
@@ -99,11 +97,42 @@ def test_outputs_without_a_baseline_have_no_gain_column(tmp_path):
     (["--seeds", "-1"], "--seeds must be non-negative"),
     (["--low-label-percent", "0"], "--low-label-percent must be in 1..100, got 0"),
     (["--low-label-percent", "150"], "--low-label-percent must be in 1..100, got 150"),
+    # a --method whose config does not exist is refused (it used to be skipped with a note, and the rest ran)
+    (["--seeds", "0", "--method", "foo=configs/demo/nope.py"],
+     r"--method 'foo': its pretraining config configs/demo/nope.py does not exist \(paths are relative to the "
+     r"repository root .*\); give an existing config, or foo= for no pretraining"),
+    (["--method", "scratch=", "--method", "foo=configs/demo/nope.py"], "configs/demo/nope.py does not exist"),
+    (["--method", "foo=configs/demo"], "its pretraining config configs/demo is a folder, not a config file"),
 ])
 def test_bad_methods_seeds_and_percent_are_refused_before_any_step(tmp_path, capsys, args, message):
     out = tmp_path / "compare"
     with pytest.raises(SystemExit) as exc:
         _compare_tool().main(["--output", str(out)] + args)
     assert exc.value.code == 2
-    assert re.search(message, capsys.readouterr().err)
+    captured = capsys.readouterr()
+    assert re.search(message, captured.err) and "Traceback" not in captured.err
     assert not out.exists()  # nothing ran, not even the backbone step
+    assert "[data]" not in captured.out and "skipped" not in captured.out
+
+
+def test_a_builtin_method_without_its_config_is_left_out_but_never_all_of_them(tmp_path, capsys, monkeypatch):
+    """Without --method, a built-in method whose config is not in the checkout is left out with a note (the
+    others still compare); a list left with no method to run is refused before any step."""
+    tool = _compare_tool()
+    defaults = [("scratch", None), ("Siamese DETR", "configs/demo/demo_siamese_pretrain.py"),
+                ("UP-DETR", "configs/demo/nope.py")]
+    present, notes, problem = tool.check_configs(defaults, explicit=False)
+    assert problem is None and present == defaults[:2]
+    assert notes == ["note: built-in method UP-DETR left out: its config configs/demo/nope.py does not exist"]
+    # the same list given with --method: the missing config is an error, not a note
+    present, notes, problem = tool.check_configs(defaults, explicit=True)
+    assert problem.startswith("--method 'UP-DETR': its pretraining config configs/demo/nope.py does not exist")
+    monkeypatch.setattr(tool, "DEFAULT_METHODS", [("UP-DETR", "configs/demo/nope.py")])
+    out = tmp_path / "compare"
+    with pytest.raises(SystemExit) as exc:
+        tool.main(["--output", str(out), "--seeds", "0"])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert "note: built-in method UP-DETR left out" in captured.out
+    assert "error: no method to run: none of the methods (UP-DETR=configs/demo/nope.py) has its config" in captured.err
+    assert not out.exists() and "[data]" not in captured.out

@@ -16,7 +16,7 @@ from siamese_detr.data.datasets import is_dataset_spec, parse_dataset_spec, regi
 from siamese_detr.engine import apply_checked_overrides
 from siamese_detr.engine.dataset_specs import register_config_datasets
 from siamese_detr.engine.eval_outputs import append_eval_metrics, eval_hook, set_evaluator_output_dir
-from siamese_detr.engine.logging_utils import make_file_handlers_plain, strip_ansi
+from siamese_detr.engine.logging_utils import held_records, make_file_handlers_plain, replay_records, strip_ansi
 from siamese_detr.engine.override_syntax import tuples_to_lists
 
 # COCO category ids on purpose not contiguous: detectron2 maps them, sorted by id, to 0..K-1
@@ -91,6 +91,25 @@ def test_missing_paths_name_the_path(tmp_path):
         register_dataset_spec(f"coco:{tmp_path}/a.json")
     with pytest.raises(FileNotFoundError, match="image folder"):
         register_dataset_spec(f"folder:{tmp_path}/no_images")
+
+
+@pytest.mark.parametrize("content, empty", [
+    ({"images": [], "annotations": [], "categories": []}, "an empty 'images' and an empty 'categories' list"),
+    ({"images": [{"id": 1, "file_name": "a.png", "height": 4, "width": 4}], "annotations": [], "categories": []},
+     "an empty 'categories' list"),
+])
+def test_a_coco_json_without_images_or_categories_is_named(tmp_path, content, empty):
+    """detectron2's load_coco_json fails on them with "min() arg is an empty sequence"."""
+    (tmp_path / "empty.json").write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=f"{tmp_path / 'empty.json'}' has {empty}"):
+        register_dataset_spec(f"coco:{tmp_path / 'empty.json'}")
+
+
+def test_an_empty_list_of_dataset_names_is_named():
+    from siamese_detr.data.dataset_checks import get_checked_dataset_dicts
+
+    with pytest.raises(ValueError, match=r"no dataset given \(names=\[\]"):
+        get_checked_dataset_dicts([])
 
 
 def test_coco_spec_registers_boxes_classes_and_files(tiny_coco):
@@ -275,3 +294,47 @@ def test_file_handlers_strip_colour_codes(tmp_path):
     assert (tmp_path / "log.txt").read_text() == "INFO | table | and config\n"
     assert redirected.getvalue() == "INFO | table | and config\n"
     assert terminal.getvalue() == f"INFO {coloured}\n"  # the terminal keeps its colours
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_records_emitted_before_the_logs_exist_are_held_and_replayed():
+    """What the project logs while the command-line overrides are applied (before log.txt exists) reaches the
+    handlers set up afterwards, and not the handlers of an earlier run in the same process."""
+    parent, child = logging.getLogger("held_test"), logging.getLogger("held_test.module")
+    earlier, later = _Collect(), _Collect()
+    parent.addHandler(earlier)
+    try:
+        with held_records("held_test") as records:
+            child.info("registered coco:x.json")
+            child.warning("model.num_classes = 2")
+            child.debug("not held: below INFO")
+        assert earlier.messages == [] and len(records) == 2
+        assert parent.handlers == [earlier]  # restored
+        parent.addHandler(later)  # the logs of this run
+        parent.setLevel(logging.INFO)
+        replay_records(records)
+        assert later.messages == ["registered coco:x.json", "model.num_classes = 2"]
+    finally:
+        parent.handlers = []
+        parent.setLevel(logging.NOTSET)
+
+
+def test_held_records_are_replayed_at_once_when_the_block_raises(caplog):
+    child = logging.getLogger("held_test_raise.module")
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(ValueError):
+        with held_records("held_test_raise") as records:
+            child.warning("the json has 2 categories")
+            raise ValueError("and this is why it stops")
+    assert records == [] and logging.getLogger("held_test_raise").handlers == []
+    # to the handlers there are (here pytest's on the root logger; in a tool without any, Python's last-resort
+    # handler: stderr)
+    assert [r.getMessage() for r in caplog.records] == ["the json has 2 categories"]

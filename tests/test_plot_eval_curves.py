@@ -1,6 +1,7 @@
 """tools/plot_eval_curves.py: groups of runs -> mean and min-max per evaluated iteration, a table and a PNG."""
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -56,22 +57,25 @@ def test_table_reference_difference_and_png(tmp_path, capsys):
     assert "| b | 1 | 26.00 (26.00-26.00) | 42.00 (42.00-42.00) |" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--run", "no_equals_sign"], "expected LABEL=PATH"),
-    (["--run", "a={missing}"], "does not exist"),
-    (["--run", "a={root}/a_seed*"], "is not a metrics.json file"),
+@pytest.mark.parametrize("args, message, code", [
+    # wrong arguments: usage errors (exit 2, argparse's "error:" line on stderr)
+    (["--run", "no_equals_sign"], "expected LABEL=PATH", 2),
+    (["--run", "a={missing}"], r"--run 'a': .*nowhere does not exist; give training output directories", 2),
+    (["--run", "a={root}/a_seed*"], "is not a metrics.json file", 2),
+    (["--run", "a={root}/a_seed0", "--metric", "eval/finished_iterations"], "is bookkeeping .*, not a metric", 2),
+    (["--run", "a={root}/a_seed0", "--run", "a={root}/a_seed0"], "given twice", 2),
+    (["--run", "a={root}/a_seed0", "--reference", "b"], "is not one of the --run labels", 2),
+    (["--run", "a={root}/a_seed0", "--output", "{root}/x.txt"], r"--output .*x\.txt: matplotlib cannot write \.txt",
+     2),
+    (["--run", "a={root}/a_seed0", "--output", "{root}"], "is a folder", 2),
+    # a metrics.json that cannot be used (exit 1, the message itself)
     (["--run", "a={root}/a_seed0", "--metric", "segm/AP"],
-     r"no 'segm/AP' in it; its evaluation metrics are bbox/AP, bbox/AP50: give one with --metric KEY"),
-    (["--run", "a={root}/a_seed0", "--metric", "eval/finished_iterations"], "is bookkeeping .*, not a metric"),
-    (["--run", "a={root}/a_seed0", "--run", "a={root}/a_seed0"], "given twice"),
-    (["--run", "a={root}/a_seed0", "--reference", "b"], "is not one of the --run labels"),
-    (["--run", "a={root}/bad"], r"bad.metrics\.json:2: not a JSON line .*not a detectron2 metrics\.json"),
-    (["--run", "a={root}/number"], r"number.metrics\.json:2: '5' is a number, not a JSON object"),
-    (["--run", "a={root}/null"], r"null.metrics\.json:1: 'null' is null, not a JSON object"),
-    (["--run", "a={root}/a_seed0", "--output", "{root}/x.txt"], r"--output .*x\.txt: matplotlib cannot write \.txt"),
-    (["--run", "a={root}/a_seed0", "--output", "{root}"], "is a folder"),
+     r"no 'segm/AP' in it; its evaluation metrics are bbox/AP, bbox/AP50: give one with --metric KEY", 1),
+    (["--run", "a={root}/bad"], r"bad.metrics\.json:2: not a JSON line .*not a detectron2 metrics\.json", 1),
+    (["--run", "a={root}/number"], r"number.metrics\.json:2: '5' is a number, not a JSON object", 1),
+    (["--run", "a={root}/null"], r"null.metrics\.json:1: 'null' is null, not a JSON object", 1),
 ])
-def test_errors_name_the_argument_or_file(tmp_path, args, message):
+def test_errors_name_the_argument_or_file(tmp_path, capsys, args, message, code):
     _run_dir(tmp_path, "a_seed0", [(200, 10.0)])
     (tmp_path / "a_seed0.log").write_text("x\n")
     (tmp_path / "bad").mkdir()
@@ -82,8 +86,31 @@ def test_errors_name_the_argument_or_file(tmp_path, args, message):
     args = [a.format(root=tmp_path, missing=tmp_path / "nowhere") for a in args]
     if "--output" not in args:
         args += ["--output", str(tmp_path / "x.png")]
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(SystemExit) as exc:
         plot_eval_curves.main(args)
+    err = capsys.readouterr().err
+    if code == 2:
+        assert exc.value.code == 2 and re.search(r"error: .*" + message, err), err
+    else:
+        assert re.search(message, str(exc.value.code))  # printed by Python on exit, with status 1
+    assert "Traceback" not in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_run_folder_is_its_metrics_json_and_one_without_it_is_named(tmp_path, capsys):
+    """--run accepts an existing training output folder (its metrics.json); a folder without a metrics.json is
+    a usage error that says so, naming the folder (not "DIR/metrics.json does not exist")."""
+    run = _run_dir(tmp_path, "run_dir", [(200, 10.0)])
+    plot_eval_curves.main(["--run", f"a={run}", "--output", str(tmp_path / "ok.png")])
+    assert "| a | 1 | 10.00 (10.00-10.00) |" in capsys.readouterr().out
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exc:
+        plot_eval_curves.main(["--run", f"a={run},{empty}", "--output", str(tmp_path / "x.png")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: --run 'a': no metrics.json in {empty}; give training output directories" in err
+    assert "does not exist" not in err and "Traceback" not in err
     assert not (tmp_path / "x.png").exists()
 
 

@@ -152,3 +152,26 @@ def test_help_names_the_default_output(capsys):
     with pytest.raises(SystemExit):
         plot_metrics.main(["--help"])
     assert "(default: ./loss_curves.png)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_run_folder_means_its_metrics_json(tmp_path, capsys, monkeypatch):
+    """An existing training output folder is read as DIR/metrics.json (titled with the folder's name); a folder
+    without one, and a path that does not exist, are usage errors (exit 2) naming the path and the fix."""
+    figures = figures_at_save(monkeypatch)
+    run = tmp_path / "run_dir"
+    run.mkdir()
+    _write_metrics(run / "metrics.json", [{"iteration": 19, "loss_ce": 2.0}, {"iteration": 39, "loss_ce": 1.0}])
+    out = tmp_path / "curves.png"
+    assert plot_metrics.main([str(run), "--output", str(out)]) == 0
+    assert out.stat().st_size > 0 and figures[0].axes[0].get_title() == "run_dir"
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    for path, message in [(empty, f"no metrics.json in {empty}: give a training output folder"),
+                          (tmp_path / "nowhere", f"{tmp_path / 'nowhere'} does not exist: give a metrics.json file "
+                           "or the training output folder holding it")]:
+        with pytest.raises(SystemExit) as exc:
+            plot_metrics.main([str(run), str(path), "--output", str(tmp_path / "x.png")])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert f"error: {message}" in err and "Traceback" not in err
+    assert not (tmp_path / "x.png").exists()

@@ -146,10 +146,10 @@ def test_store_names_grow_only_as_far_as_needed():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--ks", "0", "-5"], "argument --ks: expected a positive integer, got 0"),
-    (["--ks", "10", "-5"], "argument --ks: expected a positive integer, got -5"),
-    (["--ap-ks", "0"], "argument --ap-ks: expected a positive integer, got 0"),
-    (["--ap-ks", "x"], "argument --ap-ks: expected a positive integer, got 'x'"),
+    (["--ks", "0", "-5"], "argument --ks: must be at least 1 (a proposal budget K), got 0"),
+    (["--ks", "10", "-5"], "argument --ks: must be at least 1 (a proposal budget K), got -5"),
+    (["--ap-ks", "0"], "argument --ap-ks: must be at least 1 (a proposal budget K), got 0"),
+    (["--ap-ks", "x"], "argument --ap-ks: expected a whole number (a proposal budget K), got 'x'"),
 ])
 def test_budgets_must_be_positive(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exc:

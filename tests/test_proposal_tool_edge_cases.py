@@ -410,3 +410,26 @@ def test_export_to_a_missing_folder_is_refused_before_any_work(tmp_path, capsys)
     assert gen.main(_args(images, out, "--export-detectron2", pkl)) == 0
     with open(pkl, "rb") as f:
         assert len(pickle.load(f)["ids"]) == 3  # the test's own file
+
+
+# ------------------------------------------------------------------------------------------------ output path
+def test_an_output_that_is_a_file_is_refused_and_left_intact(tmp_path, capsys):
+    """--output naming an existing file: one error line saying it is a file, not a store folder (exit 2, no
+    FileExistsError traceback from os.makedirs), with or without --merge; the file keeps its bytes. A file on
+    the way to --output (FILE/store) is an error line too."""
+    images = str(tmp_path / "images")
+    _images(images, 2)
+    existing = tmp_path / "existing_file.txt"
+    existing.write_bytes(b"not a store\n")
+    for extra in ((), ("--merge",)):
+        assert gen.main(_args(images, str(existing), *extra)) == 2
+        err = capsys.readouterr().err
+        assert err == (f"error: --output {str(existing)!r} is a file, not a proposal store folder (it is left as it "
+                       "is); give a folder to write the store into, e.g. NAME.METHOD.proposals (created if "
+                       "missing)\n")
+    assert existing.read_bytes() == b"not a store\n"
+    assert gen.main(_args(images, str(existing / "store"))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot create the store folder --output {str(existing / 'store')!r} (")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert existing.read_bytes() == b"not a store\n"

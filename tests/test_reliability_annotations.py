@@ -1,5 +1,5 @@
 """Issue 11 item 5: annotations are validated at start-up (summary of dropped boxes, strict mode, recorded
-image sizes compared with the files)."""
+image sizes compared with the files, a sample of images that cannot be read)."""
 import json
 import logging
 import math
@@ -12,6 +12,7 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.structures import BoxMode
 
 from siamese_detr.data.dataset_checks import AnnotationError, get_checked_dataset_dicts, validate_annotations
+from siamese_detr.data.image_io import UnreadableImageError
 
 XYWH, XYXY = BoxMode.XYWH_ABS, BoxMode.XYXY_ABS
 
@@ -66,6 +67,52 @@ def test_recorded_sizes_that_differ_from_the_files_are_an_error(tmp_path):
     dicts[2] = dict(dicts[2], height=80, width=120)  # e.g. images re-exported at half size
     with pytest.raises(AnnotationError, match="2.png: annotation 80x120, file 40x60"):
         validate_annotations(list(dicts), size_checks=4)
+
+
+def _png(path, height=40, width=60):
+    cv2.imwrite(str(path), np.full((height, width, 3), 100, np.uint8))
+    return str(path)
+
+
+def test_a_sample_without_any_readable_image_is_an_error_naming_the_paths(tmp_path):
+    """Paths that are all wrong made training skip every image and fail deep in detectron2's MapDataset
+    ("Sample larger than population"): now refused at start-up, naming the files."""
+    dicts = [{"file_name": str(tmp_path / f"missing{i}.png"), "image_id": i, "annotations": []} for i in range(3)]
+    with pytest.raises(UnreadableImageError, match=r"toy: none of 3 sampled images can be read: .*missing0\.png"):
+        validate_annotations(list(dicts), size_checks=8, name="toy")
+    validate_annotations(list(dicts), size_checks=0, name="toy")  # the check can be turned off
+
+
+def test_some_unreadable_sampled_images_are_a_warning(tmp_path, caplog):
+    dicts = [{"file_name": _png(tmp_path / f"{i}.png"), "image_id": i, "annotations": []} for i in range(3)]
+    dicts.append({"file_name": str(tmp_path / "gone.png"), "image_id": 3, "annotations": []})
+    with caplog.at_level(logging.WARNING):
+        assert len(validate_annotations(list(dicts), size_checks=4, name="toy")) == 4
+    assert "toy: 1 of 4 sampled images cannot be read (first: " in caplog.text and "gone.png" in caplog.text
+
+
+def test_a_coco_spec_whose_images_lie_in_another_folder_names_the_image_root_fix(tmp_path):
+    """The README's coco:ANN.json without :IMAGES reads the images next to the json; when they lie in a
+    subfolder the error says to give it."""
+    (tmp_path / "images").mkdir()
+    _png(tmp_path / "images" / "0.png")
+    coco = {"images": [{"id": 1, "file_name": "0.png", "height": 40, "width": 60}],
+            "annotations": [{"id": 1, "image_id": 1, "bbox": [5, 5, 10, 10], "category_id": 1, "iscrowd": 0,
+                             "area": 100}],
+            "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "train.json").write_text(json.dumps(coco))
+    spec = f"coco:{tmp_path / 'train.json'}"
+    try:
+        with pytest.raises(UnreadableImageError, match=r"none of 1 sampled images can be read") as err:
+            get_checked_dataset_dicts(spec, filter_empty=False)
+        assert str(tmp_path / "0.png") in str(err.value) and "coco:ANN.json:IMAGES" in str(err.value)
+        dicts = get_checked_dataset_dicts(f"{spec}:{tmp_path / 'images'}", filter_empty=False)
+        assert [d["file_name"] for d in dicts] == [str(tmp_path / "images" / "0.png")]
+    finally:
+        for name in (spec, f"{spec}:{tmp_path / 'images'}"):
+            if name in DatasetCatalog.list():
+                DatasetCatalog.remove(name)
+                MetadataCatalog.remove(name)
 
 
 def test_checked_dataset_dicts_validate_a_registered_coco_json_at_start_up(tmp_path, caplog):

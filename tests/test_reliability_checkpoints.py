@@ -320,6 +320,73 @@ def test_a_partial_match_is_loaded(tmp_path):
     assert torch.equal(model.head.weight, torch.zeros(2, 4))
 
 
+def test_a_state_dict_entry_is_taken_as_the_model(tmp_path):
+    """The layout of many training codes, {'state_dict': ..., 'epoch': N}, loads like Detectron2's 'model'."""
+    state = {k: torch.full_like(v, 0.25) for k, v in _model(0.0).state_dict().items()}
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "other_code.pth")
+    model = _model(0.0)
+    extra = SafeDetectionCheckpointer(model).load(str(tmp_path / "other_code.pth"))
+    assert all(torch.equal(p, torch.full_like(p, 0.25)) for p in model.parameters())
+    assert extra == {"epoch": 3}
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"a": 1, "b": "x"}, r"not a model checkpoint: no 'model' or 'state_dict' entry, and 2 of its top-level "
+                         r"entries are not tensors \('a', 'b'\)"),
+    ({"model": {"backbone.weight": torch.zeros(4, 3), "epoch": 3}}, r"1 of its entries are not tensors \('epoch'\)"),
+    (torch.zeros(3), r"holds a Tensor, not a dict of tensors"),
+])
+def test_a_file_of_no_model_layout_is_named_with_what_it_holds(tmp_path, content, message):
+    path = tmp_path / "odd.pth"
+    torch.save(content, path)
+    with pytest.raises(CheckpointLoadError, match=message) as err:
+        SafeDetectionCheckpointer(_model(0.0)).load(str(path))
+    assert str(path) in str(err.value)
+
+
+class TinyDetector(nn.Module):
+    def __init__(self, num_logits: int):
+        super().__init__()
+        self.backbone = nn.Linear(3, 4)
+        self.class_embed = nn.Linear(4, num_logits)
+        self.bbox_embed = nn.Linear(4, 4)
+
+
+def test_a_pretraining_to_detector_load_is_summed_up_in_words(tmp_path, caplog):
+    """A pretraining checkpoint (2 class logits, pretext heads, no box head) loaded into a 3-logit detector:
+    after fvcore's per-tensor warnings, one line names the class head's rows, the missing and the unused
+    modules."""
+    pretrain = {k: v for k, v in TinyDetector(2).state_dict().items() if not k.startswith("bbox_embed")}
+    pretrain.update({"region_proj.weight": torch.zeros(4, 4), "region_proj.bias": torch.zeros(4),
+                     "sem_embed.layers.0.weight": torch.zeros(4, 4)})
+    torch.save({"model": pretrain}, tmp_path / "pretrain.pth")
+    with caplog.at_level("INFO"):
+        SafeDetectionCheckpointer(TinyDetector(3)).load(str(tmp_path / "pretrain.pth"))
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Partial load, in short")]
+    assert summary == [
+        "Partial load, in short: the class head (2 tensors: 2 class logits in the checkpoint, 3 in the model) "
+        "starts from its initialisation, as expected when finetuning on another set of classes or from a "
+        "pretraining; 2 model tensors are not in the checkpoint and start from their initialisation "
+        "(bbox_embed); 3 checkpoint tensors are not used (region_proj, sem_embed): modules this model does not "
+        "have, e.g. a pretraining's pretext heads, as expected when finetuning from a pretraining."
+    ]
+    caplog.clear()
+    with caplog.at_level("INFO"):  # a complete load says nothing more
+        torch.save({"model": TinyDetector(3).state_dict()}, tmp_path / "full.pth")
+        SafeDetectionCheckpointer(TinyDetector(3)).load(str(tmp_path / "full.pth"))
+    assert not any("Partial load" in r.getMessage() for r in caplog.records)
+
+
+def test_tensors_of_another_shape_outside_the_class_head_are_flagged(tmp_path, caplog):
+    other = TinyDetector(3).state_dict()
+    other["bbox_embed.weight"] = torch.zeros(4, 8)  # e.g. another width: not what a finetuning expects
+    torch.save({"model": other}, tmp_path / "other.pth")
+    with caplog.at_level("INFO"):
+        SafeDetectionCheckpointer(TinyDetector(3)).load(str(tmp_path / "other.pth"))
+    assert ("1 other tensors have another shape in the checkpoint and start from their initialisation "
+            "(bbox_embed): check that the checkpoint is of this architecture") in caplog.text
+
+
 def test_matching_heuristics_query_aligns_names_as_detectron2(tmp_path):
     """``PATH?matching_heuristics=True`` (detectron2 after v0.6) loads a checkpoint whose names are suffixes
     of the model's, which an exact load refuses; other queries are errors naming the query."""

@@ -161,6 +161,9 @@ def test_a_test_set_of_other_classes_is_refused_before_training(tmp_path, tiny_s
         _run(tmp_path / "out", own, "train.eval_period=1")
     assert not (tmp_path / "out" / "metrics.json").exists()
     _run(tmp_path / "out", own, "train.eval_period=0", "train.max_iter=1")  # no evaluation: nothing to compare
+    # logged while the overrides are applied, before log.txt exists: held and written there once it does
+    assert ("model.num_classes = 2: the categories of the dataset ['cat', 'dog'] (the config said 8)"
+            in (tmp_path / "out" / "log.txt").read_text())
 
 
 def test_starting_over_in_a_used_folder_is_warned_about(tmp_path, tiny_synthetic_shapes):
@@ -252,6 +255,17 @@ def test_ordinary_mistakes_name_the_fix(tmp_path, tiny_synthetic_shapes):
         _run(out, "dataloader.train.dataset.names=synthetic_shapes_trian")
 
 
+def test_a_resume_that_finds_no_checkpoint_says_so(tmp_path, tiny_synthetic_shapes):
+    """--resume into an empty (or mistyped) train.output_dir trains from the start: said, not only fvcore's
+    "No checkpoint found" INFO line."""
+    out = tmp_path / "out"
+    _run(out, "train.max_iter=1", resume=True)
+    assert (f"--resume: no checkpoint in {out} (no last_checkpoint file): starting at iteration 0 from a random "
+            "initialisation") in (out / "log.txt").read_text()
+    _run(out, "train.max_iter=2", resume=True)  # now there is one: no such warning
+    assert (out / "log.txt").read_text().count("--resume: no checkpoint") == 1
+
+
 def test_the_cpu_fallback_warning_is_in_log_txt(tmp_path, tiny_synthetic_shapes):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available: no fallback")
@@ -275,6 +289,32 @@ def test_a_missing_store_of_an_image_folder_is_named_with_that_folder_in_its_com
         check_proposal_store(cfg)
     assert (f"python tools/generate_proposals.py --image-dir {root} --method edgeboxes --output "
             f"{tmp_path / 'none.edgeboxes.proposals'}") in str(err.value)
+
+
+def test_a_store_checked_against_other_images_than_the_training_set_says_which_key_to_set(
+        tmp_path, tiny_edgeboxes_store):
+    """The store of the training images, checked against another dataset (``proposal_source.dataset`` left
+    at another value than ``dataloader.train.dataset.names``): the error names both keys and the fix; a
+    file given as the store is named as a file."""
+    from detectron2.config import LazyConfig
+
+    from siamese_detr.data.proposals import ProposalStoreError
+    from siamese_detr.engine.pretrain_checks import check_proposal_store
+
+    cfg = LazyConfig.load(str(ROOT / "configs/demo/siamese_detr_pretrain_demo.py"))
+    cfg.dataloader.train.mapper.proposal_source.path = str(tiny_edgeboxes_store)
+    assert cfg.dataloader.train.dataset.names == "synthetic_shapes_train"
+    check_proposal_store(cfg)  # the store of the training images: fine
+    cfg.dataloader.train.mapper.proposal_source.dataset = "synthetic_shapes_val"
+    with pytest.raises(ProposalStoreError, match=r"synthetic_shapes_val.*\(The store is checked against "
+                       r"dataloader.train.mapper.proposal_source.dataset=synthetic_shapes_val, not the training "
+                       r"images dataloader.train.dataset.names=synthetic_shapes_train: for a store of the training "
+                       r"images, set dataloader.train.mapper.proposal_source.dataset=synthetic_shapes_train.\)"):
+        check_proposal_store(cfg)
+    cfg.dataloader.train.mapper.proposal_source.path = str(ROOT / "README.md")
+    with pytest.raises(ProposalStoreError, match=r"README.md' \(dataloader.train.mapper.proposal_source.path\) is "
+                                                 r"a file: a store is the folder that tools/generate_proposals.py"):
+        check_proposal_store(cfg)
 
 
 def test_a_checkpoint_of_another_query_count_is_refused_unless_allowed(tmp_path, tiny_synthetic_shapes):

@@ -77,10 +77,39 @@ def test_unknown_override_key_fails_before_training(tmp_path, tiny_synthetic_sha
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_config_file_is_a_usage_error(capsys):
-    with pytest.raises(SystemExit):
-        train_net.parse_args(["--config-file", "configs/no_such.py"])
-    assert "does not exist" in capsys.readouterr().err
+@pytest.mark.parametrize("argv, message", [
+    (["--config-file", "configs/no_such.py"], "--config-file 'configs/no_such.py' does not exist"),
+    ([], "--config-file is required: the LazyConfig to run, e.g. configs/demo/detr_demo.py"),
+    (["--config-file", str(ROOT / "configs/demo")],
+     f"is a folder: give a config file in it, e.g. {ROOT}/configs/demo/"),
+    (["--config-file", str(ROOT / "configs/demo/detr_demo.py"), "--num-gpus", "0"],
+     "--num-gpus 0: the number of processes must be at least 1"),
+])
+def test_config_file_and_process_count_mistakes_are_usage_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        train_net.parse_args(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_python_file_that_is_not_a_training_config_is_named(tmp_path):
+    """A tool given as the config loaded fine and failed later with omegaconf's 'Missing key train'."""
+    argv = ["--config-file", str(ROOT / "tools/plot_metrics.py"), f"train.output_dir={tmp_path / 'out'}"]
+    with pytest.raises(ValueError, match=r"plot_metrics.py is not a training config of this project: it defines "
+                                         r"no model, dataloader, train, optimizer, lr_multiplier"):
+        train_net.main(train_net.parse_args(argv))
+    fragment = ["--config-file", str(ROOT / "configs/common/optim.py"), "--eval-only"]
+    with pytest.raises(ValueError, match=r"optim.py is not a training config of this project: it defines no "
+                                         r"model, dataloader, train \(it defines "):
+        train_net.main(train_net.parse_args(fragment))
+
+
+def test_a_batch_that_does_not_split_over_the_processes_names_the_key(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_net.comm, "get_world_size", lambda: 3)
+    with pytest.raises(ValueError, match=r"dataloader.train.total_batch_size=2 images per iteration do not split "
+                                         r"over 3 processes \(--num-gpus 3\): set "
+                                         r"dataloader.train.total_batch_size=3, or another"):
+        train_net.setup(train_net.parse_args(["--config-file", str(ROOT / "configs/demo/detr_demo.py"), *TINY,
+                                              f"train.output_dir={tmp_path / 'out'}"]))
 
 
 def test_two_process_cpu_training_via_num_gpus(tmp_path, tiny_synthetic_shapes):

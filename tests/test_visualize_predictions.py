@@ -1,7 +1,10 @@
-"""tools/visualize_predictions.py: the class count of softmax and focal heads, and the checkpoint rules of
-train.init_checkpoint (no random model drawn, no pickle run unasked)."""
+"""tools/visualize_predictions.py: the class count of softmax and focal heads, the checkpoint rules of
+--eval-only (no partly random model drawn unless train.eval_allow_random=True, no pickle run unasked), the
+ground truth labelled with the dataset's class names, and the refused --num-images / --score-threshold."""
 import importlib.util
+import logging
 import pickle
+import shutil
 import re
 from pathlib import Path
 
@@ -15,6 +18,22 @@ tool = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(tool)
 
 SMALL = ["model.transformer.num_encoder_layers=1", "model.transformer.num_decoder_layers=2"]
+
+
+@pytest.fixture
+def tool_log():
+    """The messages of the tool's logger (detectron2's ``setup_logger`` stops it propagating to pytest's
+    ``caplog``)."""
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect()
+    logging.getLogger("visualize_predictions").addHandler(handler)
+    yield messages
+    logging.getLogger("visualize_predictions").removeHandler(handler)
 
 
 def _config(name: str):
@@ -39,7 +58,7 @@ def test_class_count_follows_the_class_loss(tmp_path, config, extra_rows):
     assert tool.checkpoint_num_classes(str(tmp_path / "model.pth"), extra_rows) == 8  # the 8 shape classes
 
 
-def test_a_focal_detector_is_drawn_with_its_own_class_head(tmp_path, tiny_synthetic_shapes, caplog, monkeypatch):
+def test_a_focal_detector_is_drawn_with_its_own_class_head(tmp_path, tiny_synthetic_shapes, tool_log, monkeypatch):
     cfg = _config("deformable_detr_demo.py")
     state = _save_model(cfg, tmp_path / "model.pth")
     loaded = {}
@@ -57,8 +76,33 @@ def test_a_focal_detector_is_drawn_with_its_own_class_head(tmp_path, tiny_synthe
     assert tool.main(argv) == 0
     heads = [k for k in state if re.fullmatch(r"class_embed(\.\d+)*\.weight", k)]
     assert heads and all(torch.equal(loaded[k], state[k]) for k in heads)
-    assert "from the checkpoint's class head" not in caplog.text
+    assert not any("from the checkpoint's class head" in m for m in tool_log)
+    assert not any("class names unknown" in m for m in tool_log)  # the 8 shape names of the dataset
     assert len(list((tmp_path / "png").glob("*.png"))) == 1
+    assert f"1 image(s) drawn in {tmp_path / 'png'} (the first 1 of 3; --num-images 3 draws all)" in tool_log
+
+
+def test_an_image_folder_without_class_names_says_how_to_name_them(tmp_path, tiny_synthetic_shapes, tool_log):
+    """A 2-class detector (its own data) drawn on a folder: the labels are indices, and the log says so and
+    how to get the names; every image of the folder is drawn when --num-images allows."""
+    from detectron2.data import DatasetCatalog
+
+    from siamese_detr.engine import apply_checked_overrides
+
+    cfg = apply_checked_overrides(LazyConfig.load(str(ROOT / "configs/demo/detr_demo.py")),
+                                  SMALL + ["model.num_classes=2"])
+    _save_model(cfg, tmp_path / "model.pth")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for record in DatasetCatalog.get("synthetic_shapes_val")[:2]:
+        shutil.copy(record["file_name"], folder)
+    argv = ["--config-file", str(ROOT / "configs/demo/detr_demo.py"), "--checkpoint", str(tmp_path / "model.pth"),
+            "--image-dir", str(folder), "--num-images", "5", "--output", str(tmp_path / "png"), *SMALL]
+    assert tool.main(argv) == 0
+    assert "model.num_classes = 2 (from the checkpoint's class head)" in tool_log
+    assert any(m.startswith("class names unknown: detections are labelled 'class i'") and
+               "dataloader.train.dataset.names=coco:TRAIN.json:IMAGES" in m for m in tool_log)
+    assert f"2 image(s) drawn in {tmp_path / 'png'}" in tool_log
 
 
 def test_a_pretraining_checkpoint_is_refused(tmp_path, capsys):
@@ -97,3 +141,123 @@ def test_a_pickle_is_not_run_without_trust_pickle(tmp_path, tiny_synthetic_shape
     assert tool.main(argv) == 2
     assert "--trust-pickle" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def _run(tmp_path, config, checkpoint, *extra):
+    argv = ["--config-file", str(ROOT / "configs/demo" / config), "--checkpoint", str(checkpoint),
+            "--output", str(tmp_path / "png"), *extra, *SMALL]
+    return tool.main(argv)
+
+
+def _error_lines(err: str) -> list:
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(tmp_path, tiny_synthetic_shapes, tool_log, capsys):
+    """A Vanilla DETR checkpoint drawn with the Deformable DETR config: refused as --eval-only refuses it,
+    not drawn as a (mostly random) 9-class focal detector."""
+    _save_model(_config("detr_demo.py"), tmp_path / "detr.pth")
+    code = _run(tmp_path, "deformable_detr_demo.py", tmp_path / "detr.pth", "--dataset", "synthetic_shapes_val")
+    err = capsys.readouterr().err
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert str(tmp_path / "detr.pth") in line and "of the model's" in line
+    assert "modules: " in line and "transformer." in line  # which modules the checkpoint lacks
+    assert "--config-file (and key=value overrides) it was trained with" in line
+    assert "train.eval_allow_random=True" in line
+    assert not any("model.num_classes = 9" in m for m in tool_log)
+    assert not list(tmp_path.glob("png/*.png"))
+
+
+def test_a_backbone_only_checkpoint_is_refused_naming_what_it_lacks(tmp_path, tiny_synthetic_shapes, capsys):
+    cfg = _config("detr_demo.py")
+    state = _save_model(cfg, tmp_path / "full.pth")
+    torch.save({"model": {k: v for k, v in state.items() if k.startswith("backbone.")}}, tmp_path / "backbone.pth")
+    params = [name for name, _ in instantiate(cfg.model).named_parameters()]
+    lacking = [name for name in params if not name.startswith("backbone.")]
+    assert lacking and len(lacking) < len(params)
+    code = _run(tmp_path, "detr_demo.py", tmp_path / "backbone.pth", "--dataset", "synthetic_shapes_val")
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert code == 2
+    assert f"{len(lacking)} of the model's {len(params)} parameters are not in {tmp_path / 'backbone.pth'}" in line
+    modules = line.split("modules: ")[1].split(";")[0]  # the modules it lacks: all but the backbone
+    assert "transformer.encoder" in modules and "query_embed" in modules and "backbone" not in modules
+    assert not list(tmp_path.glob("png/*.png"))
+
+
+def test_eval_allow_random_draws_a_partly_random_model_with_a_warning(
+        tmp_path, tiny_synthetic_shapes, tool_log, capsys):
+    """The escape hatch of --eval-only, the same key."""
+    state = _save_model(_config("detr_demo.py"), tmp_path / "full.pth")
+    torch.save({"model": {k: v for k, v in state.items() if k.startswith("backbone.")}}, tmp_path / "backbone.pth")
+    code = _run(tmp_path, "detr_demo.py", tmp_path / "backbone.pth", "--dataset", "synthetic_shapes_val",
+                "--num-images", "1", "train.eval_allow_random=True")
+    assert code == 0
+    assert not _error_lines(capsys.readouterr().err)
+    assert any(m.startswith("train.eval_allow_random=True: ") and "randomly initialised" in m for m in tool_log)
+    assert len(list(tmp_path.glob("png/*.png"))) == 1
+
+
+def test_a_pretraining_is_drawn_class_agnostic_and_the_ground_truth_keeps_the_dataset_names(
+        tmp_path, tiny_synthetic_shapes, tool_log, monkeypatch):
+    """A Siamese DETR pretraining (class head: object vs no object) with the DETR config: its detections are
+    "object", but the ground truth panel is labelled with the dataset's own class names."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    _save_model(_config("siamese_detr_pretrain_demo.py"), tmp_path / "pretrain.pth")
+    thing_classes = MetadataCatalog.get("synthetic_shapes_val").thing_classes
+    expected = [[thing_classes[a["category_id"]] for a in record["annotations"] if not a.get("iscrowd", 0)]
+                for record in DatasetCatalog.get("synthetic_shapes_val")]
+    assert len(set(thing_classes)) == 8 and any(len(set(labels)) > 1 for labels in expected)
+    drawn = []  # (labels, colours) of each draw_boxes call
+    original = tool.draw_boxes
+
+    def spy(image, boxes, labels, colours, scale):
+        drawn.append((list(labels), list(colours)))
+        return original(image, boxes, labels, colours, scale)
+
+    monkeypatch.setattr(tool, "draw_boxes", spy)
+    code = _run(tmp_path, "detr_demo.py", tmp_path / "pretrain.pth", "--dataset", "synthetic_shapes_val",
+                "--score-threshold", "0")
+    assert code == 0
+    gt = [labels for labels, colours in drawn if colours and all(c == tool.GT_COLOUR for c in colours)]
+    detections = [labels for labels, colours in drawn if colours and not all(c == tool.GT_COLOUR for c in colours)]
+    assert gt == expected
+    assert len(detections) == 3 and all(label.startswith("object ") for labels in detections for label in labels)
+    assert "model.num_classes = 1 (from the checkpoint's class head)" in tool_log
+    assert sum("the detections are class-agnostic" in m for m in tool_log) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_num_images_below_one_is_refused(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exit_:
+        _run(tmp_path, "detr_demo.py", tmp_path / "model.pth", "--num-images", value)
+    assert exit_.value.code == 2
+    assert f"argument --num-images: must be at least 1 (the number of images to draw), got {int(value)}" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["5", "-0.1", "1.01", "nan"])
+def test_a_score_threshold_outside_0_1_is_refused(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exit_:
+        _run(tmp_path, "detr_demo.py", tmp_path / "model.pth", "--score-threshold", value)
+    assert exit_.value.code == 2
+    assert "argument --score-threshold: must be in [0, 1]" in capsys.readouterr().err
+    for bound in ("0", "1"):  # both ends are valid thresholds
+        assert tool.build_parser().parse_args(["--config-file", "c", "--checkpoint", "m",
+                                               "--score-threshold", bound]).score_threshold == float(bound)
+
+
+def test_a_folder_of_unreadable_images_is_an_error(tmp_path, tiny_synthetic_shapes, capsys, caplog):
+    _save_model(_config("detr_demo.py"), tmp_path / "model.pth")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"not an image at all")
+    (folder / "b.jpg").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        code = _run(tmp_path, "detr_demo.py", tmp_path / "model.pth", "--image-dir", str(folder))
+    assert code == 1
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith("error: no image could be read: the 2 image(s) tried")
+    warned = [r.getMessage() for r in caplog.records if "skipping unreadable image" in r.getMessage()]
+    assert any("a.png" in m for m in warned) and any("b.jpg" in m for m in warned)  # the per-file warnings stay

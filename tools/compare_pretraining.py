@@ -19,8 +19,10 @@ Each method's runs go to ``<output>/<slug>_seed<s>/`` (``Siamese DETR`` -> ``sia
 to ``pretrain/``, shared by every percent (it does not depend on the labels), its finetuning to ``finetune/``
 at the default 10% and to ``finetune_{P}pct/`` at any other percent P, so that the runs of several percents
 live side by side in one ``--output`` (:func:`finetune_folder`). Names whose folders would be the same
-(``Siamese DETR`` and ``siamese-detr``), a name given twice, a seed given twice and a ``--low-label-percent``
-outside 1..100 are refused before anything runs.
+(``Siamese DETR`` and ``siamese-detr``), a name given twice, a ``--method`` whose config is not a file (paths
+are relative to the repository root), a seed given twice and a ``--low-label-percent`` outside 1..100 are
+refused before anything runs. Without ``--method``, a built-in method whose config is not in this checkout is
+left out with a note (and a list left with no method is refused).
 
 Writes ``<output>/comparison.json``, ``comparison.md`` (mean ± half the min-max spread of AP and AP50 over
 seeds, pretraining seconds per iteration, and each method's AP gain over the first method without
@@ -52,7 +54,8 @@ DETECTOR_CONFIG = "configs/demo/demo_detector.py"
 # percents got their own (finetune/, comparison.*), so that caches and documented paths stay valid
 DEFAULT_LOW_LABEL_PERCENT = 10
 COMPARISON_SUFFIXES = ("json", "md", "png")
-# (name, pretraining config or None for no pretraining); configs that do not exist are skipped with a note
+# (name, pretraining config or None for no pretraining); without --method, a method whose config is not in this
+# checkout is left out with a note (a --method's missing config is an error: check_configs)
 DEFAULT_METHODS: List[Tuple[str, Optional[str]]] = [
     ("scratch", None),
     ("UP-DETR", "configs/demo/demo_up_detr_pretrain.py"),
@@ -108,6 +111,31 @@ def check_methods(methods: List[Tuple[str, Optional[str]]]) -> Optional[str]:
                     f"rename one of them")
         by_slug[slug] = name
     return None
+
+
+def check_configs(methods: List[Tuple[str, Optional[str]]], explicit: bool
+                  ) -> Tuple[List[Tuple[str, Optional[str]]], List[str], Optional[str]]:
+    """``(methods to run, notes, problem)``: every pretraining config must be a file (a path relative to the
+    repository root, or absolute). A method the user named (``explicit``: given with ``--method``) whose config
+    is not one is a ``problem`` (never skipped: a typo would otherwise leave it out of the comparison); a
+    built-in method (``DEFAULT_METHODS``, no ``--method`` given) whose config is not in this checkout is left
+    out with a note. A list with no method left is a ``problem``."""
+    present, notes = [], []
+    for name, config in methods:
+        if config is not None and not (ROOT / config).is_file():
+            what = "is a folder, not a config file" if (ROOT / config).is_dir() else "does not exist"
+            if explicit:
+                return [], notes, (f"--method {name!r}: its pretraining config {config} {what} (paths are relative "
+                                   f"to the repository root {ROOT}); give an existing config, or {name}= for no "
+                                   f"pretraining")
+            notes.append(f"note: built-in method {name} left out: its config {config} {what}")
+            continue
+        present.append((name, config))
+    if not present:
+        given = ", ".join(f"{name}={config or ''}" for name, config in methods)
+        return [], notes, (f"no method to run: none of the methods ({given}) has its config; give --method "
+                           f"NAME=CONFIG (or NAME= for no pretraining)")
+    return present, notes, None
 
 
 def check_counts(args) -> Optional[str]:
@@ -212,7 +240,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
                         help="non-negative, each once (default: 0 1)")
     parser.add_argument("--method", type=parse_method, action="append", default=None,
-                        help="NAME=CONFIG, repeatable (default: scratch, UP-DETR, DETReg, Siamese DETR)")
+                        help="NAME=CONFIG (CONFIG: an existing config, relative to the repository root) or NAME= "
+                        "(no pretraining), repeatable (default: scratch, UP-DETR, DETReg, Siamese DETR)")
     parser.add_argument("--low-label-percent", type=int, default=DEFAULT_LOW_LABEL_PERCENT,
                         help=f"1..100 (default {DEFAULT_LOW_LABEL_PERCENT}); another percent P finetunes into "
                         "<method>_seed<s>/finetune_{P}pct and writes comparison_{P}pct.{md,json,png}, reusing the "
@@ -237,7 +266,13 @@ def main(argv=None) -> int:
     if any(s < 0 for s in args.seeds):
         parser.error(f"--seeds must be non-negative, got {args.seeds}")
     methods = args.method or DEFAULT_METHODS
-    problem = check_methods(methods) or check_counts(args) or check_overrides(args, methods)
+    problem = check_methods(methods)
+    if problem:
+        parser.error(problem)
+    present, notes, problem = check_configs(methods, explicit=args.method is not None)
+    for note in notes:
+        print(note)
+    problem = problem or check_counts(args) or check_overrides(args, present)
     if problem:
         parser.error(problem)
     if args.output.exists() and not args.output.is_dir():
@@ -260,12 +295,6 @@ def main(argv=None) -> int:
     for path in written.values():  # this run's, or none: never an earlier run's (other percents' are left alone)
         path.unlink(missing_ok=True)
 
-    present = []
-    for name, config in methods:
-        if config is not None and not (ROOT / config).is_file():
-            print(f"note: {name} skipped: {config} does not exist")
-            continue
-        present.append((name, config))
     runner = StepRunner(ROOT, output)
     started = time.time()
     from siamese_detr.demo.data import synthetic_shapes_digests

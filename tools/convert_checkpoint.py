@@ -27,11 +27,15 @@ pass ``--input-format RGB`` for a model fed RGB images.
 The input is read with ``torch.load(weights_only=True)``. A checkpoint that also stores arbitrary python
 objects (e.g. an ``argparse.Namespace``) cannot be read that way; ``--trust-pickle`` reads it with
 ``weights_only=False``, which can execute code from the file: use it only for files from a trusted source.
-A file that is not a checkpoint (missing, empty, JSON, random bytes, truncated) is refused with a one-line error
-naming it; a Detectron2 ``.pkl`` needs no conversion (``python -m siamese_detr.engine.checkpointing IN.pkl
-OUT.pth`` makes a ``.pth`` of it that loads without ``--trust-pickle``). A torchvision ResNet that lacks a
-tensor of its architecture is refused, naming the missing keys. The output (not the input file) is written
-through a temporary file and a rename.
+A file that is not a checkpoint (missing, empty, JSON, random bytes, truncated) is refused with a one-line
+error naming it; a Detectron2 ``.pkl`` needs no conversion (``python -m siamese_detr.engine.checkpointing
+IN.pkl OUT.pth`` makes a ``.pth`` of it that loads without ``--trust-pickle``). Neither does a checkpoint
+already in this project's layout (detectron2 ResNet names such as ``backbone.stem.conv1.weight`` /
+``backbone.res2.0.*``: a ``model_final.pth`` written by ``tools/lazyconfig_train_net.py`` or
+``tools/train_demo_backbone.py``, or this tool's own output): it is refused (exit 2) with the fix,
+``train.init_checkpoint=THAT_FILE``, whatever ``--format``. A torchvision ResNet that lacks a tensor of its
+architecture is refused, naming the missing keys. The output (not the input file) is written through a
+temporary file and a rename.
 """
 
 import argparse
@@ -39,15 +43,19 @@ import os
 import pickle
 import re
 import sys
+import warnings
 from collections import Counter
 from typing import Iterable, List, Optional, Tuple
 
-import torch
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+# detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
-from siamese_detr.checkpoint import map_torchvision_resnet, unwrap_state_dict
-from siamese_detr.checkpoint.registry import available_converters, get_converter, model_state
-from siamese_detr.engine.checkpointing import (
+import torch  # noqa: E402
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet  # noqa: E402
+
+from siamese_detr.checkpoint import map_torchvision_resnet, unwrap_state_dict  # noqa: E402
+from siamese_detr.checkpoint.registry import available_converters, get_converter, model_state  # noqa: E402
+from siamese_detr.engine.checkpointing import (  # noqa: E402
     CheckpointLoadError,
     atomic_torch_save,
     checkpoint_kind,
@@ -172,6 +180,28 @@ def missing_resnet_keys(state_dict) -> Tuple[str, List[str]]:
     return arch, [k for k in expected if not _NOT_CONVERTED.search(k) and k not in names]
 
 
+# a detectron2 ResNet's names (stem.conv1, res2..res5 blocks), under any module path (``backbone.``, none, ...):
+# the layout of this project's models, never of an official checkpoint (torchvision names: conv1, layer1..4)
+_PROJECT_RESNET_KEY = re.compile(r"^(?:.+\.)?(?:stem\.conv1|res[2-5]\.\d+\.(?:conv[1-3]|shortcut))\.")
+
+
+def project_layout_modules(checkpoint) -> List[str]:
+    """When ``checkpoint`` (a state dict, or a dict holding it under ``model`` / ``state_dict``) is already in
+    this project's layout, i.e. holds a detectron2 ResNet (``backbone.stem.conv1.weight``, ``backbone.res2.0.*``,
+    ...) as a ``model_final.pth`` of ``tools/lazyconfig_train_net.py`` / ``tools/train_demo_backbone.py`` or this
+    tool's own output does: its top-level modules with their tensor counts (``["backbone.* (75)",
+    "transformer.* (101)", ...]``, the backbone's first); else ``[]``. Such a file needs no conversion."""
+    try:
+        state = model_state(checkpoint)
+    except ValueError:
+        return []
+    if not any(_PROJECT_RESNET_KEY.match(k) for k in state):
+        return []
+    modules = Counter(k.split(".")[0] + (".*" if "." in k else "") for k in state)
+    first = sorted(modules, key=lambda m: (not m.startswith("backbone"), -modules[m], m))  # the largest next
+    return [f"{m} ({modules[m]})" for m in first]
+
+
 def summarize_dropped(dropped: Iterable[str]) -> List[str]:
     """Group dropped source keys for printing: ``fc.*``, ``projection_head.*``, ``*.num_batches_tracked``."""
     groups = Counter(
@@ -225,6 +255,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"--for-pretraining converts the pretraining releases (--format {'|'.join(PRETRAINING_FORMATS)}),"
                      f" not --format {args.format}: drop it to convert for finetuning / evaluation")
     checkpoint = load_checkpoint(args.input, trust_pickle=args.trust_pickle)
+    modules = project_layout_modules(checkpoint)
+    if modules:  # any --format would fail on it, naming its keys as if the file were broken
+        shown = ", ".join(modules[:4]) + (f", ... ({len(modules)} modules)" if len(modules) > 4 else "")
+        print(f"error: {args.input} is already in this project's (Detectron2) layout ({shown}; e.g. a "
+              f"model_final.pth written by tools/lazyconfig_train_net.py, or a file this tool wrote): it needs no "
+              f"conversion, nothing was written; pass it to train.init_checkpoint directly: "
+              f"train.init_checkpoint={args.input}", file=sys.stderr)
+        return 2
     try:
         if args.format == "torchvision":
             converted, dropped = map_torchvision_resnet(checkpoint, prefix=prefix, input_format=args.input_format)

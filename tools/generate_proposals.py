@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "dataset spec coco:ANN.json[:IMAGES] / folder:DIR")
     src.add_argument("--image-dir", help="a folder of images (recursive); image_id = path relative to it")
     p.add_argument("--method", choices=METHODS, default="edgeboxes")
-    p.add_argument("--output", required=True, help="store directory to write, e.g. NAME.edgeboxes.proposals")
+    p.add_argument("--output", required=True, help="store directory to write (created if missing; not a file), "
+                   "e.g. NAME.edgeboxes.proposals")
     p.add_argument(
         "--max-boxes",
         type=int,
@@ -214,6 +215,9 @@ def _usage_problem(args):
     """A one-line reason why the arguments cannot work, or None (checked before --output is created)."""
     if args.max_boxes is not None and args.max_boxes < 0:
         return f"--max-boxes must be 0 (all boxes) or more, got {args.max_boxes}"
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        return (f"--output {args.output!r} is a file, not a proposal store folder (it is left as it is); give a "
+                "folder to write the store into, e.g. NAME.METHOD.proposals (created if missing)")
     if args.merge and not os.path.isdir(args.output):
         return f"nothing to merge: --output {args.output!r} does not exist"
     if args.num_shards is None:
@@ -319,7 +323,12 @@ def main(argv=None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     created = not os.path.exists(args.output)
-    os.makedirs(args.output, exist_ok=True)
+    try:
+        os.makedirs(args.output, exist_ok=True)
+    except OSError as e:  # a file on the way (a/b with a a file), no permission, ...
+        print(f"error: cannot create the store folder --output {args.output!r} ({e.strerror or e}); give a folder "
+              "you can write to", file=sys.stderr)
+        return 2
     try:
         rc = _main(args)
     except (ProposalStoreError, WorkerDiedError) as err:

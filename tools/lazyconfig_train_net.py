@@ -29,11 +29,12 @@ from detectron2.utils import comm
 import siamese_detr.data  # noqa: F401  (registers the built-in datasets)
 from siamese_detr.engine import add_gradient_clipping, apply_checked_overrides, launch
 from siamese_detr.engine.eval_outputs import append_eval_metrics, eval_hook, set_evaluator_output_dir
-from siamese_detr.engine.logging_utils import setup_plain_file_logs
+from siamese_detr.engine.logging_utils import held_records, replay_records, setup_plain_file_logs
 from siamese_detr.engine.pretrain_checks import check_backbone_initialised, check_backbone_loaded, check_proposal_store
 from siamese_detr.engine.resume_checks import (check_resume_matches, keep_training_config, optimizer_settings,
                                                reapply_optimizer_settings)
 from siamese_detr.engine.schedule_checks import check_counts, check_output_dir, describe_lr_schedule
+from siamese_detr.engine.config_sections import check_batch_split, check_config_sections
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure_final_checkpoint,
                                                refuse_partly_random_model, refuse_shape_mismatches,
                                                require_eval_checkpoint, trust_pickle_requested)
@@ -125,6 +126,9 @@ def do_train(args, cfg):
         ]
     )
     resumed = args.resume and checkpointer.has_checkpoint()
+    if args.resume and not resumed:
+        logger.warning("--resume: no checkpoint in %s (no last_checkpoint file): starting at iteration 0 from "
+                       "%s", cfg.train.output_dir, cfg.train.init_checkpoint or "a random initialisation")
     configured = optimizer_settings(optim)
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     if resumed:  # the config's lr / weight decay win over the resumed optimizer state's (config.yaml says so)
@@ -154,12 +158,16 @@ def do_train(args, cfg):
 
 def setup(args):
     cfg = LazyConfig.load(args.config_file)
-    cfg = apply_checked_overrides(cfg, args.opts)
-    if not args.eval_only:
-        check_counts(cfg)  # train.max_iter=0, log_period=0, max_iter=1e3, ...: refused naming the key
-    if comm.is_main_process():
-        check_output_dir(cfg.train.output_dir)  # a file, a read-only folder, a number: named, before any log
+    check_config_sections(cfg, args.config_file, eval_only=args.eval_only)  # e.g. a tool given as the config
+    with held_records() as early_records:  # e.g. model.num_classes taken from a coco: dataset's categories
+        cfg = apply_checked_overrides(cfg, args.opts)
+        if not args.eval_only:
+            check_counts(cfg)  # train.max_iter=0, log_period=0, max_iter=1e3, ...: refused naming the key
+            check_batch_split(cfg, comm.get_world_size())
+        if comm.is_main_process():
+            check_output_dir(cfg.train.output_dir)  # a file, a read-only folder, a number: named, before any log
     setup_plain_file_logs(cfg.train.output_dir, comm.get_rank())  # log.txt without colour codes
+    replay_records(early_records)
     _resolve_device(cfg)  # after the logs are set up: its warnings go to log.txt too
     if args.resume:  # before default_setup overwrites the previous run's config.yaml
         check_resume_matches(cfg, cfg.train.output_dir)
@@ -194,8 +202,16 @@ def parse_args(argv=None):
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow a .pkl train.init_checkpoint (unpickling runs code from the file)")
     args = parser.parse_args(argv)
+    if not args.config_file:
+        parser.error("--config-file is required: the LazyConfig to run, e.g. configs/demo/detr_demo.py")
+    if os.path.isdir(args.config_file):
+        inside = sorted(f for f in os.listdir(args.config_file) if f.endswith(".py"))[:3]
+        parser.error(f"--config-file {args.config_file!r} is a folder: give a config file in it"
+                     + (f", e.g. {os.path.join(args.config_file, inside[0])}" if inside else ""))
     if not os.path.isfile(args.config_file):
         parser.error(f"--config-file {args.config_file!r} does not exist")
+    if args.num_gpus < 1:
+        parser.error(f"--num-gpus {args.num_gpus}: the number of processes must be at least 1")
     return args
 
 

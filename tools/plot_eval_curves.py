@@ -10,9 +10,11 @@ and the same numbers as a Markdown table on the terminal.
 
 ``--run LABEL=PATH[,PATH...]``: each PATH is a training output directory (its ``metrics.json``, written by
 ``tools/lazyconfig_train_net.py`` with ``train.eval_period > 0``) or a ``metrics.json`` file; shell-style
-wildcards are expanded (sorted); a run listed twice in a group counts once (with a warning). A group's curve is
-taken at the iterations that all its runs evaluated. A line of a ``metrics.json`` cut short by a kill is
-skipped with a warning, as ``tools/plot_metrics.py`` does.
+wildcards are expanded (sorted); a run listed twice in a group counts once (with a warning). A wrong argument
+(a PATH that does not exist, a directory without ``metrics.json``, ...) is refused before any run is read
+(exit 2); a ``metrics.json`` that cannot be used (a bad line, no such metric) stops the tool naming it
+(exit 1). A group's curve is taken at the iterations that all its runs evaluated. A line of a ``metrics.json``
+cut short by a kill is skipped with a warning, as ``tools/plot_metrics.py`` does.
 ``--reference LABEL`` adds the difference of every other group's mean to that group's, per iteration (a
 difference of means: pair the runs by seed yourself, or use ``tools/compare_pretraining.py``, for per-seed
 gains).
@@ -42,26 +44,37 @@ from siamese_detr.utils.metrics_lines import FINISHED_ITERATIONS_KEY  # noqa: E4
 Summary = List[Tuple[int, float, float, float]]
 
 
+RUN_PATHS_HINT = ("give training output directories written by tools/lazyconfig_train_net.py (with "
+                  "train.eval_period > 0) or their metrics.json files")
+
+
 def parse_run(spec: str) -> Tuple[str, List[Path]]:
-    """``"LABEL=PATH[,PATH...]"`` -> ``(label, [metrics.json paths])``, wildcards expanded; exits with a
-    message naming the argument or the path that is wrong."""
+    """``"LABEL=PATH[,PATH...]"`` -> ``(label, [metrics.json paths])``, wildcards expanded; a directory stands
+    for its ``metrics.json``.
+
+    Raises:
+        ValueError: naming the argument or the path that is wrong (no ``=``, a PATH that does not exist, a
+            directory without ``metrics.json``, a file that is not a ``.json``).
+    """
     label, sep, paths = spec.partition("=")
     if not sep or not label.strip() or not paths.strip():
-        raise SystemExit(f"--run {spec!r}: expected LABEL=PATH[,PATH...], e.g. \"scratch=output/run_seed*\"")
+        raise ValueError(f"--run {spec!r}: expected LABEL=PATH[,PATH...], e.g. \"scratch=output/run_seed*\"")
     files = []
     for pattern in (p.strip() for p in paths.split(",") if p.strip()):
         matches = sorted(glob.glob(pattern)) or [pattern]
         for match in matches:
             path = Path(match)
-            metrics = path / "metrics.json" if path.is_dir() or not path.suffix else path
-            if metrics.suffix != ".json":
-                raise SystemExit(f"--run {label!r}: {metrics} is not a metrics.json file (a wildcard that "
-                                 f"matched more than the run directories? end it with '/' to match only them)")
-            if not metrics.is_file():
-                raise SystemExit(
-                    f"--run {label!r}: {metrics} does not exist; give training output directories written by "
-                    f"tools/lazyconfig_train_net.py (with train.eval_period > 0) or their metrics.json files"
-                )
+            if path.is_dir():
+                metrics = path / "metrics.json"
+                if not metrics.is_file():
+                    raise ValueError(f"--run {label!r}: no metrics.json in {path}; {RUN_PATHS_HINT}")
+            elif not path.exists():
+                raise ValueError(f"--run {label!r}: {path} does not exist; {RUN_PATHS_HINT}")
+            else:
+                metrics = path
+                if metrics.suffix != ".json":
+                    raise ValueError(f"--run {label!r}: {metrics} is not a metrics.json file (a wildcard that "
+                                     f"matched more than the run directories? end it with '/' to match only them)")
             if any(metrics.resolve() == f.resolve() for f in files):
                 print(f"warning: --run {label.strip()!r}: {metrics} is listed more than once; counted once",
                       file=sys.stderr)
@@ -162,22 +175,26 @@ def main(argv=None) -> None:
     parser.add_argument("--xlabel", default="training iteration",
                         help="x-axis label, e.g. 'finetuning iteration' (default: 'training iteration')")
     args = parser.parse_args(argv)
+    # wrong arguments: usage errors (exit 2), refused before reading the runs
     if args.metric == FINISHED_ITERATIONS_KEY:
-        raise SystemExit(f"--metric {FINISHED_ITERATIONS_KEY} is bookkeeping (how many iterations had finished "
-                         f"at an evaluation), not a metric; give an evaluation metric, e.g. bbox/AP")
-    try:  # refused before reading the runs
+        parser.error(f"--metric {FINISHED_ITERATIONS_KEY} is bookkeeping (how many iterations had finished "
+                     f"at an evaluation), not a metric; give an evaluation metric, e.g. bbox/AP")
+    try:
         output = figure_path(args.output)
     except ValueError as e:
-        raise SystemExit(f"--output {e}")
+        parser.error(f"--output {e}")
 
     groups: Dict[str, List[Path]] = {}
     for spec in args.run:
-        label, files = parse_run(spec)
+        try:
+            label, files = parse_run(spec)
+        except ValueError as e:
+            parser.error(str(e))
         if label in groups:
-            raise SystemExit(f"--run {label!r} is given twice; merge its paths with commas")
+            parser.error(f"--run {label!r} is given twice; merge its paths with commas")
         groups[label] = files
     if args.reference is not None and args.reference not in groups:
-        raise SystemExit(f"--reference {args.reference!r} is not one of the --run labels {sorted(groups)}")
+        parser.error(f"--reference {args.reference!r} is not one of the --run labels {sorted(groups)}")
 
     summaries = summarise(groups, args.metric)
     print(markdown_table(summaries, {k: len(v) for k, v in groups.items()}, args.reference))

@@ -3,11 +3,13 @@
 
     python tools/plot_metrics.py output/demo/pretrain/metrics.json output/demo/finetune/metrics.json \
         --labels pretrain finetune --output output/demo/loss_curves.png
+    python tools/plot_metrics.py output/demo/pretrain output/demo/finetune   # the same: DIR means DIR/metrics.json
 
-Each input gets one panel; a panel shows ``total_loss`` (summed over the logged loss terms when
-the trainer did not log it) and every final-layer loss term (auxiliary ``loss_*_0..N`` terms, and
-``loss_*_0..N_one2many`` of hybrid matching, are left out unless ``--aux``). Evaluation results (e.g.
-``bbox/AP``) are printed, not plotted.
+Each input (a ``metrics.json`` file, or a training output folder holding one) gets one panel; a panel shows
+``total_loss`` (summed over the logged loss terms when the trainer did not log it) and every final-layer loss
+term (auxiliary ``loss_*_0..N`` terms, and ``loss_*_0..N_one2many`` of hybrid matching, are left out unless
+``--aux``). Evaluation results (e.g. ``bbox/AP``) are printed, not plotted. An input that is neither a file nor
+a folder holding ``metrics.json`` is refused (exit 2) before anything is plotted.
 
 A line cut short by a kill (a ``{...`` that does not parse: the last line of a killed run, or a line in
 the middle once the run was resumed) is skipped with a warning; any other line that is not a JSON object is
@@ -185,10 +187,29 @@ def output_file(output: Path) -> Path:
     return output
 
 
+def metrics_file(path: Path) -> Path:
+    """The ``metrics.json`` an input names: the file itself, or ``DIR/metrics.json`` for a training output folder.
+
+    Raises:
+        ValueError: ``path`` does not exist, or is a folder without a ``metrics.json``.
+    """
+    if path.is_dir():
+        inside = path / "metrics.json"
+        if not inside.is_file():
+            raise ValueError(f"no metrics.json in {path}: give a training output folder (train.output_dir of "
+                             f"tools/lazyconfig_train_net.py) or a metrics.json file")
+        return inside
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: give a metrics.json file or the training output folder holding it")
+    return path
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json files")
-    parser.add_argument("--labels", nargs="*", help="one title per input (default: parent folder names)")
+    parser.add_argument("metrics", nargs="+", type=Path,
+                        help="metrics.json files, or training output folders holding one (DIR/metrics.json)")
+    parser.add_argument("--labels", nargs="*",
+                        help="one title per input (default: the name of the folder holding its metrics.json)")
     parser.add_argument("--output", type=Path, default=Path("loss_curves.png"),
                         help="figure to write: .png, .pdf, .svg, ... (no extension: .png is added) "
                              "(default: ./loss_curves.png)")
@@ -198,13 +219,16 @@ def main(argv=None) -> int:
         output = output_file(args.output)
     except ValueError as e:
         parser.error(f"--output {e}")
+    inputs = []
     for path in args.metrics:
-        if not path.is_file():
-            parser.error(f"{path} does not exist")
-    labels = args.labels or [p.parent.name for p in args.metrics]
-    if len(labels) != len(args.metrics):
-        parser.error(f"{len(labels)} labels for {len(args.metrics)} inputs")
-    print(f"wrote {plot(args.metrics, labels, output, args.aux)}")
+        try:
+            inputs.append(metrics_file(path))
+        except ValueError as e:
+            parser.error(str(e))
+    labels = args.labels or [p.absolute().parent.name for p in inputs]
+    if len(labels) != len(inputs):
+        parser.error(f"{len(labels)} labels for {len(inputs)} inputs")
+    print(f"wrote {plot(inputs, labels, output, args.aux)}")
     return 0
 
 

@@ -7,20 +7,27 @@
         [--num-images 8] [--score-threshold 0.5] [--output output/predictions] [key=value ...]
 
 The model is the config's ``model`` (with the ``key=value`` overrides), loaded from ``--checkpoint`` (a
-detectron2 ``.pth`` written by tools/lazyconfig_train_net.py) with the rules of ``train.init_checkpoint``: a
-checkpoint that matches no tensor of the model is refused, and a ``.pkl`` (or a ``.pth`` holding python
-objects) is unpickled only with ``--trust-pickle``. Images come from ``--dataset`` (a registered
-name or a dataset spec, see README "Train on your own data"), ``--image-dir`` (every image of a folder, no
-ground truth) or, by default, the config's ``dataloader.test.dataset.names``; they are resized by the
-config's test mapper, as in evaluation. The number of classes is taken from a ``coco:`` dataset's json, else
-from the checkpoint's class head (``K + 1`` rows with the softmax loss of Vanilla DETR, ``K`` with the focal
-loss of Conditional / Deformable DETR: the config's criterion says which); class names from the dataset or
-the config's training dataset (with ``--image-dir``, add
-``dataloader.train.dataset.names=coco:TRAIN.json:IMAGES`` to name the classes).
+detectron2 ``.pth`` written by tools/lazyconfig_train_net.py) with the rules of ``--eval-only``: a ``.pkl``
+(or a ``.pth`` holding python objects) is unpickled only with ``--trust-pickle``, and a checkpoint that leaves
+parameters of the model as initialised (one of another architecture, a backbone-only ResNet, a pretraining
+whose model differs from the config's) is refused (exit 2) naming the modules it lacks: give the config the
+checkpoint was trained with, or add ``train.eval_allow_random=True`` to draw a partly random model on purpose.
+
+Images come from ``--dataset`` (a registered name or a dataset spec, see README "Train on your own data"),
+``--image-dir`` (every image of a folder, no ground truth) or, by default, the config's
+``dataloader.test.dataset.names``; they are resized by the config's test mapper, as in evaluation. The
+number of classes is taken from a ``coco:`` dataset's json, else from the checkpoint's class head (``K + 1``
+rows with the softmax loss of Vanilla DETR, ``K`` with the focal loss of Conditional / Deformable DETR: the
+config's criterion says which); the detections' class names from the dataset or the config's training
+dataset (with ``--image-dir``, add ``dataloader.train.dataset.names=coco:TRAIN.json:IMAGES`` to name the
+classes). A head with one foreground class (a pretraining's "object" vs "no object") is drawn as
+class-agnostic "object" detections (the log says so). The ground truth is always labelled with the dataset's
+own class names (its ``thing_classes``), whatever the model's classes.
 
 Each PNG shows, side by side, the ground-truth boxes (when the dataset has annotations) and the detections
 with ``score >= --score-threshold`` (class name and score; one colour per class), on the original image
-(small images are enlarged for legibility).
+(small images are enlarged for legibility). ``--num-images`` must be at least 1 and ``--score-threshold`` in
+[0, 1]; when no image could be read (or none was drawn) the tool exits with status 1 and an ``error:`` line.
 """
 import argparse
 import logging
@@ -41,10 +48,13 @@ from detectron2.structures import BoxMode  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import siamese_detr.data  # noqa: E402,F401  (registers the built-in datasets)
-from siamese_detr.data.image_io import read_image_or_none  # noqa: E402
+from siamese_detr.data.image_io import NoReadableImagesError, read_image_or_none  # noqa: E402
 from siamese_detr.demo.plots import label_box  # noqa: E402
 from siamese_detr.engine import apply_checked_overrides  # noqa: E402
-from siamese_detr.engine.checkpointing import CheckpointLoadError, SafeDetectionCheckpointer  # noqa: E402
+from siamese_detr.engine.checkpointing import (  # noqa: E402
+    CheckpointLoadError, SafeDetectionCheckpointer, refuse_partly_random_model)
+from siamese_detr.engine.load_summary import module_prefixes  # noqa: E402
+from siamese_detr.utils.cli_types import at_least_one, probability  # noqa: E402
 
 logger = logging.getLogger("visualize_predictions")
 GAP = 8
@@ -73,25 +83,28 @@ def draw_boxes(image: np.ndarray, boxes, labels, colours, scale: float) -> np.nd
     return out
 
 
-def render(image: np.ndarray, title: str, gt, detections, class_names, min_height: int = 320) -> np.ndarray:
+def render(image: np.ndarray, title: str, gt, detections, class_names, min_height: int = 320,
+           gt_class_names=()) -> np.ndarray:
     """Canvas: caption, then [ground truth |] detections.
 
     Args:
         image: HxWx3 BGR uint8, original size.
         gt: None (no annotations) or (boxes [G, 4] xyxy absolute, classes [G]).
         detections: (boxes [D, 4] xyxy absolute, scores [D], classes [D]) already thresholded.
+        class_names: the model's class names (the detections' labels).
+        gt_class_names: the dataset's class names (the ground truth's labels; ``class i`` past them).
     """
     colours = palette(max(len(class_names), 1))
 
-    def name(c):
-        return class_names[c] if 0 <= c < len(class_names) else f"class {c}"
+    def name(c, names=class_names):
+        return names[c] if 0 <= c < len(names) else f"class {c}"
 
     scale = max(1.0, min_height / image.shape[0])
     boxes, scores, classes = detections
     panels = [("detections", draw_boxes(image, boxes, [f"{name(c)} {s:.2f}" for c, s in zip(classes, scores)],
                                         [colours[c % len(colours)] for c in classes], scale))]
     if gt is not None:
-        panels.insert(0, ("ground truth", draw_boxes(image, gt[0], [name(c) for c in gt[1]],
+        panels.insert(0, ("ground truth", draw_boxes(image, gt[0], [name(c, gt_class_names) for c in gt[1]],
                                                      [GT_COLOUR] * len(gt[0]), scale)))
     height = CAPTION + 18 + max(p.shape[0] for _, p in panels) + GAP
     width = max(GAP + sum(p.shape[1] + GAP for _, p in panels), 8 * len(title) + 2 * GAP)
@@ -117,7 +130,8 @@ def ground_truth(dataset_dict: dict):
 
 
 def class_names_for(cfg, dataset_names, num_classes: int) -> list:
-    """Class names of the first dataset (test, then train) whose metadata has ``num_classes`` of them."""
+    """Class names of the first dataset (test, then train) whose metadata has ``num_classes`` of them; else
+    ``class 0`` ... ``class K-1`` (contiguous indices: the training json's categories sorted by id)."""
     train = cfg.dataloader.train.dataset.get("names", None) if "train" in cfg.dataloader else None
     candidates = list(dataset_names)
     for names in (train,):
@@ -131,6 +145,24 @@ def class_names_for(cfg, dataset_names, num_classes: int) -> list:
             if classes is not None and len(classes) == num_classes:
                 return list(classes)
     return ["object"] if num_classes == 1 else [f"class {i}" for i in range(num_classes)]
+
+
+def dataset_class_names(name: str) -> list:
+    """A registered dataset's own class names (its metadata's ``thing_classes``; ``[]`` when it has none):
+    the ground truth's contiguous ``category_id`` index them, whatever classes the model has."""
+    return list(MetadataCatalog.get(name).get("thing_classes", None) or [])
+
+
+def partly_random_error(checkpointer: SafeDetectionCheckpointer, path: str, config_file: str) -> str:
+    """The ``error:`` line for a load that left parameters of the model as initialised (the ones
+    :func:`~siamese_detr.engine.checkpointing.refuse_partly_random_model` refuses for ``--eval-only``)."""
+    missing = checkpointer.parameters_not_loaded()
+    total = sum(1 for _ in checkpointer.model.parameters())
+    return (f"error: {len(missing)} of the model's {total} parameters are not in {path} (by name and shape; "
+            f"modules: {module_prefixes(missing)}; e.g. {missing[:3]}), so the detections would be those of a "
+            f"partly random model. The checkpoint was not trained with {config_file}: give the --config-file "
+            "(and key=value overrides) it was trained with (a backbone-only or pretraining checkpoint that lacks "
+            "this model's modules must be finetuned first), or add train.eval_allow_random=True to draw it anyway")
 
 
 def checkpoint_class_rows(path: str):
@@ -158,15 +190,21 @@ def checkpoint_num_classes(path: str, extra_rows: int):
     return None if rows is None else rows - extra_rows
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and each option's default."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--config-file", required=True, help="the LazyConfig the model was trained with")
     p.add_argument("--checkpoint", required=True, help="model .pth (e.g. OUTPUT/model_final.pth)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--dataset", help="registered dataset name or spec (coco:ANN.json:IMAGES, folder:DIR)")
     source.add_argument("--image-dir", help="a folder of images (recursive), drawn without ground truth")
-    p.add_argument("--num-images", type=int, default=8, help="the first N images of the dataset")
-    p.add_argument("--score-threshold", type=float, default=0.5, help="draw detections with score >= this")
+    p.add_argument("--num-images", type=at_least_one("the number of images to draw"), default=8,
+                   help="the first N images of the dataset (N >= 1)")
+    p.add_argument("--score-threshold", type=probability("detection scores are probabilities"), default=0.5,
+                   help="draw detections with score >= this (in [0, 1])")
     p.add_argument("--output", default="output/predictions", help="folder for the PNG files")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a .pkl checkpoint (or a .pth holding python objects): unpickling runs code from it")
@@ -202,7 +240,7 @@ def main(argv=None) -> int:
               "coco:ANNOTATIONS.json:IMAGE_ROOT or folder:IMAGE_DIR)", file=sys.stderr)
         return 2
     model_cfg_classes = cfg.model.get("num_classes", None)
-    ckpt_classes = None
+    ckpt_classes = from_head = None
     if model_cfg_classes is not None and "criterion" in cfg.model:
         ckpt_classes = checkpoint_num_classes(args.checkpoint, no_object_logits(cfg))
     if ckpt_classes is not None and ckpt_classes < 1:
@@ -215,27 +253,49 @@ def main(argv=None) -> int:
             print(f"error: the checkpoint has {ckpt_classes} classes, the dataset {model_cfg_classes}",
                   file=sys.stderr)
             return 2
-        logger.info("model.num_classes = %d (from the checkpoint's class head)", ckpt_classes)
-        cfg.model.num_classes = ckpt_classes
+        cfg.model.num_classes = from_head = ckpt_classes  # logged once the load is known to be complete
 
     device = str(cfg.train.device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         device = "cpu"
     model = instantiate(cfg.model).to(device).eval()
+    checkpointer = SafeDetectionCheckpointer(model, trust_pickle=args.trust_pickle)
     try:
-        SafeDetectionCheckpointer(model, trust_pickle=args.trust_pickle).load(args.checkpoint)
+        checkpointer.load(args.checkpoint)
     except CheckpointLoadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    try:  # never draw a partly random model's boxes as the checkpoint's: the rule of --eval-only
+        refuse_partly_random_model(checkpointer, args.checkpoint)
+    except CheckpointLoadError:
+        if not cfg.train.get("eval_allow_random", False):  # --eval-only's escape hatch, the same key
+            print(partly_random_error(checkpointer, args.checkpoint, args.config_file), file=sys.stderr)
+            return 2
+        logger.warning("train.eval_allow_random=True: %d parameters of the model are not in %s and are drawn "
+                       "as randomly initialised", len(checkpointer.parameters_not_loaded()), args.checkpoint)
+    if from_head is not None:
+        logger.info("model.num_classes = %d (from the checkpoint's class head)", from_head)
     mapper = instantiate(cfg.dataloader.test.mapper)
-    dicts = [d for name in names for d in DatasetCatalog.get(name)][: max(args.num_images, 0)]
+    every = [(name, d) for name in names for d in DatasetCatalog.get(name)]  # (its dataset, dataset dict)
+    dicts = every[: args.num_images]
     class_names = class_names_for(cfg, names, getattr(model, "num_classes", 1))
+    if class_names == ["object"]:
+        logger.info("the detections are class-agnostic: the checkpoint's class head has one foreground class "
+                    "(object vs no object, as a pretraining's), drawn as 'object'")
+    if len(class_names) > 1 and class_names[0] == "class 0":
+        logger.info("class names unknown: detections are labelled 'class i' (i = 0, 1, ...: the training "
+                    "json's categories sorted by id); add dataloader.train.dataset.names=coco:TRAIN.json:IMAGES "
+                    "to name them")
 
     os.makedirs(args.output, exist_ok=True)
-    written = 0
-    for index, record in enumerate(dicts):
-        image = read_image_or_none(record["file_name"], "BGR", "visualize_predictions")
+    written = unreadable = 0
+    for index, (source, record) in enumerate(dicts):
+        try:
+            image = read_image_or_none(record["file_name"], "BGR", "visualize_predictions")
+        except NoReadableImagesError:  # the reader's limit of unreadable images in a row
+            image = None
         if image is None:
+            unreadable += 1
             continue
         record = dict(record, height=image.shape[0], width=image.shape[1])
         inputs = mapper(record)
@@ -247,15 +307,27 @@ def main(argv=None) -> int:
         detections = (instances.pred_boxes.tensor[keep].numpy(), instances.scores[keep].tolist(),
                       instances.pred_classes[keep].tolist())
         stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
-        title = (f"{record.get('image_id', stem)}: {len(detections[1])} detections with score >= "
-                 f"{args.score_threshold:g}")
-        canvas = render(image, title, ground_truth(record), detections, class_names)
+        image_id = str(record.get("image_id", stem))
+        shown = image_id if os.path.splitext(os.path.basename(image_id))[0] == stem else f"{image_id} ({stem})"
+        title = f"{shown}: {len(detections[1])} detections with score >= {args.score_threshold:g}"
+        canvas = render(image, title, ground_truth(record), detections, class_names,
+                        gt_class_names=dataset_class_names(source))
         path = os.path.join(args.output, f"{index:03d}_{stem}.png")
         cv2.imwrite(path, canvas)
         logger.info("wrote %s (%s)", path, title)
         written += 1
-    logger.info("%d image(s) drawn in %s", written, args.output)
-    return 0 if written else 1
+    more = (f" (the first {len(dicts)} of {len(every)}; --num-images {len(every)} draws all)"
+            if len(every) > len(dicts) else "")
+    logger.info("%d image(s) drawn in %s%s", written, args.output, more)
+    if written:
+        return 0
+    if dicts and unreadable == len(dicts):
+        print(f"error: no image could be read: the {len(dicts)} image(s) tried from {', '.join(names)} are all "
+              "unreadable (see the warnings above); check the files and the paths", file=sys.stderr)
+    else:
+        print(f"error: no image was drawn from {', '.join(names)} ({len(dicts)} tried, {unreadable} unreadable)",
+              file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

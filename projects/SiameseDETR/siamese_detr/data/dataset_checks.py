@@ -4,8 +4,9 @@ broken or (for evaluation) one of its images cannot be read.
 * :func:`check_datasets_on_disk`: the registered files/folders exist;
 * :func:`validate_annotations`: boxes with a zero/negative size, non-finite coordinates or entirely outside
   their image are dropped with a one-line summary (``strict=True`` refuses instead); boxes that only stick
-  out are kept (the mappers clip them) and counted; the recorded height/width of a seeded sample of images is
-  compared to their files (a mismatch is an error naming the files);
+  out are kept (the mappers clip them) and counted; the headers of a seeded sample of images are read: none
+  readable is an error (wrong paths), some unreadable a warning, a recorded height/width that differs from
+  the file's an error naming the files;
 * :func:`check_has_boxes`: a detection train or test set has at least one box;
 * :func:`check_images_readable`: every image of a test set decodes with the project's reader, else an error
   listing them (evaluation never skips or replaces an image).
@@ -126,20 +127,46 @@ def _box_problem(bbox, mode, height, width):
     return None
 
 
-def _check_recorded_sizes(dicts: Sequence[dict], num_checks: int, seed: int = 0) -> None:
-    sized = [d for d in dicts if "height" in d and "width" in d and "file_name" in d]
-    if not sized or num_checks <= 0:
+def _unreadable_images_fix(name: str) -> str:
+    """What to check when the images of dataset ``name`` (names joined by ``,``) cannot be found or read."""
+    if name.startswith("coco:") or ",coco:" in name:
+        return ("The file names of coco:ANN.json are relative to the image folder given after it "
+                "(coco:ANN.json:IMAGES; without it, the json's own folder): give the folder that holds them.")
+    root = os.environ.get("DETECTRON2_DATASETS", "datasets")
+    known = [section for prefix, section in _README_SECTIONS if name.startswith(prefix)]
+    where = f"as the section '{known[0]}' of {README} says" if known else "(the dataset's file_name paths)"
+    return f"Check that the images are where the dataset says {where}, and DETECTRON2_DATASETS (now {root})."
+
+
+def _check_sampled_images(dicts: Sequence[dict], num_checks: int, name: str, seed: int = 0) -> None:
+    """Probe the headers of a seeded sample of ``num_checks`` images.
+
+    None of them readable: :class:`~.image_io.UnreadableImageError` (the paths are wrong; training would
+    otherwise skip every image and fail deep in the data loader). Some unreadable: a warning (training skips
+    them). A recorded ``height`` x ``width`` that differs from the file's: :class:`AnnotationError`.
+    """
+    with_files = [d for d in dicts if "file_name" in d]
+    if not with_files or num_checks <= 0:
         return
-    picks = np.random.default_rng(seed).choice(len(sized), min(num_checks, len(sized)), replace=False)
-    wrong = []
+    picks = np.random.default_rng(seed).choice(len(with_files), min(num_checks, len(with_files)), replace=False)
+    wrong, unreadable = [], []
     for i in sorted(picks.tolist()):
-        d = sized[i]
+        d = with_files[i]
         try:
             hw = probe_image_size(d["file_name"])
-        except UnreadableImageError:
-            continue  # unreadable images are the reader's business (skipped when training)
-        if hw != (int(d["height"]), int(d["width"])):
+        except UnreadableImageError as e:
+            unreadable.append(f"{d['file_name']} ({e})")
+            continue
+        if "height" in d and "width" in d and hw != (int(d["height"]), int(d["width"])):
             wrong.append(f"{d['file_name']}: annotation {d['height']}x{d['width']}, file {hw[0]}x{hw[1]}")
+    if len(unreadable) == len(picks):
+        raise UnreadableImageError(
+            f"{name}: none of {len(picks)} sampled images can be read: {'; '.join(unreadable[:3])}. "
+            + _unreadable_images_fix(name)
+        )
+    if unreadable:
+        logger.warning(f"{name}: {len(unreadable)} of {len(picks)} sampled images cannot be read (first: "
+                       f"{unreadable[0]}); training skips unreadable images, evaluation refuses them")
     if wrong:
         raise AnnotationError(
             f"{len(wrong)} of {len(picks)} sampled images differ in size from their annotation's height x width "
@@ -157,7 +184,7 @@ def validate_annotations(dicts: List[dict], strict: bool = False, filter_empty: 
             checked), image size from ``height`` / ``width`` when present.
         strict: raise :class:`AnnotationError` on any dropped or sticking-out box instead of a warning.
         filter_empty: also drop images left without annotations (as ``filter_empty`` of the loader did).
-        size_checks: how many images (seeded sample) to compare with their file's size; 0 disables.
+        size_checks: how many images (seeded sample) to probe: readable, and of the recorded size; 0 disables.
     """
     counts: Dict[str, int] = {}
     first: Dict[str, str] = {}
@@ -191,7 +218,7 @@ def validate_annotations(dicts: List[dict], strict: bool = False, filter_empty: 
             raise AnnotationError(summary.replace("dropped", "refusing (strict mode):", 1)
                                   + ". Fix the annotation file, or drop strict=True to skip these boxes.")
         logger.warning(summary + ("; boxes that stick out are kept and clipped" if "sticks out" in counts else ""))
-    _check_recorded_sizes(kept_dicts, size_checks)
+    _check_sampled_images(kept_dicts, size_checks, name)
     dicts[:] = kept_dicts
     return dicts
 
@@ -257,6 +284,9 @@ def get_checked_dataset_dicts(names: Union[str, Iterable[str]], strict: bool = F
     ``+dataloader.train.dataset.strict=True``), then, with ``require_boxes`` (the detection configs' train and
     test sets), :func:`check_has_boxes`."""
     names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise ValueError("no dataset given (names=[], e.g. dataloader.train.dataset.names=[]): give a registered "
+                         f"name, coco:ANNOTATIONS.json:IMAGE_ROOT or folder:IMAGE_DIR (see {README})")
     check_datasets_on_disk(names)
     dicts = get_detection_dataset_dicts(names, **kwargs)
     dicts = validate_annotations(dicts, strict=strict, filter_empty=kwargs.get("filter_empty", True),

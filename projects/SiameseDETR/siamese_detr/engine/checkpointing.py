@@ -10,6 +10,9 @@
 * **no code from unvetted pickles**: ``.pth`` files are read with ``torch.load(weights_only=True)``;
   a ``.pkl`` (pickle) file needs ``trust_pickle=True``; a file that is neither (JSON, random bytes,
   0 bytes) is reported as not a checkpoint;
+* **layouts named**: a ``state_dict`` entry (the layout of many other training codes) is taken as the model;
+  a file without tensors (a Tensor alone, an optimizer state, a dict of settings) is named as not a model
+  checkpoint;
 * **no empty loads**: a checkpoint of which not one tensor matches a model parameter (name and shape)
   is refused (partial matches, e.g. a backbone-only or pretraining checkpoint, are normal and allowed);
 * **``PATH?matching_heuristics=True``** (the query of detectron2 after v0.6) on the release too: names are
@@ -28,9 +31,12 @@ import sys
 from typing import List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils import comm
+
+from .load_summary import partial_load_summary
 
 __all__ = [
     "CheckpointLoadError",
@@ -40,6 +46,7 @@ __all__ = [
     "convert_pickle_checkpoint",
     "is_legacy_torch_save",
     "ensure_final_checkpoint",
+    "model_checkpoint_dict",
     "refuse_partly_random_model",
     "refuse_shape_mismatches",
     "require_eval_checkpoint",
@@ -151,6 +158,41 @@ def load_checkpoint_file(path: str, trust_pickle: bool = False) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def model_checkpoint_dict(loaded, path: str, log: Optional[logging.Logger] = None) -> dict:
+    """``loaded`` (what ``torch.load`` returned) as ``{"model": {name: tensor}, ...}``, the layout the
+    checkpointer loads: Detectron2's (a ``model`` entry), a ``state_dict`` entry (the layout of many other
+    training codes) taken as the model, or a bare dict of tensors.
+
+    Raises:
+        CheckpointLoadError: naming ``path``: not a dict, or model entries that are not tensors (optimizer
+            state, epochs, configs without any weights).
+    """
+    if not isinstance(loaded, dict):
+        raise CheckpointLoadError(
+            f"checkpoint {path} holds a {type(loaded).__name__}, not a dict of tensors. Save "
+            "{'model': model.state_dict()}, or convert it with " + CONVERT_TOOL
+        )
+    if "model" not in loaded and isinstance(loaded.get("state_dict"), dict):
+        if log is not None:
+            log.info("%s has no 'model' entry: its 'state_dict' entry is taken as the model's tensors", path)
+        loaded = dict(loaded, model=loaded["state_dict"])
+        del loaded["state_dict"]
+    model = loaded["model"] if "model" in loaded else loaded
+    if not isinstance(model, dict):
+        raise CheckpointLoadError(f"checkpoint {path}: its 'model' entry is a {type(model).__name__}, not a dict "
+                                  "of tensors")
+    bad = [k for k, v in model.items() if not isinstance(v, (torch.Tensor, np.ndarray))]
+    if bad:
+        raise CheckpointLoadError(
+            f"checkpoint {path} is not a model checkpoint: "
+            + (f"{len(bad)} of its entries are not tensors ({', '.join(map(repr, bad[:5]))})" if "model" in loaded
+               else f"no 'model' or 'state_dict' entry, and {len(bad)} of its top-level entries are not tensors "
+                    f"({', '.join(map(repr, bad[:5]))})")
+            + ". Give a checkpoint written by tools/lazyconfig_train_net.py, or convert it with " + CONVERT_TOOL
+        )
+    return loaded if "model" in loaded else {"model": loaded}
+
+
 def split_load_query(path: str) -> Tuple[str, bool]:
     """``"model.pth?matching_heuristics=True"`` -> ``("model.pth", True)``.
 
@@ -234,11 +276,8 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                 raise CheckpointLoadError(f"cannot read pickle checkpoint {path} ({type(e).__name__}: {e})") from e
         return self._wrap(load_checkpoint_file(filename, self.trust_pickle))
 
-    @staticmethod
-    def _wrap(loaded) -> dict:
-        if not isinstance(loaded, dict):
-            raise CheckpointLoadError(f"a checkpoint must hold a dict, got {type(loaded).__name__}")
-        return loaded if "model" in loaded else {"model": loaded}
+    def _wrap(self, loaded) -> dict:
+        return model_checkpoint_dict(loaded, self._loading or "the checkpoint", self.logger)
 
     def _load_model(self, checkpoint: dict):
         model_state = self.model.state_dict()
@@ -264,6 +303,19 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         self.loaded_names = list(loaded)
         self.incorrect_shapes = [(k, tuple(a), tuple(b)) for k, a, b in incompatible.incorrect_shapes]
         return incompatible
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        """fvcore's warning per tensor (kept for the log file), then :func:`~.load_summary.partial_load_summary`."""
+        super()._log_incompatible_keys(incompatible)
+        try:
+            from fvcore.common.checkpoint import _filter_reused_missing_keys
+
+            missing = _filter_reused_missing_keys(self.model, incompatible.missing_keys)
+        except ImportError:  # a future fvcore without the private helper: count every missing key
+            missing = list(incompatible.missing_keys)
+        summary = partial_load_summary(incompatible.incorrect_shapes, missing, incompatible.unexpected_keys)
+        if summary:
+            self.logger.info(summary)
 
     def parameters_not_loaded(self, exclude: Sequence[str] = ("one2many",)) -> List[str]:
         """Names of the model's parameters the last load did not give (``exclude``: substrings of names that

@@ -6,13 +6,22 @@ handlers write those escape sequences into ``log.txt``. :func:`setup_plain_file_
 loggers (``detectron2``, ``fvcore``) before ``default_setup`` does (``setup_logger`` is cached, so
 ``default_setup`` then reuses them) and makes their file handlers strip ANSI sequences, and so does a console
 handler whose stdout / stderr is redirected to a file or a pipe; a terminal keeps its colours.
+
+The project's own loggers (``siamese_detr.*``: dataset checks, mappers, proposal stores) get the same
+console and ``log.txt`` handlers as detectron2's; records they emit before the logs exist (while the
+command-line overrides are applied) are held by :func:`held_records` and replayed once they do.
 """
+import contextlib
 import logging
 import re
+from typing import Iterator, List
 
 from detectron2.utils.logger import setup_logger
 
-__all__ = ["ANSI_ESCAPE", "PlainFormatter", "make_file_handlers_plain", "setup_plain_file_logs", "strip_ansi"]
+__all__ = ["ANSI_ESCAPE", "PROJECT_LOGGER", "PlainFormatter", "held_records", "make_file_handlers_plain",
+           "replay_records", "setup_plain_file_logs", "strip_ansi"]
+
+PROJECT_LOGGER = "siamese_detr"  # parent of every module logger of the package (logging.getLogger(__name__))
 
 # CSI sequences (colours, cursor moves: ESC [ params final-byte) and two-byte escapes (ESC + one char)
 ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
@@ -49,7 +58,7 @@ def _writes_to_file(handler: logging.Handler) -> bool:
         return False
 
 
-def make_file_handlers_plain(names=("detectron2", "fvcore")) -> int:
+def make_file_handlers_plain(names=("detectron2", "fvcore", PROJECT_LOGGER)) -> int:
     """Wrap the formatter of every file handler of the loggers ``names`` in :class:`PlainFormatter`.
     Idempotent; returns the number of handlers wrapped now."""
     wrapped = 0
@@ -63,8 +72,55 @@ def make_file_handlers_plain(names=("detectron2", "fvcore")) -> int:
 
 def setup_plain_file_logs(output_dir: str, rank: int) -> None:
     """Create detectron2's loggers exactly as ``default_setup(cfg, args)`` does (same cached calls) and make
-    their file handlers (``output_dir/log.txt``, ``log.txt.rank{i}``) write plain text."""
+    their file handlers (``output_dir/log.txt``, ``log.txt.rank{i}``) write plain text; the project's loggers
+    get the same handlers."""
     if output_dir:
         setup_logger(output_dir, distributed_rank=rank, name="fvcore")
         setup_logger(output_dir, distributed_rank=rank)
+        setup_logger(output_dir, distributed_rank=rank, name=PROJECT_LOGGER)
         make_file_handlers_plain()
+
+
+class _Holder(logging.Handler):
+    def __init__(self, records: List[logging.LogRecord]):
+        super().__init__(logging.INFO)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def replay_records(records: List[logging.LogRecord]) -> None:
+    """Hand held ``records`` to their loggers' handlers now (Python's last-resort handler when there is
+    none: warnings and errors to stderr)."""
+    for record in records:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+@contextlib.contextmanager
+def held_records(name: str = PROJECT_LOGGER) -> Iterator[List[logging.LogRecord]]:
+    """Hold the INFO and higher records of logger ``name`` and its children emitted inside the block (its
+    handlers, when it has some already, from an earlier run in this process, get them only on replay);
+    yields the list to :func:`replay_records` once the logs are set up. An exception leaving the block
+    replays them at once (they may explain it)."""
+    logger = logging.getLogger(name)
+    records: List[logging.LogRecord] = []
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    logger.handlers = [_Holder(records)]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield records
+    except BaseException:
+        _restore(logger, saved)
+        replay_records(records)
+        records.clear()
+        raise
+    _restore(logger, saved)
+
+
+def _restore(logger: logging.Logger, saved) -> None:
+    logger.handlers, level, logger.propagate = saved
+    logger.setLevel(level)

@@ -130,12 +130,28 @@ def check_proposal_store(cfg) -> None:
     from siamese_detr.data.proposals import ProposalStoreError
 
     source = instantiate(source_cfg)
+    key = "dataloader.train.mapper.proposal_source"
+    if os.path.isfile(source.path):
+        raise ProposalStoreError(
+            f"proposal store {source.path!r} ({key}.path) is a file: a store is the folder that "
+            "tools/generate_proposals.py --output wrote (meta.json, image_ids.json, boxes.npy, ...)"
+        )
     if not os.path.isdir(source.path):  # the command that makes it, with the training images of the config
         raise ProposalStoreError(
-            f"proposal store {source.path!r} (dataloader.train.mapper.proposal_source.path) does not exist; "
+            f"proposal store {source.path!r} ({key}.path) does not exist; "
             f"create it with\n    {source.generate_command(_train_images_flag(cfg))}"
         )
-    source.store  # noqa: B018  (opening runs the checks)
+    try:
+        source.store  # noqa: B018  (opening runs the checks)
+    except ProposalStoreError as err:
+        checked, trained = source_cfg.get("dataset", None), OmegaConf.select(cfg, "dataloader.train.dataset.names")
+        if isinstance(checked, str) and isinstance(trained, str) and checked != trained:
+            raise ProposalStoreError(
+                f"{err} (The store is checked against {key}.dataset={checked}, not the training images "
+                f"dataloader.train.dataset.names={trained}: for a store of the training images, set "
+                f"{key}.dataset={trained}.)"
+            ) from err
+        raise
 
 
 def _train_images_flag(cfg) -> Optional[str]:

@@ -90,6 +90,12 @@ def coco_categories(json_file: str) -> List[dict]:
         raise ValueError(
             f"{json_file!r} is not a COCO detection json (needs 'images', 'annotations' and 'categories')"
         )
+    empty = [key for key in ("images", "categories") if not data[key]]
+    if empty:
+        raise ValueError(
+            f"the COCO json {json_file!r} has an empty {' and an empty '.join(repr(k) for k in empty)} list: a "
+            "dataset needs at least one image and one category (for unlabelled images use folder:IMAGE_DIR)"
+        )
     return sorted(data["categories"], key=lambda c: c["id"])
 
 

@@ -1,0 +1,38 @@
+"""``argparse`` types of the tools' numeric options: the value is checked where it is parsed, and a wrong
+one is a usage error (exit 2) that names the option and what it means."""
+import argparse
+from typing import Callable
+
+__all__ = ["at_least_one", "probability"]
+
+
+def at_least_one(what: str) -> Callable[[str], int]:
+    """An argparse type for a whole number >= 1; ``what`` says what it counts (e.g. "images to draw")."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number ({what}), got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be at least 1 ({what}), got {value}")
+        return value
+
+    parse.__name__ = "whole number"  # what argparse names in "invalid <type> value"
+    return parse
+
+
+def probability(what: str) -> Callable[[str], float]:
+    """An argparse type for a number in [0, 1] (not NaN); ``what`` says what it is (e.g. "detection scores")."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+        if not 0.0 <= value <= 1.0:  # NaN fails both comparisons
+            raise argparse.ArgumentTypeError(f"must be in [0, 1] ({what}), got {text}")
+        return value
+
+    parse.__name__ = "number in [0, 1]"
+    return parse
