@@ -365,9 +365,9 @@ def test_a_pretraining_to_detector_load_is_summed_up_in_words(tmp_path, caplog):
     summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Partial load, in short")]
     assert summary == [
         "Partial load, in short: the class head (2 tensors: 2 class logits in the checkpoint, 3 in the model) "
-        "starts from its initialisation, as expected when finetuning on another set of classes or from a "
-        "pretraining; 2 model tensors are not in the checkpoint and start from their initialisation "
-        "(bbox_embed); 3 checkpoint tensors are not used (region_proj, sem_embed): modules this model does not "
+        "is initialised anew, as expected when finetuning on another set of classes or from a "
+        "pretraining; 2 model tensors not in the checkpoint, initialised anew "
+        "(bbox_embed); 3 checkpoint tensors unused (region_proj, sem_embed): modules this model does not "
         "have, e.g. a pretraining's pretext heads, as expected when finetuning from a pretraining."
     ]
     caplog.clear()
@@ -383,7 +383,7 @@ def test_tensors_of_another_shape_outside_the_class_head_are_flagged(tmp_path, c
     torch.save({"model": other}, tmp_path / "other.pth")
     with caplog.at_level("INFO"):
         SafeDetectionCheckpointer(TinyDetector(3)).load(str(tmp_path / "other.pth"))
-    assert ("1 other tensors have another shape in the checkpoint and start from their initialisation "
+    assert ("1 other tensor with another shape in the checkpoint, initialised anew "
             "(bbox_embed): check that the checkpoint is of this architecture") in caplog.text
 
 

@@ -14,6 +14,11 @@ __all__ = ["module_prefixes", "partial_load_summary"]
 _CLASS_HEAD = "class_embed"
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 tensor`` / ``2 tensors``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def module_prefixes(names: Iterable[str], limit: int = 6) -> str:
     """The modules the tensor ``names`` belong to, in first-seen order: the first name component, two for
     names under ``transformer`` / ``backbone`` (``transformer.enc_output``); ``...`` past ``limit``."""
@@ -46,19 +51,19 @@ def partial_load_summary(incorrect_shapes: Sequence[Tuple[str, tuple, tuple]], m
     others = [k for k, _, _ in incorrect_shapes if _CLASS_HEAD not in k]
     if heads:
         _, in_checkpoint, in_model = heads[0]
-        rows = f"{in_checkpoint[0]} class logits in the checkpoint, {in_model[0]} in the model" \
+        rows = f"{_count(in_checkpoint[0], 'class logit')} in the checkpoint, {in_model[0]} in the model" \
             if in_checkpoint and in_model else "another shape"
-        parts.append(f"the class head ({len(heads)} tensors: {rows}) starts from its initialisation, as expected "
+        parts.append(f"the class head ({_count(len(heads), 'tensor')}: {rows}) is initialised anew, as expected "
                      "when finetuning on another set of classes or from a pretraining")
     if others:
-        parts.append(f"{len(others)} other tensors have another shape in the checkpoint and start from their "
-                     f"initialisation ({module_prefixes(others)}): check that the checkpoint is of this "
+        parts.append(f"{_count(len(others), 'other tensor')} with another shape in the checkpoint, initialised anew "
+                     f"({module_prefixes(others)}): check that the checkpoint is of this "
                      "architecture (widths, number of queries, feature levels)")
     if missing:
-        parts.append(f"{len(missing)} model tensors are not in the checkpoint and start from their "
-                     f"initialisation ({module_prefixes(missing)})")
+        parts.append(f"{_count(len(missing), 'model tensor')} not in the checkpoint, initialised anew "
+                     f"({module_prefixes(missing)})")
     if unexpected:
-        parts.append(f"{len(unexpected)} checkpoint tensors are not used ({module_prefixes(unexpected)}): modules "
+        parts.append(f"{_count(len(unexpected), 'checkpoint tensor')} unused ({module_prefixes(unexpected)}): modules "
                      "this model does not have, e.g. a pretraining's pretext heads, as expected when finetuning "
                      "from a pretraining")
     if not parts:
