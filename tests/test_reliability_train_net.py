@@ -121,6 +121,10 @@ def test_eval_only_refuses_a_partly_random_model_and_resume_past_max_iter(tmp_pa
     ("dataloader.train.total_batch_size=2.5", r"'dataloader.train.total_batch_size' .* whole number, got 2.5\."),
     ("model.num_queries=7.5", r"'model.num_queries' .* whole number"),
     ("train.eval_period=2.5", r"'train.eval_period' .* whole number"),
+    ("optimizer.lr=-1", r"'optimizer.lr' \(the base learning rate\) must be a finite number above 0, got -1"),
+    ("optimizer.lr=0", r"'optimizer.lr' .* above 0, got 0"),
+    ("optimizer.weight_decay=-0.1", r"'optimizer.weight_decay' .* at least 0, got -0.1"),
+    ("optimizer.weight_decay=nan", r"'optimizer.weight_decay' .* at least 0, got nan"),
 ])
 def test_counts_are_checked_at_start_up(tmp_path, override, message):
     with pytest.raises(ValueError, match=message):

@@ -33,7 +33,7 @@ from siamese_detr.engine.logging_utils import held_records, replay_records, setu
 from siamese_detr.engine.pretrain_checks import check_backbone_initialised, check_backbone_loaded, check_proposal_store
 from siamese_detr.engine.resume_checks import (check_resume_matches, keep_training_config, optimizer_settings,
                                                reapply_optimizer_settings)
-from siamese_detr.engine.schedule_checks import check_counts, check_output_dir, describe_lr_schedule
+from siamese_detr.engine.schedule_checks import check_counts, check_output_dir, check_rates, describe_lr_schedule
 from siamese_detr.engine.config_sections import check_batch_split, check_config_sections
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure_final_checkpoint,
                                                refuse_partly_random_model, refuse_shape_mismatches,
@@ -163,6 +163,7 @@ def setup(args):
         cfg = apply_checked_overrides(cfg, args.opts)
         if not args.eval_only:
             check_counts(cfg)  # train.max_iter=0, log_period=0, max_iter=1e3, ...: refused naming the key
+            check_rates(cfg)  # optimizer.lr=-1, weight_decay=nan
             check_batch_split(cfg, comm.get_world_size())
         if comm.is_main_process():
             check_output_dir(cfg.train.output_dir)  # a file, a read-only folder, a number: named, before any log

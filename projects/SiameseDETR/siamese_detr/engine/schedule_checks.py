@@ -4,15 +4,18 @@ write a ``model_final.pth``).
 
 The override type check (:mod:`.config_checks`) accepts any number where the config has a number, since
 a float key may be written ``0`` in a config; these keys must be integers, so ``train.max_iter=1e3`` (a
-float) is refused here, naming the key, rather than failing inside detectron2's training loop.
+float) is refused here, naming the key, rather than failing inside detectron2's training loop. The learning
+rate must be above 0 and the weight decay at least 0 (:func:`check_rates`).
 """
+import math
 import os
 import tempfile
 from typing import Dict, List, Optional, Tuple
 
 from .config_checks import config_value
 
-__all__ = ["COUNT_KEYS", "check_counts", "check_output_dir", "describe_lr_schedule", "lr_drop_iterations"]
+__all__ = ["COUNT_KEYS", "RATE_KEYS", "check_counts", "check_output_dir", "check_rates", "describe_lr_schedule",
+           "lr_drop_iterations"]
 
 _MISSING = object()
 
@@ -39,6 +42,25 @@ def check_counts(cfg) -> None:
             raise ValueError(f"Config key '{key}' ({meaning}) must be a whole number, got {value!r}{hint}.")
         if minimum is not None and value < minimum:
             raise ValueError(f"Config key '{key}' ({meaning}) must be at least {minimum}, got {value}.")
+
+
+# key -> (lowest value allowed, whether it is allowed itself, what it means)
+RATE_KEYS: Dict[str, Tuple[float, bool, str]] = {
+    "optimizer.lr": (0.0, False, "the base learning rate"),
+    "optimizer.weight_decay": (0.0, True, "the weight decay"),
+}
+
+
+def check_rates(cfg) -> None:
+    """Raise ``ValueError`` naming the first key of :data:`RATE_KEYS` that is not a finite number in its range
+    (``optimizer.lr=-1`` failed inside torch's optimizer, naming no key)."""
+    for key, (lowest, inclusive, meaning) in RATE_KEYS.items():
+        value = config_value(cfg, key, _MISSING)
+        if value is _MISSING or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # absent, or a value of another kind: the override type check names that
+        if not math.isfinite(value) or value < lowest or (value == lowest and not inclusive):
+            bound = f"at least {lowest:g}" if inclusive else f"above {lowest:g}"
+            raise ValueError(f"Config key '{key}' ({meaning}) must be a finite number {bound}, got {value!r}.")
 
 
 def check_output_dir(output_dir) -> None:
