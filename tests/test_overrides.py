@@ -36,9 +36,22 @@ def test_unknown_intermediate_key_fails_too():
         apply_checked_overrides(_cfg(), ["trian.max_iter=10"])
 
 
-def test_plus_prefix_adds_a_new_key():
-    cfg = apply_checked_overrides(_cfg(), ["+model.extra=3"])
+def test_plus_prefix_adds_a_new_key(caplog):
+    with caplog.at_level("WARNING"):
+        cfg = apply_checked_overrides(_cfg(), ["+model.extra=3"])
     assert cfg.model.extra == 3
+    assert "adds the new key" not in caplog.text  # not close to any existing key
+
+
+def test_a_plus_key_that_looks_like_a_typo_is_added_with_a_warning(caplog):
+    """'+' turns the unknown-key error off, so a typo behind it would silently do nothing."""
+    with caplog.at_level("WARNING"):
+        cfg = apply_checked_overrides(_cfg(), ["+train.max_iterr=10", "+train.max_iter=20"])
+    assert cfg.train.max_iterr == 10 and cfg.train.max_iter == 20  # both applied; '+' on an existing key: no warning
+    assert [r.getMessage() for r in caplog.records] == [
+        "Override '+train.max_iterr=10' adds the new key 'train.max_iterr', close to the existing 'train.max_iter': "
+        "if you meant to change that one, write 'train.max_iter=...' without '+'"
+    ]
 
 
 def test_malformed_override_is_rejected():

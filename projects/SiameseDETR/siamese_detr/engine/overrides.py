@@ -3,7 +3,8 @@
 detectron2's ``LazyConfig.apply_overrides`` silently creates a new key when the last part of a
 dotted key is misspelled (``train.max_iterr=10`` trains for the default length). Here such a key
 is an error that names it and suggests the closest existing keys. Prefix a key with ``+`` to add
-a key on purpose (hydra's convention): ``+model.new_arg=3``.
+a key on purpose (hydra's convention): ``+model.new_arg=3``; a ``+`` key that is not in the config but
+looks like a typo of one that is (``+train.max_iterr=10``) is added with a warning naming the existing key.
 
 Lists and tuples are written ``key=[a,b]``; ``key=(a,b)`` is accepted too (read as a list, see
 :mod:`.override_syntax`; quote it for the shell: ``'key=(a,b)'``). Datasets given by path
@@ -11,6 +12,7 @@ Lists and tuples are written ``key=[a,b]``; ``key=(a,b)`` is accepted too (read 
 registered once the overrides are applied (:mod:`.dataset_specs`).
 """
 import difflib
+import logging
 from typing import Iterable, List
 
 from detectron2.config import LazyConfig
@@ -21,6 +23,7 @@ from .dataset_specs import register_config_datasets
 from .override_syntax import tuples_to_lists
 
 _MISSING = object()
+logger = logging.getLogger(__name__)
 
 
 def _all_keys(cfg, prefix: str = "") -> List[str]:
@@ -67,6 +70,12 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
             raise ValueError(f"Override '{item}' is not of the form key=value.{hint}")
         key = item.split("=", 1)[0].strip()
         if key.startswith("+"):
+            added = key[1:].strip()
+            if not _config_has_key(cfg, added):  # a new key: say so when it looks like a typo of an existing one
+                close = difflib.get_close_matches(added, _all_keys(cfg), n=1, cutoff=0.85)
+                if close:
+                    logger.warning("Override '%s' adds the new key '%s', close to the existing '%s': if you meant "
+                                   "to change that one, write '%s=...' without '+'", item, added, close[0], close[0])
             plain.append(item[1:] if item.startswith("+") else item.replace("+", "", 1))
             continue
         if not _config_has_key(cfg, key):
