@@ -132,6 +132,10 @@ def sigmoid_focal_loss(
 class SetCriterion(nn.Module):
     """Hungarian-matched DETR losses (DETR Eq. 2 and Eq. 3 / §3.1 "Bounding box loss").
 
+    With ``num_classes=1`` (objectness) it is the localisation loss of every pretext task: Siamese DETR's L_loc
+    (Eq. 9, objectness + ``l_box`` after the matching of its supplementary §A.2), UP-DETR's ``L_cls + L_box``
+    (UP-DETR Eq. 1) and DETReg's ``L_focal + L_box`` (DETReg Eq. 3).
+
     * ``"class"`` -> ``loss_ce``: with ``class_loss="ce"``, softmax cross-entropy over ``K+1`` classes for
       every query, unmatched queries target the no-object class ``K`` whose weight is ``eos_coef`` (weighted
       mean over queries, its denominator averaged over processes: :func:`weighted_cross_entropy`); with
@@ -206,14 +210,16 @@ class SetCriterion(nn.Module):
     # ----------------------------------------------------------------------------------------------- helpers
     @staticmethod
     def matched_query_index(indices: Indices) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Flatten per-image matches into ``(batch_idx, query_idx)`` Long tensors of length ``sum(N_b)``."""
+        """Flatten per-image matches ``(query_idx Long[K_b], target_idx Long[K_b])`` into ``(batch_idx,
+        query_idx)`` Long tensors of length ``sum_b K_b`` (the matched pairs)."""
         batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)])
         query_idx = torch.cat([src for src, _ in indices])
         return batch_idx, query_idx
 
     @staticmethod
     def matched_targets(targets: List[Dict[str, torch.Tensor]], indices: Indices, key: str) -> torch.Tensor:
-        """``targets[b][key][index_j]`` concatenated over the batch (order of :meth:`matched_query_index`)."""
+        """``targets[b][key][index_j]`` concatenated over the batch (order of :meth:`matched_query_index`):
+        ``[M, ...]`` with ``M = sum_b K_b`` (``key="boxes"``: ``[M, 4]`` cxcywh normalised)."""
         return torch.cat([t[key][j] for t, (_, j) in zip(targets, indices)], dim=0)
 
     def get_num_boxes(self, targets: List[Dict[str, torch.Tensor]], device: torch.device) -> float:
@@ -254,7 +260,11 @@ class SetCriterion(nn.Module):
 
     def loss_boxes(self, outputs, targets, indices, num_boxes) -> Dict[str, torch.Tensor]:
         """``loss_bbox`` (L1, cxcywh normalised) and ``loss_giou`` (1 - GIoU, xyxy), sums / ``num_boxes``;
-        computed in float32 at least (half-precision predictions are upcast, targets are never rounded)."""
+        computed in float32 at least (half-precision predictions are upcast, targets are never rounded).
+
+        The ``M`` matched rows of ``pred_boxes [B, Q, 4]`` against the target ``boxes [N_b, 4]``, both cxcywh
+        normalised to ``[0, 1]`` (GIoU on their xyxy conversion, still normalised): ``l_box`` of Siamese DETR
+        Eq. 9 / DETR's ``L_box`` (§3.1) without the weights."""
         idx = tuple(i.to(outputs["pred_boxes"].device) for i in self.matched_query_index(indices))
         pred = outputs["pred_boxes"][idx]  # [M, 4]
         tgt = self.matched_targets(targets, indices, "boxes").to(pred.device)  # [M, 4]

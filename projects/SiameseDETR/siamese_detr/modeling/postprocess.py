@@ -48,6 +48,8 @@ class SoftmaxArgmaxPostProcess(_PostProcess):
     class_loss = "ce"  # the criterion's class loss whose logits it reads: [Q, K + 1]
 
     def select(self, logits, boxes, image_size) -> Instances:
+        """One image: ``logits [Q, K + 1]``, ``boxes [Q, 4]`` cxcywh normalised, unpadded ``(h, w)`` -> ``Q``
+        detections, boxes xyxy absolute."""
         scores, classes = logits.softmax(-1)[:, :-1].max(-1)
         return _instances(boxes, scores, classes, image_size)
 
@@ -62,6 +64,8 @@ class _TopK(_PostProcess):
         self.num_detections = num_detections
 
     def select(self, logits, boxes, image_size) -> Instances:
+        """One image: ``logits [Q, K']``, ``boxes [Q, 4]`` cxcywh normalised, unpadded ``(h, w)`` ->
+        ``min(num_detections, Q * K)`` detections, boxes xyxy absolute."""
         prob = self.class_scores(logits)  # [Q, K]
         num_classes = prob.shape[-1]
         k = min(self.num_detections, prob.numel())

@@ -292,7 +292,8 @@ class DETR(nn.Module):
         """Backbone + input projection + Transformer encoder of a padded batch.
 
         Returns:
-            the backbone levels (``[B, C_l, H_l, W_l]`` per ``in_features``) and the encoder memory.
+            the backbone levels (``[B, C_l, H_l, W_l]`` per ``in_features``) and the encoder memory
+            (:class:`EncoderMemory`, ``memory [B, S, d_model]`` over the ``S`` tokens of all levels).
         """
         features = self.backbone_features(images.tensor)
         return features, self.transformer.encode(*self.project_levels(features, images))
@@ -308,6 +309,10 @@ class DETR(nn.Module):
 
         Args:
             memory: encoder output; queries: ``[B, Q, query_dim]`` or None; self_attn_mask: ``[Q, Q]`` or None.
+
+        Returns:
+            :class:`DecoderOutput`: ``hidden_states [L, B, Q, d_model]``, ``references [L, B, Q, 2 or 4]`` in
+            logit space (None for Vanilla DETR), ``encoder_outputs`` (two-stage only).
         """
         return self.transformer.decode(
             memory, queries, self_attn_mask=self_attn_mask, class_embed=self.class_embed, bbox_embed=self.bbox_embed

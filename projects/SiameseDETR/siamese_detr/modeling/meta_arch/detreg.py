@@ -82,14 +82,22 @@ class DETRegPretrain(PretextDETR):
                                  f"(a random count) set dataloader.train.mapper.max_sampled <= {self.num_queries}")
 
     def crop_embeddings(self, crops: List[torch.Tensor]) -> List[torch.Tensor]:
-        """z: ``[n_b, C_emb]`` per image from uint8 crops ``[n_b, 3, S, S]`` (one frozen-backbone call)."""
+        """z: ``[n_b, C_emb]`` per image from uint8 crops ``[n_b, 3, S, S]`` (one frozen-backbone call): the
+        object descriptors ``z_i`` of DETReg §5 "Object Embedding Task"."""
         with torch.no_grad():
             out = self.backbone(self.normalize(torch.cat(crops)))[self.embedding_feature].mean(dim=(2, 3))
         return list(out.split([len(c) for c in crops]))
 
     def forward(self, batched_inputs: List[Dict]):
         """Training: ``DETRegMapper`` outputs -> WEIGHTED losses. Eval: Detectron2 dicts with ``"image"`` ->
-        class-agnostic ``[{"instances": Instances}]``."""
+        class-agnostic ``[{"instances": Instances}]``.
+
+        Each training input has ``image`` uint8 ``[3, H, W]``, ``proposal_boxes`` ``[K, 4]`` xyxy absolute
+        pixels of ``image`` (targets) and ``crops`` uint8 ``[K, 3, S, S]`` (row k the crop of box k). Returned:
+        the terms of DETReg Eq. 3, ``loss_ce`` (L_focal, or CE for Vanilla), ``loss_bbox`` / ``loss_giou``
+        (L_box), these three with ``_i`` copies for the earlier decoder layers (and ``_enc`` in two-stage mode),
+        and ``loss_object_embedding`` (L_emb, Eq. 4, last layer only), each times its ``weight_dict`` entry.
+        """
         if not self.training:
             return super().forward(batched_inputs)
         self._check_inputs(batched_inputs)

@@ -58,7 +58,8 @@ class PretextDETR(DETR):
         )
 
     def objectness_targets(self, boxes: Sequence[torch.Tensor], image_sizes: Sequence[Tuple[int, int]]) -> List[Dict]:
-        """L_loc targets: every pretext box is an object (label 0).
+        """L_loc targets: every pretext box is an object (label 0; Siamese DETR Eq. 9 b_v, UP-DETR / DETReg
+        ``c_i = 1``).
 
         Args:
             boxes: per image ``[n_b, 4]`` xyxy absolute pixels of its unpadded ``(h, w)`` in ``image_sizes``
@@ -95,6 +96,9 @@ class PretextDETR(DETR):
             indices: the criterion's matches, one list per matched layer (all layers with ``aux_loss``,
                 otherwise the last one).
             num_boxes: normaliser of the box losses.
+
+        Returns:
+            ``{name_i: scalar}`` for the earlier layers and ``{name: scalar}`` for the last, unweighted.
         """
         semantic = self.sem_embed(hidden_states if self.aux_loss else hidden_states[-1:])
         last = len(indices) - 1

@@ -176,7 +176,12 @@ class SiameseDETRPretrain(PretextDETR):
     # ------------------------------------------------------------------------------------------- forward
     def region_features(self, features: List[torch.Tensor], query_boxes: List[torch.Tensor]) -> torch.Tensor:
         """z of Eq. 4: ``avgpool(RoIAlign(h, b~))`` of each view's n jittered query boxes (xyxy, absolute pixels
-        of the padded batch), the ``in_features`` levels concatenated: ``[N views, n, C]``."""
+        of the padded batch), the ``in_features`` levels concatenated: ``[N views, n, C]``.
+
+        Args:
+            features: backbone levels ``[N, C_l, H_l, W_l]`` of the N padded views (:meth:`backbone_features`).
+            query_boxes: N tensors ``[n, 4]``, one per view, in the row order of ``features``.
+        """
         z = average_pooled_roi_features(
             features, query_boxes, self.feature_strides, self.roi_output_size, aligned=self.roi_aligned
         )
@@ -195,7 +200,15 @@ class SiameseDETRPretrain(PretextDETR):
 
     def forward(self, batched_inputs: List[Dict]):
         """Training: ``batched_inputs`` are ``SiameseViewMapper`` outputs; returns WEIGHTED losses.
-        Eval: Detectron2 dicts with ``"image"``; returns class-agnostic ``[{"instances": Instances}]``."""
+        Eval: Detectron2 dicts with ``"image"``; returns class-agnostic ``[{"instances": Instances}]``.
+
+        Each training input has ``"views"``: two dicts with ``image`` uint8 ``[3, Hv, Wv]``, ``region_boxes``
+        ``[n, 4]`` (targets b_v), ``query_boxes`` ``[n, 4]`` (jittered, for z) and ``crops`` uint8
+        ``[n, 3, S, S]`` (for p); boxes xyxy absolute in that view's pixels, row k the same region in both views.
+        Returned: the terms of Eq. 13, each times its ``weight_dict`` entry: ``loss_ce`` / ``loss_bbox`` /
+        ``loss_giou`` = L_loc (Eq. 9) and ``loss_region`` = L_r (Eq. 12), each with ``_i`` copies for the
+        earlier decoder layers, and ``loss_global`` = L_g (Eq. 11).
+        """
         if not self.training:
             if not batched_inputs or any("image" not in x for x in batched_inputs):
                 raise ValueError("SiameseDETRPretrain in eval mode expects a non-empty list of Detectron2 "

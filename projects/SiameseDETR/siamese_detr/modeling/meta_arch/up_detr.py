@@ -94,7 +94,8 @@ class UPDETRPretrain(PretextDETR):
 
     def patch_queries(self, patch_features: torch.Tensor) -> torch.Tensor:
         """Object queries ``[B, Q, query_dim]`` from patch features ``[B, n, C]``: ``region_proj``, each patch
-        repeated ``Q / n`` times, feature dropout (training only), plus ``query_embed``."""
+        repeated ``Q / n`` times, feature dropout (training only), plus ``query_embed`` (UP-DETR §3.1
+        "Multi-query Patches": patch ``k`` feeds queries ``k * Q / n .. (k + 1) * Q / n - 1``)."""
         repeated = self.region_proj(patch_features).repeat_interleave(self.num_queries // self.num_patches, dim=1)
         if self.training and self.mask_ratio > 0:
             repeated, _ = query_feature_dropout(repeated, self.mask_ratio)
@@ -102,7 +103,13 @@ class UPDETRPretrain(PretextDETR):
 
     def forward(self, batched_inputs: List[Dict]):
         """Training: ``UPDETRMapper`` outputs -> WEIGHTED losses. Eval: Detectron2 dicts with ``"image"`` ->
-        class-agnostic ``[{"instances": Instances}]`` from the learned object queries alone."""
+        class-agnostic ``[{"instances": Instances}]`` from the learned object queries alone.
+
+        Each training input has ``image`` uint8 ``[3, H, W]``, ``patches`` uint8 ``[n, 3, S, S]`` and
+        ``patch_boxes`` ``[n, 4]`` xyxy absolute pixels of ``image`` (targets). Returned: the terms of UP-DETR
+        Eq. 1, ``loss_ce`` (L_cls), ``loss_bbox`` / ``loss_giou`` (L_box) and ``loss_feature`` (L_rec, Eq. 2; with
+        ``feature_recon``), each times its ``weight_dict`` entry, with ``_i`` copies for the earlier decoder layers.
+        """
         if not self.training:
             return super().forward(batched_inputs)
         self._check_inputs(batched_inputs)

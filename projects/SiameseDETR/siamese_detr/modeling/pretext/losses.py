@@ -20,7 +20,7 @@ __all__ = [
 
 
 def negative_cosine_similarity(prediction: Tensor, target: Tensor) -> Tensor:
-    """``C(p, z) = -cos(p, sg(z))`` averaged over the batch; ``[N, D], [N, D] -> scalar``.
+    """``C(p, z) = -cos(p, sg(z))`` (the C of Eq. 11) averaged over the batch; ``[N, D], [N, D] -> scalar``.
 
     The target is detached here (stop-gradient), whatever the caller passes.
     """
@@ -46,10 +46,10 @@ def global_discrimination_loss(
 
 
 def normalized_l2_distance(prediction: Tensor, target: Tensor) -> Tensor:
-    """D(a, b) = || a/|a| - b/|b| ||_2^2 per row; ``[N, D], [N, D] -> [N]``.
+    """D(a, b) = || a/|a| - b/|b| ||_2^2 per row (the D of Eq. 12); ``[N, D], [N, D] -> [N]``.
 
     Squared L2 distance of the L2-normalised vectors (= 2 - 2 cos), the "feature reconstruction" loss
-    of the official code (and UP-DETR's).
+    of the official code (and UP-DETR's L_rec, UP-DETR Eq. 2).
     """
     return (F.normalize(prediction, dim=-1) - F.normalize(target, dim=-1)).pow(2).sum(dim=-1)
 
@@ -65,7 +65,8 @@ def region_discrimination_loss(
     Row ``b`` of the batch holds the queries built from ONE view (say view 1) that decoded the OTHER
     view's memory; ``crop_features[b]`` are the crop features of the queries' own view (p_1), so the
     pair (p_hat_2, p_1) of Eq. 12 is ``(semantic_predictions[b], crop_features[b])``. Only matched
-    queries contribute; query ``i`` matched to region ``j`` is compared with crop ``j``.
+    queries contribute; query ``i`` matched to region ``j`` is compared with crop ``j``. With patch features
+    instead of crop features it is UP-DETR's ``sum_matched L_rec / num_boxes`` (UP-DETR Eq. 1-2).
 
     Args:
         semantic_predictions: ``[B, Q, C']`` = f_sem(q_hat) of one decoder layer.

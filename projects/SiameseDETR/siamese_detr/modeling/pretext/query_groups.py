@@ -16,7 +16,8 @@ __all__ = ["group_attention_mask", "query_feature_dropout"]
 
 
 def group_attention_mask(num_queries: int, num_groups: int, device=None) -> Tensor:
-    """Block-diagonal decoder self-attention mask between query groups.
+    """Block-diagonal decoder self-attention mask between query groups (UP-DETR Eq. 3, True where
+    ``X_ij = -inf``).
 
     Args:
         num_queries: ``Q``; num_groups: ``n``, must divide ``Q``.

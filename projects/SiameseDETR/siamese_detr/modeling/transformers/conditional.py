@@ -285,7 +285,7 @@ class ConditionalDetrTransformer(nn.Module):
         """Decode object queries (``tgt = 0``, queries as ``p_q``) against ``memory``.
 
         Args:
-            memory: encoder output (possibly of another view, Siamese DETR).
+            memory: encoder output (possibly of another view: Siamese DETR's Multi-View Cross-Attention, Eq. 6-7).
             queries: ``[B, Q, C]`` object queries (learned, plus region / patch features in pretext tasks);
                 they also give the reference points, so region-conditioned queries move them (official
                 Siamese DETR ``necks/conditional_tr.py``).

@@ -59,7 +59,9 @@ class DeformableEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
 
     def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None):
-        """src, pos: ``[B, S, C]``; reference_points ``[B, S, L, 2]``; padding_mask bool ``[B, S]``."""
+        """src, pos: ``[B, S, C]``; reference_points ``[B, S, n_levels, 2]`` ``(x, y)`` in ``[0, 1]`` of each
+        level (:func:`encoder_reference_points`); spatial_shapes Long ``[n_levels, 2]``; level_start_index Long
+        ``[n_levels]``; padding_mask bool ``[B, S]``. Returns ``[B, S, C]``."""
         attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
         src = self.norm1(src + self.dropout1(attn))
         ffn = self.linear2(self.dropout2(self.activation(self.linear1(src))))
@@ -88,8 +90,9 @@ class DeformableDecoderLayer(nn.Module):
 
     def forward(self, tgt, query_pos, reference_points, memory, spatial_shapes, level_start_index,
                 memory_padding_mask=None, self_attn_mask=None):
-        """tgt, query_pos: ``[B, Q, C]``; reference_points ``[B, Q, L, 2 or 4]`` (valid-ratio scaled);
-        memory ``[B, S, C]``; self_attn_mask ``[Q, Q]`` (bool True = blocked, or additive float)."""
+        """tgt, query_pos: ``[B, Q, C]``; reference_points ``[B, Q, n_levels, 2 or 4]``, points ``(x, y)`` or
+        boxes cxcywh in ``[0, 1]`` (NOT logits), valid-ratio scaled; memory ``[B, S, C]``; memory_padding_mask
+        bool ``[B, S]``; self_attn_mask ``[Q, Q]`` (bool True = blocked, or additive float). Returns ``[B, Q, C]``."""
         q = k = tgt + query_pos
         attn = self.self_attn(q, k, tgt, attn_mask=self_attn_mask, need_weights=False)[0]
         tgt = self.norm2(tgt + self.dropout2(attn))
@@ -243,7 +246,8 @@ class DeformableDetrTransformer(nn.Module):
     # ------------------------------------------------------------------ encoder
     def encode(self, srcs: List[Tensor], masks: List[Tensor], pos: List[Tensor]) -> EncoderMemory:
         """srcs, pos: per level ``[B, C, H_l, W_l]``; masks bool ``[B, H_l, W_l]`` (True = padding).
-        ``pos`` of level ``l`` gets ``level_embed[l]`` added (returned in ``EncoderMemory.pos``)."""
+        ``pos`` of level ``l`` gets ``level_embed[l]`` added (returned in ``EncoderMemory.pos``).
+        Returns :class:`EncoderMemory` with ``memory [B, S, C]`` (level-major, row-major inside a level)."""
         if len(srcs) != self.num_feature_levels:
             raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(srcs)}")
         tokens, padding_mask, pos_flat, shapes, level_start, valid_ratios = flatten_levels(srcs, masks, pos)
@@ -321,6 +325,11 @@ class DeformableDetrTransformer(nn.Module):
         logit space (layer 0: the initial reference; layer ``l``: the reference refined by layer ``l - 1``,
         as official) and, in two-stage mode, the encoder proposals' ``pred_logits [B, S, K]`` /
         ``pred_boxes [B, S, 4]`` (cxcywh normalised; invalid proposals give 1.0).
+
+        The references are 2-d points ``(x, y)`` without refinement or two-stage, otherwise 4-d cxcywh (with
+        refinement alone, layer 0's point is padded with zero logits for ``w, h``); in two-stage mode
+        ``Q = two_stage_num_proposals``. The initial point ``sigmoid(reference_points(query_pos))`` comes
+        from the positional half, where pretext tasks add their region / patch features.
         """
         c = self.d_model
         encoder_outputs = None

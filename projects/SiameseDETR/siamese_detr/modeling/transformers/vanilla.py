@@ -70,7 +70,11 @@ class DetrEncoderLayer(nn.Module):
 
 
 class DetrDecoderLayer(nn.Module):
-    """Query self-attention, cross-attention to the encoder memory, FFN (post- or pre-norm)."""
+    """Query self-attention, cross-attention to the encoder memory, FFN (post- or pre-norm).
+
+    The cross-attention is Siamese DETR Eq. 2-3 with positions (supplementary §A.1): ``q = f_q(tgt + query_pos)``,
+    ``k = f_k(memory + pos)``, ``v = f_v(memory)``.
+    """
 
     def __init__(
         self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu", normalize_before=False
@@ -225,6 +229,9 @@ class DetrTransformer(nn.Module):
         bbox_embed=None,
     ) -> DecoderOutput:
         """Run the decoder: ``tgt = 0`` and the object queries as query positional embeddings (DETR §3.2).
+
+        With ``queries = proj(z_1) + phi_q`` and the memory ``c_2`` of the other view this is Siamese DETR's
+        Multi-View Cross-Attention (Eq. 6-7): the cross-attention query is ``f_q(tgt + proj(z_1) + phi_q)``.
 
         Args:
             memory: encoder output (may come from another view than the queries).
