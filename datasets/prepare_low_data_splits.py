@@ -9,7 +9,7 @@
 Splits: VOC 07+12 trainval 10 / 30 / 50 / 70 % (``voc_2007_2012_trainval_{10,30,50,70}pct_seed42``; parent
 ``voc_2007_2012_trainval_coco``, written first by ``datasets/prepare_voc_coco.py``) and COCO train2017
 1 / 2 / 5 / 10 % (``coco_2017_train_{1,2,5,10}pct_seed42``, DETReg's protocol). Each file lists the chosen
-image ids (``numpy.random.RandomState(42).choice`` over the sorted ids): the same on every process and
+image ids (``numpy.random.default_rng(42).choice`` over the sorted ids): the same on every process and
 machine. Files go to ``$DETECTRON2_DATASETS/low_data_splits/`` (default ``./datasets``; set the variable
 before running, Detectron2 reads it at import). An existing file is kept if it holds the same ids
 (``--force`` rewrites it). See datasets/README.md, "Low-data splits".

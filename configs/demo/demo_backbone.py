@@ -8,7 +8,7 @@ config changes): a narrow ResNet-18 (res2 width 32, up to res4, stride 16) train
 views of object-sized regions of the unlabelled ``synthetic_shapes_train_large`` images — measured once
 (150 iterations, 48 px crops): k-NN 61.7% vs 64.0% for the random network, i.e. no useful features in
 the time, so the demo uses the supervised set (k-NN 96.0% after 60 iterations on this
-machine, 93.7% on another: the project card's demo table).
+machine; 93.7% on another: the project card's "Not the backbone").
 See :mod:`siamese_detr.demo.backbone_pretrain`. Settings chosen once for a ~1 minute CPU budget.
 """
 from detectron2.config import LazyCall as L

@@ -38,7 +38,7 @@ dataloader.train.num_workers = 1
 dataloader.test = _detection.test
 dataloader.evaluator = L(ClassAgnosticEvaluator)(dataset_name="${..test.dataset.names}", max_dets=(1, 10, 100))
 
-optimizer.lr = 5e-4  # as the finetuning: DETR's 1e-4 + clipping barely trains the heads in 300 iterations
+optimizer.lr = 5e-4  # as the finetuning: DETR's 1e-4 + clipping barely trains the heads in a few hundred iterations
 train.clip_grad.max_norm = 0.0
 train.max_iter = 600
 lr_multiplier = step_schedule_iters(train.max_iter, [480])

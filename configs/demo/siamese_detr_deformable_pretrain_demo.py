@@ -5,7 +5,7 @@ A tiny version of ``configs/siamese_detr/siamese_detr_deformable_ms_r50_imagenet
 of ``siamese_detr_pretrain_demo.py`` (random frozen ResNet-18, demo model shape, 20 queries for 5 regions
 per view, 32 px crops, short side 128-160, batch 4, 150 iterations, λ0 = 3, λ1 = 0.3); the region and crop
 features concatenate C3-C5 of the ResNet-18 (128 + 256 + 512 = 896-d). The proposals store is the one of
-``siamese_detr_pretrain_demo.py`` (written by ``make demo``). Finetune with
+``siamese_detr_pretrain_demo.py`` (written by ``tools/generate_proposals.py``, see that config). Finetune with
 ``configs/demo/deformable_detr_demo.py`` and
 ``train.init_checkpoint=output/demo/siamese_detr_deformable_pretrain/model_final.pth``.
 """

@@ -5,7 +5,8 @@ A tiny version of ``configs/siamese_detr/siamese_detr_r50_imagenet_60ep.py``: Re
 for 5 regions per view, 32 px crops, short side 128-160 (max 224), batch 4, 150 iterations. Loss weights of
 COCO-like (multi-object) data: λ0 = 3, λ1 = 0.3.
 
-Proposals come from the EdgeBoxes store of the built-in dataset, written by ``make demo`` (or by hand)::
+Proposals come from the EdgeBoxes store of the built-in dataset (``make demo`` computes its proposals online
+instead; write the store once with ``tools/generate_proposals.py``, README "Proposals")::
 
     python tools/generate_proposals.py --dataset synthetic_shapes_train --method edgeboxes \
         --output $DETECTRON2_DATASETS/proposals/synthetic_shapes_train.edgeboxes.proposals

@@ -6,8 +6,9 @@ Siamese DETR paper §4.1: Conditional DETR is finetuned with the 40/50 schedule,
 and gradient clipping 0.1 from the official Atten4Vis/ConditionalDETR ``main.py``. To train from an ImageNet
 backbone as the official Conditional DETR (backbone lr 1e-5, batch 16: 8 GPUs x 2 in its
 ``scripts/conddetr_r50_epoch50.sh``), set ``optimizer.params.backbone_lr_factor=0.1
-dataloader.train.total_batch_size=16`` and double ``train.max_iter`` / ``lr_multiplier.num_updates`` (the
-same epochs).
+dataloader.train.total_batch_size=16`` and double ``train.max_iter``, ``lr_multiplier.num_updates`` and
+``lr_multiplier.milestones`` (the same epochs; the milestones count in units of ``num_updates``, so doubling
+only the first two would move the lr drop to epoch 20).
 
 Initialise from a pretraining checkpoint with
 ``train.init_checkpoint=output/siamese_detr_conditional_r50_imagenet_60ep/model_final.pth``, or evaluate an

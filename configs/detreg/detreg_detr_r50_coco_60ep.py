@@ -4,7 +4,8 @@ siamese_detr_r50_coco_60ep.py``; official ``configs/DETReg_top30_coco.sh`` is th
 
 The official ``coco_pretrain`` dataset uses the ImageNet transform (short side 320..480, max 600, flip, crop
 branch), kept here. Proposal store: ``tools/generate_proposals.py --dataset coco_2017_train --method
-selective_search --output $DETECTRON2_DATASETS/proposals/coco_2017_train.selective_search.proposals``.
+selective_search --ss-resize 128 --output $DETECTRON2_DATASETS/proposals/coco_2017_train.selective_search.proposals``
+(``--ss-resize 128``: on a copy of short side 128, as DETReg's 128 x 128).
 """
 import os
 

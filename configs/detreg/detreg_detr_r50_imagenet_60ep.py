@@ -8,12 +8,13 @@ clip 0.1, ``lr_drop`` 200 epochs (i.e. never within 60; the released code's Step
 ``lr_multiplier`` for the official constant lr). Loss weights CE 1 (eos 0.1), L1 5, GIoU 2, embedding 1.
 
 Proposals: a Selective Search store of ImageNet train (``tools/generate_proposals.py --image-dir
-$DETECTRON2_DATASETS/imagenet/train --method selective_search --output
-$DETECTRON2_DATASETS/proposals/imagenet_train.selective_search.proposals``).
+$DETECTRON2_DATASETS/imagenet/train --method selective_search --ss-resize 128 --output
+$DETECTRON2_DATASETS/proposals/imagenet_train.selective_search.proposals``; ``--ss-resize 128``: on a copy of
+short side 128, as DETReg's 128 x 128).
 Policy: ``dataloader.train.mapper.policy=random`` or ``importance`` for the paper's other two (§4).
 Finetuning from this checkpoint: pre-norm (``model.transformer.normalize_before=True``). The sine positions
 keep the official -0.5 offset (DETReg's ``position_encoding.py`` is Deformable DETR's); our DETR finetuning
-configs use DETR's 0 (no weights depend on it; ``model.position_embedding.offset=-0.5`` there to match).
+configs use DETR's 0 (no weights depend on it; ``+model.position_embedding.offset=-0.5`` there to match).
 """
 from ..common.data.pretrain_imagenet import dataloader
 from ..common.data.pretrain_peers import detreg_mapper

@@ -6,8 +6,8 @@ model, opencv_extra ``testdata/cv/ximgproc/model.yml.gz``, as the official gener
 edge map of the demo is used, with a loud warning at this scale).
 
 ``dataloader.test`` / ``dataloader.evaluator``: class-agnostic AR@1/10/100 and AP of the pretrained model
-itself, no finetuning (supplementary Table 1 / paper Table 5 protocol, DETReg Table 6 on val2017) on
-``coco_2017_val`` at DETR's test size (short side 800, max 1333). ``--eval-only
+itself, no finetuning (supplementary Table 1, "supplementary Table 5" in the issue tracker; DETReg Table 6
+on val2017) on ``coco_2017_val`` at DETR's test size (short side 800, max 1333). ``--eval-only
 train.init_checkpoint=<pretraining model_final.pth>`` prints it; ``train.eval_period`` runs it during
 pretraining. The same config evaluates an ImageNet-pretrained checkpoint (identical model).
 """

@@ -1,8 +1,8 @@
 """Siamese DETR pretraining data, ImageNet style: an unlabeled image folder, two IoU-constrained views.
 
-Short side 320-480, max 600 (``shared/DESIGN.md`` §4); offline EdgeBoxes from a proposal store written by
-``tools/generate_proposals.py --image-dir $DETECTRON2_DATASETS/imagenet/train --method edgeboxes
---sed-model model.yml.gz --output $DETECTRON2_DATASETS/proposals/imagenet_train.edgeboxes.proposals``
+Short side 320-480, max 600 (as UP-DETR's and DETReg's ``datasets/selfdet.py``); offline EdgeBoxes from a
+proposal store written by ``tools/generate_proposals.py --image-dir $DETECTRON2_DATASETS/imagenet/train --method
+edgeboxes --sed-model model.yml.gz --output $DETECTRON2_DATASETS/proposals/imagenet_train.edgeboxes.proposals``
 (image_id = relative path; ``--sed-model``: OpenCV's Structured Edge model, opencv_extra
 ``testdata/cv/ximgproc/model.yml.gz``, as the official generator ``tools/hpcplayers/box_generator.py``;
 without it the demo's gradient edge map is used, with a loud warning at this scale). Other proposal sources::

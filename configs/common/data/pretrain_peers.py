@@ -10,7 +10,8 @@ with SimCLR augmentation; the image resized to a short side of 320..480 (max 600
 
 DETReg (github amirbar/DETReg ``datasets/selfdet.py``, ``configs/DETReg_top30_*.sh``): the top 30 Selective
 Search proposals of the original image (the official computes them online on the image squashed to 128 x 128;
-here from a store written by ``tools/generate_proposals.py --method selective_search``; for the official online
+here from a store written by ``tools/generate_proposals.py --method selective_search --ss-resize 128`` (short
+side 128); for the official online
 computation: ``proposal_source = L(OnlineProposals)(method="selective_search", resize=128, square=True)``;
 ``resize=128`` alone keeps the aspect ratio, short side 128, as the demo configs), crops 128 px with
 SimCLR augmentation; the image flipped and resized 320..480 (max 600) or cropped (DETR's RandomSelect), for
