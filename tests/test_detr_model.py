@@ -355,3 +355,16 @@ def test_position_encoding_hand_values_and_padding_invariance():
     padded = torch.ones(1, 4, 5, dtype=torch.bool)
     padded[0, :2, :3] = False
     assert torch.allclose(pe(padded)[..., :2, :3], out, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "conditional", "deformable"])
+def test_a_width_that_the_heads_do_not_divide_names_the_config_keys(variant):
+    """``model.transformer.nhead=7`` with d_model 32: torch's MultiheadAttention asserted, naming no key."""
+    from siamese_detr.modeling.transformers import (ConditionalDetrTransformer, DeformableDetrTransformer,
+                                                    DetrTransformer)
+
+    cls = {"vanilla": DetrTransformer, "conditional": ConditionalDetrTransformer,
+           "deformable": DeformableDetrTransformer}[variant]
+    with pytest.raises(ValueError, match=r"d_model \(?32\)? must be .*divisible by n_?heads? \(?7\)?.*"
+                                         r"model\.transformer\.d_model / model\.transformer\.nhead"):
+        cls(d_model=32, nhead=7, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=16)

@@ -157,7 +157,8 @@ class MSDeformAttn(nn.Module):
                  use_compiled: bool = True):
         super().__init__()
         if d_model % n_heads != 0:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads}) "
+                             "(model.transformer.d_model / model.transformer.nhead)")
         self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
         self.use_compiled = use_compiled
         self.im2col_step = 64

@@ -234,7 +234,8 @@ class ConditionalDetrTransformer(nn.Module):
     ):
         super().__init__()
         if d_model % 2 or d_model % nhead:
-            raise ValueError(f"d_model {d_model} must be even and divisible by nhead {nhead}")
+            raise ValueError(f"d_model {d_model} must be even and divisible by nhead {nhead} "
+                             "(model.transformer.d_model / model.transformer.nhead)")
         enc = DetrEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation, False)
         self.encoder_layers = nn.ModuleList(copy.deepcopy(enc) for _ in range(num_encoder_layers))
         self.decoder_layers = nn.ModuleList(

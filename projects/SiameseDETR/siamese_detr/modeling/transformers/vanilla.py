@@ -182,6 +182,9 @@ class DetrTransformer(nn.Module):
         return_intermediate_dec: bool = True,
     ):
         super().__init__()
+        if d_model % nhead:  # torch's MultiheadAttention would assert, naming no config key
+            raise ValueError(f"d_model {d_model} must be divisible by nhead {nhead} (model.transformer.d_model / "
+                             "model.transformer.nhead: each head gets d_model / nhead channels)")
         enc = DetrEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation, normalize_before)
         dec = DetrDecoderLayer(d_model, nhead, dim_feedforward, dropout, activation, normalize_before)
         self.encoder_layers = nn.ModuleList(copy.deepcopy(enc) for _ in range(num_encoder_layers))
