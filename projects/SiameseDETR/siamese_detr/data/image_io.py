@@ -1,5 +1,5 @@
 """The one image reader of the project: every mapper and the proposal generator agree on which files are
-readable images and decode them the same way (``shared/DESIGN.md`` §3; issue 11).
+readable images and decode them the same way.
 
 :func:`read_image` is Detectron2's ``detection_utils.read_image`` (PIL, EXIF orientation applied, converted
 to ``image_format``, ``uint8 [H, W, 3]``) with two differences:

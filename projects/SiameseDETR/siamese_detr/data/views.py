@@ -1,4 +1,5 @@
-"""IoU-constrained two-view geometry of Siamese DETR (paper §3.2, Fig. 3; ``shared/DESIGN.md`` §4).
+"""IoU-constrained two-view geometry of Siamese DETR (paper §3.2, Fig. 3; project card, "Choices
+and where the sources disagree", *Views*).
 
 Pure functions on numpy boxes, testable without images. Conventions used throughout:
 
@@ -441,7 +442,7 @@ class TwoViewSample:
 
 @dataclass
 class ViewPolicy:
-    """The complete view policy of ``shared/DESIGN.md`` §4 with its knobs (defaults = ImageNet style).
+    """The complete view policy of the module docstring, steps (a)-(e), with its knobs (defaults = ImageNet style).
 
     ``sample(rng, original_hw, proposals)`` draws, in this order: the short side of the base resize
     (integer ``U[short_side_range]``, long side capped by ``max_size``), the shared horizontal flip, the

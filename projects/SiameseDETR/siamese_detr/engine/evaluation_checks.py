@@ -1,4 +1,4 @@
-"""Build the test loader only after checking that every test image can be read (issue 11, item 3).
+"""Build the test loader only after checking that every test image can be read.
 
 Evaluation never skips or replaces an image: Detectron2's ``MapDataset`` replaces a sample its mapper
 returns ``None`` for by a random other one, which for a test set counts one image twice and another not at

@@ -1,4 +1,4 @@
-"""``metrics.json`` that stays one JSON object per line after a kill (issue 11, item 1).
+"""``metrics.json`` that stays one JSON object per line after a kill.
 
 Detectron2's ``JSONWriter`` appends one line per logged iteration and flushes after each write, so a kill
 can at worst leave the last line cut short. A resumed run appends to the same file: without care its first
