@@ -92,6 +92,22 @@ def test_a_deformable_detr_cast_to_low_precision_runs_inference(dtype):
     assert reference["pred_logits"].max() < -3.5 and reference["pred_logits"].min() < -5
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_two_stage_deformable_detr_cast_to_low_precision_runs_inference(dtype):
+    """The two-stage queries come from a float32 sine encoding of the selected proposals, which a cast model's
+    ``pos_trans`` (low-precision weights) used to refuse ("mat1 and mat2 must have the same dtype"). Not
+    compared with float32: the top-k of a random tiny model's proposal scores has near-ties that the rounding
+    flips (a different proposal moves a box by up to 0.5)."""
+    torch.manual_seed(0)
+    model = _detr(_deformable(with_box_refine=True, two_stage=True, two_stage_num_proposals=NUM_QUERIES))
+    model.eval().to(dtype)
+    with torch.no_grad():
+        out = model.forward_outputs(model.preprocess_image([make_input(64, 96), make_input(64, 64, seed=1)]))
+    assert out["pred_logits"].dtype == dtype and out["pred_logits"].shape[:2] == (2, NUM_QUERIES)
+    assert torch.isfinite(out["pred_logits"]).all()
+    assert ((out["pred_boxes"] >= 0) & (out["pred_boxes"] <= 1)).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_valid_ratios_of_low_precision_tokens_are_exact_float32_fractions(dtype):
     mask = torch.zeros(1, 20, 53, dtype=torch.bool)

@@ -344,8 +344,10 @@ class DeformableDetrTransformer(nn.Module):
             topk = torch.topk(enc_logits[..., 0], self.two_stage_num_proposals, dim=1)[1]
             topk_coords = torch.gather(enc_coords, 1, topk[..., None].expand(-1, -1, 4)).detach()
             reference = topk_coords.sigmoid()
-            query_pos, tgt = torch.split(self.pos_trans_norm(self.pos_trans(self.proposal_pos_embed(topk_coords))),
-                                         c, dim=2)
+            # the float32 encoding in the layer's dtype: a model cast with .half() / .to(bfloat16) has low-precision
+            # weights (under autocast they stay float32 and autocast casts the input)
+            pos_embed = self.proposal_pos_embed(topk_coords).to(self.pos_trans.weight.dtype)
+            query_pos, tgt = torch.split(self.pos_trans_norm(self.pos_trans(pos_embed)), c, dim=2)
         else:
             if queries is None or queries.shape[-1] != self.query_dim:
                 raise ValueError(f"queries must be [B, Q, {self.query_dim}], got "
