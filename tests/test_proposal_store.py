@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -176,6 +177,11 @@ def test_detectron2_export_import_round_trip(store_dir, tmp_path):
         b, s = back.get(image_id)
         assert np.array_equal(b, boxes[i]) and np.array_equal(s, scores[i])
         assert back.image_size(image_id) == sizes[i]
+    # a dataset it lacks an image of: the fix re-imports (an imported store has no --method to give)
+    dicts = [{"image_id": i, "height": h, "width": w} for i, (h, w) in zip(ids, sizes)]
+    with pytest.raises(ProposalStoreError, match=f"--dataset NAME --import-detectron2 {re.escape(pkl)} "
+                                                 "--trust-pickle --output NEW_STORE"):
+        ProposalStore.open(str(tmp_path / "imported"), dataset=dicts + [{"image_id": "new", "height": 5, "width": 5}])
 
 
 def test_import_xywh_and_unsorted(tmp_path):

@@ -104,6 +104,23 @@ def test_mapper_patches_and_boxes_follow_the_resize(tmp_path):
     assert mapper({"file_name": small, "image_id": 8}) is None  # official: images with a side <= 16 skipped
 
 
+def test_mapper_skips_samples_whose_crop_empties_a_patch_box(tmp_path):
+    """A custom crop can cut a patch's box away: such a sample would carry a zero-area target for a patch the
+    model still matches, so it is skipped and counted; the samples returned keep every box with positive area."""
+    image = np.random.default_rng(2).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    path = str(tmp_path / "x.png")
+    cv2.imwrite(path, image)
+    mapper = UPDETRMapper(num_patches=4, patch_size=16, augmentation=[T.RandomCrop("absolute", (20, 20))], seed=0)
+    outputs = [mapper({"file_name": path, "image_id": i}) for i in range(30)]
+    kept = [out for out in outputs if out is not None]
+    assert mapper.num_patch_cropped_out == len(outputs) - len(kept) > 0 and kept
+    for out in kept:
+        boxes = out["patch_boxes"]
+        assert boxes.shape == (4, 4) and out["patches"].shape[0] == 4
+        assert ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()
+        assert (boxes[:, 0::2] <= 20).all() and (boxes[:, 1::2] <= 20).all()
+
+
 def test_feature_dropout_rate_and_no_rescaling():
     torch.manual_seed(0)
     features = torch.full((50, 100, 3), 2.0)

@@ -16,7 +16,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 def list_image_files(image_root: str, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> List[str]:
     """Relative paths (``/``-separated, sorted) of all files under ``image_root`` whose extension is in
     ``extensions`` (case-insensitive). Recursive, follows directory symlinks (each symlink target is entered
-    once, so symlink loops end), skips hidden entries. The one lister of the project: image-folder
+    through one symlink at most, so symlink loops end; a symlink to a folder that is also under the root lists
+    its files under both paths, as ``find -L`` and torchvision's ``ImageFolder`` do), skips hidden entries.
+    The one lister of the project: image-folder
     datasets and ``tools/generate_proposals.py --image-dir`` see the same files.
 
     Uses an explicit stack of ``os.scandir`` calls (one ``stat``-free directory read per folder), fast

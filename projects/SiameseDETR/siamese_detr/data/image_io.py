@@ -84,8 +84,12 @@ def check_image_shape(height: int, width: int) -> None:
 
 
 def probe_image_size(file_name: str) -> Tuple[int, int]:
-    """``(height, width)`` after EXIF orientation, from the file header only (no decoding), with the checks
-    that need no pixels (pixel type, degenerate size). Raises :class:`UnreadableImageError`."""
+    """``(height, width)`` after EXIF orientation, from the file header, with the checks that need no pixels
+    (pixel type, degenerate size). Raises :class:`UnreadableImageError`.
+
+    JPEG and most formats are not decoded; a PNG without an EXIF chunk before its pixel data is (Pillow reads
+    the whole file to look for an ``eXIf`` chunk after them, as :func:`read_image` does), so that both agree
+    on the orientation."""
     try:
         with open(file_name, "rb") as f:
             image = Image.open(f)

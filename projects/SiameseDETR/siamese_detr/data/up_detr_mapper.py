@@ -94,7 +94,10 @@ class UPDETRMapper:
         seed: see :func:`sample_rng`; patch geometry and patch augmentation draw from it, the Detectron2
             augmentations from ``np.random`` (seeded per worker by Detectron2).
 
-    Returns (``__call__``): ``None`` for an unreadable or too small image, else::
+    Returns (``__call__``): ``None`` for an unreadable or too small image (counted in ``num_unreadable`` /
+    ``num_too_small``) or when a custom augmentation with a crop leaves a patch's box empty (its target would
+    have zero area and the model needs all ``n`` patches; counted in ``num_patch_cropped_out``; the official
+    transform has no crop), else::
 
         image_id, file_name, height, width  (original image)
         image:       uint8 Tensor[3, H, W] augmented image (image_format order)
@@ -129,6 +132,7 @@ class UPDETRMapper:
         self.seed = seed
         self.num_unreadable = 0
         self.num_too_small = 0
+        self.num_patch_cropped_out = 0
         self._num_calls = 0
 
     def __call__(self, dataset_dict: dict) -> Optional[dict]:
@@ -150,7 +154,10 @@ class UPDETRMapper:
         aug_input = T.AugInput(image)
         transforms = self.augmentation(aug_input)
         out_image = aug_input.image
-        out_boxes, _ = transform_boxes(transforms, boxes, out_image.shape[:2])
+        out_boxes, keep = transform_boxes(transforms, boxes, out_image.shape[:2])
+        if not keep.all():
+            self.num_patch_cropped_out += 1
+            return None
         return {
             "image_id": dataset_dict.get("image_id"),
             "file_name": dataset_dict.get("file_name"),

@@ -382,12 +382,13 @@ class ProposalStore:
                 wrong_size.append((key, (h, w), (int(d["height"]), int(d["width"]))))
         where = f"dataset {name!r}" if name else "the dataset"
         made_for = self.meta.get("dataset")
+        made_by = self._remake_option()
         if name and made_for is not None and str(made_for) != name:
             fix = (f"keep it (it is the store of {made_for!r}) and generate one for {name} into a new folder: "
-                   f"tools/generate_proposals.py --dataset {name} --method {self.method} --output NEW_STORE")
+                   f"tools/generate_proposals.py --dataset {name} {made_by} --output NEW_STORE")
         else:
-            fix = (f"generate a store for it with tools/generate_proposals.py --dataset {name or 'NAME'} --method "
-                   f"{self.method} --output NEW_STORE (or, if {self.path} was made from these images before they "
+            fix = (f"generate a store for it with tools/generate_proposals.py --dataset {name or 'NAME'} "
+                   f"{made_by} --output NEW_STORE (or, if {self.path} was made from these images before they "
                    f"changed, regenerate it: --output {self.path} --overwrite)")
         if missing:
             raise ProposalStoreError(
@@ -443,6 +444,17 @@ class ProposalStore:
     @property
     def method(self) -> str:
         return self.meta.get("method")
+
+    def _remake_option(self) -> str:
+        """The ``tools/generate_proposals.py`` option that makes a store like this one: ``--method M``, or, for
+        an imported store, the import of its source file (``--method METHOD`` when neither is known)."""
+        from .methods import METHODS
+
+        if self.method in METHODS:
+            return f"--method {self.method}"
+        if self.method == "detectron2_import":
+            return f"--import-detectron2 {self.params.get('source_file', 'FILE.pkl')} --trust-pickle"
+        return "--method METHOD"
 
     @property
     def params(self) -> dict:
