@@ -1,8 +1,9 @@
 """Siamese DETR pretraining of Vanilla DETR (R50, frozen SwAV backbone) on ImageNet, 40/60 epochs.
 
-Paper §4.1: AdamW lr 1e-4, weight decay 1e-4, gradient clipping 0.1, total batch 256, 60 epochs with
-the lr divided by 10 at epoch 40; 1281167 images -> 5005 iterations per epoch, 300274 in total
-(the official code: 300k steps, drop at 200k, 32 GPUs x 8).
+Paper §4.1: AdamW lr 1e-4, weight decay 1e-4, total batch 256, 60 epochs with the lr divided by 10 at
+epoch 40; 1281167 images -> 5005 iterations per epoch, 300274 in total (the official code: 300k steps,
+drop at 200k, 32 GPUs x 8). Gradient clipping 0.1 comes from the official config
+(``configs/selfsup/siamese_detr/imgnet_edgebox_crop_bs8.py``); the paper does not give it.
 
 Loss weights (Eq. 13): λ0 = loss_region = 3, λ1 = loss_global = 10, λ2 = 1 (CE 1, L1 5, GIoU 2) —
 supplementary §B for ImageNet and the official ImageNet configs agree.

@@ -7,8 +7,8 @@ many epochs of it. Set the split's own schedule too (datasets/README.md, "Low-da
 iterations), e.g. 40/50 epochs of the 10 % split (11829 images) at batch 32: ``train.max_iter=18483
 lr_multiplier.milestones=[14787] lr_multiplier.num_updates=18483`` (DETReg's paper: 100 epochs with the drop
 at 40 for 5 / 10 %, 200 with the drop at 150 for 1 / 2 %; its released scripts
-``configs/DETReg_fine_tune_{1,2,5,10}pct_coco.sh``: 2000 / 1000 / 500 / 400 epochs without a drop, at its
-default batch of 4 per GPU).
+``configs/DETReg_fine_tune_{1,2,5,10}pct_coco.sh``: 2000 / 1000 / 500 / 400 epochs without a drop, launched
+by its README on 8 GPUs with ``--batch_size 3``, a total batch of 24; its argparse default is 4 per GPU).
 """
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
