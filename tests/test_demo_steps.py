@@ -173,6 +173,9 @@ def test_last_iteration(tmp_path):
     (tmp_path / "metrics.json").write_text('{"iteration": 9}\n{"iteration": 19, "x": 1}\n{"iter')
     assert last_iteration(tmp_path) == 20
     assert last_iteration(tmp_path / "none") == 0
+    with open(tmp_path / "metrics.json", "a") as f:  # resumed from a checkpoint at iteration 9
+        f.write('\n{"iteration": 14}\n')
+    assert last_iteration(tmp_path) == 15
 
 
 # two steps that can only both finish if they run at the same time: each writes its own flag file, then
@@ -221,12 +224,48 @@ def test_parallel_after_waits_and_records_the_new_checkpoint(tmp_path):
         runner.parallel([dict(name="c", folder=tmp_path / "c", cmd=read, after=["nope"])])
 
 
-def test_an_interrupted_step_is_said_to_continue_only_when_its_command_resumes(tmp_path, capsys):
+def test_an_interrupted_step_continues_only_when_its_command_resumes_from_a_checkpoint(tmp_path, capsys):
+    """A command given --resume continues in its folder when the killed run left a ``last_checkpoint``;
+    without one (killed before its first checkpoint) or with a command that cannot resume, the step starts
+    again in an emptied folder (its old metrics.json lines would otherwise be read as this run's)."""
     runner = StepRunner(tmp_path, tmp_path)
-    for cmd, said in (([sys.executable, "-c", "pass"], "starting it again (its command cannot resume)"),
-                      ([sys.executable, "-c", "pass", "--resume"], "continuing an interrupted run")):
-        folder = tmp_path / f"step{len(cmd)}"
+    resuming = [sys.executable, "-c", "pass", "--resume"]
+    cases = (([sys.executable, "-c", "pass"], False, "starting it again (its command cannot resume)", False),
+             (resuming, False, "starting it again (no checkpoint to resume from)", False),
+             (resuming, True, "continuing an interrupted run from its last checkpoint (model_0000199.pth)", True))
+    for index, (cmd, checkpoint, said, kept) in enumerate(cases):
+        folder = tmp_path / f"step{index}"
         Step("s", folder, {**recorded_inputs(runner, cmd)}).begin()  # as a run killed before it finished
+        (folder / "metrics.json").write_text('{"iteration": 239}\n')
+        if checkpoint:
+            (folder / "last_checkpoint").write_text("model_0000199.pth")
         capsys.readouterr()
         runner.step("s", folder, cmd)
         assert said in capsys.readouterr().out
+        assert (folder / "metrics.json").exists() == kept
+
+
+def test_the_progress_bar_counts_this_runs_pace_and_its_config_total(tmp_path):
+    """The total comes from the resolved config (an override of train.max_iter included); the ETA from the
+    iterations this run logged since its first line, not from an interrupted run's lines nor the start-up."""
+    from siamese_detr.demo.runner import _Running
+
+    runner = StepRunner(tmp_path, tmp_path)
+    folder = tmp_path / "bb"
+    launched = runner._launch("bb", folder, [sys.executable, "-c", "pass"], config=CONFIG,
+                              overrides=["train.max_iter=7"])
+    launched.proc.wait()
+    launched.log.close()
+    assert launched.total == 7
+    metrics = folder / "metrics.json"
+    metrics.write_text('{"iteration": 799}\n')  # an interrupted run had logged 800 iterations
+    run = _Running("ft", folder, None, None, None, start=0.0, total=1000)
+    assert run.progress(now=30.0) == "[########################......] 800/1000 it  0:30 elapsed"  # no new line yet
+    with open(metrics, "a") as f:
+        f.write('{"iteration": 599}\n')  # resumed from the checkpoint at 599: its first line
+    assert run.progress(now=40.0).endswith("600/1000 it  0:40 elapsed")  # one point: no pace yet
+    with open(metrics, "a") as f:
+        f.write('{"iteration": 699}\n')
+    assert run.progress(now=60.0) == "[#####################.........] 700/1000 it  1:00 elapsed, ETA 1:00"
+    assert run.progress(now=60.0, short=True) == "700/1000 it ETA 1:00"
+    assert run.progress(now=60.0, final=True).endswith("700/1000 it  1:00 elapsed")

@@ -262,6 +262,13 @@ def test_eval_only_outputs(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "metrics.json").read_text().splitlines()]
     assert lines[0] == {"iteration": 0, "total_loss": 1.0}
     assert lines[1] == {"bbox/AP": 12.5, "bbox/AP50": 30.0, "iteration": 7, "eval_only": True}
+    # after a line a killed training cut short, the record still gets a line of its own
+    with open(tmp_path / "metrics.json", "a") as f:
+        f.write('{"iteration": 4, "total_lo')
+    append_eval_metrics(str(tmp_path), {"bbox": {"AP": 13.0}}, iteration=7, eval_only=True)
+    lines = (tmp_path / "metrics.json").read_text().splitlines()
+    assert lines[2] == '{"iteration": 4, "total_lo'
+    assert json.loads(lines[3]) == {"bbox/AP": 13.0, "iteration": 7, "eval_only": True}
 
 
 def test_file_handlers_strip_colour_codes(tmp_path):

@@ -33,6 +33,10 @@ def test_curves_sum_losses_skip_aux_and_keep_eval(tmp_path):
     assert curves["total_loss"] == ([19, 39], [6.0, 4.0])
     assert {"loss_ce_0", "loss_ce_1_one2many"} <= set(plot_metrics.loss_curves(records, with_aux=True))
     assert plot_metrics.eval_results(records) == {"bbox/AP": 12.5}
+    # resumed from a checkpoint at iteration 19 after the interrupted run had logged 39: logged again from there
+    replay = records + [{"iteration": 29, "loss_ce": 1.0, "loss_bbox": 0.5},
+                        {"iteration": 39, "loss_ce": 0.75, "loss_bbox": 0.5}]
+    assert plot_metrics.loss_curves(replay)["total_loss"] == ([19, 29, 39], [6.0, 1.5, 1.25])
 
     out = tmp_path / "curves.png"
     assert plot_metrics.main([str(metrics), "--output", str(out)]) == 0

@@ -230,7 +230,7 @@ def schedule_overrides(iters: Optional[int]) -> List[str]:
         return []
     drop = max(1, int(iters * 0.8))  # lr x0.1 after 80%, as the configs (num_updates must exceed it)
     return [f"train.max_iter={iters}", f"lr_multiplier.milestones=[{drop}]",
-            f"lr_multiplier.num_updates={max(iters, drop + 1)}", f"train.checkpointer.period={iters}"]
+            f"lr_multiplier.num_updates={max(iters, drop + 1)}"]
 
 
 def main(argv=None) -> int:
@@ -307,9 +307,8 @@ def main(argv=None) -> int:
     bb_over = [f"train.output_dir={bb_dir}"] + list(args.backbone_extra)
     if args.backbone_iters:
         bb_over.append(f"train.max_iter={args.backbone_iters}")
-    bb_total = args.backbone_iters or LazyConfig.load(str(ROOT / BACKBONE_CONFIG)).train.max_iter
     runner.step("backbone", bb_dir, [PY, "tools/train_demo_backbone.py", "--config-file", BACKBONE_CONFIG] + bb_over,
-                BACKBONE_CONFIG, bb_over, data, bb_total)
+                BACKBONE_CONFIG, bb_over, data)
     backbone_ckpt = bb_dir / "model_final.pth"
     train_cmd = [PY, "tools/lazyconfig_train_net.py", "--config-file"]
     ft_total = args.finetune_iters or LazyConfig.load(str(ROOT / DETECTOR_CONFIG)).train.max_iter
@@ -327,10 +326,9 @@ def main(argv=None) -> int:
                 pt_dir = run_dir / "pretrain"
                 over = ([f"train.output_dir={pt_dir}", f"train.init_checkpoint={backbone_ckpt}", f"train.seed={seed}",
                          "train.eval_period=0"] + schedule_overrides(args.pretrain_iters) + list(args.extra))
-                total = args.pretrain_iters or LazyConfig.load(str(ROOT / config)).train.max_iter
                 pretrain_jobs.append(dict(name=f"{name} pretrain seed {seed}", folder=pt_dir,
                                           cmd=train_cmd + [config, "--resume"] + over, config=config, overrides=over,
-                                          init=backbone_ckpt, total=total, inputs=data))
+                                          init=backbone_ckpt, inputs=data))
                 init = pt_dir / "model_final.pth"
             ft_dir = run_dir / finetune_folder(args.low_label_percent)
             over = ([f"train.output_dir={ft_dir}", f"train.init_checkpoint={init}", f"train.seed={seed}",
@@ -339,7 +337,7 @@ def main(argv=None) -> int:
                     + schedule_overrides(args.finetune_iters) + list(args.extra))
             # the starting checkpoint's digest is read when the job starts (after its pretraining)
             job = dict(name=f"{name} finetune seed {seed}", folder=ft_dir, cmd=train_cmd + [DETECTOR_CONFIG, "--resume"]
-                       + over, config=DETECTOR_CONFIG, overrides=over, init=init, total=ft_total,
+                       + over, config=DETECTOR_CONFIG, overrides=over, init=init,
                        after=[f"{name} pretrain seed {seed}"] if config is not None else [], inputs=data)
             (finetune_jobs if config is not None else pretrain_jobs).append(job)
             runs.append((name, seed, pt_dir, ft_dir))

@@ -39,8 +39,10 @@ def read_metrics(path: Path) -> List[dict]:
 
 
 def loss_curves(records: List[dict], with_aux: bool = False) -> Dict[str, Tuple[List[int], List[float]]]:
-    """``{name: (iterations, values)}`` for total_loss and the loss terms logged in ``records``."""
-    curves = defaultdict(lambda: ([], []))
+    """``{name: (iterations, values)}`` for total_loss and the loss terms logged in ``records``, by iteration;
+    a later record wins for the same iteration (a run resumed from a checkpoint logs again the iterations its
+    interrupted run had logged beyond it)."""
+    curves = defaultdict(dict)
     for rec in records:
         if "iteration" not in rec:
             continue
@@ -54,9 +56,8 @@ def loss_curves(records: List[dict], with_aux: bool = False) -> Dict[str, Tuple[
         for name, value in losses.items():
             if not with_aux and AUX_SUFFIX.search(name):
                 continue
-            curves[name][0].append(rec["iteration"])
-            curves[name][1].append(float(value))
-    return dict(curves)
+            curves[name][rec["iteration"]] = float(value)
+    return {name: (sorted(points), [points[i] for i in sorted(points)]) for name, points in curves.items()}
 
 
 def eval_results(records: List[dict]) -> Dict[str, float]:

@@ -131,12 +131,8 @@ def run(args, output: Path) -> int:
     bb_over = [f"train.output_dir={bb_dir}"] + seed
     if args.backbone_iters:
         bb_over.append(f"train.max_iter={args.backbone_iters}")
-    from detectron2.config import LazyConfig
-
-    bb_cfg = LazyConfig.load(str(ROOT / BACKBONE_CONFIG))
     times["backbone"] = demo.step("backbone", bb_dir, [PY, "tools/train_demo_backbone.py", "--config-file",
-                                  BACKBONE_CONFIG] + bb_over, BACKBONE_CONFIG, bb_over, data,
-                                  args.backbone_iters or bb_cfg.train.max_iter)
+                                  BACKBONE_CONFIG] + bb_over, BACKBONE_CONFIG, bb_over, data)
     if not backbone_ok(bb_dir):
         raise SystemExit(f"[backbone] no model_final.pth in {bb_dir}")
     backbone_ckpt = bb_dir / "model_final.pth"
@@ -147,12 +143,10 @@ def run(args, output: Path) -> int:
     pt_over = [f"train.output_dir={pt_dir}", f"train.init_checkpoint={backbone_ckpt}"] + seed
     if args.pretrain_iters:
         pt_over += schedule_overrides(args.pretrain_iters) + [f"train.eval_period={args.pretrain_iters}"]
-    pt_cfg = LazyConfig.load(str(ROOT / PRETRAIN_CONFIG))
-    pt_iters = args.pretrain_iters or pt_cfg.train.max_iter
     train_cmd = [PY, "tools/lazyconfig_train_net.py", "--config-file"]
     pretrained_ckpt = pt_dir / "model_final.pth"
     pretrain_job = dict(name="pretrain", folder=pt_dir, cmd=train_cmd + [PRETRAIN_CONFIG, "--resume"] + pt_over,
-                        config=PRETRAIN_CONFIG, overrides=pt_over, init=backbone_ckpt, total=pt_iters, inputs=data)
+                        config=PRETRAIN_CONFIG, overrides=pt_over, init=backbone_ckpt, inputs=data)
 
     # the same model at random initialisation (transformer random, same backbone), evaluated the same way
     rnd_dir = output / "siamese_random_init_eval"
@@ -163,8 +157,6 @@ def run(args, output: Path) -> int:
                            inputs=data)
 
     # 4. finetuning: pretrained vs scratch (same backbone, budget, seed and thread count)
-    ft_cfg = LazyConfig.load(str(ROOT / DETECTOR_CONFIG))
-    ft_iters = args.finetune_iters or ft_cfg.train.max_iter
     ft_common = list(seed)
     if args.finetune_iters:
         ft_common += schedule_overrides(args.finetune_iters)
@@ -175,8 +167,7 @@ def run(args, output: Path) -> int:
     def finetune_job(label, init, after=()):
         over = [f"train.output_dir={ft_dirs[label]}", f"train.init_checkpoint={init}"] + ft_common
         return dict(name=f"finetune {label}", folder=ft_dirs[label], cmd=train_cmd + [DETECTOR_CONFIG, "--resume"]
-                    + over, config=DETECTOR_CONFIG, overrides=over, init=init, total=ft_iters, after=after,
-                    inputs=data)
+                    + over, config=DETECTOR_CONFIG, overrides=over, init=init, after=after, inputs=data)
 
     # the critical path is pretraining -> pretrained finetuning; the others fill the second core
     step_times = demo.parallel([pretrain_job, finetune_job("scratch", backbone_ckpt), random_init_job,
@@ -285,7 +276,7 @@ def schedule_overrides(iters: int):
     """Overrides giving a demo config ``iters`` iterations, lr x0.1 after 80% (as the configs)."""
     drop = max(1, int(iters * 0.8))
     return [f"train.max_iter={iters}", f"lr_multiplier.milestones=[{drop}]",
-            f"lr_multiplier.num_updates={max(iters, drop + 1)}", f"train.checkpointer.period={iters}"]
+            f"lr_multiplier.num_updates={max(iters, drop + 1)}"]
 
 
 def backbone_ok(folder: Path) -> bool:

@@ -106,7 +106,9 @@ train.clip_grad.max_norm = 0.0
 train.max_iter = 800
 lr_multiplier = step_schedule_iters(train.max_iter, [640])
 train.output_dir = "./output/demo/finetune"
-train.checkpointer.period = 800
+# a checkpoint at every evaluation, the last one kept: an interrupted `make demo` resumes its step from there
+train.checkpointer.period = 200
+train.checkpointer.max_to_keep = 1
 train.eval_period = 200
 train.log_period = 10
 train.seed = 0

@@ -19,8 +19,8 @@ from typing import Dict, List, Optional
 from ..utils.parent_watch import arm_parent_death_signal
 from .steps import Step, file_digest, software_versions, source_digest
 
-__all__ = ["LOCK_NAME", "StepRunner", "clock", "last_iteration", "last_results", "lock_output", "read_json",
-           "resolved_config_digest"]
+__all__ = ["LOCK_NAME", "StepRunner", "clock", "config_digest", "last_iteration", "last_results", "lock_output",
+           "read_json", "resolved_config", "resolved_config_digest"]
 
 LOCK_NAME = ".lock"  # in the output folder, held by the demo / comparison writing there
 
@@ -64,34 +64,49 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def resolved_config_digest(config_file: str, overrides: List[str]) -> str:
-    """sha256 of the LazyConfig ``config_file`` after ``overrides``, as the training tool sees it (its
-    YAML dump): any change of the file, of a config it imports or of an override changes it."""
+def resolved_config(config_file: str, overrides: List[str]):
+    """The LazyConfig ``config_file`` after ``overrides``, as the training tool sees it."""
     from detectron2.config import LazyConfig
 
     from ..engine import apply_checked_overrides
 
-    cfg = apply_checked_overrides(LazyConfig.load(str(config_file)), overrides)
+    return apply_checked_overrides(LazyConfig.load(str(config_file)), overrides)
+
+
+def config_digest(cfg) -> str:
+    """sha256 of a LazyConfig's YAML dump: any change of its file, of a config it imports or of an override
+    changes it."""
+    from detectron2.config import LazyConfig
+
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "config.yaml")
         LazyConfig.save(cfg, path)
         return file_digest(path)
 
 
+def resolved_config_digest(config_file: str, overrides: List[str]) -> str:
+    """:func:`config_digest` of :func:`resolved_config`."""
+    return config_digest(resolved_config(config_file, overrides))
+
+
 def last_iteration(folder: Path) -> int:
-    """Number of finished iterations logged in ``metrics.json`` / ``progress.json`` of a step folder."""
-    best = 0
+    """Number of finished iterations of a step folder's run: one more than the ``iteration`` of the last
+    line that has one in ``metrics.json`` (else ``progress.json``). The last line, not the largest: a run
+    resumed from a checkpoint logs again from there, after the lines its interrupted run wrote beyond it."""
     for name in ("metrics.json", "progress.json"):
         path = Path(folder) / name
         if not path.is_file():
             continue
+        last = None
         with open(path, errors="replace") as f:
             for line in f:
                 try:
-                    best = max(best, int(json.loads(line).get("iteration", -1)) + 1)
-                except (ValueError, AttributeError, TypeError):
+                    last = int(json.loads(line)["iteration"]) + 1
+                except (ValueError, KeyError, TypeError):
                     continue
-    return best
+        if last is not None:
+            return last
+    return 0
 
 
 def clock(seconds: float) -> str:
@@ -142,14 +157,18 @@ class StepRunner:
         self.environment = {"code": source_digest(folders), "software": software_versions()}
 
     def step(self, name: str, folder: Path, cmd: List, config: Optional[str] = None,
-             overrides: Optional[List[str]] = None, inputs: Optional[Dict] = None, total: int = 0) -> float:
+             overrides: Optional[List[str]] = None, inputs: Optional[Dict] = None,
+             total: Optional[int] = None) -> float:
         """Run ``cmd`` as the step ``name`` writing ``folder``; returns its seconds (when reused: the seconds
         recorded by the run that made it, and ``name`` is added to :attr:`reused`).
 
         Inputs recorded: ``inputs`` + the command + the code's digest and library versions
         (:attr:`environment`) + (with ``config``) the resolved config's digest after ``overrides``. Unchanged
-        and complete: reused; unchanged and incomplete: run again in the same folder (commands given
-        ``--resume`` continue); changed or unknown: the folder is deleted first.
+        and complete: reused; unchanged and incomplete: a command given ``--resume`` continues in the same
+        folder from its ``last_checkpoint``, any other (or one killed before its first checkpoint) starts
+        again in an emptied folder; changed or unknown: the folder is deleted first. ``total``: the
+        iterations of the progress bar; None: the resolved config's ``train.max_iter`` (without a config, or
+        0: elapsed time only).
         Raises ``SystemExit`` with the end of the log when the command fails.
         """
         return self.parallel([dict(name=name, folder=folder, cmd=cmd, config=config, overrides=overrides,
@@ -203,7 +222,7 @@ class StepRunner:
         return [float(r) for r in results]
 
     def _launch(self, name: str, folder: Path, cmd: List, config: Optional[str] = None,
-                overrides: Optional[List[str]] = None, inputs: Optional[Dict] = None, total: int = 0,
+                overrides: Optional[List[str]] = None, inputs: Optional[Dict] = None, total: Optional[int] = None,
                 init: Optional[Path] = None):
         """Starts a step: returns its recorded seconds (a float) when it is reused, else a :class:`_Running`."""
         folder = Path(folder)
@@ -213,10 +232,13 @@ class StepRunner:
         if config is not None:
             inputs["config"] = str(config)
             try:
-                inputs["resolved_config"] = resolved_config_digest(str(self.root / config), list(overrides or []))
+                cfg = resolved_config(str(self.root / config), list(overrides or []))
             except (KeyError, ValueError, TypeError) as e:  # an unknown key or a value of another kind
                 message = e.args[0] if isinstance(e, KeyError) and e.args else e
                 raise SystemExit(f"[{name}] {config}: {message}")
+            inputs["resolved_config"] = config_digest(cfg)
+            if total is None:
+                total = int(cfg.train.max_iter)
         inputs["command"] = [str(c) for c in cmd]
         step = Step(name, folder, inputs)
         printable = " ".join(shlex.quote(str(c)) for c in cmd)
@@ -236,14 +258,19 @@ class StepRunner:
                   flush=True)
         elif state == "fresh" and previous is not None:
             print(f"[{name}] inputs changed ({', '.join(changed)}): redoing the step", flush=True)
-        elif state == "resume" and "--resume" in map(str, cmd):
-            print(f"[{name}] continuing an interrupted run", flush=True)
-        elif state == "resume":  # e.g. the backbone step and evaluations: their commands cannot resume
-            print(f"[{name}] interrupted before: starting it again (its command cannot resume)", flush=True)
+        elif state == "resume":
+            checkpoint = folder / "last_checkpoint"  # what detectron2's --resume reads
+            if "--resume" in map(str, cmd) and checkpoint.is_file():
+                print(f"[{name}] continuing an interrupted run from its last checkpoint "
+                      f"({checkpoint.read_text().strip()})", flush=True)
+            else:  # e.g. the backbone step and evaluations, or a run killed before its first checkpoint
+                step.restart()
+                why = "no checkpoint to resume from" if "--resume" in map(str, cmd) else "its command cannot resume"
+                print(f"[{name}] interrupted before: starting it again ({why})", flush=True)
         log = open(folder / "demo.log", "a")
         proc = subprocess.Popen([str(c) for c in cmd], cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
                                 preexec_fn=functools.partial(_die_with_parent, os.getpid()))
-        return _Running(name, folder, step, proc, log, time.time(), total)
+        return _Running(name, folder, step, proc, log, time.time(), total or 0)
 
     def _complete(self, run: "_Running") -> float:
         """Finishes a step whose process ended: prints its final progress, records it complete; raises
@@ -251,7 +278,7 @@ class StepRunner:
         run.log.close()
         if sys.stdout.isatty():
             print("\r" + " " * (_terminal_width() - 1) + "\r", end="")
-        print(f"[{run.name}] {self._progress(run.folder, run.total, run.start, final=True)}", flush=True)
+        print(f"[{run.name}] {run.progress(final=True)}", flush=True)
         if run.proc.returncode != 0:
             tail = (run.folder / "demo.log").read_text(errors="replace").splitlines()[-15:]
             raise SystemExit("\n".join(tail) + f"\n[{run.name}] failed (exit {run.proc.returncode}); full log: "
@@ -265,25 +292,11 @@ class StepRunner:
         if not runs or not sys.stdout.isatty():
             return
         if len(runs) == 1:
-            text = self._progress(runs[0].folder, runs[0].total, runs[0].start)
+            text = runs[0].progress()
         else:
-            text = " | ".join(f"{r.name}: {self._progress(r.folder, r.total, r.start, short=True)}" for r in runs)
+            text = " | ".join(f"{r.name}: {r.progress(short=True)}" for r in runs)
         width = _terminal_width() - 3
         print("\r  " + text[:width].ljust(width), end="", flush=True)
-
-    @staticmethod
-    def _progress(folder, total, start, final=False, short=False) -> str:
-        """``[####....] done/total it  m:ss elapsed, ETA m:ss`` (``short``: ``done/total it ETA m:ss``)."""
-        done = min(last_iteration(folder), total) if total else 0
-        elapsed = time.time() - start
-        eta = "" if final or done == 0 or not total else f"ETA {clock(elapsed / done * (total - done))}"
-        if short:
-            return f"{done}/{total} it {eta}".strip() if total else f"{clock(elapsed)} elapsed"
-        if not total:
-            return f"{clock(elapsed)} elapsed"
-        filled = int(30 * done / total)
-        bar = f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} it"
-        return f"{bar}  {clock(elapsed)} elapsed" + (f", {eta}" if eta else "")
 
 
 def _terminal_width() -> int:
@@ -296,6 +309,30 @@ class _Running:
     def __init__(self, name, folder, step, proc, log, start, total):
         self.name, self.folder, self.step, self.proc = name, folder, step, proc
         self.log, self.start, self.total = log, start, total
+        self._logged_before = last_iteration(folder)  # by the interrupted run this one resumes
+        self._first_seen = None  # (iterations, time) when this run's first logged iteration was seen
+
+    def progress(self, final: bool = False, short: bool = False, now: Optional[float] = None) -> str:
+        """``[####....] done/total it  m:ss elapsed, ETA m:ss`` (``short``: ``done/total it ETA m:ss``).
+
+        The ETA comes from this run's own pace: the iterations logged since the first line it wrote, over
+        the time since then (neither the start-up time nor an interrupted run's iterations count)."""
+        now = time.time() if now is None else now
+        elapsed = now - self.start
+        if not self.total:
+            return f"{clock(elapsed)} elapsed"
+        done = min(last_iteration(self.folder), self.total)
+        if self._first_seen is None and done != self._logged_before:
+            self._first_seen = (done, now)
+        eta = ""
+        if not final and self._first_seen is not None and done > self._first_seen[0]:
+            first_done, first_time = self._first_seen
+            eta = f"ETA {clock((now - first_time) / (done - first_done) * (self.total - done))}"
+        if short:
+            return f"{done}/{self.total} it {eta}".strip()
+        filled = int(30 * done / self.total)
+        bar = f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} it"
+        return f"{bar}  {clock(elapsed)} elapsed" + (f", {eta}" if eta else "")
 
     def stop(self) -> None:
         """Terminates the process (the step stays incomplete, a re-run resumes it) and closes the log."""

@@ -147,11 +147,16 @@ class Step:
         """Prepare the folder for this run and return its state (``fresh`` folders are emptied)."""
         state = self.state()
         if state == "fresh":
-            if self.output_dir.exists():
-                shutil.rmtree(self.output_dir)
-            self.output_dir.mkdir(parents=True)
-            self._write(complete=False)
+            self.restart()
         return state
+
+    def restart(self) -> None:
+        """Empty the folder and record the step as begun, not finished (a ``fresh`` start; also an
+        interrupted step that cannot resume)."""
+        if self.output_dir.exists():
+            shutil.rmtree(self.output_dir)
+        self.output_dir.mkdir(parents=True)
+        self._write(complete=False)
 
     def finish(self, seconds: Optional[float] = None) -> None:
         """Mark the step complete (recording how long it took, if given, and the digests of its

@@ -22,6 +22,7 @@ from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils import comm
 
 from ..utils.metrics_lines import FINISHED_ITERATIONS_KEY
+from .metrics_file import terminate_torn_line
 
 __all__ = ["FINISHED_ITERATIONS_KEY", "append_eval_metrics", "eval_hook", "finished_iterations",
            "set_evaluator_output_dir"]
@@ -83,12 +84,15 @@ def set_evaluator_output_dir(cfg, subdir: str = INFERENCE_DIR) -> Optional[str]:
 
 def append_eval_metrics(output_dir: str, results: Mapping, **extra) -> Optional[dict]:
     """Append the flattened ``results`` (``{"bbox": {"AP": ..}}`` -> ``{"bbox/AP": ..}``) plus ``extra`` as
-    one json line to ``output_dir/metrics.json`` (main process only). Returns the record written."""
+    one json line to ``output_dir/metrics.json`` (main process only; after a line a killed run left cut short,
+    on a line of its own). Returns the record written."""
     if not comm.is_main_process() or not results:
         return None
     record = dict(flatten_results_dict(dict(results)))
     record.update(extra)
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "metrics.json"), "a") as f:
+    path = os.path.join(output_dir, "metrics.json")
+    terminate_torn_line(path)
+    with open(path, "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
     return record
