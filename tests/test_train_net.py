@@ -134,3 +134,10 @@ def test_two_process_cpu_training_via_num_gpus(tmp_path, tiny_synthetic_shapes):
     iterations = [r["iteration"] for r in _metrics(tmp_path) if "total_loss" in r]
     assert iterations == [0, 1]
     assert "bbox/AP" in "".join((tmp_path / "out" / "metrics.json").read_text().splitlines()[-1:])
+    # --resume with two processes: both compare the previous config.yaml before the main one rewrites it
+    resume = [a for a in argv if a not in ("train.max_iter=2", "train.eval_period=2")]
+    resume[2:2] = ["--resume"]  # before the overrides (argparse gives the rest to them)
+    resume += ["train.max_iter=3", "train.eval_period=0"]
+    proc = subprocess.run(resume, capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["iteration"] for r in _metrics(tmp_path) if "total_loss" in r] == [0, 1, 2]

@@ -172,6 +172,7 @@ def setup(args):
     _resolve_device(cfg)  # after the logs are set up: its warnings go to log.txt too
     if args.resume:  # before default_setup overwrites the previous run's config.yaml
         check_resume_matches(cfg, cfg.train.output_dir)
+        comm.synchronize()  # every process has read it before the main one rewrites it
     # --eval-only into a training folder keeps that run's config.yaml (what --resume compares against)
     with keep_training_config(cfg.train.output_dir, active=args.eval_only and comm.is_main_process()):
         default_setup(cfg, args)
