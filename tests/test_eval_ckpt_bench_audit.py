@@ -40,8 +40,9 @@ def _coco(categories, annotation_categories, images=(1, 2)):
             {"id": k + 1, "image_id": i, "bbox": b, "area": b[2] * b[3], "iscrowd": 0, "category_id": c}
             for k, ((i, b), c) in enumerate(zip(GT, annotation_categories))
         ],
-        "categories": [{"id": c, "name": str(c)} for c in categories],
     }
+    if categories is not None:  # None: a json without the key
+        coco.dataset["categories"] = [{"id": c, "name": str(c)} for c in categories]
     coco.createIndex()
     return coco
 
@@ -56,13 +57,15 @@ def _assert_hand_computed(res):
 @pytest.mark.parametrize("categories, annotation_categories", [
     ([1], [1, 1, 1]),  # the plain case
     ([1], [1, 7, 1]),  # B's category is not listed in "categories"
-    ([], [1, 1, 1]),  # a json without categories
+    ([], [1, 1, 1]),  # a json with an empty category list
+    (None, [1, 1, 1]),  # a json without categories (COCO.loadRes copies them)
 ])
 def test_every_ground_truth_box_counts_whatever_its_category(categories, annotation_categories):
     # before the fix pycocotools pooled only the listed categories: B dropped (AR@1 80) or every box (NaN)
     coco = _coco(categories, annotation_categories)
     with torch.no_grad():
         _assert_hand_computed(class_agnostic_metrics(coco, DETECTIONS, [1, 2]))
+    assert ("categories" in coco.dataset) == (categories is not None)  # the ground truth is left as it was
 
 
 def test_an_evaluated_image_unknown_to_the_ground_truth_is_refused_even_without_detections():

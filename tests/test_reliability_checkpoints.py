@@ -133,6 +133,42 @@ def test_resume_falls_back_to_the_newest_loadable_checkpoint(tmp_path, damage, c
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
 
 
+def test_resume_fallback_prefers_a_newer_periodic_checkpoint_to_an_earlier_runs_final(tmp_path):
+    """A run resumed with a longer train.max_iter writes periodic checkpoints after the first run's
+    model_final.pth (iteration 1 here); when its last one is torn, the fallback takes the newest that loads
+    (iteration 3), not model_final by its name."""
+    _save_three(tmp_path)
+    counter = Counter()
+    for i in (2, 3, 4):
+        counter.iter = i
+        SafeDetectionCheckpointer(_model(float(i)), str(tmp_path), trainer=counter).save(f"model_{i:07d}")
+    for age, name in enumerate(["model_0000004", "model_0000003", "model_0000002", "model_final", "model_0000001",
+                                "model_0000000"]):  # modification times, newest first, one second apart
+        os.utime(tmp_path / f"{name}.pth", (1e9 - age, 1e9 - age))
+    last = tmp_path / "model_0000004.pth"
+    last.write_bytes(last.read_bytes()[:300])
+    os.utime(last, (1e9, 1e9))
+    model, counter = _model(-1.0), Counter()
+    SafeDetectionCheckpointer(model, str(tmp_path), trainer=counter).resume_or_load("", resume=True)
+    assert counter.iter == 3 and torch.equal(model.head.weight, torch.full_like(model.head.weight, 3.0))
+
+
+@pytest.mark.parametrize("size", [1, 40])
+def test_a_torn_legacy_checkpoint_falls_back_too(tmp_path, size):
+    """A cut-short legacy (non-zip) torch.save: a 1-byte file, or a bare EOFError without a message, used to
+    raise IndexError past the fallback."""
+    _save_three(tmp_path)
+    legacy = tmp_path / "legacy.pth"
+    torch.save(_model(9.0).state_dict(), legacy, _use_new_zipfile_serialization=False)
+    legacy.write_bytes(legacy.read_bytes()[:size])
+    with pytest.raises(CheckpointLoadError, match="truncated or corrupt|not a checkpoint|not a PyTorch"):
+        load_checkpoint_file(str(legacy))
+    (tmp_path / "last_checkpoint").write_text("legacy.pth")
+    model, counter = _model(-1.0), Counter()
+    SafeDetectionCheckpointer(model, str(tmp_path), trainer=counter).resume_or_load("", resume=True)
+    assert counter.iter == 2  # model_final.pth, the newest that loads
+
+
 def test_resume_fallback_with_a_detectron2_that_keeps_state_per_load(tmp_path, monkeypatch):
     """detectron2 after v0.6 (main branch) sets ``_parsed_url_during_load`` in ``load``, asserts it is None
     when a load starts and does not reset it when the load raises; the fallback must still load the next

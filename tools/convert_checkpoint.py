@@ -59,6 +59,7 @@ from siamese_detr.engine.checkpointing import (  # noqa: E402
     CheckpointLoadError,
     atomic_torch_save,
     checkpoint_kind,
+    error_first_line,
     is_legacy_torch_save,
     load_checkpoint_file,
 )
@@ -142,7 +143,7 @@ def load_checkpoint(path: str, trust_pickle: bool = False):
             ) from None
         raise SystemExit(f"error: {e}") from None
     except Exception as e:  # --trust-pickle: unpickling failed (a class that no longer exists, ...)
-        raise SystemExit(f"error: cannot unpickle {path} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise SystemExit(f"error: cannot unpickle {path} ({type(e).__name__}: {error_first_line(e)})") from None
 
 
 # torchvision ResNets: (block type, blocks per stage) by depth

@@ -43,6 +43,7 @@ __all__ = [
     "SafeDetectionCheckpointer",
     "atomic_torch_save",
     "checkpoint_kind",
+    "error_first_line",
     "convert_pickle_checkpoint",
     "is_legacy_torch_save",
     "ensure_final_checkpoint",
@@ -88,7 +89,7 @@ def checkpoint_kind(path: str) -> str:
         return "empty"
     if head == b"PK\x03\x04":
         return "zip"
-    if head[0] == 0x80 and 2 <= head[1] <= 5:  # PROTO opcode, protocol 2..5
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # PROTO opcode, protocol 2..5
         return "pickle"
     if path.endswith(".pkl") and head[:1] in (b"(", b"}", b"]", b"c"):  # protocol 0/1 pickles (Python 2 era)
         return "pickle"
@@ -106,6 +107,11 @@ def is_legacy_torch_save(path: str) -> bool:
     with open(path, "rb") as f:
         head = f.read(32)
     return _TORCH_LEGACY_MAGIC in head
+
+
+def error_first_line(error: BaseException) -> str:
+    """The first line of an exception's message ("" for one without, e.g. a bare ``EOFError``)."""
+    return (str(error).splitlines() or [""])[0]
 
 
 def _not_a_checkpoint(path: str) -> CheckpointLoadError:
@@ -147,12 +153,12 @@ def load_checkpoint_file(path: str, trust_pickle: bool = False) -> dict:
         if not trust_pickle:
             raise CheckpointLoadError(
                 f"{path} holds python objects besides tensors, which torch.load(weights_only=True) refuses "
-                f"({str(e).splitlines()[0]}). Loading it would run code from the file: pass --trust-pickle "
+                f"({error_first_line(e)}). Loading it would run code from the file: pass --trust-pickle "
                 "only if you trust its source."
             ) from e
     except Exception as e:  # torn zip, truncated legacy file, bad header
         raise CheckpointLoadError(
-            f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0]})"
+            f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {error_first_line(e)})"
         ) from e
     logger.warning("Loading %s with torch.load(weights_only=False) (--trust-pickle).", path)
     return torch.load(path, map_location="cpu", weights_only=False)
@@ -345,14 +351,17 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         return result
 
     def _candidates(self) -> List[str]:
-        """``last_checkpoint`` first, then every other ``*.pth`` of ``save_dir``, newest first."""
+        """``last_checkpoint`` first, then every other ``*.pth`` of ``save_dir``, newest first: by modification
+        time, the iteration in a periodic name (``model_final`` after every number) breaking ties. Not by the
+        name alone: a run resumed with a longer ``train.max_iter`` writes periodic checkpoints after the first
+        run's ``model_final.pth``."""
         last = self.get_checkpoint_file()
         others = [p for p in self.get_all_checkpoint_files() if os.path.abspath(p) != os.path.abspath(last)]
 
-        def newest(p: str) -> Tuple[int, float]:
+        def newest(p: str) -> Tuple[float, int]:
             m = _PERIODIC.search(p)
             final = os.path.basename(p) == "model_final.pth"
-            return (sys.maxsize if final else int(m.group(1)) if m else -1, os.path.getmtime(p))
+            return (os.path.getmtime(p), sys.maxsize if final else int(m.group(1)) if m else -1)
 
         return ([last] if last else []) + sorted(others, key=newest, reverse=True)
 

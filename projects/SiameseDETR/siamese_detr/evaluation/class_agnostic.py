@@ -69,6 +69,16 @@ def _empty_results(coco_gt: COCO) -> COCO:
     return coco_dt
 
 
+def _with_categories(coco_gt: COCO) -> COCO:
+    """``coco_gt``, or for a json without ``categories`` (which pycocotools reads in ``getCatIds``, ``loadRes``
+    and ``COCOeval``) a shallow copy with an empty list: the same images and index, the caller's left as is."""
+    if "categories" in coco_gt.dataset:
+        return coco_gt
+    coco_gt = copy.copy(coco_gt)
+    coco_gt.dataset = dict(coco_gt.dataset, categories=[])
+    return coco_gt
+
+
 def pooled_category_ids(coco_gt: COCO) -> List[int]:
     """Every category id of the ground truth: the listed ``categories`` and those its annotations use.
 
@@ -105,6 +115,7 @@ def class_agnostic_metrics(
             f"{len(unknown)} evaluated image ids are not in the ground truth (e.g. {sorted(unknown)[:3]}): "
             f"the evaluator's dataset_name must be the dataset of the test loader"
         )
+    coco_gt = _with_categories(coco_gt)
     cat_ids = pooled_category_ids(coco_gt)
     # any id of the pool: useCats = 0 pools all of them
     detections = [dict(d, category_id=cat_ids[0]) for d in detections]
