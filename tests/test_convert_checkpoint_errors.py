@@ -12,6 +12,8 @@ import pytest
 import torch
 import torchvision
 
+from hang_guard import HANG_GUARD_S
+
 ROOT = Path(__file__).resolve().parents[1]
 _TOOL = ROOT / "tools" / "convert_checkpoint.py"
 _spec = importlib.util.spec_from_file_location("convert_checkpoint_errors_tool", _TOOL)
@@ -82,7 +84,8 @@ def test_no_torch_jit_script_future_warning(tmp_path):
     """Starting the tool prints no FutureWarning about torch.jit.script (detectron2 v0.6 at import)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     proc = subprocess.run([sys.executable, str(_TOOL), "--input", str(tmp_path / "missing.pth"), "--output",
-                           str(tmp_path / "out.pth")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                           str(tmp_path / "out.pth")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=HANG_GUARD_S)
     assert proc.returncode == 1
     assert proc.stderr == f"error: --input {tmp_path / 'missing.pth'} does not exist\n"
     assert "FutureWarning" not in proc.stderr and "torch.jit" not in proc.stderr

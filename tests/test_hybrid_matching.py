@@ -232,6 +232,7 @@ def test_inference_uses_the_ordinary_queries_alone(tmp_path):
     with torch.no_grad():
         expected = plain(_inputs())
         got = hybrid(_inputs())
+    assert len(got) == len(expected) == len(_inputs())
     for e, g in zip(expected, got):
         torch.testing.assert_close(g["instances"].scores, e["instances"].scores, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(g["instances"].pred_boxes.tensor, e["instances"].pred_boxes.tensor,
