@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from siamese_detr.demo.runner import StepRunner, last_iteration, resolved_config_digest
+from siamese_detr.demo.runner import StepRunner, config_digest, last_iteration, resolved_config
 from siamese_detr.demo.steps import Step, file_digest, source_digest, text_digest
 
 from hang_guard import HANG_GUARD_S
@@ -62,10 +62,13 @@ def test_digests(tmp_path):
 
 
 def test_resolved_config_digest_follows_overrides():
-    base = resolved_config_digest(CONFIG, [])
-    assert resolved_config_digest(CONFIG, []) == base
-    assert resolved_config_digest(CONFIG, ["train.lr=0.01"]) != base
-    assert resolved_config_digest(CONFIG, ["train.method=simsiam"]) != base
+    def resolved_config_digest(overrides):
+        return config_digest(resolved_config(CONFIG, overrides))
+
+    base = resolved_config_digest([])
+    assert resolved_config_digest([]) == base
+    assert resolved_config_digest(["train.lr=0.01"]) != base
+    assert resolved_config_digest(["train.method=simsiam"]) != base
 
 
 def test_runner_reuses_then_redoes_a_changed_step(tmp_path, capsys):

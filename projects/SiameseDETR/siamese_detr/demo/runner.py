@@ -20,7 +20,7 @@ from ..utils.parent_watch import arm_parent_death_signal
 from .steps import Step, file_digest, software_versions, source_digest
 
 __all__ = ["LOCK_NAME", "StepRunner", "clock", "config_digest", "last_iteration", "last_results", "lock_output",
-           "read_json", "resolved_config", "resolved_config_digest"]
+           "read_json", "resolved_config"]
 
 LOCK_NAME = ".lock"  # in the output folder, held by the demo / comparison writing there
 
@@ -82,11 +82,6 @@ def config_digest(cfg) -> str:
         path = os.path.join(tmp, "config.yaml")
         LazyConfig.save(cfg, path)
         return file_digest(path)
-
-
-def resolved_config_digest(config_file: str, overrides: List[str]) -> str:
-    """:func:`config_digest` of :func:`resolved_config`."""
-    return config_digest(resolved_config(config_file, overrides))
 
 
 def last_iteration(folder: Path) -> int:
