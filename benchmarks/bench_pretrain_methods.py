@@ -16,10 +16,11 @@ forward, backward, AdamW step with gradient clipping 0.1.
 
 * **s/it**: the three methods run INTERLEAVED (one step each per round, the order rotating every round), so
   machine noise hits all three alike; mean over ``--iters`` rounds after one warm-up round.
-* **peak memory**: CUDA — ``torch.cuda.max_memory_allocated`` over each method's steps (reset before each
-  step; weights, activations, gradients, optimiser state). CPU — ``tracemalloc`` does not see torch's
-  allocator and the RSS of a process mixing three models is not attributable, so each method runs its steps
-  again in a FRESH subprocess that reports the peak resident set during the steps (``VmHWM`` of
+* **peak memory**: each method runs its steps again in a FRESH subprocess, alone: in the timing process the
+  other two models hold their weights, gradients and AdamW state on the device, which would count towards
+  every method's peak. CUDA — ``torch.cuda.max_memory_allocated`` over the steps (weights, activations,
+  gradients, optimiser state). CPU — ``tracemalloc`` does not see torch's allocator, so the child reports the
+  peak resident set during the steps (``VmHWM`` of
   /proc/self/status, the kernel's high-water mark, reset right before the steps through
   /proc/self/clear_refs) minus the RSS at "model built, inputs ready": the memory of a training step
   (activations, gradients, AdamW state, allocator caches), not the weights. ``resource.getrusage().ru_maxrss``
@@ -200,34 +201,30 @@ def make_runner(cfg, batch, device: str):
 
 
 def run_interleaved(configs, batches, iters: int, device: str):
-    """Mean per-stage seconds, peak CUDA memory (MiB, CUDA only) and trainable parameters per method."""
+    """Mean per-stage seconds and trainable parameters per method."""
     runners = {m: make_runner(configs[m], batches[m], device) for m in METHODS}
     params = {m: sum(p.numel() for p in r[0].parameters() if p.requires_grad) for m, r in runners.items()}
     for _, step in runners.values():  # warm-up round
         step()
     sums = {m: defaultdict(float) for m in METHODS}
-    peak = {m: 0.0 for m in METHODS}
     for i in range(iters):
         order = METHODS[i % 3:] + METHODS[:i % 3]
         for m in order:
-            if device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
             for stage, seconds in runners[m][1]().items():
                 sums[m][stage] += seconds
-            if device == "cuda":
-                peak[m] = max(peak[m], torch.cuda.max_memory_allocated() / 2 ** 20)
     means = {m: {s: v / iters for s, v in sums[m].items()} for m in METHODS}
-    return means, (peak if device == "cuda" else None), params
+    return means, params
 
 
-def rss_growth_subprocess(method: str, args) -> float:
-    """Peak-RSS growth (MiB) of ``--iters`` steps of one method in a fresh process (:func:`memory_child`)."""
+def memory_subprocess(method: str, args) -> float:
+    """Peak memory (MiB) of ``--iters`` steps of one method alone in a fresh process (:func:`memory_child`)."""
     cmd = [sys.executable, __file__, "--memory-child", method, "--size", args.size, "--variant", args.variant,
-           "--batch-size", str(args.batch_size), "--iters", str(args.iters), "--short-side", str(args.short_side)]
+           "--batch-size", str(args.batch_size), "--iters", str(args.iters), "--short-side", str(args.short_side),
+           "--device", args.device]
     done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     if done.returncode != 0:
         raise RuntimeError(f"memory measurement of {method} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["rss_growth_mib"]
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
 def proc_status_kib(field: str) -> int:
@@ -251,25 +248,33 @@ def reset_peak_rss() -> bool:
 
 
 def memory_child(args) -> float:
-    """One method's steps in this (fresh) process: peak RSS during the steps minus the RSS right before them, MiB
-    (printed as JSON for the parent).
+    """One method's steps alone in this (fresh) process, MiB (printed as JSON for the parent): on CUDA
+    ``torch.cuda.max_memory_allocated`` over the steps (everything of the method: weights, activations,
+    gradients, optimiser state); on the CPU the peak RSS during the steps minus the RSS right before them.
 
-    The peak is ``VmHWM``, the high-water mark of this process's own memory map, reset right before the steps.
+    The CPU peak is ``VmHWM``, the high-water mark of this process's own memory map, reset right before the steps.
     ``getrusage(RUSAGE_SELF).ru_maxrss`` is NOT usable in a child: Linux carries the parent's high-water mark
     across fork + exec into it (measured: every child reported the 2.7 GB of the parent holding three R50s)."""
     import gc
 
     configs = build_model_configs(args.size, args.variant)
     batches = build_batches(args.size, args.batch_size, args.short_side)
-    _, step = make_runner(configs[args.memory_child], batches[args.memory_child], "cpu")
+    _, step = make_runner(configs[args.memory_child], batches[args.memory_child], args.device)
     del configs
     gc.collect()
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        for _ in range(args.iters + 1):
+            step()
+        peak = torch.cuda.max_memory_allocated() / 2 ** 20
+        print(json.dumps({"peak_mib": peak}))
+        return peak
     fresh = reset_peak_rss()
     before = proc_status_kib("VmRSS")
     for _ in range(args.iters + 1):
         step()
     growth = max(proc_status_kib("VmHWM") - before, 0) / 1024
-    print(json.dumps({"rss_growth_mib": growth, "peak_reset": fresh}))
+    print(json.dumps({"peak_mib": growth, "peak_reset": fresh}))
     return growth
 
 
@@ -312,7 +317,8 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=at_least(1, "timed rounds"), default=5)
     p.add_argument("--short-side", type=at_least(32, "pixels"), default=400)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--memory", choices=("rss", "skip"), default="rss", help="CPU peak memory per subprocess")
+    p.add_argument("--memory", choices=("rss", "skip"), default="rss",
+                   help="peak memory per method in a fresh subprocess (CUDA: allocated; CPU: RSS growth)")
     p.add_argument("--no-append", action="store_true")
     p.add_argument("--memory-child", choices=METHODS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -327,14 +333,13 @@ def main(argv=None) -> str:
         return ""
     configs = build_model_configs(args.size, args.variant)
     batches = build_batches(args.size, args.batch_size, args.short_side)
-    means, memory, params = run_interleaved(configs, batches, args.iters, args.device)
+    means, params = run_interleaved(configs, batches, args.iters, args.device)
     print({m: round(means[m]["total"], 4) for m in METHODS}, "s/it;", params, "trainable parameters", flush=True)
-    kind = "torch.cuda.max_memory_allocated (total)"
-    if memory is None and args.memory == "rss":
-        memory = {m: rss_growth_subprocess(m, args) for m in METHODS}
-        kind = "peak RSS (VmHWM) growth of the steps in a fresh process (CPU)"
-    elif memory is None:
-        kind = "not measured"
+    memory, kind = None, "not measured"
+    if args.memory == "rss":
+        memory = {m: memory_subprocess(m, args) for m in METHODS}
+        kind = ("torch.cuda.max_memory_allocated of the steps, each method alone in a fresh process (total)"
+                if args.device == "cuda" else "peak RSS (VmHWM) growth of the steps in a fresh process (CPU)")
     text = report(args, means, memory, params, kind)
     print(text)
     if not args.no_append:

@@ -29,4 +29,4 @@ def test_memory_child_reports_rss_growth(tiny_synthetic_shapes, capsys):
                              "--memory-child", "siamese_detr"])
     growth = bench.memory_child(args)
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed["rss_growth_mib"] == growth and growth >= 0
+    assert printed["peak_mib"] == growth and growth >= 0
