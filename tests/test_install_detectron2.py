@@ -87,6 +87,38 @@ def test_patched_files_still_compile(fake_v06_tree):
         compile(path.read_text(), str(path), "exec")
 
 
+def _sdist(path: Path, members) -> Path:
+    """A .tar.gz holding ``members``: (name, text) for files, (name, None) for a symlink to /etc/passwd."""
+    import io
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in members:
+            info = tarfile.TarInfo(name)
+            if text is None:
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tar.addfile(info)
+            else:
+                info.size = len(text.encode())
+                tar.addfile(info, io.BytesIO(text.encode()))
+    return path
+
+
+@pytest.mark.parametrize("filters", [True, False], ids=["with_filters", "python_3_11_0_to_3"])
+def test_unpack_extracts_the_source_tree_and_refuses_escapes(tmp_path, monkeypatch, filters):
+    """With tarfile's extraction filters, or (Python 3.11.0 to 3.11.3, which has none) with its own check."""
+    if not filters:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    good = _sdist(tmp_path / "good.tar.gz", [("pkg-0.6/setup.py", "x = 1\n"), ("pkg-0.6/a/b.py", "y = 2\n")])
+    root = inst.unpack(good, tmp_path / "out")
+    assert root == tmp_path / "out" / "pkg-0.6" and (root / "a" / "b.py").read_text() == "y = 2\n"
+    for name, members in (("escape", [("pkg-0.6/setup.py", ""), ("../evil.py", "z = 3\n")]),
+                          ("link", [("pkg-0.6/setup.py", ""), ("pkg-0.6/passwd", None)])):
+        bad = _sdist(tmp_path / f"{name}.tar.gz", members)
+        with pytest.raises((SystemExit, tarfile.FilterError) if filters else SystemExit):
+            inst.unpack(bad, tmp_path / name)
+        assert not (tmp_path / "evil.py").exists()
+
+
 def test_patches_apply_to_the_real_v06_sdist(tmp_path):
     sdists = sorted((ROOT / ".cache" / "detectron2-build").glob("pb1-detectron2-0.6.tar.gz"))
     if not sdists:

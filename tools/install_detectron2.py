@@ -247,8 +247,20 @@ def download_sdist(dest: Path) -> Path:
 
 
 def unpack(sdist: Path, dest: Path) -> Path:
+    """Extract ``sdist`` into ``dest`` with tarfile's "data" filter, or, on a Python without extraction filters
+    (3.11.0 to 3.11.3), after checking that it holds only files and folders inside ``dest``; returns the
+    source root (the folder with ``setup.py``)."""
     with tarfile.open(sdist) as tar:
-        tar.extractall(dest, filter="data")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:
+            inside = Path(dest).resolve()
+            for member in tar.getmembers():
+                target = (inside / member.name).resolve()
+                if not (member.isfile() or member.isdir()) or not target.is_relative_to(inside):
+                    raise SystemExit(f"{sdist}: refusing to unpack {member.name!r} (not a plain file or folder "
+                                     f"inside {dest})")
+            tar.extractall(dest)
     roots = [p for p in dest.iterdir() if p.is_dir() and (p / "setup.py").exists()]
     if len(roots) != 1:
         raise SystemExit(f"unexpected layout of {sdist}: {[p.name for p in dest.iterdir()]}")
