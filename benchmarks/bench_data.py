@@ -4,13 +4,15 @@
 Sections (all single-threaded: ``cv2.setNumThreads(1)``, ``torch.set_num_threads(1)``, so rates are per core):
 
 1. proposals per second per core for each method at two image sizes (short side 224 and 500; built-in
-   ``synthetic_shapes_val`` images resized to that short side);
+   ``synthetic_shapes_val`` images resized to that short side): every method on the SAME images, after one
+   untimed call (the first call of a method pays for its set-up), the fast ones over several rounds;
 2. EdgeBoxes vs Selective Search (fast) speed ratio at the same size, with each one's AR@100 on the built-in
    val split (native size) next to it;
 3. store lookup: a store of 1.28 M images with random box counts U{1..511} (mean ~256 boxes/image, up to
    511) written in vectorised chunks to a temp dir, timed (open, µs per ``get``, warm page cache), deleted;
 4. ``SiameseViewMapper`` samples/s per worker with store / online EdgeBoxes / random proposals and where the
-   time goes (decode, proposals, geometry, resize, augmentation, crops).
+   time goes (decode, proposals, geometry, resize + warp: the base resize and each view's one-step warp,
+   augmentation, crops, and the rest).
 
 ``--quick`` shrinks every section (fewer images, a 128 k-image store). Results are printed and appended to
 ``benchmarks/RESULTS.md`` with the machine description.
@@ -49,17 +51,19 @@ def resize_short(image, short):
     return cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_LINEAR)
 
 
-def bench_methods(images, sizes, reps):
-    """{(name, size): seconds per image} over ``images`` resized to each short side."""
+def bench_methods(images, sizes, rounds):
+    """{(name, size): seconds per image}: every method on the same ``images`` resized to each short side,
+    ``rounds[method]`` times over, after one untimed call."""
     out = {}
     for size in sizes:
         batch = [resize_short(im, size) for im in images]
         for name, (method, kw) in METHODS.items():
-            n = reps[method]
+            compute_proposals(batch[0], method, image_id="x", **kw)  # warm-up
             t0 = time.perf_counter()
-            for im in batch[:n]:
-                compute_proposals(im, method, image_id="x", **kw)
-            out[(name, size)] = (time.perf_counter() - t0) / n
+            for _ in range(rounds[method]):
+                for im in batch:
+                    compute_proposals(im, method, image_id="x", **kw)
+            out[(name, size)] = (time.perf_counter() - t0) / (rounds[method] * len(batch))
     return out
 
 
@@ -152,14 +156,17 @@ def bench_mapper(dicts, n, store_path):
             mapper._read = timed("decode", mapper._read)
             mapper._proposals = timed("proposals", mapper._proposals)
             mapper.policy.sample = timed("geometry", mapper.policy.sample)
-            mapper._resize = timed("resize", mapper._resize)
+            mapper._resize = timed("resize + warp", mapper._resize)
+            mapper._warp_view = timed("resize + warp", mapper._warp_view)
             mapper(dicts[0])  # warm-up (opens the store)
             timers.clear()
             t0 = time.perf_counter()
             for d in dicts[:n]:
                 mapper(d)
             total = time.perf_counter() - t0
-            rows[name] = (n / total, {k: v / total for k, v in timers.items()})
+            share = {k: v / total for k, v in timers.items()}
+            share["other"] = 1.0 - sum(share.values())  # the rest of __call__: boxes, region bookkeeping
+            rows[name] = (n / total, share)
     finally:
         sm.simsiam_augment, sm.crop_regions = saved
     return rows
@@ -185,20 +192,19 @@ def main(argv=None):
     dicts = DatasetCatalog.get("synthetic_shapes_val")
     n_val = 16 if args.quick else len(dicts)
     images = [read_image(d["file_name"], "BGR") for d in dicts[:n_val]]
-    reps = (
-        {"edgeboxes": 4, "selective_search": 2, "random": 20}
-        if args.quick
-        else {"edgeboxes": 16, "selective_search": 6, "random": 64}
-    )
-    lines = [f"\n## bench_data.py{' --quick' if args.quick else ''} ({describe_machine()})\n"]
+    n_speed = 2 if args.quick else 6  # images per size for the speeds (Selective Search takes seconds each)
+    rounds = {"edgeboxes": 1 if args.quick else 3, "selective_search": 1, "random": 10}
+    command = " ".join(["python benchmarks/bench_data.py"] + list(argv if argv is not None else sys.argv[1:]))
+    lines = [f"\n## bench_data.py ({describe_machine()})\n", f"Command: `{command}`\n"]
 
     def emit(s=""):
         print(s)
         lines.append(s)
 
     sizes = (224, 500)
-    speed = bench_methods(images, sizes, reps)
-    emit("Proposals per second per core (synthetic_shapes_val images resized to the short side):\n")
+    speed = bench_methods(images[:n_speed], sizes, rounds)
+    emit(f"Proposals per second per core (the same {n_speed} synthetic_shapes_val images for every method, "
+         "resized to the short side; one untimed call first):\n")
     emit("| method | " + " | ".join(f"short {s} px" for s in sizes) + " |")
     emit("|---|" + "---|" * len(sizes))
     for name in METHODS:
@@ -246,7 +252,7 @@ def main(argv=None):
     if isinstance(rows, str):
         emit(f"\nSiameseViewMapper: {rows}")
     else:
-        keys = ["decode", "proposals", "geometry", "resize", "augmentation", "crops"]
+        keys = ["decode", "proposals", "geometry", "resize + warp", "augmentation", "crops", "other"]
         emit(
             "\nSiameseViewMapper per worker (1 thread, default settings, synthetic_shapes_val ~240 px images"
             " upsampled to short side 320-480); share of the time per stage:\n"
