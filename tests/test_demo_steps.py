@@ -2,7 +2,9 @@
 when another command left the folder there, resumed when interrupted (issue 12: `make demo` must notice
 that its inputs changed)."""
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,7 +40,9 @@ def test_step_states(tmp_path):
     assert changed.begin() == "fresh"
     assert not (folder / "partial.txt").exists()  # redone from an empty folder
     record = json.loads((folder / "step_inputs.json").read_text())
+    started = record.pop("started")  # when this (unfinished) run began
     assert record == {"step": "s", "inputs": {"a": 2, "b": [1, 2]}, "complete": False}
+    assert abs(started - (folder / "step_inputs.json").stat().st_mtime) < 60
 
 
 def test_folder_left_by_another_command_is_redone(tmp_path):
@@ -235,7 +239,7 @@ def test_an_interrupted_step_continues_only_when_its_command_resumes_from_a_chec
     resuming = [sys.executable, "-c", "pass", "--resume"]
     cases = (([sys.executable, "-c", "pass"], False, "starting it again (its command cannot resume)", False),
              (resuming, False, "starting it again (no checkpoint to resume from)", False),
-             (resuming, True, "continuing an interrupted run from its last checkpoint (model_0000199.pth)", True))
+             (resuming, True, "continuing an interrupted run from its last checkpoint (model_0000199.pth;", True))
     for index, (cmd, checkpoint, said, kept) in enumerate(cases):
         folder = tmp_path / f"step{index}"
         Step("s", folder, {**recorded_inputs(runner, cmd)}).begin()  # as a run killed before it finished
@@ -272,3 +276,46 @@ def test_the_progress_bar_counts_this_runs_pace_and_its_config_total(tmp_path):
     assert run.progress(now=60.0) == "[#####################.........] 700/1000 it  1:00 elapsed, ETA 1:00"
     assert run.progress(now=60.0, short=True) == "700/1000 it ETA 1:00"
     assert run.progress(now=60.0, final=True).endswith("700/1000 it  1:00 elapsed")
+
+
+def killed_run(folder, cmd, runner, ran_for, record_extra=()):
+    """Leave ``folder`` as a run of ``cmd`` killed after ``ran_for`` seconds (its newest file written then)
+    that had checkpointed; ``record_extra``: more fields of its record (e.g. earlier interrupted runs')."""
+    Step("s", folder, recorded_inputs(runner, cmd)).begin()
+    record_path = folder / "step_inputs.json"
+    record = json.loads(record_path.read_text())
+    record.update({"started": record["started"] - 1000.0, **dict(record_extra)})
+    record_path.write_text(json.dumps(record))
+    (folder / "last_checkpoint").write_text("model_0000199.pth")
+    for name in ("metrics.json", "demo.log", "last_checkpoint"):
+        path = folder / name
+        path.touch()
+        os.utime(path, (record["started"] + ran_for * 0.5, record["started"] + ran_for * 0.5))
+    os.utime(folder / "demo.log", (record["started"] + ran_for, record["started"] + ran_for))
+
+
+def test_a_continued_step_records_the_interrupted_runs_time(tmp_path, capsys):
+    """A step continued after an interruption records (and returns) its whole time: the interrupted run's,
+    from its start to the newest file it wrote, plus this run's; a second interruption adds up."""
+    runner = StepRunner(tmp_path, tmp_path)
+    cmd = [sys.executable, "-c", "pass", "--resume"]
+    for earlier, expected in ((None, 100.0), (30.0, 130.0)):
+        folder = tmp_path / f"earlier{earlier}"
+        killed_run(folder, cmd, runner, 100.0, {} if earlier is None else {"earlier_seconds": earlier})
+        capsys.readouterr()
+        before = time.time()
+        seconds = runner.step("s", folder, cmd)
+        this_run = time.time() - before
+        assert f"it had run {expected // 60:.0f}:{expected % 60:02.0f})" in capsys.readouterr().out
+        assert expected <= seconds <= expected + this_run
+        assert json.loads((folder / "step_inputs.json").read_text())["seconds"] == seconds
+        assert runner.resumed == {"s"}
+        runner.resumed.clear()
+    # a record from before start times were kept: only this run's time is known
+    folder = tmp_path / "legacy"
+    killed_run(folder, cmd, runner, 100.0)
+    record = json.loads((folder / "step_inputs.json").read_text())
+    del record["started"]
+    (folder / "step_inputs.json").write_text(json.dumps(record))
+    before = time.time()
+    assert runner.step("s", folder, cmd) <= time.time() - before

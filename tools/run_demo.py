@@ -199,8 +199,8 @@ def run(args, output: Path) -> int:
 
     this_run = time.time() - started
     summary = write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, demo_seconds(times, args.parallel),
-                            this_run, sorted(demo.reused), demo.environment["software"])
-    print_table(summary, times, demo.reused)
+                            this_run, sorted(demo.reused), sorted(demo.resumed), demo.environment["software"])
+    print_table(summary, times, demo.reused, demo.resumed)
     print(f"\nDemo finished in {this_run / 60:.1f} min ({summary['minutes']:.1f} min of steps, reused ones "
           f"counted as when they ran). Outputs in {output}/: summary.json, ap_curves.png, "
           f"detections.png, loss_curves.png; each step's folder has its demo.log, metrics.json and config.yaml.")
@@ -283,7 +283,8 @@ def backbone_ok(folder: Path) -> bool:
     return (folder / "model_final.pth").is_file()
 
 
-def write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, seconds, this_run, reused, software) -> dict:
+def write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, seconds, this_run, reused, resumed,
+                  software) -> dict:
     from siamese_detr.demo.runner import last_results, read_json
 
     bb = read_json(bb_dir / "metrics.json")
@@ -310,6 +311,7 @@ def write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, seconds, this
         "minutes_this_run": this_run / 60,
         "stage_seconds": times,
         "reused_steps": reused,
+        "resumed_steps": resumed,  # continued after an interruption: their seconds include the interrupted runs'
         "software": software,  # the versions the steps ran with (they are step inputs)
     }
     with written_whole(output / "summary.json") as path:
@@ -317,7 +319,7 @@ def write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, seconds, this
     return summary
 
 
-def print_table(s: dict, times: dict, reused=()) -> None:
+def print_table(s: dict, times: dict, reused=(), resumed=()) -> None:
     from siamese_detr.demo.runner import clock
 
     def pct(v):
@@ -341,10 +343,13 @@ def print_table(s: dict, times: dict, reused=()) -> None:
                   "same model, random init": "random-init eval",
                   "finetune 10% labels from pretraining": "finetune pretrained",
                   "finetune 10% labels from scratch": "finetune scratch"}
-    print("\nSummary (metrics on synthetic_shapes_val, %; * = reused from an earlier run, its time then):")
+    legend = "* = reused from an earlier run, its time then"
+    if resumed:
+        legend += "; + = continued after an interruption, the interrupted run's time included"
+    print(f"\nSummary (metrics on synthetic_shapes_val, %; {legend}):")
     print(f"{'stage':<40} {'time':>6}  key metric")
     for stage, seconds, metric in rows:
-        mark = "*" if step_names.get(stage) in reused else " "
+        mark = "*" if step_names.get(stage) in reused else "+" if step_names.get(stage) in resumed else " "
         print(f"{stage:<40} {clock(seconds):>6}{mark} {metric}")
     ap = s["ap"]
     if ap.get("pretrained") is not None and ap.get("scratch") is not None:

@@ -145,6 +145,7 @@ class StepRunner:
 
     def __init__(self, root: Path, log_dir: Path, code_folders: Optional[List[Path]] = None):
         self.reused: set = set()  # names of the steps reused in this run
+        self.resumed: set = set()  # names of the steps this run continued after an interruption
         self.root = Path(root)
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +156,8 @@ class StepRunner:
              overrides: Optional[List[str]] = None, inputs: Optional[Dict] = None,
              total: Optional[int] = None) -> float:
         """Run ``cmd`` as the step ``name`` writing ``folder``; returns its seconds (when reused: the seconds
-        recorded by the run that made it, and ``name`` is added to :attr:`reused`).
+        recorded by the run that made it, and ``name`` is added to :attr:`reused`; when it continues an
+        interrupted run: the interrupted runs' seconds included, and ``name`` is added to :attr:`resumed`).
 
         Inputs recorded: ``inputs`` + the command + the code's digest and library versions
         (:attr:`environment`) + (with ``config``) the resolved config's digest after ``overrides``. Unchanged
@@ -244,6 +246,7 @@ class StepRunner:
         changed = step.changed_keys()
         damaged = step.damaged_outputs() if not changed else []
         state = step.begin()
+        earlier = 0.0  # seconds of the interrupted runs this one continues
         if state == "cached":
             print(f"[{name}] inputs unchanged and finished before: reused ({folder})", flush=True)
             self.reused.add(name)
@@ -256,8 +259,10 @@ class StepRunner:
         elif state == "resume":
             checkpoint = folder / "last_checkpoint"  # what detectron2's --resume reads
             if "--resume" in map(str, cmd) and checkpoint.is_file():
+                earlier = step.continue_interrupted()
+                self.resumed.add(name)
                 print(f"[{name}] continuing an interrupted run from its last checkpoint "
-                      f"({checkpoint.read_text().strip()})", flush=True)
+                      f"({checkpoint.read_text().strip()}; it had run {clock(earlier)})", flush=True)
             else:  # e.g. the backbone step and evaluations, or a run killed before its first checkpoint
                 step.restart()
                 why = "no checkpoint to resume from" if "--resume" in map(str, cmd) else "its command cannot resume"
@@ -265,7 +270,7 @@ class StepRunner:
         log = open(folder / "demo.log", "a")
         proc = subprocess.Popen([str(c) for c in cmd], cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
                                 preexec_fn=functools.partial(_die_with_parent, os.getpid()))
-        return _Running(name, folder, step, proc, log, time.time(), total or 0)
+        return _Running(name, folder, step, proc, log, time.time(), total or 0, earlier)
 
     def _complete(self, run: "_Running") -> float:
         """Finishes a step whose process ended: prints its final progress, records it complete; raises
@@ -278,7 +283,7 @@ class StepRunner:
             tail = (run.folder / "demo.log").read_text(errors="replace").splitlines()[-15:]
             raise SystemExit("\n".join(tail) + f"\n[{run.name}] failed (exit {run.proc.returncode}); full log: "
                              f"{run.folder / 'demo.log'}")
-        seconds = time.time() - run.start
+        seconds = time.time() - run.start + run.earlier  # the interrupted runs' time included
         run.step.finish(seconds)
         return seconds
 
@@ -301,9 +306,10 @@ def _terminal_width() -> int:
 class _Running:
     """A started step: its process, open log file and progress bookkeeping."""
 
-    def __init__(self, name, folder, step, proc, log, start, total):
+    def __init__(self, name, folder, step, proc, log, start, total, earlier=0.0):
         self.name, self.folder, self.step, self.proc = name, folder, step, proc
         self.log, self.start, self.total = log, start, total
+        self.earlier = earlier  # seconds of the interrupted runs this one continues
         self._logged_before = last_iteration(folder)  # by the interrupted run this one resumes
         self._first_seen = None  # (iterations, time) when this run's first logged iteration was seen
 

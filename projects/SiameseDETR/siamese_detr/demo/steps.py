@@ -1,7 +1,8 @@
 """Pipeline steps that remember what made their outputs, so a re-run reuses a finished step only when
 its inputs are unchanged and redoes it otherwise.
 
-A step owns one output folder. ``<folder>/step_inputs.json`` records ``{"step", "inputs", "complete"}``;
+A step owns one output folder. ``<folder>/step_inputs.json`` records ``{"step", "inputs", "complete"}`` (and,
+while the step is not finished, when its current run started and the seconds its interrupted runs took);
 ``inputs`` is any JSON-able dict the caller builds (the resolved config's digest, the command line, the
 digests of the checkpoints it starts from, the code's digest (:func:`source_digest`) and the versions of the
 libraries that compute the numbers (:func:`software_versions`), ...). :meth:`Step.begin` compares the
@@ -23,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
@@ -156,11 +158,25 @@ class Step:
         if self.output_dir.exists():
             shutil.rmtree(self.output_dir)
         self.output_dir.mkdir(parents=True)
-        self._write(complete=False)
+        self._write(complete=False, started=time.time())
+
+    def continue_interrupted(self) -> float:
+        """Record a run that continues this interrupted step as started now; returns the seconds the
+        interrupted runs took: the time they recorded plus the last one's, from its start to the newest file
+        it wrote in the folder (nothing for a run whose record has no start time)."""
+        record = self.record() or {}
+        earlier = float(record.get("earlier_seconds", 0.0))
+        started = record.get("started")
+        if isinstance(started, (int, float)):
+            written = [p.stat().st_mtime for p in self.output_dir.rglob("*")
+                       if p.is_file() and p not in (self.record_path, self.record_path.with_suffix(".tmp"))]
+            earlier += max([0.0] + [t - started for t in written])
+        self._write(complete=False, started=time.time(), earlier_seconds=earlier)
+        return earlier
 
     def finish(self, seconds: Optional[float] = None) -> None:
-        """Mark the step complete (recording how long it took, if given, and the digests of its
-        :data:`CHECKED_OUTPUTS`)."""
+        """Mark the step complete (recording how long it took, if given: all its runs, interrupted ones
+        included, and the digests of its :data:`CHECKED_OUTPUTS`)."""
         outputs = {name: file_digest(self.output_dir / name) for name in CHECKED_OUTPUTS}
         self._write(complete=True, seconds=seconds,
                     outputs={name: digest for name, digest in outputs.items() if digest is not None})
@@ -169,12 +185,14 @@ class Step:
         """Duration recorded by :meth:`finish`, or None."""
         return (self.record() or {}).get("seconds")
 
-    def _write(self, complete: bool, seconds: Optional[float] = None, outputs: Optional[dict] = None) -> None:
+    def _write(self, complete: bool, seconds: Optional[float] = None, outputs: Optional[dict] = None,
+               started: Optional[float] = None, earlier_seconds: Optional[float] = None) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.record_path.with_suffix(".tmp")
         record = {"step": self.name, "inputs": self.inputs, "complete": complete}
-        if seconds is not None:
-            record["seconds"] = float(seconds)
+        for key, value in (("seconds", seconds), ("started", started), ("earlier_seconds", earlier_seconds)):
+            if value is not None:
+                record[key] = float(value)
         if outputs:
             record["outputs"] = outputs
         with open(tmp, "w") as f:
