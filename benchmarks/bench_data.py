@@ -24,17 +24,21 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections import defaultdict
 
 import cv2
 import numpy as np
 import torch
 
-from siamese_detr.data.proposals import ProposalStore, StoreWriter, compute_proposals
-from siamese_detr.data.proposals.generate import register_builtin_datasets
-from siamese_detr.evaluation.proposal_recall import evaluate_proposal_recall
-from bench_args import at_least
-from machine_info import describe_machine  # benchmarks/ is on sys.path when run as a script
+# detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
+
+from siamese_detr.data.proposals import ProposalStore, StoreWriter, compute_proposals  # noqa: E402
+from siamese_detr.data.proposals.generate import register_builtin_datasets  # noqa: E402
+from siamese_detr.evaluation.proposal_recall import evaluate_proposal_recall  # noqa: E402
+from bench_args import at_least  # noqa: E402
+from machine_info import describe_machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 METHODS = {  # name -> (method, kwargs)

@@ -28,6 +28,7 @@ import resource
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,6 +36,9 @@ from bench_args import at_least, check_device
 from bench_inputs import build_training, mapped_batches  # benchmarks/ is on sys.path when run as a script
 from machine_info import describe_machine
 from results_md import append_section
+
+# detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {

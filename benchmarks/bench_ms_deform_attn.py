@@ -10,13 +10,17 @@ This benchmark times it against the same computation with the queries on the row
 columns (rows of ``P = 4`` elements; the layout of the official ``ms_deform_attn_core_pytorch``), written out
 below as ``query_major_core``, measured in the same run:
 
-1. the core alone, forward + backward, at the demo detector's shapes (4 images at short side 160: levels
+1. the core alone, forward + backward (median of ``--rounds`` alternating measurements), at the demo
+   detector's shapes (4 images at short side 160: levels
    20 x 24 and 10 x 12, 4 heads of 32 channels, 4 points) for its encoder (``Q = S``) and decoder (``Q =
    120``: 30 + 90 hybrid-matching queries), and at an R50 Deformable DETR encoder's shapes (2 images at
    short side 480, four levels, 8 heads);
 2. one training step of the demo detector (``configs/demo/demo_detector.py``: forward, backward, AdamW)
-   on real mapper outputs of ``synthetic_shapes_train_large``, with either core patched in, alternating
-   ``--rounds`` times so that drifts of a shared machine hit both alike.
+   on real mapper outputs of ``synthetic_shapes_train_large``, with either core patched in.
+
+Each measurement alternates between the two layouts ``--rounds`` times, the one measured first swapping every
+round, so that drifts of a shared machine (and whatever the first of a pair pays: caches, allocator growth)
+hit both alike.
 
 Both layouts compute the same sums in the same order in the forward pass (outputs are checked to be
 identical) and differ only in the float summation order of some gradients. Results are printed and
@@ -27,6 +31,7 @@ import argparse
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -34,6 +39,9 @@ import torch.nn.functional as F
 from bench_args import at_least
 from machine_info import describe_machine  # benchmarks/ is on sys.path when run as a script
 from results_md import append_section
+
+# detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "demo" / "demo_detector.py"
@@ -92,7 +100,13 @@ def time_core(core, inputs, grad, steps):
     return (time.perf_counter() - start) / steps
 
 
-def bench_cores(steps):
+def alternating(pairs, rounds):
+    """The ``(name, value)`` pairs in the order to measure them in each of ``rounds`` rounds: as given in even
+    rounds, reversed in odd ones, so that neither is always measured first."""
+    return [pairs if r % 2 == 0 else pairs[::-1] for r in range(rounds)]
+
+
+def bench_cores(steps, rounds):
     from siamese_detr.modeling.ops.ms_deform_attn import multi_scale_deformable_attention_pytorch as points_major
 
     rows = []
@@ -101,15 +115,19 @@ def bench_cores(steps):
         with torch.no_grad():
             if not torch.equal(points_major(*inputs), query_major_core(*inputs)):
                 raise RuntimeError(f"{name}: the two layouts give different outputs")
-        old = time_core(query_major_core, inputs, grad, steps)
-        new = time_core(points_major, inputs, grad, steps)
+        times = {"old": [], "new": []}
+        for order in alternating([("old", query_major_core), ("new", points_major)], rounds):
+            for key, core in order:
+                times[key].append(time_core(core, inputs, grad, steps))
+        old, new = statistics.median(times["old"]), statistics.median(times["new"])
         rows.append((name, inputs[0].shape[1], inputs[3].shape[1], old, new))
         print(f"{name}: query-major {old * 1e3:.1f} ms, points x queries {new * 1e3:.1f} ms, {old / new:.2f}x")
     return rows
 
 
 def bench_training_step(steps, rounds):
-    """Seconds per demo-detector training step with each core, ``rounds`` alternating measurements each."""
+    """Seconds per demo-detector training step with each core, median of ``rounds`` alternating
+    measurements each (see :func:`alternating`)."""
     from bench_inputs import build_training, mapped_batches
     from detectron2.config import LazyConfig, instantiate
 
@@ -130,8 +148,9 @@ def bench_training_step(steps, rounds):
     current = msda.multi_scale_deformable_attention_pytorch
     times = {"query-major": [], "points x queries": []}
     try:
-        for r in range(rounds):
-            for name, core in (("query-major", query_major_core), ("points x queries", current)):
+        for r, order in enumerate(alternating([("query-major", query_major_core), ("points x queries", current)],
+                                              rounds)):
+            for name, core in order:
                 msda.multi_scale_deformable_attention_pytorch = core
                 step(batches[0])
                 start = time.perf_counter()
@@ -148,7 +167,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The command line (``--steps`` and ``--rounds`` at least 1: a mean of nothing is no measurement)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=at_least(1), default=20, help="timed calls / training steps per measurement")
-    parser.add_argument("--rounds", type=at_least(1), default=3, help="alternating training-step measurements")
+    parser.add_argument("--rounds", type=at_least(1), default=3,
+                        help="alternating measurements of each layout (the first one swaps every round)")
     parser.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")
     return parser.parse_args(argv)
 
@@ -156,13 +176,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None):
     args = parse_args(argv)
 
-    cores = bench_cores(args.steps)
+    cores = bench_cores(args.steps, args.rounds)
     step = bench_training_step(args.steps, args.rounds)
     old, new = step["query-major"], step["points x queries"]
     lines = [
         "", f"## bench_ms_deform_attn.py ({describe_machine()})", "",
         f"Command: `{' '.join(['python', 'benchmarks/bench_ms_deform_attn.py'] + sys.argv[1:])}`. Pure-PyTorch "
-        f"deformable attention core, forward + backward, mean of {args.steps} calls; the `grid_sample` grid "
+        f"deformable attention core, forward + backward, median of {args.rounds} alternating measurements of the "
+        f"mean of {args.steps} calls; the `grid_sample` grid "
         "as queries x points (query-major, the previous layout) or points x queries (the project's).", "",
         "| case | tokens S | queries Q | query-major ms | points x queries ms | speed-up |",
         "|---|---|---|---|---|---|",

@@ -43,6 +43,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -52,6 +53,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_args import at_least, check_device  # noqa: E402
 from machine_info import describe_machine  # noqa: E402
+
+# detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 METHODS = ("up_detr", "siamese_detr", "detreg")
