@@ -183,6 +183,11 @@ def test_last_iteration(tmp_path):
     with open(tmp_path / "metrics.json", "a") as f:  # resumed from a checkpoint at iteration 9
         f.write('\n{"iteration": 14}\n')
     assert last_iteration(tmp_path) == 15
+    # an evaluation at iteration 24, between the logging steps 19 and 29, is written after 29's line
+    with open(tmp_path / "metrics.json", "a") as f:
+        f.write('{"iteration": 29, "total_loss": 1.0}\n{"bbox/AP": 12.0, "eval/finished_iterations": 25.0, '
+                '"iteration": 24}\n')
+    assert last_iteration(tmp_path) == 30
 
 
 # two steps that can only both finish if they run at the same time: each writes its own flag file, then
@@ -317,5 +322,7 @@ def test_a_continued_step_records_the_interrupted_runs_time(tmp_path, capsys):
     record = json.loads((folder / "step_inputs.json").read_text())
     del record["started"]
     (folder / "step_inputs.json").write_text(json.dumps(record))
+    capsys.readouterr()
     before = time.time()
     assert runner.step("s", folder, cmd) <= time.time() - before
+    assert "(model_0000199.pth; its time unknown)" in capsys.readouterr().out

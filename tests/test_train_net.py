@@ -56,6 +56,30 @@ def test_train_resume_and_eval_only(tmp_path, tiny_synthetic_shapes):
     assert 0.0 <= results["bbox"]["AP"] <= 100.0  # AP of size ranges without objects may be NaN
 
 
+def test_a_run_stopped_during_its_final_evaluation_evaluates_when_resumed(tmp_path, tiny_synthetic_shapes):
+    """detectron2 writes model_final.pth after the last step and evaluates only after training: a run killed
+    in between used to resume with nothing to train and end without its final results (the demo then
+    reported an earlier evaluation's AP as the final one). Resumed, it evaluates and logs the results as the
+    training run would have; resumed again, it does not evaluate twice."""
+    over = ("train.max_iter=2", "train.checkpointer.period=1", "train.eval_period=2")
+    _run(tmp_path, *over)
+    metrics = tmp_path / "out" / "metrics.json"
+    finished = [r for r in _metrics(tmp_path) if "bbox/AP" in r]
+    assert [(r["iteration"], r["eval/finished_iterations"]) for r in finished] == [(2, 2)]
+    # the state such a kill leaves: model_final.pth and last_checkpoint written, no final evaluation line
+    metrics.write_text("".join(line + "\n" for line in metrics.read_text().splitlines() if "bbox/AP" not in line))
+    assert (tmp_path / "out" / "last_checkpoint").read_text() == "model_final.pth"
+
+    _run(tmp_path, *over, resume=True)
+    assert [r["iteration"] for r in _metrics(tmp_path) if "total_loss" in r] == [0, 1]  # nothing retrained
+    evaluated = [r for r in _metrics(tmp_path) if "bbox/AP" in r]
+    assert [(r["iteration"], r["eval/finished_iterations"]) for r in evaluated] == [(2, 2)]
+    assert evaluated[0]["bbox/AP"] == pytest.approx(finished[0]["bbox/AP"])  # the same weights, evaluated
+    assert not evaluated[0].get("eval_only")
+    _run(tmp_path, *over, resume=True)
+    assert len([r for r in _metrics(tmp_path) if "bbox/AP" in r]) == 1
+
+
 def test_resume_into_a_folder_of_another_run_is_refused(tmp_path, tiny_synthetic_shapes):
     """--resume continues the run in train.output_dir only if it trains the same model and data."""
     from siamese_detr.engine.resume_checks import ResumeMismatchError

@@ -104,16 +104,20 @@ def test_mapper_patches_and_boxes_follow_the_resize(tmp_path):
     assert mapper({"file_name": small, "image_id": 8}) is None  # official: images with a side <= 16 skipped
 
 
-def test_mapper_skips_samples_whose_crop_empties_a_patch_box(tmp_path):
+def test_mapper_skips_samples_whose_crop_empties_a_patch_box(tmp_path, caplog):
     """A custom crop can cut a patch's box away: such a sample would carry a zero-area target for a patch the
     model still matches, so it is skipped and counted; the samples returned keep every box with positive area."""
     image = np.random.default_rng(2).integers(0, 256, (60, 90, 3), dtype=np.uint8)
     path = str(tmp_path / "x.png")
     cv2.imwrite(path, image)
     mapper = UPDETRMapper(num_patches=4, patch_size=16, augmentation=[T.RandomCrop("absolute", (20, 20))], seed=0)
-    outputs = [mapper({"file_name": path, "image_id": i}) for i in range(30)]
+    with caplog.at_level("WARNING", logger="siamese_detr.data.up_detr_mapper"):
+        outputs = [mapper({"file_name": path, "image_id": i}) for i in range(30)]
     kept = [out for out in outputs if out is not None]
     assert mapper.num_patch_cropped_out == len(outputs) - len(kept) > 0 and kept
+    warned = [r.getMessage() for r in caplog.records if "cropped a query patch's box out" in r.getMessage()]
+    expected = [n for n in (1, 10) if n <= mapper.num_patch_cropped_out]  # at the 1st, 10th, 100th, ... skip
+    assert [int(message.split()[1]) for message in warned] == expected
     for out in kept:
         boxes = out["patch_boxes"]
         assert boxes.shape == (4, 4) and out["patches"].shape[0] == 4

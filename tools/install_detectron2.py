@@ -248,8 +248,8 @@ def download_sdist(dest: Path) -> Path:
 
 def unpack(sdist: Path, dest: Path) -> Path:
     """Extract ``sdist`` into ``dest`` with tarfile's "data" filter, or, on a Python without extraction filters
-    (3.11.0 to 3.11.3), after checking that it holds only files and folders inside ``dest``; returns the
-    source root (the folder with ``setup.py``)."""
+    (those before 3.9.17, 3.10.12 and 3.11.4), after checking that it holds only files and folders inside
+    ``dest``; returns the source root (the folder with ``setup.py``)."""
     with tarfile.open(sdist) as tar:
         if hasattr(tarfile, "data_filter"):
             tar.extractall(dest, filter="data")

@@ -28,7 +28,8 @@ from detectron2.utils import comm
 
 import siamese_detr.data  # noqa: F401  (registers the built-in datasets)
 from siamese_detr.engine import add_gradient_clipping, apply_checked_overrides, launch
-from siamese_detr.engine.eval_outputs import append_eval_metrics, eval_hook, set_evaluator_output_dir
+from siamese_detr.engine.eval_outputs import (FINISHED_ITERATIONS_KEY, append_eval_metrics, eval_hook,
+                                              final_evaluation_logged, set_evaluator_output_dir)
 from siamese_detr.engine.logging_utils import held_records, replay_records, setup_plain_file_logs
 from siamese_detr.engine.pretrain_checks import check_backbone_initialised, check_backbone_loaded, check_proposal_store
 from siamese_detr.engine.resume_checks import (check_resume_matches, keep_training_config, optimizer_settings,
@@ -55,6 +56,22 @@ def do_test(cfg, model):
     if comm.is_main_process() and results:
         print_csv_format(results)
     return results
+
+
+def evaluate_if_killed_before_final_evaluation(cfg, model):
+    """A resumed run that had finished its iterations: when ``metrics.json`` lacks the evaluation after the
+    last one (the run was killed while it ran: ``model_final.pth`` is written first), run it now and log it
+    as the training run would have (``iteration`` and ``eval/finished_iterations`` = ``train.max_iter``)."""
+    if cfg.train.eval_period is None or cfg.train.eval_period <= 0:
+        return
+    # the main process's reading decides for all: every process must take part in the evaluation or none
+    logged = comm.all_gather(final_evaluation_logged(cfg.train.output_dir, cfg.train.max_iter))[0]
+    if logged:
+        return
+    logger.warning("%s: metrics.json has no evaluation after the last iteration (the run was stopped while it "
+                   "ran): evaluating model_final now", cfg.train.output_dir)
+    append_eval_metrics(cfg.train.output_dir, do_test(cfg, model), iteration=cfg.train.max_iter,
+                        **{FINISHED_ITERATIONS_KEY: cfg.train.max_iter})
 
 
 def _resolve_device(cfg):
@@ -150,9 +167,10 @@ def do_train(args, cfg):
         )
     if start_iter < cfg.train.max_iter:
         trainer.train(start_iter, cfg.train.max_iter)
-    else:  # a finished run resumed: nothing to train, and its final evaluation is already in metrics.json
+    else:  # a finished run resumed: nothing to train
         logger.info("%s finished all train.max_iter=%d iterations: nothing left to train",
                     cfg.train.output_dir, cfg.train.max_iter)
+        evaluate_if_killed_before_final_evaluation(cfg, model)
     ensure_final_checkpoint(checkpointer, start_iter, cfg.train.max_iter)  # resumed at max_iter: still valid
 
 

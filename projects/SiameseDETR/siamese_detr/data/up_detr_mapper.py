@@ -18,6 +18,7 @@ Per image, as the official ``SelfDet.__getitem__``:
 
 from __future__ import annotations
 
+import logging
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -31,6 +32,8 @@ from .siamese_mapper import augment_crops, crop_regions
 
 __all__ = ["UPDETRMapper", "random_patch_boxes", "up_detr_augmentation", "UP_DETR_SCALES", "sample_rng",
            "transform_boxes"]
+
+logger = logging.getLogger(__name__)
 
 # official make_self_det_transforms: "The image of ImageNet is relatively small" (384 is not in the list)
 UP_DETR_SCALES = (320, 336, 352, 368, 400, 416, 432, 448, 464, 480)
@@ -156,7 +159,7 @@ class UPDETRMapper:
         out_image = aug_input.image
         out_boxes, keep = transform_boxes(transforms, boxes, out_image.shape[:2])
         if not keep.all():
-            self.num_patch_cropped_out += 1
+            self._count_patch_cropped_out(dataset_dict)
             return None
         return {
             "image_id": dataset_dict.get("image_id"),
@@ -167,3 +170,16 @@ class UPDETRMapper:
             "patches": torch.from_numpy(np.ascontiguousarray(patches)),
             "patch_boxes": torch.as_tensor(out_boxes),
         }
+
+    def _count_patch_cropped_out(self, dataset_dict: dict) -> None:
+        """Count a sample skipped because the augmentation cut a patch's box away; warn at the 1st, 10th,
+        100th, ... (detectron2's loader then draws another image, so a crop that cuts most patches away would
+        otherwise only slow the training down)."""
+        self.num_patch_cropped_out += 1
+        n = self.num_patch_cropped_out
+        if n == 10 ** (len(str(n)) - 1):  # 1, 10, 100, ...
+            logger.warning(
+                "UPDETRMapper: %d sample(s) skipped in this worker because the augmentation cropped a query "
+                "patch's box out of the image (last: image_id %r, %d mapped); the loader takes another image. "
+                "If this is frequent, give a crop that keeps more of the image (the official transform has none).",
+                n, dataset_dict.get("image_id"), self._num_calls)

@@ -87,7 +87,9 @@ def config_digest(cfg) -> str:
 def last_iteration(folder: Path) -> int:
     """Number of finished iterations of a step folder's run: one more than the ``iteration`` of the last
     line that has one in ``metrics.json`` (else ``progress.json``). The last line, not the largest: a run
-    resumed from a checkpoint logs again from there, after the lines its interrupted run wrote beyond it."""
+    resumed from a checkpoint logs again from there, after the lines its interrupted run wrote beyond it.
+    A results-only line (every key but ``iteration`` has a ``/``: ``bbox/AP``, ...) never moves the count
+    back: detectron2 writes an evaluation that fell between two logging steps after the later step's line."""
     for name in ("metrics.json", "progress.json"):
         path = Path(folder) / name
         if not path.is_file():
@@ -96,9 +98,12 @@ def last_iteration(folder: Path) -> int:
         with open(path, errors="replace") as f:
             for line in f:
                 try:
-                    last = int(json.loads(line)["iteration"]) + 1
+                    record = json.loads(line)
+                    iteration = int(record["iteration"]) + 1
                 except (ValueError, KeyError, TypeError):
                     continue
+                results_only = len(record) > 1 and all("/" in key for key in record if key != "iteration")
+                last = max(last or 0, iteration) if results_only else iteration
         if last is not None:
             return last
     return 0
@@ -261,8 +266,10 @@ class StepRunner:
             if "--resume" in map(str, cmd) and checkpoint.is_file():
                 earlier = step.continue_interrupted()
                 self.resumed.add(name)
+                ran = "its time unknown" if earlier is None else f"it had run {clock(earlier)}"
                 print(f"[{name}] continuing an interrupted run from its last checkpoint "
-                      f"({checkpoint.read_text().strip()}; it had run {clock(earlier)})", flush=True)
+                      f"({checkpoint.read_text().strip()}; {ran})", flush=True)
+                earlier = earlier or 0.0
             else:  # e.g. the backbone step and evaluations, or a run killed before its first checkpoint
                 step.restart()
                 why = "no checkpoint to resume from" if "--resume" in map(str, cmd) else "its command cannot resume"

@@ -160,17 +160,17 @@ class Step:
         self.output_dir.mkdir(parents=True)
         self._write(complete=False, started=time.time())
 
-    def continue_interrupted(self) -> float:
+    def continue_interrupted(self) -> Optional[float]:
         """Record a run that continues this interrupted step as started now; returns the seconds the
         interrupted runs took: the time they recorded plus the last one's, from its start to the newest file
-        it wrote in the folder (nothing for a run whose record has no start time)."""
+        it wrote in the folder; None when the record has no start time (written by a version that kept none)."""
         record = self.record() or {}
-        earlier = float(record.get("earlier_seconds", 0.0))
+        earlier = record.get("earlier_seconds")
         started = record.get("started")
         if isinstance(started, (int, float)):
             written = [p.stat().st_mtime for p in self.output_dir.rglob("*")
                        if p.is_file() and p not in (self.record_path, self.record_path.with_suffix(".tmp"))]
-            earlier += max([0.0] + [t - started for t in written])
+            earlier = float(earlier or 0.0) + max([0.0] + [t - started for t in written])
         self._write(complete=False, started=time.time(), earlier_seconds=earlier)
         return earlier
 

@@ -11,6 +11,8 @@
   ``class_agnostic_predictions.json`` and ``class_agnostic_results.json``).
 * :func:`append_eval_metrics`: one line ``{"bbox/AP": ..., "iteration": ..., "eval_only": true}`` appended
   to ``train.output_dir/metrics.json``, as the periodic evaluation of a training run writes it.
+* :func:`final_evaluation_logged`: whether ``metrics.json`` holds the evaluation after the last iteration (a
+  run killed after writing ``model_final.pth`` but before that evaluation was logged has none).
 """
 import inspect
 import json
@@ -21,11 +23,11 @@ from detectron2.engine import hooks
 from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils import comm
 
-from ..utils.metrics_lines import FINISHED_ITERATIONS_KEY
+from ..utils.metrics_lines import FINISHED_ITERATIONS_KEY, metrics_records
 from .metrics_file import terminate_torn_line
 
-__all__ = ["FINISHED_ITERATIONS_KEY", "append_eval_metrics", "eval_hook", "finished_iterations",
-           "set_evaluator_output_dir"]
+__all__ = ["FINISHED_ITERATIONS_KEY", "append_eval_metrics", "eval_hook", "final_evaluation_logged",
+           "finished_iterations", "set_evaluator_output_dir"]
 
 INFERENCE_DIR = "inference"
 
@@ -96,3 +98,16 @@ def append_eval_metrics(output_dir: str, results: Mapping, **extra) -> Optional[
     with open(path, "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
     return record
+
+
+def final_evaluation_logged(output_dir: str, max_iter: int) -> bool:
+    """Whether ``output_dir/metrics.json`` holds a training run's evaluation after all ``max_iter``
+    iterations: a record with ``eval/finished_iterations == max_iter`` that is not an ``--eval-only`` one.
+
+    detectron2 writes ``model_final.pth`` after the last iteration's step and runs the last evaluation only
+    after training, so a run killed in between resumes with nothing left to train and no final results."""
+    path = os.path.join(output_dir, "metrics.json")
+    if not os.path.isfile(path):
+        return False
+    return any(row.get(FINISHED_ITERATIONS_KEY) == max_iter and not row.get("eval_only")
+               for _, row in metrics_records(path))

@@ -383,7 +383,12 @@ class ProposalStore:
         where = f"dataset {name!r}" if name else "the dataset"
         made_for = self.meta.get("dataset")
         made_by = self._remake_option()
-        if name and made_for is not None and str(made_for) != name:
+        if self.method == "detectron2_import":  # the same file would give the same store: another file, or compute
+            source = self.params.get("source_file", "its proposal file")
+            fix = (f"it was imported from {source}, which does not match these images: import a proposal file "
+                   f"made for them (tools/generate_proposals.py --dataset {name or 'NAME'} {made_by} --output "
+                   f"NEW_STORE) or compute proposals (--method edgeboxes in place of --import-detectron2)")
+        elif name and made_for is not None and str(made_for) != name:
             fix = (f"keep it (it is the store of {made_for!r}) and generate one for {name} into a new folder: "
                    f"tools/generate_proposals.py --dataset {name} {made_by} --output NEW_STORE")
         else:
@@ -447,13 +452,13 @@ class ProposalStore:
 
     def _remake_option(self) -> str:
         """The ``tools/generate_proposals.py`` option that makes a store like this one: ``--method M``, or, for
-        an imported store, the import of its source file (``--method METHOD`` when neither is known)."""
+        an imported store, the import of a proposal file (``--method METHOD`` when neither is known)."""
         from .methods import METHODS
 
         if self.method in METHODS:
             return f"--method {self.method}"
         if self.method == "detectron2_import":
-            return f"--import-detectron2 {self.params.get('source_file', 'FILE.pkl')} --trust-pickle"
+            return "--import-detectron2 NEW_FILE.pkl --trust-pickle"
         return "--method METHOD"
 
     @property
