@@ -321,6 +321,38 @@ def test_a_store_checked_against_other_images_than_the_training_set_says_which_k
         check_proposal_store(cfg)
 
 
+def test_training_images_the_store_lacks_are_refused_at_start_up_naming_both_keys(tmp_path, tiny_edgeboxes_store):
+    """The training images changed (e.g. to one's own folder) and the proposal source left at the demo's store
+    and dataset: the store passed its check against ``proposal_source.dataset`` and the first data-loader
+    worker failed after the start, naming neither key. Now the start-up check refuses, naming both keys and the
+    command that makes a store of the training images."""
+    import cv2
+    import numpy as np
+    from detectron2.config import LazyConfig
+
+    from siamese_detr.data.proposals import ProposalStoreError
+    from siamese_detr.engine.pretrain_checks import check_proposal_store
+
+    images = tmp_path / "own_images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.full((40, 50, 3), 128, np.uint8))
+    cfg = LazyConfig.load(str(ROOT / "configs/demo/siamese_detr_pretrain_demo.py"))
+    source = cfg.dataloader.train.mapper.proposal_source
+    source.path = str(tiny_edgeboxes_store)
+    assert source.dataset == "synthetic_shapes_train"
+    check_proposal_store(cfg)  # training reads the store's dataset: fine
+    cfg.dataloader.train.dataset.names = f"folder:{images}"
+    with pytest.raises(ProposalStoreError) as err:
+        check_proposal_store(cfg)
+    message = str(err.value)
+    assert (f"is the store of dataloader.train.mapper.proposal_source.dataset=synthetic_shapes_train, but training "
+            f"reads dataloader.train.dataset.names=folder:{images}, and 1 of its images are not in the store "
+            "(first: ['a.png'])") in message
+    assert f"set dataloader.train.mapper.proposal_source.dataset=folder:{images}" in message
+    assert f"python tools/generate_proposals.py --dataset folder:{images} --method edgeboxes --output NEW_STORE" \
+        in message
+
+
 def test_a_checkpoint_of_another_query_count_is_refused_unless_allowed(tmp_path, tiny_synthetic_shapes):
     """detectron2 skips tensors of another shape with a warning: finetuning from a checkpoint with other
     num_queries started every object query from scratch. The class head may differ (pretraining -> K)."""

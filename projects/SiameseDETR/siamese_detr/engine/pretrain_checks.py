@@ -141,10 +141,10 @@ def check_proposal_store(cfg) -> None:
             f"proposal store {source.path!r} ({key}.path) does not exist; "
             f"create it with\n    {source.generate_command(_train_images_flag(cfg))}"
         )
+    checked, trained = source_cfg.get("dataset", None), OmegaConf.select(cfg, "dataloader.train.dataset.names")
     try:
         source.store  # noqa: B018  (opening runs the checks)
     except ProposalStoreError as err:
-        checked, trained = source_cfg.get("dataset", None), OmegaConf.select(cfg, "dataloader.train.dataset.names")
         if isinstance(checked, str) and isinstance(trained, str) and checked != trained:
             raise ProposalStoreError(
                 f"{err} (The store is checked against {key}.dataset={checked}, not the training images "
@@ -152,6 +152,34 @@ def check_proposal_store(cfg) -> None:
                 f"{key}.dataset={trained}.)"
             ) from err
         raise
+    if isinstance(checked, str) and isinstance(trained, str) and checked != trained:
+        _check_store_has_training_images(source, trained, checked, key, cfg)
+
+
+def _check_store_has_training_images(source, trained: str, checked: str, key: str, cfg) -> None:
+    """The store fits ``{key}.dataset`` but training reads another dataset (e.g. the training images changed
+    to one's own and the store left at the demo's): every training image must be in it too, else the first
+    data-loader worker would fail after the start with an advice that names neither key."""
+    from detectron2.data import DatasetCatalog
+
+    from siamese_detr.data.datasets import ensure_dataset
+    from siamese_detr.data.proposals import ProposalStoreError
+
+    ensure_dataset(trained)
+    try:
+        source.store.check_dataset(trained)
+    except ProposalStoreError as err:
+        known = set(source.store.image_ids)
+        missing = [str(d["image_id"]) for d in DatasetCatalog.get(trained) if str(d["image_id"]) not in known]
+        if not missing:  # e.g. the same ids at other sizes: the store's own message says what differs
+            raise
+        raise ProposalStoreError(
+            f"the proposal store {source.path} ({key}.path) is the store of {key}.dataset={checked}, but "
+            f"training reads dataloader.train.dataset.names={trained}, and {len(missing)} of its images are not "
+            f"in the store (first: {missing[:3]}). Point {key}.path to a store of the training images and set "
+            f"{key}.dataset={trained}; make the store with\n    "
+            f"{source.generate_command(_train_images_flag(cfg)).replace(source.path, 'NEW_STORE')}"
+        ) from err
 
 
 def _train_images_flag(cfg) -> Optional[str]:
