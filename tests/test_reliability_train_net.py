@@ -351,6 +351,12 @@ def test_training_images_the_store_lacks_are_refused_at_start_up_naming_both_key
     assert f"set dataloader.train.mapper.proposal_source.dataset=folder:{images}" in message
     assert f"python tools/generate_proposals.py --dataset folder:{images} --method edgeboxes --output NEW_STORE" \
         in message
+    source.path = str(tmp_path / "none.edgeboxes.proposals")  # no store there yet: the command, and the key
+    with pytest.raises(ProposalStoreError) as err:
+        check_proposal_store(cfg)
+    assert (f"--dataset folder:{images} --method edgeboxes --output {source.path}\n(EdgeBoxes" in str(err.value)
+            and str(err.value).endswith(f"\nand set dataloader.train.mapper.proposal_source.dataset=folder:{images} "
+                                        "(it is synthetic_shapes_train: the store is checked against it)"))
 
 
 def test_a_checkpoint_of_another_query_count_is_refused_unless_allowed(tmp_path, tiny_synthetic_shapes):

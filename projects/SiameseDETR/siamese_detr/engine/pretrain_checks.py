@@ -136,23 +136,26 @@ def check_proposal_store(cfg) -> None:
             f"proposal store {source.path!r} ({key}.path) is a file: a store is the folder that "
             "tools/generate_proposals.py --output wrote (meta.json, image_ids.json, boxes.npy, ...)"
         )
+    checked, trained = source_cfg.get("dataset", None), OmegaConf.select(cfg, "dataloader.train.dataset.names")
+    other_images = isinstance(checked, str) and isinstance(trained, str) and checked != trained
     if not os.path.isdir(source.path):  # the command that makes it, with the training images of the config
+        also = (f"\nand set {key}.dataset={trained} (it is {checked}: the store is checked against it)"
+                if other_images else "")
         raise ProposalStoreError(
             f"proposal store {source.path!r} ({key}.path) does not exist; "
-            f"create it with\n    {source.generate_command(_train_images_flag(cfg))}"
+            f"create it with\n    {source.generate_command(_train_images_flag(cfg))}{also}"
         )
-    checked, trained = source_cfg.get("dataset", None), OmegaConf.select(cfg, "dataloader.train.dataset.names")
     try:
         source.store  # noqa: B018  (opening runs the checks)
     except ProposalStoreError as err:
-        if isinstance(checked, str) and isinstance(trained, str) and checked != trained:
+        if other_images:
             raise ProposalStoreError(
                 f"{err} (The store is checked against {key}.dataset={checked}, not the training images "
                 f"dataloader.train.dataset.names={trained}: for a store of the training images, set "
                 f"{key}.dataset={trained}.)"
             ) from err
         raise
-    if isinstance(checked, str) and isinstance(trained, str) and checked != trained:
+    if other_images:
         _check_store_has_training_images(source, trained, checked, key, cfg)
 
 
