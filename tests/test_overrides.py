@@ -59,6 +59,28 @@ def test_malformed_override_is_rejected():
         apply_checked_overrides(_cfg(), ["train.max_iter"])
 
 
+def test_an_override_the_grammar_cannot_read_is_named_with_how_to_quote_it():
+    """hydra's parse error does not say which override it is, and OmegaConf's (an unquoted comma in a path)
+    names a Python type: 40 lines of traceback for a missing pair of quotes."""
+    from siamese_detr.engine.overrides import OverrideSyntaxError
+
+    cfg = _cfg()
+    cfg.model.path = "x"
+    with pytest.raises(OverrideSyntaxError) as err:
+        apply_checked_overrides(cfg, ["train.max_iter=10", "model.path=/data/d,x/val.json"])
+    assert str(err.value) == (
+        "Override 'model.path=/data/d,x/val.json' cannot be read: its value does not parse to one a config "
+        "can hold. In the override grammar , [ ] ( ) = ' \" and spaces have a meaning (a comma makes a list); quote "
+        "a value holding them: \"model.path='/data/d,x/val.json'\" (in the shell, as written here, with the "
+        "double quotes).")
+    with pytest.raises(OverrideSyntaxError, match=r"^Override 'train.max_iter=\[1' cannot be read: no viable "
+                                                  r"alternative at input '\[1'\. In the override grammar"):
+        apply_checked_overrides(_cfg(), ["train.max_iter=[1"])
+    # the quoted form the message gives is read as one string
+    assert apply_checked_overrides(cfg, ["model.path='/data/d,x/val.json'"]).model.path == \
+        "/data/d,x/val.json"
+
+
 def test_lazy_call_value_can_be_replaced_by_a_dataset_spec(tmp_path):
     """The ImageNet pretraining config names its data with L(register_image_folder)(...): a plain string
     (here a folder: spec) replaces it without a type error, and the spec is registered."""

@@ -9,14 +9,18 @@ looks like a typo of one that is (``+train.max_iterr=10``) is added with a warni
 Lists and tuples are written ``key=[a,b]``; ``key=(a,b)`` is accepted too (read as a list, see
 :mod:`.override_syntax`; quote it for the shell: ``'key=(a,b)'``). Datasets given by path
 (``dataloader.train.dataset.names=coco:ANNOTATIONS.json:IMAGE_ROOT`` or ``folder:IMAGE_DIR``) are
-registered once the overrides are applied (:mod:`.dataset_specs`).
+registered once the overrides are applied (:mod:`.dataset_specs`). An override that hydra's grammar cannot
+parse, or whose value OmegaConf cannot hold (``names=coco:a,b.json``: the comma makes it a list), is an error
+naming it and how to quote it (:class:`OverrideSyntaxError`).
 """
 import difflib
 import logging
 from typing import Iterable, List
 
 from detectron2.config import LazyConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .config_checks import check_override_type, config_value
 from .dataset_specs import register_config_datasets
@@ -24,6 +28,28 @@ from .override_syntax import tuples_to_lists
 
 _MISSING = object()
 logger = logging.getLogger(__name__)
+
+
+class OverrideSyntaxError(ValueError):
+    """An override hydra's grammar cannot parse or OmegaConf cannot store; the message names it and the fix."""
+
+
+def _apply_one(cfg, item: str):
+    """``LazyConfig.apply_overrides(cfg, [item])`` with its parser's errors turned into one line naming
+    ``item`` (hydra's own message does not say which override it is, OmegaConf's names a type)."""
+    try:
+        return LazyConfig.apply_overrides(cfg, [item])
+    except (HydraException, OmegaConfBaseException) as e:
+        if isinstance(e, OmegaConfBaseException):  # its own message names a Python type, not the value
+            reason = "its value does not parse to one a config can hold"
+        else:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        key, value = item.split("=", 1)
+        raise OverrideSyntaxError(
+            f"Override '{item}' cannot be read: {reason}. In the override grammar , [ ] ( ) = ' \" and spaces "
+            f"have a meaning (a comma makes a list); quote a value holding them: \"{key}='{value}'\" (in the "
+            "shell, as written here, with the double quotes)."
+        ) from None
 
 
 def _all_keys(cfg, prefix: str = "") -> List[str]:
@@ -59,7 +85,8 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
         the same config, updated.
     Raises:
         KeyError: unknown key; ``OverrideTypeError`` (a ``TypeError``): a value of another kind than the
-        config's (``train.max_iter=abc``), see :mod:`.config_checks`.
+        config's (``train.max_iter=abc``), see :mod:`.config_checks`; :class:`OverrideSyntaxError` (a
+        ``ValueError``): an override the grammar cannot read (``train.max_iter=[1``).
     """
     plain, checks = [], []
     for item in overrides:
@@ -87,7 +114,8 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
             )
         checks.append((key, config_value(cfg, key), item))
         plain.append(item)
-    cfg = LazyConfig.apply_overrides(cfg, plain)
+    for item in plain:  # one at a time (as detectron2 applies them) so that an error can name its override
+        cfg = _apply_one(cfg, item)
     for key, old, item in checks:
         check_override_type(key, old, config_value(cfg, key), item)
     register_config_datasets(cfg, [item.split("=", 1)[0].strip().lstrip("+") for item in plain])
