@@ -72,6 +72,23 @@ def missing_path_error(name: str, path: str) -> FileNotFoundError:
                              f"(DETECTRON2_DATASETS={root}). " + _missing_path_fix(name, path))
 
 
+def _spec_hint(name: str) -> str:
+    """For an unregistered name that looks like a path (``/``, ``:`` or ``.json`` in it): the dataset-spec syntax
+    and the spec it probably meant (the prefix forgotten, ``train.json`` -> ``coco:train.json``, or misspelled,
+    ``cocos:train.json`` -> ``coco:train.json``); else ""."""
+    from .datasets.from_path import SPEC_USAGE
+
+    if not isinstance(name, str) or not ("/" in name or ":" in name or name.lower().endswith(".json")):
+        return ""
+    path = name
+    head, sep, tail = name.partition(":")
+    if sep and tail and "/" not in head and "." not in head and len(head) > 1:  # a prefix, not C:\ or a path
+        path = tail
+    kind = "coco" if ".json" in path.lower() else "folder"
+    return (f" It looks like a path: a dataset given by path needs its prefix ({SPEC_USAGE}; coco: for a COCO "
+            f"json, folder: for a folder of unlabelled images). Did you mean '{kind}:{path}'?")
+
+
 def check_datasets_on_disk(names: Union[str, Sequence[str]]) -> None:
     """Raise ``FileNotFoundError`` naming the missing path and the README section to follow.
 
@@ -87,9 +104,10 @@ def check_datasets_on_disk(names: Union[str, Sequence[str]]) -> None:
     for name in names:
         if name not in registered:
             close = difflib.get_close_matches(name, sorted(registered), n=3, cutoff=0.75)
+            hint = _spec_hint(name)
             raise KeyError(
                 f"Dataset '{name}' is not registered."
-                + (f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else "")
+                + (hint or (f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""))
                 + f" Registered datasets include: {', '.join(sorted(registered)[:20])} ... (see {README})."
             )
         if MetadataCatalog.get(name).get("generated_on_demand", False):

@@ -5,8 +5,10 @@ Wherever a config or a tool takes a dataset name (``dataloader.train.dataset.nam
 also takes a *dataset spec*:
 
 ``coco:ANNOTATIONS.json:IMAGE_ROOT``
-    a COCO-format detection json (``images``, ``annotations`` with ``bbox`` = [x, y, w, h] absolute pixels,
-    ``categories``) whose ``file_name`` entries are relative to ``IMAGE_ROOT``. ``coco:ANNOTATIONS.json``
+    a COCO-format detection json (``images`` with ``id``, ``file_name``, ``height``, ``width``; ``annotations``
+    with ``id``, ``image_id``, ``category_id``, ``bbox`` = [x, y, w, h] absolute pixels, ``area``, ``iscrowd``;
+    ``categories`` with ``id``, ``name``: checked when the spec is registered, see :func:`check_coco_fields`)
+    whose ``file_name`` entries are relative to ``IMAGE_ROOT``. ``coco:ANNOTATIONS.json``
     alone uses the json's folder as the image root. Registered with detectron2's
     ``register_coco_instances``: ``image_id`` = the json's integer image id, classes = the json's
     categories sorted by id (contiguous ids 0..K-1, as ``load_coco_json``), COCO evaluation reads the json.
@@ -36,6 +38,8 @@ from .builtin_shapes import register_low_label_by_name
 
 __all__ = [
     "SPEC_PREFIXES",
+    "SPEC_USAGE",
+    "check_coco_fields",
     "coco_categories",
     "ensure_dataset",
     "is_dataset_spec",
@@ -48,6 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SPEC_PREFIXES = ("coco:", "folder:")
+SPEC_USAGE = "expected 'coco:ANNOTATIONS.json[:IMAGE_ROOT]' or 'folder:IMAGE_DIR'"
 
 
 def is_dataset_spec(name) -> bool:
@@ -58,7 +63,7 @@ def is_dataset_spec(name) -> bool:
 def parse_dataset_spec(spec: str) -> Tuple[str, dict]:
     """``spec`` -> (kind, paths): ``("coco", {"json_file", "image_root"})`` or ``("folder", {"image_root"})``,
     paths made absolute. Raises ``ValueError`` for a malformed spec (naming the accepted forms)."""
-    usage = "expected 'coco:ANNOTATIONS.json[:IMAGE_ROOT]' or 'folder:IMAGE_DIR'"
+    usage = SPEC_USAGE
     if not is_dataset_spec(spec):
         raise ValueError(f"{spec!r} is not a dataset spec: {usage}")
     kind, rest = spec.split(":", 1)
@@ -96,7 +101,117 @@ def coco_categories(json_file: str) -> List[dict]:
             f"the COCO json {json_file!r} has an empty {' and an empty '.join(repr(k) for k in empty)} list: a "
             "dataset needs at least one image and one category (for unlabelled images use folder:IMAGE_DIR)"
         )
+    check_coco_fields(data, json_file)
     return sorted(data["categories"], key=lambda c: c["id"])
+
+
+# What every entry of each list of a COCO json must have, with what to put there. Readers (detectron2 v0.6,
+# pycocotools): images[].id, annotations[].{id, image_id, category_id}, categories[].id: COCO.createIndex
+# (load_coco_json and COCOEvaluator); images[].{file_name, height, width}: load_coco_json; categories[].name:
+# load_coco_json (thing_classes); annotations[].bbox: the mappers and COCOeval.computeIoU; annotations[].iscrowd:
+# COCOeval.computeIoU / evaluateImg (int(o['iscrowd'])); annotations[].area: COCOeval.evaluateImg (g['area']).
+# Optional, not checked: segmentation, keypoints, supercategory, info, licenses.
+_COCO_FIELDS = {
+    "images": {
+        "id": "its integer id, which annotations[].image_id refers to",
+        "file_name": "its path relative to IMAGE_ROOT",
+        "height": "in pixels",
+        "width": "in pixels",
+    },
+    "annotations": {
+        "id": "an integer unique in the file, e.g. 1, 2, 3, ...",
+        "image_id": "the id of its image",
+        "category_id": "the id of its category",
+        "bbox": "[x, y, width, height] in pixels",
+        "iscrowd": "0 for an ordinary object",
+        "area": "e.g. the box's w*h",
+    },
+    "categories": {
+        "id": "an integer, which annotations[].category_id refers to",
+        "name": "the class name",
+    },
+}
+_EVAL_ONLY = ("iscrowd", "area")  # read by COCO evaluation only, i.e. at the end of training
+_ENTRY_LABEL = {"images": ("file_name", "id"), "annotations": ("id", "image_id"), "categories": ("name", "id")}
+_SINGULAR = {"images": "image", "annotations": "annotation", "categories": "category"}
+
+
+def _entry(key: str, index: int, entry) -> str:
+    """``annotations[3] (id 7)``, ``images[0] (file_name 'a.png')``: an entry of a COCO json, findable."""
+    if not isinstance(entry, dict):
+        return f"{key}[{index}]"
+    for field in _ENTRY_LABEL[key]:
+        if field in entry:
+            return f"{key}[{index}] ({field} {entry[field]!r})"
+    return f"{key}[{index}]"
+
+
+def _quoted(fields, hints: Optional[dict] = None) -> str:
+    """'a', 'b' and 'c'; with ``hints``: 'a' (what a is), ..."""
+    fields = [f"{f!r} ({hints[f]})" if hints else repr(f) for f in fields]
+    return fields[0] if len(fields) == 1 else ", ".join(fields[:-1]) + " and " + fields[-1]
+
+
+def _missing_fields_error(json_file: str, key: str, entries: list, first: int) -> ValueError:
+    """The error for ``entries[first]`` (of the list ``key``) lacking required fields: the entry, what it
+    lacks, how many entries lack something, and what to put in each field missing anywhere in the list."""
+    required = _COCO_FIELDS[key]
+    entry = entries[first]
+    if not isinstance(entry, dict):
+        return ValueError(f"the COCO json {json_file!r}: {key}[{first}] is {entry!r}, not an object with "
+                          f"{_quoted(required)}")
+    lacks = [f for f in required if f not in entry]
+    bad = [e for e in entries if not (isinstance(e, dict) and e.keys() >= required.keys())]
+    anywhere = [f for f in required if any(not isinstance(e, dict) or f not in e for e in bad)]
+    fixes = []
+    for reader, fields in (("Loading the dataset", [f for f in anywhere if f not in _EVAL_ONLY]),
+                           ("COCO evaluation", [f for f in anywhere if f in _EVAL_ONLY])):
+        if fields:
+            fixes.append(f"{reader} needs {_quoted(fields, required)} in every {_SINGULAR[key]}")
+    return ValueError(
+        f"the COCO json {json_file!r}: {_entry(key, first, entry)} lacks {_quoted(lacks)}"
+        + (f" ({len(bad)} of {len(entries)} {key} lack a required field)" if len(bad) > 1 else "")
+        + ". " + "; ".join(fixes) + f": add {'it' if len(anywhere) == 1 else 'them'} to the json."
+    )
+
+
+def check_coco_fields(data: dict, json_file: str) -> None:
+    """Refuse a COCO detection json (loaded as ``data``) that lacks a field detectron2's loader or COCO
+    evaluation reads (``_COCO_FIELDS``; they would fail with a bare ``KeyError``, evaluation only after the
+    whole training) or whose ``bbox`` is not a list of 4 numbers: ``ValueError`` naming the file, the first
+    offending entry, the missing fields and the fix. ``annotations`` may be absent (an image list).
+
+    One pass of a key check per entry (COCO train2017's 860k annotations: a fraction of ``json.load``'s time).
+    """
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            continue
+        entries = data[key]
+        if not isinstance(entries, list):
+            raise ValueError(f"the COCO json {json_file!r}: {key!r} is a {type(entries).__name__}, not a list")
+        required = _COCO_FIELDS[key].keys()
+        if key == "annotations":  # in the same pass: bbox a list of 4 (its values: one C-level sum below)
+            first = next((i for i, e in enumerate(entries) if not (
+                type(e) is dict and e.keys() >= required and type(e["bbox"]) is list and len(e["bbox"]) == 4)),
+                None)
+        else:
+            first = next((i for i, e in enumerate(entries) if not (type(e) is dict and e.keys() >= required)),
+                         None)
+        if first is None and key == "annotations":
+            try:
+                sum(map(sum, (e["bbox"] for e in entries)))
+            except TypeError:
+                first = next((i for i, e in enumerate(entries) if not all(
+                    isinstance(v, (int, float)) for v in e["bbox"])), None)
+        if first is None:
+            continue
+        entry = entries[first]
+        if isinstance(entry, dict) and entry.keys() >= required:  # all fields there: the bbox is wrong
+            raise ValueError(
+                f"the COCO json {json_file!r}: {_entry(key, first, entry)} has 'bbox' {entry['bbox']!r}, not a "
+                "list of 4 numbers [x, y, width, height] in pixels"
+            )
+        raise _missing_fields_error(json_file, key, entries, first)
 
 
 _ARCHIVES = (".tar", ".tar.gz", ".tgz", ".zip")
