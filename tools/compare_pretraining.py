@@ -357,6 +357,16 @@ def main(argv=None) -> int:
     return 0
 
 
+def _count_seeds(n: int) -> str:
+    """"1 seed", "2 seeds"."""
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
+def _name_seeds(seeds: List[int]) -> str:
+    """"seed 0" for one seed, "seeds [0, 1]" for several."""
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds}"
+
+
 def write_outputs(output: Path, results: Dict[str, Dict[int, dict]], args, seconds: float,
                   baseline: Optional[str] = None, software: Optional[dict] = None) -> str:
     """comparison.md / .json / .png (``comparison_{P}pct.*`` when ``args.low_label_percent`` is not 10:
@@ -377,7 +387,7 @@ def write_outputs(output: Path, results: Dict[str, Dict[int, dict]], args, secon
             summary["methods"][name]["AP_gain_vs_baseline"] = gains[name]
         row = (name, _fmt(*ap), _fmt(*ap50), _fmt(*spi, digits=3) if spi[0] is not None else "-")
         rows.append(row + ((_fmt_gain(gains.get(name)),) if baseline is not None else ()))
-    head = ("method", f"AP (mean ± spread, {len(args.seeds)} seeds)", "AP50", "pretraining s/it")
+    head = ("method", f"AP (mean ± spread, {_count_seeds(len(args.seeds))})", "AP50", "pretraining s/it")
     if baseline is not None:
         head += (f"AP gain vs {baseline}, paired by seed",)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -385,7 +395,7 @@ def write_outputs(output: Path, results: Dict[str, Dict[int, dict]], args, secon
     table = "\n".join(lines)
     paths["md"].write_text(
         f"COCO AP (%) on synthetic_shapes_val after finetuning on {args.low_label_percent}% of "
-        f"synthetic_shapes_train_large; seeds {args.seeds}; spread = half the min-max range.\n\n{table}\n")
+        f"synthetic_shapes_train_large; {_name_seeds(args.seeds)}; spread = half the min-max range.\n\n{table}\n")
     with open(paths["json"], "w") as f:
         json.dump(summary, f, indent=1)
     plot(paths["png"], summary)
@@ -429,8 +439,8 @@ def plot(path: Path, summary: dict) -> None:
     ax.grid(axis="y", alpha=0.3)
     if gained:
         _plot_gains(axes[0, 1], summary, gained, colours)
-    seeds = ", ".join(str(s) for s in summary["seeds"])
-    fig.suptitle(f"Finetuned on {summary['low_label_percent']}% of the labels, seeds {seeds} "
+    seeds = ("seed " if len(summary["seeds"]) == 1 else "seeds ") + ", ".join(str(s) for s in summary["seeds"])
+    fig.suptitle(f"Finetuned on {summary['low_label_percent']}% of the labels, {seeds} "
                  "(bar: mean over seeds, whisker: ± half the min-max range, dots: single seeds)")
     fig.tight_layout()
     fig.savefig(path)

@@ -26,6 +26,7 @@ the shard folders on disk.
 """
 
 import argparse
+import difflib
 import json
 import logging
 import os
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--dataset", help="a registered Detectron2 dataset name (e.g. synthetic_shapes_train) or a "
                      "dataset spec coco:ANN.json[:IMAGES] / folder:DIR")
     src.add_argument("--image-dir", help="a folder of images (recursive); image_id = path relative to it")
-    p.add_argument("--method", choices=METHODS, default="edgeboxes")
+    p.add_argument("--method", choices=METHODS, default="edgeboxes", help="proposal method (default: edgeboxes)")
     p.add_argument("--output", required=True, help="store directory to write (created if missing; not a file), "
                    "e.g. NAME.edgeboxes.proposals")
     p.add_argument(
@@ -84,23 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="seed of the random boxes (combined with the image id) and of Selective Search's random ranking "
-        "(combined with the image's pixels)",
+        "(combined with the image's pixels; default: 0)",
     )
     p.add_argument("--sed-model", default=None, help="EdgeBoxes: Structured Edge Detection model.yml.gz")
-    p.add_argument("--alpha", type=float, default=0.65, help="EdgeBoxes sliding-window step")
-    p.add_argument("--beta", type=float, default=0.75, help="EdgeBoxes NMS threshold")
+    p.add_argument("--alpha", type=float, default=0.65, help="EdgeBoxes sliding-window step (default: 0.65)")
+    p.add_argument("--beta", type=float, default=0.75, help="EdgeBoxes NMS threshold (default: 0.75)")
     p.add_argument(
         "--ss-resize",
         type=int,
         default=None,
         help="Selective Search on a copy with this short side (DETReg-like 128); boxes scaled back",
     )
-    p.add_argument("--ss-mode", choices=("fast", "quality"), default="fast")
-    p.add_argument("--num-workers", type=int, default=1, help="processes (each uses 1 thread)")
+    p.add_argument("--ss-mode", choices=("fast", "quality"), default="fast",
+                   help="Selective Search strategy (default: fast)")
+    p.add_argument("--num-workers", type=int, default=1, help="processes (each uses 1 thread; default: 1)")
     p.add_argument("--num-shards", type=int, default=None,
                    help="K machines split the images (default 1; with --merge: K of the shard folders on disk)")
-    p.add_argument("--shard-id", type=int, default=0)
-    p.add_argument("--chunk-size", type=int, default=1000, help="images per resumable chunk")
+    p.add_argument("--shard-id", type=int, default=0, help="which of the --num-shards this run computes "
+                   "(default: 0)")
+    p.add_argument("--chunk-size", type=int, default=1000, help="images per resumable chunk (default: 1000)")
     p.add_argument("--merge", action="store_true", help="only merge finished shards into --output")
     p.add_argument("--keep-chunks", action="store_true", help="keep chunk files after a shard is assembled")
     p.add_argument("--keep-shards", action="store_true", help="keep shard stores after merging")
@@ -248,8 +251,11 @@ def _usage_problem(args):
         except (ValueError, FileNotFoundError) as e:
             return str(e)
         if args.dataset not in DatasetCatalog.list():
-            known = ", ".join(sorted(DatasetCatalog.list())[:12])
-            return f"--dataset {args.dataset!r} is not a registered dataset (registered: {known}, ...)"
+            registered = sorted(DatasetCatalog.list())
+            close = difflib.get_close_matches(args.dataset, registered, n=3, cutoff=0.75)  # as the training tool
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            return (f"--dataset {args.dataset!r} is not a registered dataset.{hint} (registered: "
+                    f"{', '.join(registered[:12])}, ...)")
         from siamese_detr.data.dataset_checks import check_datasets_on_disk
 
         try:
@@ -260,6 +266,27 @@ def _usage_problem(args):
     if not (args.merge or args.import_detectron2 or args.dataset or args.image_dir or complete):
         return "give --dataset NAME or --image-dir DIR"
     return None
+
+
+def _coco_images_missing(dataset, records):
+    """For a ``coco:`` spec none of whose images exist: why, naming the ``coco:ANNOTATIONS.json:IMAGE_ROOT``
+    form (the json's file names are relative to IMAGE_ROOT); None otherwise. Checked before any work, so
+    no chunk of unreadable images is written. Stops at the first image that exists."""
+    if not (dataset and dataset.startswith("coco:") and records):
+        return None
+    if any(os.path.exists(r["file_name"]) for r in records):
+        return None
+    from siamese_detr.data.datasets.from_path import parse_dataset_spec
+
+    rest = dataset[len("coco:"):]
+    marker = rest.lower().find(".json:")  # where parse_dataset_spec splits the json from the image root
+    json_file = rest[: marker + len(".json")] if marker >= 0 else rest
+    paths = parse_dataset_spec(dataset)[1]
+    root = (f"the image root {paths['image_root']!r} given after the json" if marker >= 0
+            else f"the json's own folder {paths['image_root']!r} (no image root given)")
+    return (f"none of the {len(records)} images of --dataset {dataset!r} exist (first: {records[0]['file_name']}): "
+            f"the json's file names are taken relative to {root}. Give the folder that holds them as "
+            f"--dataset coco:ANNOTATIONS.json:IMAGE_ROOT (here: coco:{json_file}:IMAGE_ROOT)")
 
 
 def _read_meta(final_meta: str) -> dict:
@@ -350,6 +377,11 @@ def _main(args) -> int:
             records = dataset_records(args.dataset)
         else:
             records = list_image_dir(args.image_dir)
+        problem = None if os.path.isfile(final_meta) and not args.overwrite else (  # complete: nothing to compute
+            _coco_images_missing(args.dataset, records))
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         if not records:
             where = args.dataset or args.image_dir
             missing = args.image_dir and not os.path.isdir(args.image_dir)

@@ -62,7 +62,8 @@ DEMO_ENTRIES = STEP_FOLDERS + FINAL_OUTPUTS + ("commands.txt", LOCK_NAME) + tupl
 # ----------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", type=Path, default=Path("output/demo"))
+    parser.add_argument("--output", type=Path, default=Path("output/demo"),
+                        help="folder of the steps, figures and summary.json (default: output/demo)")
     parser.add_argument("--backbone-iters", type=int, default=None, help="override demo_backbone's max_iter")
     parser.add_argument("--pretrain-iters", type=int, default=None, help="override the pretraining max_iter")
     parser.add_argument("--finetune-iters", type=int, default=None, help="override the finetuning max_iter")

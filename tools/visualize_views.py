@@ -27,6 +27,7 @@ from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import siamese_detr.data  # noqa: E402,F401  (registers the built-in datasets)
+from siamese_detr.data.image_folder import IMAGE_EXTENSIONS  # noqa: E402
 from siamese_detr.data.proposals import ProposalStoreError  # noqa: E402
 from siamese_detr.data.views import box_iou  # noqa: E402
 from siamese_detr.demo.plots import label_box  # noqa: E402
@@ -169,6 +170,9 @@ def main(argv=None) -> int:
         if sample is None:  # unreadable, or no proposal in the views' overlap: the mapper counts and logs it
             continue
         name = str(sample["image_id"]).replace("/", "_").replace(os.sep, "_")
+        stem, ext = os.path.splitext(name)
+        if ext.lower() in IMAGE_EXTENSIONS:  # a folder: dataset's id is the file's path: no "x.png.png"
+            name = stem
         path = os.path.join(args.output, f"views_{written:03d}_{name}.png")
         cv2.imwrite(path, render_sample(sample, image_format))
         logger.info("wrote %s", path)
