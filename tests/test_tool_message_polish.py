@@ -120,3 +120,19 @@ def test_the_comparison_counts_its_seeds_in_words(tmp_path, seeds, count, named)
     assert f"AP (mean ± spread, {count}" in table
     md = (tmp_path / "comparison.md").read_text()
     assert named in md and "1 seeds" not in md
+
+
+def test_the_pickle_converter_module_prints_no_torch_jit_warnings():
+    """``python -m siamese_detr.engine.checkpointing`` (the README's .pkl converter) imports the package, and
+    with it detectron2, before any line of its own: detectron2 v0.6's torch.jit.script calls printed two
+    FutureWarnings above its output. A fresh process (the warnings fire once per process, at import)."""
+    import subprocess
+    import sys
+
+    from hang_guard import HANG_GUARD_S
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    done = subprocess.run([sys.executable, "-m", "siamese_detr.engine.checkpointing", "--help"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
+    assert done.returncode == 0 and "usage" in done.stdout
+    assert "FutureWarning" not in done.stderr, done.stderr

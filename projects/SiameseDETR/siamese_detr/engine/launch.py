@@ -15,15 +15,22 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
 from ..utils.parent_watch import exit_with_parent
+
+# detectron2 v0.6 (through fvcore.nn) scripts functions with torch.jit when imported, and recent torch warns on
+# each; silenced for this import only (the tools filter it too, but `python -m siamese_detr.engine...` commands
+# import the package, and so this module, before any line of theirs runs)
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
+    from detectron2.engine import launch as d2_launch
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 _RENDEZVOUS_PREFIX = "siamese_detr_dist_"
