@@ -53,6 +53,9 @@ def test_train_resume_and_eval_only(tmp_path, tiny_synthetic_shapes):
 
     results = _run(tmp_path, f"train.init_checkpoint={out / 'model_final.pth'}", eval_only=True)
     assert set(results["bbox"]) >= {"AP", "AP50", "AP75"}
+    # the checkpoint's iteration (0-based index: 4) and, as the training run's evaluations count, 5 finished
+    record = _metrics(tmp_path)[-1]
+    assert (record["eval_only"], record["iteration"], record["eval/finished_iterations"]) == (True, 4, 5)
     assert 0.0 <= results["bbox"]["AP"] <= 100.0  # AP of size ranges without objects may be NaN
 
 

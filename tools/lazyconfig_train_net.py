@@ -210,8 +210,13 @@ def main(args):
             refuse_partly_random_model(checkpointer, cfg.train.init_checkpoint)
         set_evaluator_output_dir(cfg)  # predictions to train.output_dir/inference/
         results = do_test(cfg, model)
-        append_eval_metrics(cfg.train.output_dir, results, iteration=(loaded or {}).get("iteration", -1),
-                            eval_only=True, checkpoint=cfg.train.init_checkpoint)
+        # "iteration": the checkpoint's (detectron2's 0-based index of its last finished iteration); how many
+        # it had finished, as the training run's own evaluations say it, when the checkpoint records it
+        iteration = (loaded or {}).get("iteration", -1)
+        finished = {FINISHED_ITERATIONS_KEY: int(iteration) + 1} if isinstance(iteration, int) and iteration >= 0 \
+            else {}
+        append_eval_metrics(cfg.train.output_dir, results, iteration=iteration, eval_only=True,
+                            checkpoint=cfg.train.init_checkpoint, **finished)
         return results
     do_train(args, cfg)
     return None
