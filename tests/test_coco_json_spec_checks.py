@@ -1,7 +1,8 @@
-"""A coco:ANNOTATIONS.json[:IMAGE_ROOT] spec whose json lacks a field detectron2's loader or COCO evaluation reads
-is refused when it is registered, naming the file, the entry and the field (not a bare KeyError at start-up, or
-after the whole training for 'iscrowd' / 'area'); a dataset path given without its spec prefix, or with a
-misspelled one, is answered with the spec syntax."""
+"""A coco:ANNOTATIONS.json[:IMAGE_ROOT] spec whose json lacks a field detectron2's loader reads is refused when it
+is registered, naming the file, the entry and the field (not a bare KeyError at start-up); one that lacks a field
+only COCO evaluation reads ('iscrowd', 'area') is refused as the test set of a run that evaluates, at start-up
+(not after the whole training), and accepted for training; a dataset path given without its spec prefix, or with
+a misspelled one, is answered with the spec syntax."""
 import copy
 import json
 import re
@@ -36,8 +37,6 @@ MISSING = [
     ("annotations", 1, "annotations[1] (id 8)", "image_id"),
     ("annotations", 0, "annotations[0] (id 7)", "category_id"),
     ("annotations", 1, "annotations[1] (id 8)", "bbox"),
-    ("annotations", 0, "annotations[0] (id 7)", "area"),
-    ("annotations", 1, "annotations[1] (id 8)", "iscrowd"),
     ("categories", 1, "categories[1] (name 'disc')", "id"),
     ("categories", 0, "categories[0] (id 1)", "name"),
 ]
@@ -81,30 +80,39 @@ def test_a_missing_required_field_is_refused_at_registration_naming_file_entry_a
     assert spec not in DatasetCatalog.list()  # refused before registering: no later bare KeyError
 
 
-def test_the_evaluation_fields_say_what_to_put_there(coco_dir):
-    """The user's case: no 'iscrowd' and no 'area' anywhere (training would run, COCO evaluation fail at the end)."""
+def test_the_evaluation_fields_are_required_of_a_test_set_only_and_say_what_to_put_there(coco_dir):
+    """The user's case: no 'iscrowd' and no 'area' anywhere. detectron2's loader does without them (a json only
+    trained on registers and loads); COCO evaluation failed on them after the whole training: a run that
+    evaluates on that json is refused at start-up."""
+    from siamese_detr.engine.evaluation_checks import check_coco_test_fields
+
     data = copy.deepcopy(VALID)
     for annotation in data["annotations"]:
         del annotation["iscrowd"], annotation["area"]
     data["annotations"][1]["area"] = 310.0  # the second lacks only 'iscrowd': the fix still names both
     json_file, spec = coco_dir("no_eval_fields", data)
+    assert register_dataset_spec(spec) == spec
+    assert len(get_checked_dataset_dicts(spec, require_boxes=True)) == 2  # trains
     with pytest.raises(ValueError) as err:
-        register_dataset_spec(spec)
+        check_coco_test_fields([spec], "to train without evaluation, set train.eval_period=0")
     assert str(err.value) == (
         f"the COCO json '{json_file}': annotations[0] (id 7) lacks 'iscrowd' and 'area' (2 of 2 annotations lack "
         "a required field). COCO evaluation needs 'iscrowd' (0 for an ordinary object) and 'area' (e.g. the box's "
-        "w*h) in every annotation: add them to the json.")
+        f"w*h) in every annotation: add them to the json. It is the test set (dataloader.test.dataset.names={spec}) "
+        "of this run; to train without evaluation, set train.eval_period=0.")
+    _, valid = coco_dir("eval_fields_there", VALID)
+    check_coco_test_fields([register_dataset_spec(valid)])  # nothing missing: no error
 
 
 def test_fields_missing_in_several_entries_are_all_named(coco_dir):
     data = copy.deepcopy(VALID)
     del data["annotations"][0]["id"]
-    del data["annotations"][1]["iscrowd"]
+    del data["annotations"][1]["category_id"]
     json_file, spec = coco_dir("several", data)
     with pytest.raises(ValueError, match=re.escape(
             f"'{json_file}': annotations[0] (image_id 1) lacks 'id' (2 of 2 annotations lack a required field). "
-            "Loading the dataset needs 'id' (an integer unique in the file, e.g. 1, 2, 3, ...) in every annotation; "
-            "COCO evaluation needs 'iscrowd' (0 for an ordinary object) in every annotation: add them")):
+            "Loading the dataset needs 'id' (an integer unique in the file, e.g. 1, 2, 3, ...) and 'category_id' "
+            "(the id of its category) in every annotation: add them")):
         register_dataset_spec(spec)
 
 
@@ -149,19 +157,30 @@ def test_a_valid_minimal_json_registers_and_loads(coco_dir, tmp_path):
 
 
 def test_the_checks_run_where_a_tool_meets_the_spec(coco_dir, tmp_path):
-    """The start-up checks (get_checked_dataset_dicts) and the training tool stop before anything is trained."""
+    """The start-up checks (get_checked_dataset_dicts) and the training tool stop before anything is trained:
+    for a field the loader needs, wherever the json is used; for one only evaluation reads, when the run
+    evaluates on it (training on it, or --eval-only on it, too)."""
+    data = copy.deepcopy(VALID)
+    for annotation in data["annotations"]:
+        del annotation["image_id"]
+    json_file, spec = coco_dir("tools", data)
+    with pytest.raises(ValueError, match=re.escape(f"'{json_file}': annotations[0] (id 7) lacks 'image_id'")):
+        get_checked_dataset_dicts(spec)
+
     data = copy.deepcopy(VALID)
     for annotation in data["annotations"]:
         del annotation["area"]
-    json_file, spec = coco_dir("tools", data)
-    with pytest.raises(ValueError, match=re.escape(f"'{json_file}': annotations[0] (id 7) lacks 'area'")):
-        get_checked_dataset_dicts(spec)
+    json_file, spec = coco_dir("tools_eval", data)
     out = tmp_path / "out"
     argv = ["--config-file", str(ROOT / "configs/demo/detr_demo.py"), f"dataloader.train.dataset.names={spec}",
-            f"dataloader.test.dataset.names={spec}", "train.max_iter=1", f"train.output_dir={out}"]
-    with pytest.raises(ValueError, match=re.escape(f"'{json_file}': annotations[0] (id 7) lacks 'area'")):
-        train_net.main(train_net.parse_args(argv))
-    assert not (out / "model_final.pth").exists() and not (out / "metrics.json").exists()
+            f"dataloader.test.dataset.names={spec}", "train.max_iter=1", f"train.output_dir={out}",
+            "dataloader.train.num_workers=0", "dataloader.test.num_workers=0"]
+    for mode in ([], ["--eval-only", f"train.init_checkpoint={tmp_path / 'any.pth'}"]):
+        with pytest.raises(ValueError, match=re.escape(f"'{json_file}': annotations[0] (id 7) lacks 'area'")):
+            train_net.main(train_net.parse_args(argv[:2] + mode + argv[2:]))
+        assert not (out / "model_final.pth").exists() and not (out / "metrics.json").exists()
+    train_net.main(train_net.parse_args(argv + ["train.eval_period=0"]))  # no evaluation: it trains
+    assert (out / "model_final.pth").exists()
 
 
 @pytest.mark.parametrize("name, meant", [

@@ -83,6 +83,34 @@ def test_a_run_stopped_during_its_final_evaluation_evaluates_when_resumed(tmp_pa
     assert len([r for r in _metrics(tmp_path) if "bbox/AP" in r]) == 1
 
 
+def test_which_final_evaluation_counts_and_runs_that_never_evaluate(tmp_path, caplog, monkeypatch):
+    """Only a final evaluation after the file's last training line counts (a folder started over without
+    --resume holds an earlier series), never an --eval-only record; a run without an evaluator (the ImageNet
+    pretrainings) or with eval_period 0 is never evaluated on resume, and says nothing about it."""
+    from omegaconf import OmegaConf
+
+    from siamese_detr.engine.eval_outputs import final_evaluation_logged
+
+    metrics = tmp_path / "metrics.json"
+    train_line, final = '{"iteration": 1, "total_loss": 1.0}\n', '{"bbox/AP": 1.0, "eval/finished_iterations": 2.0}\n'
+    cases = [("", False), (train_line, False), (train_line + final, True), (train_line + final + train_line, False),
+             (train_line + final + train_line + final, True),
+             (train_line + final.replace("}", ', "eval_only": true}'), False),
+             (train_line + final.replace("2.0", "1.0"), False)]
+    for text, expected in cases:
+        metrics.write_text(text)
+        assert final_evaluation_logged(str(tmp_path), 2) is expected, text
+
+    monkeypatch.setattr(train_net, "do_test", lambda cfg, model: pytest.fail("evaluated a run that never does"))
+    metrics.write_text(train_line)
+    for evaluator, period in ((None, 5000), ({"_target_": "x"}, 0)):
+        cfg = OmegaConf.create({"train": {"eval_period": period, "max_iter": 2, "output_dir": str(tmp_path)},
+                                "dataloader": {"evaluator": evaluator}})
+        with caplog.at_level("INFO"):
+            train_net.evaluate_if_killed_before_final_evaluation(cfg, model=None)
+    assert "evaluat" not in caplog.text
+
+
 def test_resume_into_a_folder_of_another_run_is_refused(tmp_path, tiny_synthetic_shapes):
     """--resume continues the run in train.output_dir only if it trains the same model and data."""
     from siamese_detr.engine.resume_checks import ResumeMismatchError

@@ -39,8 +39,9 @@ from siamese_detr.engine.config_sections import check_batch_split, check_config_
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure_final_checkpoint,
                                                refuse_partly_random_model, refuse_shape_mismatches,
                                                require_eval_checkpoint, trust_pickle_requested)
-from siamese_detr.engine.evaluation_checks import (build_checked_test_loader, check_test_classes,
-                                                   check_test_set_on_disk, check_train_set_on_disk)
+from siamese_detr.engine.evaluation_checks import (build_checked_test_loader, check_coco_test_fields,
+                                                   check_test_classes, check_test_set_on_disk,
+                                                   check_train_set_on_disk, test_dataset_names)
 from siamese_detr.engine.metrics_file import safe_default_writers
 
 logger = logging.getLogger("detectron2")
@@ -62,15 +63,19 @@ def evaluate_if_killed_before_final_evaluation(cfg, model):
     """A resumed run that had finished its iterations: when ``metrics.json`` lacks the evaluation after the
     last one (the run was killed while it ran: ``model_final.pth`` is written first), run it now and log it
     as the training run would have (``iteration`` and ``eval/finished_iterations`` = ``train.max_iter``)."""
-    if cfg.train.eval_period is None or cfg.train.eval_period <= 0:
-        return
+    if cfg.train.eval_period is None or cfg.train.eval_period <= 0 or cfg.dataloader.get("evaluator") is None:
+        return  # the run never evaluates (e.g. the ImageNet pretrainings: no evaluator)
     # the main process's reading decides for all: every process must take part in the evaluation or none
     logged = comm.all_gather(final_evaluation_logged(cfg.train.output_dir, cfg.train.max_iter))[0]
     if logged:
         return
-    logger.warning("%s: metrics.json has no evaluation after the last iteration (the run was stopped while it "
-                   "ran): evaluating model_final now", cfg.train.output_dir)
-    append_eval_metrics(cfg.train.output_dir, do_test(cfg, model), iteration=cfg.train.max_iter,
+    logger.info("%s: metrics.json has no evaluation after the last iteration: evaluating model_final",
+                cfg.train.output_dir)
+    results = do_test(cfg, model)
+    if results:
+        logger.warning("%s: the evaluation after the last iteration was missing (the run was stopped while it "
+                       "ran); done now and appended to metrics.json", cfg.train.output_dir)
+    append_eval_metrics(cfg.train.output_dir, results, iteration=cfg.train.max_iter,
                         **{FINISHED_ITERATIONS_KEY: cfg.train.max_iter})
 
 
@@ -201,6 +206,8 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         require_eval_checkpoint(cfg.train.init_checkpoint)  # never evaluate a random model
+        if cfg.dataloader.get("evaluator", None) is not None:  # a coco: json without iscrowd / area: now
+            check_coco_test_fields(test_dataset_names(cfg))
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = create_ddp_model(model, **_ddp_kwargs(cfg))

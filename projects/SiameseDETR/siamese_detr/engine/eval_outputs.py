@@ -102,12 +102,19 @@ def append_eval_metrics(output_dir: str, results: Mapping, **extra) -> Optional[
 
 def final_evaluation_logged(output_dir: str, max_iter: int) -> bool:
     """Whether ``output_dir/metrics.json`` holds a training run's evaluation after all ``max_iter``
-    iterations: a record with ``eval/finished_iterations == max_iter`` that is not an ``--eval-only`` one.
+    iterations: a record with ``eval/finished_iterations == max_iter`` that is not an ``--eval-only`` one,
+    after the file's last training line (one with ``total_loss``): an earlier series of the folder (a run
+    started over without ``--resume`` appends to the file) does not count for the last one.
 
     detectron2 writes ``model_final.pth`` after the last iteration's step and runs the last evaluation only
     after training, so a run killed in between resumes with nothing left to train and no final results."""
     path = os.path.join(output_dir, "metrics.json")
     if not os.path.isfile(path):
         return False
-    return any(row.get(FINISHED_ITERATIONS_KEY) == max_iter and not row.get("eval_only")
-               for _, row in metrics_records(path))
+    logged = False
+    for _, row in metrics_records(path):
+        if "total_loss" in row:
+            logged = False
+        if row.get(FINISHED_ITERATIONS_KEY) == max_iter and not row.get("eval_only"):
+            logged = True
+    return logged

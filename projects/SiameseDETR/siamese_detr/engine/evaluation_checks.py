@@ -20,7 +20,8 @@ from omegaconf import DictConfig
 
 from siamese_detr.data.dataset_checks import check_datasets_on_disk, check_images_readable, missing_path_error
 
-__all__ = ["build_checked_test_loader", "check_test_classes", "check_test_set_on_disk", "check_train_set_on_disk"]
+__all__ = ["build_checked_test_loader", "check_coco_test_fields", "check_test_classes", "check_test_set_on_disk",
+           "check_train_set_on_disk", "test_dataset_names"]
 
 
 def _target(cfg):
@@ -60,6 +61,11 @@ def _dataset_names(cfg, split: str) -> List[str]:
         return []
     names = [names] if isinstance(names, str) else list(names or [])
     return [n for n in names if isinstance(n, str)]
+
+
+def test_dataset_names(cfg) -> List[str]:
+    """``dataloader.test.dataset.names`` as a list of strings ([] when absent or not names)."""
+    return _dataset_names(cfg, "test")
 
 
 def _thing_classes(names: List[str]):
@@ -132,3 +138,18 @@ def check_test_set_on_disk(cfg) -> None:
             "and after the last one: point dataloader.test.dataset.names at a test set you have (e.g. "
             "coco:VAL.json:IMAGES), or set train.eval_period=0 to train without evaluation."
         ) from e
+    check_coco_test_fields(names, "to train without evaluation, set train.eval_period=0")
+
+
+def check_coco_test_fields(names: List[str], alternative: str = "") -> None:
+    """Before a run evaluates on ``names`` (``dataloader.test.dataset.names``): a ``coco:`` json without the
+    fields only COCO evaluation reads (``iscrowd``, ``area``; its loader does without them) is refused now,
+    not when the evaluation fails after the training or the inference. Raises ``ValueError`` with the json's
+    entry and field (found when it was registered, see ``read_coco_json``) and ``alternative``."""
+    from detectron2.data import MetadataCatalog
+
+    for name in names:
+        problem = MetadataCatalog.get(name).get("coco_evaluation_problem", None)
+        if problem:
+            raise ValueError(f"{problem} It is the test set (dataloader.test.dataset.names={name}) of this run"
+                             + (f"; {alternative}." if alternative else "."))

@@ -7,7 +7,8 @@ also takes a *dataset spec*:
 ``coco:ANNOTATIONS.json:IMAGE_ROOT``
     a COCO-format detection json (``images`` with ``id``, ``file_name``, ``height``, ``width``; ``annotations``
     with ``id``, ``image_id``, ``category_id``, ``bbox`` = [x, y, w, h] absolute pixels, ``area``, ``iscrowd``;
-    ``categories`` with ``id``, ``name``: checked when the spec is registered, see :func:`check_coco_fields`)
+    ``categories`` with ``id``, ``name``: checked when the spec is registered, see :func:`check_coco_fields`;
+    ``area`` and ``iscrowd``, which only COCO evaluation reads, when a run is to evaluate on it)
     whose ``file_name`` entries are relative to ``IMAGE_ROOT``. ``coco:ANNOTATIONS.json``
     alone uses the json's folder as the image root. Registered with detectron2's
     ``register_coco_instances``: ``image_id`` = the json's integer image id, classes = the json's
@@ -41,6 +42,7 @@ __all__ = [
     "SPEC_USAGE",
     "check_coco_fields",
     "coco_categories",
+    "read_coco_json",
     "ensure_dataset",
     "is_dataset_spec",
     "parse_dataset_spec",
@@ -86,6 +88,13 @@ def parse_dataset_spec(spec: str) -> Tuple[str, dict]:
 
 def coco_categories(json_file: str) -> List[dict]:
     """The ``categories`` of a COCO json, sorted by id (the order of detectron2's contiguous class ids)."""
+    return read_coco_json(json_file)[0]
+
+
+def read_coco_json(json_file: str) -> Tuple[List[dict], Optional[str]]:
+    """Read a COCO detection json once: its ``categories`` sorted by id, and why COCO evaluation could not
+    use it (the message of :func:`check_coco_fields` for the fields only evaluation reads, ``iscrowd`` and
+    ``area``; None when it can). Raises ``ValueError`` for a json detectron2 cannot load."""
     try:
         with open(json_file) as f:
             data = json.load(f)
@@ -101,8 +110,13 @@ def coco_categories(json_file: str) -> List[dict]:
             f"the COCO json {json_file!r} has an empty {' and an empty '.join(repr(k) for k in empty)} list: a "
             "dataset needs at least one image and one category (for unlabelled images use folder:IMAGE_DIR)"
         )
-    check_coco_fields(data, json_file)
-    return sorted(data["categories"], key=lambda c: c["id"])
+    check_coco_fields(data, json_file, evaluation=False)
+    try:
+        check_coco_fields(data, json_file)
+        evaluation_problem = None
+    except ValueError as e:
+        evaluation_problem = str(e)
+    return sorted(data["categories"], key=lambda c: c["id"]), evaluation_problem
 
 
 # What every entry of each list of a COCO json must have, with what to put there. Readers (detectron2 v0.6,
@@ -152,10 +166,10 @@ def _quoted(fields, hints: Optional[dict] = None) -> str:
     return fields[0] if len(fields) == 1 else ", ".join(fields[:-1]) + " and " + fields[-1]
 
 
-def _missing_fields_error(json_file: str, key: str, entries: list, first: int) -> ValueError:
-    """The error for ``entries[first]`` (of the list ``key``) lacking required fields: the entry, what it
-    lacks, how many entries lack something, and what to put in each field missing anywhere in the list."""
-    required = _COCO_FIELDS[key]
+def _missing_fields_error(json_file: str, key: str, entries: list, first: int, required: dict) -> ValueError:
+    """The error for ``entries[first]`` (of the list ``key``) lacking fields of ``required`` (name -> what to
+    put there): the entry, what it lacks, how many entries lack something, and what to put in each field
+    missing anywhere in the list."""
     entry = entries[first]
     if not isinstance(entry, dict):
         return ValueError(f"the COCO json {json_file!r}: {key}[{first}] is {entry!r}, not an object with "
@@ -175,11 +189,13 @@ def _missing_fields_error(json_file: str, key: str, entries: list, first: int) -
     )
 
 
-def check_coco_fields(data: dict, json_file: str) -> None:
-    """Refuse a COCO detection json (loaded as ``data``) that lacks a field detectron2's loader or COCO
-    evaluation reads (``_COCO_FIELDS``; they would fail with a bare ``KeyError``, evaluation only after the
-    whole training) or whose ``bbox`` is not a list of 4 numbers: ``ValueError`` naming the file, the first
-    offending entry, the missing fields and the fix. ``annotations`` may be absent (an image list).
+def check_coco_fields(data: dict, json_file: str, evaluation: bool = True) -> None:
+    """Refuse a COCO detection json (loaded as ``data``) that lacks a field detectron2's loader or (with
+    ``evaluation``) COCO evaluation reads (``_COCO_FIELDS``; they would fail with a bare ``KeyError``,
+    evaluation only after the whole training) or whose ``bbox`` is not a list of 4 numbers: ``ValueError``
+    naming the file, the first offending entry, the missing fields and the fix. ``annotations`` may be absent
+    (an image list). Without ``evaluation``, ``iscrowd`` and ``area`` are not required (detectron2's loader
+    and the mappers do without them: a json that is only trained on).
 
     One pass of a key check per entry (COCO train2017's 860k annotations: a fraction of ``json.load``'s time).
     """
@@ -189,7 +205,8 @@ def check_coco_fields(data: dict, json_file: str) -> None:
         entries = data[key]
         if not isinstance(entries, list):
             raise ValueError(f"the COCO json {json_file!r}: {key!r} is a {type(entries).__name__}, not a list")
-        required = _COCO_FIELDS[key].keys()
+        fields = {f: hint for f, hint in _COCO_FIELDS[key].items() if evaluation or f not in _EVAL_ONLY}
+        required = fields.keys()
         if key == "annotations":  # in the same pass: bbox a list of 4 (its values: one C-level sum below)
             first = next((i for i, e in enumerate(entries) if not (
                 type(e) is dict and e.keys() >= required and type(e["bbox"]) is list and len(e["bbox"]) == 4)),
@@ -211,7 +228,7 @@ def check_coco_fields(data: dict, json_file: str) -> None:
                 f"the COCO json {json_file!r}: {_entry(key, first, entry)} has 'bbox' {entry['bbox']!r}, not a "
                 "list of 4 numbers [x, y, width, height] in pixels"
             )
-        raise _missing_fields_error(json_file, key, entries, first)
+        raise _missing_fields_error(json_file, key, entries, first, fields)
 
 
 _ARCHIVES = (".tar", ".tar.gz", ".tgz", ".zip")
@@ -279,13 +296,15 @@ def register_dataset_spec(spec: str) -> str:
 
     from detectron2.data.datasets import register_coco_instances
 
-    categories = coco_categories(paths["json_file"])
+    categories, evaluation_problem = read_coco_json(paths["json_file"])
     # the same values load_coco_json sets when the dataset is first read (it refuses to change them)
     metadata = {
         "thing_classes": [c["name"] for c in categories],
         "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(categories)},
         "dataset_spec": spec,
     }
+    if evaluation_problem is not None:  # a test set is refused at start-up for it (engine.evaluation_checks)
+        metadata["coco_evaluation_problem"] = evaluation_problem
     register_coco_instances(spec, metadata, paths["json_file"], paths["image_root"])
     logger.info("Registered %s: %d classes %s", spec, len(categories), metadata["thing_classes"])
     return spec
