@@ -1,4 +1,5 @@
 """Command-line overrides: existing keys update, unknown keys fail naming the key, '+key' adds."""
+import re
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,14 @@ def test_an_override_the_grammar_cannot_read_is_named_with_how_to_quote_it():
     with pytest.raises(OverrideSyntaxError, match=r"^Override 'train.max_iter=\[1' cannot be read: no viable "
                                                   r"alternative at input '\[1'\. In the override grammar"):
         apply_checked_overrides(_cfg(), ["train.max_iter=[1"])
+    # named as typed: the '+' of a new key is kept in the suggestion (without it, the key would not exist)
+    with pytest.raises(OverrideSyntaxError, match=re.escape("quote a value holding them: \"+model.new='a,b'\"")):
+        apply_checked_overrides(_cfg(), ["+model.new=a,b"])
+    assert apply_checked_overrides(_cfg(), ["+model.new='a,b'"]).model.new == "a,b"
+    # read fine but not storable there (a list where a section is): OmegaConf's reason, no quoting advice
+    with pytest.raises(OverrideSyntaxError, match=r"^Override 'train.amp=\[1,2\]' cannot be applied: Cannot merge "
+                                                  r"DictConfig with ListConfig$"):
+        apply_checked_overrides(_cfg(), ["train.amp=[1,2]"])
     # the quoted form the message gives is read as one string
     assert apply_checked_overrides(cfg, ["model.path='/data/d,x/val.json'"]).model.path == \
         "/data/d,x/val.json"

@@ -34,21 +34,29 @@ class OverrideSyntaxError(ValueError):
     """An override hydra's grammar cannot parse or OmegaConf cannot store; the message names it and the fix."""
 
 
-def _apply_one(cfg, item: str):
-    """``LazyConfig.apply_overrides(cfg, [item])`` with its parser's errors turned into one line naming
-    ``item`` (hydra's own message does not say which override it is, OmegaConf's names a type)."""
+# OmegaConf's messages when a value parsed by hydra's grammar is a type it cannot store (an unquoted comma or a
+# sweep): a quoting matter, unlike e.g. "Cannot merge DictConfig with ListConfig" (a list where a section is)
+_UNSTORABLE = ("Unsupported value type", "Unexpected type annotation")
+
+
+def _apply_one(cfg, item: str, typed: str):
+    """``LazyConfig.apply_overrides(cfg, [item])`` with its parser's errors turned into one line naming the
+    override as the user ``typed`` it (hydra's own message does not say which override it is; OmegaConf's, for
+    an unquoted comma, names a Python type)."""
     try:
         return LazyConfig.apply_overrides(cfg, [item])
     except (HydraException, OmegaConfBaseException) as e:
-        if isinstance(e, OmegaConfBaseException):  # its own message names a Python type, not the value
-            reason = "its value does not parse to one a config can hold"
-        else:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        key, value = item.split("=", 1)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        unstorable = isinstance(e, OmegaConfBaseException) and first.startswith(_UNSTORABLE)
+        if isinstance(e, OmegaConfBaseException) and not unstorable:
+            raise OverrideSyntaxError(f"Override '{typed}' cannot be applied: {first}") from None
+        key, value = typed.split("=", 1)
+        example = (f"\"{key}='{value}'\" (in the shell, as written here, with the double quotes)" if "'" not in value
+                   else "the value between quotes inside the override, and the override itself for the shell")
+        reason = "its value does not parse to one a config can hold" if unstorable else first
         raise OverrideSyntaxError(
-            f"Override '{item}' cannot be read: {reason}. In the override grammar , [ ] ( ) = ' \" and spaces "
-            f"have a meaning (a comma makes a list); quote a value holding them: \"{key}='{value}'\" (in the "
-            "shell, as written here, with the double quotes)."
+            f"Override '{typed}' cannot be read: {reason}. In the override grammar , [ ] ( ) = ' \" and spaces "
+            f"have a meaning (a comma makes a list); quote a value holding them: {example}."
         ) from None
 
 
@@ -88,9 +96,9 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
         config's (``train.max_iter=abc``), see :mod:`.config_checks`; :class:`OverrideSyntaxError` (a
         ``ValueError``): an override the grammar cannot read (``train.max_iter=[1``).
     """
-    plain, checks = [], []
-    for item in overrides:
-        item = tuples_to_lists(item)
+    plain, checks = [], []  # plain: (override as applied, as typed)
+    for typed in overrides:
+        item = tuples_to_lists(typed)
         if "=" not in item:
             hint = (" Flags (like --eval-only, --resume) go before the key=value overrides." if item.startswith("-")
                     else "")
@@ -103,7 +111,7 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
                 if close:
                     logger.warning("Override '%s' adds the new key '%s', close to the existing '%s': if you meant "
                                    "to change that one, write '%s=...' without '+'", item, added, close[0], close[0])
-            plain.append(item[1:] if item.startswith("+") else item.replace("+", "", 1))
+            plain.append((item[1:] if item.startswith("+") else item.replace("+", "", 1), typed))
             continue
         if not _config_has_key(cfg, key):
             close = difflib.get_close_matches(key, _all_keys(cfg), n=3, cutoff=0.6)
@@ -113,10 +121,10 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
                 f"To add a new key on purpose, write '+{item}'."
             )
         checks.append((key, config_value(cfg, key), item))
-        plain.append(item)
-    for item in plain:  # one at a time (as detectron2 applies them) so that an error can name its override
-        cfg = _apply_one(cfg, item)
+        plain.append((item, typed))
+    for item, typed in plain:  # one at a time (as detectron2 applies them) so that an error can name its override
+        cfg = _apply_one(cfg, item, typed)
     for key, old, item in checks:
         check_override_type(key, old, config_value(cfg, key), item)
-    register_config_datasets(cfg, [item.split("=", 1)[0].strip().lstrip("+") for item in plain])
+    register_config_datasets(cfg, [item.split("=", 1)[0].strip().lstrip("+") for item, _ in plain])
     return cfg
