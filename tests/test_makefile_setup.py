@@ -23,8 +23,10 @@ def _check_disk(tmp_path, *variables):
 def test_a_missing_interpreter_is_named_with_the_fix(tmp_path):
     done = _check_disk(tmp_path, "PYTHON=python3.99-not-here")
     assert done.returncode != 0
-    assert ("make setup: python3.99-not-here not found on the PATH: install Python 3.11, or give its path: "
-            "make setup PYTHON=/path/to/python3.11") in done.stderr
+    assert ("make setup: no Python interpreter python3.99-not-here (neither a command on the PATH nor an executable "
+            "file): install Python 3.11, or give its path: make setup PYTHON=/path/to/python3.11") in done.stderr
+    done = _check_disk(tmp_path, f"PYTHON={tmp_path / 'bin' / 'python3.11'}")  # a path that is not there
+    assert done.returncode != 0 and f"no Python interpreter {tmp_path / 'bin' / 'python3.11'} (" in done.stderr
 
 
 def test_too_little_free_space_is_refused_up_front(tmp_path):

@@ -56,6 +56,10 @@ def test_a_misspelled_dataset_gets_a_did_you_mean(tmp_path, capsys):
     assert gen.main(["--dataset", "no_such_thing_at_all", "--output", str(out)]) == 2  # nothing close: no guess
     err = capsys.readouterr().err
     assert "is not a registered dataset" in err and "Did you mean" not in err
+    # a path given without its spec prefix: the spec syntax and the spec it probably meant
+    assert gen.main(["--dataset", "datasets/my_data/train.json", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "It looks like a path" in err and "Did you mean 'coco:datasets/my_data/train.json'?" in err, err
 
 
 def test_a_coco_spec_without_its_image_root_names_the_spec_form(tmp_path, capsys, monkeypatch, specs):

@@ -252,8 +252,10 @@ def _usage_problem(args):
             return str(e)
         if args.dataset not in DatasetCatalog.list():
             registered = sorted(DatasetCatalog.list())
+            from siamese_detr.data.dataset_checks import spec_hint
+
             close = difflib.get_close_matches(args.dataset, registered, n=3, cutoff=0.75)  # as the training tool
-            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            hint = spec_hint(args.dataset) or (f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else "")
             return (f"--dataset {args.dataset!r} is not a registered dataset.{hint} (registered: "
                     f"{', '.join(registered[:12])}, ...)")
         from siamese_detr.data.dataset_checks import check_datasets_on_disk

@@ -72,7 +72,7 @@ def missing_path_error(name: str, path: str) -> FileNotFoundError:
                              f"(DETECTRON2_DATASETS={root}). " + _missing_path_fix(name, path))
 
 
-def _spec_hint(name: str) -> str:
+def spec_hint(name: str) -> str:
     """For an unregistered name that looks like a path (``/``, ``:`` or ``.json`` in it): the dataset-spec syntax
     and the spec it probably meant (the prefix forgotten, ``train.json`` -> ``coco:train.json``, or misspelled,
     ``cocos:train.json`` -> ``coco:train.json``); else ""."""
@@ -104,7 +104,7 @@ def check_datasets_on_disk(names: Union[str, Sequence[str]]) -> None:
     for name in names:
         if name not in registered:
             close = difflib.get_close_matches(name, sorted(registered), n=3, cutoff=0.75)
-            hint = _spec_hint(name)
+            hint = spec_hint(name)
             raise KeyError(
                 f"Dataset '{name}' is not registered."
                 + (hint or (f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""))

@@ -172,7 +172,8 @@ def _check_store_has_training_images(source, trained: str, checked: str, key: st
     try:
         source.store.check_dataset(trained)
     except ProposalStoreError as err:
-        known = set(source.store.image_ids)
+        known = set(source.store.image_ids)  # and the images the store recorded as skipped (unreadable)
+        known |= {str(s.get("image_id")) for s in source.store.meta.get("skipped", []) if isinstance(s, dict)}
         missing = [str(d["image_id"]) for d in DatasetCatalog.get(trained) if str(d["image_id"]) not in known]
         if not missing:  # e.g. the same ids at other sizes: the store's own message says what differs
             raise
