@@ -14,6 +14,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from siamese_detr.data.dataset_checks import check_datasets_on_disk, get_checked_dataset_dicts
 from siamese_detr.data.datasets import register_dataset_spec
+from script_modules import forget_datasets
 
 # the training tool, loaded once (tests/test_train_net.py)
 from test_train_net import ROOT, train_net
@@ -60,10 +61,7 @@ def coco_dir(tmp_path):
         return json_file, specs[-1]
 
     yield write
-    for spec in specs:
-        if spec in DatasetCatalog.list():
-            DatasetCatalog.remove(spec)
-            MetadataCatalog.remove(spec)
+    forget_datasets(specs)
 
 
 @pytest.mark.parametrize("key, index, entry, field", MISSING, ids=[f"{k}.{f}" for k, _, _, f in MISSING])

@@ -11,6 +11,7 @@ from detectron2.config import LazyConfig
 from detectron2.data import DatasetCatalog
 
 from siamese_detr.data.datasets.voc_coco import register_voc_coco
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD_OBJECT = ("<object><name>dog</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0</difficult>"
@@ -23,10 +24,7 @@ def _xml(size=GOOD_SIZE, obj=GOOD_OBJECT):
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "datasets" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "datasets" / f"{name}.py", name)
 
 
 def _make_voc(root: Path, stems_by_part, xml=None):

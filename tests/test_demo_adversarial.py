@@ -3,7 +3,6 @@ two runs in one output folder, a killed demo (its steps must not outlive it, its
 damaged cached output, a changed dataset, a bad override. Every refusal is one line naming the flag or key and
 comes before any step runs."""
 import fcntl
-import importlib.util
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ import pytest
 
 from siamese_detr.demo.runner import StepRunner, last_iteration
 from siamese_detr.demo.steps import file_digest
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONE_CONFIG = "configs/demo/demo_backbone.py"
@@ -30,10 +30,7 @@ class _StepStarted(Exception):
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"adversarial_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "tools" / f"{name}.py", f"adversarial_{name}")
 
 
 @pytest.fixture

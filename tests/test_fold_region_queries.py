@@ -1,7 +1,6 @@
 """The mean-region handoff option: ``fold_mean_region_embedding`` by hand, ``view_region_embeddings`` against
 what the pretraining forward adds to the queries, and ``tools/fold_region_queries.py`` end to end on a dataset
 whose labels raise on access."""
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,16 +10,14 @@ from detectron2.config import LazyConfig, instantiate
 from siamese_detr.modeling.pretext.region_features import fold_mean_region_embedding
 
 from test_demo_labels import _register_raising
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "demo" / "demo_siamese_pretrain.py"
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("fold_region_queries_tool", ROOT / "tools" / "fold_region_queries.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    return load_script(ROOT / "tools" / "fold_region_queries.py", "fold_region_queries_tool")
 
 
 def test_fold_adds_each_slot_mean_to_its_queries_positional_half_only():

@@ -1,6 +1,5 @@
 """tools/generate_proposals.py: bad images, shards + merge, resume after a killed run, Detectron2 export."""
 
-import importlib.util
 import json
 import os
 import pickle
@@ -13,16 +12,14 @@ import cv2
 import numpy as np
 
 from siamese_detr.data.proposals import ProposalStore
+from script_modules import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "generate_proposals.py")
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("generate_proposals_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, "generate_proposals_tool")
 
 
 gen = _load_tool()

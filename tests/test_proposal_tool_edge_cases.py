@@ -2,7 +2,6 @@
 9 and 14): --overwrite of one shard, shards of other images or another --num-shards, --import-detectron2 onto
 a store and for the wrong dataset, a folder whose image list changed, the "nothing readable" way out,
 an explicit --merge that cannot merge, and COCO json sizes that differ from the files."""
-import importlib.util
 import json
 import os
 import pickle
@@ -15,16 +14,14 @@ import pytest
 from siamese_detr.data.proposals import ProposalStore
 
 from hang_guard import HANG_GUARD_S
+from script_modules import forget_datasets, load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "generate_proposals.py")
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("generate_proposals_edge_cases", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, "generate_proposals_edge_cases")
 
 
 gen = _tool()
@@ -55,8 +52,6 @@ def _same_boxes(a, b):
 @pytest.fixture
 def coco_specs():
     """Register ``coco:`` specs written by a test; removed afterwards."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     made = []
 
     def make(json_file, images, sizes):
@@ -71,10 +66,7 @@ def coco_specs():
         return spec
 
     yield make
-    for spec in made:
-        if spec in DatasetCatalog.list():
-            DatasetCatalog.remove(spec)
-            MetadataCatalog.remove(spec)
+    forget_datasets(made)
 
 
 # ------------------------------------------------------------------------------------------------ item 3

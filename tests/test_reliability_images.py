@@ -1,6 +1,5 @@
 """Issue 11 items 3 and 4: one lister and one reader for the generator and every mapper; odd images are
 handled the same everywhere, logged once; no readable image is an error; evaluation never skips an image."""
-import importlib.util
 import logging
 import os
 
@@ -18,16 +17,13 @@ from siamese_detr.data.image_io import NoReadableImagesError, UnreadableImageErr
 from siamese_detr.data.proposals import ProposalStore
 from siamese_detr.data.proposals.generate import list_image_dir
 from siamese_detr.data.siamese_mapper import SiameseViewMapper
+from script_modules import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("generate_proposals_rel", os.path.join(ROOT, "tools",
-                                                                                         "generate_proposals.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(os.path.join(ROOT, "tools", "generate_proposals.py"), "generate_proposals_rel")
 
 
 def _noise(h, w, seed=0):

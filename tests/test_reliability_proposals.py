@@ -1,6 +1,5 @@
 """Issue 11 items 6 and 7: proposal stores match their images, settings and method; the generator never
 hangs on a dead worker (real SIGKILL) and recovers a merge lock left by a killed merge."""
-import importlib.util
 import json
 import os
 import signal
@@ -18,16 +17,14 @@ from siamese_detr.data.proposals.generate import merge_if_complete
 from siamese_detr.data.proposals.sources import StoreProposals
 
 from hang_guard import HANG_GUARD_S
+from script_modules import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "generate_proposals.py")
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("generate_proposals_rel2", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, "generate_proposals_rel2")
 
 
 gen = _tool()

@@ -2,7 +2,6 @@
 a coco: spec whose images are not under its image root names the coco:ANNOTATIONS.json:IMAGE_ROOT form,
 visualize_views names a folder: dataset's PNGs without the image's own extension, --help shows the
 defaults, and compare_pretraining counts one seed as "1 seed"."""
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -10,28 +9,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from script_modules import forget_datasets, load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_message_polish", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "tools" / f"{name}.py", f"{name}_message_polish")
 
 
 @pytest.fixture
 def specs():
     """Dataset specs (coco:/folder:) registered by a test; removed afterwards."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     made = []
     yield made
-    for spec in made:
-        if spec in DatasetCatalog.list():
-            DatasetCatalog.remove(spec)
-            MetadataCatalog.remove(spec)
+    forget_datasets(made)
 
 
 def _shapes(path, seed):

@@ -1,6 +1,5 @@
 """tools/visualize_views.py: where the drawing puts each region (hand-made sample), and the tool end to end on
 the built-in dataset."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -8,15 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("visualize_views_tool", ROOT / "tools" / "visualize_views.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "tools" / "visualize_views.py", "visualize_views_tool")
 
 
 def _view(region_boxes, view_box, shade):
