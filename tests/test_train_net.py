@@ -1,6 +1,7 @@
 """tools/lazyconfig_train_net.py end to end on the built-in dataset: train, resume, --eval-only."""
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,37 @@ def test_two_process_cpu_training_via_num_gpus(tmp_path, tiny_synthetic_shapes):
     proc = subprocess.run(resume, capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["iteration"] for r in _metrics(tmp_path) if "total_loss" in r] == [0, 1, 2]
+
+
+def test_a_finished_run_leaves_no_multiprocessing_folders_behind(tmp_path):
+    """detectron2 keeps the endless training iterator until the process ends: its data-loader workers were
+    then terminated at exit and each left its multiprocessing folder (``pymp-*`` in the temporary folder)
+    behind, one per worker per run. A real run in a fresh process, with its own temporary folder."""
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+
+    from hang_guard import HANG_GUARD_S
+
+    (tmp_path / "images").mkdir()
+    images, annotations = [], []
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / "images" / f"{i}.png"), np.full((96, 128, 3), 40 * i, np.uint8))
+        images.append({"id": i + 1, "file_name": f"{i}.png", "height": 96, "width": 128})
+        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [10, 10, 40, 30],
+                            "area": 1200, "iscrowd": 0})
+    data = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "box"}]}
+    (tmp_path / "train.json").write_text(json.dumps(data))
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    cmd = [sys.executable, str(ROOT / "tools/lazyconfig_train_net.py"), "--config-file",
+           str(ROOT / "configs/demo/detr_demo.py"), *TINY, "train.max_iter=2", "train.eval_period=0",
+           f"dataloader.train.dataset.names=coco:{tmp_path / 'train.json'}:{tmp_path / 'images'}",
+           "dataloader.train.num_workers=2", f"train.output_dir={tmp_path / 'out'}"]
+    env = {**os.environ, "TMPDIR": str(temporary), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "model_final.pth").is_file()
+    assert sorted(p.name for p in temporary.glob("pymp-*")) == []

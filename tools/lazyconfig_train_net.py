@@ -11,6 +11,7 @@ keys (``+key=value`` adds one on purpose), and evaluation through the config's e
 Writes ``config.yaml``, ``log.txt`` and ``metrics.json`` (losses, lr, ETA, evaluation results) to
 ``train.output_dir``.
 """
+import gc
 import logging
 import os
 import sys
@@ -77,6 +78,21 @@ def evaluate_if_killed_before_final_evaluation(cfg, model):
                        "ran); done now and appended to metrics.json", cfg.train.output_dir)
     append_eval_metrics(cfg.train.output_dir, results, iteration=cfg.train.max_iter,
                         **{FINISHED_ITERATIONS_KEY: cfg.train.max_iter})
+
+
+def release_data_loader(trainer) -> None:
+    """Once training is over, drop the trainer's training-data iterator so that its worker processes are shut
+    down and exit cleanly (detectron2 keeps the endless iterator until the process ends; its workers were then
+    terminated at exit and each left its multiprocessing folder, ``/tmp/pymp-*``, behind). Works with both
+    layouts of detectron2's ``SimpleTrainer`` (v0.6: ``_data_loader_iter``; main: ``_data_loader_iter_obj``)."""
+    for name in ("_data_loader_iter_obj", "_data_loader_iter"):
+        if name in vars(trainer):
+            iterator = vars(trainer)[name]
+            close = getattr(iterator, "close", None)  # a generator (aspect-ratio grouping): its loop ends
+            if callable(close):
+                close()
+            setattr(trainer, name, None)
+    gc.collect()  # the DataLoader iterator's __del__ shuts its workers down
 
 
 def _resolve_device(cfg):
@@ -171,7 +187,10 @@ def do_train(args, cfg):
             f"evaluate it with --eval-only train.init_checkpoint={checkpointer.loaded_path}."
         )
     if start_iter < cfg.train.max_iter:
-        trainer.train(start_iter, cfg.train.max_iter)
+        try:
+            trainer.train(start_iter, cfg.train.max_iter)
+        finally:
+            release_data_loader(trainer)
     else:  # a finished run resumed: nothing to train
         logger.info("%s finished all train.max_iter=%d iterations: nothing left to train",
                     cfg.train.output_dir, cfg.train.max_iter)
