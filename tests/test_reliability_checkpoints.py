@@ -21,6 +21,7 @@ from siamese_detr.engine.checkpointing import (
     SafeDetectionCheckpointer,
     convert_pickle_checkpoint,
     ensure_final_checkpoint,
+    keep_earlier_periodic_checkpoints,
     load_checkpoint_file,
     require_eval_checkpoint,
 )
@@ -151,6 +152,41 @@ def test_resume_fallback_prefers_a_newer_periodic_checkpoint_to_an_earlier_runs_
     model, counter = _model(-1.0), Counter()
     SafeDetectionCheckpointer(model, str(tmp_path), trainer=counter).resume_or_load("", resume=True)
     assert counter.iter == 3 and torch.equal(model.head.weight, torch.full_like(model.head.weight, 3.0))
+
+
+def test_a_resumed_run_keeps_max_to_keep_periodic_checkpoints_counting_the_interrupted_runs(tmp_path):
+    """fvcore's PeriodicCheckpointer deletes only what it saved itself: the interrupted run's periodic files
+    stayed after every resume. Adopted, the newest max_to_keep of those before the resumed iteration are
+    deleted oldest first by the resumed run's saves; later-numbered files (a torn newer one that the fallback
+    skipped), older ones beyond max_to_keep and model_final are not adopted."""
+    from fvcore.common.checkpoint import PeriodicCheckpointer
+
+    counter = Counter()
+    names = ["model_0000001", "model_0000003", "model_0000005", "model_0000007", "model_0000009", "model_final"]
+    for name in names:
+        SafeDetectionCheckpointer(_model(0.0), str(tmp_path), trainer=counter).save(name)
+    (tmp_path / "notes_0000002.pth").write_bytes(b"not a periodic checkpoint of this prefix")
+    checkpointer = SafeDetectionCheckpointer(_model(0.0), str(tmp_path), trainer=counter)
+    periodic = PeriodicCheckpointer(checkpointer, period=2, max_to_keep=2)
+    # resumed at iteration 8 (model_0000007 loaded; model_0000009 is the torn newer file the fallback skipped)
+    adopted = keep_earlier_periodic_checkpoints(periodic, start_iter=8)
+    assert [os.path.basename(p) for p in adopted] == ["model_0000005.pth", "model_0000007.pth"]
+
+    def present():
+        return sorted(p.name for p in tmp_path.glob("*.pth"))
+
+    periodic.step(9)  # saves model_0000009 again and deletes model_0000005
+    assert present() == ["model_0000001.pth", "model_0000003.pth", "model_0000007.pth", "model_0000009.pth",
+                         "model_final.pth", "notes_0000002.pth"]
+    periodic.step(11)
+    assert present() == ["model_0000001.pth", "model_0000003.pth", "model_0000009.pth", "model_0000011.pth",
+                         "model_final.pth", "notes_0000002.pth"]
+
+    unbounded = PeriodicCheckpointer(checkpointer, period=2, max_to_keep=None)
+    assert keep_earlier_periodic_checkpoints(unbounded, start_iter=8) == [] and unbounded.recent_checkpoints == []
+    nowhere = PeriodicCheckpointer(SafeDetectionCheckpointer(_model(0.0), "", trainer=counter), period=2,
+                                   max_to_keep=2)
+    assert keep_earlier_periodic_checkpoints(nowhere, start_iter=8) == []
 
 
 @pytest.mark.parametrize("size", [1, 40])

@@ -38,7 +38,8 @@ def _metrics(tmp_path):
 
 
 def test_train_resume_and_eval_only(tmp_path, tiny_synthetic_shapes):
-    _run(tmp_path, "train.max_iter=3", "train.checkpointer.period=2", "train.eval_period=3")
+    keep_one = "train.checkpointer.max_to_keep=1"
+    _run(tmp_path, "train.max_iter=3", "train.checkpointer.period=2", "train.eval_period=3", keep_one)
     out = tmp_path / "out"
     assert (out / "model_final.pth").is_file() and (out / "config.yaml").is_file()
     records = _metrics(tmp_path)
@@ -48,9 +49,12 @@ def test_train_resume_and_eval_only(tmp_path, tiny_synthetic_shapes):
     assert any("bbox/AP" in r for r in records), "periodic evaluation wrote COCO AP to metrics.json"
 
     # --resume continues from the last checkpoint (iteration 2 finished -> starts at 3)
-    _run(tmp_path, "train.max_iter=5", "train.checkpointer.period=2", "train.eval_period=0", resume=True)
+    assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000001.pth", "model_final.pth"]
+    _run(tmp_path, "train.max_iter=5", "train.checkpointer.period=2", "train.eval_period=0", keep_one, resume=True)
     resumed = [r["iteration"] for r in _metrics(tmp_path) if "total_loss" in r]
     assert resumed == [0, 1, 2, 3, 4]
+    # max_to_keep=1 also counts the first run's periodic file: model_0000003 replaced model_0000001
+    assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000003.pth", "model_final.pth"]
 
     results = _run(tmp_path, f"train.init_checkpoint={out / 'model_final.pth'}", eval_only=True)
     assert set(results["bbox"]) >= {"AP", "AP50", "AP75"}

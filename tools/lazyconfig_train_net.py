@@ -38,8 +38,9 @@ from siamese_detr.engine.resume_checks import (check_resume_matches, keep_traini
 from siamese_detr.engine.schedule_checks import check_counts, check_output_dir, check_rates, describe_lr_schedule
 from siamese_detr.engine.config_sections import check_batch_split, check_config_sections
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure_final_checkpoint,
-                                               refuse_partly_random_model, refuse_shape_mismatches,
-                                               require_eval_checkpoint, trust_pickle_requested)
+                                               keep_earlier_periodic_checkpoints, refuse_partly_random_model,
+                                               refuse_shape_mismatches, require_eval_checkpoint,
+                                               trust_pickle_requested)
 from siamese_detr.engine.evaluation_checks import (build_checked_test_loader, check_coco_test_fields,
                                                    check_test_classes, check_test_set_on_disk,
                                                    check_train_set_on_disk, test_dataset_names)
@@ -152,11 +153,12 @@ def do_train(args, cfg):
     if comm.is_main_process():  # where the lr drops, in iterations; a warning when num_updates != max_iter
         schedule, suspect = describe_lr_schedule(cfg, lr_multiplier)
         (logger.warning if suspect else logger.info)(schedule)
+    periodic = hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=lr_multiplier),
-            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+            periodic,
             # period <= 0: no evaluation; results carry eval/finished_iterations (the curves' x)
             eval_hook(cfg.train.eval_period, lambda: do_test(cfg, model), trainer),
             hooks.PeriodicWriter(safe_default_writers(cfg.train.output_dir, cfg.train.max_iter),
@@ -180,6 +182,8 @@ def do_train(args, cfg):
             refuse_shape_mismatches(checkpointer, cfg.train.init_checkpoint)
     # a resumed checkpoint stores the iteration that just finished: start at the next one
     start_iter = trainer.iter + 1 if resumed else 0
+    if resumed and periodic is not None:  # max_to_keep also counts the interrupted run's periodic files
+        keep_earlier_periodic_checkpoints(periodic, start_iter)
     if start_iter > cfg.train.max_iter:
         raise ValueError(
             f"--resume: {checkpointer.loaded_path} finished iteration {start_iter - 1}, beyond "

@@ -47,6 +47,7 @@ __all__ = [
     "convert_pickle_checkpoint",
     "is_legacy_torch_save",
     "ensure_final_checkpoint",
+    "keep_earlier_periodic_checkpoints",
     "model_checkpoint_dict",
     "refuse_partly_random_model",
     "refuse_shape_mismatches",
@@ -412,6 +413,30 @@ def ensure_final_checkpoint(checkpointer: SafeDetectionCheckpointer, iteration: 
     if trainer is not None:
         trainer.iter = iteration - 1
     checkpointer.save("model_final", iteration=iteration - 1)
+
+
+def keep_earlier_periodic_checkpoints(periodic, start_iter: int) -> List[str]:
+    """Let a resumed run's ``PeriodicCheckpointer`` (``periodic``) count the periodic checkpoints its
+    interrupted run wrote, so that ``max_to_keep`` bounds the folder as in an uninterrupted run.
+
+    fvcore's hook deletes only files it saved itself (its ``recent_checkpoints``, empty at start), so after
+    every resume the interrupted run's last ``<prefix>_NNNNNNN.pth`` stayed for good. The newest
+    ``max_to_keep`` of the files numbered below ``start_iter`` (the iterations already finished) are put in
+    front, oldest first; the resumed run's first save then deletes the oldest, as the interrupted run's next
+    save would have. Older ones (beyond what the run itself would have kept, e.g. from a run with another
+    ``max_to_keep``) and ``<prefix>_final.pth`` are never touched. Nothing happens without ``max_to_keep``
+    or without a save folder. Returns the paths adopted.
+    """
+    keep = getattr(periodic, "max_to_keep", None)
+    save_dir = getattr(periodic.checkpointer, "save_dir", "")
+    if keep is None or not save_dir or not os.path.isdir(save_dir):
+        return []
+    pattern = re.compile(re.escape(periodic.file_prefix) + r"_(\d{7,})\.pth$")
+    numbered = sorted((int(m.group(1)), name) for name in os.listdir(save_dir)
+                      for m in [pattern.fullmatch(name)] if m and int(m.group(1)) < start_iter)
+    adopted = [os.path.join(save_dir, name) for _, name in numbered[-keep:]]
+    periodic.recent_checkpoints[:0] = [p for p in adopted if p not in periodic.recent_checkpoints]
+    return adopted
 
 
 def refuse_partly_random_model(checkpointer: SafeDetectionCheckpointer, path: str) -> None:
