@@ -13,7 +13,8 @@ class MLP(nn.Module):
     """Feed-forward network: ``num_layers`` Linear layers with ReLU between them (none after the last).
 
     DETR's box head ``f_box`` is ``MLP(d_model, d_model, 4, 3)`` followed by a sigmoid; Siamese DETR's
-    semantic head ``f_sem`` is a 2-layer MLP (Siamese DETR §3.3).
+    semantic head ``f_sem`` (Siamese DETR Eq. 10, which gives no depth) is a 2-layer MLP, as the official
+    ``SiameseDETRPredictHead.feature_align``.
 
     Shapes: ``[..., input_dim] -> [..., output_dim]``.
     """

@@ -27,7 +27,8 @@ Reading of the paper used here (checked against the supplementary and the offici
   FROM VIEW 1 (decoding view 2), and its target is p_1, the crop feature of the query's OWN view — the
   official code reconstructs ``recon_v1_gt`` from the outputs of the view-1 queries. A query matched to
   region j is compared with crop j. D = squared L2 distance of L2-normalised vectors, matched queries only.
-* L_g (Eq. 11): SimSiam symmetric negative cosine with stop-gradient on the projector output of the
+* L_g (Eq. 11; the paper's ``C[MLP(c1), detach(c2)]`` in the SimSiam form of the official head):
+  symmetric negative cosine of the predictor output and the stop-gradient projector output of the
   global context of each view's encoder memory: the masked (non-padded) average of each of the first
   k = min(3, L) levels, concatenated (``[2B, k * d_model]``; multi-scale Deformable: C3-C5, the extra
   stride-64 level left out, as the official Deform-MS ``NonLinearNeckV3(in_channels=256 * 3)``, ``x[:3]``;
@@ -39,7 +40,8 @@ Reading of the paper used here (checked against the supplementary and the offici
   and 12 up to a factor 2 absorbed in the weights.
 
 Defaults of λ0 / λ1 (``weight_dict["loss_region"]`` / ``["loss_global"]``) live in the configs:
-ImageNet-like data 3 / 10 (supplementary §B and the official ImageNet configs); COCO-like data 3 / 0.3
+ImageNet-like data 3 / 10 (supplementary §B; the official Deformable ImageNet configs; the official
+Conditional DETR ImageNet config has λ0 = 5, and so has ours); COCO-like data 3 / 0.3
 (official COCO configs; the supplementary text says 0.3 / 3 — we follow the released code).
 """
 

@@ -1,6 +1,7 @@
 """Multi-View Semantic Discrimination losses of Siamese DETR as pure functions (paper §3.3).
 
-* L_g (Eq. 11): SimSiam symmetric negative cosine with stop-gradient on the projections.
+* L_g (Eq. 11, in the SimSiam form of the official head): symmetric negative cosine of predictions and
+  stop-gradient projections.
 * L_r (Eq. 12): normalised L2 distance between ``f_sem`` of the matched queries and the crop-level
   features p of the query's own view.
 """
@@ -30,7 +31,10 @@ def negative_cosine_similarity(prediction: Tensor, target: Tensor) -> Tensor:
 def global_discrimination_loss(
     prediction_1: Tensor, projection_1: Tensor, prediction_2: Tensor, projection_2: Tensor
 ) -> Tensor:
-    """L_g = C[pred(proj(c1)), sg(proj(c2))] + C[pred(proj(c2)), sg(proj(c1))] (Eq. 11).
+    """L_g = C[pred(proj(c1)), sg(proj(c2))] + C[pred(proj(c2)), sg(proj(c1))]: Eq. 11 in the SimSiam form of
+    the official global head (projector on both views, predictor on one side, stop-gradient on the other's
+    projection). The paper writes it compactly as C[MLP(c1), detach(c2)] + C[MLP(c2), detach(c1)], "following"
+    SimSiam.
 
     Args:
         prediction_v, projection_v: ``[B, D]`` predictor / projector outputs of the averaged

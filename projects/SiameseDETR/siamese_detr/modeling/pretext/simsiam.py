@@ -81,7 +81,8 @@ class _PerViewSequential(nn.Sequential):
 
 class SimSiamProjector(_PerViewSequential):
     """Projector ``FC-BN-ReLU-FC-BN-ReLU-FC-BN``: ``[V * B, in_dim] -> [V * B, out_dim]`` (the three-layer
-    MLP of Eq. 11, applied to the pooled context c of each view).
+    MLP of Eq. 11, applied to the pooled context c of each view; as in the official head and SimSiam, its
+    output of the other view, not the raw context, is the stop-gradient target).
 
     The official Siamese DETR configs use 256 -> 256 -> 256 (transformer width) with SyncBN.
     ``forward(x, num_views=V)``: BN statistics per view (see module doc).
