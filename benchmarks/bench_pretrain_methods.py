@@ -251,6 +251,17 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def rss_growth_mib(step, calls: int) -> tuple[float, bool]:
+    """Peak RSS growth (MiB) of ``calls`` calls of ``step`` in this process: ``VmHWM`` after them minus ``VmRSS``
+    before them, with ``VmHWM`` reset right before (see :func:`reset_peak_rss`; the bool says whether it was,
+    otherwise an earlier, higher peak of the process may be what is measured)."""
+    fresh = reset_peak_rss()
+    before = proc_status_kib("VmRSS")
+    for _ in range(calls):
+        step()
+    return max(proc_status_kib("VmHWM") - before, 0) / 1024, fresh
+
+
 def memory_child(args) -> float:
     """One method's steps alone in this (fresh) process, MiB (printed as JSON for the parent): on CUDA
     ``torch.cuda.max_memory_allocated`` over the steps (everything of the method: weights, activations,
@@ -273,11 +284,7 @@ def memory_child(args) -> float:
         peak = torch.cuda.max_memory_allocated() / 2 ** 20
         print(json.dumps({"peak_mib": peak}))
         return peak
-    fresh = reset_peak_rss()
-    before = proc_status_kib("VmRSS")
-    for _ in range(args.iters + 1):
-        step()
-    growth = max(proc_status_kib("VmHWM") - before, 0) / 1024
+    growth, fresh = rss_growth_mib(step, args.iters + 1)
     print(json.dumps({"peak_mib": growth, "peak_reset": fresh}))
     return growth
 

@@ -49,7 +49,10 @@ def test_against_brute_force():
         recalls = [hits[t] / total for t in IOU_THRESHOLDS]
         assert result[f"AR@{k}"] == pytest.approx(np.mean(recalls), abs=1e-9)
         assert result[f"R@0.5@{k}"] == pytest.approx(hits[0.5] / total, abs=1e-9)
-    assert result["num_missing"] == 1 and result["num_gt"] == total
+        assert result[f"R@0.75@{k}"] == pytest.approx(hits[0.75] / total, abs=1e-9)
+    assert result["num_missing"] == 1 and result["num_gt"] == total and result["num_images"] == 12
+    # "boxes/img" of the recall table: every stored box, over all images (the missing one gives none)
+    assert result["mean_proposals"] == pytest.approx(sum(len(p) for p, _ in store.values()) / 12)
 
 
 def test_hand_computed():
@@ -61,7 +64,7 @@ def test_hand_computed():
     r = evaluate_proposal_recall(DictStore(a=(props, None)), d, ks=(1, 2))
     assert r["AR@1"] == pytest.approx(0.1)  # recall 1 at t = 0.5 only, 0 at 0.55..0.95
     assert r["R@0.5@1"] == 1.0 and r["R@0.75@1"] == 0.0
-    assert r["AR@2"] == pytest.approx(1.0)
+    assert r["AR@2"] == pytest.approx(1.0) and r["R@0.75@2"] == 1.0
 
 
 def test_no_gt_and_no_proposals():

@@ -55,7 +55,7 @@ def _random_boxes(g, n, h, w):
     return torch.cat([xy, xy + wh], dim=1)
 
 
-def fake_batch(batch=2, num_regions=3, crop=32, seed=0):
+def fake_batch(batch=2, num_regions=3, crop=64, seed=0):
     """Mapper-like samples (contract of SiameseViewMapper) with random pixels and boxes."""
     g = torch.Generator().manual_seed(seed)
     sizes = [(64, 96), (80, 64), (72, 72), (96, 80)]
@@ -164,7 +164,9 @@ def test_mvca_direction_and_targets_and_region_target_view():
             sem = model.sem_embed(hs[-1, i])
             for q, r in zip(src.tolist(), tgt.tolist()):
                 crop = batch[b]["views"][v]["crops"][r : r + 1]
-                p = model.backbone(model.normalize(crop))["res5"].mean(dim=(2, 3))[0]
+                res5 = model.backbone(model.normalize(crop))["res5"]
+                assert min(res5.shape[-2:]) >= 2  # a 1 x 1 map would make every pooling the same
+                p = res5.mean(dim=(2, 3))[0]
                 total += normalized_l2_distance(sem[q][None], p[None]).item()
     model.train()
     with EventStorage():

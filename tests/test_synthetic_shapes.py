@@ -79,6 +79,39 @@ def test_annotations_are_valid_and_cover_all_categories(tmp_path):
     assert min(sides) < 0.15 and max(sides) > 0.4  # many scales
 
 
+@pytest.mark.parametrize("min_visible", [0.0, 0.3])
+def test_boxes_and_areas_are_those_of_the_visible_pixels(monkeypatch, min_visible):
+    """Each object painted in its own flat colour on a black, clutter-free background: its annotation must be
+    the tight box and the count of the pixels of that colour left in the image (later objects paint over
+    earlier ones), and its visibility that count over its mask's; objects below min_visible are dropped."""
+    from siamese_detr.data.datasets import shapes_render
+
+    masks = []
+
+    def flat_patch(rng, texture, colour, mask):
+        masks.append(int(mask.astype(bool).sum()))
+        k = len(masks)
+        return np.broadcast_to(np.array([k, 255 - k, 128], np.uint8), mask.shape + (3,)).copy()
+
+    monkeypatch.setattr(shapes_render, "render_background", lambda rng, h, w: np.zeros((h, w, 3), np.uint8))
+    monkeypatch.setattr(shapes_render, "draw_clutter", lambda rng, image, num: None)
+    monkeypatch.setattr(shapes_render, "texture_patch", flat_patch)
+    checked = 0
+    for seed in range(12):
+        masks.clear()
+        image, objects = render_scene(np.random.default_rng(seed), 96, 128, min_visible=min_visible)
+        expected = []
+        for k, full in enumerate(masks, start=1):
+            ys, xs = np.nonzero(np.all(image == np.array([k, 255 - k, 128], np.uint8), axis=2))
+            if len(xs) == 0 or len(xs) < min_visible * full:
+                continue
+            box = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+            expected.append((box, len(xs), len(xs) / full))
+        assert [(o["bbox"], o["area"], o["visibility"]) for o in objects] == expected
+        checked += len(expected)
+    assert checked >= 30
+
+
 @pytest.mark.parametrize("shape", [style[1] for style in CATEGORY_STYLES])
 def test_shape_masks_fill_their_patch(shape):
     # objects span the sampled size: the mask reaches every border of its patch (the crescent's bite

@@ -36,7 +36,7 @@ def tiny_up_detr(num_queries=6, num_patches=3, d_model=32, layers=2, mask_ratio=
     )
 
 
-def fake_batch(batch=2, num_patches=3, size=32, seed=0):
+def fake_batch(batch=2, num_patches=3, size=64, seed=0):
     return fake_query_batch([num_patches] * batch, "patches", "patch_boxes", size=size, seed=seed)
 
 
@@ -176,7 +176,9 @@ def test_losses_and_feature_loss_against_explicit_computation():
     with torch.no_grad():
         patches = torch.cat([x["patches"] for x in batch]).float()
         patches = (patches - model.pixel_mean) / model.pixel_std
-        p = model.backbone(patches)["res5"].mean(dim=(2, 3)).view(2, 3, -1)
+        res5 = model.backbone(patches)["res5"]
+        assert min(res5.shape[-2:]) >= 2  # a 1 x 1 map would make every pooling the same
+        p = res5.mean(dim=(2, 3)).view(2, 3, -1)
         hs = seen["decoded"].hidden_states
         for layer, name in ((0, "loss_feature_0"), (1, "loss_feature")):
             total = 0.0
