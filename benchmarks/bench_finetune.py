@@ -37,6 +37,8 @@ from bench_inputs import build_training, mapped_batches  # benchmarks/ is on sys
 from machine_info import describe_machine
 from results_md import append_section
 
+from siamese_detr.utils.cli_types import ExtendList
+
 # detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
@@ -157,8 +159,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The command line; a batch below 1, a short side below 32 px or a device that is not here is refused."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 timed steps instead of 5")
-    parser.add_argument("--sizes", nargs="+", default=["demo", "r50"], choices=["demo", "r50"])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--sizes", action=ExtendList, nargs="+", default=["demo", "r50"], choices=["demo", "r50"])
+    parser.add_argument("--variants", action=ExtendList, nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--batch-size", type=at_least(1), default=2)
     parser.add_argument("--r50-short-side", type=at_least(32, "pixels"), default=480)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -59,6 +59,8 @@ from bench_inputs import build_training, mapped_batches
 from machine_info import describe_machine
 from results_md import append_section
 
+from siamese_detr.utils.cli_types import ExtendList
+
 # detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
@@ -343,8 +345,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The command line; a batch below 2 (the SimSiam heads' batch norm) or a device not here is refused."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
-    parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--batch-sizes", nargs="+", default=[2, 4],
+    parser.add_argument("--models", action=ExtendList, nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--batch-sizes", action=ExtendList, nargs="+", default=[2, 4],
                         type=at_least(2, "Siamese DETR's SimSiam batch norm needs 2 images per view"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")

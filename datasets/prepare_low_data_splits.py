@@ -16,11 +16,17 @@ before running, Detectron2 reads it at import). An existing file is kept if it h
 """
 import argparse
 import os
+import warnings
 
-from detectron2.data import DatasetCatalog
+# detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
-from siamese_detr.data.dataset_checks import check_datasets_on_disk
-from siamese_detr.data.datasets.low_data_splits import LOW_DATA_SPLITS, split_file, write_low_data_split
+from detectron2.data import DatasetCatalog  # noqa: E402
+
+from siamese_detr.data.dataset_checks import check_datasets_on_disk  # noqa: E402
+from siamese_detr.data.datasets.low_data_splits import (LOW_DATA_SPLITS, split_file,  # noqa: E402
+                                                        write_low_data_split)
+from siamese_detr.utils.cli_types import ExtendList  # noqa: E402
 
 
 def _parent_image_ids(parent, required):
@@ -46,7 +52,7 @@ def _write(name, parent_ids, force):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--names", nargs="+", choices=sorted(LOW_DATA_SPLITS), default=None)
+    p.add_argument("--names", action=ExtendList, nargs="+", choices=sorted(LOW_DATA_SPLITS), default=None)
     p.add_argument("--force", action="store_true", help="rewrite existing split files")
     p.add_argument("--list", action="store_true", help="print the split names and protocols and exit")
     args = p.parse_args(argv)

@@ -14,17 +14,22 @@ import argparse
 import json
 import math
 import os
+import warnings
 
 import cv2
 import numpy as np
 
-from siamese_detr.data.datasets import (
+# detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
+
+from siamese_detr.data.datasets import (  # noqa: E402
     DEFAULT_NUM_IMAGES,
     SYNTHETIC_SHAPES_CLASSES,
     ensure_synthetic_shapes,
     generate_synthetic_shapes,
 )
-from siamese_detr.data.datasets.builtin_shapes import SPLITS, default_root
+from siamese_detr.data.datasets.builtin_shapes import SPLITS, default_root  # noqa: E402
+from siamese_detr.utils.cli_types import ExtendList  # noqa: E402
 
 
 def preview_grid(image_root: str, json_file: str, count: int = 12, cell: int = 256,
@@ -60,7 +65,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default=None,
                         help="datasets root (default: $DETECTRON2_DATASETS or ./datasets)")
-    parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=list(SPLITS),
+    parser.add_argument("--splits", action=ExtendList, nargs="+", default=["train", "val"], choices=list(SPLITS),
                         help="train_large (1024 images, a superset of train) is what `make demo` uses")
     # default None: $SYNTHETIC_SHAPES_NUM_IMAGES if set, else DEFAULT_NUM_IMAGES (256 / 64 / 1024 / 64)
     parser.add_argument("--num-train", type=int, default=None)

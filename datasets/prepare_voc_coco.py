@@ -12,16 +12,21 @@ the XML annotations and ImageSets lists (image sizes come from the XML). See dat
 import argparse
 import json
 import os
+import warnings
 from collections import Counter
 
-from siamese_detr.data.datasets.voc_coco import VOC_COCO_SPLITS, VocAnnotationError, write_voc_coco
+# detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
+
+from siamese_detr.data.datasets.voc_coco import VOC_COCO_SPLITS, VocAnnotationError, write_voc_coco  # noqa: E402
+from siamese_detr.utils.cli_types import ExtendList  # noqa: E402
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"),
                    help="folder holding VOC2007/ and VOC2012/ (default: $DETECTRON2_DATASETS or ./datasets)")
-    p.add_argument("--names", nargs="+", choices=sorted(VOC_COCO_SPLITS), default=None,
+    p.add_argument("--names", action=ExtendList, nargs="+", choices=sorted(VOC_COCO_SPLITS), default=None,
                    help="which json files to write (default: all)")
     args = p.parse_args(argv)
     try:

@@ -34,6 +34,22 @@ def test_there_are_configs_for_every_family():
     assert {"detr", "demo", "siamese_detr"} <= families
 
 
+def test_every_config_writes_to_its_own_folder_outside_the_demos():
+    """Each training config's default ``train.output_dir`` is ``./output/<its file name>``: no two configs share
+    a folder (a run of one would meet the other's checkpoints), and none writes into ``output/demo``, which
+    ``tools/run_demo.py --fresh`` deletes only when it holds nothing but the demo's own files."""
+    folders = {}
+    for config_file in CONFIGS:
+        train = LazyConfig.load(str(ROOT / config_file)).get("train", {})
+        if "output_dir" in train:
+            folders[config_file] = os.path.normpath(train.output_dir)
+    assert len(folders) >= 30
+    shared = {f for f in folders.values() if list(folders.values()).count(f) > 1}
+    assert not shared, {c: f for c, f in folders.items() if f in shared}
+    assert not [c for c, f in folders.items() if Path(f).parts[:2] == ("output", "demo")]
+    assert {c: f for c, f in folders.items() if f != os.path.join("output", Path(c).stem)} == {}
+
+
 @pytest.fixture
 def restore_dataset_catalog():
     """Unregister the datasets a config registered (e.g. an ImageNet folder under this test's temporary

@@ -132,6 +132,10 @@ def test_stores_of_the_same_folder_name_keep_their_own_results(tmp_path, capsys)
     assert results[os.path.join("B", "st")]["AR@10"] == 0.0
     table = capsys.readouterr().out
     assert os.path.join("A", "st") in table and os.path.join("B", "st") in table
+    # --store repeated: both stores, as with one --store A B (argparse alone kept only the last)
+    assert evaluate_proposals.main(["--dataset", spec, "--store", str(a), "--ap-ks", "--store", str(b),
+                                    "--json", str(out)]) == 0
+    assert set(json.loads(out.read_text())["results"]) == set(results)
     # the same store twice (also through a trailing "/") is refused
     with pytest.raises(SystemExit) as exc:
         evaluate_proposals.main(["--dataset", spec, "--store", str(a), str(a) + "/"])
@@ -212,3 +216,21 @@ def test_a_store_of_another_dataset_suggests_a_new_output(tmp_path, capsys):
     assert hint.endswith("--dataset synthetic_shapes_train --method edgeboxes "
                          f"--output {os.path.join('out', 'synthetic_shapes_train.edgeboxes.proposals')}")
     assert evaluate_proposals._other_dataset_hint(fake, "out/val.eb", "synthetic_shapes_val") is None
+
+
+def test_list_options_given_twice_add_up_and_replace_the_default():
+    import argparse
+
+    from siamese_detr.utils.cli_types import ExtendList
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ks", action=ExtendList, type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--extra", action=ExtendList, nargs="*", default=[])
+    assert parser.parse_args([]).ks == [10, 100]
+    assert parser.parse_args(["--ks", "1"]).ks == [1]
+    assert parser.parse_args(["--ks", "1", "2", "--ks", "3"]).ks == [1, 2, 3]
+    assert parser.parse_args(["--extra"]).extra == []
+    assert parser.parse_args(["--extra", "a", "--extra", "b"]).extra == ["a", "b"]
+    assert parser.get_default("ks") == [10, 100]  # the default list itself is never extended
+    parser.parse_args(["--ks", "5", "--ks", "6"])
+    assert parser.parse_args([]).ks == [10, 100]

@@ -234,10 +234,12 @@ def schedule_overrides(iters: Optional[int]) -> List[str]:
 
 
 def main(argv=None) -> int:
+    from siamese_detr.utils.cli_types import ExtendList
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("output/compare"),
                         help="folder of the runs and the comparison files (default: output/compare)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+    parser.add_argument("--seeds", action=ExtendList, type=int, nargs="+", default=[0, 1],
                         help="non-negative, each once (default: 0 1)")
     parser.add_argument("--method", type=parse_method, action="append", default=None,
                         help="NAME=CONFIG (CONFIG: an existing config, relative to the repository root) or NAME= "
@@ -247,11 +249,12 @@ def main(argv=None) -> int:
                         "<method>_seed<s>/finetune_{P}pct and writes comparison_{P}pct.{md,json,png}, reusing the "
                         "pretrainings and leaving the 10%% runs and files as they are")
     parser.add_argument("--backbone-iters", type=int, default=None, help="default: demo_backbone's max_iter")
-    parser.add_argument("--backbone-extra", nargs="*", default=[], help="overrides of demo_backbone.py")
+    parser.add_argument("--backbone-extra", action=ExtendList, nargs="*", default=[],
+                        help="overrides of demo_backbone.py")
     parser.add_argument("--pretrain-iters", type=int, default=None, help="default: each config's max_iter")
     parser.add_argument("--finetune-iters", type=int, default=None, help="default: demo_detector's max_iter")
     parser.add_argument("--eval-period", type=int, default=None, help="default: only after the last iteration")
-    parser.add_argument("--extra", nargs="*", default=[],
+    parser.add_argument("--extra", action=ExtendList, nargs="*", default=[],
                         help="overrides added to every pretraining and finetuning command (e.g. tiny test settings)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default: 1)")
     parser.add_argument("--parallel", type=int, default=2, help="runs at once (default: 2; pretrainings and scratch "

@@ -31,7 +31,7 @@ from siamese_detr.evaluation.proposal_precision import (  # noqa: E402
     format_precision_table,
 )
 from siamese_detr.evaluation.proposal_recall import evaluate_proposal_recall, format_recall_table  # noqa: E402
-from siamese_detr.utils.cli_types import at_least_one  # noqa: E402
+from siamese_detr.utils.cli_types import ExtendList, at_least_one  # noqa: E402
 
 
 def store_names(paths: Sequence[str]) -> List[str]:
@@ -69,11 +69,12 @@ def _other_dataset_hint(store, path: str, dataset: str) -> Optional[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="registered dataset with box annotations")
-    p.add_argument("--store", nargs="+", required=True, help="one or more proposal store directories")
-    p.add_argument("--ks", type=at_least_one("a proposal budget K"), nargs="+", default=[10, 100, 1000],
-                   help="proposal budgets K")
+    p.add_argument("--store", action=ExtendList, nargs="+", required=True,
+                   help="one or more proposal store directories (repeatable)")
+    p.add_argument("--ks", action=ExtendList, type=at_least_one("a proposal budget K"), nargs="+",
+                   default=[10, 100, 1000], help="proposal budgets K")
     p.add_argument(
-        "--ap-ks", type=at_least_one("a proposal budget K"), nargs="*", default=[10, 30],
+        "--ap-ks", action=ExtendList, type=at_least_one("a proposal budget K"), nargs="*", default=[10, 30],
         help="K of the class-agnostic AP of the top-K proposals (none: skip it)",
     )
     p.add_argument("--json", help="write the results here (its folder is created)")

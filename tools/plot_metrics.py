@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Plot training curves from detectron2's ``metrics.json`` files into one PNG.
 
-    python tools/plot_metrics.py output/demo/pretrain/metrics.json output/demo/finetune/metrics.json \
-        --labels pretrain finetune --output output/demo/loss_curves.png
-    python tools/plot_metrics.py output/demo/pretrain output/demo/finetune   # the same: DIR means DIR/metrics.json
+    python tools/plot_metrics.py output/demo/siamese_pretrain/metrics.json \
+        output/demo/finetune_pretrained/metrics.json --labels pretrain finetune --output loss_curves.png
+    python tools/plot_metrics.py output/demo/siamese_pretrain output/demo/finetune_pretrained  # DIR: DIR/metrics.json
 
 Each input (a ``metrics.json`` file, or a training output folder holding one) gets one panel; a panel shows
 ``total_loss`` (summed over the logged loss terms when the trainer did not log it) and every final-layer loss
@@ -23,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from siamese_detr.utils.cli_types import ExtendList
 from siamese_detr.utils.figure_text import fit_text
 from siamese_detr.utils.metrics_lines import FINISHED_ITERATIONS_KEY, MetricsFileError, metrics_records
 
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("metrics", nargs="+", type=Path,
                         help="metrics.json files, or training output folders holding one (DIR/metrics.json)")
-    parser.add_argument("--labels", nargs="*",
+    parser.add_argument("--labels", action=ExtendList, nargs="*",
                         help="one title per input (default: the name of the folder holding its metrics.json)")
     parser.add_argument("--output", type=Path, default=Path("loss_curves.png"),
                         help="figure to write: .png, .pdf, .svg, ... (no extension: .png is added) "

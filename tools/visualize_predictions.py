@@ -2,7 +2,7 @@
 """Draw a model's detections (and the ground truth when there is one) on images, one PNG per image.
 
     python tools/visualize_predictions.py --config-file configs/demo/detr_demo.py \\
-        --checkpoint output/demo/detr_finetune/model_final.pth \\
+        --checkpoint output/detr_demo/model_final.pth \\
         [--dataset NAME | --dataset coco:ANN.json:IMAGES | --image-dir DIR] \\
         [--num-images 8] [--score-threshold 0.5] [--output output/predictions] [key=value ...]
 

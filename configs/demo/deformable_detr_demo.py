@@ -5,7 +5,7 @@ FFN 256, 2 + 2 layers, 20 queries) with Deformable DETR's multi-scale input: C3-
 (128 / 256 / 512 channels) + one stride-64 level, 4 sampling points, focal loss, top-100 sigmoid
 post-processing. The optimiser follows the official recipe (lr 2e-4, ``sampling_offsets`` /
 ``reference_points`` at 0.1 x lr) except that the random backbone trains at the full lr (``freeze_at=0``).
-``train.init_checkpoint=output/demo/siamese_detr_deformable_pretrain/model_final.pth`` loads the
+``train.init_checkpoint=output/siamese_detr_deformable_pretrain_demo/model_final.pth`` loads the
 pretraining demo (``configs/demo/siamese_detr_deformable_pretrain_demo.py``), which has the same shape.
 """
 from siamese_detr.data.datasets import SYNTHETIC_SHAPES_CLASSES
@@ -27,7 +27,7 @@ optimizer.params.lr_factors_by_keyword = dict(LINEAR_PROJ_LR_FACTORS)
 
 train.max_iter = 300
 lr_multiplier = step_schedule_iters(train.max_iter, [240])  # x0.1 after 4/5, as 40/50
-train.output_dir = "./output/demo/deformable_detr_finetune"
+train.output_dir = "./output/deformable_detr_demo"
 train.checkpointer.period = 100
 train.eval_period = 300
 train.log_period = 20

@@ -32,7 +32,7 @@ data = dict(
 
 train = dict(
     method="supervised",
-    output_dir="./output/demo/backbone",
+    output_dir="./output/demo_backbone",
     max_iter=60,
     batch_size=64,
     crop_size=32,

@@ -105,7 +105,7 @@ optimizer.lr = 5e-4
 train.clip_grad.max_norm = 0.0
 train.max_iter = 800
 lr_multiplier = step_schedule_iters(train.max_iter, [640])
-train.output_dir = "./output/demo/finetune"
+train.output_dir = "./output/demo_detector"
 # a checkpoint at every evaluation, the last one kept: an interrupted `make demo` resumes its step from there
 train.checkpointer.period = 200
 train.checkpointer.max_to_keep = 1

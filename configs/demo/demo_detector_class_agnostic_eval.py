@@ -6,7 +6,7 @@ about equal)::
 
     python tools/lazyconfig_train_net.py --config-file configs/demo/demo_detector_class_agnostic_eval.py \\
         --eval-only train.init_checkpoint=output/demo/finetune_scratch/model_final.pth \\
-        train.output_dir=output/demo/class_agnostic_scratch
+        train.output_dir=output/class_agnostic_scratch
 
 Measured on ``synthetic_shapes_dev`` (``dataloader.test.dataset.names=synthetic_shapes_dev``) in the project
 card's demo section.
@@ -18,4 +18,4 @@ from siamese_detr.evaluation import ClassAgnosticEvaluator
 from .demo_detector import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
 dataloader.evaluator = L(ClassAgnosticEvaluator)(dataset_name="${..test.dataset.names}", max_dets=(1, 10, 100))
-train.output_dir = "./output/demo/class_agnostic_eval"
+train.output_dir = "./output/demo_detector_class_agnostic_eval"

@@ -29,4 +29,4 @@ dataloader.train.mapper.augmentation = L(detr_train_augmentation)(min_sizes=(128
 dataloader.train.mapper.augmentation_with_crop = L(detr_crop_augmentation)(
     min_sizes=(128, 144, 160), max_size=256, crop_resize_sizes=(128, 160, 192), crop_size_range=(96, 160)
 )
-train.output_dir = "./output/demo/detreg_pretrain"
+train.output_dir = "./output/demo_detreg_pretrain"

@@ -20,4 +20,4 @@ from .demo_siamese_pretrain import dataloader, lr_multiplier, model, optimizer, 
 
 dataloader.train.dataset = L(get_detection_dataset_dicts)(names="synthetic_shapes_train_large", filter_empty=False)
 dataloader.train.mapper.proposal_source = L(AnnotationProposals)()
-train.output_dir = "./output/demo/siamese_pretrain_oracle_regions"
+train.output_dir = "./output/demo_siamese_pretrain_oracle_regions"

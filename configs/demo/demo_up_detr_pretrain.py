@@ -22,4 +22,4 @@ dataloader.train.mapper = up_detr_mapper
 dataloader.train.mapper.num_patches = DEMO_REGIONS
 dataloader.train.mapper.patch_size = 32
 dataloader.train.mapper.augmentation = L(up_detr_augmentation)(min_sizes=(128, 144, 160), max_size=256)
-train.output_dir = "./output/demo/up_detr_pretrain"
+train.output_dir = "./output/demo_up_detr_pretrain"

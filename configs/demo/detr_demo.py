@@ -2,7 +2,7 @@
 
 The model has the same shape as the Siamese DETR pretraining demo ``siamese_detr_pretrain_demo.py`` (both
 apply ``configs/common/models/demo_shape.py``), so its checkpoint
-(``train.init_checkpoint=output/demo/siamese_detr_pretrain/model_final.pth``) loads the pretrained
+(``train.init_checkpoint=output/siamese_detr_pretrain_demo/model_final.pth``) loads the pretrained
 transformer, query embedding, input projection and box head. (``make demo`` runs another pair: the
 Deformable DETR of ``demo_detector.py`` and its pretraining ``demo_siamese_pretrain.py``.)
 There are no pretrained backbone weights offline: the ResNet-18 starts from random weights and is
@@ -26,7 +26,7 @@ optimizer.params.backbone_lr_factor = 1.0
 
 train.max_iter = 300
 lr_multiplier = step_schedule_iters(train.max_iter, [240])  # x0.1 after 4/5, as 40/50
-train.output_dir = "./output/demo/detr_finetune"
+train.output_dir = "./output/detr_demo"
 train.checkpointer.period = 100
 train.eval_period = 300
 train.log_period = 20

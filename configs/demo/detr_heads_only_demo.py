@@ -5,8 +5,8 @@ AR@1/10/100 (and AP) on ``synthetic_shapes_val`` tell how well the pretrained Tr
 objects. Run it once from a pretraining checkpoint and once from random weights to compare::
 
     python tools/lazyconfig_train_net.py --config-file configs/demo/detr_heads_only_demo.py \\
-        train.init_checkpoint=output/demo/siamese_detr_pretrain/model_final.pth \\
-        train.output_dir=output/demo/heads_only_siamese
+        train.init_checkpoint=output/siamese_detr_pretrain_demo/model_final.pth \\
+        train.output_dir=output/heads_only_siamese
 
 ``make demo`` does not run it. Same model shape as ``detr_demo.py`` (and the pretraining demo).
 """
@@ -25,6 +25,6 @@ dataloader.evaluator = L(ClassAgnosticEvaluator)(dataset_name="${..test.dataset.
 optimizer.lr = 1e-3  # only the two heads learn
 train.max_iter = 200
 lr_multiplier = step_schedule_iters(train.max_iter, [160])
-train.output_dir = "./output/demo/detr_heads_only"
+train.output_dir = "./output/detr_heads_only_demo"
 train.checkpointer.period = 200
 train.eval_period = 200

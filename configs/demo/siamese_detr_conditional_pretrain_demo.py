@@ -10,4 +10,4 @@ from ..common.models.conditional_detr_r50 import conditional_transformer_like
 from .siamese_detr_pretrain_demo import dataloader, lr_multiplier, model, optimizer, train
 
 model.transformer = conditional_transformer_like(model.transformer)
-train.output_dir = "./output/demo/siamese_detr_conditional_pretrain"
+train.output_dir = "./output/siamese_detr_conditional_pretrain_demo"

@@ -7,7 +7,7 @@ per view, 32 px crops, short side 128-160, batch 4, 150 iterations, λ0 = 3, λ1
 features concatenate C3-C5 of the ResNet-18 (128 + 256 + 512 = 896-d). The proposals store is the one of
 ``siamese_detr_pretrain_demo.py`` (written by ``tools/generate_proposals.py``, see that config). Finetune with
 ``configs/demo/deformable_detr_demo.py`` and
-``train.init_checkpoint=output/demo/siamese_detr_deformable_pretrain/model_final.pth``.
+``train.init_checkpoint=output/siamese_detr_deformable_pretrain_demo/model_final.pth``.
 """
 from ..common.models.demo_shape import DEMO_D_MODEL, apply_demo_shape
 from .siamese_detr_pretrain_demo import DEMO_REGIONS, dataloader, lr_multiplier, optimizer, train
@@ -22,4 +22,4 @@ model.weight_dict = {
     "loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_region": 3.0, "loss_global": 0.3,
 }
 
-train.output_dir = "./output/demo/siamese_detr_deformable_pretrain"
+train.output_dir = "./output/siamese_detr_deformable_pretrain_demo"

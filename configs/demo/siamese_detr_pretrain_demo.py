@@ -13,7 +13,7 @@ instead; write the store once with ``tools/generate_proposals.py``, README "Prop
 
 (``dataloader.train.mapper.proposal_source = L(OnlineProposals)(method="edgeboxes")`` computes them on the fly.)
 
-The finetune demo that loads ``output/demo/siamese_detr_pretrain/model_final.pth`` through
+The finetune demo that loads ``output/siamese_detr_pretrain_demo/model_final.pth`` through
 ``train.init_checkpoint`` has the same shape: both apply ``configs/common/models/demo_shape.py``.
 """
 import os
@@ -56,7 +56,7 @@ dataloader.train.total_batch_size = 4
 optimizer.lr = 1e-4
 train.max_iter = 150
 lr_multiplier = step_schedule_iters(train.max_iter, [100])  # x0.1 after 2/3, as 40/60
-train.output_dir = "./output/demo/siamese_detr_pretrain"
+train.output_dir = "./output/siamese_detr_pretrain_demo"
 train.checkpointer.period = 50
 train.log_period = 10
 train.eval_period = train.max_iter  # evaluate the pretrained model (learned queries alone) once, at the end

@@ -1,9 +1,10 @@
 """``argparse`` types of the tools' numeric options: the value is checked where it is parsed, and a wrong
-one is a usage error (exit 2) that names the option and what it means."""
+one is a usage error (exit 2) that names the option and what it means. Also :class:`ExtendList`, the action
+of the list options that may be repeated."""
 import argparse
 from typing import Callable
 
-__all__ = ["at_least_one", "probability"]
+__all__ = ["ExtendList", "at_least_one", "probability"]
 
 
 def at_least_one(what: str) -> Callable[[str], int]:
@@ -36,3 +37,17 @@ def probability(what: str) -> Callable[[str], float]:
 
     parse.__name__ = "number in [0, 1]"
     return parse
+
+
+class ExtendList(argparse.Action):
+    """Action of a list option (``nargs="+"`` / ``"*"``) that may be given more than once: ``--x a b --x c``
+    gives ``[a, b, c]``, where argparse's default action keeps only the last use (``[c]``) without a word.
+    The first use replaces the default; later uses extend it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        given = list(values) if isinstance(values, (list, tuple)) else [values]
+        if current is None or current is self.default:
+            setattr(namespace, self.dest, given)
+        else:
+            setattr(namespace, self.dest, list(current) + given)
