@@ -107,3 +107,31 @@ def test_lazy_call_value_can_be_replaced_by_a_dataset_spec(tmp_path):
             MetadataCatalog.remove(spec)
     with pytest.raises(Exception, match="train.max_iter"):
         apply_checked_overrides(cfg, ["train.max_iter=abc"])
+
+
+def test_a_plus_key_the_built_object_does_not_take_is_refused_naming_the_closest(caplog):
+    """'+model.num_querys_one2many=60' used to end in a TypeError from DETR.__init__ when the model was built."""
+    import inspect
+
+    cfg = LazyConfig.load(str(ROOT / "configs/demo/detr_demo.py"))
+    with pytest.raises(KeyError) as err:
+        apply_checked_overrides(cfg, ["+model.num_querys_one2many=60"])
+    message = str(err.value)
+    assert "'+model.num_querys_one2many=60'" in message and "which builds DETR" in message
+    assert "Did you mean: model.num_queries_one2many" in message and "Its arguments: backbone," in message
+    with pytest.raises(KeyError, match="which builds DetrTransformer: it has no argument 'normalise_before'"):
+        apply_checked_overrides(cfg, ["+model.transformer.normalise_before=True"])
+    # an argument the config leaves at its default may be added, without a warning about its own section
+    signature = inspect.signature(cfg.model._target_)
+    free = [n for n in signature.parameters if n not in cfg.model]
+    assert free, "DETR has arguments the demo config leaves at their defaults"
+    with caplog.at_level("WARNING"):
+        assert apply_checked_overrides(cfg, [f"+model.{free[0]}=null"]).model[free[0]] is None
+    assert "adds the new key" not in caplog.text
+    # a new key is compared with its siblings: 'strict' is not a typo of the dataset section's '_target_'
+    with caplog.at_level("WARNING"):
+        assert apply_checked_overrides(cfg, ["+dataloader.train.dataset.strict=True"]).dataloader.train.dataset.strict
+    assert "adds the new key" not in caplog.text
+    # a target taking **kwargs, or one that cannot be inspected: any name may be meant for it
+    plain = OmegaConf.create({"log": {"_target_": "logging.basicConfig"}, "d": {"_target_": "builtins.dict"}})
+    assert apply_checked_overrides(plain, ["+log.anything=1", "+d.anything=2"]).d.anything == 2

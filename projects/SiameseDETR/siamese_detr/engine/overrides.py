@@ -5,6 +5,9 @@ dotted key is misspelled (``train.max_iterr=10`` trains for the default length).
 is an error that names it and suggests the closest existing keys. Prefix a key with ``+`` to add
 a key on purpose (hydra's convention): ``+model.new_arg=3``; a ``+`` key that is not in the config but
 looks like a typo of one that is (``+train.max_iterr=10``) is added with a warning naming the existing key.
+A ``+`` key added to an object the config builds (a node with ``_target_``, e.g. ``model``) must be an argument
+of its class or function: ``+model.num_querys_one2many=60`` is an error naming the closest arguments, not a
+``TypeError`` when the model is built.
 
 Lists and tuples are written ``key=[a,b]``; ``key=(a,b)`` is accepted too (read as a list, see
 :mod:`.override_syntax`; quote it for the shell: ``'key=(a,b)'``). Datasets given by path
@@ -14,10 +17,12 @@ parse, or whose value OmegaConf cannot hold (``names=coco:a,b.json``: the comma 
 naming it and how to quote it (:class:`OverrideSyntaxError`).
 """
 import difflib
+import inspect
 import logging
-from typing import Iterable, List
+from typing import Iterable, List, Optional
 
 from detectron2.config import LazyConfig
+from detectron2.utils.registry import locate
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -83,6 +88,44 @@ def _config_has_key(cfg, dotted: str) -> bool:
     return True
 
 
+def _close_existing_key(cfg, added: str) -> List[str]:
+    """The existing key that a new key ``added`` most likely misspells: among its siblings when its section
+    exists (``train.max_iterr`` -> ``train.max_iter``; the shared section alone must not make ``strict`` look
+    like ``_target_``), else among all keys (``trian.max_iter``)."""
+    parent, _, name = added.rpartition(".")
+    if parent and _config_has_key(cfg, parent):
+        node = OmegaConf.select(cfg, parent)
+        siblings = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+        return [f"{parent}.{k}" for k in difflib.get_close_matches(name, siblings, n=1, cutoff=0.8)]
+    return difflib.get_close_matches(added, _all_keys(cfg), n=1, cutoff=0.85)
+
+
+def _unknown_argument(cfg, added: str, typed: str) -> Optional[str]:
+    """Why ``+added`` cannot be an argument of the object its parent node builds, or None.
+
+    None when the parent is not built from a ``_target_``, when the target cannot be resolved or inspected, or
+    when it takes ``**kwargs`` (any name may be meant for it)."""
+    parent, _, name = added.rpartition(".")
+    if not parent or not _config_has_key(cfg, parent):
+        return None
+    node = OmegaConf.select(cfg, parent)
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return None
+    target = node["_target_"]
+    try:
+        target = locate(target) if isinstance(target, str) else target
+        parameters = inspect.signature(target).parameters
+    except Exception:  # a target detectron2 would fail on anyway, or one without a signature: not ours to judge
+        return None
+    if name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return None
+    names = [n for n, p in parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n != "self"]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(f'{parent}.{c}' for c in close)}?" if close else ""
+    return (f"Override '{typed}' adds '{name}' to {parent}, which builds {getattr(target, '__qualname__', target)}: "
+            f"it has no argument '{name}'.{hint} Its arguments: {', '.join(names)}.")
+
+
 def apply_checked_overrides(cfg, overrides: Iterable[str]):
     """Apply ``key=value`` overrides to a LazyConfig, raising ``KeyError`` for unknown keys.
 
@@ -92,7 +135,8 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
     Returns:
         the same config, updated.
     Raises:
-        KeyError: unknown key; ``OverrideTypeError`` (a ``TypeError``): a value of another kind than the
+        KeyError: unknown key, or a ``+`` key that is no argument of the object its section builds;
+        ``OverrideTypeError`` (a ``TypeError``): a value of another kind than the
         config's (``train.max_iter=abc``), see :mod:`.config_checks`; :class:`OverrideSyntaxError` (a
         ``ValueError``): an override the grammar cannot read (``train.max_iter=[1``).
     """
@@ -107,7 +151,10 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
         if key.startswith("+"):
             added = key[1:].strip()
             if not _config_has_key(cfg, added):  # a new key: say so when it looks like a typo of an existing one
-                close = difflib.get_close_matches(added, _all_keys(cfg), n=1, cutoff=0.85)
+                problem = _unknown_argument(cfg, added, typed)
+                if problem:
+                    raise KeyError(problem)
+                close = _close_existing_key(cfg, added)
                 if close:
                     logger.warning("Override '%s' adds the new key '%s', close to the existing '%s': if you meant "
                                    "to change that one, write '%s=...' without '+'", item, added, close[0], close[0])
