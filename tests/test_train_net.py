@@ -172,6 +172,22 @@ def test_a_batch_that_does_not_split_over_the_processes_names_the_key(tmp_path, 
                                               f"train.output_dir={tmp_path / 'out'}"]))
 
 
+def test_a_batch_that_does_not_split_is_refused_before_the_processes_start(tmp_path, monkeypatch):
+    """Found by every process after all of them had started (8 processes: 28 s and 8 tracebacks); now by the
+    launching process, before any starts. One process: nothing to check there (setup does it)."""
+    args = train_net.parse_args(["--num-gpus", "4", "--config-file", str(ROOT / "configs/demo/detr_demo.py"),
+                                 *TINY, f"train.output_dir={tmp_path / 'out'}"])  # TINY: total_batch_size=2
+    monkeypatch.setattr(train_net.comm, "get_world_size", lambda: pytest.fail("asked a process group"))
+    with pytest.raises(ValueError, match=r"do not split over 4 processes \(--num-gpus 4\): set "
+                                         r"dataloader.train.total_batch_size=4, or another"):
+        train_net.check_before_launch(args)
+    train_net.check_before_launch(train_net.parse_args(["--num-gpus", "2", "--config-file",
+                                                        args.config_file, *args.opts]))
+    train_net.check_before_launch(train_net.parse_args(["--config-file", args.config_file, *args.opts,
+                                                        "dataloader.train.total_batch_size=3"]))
+    assert not (tmp_path / "out").exists()  # nothing written: the processes do that
+
+
 def test_two_process_cpu_training_via_num_gpus(tmp_path, tiny_synthetic_shapes):
     """--num-gpus 2 without GPUs: two gloo workers train (DDP) and evaluate together."""
     import os

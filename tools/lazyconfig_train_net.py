@@ -202,7 +202,9 @@ def do_train(args, cfg):
     ensure_final_checkpoint(checkpointer, start_iter, cfg.train.max_iter)  # resumed at max_iter: still valid
 
 
-def setup(args):
+def checked_config(args, world_size: int):
+    """The config with the overrides applied and the checks that need no process group: sections, keys, counts,
+    rates, and the batch split over ``world_size`` processes. Its log records are held (see :func:`setup`)."""
     cfg = LazyConfig.load(args.config_file)
     check_config_sections(cfg, args.config_file, eval_only=args.eval_only)  # e.g. a tool given as the config
     with held_records() as early_records:  # e.g. model.num_classes taken from a coco: dataset's categories
@@ -210,9 +212,24 @@ def setup(args):
         if not args.eval_only:
             check_counts(cfg)  # train.max_iter=0, log_period=0, max_iter=1e3, ...: refused naming the key
             check_rates(cfg)  # optimizer.lr=-1, weight_decay=nan
-            check_batch_split(cfg, comm.get_world_size())
-        if comm.is_main_process():
-            check_output_dir(cfg.train.output_dir)  # a file, a read-only folder, a number: named, before any log
+            check_batch_split(cfg, world_size)
+    return cfg, early_records
+
+
+def check_before_launch(args) -> None:
+    """With more than one process, the checks of :func:`checked_config` once in the launching process, before
+    the processes start: a mistake there (a batch that does not split, an unknown key) is then one error,
+    at once, instead of one traceback per process after they all started. Its log records are dropped: each
+    process logs them again."""
+    world_size = args.num_gpus * args.num_machines
+    if world_size > 1:
+        checked_config(args, world_size)
+
+
+def setup(args):
+    cfg, early_records = checked_config(args, comm.get_world_size())
+    if comm.is_main_process():  # raises only (logs nothing)
+        check_output_dir(cfg.train.output_dir)  # a file, a read-only folder, a number: named, before any log
     setup_plain_file_logs(cfg.train.output_dir, comm.get_rank())  # log.txt without colour codes
     replay_records(early_records)
     _resolve_device(cfg)  # after the logs are set up: its warnings go to log.txt too
@@ -272,6 +289,7 @@ def parse_args(argv=None):
 
 if __name__ == "__main__":
     args = parse_args()
+    check_before_launch(args)
     # --num-gpus N: N processes (GPUs when CUDA is available, otherwise CPU workers over gloo)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))
