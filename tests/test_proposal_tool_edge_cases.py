@@ -77,11 +77,10 @@ def test_overwrite_of_one_shard_keeps_the_other_shards(tmp_path, capsys):
     assert gen.main(_args(images, out) + _shard(2, 0)) == 0  # "machine 0" finishes
     shard0 = os.path.join(out, "shards", "shard-00000-of-00002", "meta.json")
     stamp = os.stat(shard0).st_mtime_ns
-    # machine 1 with a wrong flag: the merge refuses; its fix is --overwrite of shard 1
+    # machine 1 with a wrong flag: refused when it starts (nothing computed), naming the setting
     assert gen.main(_args(images, out, "--max-boxes", "3") + _shard(2, 1)) == 1
-    assert "cannot merge" in capsys.readouterr().err
-    assert gen.main(_args(images, out) + _shard(2, 1)) == 1  # asks for --overwrite
-    assert "--overwrite" in capsys.readouterr().err
+    assert "this run has params.max_boxes=3, shard-00000-of-00002 has 8" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(out, "shards", "shard-00001-of-00002"))
     assert os.stat(shard0).st_mtime_ns == stamp
     assert gen.main(_args(images, out) + _shard(2, 1, "--overwrite", "--keep-shards")) == 0
     assert os.stat(shard0).st_mtime_ns == stamp  # shard 0 was neither deleted nor recomputed
@@ -140,6 +139,7 @@ def test_shards_of_other_images_or_another_num_shards_are_refused(tmp_path, caps
     assert gen.main(["--output", out, "--merge", "--num-shards", "2"]) == 1
     err = capsys.readouterr().err
     assert "cannot merge" in err and "dataset" in err and "shard-00001-of-00002" in err
+    assert f"shard-00001-of-00002 has dataset={other!r}, shard-00000-of-00002 has {images!r}" in err
     assert not os.path.exists(os.path.join(out, "meta.json"))
 
 

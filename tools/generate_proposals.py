@@ -20,7 +20,8 @@ other settings (method, parameters, images: another folder or dataset, or a fold
 is refused: pass ``--overwrite`` to regenerate it. ``--overwrite`` clears what the command writes: the whole
 output without ``--num-shards``; with ``--num-shards K --shard-id I`` only shard I (and the merged store, if
 any; never the other shards); with ``--merge`` only the merged store. Every shard of one output must list the
-same images with the same ``--num-shards`` (checked when a shard starts and at the merge). An explicit
+same images with the same ``--num-shards``, ``--method`` and method flags (checked when a shard starts and at
+the merge). An explicit
 ``--merge`` that cannot merge fails (exit 1) naming the missing shards; without ``--num-shards`` it takes K from
 the shard folders on disk.
 """
@@ -214,6 +215,20 @@ def _export_path_problem(path: str):
     return None
 
 
+def _sed_model_problem(args):
+    """Why ``--sed-model`` cannot be used (missing, or not a model OpenCV reads), or None; checked before
+    --output is created, so a wrong path fails at once, not in the workers, and leaves no folder behind."""
+    if not (args.sed_model and args.method == "edgeboxes" and not args.merge and not args.import_detectron2):
+        return None
+    from siamese_detr.data.proposals.methods import _load_sed_model
+
+    try:
+        _load_sed_model(args.sed_model)
+    except (FileNotFoundError, ValueError) as e:
+        return f"--sed-model: {e}"
+    return None
+
+
 def _usage_problem(args):
     """A one-line reason why the arguments cannot work, or None (checked before --output is created)."""
     if args.max_boxes is not None and args.max_boxes < 0:
@@ -240,6 +255,9 @@ def _usage_problem(args):
             return problem
     if args.image_dir and not os.path.isdir(args.image_dir):
         return f"--image-dir {args.image_dir!r} does not exist or is not a folder"
+    problem = _sed_model_problem(args)
+    if problem:
+        return problem
     if args.dataset:
         register_builtin_datasets()
         from detectron2.data import DatasetCatalog
@@ -459,10 +477,6 @@ def _run(args, final_meta: str, records) -> int:
             return 1
 
     if not args.merge and not os.path.isfile(final_meta):
-        if args.method == "edgeboxes" and args.sed_model:
-            from siamese_detr.data.proposals.methods import _load_sed_model
-
-            _load_sed_model(args.sed_model)  # fail at start-up with a clear message, not in the workers
         summary = generate_shard(
             records,
             args.output,

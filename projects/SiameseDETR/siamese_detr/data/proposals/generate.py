@@ -11,17 +11,16 @@ Output layout of one run (``output`` = the final store directory)::
         chunks/chunk-CCCCCC.json    its image ids and skipped images, written last = "chunk C is finished"
         meta.json, boxes.npy, ...   the shard's store, assembled from its chunks when all are finished
 
-Shard I of K takes the contiguous slice ``records[I*N//K : (I+1)*N//K]`` of the image list, so the merged
-store has the dataset's order and equals a single-shard run. Every shard of one output must list the same
-images (dataset, whole-list digest) with the same K: a shard that starts next to shards of another K or of
-other images is refused, and so is a merge of such shards. A killed run restarts at the first unfinished
-chunk. The shard that completes last merges, guarded by a lock file naming its owner (host, pid); a lock
-left by a killed merge (its owner is gone) is taken over. A worker that dies (e.g. killed for memory) breaks
-the pool: its chunk is computed once more in a fresh pool, then the run fails with a message (never hangs).
-Images are listed and read by the project's one lister and reader (``image_folder``, ``image_io``); a run in
-which no image could be read writes no store and fails. An image whose size differs from the height/width
-its dataset records (a wrong COCO json) stops the run, naming the json and the image: every consumer of the
-store would refuse it.
+Shard I of K takes the contiguous slice ``records[I*N//K : (I+1)*N//K]`` of the image list, so the merged store has
+the dataset's order and equals a single-shard run. Every shard of one output must list the same images (dataset,
+whole-list digest) with the same K, method and parameters: a shard that starts next to shards of another K, of
+other images or of other settings is refused, and so is a merge of such shards. A killed run restarts at the first
+unfinished chunk. The shard that completes last merges, guarded by a lock file naming its owner (host, pid); a lock
+left by a killed merge (its owner is gone) is taken over. A worker that dies (e.g. killed for memory) breaks the
+pool: its chunk is computed once more in a fresh pool, then the run fails with a message (never hangs). Images are
+listed and read by the project's one lister and reader (``image_folder``, ``image_io``); a run in which no image
+could be read writes no store and fails. An image whose size differs from the height/width its dataset records (a
+wrong COCO json) stops the run, naming the json and the image: every consumer of the store would refuse it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Each shard writes its own store under ``OUTPUT/shards/shard-IIIII-of-KKKKK`` with a ``run.json`` saying what it
 was given (dataset or folder, the digest of the whole image list, K, method, parameters); a shard that starts
-next to shards of other images or another K is refused, and so is a merge of shards whose ``run.json`` differ.
+next to shards of other images, another K or other settings (method, parameters) is refused, and so is a merge
+of shards whose ``run.json`` differ.
 The last shard to finish merges them into ``OUTPUT`` under a lock file (atomic, stale locks of dead processes
 on this host are taken over). See :mod:`.generate` for the generation itself.
 """
@@ -73,20 +74,36 @@ def _read_run(sdir: str) -> Optional[dict]:
         return None
 
 
-def _runs_differ(a: dict, b: dict, keys) -> List[str]:
-    """Which of ``keys`` differ between two run.json dicts (a key missing from either, e.g. a run.json of an
-    older version, is not compared; ``dataset`` paths are compared by realpath)."""
+def _runs_differ(a: dict, b: dict, keys) -> List[tuple]:
+    """``(setting, value in a, value in b)`` for each of ``keys`` that differs between two run.json dicts (a key
+    missing from either, e.g. a run.json of an older version, is not compared; ``dataset`` paths are compared
+    by realpath; ``params`` by parameter, e.g. ``params.resize``, and not at all when ``method`` differs)."""
     diff = []
     for k in keys:
         if k not in a or k not in b:
             continue
         same = same_source(a[k], b[k]) if k == "dataset" else a[k] == b[k]
-        if not same:
-            diff.append(f"{_RUN_KEY_NAMES.get(k, k)}: {a[k]!r} vs {b[k]!r}")
+        if same:
+            continue
+        if k == "params" and a.get("method") != b.get("method") and "method" in keys:
+            continue  # another method has other parameters: the method says it
+        if k == "params" and isinstance(a[k], dict) and isinstance(b[k], dict):
+            diff += [(f"params.{p}", a[k].get(p), b[k].get(p)) for p in sorted(set(a[k]) | set(b[k]))
+                     if a[k].get(p) != b[k].get(p)]
+        else:
+            diff.append((_RUN_KEY_NAMES.get(k, k), a[k], b[k]))
     return diff
 
 
+def _describe_diff(diff, name_a: str, name_b: str) -> str:
+    """``diff`` of :func:`_runs_differ` as ``"NAME_A has method='x', NAME_B has 'y'; ..."``: each value next to
+    the shard it belongs to."""
+    return "; ".join(f"{name_a} has {k}={va!r}, {name_b} has {vb!r}" for k, va, vb in diff)
+
+
 _RUN_KEY_NAMES = {"num_images_all": "images listed", "image_list_sha1": "image list (sha1 of the ids in order)"}
+
+_SETTING_KEYS = ("method", "params")  # the proposals of every shard of one output are computed alike
 
 
 _IMAGE_SET_KEYS = ("dataset", "num_images_all", "image_list_sha1")  # what every shard of one output shares
@@ -107,19 +124,33 @@ def _check_other_shards(output: str, run: dict) -> None:
             "folders are left from an abandoned run, delete them (or start the whole output again with "
             "--overwrite and no --num-shards)"
         )
+    mine = json.loads(json.dumps(run))
+    me = f"shard {run['shard_id']} of {k}"
     for i in found.get(k, []):
         if i == run["shard_id"]:
             continue
         sdir = shard_dir(output, i, k)
-        theirs = _read_run(sdir)
-        diff = _runs_differ(theirs or {}, json.loads(json.dumps(run)), _IMAGE_SET_KEYS)
-        if diff:
-            raise ProposalStoreError(
-                f"{os.path.join(sdir, 'run.json')} was started on other images than this shard "
-                f"({'; '.join(diff)}): every shard of one --output must "
-                "be given the same --dataset / --image-dir and the same images. Use another --output for these "
-                f"images, or, if {sdir} is the wrong one, delete it"
-            )
+        theirs = _read_run(sdir) or {}
+        _refuse_other_shard(sdir, _runs_differ(mine, theirs, _IMAGE_SET_KEYS), me, "images",
+                            "be given the same --dataset / --image-dir and the same images. Use another --output "
+                            "for these images")
+        _refuse_other_shard(sdir, _runs_differ(mine, theirs, _SETTING_KEYS), me, "settings",
+                            "compute its proposals with the same --method and method flags (--max-boxes, --seed, "
+                            "--sed-model, --alpha, --beta, --ss-resize, --ss-mode). Re-run with the settings of "
+                            f"{os.path.join(sdir, 'run.json')}, or use another --output for these settings")
+
+
+def _refuse_other_shard(sdir: str, diff, me: str, what: str, fix: str) -> None:
+    """Raise when ``diff`` (this run vs the shard in ``sdir``) is not empty: ``what`` ("images" /
+    "settings") differ; ``fix`` continues "every shard of one --output must ..."."""
+    if not diff:
+        return
+    theirs = os.path.basename(sdir)
+    raise ProposalStoreError(
+        f"{os.path.join(sdir, 'run.json')} was started with other {what} than this run ({me}): "
+        f"{_describe_diff(diff, 'this run', theirs)}. Every shard of one --output must {fix}; or, if {sdir} is the "
+        "wrong one, delete it"
+    )
 
 
 def _append_log(output: str, lines: Sequence[str]) -> None:
@@ -140,11 +171,13 @@ def _check_shards_match(output: str, num_shards: int) -> None:
         if first is None:
             first, first_dir = run, sdir
             continue
-        diff = _runs_differ(first, run, _IMAGE_SET_KEYS + ("num_shards", "method", "params"))
+        diff = _runs_differ(run, first, _IMAGE_SET_KEYS + ("num_shards",) + _SETTING_KEYS)
         if diff:
             raise ProposalStoreError(
                 f"cannot merge {output}: {os.path.join(sdir, 'run.json')} differs from "
-                f"{os.path.join(first_dir, 'run.json')} ({'; '.join(diff)}): the shards come from other images or "
+                f"{os.path.join(first_dir, 'run.json')} ("
+                f"{_describe_diff(diff, os.path.basename(sdir), os.path.basename(first_dir))}): the shards come from "
+                "other images or "
                 f"other settings. Run the wrong shard again with the right --dataset / --image-dir and settings and "
                 f"--overwrite (--num-shards {num_shards} --shard-id I), or use another --output"
             )

@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["StoreProposals", "OnlineProposals", "RandomProposals", "AnnotationProposals"]
 
+# The flags the project's stores of a method are made with (datasets/README.md, 'Proposal stores'): the only
+# Selective Search stores are DETReg's, on a copy of short side 128 (the official squashes to 128 x 128; see
+# configs/common/data/pretrain_peers.py). The configs name the store's path only, so the hint takes them here.
+STORE_FLAGS = {"selective_search": "--ss-resize 128"}
+
 
 class StoreProposals:
     """Look proposals up in a :class:`ProposalStore` by ``str(dataset_dict["image_id"])``.
@@ -46,13 +51,15 @@ class StoreProposals:
         """The ``tools/generate_proposals.py`` command that makes this store (method from ``method`` or the
         ``NAME.METHOD.proposals`` folder name, else EdgeBoxes as the official code). ``images``: its
         ``--dataset NAME`` / ``--image-dir DIR`` part when known from elsewhere (the training config), else
-        from ``dataset``, else a placeholder."""
+        from ``dataset``, else a placeholder. The method's flags of ``STORE_FLAGS`` are added (Selective Search:
+        ``--ss-resize 128``, as the DETReg stores of datasets/README.md)."""
         from .methods import METHODS
 
         parts = os.path.basename(os.path.normpath(self.path)).split(".")
         method = self.method or (parts[-2] if len(parts) >= 3 and parts[-2] in METHODS else "edgeboxes")
         source = images or (f"--dataset {self.dataset}" if isinstance(self.dataset, str) else "--image-dir IMAGE_DIR")
-        command = f"python tools/generate_proposals.py {source} --method {method} --output {self.path}"
+        flags = f" {STORE_FLAGS[method]}" if method in STORE_FLAGS else ""
+        command = f"python tools/generate_proposals.py {source} --method {method}{flags} --output {self.path}"
         if method == "edgeboxes":
             command += ("\n(EdgeBoxes as the paper: add --sed-model model.yml.gz, OpenCV's Structured Edge model, "
                         "see datasets/README.md 'Proposal stores (pretraining)'; without it edges come from image "
@@ -73,6 +80,7 @@ class StoreProposals:
                     f"{self.path} holds {store.method!r} proposals, the config asks for {self.method!r}: point the "
                     f"config to a {self.method} store or {REGENERATE_HINT}"
                 )
+            _warn_if_full_size_selective_search(store, self.path)
             self._store = store
         return self._store
 
@@ -107,6 +115,19 @@ class StoreProposals:
         if image is not None:
             self.store.check_image(dataset_dict["image_id"], image.shape[:2], dataset_dict.get("file_name"))
         return result
+
+
+def _warn_if_full_size_selective_search(store: ProposalStore, path: str) -> None:
+    """Warn when a Selective Search store was computed at full size (meta.json ``params.resize`` None): the
+    DETReg configs expect ``--ss-resize 128`` stores, whose boxes are far fewer and coarser."""
+    params = store.meta.get("params") or {}
+    if store.method == "selective_search" and isinstance(params, dict) and params.get("resize") is None:
+        logger.warning(
+            "%s holds Selective Search proposals computed on the full-size images (its meta.json records "
+            "params.resize = None); the DETReg configs and datasets/README.md make them with --ss-resize 128 "
+            "(as DETReg's 128 x 128). If that is not intended, regenerate it: tools/generate_proposals.py with "
+            "the same --dataset / --image-dir and --output, --method selective_search --ss-resize 128 --overwrite",
+            path)
 
 
 class OnlineProposals:
