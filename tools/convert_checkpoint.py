@@ -11,7 +11,9 @@ it could not map and then refuses to write the output, so no weight is ever drop
 names the ``--format`` that does convert every key, when one does. The pretraining releases (``up_detr``,
 ``detreg``, ``siamese_detr``) convert for finetuning; with ``--for-pretraining`` they convert for the same
 method's pretraining config instead (objectness rows of the class heads, Siamese DETR's SimSiam heads), to
-continue pretraining from them (``siamese_detr/checkpoint/official_pretrain.py`` gives the details).
+continue pretraining from them (``siamese_detr/checkpoint/official_pretrain.py`` gives the details). The
+summary counts the written tensors per module, lists the rows removed from class heads (COCO ids without a
+class, or the rows an objectness head has no place for) and the keys dropped on purpose, each group with why.
 
 then initialise the frozen backbone of any pretraining / finetuning config with
 ``train.init_checkpoint=swav_r50_d2.pth``. Build the backbone with ``stride_in_1x1=False`` (the project's
@@ -203,13 +205,42 @@ def project_layout_modules(checkpoint) -> List[str]:
     return [f"{m} ({modules[m]})" for m in first]
 
 
-def summarize_dropped(dropped: Iterable[str]) -> List[str]:
-    """Group dropped source keys for printing: ``fc.*``, ``projection_head.*``, ``*.num_batches_tracked``."""
-    groups = Counter(
-        "*.num_batches_tracked" if k.endswith("num_batches_tracked") else k.split(".")[0] + ".*"
-        for k in dropped
-    )
-    return [f"{g} ({n} key{'s' if n > 1 else ''})" for g, n in sorted(groups.items())]
+_REMOVED_ROWS = re.compile(r"^(?P<key>.+)\[rows (?P<rows>[\d,]*)\]$")  # "class_embed.weight[rows 0,12]"
+
+
+def _group(key: str, notes: Optional[dict] = None) -> str:
+    """``module.*`` of a key; ``*.num_batches_tracked`` for the BatchNorm counters of a module without a note."""
+    module = key.split(".")[0] + ".*"
+    return "*.num_batches_tracked" if key.endswith("num_batches_tracked") and module not in (notes or {}) else module
+
+
+def summarize_dropped(dropped: Iterable[str], notes: Optional[dict] = None) -> List[str]:
+    """Group the source keys dropped whole for printing: ``fc.* (2 keys)``, ``*.num_batches_tracked (53 keys)``,
+    with the converter's reason where it gives one (``notes``: ``{"enc_head.*": "..."}``). Class-head rows
+    (``"KEY[rows ...]"`` entries) are left to :func:`summarize_removed_rows`."""
+    notes = notes or {}
+    groups = Counter(_group(k, notes) for k in dropped if not _REMOVED_ROWS.match(k))
+    return [f"{g} ({n} key{'s' if n > 1 else ''}{': ' + notes[g] if g in notes else ''})"
+            for g, n in sorted(groups.items())]
+
+
+def summarize_removed_rows(dropped: Iterable[str], converted: dict, notes: Optional[dict] = None) -> List[str]:
+    """One line per class head whose rows were removed: ``class_embed.* (12 tensors): rows 0,12,... removed, 81
+    of 92 kept (why)``; the tensor count is that of ``converted`` (the per-module line's)."""
+    notes, rows = notes or {}, {}
+    for entry in dropped:
+        m = _REMOVED_ROWS.match(entry)
+        if m:
+            rows.setdefault(_group(m["key"]), set()).add(m["rows"])
+    lines = []
+    for group, removed in sorted(rows.items()):
+        tensors = [v for k, v in converted.items() if _group(k) == group]
+        kept = len(tensors[0]) if tensors else 0
+        count = max(len(r.split(",")) if r else 0 for r in removed)
+        why = f" ({notes[group]})" if group in notes else ""
+        lines.append(f"{group} ({len(tensors)} tensors): rows {' / '.join(sorted(removed))} removed, {kept} of "
+                     f"{kept + count} kept{why}")
+    return lines
 
 
 def formats_that_convert(checkpoint, exclude: str = "") -> List[str]:
@@ -267,6 +298,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.format == "torchvision":
             converted, dropped = map_torchvision_resnet(checkpoint, prefix=prefix, input_format=args.input_format)
+            notes = {}
             arch, missing = missing_resnet_keys(checkpoint)
             if missing:
                 shown = ", ".join(missing[:20]) + (f", ... ({len(missing)} in all)" if len(missing) > 20 else "")
@@ -276,16 +308,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             options = {"for_pretraining": True} if args.for_pretraining else {}
             result = get_converter(args.format)(model_state(checkpoint), input_format=args.input_format, **options)
-            if result.unmapped:
-                shown = "\n  ".join(result.unmapped[:50])
-                more = f"\n  ... and {len(result.unmapped) - 50} more" if len(result.unmapped) > 50 else ""
+            if result.unmapped:  # every key, one a line: nothing is written, the user needs them all
+                shown = "\n  ".join(result.unmapped)
                 print(
                     f"error: {len(result.unmapped)} key(s) of {args.input} have no place in the {args.format} "
-                    f"layout, so nothing was written; {format_hint(checkpoint, args.format)}:\n  {shown}{more}",
+                    f"layout, so nothing was written; {format_hint(checkpoint, args.format)}:\n  {shown}",
                     file=sys.stderr,
                 )
                 return 1
-            converted, dropped, prefix = result.converted, result.dropped, ""
+            converted, dropped, prefix, notes = result.converted, result.dropped, "", result.notes
     except ValueError as e:
         print(f"error: cannot convert {args.input}: {e}; {format_hint(checkpoint, args.format)}", file=sys.stderr)
         return 1
@@ -305,7 +336,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"({args.format} layout{target}, {args.input_format} input)"
     )
     print("  per module: " + ", ".join(f"{prefix}{m}: {n}" for m, n in sorted(modules.items())))
-    print("  dropped: " + (", ".join(summarize_dropped(dropped)) if dropped else "nothing"))
+    for line in summarize_removed_rows(dropped, converted, notes):
+        print(f"  class rows: {line}")
+    whole = summarize_dropped(dropped, notes)
+    print("  dropped: " + (", ".join(whole) if whole else "nothing"))
     print(f"wrote {args.output}; use it with train.init_checkpoint={args.output}")
     return 0
 

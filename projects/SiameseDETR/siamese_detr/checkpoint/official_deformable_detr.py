@@ -34,7 +34,7 @@ from typing import Dict, List, Sequence, Union
 
 import torch
 
-from .official_detr import select_class_rows
+from .official_detr import class_rows_note, select_class_rows
 from .registry import ConversionResult, convert_detr_backbone, model_state, register_converter
 
 __all__ = ["convert_official_deformable_detr"]
@@ -101,4 +101,9 @@ def convert_official_deformable_detr(
                 dropped.append(key)
                 continue
         unmapped.append(key)
-    return ConversionResult(converted=converted, unmapped=unmapped, dropped=dropped)
+    notes = {}
+    if any("[rows " in d for d in dropped):
+        notes["class_embed.*"] = class_rows_note(class_rows, no_object=False)
+    if any(_DECODER_HEAD_ALIAS.match(d) for d in dropped):
+        notes["transformer.*"] = "the decoder's copies of the shared class_embed / bbox_embed (the same tensors)"
+    return ConversionResult(converted=converted, unmapped=unmapped, dropped=dropped, notes=notes)

@@ -95,6 +95,15 @@ def _class_rows(
     return rows
 
 
+def class_rows_note(class_rows: Union[str, Sequence[int], None], no_object: bool) -> str:
+    """Why :func:`select_class_rows` removed rows, for ``ConversionResult.notes["class_embed.*"]``."""
+    if class_rows == "auto":
+        why, kept = "COCO ids without a class", "the 80 thing classes in Detectron2's contiguous order"
+    else:
+        why, kept = "not in class_rows", "the rows of class_rows"
+    return f"removed: {why}; kept: {kept}" + (", then the no-object row" if no_object else "")
+
+
 def select_class_rows(
     key: str, value: torch.Tensor, no_object: bool, class_rows: Union[str, Sequence[int], None], dropped: List[str]
 ) -> torch.Tensor:
@@ -155,7 +164,8 @@ def _convert(
             names = [f"bbox_embed.{layer}.layers.{m[1]}.{m[2]}" for layer in range(num_heads)]
         for name in names:
             converted[name] = value
-    return ConversionResult(converted=converted, unmapped=unmapped, dropped=dropped)
+    notes = {"class_embed.*": class_rows_note(class_rows, no_object)} if any("[rows " in d for d in dropped) else {}
+    return ConversionResult(converted=converted, unmapped=unmapped, dropped=dropped, notes=notes)
 
 
 def _detr_decoder_name(m) -> str:

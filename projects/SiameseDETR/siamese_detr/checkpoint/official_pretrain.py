@@ -77,12 +77,13 @@ def _split(state: Dict[str, torch.Tensor], rules: Sequence[RenameRule]):
     return converted, rest
 
 
-def _merge(base: ConversionResult, converted: Dict[str, torch.Tensor], dropped: List[str] = ()) -> ConversionResult:
+def _merge(base: ConversionResult, converted: Dict[str, torch.Tensor], dropped: List[str] = (),
+           notes: Dict[str, str] = None) -> ConversionResult:
     clash = sorted(set(base.converted) & set(converted))
     if clash:
         raise ValueError(f"keys converted twice: {clash}")
     return ConversionResult(converted={**base.converted, **converted}, unmapped=list(base.unmapped),
-                            dropped=list(base.dropped) + list(dropped))
+                            dropped=list(base.dropped) + list(dropped), notes={**base.notes, **(notes or {})})
 
 
 def _is_deformable(state: Mapping) -> bool:
@@ -109,7 +110,10 @@ def _keep_objectness_rows(result: ConversionResult, softmax: bool) -> Conversion
         value = converted[key]
         rows = objectness_rows(len(value), softmax)
         converted[key] = select_class_rows(key, value, False, rows, dropped)
-    return ConversionResult(converted=converted, unmapped=list(result.unmapped), dropped=dropped)
+    kept = f"the object row {OBJECT_ROW}" + (", then the no-object row (the last)" if softmax else "")
+    note = f"removed: the rows the pretraining model's objectness head has no place for; kept: {kept}"
+    notes = dict(result.notes, **{"class_embed.*": note})
+    return ConversionResult(converted=converted, unmapped=list(result.unmapped), dropped=dropped, notes=notes)
 
 
 _SIMSIAM = re.compile(r"^enc_head\.0\.(projector|predictor)\.mlp\.(\d+)\.(.+)$")
@@ -221,6 +225,23 @@ def convert_official_siamese_detr(
         base = convert_official_conditional_detr(renamed, input_format=input_format, class_rows="none")
     else:
         base = convert_official_detr(renamed, input_format=input_format, class_rows="none")
+    notes = ({"pred_head.*": "the loss's class weights, criterion.empty_weight"}
+             if "pred_head.criterion.empty_weight" in dropped else {})
     if not for_pretraining:
-        return _merge(base, pretext, dropped)
-    return _keep_objectness_rows(_merge(base, pretext, dropped + folded), softmax=True)
+        if any(k.startswith("enc_head.") for k in dropped):
+            notes["enc_head.*"] = "the SimSiam heads, not used by finetuning (--for-pretraining converts them)"
+        return _merge(base, pretext, dropped, notes)
+    if folded:
+        notes["enc_head.*"] = _folded_note(folded, pretext)
+    return _keep_objectness_rows(_merge(base, pretext, dropped + folded, notes), softmax=True)
+
+
+def _folded_note(folded: Sequence[str], converted: Mapping[str, torch.Tensor]) -> str:
+    """Why the SimSiam biases in front of a BatchNorm were dropped, and whether each went into the BatchNorm's
+    ``running_mean`` (where the checkpoint has one)."""
+    into_mean = sum(f"{m[1]}.{int(m[2]) + 1}.running_mean" in converted
+                    for m in (_SIMSIAM.match(k) for k in folded) if m)
+    where = ("each subtracted from that BatchNorm's running_mean, so the output is unchanged"
+             if into_mean == len(folded) else f"{into_mean} of them subtracted from that BatchNorm's running_mean "
+             "(the other BatchNorms have none in the checkpoint)")
+    return f"biases of Linear layers in front of a BatchNorm, which the project's layers lack: {where}"

@@ -31,9 +31,14 @@ __all__ = [
 
 @dataclass
 class ConversionResult:
+    """``converted``: project name -> tensor; ``unmapped``: source keys with no place (nothing may be written);
+    ``dropped``: source keys left out on purpose, and class-head rows removed as ``"KEY[rows 0,12,...]"``;
+    ``notes``: why, by the group the CLI prints (``"class_embed.*"``, ``"enc_head.*"``, ...)."""
+
     converted: Dict[str, torch.Tensor]
     unmapped: List[str] = field(default_factory=list)
     dropped: List[str] = field(default_factory=list)
+    notes: Dict[str, str] = field(default_factory=dict)
 
 
 Converter = Callable[..., ConversionResult]
