@@ -439,8 +439,8 @@ def test_a_pretraining_to_detector_load_is_summed_up_in_words(tmp_path, caplog):
         "Partial load, in short: the class head (2 tensors: 2 class logits in the checkpoint, 3 in the model) "
         "is initialised anew, as expected when finetuning on another set of classes or from a "
         "pretraining; 2 model tensors not in the checkpoint, initialised anew "
-        "(bbox_embed); 3 checkpoint tensors unused (region_proj, sem_embed): modules this model does not "
-        "have, e.g. a pretraining's pretext heads, as expected when finetuning from a pretraining."
+        "(bbox_embed); 3 checkpoint tensors of pretext heads unused (region_proj, sem_embed): a pretraining's "
+        "heads, which a detector does not have, as expected when finetuning from a pretraining."
     ]
     caplog.clear()
     with caplog.at_level("INFO"):  # a complete load says nothing more

@@ -36,7 +36,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils import comm
 
-from .load_summary import partial_load_summary
+from .load_summary import is_pretraining_model, official_layout, official_layout_hint, partial_load_summary
 
 __all__ = [
     "CheckpointLoadError",
@@ -237,6 +237,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         self.loaded_names: Optional[List[str]] = None  # model tensors the last load gave (None: no load yet)
         # (name, shape in the checkpoint, shape in the model) of the tensors the last load skipped for their shape
         self.incorrect_shapes: List[Tuple[str, tuple, tuple]] = []
+        self.checkpoint_keys: List[str] = []  # every tensor name of the last checkpoint loaded (its layout)
 
     # ------------------------------------------------------------------------------------- saving
     def save(self, name: str, **kwargs) -> None:
@@ -300,11 +301,14 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
             names = {k[len("module."):] if k.startswith("module.") else k: v for k, v in source.items()}
             loaded = [k for k, v in names.items()
                       if k in model_state and tuple(getattr(v, "shape", ())) == tuple(model_state[k].shape)]
+        self.checkpoint_keys = source_keys
         if model_state and not loaded:
             raise CheckpointLoadError(
                 f"checkpoint {self._loading} matches no parameter of the model (0 of {len(model_state)} names "
-                f"and shapes; its keys look like {source_keys[:3]}). Is it for another model or layout? Convert "
-                f"a torchvision/SwAV/DETReg ResNet with {CONVERT_TOOL}."
+                f"and shapes; its keys look like {source_keys[:3]}). "
+                + (official_layout_hint(source_keys, self._loading or "FILE", is_pretraining_model(model_state))
+                   or f"Is it for another model or layout? Convert a torchvision/SwAV/DETReg ResNet with "
+                      f"{CONVERT_TOOL}") + "."
             )
         self.logger.info(f"Loaded {len(loaded)} of {len(model_state)} model tensors from {self._loading}")
         self.loaded_names = list(loaded)
@@ -320,7 +324,9 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
             missing = _filter_reused_missing_keys(self.model, incompatible.missing_keys)
         except ImportError:  # a future fvcore without the private helper: count every missing key
             missing = list(incompatible.missing_keys)
-        summary = partial_load_summary(incompatible.incorrect_shapes, missing, incompatible.unexpected_keys)
+        summary = partial_load_summary(incompatible.incorrect_shapes, missing, incompatible.unexpected_keys,
+                                       checkpoint_keys=self.checkpoint_keys, model_keys=list(self.model.state_dict()),
+                                       source=self._loading or "FILE")
         if summary:
             self.logger.info(summary)
 
@@ -439,12 +445,31 @@ def keep_earlier_periodic_checkpoints(periodic, start_iter: int) -> List[str]:
     return adopted
 
 
+def _official_eval_checkpoint_message(checkpointer: SafeDetectionCheckpointer, path: str, n_missing: int,
+                                      total: int) -> Optional[str]:
+    """``--eval-only`` of a whole-model checkpoint in an official layout (the last load's keys): the refusal
+    that names the conversion command first; ``None`` for any other checkpoint (a torchvision ResNet is a
+    backbone alone: converting it would not give a model to evaluate)."""
+    keys = checkpointer.checkpoint_keys
+    fmt = official_layout(keys)
+    if fmt is None or fmt == "torchvision":
+        return None
+    return (
+        f"--eval-only: {official_layout_hint(keys, path, then='evaluate train.init_checkpoint=OUT.pth')}. As it "
+        f"is, {n_missing} of the model's {total} parameters are not in {path} (by name and shape), so they would "
+        "be evaluated as randomly initialised."
+    )
+
+
 def refuse_partly_random_model(checkpointer: SafeDetectionCheckpointer, path: str) -> None:
     """``--eval-only``: raise :class:`CheckpointLoadError` when the load left parameters of the model as
     initialised (its AP would be that of random weights, recorded as the checkpoint's)."""
     missing = checkpointer.parameters_not_loaded()
     if missing:
         total = sum(1 for _ in checkpointer.model.parameters())
+        official = _official_eval_checkpoint_message(checkpointer, path, len(missing), total)
+        if official:
+            raise CheckpointLoadError(official)
         raise CheckpointLoadError(
             f"--eval-only: {len(missing)} of the model's {total} parameters are not in {path} (by name and shape; "
             f"e.g. {missing[:4]}), so they would be evaluated as randomly initialised. Evaluate a checkpoint of "

@@ -109,12 +109,28 @@ def check_backbone_loaded(model: nn.Module, loaded_names: Optional[Iterable[str]
     if not missing:
         return
     what = "a FROZEN backbone" if has_frozen_backbone(model) else "frozen backbone stages (model.backbone.freeze_at)"
+    stays = (f"{type(model).__name__} has {what}, but {len(missing)} of its {len(names)} frozen parameters are not "
+             f"in train.init_checkpoint={checkpoint} (by name and shape; e.g. {missing[:3]}): they would stay random "
+             "for the whole run.")
+    official = _official_layout_hint(model, checkpoint)
+    if official:
+        raise RandomBackboneError(f"{official}. {stays}")
     raise RandomBackboneError(
-        f"{type(model).__name__} has {what}, but {len(missing)} of its {len(names)} frozen parameters are not "
-        f"in train.init_checkpoint={checkpoint} (by name and shape; e.g. {missing[:3]}): they would stay random "
-        "for the whole run. Is it the checkpoint of another backbone (depth, width) or layout? The log lists "
-        "what was skipped; convert a torchvision/SwAV ResNet with tools/convert_checkpoint.py."
+        f"{stays} Is it the checkpoint of another backbone (depth, width) or layout? The log lists what was "
+        "skipped; convert a torchvision/SwAV ResNet with tools/convert_checkpoint.py."
     )
+
+
+def _official_layout_hint(model: nn.Module, checkpoint: str) -> Optional[str]:
+    """The conversion command for a ``checkpoint`` file whose keys follow an official release's layout
+    (:func:`~siamese_detr.engine.load_summary.official_layout_hint`), ``--for-pretraining`` for a pretraining
+    model; ``None`` for any other (or unreadable) file. Reads the file's names again: only on the error path."""
+    from .load_summary import checkpoint_file_keys, is_pretraining_model, official_layout_hint
+
+    keys = checkpoint_file_keys(checkpoint)
+    if not keys:
+        return None
+    return official_layout_hint(keys, checkpoint, is_pretraining_model(model.state_dict()))
 
 
 def check_proposal_store(cfg) -> None:
