@@ -106,11 +106,17 @@ def test_an_unconverted_official_detr_checkpoint_names_the_conversion_not_as_exp
     assert f"python tools/convert_checkpoint.py --format detr --input {path} --output OUT.pth" in summary
 
 
-def test_eval_only_of_an_unconverted_official_checkpoint_names_the_conversion_first(tmp_path):
+def _loaded_official_detr(tmp_path):
+    """The demo DETR after loading an unconverted official DETR checkpoint: (model, path, checkpointer)."""
     model = _model("detr_demo")
     path = _official_detr_checkpoint(tmp_path / "detr-r50-e632da11.pth", model)
     checkpointer = SafeDetectionCheckpointer(model)
     checkpointer.load(path)
+    return model, path, checkpointer
+
+
+def test_eval_only_of_an_unconverted_official_checkpoint_names_the_conversion_first(tmp_path):
+    _, path, checkpointer = _loaded_official_detr(tmp_path)
     with pytest.raises(CheckpointLoadError) as err:
         refuse_partly_random_model(checkpointer, path)
     message = str(err.value)
@@ -122,10 +128,7 @@ def test_eval_only_of_an_unconverted_official_checkpoint_names_the_conversion_fi
 
 
 def test_a_frozen_backbone_missing_from_an_official_checkpoint_names_the_conversion_first(tmp_path):
-    model = _model("detr_demo")
-    path = _official_detr_checkpoint(tmp_path / "detr-r50-e632da11.pth", model)
-    checkpointer = SafeDetectionCheckpointer(model)
-    checkpointer.load(path)
+    model, path, checkpointer = _loaded_official_detr(tmp_path)
     with pytest.raises(RandomBackboneError) as err:
         check_backbone_loaded(model, checkpointer.loaded_names, path)
     message = str(err.value)
