@@ -1,4 +1,4 @@
-"""Gradient clipping hook, epoch->iteration schedules, parameter groups."""
+"""Gradient clipping hook, epoch->iteration schedules, parameter groups, resume and evaluation bookkeeping."""
 import math
 
 import pytest
@@ -131,3 +131,44 @@ def test_lr_drops_of_a_long_run_found_by_bisection_match_a_scan_of_every_iterati
         scanned = [(i, values[i]) for i in range(1, max_iter) if values[i] < 0.9 * values[i - 1]]
         assert len(scanned) == len(milestones)
         assert lr_drop_iterations(multiplier, max_iter) == scanned
+
+
+def test_a_resume_reapplies_the_configs_lr_and_weight_decay_to_the_groups():
+    """The checkpoint's optimizer state brings its own lr / weight decay; the config's must win, and the
+    returned lines must say what was changed (a message alone, without the value set, was not caught)."""
+    from siamese_detr.engine.resume_checks import optimizer_settings, reapply_optimizer_settings
+
+    params = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))]
+    wanted = optimizer_settings(torch.optim.AdamW([{"params": [params[0]], "lr": 2e-4, "weight_decay": 5e-4},
+                                                   {"params": [params[1]], "lr": 2e-5, "weight_decay": 0.0}]))
+    resumed = torch.optim.AdamW([{"params": [params[0]], "lr": 1e-4, "weight_decay": 1e-4},
+                                 {"params": [params[1]], "lr": 1e-5, "weight_decay": 0.0}])
+    for group in resumed.param_groups:
+        group["initial_lr"] = group["lr"]  # as the lr scheduler keeps it
+    changed = reapply_optimizer_settings(resumed, wanted)
+    assert changed == ["group 0: lr 0.0001 -> 0.0002", "group 0: weight_decay 0.0001 -> 0.0005",
+                       "group 1: lr 1e-05 -> 2e-05"]
+    assert [(g["initial_lr"], g["weight_decay"]) for g in resumed.param_groups] == [(2e-4, 5e-4), (2e-5, 0.0)]
+    assert reapply_optimizer_settings(resumed, wanted) == []  # applied: nothing left to change
+    assert reapply_optimizer_settings(resumed, wanted[:1]) == []  # another number of groups: not ours to map
+
+
+def test_the_resume_check_compares_lists_of_another_length():
+    """--resume after dataloader.train.dataset.names [a] -> [a, b] would otherwise train on other data."""
+    from siamese_detr.engine.resume_checks import differing_keys
+
+    old = {"names": ["a"], "mapper": {"sizes": [1, 2]}}
+    assert differing_keys(old, {"names": ["a", "b"], "mapper": {"sizes": [1, 2]}}, "d") == ["d.names"]
+    assert differing_keys(old, {"names": ["a"], "mapper": {"sizes": [1, 3]}}, "d") == ["d.mapper.sizes.1"]
+    assert differing_keys(old, {"names": ["a"], "mapper": {"sizes": [1, 2], "new": 0}}, "d") == ["d.mapper.new"]
+    assert differing_keys(old, old, "d") == []
+
+
+def test_evaluation_results_count_the_iterations_finished_when_they_ran():
+    """Periodic evaluations run in after_step (iter: the step that just ran, 0-based), the last one in
+    after_train (iter == max_iter): both count finished iterations, the x of the AP curves."""
+    from types import SimpleNamespace
+
+    from siamese_detr.engine.eval_outputs import finished_iterations
+
+    assert [finished_iterations(SimpleNamespace(iter=i, max_iter=10)) for i in (0, 1, 4, 9, 10)] == [1, 2, 5, 10, 10]
