@@ -144,6 +144,36 @@ def test_figures_and_summary_are_written_whole(tmp_path):
     assert path.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
 
 
+def test_each_summary_number_comes_from_its_own_step_and_metric(tmp_path):
+    """summary.json's numbers, each read from its own step's metrics.json: every source value is distinct, so
+    a swapped folder or metric (AR of the random-init evaluation as the pretrained one's, AP75 as AP50) shows."""
+    def metrics(folder, *records):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in records))
+        return tmp_path / folder
+
+    bb = tmp_path / "backbone"
+    bb.mkdir()
+    (bb / "metrics.json").write_text(json.dumps({"method": "supervised", "knn_accuracy": 96.0,
+                                                 "knn_accuracy_random_init": 64.0}))
+    pt = metrics("pretrain", {"iteration": 9, "total_loss": 1.0},
+                 {"class_agnostic/AR@100": 1.0, "class_agnostic/AR@1": 0.5},  # an earlier evaluation: not the last
+                 {"class_agnostic/AR@100": 11.0, "class_agnostic/AR@1": 0.36})
+    rnd = metrics("random_init", {"class_agnostic/AR@100": 0.25, "class_agnostic/AR@1": 0.0})
+    ft = {"pretrained": metrics("ft_p", {"bbox/AP": 22.0, "bbox/AP50": 46.0, "bbox/AP75": 17.0}),
+          "scratch": metrics("ft_s", {"bbox/AP": 25.0, "bbox/AP50": 50.0, "bbox/AP75": 21.0})}
+    summary = _tool("run_demo").write_summary(tmp_path, bb, pt, rnd, ft, {"backbone": 6.0}, 390.0, 60.0,
+                                              ["backbone"], [], {"torch": "x"})
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert summary["ap"] == {"pretrained": 22.0, "scratch": 25.0}
+    assert summary["ap50"] == {"pretrained": 46.0, "scratch": 50.0}
+    assert (summary["ar100_pretrained_no_finetune"], summary["ar1_pretrained_no_finetune"]) == (11.0, 0.36)
+    assert (summary["ar100_random_init_no_finetune"], summary["ar1_random_init_no_finetune"]) == (0.25, 0.0)
+    assert (summary["backbone_knn_accuracy"], summary["backbone_knn_accuracy_random_init"]) == (96.0, 64.0)
+    assert summary["backbone"].startswith("narrow ResNet-18 trained by supervised classification")
+    assert (summary["minutes"], summary["minutes_this_run"]) == (6.5, 1.0)
+
+
 # ------------------------------------------------------------------------------- one run per folder
 def _hold(folder: Path):
     """Lock ``folder`` as a running demo does (the lock file the tools take)."""
