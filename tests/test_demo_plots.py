@@ -163,3 +163,18 @@ def test_a_long_title_is_wrapped_inside_the_figure_and_the_x_label_is_given(tmp_
         assert "\n" in t and " ".join(t.split()) == title
         assert b.x0 <= e.x0 and e.x1 <= b.x1 and e.y1 <= b.y1, (e, b)
     assert xlabel == "finetuning iteration" and xlabel_beside == "pretraining iteration"
+
+
+def test_the_detections_drawn_are_the_best_k_or_those_above_the_threshold():
+    """k = the image's number of objects (at least 1), by score, wherever they are in the list; a threshold of
+    None means the best k too (it raised a TypeError before)."""
+    import torch
+
+    from siamese_detr.demo.plots import detections_to_draw
+
+    scores = torch.tensor([0.2, 0.9, 0.05, 0.6, 0.4])
+    assert detections_to_draw(scores, 2, top_k=True).tolist() == [False, True, False, True, False]
+    assert detections_to_draw(scores, 3, score_threshold=None).tolist() == [False, True, False, True, True]
+    assert detections_to_draw(scores, 0, top_k=True).tolist() == [False, True, False, False, False]
+    assert detections_to_draw(scores, 9, top_k=True).all()
+    assert detections_to_draw(scores, 1, score_threshold=0.4).tolist() == [False, True, False, True, True]

@@ -4,15 +4,18 @@ Both read what the training tool wrote (``metrics.json``: one JSON object per li
 under ``task/metric`` keys with the ``iteration`` they were computed at) or run a model checkpoint.
 """
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..utils.figure_text import fit_text
 from ..utils.metrics_lines import FINISHED_ITERATIONS_KEY, MetricsFileError, metrics_records
 
+if TYPE_CHECKING:  # torch is imported where a figure needs it (curves and tables do not)
+    import torch
+
 __all__ = ["MetricsFileError", "metrics_records", "eval_history", "seed_summary", "figure_path", "plot_ap_curves",
-           "method_colours", "is_baseline", "label_box", "draw_detections"]
+           "method_colours", "is_baseline", "label_box", "draw_detections", "detections_to_draw"]
 
 
 def eval_history(metrics_json, key: str = "bbox/AP") -> List[Tuple[int, float]]:
@@ -263,12 +266,13 @@ def _draw_boxes(image: np.ndarray, boxes, labels: Sequence[str], colour, width: 
 
 
 def draw_detections(config_file: str, runs: Dict[str, str], output: str, dataset: str = "synthetic_shapes_val",
-                    num_images: int = 4, score_threshold: float = 0.3, overrides: Optional[List[str]] = None,
+                    num_images: int = 4, score_threshold: Optional[float] = 0.3, overrides: Optional[List[str]] = None,
                     cell: int = 240, top_k: bool = False) -> None:
     """A grid: one row per image of ``dataset`` (its first ``num_images``), columns = ground truth, then
-    the detections (score >= ``score_threshold``; with ``top_k`` the k best, k = the image's number of
-    ground-truth objects, whatever their score) of each model ``runs = {label: checkpoint}`` built from
-    ``config_file``. Boxes xyxy in original-image pixels; images resized to ``cell`` px wide."""
+    the detections (score >= ``score_threshold``; with ``top_k`` or no threshold the k best, k = the image's
+    number of ground-truth objects, whatever their score: :func:`detections_to_draw`) of each model
+    ``runs = {label: checkpoint}`` built from ``config_file``. Boxes xyxy in original-image pixels; images
+    resized to ``cell`` px wide."""
     import cv2
     import torch
     from detectron2.config import LazyConfig, instantiate
@@ -305,10 +309,7 @@ def draw_detections(config_file: str, runs: Dict[str, str], output: str, dataset
         with torch.no_grad():
             for image, d in zip(images, dicts):
                 inst = model([mapper(dict(d))])[0]["instances"]
-                keep = inst.scores >= score_threshold
-                if score_threshold is None or top_k:  # the k best, k = number of ground-truth objects
-                    keep = torch.zeros_like(inst.scores, dtype=torch.bool)
-                    keep[inst.scores.argsort(descending=True)[: max(1, len(d["annotations"]))]] = True
+                keep = detections_to_draw(inst.scores, len(d["annotations"]), score_threshold, top_k)
                 texts = [f"{classes[int(c)]} {float(s):.2f}"
                          for c, s in zip(inst.pred_classes[keep], inst.scores[keep])]
                 columns[label].append(_draw_boxes(image, inst.pred_boxes.tensor[keep].tolist(), texts, (0, 0, 255),
@@ -324,6 +325,20 @@ def draw_detections(config_file: str, runs: Dict[str, str], output: str, dataset
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     if not cv2.imwrite(output, grid):
         raise OSError(f"could not write {output}")
+
+
+def detections_to_draw(scores: "torch.Tensor", num_objects: int, score_threshold: Optional[float] = 0.3,
+                       top_k: bool = False) -> "torch.Tensor":
+    """Which of one image's detections (``scores`` [N]) a column of ``detections.png`` draws, as a bool mask
+    [N]: with ``top_k`` or no ``score_threshold``, the ``max(1, num_objects)`` highest-scored (``num_objects``:
+    the image's ground-truth objects); otherwise those scoring at least ``score_threshold``."""
+    import torch
+
+    if score_threshold is not None and not top_k:
+        return scores >= score_threshold
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    keep[scores.argsort(descending=True)[: max(1, num_objects)]] = True
+    return keep
 
 
 def _with_header(rows: List[np.ndarray], labels: Sequence[str], cell: int) -> np.ndarray:
