@@ -285,3 +285,140 @@ def test_detr_variant_configs_use_the_official_position_offset(config):
     assert cfg.model.position_embedding.offset == -0.5
     # official --pre_norm on ImageNet; the COCO twin (no official counterpart) is post-norm like our COCO configs
     assert cfg.model.transformer.normalize_before is ("imagenet" in config)
+
+
+# ------------------------------------------------------------------------------- mapper: seeding, branches, ranks
+def _grid_proposals(n=20, h=60, w=90):
+    """``n`` distinct boxes with positive area inside an ``h x w`` image (rank = row index)."""
+    rng = np.random.default_rng(5)
+    x0, y0 = rng.integers(0, w // 2, n), rng.integers(0, h // 2, n)
+    return np.stack([x0, y0, x0 + rng.integers(5, w // 2, n), y0 + rng.integers(5, h // 2, n)], 1).astype(np.float32)
+
+
+def test_mapper_draws_a_fresh_stream_per_call_reproducible_from_the_seed(tmp_path):
+    """Random-k: each call draws from its own generator, seeded with (seed, rank, worker id, call index), so two
+    calls on the SAME image choose different proposals, the k-th call's choice is the policy's draw from
+    ``SeedSequence([seed, 0, 0, k])`` (the policy draws first), and a new mapper with the same seed replays it."""
+    path = _write_image(tmp_path)
+    proposals = _grid_proposals()
+    d = {"file_name": path, "image_id": 1}
+
+    def run(seed, calls=3):
+        mapper = DETRegMapper(proposal_source=lambda d, im: (proposals, np.ones(20)), num_proposals=5,
+                              policy="random", crop_size=8, augmentation=[], augmentation_with_crop=None, seed=seed)
+        return [mapper(d) for _ in range(calls)]
+
+    first = run(0)
+    ranks = [out["proposal_rank"].tolist() for out in first]
+    assert ranks[0] != ranks[1] and ranks[1] != ranks[2]
+    for k, got in enumerate(ranks):
+        expected = select_proposals(np.random.default_rng(np.random.SeedSequence([0, 0, 0, k])), 20, 5, "random")
+        assert got == expected.tolist(), k
+        assert torch.equal(first[k]["proposal_boxes"], torch.as_tensor(proposals[got]))
+    for a, b in zip(first, run(0)):
+        assert torch.equal(a["proposal_rank"], b["proposal_rank"]) and torch.equal(a["crops"], b["crops"])
+    assert run(1, calls=1)[0]["proposal_rank"].tolist() != ranks[0]
+
+
+def test_mapper_chooses_each_augmentation_branch_about_half_the_time(tmp_path):
+    """DETR's ``RandomSelect``: in training each sample takes the crop branch with probability 0.5, drawn from the
+    sample's own seeded stream (a new mapper replays the choices); at inference only the plain branch. The two
+    branches are told apart by the output size (x2 / x3 resize)."""
+    path = _write_image(tmp_path, h=20, w=30)
+    proposals = np.array([[0, 0, 10, 10], [5, 5, 25, 18]], dtype=np.float32)
+
+    def mapper(is_train=True):
+        return DETRegMapper(proposal_source=lambda d, im: (proposals, np.ones(2)), num_proposals=2, crop_size=4,
+                            is_train=is_train, seed=0, augmentation=[T.ResizeTransform(20, 30, 40, 60)],
+                            augmentation_with_crop=[T.ResizeTransform(20, 30, 60, 90)])
+
+    def branches(m, calls):
+        sizes = [tuple(m({"file_name": path, "image_id": i})["image"].shape[1:]) for i in range(calls)]
+        assert set(sizes) <= {(40, 60), (60, 90)}
+        return [size == (60, 90) for size in sizes]
+
+    chosen = branches(mapper(), 200)
+    assert 0.35 <= np.mean(chosen) <= 0.65  # Binomial(200, 0.5): 5 sigma = 0.18
+    assert branches(mapper(), 20) == chosen[:20]
+    assert not any(branches(mapper(is_train=False), 10))
+
+
+def test_default_augmentations_are_the_official_detreg_ones():
+    """Official DETReg ``make_self_det_transforms('train')``: RandomHorizontalFlip, then RandomSelect(
+    RandomResize(scales, max_size=600), [RandomResize([400, 500, 600]), RandomSizeCrop(384, 600),
+    RandomResize(scales, max_size=600)]) with scales 320..480 without 384; here the flip starts each branch."""
+    from siamese_detr.data.detreg_mapper import detreg_augmentations
+
+    scales = [320, 336, 352, 368, 400, 416, 432, 448, 464, 480]
+    default = DETRegMapper(proposal_source=lambda d, im: (np.zeros((0, 4)), np.zeros(0)))
+    for plain, crop in (detreg_augmentations(), (default.augmentation.augs, default.augmentation_with_crop.augs)):
+        for branch in (plain, crop):
+            flip = branch[0]
+            assert isinstance(flip, T.RandomFlip) and flip.prob == 0.5 and flip.horizontal and not flip.vertical
+            assert sum(isinstance(a, T.RandomFlip) for a in branch) == 1
+            last = branch[-1]
+            assert isinstance(last, T.ResizeShortestEdge) and not last.is_range
+            assert list(last.short_edge_length) == scales and last.max_size == 600
+        assert len(plain) == 2 and len(crop) == 4
+        first_resize, random_crop = crop[1], crop[2]
+        assert isinstance(first_resize, T.ResizeShortestEdge) and not first_resize.is_range
+        assert list(first_resize.short_edge_length) == [400, 500, 600] and first_resize.max_size >= 10 ** 6
+        assert isinstance(random_crop, T.RandomCrop) and random_crop.crop_type == "absolute_range"
+        assert tuple(random_crop.crop_size) == (384, 600)
+
+
+def test_proposal_rank_is_the_source_rank_of_each_kept_box(tmp_path):
+    """Random-k with a crop that drops some chosen boxes, after a zero-area and a non-finite proposal: each kept
+    box's ``proposal_rank`` is its index in the source's list less the non-finite rows before it, and the box
+    is that source proposal moved by the crop; the ranks cover every chosen box that overlaps the crop."""
+    path = _write_image(tmp_path)
+    source = np.concatenate([
+        [[10, 10, 10, 30], [np.nan, 0, 5, 5]],  # rank 0: zero width (never chosen); non-finite row: not ranked
+        _grid_proposals(12),
+    ]).astype(np.float32)
+    ranked = np.delete(source, 1, axis=0)  # ranks count after dropping non-finite rows
+    crop = (40, 20, 50, 40)  # x0, y0, w, h
+    inside = (ranked[:, 2] > crop[0]) & (ranked[:, 0] < crop[0] + crop[2]) & \
+             (ranked[:, 3] > crop[1]) & (ranked[:, 1] < crop[1] + crop[3]) & (ranked[:, 2] > ranked[:, 0])
+    assert 3 <= inside.sum() <= 10  # the crop keeps some proposals and drops others
+    mapper = DETRegMapper(proposal_source=lambda d, im: (source, np.ones(len(source))), num_proposals=6,
+                          policy="random", crop_size=8, min_proposals=1, seed=0, is_train=False,
+                          augmentation=[T.CropTransform(*crop)], augmentation_with_crop=None)
+    seen, dropped_some = set(), False
+    for i in range(12):
+        out = mapper({"file_name": path, "image_id": i})
+        if out is None:
+            continue
+        ranks = out["proposal_rank"].tolist()
+        assert len(set(ranks)) == len(ranks)
+        assert all(inside[r] for r in ranks) and 0 not in ranks
+        expected = ranked[ranks] - np.array([crop[0], crop[1], crop[0], crop[1]], dtype=np.float32)
+        expected[:, 0::2] = expected[:, 0::2].clip(0, crop[2])
+        expected[:, 1::2] = expected[:, 1::2].clip(0, crop[3])
+        assert torch.allclose(out["proposal_boxes"], torch.as_tensor(expected)), (i, ranks)
+        assert out["crops"].shape[0] == len(ranks)
+        dropped_some |= len(ranks) < 6
+        seen.update(ranks)
+    assert dropped_some and len(seen) >= 4
+
+
+def test_mapper_skips_samples_left_with_too_few_proposals_after_augmentation(tmp_path):
+    """Enough proposals before the augmentation, fewer than ``min_proposals`` (but one) after it: the sample is
+    skipped (``None``, counted in ``num_few_proposals``) as the official ``min_proposals`` check; with
+    ``min_proposals=1`` the one surviving box is returned."""
+    path = _write_image(tmp_path)
+    proposals = np.array([[0, 0, 20, 20], [50, 30, 90, 60], [2, 2, 10, 10]], dtype=np.float32)
+
+    def mapper(min_proposals):
+        return DETRegMapper(proposal_source=lambda d, im: (proposals, np.ones(3)), num_proposals=3, crop_size=8,
+                            min_proposals=min_proposals, is_train=False,
+                            augmentation=[T.CropTransform(40, 20, 50, 40)], augmentation_with_crop=None)
+
+    for min_proposals in (2, 3):
+        m = mapper(min_proposals)
+        assert m({"file_name": path, "image_id": 1}) is None
+        assert m.num_few_proposals == 1
+    m = mapper(1)
+    out = m({"file_name": path, "image_id": 1})
+    assert out["proposal_rank"].tolist() == [1] and m.num_few_proposals == 0
+    assert torch.equal(out["proposal_boxes"], torch.tensor([[10.0, 10, 50, 40]]))

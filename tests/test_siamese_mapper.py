@@ -450,3 +450,40 @@ def test_one_pass_view_warp_equals_resize_flip_cut_resize(short_side):
             diff = np.abs(got.astype(np.float64) - ref)[2:-2, 2:-2]  # borders: replicate vs clamp
             assert diff.mean() < 0.8 and np.percentile(diff, 99) < 4.0  # a 1-px offset gives ~3.6 / 11
     assert flips == {True, False}
+
+
+class _RecordingDraws:
+    """A real ``numpy.random.Generator`` whose ranged draws ``uniform(lo, hi)`` are recorded: with distinct
+    strengths per jitter op, the ranges tell which op drew its factor, in which order."""
+
+    def __init__(self, seed):
+        self.rng, self.ranges = np.random.default_rng(seed), []
+
+    def uniform(self, low=None, high=None):
+        if low is None:
+            return self.rng.uniform()
+        self.ranges.append((low, high))
+        return self.rng.uniform(low, high)
+
+    def permutation(self, n):
+        return self.rng.permutation(n)
+
+
+def test_color_jitter_applies_the_four_ops_in_a_random_order():
+    """torchvision ``ColorJitter`` applies brightness, contrast, saturation and hue in a fresh random order per
+    call (``torch.randperm(4)``): each op exactly once per call, and over 24 seeds several different orders,
+    each op coming first in some of them. The op of each draw is known from its range (strengths 0.1 / 0.2 /
+    0.3 / 0.05 give U[0.9, 1.1], U[0.8, 1.2], U[0.7, 1.3], U[-0.05, 0.05])."""
+    op_of = {(0.9, 1.1): "b", (0.8, 1.2): "c", (0.7, 1.3): "s", (-0.05, 0.05): "h"}
+    image = _jitter_images()[0]
+    orders = []
+    for seed in range(24):
+        draws = _RecordingDraws(seed)
+        got = M.simsiam_augment(draws, image, color_jitter=(0.1, 0.2, 0.3, 0.05), color_jitter_prob=1.0,
+                                grayscale_prob=0.0, blur_prob=0.0)
+        assert got.shape == image.shape and got.dtype == np.uint8
+        order = "".join(op_of[tuple(round(v, 6) for v in r)] for r in draws.ranges)
+        assert sorted(order) == ["b", "c", "h", "s"], order
+        orders.append(order)
+    assert len(set(orders)) >= 6, orders
+    assert {order[0] for order in orders} == {"b", "c", "s", "h"}, orders

@@ -256,3 +256,43 @@ def test_demo_configs_hand_off_to_the_finetune_demo():
             assert sorted(k for k in fine if k not in pre) == [], name
             assert all(pre[k].shape == fine[k].shape for k in fine if not k.startswith("class_embed.")), name
             assert {k.split(".")[0] for k in pre if k not in fine} == extra, name
+
+
+def test_mapper_draws_a_fresh_stream_per_call_reproducible_from_the_seed(tmp_path):
+    """Each call draws from its own generator, seeded with (seed, rank, worker id, call index): two calls on the
+    SAME image give different patches, the k-th call's boxes are the official draws of
+    ``SeedSequence([seed, 0, 0, k])`` (one process, no worker), and a new mapper with the same seed replays the
+    same sequence."""
+    image = np.random.default_rng(3).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    path = str(tmp_path / "x.png")
+    cv2.imwrite(path, image)
+    d = {"file_name": path, "image_id": 1}
+
+    def run(seed):
+        mapper = UPDETRMapper(num_patches=4, patch_size=16, augmentation=[], seed=seed)
+        return [mapper(d) for _ in range(3)]
+
+    first = run(0)
+    boxes = [out["patch_boxes"] for out in first]
+    assert not torch.equal(boxes[0], boxes[1]) and not torch.equal(boxes[1], boxes[2])
+    assert not torch.equal(first[0]["patches"], first[1]["patches"])
+    for k, got in enumerate(boxes):
+        expected = random_patch_boxes(np.random.default_rng(np.random.SeedSequence([0, 0, 0, k])), 60, 90, 4)
+        assert torch.equal(got, torch.as_tensor(expected, dtype=torch.float32)), k
+    for a, b in zip(first, run(0)):
+        assert torch.equal(a["patch_boxes"], b["patch_boxes"]) and torch.equal(a["patches"], b["patches"])
+    assert not torch.equal(run(1)[0]["patch_boxes"], boxes[0])  # another seed, another stream
+
+
+def test_default_augmentation_is_the_official_resize_without_flip():
+    """Official UP-DETR ``make_self_det_transforms('train')``: RandomResize(scales, max_size=600) only ("HorizontalFlip
+    may cause the pretext too difficult"), scales 320..480 without 384."""
+    from siamese_detr.data.up_detr_mapper import UP_DETR_SCALES, up_detr_augmentation
+
+    scales = [320, 336, 352, 368, 400, 416, 432, 448, 464, 480]
+    assert list(UP_DETR_SCALES) == scales
+    for augs in (up_detr_augmentation(), UPDETRMapper().augmentation.augs):
+        assert len(augs) == 1 and not any(isinstance(a, T.RandomFlip) for a in augs)
+        (resize,) = augs
+        assert isinstance(resize, T.ResizeShortestEdge) and not resize.is_range
+        assert list(resize.short_edge_length) == scales and resize.max_size == 600
