@@ -285,3 +285,74 @@ def test_a_legacy_torch_save_file_still_converts(tmp_path):
     assert checkpoint_kind(str(src)) == "pickle" and is_legacy_torch_save(str(src))
     assert tool.main(["--input", str(src), "--output", str(dst)]) == 0
     assert _saved_keys(dst) == set(convert_torchvision_resnet(sd))
+
+
+# COCO's 80 thing category ids (1..90 without the 10 ids that have no category), written out by hand
+_COCO_THING_IDS = [i for i in range(1, 91) if i not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}]
+
+
+def _official_detr_state(num_rows: int, hidden: int = 4) -> dict:
+    """A tiny official-DETR-layout state dict (one decoder layer, no backbone) whose class head has
+    ``num_rows`` rows; row ``r`` of the weight is filled with ``r`` and the bias is ``r + 0.5``."""
+    rows = torch.arange(num_rows, dtype=torch.float32)
+    return {
+        "query_embed.weight": torch.zeros(3, hidden),
+        "transformer.decoder.layers.0.linear1.weight": torch.ones(2 * hidden, hidden),
+        "transformer.decoder.norm.weight": torch.ones(hidden),
+        "class_embed.weight": rows[:, None].repeat(1, hidden),
+        "class_embed.bias": rows + 0.5,
+        "bbox_embed.layers.0.weight": torch.ones(hidden, hidden),
+        "bbox_embed.layers.0.bias": torch.zeros(hidden),
+    }
+
+
+@pytest.mark.parametrize(
+    "num_rows, kept_rows",
+    [
+        (92, _COCO_THING_IDS + [91]),  # the official COCO width: 80 thing ids, then the no-object row
+        (91, list(range(91))),  # not the DETR COCO width (91 ids + no-object = 92): kept as is
+        (93, list(range(93))),
+        (100, list(range(100))),
+        (1204, list(range(1204))),  # an LVIS-width head (1203 classes + no-object)
+        (21, list(range(21))),  # VOC
+    ],
+)
+def test_official_detr_auto_class_rows_only_cut_the_coco_width(tmp_path, capsys, num_rows, kept_rows):
+    """``class_rows="auto"`` (the tool's default) maps exactly the official COCO head (92 rows) to the 80
+    Detectron2 classes + no-object; a head of any other width (wider ones included) is kept whole."""
+    from siamese_detr.checkpoint.official_detr import convert_official_detr
+
+    state = _official_detr_state(num_rows)
+    result = convert_official_detr(state)
+    assert not result.unmapped
+    expected = torch.tensor(kept_rows, dtype=torch.float32)
+    assert torch.equal(result.converted["class_embed.0.bias"], expected + 0.5)
+    assert torch.equal(result.converted["class_embed.0.weight"][:, 0], expected)
+    assert any("[rows " in d for d in result.dropped) == (num_rows == 92)
+
+    src, dst = tmp_path / "detr.pth", tmp_path / "detr_d2.pth"
+    torch.save({"model": state}, src)
+    assert tool.main(["--input", str(src), "--output", str(dst), "--format", "detr"]) == 0
+    out = capsys.readouterr().out
+    saved = torch.load(dst, map_location="cpu", weights_only=True)["model"]
+    assert torch.equal(saved["class_embed.0.bias"], expected + 0.5)
+    assert ("class rows:" in out) == (num_rows == 92), out
+
+
+@pytest.mark.parametrize(
+    "num_rows, kept_rows",
+    [
+        (91, _COCO_THING_IDS),  # Conditional DETR's COCO width: 91 sigmoid rows, no no-object row
+        (92, list(range(92))),
+        (100, list(range(100))),
+        (1203, list(range(1203))),  # LVIS width
+    ],
+)
+def test_official_conditional_detr_auto_class_rows_only_cut_the_coco_width(num_rows, kept_rows):
+    from siamese_detr.checkpoint.official_detr import convert_official_conditional_detr
+
+    result = convert_official_conditional_detr(_official_detr_state(num_rows))
+    assert not result.unmapped
+    expected = torch.tensor(kept_rows, dtype=torch.float32)
+    assert torch.equal(result.converted["class_embed.0.bias"], expected + 0.5)
+    assert torch.equal(result.converted["class_embed.0.weight"][:, 0], expected)

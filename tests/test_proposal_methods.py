@@ -65,6 +65,96 @@ def test_edgeboxes_finds_high_contrast_rectangle(rect_image):
     assert _iou_one_to_many(np.array(RECT, float), boxes.astype(float)).max() >= 0.7
 
 
+PORTRAIT_RECT = (25, 80, 86, 151)  # x1, y1, x2, y2 (exclusive) in the 170 x 110 portrait image: y2 > its width
+
+
+@pytest.fixture(scope="module")
+def portrait_image():
+    """Taller than wide, the rectangle reaching below y = width (a clip of y to the width would cut it)."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(90, 130, (170, 110, 3)).astype(np.uint8)
+    img = cv2.GaussianBlur(img, (0, 0), 2)
+    r = PORTRAIT_RECT
+    cv2.rectangle(img, r[:2], (r[2] - 1, r[3] - 1), (250, 250, 250), -1)
+    return img
+
+
+@pytest.mark.parametrize("method", ["edgeboxes", "selective_search"])
+def test_methods_find_the_rectangle_on_a_portrait_image(portrait_image, method):
+    h, w = portrait_image.shape[:2]
+    assert (h, w) == (170, 110)
+    boxes, scores = compute_proposals(portrait_image, method, max_boxes=100)
+    _check_boxes(boxes, scores, h, w)
+    assert _iou_one_to_many(np.array(PORTRAIT_RECT, float), boxes.astype(float)).max() >= 0.7
+    assert boxes[:, 3].max() > w  # boxes go below y = width (y is clipped to the height, not the width)
+
+
+def test_xywh_to_xyxy_clipped_by_hand_on_a_portrait_size():
+    """xywh -> xyxy is x2 = x + w, y2 = y + h (not pixel-inclusive); x is clipped to [0, width] and y to
+    [0, height], here on an image taller (100) than wide (60)."""
+    convert = proposal_methods._xywh_to_xyxy_clipped
+    got = convert([[0, 50, 10, 40]], height=100, width=60)
+    assert got.dtype == np.float32 and got.tolist() == [[0, 50, 10, 90]]
+    got = convert(np.array([[-5, -3, 100, 200], [50, 90, 30, 5], [10, 20, 30, 40]]), height=100, width=60)
+    assert got.tolist() == [[0, 0, 60, 100], [50, 90, 60, 95], [10, 20, 40, 60]]
+    # and landscape: y stops at the height (40), x at the width (70)
+    assert convert([[60, 30, 20, 20]], height=40, width=70).tolist() == [[60, 30, 70, 40]]
+
+
+def _record_searched_images(monkeypatch):
+    """Spy on the images Selective Search is given (``setBaseImage``); returns the list they are added to."""
+    searched = []
+    real = proposal_methods.cv2.ximgproc.segmentation.createSelectiveSearchSegmentation
+
+    class Recording:
+        def __init__(self):
+            self.inner = real()
+
+        def setBaseImage(self, image):
+            searched.append(image.copy())
+            self.inner.setBaseImage(image)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(proposal_methods.cv2.ximgproc.segmentation, "createSelectiveSearchSegmentation", Recording)
+    return searched
+
+
+@pytest.mark.parametrize(
+    "image_name, resize, searched_hw",
+    [
+        ("portrait_image", 64, (99, 64)),  # 170 x 110: short side 110 -> 64, long 170 * 64 / 110 = 98.9 -> 99
+        ("rect_image", 70, (70, 85)),  # 140 x 170: short side 140 -> 70, long 170 / 2 = 85
+        ("portrait_image", 220, (340, 220)),  # upscale x2
+    ],
+)
+def test_selective_search_resize_keeps_the_aspect_ratio(request, monkeypatch, image_name, resize, searched_hw):
+    """``resize`` sets the short side and keeps the aspect ratio: the image handed to OpenCV is H' x W' with
+    the input's orientation (not transposed), and the boxes come back in input pixels."""
+    image = request.getfixturevalue(image_name)
+    h, w = image.shape[:2]
+    searched = _record_searched_images(monkeypatch)
+    boxes, scores = selective_search(image, resize=resize)
+    assert len(searched) == 1 and searched[0].shape == searched_hw + (3,)
+    sh, sw = searched_hw
+    assert abs(sh / sw - h / w) < 0.01
+    _check_boxes(boxes, scores, h, w)
+    rect = PORTRAIT_RECT if image_name == "portrait_image" else RECT
+    assert _iou_one_to_many(np.array(rect, float), boxes.astype(float)).max() >= 0.7
+
+
+def test_selective_search_max_boxes_keeps_the_first_boxes(portrait_image):
+    """``max_boxes`` keeps the first K boxes of OpenCV's order (the best ranked), with scores (K - i) / K."""
+    full, _ = selective_search(portrait_image)
+    assert len(full) > 10
+    top, scores = selective_search(portrait_image, max_boxes=5)
+    assert np.array_equal(top, full[:5])
+    assert np.allclose(scores, [1.0, 0.8, 0.6, 0.4, 0.2])
+    top, _ = selective_search(portrait_image, max_boxes=5, resize=64)
+    assert np.array_equal(top, selective_search(portrait_image, resize=64)[0][:5])
+
+
 def test_selective_search_resize_scales_boxes_back(rect_image):
     h, w = rect_image.shape[:2]
     full, _ = selective_search(rect_image)

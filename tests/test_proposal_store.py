@@ -214,3 +214,27 @@ def test_store_source_is_picklable_and_lazy(store_dir):
     clone = pickle.loads(pickle.dumps(src))
     assert clone._store is None
     assert np.array_equal(clone({"image_id": ids[3]})[0], boxes[3])
+
+
+def test_size_checks_compare_the_width_too(tmp_path):
+    """An image stored as (height, width) = (100, 80): another width (same height) is another image size, for
+    ``check_image`` and for ``check_dataset`` (so also ``ProposalStore.open(dataset=...)``); so is another
+    height, and the recorded size passes."""
+    path = str(tmp_path / "w.proposals")
+    boxes = [np.array([[10, 20, 70, 90]], np.float32), np.array([[0, 0, 40, 30]], np.float32)]
+    scores = [np.array([0.9], np.float32), np.array([0.5], np.float32)]
+    write_store(path, ["tall", 7], boxes, scores, [(100, 80), (30, 40)], method="edgeboxes", params={})
+    store = ProposalStore.open(path)
+    assert store.image_size("tall") == (100, 80)
+    store.check_image("tall", (100, 80))
+    for hw in [(100, 90), (100, 79), (101, 80), (80, 100)]:
+        with pytest.raises(ProposalStoreError, match=r"sizes\.npy: image 'tall'"):
+            store.check_image("tall", hw)
+    other = {"image_id": 7, "height": 30, "width": 40, "file_name": "7.jpg"}
+    store.check_dataset([{"image_id": "tall", "height": 100, "width": 80, "file_name": "tall.jpg"}, other])
+    for h, w in [(100, 90), (100, 79), (101, 80), (80, 100)]:
+        records = [{"image_id": "tall", "height": h, "width": w, "file_name": "tall.jpg"}, other]
+        with pytest.raises(ProposalStoreError, match=r"sizes\.npy: 1 images differ in size.*'tall', \(100, 80\)"):
+            store.check_dataset(records)
+        with pytest.raises(ProposalStoreError, match=r"1 images differ in size"):
+            ProposalStore.open(path, dataset=records)
