@@ -94,7 +94,8 @@ def test_split_files_identical_across_processes_and_reruns(tmp_path):
 def toy_parent(monkeypatch):
     ids = [7 * i + 3 for i in range(200)]
     DatasetCatalog.register(PARENT, lambda: [{"image_id": i, "file_name": f"{i}.jpg"} for i in ids])
-    MetadataCatalog.get(PARENT).set(thing_classes=["a", "b"], evaluator_type="coco")
+    MetadataCatalog.get(PARENT).set(thing_classes=["a", "b"], evaluator_type="coco",
+                                    thing_dataset_id_to_contiguous_id={3: 0, 9: 1})
     monkeypatch.setitem(LD.LOW_DATA_SPLITS, NAME, (PARENT, 10, 42, "test"))
     yield ids
     for name in (PARENT, NAME):
@@ -112,15 +113,35 @@ def test_registered_split_loads_the_subset_and_checks_the_parent(toy_parent, tmp
     LD.write_low_data_split(NAME, ids)
     dicts = DatasetCatalog.get(NAME)
     assert [d["image_id"] for d in dicts] == LD.select_subset(ids, 10, 42)
-    assert MetadataCatalog.get(NAME).thing_classes == ["a", "b"]
+    meta = MetadataCatalog.get(NAME)  # the parent's, so that COCO evaluation maps the same category ids
+    assert (meta.thing_classes, meta.thing_dataset_id_to_contiguous_id) == (["a", "b"], {3: 0, 9: 1})
+    assert (meta.evaluator_type, meta.parent) == ("coco", PARENT)
     # an existing file with other ids is not silently replaced
     with pytest.raises(ValueError, match="different image ids"):
         LD.write_low_data_split(NAME, ids[:-1])
-    # the parent changed size since the split was drawn: refuse to load
-    DatasetCatalog.remove(PARENT)
-    DatasetCatalog.register(PARENT, lambda: [{"image_id": i} for i in ids[:-1]])
-    with pytest.raises(ValueError, match="drawn from 200 images"):
-        DatasetCatalog.get(NAME)
+    # the parent changed size since the split was drawn (fewer or more images): refuse to load
+    for changed in (ids[:-1], ids + [10 ** 6]):
+        DatasetCatalog.remove(PARENT)
+        DatasetCatalog.register(PARENT, lambda changed=changed: [{"image_id": i} for i in changed])
+        with pytest.raises(ValueError, match=f"drawn from 200 images of {PARENT}, which now has {len(changed)}"):
+            DatasetCatalog.get(NAME)
+
+
+def test_a_split_file_drawn_from_another_parent_size_is_not_kept_silently(toy_parent, tmp_path, monkeypatch):
+    """The same ids drawn from a parent of another size (e.g. images added since) are another split: the
+    file records the parent's size, which the loader checks, so keeping the old file would make it refuse."""
+    from siamese_detr.data.datasets import low_data_select
+
+    ids = toy_parent
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    monkeypatch.setattr(low_data_select, "select_subset", lambda parent_ids, pct, seed: [3, 10, 17])
+    path = LD.write_low_data_split(NAME, ids)
+    assert LD.write_low_data_split(NAME, ids) == path  # the same: kept
+    with pytest.raises(ValueError, match=f"was drawn from 200 images of {PARENT}, which now has 201: pass "):
+        LD.write_low_data_split(NAME, ids + [10 ** 6])
+    LD.write_low_data_split(NAME, ids + [10 ** 6], overwrite=True)
+    with open(path) as f:
+        assert json.load(f)["num_parent_images"] == 201
 
 
 def test_the_script_names_each_missing_parent_and_fails_when_it_writes_nothing(tmp_path):

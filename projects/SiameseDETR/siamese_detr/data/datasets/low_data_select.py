@@ -91,10 +91,14 @@ def write_low_data_split(
     if os.path.isfile(path) and not overwrite:
         with open(path) as f:
             existing = json.load(f)
-        if existing.get("image_ids") != ids or existing.get("num_parent_images") != record["num_parent_images"]:
+        if existing.get("image_ids") != ids:
             raise ValueError(f"{path} exists with different image ids (files written before 2026-12-05 used "
                              "RandomState(42), not DETReg's default_rng(42) draw); pass overwrite=True (--force) "
                              "to replace it")
+        if existing.get("num_parent_images") != record["num_parent_images"]:
+            raise ValueError(f"{path} was drawn from {existing.get('num_parent_images')} images of {parent}, which "
+                             f"now has {record['num_parent_images']}: pass overwrite=True (--force) to draw it again "
+                             "from the parent as it is")
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
