@@ -25,7 +25,7 @@ def test_curves_sum_losses_skip_aux_and_keep_eval(tmp_path):
         {"iteration": 19, "loss_ce": 2.0, "loss_bbox": 1.0, "loss_ce_0": 3.0, "lr": 1e-4},
         {"iteration": 39, "loss_ce": 1.5, "loss_bbox": 0.5, "loss_ce_0": 2.0, "total_loss": 4.0,
          "loss_ce_one2many": 0.7, "loss_ce_1_one2many": 0.9},
-        {"iteration": 39, "bbox/AP": 12.5},
+        {"iteration": 39, "bbox/AP": 12.5, "eval/finished_iterations": 40},
     ])
     records = plot_metrics.read_metrics(metrics)
     curves = plot_metrics.loss_curves(records)
