@@ -177,6 +177,11 @@ def test_train_and_test_specs_with_different_categories_fail(tiny_coco):
     cfg = _detr_like_cfg(f"coco:{root}/train.json:{root}/images", f"coco:{root}/other.json:{root}/images")
     with pytest.raises(ValueError, match="different categories"):
         register_config_datasets(cfg)
+    # two training sets (any of them, not only the first) with different categories: the same
+    train = f"coco:{root}/train.json:{root}/images"
+    with pytest.raises(ValueError, match="different categories"):
+        apply_checked_overrides(_detr_like_cfg("x", train),
+                                [f"dataloader.train.dataset.names=[{train},coco:{root}/other.json:{root}/images]"])
 
 
 def test_spec_in_a_list_of_names_and_in_a_config_file_value(tiny_coco):
