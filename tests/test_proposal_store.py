@@ -69,10 +69,17 @@ def test_merge_equals_concatenation(tmp_path):
     a, b = _fake(4, seed=1, prefix="a"), _fake(3, seed=2, prefix="b")
     b = (["b" + str(i) for i in b[0]],) + b[1:]
     pa, pb = str(tmp_path / "a"), str(tmp_path / "b")
-    write_store(pa, *a, method="random", params={"seed": 0})
-    write_store(pb, *b, method="random", params={"seed": 0})
+    skipped_a = [{"image_id": "a-bad", "file_name": "a-bad.jpg", "reason": "corrupt"}]
+    skipped_b = [{"image_id": "b-bad", "file_name": "b-bad.jpg", "reason": "unreadable"}]
+    write_store(pa, *a, method="random", params={"seed": 0}, skipped=skipped_a)
+    write_store(pb, *b, method="random", params={"seed": 0}, skipped=skipped_b)
     merged = ProposalStore.open(merge_stores([pa, pb], str(tmp_path / "m"), chunk_images=2))
     assert merged.image_ids == [str(i) for i in a[0] + b[0]]
+    # every shard's skipped images, and the box counts of all images (not of one shard)
+    assert merged.meta["skipped"] == skipped_a + skipped_b
+    counts = [len(x) for x in a[1] + b[1]]
+    assert merged.meta["counts"] == {"min": min(counts), "max": max(counts), "mean": pytest.approx(np.mean(counts))}
+    assert merged.meta["num_boxes"] == sum(counts) and merged.meta["merged_from"] == 2
     for src in (a, b):
         for i, image_id in enumerate(src[0]):
             bx, sc = merged.get(image_id)
