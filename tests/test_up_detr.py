@@ -82,6 +82,8 @@ def test_random_patch_geometry_within_bounds():
         assert x0.min() >= 0 and y0.min() >= 0 and np.all(x0 <= w - sw - 1) and np.all(y0 <= h - sh - 1)
         if w > 100:  # the sizes cover the allowed range (uniform draws)
             assert sw.min() < 8 + 0.1 * w and sw.max() > w - 8 - 0.1 * w
+        else:  # few sizes, 500 draws: every one occurs, both ends included (official randint(8, W - 8 + 1))
+            assert set(sw.astype(int)) == set(range(8, w - 7)) and set(sh.astype(int)) == set(range(8, h - 7))
     with pytest.raises(ValueError):
         random_patch_boxes(rng, 16, 100, 1)
 
