@@ -116,8 +116,26 @@ def test_the_lr_schedule_is_described_in_iterations_and_a_scaled_one_is_flagged(
         text, suspect = describe_lr_schedule(cfg, multiplier)
         assert suspect and "from iteration 400" in text and "from iteration 450" in text
         assert ("num_updates=1000 differs from train.max_iter" in text) and "num_updates=500" in text
+        cfg.train.max_iter = 2000  # longer: the drops come later (1600, 1800), flagged too
+        text, suspect = describe_lr_schedule(cfg, multiplier)
+        assert suspect and "from iteration 1600" in text and "num_updates=2000" in text
     constant = instantiate(sched.step_schedule_iters(10, []))
     assert lr_drop_iterations(constant, 10) == []
+
+
+def test_only_step_falls_larger_than_min_drop_are_lr_drops():
+    """A 5% step is below min_drop (10%); a cosine to 0 falls by more than 10% per iteration in its last 2%
+    (0.25 of its value at the very end) but is no step: listing those 18 iterations said nothing."""
+    from fvcore.common.param_scheduler import CosineParamScheduler, LinearParamScheduler, MultiStepParamScheduler
+
+    from siamese_detr.engine.schedule_checks import lr_drop_iterations
+
+    small_then_large = MultiStepParamScheduler([1.0, 0.95, 0.5], milestones=[500, 700], num_updates=1000)
+    assert lr_drop_iterations(small_then_large, 1000) == [(700, 0.5)]
+    assert [i for i, _ in lr_drop_iterations(small_then_large, 1000, min_drop=0.01)] == [500, 700]
+    cosine = CosineParamScheduler(1.0, 0.0)
+    assert 1 - cosine(999 / 1000) / cosine(998 / 1000) > 0.5  # it does fall fast at the end
+    assert lr_drop_iterations(cosine, 1000) == [] and lr_drop_iterations(LinearParamScheduler(1.0, 0.0), 1000) == []
 
 
 def test_lr_drops_of_a_long_run_found_by_bisection_match_a_scan_of_every_iteration():

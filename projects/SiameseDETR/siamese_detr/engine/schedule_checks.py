@@ -82,8 +82,9 @@ def check_output_dir(output_dir) -> None:
 
 def lr_drop_iterations(multiplier, max_iter: int, min_drop: float = 0.1) -> List[Tuple[int, float]]:
     """``[(iteration, multiplier)]``: the 0-based iterations at which the lr multiplier falls by more than
-    ``min_drop`` of its value at the iteration before, with the new value (a warm-up's rise and a cosine's
-    gentle decay are not listed).
+    ``min_drop`` of its value at the iteration before, with the new value, and is flat on at least one side
+    of that fall, as a step schedule is (a warm-up's rise and a smooth decay are not listed: a cosine to 0
+    falls by more than ``min_drop`` per iteration in its last few percent, and is flat nowhere).
 
     ``multiplier`` is an fvcore ``ParamScheduler`` as detectron2's ``LRMultiplier`` uses it: iteration ``i``
     trains at ``multiplier(i / max_iter)`` (the milestones of a ``MultiStepParamScheduler`` count in units of
@@ -95,6 +96,9 @@ def lr_drop_iterations(multiplier, max_iter: int, min_drop: float = 0.1) -> List
 
     def falls(before, after):
         return after < before * (1.0 - min_drop)
+
+    def flat_beside(i):  # the value is constant just before the fall at i, or just after it
+        return (i >= 2 and value(i - 2) == value(i - 1)) or (i + 1 < max_iter and value(i + 1) == value(i))
 
     drops = []
     step = max(1, max_iter // 4096)
@@ -110,7 +114,8 @@ def lr_drop_iterations(multiplier, max_iter: int, min_drop: float = 0.1) -> List
                 mid = (a + b) // 2
                 a, b = (a, mid) if falls(previous, value(mid)) else (mid, b)
             lo, previous = b, value(b)
-            drops.append((b, previous))
+            if flat_beside(b):
+                drops.append((b, previous))
         previous = end
     return drops
 
