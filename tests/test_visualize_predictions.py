@@ -261,3 +261,39 @@ def test_a_folder_of_unreadable_images_is_an_error(tmp_path, tiny_synthetic_shap
     assert line.startswith("error: no image could be read: the 2 image(s) tried")
     warned = [r.getMessage() for r in caplog.records if "skipping unreadable image" in r.getMessage()]
     assert any("a.png" in m for m in warned) and any("b.jpg" in m for m in warned)  # the per-file warnings stay
+
+
+def test_only_detections_at_or_above_the_score_threshold_are_drawn(
+        tmp_path, tiny_synthetic_shapes, tool_log, monkeypatch):
+    """The model's output replaced by three known detections (scores 0.9, 0.4, 0.6): the threshold is
+    inclusive, and the drawn boxes are the kept ones."""
+    from detectron2.structures import Boxes, Instances
+
+    from siamese_detr.modeling.meta_arch.detr import DETR
+
+    def three_detections(self, batched_inputs):
+        inst = Instances((batched_inputs[0]["height"], batched_inputs[0]["width"]))
+        inst.pred_boxes = Boxes(torch.tensor([[1.0, 2.0, 30.0, 40.0], [5.0, 5.0, 9.0, 9.0], [10.0, 12.0, 50.0, 60.0]]))
+        inst.scores = torch.tensor([0.9, 0.4, 0.6])
+        inst.pred_classes = torch.tensor([0, 1, 2])
+        return [{"instances": inst}]
+
+    drawn = []
+    original = tool.draw_boxes
+
+    def spy(image, boxes, labels, colours, scale):
+        if colours and not all(c == tool.GT_COLOUR for c in colours):
+            drawn.append([list(map(float, b)) for b in boxes])
+        return original(image, boxes, labels, colours, scale)
+
+    monkeypatch.setattr(DETR, "forward", three_detections)
+    monkeypatch.setattr(tool, "draw_boxes", spy)
+    _save_model(_config("detr_demo.py"), tmp_path / "detr.pth")
+    for threshold, kept in (("0.5", [0, 2]), ("0.6", [0, 2]), ("0.61", [0]), ("0.95", [])):
+        drawn.clear()
+        tool_log.clear()
+        assert _run(tmp_path, "detr_demo.py", tmp_path / "detr.pth", "--dataset", "synthetic_shapes_val",
+                    "--num-images", "1", "--score-threshold", threshold) == 0
+        assert any(f": {len(kept)} detections with score >= {float(threshold):g}" in m for m in tool_log), tool_log
+        boxes = [[1.0, 2.0, 30.0, 40.0], [5.0, 5.0, 9.0, 9.0], [10.0, 12.0, 50.0, 60.0]]
+        assert drawn == [[boxes[i] for i in kept]] if kept else drawn in ([], [[]])
