@@ -73,6 +73,17 @@ def test_small_gradients_are_not_changed_and_zero_disables():
     torch.testing.assert_close(v.grad, torch.tensor([0.0, 0.0, 1.2, 0.0]) * scale, rtol=1e-6, atol=1e-9)
 
 
+def test_clipping_uses_the_configured_norm_type():
+    """train.clip_grad.norm_type=inf: the largest absolute gradient entry (12) is the norm, not the L2 (13)."""
+    w, v, opt = _two_group_optimizer()
+    add_gradient_clipping(opt, max_norm=0.1, norm_type=float("inf"))
+    w.grad = torch.tensor([3.0, 0.0, 4.0])
+    v.grad = torch.tensor([0.0, 0.0, 0.0, 12.0])
+    opt.step()
+    torch.testing.assert_close(v.grad, torch.tensor([0.0, 0.0, 0.0, 0.1]), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(w.grad, torch.tensor([3.0, 0.0, 4.0]) * (0.1 / 12.0), rtol=1e-6, atol=1e-9)
+
+
 def test_epoch_schedule_iterations_and_drop():
     sched = _load_schedules()
     assert sched.epochs_to_iters(150, 118287, 32) == math.ceil(150 * 118287 / 32)

@@ -64,3 +64,18 @@ def test_a_resumed_run_keeps_the_torn_line_apart(tmp_path, capsys):
     assert [(r["iteration"], r["loss_ce"]) for r in records] == [(0, 1.0), (1, 0.7)]
     assert "metrics.json:2: skipping" in capsys.readouterr().err
     assert terminate_torn_line(str(tmp_path / "absent.json")) is False
+
+
+def test_the_training_tools_writers_start_a_torn_file_on_a_new_line(tmp_path):
+    """safe_default_writers (what tools/lazyconfig_train_net.py writes metrics.json with) ends a torn last
+    line before the resumed run appends: the first new record is not glued to it."""
+    from siamese_detr.engine.metrics_file import safe_default_writers
+
+    path = tmp_path / "metrics.json"
+    _write(path, [{"iteration": 0, "loss_ce": 1.0}], tail='{"iteration": 1, "lo')
+    writers = safe_default_writers(str(tmp_path), 10)
+    try:
+        assert path.read_text().endswith('{"iteration": 1, "lo\n')
+    finally:
+        for writer in writers:
+            writer.close()
