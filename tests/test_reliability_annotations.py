@@ -67,6 +67,9 @@ def test_recorded_sizes_that_differ_from_the_files_are_an_error(tmp_path):
     dicts[2] = dict(dicts[2], height=80, width=120)  # e.g. images re-exported at half size
     with pytest.raises(AnnotationError, match="2.png: annotation 80x120, file 40x60"):
         validate_annotations(list(dicts), size_checks=4)
+    dicts[2] = dict(dicts[2], height=60, width=40)  # transposed: e.g. recorded before the EXIF rotation
+    with pytest.raises(AnnotationError, match="2.png: annotation 60x40, file 40x60"):
+        validate_annotations(list(dicts), size_checks=4)
 
 
 def _png(path, height=40, width=60):

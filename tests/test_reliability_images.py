@@ -154,3 +154,26 @@ def test_a_test_set_with_unreadable_images_is_refused_listing_them(tmp_path, odd
     assert f"{len(bad)} of {len(readable)} images of my_test" in message
     assert all(os.path.basename(rel) in message for rel in bad)
     check_images_readable([d for d in dicts if readable[d["image_id"]]])  # the readable ones pass
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_header_probe_and_the_reader_agree_on_every_exif_orientation(tmp_path, orientation):
+    """Orientations 5-8 turn a 20 x 40 image into 40 x 20 (5 and 7 transpose, 6 and 8 rotate), 1-4 keep it."""
+    path = str(tmp_path / f"o{orientation}.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.full((20, 40, 3), 128, np.uint8)).save(path, exif=exif)
+    expected = (40, 20) if orientation >= 5 else (20, 40)
+    assert image_io.probe_image_size(path) == expected == read_image(path).shape[:2]
+
+
+@pytest.mark.parametrize("height, width, readable", [(16, 16, True), (15, 15, False), (16, 320, True),
+                                                     (16, 321, False), (320, 16, True), (321, 16, False)])
+def test_the_degenerate_size_limits_are_inclusive(height, width, readable):
+    """A side of 16 px and a side ratio of 20 are still readable (MIN_IMAGE_SIDE, MAX_ASPECT_RATIO)."""
+    assert (image_io.MIN_IMAGE_SIDE, image_io.MAX_ASPECT_RATIO) == (16, 20)
+    if readable:
+        image_io.check_image_shape(height, width)
+    else:
+        with pytest.raises(UnreadableImageError, match=f"degenerate size {height}x{width}"):
+            image_io.check_image_shape(height, width)
