@@ -52,3 +52,23 @@ def test_rss_growth_measures_the_steps_not_an_earlier_peak():
     held = []
     growth, _ = bench.rss_growth_mib(lambda: held.append(np.ones(64 * mib // 8)), 2)
     assert 120 <= growth < 160
+    # the peak, not what is left: 64 MiB touched and freed within the step still counts
+    peak, _ = bench.rss_growth_mib(lambda: np.ones(64 * mib // 8).sum(), 1)
+    assert 60 <= peak < 100
+
+
+def test_the_report_rows_are_computed_from_the_measurements():
+    """Ratios to UP-DETR (time and memory) and parameters in millions, from hand-made measurements."""
+    bench = _bench()
+    args = bench.parse_args(["--size", "tiny", "--device", "cpu", "--iters", "3"])
+    stages = {s: 0.0 for s in bench.STAGES}
+    means = {"up_detr": dict(stages, total=0.1), "siamese_detr": dict(stages, total=0.2),
+             "detreg": dict(stages, total=0.05)}
+    memory = {"up_detr": 100.0, "siamese_detr": 150.0, "detreg": 300.0}
+    params = {"up_detr": 2_000_000, "siamese_detr": 3_500_000, "detreg": 1_250_000}
+    text = bench.report(args, means, memory, params, "RSS")
+    table = text.split("| method | s/it |")[1].split("\n\n")[0].splitlines()[2:]  # below the header rule
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:6] for line in table}
+    assert rows["UP-DETR"] == ["0.1000", "1.00", "100", "1.00", "2.00"]
+    assert rows["Siamese DETR"] == ["0.2000", "2.00", "150", "1.50", "3.50"]
+    assert rows["DETReg"] == ["0.0500", "0.50", "300", "3.00", "1.25"]
