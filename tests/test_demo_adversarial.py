@@ -380,3 +380,116 @@ def test_the_comparison_steps_take_the_dataset_as_an_input_too(demo_env, monkeyp
     first, second = _data_inputs_of_the_first_step(
         "compare_pretraining", ["--output", str(demo_env / "compare"), "--seeds", "0"], demo_env, monkeypatch)
     assert first["val"] != second["val"]
+
+
+# ------------------------------------------------------------------------------ the demo's summary table
+def _table_summary():
+    return {"ap": {"pretrained": 22.0, "scratch": 25.0}, "ap50": {"pretrained": 46.0, "scratch": 50.0},
+            "ar1_pretrained_no_finetune": 0.36, "ar100_pretrained_no_finetune": 11.0,
+            "ar1_random_init_no_finetune": 0.0, "ar100_random_init_no_finetune": 0.25,
+            "backbone_knn_accuracy": 96.0, "backbone_knn_accuracy_random_init": 64.0}
+
+
+def test_the_summary_table_shows_each_rows_own_numbers_and_the_signed_gain(capsys):
+    """The pretrained finetuning's row shows its AP (22 / 46), the scratch one's its own (25 / 50), the gain is
+    pretrained minus scratch (-3.0, a loss shown as one), and reused (*) / resumed (+) steps are marked."""
+    times = {"data": 3.0, "backbone": 6.0, "pretrain": 125.0, "random-init eval": 9.0,
+             "finetune (pretrained)": 61.0, "finetune (scratch)": 70.0, "figures": 2.0}
+    _tool("run_demo").print_table(_table_summary(), times, reused={"backbone", "finetune scratch"},
+                                  resumed={"pretrain"})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == ("Summary (metrics on synthetic_shapes_val, %; * = reused from an earlier run, its time then; "
+                        "+ = continued after an interruption, the interrupted run's time included):")
+    assert lines[2] == f"{'stage':<40} {'time':>6}  key metric"
+    assert lines[3:] == [
+        f"{'data (generate / reuse)':<40}   0:03  ",
+        f"{'backbone (k-NN on val objects)':<40}   0:06* k-NN 96.0% (random init 64.0%)",
+        f"{'Siamese DETR pretraining (no labels)':<40}   2:05+ AR@1/100 0.4/11.0",
+        f"{'same model, random init':<40}   0:09  AR@1/100 0.0/0.2",
+        f"{'finetune 10% labels from pretraining':<40}   1:01  AP 22.0  AP50 46.0",
+        f"{'finetune 10% labels from scratch':<40}   1:10* AP 25.0  AP50 50.0",
+        f"{'figures':<40}   0:02  ",
+        "gain from Siamese DETR pretraining: -3.0 AP (one seed; the AP varies by about 2 between seeds here: "
+        "python tools/compare_pretraining.py compares over several)",
+    ]
+
+
+def test_the_summary_table_without_resumed_steps_or_an_ap(capsys):
+    """No resumed step: no `+` in the legend; a missing AP: `-` and no gain line."""
+    summary = _table_summary()
+    summary["ap"]["scratch"] = None
+    _tool("run_demo").print_table(summary, {}, reused=set(), resumed=set())
+    out = capsys.readouterr().out
+    assert "(metrics on synthetic_shapes_val, %; * = reused from an earlier run, its time then):" in out
+    assert f"{'finetune 10% labels from scratch':<40}   0:00  AP -  AP50 50.0" in out.splitlines()
+    assert "gain" not in out and "*" not in out.split("\n", 3)[3]
+
+
+def test_demo_seconds_by_hand():
+    """Two at a time: data + backbone + the longer chain (pretraining 10 + pretrained finetuning 5 = 15, not
+    scratch finetuning 4 + random-init eval 3 = 7) + figures = 1 + 2 + 15 + 1 = 19; one at a time: the sum, 26."""
+    tool = _tool("run_demo")
+    times = {"data": 1.0, "backbone": 2.0, "pretrain": 10.0, "finetune (pretrained)": 5.0,
+             "finetune (scratch)": 4.0, "random-init eval": 3.0, "figures": 1.0}
+    assert tool.demo_seconds(times, 2) == 19.0
+    assert tool.demo_seconds(times, 3) == 19.0
+    assert tool.demo_seconds(times, 1) == 26.0
+    # the other chain the longer one: 1 + 2 + (20 + 30) + 1
+    assert tool.demo_seconds(dict(times, **{"finetune (scratch)": 20.0, "random-init eval": 30.0}), 2) == 54.0
+    without_figures = {k: v for k, v in times.items() if k != "figures"}
+    assert tool.demo_seconds(without_figures, 2) == 18.0
+
+
+def test_schedule_overrides_of_the_demo_drop_the_lr_at_80_percent():
+    assert _tool("run_demo").schedule_overrides(10) == [
+        "train.max_iter=10", "lr_multiplier.milestones=[8]", "lr_multiplier.num_updates=10"]
+    assert _tool("run_demo").schedule_overrides(1) == [
+        "train.max_iter=1", "lr_multiplier.milestones=[1]", "lr_multiplier.num_updates=2"]
+
+
+def test_each_step_time_of_the_demo_is_its_own(demo_env, monkeypatch):
+    """run with the steps, the data command and the figures stood in for: the seconds ``parallel`` returns for
+    each job (a distinct number per job) land under that job's stage in summary.json's stage_seconds."""
+    import siamese_detr.demo.plots as plots
+    import siamese_detr.demo.runner as runner
+
+    seconds = {"pretrain": 100.0, "finetune scratch": 200.0, "random-init eval": 300.0, "finetune pretrained": 700.0}
+
+    class FakeRunner:
+        def __init__(self, root, log_dir):
+            self.environment = {"code": "c", "software": {"torch": "fake"}}
+            self.reused, self.resumed = {"backbone"}, set()
+
+        def step(self, name, folder, cmd, config=None, overrides=None, inputs=None, total=None):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / "model_final.pth").write_text("weights")
+            return 50.0
+
+        def parallel(self, jobs, max_parallel=2):
+            return [seconds[job["name"]] for job in jobs]
+
+    def command(cmd, *args, **kwargs):  # the data command, and plot_metrics.py writing its figure
+        cmd = [str(c) for c in cmd]
+        if "--output" in cmd:
+            Path(cmd[cmd.index("--output") + 1]).write_text("png")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    def figure(output):
+        Path(output).write_text("png")
+
+    monkeypatch.setattr(runner, "StepRunner", FakeRunner)
+    monkeypatch.setattr(subprocess, "run", command)
+    monkeypatch.setattr(plots, "eval_history", lambda *args, **kwargs: [])
+    monkeypatch.setattr(plots, "plot_ap_curves", lambda curves, output, title: figure(output))
+    monkeypatch.setattr(plots, "draw_detections", lambda config, runs, output, top_k: figure(output))
+    out = demo_env / "demo"
+    assert _tool("run_demo").main(["--output", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    stages = summary["stage_seconds"]
+    assert {k: stages[k] for k in ("backbone", "pretrain", "finetune (scratch)", "random-init eval",
+                                   "finetune (pretrained)")} == {
+        "backbone": 50.0, "pretrain": 100.0, "finetune (scratch)": 200.0, "random-init eval": 300.0,
+        "finetune (pretrained)": 700.0}
+    assert summary["reused_steps"] == ["backbone"]
+    # two at a time: the pretraining chain 100 + 700 is the longer one (not 200 + 300)
+    assert summary["minutes"] * 60 == pytest.approx(stages["data"] + 50.0 + 800.0 + stages["figures"])

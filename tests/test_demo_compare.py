@@ -136,3 +136,116 @@ def test_a_builtin_method_without_its_config_is_left_out_but_never_all_of_them(t
     assert "note: built-in method UP-DETR left out" in captured.out
     assert "error: no method to run: none of the methods (UP-DETR=configs/demo/nope.py) has its config" in captured.err
     assert not out.exists() and "[data]" not in captured.out
+
+
+def test_mean_and_spread_over_three_seeds_by_hand(tmp_path):
+    """AP 10 / 13 / 20 over three seeds: mean 43/3 = 14.33 (not the median 13, not the first seed's 10), spread
+    half the min-max range (20 - 10) / 2 = 5; AP50 30 / 31 / 38 (mean 33, spread 4) and s/it 0.2 / 0.3 / 0.6
+    (mean 0.366.., spread 0.2) differ from the AP, so a swapped key shows."""
+    tool = _compare_tool()
+    results = {"A": {0: {"AP": 10.0, "AP50": 30.0, "pretrain_s_per_iter": 0.2},
+                     1: {"AP": 13.0, "AP50": 31.0, "pretrain_s_per_iter": 0.3},
+                     2: {"AP": 20.0, "AP50": 38.0, "pretrain_s_per_iter": 0.6}}}
+    args = type("Args", (), {"seeds": [0, 1, 2], "low_label_percent": 10})()
+    table = tool.write_outputs(tmp_path, results, args, 60.0, baseline=None)
+    assert "| method | AP (mean ± spread, 3 seeds) | AP50 | pretraining s/it |" in table
+    assert "| A | 14.33 ± 5.00 | 33.00 ± 4.00 | 0.367 ± 0.200 |" in table
+    summary = json.loads((tmp_path / "comparison.json").read_text())["methods"]["A"]
+    assert summary["AP"] == pytest.approx([43 / 3, 5.0])
+    assert summary["AP50"] == pytest.approx([33.0, 4.0])
+    assert summary["pretrain_s_per_iter"] == pytest.approx([1.1 / 3, 0.2])
+    # a seed without an AP is left out of the mean and spread, not counted as 0
+    assert tool.mean_spread([10.0, None, 20.0]) == pytest.approx((15.0, 5.0))
+    assert tool.mean_spread([None]) == (None, None)
+
+
+def test_schedule_overrides_drop_the_lr_at_80_percent():
+    assert _compare_tool().schedule_overrides(10) == [
+        "train.max_iter=10", "lr_multiplier.milestones=[8]", "lr_multiplier.num_updates=10"]
+    # the drop is never at iteration 0, and num_updates stays above it
+    assert _compare_tool().schedule_overrides(1) == [
+        "train.max_iter=1", "lr_multiplier.milestones=[1]", "lr_multiplier.num_updates=2"]
+    assert _compare_tool().schedule_overrides(None) == []
+
+
+# finetuning evaluations per (method, seed): an earlier evaluation, then the last one (the one reported); every
+# AP, AP50 and AP75 differs, so a swapped metric, method or seed shows
+_FINETUNE_METRICS = {
+    ("X", 0): {"bbox/AP": 30.0, "bbox/AP50": 50.0, "bbox/AP75": 31.5},
+    ("X", 1): {"bbox/AP": 34.0, "bbox/AP50": 56.0, "bbox/AP75": 35.5},
+    ("scratch", 0): {"bbox/AP": 20.0, "bbox/AP50": 40.0, "bbox/AP75": 21.5},
+    ("scratch", 1): {"bbox/AP": 21.0, "bbox/AP50": 43.0, "bbox/AP75": 24.5},
+}
+# the `time` (s/it) entries of each pretraining: median 0.3 and 0.4 (means 0.4667 and 0.6)
+_PRETRAIN_TIMES = {("X", 0): [0.2, 0.9, 0.3], ("X", 1): [0.4, 1.0, 0.4]}
+
+
+class _FakeRunner:
+    """StepRunner stand-in: runs nothing; each job's folder gets the metrics.json its run would write."""
+    jobs = []
+
+    def __init__(self, root, log_dir):
+        self.environment = {"code": "c", "software": {"torch": "fake"}}
+        self.reused, self.resumed = set(), set()
+
+    def step(self, name, folder, cmd, config=None, overrides=None, inputs=None, total=None):
+        return 1.0
+
+    def parallel(self, jobs, max_parallel=2):
+        for job in jobs:
+            type(self).jobs.append(job)
+            name, kind, _, seed = job["name"].rsplit(" ", 3)
+            folder = Path(job["folder"])
+            folder.mkdir(parents=True, exist_ok=True)
+            if kind == "pretrain":
+                records = [{"iteration": i, "time": t, "total_loss": 1.0}
+                           for i, t in enumerate(_PRETRAIN_TIMES[name, int(seed)])]
+            else:
+                records = [{"bbox/AP": 1.0, "bbox/AP50": 2.0, "bbox/AP75": 3.0, "iteration": 4},
+                           {"iteration": 9, "total_loss": 0.5, "time": 7.0},
+                           dict(_FINETUNE_METRICS[name, int(seed)], iteration=9)]
+            (folder / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in records))
+        return [1.0] * len(jobs)
+
+
+def test_comparison_numbers_come_from_each_runs_metrics(tmp_path, monkeypatch, capsys):
+    """main with the steps stood in for: each method and seed's AP / AP50 are its finetuning's last bbox/AP and
+    bbox/AP50 (not AP75), its s/it the median of its pretraining's `time` entries, and the baseline of the
+    gains the first method WITHOUT pretraining (scratch, given second here), not the first method."""
+    import siamese_detr.demo.runner as runner
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
+    monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", "train_large=4,val=2,train=4")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore::FutureWarning:torch.jit._script")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(_FakeRunner, "jobs", [])
+    monkeypatch.setattr(runner, "StepRunner", _FakeRunner)
+    out = tmp_path / "compare"
+    assert _compare_tool().main(["--output", str(out), "--seeds", "0", "1", "--pretrain-iters", "10",
+                                 "--method", "X=configs/demo/demo_siamese_pretrain.py", "--method", "scratch="]) == 0
+    jobs = {job["name"]: job for job in _FakeRunner.jobs}
+    assert sorted(jobs) == sorted(["X pretrain seed 0", "X pretrain seed 1", "X finetune seed 0", "X finetune seed 1",
+                                   "scratch finetune seed 0", "scratch finetune seed 1"])
+    pretrain_over = jobs["X pretrain seed 1"]["overrides"]
+    assert pretrain_over[-3:] == ["train.max_iter=10", "lr_multiplier.milestones=[8]", "lr_multiplier.num_updates=10"]
+    summary = json.loads((out / "comparison.json").read_text())
+    assert summary["baseline"] == "scratch" and list(summary["methods"]) == ["X", "scratch"]
+    for (name, seed), metrics in _FINETUNE_METRICS.items():
+        per_seed = summary["methods"][name]["per_seed"][str(seed)]
+        assert (per_seed["AP"], per_seed["AP50"]) == (metrics["bbox/AP"], metrics["bbox/AP50"]), (name, seed)
+    x, scratch = summary["methods"]["X"], summary["methods"]["scratch"]
+    assert (x["per_seed"]["0"]["pretrain_s_per_iter"], x["per_seed"]["1"]["pretrain_s_per_iter"]) == (0.3, 0.4)
+    assert scratch["per_seed"]["0"]["pretrain_s_per_iter"] is None
+    assert x["AP"] == pytest.approx([32.0, 2.0]) and x["AP50"] == pytest.approx([53.0, 3.0])
+    assert scratch["AP"] == pytest.approx([20.5, 0.5]) and scratch["AP50"] == pytest.approx([41.5, 1.5])
+    assert x["pretrain_s_per_iter"] == pytest.approx([0.35, 0.05])
+    # X minus scratch, seed by seed: +10, +13
+    assert x["AP_gain_vs_baseline"]["per_seed"] == pytest.approx({"0": 10.0, "1": 13.0})
+    assert (x["AP_gain_vs_baseline"]["mean"], x["AP_gain_vs_baseline"]["worst"]) == pytest.approx((11.5, 10.0))
+    assert "AP_gain_vs_baseline" not in scratch
+    table = (out / "comparison.md").read_text()
+    assert "| X | 32.00 ± 2.00 | 53.00 ± 3.00 | 0.350 ± 0.050 | +11.50 (worst seed +10.00) |" in table
+    assert "| scratch | 20.50 ± 0.50 | 41.50 ± 1.50 | - | - |" in table
+    assert "AP gain vs scratch, paired by seed" in table
+    assert summary["software"] == {"torch": "fake"}
