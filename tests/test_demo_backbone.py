@@ -76,3 +76,41 @@ def test_backbone_cache_reused_and_invalidated(tmp_path, monkeypatch):
     assert result is not None
     assert torch.equal(net.backbone.stem.conv1.weight, torch.load(ckpt, weights_only=True)["model"][
         "backbone.stem.conv1.weight"])
+
+
+def test_train_backbone_metrics_and_cosine_lr(tmp_path, monkeypatch):
+    """metrics.json names each k-NN accuracy by its network: the random initialisation's is measured first
+    (before any step), the trained one's after the last; the learning rate decays as
+    ``lr * 0.5 * (1 + cos(pi * it / max_iter))``, no warmup: 0.05, 0.0375, 0.0125 over 3 iterations."""
+    import json
+    import math
+
+    from detectron2.config import LazyConfig
+
+    from siamese_detr.demo import backbone_pretrain
+    from siamese_detr.engine import apply_checked_overrides
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
+    monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", "train_large=4,val=2,train=4")
+    accuracies = iter([11.0, 22.0])  # in call order
+    monkeypatch.setattr(backbone_pretrain, "knn_accuracy", lambda features, labels, k: next(accuracies))
+    lrs = []
+
+    class RecordingSGD(torch.optim.SGD):
+        def step(self, closure=None):
+            lrs.append([group["lr"] for group in self.param_groups])
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "SGD", RecordingSGD)
+    out = tmp_path / "backbone"
+    cfg = apply_checked_overrides(LazyConfig.load(str(ROOT / CONFIG)),
+                                  [f"train.output_dir={out}", "train.lr=0.05"] + TINY + ["train.max_iter=3"])
+    steps = []
+    metrics = backbone_pretrain.train_backbone(cfg, lambda it, total, loss: steps.append((it, total)))
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+    assert lrs == [[pytest.approx(0.05)], [pytest.approx(0.0375)], [pytest.approx(0.0125)]]
+    assert [group[0] for group in lrs] == pytest.approx([0.05 * 0.5 * (1 + math.cos(math.pi * it / 3))
+                                                         for it in range(3)])
+    assert (metrics["knn_accuracy"], metrics["knn_accuracy_random_init"]) == (22.0, 11.0)
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert (metrics["method"], metrics["labels_used"], metrics["iterations"]) == ("supervised", True, 3)

@@ -3,6 +3,7 @@ when another command left the folder there, resumed when interrupted (issue 12: 
 that its inputs changed)."""
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -133,6 +134,12 @@ def test_source_digest_follows_what_the_code_does(tmp_path):
     assert source_digest([pkg]) not in (base, with_c)
     (pkg / "d.py").unlink()
     assert source_digest([pkg]) == base
+    # and a file moved to another subfolder, its code and name unchanged
+    (pkg / "sub2").mkdir()
+    (pkg / "sub" / "b.py").rename(pkg / "sub2" / "b.py")
+    assert source_digest([pkg]) != base
+    (pkg / "sub2" / "b.py").rename(pkg / "sub" / "b.py")
+    assert source_digest([pkg]) == base
 
 
 def test_runner_redoes_steps_after_a_code_or_library_change(tmp_path, capsys):
@@ -243,6 +250,9 @@ def test_an_interrupted_step_continues_only_when_its_command_resumes_from_a_chec
     runner = StepRunner(tmp_path, tmp_path)
     resuming = [sys.executable, "-c", "pass", "--resume"]
     cases = (([sys.executable, "-c", "pass"], False, "starting it again (its command cannot resume)", False),
+             # a checkpoint does not make a command without --resume continue: it would train from scratch
+             # while the folder kept the old run's metrics.json lines
+             ([sys.executable, "-c", "pass"], True, "starting it again (its command cannot resume)", False),
              (resuming, False, "starting it again (no checkpoint to resume from)", False),
              (resuming, True, "continuing an interrupted run from its last checkpoint (model_0000199.pth;", True))
     for index, (cmd, checkpoint, said, kept) in enumerate(cases):
@@ -255,6 +265,9 @@ def test_an_interrupted_step_continues_only_when_its_command_resumes_from_a_chec
         runner.step("s", folder, cmd)
         assert said in capsys.readouterr().out
         assert (folder / "metrics.json").exists() == kept
+        assert (folder / "last_checkpoint").exists() == kept
+        assert runner.resumed == ({"s"} if kept else set())
+        runner.resumed.clear()
 
 
 def test_the_progress_bar_counts_this_runs_pace_and_its_config_total(tmp_path):
@@ -329,3 +342,118 @@ def test_a_continued_step_records_the_interrupted_runs_time(tmp_path, capsys, mo
     capsys.readouterr()
     assert runner.step("s", folder, cmd) == 0.0
     assert "(model_0000199.pth; its time unknown)" in capsys.readouterr().out
+
+
+def test_software_versions_names_every_library_that_makes_the_numbers():
+    import platform
+
+    import cv2
+    import detectron2
+    import numpy
+    import torch
+    import torchvision
+
+    from siamese_detr.demo.steps import software_versions
+
+    assert software_versions() == {"python": platform.python_version(), "torch": torch.__version__,
+                                   "torchvision": torchvision.__version__, "detectron2": detectron2.__version__,
+                                   "numpy": numpy.__version__, "opencv": cv2.__version__}
+
+
+def test_continue_interrupted_records_the_time_of_every_interrupted_run(tmp_path, monkeypatch):
+    """Each continuation records (in the step's record, not only its return value) the interrupted runs'
+    seconds so far, so that a second interruption adds the first's: 100 s, then 100 + 50 s. Step's clock is
+    a fake one; the files' times are set by hand."""
+    import types
+
+    import siamese_detr.demo.steps as steps_module
+
+    now = [1.0e9]
+    monkeypatch.setattr(steps_module, "time", types.SimpleNamespace(time=lambda: now[0]))
+    folder = tmp_path / "step"
+    step = Step("s", folder, {"a": 1})
+    assert step.begin() == "fresh"
+    first_start = now[0]
+    for name, after in (("metrics.json", 40.0), ("demo.log", 100.0), ("sub/model_0000099.pth", 70.0)):
+        path = folder / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("x")
+        os.utime(path, (first_start + after, first_start + after))  # the newest: 100 s after the start
+
+    now[0] = first_start + 500.0  # the re-run continues it
+    assert step.continue_interrupted() == 100.0
+    record = step.record()
+    assert (record["started"], record.get("earlier_seconds"), record["complete"]) == (first_start + 500, 100.0, False)
+
+    second_start = now[0]
+    os.utime(folder / "metrics.json", (second_start + 50.0, second_start + 50.0))  # killed again 50 s later
+    now[0] = second_start + 300.0
+    assert step.continue_interrupted() == 150.0
+    record = step.record()
+    assert (record["started"], record.get("earlier_seconds"), record["complete"]) == (second_start + 300, 150.0, False)
+    assert step.state() == "resume"
+
+
+def _fast_polls(monkeypatch, on_poll=None):
+    """The runner's poll interval shortened to 0.01 s (its clock unchanged); ``on_poll(n)`` is called before
+    the n-th poll's wait (n = 1, 2, ...)."""
+    import types
+
+    import siamese_detr.demo.runner as runner_module
+
+    polls = [0]
+
+    def sleep(_seconds):
+        polls[0] += 1
+        if on_poll is not None:
+            on_poll(polls[0])
+        time.sleep(0.01)
+
+    monkeypatch.setattr(runner_module, "time", types.SimpleNamespace(time=time.time, sleep=sleep))
+
+
+def test_parallel_never_runs_more_than_max_parallel_steps(tmp_path, monkeypatch):
+    """4 steps, --parallel 2: the first two wait (bounded by the hang guard) for a file the test writes at
+    the runner's second poll, so they are certainly both still running when the runner decides whether to
+    start the third and fourth; a step may start only once one of them has ended. The number of live step
+    processes is counted at each start (the runner only starts one when fewer than 2 are live)."""
+    go = tmp_path / "go"
+    _fast_polls(monkeypatch, on_poll=lambda n: go.write_text("") if n == 2 else None)
+    started, live_at_start = [], []
+    launch = StepRunner._launch
+
+    def counting_launch(self, **job):
+        live_at_start.append(1 + sum(run.proc.poll() is None for run in started))
+        launched = launch(self, **job)
+        started.append(launched)
+        return launched
+
+    monkeypatch.setattr(StepRunner, "_launch", counting_launch)
+    wait = ("import pathlib, sys, time; go = pathlib.Path(sys.argv[1]); "
+            f"sys.exit(0 if any(go.exists() or time.sleep(0.02) for _ in range({HANG_GUARD_S * 50})) else 5)")
+    runner = StepRunner(tmp_path, tmp_path)
+    jobs = [dict(name=name, folder=tmp_path / name, cmd=[sys.executable, "-c", wait, str(go), name])
+            for name in "abcd"]
+    seconds = runner.parallel(jobs, max_parallel=2)
+    assert len(seconds) == 4 and all(s > 0 for s in seconds)
+    assert [run.name for run in started] == ["a", "b", "c", "d"]  # list order
+    assert live_at_start[:2] == [1, 2]  # a and b at once (b starts while a waits for the go file)
+    assert max(live_at_start) == 2
+
+
+def test_commands_txt_keeps_every_command(tmp_path, monkeypatch):
+    """``commands.txt`` lists every step's command, in order, across steps and runners (a reused step's
+    too): it is appended to, never rewritten."""
+    _fast_polls(monkeypatch)
+    first = [sys.executable, "-c", "print('first')"]
+    second = [sys.executable, "-c", "print('second step')"]
+    runner = StepRunner(tmp_path, tmp_path)
+    runner.step("one", tmp_path / "one", first)
+    runner.step("two", tmp_path / "two", second)
+    StepRunner(tmp_path, tmp_path).step("one", tmp_path / "one", first)  # a later demo run: reused
+    python = shlex.quote(sys.executable)
+    assert (tmp_path / "commands.txt").read_text().splitlines() == [
+        f"$ {python} -c 'print('\"'\"'first'\"'\"')'",
+        f"$ {python} -c 'print('\"'\"'second step'\"'\"')'",
+        f"$ {python} -c 'print('\"'\"'first'\"'\"')'",
+    ]
