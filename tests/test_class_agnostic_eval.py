@@ -129,6 +129,23 @@ def test_ar_at_k_when_only_the_top_scored_detections_are_right(register_dataset)
     assert res["AP"] == pytest.approx(100.0 * 0.75 * 76 / 101)
 
 
+def test_max_dets_order_does_not_matter(register_dataset):
+    """``max_dets`` is a set of k's: AP uses the largest and AR@k each k, whatever order they are given in (COCOeval
+    itself evaluates ``maxDets[-1]`` detections per image and reads the curve at the last one)."""
+    name = register_dataset([(3, GT4)])
+    right = [b for b, _ in GT4[:3]]
+    boxes = [FAR[0], right[2], FAR[1], right[0]] + FAR[2:] + [right[1]]
+    scores = [0.5, 0.7, 0.45, 0.9, 0.4, 0.35, 0.3, 0.25, 0.2, 0.8]
+    ascending = _evaluate(name, {3: (boxes, scores)}, max_dets=(1, 10, 100))
+    descending = _evaluate(name, {3: (boxes, scores)}, max_dets=(100, 10, 1))
+    assert set(descending) == set(ascending)
+    for key, value in ascending.items():
+        assert descending[key] == pytest.approx(value), key
+    # the values of test_ar_at_k_when_only_the_top_scored_detections_are_right
+    assert (descending["AR@1"], descending["AR@10"], descending["AR@100"]) == pytest.approx((25.0, 75.0, 75.0))
+    assert descending["AP"] == pytest.approx(100.0 * 76 / 101)
+
+
 def test_max_dets_limits_detections_per_image(register_dataset):
     name = register_dataset([(3, GT4)])
     boxes = [b for b, _ in GT4]

@@ -42,6 +42,7 @@ def test_finetune_heads_are_initialised_as_official():
     fine = instantiate(_tiny(_load("detr", "conditional_detr_r50_coco_50ep.py")).model)
     assert isinstance(fine.transformer, ConditionalDetrTransformer)
     assert isinstance(fine.postprocess, SigmoidTopKPostProcess)
+    assert fine.postprocess.num_detections == 100  # official PostProcess: the top 100 (query, class) scores
     # focal prior on the class head, zero last box layer (official ConditionalDETR.__init__)
     assert torch.allclose(fine.class_embed[0].bias, torch.full_like(fine.class_embed[0].bias, -math.log(99.0)))
     assert not fine.bbox_embed[0].layers[-1].weight.any()

@@ -175,6 +175,52 @@ def test_two_stage_decoder_uses_top_k_proposals():
         t.decode(mem, None)
 
 
+def test_proposals_outside_the_border_band_are_invalid_in_every_coordinate():
+    """Official ``gen_encoder_output_proposals``: a proposal is valid only if ALL four of its coordinates lie in
+    ``(0.01, 0.99)``; an invalid one gets ``+inf`` logits and its memory zeroed before ``enc_output``. One
+    unpadded level of 4 x 60 cells: the centres of columns 0 and 59 are ``0.5 / 60 < 0.01`` and
+    ``59.5 / 60 > 0.99`` (their y, w, h are fine), column 1's ``1.5 / 60`` is inside."""
+    t, _, _ = make(num_feature_levels=1, two_stage=True, with_box_refine=True, two_stage_num_proposals=5)
+    g = torch.Generator().manual_seed(3)
+    h, w = 4, 60
+    src = torch.randn(1, C, h, w, generator=g, dtype=torch.float64)
+    pos = torch.randn(1, C, h, w, generator=g, dtype=torch.float64)
+    mem = t.encode([src], [torch.zeros(1, h, w, dtype=torch.bool)], [pos])
+    out_memory, proposals = t.encoder_proposals(mem)
+    assert proposals.shape == (1, h * w, 4) and out_memory.shape == (1, h * w, C)
+    zeroed = t.enc_output_norm(t.enc_output(torch.zeros(C, dtype=torch.float64)))
+    for row in range(h):
+        for col in range(w):
+            tok = row * w + col
+            box = torch.tensor([(col + 0.5) / w, (row + 0.5) / h, 0.05, 0.05])
+            if col in (0, w - 1):
+                assert torch.isinf(proposals[0, tok]).all() and (proposals[0, tok] > 0).all(), (row, col)
+                assert torch.allclose(out_memory[0, tok], zeroed, atol=1e-12), (row, col)
+            else:
+                assert torch.allclose(proposals[0, tok].float(), _logit(box), atol=1e-5), (row, col)
+                expected = t.enc_output_norm(t.enc_output(mem.memory[0, tok]))
+                assert torch.allclose(out_memory[0, tok], expected, atol=1e-12), (row, col)
+
+
+def test_two_stage_decoder_boxes_send_no_gradient_to_the_proposal_box_head():
+    """Official two-stage: ``topk_coords_unact.detach()``: the decoder starts from the top-k proposals as
+    constants, so the proposal box head ``bbox_embed[-1]`` learns from the encoder loss alone; the decoder's
+    final boxes (``sigmoid(bbox_embed[L - 1](hs) + reference)``) give it no gradient."""
+    t, ce, be = make(two_stage=True, with_box_refine=True, two_stage_num_proposals=5)
+    mem = t.encode(*inputs())
+    out = t.decode(mem, None, class_embed=ce, bbox_embed=be)
+    last = t.num_decoder_layers - 1
+    boxes = torch.sigmoid(be[last](out.hidden_states[-1]) + out.references[-1])
+    proposal_head = list(be[-1].parameters())
+    grads = torch.autograd.grad(boxes.sum(), proposal_head + list(be[last].parameters()), allow_unused=True,
+                                retain_graph=True)
+    assert all(g is None or torch.count_nonzero(g) == 0 for g in grads[:len(proposal_head)])
+    assert all(g is not None and g.abs().sum() > 0 for g in grads[len(proposal_head):])  # the layer's own head
+    # the encoder proposals do train it
+    enc = torch.autograd.grad(out.encoder_outputs["pred_boxes"].sum(), proposal_head)
+    assert all(g.abs().sum() > 0 for g in enc)
+
+
 def test_official_head_initialisation():
     t, ce, be = make()
     t.init_prediction_heads(ce, be)
@@ -218,3 +264,6 @@ def test_linear_proj_parameters_get_their_own_learning_rate():
             expected = 2e-4
         assert math.isclose(by_id[id(p)], expected), name
     assert len(by_id) == sum(1 for _ in model.parameters())
+    # official main.py: every group (backbone, linear projections, the rest) keeps args.weight_decay
+    assert len(groups) == 4
+    assert all(g["weight_decay"] == 1e-4 for g in groups), [(g["lr"], g["weight_decay"]) for g in groups]

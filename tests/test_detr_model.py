@@ -368,3 +368,148 @@ def test_a_width_that_the_heads_do_not_divide_names_the_config_keys(variant):
     with pytest.raises(ValueError, match=r"d_model \(?32\)? must be .*divisible by n_?heads? \(?7\)?.*"
                                          r"model\.transformer\.d_model / model\.transformer\.nhead"):
         cls(d_model=32, nhead=7, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=16)
+
+
+# ------------------------------------------------------------------------ focal variants (Conditional / Deformable)
+def _focal_model(variant, seed=0, num_queries=NUM_QUERIES, two_stage=False):
+    """Tiny focal-loss DETR of a variant (PatchBackbone, d_model 32, 2 decoder layers, no dropout), with the
+    default post-processing; the box heads get random last layers so the hidden states move the boxes."""
+    from siamese_detr.modeling import ConditionalDetrTransformer, DeformableDetrTransformer, FocalHungarianMatcher
+
+    torch.manual_seed(seed)
+    if variant == "conditional":
+        transformer = ConditionalDetrTransformer(d_model=D_MODEL, nhead=2, num_encoder_layers=1,
+                                                 num_decoder_layers=2, dim_feedforward=64, dropout=0.0)
+    else:
+        transformer = DeformableDetrTransformer(
+            d_model=D_MODEL, nhead=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=64,
+            dropout=0.0, num_feature_levels=1, enc_n_points=2, dec_n_points=2, with_box_refine=two_stage,
+            two_stage=two_stage, two_stage_num_proposals=num_queries,
+        )
+    criterion = SetCriterion(NUM_CLASSES, FocalHungarianMatcher(2.0, 5.0, 2.0), class_loss="focal")
+    model = DETR(
+        backbone=PatchBackbone(), position_embedding=PositionEmbeddingSine(D_MODEL // 2, normalize=True),
+        transformer=transformer, num_classes=NUM_CLASSES, num_queries=num_queries, criterion=criterion,
+        weight_dict={"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0},
+    )
+    with torch.no_grad():  # away from the official zero init of the last box layer
+        for head in model.bbox_embed:
+            head.layers[-1].weight.normal_(0.0, 0.1)
+            head.layers[-1].bias.normal_(0.0, 0.1)
+    return model
+
+
+def _inverse_sigmoid(x, eps=1e-5):
+    """Official ``util/misc.py`` ``inverse_sigmoid``, written out."""
+    x = x.clamp(min=0, max=1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+@pytest.mark.parametrize("variant", ["conditional", "deformable"])
+def test_box_loss_trains_the_reference_head_through_the_reference(variant):
+    """Official Conditional / Deformable DETR: ``pred_boxes = sigmoid(bbox_embed(hs) + [inverse_sigmoid(s), 0,
+    0])`` with ``s = sigmoid(ref_point_head(p_q))`` (Conditional) or ``sigmoid(reference_points(query_pos))``
+    (Deformable, no refinement); nothing detached, so the box loss reaches the reference head through ``s``.
+    With the hidden states detached (isolating that path), the gradient of the final boxes' centres on the
+    reference head equals autograd of that formula written out here."""
+    from siamese_detr.modeling.transformers.base import DecoderOutput
+
+    model = _focal_model(variant).eval()
+    images = model.preprocess_image([make_input(64, 96), make_input(64, 64, seed=1)])
+    _, memory = model.encode(images)
+    decoded = model.decode(memory, model.object_queries(len(images)))
+    isolated = DecoderOutput(decoded.hidden_states.detach(), decoded.references, decoded.encoder_outputs)
+    out = model.head_outputs(isolated)
+    tr = model.transformer
+    if variant == "conditional":
+        head = tr.ref_point_head
+        w0, b0, w1, b1 = (p for layer in head.layers for p in (layer.weight, layer.bias))
+        points = torch.sigmoid(torch.relu(model.query_embed.weight @ w0.T + b0) @ w1.T + b1)  # [Q, 2]
+    else:
+        head = tr.reference_points
+        points = torch.sigmoid(model.query_embed.weight[:, :D_MODEL] @ head.weight.T + head.bias)
+    params = list(head.parameters())
+    got = torch.autograd.grad(out["pred_boxes"][..., :2].sum(), params, allow_unused=True)
+    assert all(g is not None and g.abs().sum() > 0 for g in got)
+
+    delta = model.bbox_embed[-1](decoded.hidden_states[-1].detach())[..., :2]
+    expected_boxes = torch.sigmoid(delta + _inverse_sigmoid(points)[None])
+    torch.testing.assert_close(out["pred_boxes"][..., :2], expected_boxes, rtol=1e-5, atol=1e-6)
+    expected = torch.autograd.grad(expected_boxes.sum(), params)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+
+
+def test_conditional_gradients_flow_through_the_query_scale_input():
+    """Conditional DETR's ``T = query_scale(f)`` takes the previous layer's output ``f`` undetached (official
+    ``TransformerDecoder``), so the first layer also learns from how it scales the later spatial queries:
+    autograd of the final boxes w.r.t. a first-layer parameter equals finite differences (float64)."""
+    model = _focal_model("conditional").double().eval()
+    images = model.preprocess_image([make_input(64, 64)])
+    with torch.no_grad():
+        _, memory = model.encode(images)
+    queries = model.object_queries(1)
+    name = "transformer.decoder_layers.0.norm3.bias"
+    bias = dict(model.named_parameters())[name].detach().clone().requires_grad_()
+
+    class FinalBoxes(nn.Module):
+        def __init__(self, detr):
+            super().__init__()
+            self.detr = detr
+
+        def forward(self, mem, q):
+            return self.detr.head_outputs(self.detr.decode(mem, q))["pred_boxes"]
+
+    wrapper = FinalBoxes(model)
+
+    def final_boxes(b):
+        return torch.func.functional_call(wrapper, {"detr." + name: b}, (memory, queries))
+
+    assert torch.autograd.gradcheck(final_boxes, (bias,), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_focal_models_keep_the_official_top_100_detections():
+    """Official Conditional / Deformable DETR ``PostProcess``: the top 100 (query, class) sigmoid scores. With
+    ``Q * K = 40 * 3 = 120 > 100`` pairs every image gives exactly 100 instances, the 100 best pairs."""
+    from siamese_detr.modeling import FocalHungarianMatcher, SigmoidTopKPostProcess
+    from siamese_detr.modeling.meta_arch.detr import default_postprocess
+
+    focal = SetCriterion(NUM_CLASSES, FocalHungarianMatcher(2.0, 5.0, 2.0), class_loss="focal")
+    rule = default_postprocess(focal)
+    assert isinstance(rule, SigmoidTopKPostProcess) and rule.num_detections == 100
+
+    for variant in ("conditional", "deformable"):
+        model = _focal_model(variant, num_queries=40).eval()
+        assert model.postprocess.num_detections == 100
+        inputs = [make_input(64, 96), make_input(64, 64, seed=1)]
+        with torch.no_grad():
+            results = model(inputs)
+            outputs = model.forward_outputs(model.preprocess_image(inputs))
+        for b, res in enumerate(results):
+            inst = res["instances"]
+            assert len(inst) == 100, variant
+            best = outputs["pred_logits"][b].sigmoid().flatten().sort(descending=True).values[:100]
+            torch.testing.assert_close(inst.scores.sort(descending=True).values, best)
+
+
+@pytest.mark.parametrize("normalize_before", [False, True])
+def test_last_layer_only_decoder_output_is_normalised_like_the_intermediate_ones(normalize_before):
+    """``return_intermediate_dec=False`` (official DETR ``TransformerDecoder`` with ``norm``): the single
+    output is the last layer's, after ``decoder_norm``, i.e. the last of the intermediate outputs. The final
+    LayerNorm gets random affine parameters so that it is not (nearly) the identity after a post-norm layer."""
+    torch.manual_seed(0)
+    full = DetrTransformer(16, 2, 1, 3, 32, dropout=0.0, normalize_before=normalize_before).eval()
+    with torch.no_grad():
+        full.decoder_norm.weight.normal_(1.0, 0.5)
+        full.decoder_norm.bias.normal_(0.0, 0.5)
+    last = DetrTransformer(16, 2, 1, 3, 32, dropout=0.0, normalize_before=normalize_before,
+                           return_intermediate_dec=False).eval()
+    last.load_state_dict(full.state_dict())
+    src, pos = torch.randn(2, 16, 3, 4), torch.randn(2, 16, 3, 4)
+    mask = torch.zeros(2, 3, 4, dtype=torch.bool)
+    mask[1, :, 3:] = True
+    query = torch.randn(2, 5, 16)
+    every = full.decode(_encode(full, src, mask, pos), query).hidden_states
+    single = last.decode(_encode(last, src, mask, pos), query).hidden_states
+    assert every.shape == (3, 2, 5, 16) and single.shape == (1, 2, 5, 16)
+    torch.testing.assert_close(single[0], every[-1], rtol=1e-5, atol=1e-6)

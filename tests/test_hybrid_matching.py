@@ -101,6 +101,29 @@ def test_split_refuses_outputs_it_cannot_split():
         split_query_groups(outputs, 3)
 
 
+def test_split_sends_every_aux_layer_to_its_own_group():
+    """Each auxiliary layer is split like the final one: the first ``Q1`` queries to the one-to-one group, the
+    rest to the one-to-many group (distinct values per layer, key and query, so no swap can go unseen)."""
+    b, q1, q2, k, layers = 2, 3, 4, 5, 3
+
+    def layer(i):
+        logits = torch.arange(b * (q1 + q2) * k, dtype=torch.float32).view(b, q1 + q2, k) + 1000.0 * i
+        boxes = torch.arange(b * (q1 + q2) * 4, dtype=torch.float32).view(b, q1 + q2, 4) + 1000.0 * i + 500.0
+        return {"pred_logits": logits, "pred_boxes": boxes}
+
+    outputs = dict(layer(layers - 1), aux_outputs=[layer(i) for i in range(layers - 1)])
+    one2one, one2many = split_query_groups(outputs, q1)
+    assert len(one2one["aux_outputs"]) == len(one2many["aux_outputs"]) == layers - 1
+    pairs = [(one2one, outputs)] + list(zip(one2one["aux_outputs"], outputs["aux_outputs"]))
+    many = [(one2many, outputs)] + list(zip(one2many["aux_outputs"], outputs["aux_outputs"]))
+    for key in ("pred_logits", "pred_boxes"):
+        for got, full in pairs:
+            assert torch.equal(got[key], full[key][:, :q1]), key
+        for got, full in many:
+            assert got[key].shape[1] == q2
+            assert torch.equal(got[key], full[key][:, q1:]), key
+
+
 # ------------------------------------------------------------------------------------------------ model
 @pytest.mark.parametrize("build", [make_model, _conditional_model, _deformable_model],
                          ids=["vanilla", "conditional", "deformable"])
