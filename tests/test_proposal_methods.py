@@ -172,24 +172,9 @@ def test_selective_search_resize_scales_boxes_back(rect_image):
 def test_selective_search_square_resize_is_the_official_squash(rect_image, monkeypatch):
     """``square=True``: the search runs on a ``resize x resize`` copy made as the official DETReg
     ``cv2.resize(img, (128, 128))`` (bilinear), and box x / y are scaled back by w / resize and h / resize."""
-    import siamese_detr.data.proposals.methods as methods
-
     h, w = rect_image.shape[:2]
-    searched = []
-    real = methods.cv2.ximgproc.segmentation.createSelectiveSearchSegmentation
-
-    class Recording:
-        def __init__(self):
-            self.inner = real()
-
-        def setBaseImage(self, image):
-            searched.append(image.copy())
-            self.inner.setBaseImage(image)
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-    monkeypatch.setattr(methods.cv2.ximgproc.segmentation, "createSelectiveSearchSegmentation", Recording)
+    real = proposal_methods.cv2.ximgproc.segmentation.createSelectiveSearchSegmentation
+    searched = _record_searched_images(monkeypatch)
     boxes, scores = selective_search(rect_image, resize=64, square=True)
     assert len(searched) == 1 and np.array_equal(searched[0], cv2.resize(rect_image, (64, 64)))
     _check_boxes(boxes, scores, h, w)
@@ -197,7 +182,7 @@ def test_selective_search_square_resize_is_the_official_squash(rect_image, monke
     search = real()
     search.setBaseImage(searched[0])
     search.switchToSelectiveSearchFast()
-    methods.seed_c_rand(methods.image_seed(searched[0], 0))
+    proposal_methods.seed_c_rand(proposal_methods.image_seed(searched[0], 0))
     raw = np.asarray(search.process(), dtype=np.float64)
     expected = np.stack([raw[:, 0] * w / 64, raw[:, 1] * h / 64, (raw[:, 0] + raw[:, 2]) * w / 64,
                          (raw[:, 1] + raw[:, 3]) * h / 64], axis=1)
