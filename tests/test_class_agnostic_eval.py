@@ -155,6 +155,31 @@ def test_max_dets_limits_detections_per_image(register_dataset):
     assert res["AR@100"] == pytest.approx(100.0)
 
 
+@pytest.mark.parametrize("max_dets", [(0, 10), (-1,), ()])
+def test_max_dets_must_be_positive(register_dataset, max_dets):
+    """A k of 0 (or below, or no k at all) is refused before any evaluation: AR@0 is no metric."""
+    name = register_dataset([(3, GT4)])
+    with pytest.raises(ValueError, match="max_dets must be positive"):
+        _evaluate(name, {3: ([b for b, _ in GT4], [0.9, 0.8, 0.7, 0.6])}, max_dets=max_dets)
+
+
+def test_an_image_processed_twice_is_evaluated_with_its_first_predictions(register_dataset, monkeypatch):
+    """The first predictions of a repeated image id count (here: all 4 boxes exact, AR@100 = 100), the later
+    copy (one box far from every object) is dropped with a warning that counts the repeats."""
+    name = register_dataset([(3, GT4)])
+    evaluator = ClassAgnosticEvaluator(name, distributed=False)
+    evaluator.reset()
+    evaluator.process([{"image_id": 3}], [_output([b for b, _ in GT4], [0.9, 0.8, 0.7, 0.6])])
+    evaluator.process([{"image_id": 3}], [_output([FAR[0]], [0.95])])
+    from siamese_detr.evaluation import class_agnostic
+
+    warnings = []  # recorded directly: a project logger set up by another test may not propagate to caplog
+    monkeypatch.setattr(class_agnostic.logger, "warning", lambda msg, *args: warnings.append(msg % args))
+    res = evaluator.evaluate()["class_agnostic"]
+    assert res["AR@100"] == pytest.approx(100.0) and res["AP"] == pytest.approx(100.0)
+    assert len(warnings) == 1 and "1 of 2 processed images were repeats" in warnings[0]
+
+
 def test_images_without_detections_are_misses_and_empty_results_work(register_dataset, tmp_path):
     gt1, gt2 = [([10, 10, 60, 50], 0)], [([30, 40, 130, 140], 1)]
     name = register_dataset([(1, gt1), (2, gt2), (5, gt1)])

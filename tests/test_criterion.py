@@ -200,3 +200,96 @@ def test_encoder_outputs_use_binary_targets_and_enc_suffix():
     assert weighted["loss_ce_enc"].item() == pytest.approx(2 * losses["loss_ce_enc"].item())
     with pytest.raises(KeyError):
         weight_losses({"loss_ce_encoder": torch.tensor(1.0)}, {"loss_ce": 1.0})
+
+
+def test_weight_losses_resolves_aux_keys_of_two_digit_layers():
+    """A decoder of more than 11 layers has aux copies ``loss_x_10``, ``loss_x_11``...: their weight is the base
+    key's (the suffix is any number of digits, not one)."""
+    losses = {"loss_ce_10": torch.tensor(1.0), "loss_giou_11": torch.tensor(3.0)}
+    weighted = weight_losses(losses, {"loss_ce": 2.0, "loss_giou": 0.5})
+    assert weighted["loss_ce_10"].item() == 2.0
+    assert weighted["loss_giou_11"].item() == 1.5
+
+
+def _one_query_outputs():
+    return {"pred_logits": torch.zeros(1, 1, 3), "pred_boxes": torch.full((1, 1, 4), 0.5)}
+
+
+@pytest.mark.parametrize(
+    "labels, bad",
+    [
+        ([[0], [2]], 2),  # label K = 2 would index the no-object column (an object trained as background)
+        ([[1], [-1]], -1),  # with the focal loss -1 would index the last class
+        ([[5, -3], [1]], -3),  # a negative label is named even when a label above K is there too
+        ([[], [0, 7]], 7),  # the first image has no target: the later ones are still checked
+    ],
+)
+def test_out_of_range_target_labels_are_refused_by_name(labels, bad):
+    """Every target label must lie in [0, K) (K = 2 here): the first out-of-range value found (negative ones
+    first) is named in the ValueError, whichever image it is in."""
+    crit = _criterion([([0], [0]), ([0], [0])])
+    outputs = {"pred_logits": torch.zeros(2, 1, 3), "pred_boxes": torch.full((2, 1, 4), 0.5)}
+    targets = [
+        {"labels": torch.tensor(lab, dtype=torch.int64), "boxes": torch.full((len(lab), 4), 0.5)} for lab in labels
+    ]
+    with pytest.raises(ValueError, match=rf"target label {bad} is outside \[0, 2\)"):
+        crit(outputs, targets)
+
+
+def test_labels_on_both_ends_of_the_range_are_accepted():
+    """Labels 0 and K - 1 are legal (no error), also in an image after an empty one."""
+    crit = _criterion([([], []), ([0, 1], [0, 1])])
+    outputs = {"pred_logits": torch.zeros(2, 2, 3), "pred_boxes": torch.full((2, 2, 4), 0.5)}
+    targets = [
+        {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)},
+        {"labels": torch.tensor([0, 1]), "boxes": torch.full((2, 4), 0.5)},
+    ]
+    losses = crit(outputs, targets)
+    assert set(losses) == {"loss_ce", "loss_bbox", "loss_giou"}
+
+
+def test_box_losses_are_divided_by_the_number_of_targets_not_of_matched_pairs():
+    """DETR divides the box losses by ``num_boxes``, the number of TARGET boxes. With 1 query and 2 targets only
+    one pair is matched, yet the sums are divided by 2.
+
+    Pair: pred (0.5, 0.5, 0.2, 0.4) cxcywh -> xyxy (0.4, 0.3, 0.6, 0.7), target 0 (0.5, 0.6, 0.2, 0.2) -> (0.4,
+    0.5, 0.6, 0.7) inside it: L1 = 0.1 + 0.2 = 0.3, GIoU = IoU = 0.04 / 0.08 = 0.5."""
+    crit = _criterion([([0], [0])])
+    outputs = {"pred_logits": torch.zeros(1, 1, 3), "pred_boxes": torch.tensor([[[0.5, 0.5, 0.2, 0.4]]])}
+    targets = [{"labels": torch.tensor([0, 1]), "boxes": torch.tensor([[0.5, 0.6, 0.2, 0.2], [0.2, 0.2, 0.1, 0.1]])}]
+    losses = crit(outputs, targets)
+    assert losses["loss_bbox"].item() == pytest.approx(0.3 / 2, rel=1e-5)
+    assert losses["loss_giou"].item() == pytest.approx((1 - 0.5) / 2, rel=1e-5)
+
+
+def test_a_single_matched_query_gets_its_class_as_target():
+    """One target (label 1) matched to query 1 of 2 (K = 2): query 1's CE target is class 1 (weight 1), query 0's
+    the no-object class 2 (weight eos_coef = 0.1); weighted mean by hand."""
+    logits = [[0.3, -0.2, 0.8], [0.1, 1.2, -0.4]]
+    crit = _criterion([([1], [0])], eos_coef=0.1)
+    outputs = {"pred_logits": torch.tensor([logits]), "pred_boxes": torch.full((1, 2, 4), 0.5)}
+    targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
+    losses = crit(outputs, targets)
+    expected = (0.1 * _ce(logits[0], 2) + 1.0 * _ce(logits[1], 1)) / (0.1 + 1.0)
+    assert losses["loss_ce"].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_half_precision_boxes_are_compared_with_unrounded_float32_targets():
+    """Under autocast the predicted boxes are float16, the targets float32: the box losses are computed in float32
+    without rounding the targets to float16. Target width 0.2501 is 0.25 in float16 (spacing 2^-12 there), so a
+    rounded target would give L1 = 0 instead of |0.25 - 0.2501|."""
+    crit = _criterion([([0], [0])])
+    pred = torch.tensor([[[0.5, 0.5, 0.25, 0.25]]], dtype=torch.float16)
+    tgt = torch.tensor([[0.5, 0.5, 0.2501, 0.25]], dtype=torch.float32)
+    assert tgt.half()[0, 2].item() == 0.25  # rounding to float16 would erase the difference
+    losses = crit({"pred_logits": torch.zeros(1, 1, 3), "pred_boxes": pred}, [{"labels": torch.tensor([0]),
+                                                                               "boxes": tgt}])
+    assert losses["loss_bbox"].dtype == torch.float32
+    assert losses["loss_bbox"].item() == pytest.approx(abs(0.25 - float(tgt[0, 2])), rel=1e-4)
+
+
+def test_an_aux_copy_without_its_base_weight_is_refused():
+    """``loss_giou_3`` with neither ``loss_giou_3`` nor ``loss_giou`` in the weights raises KeyError naming it, rather
+    than counting with weight 1."""
+    with pytest.raises(KeyError, match="loss_giou_3"):
+        weight_losses({"loss_giou_3": torch.tensor(1.0)}, {"loss_ce": 1.0, "loss_bbox": 5.0})

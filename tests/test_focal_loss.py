@@ -144,3 +144,13 @@ def test_focal_criterion_with_focal_matcher_end_to_end():
     assert losses["loss_ce_0"].item() == pytest.approx(losses["loss_ce"].item(), rel=1e-7)
     expected = sum(_focal(float(logits[0, q, k]), (q, k) == (2, 1)) for q in range(3) for k in range(2))
     assert losses["loss_ce"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_alpha_0_weights_only_the_negatives():
+    """``alpha = 0`` is a legal weighting (``alpha >= 0`` enables it, only ``alpha < 0`` disables it): positives get
+    weight 0, negatives 1 - 0 = 1. One positive (logit 0.3) and one negative (logit -0.8), / num_boxes = 1."""
+    x = torch.tensor([[[0.3, -0.8]]], dtype=torch.float64)
+    t = torch.tensor([[[1.0, 0.0]]], dtype=torch.float64)
+    p_neg = _sigmoid(-0.8)
+    expected = (0.0 + 1.0 * p_neg ** 2 * -math.log(1 - p_neg)) / 1  # mean over the single query
+    assert sigmoid_focal_loss(x, t, 1.0, alpha=0.0).item() == pytest.approx(expected, rel=1e-12)

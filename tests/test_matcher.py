@@ -235,3 +235,94 @@ def test_float64_predictions_are_matched_in_float64(monkeypatch):
     matcher(outputs, targets)
     assert len(rows) == 1
     assert [str(d) for d in solved_dtypes] == ["float32", "float64"]
+
+
+def _default_weight_problem(rng, num_images=40, num_queries=3, num_targets=2, num_logits=3, num_classes=2):
+    logits = [[[rng.gauss(0, 2.5) for _ in range(num_logits)] for _ in range(num_queries)] for _ in range(num_images)]
+    boxes = [_random_boxes(rng, num_queries) for _ in range(num_images)]
+    targets_py = [([rng.randrange(num_classes) for _ in range(num_targets)], _random_boxes(rng, num_targets))
+                  for _ in range(num_images)]
+    return logits, boxes, targets_py
+
+
+def _optimal_assignments(cost_fn, logits, boxes, targets_py):
+    """Per image, the set of optimal injective maps target j -> query (brute force, ties kept)."""
+    out = []
+    for b, (labels, tgt_boxes) in enumerate(targets_py):
+        n, q = len(labels), len(boxes[b])
+        totals = {perm: sum(cost_fn(logits[b][perm[j]], boxes[b][perm[j]], labels[j], tgt_boxes[j]) for j in range(n))
+                  for perm in itertools.permutations(range(q), n)}
+        best = min(totals.values())
+        out.append({perm for perm, v in totals.items() if v <= best + 1e-6})
+    return out
+
+
+def _weighted_cost_fn(weights, focal):
+    """The matching cost of one (query, target) pair written out with the given (class, L1, GIoU) weights."""
+    if focal:
+        return lambda lg, box, lab, tb: _focal_pair_cost(lg, box, lab, tb, w=weights)
+
+    def softmax_cost(lg, box, lab, tb):
+        exps = [math.exp(v) for v in lg]
+        l1 = sum(abs(p - t) for p, t in zip(box, tb))
+        return -weights[0] * exps[lab] / sum(exps) + weights[1] * l1 - weights[2] * _giou(box, tb)
+
+    return softmax_cost
+
+
+def _assert_matches_with_weights(matcher, weights, other_weights, focal):
+    """On 40 random images, ``matcher``'s assignment is optimal for the cost with ``weights``; for each of
+    ``other_weights`` some image's optimum is another assignment (so a matcher using those cannot pass)."""
+    rng = random.Random(0)
+    logits, boxes, targets_py = _default_weight_problem(rng, num_logits=2 if focal else 3)
+    expected = _optimal_assignments(_weighted_cost_fn(weights, focal), logits, boxes, targets_py)
+    for other in other_weights:
+        alternative = _optimal_assignments(_weighted_cost_fn(other, focal), logits, boxes, targets_py)
+        assert any(not (a & e) for a, e in zip(alternative, expected)), other
+    outputs = {"pred_logits": torch.tensor(logits, dtype=torch.float64),
+               "pred_boxes": torch.tensor(boxes, dtype=torch.float64)}
+    targets = [{"labels": torch.tensor(lab), "boxes": torch.tensor(bx, dtype=torch.float64)} for lab, bx in targets_py]
+    for b, (rows, cols) in enumerate(matcher(outputs, targets)):
+        perm = [None] * len(cols)
+        for q, j in zip(rows.tolist(), cols.tolist()):
+            perm[j] = q
+        assert tuple(perm) in expected[b], b
+
+
+@pytest.mark.parametrize("focal", [False, True])
+def test_default_cost_weights_are_the_official_ones(focal):
+    """``HungarianMatcher()`` matches with DETR's weights class 1 / L1 5 / GIoU 2 and ``FocalHungarianMatcher()``
+    with Conditional / Deformable DETR's 2 / 5 / 2 (alpha 0.25, gamma 2): its matching is optimal for the cost
+    written out with these weights, on images where each weight halved or doubled gives another optimum."""
+    from siamese_detr.modeling import FocalHungarianMatcher
+
+    official = (2.0, 5.0, 2.0) if focal else (W_CLASS, W_BBOX, W_GIOU)
+    others = [tuple(w * f if k == i else w for k, w in enumerate(official)) for i in range(3) for f in (0.5, 2.0)]
+    _assert_matches_with_weights(FocalHungarianMatcher() if focal else HungarianMatcher(), official, others, focal)
+
+
+@pytest.mark.parametrize("focal", [False, True])
+@pytest.mark.parametrize("weights", [(4.0, 5.0, 2.0), (2.0, 2.0, 2.0), (2.0, 5.0, 0.5)])
+def test_explicit_cost_weights_are_used(focal, weights):
+    """Each weight given to the constructor enters the cost (none is replaced by its default): with one weight
+    moved off the focal defaults 2 / 5 / 2 the matching is optimal for the cost with the given weights, on
+    images where the defaults give another optimum."""
+    from siamese_detr.modeling import FocalHungarianMatcher
+
+    matcher = (FocalHungarianMatcher if focal else HungarianMatcher)(*weights)
+    _assert_matches_with_weights(matcher, weights, [(2.0, 5.0, 2.0), (W_CLASS, W_BBOX, W_GIOU)], focal)
+
+
+@pytest.mark.parametrize("weights", [(0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0)])
+def test_a_single_nonzero_cost_is_a_valid_matcher(weights):
+    """Any one cost may be the only one (e.g. GIoU-only); only all three at 0 are refused. With GIoU alone, the
+    query whose box overlaps the target wins although its class probability is lower."""
+    matcher = HungarianMatcher(*weights)
+    outputs = {"pred_logits": torch.tensor([[[0.0, 0.0, 0.0], [5.0, 0.0, 0.0]]]),
+               "pred_boxes": torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.54, 0.5, 0.2, 0.2]]])}
+    targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
+    rows, cols = matcher(outputs, targets)[0]
+    # class alone prefers query 1 (logit 5); L1 and GIoU alone prefer query 0 (identical box)
+    assert rows.tolist() == ([1] if weights[0] else [0]) and cols.tolist() == [0]
+    with pytest.raises(ValueError, match="all costs are 0"):
+        HungarianMatcher(0.0, 0.0, 0.0)

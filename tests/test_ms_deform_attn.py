@@ -178,3 +178,13 @@ def test_compiled_matches_pytorch_on_cuda():
     fast = multi_scale_deformable_attention(value, shapes, starts, loc, w, use_compiled=True)
     slow = multi_scale_deformable_attention(value, shapes, starts, loc, w, use_compiled=False)
     assert torch.allclose(fast, slow, atol=1e-10)
+
+
+@pytest.mark.parametrize("num_tokens", [5, 7])
+def test_spatial_shapes_must_cover_exactly_the_tokens(num_tokens):
+    """``spatial_shapes`` [[2, 3]] describe 6 tokens: 5 (too few) and 7 (one token that no level owns, which
+    would silently be ignored) are both refused."""
+    attn = MSDeformAttn(d_model=4, n_levels=1, n_heads=2, n_points=1)
+    with pytest.raises(ValueError, match="do not cover"):
+        attn(torch.randn(1, 2, 4), torch.rand(1, 2, 1, 2), torch.randn(1, num_tokens, 4), torch.tensor([[2, 3]]),
+             torch.tensor([0]))

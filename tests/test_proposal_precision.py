@@ -234,3 +234,33 @@ def test_list_options_given_twice_add_up_and_replace_the_default():
     assert parser.get_default("ks") == [10, 100]  # the default list itself is never extended
     parser.parse_args(["--ks", "5", "--ks", "6"])
     assert parser.parse_args([]).ks == [10, 100]
+
+
+def test_boxes_become_xywh_with_their_own_width_and_height():
+    """xyxy (10, 20, 50, 80) -> COCO xywh [10, 20, 40, 60]: x0 != y0 and w != h, so no coordinate can stand in for
+    another."""
+    dets = top_k_proposal_detections(_store({5: [[10.0, 20.0, 50.0, 80.0]]}), [5], k=1)
+    assert dets == [{"image_id": 5, "category_id": 1, "bbox": [10.0, 20.0, 40.0, 60.0], "score": 1.0}]
+
+
+def test_a_budget_above_100_keeps_all_its_proposals():
+    """k = 150: all 150 proposals are detections (COCOeval's maxDets is k, not its default 100). The object is the
+    proposal of rank 120 (1-based), so the precision at recall 1 is 1 / 120 and, interpolated, on every recall
+    point: AP = AP50 = 100 / 120. Cut at 100 detections it would be missed (AP 0)."""
+    proposals = [[30.0 + (i % 20), 30.0, 40.0 + (i % 20), 40.0] for i in range(119)] + [OBJECT]
+    proposals += [FAR] * 30
+    assert len(proposals) == 150
+    r = evaluate_proposal_precision(_store({1: proposals}), _coco({1: [OBJECT]}), ks=[150])
+    assert r["AP@top150"] == pytest.approx(100 / 120)
+    assert r["AP50@top150"] == pytest.approx(100 / 120)
+
+
+def test_precision_table_columns_are_labelled_in_value_order():
+    """Each header label stands above its own value: AP@top10, AP@top30, then AP50@top10, AP50@top30."""
+    from siamese_detr.evaluation.proposal_precision import format_precision_table
+
+    row = {"AP@top10": 1.0, "AP@top30": 2.0, "AP50@top10": 3.0, "AP50@top30": 4.0}
+    header, line = format_precision_table({"selective_search": row}).splitlines()
+    labels, values = header.split(), line.split()
+    assert labels[0] == "proposals" and values[0] == "selective_search"
+    assert dict(zip(labels[1:], map(float, values[1:]))) == row
