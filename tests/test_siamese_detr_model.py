@@ -381,3 +381,53 @@ def test_region_counts_that_cannot_train_are_refused(num_regions, num_queries, m
     if num_regions < 2:
         with pytest.raises(ValueError, match=message):
             ViewPolicy(num_regions=num_regions)
+
+
+def test_region_loss_uses_the_criterions_num_boxes():
+    """L_r is normalised like the box losses, by ``criterion.get_num_boxes`` (under DDP the target count
+    averaged over the processes, not this process's own count). With it patched to 1, ``loss_region`` is
+    the SUM over the 2B * n matched pairs: exactly 2 * 2 * 3 = 12 times the unpatched value."""
+    model = tiny_model().train()
+    patched = copy.deepcopy(model)
+    patched.criterion.get_num_boxes = lambda targets, device: 1.0
+    batch = fake_batch(batch=2)
+    with EventStorage():
+        base = model(batch)["loss_region"].item()
+        summed = patched(batch)["loss_region"].item()
+    assert summed == pytest.approx(12 * base, rel=1e-5)
+
+
+def test_more_bad_set_ups_and_inputs_are_refused_by_name():
+    """Refused with a message naming the culprit: no L_g context level; a weight_dict without ``loss_global``;
+    a view whose crops or query boxes do not match its region boxes (2 + 4 would fill the 2 x 3 rows of the
+    batch silently, misaligned); training inputs given in eval mode."""
+    def build(**kwargs):
+        args = dict(
+            backbone=tiny_backbone(), position_embedding=PositionEmbeddingSine(num_pos_feats=16),
+            transformer=tiny_transformer(32, 2), criterion=SetCriterion(1, HungarianMatcher(1.0, 5.0, 2.0)),
+            num_queries=6, num_regions=3, weight_dict=dict(WEIGHTS), projection_dim=16, predictor_hidden_dim=8,
+        )
+        args.update(kwargs)
+        return SiameseDETRPretrain(**args)
+
+    with pytest.raises(ValueError, match="global_context_levels must be >= 1"):
+        build(global_context_levels=0)
+    weights = {k: v for k, v in WEIGHTS.items() if k != "loss_global"}
+    with pytest.raises(ValueError, match=r"weight_dict lacks \['loss_global'\]"):
+        build(weight_dict=weights)
+    model = tiny_model().train()
+    batch = fake_batch(batch=2)
+    crops = batch[0]["views"][1]["crops"]
+    batch[0]["views"][1]["crops"] = crops[:2]
+    batch[1]["views"][1]["crops"] = torch.cat([batch[1]["views"][1]["crops"], crops[:1]])
+    with EventStorage(), pytest.raises(ValueError, match="3 region boxes, 3 query boxes, 2 crops"):
+        model(batch)
+    batch = fake_batch(batch=2)  # the same for the jittered query boxes (rows of z)
+    boxes = batch[0]["views"][0]["query_boxes"]
+    batch[0]["views"][0]["query_boxes"] = boxes[:2]
+    batch[1]["views"][0]["query_boxes"] = torch.cat([batch[1]["views"][0]["query_boxes"], boxes[:1]])
+    with EventStorage(), pytest.raises(ValueError, match="3 region boxes, 2 query boxes, 3 crops"):
+        model(batch)
+    model.eval()
+    with pytest.raises(ValueError, match="in eval mode expects .* dicts with 'image'"):
+        model(fake_batch(batch=2))

@@ -122,3 +122,39 @@ def test_every_variant_hands_off_with_init_checkpoint(pretrain, finetune, tmp_pa
     assert {k.split(".")[0] for k in loaded} == {"backbone", "input_proj", "transformer", "query_embed", "bbox_embed"}
     for key in loaded:
         assert torch.equal(fine.state_dict()[key], source[key]), key
+
+
+def test_pretext_model_config_takes_the_finetune_models_parts_and_leaves_it_untouched():
+    """``pretext_model_from``: backbone, levels, positions, transformer, queries, pixel statistics, input
+    format, post-processing and L_loc weights are the finetune config's (here changed from the defaults so a
+    fall-back to a default shows); auxiliary decoder losses are always on (L_loc and L_r per layer, even
+    when the finetune model has them off); the criterion is a COPY with one objectness class: the finetune
+    config's own criterion still follows its ``num_classes``."""
+    from detectron2.config import LazyCall as L
+
+    from siamese_detr.modeling import SoftmaxTopKPostProcess
+    from siamese_detr.modeling.meta_arch.pretext_config import pretext_model_from
+    from siamese_detr.modeling.meta_arch.siamese_detr import SiameseDETRPretrain
+
+    detr = LazyConfig.load(os.path.join(CONFIGS, "common", "models", "detr_r50.py")).model
+    detr.aux_loss = False
+    detr.pixel_std = [1.0, 2.0, 3.0]
+    detr.pixel_mean = [4.0, 5.0, 6.0]
+    detr.input_format = "RGB"
+    detr.num_queries = 30
+    detr.postprocess = L(SoftmaxTopKPostProcess)(num_detections=7)
+    detr.weight_dict = {"loss_ce": 2.0, "loss_bbox": 4.0, "loss_giou": 1.5, "loss_other": 9.0}
+    criterion_before = LazyConfig.to_py(detr.criterion)
+    cfg = pretext_model_from(SiameseDETRPretrain, detr, {"loss_region": 3.0, "loss_global": 10.0}, num_regions=10)
+    assert cfg.aux_loss is True
+    assert cfg.pixel_std == [1.0, 2.0, 3.0] and cfg.pixel_mean == [4.0, 5.0, 6.0] and cfg.input_format == "RGB"
+    assert cfg.num_queries == 30 and cfg.num_regions == 10 and cfg.in_features == ["res5"]
+    assert cfg.postprocess == detr.postprocess and cfg.postprocess.num_detections == 7
+    for part in ("backbone", "position_embedding", "transformer"):
+        assert cfg[part] == detr[part], part
+    assert dict(cfg.weight_dict) == {"loss_ce": 2.0, "loss_bbox": 4.0, "loss_giou": 1.5, "loss_region": 3.0,
+                                     "loss_global": 10.0}
+    assert cfg.criterion.num_classes == 1 and cfg.criterion.eos_coef == detr.criterion.eos_coef
+    assert cfg.criterion is not detr.criterion
+    assert LazyConfig.to_py(detr.criterion) == criterion_before
+    assert instantiate(detr.criterion).num_classes == 80

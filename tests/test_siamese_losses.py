@@ -204,3 +204,41 @@ def test_simsiam_heads_layouts():
     assert [type(m).__name__ for m in pred] == ["Linear", "SyncBatchNorm1d", "ReLU", "Linear"]
     out = pred(proj(torch.randn(4, 8)))
     assert out.shape == (4, 12)
+
+
+def test_region_loss_divides_by_the_given_num_boxes_not_the_match_count():
+    """The normaliser is ``num_boxes`` as handed over (under DDP the process-averaged target count, which
+    differs from this process's number of matches): 2 matched pairs, ``num_boxes = 8`` -> sum / 8 (by hand).
+    A batch whose matchings do not cover every image is refused."""
+    g = torch.Generator().manual_seed(3)
+    sem = torch.randn(2, 4, 5, generator=g)
+    crops = torch.randn(2, 2, 5, generator=g)
+    indices = [(torch.tensor([3]), torch.tensor([1])), (torch.tensor([0]), torch.tensor([0]))]
+    expected = _normalized_l2(sem[0, 3].tolist(), crops[0, 1].tolist()) + _normalized_l2(
+        sem[1, 0].tolist(), crops[1, 0].tolist()
+    )
+    assert region_discrimination_loss(sem, crops, indices, 8.0).item() == pytest.approx(expected / 8.0, rel=1e-5)
+    with pytest.raises(ValueError, match="1 index pairs for a batch of 2"):
+        region_discrimination_loss(sem, crops, indices[:1], 8.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_roi_features_of_half_precision_maps_sample_at_float32_box_coordinates(dtype):
+    """Low-precision feature maps are pooled with the boxes (and the map) in float32, the result cast back:
+    on the map ``f(x) = x - 1500`` (stride 1, whole numbers, exact in both formats) the box x 1500.3 .. 1501.3
+    averages to 0.8. Boxes rounded to float16 (1500 .. 1501) would give 0.5, to bfloat16 (1504 .. 1504) 4; CPU
+    RoIAlign has no bfloat16 kernel at all."""
+    row = torch.arange(2048, dtype=torch.float32) - 1500
+    feature = row.view(1, 1, 1, 2048).expand(1, 1, 4, 2048).to(dtype)
+    boxes = [torch.tensor([[1500.3, 0.0, 1501.3, 3.0]])]
+    got = average_pooled_roi_features([feature], boxes, [1], output_size=2)
+    assert got.dtype == dtype and got.shape == (1, 1)
+    assert abs(got.float().item() - 0.8) < 0.01
+
+
+def test_region_embeddings_wider_than_the_queries_are_refused():
+    """Queries of width D' take region embeddings of width D <= D'; one channel too wide is an error, not a
+    silent truncation."""
+    with pytest.raises(ValueError, match="wider than the queries"):
+        region_conditioned_queries(torch.zeros(1, 2, 9), torch.zeros(4, 8))
+    assert region_conditioned_queries(torch.ones(1, 2, 8), torch.zeros(4, 8)).shape == (1, 4, 8)

@@ -127,6 +127,15 @@ def _worker(rank, init_file, out_dir):
                 if "running" in k:
                     results[f"{name}.{k}"] = v.numpy()
                     results[f"{name}.{k}.ref"] = dict(twin.named_buffers())[k].detach().numpy()
+            # eval under DDP: running statistics, no all-reduce, no update (a joint call equals a plain one)
+            head.eval()
+            twin.eval()
+            with torch.no_grad():
+                results[f"{name}.eval"] = head(x.detach(), num_views=2).numpy()
+                results[f"{name}.eval.ref"] = twin(x.detach()).numpy()
+            results[f"{name}.eval.buffers_kept"] = np.array(
+                all(torch.equal(v, dict(head.named_buffers())[k]) for k, v in _buffers(twin).items())
+            )
         np.savez(os.path.join(out_dir, f"rank{rank}.npz"), **results)
     finally:
         dist.destroy_process_group()
@@ -139,6 +148,8 @@ def test_ddp_per_view_equals_per_view_calls_of_naive_sync_batch_norm(tmp_path):
         for name in ("projector", "predictor"):
             assert np.allclose(r[f"{name}.out"], r[f"{name}.ref"], atol=1e-5)
             assert np.allclose(r[f"{name}.grad"], r[f"{name}.grad_ref"], atol=1e-5)
+            assert np.allclose(r[f"{name}.eval"], r[f"{name}.eval.ref"], atol=1e-6)
+            assert bool(r[f"{name}.eval.buffers_kept"])
         for k in [k for k in r if "running" in k and not k.endswith(".ref")]:
             assert np.allclose(r[k], r[k + ".ref"], atol=1e-6), k
     running = [k for k in ranks[0] if "running" in k and not k.endswith(".ref")]

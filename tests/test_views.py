@@ -474,3 +474,230 @@ def test_jitter_boxes_that_would_become_empty_keep_their_original_sides():
     expected[4] = [-10.0, 0.0, 10.0, 10.0]  # empty after clamping: the original, still over the clip edge
     expected[5] = [39.0, 30.0, 40.0, 40.0]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_outer_box_positions_are_uniform_over_every_fitting_offset():
+    """A draw that fits is placed at ``x0 ~ U{0 .. W - w}``, ``y0 ~ U{0 .. H - h}`` (RandomResizedCrop's
+    ``randint(0, W - w + 1)``): with a fixed 6 x 6 box (area 36 of a 10 x 12 image, aspect 1) all 7 x 5
+    offsets occur, each about equally often, the right and bottom edges included."""
+    rng = np.random.default_rng(0)
+    boxes = np.array([V.sample_outer_box(rng, (10, 12), (0.3, 0.3), (1.0, 1.0)) for _ in range(3500)])
+    assert np.all(boxes[:, 2] - boxes[:, 0] == 6) and np.all(boxes[:, 3] - boxes[:, 1] == 6)
+    x_freq = np.bincount(boxes[:, 0].astype(int), minlength=7) / len(boxes)
+    y_freq = np.bincount(boxes[:, 1].astype(int), minlength=5) / len(boxes)
+    assert len(x_freq) == 7 and len(y_freq) == 5  # offsets never beyond W - w, H - h
+    assert np.all(np.abs(x_freq - 1 / 7) < 0.03) and np.all(np.abs(y_freq - 1 / 5) < 0.03)
+
+
+def test_outer_box_as_wide_as_the_image_is_a_valid_draw():
+    """``0 < w <= W``: a drawn box exactly as wide as the image fits and is placed at a random height. Here
+    (80 x 80 box in an 80-wide, 100-high image) the central-crop fallback would always give ``y0 = 10``."""
+    rng = np.random.default_rng(1)
+    boxes = np.array([V.sample_outer_box(rng, (100, 80), (0.8, 0.8), (1.0, 1.0)) for _ in range(300)])
+    assert np.all(boxes[:, [0, 2]] == [0.0, 80.0]) and np.all(boxes[:, 3] - boxes[:, 1] == 80)
+    assert len(set(boxes[:, 1].tolist())) >= 15 and set(boxes[:, 1].tolist()) <= set(range(21))
+
+
+def test_outer_box_aspect_is_log_uniform_width_over_height_and_area_uniform():
+    """Aspect ``w / h`` log-uniform on an ASYMMETRIC range (1/2, 1) (a swap of w and h would give tall
+    instead of wide boxes), area fraction uniform: quartile frequencies of ``log(w / h)`` on
+    ``[log 1/2, 0]`` and of the area on ``[0.1, 0.2]`` all ~ 1/4 (a uniform aspect would give 0.19 .. 0.32)."""
+    rng = np.random.default_rng(2)
+    boxes = np.array([V.sample_outer_box(rng, (1000, 1000), (0.1, 0.2), (0.5, 1.0)) for _ in range(4000)])
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert np.all(w / h >= 0.5 * 0.99) and np.all(w / h <= 1.0 / 0.99)
+    log_aspect = np.log(w / h)
+    quarters = np.histogram(log_aspect, bins=np.linspace(np.log(0.5), 0.0, 5) + [-0.01, 0, 0, 0, 0.01])[0]
+    assert np.all(np.abs(quarters / len(boxes) - 0.25) < 0.03), quarters
+    area = w * h / 1e6
+    quarters = np.histogram(area, bins=[0.09, 0.125, 0.15, 0.175, 0.21])[0]
+    assert np.all(np.abs(quarters / len(boxes) - 0.25) < 0.03), quarters
+
+
+def test_centred_intersection_box_hand_values():
+    """Hand-computed: outer 100 x 60 at the origin, tau = 0.5 (s = 0.68990): half sizes 34.495 x 20.697
+    around (50, 30), rounded outwards -> [15, 9, 85, 51]. tau = 0 (s = 0) would be the empty box [5, 5, 5, 5]
+    of a 10 x 10 outer box: it is grown to the documented 1 px."""
+    got = V.centred_intersection_box(np.array([0.0, 0.0, 100.0, 60.0]), 0.5)
+    assert got.tolist() == [15.0, 9.0, 85.0, 51.0]
+    got = V.centred_intersection_box(np.array([0.0, 0.0, 10.0, 10.0]), 0.0)
+    assert got.tolist() == [5.0, 5.0, 6.0, 6.0]
+
+
+class _FixedShrink:
+    """Generator stand-in: ``uniform(0, 1, size=2)`` returns the given ``(u_a, u_b)``."""
+
+    def __init__(self, u_a, u_b):
+        self.u = np.array([u_a, u_b])
+
+    def uniform(self, low, high, size):
+        assert (low, high, size) == (0.0, 1.0, 2)
+        return self.u
+
+
+def test_shrink_moves_each_outer_corner_by_its_own_fraction_rounded_outwards():
+    """Hand-computed: view A's top-left moves ``u_a`` of the way to I's top-left (same fraction on x and
+    y), floored (towards A's outer corner); view B's bottom-right moves ``u_b`` of the way to I's bottom-right,
+    ceiled; the inner corners stay."""
+    inner = np.array([3.0, 4.0, 7.0, 7.0])
+    view_a = np.array([0.0, 2.0, 7.0, 7.0])
+    view_b = np.array([3.0, 4.0, 10.0, 12.0])
+    a, b = V.shrink_outer_corners(_FixedShrink(0.5, 0.5), view_a, view_b, inner)
+    assert a.tolist() == [1.0, 3.0, 7.0, 7.0]  # (1.5, 3.0) floored
+    assert b.tolist() == [3.0, 4.0, 9.0, 10.0]  # (8.5, 9.5) ceiled
+    a, b = V.shrink_outer_corners(_FixedShrink(0.25, 1.0), view_a, view_b, inner)
+    assert a.tolist() == [0.0, 2.0, 7.0, 7.0]  # (0.75, 2.5) floored
+    assert b.tolist() == [3.0, 4.0, 7.0, 7.0]  # all the way to I
+
+
+def test_no_shrink_keeps_the_two_sub_rectangles_of_the_outer_box():
+    """``shrink_outer=False``: the views are exactly Fig. 3b's A and B, so their union is the outer box
+    (each one's outer corner is the outer box's); the policy's views then span the whole size both are
+    resized to. With the shrink (default) the union is smaller in most samples."""
+    for i in range(30):
+        pair = V.sample_view_pair(np.random.default_rng(i), (300, 400), 0.5, shrink_outer=False)
+        a, b = V.views_from_intersection(pair.outer, pair.intersection)
+        expected = [b, a] if pair.swapped else [a, b]
+        assert np.array_equal(pair.view_boxes, np.stack(expected))
+    props = np.array([[0.0, 0.0, 400.0, 300.0]])
+    smaller = 0
+    for shrink in (False, True):
+        policy = V.ViewPolicy(shrink_outer=shrink)
+        for i in range(30):
+            s = policy.sample(np.random.default_rng(i), (300, 400), props)
+            vb = s.view_boxes
+            union_wh = [vb[:, 2].max() - vb[:, 0].min(), vb[:, 3].max() - vb[:, 1].min()]
+            if shrink:
+                smaller += union_wh != [s.view_hw[0, 1], s.view_hw[0, 0]]
+            else:
+                assert union_wh == [s.view_hw[0, 1], s.view_hw[0, 0]]
+    assert smaller >= 25
+
+
+def test_select_regions_area_threshold_is_inclusive_and_configurable():
+    """``clamped area >= min_area_frac * area(I)``: a proposal of exactly 5 % of I is kept; the fraction is
+    the argument's (3 % keeps a 300 px² region, 10 % drops an 800 px² one)."""
+    rng = np.random.default_rng(0)
+    inter = np.array([100.0, 100.0, 200.0, 200.0])  # area 10000
+    proposals = np.array([[100, 100, 120, 125], [190, 100, 205, 130], [110, 120, 130, 160]], dtype=np.float64)
+    # areas after clamping: 500 (= 5 %), 300, 800
+    regions, k = V.select_regions(rng, proposals, inter, num_regions=3)
+    assert k == 2 and regions[1:].tolist() == [[100, 100, 120, 125], [110, 120, 130, 160]]
+    regions, k = V.select_regions(rng, proposals, inter, num_regions=4, min_area_frac=0.03)
+    assert k == 3 and regions[2].tolist() == [190, 100, 200, 130]
+    regions, k = V.select_regions(rng, proposals, inter, num_regions=4, min_area_frac=0.1)
+    assert k == 0 and regions.tolist() == [inter.tolist()]
+
+
+@pytest.mark.parametrize("noise, frac", [("uniform", 0.4), ("sigmoid_normal", 0.3), ("uniform", 0.0)])
+def test_select_regions_padding_replays_its_jitter_draws(noise, frac):
+    """The pads are the cyclic copies jittered with the given ``pad_jitter`` and ``noise``: replayed by hand
+    from the same seed (one draw of ``[num_pad, 4]``, times (w, h, w, h), clamped to I). ``pad_jitter=0``
+    gives exact copies."""
+    inter = np.array([100.0, 100.0, 200.0, 200.0])
+    proposals = np.array([[110.0, 120.0, 130.0, 160.0], [150.0, 105.0, 190.0, 125.0]])  # 20 x 40, 40 x 20
+    regions, k = V.select_regions(np.random.default_rng(3), proposals, inter, 6, 0.05, frac, noise)
+    assert k == 2 and regions.shape == (6, 4)
+    replay = np.random.default_rng(3)
+    if noise == "uniform":
+        delta = replay.uniform(-frac, frac, size=(3, 4))
+    else:
+        delta = (2.0 / (1.0 + np.exp(-replay.standard_normal((3, 4)))) - 1.0) * frac
+    source = proposals[[0, 1, 0]]
+    size = np.array([[20.0, 40.0, 20.0, 40.0], [40.0, 20.0, 40.0, 20.0], [20.0, 40.0, 20.0, 40.0]])
+    expected = np.clip(source + delta * size, 100.0, 200.0)
+    assert np.all(expected[:, 2:] > expected[:, :2])  # no empty row here
+    np.testing.assert_allclose(regions[3:], expected, rtol=0, atol=1e-12)
+    if frac == 0.0:
+        assert np.array_equal(regions[3:], source)
+
+
+def test_view_policy_jitter_knobs_reach_queries_and_pads():
+    """``query_jitter`` moves only the query boxes and ``pad_jitter`` only the pads: with ``query_jitter=0``
+    the query boxes are the region boxes (up to float round-off of the clip to the view); with
+    ``pad_jitter=0`` the pads are exact cyclic copies while the query boxes move by up to ``query_jitter`` of
+    the size (more than the default 0.1 on some side)."""
+    props = np.array([[50.0, 40.0, 350.0, 260.0]])  # one proposal: 8 pads
+    for i in range(20):
+        s = V.ViewPolicy(query_jitter=0.0, pad_jitter=0.1).sample(np.random.default_rng(i), (300, 400), props)
+        np.testing.assert_allclose(s.query_boxes, s.region_boxes, rtol=0, atol=1e-9)  # up to the view clip
+        assert s.num_proposals == 1 and not np.all(s.regions[2:] == s.regions[1])
+    largest = 0.0
+    for i in range(20):
+        s = V.ViewPolicy(query_jitter=0.3, pad_jitter=0.0).sample(np.random.default_rng(i), (300, 400), props)
+        assert np.array_equal(s.regions[2:], np.repeat(s.regions[1:2], 8, axis=0))
+        size = np.concatenate([s.region_boxes[..., 2:] - s.region_boxes[..., :2]] * 2, axis=-1)
+        rel = np.abs(s.query_boxes - s.region_boxes) / size
+        assert np.all(rel <= 0.3 + 1e-9)
+        largest = max(largest, rel.max())
+    assert largest > 0.15
+
+
+def test_view_policy_jitter_noise_reaches_the_padding():
+    """``jitter_noise`` is the distribution of the pads too. The only proposal covers the image, so every pad
+    is I jittered and clamped to I: only inward moves survive. Uniform noise moves ~5 % of the sides by more
+    than 0.09 of the size; the official sigmoid-normal noise (|2 sigmoid(z) - 1| > 0.9 needs |z| > 2.94) ~0.2 %."""
+    props = np.array([[0.0, 0.0, 400.0, 300.0]])
+    share = {}
+    for noise in ("uniform", "sigmoid_normal"):
+        policy = V.ViewPolicy(jitter_noise=noise, pad_jitter=0.1)
+        rel = []
+        for i in range(100):
+            s = policy.sample(np.random.default_rng(i), (300, 400), props)
+            inter = s.regions[0]
+            size = np.r_[inter[2:] - inter[:2], inter[2:] - inter[:2]]
+            assert s.num_proposals == 1 and np.array_equal(s.regions[1], inter)
+            rel.append(np.abs(s.regions[2:] - inter) / size)
+        share[noise] = float(np.mean(np.concatenate(rel) > 0.09))
+    assert share["uniform"] > 0.025 and share["sigmoid_normal"] < 0.01, share
+
+
+def test_plain_cuts_without_view_resize():
+    """``resize_views=False``: each view keeps its cut's own size ``(h, w)``, no zoom (scales 1), the region
+    boxes are the regions translated by the view's top-left and every query box lies inside its view."""
+    rng = np.random.default_rng(8)
+    for i in range(100):
+        oh, ow = (int(x) for x in rng.integers(60, 500, size=2))
+        policy = V.ViewPolicy(resize_views=False, short_side_range=(64, 300))
+        s = policy.sample(np.random.default_rng(i), (oh, ow), random_boxes_xyxy(rng, (oh, ow), 30))
+        if s is None:
+            continue
+        vb = s.view_boxes
+        assert s.view_hw.tolist() == [[vb[v, 3] - vb[v, 1], vb[v, 2] - vb[v, 0]] for v in range(2)]
+        assert np.array_equal(s.view_scales, np.ones((2, 2)))
+        for v in range(2):
+            assert np.allclose(s.region_boxes[v], s.regions - np.r_[vb[v, :2], vb[v, :2]])
+            assert inside(s.query_boxes[v], [0, 0, vb[v, 2] - vb[v, 0], vb[v, 3] - vb[v, 1]])
+
+
+@pytest.mark.parametrize("frac", [0.05, 0.2])
+def test_random_regions_of_the_policy_follow_the_rule_in_both_views(frac):
+    """Without proposals the regions follow the official random rule in view 1's pixels: integer top-left
+    corner (or the overlap's own side, where a corner drawn from ``floor(rx0)`` was clamped to it), right
+    side strictly inside the overlap, area ``>= min_region_area_frac * area(I)`` (view 1's threshold) in
+    view 1's pixels AND in view 2's pixels (the official comparison), aspect within 1/8 .. 8 in both views.
+    The two views are zoomed differently, so view 2's check binds in some samples."""
+    policy = V.ViewPolicy(min_region_area_frac=frac)
+    binding = 0
+    for i in range(150):
+        s = policy.sample(np.random.default_rng(i), (375, 500), None)
+        k = s.num_proposals
+        inter_1 = s.region_boxes[0, 0]
+        threshold = frac * (inter_1[2] - inter_1[0]) * (inter_1[3] - inter_1[1])
+        b1, b2 = s.region_boxes[0, 1 : 1 + k], s.region_boxes[1, 1 : 1 + k]
+        whole = np.isclose(b1[:, :2], np.round(b1[:, :2]), rtol=0, atol=1e-6)
+        assert np.all(whole | np.isclose(b1[:, :2], inter_1[:2], rtol=0, atol=1e-9))
+        assert np.all(b1[:, 2] < inter_1[2]) and inside(b1, inter_1)
+        for b in (b1, b2):
+            w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+            assert np.all(w * h >= threshold * (1 - 1e-9)), (i, w * h, threshold)
+            assert np.all(w / h <= 8 + 1e-6) and np.all(w / h >= 1 / 8 - 1e-6)
+        scale_2_over_1 = np.prod(s.view_scales[1] / s.view_scales[0])
+        binding += scale_2_over_1 < 0.85
+    assert binding >= 10
+
+
+def test_view_policy_refuses_fewer_than_two_regions():
+    """``num_regions=1`` leaves no proposal region (region 0 is the overlap): every sample would be skipped."""
+    with pytest.raises(ValueError, match="num_regions must be >= 2"):
+        V.ViewPolicy(num_regions=1)
