@@ -189,6 +189,7 @@ def test_the_checks_run_where_a_tool_meets_the_spec(coco_dir, tmp_path):
     ("Coco:/data/val.json", "coco:/data/val.json"),
     ("datasets/my_images", "folder:datasets/my_images"),
     ("folders:/data/unlabelled", "folder:/data/unlabelled"),
+    ("C:/data/train.json", "coco:C:/data/train.json"),  # a drive letter is part of the path, not a prefix
 ])
 def test_a_path_without_its_spec_prefix_gets_the_spec_syntax(name, meant):
     with pytest.raises(KeyError) as err:
@@ -205,3 +206,31 @@ def test_a_misspelled_registered_name_gets_no_spec_hint():
         check_datasets_on_disk("coco_2017_vall")
     message = err.value.args[0]
     assert "Did you mean 'coco_2017_val'" in message and "It looks like a path" not in message, message
+
+
+def test_a_bad_bbox_after_float_bboxes_is_the_one_named(coco_dir):
+    """Float coordinates are numbers: with annotations[0] at [5.5, 5.25, 20, 20] (fine) and annotations[1]'s
+    bbox holding a string, the error names annotations[1] (id 8), not the first float box."""
+    data = copy.deepcopy(VALID)
+    data["annotations"][0]["bbox"] = [5.5, 5.25, 20.0, 20]
+    data["annotations"][1]["bbox"] = [30, "10", 15.5, 20]
+    json_file, spec = coco_dir("float_then_string", data)
+    with pytest.raises(ValueError, match=re.escape(
+            f"'{json_file}': annotations[1] (id 8) has 'bbox' [30, '10', 15.5, 20], not a list of 4 numbers")):
+        register_dataset_spec(spec)
+
+
+def test_the_evaluation_fix_names_every_field_missing_anywhere_not_only_in_the_first_entry(coco_dir):
+    """annotations[0] lacks only 'area', annotations[1] only 'iscrowd': the error shows the first entry (lacks
+    'area') but its fix lists both fields that COCO evaluation needs, so one edit of the json is enough."""
+    from siamese_detr.engine.evaluation_checks import check_coco_test_fields
+
+    data = copy.deepcopy(VALID)
+    del data["annotations"][0]["area"], data["annotations"][1]["iscrowd"]
+    json_file, spec = coco_dir("area_then_iscrowd", data)
+    register_dataset_spec(spec)
+    with pytest.raises(ValueError) as err:
+        check_coco_test_fields([spec])
+    assert (f"the COCO json '{json_file}': annotations[0] (id 7) lacks 'area' (2 of 2 annotations lack a required "
+            "field). COCO evaluation needs 'iscrowd' (0 for an ordinary object) and 'area' (e.g. the box's w*h) in "
+            "every annotation: add them to the json.") in str(err.value)

@@ -293,3 +293,17 @@ def test_cli_for_pretraining(tmp_path, capsys):
     with pytest.raises(SystemExit):
         tool.main(["--format", "detr", "--for-pretraining", "--input", str(src), "--output", str(tmp_path / "x.pth")])
     assert "--for-pretraining converts the pretraining releases" in capsys.readouterr().err
+
+
+def test_a_deformable_detreg_without_level_embed_is_still_converted_as_deformable():
+    """The variant is recognised by any deformable-attention key (``sampling_offsets``), not only by
+    ``transformer.level_embed``: without it, every other key of the recorded DETReg Deformable layout keeps its
+    Deformable DETR name (none is renamed to the vanilla DETR layout or left unmapped)."""
+    from siamese_detr.checkpoint.official_pretrain import convert_official_detreg
+
+    state = fake_state("detreg_deformable.json")
+    del state["transformer.level_embed"]
+    result = convert_official_detreg(state)
+    assert not result.unmapped
+    assert "transformer.encoder.layers.0.self_attn.sampling_offsets.weight" in result.converted
+    assert not any(k.startswith("transformer.encoder_layers.") for k in result.converted)

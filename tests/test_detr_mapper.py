@@ -8,6 +8,7 @@ import torch
 from detectron2.data import transforms as T
 from detectron2.data.common import MapDataset
 from detectron2.data.datasets import load_coco_json
+from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.structures import BoxMode
 
 from siamese_detr.data.datasets import generate_synthetic_shapes
@@ -158,3 +159,44 @@ def test_detr_augmentation_on_synthetic_shapes(tmp_path):
         assert len(boxes) == len(out["instances"].gt_classes)
         assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
         assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= w).all() and (boxes[:, [1, 3]] <= h).all()
+
+
+def test_both_training_branches_flip_horizontally_with_probability_half():
+    """DETR's RandomHorizontalFlip(0.5) opens both branches (a vertical flip would put skies under ground);
+    ``flip=False`` leaves it out of both."""
+    for augs in (detr_train_augmentation(), detr_crop_augmentation()):
+        flip = augs[0]
+        assert isinstance(flip, T.RandomFlip)
+        assert (flip.prob, flip.horizontal, flip.vertical) == (0.5, True, False)
+    assert not any(isinstance(a, T.RandomFlip) for a in detr_train_augmentation(flip=False))
+    assert not any(isinstance(a, T.RandomFlip) for a in detr_crop_augmentation(flip=False))
+
+
+def test_inference_never_uses_the_crop_branch(sample):
+    """RandomSelect is a training augmentation: at inference every image gets ``augmentation`` (here none:
+    the 60x80 image as is), whatever np.random draws, even when a crop list is given."""
+    mapper = DetrDatasetMapper(False, [], augmentation_with_crop=[T.RandomCrop("absolute", (20, 20))])
+    np.random.seed(0)
+    shapes = {tuple(mapper(sample)["image"].shape) for _ in range(20)}
+    assert shapes == {(3, H, W)}
+
+
+def test_the_original_size_is_recorded_and_checked(sample):
+    """``height`` / ``width`` of the output are the image file's (60 x 80), not the resized one's: detectron2
+    rescales predictions to them. A dict without them gets them from the decoded image; a dict whose recorded
+    size differs from the file's is refused (its boxes would be in another pixel grid)."""
+    without_size = {k: v for k, v in sample.items() if k not in ("height", "width")}
+    out = DetrDatasetMapper(False, [T.ResizeShortestEdge(30, max_size=1000)])(without_size)
+    assert (out["height"], out["width"]) == (H, W) and tuple(out["image"].shape) == (3, 30, 40)
+    with pytest.raises(SizeMismatchError):
+        DetrDatasetMapper(True, [])(dict(sample, height=W, width=H))  # transposed
+
+
+def test_masks_and_keypoints_are_removed_not_transformed(sample):
+    """DETR reads boxes and classes only: segmentation and keypoints are dropped before the transforms, so
+    a degenerate polygon (2 points, which detectron2's polygon masks refuse) cannot stop training."""
+    annotated = dict(sample, annotations=[dict(sample["annotations"][0], segmentation=[[10, 20, 29, 35]],
+                                               keypoints=[12, 22, 2])])
+    out = DetrDatasetMapper(True, [T.RandomFlip(prob=1.0, horizontal=True)])(annotated)
+    assert set(out["instances"].get_fields()) == {"gt_boxes", "gt_classes"}
+    np.testing.assert_allclose(out["instances"].gt_boxes.tensor.numpy(), [[W - 30, 20, W - 10, 36]])

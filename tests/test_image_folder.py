@@ -84,3 +84,42 @@ def test_imagenet_style_config_on_an_image_folder(folder, names):
         assert out["image_id"] in expected  # the .webp placeholder is unreadable and gets redrawn
         assert out["views"][0]["crops"].shape == (10, 3, 128, 128)
         assert 320 <= min(out["resized_height"], out["resized_width"]) <= 480
+
+
+def test_extensions_given_in_any_case_with_or_without_the_dot(folder):
+    """``extensions`` are compared case-insensitively on both sides: ".PNG" and "JPG" (no dot, upper case)
+    list a/img2.PNG, a/img10.png and b/z.jpg, as ("png", "jpg") does."""
+    root, _ = folder
+    expected = ["a/img10.png", "a/img2.PNG", "b/z.jpg"]
+    assert list_image_files(str(root), extensions=("png", "jpg")) == expected
+    assert list_image_files(str(root), extensions=(".PNG", "JPG")) == expected
+
+
+def test_a_symlink_loop_below_the_root_is_entered_once(tmp_path):
+    """``x/loop`` points back at ``x`` (not the root): the folder behind a symlink is entered through one
+    symlink at most, so the listing ends and holds x/a.png under its two paths (x/ and x/loop/), as ``find -L``
+    does; it does not recurse through x/loop/loop/... until the OS gives up."""
+    (tmp_path / "x").mkdir()
+    cv2.imwrite(str(tmp_path / "x" / "a.png"), np.zeros((20, 20, 3), np.uint8))
+    os.symlink(tmp_path / "x", tmp_path / "x" / "loop")
+    assert list_image_files(str(tmp_path)) == ["x/a.png", "x/loop/a.png"]
+
+
+def test_a_relative_image_root_is_registered_as_its_absolute_path(folder, names, monkeypatch):
+    """The registered ``image_root`` is absolute: registering "imgs" from the folder above it and then the
+    absolute path (a config loaded again from another place) is the same registration, not a conflict."""
+    root, expected = folder
+    name = "test_image_folder_relative_" + os.path.basename(str(root))
+    names.append(name)
+    monkeypatch.chdir(root.parent)
+    assert register_image_folder(name, os.path.basename(str(root))) == name
+    assert MetadataCatalog.get(name).image_root == str(root)
+    monkeypatch.chdir(root)  # the relative name would now point elsewhere; the registration does not move
+    assert register_image_folder(name, str(root)) == name
+    assert [d["file_name"] for d in DatasetCatalog.get(name)] == [os.path.join(str(root), r) for r in expected]
+
+
+def test_a_file_given_as_image_root_is_named(folder):
+    root, _ = folder
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        list_image_files(str(root / "top.bmp"))

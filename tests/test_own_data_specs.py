@@ -350,3 +350,66 @@ def test_held_records_are_replayed_at_once_when_the_block_raises(caplog):
     # to the handlers there are (here pytest's on the root logger; in a tool without any, Python's last-resort
     # handler: stderr)
     assert [r.getMessage() for r in caplog.records] == ["the json has 2 categories"]
+
+
+def test_relative_specs_are_made_absolute_and_not_silently_moved(tiny_coco, monkeypatch):
+    """``folder:images`` is resolved against the working directory when first registered; the same spec
+    string met again from another working directory (where it names another folder) is refused, naming the
+    fix, instead of loading the first folder's images under the second's name."""
+    root, _ = tiny_coco
+    monkeypatch.chdir(root)
+    assert parse_dataset_spec("folder:images") == ("folder", {"image_root": str(root / "images")})
+    assert parse_dataset_spec("coco:train.json") == (
+        "coco", {"json_file": str(root / "train.json"), "image_root": str(root)})
+    assert register_dataset_spec("folder:images") == "folder:images"
+    assert MetadataCatalog.get("folder:images").image_root == str(root / "images")
+    assert register_dataset_spec("folder:images") == "folder:images"  # same place: idempotent
+    (root / "images" / "images").mkdir()
+    monkeypatch.chdir(root / "images")  # "images" now names root/images/images
+    with pytest.raises(ValueError, match="already registered .*use absolute paths"):
+        register_dataset_spec("folder:images")
+
+
+def test_a_spec_refuses_a_file_as_image_folder_and_a_folder_as_json(tiny_coco):
+    """Existence is checked by kind: the image root must be a folder, the annotation file a file."""
+    root, _ = tiny_coco
+    with pytest.raises(FileNotFoundError, match=r"the image folder .*img_0\.png' does not exist"):
+        register_dataset_spec(f"coco:{root}/train.json:{root}/images/img_0.png")
+    (root / "dir.json").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"the annotation file .*dir\.json' does not exist"):
+        register_dataset_spec(f"coco:{root}/dir.json:{root}/images")
+    with pytest.raises(FileNotFoundError, match="image folder"):
+        register_dataset_spec(f"folder:{root}/train.json")
+
+
+def test_a_folder_spec_without_images_names_the_folder_and_its_archives(tiny_coco):
+    """Loading an image folder with no image is refused by the spec's loader with the folder and the
+    unextracted archives in it (detectron2's own message would be a bare "Dataset '...' is empty!")."""
+    root, _ = tiny_coco
+    (root / "tars").mkdir()
+    for name in ("n01.tar", "n02.tar", "notes.txt"):
+        (root / "tars" / name).write_text("x")
+    spec = register_dataset_spec(f"folder:{root}/tars")
+    with pytest.raises(FileNotFoundError) as err:
+        DatasetCatalog.get(spec)
+    message = str(err.value)
+    assert "no image files (.jpg" in message and str(root / "tars") in message
+    assert "it holds archives (n01.tar, n02.tar): extract each into a folder of its own" in message
+
+
+def test_spec_forms_in_lists_and_upper_case_extensions(tiny_coco):
+    """``ensure_dataset`` registers each spec of a list (or tuple) and returns it unchanged; ``.JSON`` is an
+    annotation file too; only a string that *starts* with the prefix is a spec."""
+    from siamese_detr.data.datasets import ensure_dataset
+
+    root, _ = tiny_coco
+    (root / "TRAIN.JSON").write_text((root / "train.json").read_text())
+    spec = f"coco:{root}/TRAIN.JSON:{root}/images"
+    assert parse_dataset_spec(spec) == ("coco", {"json_file": str(root / "TRAIN.JSON"),
+                                                 "image_root": str(root / "images")})
+    names = [spec, f"folder:{root}/images"]
+    assert ensure_dataset(names) == names
+    assert all(name in DatasetCatalog.list() for name in names)  # registered from the list
+    assert ensure_dataset(tuple(names)) == tuple(names)  # again, as a tuple: idempotent
+    assert MetadataCatalog.get(spec).thing_classes == ["square", "disc"]
+    assert not is_dataset_spec("my_coco:train.json") and not is_dataset_spec("data/folder:x")

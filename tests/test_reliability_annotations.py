@@ -193,3 +193,74 @@ def test_detection_configs_require_boxes_and_pretraining_configs_do_not(config, 
     cfg = LazyConfig.load(os.path.join(root, config))
     assert bool(cfg.dataloader.train.dataset.get("require_boxes", False)) is required
     assert cfg.dataloader.test.dataset.require_boxes is True  # every test set is scored against boxes
+
+
+# image 50 x 100 (h x w), boxes XYWH_ABS; the tolerance before a box "sticks out" is 1 px on every side
+@pytest.mark.parametrize("bbox, problem", [
+    ([0, 0, 100, 50], None),  # exactly the image (x2 = width 100, y2 = height 50)
+    ([-1, -1, 102, 52], None),  # 1 px out on every side: within the tolerance
+    ([95, 45, 6, 5.5], None),  # x2 = 101, y2 = 50.5
+    ([-1.5, 10, 20, 20], "sticks out"),  # x1 = -1.5
+    ([90, 10, 11.5, 20], "sticks out"),  # x2 = 101.5
+    ([10, 40, 20, 11.5], "sticks out"),  # y2 = 51.5 (a y compared with the width would pass)
+    ([100, 10, 5, 5], "entirely outside the image"),  # x1 = width: touches the right edge, no pixel inside
+    ([10, 50, 5, 5], "entirely outside the image"),  # y1 = height
+    ([-5, 10, 5, 5], "entirely outside the image"),  # x2 = 0
+    ([10, -5, 5, 5], "entirely outside the image"),  # y2 = 0
+    ([60, 10, 30, 20], None),  # as XYXY this would be inverted; as XYWH (x 60..90) it is fine
+])
+def test_box_limits_against_a_non_square_image_by_hand(bbox, problem, caplog):
+    """Which boxes are kept, kept and counted as sticking out, or dropped, checked at the exact limits on a
+    50 x 100 image (so that x and y limits differ)."""
+    dicts = [{"file_name": "a.jpg", "image_id": 0, "height": 50, "width": 100,
+              "annotations": [_anno(bbox)]}]
+    with caplog.at_level(logging.WARNING):
+        kept = validate_annotations(dicts, size_checks=0, name="limits")[0]["annotations"]
+    if problem is None:
+        assert kept == [_anno(bbox)] and "limits:" not in caplog.text
+        validate_annotations(dicts, strict=True, size_checks=0)  # strict mode accepts it too
+    else:
+        assert f"1 {problem} (first: a.jpg bbox {bbox})" in caplog.text
+        assert kept == ([_anno(bbox)] if problem == "sticks out" else [])
+
+
+def test_a_box_without_bbox_mode_is_read_as_xywh(caplog):
+    """detectron2's dataset dicts default to XYWH_ABS (COCO's [x, y, w, h]): [60, 10, 30, 20] without a
+    ``bbox_mode`` is x 60..90, y 10..30, kept; read as XYXY it would be inverted and dropped."""
+    anno = {"bbox": [60, 10, 30, 20], "category_id": 0}
+    dicts = [{"file_name": "a.jpg", "image_id": 0, "height": 50, "width": 100, "annotations": [anno]}]
+    with caplog.at_level(logging.WARNING):
+        assert validate_annotations(dicts, strict=True, size_checks=0)[0]["annotations"] == [anno]
+    assert caplog.text == ""
+
+
+def test_filter_empty_removes_images_emptied_by_the_check_not_images_without_boxes():
+    """``filter_empty`` drops the images whose every box was dropped here; an image that had no box to begin
+    with (a negative image the loader kept) stays."""
+    dicts = [{"file_name": "neg.jpg", "image_id": 0, "height": 50, "width": 100, "annotations": []},
+             {"file_name": "bad.jpg", "image_id": 1, "height": 50, "width": 100, "annotations": [_anno([3, 3, 0, 5])]},
+             {"file_name": "ok.jpg", "image_id": 2, "height": 50, "width": 100, "annotations": [_anno([3, 3, 5, 5])]}]
+    assert [d["image_id"] for d in validate_annotations(dicts, filter_empty=True, size_checks=0)] == [0, 2]
+
+
+def test_checked_dataset_dicts_remove_images_left_without_boxes_by_default(tmp_path):
+    """get_checked_dataset_dicts filters empty images as detectron2's loader does (filter_empty=True by
+    default), also those whose only box the check dropped: image 2's box lies right of its 60 px width."""
+    coco = {
+        "images": [{"id": 1, "file_name": "0.png", "height": 40, "width": 60},
+                   {"id": 2, "file_name": "1.png", "height": 40, "width": 60}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "bbox": [5, 5, 10, 10], "category_id": 1, "iscrowd": 0, "area": 100},
+            {"id": 2, "image_id": 2, "bbox": [70, 5, 10, 10], "category_id": 1, "iscrowd": 0, "area": 100},
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(coco))
+    name = "reliability_toy_coco_filter_empty"
+    register_coco_instances(name, {}, str(tmp_path / "ann.json"), str(tmp_path))
+    try:
+        assert [d["image_id"] for d in get_checked_dataset_dicts(name, size_checks=0)] == [1]
+        assert [d["image_id"] for d in get_checked_dataset_dicts(name, size_checks=0, filter_empty=False)] == [1, 2]
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

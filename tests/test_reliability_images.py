@@ -177,3 +177,69 @@ def test_the_degenerate_size_limits_are_inclusive(height, width, readable):
     else:
         with pytest.raises(UnreadableImageError, match=f"degenerate size {height}x{width}"):
             image_io.check_image_shape(height, width)
+
+
+def test_16_bit_white_and_32_bit_integer_pixels_in_0_65535_map_to_8_bits(tmp_path):
+    """The 16-bit range is inclusive: 65535 (16-bit white) is 255, not an error. PIL mode ``I`` (32-bit integer,
+    e.g. a TIFF) with values in 0..65535 is scaled like 16 bits: round(4096 * 255 / 65535) = round(15.94) = 16
+    (a clip would give 255); a value outside 0..65535 (-5 or 70000) has no 8-bit mapping: unreadable."""
+    white = str(tmp_path / "white16.png")
+    cv2.imwrite(white, np.full((20, 20), 65535, np.uint16))
+    assert Image.open(white).mode.startswith("I")
+    assert (read_image(white) == 255).all()
+    for name, value, expected in (("i4096.tif", 4096, 16), ("i0.tif", 0, 0), ("i65535.tif", 65535, 255)):
+        Image.fromarray(np.full((20, 20), value, np.int32)).save(tmp_path / name)
+        assert Image.open(tmp_path / name).mode == "I"
+        image = read_image(str(tmp_path / name), "RGB")
+        assert image.shape == (20, 20, 3) and (image == expected).all(), name
+    for name, value in (("negative.tif", -5), ("wide.tif", 70000)):
+        pixels = np.full((20, 20), 4096, np.int32)
+        pixels[3, 7] = value  # one pixel out of range is enough
+        Image.fromarray(pixels).save(tmp_path / name)
+        with pytest.raises(UnreadableImageError, match="outside 0..65535"):
+            read_image(str(tmp_path / name))
+
+
+def test_the_header_probe_refuses_floating_point_pixels_as_the_reader_does(tmp_path):
+    """``probe_image_size`` (the sampled-image check of the loaders) must not pass a mode-F image that every
+    mapper then skips: both refuse it, with the same reason."""
+    path = str(tmp_path / "float.tif")
+    Image.fromarray(np.zeros((32, 32), np.float32)).save(path)
+    with pytest.raises(UnreadableImageError, match="floating-point"):
+        image_io.probe_image_size(path)
+    with pytest.raises(UnreadableImageError, match="floating-point"):
+        read_image(path)
+
+
+def test_a_readable_image_resets_the_count_of_unreadable_images_in_a_row(tmp_path, monkeypatch):
+    """Only MAX_CONSECUTIVE_UNREADABLE unreadable images *in a row* stop training: with the limit at 3,
+    bad, bad, good, bad, bad passes (the good image resets the count to 0) and the next bad image is the 3rd
+    in a row. The count is kept per reader: another reader's failures do not add to it."""
+    monkeypatch.setattr(image_io, "MAX_CONSECUTIVE_UNREADABLE", 3)
+    for reader in ("reset_test", "other_reader"):
+        monkeypatch.setitem(image_io._in_a_row, reader, 0)
+    bad = str(tmp_path / "bad.jpg")
+    (tmp_path / "bad.jpg").write_text("x")
+    good = str(tmp_path / "good.png")
+    cv2.imwrite(good, _noise(32, 32))
+    for path in (bad, bad, good, bad):
+        image_io.read_image_or_none(path, "BGR", "reset_test")
+    for _ in range(2):  # another reader's failures, below its own limit
+        assert image_io.read_image_or_none(bad, "BGR", "other_reader") is None
+    assert image_io.read_image_or_none(bad, "BGR", "reset_test") is None  # 2nd in a row
+    with pytest.raises(NoReadableImagesError, match="last 3 images drawn"):
+        image_io.read_image_or_none(bad, "BGR", "reset_test")
+
+
+def test_a_test_image_repaired_between_evaluations_is_decoded_again(tmp_path):
+    """check_images_readable caches each file's result by path, size and modification time (periodic
+    evaluations decode once): a truncated image refused once and then restored is accepted at the next check."""
+    path = tmp_path / "img.png"
+    cv2.imwrite(str(path), _noise(48, 64))
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    dicts = [{"file_name": str(path), "image_id": 0}]
+    with pytest.raises(UnreadableImageError, match="1 of 1 images of fixed cannot be read"):
+        check_images_readable(dicts, name="fixed")
+    path.write_bytes(good)
+    check_images_readable(dicts, name="fixed")  # no error: decoded again, not the cached failure

@@ -154,3 +154,51 @@ def test_coco_evaluator_counts_difficult_objects(voc_root, tmp_path):
     # missing the difficult objects costs recall: they are ordinary ground truth (the 4 difficult objects
     # are 4 of the 20 classes, one each, so those 4 classes get AP 0 -> mean AP 80)
     assert results["no_difficult"]["AP"] == pytest.approx(80.0)
+
+
+def _tiny_voc(root: Path, list_lines, xml_by_stem):
+    """VOC2007 with ``ImageSets/Main/test.txt`` = ``list_lines`` and one annotation file per stem."""
+    (root / "VOC2007" / "Annotations").mkdir(parents=True)
+    (root / "VOC2007" / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "VOC2007" / "ImageSets" / "Main" / "test.txt").write_text("".join(f"{x}\n" for x in list_lines))
+    for stem, xml in xml_by_stem.items():
+        (root / "VOC2007" / "Annotations" / f"{stem}.xml").write_text(xml)
+
+
+def test_flags_default_to_0_and_list_lines_may_carry_a_second_column(tmp_path):
+    """``<difficult>`` / ``<truncated>`` absent or empty are 0, "1.0" is 1; a list line "000002  -1" (the
+    per-class list format, image name then a label) lists image 000002; blank lines are skipped."""
+    obj = ("<object><name>dog</name>{flags}<bndbox><xmin>3</xmin><ymin>4</ymin><xmax>13</xmax><ymax>24</ymax>"
+           "</bndbox></object>")
+    flags = ["", "<difficult></difficult><truncated/>", "<difficult>1.0</difficult><truncated>1</truncated>"]
+    xml = "<annotation><size><width>40</width><height>30</height></size>{}</annotation>".format(
+        "".join(obj.format(flags=f) for f in flags))
+    _tiny_voc(tmp_path, ["000002  -1", "", "000003 1"], {"000002": xml, "000003": xml})
+    data = voc_to_coco(str(tmp_path), [("VOC2007", "test")])
+    assert [im["id"] for im in data["images"]] == [2, 3]
+    assert [im["file_name"] for im in data["images"]] == ["VOC2007/JPEGImages/000002.jpg",
+                                                          "VOC2007/JPEGImages/000003.jpg"]
+    anns = [a for a in data["annotations"] if a["image_id"] == 2]
+    assert [(a["difficult"], a["truncated"]) for a in anns] == [(0, 0), (0, 0), (1, 1)]
+    assert all(a["iscrowd"] == 0 and a["bbox"] == [3.0, 4.0, 10.0, 20.0] and a["area"] == 200.0 for a in anns)
+
+
+def test_an_image_listed_twice_is_refused_naming_both(tmp_path):
+    """The same image twice in a list would be evaluated twice (its objects counted twice): refused."""
+    from siamese_detr.data.datasets.voc_coco import VocAnnotationError
+
+    xml = "<annotation><size><width>40</width><height>30</height></size></annotation>"
+    _tiny_voc(tmp_path, ["000001", "000002", "000001"], {"000001": xml, "000002": xml})
+    with pytest.raises(VocAnnotationError, match="image id 1 of VOC2007/000001 already used by VOC2007/000001"):
+        voc_to_coco(str(tmp_path), [("VOC2007", "test")])
+
+
+def test_fractional_coordinates_are_kept_as_written(tmp_path):
+    """Coordinates are read as floats (some annotation tools write "48.5"): bbox = [xmin, ymin, xmax - xmin,
+    ymax - ymin] = [2.5, 4, 10.25, 20], area 205."""
+    xml = ("<annotation><size><width>40</width><height>30</height></size><object><name>cat</name><bndbox>"
+           "<xmin>2.5</xmin><ymin>4</ymin><xmax>12.75</xmax><ymax>24.0</ymax></bndbox></object></annotation>")
+    _tiny_voc(tmp_path, ["000007"], {"000007": xml})
+    (ann,) = voc_to_coco(str(tmp_path), [("VOC2007", "test")])["annotations"]
+    assert ann["bbox"] == [2.5, 4.0, 10.25, 20.0] and ann["area"] == 205.0
+    assert ann["category_id"] == VOC_CLASSES.index("cat") + 1 == 8
