@@ -380,3 +380,26 @@ def test_a_checkpoint_of_another_query_count_is_refused_unless_allowed(tmp_path,
     _run(tmp_path / "allowed", "train.max_iter=1", "train.eval_period=0", f"train.init_checkpoint={ckpt}",
          f"model.num_queries={q + 3}", "train.allow_shape_mismatch=True")
     assert (tmp_path / "allowed" / "model_final.pth").exists()
+
+
+def test_training_from_a_pickled_init_checkpoint_needs_trust_too(tmp_path, tiny_synthetic_shapes):
+    """Training reads ``train.init_checkpoint`` as ``--eval-only`` does: a ``.pkl`` is unpickled only with
+    ``--trust-pickle``; its payload never runs (the security rule: no pickle the user did not trust)."""
+    marker, pkl = tmp_path / "pwned", tmp_path / "model.pkl"
+    pkl.write_bytes(pickle.dumps({"model": {"x": Payload(str(marker))}}, protocol=2))
+    with pytest.raises(CheckpointLoadError, match="--trust-pickle"):
+        _run(tmp_path / "out", f"train.init_checkpoint={pkl}", "train.max_iter=1")
+    assert not marker.exists()
+    assert not (tmp_path / "out" / "model_final.pth").exists()
+
+
+def test_a_resume_without_a_checkpoint_still_refuses_frozen_random_stages(tmp_path, tiny_synthetic_shapes):
+    """``--resume`` in a folder with no ``last_checkpoint`` starts from ``train.init_checkpoint``: frozen
+    backbone stages (``freeze_at=2``) with no checkpoint would stay random, so it is refused as without
+    ``--resume``."""
+    from siamese_detr.engine.pretrain_checks import RandomBackboneError
+
+    for resume in (False, True):
+        with pytest.raises(RandomBackboneError, match="freeze_at"):
+            _run(tmp_path / "out", "model.backbone.freeze_at=2", "train.max_iter=1", resume=resume)
+    assert not (tmp_path / "out" / "model_final.pth").exists()
