@@ -199,3 +199,40 @@ def test_num_classes_set_to_exactly_the_jsons_categories_is_accepted(tmp_path):
     cfg = OmegaConf.create({"model": {"num_classes": 1}, "dataloader": {"train": {"dataset": {"names": spec}}}})
     with pytest.raises(ValueError, match="model.num_classes=1 but the dataset has 2 categories"):
         register_config_datasets(cfg, ["model.num_classes"])
+
+
+# ------------------------------------------------------------------------------- device and AMP on CPU
+def _train_net():
+    from pathlib import Path
+
+    from script_modules import load_script
+
+    return load_script(Path(__file__).resolve().parents[1] / "tools" / "lazyconfig_train_net.py",
+                       "train_net_device_checks")
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:1"])
+def test_amp_is_switched_off_without_cuda_and_the_device_falls_back_to_cpu(device, monkeypatch):
+    """AMP needs CUDA: without it ``train.amp.enabled=True`` trains in float32 (detectron2's ``AMPTrainer``
+    asserts CUDA), and a CUDA device falls back to ``cpu``; the rest of ``train`` is left as it was."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = OmegaConf.create({"train": {"device": device, "amp": {"enabled": True}, "max_iter": 7}})
+    _train_net()._resolve_device(cfg)
+    assert cfg.train.device == "cpu"
+    assert cfg.train.amp.enabled is False
+    assert cfg.train.max_iter == 7
+
+
+def test_amp_and_a_cuda_device_are_kept_when_cuda_is_there(monkeypatch):
+    """With CUDA (faked here) the same settings are left alone."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = OmegaConf.create({"train": {"device": "cuda", "amp": {"enabled": True}}})
+    _train_net()._resolve_device(cfg)
+    assert cfg.train.device == "cuda"
+    assert cfg.train.amp.enabled is True
+
+
+def test_a_device_that_is_not_a_torch_device_names_the_key():
+    cfg = OmegaConf.create({"train": {"device": "gpu0", "amp": {"enabled": False}}})
+    with pytest.raises(ValueError, match=r"train\.device.*'gpu0'"):
+        _train_net()._resolve_device(cfg)
