@@ -201,3 +201,64 @@ def test_help_names_the_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: ./eval_curves.png)" in text and "(default: bbox/AP)" in text
     assert "(default: 'training iteration')" in text
+
+
+def test_the_curve_is_the_mean_and_the_reference_has_no_row_against_itself(tmp_path, capsys, monkeypatch):
+    """Two runs (10, 20) and (12, 24): the drawn line goes through the means 11 and 22 (not the min or max of
+    the shaded range), labelled with the group's run count; the table compares only the other group with
+    the reference."""
+    figures = figures_at_save(monkeypatch)
+    _run_dir(tmp_path, "a_seed0", [(200, 10.0), (400, 20.0)])
+    _run_dir(tmp_path, "a_seed1", [(200, 12.0), (400, 24.0)])
+    _run_dir(tmp_path, "b_seed0", [(200, 13.0), (400, 21.0)])
+    plot_eval_curves.main(["--run", f"a={tmp_path}/a_seed*/", "--run", f"b={tmp_path}/b_seed0",
+                           "--reference", "a", "--output", str(tmp_path / "c.png")])
+    table = capsys.readouterr().out
+    assert "| b - a |" in table and "| a - a |" not in table
+    lines = {line.get_label(): list(line.get_ydata()) for line in figures[0].axes[0].get_lines()}
+    assert lines["a (2 runs)"] == [11.0, 22.0] and lines["b (1 run)"] == [13.0, 21.0]
+
+
+@pytest.mark.parametrize("metric, label", [
+    ("bbox/AP", "COCO AP (%), bbox/AP"),
+    ("bbox/AP50", "COCO AP50 (%), bbox/AP50"),
+    ("segm/APs", "COCO APs (%), segm/APs"),
+    ("keypoints/AP", "COCO AP (%), keypoints/AP"),
+    ("class_agnostic/AR@100", "class_agnostic/AR@100"),
+    ("bbox/AR@100", "bbox/AR@100"),
+])
+def test_metric_label_marks_every_coco_ap_as_percent(metric, label):
+    assert plot_eval_curves.metric_label(metric) == label
+
+
+@pytest.mark.parametrize("spec", ["=out/run", " =out/run", "a=", "a= , "])
+def test_a_run_without_a_label_or_a_path_is_refused(spec):
+    with pytest.raises(ValueError, match="expected LABEL=PATH"):
+        plot_eval_curves.parse_run(spec)
+
+
+def test_the_same_run_spelled_two_ways_counts_once(tmp_path, capsys):
+    """``DIR`` and ``OTHER/../DIR/metrics.json`` are one file: resolved before comparing."""
+    run = _run_dir(tmp_path, "s_seed0", [(200, 10.0)])
+    (tmp_path / "other").mkdir()
+    label, files = plot_eval_curves.parse_run(f"s={run},{tmp_path}/other/../s_seed0/metrics.json")
+    assert (label, files) == ("s", [run / "metrics.json"])
+    assert "is listed more than once; counted once" in capsys.readouterr().err
+
+
+def test_metric_keys_leave_out_booleans_and_the_list_ends_exactly_at_shown(tmp_path):
+    """A boolean (``"eval/ok": true``) is not a metric; ``shown`` keys of ``shown`` are listed without a
+    "... (0 more)" tail."""
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"iteration": 9, "bbox/AP": 1.0, "bbox/AP50": 2.0, "eval/ok": True}) + "\n")
+    assert plot_eval_curves.eval_metric_keys(path) == ["bbox/AP", "bbox/AP50"]
+    message = plot_eval_curves.missing_metric_message(path, "segm/AP", shown=2)
+    assert "its evaluation metrics are bbox/AP, bbox/AP50: give one" in message and "more" not in message
+
+
+def test_a_run_of_commas_only_is_a_usage_error(tmp_path, capsys):
+    """``--run "a=,"`` names no path: a usage error (exit 2) on the argument, not "its 0 runs share no
+    evaluated iteration" after reading."""
+    with pytest.raises(SystemExit) as exc:
+        plot_eval_curves.main(["--run", "a=,", "--output", str(tmp_path / "x.png")])
+    assert exc.value.code == 2 and "--run 'a=,': expected LABEL=PATH" in capsys.readouterr().err

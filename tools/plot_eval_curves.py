@@ -57,7 +57,7 @@ def parse_run(spec: str) -> Tuple[str, List[Path]]:
             directory without ``metrics.json``, a file that is not a ``.json``).
     """
     label, sep, paths = spec.partition("=")
-    if not sep or not label.strip() or not paths.strip():
+    if not sep or not label.strip() or not paths.replace(",", " ").strip():  # "a=," names no path either
         raise ValueError(f"--run {spec!r}: expected LABEL=PATH[,PATH...], e.g. \"scratch=output/run_seed*\"")
     files = []
     for pattern in (p.strip() for p in paths.split(",") if p.strip()):

@@ -22,9 +22,11 @@ def fit_text(fig, text, within=None, pad: float = 4.0) -> None:
             return
         longest = max(len(line) for line in text.get_text().split("\n"))
         chars = min(longest - 1, int(longest * room / box.width))
-        if chars >= 12:
-            text.set_text(textwrap.fill(original, chars, break_long_words=False, break_on_hyphens=False))
-        elif text.get_fontsize() > 6:
+        wrapped = (textwrap.fill(original, chars, break_long_words=False, break_on_hyphens=False)
+                   if chars >= 12 else None)
+        if wrapped is not None and wrapped != text.get_text():
+            text.set_text(wrapped)
+        elif text.get_fontsize() > 6:  # too narrow to wrap, or a word alone too wide (wrapping changes nothing)
             text.set_fontsize(text.get_fontsize() * 0.9)
         else:
             return
