@@ -135,3 +135,55 @@ def test_tool_uses_a_fixed_seed_where_the_config_asks_for_a_random_one(tiny_synt
                for name in ("random", "zero", "five")}
     assert torch.equal(queries["random"], queries["zero"])
     assert not torch.equal(queries["random"], queries["five"])  # other draws, other views: another mean
+
+
+def test_tool_refuses_wrong_arguments_before_loading_anything(tmp_path, capsys, monkeypatch):
+    """Usage errors (exit 2, nothing written): ``--batches 0``; an ``--output`` that is the ``--checkpoint``
+    spelled another way (``./pretrain.pth``); a seed of 2**32 (numpy's seeds stop at 2**32 - 1)."""
+    monkeypatch.chdir(tmp_path)
+    torch.save({"model": {}}, tmp_path / "pretrain.pth")
+    tool = _tool()
+    common = ["--config-file", str(CONFIG), "--checkpoint", "pretrain.pth"]
+    for extra, message in [(["--output", "out.pth", "--batches", "0"], "--batches must be at least 1, got 0"),
+                           (["--output", "./pretrain.pth"], "must be a new file, not a folder nor the --checkpoint"),
+                           (["--output", "out.pth", "--seed", str(2 ** 32)], "the seed must be in [0, 2**32)")]:
+        assert tool.main(common + extra) == 2
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pretrain.pth"]
+
+
+def test_tool_refuses_a_checkpoint_that_lacks_parameters(tiny_synthetic_shapes, tmp_path, capsys):
+    """A checkpoint without ``region_proj`` (e.g. a plain DETR's) leaves the region embedding random: refused
+    (exit 2) naming the count, nothing written."""
+    torch.manual_seed(1)
+    state = instantiate(LazyConfig.load(str(CONFIG)).model).state_dict()
+    partial = {k: v for k, v in state.items() if not k.startswith("region_proj.")}
+    torch.save({"model": partial}, tmp_path / "pretrain.pth")
+    argv = ["--config-file", str(CONFIG), "--checkpoint", str(tmp_path / "pretrain.pth"),
+            "--output", str(tmp_path / "out.pth"), "dataloader.train.dataset.names=synthetic_shapes_train"]
+    assert _tool().main(argv) == 2
+    assert "2 parameters of the model are not in" in capsys.readouterr().err
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_collect_logs_the_eta_of_the_batches_left(caplog, monkeypatch):
+    """Every 10 batches (and at the last) a line with the views so far and the ETA: after 10 of 25 batches in
+    20 s (2 s each), 15 left take 30 s; after 25, 0 s; only the first ``num_batches`` batches are read."""
+    import logging
+
+    tool = _tool()
+    seen = []  # batches embedded so far; the clock runs 2 s per batch
+
+    class Model:
+        def view_region_embeddings(self, batch):
+            seen.append(batch)
+            return torch.full((3, 2, 4), float(batch))
+
+    monkeypatch.setattr(tool.time, "perf_counter", lambda: 2.0 * len(seen))
+
+    caplog.set_level(logging.INFO, logger="fold_region_queries")
+    out = tool.collect_region_embeddings(Model(), iter(range(100)), 25)
+    assert out.shape == (75, 2, 4) and out[-1, 0, 0].item() == 24.0
+    lines = [r.getMessage() for r in caplog.records if r.name == "fold_region_queries"]
+    assert lines == ["batch 10/25, 30 views, eta 30 s", "batch 20/25, 60 views, eta 10 s",
+                     "batch 25/25, 75 views, eta 0 s"]

@@ -179,3 +179,89 @@ def test_a_run_folder_means_its_metrics_json(tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err
         assert f"error: {message}" in err and "Traceback" not in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_blank_lines_are_skipped_and_line_numbers_count_them(tmp_path, capsys):
+    """Blank lines (a file edited by hand, a trailing newline) are skipped silently; the line numbers of the
+    warnings and errors still count them as lines of the file."""
+    from siamese_detr.utils.metrics_lines import metrics_records
+
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text('{"iteration": 1, "loss_ce": 1}\n\n   \n{"iteration": 2, "loss_ce": 0.5}\n{"iterat\n\n')
+    assert [(n, r["iteration"]) for n, r in metrics_records(metrics)] == [(1, 1), (4, 2)]
+    assert "metrics.json:5: skipping a line cut short" in capsys.readouterr().err
+    assert plot_metrics.loss_curves(plot_metrics.read_metrics(metrics))["loss_ce"] == ([1, 2], [1.0, 0.5])
+
+
+def test_log_scale_only_for_positive_values_spanning_a_decade():
+    """Log y-axis when every value is > 0 and max >= 10 x min (a zero has no logarithm)."""
+    assert plot_metrics.use_log_scale([1.0, 10.0]) and plot_metrics.use_log_scale([0.02, 0.5, 0.2])
+    assert not plot_metrics.use_log_scale([1.0, 9.99])
+    assert not plot_metrics.use_log_scale([0.0, 5.0]) and not plot_metrics.use_log_scale([-1.0, 20.0])
+    assert not plot_metrics.use_log_scale([])
+
+
+def test_each_panel_axis_takes_its_scale_from_its_own_values(tmp_path, monkeypatch):
+    """Total loss 3.0 -> 2.5 (linear) above loss terms spanning 0.01 .. 2.0 (log): the bottom axis decides on
+    the terms' values, not the total's; and the other way round in a second run."""
+    figures = figures_at_save(monkeypatch)
+    metrics = tmp_path / "metrics.json"
+    _write_metrics(metrics, [{"iteration": 19, "loss_ce": 2.0, "loss_bbox": 0.01, "total_loss": 3.0},
+                             {"iteration": 39, "loss_ce": 1.5, "loss_bbox": 0.02, "total_loss": 2.5}])
+    plot_metrics.main([str(metrics), "--output", str(tmp_path / "a.png")])
+    top, bottom = figures[0].axes[:2]
+    assert (top.get_yscale(), bottom.get_yscale()) == ("linear", "log")
+    assert bottom.get_ylabel() == "loss term (log scale)" and top.get_ylabel() == "total loss"
+    _write_metrics(metrics, [{"iteration": 19, "loss_ce": 2.0, "total_loss": 30.0},
+                             {"iteration": 39, "loss_ce": 1.5, "total_loss": 2.5}])
+    plot_metrics.main([str(metrics), "--output", str(tmp_path / "b.png")])
+    top, bottom = figures[1].axes[:2]
+    assert (top.get_yscale(), bottom.get_yscale()) == ("log", "linear")
+
+
+def test_series_of_up_to_few_points_get_markers(tmp_path, monkeypatch):
+    """Two logged points, and exactly FEW_POINTS of them, are still drawn with markers (a short run's curve
+    reads as its logged iterations)."""
+    figures = figures_at_save(monkeypatch)
+    for count in (2, plot_metrics.FEW_POINTS):
+        metrics = tmp_path / f"m{count}.json"
+        _write_metrics(metrics, [{"iteration": it, "loss_ce": 1.0 + it} for it in range(count)])
+        plot_metrics.main([str(metrics), "--output", str(tmp_path / f"m{count}.png")])
+    for fig in figures:
+        lines = fig.axes[0].get_lines() + fig.axes[1].get_lines()
+        assert lines and all(line.get_marker() == "o" for line in lines)
+
+
+def test_the_first_ten_terms_take_matplotlibs_default_colours():
+    """The palette starts with matplotlib's ten default (tab10) colours, in order, then the ten light tab20
+    ones: the first terms of a panel are not told apart by a dark/light shade of one hue."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    palette = plot_metrics._palette()
+    assert palette[:10] == [to_hex(c) for c in colormaps["tab10"].colors]
+    assert len(set(palette)) == 20
+    styles = plot_metrics._term_styles(["loss_a", "loss_b"])
+    assert (styles["loss_a"]["color"], styles["loss_b"]["color"]) == tuple(palette[:2])
+
+
+def test_labels_must_match_the_inputs_and_an_upper_case_extension_is_written(tmp_path, capsys):
+    """Two inputs with one ``--labels`` title is a usage error (exit 2) naming both counts, nothing written;
+    ``--output X.PNG`` is a format matplotlib writes (the extension's case does not matter)."""
+    metrics = tmp_path / "metrics.json"
+    _write_metrics(metrics, [{"iteration": 19, "loss_ce": 2.0}, {"iteration": 39, "loss_ce": 1.0}])
+    with pytest.raises(SystemExit) as exc:
+        plot_metrics.main([str(metrics), str(metrics), "--labels", "one", "--output", str(tmp_path / "x.png")])
+    assert exc.value.code == 2 and "error: 1 labels for 2 inputs" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+    assert plot_metrics.output_file(tmp_path / "X.PNG") == tmp_path / "X.PNG"
+    assert plot_metrics.main([str(metrics), "--output", str(tmp_path / "X.PNG")]) == 0
+    assert (tmp_path / "X.PNG").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_only_numeric_loss_values_make_curves():
+    """A ``loss*`` key whose value is not a number (a string, a list, null) is no curve and no part of the
+    summed total."""
+    records = [{"iteration": 9, "loss_ce": 1.0, "loss_scaler": "dynamic", "loss_weights": [1, 2], "loss_x": None}]
+    curves = plot_metrics.loss_curves(records)
+    assert curves == {"loss_ce": ([9], [1.0]), "total_loss": ([9], [1.0])}

@@ -129,3 +129,46 @@ def test_generate_proposals_into_a_log_file_writes_lines_not_carriage_returns(tm
     finals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("random shard 0/1: 4/4 img")]
     assert len(finals) == 1 and "done in" in finals[0]
     assert "\r" not in capsys.readouterr().err
+
+
+def test_more_items_than_the_total_is_done_without_an_eta(caplog):
+    """A total that was an estimate (12 items of 10): the line says done (no negative ETA), the share is
+    above 100%."""
+    bar, clock = _progress(caplog, total=10, desc="d", interval=60)
+    clock.t += 4
+    bar.update(12)
+    bar.close()
+    assert _lines(caplog) == ["d: 12/10 it (120%), 3.0 it/s, done in 0:00:04"]
+
+
+def test_no_rate_when_a_rollback_leaves_fewer_items_than_the_run_started_with(caplog):
+    """A resumed run (initial 5) whose first chunk was rolled back below its start: this run has done
+    -3 items, no measurable (negative) rate and no ETA from it."""
+    bar, clock = _progress(caplog, total=10, initial=5, desc="d", interval=60)
+    clock.t += 10
+    bar.update(-3)
+    bar.close()
+    assert _lines(caplog) == ["d: 2/10 it (20%)"]
+
+
+def test_progress_bar_passes_initial_interval_and_logger_to_the_log_lines(caplog):
+    """Off a terminal, ``progress_bar`` logs with the caller's ``interval`` and ``initial`` (a resumed run):
+    7 of 10 already done, interval 5 s. With the default 60 s interval, no line would be logged at 5 s."""
+    caplog.set_level(logging.INFO, logger="test_progress")
+    bar = progress_bar(10, initial=7, desc="d", stream=io.StringIO(), interval=5.0,
+                       logger=logging.getLogger("test_progress"))
+    assert isinstance(bar, LoggedProgress) and bar.n == 7 and bar.interval == 5.0
+    clock = FakeClock()
+    bar._clock, bar._start, bar._last = clock, clock.t, clock.t  # drive it by the fake clock from here
+    clock.t += 5
+    bar.update(1)  # 1 item of this run in 5 s
+    assert _lines(caplog) == ["d: 8/10 it (80%), 0.2 it/s, ETA 0:00:10"]
+
+
+def test_a_disabled_bar_starts_from_initial():
+    """``enabled=False`` shows nothing but keeps the interface: ``n`` is ``initial`` (a disabled tqdm bar does
+    not count its updates; no caller reads ``n`` after updating a disabled bar)."""
+    off = progress_bar(10, initial=4, enabled=False)
+    assert off.n == 4
+    off.update(2)
+    off.close()

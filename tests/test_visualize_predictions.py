@@ -297,3 +297,63 @@ def test_only_detections_at_or_above_the_score_threshold_are_drawn(
         assert any(f": {len(kept)} detections with score >= {float(threshold):g}" in m for m in tool_log), tool_log
         boxes = [[1.0, 2.0, 30.0, 40.0], [5.0, 5.0, 9.0, 9.0], [10.0, 12.0, 50.0, 60.0]]
         assert drawn == [[boxes[i] for i in kept]] if kept else drawn in ([], [[]])
+
+
+def test_ground_truth_is_the_non_crowd_boxes_in_xyxy():
+    """``ground_truth``: an XYWH box [10, 20, 30, 40] is drawn as xyxy [10, 20, 40, 60], an XYXY box as given;
+    a crowd annotation is left out; a record without annotations (an image folder) has none (None)."""
+    from detectron2.structures import BoxMode
+
+    record = {"annotations": [
+        {"bbox": [10, 20, 30, 40], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 2},
+        {"bbox": [0, 0, 50, 50], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1, "iscrowd": 1},
+        {"bbox": [5, 6, 7, 8], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "iscrowd": 0},
+    ]}
+    boxes, classes = tool.ground_truth(record)
+    assert boxes.tolist() == [[10, 20, 40, 60], [5, 6, 7, 8]] and classes == [2, 0]
+    empty = tool.ground_truth({"annotations": []})
+    assert empty[0].shape == (0, 4) and empty[1] == []
+    assert tool.ground_truth({"file_name": "x.png"}) is None
+
+
+def test_render_enlarges_short_images_by_their_height():
+    """A 20 x 100 image (H x W) is enlarged 320 / 20 = 16 times (the height decides, not the width): each
+    panel 320 x 1600 under the caption and panel labels; two panels (ground truth, detections) side by side."""
+    import numpy as np
+
+    image = np.full((20, 100, 3), 90, dtype=np.uint8)
+    no_detections = (np.zeros((0, 4), dtype=np.float32), [], [])
+    canvas = tool.render(image, "t", (np.array([[1.0, 1.0, 10.0, 10.0]]), [0]), no_detections, ["a"])
+    assert canvas.shape == (tool.CAPTION + 18 + 320 + tool.GAP, tool.GAP + 2 * (1600 + tool.GAP), 3)
+    top = tool.CAPTION + 18
+    assert (canvas[top + 200, tool.GAP + 1600 + tool.GAP + 800] == 90).all()  # inside the detections panel
+
+
+def test_class_names_come_from_the_training_dataset_when_the_test_one_has_none(tiny_synthetic_shapes):
+    """Drawing an image folder (no class names) with a config trained on ``synthetic_shapes_train``: the 8
+    detections' class names are that dataset's; a class count no dataset has gives ``class i``."""
+    from detectron2.data import MetadataCatalog
+
+    cfg = _config("detr_demo.py")
+    cfg.dataloader.train.dataset.names = "synthetic_shapes_train"
+    expected = list(MetadataCatalog.get("synthetic_shapes_train").thing_classes)
+    assert len(expected) == 8
+    assert tool.class_names_for(cfg, ["no_such_dataset"], 8) == expected
+    assert tool.class_names_for(cfg, [], 3) == ["class 0", "class 1", "class 2"]
+    assert tool.class_names_for(cfg, [], 1) == ["object"]
+
+
+def test_each_detected_class_has_its_own_colour(monkeypatch):
+    """Detections of classes 0, 1, 0 with 3 class names: colours ``palette(3)[0], [1], [0]``, labels
+    "name score"; the ground truth in magenta."""
+    import numpy as np
+
+    drawn = []
+    monkeypatch.setattr(tool, "draw_boxes", lambda image, boxes, labels, colours, scale: (
+        drawn.append((list(labels), list(colours))), image)[1])
+    boxes = np.array([[1, 1, 5, 5], [2, 2, 6, 6], [3, 3, 7, 7]], dtype=np.float32)
+    tool.render(np.zeros((40, 40, 3), np.uint8), "t", (boxes[:1], [2]), (boxes, [0.9, 0.8, 0.7], [0, 1, 0]),
+                ["a", "b", "c"], gt_class_names=["x", "y", "z"])
+    palette = tool.palette(3)
+    assert drawn == [(["a 0.90", "b 0.80", "a 0.70"], [palette[0], palette[1], palette[0]]),
+                     (["z"], [tool.GT_COLOUR])]

@@ -92,3 +92,54 @@ def test_user_mistakes_get_one_line_errors(tmp_path, tiny_synthetic_shapes, caps
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "views").exists()
+
+
+def test_region_zero_on_top_thicker_and_query_boxes_end_at_their_last_pixel():
+    """``draw_view`` at scale 1 on a grey 80 x 80 view: region 0 ([10, 20, 40, 50]) and region 1
+    ([20, 20, 40, 60]) share their right edge, where region 0 (drawn last) shows; region 0's outline is wider
+    than region 1's (away from the tags, which sit at the top-left corners); the thin query boxes (elsewhere)
+    have their right / bottom lines on the last pixel inside the box, x1 - 1 / y1 - 1."""
+    tool = _tool()
+    colours = [(0, 0, 255), (255, 0, 0)]
+    image = np.full((80, 80, 3), 128, dtype=np.uint8)
+    out = tool.draw_view(image, [[10, 20, 40, 50], [20, 20, 40, 60]], [[60, 5, 75, 15], [5, 65, 15, 75]], colours)
+    assert (image == 128).all()  # drawn on a copy
+    assert tuple(out[40, 39]) == colours[0] and tuple(out[55, 39]) == colours[1]  # region 1 alone below y=50
+
+    def band(row, x_from, x_to, colour):
+        return sum(tuple(out[row, x]) == colour for x in range(x_from, x_to))
+
+    assert band(45, 0, 16, colours[0]) > band(55, 16, 30, colours[1]) >= 1
+    # query 0 (region 0's colour, red channel 2) and query 1 (blue channel 0), anti-aliased 1-pixel lines
+    assert int(np.argmax(out[12:18, 68, 2])) + 12 == 14 and int(np.argmax(out[10, 71:78, 2])) + 71 == 74
+    assert int(np.argmax(out[71:78, 10, 0])) + 71 == 74 and int(np.argmax(out[70, 11:18, 0])) + 11 == 14
+
+
+def test_palette_hues_are_evenly_spaced_around_the_circle():
+    """OpenCV hues span 0..179 for 360 degrees: 3 colours are red, green and blue (BGR), saturation 230/255
+    (the smallest channel 255 - 230 = 25), value 255."""
+    assert _tool().palette(3) == [(25, 25, 255), (25, 255, 25), (255, 25, 25)]
+
+
+def test_caption_counts_and_rgb_views(monkeypatch):
+    """The caption gives the views' IoU (4000 / 12000), region 0 the overlap, 1 region from proposals and
+    n - 1 - 1 = 1 jittered copy; an RGB mapper's image (R=200) is drawn as BGR (0, 0, 200)."""
+    tool = _tool()
+    texts = []
+    put_text = tool.cv2.putText
+
+    def record(img, text, *args, **kwargs):
+        texts.append(text)
+        return put_text(img, text, *args, **kwargs)
+
+    monkeypatch.setattr(tool.cv2, "putText", record)
+    boxes = [[2, 3, 30, 35], [10, 5, 20, 15], [12, 6, 22, 16]]
+    views = [_view(boxes, [0, 0, 100, 80], 0), _view(boxes, [50, 0, 150, 80], 0)]
+    for view in views:
+        view["image"][0] = 200  # channel 0 is R for an RGB mapper
+    sample = {"image_id": "img/7", "num_proposals": 1, "flip": True, "views": views}
+    canvas = tool.render_sample(sample, image_format="RGB", crop_display=32, min_view_height=40)
+    caption = ("img/7  IoU(view1, view2)=0.333  regions: 0 = overlap, 1 from proposals, 1 jittered copies  "
+               "flip=True")
+    assert [t for t in texts if t.startswith("img/7")] == [caption]
+    assert tuple(canvas[24 + 38, tool.GAP + 45]) == (0, 0, 200)  # inside view 1, off every box
