@@ -99,6 +99,10 @@ def test_overwrite_of_one_shard_keeps_the_other_shards(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "shard 0 of 2" in err and "(merged) store" in err and "only copy" in err
     _same_boxes(single, out)
+    # --merge --overwrite would clear the merged store to merge again: both shards are gone, both are named
+    assert gen.main(["--output", out, "--merge", "--num-shards", "2", "--overwrite"]) == 2
+    assert "shard 0, 1 of 2 are not on disk" in capsys.readouterr().err
+    _same_boxes(single, out)
 
 
 # ------------------------------------------------------------------------------------------------ item 4
