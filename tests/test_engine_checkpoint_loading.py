@@ -24,21 +24,7 @@ from siamese_detr.engine.checkpointing import (
     split_load_query,
     trust_pickle_requested,
 )
-
-
-class TinyModel(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.backbone = nn.Linear(3, 4)
-        self.head = nn.Linear(4, 2)
-
-
-def _model(value: float) -> TinyModel:
-    model = TinyModel()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.fill_(value)
-    return model
+from test_reliability_checkpoints import TinyModel, _model  # the same two-layer model and its filler
 
 
 def _filled_state(value: float) -> dict:

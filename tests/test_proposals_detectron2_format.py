@@ -17,6 +17,8 @@ from detectron2.structures import BoxMode
 from siamese_detr.data.proposals import ProposalStore, import_detectron2
 from siamese_detr.data.proposals.detectron2_format import read_detectron2
 
+from pickle_payload import Payload
+
 
 def _file(tmp_path, payload, name="p.pkl"):
     path = tmp_path / name
@@ -31,18 +33,10 @@ def _payload(ids=("a", "b"), boxes=None, logits=None):
     return {"ids": list(ids), "boxes": boxes, "objectness_logits": logits, "bbox_mode": BoxMode.XYXY_ABS}
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_reading_without_the_opt_in_never_unpickles(tmp_path):
     """read_detectron2's default is allow_pickle=False: refused before the file is opened, no code runs."""
     marker = tmp_path / "pwned"
-    pkl = _file(tmp_path, _Payload(str(marker)))
+    pkl = _file(tmp_path, Payload(str(marker)))
     with pytest.raises(ValueError, match="allow_pickle=True"):
         read_detectron2(pkl)
     assert not marker.exists()

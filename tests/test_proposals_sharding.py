@@ -20,6 +20,8 @@ from siamese_detr.data.proposals.generate import generate_shard, list_image_dir
 from siamese_detr.data.proposals.methods import random_boxes, stable_seed
 from siamese_detr.data.proposals.shards import image_list_digest, merge_if_complete, missing_shards
 
+from pickle_payload import Payload
+
 SIZES = [(20, 30), (25, 18), (16, 16), (31, 22), (17, 40)]  # (height, width) of im0..im4
 
 
@@ -123,14 +125,6 @@ def test_merge_of_shards_with_no_readable_image_writes_no_store(tmp_path):
     assert not os.path.exists(os.path.join(out, "meta.json"))
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_chunk_files_are_never_unpickled(tmp_path):
     """A finished chunk whose .npz holds an object array (a pickle) is refused when the shard is assembled,
     and the pickle's code never runs: chunks are read with allow_pickle=False."""
@@ -143,7 +137,7 @@ def test_chunk_files_are_never_unpickled(tmp_path):
     chunk = os.path.join(sdir, "chunks", "chunk-000000.npz")
     with np.load(chunk) as z:
         arrays = dict(z)
-    arrays["boxes"] = np.array([_Payload(str(marker))], dtype=object)
+    arrays["boxes"] = np.array([Payload(str(marker))], dtype=object)
     with open(chunk, "wb") as f:
         np.savez(f, **arrays)
     with pytest.raises(ValueError, match="allow_pickle"):

@@ -14,6 +14,8 @@ import pytest
 
 from siamese_detr.data.proposals import ProposalStore, ProposalStoreError, StoreWriter, merge_stores, write_store
 
+from pickle_payload import Payload
+
 # two images: "a" is 40 high x 60 wide with two boxes, "b" is 30 x 20 with one box
 IDS = ["a", "b"]
 BOXES = [np.array([[1, 2, 50, 30], [0, 0, 60, 40]], np.float32), np.array([[3, 4, 10, 25]], np.float32)]
@@ -115,23 +117,13 @@ def test_a_meta_json_without_format_version_is_refused(store_path):
         ProposalStore.open(store_path)
 
 
-class _Payload:
-    """Unpickling this creates ``marker`` (a stand-in for arbitrary code in a malicious file)."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 @pytest.mark.parametrize("name", ["offsets.npy", "boxes.npy", "scores.npy", "sizes.npy"])
 def test_opening_a_store_never_unpickles(store_path, tmp_path, name):
     """Stores are numpy arrays read with allow_pickle=False: an array file replaced by a pickle is refused as
     corrupt, and the pickle is never loaded (its code never runs)."""
     marker = tmp_path / "pwned"
     with open(os.path.join(store_path, name), "wb") as f:
-        pickle.dump(_Payload(str(marker)), f)
+        pickle.dump(Payload(str(marker)), f)
     with pytest.raises(ProposalStoreError, match=rf"{name.replace('.', '[.]')} is missing or corrupt"):
         ProposalStore.open(store_path)
     assert not marker.exists()

@@ -27,6 +27,7 @@ from siamese_detr.engine.checkpointing import (
 )
 
 from hang_guard import HANG_GUARD_S
+from pickle_payload import Payload
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -313,16 +314,6 @@ def test_a_failed_load_names_the_file(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- item 2
-class Payload:
-    """Unpickling this creates the file ``marker`` (stands for arbitrary code)."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_pickle_payload_is_never_executed(tmp_path):
     marker = tmp_path / "pwned"
     pkl = tmp_path / "evil.pkl"

@@ -13,6 +13,7 @@ from siamese_detr.engine.checkpointing import CheckpointLoadError, load_checkpoi
 
 # the training tool loaded once, and its tiny demo settings (tests/test_train_net.py), without evaluation
 from test_train_net import ROOT, TINY as _TINY, train_net
+from pickle_payload import Payload
 
 TINY = _TINY + ["train.eval_period=0"]
 
@@ -22,14 +23,6 @@ def _run(out, *extra, eval_only=False, resume=False):
     argv += ["--eval-only"] if eval_only else []
     argv += ["--resume"] if resume else []
     return train_net.main(train_net.parse_args(argv + TINY + [f"train.output_dir={out}", *extra]))
-
-
-class Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def test_wrong_type_fails_at_start_up_naming_the_key(tmp_path, tiny_synthetic_shapes):

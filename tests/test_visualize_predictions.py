@@ -12,6 +12,8 @@ import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 
+from pickle_payload import Payload
+
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = importlib.util.spec_from_file_location("visualize_predictions_tool", ROOT / "tools" / "visualize_predictions.py")
 tool = importlib.util.module_from_spec(SPEC)
@@ -121,16 +123,6 @@ def test_a_checkpoint_that_matches_nothing_is_refused(tmp_path, tiny_synthetic_s
     assert tool.main(argv) == 2
     assert "matches no parameter" in capsys.readouterr().err
     assert not (tmp_path / "png").exists()
-
-
-class Payload:
-    """Unpickling this creates the file ``marker`` (stands for arbitrary code)."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def test_a_pickle_is_not_run_without_trust_pickle(tmp_path, tiny_synthetic_shapes, capsys):
