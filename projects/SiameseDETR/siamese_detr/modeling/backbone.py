@@ -32,11 +32,10 @@ def build_resnet_backbone_for_detr(
     norm: str = "FrozenBN",
     out_features: Sequence[str] = ("res5",),
     stride_in_1x1: bool = False,
-    stem_out_channels: int = 64,
 ) -> ResNet:
     """A detectron2 ``ResNet`` (stem + stages) returning ``out_features``; ``freeze_at=1`` freezes the
     stem."""
-    stem = BasicStem(in_channels=3, out_channels=stem_out_channels, norm=norm)
+    stem = BasicStem(in_channels=3, out_channels=64, norm=norm)  # the width the default stages read
     stages = make_resnet_stages(depth, norm=norm, stride_in_1x1=stride_in_1x1)
     return ResNet(stem, stages, out_features=list(out_features), freeze_at=freeze_at)
 
