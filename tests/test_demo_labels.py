@@ -81,3 +81,25 @@ def test_pretraining_steps_with_raising_annotations(tiny_synthetic_shapes):
         total.backward()
         optimizer.step()
     assert {"loss_region", "loss_global", "loss_bbox"} <= set(losses)
+
+
+def test_unlabelled_dicts_prefix_ids_only_for_several_datasets_and_refuse_none():
+    """One dataset keeps its image ids; two get ``name/id`` (ids may repeat across datasets); a dataset list
+    without any image is an error."""
+    import pytest
+
+    data = {"ud_a": [{"file_name": "a.png", "image_id": 1, "height": 2, "width": 3}],
+            "ud_b": [{"file_name": "b.png", "image_id": 1, "height": 4, "width": 5}], "ud_empty": []}
+    for name, dicts in data.items():
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+        DatasetCatalog.register(name, lambda dicts=dicts: [dict(d) for d in dicts])
+    try:
+        assert [d["image_id"] for d in unlabelled_dicts("ud_a")] == [1]
+        assert [d["image_id"] for d in unlabelled_dicts(["ud_a"])] == [1]
+        assert [d["image_id"] for d in unlabelled_dicts(["ud_a", "ud_b"])] == ["ud_a/1", "ud_b/1"]
+        with pytest.raises(ValueError, match="no images"):
+            unlabelled_dicts("ud_empty")
+    finally:
+        for name in data:
+            DatasetCatalog.remove(name)

@@ -3,6 +3,7 @@ import json
 import multiprocessing
 import os
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -350,3 +351,46 @@ def test_prepare_script_refuses_bad_arguments_before_writing(tmp_path, capsys):
             module.main(["--root", str(tmp_path / "root")] + argv)
         assert e.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "root").exists()
+
+
+def test_object_sizes_counts_and_aspects_as_documented(monkeypatch):
+    """Each object's patch (the size given to ``shape_mask``) has side sqrt(w h) log-uniform in
+    ``scale_range`` of the short image side (median sqrt(0.08 * 0.6) = 0.22, not the uniform 0.34) and w / h in
+    its shape's aspect range (up to the rounding of w and h); a scene holds 2..``max_objects`` objects, both
+    ends reached; the object drawn last is always annotated, even with ``min_visible=1`` (fully visible)."""
+    from siamese_detr.data.datasets import shapes_render
+
+    sizes, counts = [], []
+    original = shapes_render.shape_mask
+    monkeypatch.setattr(shapes_render, "shape_mask",
+                        lambda rng, shape, w, h: sizes.append((shape, w, h)) or original(rng, shape, w, h))
+    for seed in range(40):
+        before = len(sizes)
+        _, objects = render_scene(np.random.default_rng(seed), 200, 300, max_objects=4, min_visible=1.0)
+        counts.append(len(sizes) - before)
+        assert objects and objects[-1]["visibility"] == 1.0
+    assert set(counts) == {2, 3, 4}
+    ratios = np.array([np.sqrt(w * h) / 200 for _, w, h in sizes])
+    assert 0.08 * 0.97 <= ratios.min() and ratios.max() <= 0.6 * 1.03
+    assert 0.18 < np.median(ratios) < 0.26
+    ranges = {"circle": (0.85, 1.18), "ring": (0.8, 1.25), "square": (0.8, 1.25), "star": (0.85, 1.18)}
+    for shape, w, h in sizes:
+        lo, hi = ranges.get(shape, (0.7, 1.4))
+        slack = 1 / min(w, h)  # rounding of w and h to whole pixels
+        assert lo - 2 * slack <= w / h <= hi + 2 * slack, (shape, w, h)
+    # objects as large as the image fit (placement upper bound inclusive), and max_objects=2 is legal
+    _, objects = render_scene(np.random.default_rng(0), 32, 32, max_objects=2, scale_range=(1.0, 1.0))
+    assert objects
+
+
+def test_hues_and_solid_shading():
+    """``hsv_colour`` keeps hue +- jitter on OpenCV's 0..179 circle (red 0 wraps to 172..179, not beyond);
+    the solid texture is shaded vertically: constant along each row, darker towards the bottom."""
+    from siamese_detr.data.datasets.shapes_render import hsv_colour, texture_patch
+
+    rng = np.random.default_rng(0)
+    hues = [int(cv2.cvtColor(hsv_colour(rng, 0)[None, None], cv2.COLOR_BGR2HSV)[0, 0, 0]) for _ in range(60)]
+    assert all(min(h, 180 - h) <= 9 for h in hues) and max(hues) > 90  # both sides of 0 drawn
+    patch = texture_patch(rng, "solid", np.array([200, 100, 50], np.uint8), np.ones((20, 10), np.uint8))
+    assert np.all(patch == patch[:, :1])
+    assert np.all(np.diff(patch.astype(int), axis=0) <= 0) and np.all(patch[-1] < patch[0])
