@@ -192,3 +192,192 @@ def test_a_build_from_an_older_version_of_the_script_is_reported_for_rebuild(tmp
     _write(site, "detectron2/_missing_ops.py", f"PATCH_LEVEL = {inst.PATCH_LEVEL}\n")
     ok, where = inst.working_detectron2(env=dict(os.environ, PYTHONPATH=str(site)))
     assert ok and where == str(site / "detectron2" / "__init__.py")
+
+
+# ------------------------------------------------------------------ each fix, line by line and by behaviour
+def _exec(path: Path, **namespace) -> dict:
+    """Run a patched file with stand-ins for what it calls; returns its namespace."""
+    namespace.setdefault("__file__", str(path))
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    return namespace
+
+
+def test_each_literal_fix_writes_the_line_it_documents(fake_v06_tree):
+    """np.float / np.bool / np.str -> float / bool / str (not all to one builtin), an alias on another name
+    (``onp.int``) untouched, Image.LINEAR -> Image.BILINEAR, MapDataset samples from a *sorted* list."""
+    root = fake_v06_tree
+    _write(root, "detectron2/data/catalog.py",
+           "import numpy as np\na = np.float(1)\nb = np.bool(0)\nc = np.str(2)\nd = onp.int(3)\n")
+    _write(root, "detectron2/data/common.py",
+           "class MapDataset:\n    def pick(self):\n"
+           "        return self._rng.sample(self._fallback_candidates, k=1)[0]\n")
+    changed = inst.patch_source_tree(root)
+    assert {"detectron2/data/catalog.py", "detectron2/data/common.py"} <= set(changed)
+    assert (root / "detectron2/data/catalog.py").read_text() == (
+        "import numpy as np\na = float(1)\nb = bool(0)\nc = str(2)\nd = onp.int(3)\n")
+    assert "def f(interp=Image.BILINEAR):" in (root / "detectron2/data/transforms/transform.py").read_text()
+    assert (root / "detectron2/data/common.py").read_text().splitlines()[-1] == (
+        "        return self._rng.sample(sorted(self._fallback_candidates), k=1)[0]")
+
+
+def test_setup_py_builds_extensions_only_when_the_cpp_sources_are_there(fake_v06_tree):
+    """The patched ``ext_modules``: [] without ``detectron2/layers/csrc`` (the PyPI sdist), the extensions with it."""
+    inst.patch_source_tree(fake_v06_tree)
+    setup_py = fake_v06_tree / "setup.py"
+
+    def run():
+        seen = {}
+        _exec(setup_py, setup=lambda **kw: seen.update(kw), get_extensions=lambda: ["detectron2._C"])
+        return seen
+
+    assert run() == {"install_requires": ["black"], "ext_modules": []}
+    (fake_v06_tree / "detectron2" / "layers" / "csrc").mkdir()
+    assert run()["ext_modules"] == ["detectron2._C"]
+
+
+def test_model_zoo_finds_configs_next_to_the_module(fake_v06_tree):
+    inst.patch_source_tree(fake_v06_tree)
+    zoo = fake_v06_tree / "detectron2/model_zoo/model_zoo.py"
+    found = _exec(zoo)["get_config_file"]("COCO-Detection/retinanet_R_50_FPN_1x.yaml")
+    assert found == str(zoo.parent / "configs" / "COCO-Detection" / "retinanet_R_50_FPN_1x.yaml")
+
+
+def test_an_outdated_missing_ops_module_is_rewritten(fake_v06_tree):
+    """A tree patched by an older version of the script (older PATCH_LEVEL in _missing_ops.py) gets the new one."""
+    _write(fake_v06_tree, "detectron2/_missing_ops.py", "PATCH_LEVEL = 1\n")
+    assert "detectron2/_missing_ops.py" in inst.patch_source_tree(fake_v06_tree)
+    assert (fake_v06_tree / "detectron2/_missing_ops.py").read_text() == inst.MISSING_OPS_MODULE
+
+
+@pytest.mark.parametrize("built", [False, True], ids=["without_cpp_ops", "with_cpp_ops"])
+def test_patched_modules_load_the_real_ops_or_raise_the_documented_error(fake_v06_tree, built):
+    """In a subprocess importing the patched fake tree: a built ``detectron2._C`` is used as is; without it an
+    op raises the RuntimeError naming it and how to get it, dunder lookups stay AttributeErrors (``hasattr``
+    works), and ``nms_rotated`` raises the same error rather than torch's unknown-op error."""
+    root = fake_v06_tree
+    _write(root, "detectron2/__init__.py", "")
+    if built:
+        _write(root, "detectron2/_C.py", "def op(x):\n    return x + 1\n")
+    inst.patch_source_tree(root)
+    code = (
+        "import torch\n"
+        "from detectron2.layers import deform_conv, nms\n"
+        "try:\n    print('op', deform_conv.op(1))\nexcept RuntimeError as e:\n    print('op error', e)\n"
+        "print('dunder', hasattr(deform_conv._C, '__wrapped__'))\n"
+        f"if {not built} and not hasattr(torch.ops.detectron2, 'nms_rotated'):\n"
+        "    try:\n        nms.nms_rotated(torch.zeros(1, 5), torch.ones(1), 0.5)\n"
+        "    except RuntimeError as e:\n        print('nms error', e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(root)), cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    if built:
+        assert out[0] == "op 2"
+    else:
+        assert out[0].startswith("op error detectron2._C.op is a compiled op, but this detectron2 was built "
+                                 "without its C++/CUDA ops")
+        assert "install detectron2 from source" in out[0]
+    assert out[1] == "dunder False"
+    nms_lines = [line for line in out if line.startswith("nms error")]
+    if not built and len(out) > 2:  # torch has no detectron2::nms_rotated registered here
+        assert len(nms_lines) == 1 and "detectron2._C.nms_rotated is a compiled op" in nms_lines[0]
+
+
+def test_a_build_from_a_newer_script_or_with_chatter_on_stdout_counts_as_working(tmp_path):
+    """PATCH_LEVEL above ours is not "older" (no downgrade), and a detectron2 that prints on import still
+    reports its location (the probe's last two lines)."""
+    site = tmp_path / "site"
+    for module in inst.PROBE_MODULES:
+        _write(site, module.replace(".", "/") + "/__init__.py", "")
+    _write(site, "detectron2/__init__.py", "print('detectron2 says hello')\n")
+    _write(site, "detectron2/_missing_ops.py", f"PATCH_LEVEL = {inst.PATCH_LEVEL + 1}\n")
+    ok, where = inst.working_detectron2(env=dict(os.environ, PYTHONPATH=str(site)))
+    assert ok and where == str(site / "detectron2" / "__init__.py")
+
+
+# ------------------------------------------------------------------ download, sha256, layout, main()
+def test_sdist_sha256_is_checked_and_a_mismatch_refused(tmp_path, monkeypatch):
+    """sha256_of equals hashlib over the whole file (3 MiB + 5 bytes: several 1 MiB chunks and a partial one);
+    a present sdist is not downloaded again; the pinned digest is accepted, any other refused naming both."""
+    sdist = tmp_path / f"{inst.SDIST_NAME}-{inst.SDIST_VERSION}.tar.gz"
+    payload = bytes(range(256)) * (3 * 4096) + b"tail!"
+    sdist.write_bytes(payload)
+    assert inst.sha256_of(sdist) == hashlib.sha256(payload).hexdigest()
+    monkeypatch.setattr(inst, "_pip", lambda *a: pytest.fail(f"pip called although the sdist is there: {a}"))
+    monkeypatch.setattr(inst, "SDIST_SHA256", hashlib.sha256(payload).hexdigest())
+    assert inst.download_sdist(tmp_path) == sdist
+    sdist.write_bytes(payload[:-1] + b"?")
+    with pytest.raises(SystemExit) as e:
+        inst.download_sdist(tmp_path)
+    wrong = hashlib.sha256(payload[:-1] + b"?").hexdigest()
+    assert f"sha256 {wrong} does not match the pinned {hashlib.sha256(payload).hexdigest()}" in str(e.value)
+
+
+def test_a_missing_sdist_is_downloaded_with_pip(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_pip(*args):
+        calls.append(args)
+        (tmp_path / f"{inst.SDIST_NAME}-{inst.SDIST_VERSION}.tar.gz").write_bytes(b"sdist")
+
+    monkeypatch.setattr(inst, "_pip", fake_pip)
+    monkeypatch.setattr(inst, "SDIST_SHA256", hashlib.sha256(b"sdist").hexdigest())
+    assert inst.download_sdist(tmp_path).read_bytes() == b"sdist"
+    assert len(calls) == 1 and calls[0][0] == "download" and calls[0][-1] == "pb1-detectron2==0.6"
+    assert calls[0][calls[0].index("-d") + 1] == str(tmp_path)
+
+
+def test_unpack_refuses_an_sdist_with_two_source_roots(tmp_path):
+    two = _sdist(tmp_path / "two.tar.gz", [("a-0.6/setup.py", ""), ("b-0.6/setup.py", "")])
+    with pytest.raises(SystemExit, match="unexpected layout"):
+        inst.unpack(two, tmp_path / "out")
+
+
+def test_build_installs_the_patched_tree_then_its_dependencies(fake_v06_tree, tmp_path, monkeypatch):
+    """pip (stubbed) builds a wheel from the *patched* tree, force-reinstalls it without dependencies (torch
+    untouched), then installs it again for the dependencies of its metadata."""
+    sdist = tmp_path / "dl" / "pb1-detectron2-0.6.tar.gz"
+    sdist.parent.mkdir()
+    with tarfile.open(sdist, "w:gz") as tar:
+        tar.add(fake_v06_tree, arcname="pb1-detectron2-0.6")
+    monkeypatch.setattr(inst, "download_sdist", lambda dest: sdist)
+    calls = []
+
+    def fake_pip(*args):
+        calls.append(args)
+        if args[0] == "wheel":
+            src = Path(args[-1])
+            assert "Image.BILINEAR" in (src / "detectron2/data/transforms/transform.py").read_text()
+            assert (src / "detectron2/_missing_ops.py").is_file()
+            wheel_dir = Path(args[args.index("-w") + 1])
+            wheel_dir.mkdir(parents=True)
+            (wheel_dir / "detectron2-0.6-py3-none-any.whl").write_bytes(b"")
+
+    monkeypatch.setattr(inst, "_pip", fake_pip)
+    inst.build_and_install(tmp_path / "build")
+    assert [c[0] for c in calls] == ["wheel", "install", "install"]
+    assert "--no-build-isolation" in calls[0] and "--no-deps" in calls[0]
+    assert {"--force-reinstall", "--no-deps"} <= set(calls[1]) and calls[1][-1].endswith(".whl")
+    assert "--no-deps" not in calls[2] and calls[2][-1] == calls[1][-1]
+
+
+@pytest.mark.parametrize("argv, works_before, builds", [
+    ([], True, False), (["--force"], True, True), ([], False, True)])
+def test_main_builds_only_when_needed_or_forced(tmp_path, monkeypatch, capsys, argv, works_before, builds):
+    """A working detectron2 is left alone unless --force; the default build folder is .cache/detectron2-build
+    (where the real-sdist test looks); a build after which detectron2 still fails stops with its error."""
+    state = {"ok": works_before, "built": []}
+    monkeypatch.setattr(inst, "working_detectron2", lambda: (state["ok"], "/site/detectron2/__init__.py"))
+
+    def build(build_dir):
+        state["built"].append(build_dir)
+        state["ok"] = True
+
+    monkeypatch.setattr(inst, "build_and_install", build)
+    assert inst.main(argv) == 0
+    assert state["built"] == ([Path(".cache/detectron2-build")] if builds else [])
+    monkeypatch.setattr(inst, "working_detectron2", lambda: (False, "ImportError: no module named fvcore"))
+    monkeypatch.setattr(inst, "build_and_install", lambda build_dir: None)
+    with pytest.raises(SystemExit, match="still does not import after the build: ImportError: no module named"):
+        inst.main(["--build-dir", str(tmp_path)])

@@ -159,3 +159,85 @@ def test_the_script_names_each_missing_parent_and_fails_when_it_writes_nothing(t
     assert "skipped splits of voc_2007_2012_trainval_coco: " in proc.stdout
     assert "datasets/prepare_voc_coco.py" in proc.stdout
     assert not (tmp_path / "datasets" / "low_data_splits").exists()
+
+
+# ------------------------------------------------------------------ the script's command line, in-process
+def _script():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets",
+                        "prepare_low_data_splits.py")
+    spec = importlib.util.spec_from_file_location("prepare_low_data_splits_t", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def counted_parent(toy_parent, tmp_path, monkeypatch):
+    """The toy parent (200 ids) re-registered to count its loads, a second split of it (30 %, seed 7) and a
+    split of a parent whose loader asserts (as detectron2's COCO loader does on a missing json)."""
+    loads = []
+    ids = list(toy_parent)
+
+    def load():
+        loads.append(1)
+        return [{"image_id": i} for i in ids]
+
+    DatasetCatalog.remove(PARENT)
+    DatasetCatalog.register(PARENT, load)
+    monkeypatch.setitem(LD.LOW_DATA_SPLITS, "toy_low_data_parent_30pct_seed7", (PARENT, 30, 7, "test b"))
+    DatasetCatalog.register("toy_broken_parent", lambda: (_ for _ in ()).throw(AssertionError("no json here")))
+    monkeypatch.setitem(LD.LOW_DATA_SPLITS, "toy_broken_parent_10pct_seed42", ("toy_broken_parent", 10, 42, "c"))
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    yield ids, loads
+    DatasetCatalog.remove("toy_broken_parent")
+
+
+def test_script_writes_the_named_splits_loading_their_parent_once(counted_parent):
+    ids, loads = counted_parent
+    _script().main(["--names", NAME, "toy_low_data_parent_30pct_seed7"])
+    assert len(loads) == 1
+    for name, pct, seed in ((NAME, 10, 42), ("toy_low_data_parent_30pct_seed7", 30, 7)):
+        with open(LD.split_file(name)) as f:
+            record = json.load(f)
+        assert len(record["image_ids"]) == pct * 2 and set(record["image_ids"]) <= set(ids)
+        assert record["seed"] == seed and record["num_parent_images"] == 200
+
+
+def test_script_keeps_a_different_file_unless_forced(counted_parent):
+    """The parent lost an image since the split was written: a plain run refuses naming the script, --force
+    rewrites the file from the 199 images."""
+    ids, _ = counted_parent
+    script = _script()
+    script.main(["--names", NAME])
+    ids.pop()
+    with pytest.raises(SystemExit, match="^prepare_low_data_splits.py: .*different image ids.*--force"):
+        script.main(["--names", NAME])
+    with open(LD.split_file(NAME)) as f:
+        assert json.load(f)["num_parent_images"] == 200
+    script.main(["--names", NAME, "--force"])
+    with open(LD.split_file(NAME)) as f:
+        assert json.load(f)["num_parent_images"] == 199
+
+
+def test_script_a_named_split_of_a_missing_parent_stops_with_its_error(counted_parent, capsys):
+    with pytest.raises(SystemExit) as e:
+        _script().main(["--names", "toy_broken_parent_10pct_seed42"])
+    assert str(e.value) == "prepare_low_data_splits.py: no json here"
+
+
+def test_script_without_names_skips_missing_parents_and_succeeds_if_one_is_written(counted_parent, capsys):
+    _script().main([])  # the real VOC / COCO parents are not on disk here, nor the broken toy one
+    out = capsys.readouterr().out
+    assert "skipped splits of toy_broken_parent: no json here" in out
+    assert f"{NAME}: {LD.split_file(NAME)}" in out and os.path.isfile(LD.split_file(NAME))
+    assert not os.path.exists(LD.split_file("toy_broken_parent_10pct_seed42"))
+
+
+def test_script_list_prints_each_protocol_and_writes_nothing(counted_parent, capsys):
+    _, loads = counted_parent
+    _script().main(["--list"])
+    out = capsys.readouterr().out.splitlines()
+    assert f"toy_low_data_parent_30pct_seed7: 30 % of {PARENT}, seed 7 — test b" in out
+    assert loads == [] and not os.path.exists(LD.split_file(NAME))
