@@ -181,12 +181,18 @@ def test_compiled_only_op_raises_a_clear_error():
         batched_nms_rotated(boxes, torch.ones(1), torch.zeros(1, dtype=torch.long), 0.5)
 
 
-def test_a_build_from_an_older_version_of_the_script_is_reported_for_rebuild(tmp_path):
+def _probed_site(tmp_path, patch_level: int, detectron2_init: str = ""):
+    """A site folder with empty stand-ins of the probed modules and a detectron2 built at ``patch_level``."""
     site = tmp_path / "site"
     for module in inst.PROBE_MODULES:
         _write(site, module.replace(".", "/") + "/__init__.py", "")
-    _write(site, "detectron2/__init__.py", "")
-    _write(site, "detectron2/_missing_ops.py", f"PATCH_LEVEL = {inst.PATCH_LEVEL - 1}\n")
+    _write(site, "detectron2/__init__.py", detectron2_init)
+    _write(site, "detectron2/_missing_ops.py", f"PATCH_LEVEL = {patch_level}\n")
+    return site
+
+
+def test_a_build_from_an_older_version_of_the_script_is_reported_for_rebuild(tmp_path):
+    site = _probed_site(tmp_path, inst.PATCH_LEVEL - 1)
     ok, why = inst.working_detectron2(env=dict(os.environ, PYTHONPATH=str(site)))
     assert not ok and f"patch level {inst.PATCH_LEVEL - 1} < {inst.PATCH_LEVEL}" in why
     _write(site, "detectron2/_missing_ops.py", f"PATCH_LEVEL = {inst.PATCH_LEVEL}\n")
@@ -287,11 +293,7 @@ def test_patched_modules_load_the_real_ops_or_raise_the_documented_error(fake_v0
 def test_a_build_from_a_newer_script_or_with_chatter_on_stdout_counts_as_working(tmp_path):
     """PATCH_LEVEL above ours is not "older" (no downgrade), and a detectron2 that prints on import still
     reports its location (the probe's last two lines)."""
-    site = tmp_path / "site"
-    for module in inst.PROBE_MODULES:
-        _write(site, module.replace(".", "/") + "/__init__.py", "")
-    _write(site, "detectron2/__init__.py", "print('detectron2 says hello')\n")
-    _write(site, "detectron2/_missing_ops.py", f"PATCH_LEVEL = {inst.PATCH_LEVEL + 1}\n")
+    site = _probed_site(tmp_path, inst.PATCH_LEVEL + 1, "print('detectron2 says hello')\n")
     ok, where = inst.working_detectron2(env=dict(os.environ, PYTHONPATH=str(site)))
     assert ok and where == str(site / "detectron2" / "__init__.py")
 
