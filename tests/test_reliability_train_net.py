@@ -10,6 +10,7 @@ import torch
 
 from siamese_detr.data.image_io import UnreadableImageError
 from siamese_detr.engine.checkpointing import CheckpointLoadError, load_checkpoint_file
+from siamese_detr.utils.user_errors import UserOSError
 
 # the training tool loaded once, and its tiny demo settings (tests/test_train_net.py), without evaluation
 from test_train_net import ROOT, TINY as _TINY, train_net
@@ -192,14 +193,14 @@ def test_an_output_dir_that_cannot_be_written_is_named(tmp_path):
 
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    with pytest.raises(NotADirectoryError, match=f"train.output_dir={a_file} is a file"):
+    with pytest.raises(UserOSError, match=f"train.output_dir={a_file} is a file"):
         _run(a_file)
     with pytest.raises(ValueError, match="'train.output_dir' must be a folder path, got 42"):
         _run(42)
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        with pytest.raises(PermissionError, match=f"train.output_dir={locked}: cannot write there"):
+        with pytest.raises(UserOSError, match=f"train.output_dir={locked}: cannot write there"):
             _run(locked)
 
 

@@ -10,6 +10,10 @@ gloo when ``--num-gpus N`` is given on a machine without GPUs), overrides that r
 keys (``+key=value`` adds one on purpose), and evaluation through the config's evaluator.
 Writes ``config.yaml``, ``log.txt`` and ``metrics.json`` (losses, lr, ETA, evaluation results) to
 ``train.output_dir``.
+
+A mistake in the config, an override, a file or a dataset stops the run with one line,
+``lazyconfig_train_net.py: error: ...`` naming it and the fix, and exit status 2 (the traceback goes to
+``log.txt`` once that exists; ``SIAMESE_DETR_TRACEBACK=1`` shows it on the terminal too).
 """
 import gc
 import logging
@@ -37,14 +41,17 @@ from siamese_detr.engine.resume_checks import (check_resume_matches, keep_traini
                                                reapply_optimizer_settings)
 from siamese_detr.engine.schedule_checks import check_counts, check_output_dir, check_rates, describe_lr_schedule
 from siamese_detr.engine.config_sections import check_batch_split, check_config_sections
-from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, ensure_final_checkpoint,
-                                               keep_earlier_periodic_checkpoints, refuse_partly_random_model,
+from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, check_checkpoint_path,
+                                               ensure_final_checkpoint, keep_earlier_periodic_checkpoints,
+                                               refuse_partly_random_model,
                                                refuse_shape_mismatches, require_eval_checkpoint,
                                                trust_pickle_requested)
 from siamese_detr.engine.evaluation_checks import (build_checked_test_loader, check_coco_test_fields,
                                                    check_test_classes, check_test_set_on_disk,
                                                    check_train_set_on_disk, test_dataset_names)
 from siamese_detr.engine.metrics_file import safe_default_writers
+from siamese_detr.engine.user_error_exit import user_errors_exit
+from siamese_detr.utils.user_errors import UserValueError
 
 logger = logging.getLogger("detectron2")
 
@@ -103,8 +110,8 @@ def _resolve_device(cfg):
     try:
         torch.device(str(cfg.train.device))
     except RuntimeError:
-        raise ValueError(f"Config key 'train.device' must be a torch device such as cpu, cuda or cuda:1, got "
-                         f"{cfg.train.device!r}.") from None
+        raise UserValueError(f"Config key 'train.device' must be a torch device such as cpu, cuda or cuda:1, got "
+                             f"{cfg.train.device!r}.") from None
     if str(cfg.train.device).startswith("cuda") and not torch.cuda.is_available():
         logger.warning("train.device=%s but CUDA is not available: using cpu.", cfg.train.device)
         cfg.train.device = "cpu"
@@ -185,7 +192,7 @@ def do_train(args, cfg):
     if resumed and periodic is not None:  # max_to_keep also counts the interrupted run's periodic files
         keep_earlier_periodic_checkpoints(periodic, start_iter)
     if start_iter > cfg.train.max_iter:
-        raise ValueError(
+        raise UserValueError(
             f"--resume: {checkpointer.loaded_path} finished iteration {start_iter - 1}, beyond "
             f"train.max_iter={cfg.train.max_iter}. Give train.max_iter={start_iter} or more to go on, or "
             f"evaluate it with --eval-only train.init_checkpoint={checkpointer.loaded_path}."
@@ -204,7 +211,8 @@ def do_train(args, cfg):
 
 def checked_config(args, world_size: int):
     """The config with the overrides applied and the checks that need no process group: sections, keys, counts,
-    rates, and the batch split over ``world_size`` processes. Its log records are held (see :func:`setup`)."""
+    rates, the batch split over ``world_size`` processes and the ``train.init_checkpoint`` file. Its log records
+    are held (see :func:`setup`)."""
     cfg = LazyConfig.load(args.config_file)
     check_config_sections(cfg, args.config_file, eval_only=args.eval_only)  # e.g. a tool given as the config
     with held_records() as early_records:  # e.g. model.num_classes taken from a coco: dataset's categories
@@ -213,6 +221,8 @@ def checked_config(args, world_size: int):
             check_counts(cfg)  # train.max_iter=0, log_period=0, max_iter=1e3, ...: refused naming the key
             check_rates(cfg)  # optimizer.lr=-1, weight_decay=nan
             check_batch_split(cfg, world_size)
+    if not args.resume:  # (a resumed run loads its own last checkpoint instead)
+        check_checkpoint_path(cfg.train.init_checkpoint)  # a missing file: now, not after building the model
     return cfg, early_records
 
 
@@ -287,10 +297,17 @@ def parse_args(argv=None):
     return args
 
 
+def run(argv=None) -> None:
+    """The command line: parse ``argv`` (default ``sys.argv[1:]``), check, launch the processes. A user
+    error ends it with one line on stderr and ``SystemExit(2)``."""
+    args = parse_args(argv)
+    with user_errors_exit(os.path.basename(__file__)):  # a wrong key, value or file: one line, exit status 2
+        check_before_launch(args)
+        # --num-gpus N: N processes (GPUs when CUDA is available, otherwise CPU workers over gloo)
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+
+
 if __name__ == "__main__":
-    args = parse_args()
-    check_before_launch(args)
-    # --num-gpus N: N processes (GPUs when CUDA is available, otherwise CPU workers over gloo)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    run()
     sys.exit(0)

@@ -22,6 +22,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_datas
 from detectron2.structures import BoxMode
 
 from .image_io import UnreadableImageError, probe_image_size, read_image_checked
+from ..utils.user_errors import UserError, UserFileNotFoundError, UserKeyError, UserValueError
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ def missing_path_error(name: str, path: str) -> FileNotFoundError:
     """The error for a ``path`` that dataset ``name`` expects and that does not exist: the path, the
     ``DETECTRON2_DATASETS`` root and what to do (:func:`_missing_path_fix`)."""
     root = os.environ.get("DETECTRON2_DATASETS", "datasets")
-    return FileNotFoundError(f"Dataset '{name}' expects '{path}', which does not exist "
-                             f"(DETECTRON2_DATASETS={root}). " + _missing_path_fix(name, path))
+    return UserFileNotFoundError(f"Dataset '{name}' expects '{path}', which does not exist "
+                                 f"(DETECTRON2_DATASETS={root}). " + _missing_path_fix(name, path))
 
 
 def spec_hint(name: str) -> str:
@@ -105,7 +106,7 @@ def check_datasets_on_disk(names: Union[str, Sequence[str]]) -> None:
         if name not in registered:
             close = difflib.get_close_matches(name, sorted(registered), n=3, cutoff=0.75)
             hint = spec_hint(name)
-            raise KeyError(
+            raise UserKeyError(
                 f"Dataset '{name}' is not registered."
                 + (hint or (f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""))
                 + f" Registered datasets include: {', '.join(sorted(registered)[:20])} ... (see {README})."
@@ -117,7 +118,7 @@ def check_datasets_on_disk(names: Union[str, Sequence[str]]) -> None:
                 raise missing_path_error(name, path)
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """Annotations that cannot be used as they are (strict mode), or recorded image sizes that are wrong."""
 
 
@@ -303,8 +304,8 @@ def get_checked_dataset_dicts(names: Union[str, Iterable[str]], strict: bool = F
     test sets), :func:`check_has_boxes`."""
     names = [names] if isinstance(names, str) else list(names)
     if not names:
-        raise ValueError("no dataset given (names=[], e.g. dataloader.train.dataset.names=[]): give a registered "
-                         f"name, coco:ANNOTATIONS.json:IMAGE_ROOT or folder:IMAGE_DIR (see {README})")
+        raise UserValueError("no dataset given (names=[], e.g. dataloader.train.dataset.names=[]): give a registered "
+                             f"name, coco:ANNOTATIONS.json:IMAGE_ROOT or folder:IMAGE_DIR (see {README})")
     check_datasets_on_disk(names)
     dicts = get_detection_dataset_dicts(names, **kwargs)
     dicts = validate_annotations(dicts, strict=strict, filter_empty=kwargs.get("filter_empty", True),

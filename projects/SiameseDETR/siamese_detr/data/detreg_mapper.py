@@ -32,6 +32,7 @@ from .image_io import read_image_or_none
 from .proposals.selection import select_proposals
 from .siamese_mapper import augment_crops, crop_regions
 from .up_detr_mapper import UP_DETR_SCALES, sample_rng, transform_boxes
+from ..utils.user_errors import UserValueError
 
 __all__ = ["DETRegMapper", "detreg_augmentations"]
 
@@ -47,12 +48,12 @@ def _check_min_proposals(min_proposals: int, num_proposals: int, policy: str) ->
     reaches ``DETRegPretrain`` (which raises mid-run); above ``num_proposals`` with the "topk" / "random"
     policies (at most K chosen), every image is skipped and Detectron2's loader retries forever."""
     if min_proposals < 1:
-        raise ValueError(f"DETRegMapper: min_proposals (dataloader.train.mapper.min_proposals) must be >= 1, got "
-                         f"{min_proposals}: DETRegPretrain needs at least one proposal per image (official 2)")
+        raise UserValueError(f"DETRegMapper: min_proposals (dataloader.train.mapper.min_proposals) must be >= 1, got "
+                             f"{min_proposals}: DETRegPretrain needs at least one proposal per image (official 2)")
     if policy in ("topk", "random") and min_proposals > num_proposals:
-        raise ValueError(f"DETRegMapper: min_proposals={min_proposals} > num_proposals={num_proposals} with policy "
-                         f"{policy!r} skips every image; lower dataloader.train.mapper.min_proposals or raise "
-                         f"num_proposals")
+        raise UserValueError(f"DETRegMapper: min_proposals={min_proposals} > num_proposals={num_proposals} with policy "
+                             f"{policy!r} skips every image; lower dataloader.train.mapper.min_proposals or raise "
+                             f"num_proposals")
 
 
 class DETRegMapper:
@@ -103,7 +104,7 @@ class DETRegMapper:
         seed: Optional[int] = None,
     ):
         if proposal_source is None:
-            raise ValueError("DETRegMapper needs a proposal_source (StoreProposals / OnlineProposals / ...)")
+            raise UserValueError("DETRegMapper needs a proposal_source (StoreProposals / OnlineProposals / ...)")
         select_proposals(np.random.default_rng(0), 1, num_proposals, policy)  # validates policy and K
         _check_min_proposals(int(min_proposals), int(num_proposals), policy)
         self.proposal_source = proposal_source

@@ -7,6 +7,8 @@ from typing import Iterable, List, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..utils.user_errors import UserFileNotFoundError, UserValueError
+
 __all__ = ["IMAGE_EXTENSIONS", "list_image_files", "load_image_folder", "register_image_folder"]
 
 # the one list of image extensions of the project (image folders, proposal generation)
@@ -26,7 +28,7 @@ def list_image_files(image_root: str, extensions: Iterable[str] = IMAGE_EXTENSIO
     """
     extensions = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
     if not os.path.isdir(image_root):
-        raise FileNotFoundError(f"Image folder {image_root!r} does not exist (or is not a directory).")
+        raise UserFileNotFoundError(f"Image folder {image_root!r} does not exist (or is not a directory).")
     found: List[str] = []
     stack = [""]
     seen = {os.path.realpath(image_root)}
@@ -74,7 +76,7 @@ def register_image_folder(name: str, image_root: str, extensions: Sequence[str] 
         registered = MetadataCatalog.get(name).get("image_root", None)
         if registered == root:
             return name
-        raise ValueError(
+        raise UserValueError(
             f"Dataset {name!r} is already registered (image_root={registered!r}); cannot register it again "
             f"for {root!r}. Pick another name."
         )

@@ -24,6 +24,8 @@ import numpy as np
 from detectron2.data import detection_utils
 from PIL import Image, ImageOps
 
+from ..utils.user_errors import UserError
+
 __all__ = [
     "MAX_ASPECT_RATIO",
     "MAX_CONSECUTIVE_UNREADABLE",
@@ -49,11 +51,11 @@ _warned: Set[str] = set()  # files already logged by this process
 _in_a_row: Dict[str, int] = {}  # unreadable images in a row, per reader
 
 
-class UnreadableImageError(ValueError):
+class UnreadableImageError(UserError, ValueError):
     """A file is missing, not an image, truncated, of an unsupported pixel type or of a degenerate size."""
 
 
-class NoReadableImagesError(RuntimeError):
+class NoReadableImagesError(UserError, RuntimeError):
     """Too many unreadable images in a row: the dataset has no (or almost no) readable image."""
 
 

@@ -24,6 +24,7 @@ from torch.utils.data import get_worker_info
 
 from .image_io import read_image_or_none
 from .views import TwoViewSample, ViewPolicy
+from ..utils.user_errors import UserValueError
 
 __all__ = ["SiameseViewMapper", "simsiam_augment", "crop_regions", "augment_crops"]
 
@@ -197,12 +198,12 @@ class SiameseViewMapper:
         jitter_noise: str = "sigmoid_normal",
     ):
         if image_format not in _GRAY_CODE:
-            raise ValueError(
+            raise UserValueError(
                 f"SiameseViewMapper needs a 3-channel image_format (BGR or RGB), got {image_format!r}"
             )
         if not 0.0 <= float(tau) <= 1.0:  # checked here, not at the first sample
-            raise ValueError(f"SiameseViewMapper: tau (the IoU of the two views, dataloader.train.mapper.tau) must "
-                             f"lie in [0, 1], got {tau}")
+            raise UserValueError(f"SiameseViewMapper: tau (the IoU of the two views, dataloader.train.mapper.tau) must "
+                                 f"lie in [0, 1], got {tau}")
         self.is_train = is_train
         self.image_format = image_format
         self.proposal_source = proposal_source

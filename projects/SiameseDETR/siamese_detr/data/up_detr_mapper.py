@@ -29,6 +29,7 @@ from torch.utils.data import get_worker_info
 
 from .image_io import read_image_or_none
 from .siamese_mapper import augment_crops, crop_regions
+from ..utils.user_errors import UserValueError
 
 __all__ = ["UPDETRMapper", "random_patch_boxes", "up_detr_augmentation", "UP_DETR_SCALES", "sample_rng",
            "transform_boxes"]
@@ -59,7 +60,7 @@ def random_patch_boxes(rng: np.random.Generator, height: int, width: int, num: i
     Requires ``height, width > 2 * min_pixel``. ``rng.integers(a, b)`` is numpy's ``randint(a, b)`` (b
     excluded), as the official calls."""
     if height <= 2 * min_pixel or width <= 2 * min_pixel:
-        raise ValueError(f"image {height}x{width} is too small for patches of at least {min_pixel} px")
+        raise UserValueError(f"image {height}x{width} is too small for patches of at least {min_pixel} px")
     boxes = np.empty((num, 4), dtype=np.float64)
     for k in range(num):
         sw = int(rng.integers(min_pixel, width - min_pixel + 1))

@@ -34,6 +34,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from .proposals.methods import intersection_random_boxes
+from ..utils.user_errors import UserValueError
 
 __all__ = [
     "ViewPair",
@@ -116,7 +117,7 @@ def inner_scale_for_iou(tau: float) -> float:
     independent of ``W``, ``H`` and of the outer box's aspect.
     """
     if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau must lie in [0, 1], got {tau}")
+        raise UserValueError(f"tau must lie in [0, 1], got {tau}")
     return (tau + math.sqrt(2.0 * tau * (1.0 + tau))) / (2.0 + tau)
 
 
@@ -322,7 +323,7 @@ def jitter_boxes(
     elif noise == "uniform":
         delta = rng.uniform(-frac, frac, size=boxes.shape)
     else:
-        raise ValueError(f"noise must be 'sigmoid_normal' or 'uniform', got {noise!r}")
+        raise UserValueError(f"noise must be 'sigmoid_normal' or 'uniform', got {noise!r}")
     out = boxes + delta * size
     if clip_box is not None:
         out = clip_boxes(out, clip_box)
@@ -474,8 +475,8 @@ class ViewPolicy:
 
     def __post_init__(self):
         if int(self.num_regions) < 2:  # with 1 there is no proposal region: every sample would be skipped
-            raise ValueError(f"num_regions must be >= 2 (region 0 is the views' overlap, the others come from "
-                             f"proposals), got {self.num_regions}")
+            raise UserValueError(f"num_regions must be >= 2 (region 0 is the views' overlap, the others come from "
+                                 f"proposals), got {self.num_regions}")
 
     def sample(
         self, rng: np.random.Generator, original_hw: Tuple[int, int], proposals: Optional[np.ndarray]

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from ..data.datasets.builtin_shapes import ensure_synthetic_shapes
 from ..data.datasets.shapes_render import render_scene
+from ..utils.user_errors import UserValueError
 
 __all__ = ["knn_accuracy", "object_crops", "train_backbone"]
 
@@ -216,7 +217,7 @@ def train_backbone(cfg, progress: Optional[Callable[[int, int, float], None]] = 
         labels = torch.from_numpy(labels)
         head = nn.Linear(channels, int(labels.max()) + 1)
     else:
-        raise ValueError(f"train.method must be 'simsiam' or 'supervised', got {t.method!r}")
+        raise UserValueError(f"train.method must be 'simsiam' or 'supervised', got {t.method!r}")
 
     params = list(backbone.parameters()) + list(head.parameters())
     optimizer = torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)

@@ -37,11 +37,13 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils import comm
 
 from .load_summary import is_pretraining_model, official_layout, official_layout_hint, partial_load_summary
+from ..utils.user_errors import UserError, UserValueError
 
 __all__ = [
     "CheckpointLoadError",
     "SafeDetectionCheckpointer",
     "atomic_torch_save",
+    "check_checkpoint_path",
     "checkpoint_kind",
     "error_first_line",
     "convert_pickle_checkpoint",
@@ -62,7 +64,7 @@ CONVERT_TOOL = "tools/convert_checkpoint.py"
 _PERIODIC = re.compile(r"_(\d+)\.pth$")
 
 
-class CheckpointLoadError(RuntimeError):
+class CheckpointLoadError(UserError, RuntimeError):
     """A checkpoint file is missing, torn, not a checkpoint, untrusted, or matches no model parameter."""
 
 
@@ -220,6 +222,18 @@ def split_load_query(path: str) -> Tuple[str, bool]:
     return base, value == ["True"]
 
 
+def check_checkpoint_path(path: str) -> Tuple[str, bool]:
+    """:func:`split_load_query` of ``path``, and a local file (a URL is left to Detectron2's ``PathManager``):
+    a :class:`CheckpointLoadError` names a path that does not exist or is a folder. Empty ``path``: no load."""
+    path, heuristics = split_load_query(path)
+    if path and not os.path.isfile(path) and "://" not in path:
+        if os.path.isdir(path):
+            raise CheckpointLoadError(f"checkpoint {path} is a folder: give a file in it, e.g. "
+                                      f"{os.path.join(path, 'model_final.pth')}")
+        raise CheckpointLoadError(f"checkpoint {path} does not exist")
+    return path, heuristics
+
+
 class SafeDetectionCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` with atomic saves, safe loading and a resume fallback (module docstring).
 
@@ -338,12 +352,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                 if name not in loaded and not any(part in name for part in exclude)]
 
     def load(self, path: str, *args, **kwargs):
-        path, self._matching_heuristics = split_load_query(path)
-        if path and not os.path.isfile(path) and "://" not in path:
-            if os.path.isdir(path):
-                raise CheckpointLoadError(f"checkpoint {path} is a folder: give a file in it, e.g. "
-                                          f"{os.path.join(path, 'model_final.pth')}")
-            raise CheckpointLoadError(f"checkpoint {path} does not exist")
+        path, self._matching_heuristics = check_checkpoint_path(path)
         self._loading = path
         try:
             result = super().load(path, *args, **kwargs)
@@ -509,7 +518,7 @@ def trust_pickle_requested(args, cfg) -> bool:
 def require_eval_checkpoint(init_checkpoint) -> None:
     """``--eval-only`` evaluates ``train.init_checkpoint``: refuse to evaluate a randomly initialised model."""
     if not init_checkpoint:
-        raise ValueError(
+        raise UserValueError(
             "--eval-only needs the model to evaluate: add train.init_checkpoint=PATH/model_final.pth "
             "(without it a randomly initialised model would be evaluated)"
         )

@@ -11,12 +11,14 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ..utils.user_errors import UserError
+
 __all__ = ["OverrideTypeError", "check_override_type", "config_value"]
 
 _UNSET = object()
 
 
-class OverrideTypeError(TypeError):
+class OverrideTypeError(UserError, TypeError):
     """An override gives a value of another kind than the config's (e.g. a string for an int)."""
 
 

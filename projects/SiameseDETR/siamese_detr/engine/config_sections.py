@@ -12,6 +12,7 @@ from typing import List
 from omegaconf import DictConfig
 
 from .config_checks import config_value
+from ..utils.user_errors import UserValueError
 
 __all__ = ["EVAL_SECTIONS", "TRAIN_SECTIONS", "check_batch_split", "check_config_sections"]
 
@@ -29,7 +30,7 @@ def check_config_sections(cfg, config_file: str, eval_only: bool = False) -> Non
     missing: List[str] = [name for name in needed if not isinstance(cfg.get(name, None), DictConfig)]
     if missing:
         found = ", ".join(sorted(str(k) for k in cfg.keys())) or "nothing"
-        raise ValueError(
+        raise UserValueError(
             f"{config_file} is not a training config of this project: it defines no {', '.join(missing)} "
             f"(it defines {found}). Give a config under configs/ that sets {', '.join(needed)}, e.g. "
             "configs/demo/detr_demo.py (configs/common/ holds parts that configs import, not configs to run)."
@@ -43,7 +44,7 @@ def check_batch_split(cfg, world_size: int) -> None:
     if isinstance(total, int) and not isinstance(total, bool) and world_size > 1 and total % world_size:
         lower, upper = total // world_size * world_size, -(-total // world_size) * world_size
         choices = " or ".join(str(v) for v in (lower, upper) if v > 0)
-        raise ValueError(
+        raise UserValueError(
             f"dataloader.train.total_batch_size={total} images per iteration do not split over {world_size} "
             f"processes (--num-gpus {world_size}): set dataloader.train.total_batch_size={choices}, or another "
             "--num-gpus that divides it."

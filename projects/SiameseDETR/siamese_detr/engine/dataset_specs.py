@@ -7,6 +7,7 @@ from typing import Iterable, List
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..data.datasets.from_path import is_dataset_spec, register_dataset_spec, spec_thing_classes
+from ..utils.user_errors import UserValueError
 
 __all__ = ["register_config_datasets"]
 
@@ -60,7 +61,7 @@ def register_config_datasets(cfg, overridden_keys: Iterable[str] = ()) -> List[s
         return specs
     if "model.num_classes" in set(overridden_keys):
         if model.num_classes < len(classes):
-            raise ValueError(
+            raise UserValueError(
                 f"model.num_classes={model.num_classes} but the dataset has {len(classes)} categories "
                 f"{classes}; leave model.num_classes out to take it from the json"
             )

@@ -19,6 +19,7 @@ from detectron2.config import instantiate
 from omegaconf import DictConfig
 
 from siamese_detr.data.dataset_checks import check_datasets_on_disk, check_images_readable, missing_path_error
+from ..utils.user_errors import UserValueError
 
 __all__ = ["build_checked_test_loader", "check_coco_test_fields", "check_test_classes", "check_test_set_on_disk",
            "check_train_set_on_disk", "test_dataset_names"]
@@ -95,7 +96,7 @@ def check_test_classes(cfg) -> None:
     test_name, test_classes = _thing_classes(_dataset_names(cfg, "test"))
     if train_classes is None or test_classes is None or train_classes == test_classes:
         return
-    raise ValueError(
+    raise UserValueError(
         f"the training set {train_name!r} has the classes {train_classes[:10]}"
         f"{' ...' if len(train_classes) > 10 else ''}, the test set {test_name!r} (dataloader.test.dataset.names) "
         f"{test_classes[:10]}{' ...' if len(test_classes) > 10 else ''}: its AP would be computed under the wrong "
@@ -151,5 +152,5 @@ def check_coco_test_fields(names: List[str], alternative: str = "") -> None:
     for name in names:
         problem = MetadataCatalog.get(name).get("coco_evaluation_problem", None)
         if problem:
-            raise ValueError(f"{problem} It is the test set (dataloader.test.dataset.names={name}) of this run"
-                             + (f"; {alternative}." if alternative else "."))
+            raise UserValueError(f"{problem} It is the test set (dataloader.test.dataset.names={name}) of this run"
+                                 + (f"; {alternative}." if alternative else "."))

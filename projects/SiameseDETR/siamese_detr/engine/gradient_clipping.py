@@ -3,6 +3,8 @@ from typing import Optional
 
 import torch
 
+from ..utils.user_errors import UserValueError
+
 
 def add_gradient_clipping(
     optimizer: torch.optim.Optimizer, max_norm: float, norm_type: float = 2.0, amp: bool = False
@@ -27,7 +29,7 @@ def add_gradient_clipping(
     if max_norm is None or max_norm <= 0:
         return None
     if amp and getattr(optimizer, "_step_supports_amp_scaling", False):
-        raise ValueError(
+        raise UserValueError(
             f"{type(optimizer).__name__} unscales the AMP gradients inside its own step (e.g. fused=True), after "
             f"the gradient clipping (train.clip_grad.max_norm={max_norm}) would see them scaled: use the "
             "optimizer without fused=True (the configs' default), or train.amp.enabled=False, or "

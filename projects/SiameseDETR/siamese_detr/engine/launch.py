@@ -4,6 +4,10 @@ detectron2's ``launch`` (v0.6) asserts CUDA and always uses NCCL. With GPUs we d
 unchanged; without GPUs we spawn ``num_processes`` CPU workers that join a gloo process group
 and set up detectron2's local process group, so ``detectron2.utils.comm`` works as usual.
 
+With several processes, a user error (:class:`UserError`: a wrong key, value or file) in one of them is
+printed there as one line and ends it with exit status 2; the launcher then raises a :class:`UserError` that
+says so, in place of torch's traceback of the worker.
+
 A CPU worker ends when its launcher dies (kill -9, out of memory): otherwise it would train on, re-parented,
 writing checkpoints and ``metrics.json`` into the run's folder while the ``--resume`` that the README
 recommends after a kill starts a second run there.
@@ -14,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import warnings
 from datetime import timedelta
@@ -24,6 +29,8 @@ import torch.multiprocessing as mp
 from detectron2.utils import comm
 
 from ..utils.parent_watch import exit_with_parent
+from ..utils.user_errors import USER_ERROR_EXIT, UserError, UserValueError
+from .user_error_exit import user_errors_exit
 
 # detectron2 v0.6 (through fvcore.nn) scripts functions with torch.jit when imported, and recent torch warns on
 # each; silenced for this import only (the tools filter it too, but `python -m siamese_detr.engine...` commands
@@ -69,15 +76,41 @@ def launch(main_func, num_processes, num_machines=1, machine_rank=0, dist_url=No
             and local ``tcp://127.0.0.1:...`` URLs (detectron2's default) use a temporary file instead.
     Other arguments as :func:`detectron2.engine.launch`.
     """
+    world_size = num_machines * num_processes
+    if world_size <= 1:
+        return main_func(*args)
+    try:
+        return _launch_processes(ReportUserErrors(main_func), num_processes, num_machines, machine_rank,
+                                 dist_url, args, timeout)
+    except mp.ProcessExitedException as e:
+        if e.exit_code != USER_ERROR_EXIT:
+            raise
+        raise UserError(f"process {e.error_index} of the {world_size} stopped on the error printed above "
+                        f"(exit status {USER_ERROR_EXIT})") from None
+
+
+class ReportUserErrors:
+    """``main_func`` of a launched process: a :class:`UserError` in it is printed as one line prefixed with
+    the process's rank and ends the process with status 2 (:func:`user_errors_exit`). Picklable."""
+
+    def __init__(self, main_func):
+        self.main_func = main_func
+
+    def __call__(self, *args):
+        with user_errors_exit(f"[rank {comm.get_rank()}] {os.path.basename(sys.argv[0]) or 'python'}"):
+            return self.main_func(*args)
+
+
+def _launch_processes(main_func, num_processes, num_machines, machine_rank, dist_url, args, timeout):
+    """Start ``num_machines * num_processes`` processes (world size > 1): detectron2's launch with CUDA,
+    CPU workers over gloo otherwise."""
     if torch.cuda.is_available():
         return d2_launch(main_func, num_processes, num_machines=num_machines, machine_rank=machine_rank,
                          dist_url=dist_url, args=args, timeout=timeout)
     world_size = num_machines * num_processes
-    if world_size <= 1:
-        return main_func(*args)
     if dist_url in (None, "auto") or (num_machines == 1 and str(dist_url).startswith("tcp://127.0.0.1")):
         if num_machines != 1:
-            raise ValueError("dist_url='auto' only works on one machine; pass --dist-url tcp://HOST:PORT")
+            raise UserValueError("dist_url='auto' only works on one machine; pass --dist-url tcp://HOST:PORT")
         # one machine: rendezvous through a fresh file rather than a TCP store, whose server lives in
         # rank 0 and can vanish while another rank is still tearing its process group down
         remove_stale_rendezvous()

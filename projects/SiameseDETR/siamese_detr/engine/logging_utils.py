@@ -13,15 +13,25 @@ command-line overrides are applied) are held by :func:`held_records` and replaye
 """
 import contextlib
 import logging
+import os
 import re
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 from detectron2.utils.logger import setup_logger
 
-__all__ = ["ANSI_ESCAPE", "PROJECT_LOGGER", "PlainFormatter", "held_records", "make_file_handlers_plain",
-           "replay_records", "setup_plain_file_logs", "strip_ansi"]
+__all__ = ["ANSI_ESCAPE", "PROJECT_LOGGER", "PlainFormatter", "active_log_file", "held_records",
+           "make_file_handlers_plain", "replay_records", "setup_plain_file_logs", "strip_ansi"]
 
 PROJECT_LOGGER = "siamese_detr"  # parent of every module logger of the package (logging.getLogger(__name__))
+
+_active_log_file: Optional[str] = None  # the log file of this process's run, once set up
+
+
+def active_log_file() -> Optional[str]:
+    """The log file of the last :func:`setup_plain_file_logs` of this process (``output_dir/log.txt``,
+    ``log.txt.rank{i}`` for rank i > 0, as detectron2 names them), or None before it."""
+    return _active_log_file
+
 
 # CSI sequences (colours, cursor moves: ESC [ params final-byte) and two-byte escapes (ESC + one char)
 ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
@@ -73,8 +83,11 @@ def make_file_handlers_plain(names=("detectron2", "fvcore", PROJECT_LOGGER)) -> 
 def setup_plain_file_logs(output_dir: str, rank: int) -> None:
     """Create detectron2's loggers exactly as ``default_setup(cfg, args)`` does (same cached calls) and make
     their file handlers (``output_dir/log.txt``, ``log.txt.rank{i}``) write plain text; the project's loggers
-    get the same handlers."""
+    get the same handlers. Remembers that file (:func:`active_log_file`)."""
+    global _active_log_file
     if output_dir:
+        log_file = output_dir if output_dir.endswith((".txt", ".log")) else os.path.join(output_dir, "log.txt")
+        _active_log_file = log_file + (f".rank{rank}" if rank > 0 else "")
         setup_logger(output_dir, distributed_rank=rank, name="fvcore")
         setup_logger(output_dir, distributed_rank=rank)
         setup_logger(output_dir, distributed_rank=rank, name=PROJECT_LOGGER)

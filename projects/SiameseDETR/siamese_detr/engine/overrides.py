@@ -30,12 +30,13 @@ from omegaconf.errors import OmegaConfBaseException
 from .config_checks import check_override_type, config_value
 from .dataset_specs import register_config_datasets
 from .override_syntax import tuples_to_lists
+from ..utils.user_errors import UserError, UserKeyError, UserValueError
 
 _MISSING = object()
 logger = logging.getLogger(__name__)
 
 
-class OverrideSyntaxError(ValueError):
+class OverrideSyntaxError(UserError, ValueError):
     """An override hydra's grammar cannot parse or OmegaConf cannot store; the message names it and the fix."""
 
 
@@ -146,14 +147,14 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
         if "=" not in item:
             hint = (" Flags (like --eval-only, --resume) go before the key=value overrides." if item.startswith("-")
                     else "")
-            raise ValueError(f"Override '{item}' is not of the form key=value.{hint}")
+            raise UserValueError(f"Override '{item}' is not of the form key=value.{hint}")
         key = item.split("=", 1)[0].strip()
         if key.startswith("+"):
             added = key[1:].strip()
             if not _config_has_key(cfg, added):  # a new key: say so when it looks like a typo of an existing one
                 problem = _unknown_argument(cfg, added, typed)
                 if problem:
-                    raise KeyError(problem)
+                    raise UserKeyError(problem)
                 close = _close_existing_key(cfg, added)
                 if close:
                     logger.warning("Override '%s' adds the new key '%s', close to the existing '%s': if you meant "
@@ -163,7 +164,7 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
         if not _config_has_key(cfg, key):
             close = difflib.get_close_matches(key, _all_keys(cfg), n=3, cutoff=0.6)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise KeyError(
+            raise UserKeyError(
                 f"Config key '{key}' (from override '{item}') does not exist in the config.{hint} "
                 f"To add a new key on purpose, write '+{item}'."
             )

@@ -16,11 +16,13 @@ from typing import Iterable, List, Optional
 
 from torch import nn
 
+from ..utils.user_errors import UserError
+
 __all__ = ["RandomBackboneError", "has_frozen_backbone", "frozen_backbone_parameters", "check_backbone_initialised",
            "check_backbone_loaded", "check_proposal_store"]
 
 
-class RandomBackboneError(RuntimeError):
+class RandomBackboneError(UserError, RuntimeError):
     """A frozen backbone would train from random weights."""
 
 

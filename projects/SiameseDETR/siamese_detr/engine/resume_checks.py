@@ -25,6 +25,8 @@ from typing import Any, Dict, Iterator, List, Sequence
 import yaml
 from detectron2.config import LazyConfig
 
+from ..utils.user_errors import UserError
+
 __all__ = ["ResumeMismatchError", "check_resume_matches", "differing_keys", "keep_training_config",
            "EVAL_ONLY_CONFIG", "optimizer_settings", "reapply_optimizer_settings"]
 
@@ -33,7 +35,7 @@ EVAL_ONLY_CONFIG = "config_eval_only.yaml"
 COMPARED_SECTIONS = ("model", "dataloader.train.dataset")
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(UserError, ValueError):
     """``--resume`` into an output folder written by a run of another model or training data."""
 
 

@@ -13,6 +13,7 @@ import tempfile
 from typing import Dict, List, Optional, Tuple
 
 from .config_checks import config_value
+from ..utils.user_errors import UserOSError, UserValueError
 
 __all__ = ["COUNT_KEYS", "RATE_KEYS", "check_counts", "check_output_dir", "check_rates", "describe_lr_schedule",
            "lr_drop_iterations"]
@@ -39,9 +40,9 @@ def check_counts(cfg) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int):
             hint = f" (write {int(value)}, not {value!r})" if isinstance(value, float) and value.is_integer() else ""
-            raise ValueError(f"Config key '{key}' ({meaning}) must be a whole number, got {value!r}{hint}.")
+            raise UserValueError(f"Config key '{key}' ({meaning}) must be a whole number, got {value!r}{hint}.")
         if minimum is not None and value < minimum:
-            raise ValueError(f"Config key '{key}' ({meaning}) must be at least {minimum}, got {value}.")
+            raise UserValueError(f"Config key '{key}' ({meaning}) must be at least {minimum}, got {value}.")
 
 
 # key -> (lowest value allowed, whether it is allowed itself, what it means)
@@ -60,24 +61,24 @@ def check_rates(cfg) -> None:
             continue  # absent, or a value of another kind: the override type check names that
         if not math.isfinite(value) or value < lowest or (value == lowest and not inclusive):
             bound = f"at least {lowest:g}" if inclusive else f"above {lowest:g}"
-            raise ValueError(f"Config key '{key}' ({meaning}) must be a finite number {bound}, got {value!r}.")
+            raise UserValueError(f"Config key '{key}' ({meaning}) must be a finite number {bound}, got {value!r}.")
 
 
 def check_output_dir(output_dir) -> None:
     """``train.output_dir`` must be a folder path this process can create and write in; raise ``ValueError``
-    (not a path) or ``OSError`` naming the key otherwise, before anything is logged there."""
+    (not a path) or ``OSError`` (:class:`UserOSError`) naming the key otherwise, before anything is logged there."""
     if not isinstance(output_dir, str) or not output_dir.strip():
-        raise ValueError(f"Config key 'train.output_dir' must be a folder path, got {output_dir!r}.")
+        raise UserValueError(f"Config key 'train.output_dir' must be a folder path, got {output_dir!r}.")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise NotADirectoryError(f"train.output_dir={output_dir} is a file, not a folder: choose another "
-                                 "train.output_dir.")
+        raise UserOSError(f"train.output_dir={output_dir} is a file, not a folder: choose another "
+                          "train.output_dir.")
     try:
         os.makedirs(output_dir, exist_ok=True)
         with tempfile.TemporaryFile(dir=output_dir):
             pass
     except OSError as e:
-        raise type(e)(e.errno, f"train.output_dir={output_dir}: cannot write there ({e.strerror}); choose "
-                      "another train.output_dir") from None
+        raise UserOSError(f"train.output_dir={output_dir}: cannot write there ({e.strerror}); choose "
+                          "another train.output_dir") from None
 
 
 def lr_drop_iterations(multiplier, max_iter: int, min_drop: float = 0.1) -> List[Tuple[int, float]]:

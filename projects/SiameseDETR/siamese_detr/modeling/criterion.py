@@ -20,6 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import box_convert, generalized_box_iou
 
+from ..utils.user_errors import UserKeyError, UserValueError
+
 __all__ = [
     "SetCriterion",
     "check_target_labels",
@@ -49,7 +51,7 @@ def weight_losses(losses: Dict[str, torch.Tensor], weight_dict: Dict[str, float]
         else:
             match = _AUX_SUFFIX.match(name)
             if match is None or match.group("base") not in weight_dict:
-                raise KeyError(
+                raise UserKeyError(
                     f"No weight for loss {name!r}; add it to weight_dict (keys: {sorted(weight_dict)})"
                 )
             weight = weight_dict[match.group("base")]
@@ -70,7 +72,7 @@ def check_target_labels(targets: List[Dict[str, torch.Tensor]], num_classes: int
     low, high = (int(v) for v in torch.aminmax(torch.cat([x.to(labels[0].device) for x in labels])))
     if low < 0 or high >= num_classes:
         bad = low if low < 0 else high
-        raise ValueError(
+        raise UserValueError(
             f"target label {bad} is outside [0, {num_classes}) of a criterion with num_classes={num_classes}: "
             f"set model.num_classes to the number of classes of the dataset (contiguous ids 0..K-1, "
             f"as Detectron2's dataset mappers produce)"
@@ -178,7 +180,7 @@ class SetCriterion(nn.Module):
     ):
         super().__init__()
         if class_loss not in ("ce", "focal"):
-            raise ValueError(f"class_loss must be 'ce' or 'focal', got {class_loss!r}")
+            raise UserValueError(f"class_loss must be 'ce' or 'focal', got {class_loss!r}")
         self.class_loss = class_loss
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
@@ -285,7 +287,7 @@ class SetCriterion(nn.Module):
         losses = {}
         for name in self.losses:
             if name not in self.loss_map:
-                raise KeyError(f"Unknown loss {name!r}; available: {sorted(self.loss_map)}")
+                raise UserKeyError(f"Unknown loss {name!r}; available: {sorted(self.loss_map)}")
             losses.update(self.loss_map[name](outputs, targets, indices, num_boxes))
         return losses
 

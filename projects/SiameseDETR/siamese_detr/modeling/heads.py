@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..utils.user_errors import UserValueError
+
 __all__ = ["MLP"]
 
 
@@ -22,7 +24,7 @@ class MLP(nn.Module):
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
         super().__init__()
         if num_layers < 1:
-            raise ValueError(f"MLP needs at least one layer, got num_layers={num_layers}")
+            raise UserValueError(f"MLP needs at least one layer, got num_layers={num_layers}")
         dims: List[int] = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
         self.num_layers = num_layers
         self.layers = nn.ModuleList(nn.Linear(d_in, d_out) for d_in, d_out in zip(dims[:-1], dims[1:]))

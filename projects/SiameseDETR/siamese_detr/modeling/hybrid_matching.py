@@ -15,6 +15,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from ..utils.user_errors import UserValueError
+
 __all__ = ["group_self_attn_mask", "split_query_groups", "repeat_targets"]
 
 
@@ -50,7 +52,7 @@ def split_query_groups(outputs: Dict, num_one2one: int) -> Tuple[Dict, Dict]:
         one2many["aux_outputs"] = [b for _, b in pairs]
     unsupported = set(outputs) - {"pred_logits", "pred_boxes", "aux_outputs"}
     if unsupported:
-        raise ValueError(f"hybrid matching cannot split outputs {sorted(unsupported)} (e.g. two-stage proposals)")
+        raise UserValueError(f"hybrid matching cannot split outputs {sorted(unsupported)} (e.g. two-stage proposals)")
     return one2one, one2many
 
 
@@ -58,7 +60,7 @@ def repeat_targets(targets: List[Dict[str, torch.Tensor]], repeat: int) -> List[
     """Every target box and label repeated ``repeat`` times (``boxes [N, 4] -> [repeat * N, 4]``, the copies
     in blocks: ``[t_0..t_{N-1}, t_0..t_{N-1}, ...]``); other keys are kept as they are."""
     if repeat < 1:
-        raise ValueError(f"k_one2many must be >= 1, got {repeat}")
+        raise UserValueError(f"k_one2many must be >= 1, got {repeat}")
     out = []
     for t in targets:
         rep = dict(t)

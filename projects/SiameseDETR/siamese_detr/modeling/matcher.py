@@ -7,6 +7,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou
 
+from ..utils.user_errors import UserValueError
+
 __all__ = ["HungarianMatcher", "FocalHungarianMatcher"]
 
 
@@ -29,7 +31,7 @@ class HungarianMatcher(nn.Module):
     def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0):
         super().__init__()
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
-            raise ValueError("HungarianMatcher: all costs are 0")
+            raise UserValueError("HungarianMatcher: all costs are 0")
         self.cost_class = cost_class
         self.cost_bbox = cost_bbox
         self.cost_giou = cost_giou

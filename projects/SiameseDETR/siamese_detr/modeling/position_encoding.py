@@ -5,6 +5,8 @@ import math
 import torch
 from torch import nn
 
+from ..utils.user_errors import UserValueError
+
 __all__ = ["PositionEmbeddingSine"]
 
 
@@ -42,7 +44,7 @@ class PositionEmbeddingSine(nn.Module):
     ):
         super().__init__()
         if num_pos_feats % 2 != 0:
-            raise ValueError(f"num_pos_feats must be even, got {num_pos_feats}")
+            raise UserValueError(f"num_pos_feats must be even, got {num_pos_feats}")
         self.num_pos_feats = num_pos_feats
         self.temperature = temperature
         self.normalize = normalize

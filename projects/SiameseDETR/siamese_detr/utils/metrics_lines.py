@@ -8,6 +8,8 @@ import json
 import sys
 from typing import Iterator, Tuple
 
+from .user_errors import UserError
+
 __all__ = ["FINISHED_ITERATIONS_KEY", "MetricsFileError", "metrics_records"]
 
 # how many training iterations had finished when an evaluation ran, stored beside its results by the
@@ -15,7 +17,7 @@ __all__ = ["FINISHED_ITERATIONS_KEY", "MetricsFileError", "metrics_records"]
 FINISHED_ITERATIONS_KEY = "eval/finished_iterations"
 
 
-class MetricsFileError(ValueError):
+class MetricsFileError(UserError, ValueError):
     """A line of a ``metrics.json`` that is neither a JSON object nor a line cut short by a kill (the message
     names the file and the line number)."""
 

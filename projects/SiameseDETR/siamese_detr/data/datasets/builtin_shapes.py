@@ -50,6 +50,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.data.datasets import load_coco_json
 
 from .shapes_render import CATEGORY_STYLES, render_scene
+from ...utils.user_errors import UserValueError
 
 try:
     import fcntl
@@ -114,12 +115,12 @@ def env_num_images() -> Dict[str, int]:
         try:
             sizes[split.strip()] = int(count)
         except ValueError:
-            raise ValueError(f"${SIZES_ENV}: expected SPLIT=N[,SPLIT=N...], got {item!r}") from None
+            raise UserValueError(f"${SIZES_ENV}: expected SPLIT=N[,SPLIT=N...], got {item!r}") from None
         if split.strip() not in DEFAULT_NUM_IMAGES:
-            raise ValueError(f"${SIZES_ENV}: unknown split {split.strip()!r} in {item!r}; the splits are "
-                             f"{', '.join(DEFAULT_NUM_IMAGES)}")
+            raise UserValueError(f"${SIZES_ENV}: unknown split {split.strip()!r} in {item!r}; the splits are "
+                                 f"{', '.join(DEFAULT_NUM_IMAGES)}")
         if sizes[split.strip()] < 1:
-            raise ValueError(f"${SIZES_ENV}: {item!r} must give at least 1 image")
+            raise UserValueError(f"${SIZES_ENV}: {item!r} must give at least 1 image")
     return sizes
 
 
@@ -128,7 +129,7 @@ def _resolve(split: str, num_images: Optional[int], seed: Optional[int]) -> Tupl
         num_images = env_num_images().get(split)
     if num_images is None:
         if split not in DEFAULT_NUM_IMAGES:
-            raise ValueError(f"num_images is required for split {split!r} (defaults exist for train/val)")
+            raise UserValueError(f"num_images is required for split {split!r} (defaults exist for train/val)")
         num_images = DEFAULT_NUM_IMAGES[split]
     if seed is None:
         seed = DEFAULT_SEEDS.get(split, 0)
@@ -339,7 +340,7 @@ def register_low_label_by_name(name: str) -> bool:
         return False
     parent, percent, seed = match.group(1), int(match.group(2)), int(match.group(3))
     if not 1 <= percent <= 100:
-        raise ValueError(f"dataset {name!r}: the percent of a low-label subset must be in 1..100, got {percent}")
+        raise UserValueError(f"dataset {name!r}: the percent of a low-label subset must be in 1..100, got {percent}")
     if name not in DatasetCatalog.list():
         register_low_label_split(percent, seed, parent)
     return True

@@ -36,6 +36,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..image_folder import IMAGE_EXTENSIONS, load_image_folder, register_image_folder
 from .builtin_shapes import register_low_label_by_name
+from ...utils.user_errors import UserFileNotFoundError, UserValueError
 
 __all__ = [
     "SPEC_PREFIXES",
@@ -67,10 +68,10 @@ def parse_dataset_spec(spec: str) -> Tuple[str, dict]:
     paths made absolute. Raises ``ValueError`` for a malformed spec (naming the accepted forms)."""
     usage = SPEC_USAGE
     if not is_dataset_spec(spec):
-        raise ValueError(f"{spec!r} is not a dataset spec: {usage}")
+        raise UserValueError(f"{spec!r} is not a dataset spec: {usage}")
     kind, rest = spec.split(":", 1)
     if not rest:
-        raise ValueError(f"dataset spec {spec!r} has no path: {usage}")
+        raise UserValueError(f"dataset spec {spec!r} has no path: {usage}")
     if kind == "folder":
         return "folder", {"image_root": os.path.abspath(rest)}
     # coco: the json path ends at ".json"; whatever follows ":" is the image root
@@ -80,7 +81,7 @@ def parse_dataset_spec(spec: str) -> Tuple[str, dict]:
     else:
         json_file, image_root = rest, ""
     if not json_file.lower().endswith(".json"):
-        raise ValueError(f"dataset spec {spec!r}: the annotation file must end in .json; {usage}")
+        raise UserValueError(f"dataset spec {spec!r}: the annotation file must end in .json; {usage}")
     json_file = os.path.abspath(json_file)
     image_root = os.path.abspath(image_root) if image_root else os.path.dirname(json_file)
     return "coco", {"json_file": json_file, "image_root": image_root}
@@ -99,14 +100,14 @@ def read_coco_json(json_file: str) -> Tuple[List[dict], Optional[str]]:
         with open(json_file) as f:
             data = json.load(f)
     except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read the COCO json {json_file!r}: {e}") from None
+        raise UserValueError(f"cannot read the COCO json {json_file!r}: {e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("categories"), list) or "images" not in data:
-        raise ValueError(
+        raise UserValueError(
             f"{json_file!r} is not a COCO detection json (needs 'images', 'annotations' and 'categories')"
         )
     empty = [key for key in ("images", "categories") if not data[key]]
     if empty:
-        raise ValueError(
+        raise UserValueError(
             f"the COCO json {json_file!r} has an empty {' and an empty '.join(repr(k) for k in empty)} list: a "
             "dataset needs at least one image and one category (for unlabelled images use folder:IMAGE_DIR)"
         )
@@ -204,7 +205,7 @@ def check_coco_fields(data: dict, json_file: str, evaluation: bool = True) -> No
             continue
         entries = data[key]
         if not isinstance(entries, list):
-            raise ValueError(f"the COCO json {json_file!r}: {key!r} is a {type(entries).__name__}, not a list")
+            raise UserValueError(f"the COCO json {json_file!r}: {key!r} is a {type(entries).__name__}, not a list")
         fields = {f: hint for f, hint in _COCO_FIELDS[key].items() if evaluation or f not in _EVAL_ONLY}
         required = fields.keys()
         if key == "annotations":  # in the same pass: bbox a list of 4 (its values: one C-level sum below)
@@ -224,7 +225,7 @@ def check_coco_fields(data: dict, json_file: str, evaluation: bool = True) -> No
             continue
         entry = entries[first]
         if isinstance(entry, dict) and entry.keys() >= required:  # all fields there: the bbox is wrong
-            raise ValueError(
+            raise UserValueError(
                 f"the COCO json {json_file!r}: {_entry(key, first, entry)} has 'bbox' {entry['bbox']!r}, not a "
                 "list of 4 numbers [x, y, width, height] in pixels"
             )
@@ -251,7 +252,7 @@ def empty_folder_message(name: str, image_root: str) -> str:
 def _load_nonempty_folder(name: str, image_root: str, extensions: Tuple[str, ...]) -> List[dict]:
     dicts = load_image_folder(image_root, extensions)
     if not dicts:
-        raise FileNotFoundError(empty_folder_message(name, image_root))
+        raise UserFileNotFoundError(empty_folder_message(name, image_root))
     return dicts
 
 
@@ -281,14 +282,14 @@ def register_dataset_spec(spec: str) -> str:
         registered = {k: MetadataCatalog.get(spec).get(k, None) for k in paths}
         if registered == paths:
             return spec
-        raise ValueError(
+        raise UserValueError(
             f"dataset {spec!r} is already registered for {registered}, not {paths}: use absolute paths"
         )
     for key, path in paths.items():
         exists = os.path.isfile(path) if key == "json_file" else os.path.isdir(path)
         if not exists:
             what = "annotation file" if key == "json_file" else "image folder"
-            raise FileNotFoundError(f"dataset {spec!r}: the {what} {path!r} does not exist")
+            raise UserFileNotFoundError(f"dataset {spec!r}: the {what} {path!r} does not exist")
     if kind == "folder":
         register_unlabeled_folder(spec, paths["image_root"])
         MetadataCatalog.get(spec).set(dataset_spec=spec)
@@ -339,7 +340,7 @@ def spec_thing_classes(names: Iterable[str]) -> Optional[List[str]]:
         if classes is None:
             classes, first = these, name
         elif these != classes:
-            raise ValueError(
+            raise UserValueError(
                 f"datasets {first!r} and {name!r} have different categories ({classes} vs {these}); "
                 "one model needs one set of classes"
             )

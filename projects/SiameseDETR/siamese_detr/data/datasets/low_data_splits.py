@@ -37,6 +37,7 @@ from .low_data_select import (
     split_name,
     write_low_data_split,
 )
+from ...utils.user_errors import UserFileNotFoundError, UserValueError
 
 __all__ = [
     "DEFAULT_SEED",
@@ -54,7 +55,7 @@ def load_low_data_split(name: str, root: Optional[str] = None) -> List[dict]:
     """Dataset dicts of split ``name``: the parent's dicts whose ``image_id`` is in the split file."""
     path = split_file(name, root)
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"{name}: {path} does not exist. Write it once with 'python datasets/prepare_low_data_splits.py' "
             "(datasets/README.md, 'Low-data splits')."
         )
@@ -62,14 +63,14 @@ def load_low_data_split(name: str, root: Optional[str] = None) -> List[dict]:
         record = json.load(f)
     parent_dicts = DatasetCatalog.get(record["parent"])
     if len(parent_dicts) != record["num_parent_images"]:
-        raise ValueError(
+        raise UserValueError(
             f"{name}: the split was drawn from {record['num_parent_images']} images of {record['parent']}, "
             f"which now has {len(parent_dicts)}; re-write it (--force) or restore the parent"
         )
     keep = set(record["image_ids"])
     dicts = [d for d in parent_dicts if int(d["image_id"]) in keep]
     if len(dicts) != len(keep):
-        raise ValueError(f"{name}: {len(keep) - len(dicts)} image ids of {path} are not in {record['parent']}")
+        raise UserValueError(f"{name}: {len(keep) - len(dicts)} image ids of {path} are not in {record['parent']}")
     return dicts
 
 

@@ -31,6 +31,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from ...utils.user_errors import UserError, UserFileNotFoundError
+
 __all__ = [
     "VOC_CLASSES",
     "VOC_COCO_SPLITS",
@@ -57,7 +59,7 @@ VOC_COCO_SPLITS: Dict[str, Tuple[str, List[Tuple[str, str]]]] = {
 }
 
 
-class VocAnnotationError(ValueError):
+class VocAnnotationError(UserError, ValueError):
     """A VOC annotation file (or list) that cannot be converted; the message is one line naming the file,
     what is wrong and the fix."""
 
@@ -184,7 +186,7 @@ def voc_to_coco(root: str, parts: Sequence[Tuple[str, str]], description: str = 
     for year, split in parts:
         list_file = os.path.join(root, year, "ImageSets", "Main", f"{split}.txt")
         if not os.path.isfile(list_file):
-            raise FileNotFoundError(_missing_list_message(root, year, list_file))
+            raise UserFileNotFoundError(_missing_list_message(root, year, list_file))
         with open(list_file) as f:
             stems = [line.split()[0] for line in f if line.strip()]
         for stem in stems:
@@ -245,7 +247,7 @@ def write_voc_coco(root: str, names: Optional[Sequence[str]] = None) -> Dict[str
 def _loader(name: str, json_file: str, image_root: str):
     def load():
         if not os.path.isfile(json_file):
-            raise FileNotFoundError(
+            raise UserFileNotFoundError(
                 f"{name}: {json_file} does not exist. Write it from the VOC XML with "
                 f"'python datasets/prepare_voc_coco.py --root {image_root}' (datasets/README.md, 'PASCAL VOC')."
             )

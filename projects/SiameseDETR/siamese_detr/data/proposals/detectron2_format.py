@@ -20,6 +20,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from .store import _BOX_TOLERANCE, ProposalStore, write_store
+from ...utils.user_errors import UserValueError
 
 __all__ = ["export_detectron2", "import_detectron2", "read_detectron2", "write_imported", "import_params"]
 
@@ -66,7 +67,7 @@ def read_detectron2(
             ``image_sizes``) ids or image sizes that do not match the dataset.
     """
     if not allow_pickle:
-        raise ValueError(
+        raise UserValueError(
             f"{proposal_file} is a pickle file; loading a pickle can execute arbitrary code. Pass "
             "allow_pickle=True (CLI: --trust-pickle) only if you trust where the file comes from."
         )
@@ -76,26 +77,26 @@ def read_detectron2(
         try:
             payload = pickle.load(f, encoding="latin1")  # explicit opt-in above
         except (pickle.UnpicklingError, EOFError) as e:
-            raise ValueError(f"{proposal_file} is not a Detectron2 proposal file (not a readable pickle: "
-                             f"{type(e).__name__}: {e})") from None
+            raise UserValueError(f"{proposal_file} is not a Detectron2 proposal file (not a readable pickle: "
+                                 f"{type(e).__name__}: {e})") from None
     if not isinstance(payload, dict):
-        raise ValueError(f"{proposal_file} is not a Detectron2 proposal file (a dict with ids, boxes, "
-                         f"objectness_logits), it holds a {type(payload).__name__}")
+        raise UserValueError(f"{proposal_file} is not a Detectron2 proposal file (a dict with ids, boxes, "
+                             f"objectness_logits), it holds a {type(payload).__name__}")
     payload = dict(payload)
     for old, new in (("indexes", "ids"), ("scores", "objectness_logits")):  # Detectron1 key names
         if old in payload:
             payload[new] = payload.pop(old)
     absent = [k for k in ("ids", "boxes", "objectness_logits") if k not in payload]
     if absent:
-        raise ValueError(f"{proposal_file} is not a Detectron2 proposal file: no {', '.join(absent)} (it has "
-                         f"{sorted(map(str, payload))[:8]})")
+        raise UserValueError(f"{proposal_file} is not a Detectron2 proposal file: no {', '.join(absent)} (it has "
+                             f"{sorted(map(str, payload))[:8]})")
     mode = BoxMode(payload.get("bbox_mode", BoxMode.XYXY_ABS))
     ids = [str(i) for i in payload["ids"]]
     if not len(ids) == len(payload["boxes"]) == len(payload["objectness_logits"]):
-        raise ValueError(f"{proposal_file}: {len(ids)} ids, {len(payload['boxes'])} box lists and "
-                         f"{len(payload['objectness_logits'])} score lists: they must have one entry per image")
+        raise UserValueError(f"{proposal_file}: {len(ids)} ids, {len(payload['boxes'])} box lists and "
+                             f"{len(payload['objectness_logits'])} score lists: they must have one entry per image")
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{proposal_file}: {len(ids) - len(set(ids))} image ids occur more than once")
+        raise UserValueError(f"{proposal_file}: {len(ids) - len(set(ids))} image ids occur more than once")
     if dataset is not None and image_sizes is None:
         image_sizes = _dataset_sizes(proposal_file, ids, dataset)
     all_boxes, all_scores = [], []
@@ -103,7 +104,7 @@ def read_detectron2(
         b = np.asarray(b, np.float64).reshape(-1, 4)
         s = np.asarray(s, np.float32).reshape(-1)
         if len(b) != len(s):
-            raise ValueError(f"{proposal_file}: image {image_id!r} has {len(b)} boxes but {len(s)} scores")
+            raise UserValueError(f"{proposal_file}: image {image_id!r} has {len(b)} boxes but {len(s)} scores")
         if mode != BoxMode.XYXY_ABS:
             b = BoxMode.convert(b, mode, BoxMode.XYXY_ABS)
         order = np.argsort(-s, kind="stable")
@@ -128,7 +129,7 @@ def _dataset_sizes(proposal_file: str, ids, dataset: str) -> Dict[str, Tuple[int
             parts.append(f"{len(extra)} of its {len(ids)} ids are not images of the dataset (first: {extra[:5]})")
         if absent:
             parts.append(f"{len(absent)} of the dataset's {len(known)} images have no entry (first: {absent[:5]})")
-        raise ValueError(
+        raise UserValueError(
             f"{proposal_file}: the ids do not match dataset {dataset!r}: {'; '.join(parts)}. The file was made for "
             "another dataset: give the --dataset it was made for (or none, and sizes are recorded as unknown)"
         )
@@ -152,13 +153,13 @@ def _validate_boxes(proposal_file, ids, boxes, scores, sizes, dataset) -> None:
             if out.any():
                 outside.append((image_id, b[int(np.flatnonzero(out)[0])].tolist(), (h, w)))
     if bad_box:
-        raise ValueError(
+        raise UserValueError(
             f"{proposal_file}: {len(bad_box)} images have invalid boxes (non-finite, x2 < x1 / y2 < y1, or negative); "
             f"first: image {bad_box[0][0]!r} box {bad_box[0][1]}"
         )
     if outside:
         where = f"dataset {dataset!r}" if dataset else "the given image sizes"
-        raise ValueError(
+        raise UserValueError(
             f"{proposal_file}: the image sizes do not match {where}: boxes of {len(outside)} images lie outside "
             f"the image (first: image {outside[0][0]!r} box {outside[0][1]}, (height, width) = {outside[0][2]}). "
             "The file was made for another dataset or for resized images: give the --dataset it was made for"

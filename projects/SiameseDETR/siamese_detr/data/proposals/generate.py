@@ -53,6 +53,7 @@ from .shards import (  # noqa: F401  (existing_shards, missing_shards, merge_if_
     shard_dir,
 )
 from .store import ProposalStore, ProposalStoreError, StoreWriter
+from ...utils.user_errors import UserValueError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -282,7 +283,7 @@ def generate_shard(
         ProposalStoreError: a single-shard run in which no image could be read (no empty store is written).
     """
     if not 0 <= shard_id < num_shards:
-        raise ValueError(f"--shard-id must be in [0, {num_shards}), got {shard_id}")
+        raise UserValueError(f"--shard-id must be in [0, {num_shards}), got {shard_id}")
     n_all = len(records)
     mine = list(records[shard_id * n_all // num_shards : (shard_id + 1) * n_all // num_shards])
     sdir = shard_dir(output, shard_id, num_shards)

@@ -24,6 +24,8 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
+from ...utils.user_errors import UserFileNotFoundError, UserValueError
+
 __all__ = [
     "METHODS",
     "DEFAULT_MAX_BOXES",
@@ -187,7 +189,7 @@ _SED_CACHE: dict = {}
 def _load_sed_model(path: str):
     if path not in _SED_CACHE:
         if not os.path.isfile(path):
-            raise FileNotFoundError(
+            raise UserFileNotFoundError(
                 f"Structured Edge Detection model {path!r} does not exist. Download opencv_extra's "
                 "'model.yml.gz' (testdata/cv/ximgproc/model.yml.gz) and pass its path with --sed-model, "
                 "or leave --sed-model out to use the gradient edge map."
@@ -195,7 +197,7 @@ def _load_sed_model(path: str):
         try:
             _SED_CACHE[path] = cv2.ximgproc.createStructuredEdgeDetection(path)
         except cv2.error as e:
-            raise ValueError(
+            raise UserValueError(
                 f"Structured Edge Detection model {path!r} could not be read by OpenCV (corrupt or not a "
                 f"'model.yml.gz' random-forest file): {str(e).strip().splitlines()[-1]}. Re-download it or "
                 "leave --sed-model out to use the gradient edge map."
@@ -358,7 +360,7 @@ def selective_search(
     elif mode == "quality":
         search.switchToSelectiveSearchQuality()
     else:
-        raise ValueError(f"selective_search mode must be 'fast' or 'quality', got {mode!r}")
+        raise UserValueError(f"selective_search mode must be 'fast' or 'quality', got {mode!r}")
     seed_c_rand(image_seed(work, seed))
     rects = search.process()
     if rects is None or len(rects) == 0:
@@ -476,4 +478,4 @@ def compute_proposals(
     if method == "random":
         s = stable_seed(image_id, seed) if image_id is not None else seed
         return random_boxes(image_bgr.shape[0], image_bgr.shape[1], num_boxes=max_boxes or 512, seed=s, **kw)
-    raise ValueError(f"Unknown proposal method {method!r}; choose one of {METHODS}")
+    raise UserValueError(f"Unknown proposal method {method!r}; choose one of {METHODS}")

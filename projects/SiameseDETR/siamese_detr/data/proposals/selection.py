@@ -19,6 +19,8 @@ from typing import Optional
 
 import numpy as np
 
+from ...utils.user_errors import UserValueError
+
 __all__ = ["POLICIES", "importance_probabilities", "select_proposals"]
 
 POLICIES = ("topk", "random", "importance")
@@ -56,9 +58,9 @@ def select_proposals(
         max_sampled: cap for ``importance`` (its count is random: keep it <= the model's ``num_queries``).
     """
     if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+        raise UserValueError(f"policy must be one of {POLICIES}, got {policy!r}")
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise UserValueError(f"k must be >= 1, got {k}")
     if policy == "topk":
         return np.arange(min(k, num_candidates), dtype=np.int64)
     if policy == "random":

@@ -18,6 +18,7 @@ from detectron2.structures import BoxMode
 
 from .methods import compute_proposals, random_boxes, stable_seed
 from .store import REGENERATE_HINT, ProposalStore, ProposalStoreError
+from ...utils.user_errors import UserKeyError, UserValueError
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class OnlineProposals:
         **method_kwargs,
     ):
         if method not in ("edgeboxes", "selective_search"):
-            raise ValueError(
+            raise UserValueError(
                 f"OnlineProposals method must be 'edgeboxes' or 'selective_search', got {method!r}"
             )
         self.method, self.max_boxes, self.image_format, self.kwargs = (
@@ -200,7 +201,7 @@ class AnnotationProposals:
         self, dataset_dict: dict, image: Optional[np.ndarray] = None
     ) -> Tuple[np.ndarray, np.ndarray]:
         if "annotations" not in dataset_dict:
-            raise KeyError(
+            raise UserKeyError(
                 f"AnnotationProposals: the dataset dict of image_id {dataset_dict.get('image_id')!r} has no "
                 "'annotations'; this oracle source needs labelled dicts (e.g. dataloader.train.dataset = "
                 "L(get_detection_dataset_dicts)(names=..., filter_empty=False)), not unlabelled_dicts"

@@ -26,6 +26,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ...utils.user_errors import UserError, UserKeyError
+
 __all__ = [
     "FORMAT_VERSION",
     "ProposalStore",
@@ -46,7 +48,7 @@ REGENERATE_HINT = (
 _BOX_TOLERANCE = 0.01  # pixels a box may stick out of its image (float rounding of scaled boxes)
 
 
-class ProposalStoreError(ValueError):
+class ProposalStoreError(UserError, ValueError):
     """A proposal store is missing, corrupt or does not match the dataset."""
 
 
@@ -416,7 +418,7 @@ class ProposalStore:
         try:
             row = self._row[str(image_id)]
         except KeyError:
-            raise KeyError(
+            raise UserKeyError(
                 f"image id {image_id!r} is not in proposal store {self.path!r} (dataset {self.meta.get('dataset')!r}"
                 f", {len(self)} images); generate proposals for this dataset with tools/generate_proposals.py"
             ) from None

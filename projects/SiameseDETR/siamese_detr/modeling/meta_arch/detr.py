@@ -21,6 +21,7 @@ from ..heads import MLP
 from ..hybrid_matching import group_self_attn_mask, repeat_targets, split_query_groups
 from ..postprocess import SigmoidTopKPostProcess, SoftmaxArgmaxPostProcess
 from ..transformers.base import DecoderOutput, EncoderMemory
+from ...utils.user_errors import UserValueError
 
 __all__ = ["DETR", "build_input_proj", "set_target"]
 
@@ -93,7 +94,7 @@ def check_postprocess_matches_loss(postprocess: nn.Module, criterion: nn.Module)
     reads, trained = getattr(postprocess, "class_loss", None), getattr(criterion, "class_loss", None)
     if reads is None or trained is None or reads == trained:
         return
-    raise ValueError(
+    raise UserValueError(
         f"model.postprocess {type(postprocess).__name__} reads the logits of a {reads!r} class loss, but "
         f"model.criterion.class_loss is {trained!r}: set model.postprocess to {_POSTPROCESS_FOR_LOSS[trained]}"
     )
@@ -168,10 +169,10 @@ class DETR(nn.Module):
         shapes = backbone.output_shape()
         unknown = [f for f in in_features if f not in shapes]
         if unknown:
-            raise ValueError(f"in_features {unknown} are not backbone outputs {sorted(shapes)}")
+            raise UserValueError(f"in_features {unknown} are not backbone outputs {sorted(shapes)}")
         num_levels = len(in_features) + num_extra_levels
         if num_levels != getattr(transformer, "num_feature_levels", num_levels):
-            raise ValueError(
+            raise UserValueError(
                 f"{len(in_features)} in_features + {num_extra_levels} extra levels = {num_levels} levels, "
                 f"but the transformer expects num_feature_levels={transformer.num_feature_levels}"
             )
@@ -188,16 +189,16 @@ class DETR(nn.Module):
         self.transformer = transformer
         self.query_embed = nn.Embedding(num_queries, transformer.query_dim) if transformer.learned_queries else None
         if num_queries_one2many < 0 or k_one2many < 1:
-            raise ValueError(f"need num_queries_one2many >= 0 and k_one2many >= 1, got "
-                             f"{num_queries_one2many} and {k_one2many}")
+            raise UserValueError(f"need num_queries_one2many >= 0 and k_one2many >= 1, got "
+                                 f"{num_queries_one2many} and {k_one2many}")
         if num_queries_one2many and not transformer.learned_queries:
-            raise ValueError("num_queries_one2many needs learned object queries (not two-stage Deformable DETR)")
+            raise UserValueError("num_queries_one2many needs learned object queries (not two-stage Deformable DETR)")
         if not aux_loss and not transformer.shared_heads and transformer.num_prediction_heads > 1:
             # each earlier layer's own heads learn only from its auxiliary loss (the refinement step detaches):
             # without it they would never train, and DDP (find_unused_parameters=False) stops at iteration 2
-            raise ValueError("aux_loss=False with per-layer prediction heads (Deformable DETR with_box_refine or "
-                             "two-stage): the earlier layers' heads would get no gradient; keep aux_loss=True "
-                             "(as the official Deformable DETR) or set with_box_refine=False")
+            raise UserValueError("aux_loss=False with per-layer prediction heads (Deformable DETR with_box_refine or "
+                                 "two-stage): the earlier layers' heads would get no gradient; keep aux_loss=True "
+                                 "(as the official Deformable DETR) or set with_box_refine=False")
         self.query_embed_one2many = (
             nn.Embedding(num_queries_one2many, transformer.query_dim) if num_queries_one2many else None
         )
@@ -230,7 +231,7 @@ class DETR(nn.Module):
         self.frozen_modules = tuple(frozen_modules)
         for name in self.frozen_modules:
             if not isinstance(getattr(self, name, None), nn.Module):
-                raise ValueError(f"frozen_modules: {type(self).__name__} has no submodule {name!r}")
+                raise UserValueError(f"frozen_modules: {type(self).__name__} has no submodule {name!r}")
             getattr(self, name).requires_grad_(False)
         self.train(self.training)
 
@@ -328,7 +329,7 @@ class DETR(nn.Module):
         targets = []
         for x, size in zip(batched_inputs, image_sizes):
             if "instances" not in x:
-                raise ValueError(
+                raise UserValueError(
                     f"DETR training input {x.get('image_id', x.get('file_name'))!r} has no 'instances': the "
                     f"dataset dict has no 'annotations' (an unlabelled dataset?). Train on a dataset registered "
                     f"with annotations through DetrDatasetMapper(is_train=True); images without objects need "

@@ -31,6 +31,7 @@ from ..criterion import weight_losses
 from ..heads import MLP
 from ..pretext.embedding_loss import object_embedding_loss
 from .pretext_detr import PretextDETR
+from ...utils.user_errors import UserValueError
 
 __all__ = ["DETRegPretrain"]
 
@@ -60,26 +61,27 @@ class DETRegPretrain(PretextDETR):
         )
         shapes = self.backbone.output_shape()
         if embedding_feature not in shapes:
-            raise ValueError(f"embedding_feature {embedding_feature!r} is not a backbone output {sorted(shapes)}: "
-                             f"add it to the backbone's out_features")
+            raise UserValueError(f"embedding_feature {embedding_feature!r} is not a backbone output {sorted(shapes)}: "
+                                 f"add it to the backbone's out_features")
         d_model = self.transformer.d_model
         self.embedding_feature = embedding_feature
         self.sem_embed = MLP(d_model, d_model, shapes[embedding_feature].channels, 2)  # official feature_embed
 
     def _check_inputs(self, batched_inputs: List[Dict]) -> None:
         if not batched_inputs:
-            raise ValueError("DETRegPretrain got an empty batch")
+            raise UserValueError("DETRegPretrain got an empty batch")
         for x in batched_inputs:
             if "proposal_boxes" not in x or "crops" not in x:
-                raise ValueError(f"image {x.get('image_id')!r}: training expects DETRegMapper outputs "
-                                 f"('image', 'proposal_boxes', 'crops')")
+                raise UserValueError(f"image {x.get('image_id')!r}: training expects DETRegMapper outputs "
+                                     f"('image', 'proposal_boxes', 'crops')")
             k, c = x["proposal_boxes"].shape[0], x["crops"].shape[0]
             if k != c or k == 0:
-                raise ValueError(f"image {x.get('image_id')!r}: {k} proposal boxes and {c} crops (need the same, > 0)")
+                raise UserValueError(f"image {x.get('image_id')!r}: {k} proposal boxes and {c} crops "
+                                     "(need the same, > 0)")
             if k > self.num_queries:
-                raise ValueError(f"image {x.get('image_id')!r}: {k} proposals for {self.num_queries} queries: "
-                                 f"lower dataloader.train.mapper.num_proposals, or with policy='importance' "
-                                 f"(a random count) set dataloader.train.mapper.max_sampled <= {self.num_queries}")
+                raise UserValueError(f"image {x.get('image_id')!r}: {k} proposals for {self.num_queries} queries: "
+                                     f"lower dataloader.train.mapper.num_proposals, or with policy='importance' "
+                                     f"(a random count) set dataloader.train.mapper.max_sampled <= {self.num_queries}")
 
     def crop_embeddings(self, crops: List[torch.Tensor]) -> List[torch.Tensor]:
         """z: ``[n_b, C_emb]`` per image from uint8 crops ``[n_b, 3, S, S]`` (one frozen-backbone call): the

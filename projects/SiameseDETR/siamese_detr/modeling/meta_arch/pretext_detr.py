@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .detr import DETR, set_target
+from ...utils.user_errors import UserValueError
 
 __all__ = ["PretextDETR"]
 
@@ -43,16 +44,16 @@ class PretextDETR(DETR):
     ):
         name = type(self).__name__
         if learned_queries_only and not getattr(detr_kwargs.get("transformer"), "learned_queries", True):
-            raise ValueError(f"{name} needs learned object queries: turn two-stage off")
+            raise UserValueError(f"{name} needs learned object queries: turn two-stage off")
         if getattr(criterion, "num_classes", 1) != 1:
-            raise ValueError(f"{name}: the pretext criterion must have num_classes=1 (objectness), "
-                             f"got {criterion.num_classes}")
+            raise UserValueError(f"{name}: the pretext criterion must have num_classes=1 (objectness), "
+                                 f"got {criterion.num_classes}")
         missing = set(required_losses) - set(weight_dict)
         if missing:
-            raise ValueError(f"{name}: weight_dict lacks {sorted(missing)}")
+            raise UserValueError(f"{name}: weight_dict lacks {sorted(missing)}")
         fixed = {"num_classes", "frozen_modules"} & set(detr_kwargs)
         if fixed:
-            raise ValueError(f"{name} sets {sorted(fixed)} itself (one objectness class, frozen backbone)")
+            raise UserValueError(f"{name} sets {sorted(fixed)} itself (one objectness class, frozen backbone)")
         super().__init__(
             criterion=criterion, weight_dict=weight_dict, num_classes=1, frozen_modules=("backbone",), **detr_kwargs
         )

@@ -63,6 +63,7 @@ from ..pretext.region_features import (
 )
 from ..pretext.simsiam import SimSiamPredictor, SimSiamProjector
 from .pretext_detr import PretextDETR
+from ...utils.user_errors import UserValueError
 
 __all__ = ["SiameseDETRPretrain"]
 
@@ -117,15 +118,15 @@ class SiameseDETRPretrain(PretextDETR):
         **detr_kwargs,
     ):
         if num_regions < 2:
-            raise ValueError(f"num_regions must be >= 2 (SiameseViewMapper's region 0 is the views' overlap, "
-                             f"the others come from proposals), got {num_regions}")
+            raise UserValueError(f"num_regions must be >= 2 (SiameseViewMapper's region 0 is the views' overlap, "
+                                 f"the others come from proposals), got {num_regions}")
         if num_queries % num_regions != 0:
-            raise ValueError(
+            raise UserValueError(
                 f"num_queries ({num_queries}) must be a positive multiple of num_regions ({num_regions}): "
                 f"every region is repeated num_queries / num_regions times"
             )
         if global_context_levels < 1:
-            raise ValueError(f"global_context_levels must be >= 1, got {global_context_levels}")
+            raise UserValueError(f"global_context_levels must be >= 1, got {global_context_levels}")
         super().__init__(
             num_queries=num_queries,
             required_losses=("loss_ce", "loss_bbox", "loss_giou", "loss_region", "loss_global"),
@@ -147,21 +148,21 @@ class SiameseDETRPretrain(PretextDETR):
 
     def _check_pretrain_inputs(self, batched_inputs: List[Dict]) -> None:
         if len(batched_inputs) == 0:
-            raise ValueError("SiameseDETRPretrain got an empty batch")
+            raise UserValueError("SiameseDETRPretrain got an empty batch")
         for x in batched_inputs:
             if "views" not in x or len(x["views"]) != 2:
-                raise ValueError(
+                raise UserValueError(
                     f"image {x.get('image_id')!r}: training expects SiameseViewMapper outputs "
                     f"with two 'views'"
                 )
             for view in x["views"]:
                 n = view["region_boxes"].shape[0]
                 if n == 0:
-                    raise ValueError(
+                    raise UserValueError(
                         f"image {x.get('image_id')!r} has no regions; the mapper must emit {self.num_regions}"
                     )
                 if n != self.num_regions or view["query_boxes"].shape[0] != n or view["crops"].shape[0] != n:
-                    raise ValueError(
+                    raise UserValueError(
                         f"image {x.get('image_id')!r}: {n} region boxes, "
                         f"{view['query_boxes'].shape[0]} query boxes, {view['crops'].shape[0]} crops, "
                         f"but the model expects num_regions={self.num_regions} (set "
@@ -169,7 +170,7 @@ class SiameseDETRPretrain(PretextDETR):
                         f"when fewer proposals are available)"
                     )
         if len(batched_inputs) == 1 and comm.get_world_size() == 1:
-            raise ValueError(
+            raise UserValueError(
                 "SiameseDETRPretrain got a batch of 1 image in a single process: the SimSiam heads' batch norm "
                 "(statistics per view, as the official code) needs at least 2 images per view. Use "
                 "dataloader.train.total_batch_size >= 2 (or several processes, whose batch norm is synchronised)."
@@ -213,8 +214,8 @@ class SiameseDETRPretrain(PretextDETR):
         """
         if not self.training:
             if not batched_inputs or any("image" not in x for x in batched_inputs):
-                raise ValueError("SiameseDETRPretrain in eval mode expects a non-empty list of Detectron2 "
-                                 "dicts with 'image' (e.g. from DetrDatasetMapper(is_train=False))")
+                raise UserValueError("SiameseDETRPretrain in eval mode expects a non-empty list of Detectron2 "
+                                     "dicts with 'image' (e.g. from DetrDatasetMapper(is_train=False))")
             return super().forward(batched_inputs)
         self._check_pretrain_inputs(batched_inputs)
         batch, n = len(batched_inputs), self.num_regions

@@ -34,6 +34,7 @@ from ..pretext.losses import region_discrimination_loss
 from ..pretext.query_groups import group_attention_mask, query_feature_dropout
 from ..pretext.region_features import concatenated_average_pool, region_conditioned_queries
 from .pretext_detr import PretextDETR
+from ...utils.user_errors import UserValueError
 
 __all__ = ["UPDETRPretrain"]
 
@@ -65,7 +66,8 @@ class UPDETRPretrain(PretextDETR):
         **detr_kwargs,
     ):
         if num_patches < 1 or num_queries % num_patches != 0:
-            raise ValueError(f"num_queries ({num_queries}) must be a positive multiple of num_patches ({num_patches})")
+            raise UserValueError(f"num_queries ({num_queries}) must be a positive multiple of num_patches "
+                                 f"({num_patches})")
         losses = ("loss_ce", "loss_bbox", "loss_giou") + (("loss_feature",) if feature_recon else ())
         super().__init__(num_queries=num_queries, required_losses=losses, **detr_kwargs)
         shapes = self.backbone.output_shape()
@@ -82,15 +84,16 @@ class UPDETRPretrain(PretextDETR):
 
     def _check_inputs(self, batched_inputs: List[Dict]) -> None:
         if not batched_inputs:
-            raise ValueError("UPDETRPretrain got an empty batch")
+            raise UserValueError("UPDETRPretrain got an empty batch")
         for x in batched_inputs:
             if "patches" not in x or "patch_boxes" not in x:
-                raise ValueError(f"image {x.get('image_id')!r}: training expects UPDETRMapper outputs "
-                                 f"('image', 'patches', 'patch_boxes')")
+                raise UserValueError(f"image {x.get('image_id')!r}: training expects UPDETRMapper outputs "
+                                     f"('image', 'patches', 'patch_boxes')")
             n, m = x["patches"].shape[0], x["patch_boxes"].shape[0]
             if n != self.num_patches or m != n:
-                raise ValueError(f"image {x.get('image_id')!r}: {n} patches and {m} boxes, but the model expects "
-                                 f"num_patches={self.num_patches} (set UPDETRMapper(num_patches=...) to the model's)")
+                raise UserValueError(f"image {x.get('image_id')!r}: {n} patches and {m} boxes, but the model "
+                                     f"expects num_patches={self.num_patches} (set UPDETRMapper(num_patches=...) to "
+                                     "the model's)")
 
     def patch_queries(self, patch_features: torch.Tensor) -> torch.Tensor:
         """Object queries ``[B, Q, query_dim]`` from patch features ``[B, n, C]``: ``region_proj``, each patch

@@ -12,6 +12,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from ...utils.user_errors import UserValueError
+
 __all__ = ["group_attention_mask", "query_feature_dropout"]
 
 
@@ -30,7 +32,7 @@ def group_attention_mask(num_queries: int, num_groups: int, device=None) -> Tens
         attend to nothing (NaN). This mask is right for every ``n`` dividing ``Q``.
     """
     if num_groups < 1 or num_queries % num_groups != 0:
-        raise ValueError(f"num_groups ({num_groups}) must be a positive divisor of num_queries ({num_queries})")
+        raise UserValueError(f"num_groups ({num_groups}) must be a positive divisor of num_queries ({num_queries})")
     group = torch.arange(num_queries, device=device) // (num_queries // num_groups)
     return group[:, None] != group[None, :]
 
@@ -54,7 +56,7 @@ def query_feature_dropout(
         ``(features * keep, keep)`` with ``keep`` float ``[B, Q, 1]`` of 0 / 1.
     """
     if not 0.0 <= drop_ratio < 1.0:
-        raise ValueError(f"drop_ratio must be in [0, 1), got {drop_ratio}")
+        raise UserValueError(f"drop_ratio must be in [0, 1), got {drop_ratio}")
     batch, queries = features.shape[:2]
     draw = torch.rand(batch, queries, 1, generator=generator, device=features.device)
     keep = (draw > drop_ratio).to(features.dtype)

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import roi_align
 
+from ...utils.user_errors import UserValueError
+
 if TYPE_CHECKING:  # annotation only
     from ..transformers.base import EncoderMemory
 
@@ -110,7 +112,7 @@ def per_level_average_pool(
     """
     levels = len(memory.spatial_shapes)
     if not 1 <= num_levels <= levels:
-        raise ValueError(f"num_levels must be in 1..{levels} (the memory's levels), got {num_levels}")
+        raise UserValueError(f"num_levels must be in 1..{levels} (the memory's levels), got {num_levels}")
     pooled = []
     for level in range(num_levels):
         start = int(memory.level_start_index[level])
@@ -138,14 +140,14 @@ def region_conditioned_queries(region_embeddings: Tensor, object_queries: Tensor
     num_regions = region_embeddings.shape[1]
     num_queries = object_queries.shape[0]
     if num_regions == 0 or num_queries % num_regions != 0:
-        raise ValueError(
+        raise UserValueError(
             f"num_queries ({num_queries}) must be a positive multiple of "
             f"the number of regions ({num_regions})"
         )
     repeated = region_embeddings.repeat_interleave(num_queries // num_regions, dim=1)
     extra = object_queries.shape[1] - repeated.shape[2]
     if extra < 0:
-        raise ValueError(
+        raise UserValueError(
             f"region embeddings ({repeated.shape[2]}) are wider than the queries ({object_queries.shape[1]})"
         )
     if extra:

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from ..heads import MLP
 from .base import DecoderOutput, EncoderMemory, inverse_sigmoid
 from .vanilla import DetrEncoderLayer, encode_one_level
+from ...utils.user_errors import UserValueError
 
 __all__ = ["ConditionalDetrTransformer", "ConditionalDecoderLayer", "ProjectedAttention", "sine_embed_points"]
 
@@ -77,7 +78,7 @@ class ProjectedAttention(nn.Module):
     def __init__(self, qk_dim: int, num_heads: int, v_dim: int, dropout: float = 0.0):
         super().__init__()
         if qk_dim % num_heads or v_dim % num_heads:
-            raise ValueError(f"qk_dim {qk_dim} and v_dim {v_dim} must be divisible by num_heads {num_heads}")
+            raise UserValueError(f"qk_dim {qk_dim} and v_dim {v_dim} must be divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.qk_dim = qk_dim
         self.v_dim = v_dim
@@ -157,7 +158,7 @@ class ConditionalDecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
         if activation not in ("relu", "gelu"):
-            raise ValueError(f"activation must be 'relu' or 'gelu', got {activation!r}")
+            raise UserValueError(f"activation must be 'relu' or 'gelu', got {activation!r}")
         self.activation = F.relu if activation == "relu" else F.gelu
         self.nhead = nhead
         self.first = first
@@ -234,8 +235,8 @@ class ConditionalDetrTransformer(nn.Module):
     ):
         super().__init__()
         if d_model % 2 or d_model % nhead:
-            raise ValueError(f"d_model {d_model} must be even and divisible by nhead {nhead} "
-                             "(model.transformer.d_model / model.transformer.nhead)")
+            raise UserValueError(f"d_model {d_model} must be even and divisible by nhead {nhead} "
+                                 "(model.transformer.d_model / model.transformer.nhead)")
         enc = DetrEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation, False)
         self.encoder_layers = nn.ModuleList(copy.deepcopy(enc) for _ in range(num_encoder_layers))
         self.decoder_layers = nn.ModuleList(

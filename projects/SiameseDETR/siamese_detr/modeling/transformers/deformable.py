@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from ..ops import MSDeformAttn
 from .base import DecoderOutput, EncoderMemory, flatten_levels, inverse_sigmoid
+from ...utils.user_errors import UserValueError
 
 __all__ = ["DeformableDetrTransformer", "DeformableEncoderLayer", "DeformableDecoderLayer"]
 
@@ -38,7 +39,7 @@ _INVERSE_SIGMOID_EPS = 1e-5  # official util/misc.py inverse_sigmoid
 def _activation(name: str):
     table = {"relu": F.relu, "gelu": F.gelu}
     if name not in table:
-        raise ValueError(f"activation must be one of {sorted(table)}, got {name!r}")
+        raise UserValueError(f"activation must be one of {sorted(table)}, got {name!r}")
     return table[name]
 
 
@@ -147,7 +148,7 @@ def check_enough_proposals(num_proposals: int, memory: EncoderMemory) -> None:
     "selected index k out of range")."""
     num_tokens = memory.memory.shape[1]
     if num_proposals > num_tokens:
-        raise ValueError(
+        raise UserValueError(
             f"two-stage Deformable DETR keeps two_stage_num_proposals={num_proposals} encoder proposals but the "
             f"batch has only {num_tokens} tokens (levels {memory.spatial_shapes.tolist()}): feed larger images "
             f"(e.g. the test resize) or set model.transformer.two_stage_num_proposals <= {num_tokens}"

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import DecoderOutput, EncoderMemory, flatten_levels
+from ...utils.user_errors import UserValueError
 
 __all__ = ["DetrTransformer", "DetrEncoderLayer", "DetrDecoderLayer", "encode_one_level"]
 
@@ -23,7 +24,7 @@ __all__ = ["DetrTransformer", "DetrEncoderLayer", "DetrDecoderLayer", "encode_on
 def _activation(name: str):
     table = {"relu": F.relu, "gelu": F.gelu}
     if name not in table:
-        raise ValueError(f"activation must be one of {sorted(table)}, got {name!r}")
+        raise UserValueError(f"activation must be one of {sorted(table)}, got {name!r}")
     return table[name]
 
 
@@ -141,7 +142,7 @@ def encode_one_level(
         :class:`EncoderMemory` with ``memory [B, HW, C]`` (token ``h * W + w``, row-major).
     """
     if len(srcs) != 1:
-        raise ValueError(
+        raise UserValueError(
             f"{type(transformer).__name__} takes one feature level, got {len(srcs)} (set in_features to one)"
         )
     tokens, mask_flat, pos_flat, shapes, starts, ratios = flatten_levels(srcs, masks, pos)
@@ -183,8 +184,8 @@ class DetrTransformer(nn.Module):
     ):
         super().__init__()
         if d_model % nhead:  # torch's MultiheadAttention would assert, naming no config key
-            raise ValueError(f"d_model {d_model} must be divisible by nhead {nhead} (model.transformer.d_model / "
-                             "model.transformer.nhead: each head gets d_model / nhead channels)")
+            raise UserValueError(f"d_model {d_model} must be divisible by nhead {nhead} (model.transformer.d_model / "
+                                 "model.transformer.nhead: each head gets d_model / nhead channels)")
         enc = DetrEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation, normalize_before)
         dec = DetrDecoderLayer(d_model, nhead, dim_feedforward, dropout, activation, normalize_before)
         self.encoder_layers = nn.ModuleList(copy.deepcopy(enc) for _ in range(num_encoder_layers))
