@@ -370,14 +370,16 @@ class ProposalStore:
             from detectron2.data import DatasetCatalog
 
             dataset = DatasetCatalog.get(name)
-        skipped = {str(s["image_id"]) for s in self.meta.get("skipped", [])}
-        missing, wrong_size = [], []
+        skipped = {str(s["image_id"]): s for s in self.meta.get("skipped", [])}
+        missing, wrong_size, unreadable = [], [], []
         for d in dataset:
             key = str(d["image_id"])
             row = self._row.get(key)
             if row is None:
                 if key not in skipped:
                     missing.append(key)
+                else:
+                    unreadable.append(key)
                 continue
             h, w = (int(v) for v in self._sizes[row])
             if "height" in d and "width" in d and h > 0 and (h, w) != (int(d["height"]), int(d["width"])):
@@ -407,9 +409,13 @@ class ProposalStore:
                 f"{os.path.join(self.path, 'sizes.npy')}: {len(wrong_size)} images differ in size from {where} "
                 f"(first: id, store (h, w), dataset (h, w) = {wrong_size[0]}); {fix}"
             )
-        if skipped:
+        if unreadable:  # only those of this dataset: a store may have skipped images another dataset lacks
+            first = "; ".join(f"{k} ({skipped[k].get('file_name')}: {skipped[k].get('reason')})"
+                              for k in unreadable[:3])
             logger.warning(
-                "%s: %d images of the dataset were unreadable at generation time", self.path, len(skipped)
+                "%s: %d images of %s were unreadable at generation time and have no proposals (first: %s); "
+                "training skips them. To use them, replace the files and regenerate the store (--overwrite)",
+                self.path, len(unreadable), where, first,
             )
 
     # ------------------------------------------------------------------------------------- access
