@@ -27,3 +27,20 @@ def tiny_edgeboxes_store(tiny_synthetic_shapes):
     argv = ["--dataset", "synthetic_shapes_train", "--method", "edgeboxes", "--output", str(store), "--no-progress"]
     assert gen.main(argv) == 0
     return store
+
+
+@pytest.fixture(autouse=True)
+def _no_log_handlers_on_closed_streams():
+    """After each test: drop the logging handlers left writing to a stream the test closed (detectron2's
+    ``setup_logger`` binds its console handler to ``sys.stdout`` as it is then, e.g. a ``capsys`` buffer that
+    pytest closes after the test); otherwise every later record prints "--- Logging error ---" into the
+    stderr of whichever test emits it."""
+    import logging
+
+    yield
+    loggers = [logging.getLogger()] + [logger for logger in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(logger, logging.Logger)]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                logger.removeHandler(handler)
