@@ -137,6 +137,8 @@ def do_train(args, cfg):
     check_test_classes(cfg)  # so does a test set of other classes than the training set
     if comm.is_main_process():
         check_proposal_store(cfg)  # and a missing or mismatched proposal store
+    if not args.resume:  # a missing train.init_checkpoint: before the model is built (a resumed run loads its own)
+        check_checkpoint_path(cfg.train.init_checkpoint)
     model = instantiate(cfg.model)
     # a frozen backbone must be initialised from train.init_checkpoint (or resumed), unless the model allows it
     check_backbone_initialised(model, cfg.train.init_checkpoint, resuming=args.resume and os.path.isfile(
@@ -211,8 +213,7 @@ def do_train(args, cfg):
 
 def checked_config(args, world_size: int):
     """The config with the overrides applied and the checks that need no process group: sections, keys, counts,
-    rates, the batch split over ``world_size`` processes and the ``train.init_checkpoint`` file. Its log records
-    are held (see :func:`setup`)."""
+    rates, and the batch split over ``world_size`` processes. Its log records are held (see :func:`setup`)."""
     cfg = LazyConfig.load(args.config_file)
     check_config_sections(cfg, args.config_file, eval_only=args.eval_only)  # e.g. a tool given as the config
     with held_records() as early_records:  # e.g. model.num_classes taken from a coco: dataset's categories
@@ -221,8 +222,6 @@ def checked_config(args, world_size: int):
             check_counts(cfg)  # train.max_iter=0, log_period=0, max_iter=1e3, ...: refused naming the key
             check_rates(cfg)  # optimizer.lr=-1, weight_decay=nan
             check_batch_split(cfg, world_size)
-    if not args.resume:  # (a resumed run loads its own last checkpoint instead)
-        check_checkpoint_path(cfg.train.init_checkpoint)  # a missing file: now, not after building the model
     return cfg, early_records
 
 
@@ -258,6 +257,7 @@ def main(args):
         require_eval_checkpoint(cfg.train.init_checkpoint)  # never evaluate a random model
         if cfg.dataloader.get("evaluator", None) is not None:  # a coco: json without iscrowd / area: now
             check_coco_test_fields(test_dataset_names(cfg))
+        check_checkpoint_path(cfg.train.init_checkpoint)  # a missing file: before the model is built
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = create_ddp_model(model, **_ddp_kwargs(cfg))

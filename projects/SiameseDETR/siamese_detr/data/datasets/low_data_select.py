@@ -8,8 +8,6 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ...utils.user_errors import UserValueError
-
 __all__ = [
     "DEFAULT_SEED",
     "LOW_DATA_SPLITS",
@@ -56,9 +54,9 @@ def select_subset(image_ids: Iterable[int], percent: float, seed: int = DEFAULT_
     is sorted and does not depend on the input order."""
     ids = np.array(sorted({int(i) for i in image_ids}), dtype=np.int64)
     if len(ids) == 0:
-        raise UserValueError("select_subset: the parent dataset has no images")
+        raise ValueError("select_subset: the parent dataset has no images")
     if not 0 < percent <= 100:
-        raise UserValueError(f"percent must be in (0, 100], got {percent}")
+        raise ValueError(f"percent must be in (0, 100], got {percent}")
     size = max(1, int(round(float(len(ids)) * (percent / 100.0))))
     chosen = np.random.default_rng(seed).choice(ids, size=size, replace=False)
     return sorted(int(i) for i in chosen)
@@ -94,13 +92,13 @@ def write_low_data_split(
         with open(path) as f:
             existing = json.load(f)
         if existing.get("image_ids") != ids:
-            raise UserValueError(f"{path} exists with different image ids (files written before 2026-12-05 used "
-                                 "RandomState(42), not DETReg's default_rng(42) draw); pass overwrite=True (--force) "
-                                 "to replace it")
+            raise ValueError(f"{path} exists with different image ids (files written before 2026-12-05 used "
+                             "RandomState(42), not DETReg's default_rng(42) draw); pass overwrite=True (--force) "
+                             "to replace it")
         if existing.get("num_parent_images") != record["num_parent_images"]:
-            raise UserValueError(f"{path} was drawn from {existing.get('num_parent_images')} images of {parent}, "
-                                 f"which now has {record['num_parent_images']}: pass overwrite=True (--force) to draw "
-                                 "it again from the parent as it is")
+            raise ValueError(f"{path} was drawn from {existing.get('num_parent_images')} images of {parent}, which "
+                             f"now has {record['num_parent_images']}: pass overwrite=True (--force) to draw it again "
+                             "from the parent as it is")
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
