@@ -13,6 +13,8 @@ import torch
 import siamese_detr.data.siamese_mapper as M
 from siamese_detr.data.siamese_mapper import SiameseViewMapper, crop_regions
 
+from test_siamese_mapper import smooth_texture
+
 NO_AUG = dict(color_jitter=None, grayscale_prob=0.0, blur_prob=0.0)
 
 
@@ -86,16 +88,10 @@ def test_view_warp_replicates_the_border_instead_of_darkening_it():
         assert np.all(SiameseViewMapper._warp_view(source, geometry, 0) == 200)
 
 
-def _texture(h, w, seed=0):
-    rng = np.random.default_rng(seed)
-    small = rng.uniform(0, 255, size=(max(h // 16, 2), max(w // 16, 2), 3)).astype(np.float32)
-    return np.clip(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def image_file(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("warp") / "im.png")
-    cv2.imwrite(path, _texture(90, 120))
+    cv2.imwrite(path, smooth_texture(90, 120))
     return path
 
 
