@@ -293,3 +293,32 @@ def test_an_aux_copy_without_its_base_weight_is_refused():
     than counting with weight 1."""
     with pytest.raises(KeyError, match="loss_giou_3"):
         weight_losses({"loss_giou_3": torch.tensor(1.0)}, {"loss_ce": 1.0, "loss_bbox": 5.0})
+
+
+def _as_rank_of_two(monkeypatch, other_rank_value):
+    """The criterion's view of a 2-process run in which the other process contributes ``other_rank_value`` to
+    every all-reduce (a sum), without starting processes."""
+    from siamese_detr.modeling import criterion as C
+
+    monkeypatch.setattr(C.comm, "get_world_size", lambda: 2)
+    monkeypatch.setattr(C.dist, "all_reduce", lambda tensor: tensor.add_(other_rank_value))
+    return C
+
+
+def test_weighted_ce_under_ddp_divides_by_the_mean_class_weight_sum_of_the_processes(monkeypatch):
+    C = _as_rank_of_two(monkeypatch, 5.0)
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.5, 1.0, 0.0], [0.0, 0.0, 3.0]]])  # 1 image, 3 queries, 2 + 1
+    target = torch.tensor([[0, 2, 2]])  # query 0 -> class 0, the others -> no-object
+    weight = torch.tensor([1.0, 1.0, 0.1])
+    ce = [-torch.log_softmax(logits[0, q], 0)[t] for q, t in enumerate(target[0].tolist())]
+    by_hand = (1.0 * ce[0] + 0.1 * ce[1] + 0.1 * ce[2]) / ((1.2 + 5.0) / 2)  # local weight sum 1.2, other 5
+    assert C.weighted_cross_entropy(logits, target, weight).item() == pytest.approx(by_hand.item(), rel=1e-6)
+
+
+def test_weighted_ce_under_ddp_is_zero_not_nan_when_no_process_has_weight(monkeypatch):
+    C = _as_rank_of_two(monkeypatch, 0.0)
+    logits = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    target = torch.full((2, 4), 2)  # every query no-object, whose weight is 0 (eos_coef 0)
+    loss = C.weighted_cross_entropy(logits, target, torch.tensor([1.0, 1.0, 0.0]))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() == 0
