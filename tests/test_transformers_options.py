@@ -31,6 +31,7 @@ from siamese_detr.modeling.transformers.base import flatten_levels, inverse_sigm
 from siamese_detr.modeling.transformers.conditional import ConditionalDecoderLayer, ProjectedAttention
 from siamese_detr.modeling.transformers.deformable import DeformableDecoderLayer, DeformableEncoderLayer
 from siamese_detr.modeling.transformers.vanilla import DetrDecoderLayer, DetrEncoderLayer
+from siamese_detr.utils.user_errors import UserError
 
 
 def _randomise_norms(module, seed=0):
@@ -117,6 +118,30 @@ def test_gelu_activation_is_the_erf_gelu(make):
     as with relu)."""
     x = torch.linspace(-3, 3, 13)
     torch.testing.assert_close(make().activation(x), _gelu(x))
+
+
+@pytest.mark.parametrize("make", [
+    lambda a: DetrEncoderLayer(8, 2, 16, activation=a),
+    lambda a: DetrDecoderLayer(8, 2, 16, activation=a),
+    lambda a: ConditionalDecoderLayer(8, 2, 16, activation=a),
+    lambda a: DeformableEncoderLayer(8, 16, activation=a, n_levels=1, n_heads=2, n_points=1),
+    lambda a: DeformableDecoderLayer(8, 16, activation=a, n_levels=1, n_heads=2, n_points=1),
+    lambda a: DetrTransformer(8, 2, 1, 1, 16, activation=a),
+    lambda a: ConditionalDetrTransformer(8, 2, 1, 1, 16, activation=a),
+    lambda a: DeformableDetrTransformer(8, 2, 1, 1, 16, activation=a, num_feature_levels=1),
+], ids=["detr-encoder", "detr-decoder", "conditional-decoder", "deformable-encoder", "deformable-decoder",
+        "detr", "conditional", "deformable"])
+def test_activation_relu_by_default_and_other_names_refused_naming_the_key(make):
+    """Every variant's FFN activation is relu unless asked (negative inputs vanish, positive ones pass), and
+    a name other than relu / gelu is a user error (one line, exit status 2 from the training tool) that
+    names the config key and the two choices."""
+    layers = [m for m in make("relu").modules() if hasattr(m, "activation")]
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 2.0])
+    assert layers and all(torch.equal(m.activation(x), torch.tensor([0.0, 0.0, 0.0, 0.5, 2.0])) for m in layers)
+    with pytest.raises(UserError) as err:
+        make("silu")
+    assert isinstance(err.value, ValueError)
+    assert str(err.value) == "model.transformer.activation must be one of ['gelu', 'relu'], got 'silu'"
 
 
 # ------------------------------------------------------------------------------------------ argument checks

@@ -26,12 +26,25 @@ Attributes a transformer must have:
 """
 
 from dataclasses import dataclass, fields
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
-__all__ = ["EncoderMemory", "DecoderOutput", "flatten_levels", "inverse_sigmoid"]
+from ...utils.user_errors import UserValueError
+
+__all__ = ["EncoderMemory", "DecoderOutput", "ffn_activation", "flatten_levels", "inverse_sigmoid"]
+
+_FFN_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+
+
+def ffn_activation(name: str) -> Callable[[Tensor], Tensor]:
+    """The feed-forward activation of every variant's layers: ``"relu"`` (all three official codes' default)
+    or ``"gelu"`` (the exact, erf form). Any other name is a user error naming the config key."""
+    if name not in _FFN_ACTIVATIONS:
+        raise UserValueError(f"model.transformer.activation must be one of {sorted(_FFN_ACTIVATIONS)}, got {name!r}")
+    return _FFN_ACTIVATIONS[name]
 
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:

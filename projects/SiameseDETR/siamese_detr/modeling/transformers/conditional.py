@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..heads import MLP
-from .base import DecoderOutput, EncoderMemory, inverse_sigmoid
+from .base import DecoderOutput, EncoderMemory, ffn_activation, inverse_sigmoid
 from .vanilla import DetrEncoderLayer, encode_one_level
 from ...utils.user_errors import UserValueError
 
@@ -157,9 +157,7 @@ class ConditionalDecoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
-        if activation not in ("relu", "gelu"):
-            raise UserValueError(f"activation must be 'relu' or 'gelu', got {activation!r}")
-        self.activation = F.relu if activation == "relu" else F.gelu
+        self.activation = ffn_activation(activation)
         self.nhead = nhead
         self.first = first
 

@@ -28,19 +28,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..ops import MSDeformAttn
-from .base import DecoderOutput, EncoderMemory, flatten_levels, inverse_sigmoid
+from .base import DecoderOutput, EncoderMemory, ffn_activation, flatten_levels, inverse_sigmoid
 from ...utils.user_errors import UserValueError
 
 __all__ = ["DeformableDetrTransformer", "DeformableEncoderLayer", "DeformableDecoderLayer"]
 
 _INVERSE_SIGMOID_EPS = 1e-5  # official util/misc.py inverse_sigmoid
-
-
-def _activation(name: str):
-    table = {"relu": F.relu, "gelu": F.gelu}
-    if name not in table:
-        raise UserValueError(f"activation must be one of {sorted(table)}, got {name!r}")
-    return table[name]
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -53,7 +46,7 @@ class DeformableEncoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
-        self.activation = _activation(activation)
+        self.activation = ffn_activation(activation)
         self.dropout2 = nn.Dropout(dropout)
         self.linear2 = nn.Linear(d_ffn, d_model)
         self.dropout3 = nn.Dropout(dropout)
@@ -83,7 +76,7 @@ class DeformableDecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
-        self.activation = _activation(activation)
+        self.activation = ffn_activation(activation)
         self.dropout3 = nn.Dropout(dropout)
         self.linear2 = nn.Linear(d_ffn, d_model)
         self.dropout4 = nn.Dropout(dropout)

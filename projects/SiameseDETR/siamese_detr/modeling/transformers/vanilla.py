@@ -13,19 +13,11 @@ from typing import List, Optional
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from .base import DecoderOutput, EncoderMemory, flatten_levels
+from .base import DecoderOutput, EncoderMemory, ffn_activation, flatten_levels
 from ...utils.user_errors import UserValueError
 
 __all__ = ["DetrTransformer", "DetrEncoderLayer", "DetrDecoderLayer", "encode_one_level"]
-
-
-def _activation(name: str):
-    table = {"relu": F.relu, "gelu": F.gelu}
-    if name not in table:
-        raise UserValueError(f"activation must be one of {sorted(table)}, got {name!r}")
-    return table[name]
 
 
 def _with_pos(x: torch.Tensor, pos: Optional[torch.Tensor]) -> torch.Tensor:
@@ -51,7 +43,7 @@ class DetrEncoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
-        self.activation = _activation(activation)
+        self.activation = ffn_activation(activation)
         self.normalize_before = normalize_before
 
     def _attn(self, x, pos, key_padding_mask):
@@ -92,7 +84,7 @@ class DetrDecoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
-        self.activation = _activation(activation)
+        self.activation = ffn_activation(activation)
         self.normalize_before = normalize_before
 
     def _self_attn(self, x, query_pos, attn_mask):
