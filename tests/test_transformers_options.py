@@ -148,7 +148,7 @@ def test_activation_relu_by_default_and_other_names_refused_naming_the_key(make)
 def test_vanilla_and_conditional_take_one_feature_level():
     src, mask = torch.zeros(1, 8, 2, 2), torch.zeros(1, 2, 2, dtype=torch.bool)
     for tr in (DetrTransformer(8, 2, 1, 1, 16), ConditionalDetrTransformer(8, 2, 1, 1, 16)):
-        with pytest.raises(ValueError, match="takes one feature level, got 2"):
+        with pytest.raises(ValueError, match=r"takes one feature level, got 2: set model.in_features to one level"):
             tr.encode([src, src], [mask, mask], [src, src])
 
 

@@ -135,7 +135,8 @@ def encode_one_level(
     """
     if len(srcs) != 1:
         raise UserValueError(
-            f"{type(transformer).__name__} takes one feature level, got {len(srcs)} (set in_features to one)"
+            f"{type(transformer).__name__} takes one feature level, got {len(srcs)}: set model.in_features to one "
+            "level, e.g. ['res5'] (of the three variants, only Deformable DETR takes several)"
         )
     tokens, mask_flat, pos_flat, shapes, starts, ratios = flatten_levels(srcs, masks, pos)
     memory = tokens
