@@ -286,8 +286,16 @@ def test_two_extra_levels_chain_from_the_previous_extra_level():
 
 
 def test_level_count_must_match_the_transformer():
-    with pytest.raises(ValueError, match=r"1 in_features \+ 0 extra levels = 1 levels.*num_feature_levels=2"):
+    with pytest.raises(UserError, match=r"1 in_features \+ 0 extra levels = 1 levels \(model.in_features, "
+                       r"model.num_extra_levels\), but the transformer expects num_feature_levels=2: "):
         _detr(_deformable(2))
+
+
+def test_in_features_that_the_backbone_does_not_give_are_named_with_its_outputs():
+    with pytest.raises(UserError) as err:
+        _detr(_deformable(1), in_features=["res4"])
+    assert str(err.value).startswith("model.in_features ['res4'] are not outputs of the backbone, which gives [")
+    assert str(err.value).endswith("add them to model.backbone.out_features")
 
 
 def test_a_single_in_features_string_is_one_level():

@@ -169,12 +169,16 @@ class DETR(nn.Module):
         shapes = backbone.output_shape()
         unknown = [f for f in in_features if f not in shapes]
         if unknown:
-            raise UserValueError(f"in_features {unknown} are not backbone outputs {sorted(shapes)}")
+            raise UserValueError(f"model.in_features {unknown} are not outputs of the backbone, which gives "
+                                 f"{sorted(shapes)}: choose among those, or add them to model.backbone.out_features")
         num_levels = len(in_features) + num_extra_levels
         if num_levels != getattr(transformer, "num_feature_levels", num_levels):
             raise UserValueError(
-                f"{len(in_features)} in_features + {num_extra_levels} extra levels = {num_levels} levels, "
-                f"but the transformer expects num_feature_levels={transformer.num_feature_levels}"
+                f"{len(in_features)} in_features + {num_extra_levels} extra levels = {num_levels} levels "
+                f"(model.in_features, model.num_extra_levels), but the transformer expects "
+                f"num_feature_levels={transformer.num_feature_levels}: give it that many levels, or a transformer "
+                "that takes these (Vanilla and Conditional DETR take one level, e.g. model.in_features=['res5']; "
+                "Deformable DETR takes model.transformer.num_feature_levels)"
             )
         self.backbone = backbone
         self.in_features = tuple(in_features)
