@@ -245,7 +245,8 @@ def test_model_losses_and_embedding_targets():
 
 
 def test_embedding_feature_must_be_a_backbone_output():
-    with pytest.raises(ValueError, match="out_features"):
+    with pytest.raises(ValueError, match=r"model.embedding_feature 'res3' is not a backbone output \[.*\]: add it "
+                                         r"to model.backbone.out_features"):
         DETRegPretrain(backbone=tiny_backbone(), position_embedding=PositionEmbeddingSine(16),
                        transformer=tiny_transformer(layers=1),
                        criterion=SetCriterion(1, HungarianMatcher()), weight_dict=WEIGHTS, num_queries=6)

@@ -80,7 +80,7 @@ def test_class_head_width_and_prior_bias():
     assert ce.num_class_logits == 6 and ce.initial_class_bias is None
     assert focal.num_class_logits == 5
     assert _sigmoid(focal.initial_class_bias) == pytest.approx(0.01, rel=1e-12)
-    with pytest.raises(ValueError, match="class_loss"):
+    with pytest.raises(ValueError, match="model.criterion.class_loss must be 'ce' or 'focal', got 'bce'"):
         SetCriterion(5, FixedMatcher([]), class_loss="bce")
 
 

@@ -105,7 +105,8 @@ class Recorder:
 
 
 def test_num_queries_must_be_multiple_of_regions():
-    with pytest.raises(ValueError, match=r"num_queries \(7\).*num_regions \(3\)"):
+    with pytest.raises(ValueError, match=r"model.num_queries \(7\) must be a positive multiple of "
+                       r"model.num_regions \(3\)"):
         tiny_model(num_queries=7, num_regions=3)
 
 
@@ -370,7 +371,8 @@ def test_multi_scale_global_context_is_per_level_and_one_training_step_runs():
 
 
 @pytest.mark.parametrize("num_regions, num_queries, message", [
-    (1, 6, "num_regions must be >= 2"), (0, 6, "num_regions must be >= 2"), (4, 6, "multiple of num_regions")])
+    (1, 6, "model.num_regions must be >= 2"), (0, 6, "model.num_regions must be >= 2"),
+    (4, 6, r"model.num_queries \(6\) must be a positive multiple of model.num_regions \(4\)")])
 def test_region_counts_that_cannot_train_are_refused(num_regions, num_queries, message):
     """One region would be the views' overlap alone: the mapper skips every such sample, so the model and the
     view policy refuse it up front instead of a loader that never yields."""
@@ -379,7 +381,7 @@ def test_region_counts_that_cannot_train_are_refused(num_regions, num_queries, m
     with pytest.raises(ValueError, match=message):
         tiny_model(num_queries=num_queries, num_regions=num_regions)
     if num_regions < 2:
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(ValueError, match="dataloader.train.mapper.num_regions must be >= 2"):
             ViewPolicy(num_regions=num_regions)
 
 
@@ -410,10 +412,10 @@ def test_more_bad_set_ups_and_inputs_are_refused_by_name():
         args.update(kwargs)
         return SiameseDETRPretrain(**args)
 
-    with pytest.raises(ValueError, match="global_context_levels must be >= 1"):
+    with pytest.raises(ValueError, match="model.global_context_levels must be >= 1"):
         build(global_context_levels=0)
     weights = {k: v for k, v in WEIGHTS.items() if k != "loss_global"}
-    with pytest.raises(ValueError, match=r"weight_dict lacks \['loss_global'\]"):
+    with pytest.raises(ValueError, match=r"model.weight_dict lacks \['loss_global'\]"):
         build(weight_dict=weights)
     model = tiny_model().train()
     batch = fake_batch(batch=2)

@@ -21,6 +21,7 @@ from siamese_detr.modeling import (
 )
 from siamese_detr.modeling.backbone import make_resnet_stages
 from siamese_detr.modeling.heads import MLP
+from siamese_detr.modeling.hybrid_matching import repeat_targets
 from siamese_detr.modeling.meta_arch.detr import build_input_proj, set_target
 from siamese_detr.modeling.transformers import (
     ConditionalDetrTransformer,
@@ -304,7 +305,8 @@ def test_a_single_in_features_string_is_one_level():
 
 
 def test_k_one2many_must_be_positive():
-    with pytest.raises(ValueError, match=r"k_one2many >= 1, got 2 and 0"):
+    message = r"need model.num_queries_one2many >= 0 and model.k_one2many >= 1, got 2 and 0"
+    with pytest.raises(ValueError, match=message):
         _detr(DetrTransformer(32, 2, 1, 1, 32), num_queries_one2many=2, k_one2many=0)
 
 
@@ -324,7 +326,7 @@ def test_a_frozen_backbone_runs_without_autograd():
 def test_frozen_modules_must_name_a_submodule():
     """An attribute that is not a module (``num_queries``, an int) is refused by name, not with an
     AttributeError from ``requires_grad_``."""
-    with pytest.raises(ValueError, match="frozen_modules: DETR has no submodule 'num_queries'"):
+    with pytest.raises(ValueError, match="model.frozen_modules: DETR has no submodule 'num_queries'"):
         _detr(DetrTransformer(32, 2, 1, 1, 32), frozen_modules=("num_queries",))
 
 
@@ -370,3 +372,31 @@ def test_resnet_backbone_freezes_the_stem_by_default():
     bb = build_resnet_backbone_for_detr(depth=18)
     assert not any(p.requires_grad for p in bb.stem.parameters())
     assert all(p.requires_grad for p in bb.res2.parameters())
+
+
+# ------------------------------------------------------------------------------ model errors name their config key
+def test_an_odd_position_embedding_width_names_its_key():
+    with pytest.raises(UserError, match=r"^model.position_embedding.num_pos_feats must be even, got 7$"):
+        PositionEmbeddingSine(7)
+
+
+def test_an_unknown_loss_name_names_model_criterion_losses_and_the_known_ones():
+    criterion = SetCriterion(3, HungarianMatcher(1, 5, 2), losses=("class", "boxez"))
+    outputs = {"pred_logits": torch.zeros(1, 2, 4), "pred_boxes": torch.full((1, 2, 4), 0.5)}
+    targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
+    with pytest.raises(UserError) as err:
+        criterion(outputs, targets)
+    assert isinstance(err.value, KeyError)
+    assert str(err.value) == "model.criterion.losses: unknown loss 'boxez'; available: ['boxes', 'class']"
+
+
+def test_one_to_many_repeats_below_one_name_model_k_one2many():
+    with pytest.raises(UserError, match=r"^model.k_one2many must be >= 1, got 0$"):
+        repeat_targets([{"boxes": torch.zeros(1, 4), "labels": torch.zeros(1, dtype=torch.long)}], 0)
+
+
+def test_one_to_many_queries_without_learned_queries_name_the_key():
+    two_stage = DeformableDetrTransformer(32, 2, 1, 1, 32, dropout=0.0, num_feature_levels=1, enc_n_points=1,
+                                          dec_n_points=1, use_compiled_op=False, two_stage=True, with_box_refine=True)
+    with pytest.raises(UserError, match=r"^model.num_queries_one2many needs learned object queries "):
+        _detr(two_stage, num_queries_one2many=2)

@@ -214,7 +214,8 @@ def test_bad_inputs_raise_clear_errors():
     batch[0]["patches"] = batch[0]["patches"][:2]
     with pytest.raises(ValueError, match="num_patches"):
         model(batch)
-    with pytest.raises(ValueError, match="multiple"):
+    message = r"model.num_queries \(6\) must be a positive multiple of model.num_patches \(4\)"
+    with pytest.raises(ValueError, match=message):
         tiny_up_detr(num_queries=6, num_patches=4)
 
 

@@ -699,5 +699,5 @@ def test_random_regions_of_the_policy_follow_the_rule_in_both_views(frac):
 
 def test_view_policy_refuses_fewer_than_two_regions():
     """``num_regions=1`` leaves no proposal region (region 0 is the overlap): every sample would be skipped."""
-    with pytest.raises(ValueError, match="num_regions must be >= 2"):
+    with pytest.raises(ValueError, match="dataloader.train.mapper.num_regions must be >= 2"):
         V.ViewPolicy(num_regions=1)

@@ -475,8 +475,8 @@ class ViewPolicy:
 
     def __post_init__(self):
         if int(self.num_regions) < 2:  # with 1 there is no proposal region: every sample would be skipped
-            raise UserValueError(f"num_regions must be >= 2 (region 0 is the views' overlap, the others come from "
-                                 f"proposals), got {self.num_regions}")
+            raise UserValueError(f"dataloader.train.mapper.num_regions must be >= 2 (region 0 is the views' "
+                                 f"overlap, the others come from proposals), got {self.num_regions}")
 
     def sample(
         self, rng: np.random.Generator, original_hw: Tuple[int, int], proposals: Optional[np.ndarray]

@@ -180,7 +180,7 @@ class SetCriterion(nn.Module):
     ):
         super().__init__()
         if class_loss not in ("ce", "focal"):
-            raise UserValueError(f"class_loss must be 'ce' or 'focal', got {class_loss!r}")
+            raise UserValueError(f"model.criterion.class_loss must be 'ce' or 'focal', got {class_loss!r}")
         self.class_loss = class_loss
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
@@ -287,7 +287,7 @@ class SetCriterion(nn.Module):
         losses = {}
         for name in self.losses:
             if name not in self.loss_map:
-                raise UserKeyError(f"Unknown loss {name!r}; available: {sorted(self.loss_map)}")
+                raise UserKeyError(f"model.criterion.losses: unknown loss {name!r}; available: {sorted(self.loss_map)}")
             losses.update(self.loss_map[name](outputs, targets, indices, num_boxes))
         return losses
 

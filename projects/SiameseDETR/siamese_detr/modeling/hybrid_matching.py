@@ -60,7 +60,7 @@ def repeat_targets(targets: List[Dict[str, torch.Tensor]], repeat: int) -> List[
     """Every target box and label repeated ``repeat`` times (``boxes [N, 4] -> [repeat * N, 4]``, the copies
     in blocks: ``[t_0..t_{N-1}, t_0..t_{N-1}, ...]``); other keys are kept as they are."""
     if repeat < 1:
-        raise UserValueError(f"k_one2many must be >= 1, got {repeat}")
+        raise UserValueError(f"model.k_one2many must be >= 1, got {repeat}")
     out = []
     for t in targets:
         rep = dict(t)

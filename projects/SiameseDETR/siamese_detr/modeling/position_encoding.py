@@ -44,7 +44,7 @@ class PositionEmbeddingSine(nn.Module):
     ):
         super().__init__()
         if num_pos_feats % 2 != 0:
-            raise UserValueError(f"num_pos_feats must be even, got {num_pos_feats}")
+            raise UserValueError(f"model.position_embedding.num_pos_feats must be even, got {num_pos_feats}")
         self.num_pos_feats = num_pos_feats
         self.temperature = temperature
         self.normalize = normalize

@@ -193,10 +193,11 @@ class DETR(nn.Module):
         self.transformer = transformer
         self.query_embed = nn.Embedding(num_queries, transformer.query_dim) if transformer.learned_queries else None
         if num_queries_one2many < 0 or k_one2many < 1:
-            raise UserValueError(f"need num_queries_one2many >= 0 and k_one2many >= 1, got "
+            raise UserValueError(f"need model.num_queries_one2many >= 0 and model.k_one2many >= 1, got "
                                  f"{num_queries_one2many} and {k_one2many}")
         if num_queries_one2many and not transformer.learned_queries:
-            raise UserValueError("num_queries_one2many needs learned object queries (not two-stage Deformable DETR)")
+            raise UserValueError("model.num_queries_one2many needs learned object queries "
+                                 "(not two-stage Deformable DETR)")
         if not aux_loss and not transformer.shared_heads and transformer.num_prediction_heads > 1:
             # each earlier layer's own heads learn only from its auxiliary loss (the refinement step detaches):
             # without it they would never train, and DDP (find_unused_parameters=False) stops at iteration 2
@@ -235,7 +236,7 @@ class DETR(nn.Module):
         self.frozen_modules = tuple(frozen_modules)
         for name in self.frozen_modules:
             if not isinstance(getattr(self, name, None), nn.Module):
-                raise UserValueError(f"frozen_modules: {type(self).__name__} has no submodule {name!r}")
+                raise UserValueError(f"model.frozen_modules: {type(self).__name__} has no submodule {name!r}")
             getattr(self, name).requires_grad_(False)
         self.train(self.training)
 

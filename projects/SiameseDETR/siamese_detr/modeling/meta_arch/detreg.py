@@ -61,8 +61,8 @@ class DETRegPretrain(PretextDETR):
         )
         shapes = self.backbone.output_shape()
         if embedding_feature not in shapes:
-            raise UserValueError(f"embedding_feature {embedding_feature!r} is not a backbone output {sorted(shapes)}: "
-                                 f"add it to the backbone's out_features")
+            raise UserValueError(f"model.embedding_feature {embedding_feature!r} is not a backbone output "
+                                 f"{sorted(shapes)}: add it to model.backbone.out_features")
         d_model = self.transformer.d_model
         self.embedding_feature = embedding_feature
         self.sem_embed = MLP(d_model, d_model, shapes[embedding_feature].channels, 2)  # official feature_embed

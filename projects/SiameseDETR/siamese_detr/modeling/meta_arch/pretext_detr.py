@@ -50,7 +50,7 @@ class PretextDETR(DETR):
                                  f"got {criterion.num_classes}")
         missing = set(required_losses) - set(weight_dict)
         if missing:
-            raise UserValueError(f"{name}: weight_dict lacks {sorted(missing)}")
+            raise UserValueError(f"{name}: model.weight_dict lacks {sorted(missing)}")
         fixed = {"num_classes", "frozen_modules"} & set(detr_kwargs)
         if fixed:
             raise UserValueError(f"{name} sets {sorted(fixed)} itself (one objectness class, frozen backbone)")

@@ -118,15 +118,15 @@ class SiameseDETRPretrain(PretextDETR):
         **detr_kwargs,
     ):
         if num_regions < 2:
-            raise UserValueError(f"num_regions must be >= 2 (SiameseViewMapper's region 0 is the views' overlap, "
+            raise UserValueError(f"model.num_regions must be >= 2 (SiameseViewMapper's region 0 is the views' overlap, "
                                  f"the others come from proposals), got {num_regions}")
         if num_queries % num_regions != 0:
             raise UserValueError(
-                f"num_queries ({num_queries}) must be a positive multiple of num_regions ({num_regions}): "
+                f"model.num_queries ({num_queries}) must be a positive multiple of model.num_regions ({num_regions}): "
                 f"every region is repeated num_queries / num_regions times"
             )
         if global_context_levels < 1:
-            raise UserValueError(f"global_context_levels must be >= 1, got {global_context_levels}")
+            raise UserValueError(f"model.global_context_levels must be >= 1, got {global_context_levels}")
         super().__init__(
             num_queries=num_queries,
             required_losses=("loss_ce", "loss_bbox", "loss_giou", "loss_region", "loss_global"),

@@ -66,7 +66,7 @@ class UPDETRPretrain(PretextDETR):
         **detr_kwargs,
     ):
         if num_patches < 1 or num_queries % num_patches != 0:
-            raise UserValueError(f"num_queries ({num_queries}) must be a positive multiple of num_patches "
+            raise UserValueError(f"model.num_queries ({num_queries}) must be a positive multiple of model.num_patches "
                                  f"({num_patches})")
         losses = ("loss_ce", "loss_bbox", "loss_giou") + (("loss_feature",) if feature_recon else ())
         super().__init__(num_queries=num_queries, required_losses=losses, **detr_kwargs)
