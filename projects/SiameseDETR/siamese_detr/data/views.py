@@ -36,7 +36,11 @@ import numpy as np
 from .proposals.methods import intersection_random_boxes
 from ..utils.user_errors import UserValueError
 
+# distributions of the padding and query jitter: the official code's sigmoid of a normal, or uniform
+JITTER_NOISES = ("sigmoid_normal", "uniform")
+
 __all__ = [
+    "JITTER_NOISES",
     "ViewPair",
     "sigmoid_normal_noise",
     "view_scales",
@@ -323,7 +327,7 @@ def jitter_boxes(
     elif noise == "uniform":
         delta = rng.uniform(-frac, frac, size=boxes.shape)
     else:
-        raise UserValueError(f"noise must be 'sigmoid_normal' or 'uniform', got {noise!r}")
+        raise UserValueError(f"noise must be one of {list(JITTER_NOISES)}, got {noise!r}")
     out = boxes + delta * size
     if clip_box is not None:
         out = clip_boxes(out, clip_box)
@@ -477,6 +481,9 @@ class ViewPolicy:
         if int(self.num_regions) < 2:  # with 1 there is no proposal region: every sample would be skipped
             raise UserValueError(f"dataloader.train.mapper.num_regions must be >= 2 (region 0 is the views' "
                                  f"overlap, the others come from proposals), got {self.num_regions}")
+        if self.jitter_noise not in JITTER_NOISES:  # checked here, not at the first sample in a loader worker
+            raise UserValueError(f"dataloader.train.mapper.jitter_noise must be one of {list(JITTER_NOISES)}, got "
+                                 f"{self.jitter_noise!r}")
 
     def sample(
         self, rng: np.random.Generator, original_hw: Tuple[int, int], proposals: Optional[np.ndarray]

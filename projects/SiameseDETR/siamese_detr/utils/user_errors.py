@@ -11,6 +11,8 @@ Each class also derives from the built-in exception it refines (``ValueError``, 
 that catches those keeps working.
 """
 
+import re
+
 __all__ = ["TRACEBACK_ENV", "USER_ERROR_EXIT", "UserError", "UserFileNotFoundError", "UserKeyError", "UserOSError",
            "UserValueError", "user_message"]
 
@@ -43,8 +45,23 @@ class UserOSError(UserError, OSError):
     write permission); the message names the key and the reason."""
 
 
+# torch's DataLoader re-raises a worker's exception in the main process as the same class, with the message
+# "Caught NAME in DataLoader worker process N.\nOriginal Traceback (most recent call last):\n...\nmodule.NAME: MSG"
+_WORKER_WRAPPER = re.compile(r"Caught \w+ (in DataLoader worker process \d+)\.\nOriginal Traceback \(most recent call "
+                             r"last\):\n")
+
+
 def user_message(error: BaseException) -> str:
-    """The message of ``error`` as a user reads it: a ``KeyError``'s without the quotes ``str()`` adds."""
-    if isinstance(error, KeyError) and len(error.args) == 1:
-        return str(error.args[0])
-    return str(error)
+    """The message of ``error`` as a user reads it: a ``KeyError``'s without the quotes ``str()`` adds, and
+    one raised in a DataLoader worker without the worker's traceback that the DataLoader puts into it
+    (``MESSAGE (in DataLoader worker process N)``)."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and len(error.args) == 1 else str(error)
+    wrapped = _WORKER_WRAPPER.match(text)
+    if wrapped:
+        cls = type(error)
+        plain = cls.__module__ in ("builtins", "__main__")  # traceback's rule for the class name it prints
+        name = cls.__qualname__ if plain else f"{cls.__module__}.{cls.__qualname__}"
+        last = text.rfind(f"\n{name}: ")
+        if last >= 0:
+            return f"{text[last + len(name) + 3:].rstrip()} ({wrapped.group(1)})"
+    return text
