@@ -43,7 +43,7 @@ def test_official_defaults_of_the_peers():
 def test_up_detr_refuses_a_non_positive_number_of_patches(num_patches):
     """``num_patches`` < 1 is a ValueError naming it (0 is not a ZeroDivisionError, -3 divides 6 but is no
     patch count)."""
-    with pytest.raises(ValueError, match="positive multiple of num_patches"):
+    with pytest.raises(ValueError, match="positive multiple of model.num_patches"):
         UPDETRPretrain(num_queries=6, num_patches=num_patches)
 
 

@@ -41,7 +41,7 @@ def test_one_objectness_class_and_a_frozen_backbone():
     [
         (dict(criterion_classes=3), "num_classes=1"),
         (dict(criterion_classes=0), "num_classes=1"),  # one objectness class, not zero
-        (dict(weights={"loss_ce": 1.0, "loss_bbox": 5.0}), r"weight_dict lacks \['loss_giou'\]"),
+        (dict(weights={"loss_ce": 1.0, "loss_bbox": 5.0}), r"model.weight_dict lacks \['loss_giou'\]"),
         (dict(transformer=types.SimpleNamespace(learned_queries=False)), "learned object queries"),
         (dict(num_classes=1), "num_classes"),
         (dict(frozen_modules=()), "frozen_modules"),
