@@ -360,6 +360,15 @@ def test_compare_refuses_bad_counts_and_overrides_before_any_step(demo_env, noth
     assert not out.exists()
 
 
+def test_compare_refuses_an_output_that_is_a_file(demo_env, nothing_runs, capsys):
+    out = demo_env / "compare"
+    out.write_text("not a folder")
+    with pytest.raises(SystemExit) as exc:
+        _tool("compare_pretraining").main(["--output", str(out), "--method", "scratch="])
+    assert exc.value.code == 2 and f"--output {out} is a file, not a folder" in capsys.readouterr().err
+    assert out.read_text() == "not a folder"
+
+
 def test_ctrl_c_ends_the_demo_with_a_line_not_a_traceback(demo_env, monkeypatch, capsys):
     import siamese_detr.demo.runner as runner
 

@@ -70,6 +70,41 @@ def test_the_bar_never_shows_more_than_the_total(tmp_path):
     assert run.progress(now=5.0, short=True) == "1000/1000 it"
 
 
+def test_the_terminal_line_shows_every_running_step_within_the_width(tmp_path, monkeypatch, capsys):
+    """On a terminal, one running step shows its full bar; two show ``name: done/total it ETA`` each, joined by
+    `` | `` on one line that is overwritten in place (``\\r``) and cut to the terminal's width; elsewhere the
+    line is not printed at all (the logs get the progress)."""
+    import siamese_detr.demo.runner as runner_module
+
+    folders = []
+    for name, iteration in (("pretrain", 99), ("finetune", 249)):
+        folders.append(tmp_path / name)
+        folders[-1].mkdir()
+        (folders[-1] / "metrics.json").write_text(f'{{"iteration": {iteration}}}\n')
+    runs = [_Running("pretrain", folders[0], None, None, None, start=0.0, total=600),
+            _Running("finetune", folders[1], None, None, None, start=0.0, total=800)]
+    runner = StepRunner(tmp_path, tmp_path)
+    monkeypatch.setattr(runner_module, "_terminal_width", lambda: 200)
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    runner._show(runs)
+    assert capsys.readouterr().out == ""
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    runner._show(runs)
+    line = capsys.readouterr().out
+    assert line.startswith("\r  pretrain: 100/600 it | finetune: 250/800 it") and "\n" not in line
+    assert len(line) == 1 + 199  # "\r", then 2 spaces and the text padded: one column short of the width
+
+    runner._show(runs[1:])
+    line = capsys.readouterr().out
+    assert line.startswith(f"\r  [{'#' * 9}{'.' * 21}] 250/800 it") and len(line) == 1 + 199
+
+    monkeypatch.setattr(runner_module, "_terminal_width", lambda: 30)
+    runner._show(runs)
+    assert capsys.readouterr().out == "\r  " + "pretrain: 100/600 it | finetune: 250/800 it"[:27]
+
+
 # --------------------------------------------------------------------------------------- the runner
 def test_a_step_killed_by_a_signal_fails_and_stays_incomplete(tmp_path):
     """A step whose process dies by a signal (the kernel's OOM killer, a kill) has a negative return code: it

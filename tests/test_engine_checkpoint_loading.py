@@ -117,6 +117,24 @@ def test_the_model_entry_wins_over_a_state_dict_entry(tmp_path):
     assert _all_equal(model, 1.0)
 
 
+def test_a_torch_file_named_pkl_loads_without_trust_pickle(tmp_path):
+    """A ``torch.save`` file given a ``.pkl`` name (a zip, not a pickle) is read as any ``.pth``: with
+    ``weights_only=True``, so no ``--trust-pickle`` is needed."""
+    torch.save({"model": _filled_state(0.5)}, tmp_path / "weights.pkl")
+    assert checkpoint_kind(str(tmp_path / "weights.pkl")) != "pickle"
+    model = _model(0.0)
+    SafeDetectionCheckpointer(model).load(str(tmp_path / "weights.pkl"))
+    assert _all_equal(model, 0.5)
+
+
+@pytest.mark.parametrize("entry, kind", [([1.0, 2.0], "list"), (torch.zeros(3), "Tensor")])
+def test_a_model_entry_that_is_not_a_dict_is_named(tmp_path, entry, kind):
+    torch.save({"model": entry}, tmp_path / "odd.pth")
+    with pytest.raises(CheckpointLoadError) as err:
+        SafeDetectionCheckpointer(_model(0.0)).load(str(tmp_path / "odd.pth"))
+    assert str(err.value) == f"checkpoint {tmp_path / 'odd.pth'}: its 'model' entry is a {kind}, not a dict of tensors"
+
+
 def test_a_ddp_saved_checkpoint_counts_its_tensors_as_loaded(tmp_path):
     """Names ``module.<name>`` (a ``DistributedDataParallel``'s state dict) load into the bare model, and every
     tensor counts as loaded (``--eval-only`` would otherwise call the model random)."""

@@ -152,6 +152,36 @@ def test_tool_refuses_wrong_arguments_before_loading_anything(tmp_path, capsys, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pretrain.pth"]
 
 
+def test_tool_names_a_missing_file_a_wrong_override_and_an_untrusted_pickle(tmp_path, capsys):
+    """Each as one ``error:`` line (exit 2, nothing written): a missing ``--config-file`` or ``--checkpoint``
+    (named with its path), an override of a key the config lacks (named), and a pickled checkpoint, which is
+    not unpickled without ``--trust-pickle`` (the payload does not run)."""
+    import pickle
+
+    from pickle_payload import Payload
+
+    torch.save({"model": {}}, tmp_path / "pretrain.pth")
+    marker, pkl = tmp_path / "pwned", tmp_path / "pretrain.pkl"
+    pkl.write_bytes(pickle.dumps({"model": {"x": Payload(str(marker))}}, protocol=2))
+    out = ["--output", str(tmp_path / "out.pth")]
+    tool = _tool()
+    cases = [
+        (["--config-file", str(tmp_path / "no.py"), "--checkpoint", str(tmp_path / "pretrain.pth")],
+         f"error: --config-file {str(tmp_path / 'no.py')!r} does not exist"),
+        (["--config-file", str(CONFIG), "--checkpoint", str(tmp_path / "no.pth")],
+         f"error: --checkpoint {str(tmp_path / 'no.pth')!r} does not exist"),
+        (["--config-file", str(CONFIG), "--checkpoint", str(tmp_path / "pretrain.pth"), *out, "model.num_regionz=3"],
+         "model.num_regionz"),
+        (["--config-file", str(CONFIG), "--checkpoint", str(pkl)], "--trust-pickle"),
+    ]
+    for argv, message in cases:
+        assert tool.main(argv if "--output" in argv else argv + out) == 2
+        (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+        assert line.startswith(message) if message.startswith("error:") else message in line
+    assert not marker.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pretrain.pkl", "pretrain.pth"]
+
+
 def test_tool_refuses_a_checkpoint_that_lacks_parameters(tiny_synthetic_shapes, tmp_path, capsys):
     """A checkpoint without ``region_proj`` (e.g. a plain DETR's) leaves the region embedding random: refused
     (exit 2) naming the count, nothing written."""

@@ -146,3 +146,64 @@ def test_process_groups_are_released_after_destroy(tmp_path):
         release_process_groups()
     assert comm._LOCAL_PROCESS_GROUP is None
     assert comm._get_global_gloo_group.cache_info().currsize == 0
+
+
+TWO_MACHINE_LAUNCHER = """
+import json, os, sys
+from siamese_detr.engine import launch
+
+
+def work(folder):
+    from detectron2.utils import comm
+
+    rank = comm.get_rank()
+    info = {"rank": rank, "world": comm.get_world_size(), "local_rank": comm.get_local_rank(),
+            "local_size": comm.get_local_size(), "gathered": comm.all_gather(rank * 10)}
+    with open(os.path.join(folder, f"rank{rank}.json"), "w") as f:
+        json.dump(info, f)
+
+
+if __name__ == "__main__":
+    folder, machine_rank, dist_url = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    launch(work, 1, num_machines=2, machine_rank=machine_rank, dist_url=dist_url, args=(folder,))
+"""
+
+
+def test_two_machines_of_one_process_each_join_through_the_given_url(tmp_path):
+    """``--num-machines 2 --machine-rank R --dist-url file://<shared file>``, one launcher per "machine" (two on
+    this host): each worker's global rank is its machine's rank, its local group holds itself alone, and the
+    all-gather spans both machines."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    if torch.cuda.is_available():
+        pytest.skip("with CUDA, launch delegates to detectron2's NCCL launcher")
+    script = tmp_path / "launcher.py"
+    script.write_text(TWO_MACHINE_LAUNCHER)
+    url = f"file://{tmp_path}/shared_rendezvous"
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), str(r), url]) for r in range(2)]
+    try:
+        assert [p.wait(timeout=HANG_GUARD_S) for p in procs] == [0, 0]
+    finally:
+        for p in procs:
+            p.kill()
+    for r in range(2):
+        info = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert info == {"rank": r, "world": 2, "local_rank": 0, "local_size": 1, "gathered": [0, 10]}
+
+
+def test_auto_rendezvous_is_refused_across_machines():
+    """A temporary file on one machine cannot be found by another: ``dist_url='auto'`` with several machines
+    is refused before any process starts, naming the option to give instead."""
+    import pytest
+
+    from siamese_detr.utils.user_errors import UserValueError
+
+    if torch.cuda.is_available():
+        pytest.skip("with CUDA, launch delegates to detectron2's NCCL launcher")
+    started = []
+    with pytest.raises(UserValueError, match=r"only works on one machine; pass --dist-url tcp://HOST:PORT"):
+        launch(started.append, 1, num_machines=2, machine_rank=0, dist_url="auto", args=(1,))
+    assert started == []

@@ -215,6 +215,20 @@ def test_selective_search_ranking_is_a_function_of_the_image():
     assert np.array_equal(compute_proposals(a, "selective_search", resize=64, seed=1)[0], reseeded)
 
 
+def test_selective_search_quality_mode_adds_strategies_to_the_fast_ones():
+    """``--ss-mode quality`` runs OpenCV's quality set-up, whose colour spaces, segmentation scales and merge
+    strategies include every one of the fast set-up: its boxes are a superset of the fast mode's (in another
+    order), with more of them; any other mode is refused, naming the two."""
+    for seed in (1, 2):
+        image = _scene(seed)
+        fast, _ = selective_search(image, resize=64, mode="fast")
+        quality, scores = selective_search(image, resize=64, mode="quality")
+        assert set(map(tuple, fast.tolist())) < set(map(tuple, quality.tolist()))
+        assert np.all(np.diff(scores) < 0)  # still ranked
+    with pytest.raises(ValueError, match="'fast' or 'quality', got 'slow'"):
+        selective_search(_scene(1), resize=64, mode="slow")
+
+
 def test_random_boxes_seeded_per_image_and_sizes():
     b1, _ = compute_proposals(np.zeros((60, 80, 3), np.uint8), "random", 64, seed=3, image_id="x/1.jpg")
     b2, _ = compute_proposals(np.zeros((60, 80, 3), np.uint8), "random", 64, seed=3, image_id="x/1.jpg")

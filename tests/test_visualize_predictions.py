@@ -349,3 +349,58 @@ def test_each_detected_class_has_its_own_colour(monkeypatch):
     palette = tool.palette(3)
     assert drawn == [(["a 0.90", "b 0.80", "a 0.70"], [palette[0], palette[1], palette[0]]),
                      (["z"], [tool.GT_COLOUR])]
+
+
+@pytest.mark.parametrize("missing", ["--config-file", "--checkpoint"])
+def test_a_missing_config_or_checkpoint_is_named(tmp_path, capsys, missing):
+    _save_model(_config("detr_demo.py"), tmp_path / "model.pth")
+    paths = {"--config-file": str(ROOT / "configs/demo/detr_demo.py"), "--checkpoint": str(tmp_path / "model.pth")}
+    paths[missing] = str(tmp_path / "nowhere.file")
+    argv = [*sum(paths.items(), ()), "--output", str(tmp_path / "png"), *SMALL]
+    assert tool.main(argv) == 2
+    assert _error_lines(capsys.readouterr().err) == [f"error: {missing} {paths[missing]!r} does not exist"]
+    assert not (tmp_path / "png").exists()
+
+
+def test_an_image_dir_that_is_not_a_folder_is_refused(tmp_path, capsys):
+    _save_model(_config("detr_demo.py"), tmp_path / "model.pth")
+    (tmp_path / "a.png").write_bytes(b"")
+    assert _run(tmp_path, "detr_demo.py", tmp_path / "model.pth", "--image-dir", str(tmp_path / "a.png")) == 2
+    assert _error_lines(capsys.readouterr().err) == [f"error: --image-dir {str(tmp_path / 'a.png')!r} is not a folder"]
+
+
+def test_an_unregistered_dataset_name_is_refused_with_the_accepted_forms(tmp_path, capsys):
+    _save_model(_config("detr_demo.py"), tmp_path / "model.pth")
+    assert _run(tmp_path, "detr_demo.py", tmp_path / "model.pth", "--dataset", "synthetic_shapes_vall") == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith("error: dataset 'synthetic_shapes_vall' is not registered")
+    assert "coco:ANNOTATIONS.json:IMAGE_ROOT" in line and "folder:IMAGE_DIR" in line
+
+
+def test_an_override_of_an_unknown_key_is_one_error_line(tmp_path, capsys):
+    _save_model(_config("detr_demo.py"), tmp_path / "model.pth")
+    assert _run(tmp_path, "detr_demo.py", tmp_path / "model.pth", "model.num_querys=5") == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "model.num_querys" in line
+
+
+def test_a_checkpoint_drawn_on_a_coco_dataset_of_other_categories_is_refused(tmp_path, capsys):
+    """The shapes detector (8 classes) on a COCO json of 2 categories: the class ids would name the wrong
+    categories, so it is refused, naming the checkpoint, both counts and the dataset."""
+    from test_own_data_specs import write_tiny_coco
+
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    _save_model(_config("detr_demo.py"), tmp_path / "model.pth")
+    write_tiny_coco(tmp_path / "data")
+    spec = f"coco:{tmp_path}/data/val.json:{tmp_path}/data/images"
+    before = set(DatasetCatalog.list())
+    try:
+        assert _run(tmp_path, "detr_demo.py", tmp_path / "model.pth", "--dataset", spec) == 2
+    finally:
+        for name in set(DatasetCatalog.list()) - before:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith(f"error: the checkpoint {tmp_path / 'model.pth'} has 8 classes, the dataset {spec} has 2")
+    assert not (tmp_path / "png").exists()

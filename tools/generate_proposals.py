@@ -64,6 +64,7 @@ from siamese_detr.data.proposals.generate import (  # noqa: E402
 )
 from siamese_detr.data.proposals.methods import DEFAULT_MAX_BOXES  # noqa: E402
 from siamese_detr.data.proposals.store import ARRAY_FILES, ProposalStoreError  # noqa: E402
+from siamese_detr.data.datasets.from_path import empty_folder_message  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,8 +248,9 @@ def _usage_problem(args):
             args.num_shards = 1
     if args.num_shards < 1 or not 0 <= args.shard_id < args.num_shards:
         return f"--shard-id must be in [0, {args.num_shards}) for --num-shards {args.num_shards}, got {args.shard_id}"
-    if args.num_workers < 1 or args.chunk_size < 1:
-        return "--num-workers and --chunk-size must be at least 1"
+    for option, value in (("--num-workers", args.num_workers), ("--chunk-size", args.chunk_size)):
+        if value < 1:
+            return f"{option} must be at least 1, got {value}"
     if args.export_detectron2:
         problem = _export_path_problem(args.export_detectron2)
         if problem:
@@ -402,12 +404,13 @@ def _main(args) -> int:
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 2
+        if not records and args.image_dir:  # a folder (checked above) with no image file, at any depth
+            print("error: " + empty_folder_message(f"--image-dir {args.image_dir!r}", args.image_dir),
+                  file=sys.stderr)
+            return 2
         if not records:
-            where = args.dataset or args.image_dir
-            missing = args.image_dir and not os.path.isdir(args.image_dir)
-            print(f"error: no images found in {where}" + (" (no such folder)" if missing else "")
-                  + "; datasets/README.md says where each dataset's images go (DETECTRON2_DATASETS="
-                  + os.environ.get("DETECTRON2_DATASETS", "datasets") + ")", file=sys.stderr)
+            print(f"error: no images found in {args.dataset}; datasets/README.md says where each dataset's images "
+                  f"go (DETECTRON2_DATASETS={os.environ.get('DETECTRON2_DATASETS', 'datasets')})", file=sys.stderr)
             return 2
     if args.overwrite:
         problem = _clear(args)

@@ -250,8 +250,10 @@ def main(argv=None) -> int:
         return 2
     if model_cfg_classes is not None and ckpt_classes is not None and ckpt_classes != model_cfg_classes:
         if any(str(n).startswith("coco:") for n in names):
-            print(f"error: the checkpoint has {ckpt_classes} classes, the dataset {model_cfg_classes}",
-                  file=sys.stderr)
+            specs = ", ".join(n for n in names if str(n).startswith("coco:"))
+            print(f"error: the checkpoint {args.checkpoint} has {ckpt_classes} classes, the dataset {specs} "
+                  f"has {model_cfg_classes}: draw the checkpoint on a dataset with the categories it was trained on, "
+                  "or give the checkpoint finetuned on this one", file=sys.stderr)
             return 2
         cfg.model.num_classes = from_head = ckpt_classes  # logged once the load is known to be complete
 

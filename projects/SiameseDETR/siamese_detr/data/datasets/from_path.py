@@ -235,24 +235,25 @@ def check_coco_fields(data: dict, json_file: str, evaluation: bool = True) -> No
 _ARCHIVES = (".tar", ".tar.gz", ".tgz", ".zip")
 
 
-def empty_folder_message(name: str, image_root: str) -> str:
-    """Why the image folder of dataset ``name`` lists no image, in one line: archives left unextracted (the
-    ImageNet train tar holds one tar per class) are named, with the fix."""
+def empty_folder_message(subject: str, image_root: str) -> str:
+    """Why the image folder ``image_root`` lists no image, in one line starting with ``subject`` (``Dataset
+    'NAME'``, or a tool's ``--image-dir 'DIR'``): archives left unextracted (the ImageNet train tar holds one
+    tar per class) are named, with the fix."""
     archives = sorted(f for f in os.listdir(image_root) if f.lower().endswith(_ARCHIVES))
-    hint = "; point the dataset at the folder of images"
+    hint = "; point it at the folder that holds the images"
     if archives:
         shown = ", ".join(archives[:3]) + (f" and {len(archives) - 3} more" if len(archives) > 3 else "")
         hint = (f"; it holds archives ({shown}): extract each into a folder of its own, e.g. "
                 "'for f in *.tar; do mkdir ${f%.tar} && tar -xf $f -C ${f%.tar} && rm $f; done' (ImageNet's "
                 "train tar holds one tar per class)")
-    return (f"Dataset {name!r}: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {image_root}{hint} "
+    return (f"{subject}: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {image_root}{hint} "
             "(datasets/README.md, 'ImageNet (unlabeled pretraining)')")
 
 
 def _load_nonempty_folder(name: str, image_root: str, extensions: Tuple[str, ...]) -> List[dict]:
     dicts = load_image_folder(image_root, extensions)
     if not dicts:
-        raise UserFileNotFoundError(empty_folder_message(name, image_root))
+        raise UserFileNotFoundError(empty_folder_message(f"Dataset {name!r}", image_root))
     return dicts
 
 
