@@ -1,5 +1,6 @@
 """The UP-DETR and DETReg pretraining models: in eval mode the detections of their learned object queries alone;
-in training, inputs that are not their mappers' outputs refused with one line naming the mapper.
+in training, inputs that are not their mappers' outputs refused with one line naming the mapper; their mappers
+skip and count unreadable images.
 
 In eval mode a pretraining model is scored as a class-agnostic detector (as ``make demo`` scores the Siamese DETR
 one, ``tests/test_siamese_detr_model.py``): its detections must be those of a plain ``DETR`` with one class and
@@ -102,3 +103,41 @@ def test_training_refuses_an_empty_batch_and_dicts_of_another_mapper(name, mappe
     with EventStorage(), pytest.raises(UserValueError) as err:
         model(batch)
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize("name", ["up_detr", "detreg"])
+def test_the_peer_mappers_skip_and_count_unreadable_images(name, tmp_path, caplog):
+    """A corrupt, an empty and a missing file: ``None`` (detectron2's dataset then draws another sample), each
+    counted in ``num_unreadable`` and the file named in a warning; a readable image after them maps as usual.
+    The proposal source is never asked for the boxes of an image that could not be read."""
+    import cv2
+    import numpy as np
+    from detectron2.data import transforms as T
+
+    from siamese_detr.data.detreg_mapper import DETRegMapper
+    from siamese_detr.data.up_detr_mapper import UPDETRMapper
+
+    (tmp_path / "corrupt.jpg").write_bytes(b"not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    good = str(tmp_path / "good.png")
+    cv2.imwrite(good, np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    asked = []
+
+    def proposals(d, image):
+        asked.append(d["file_name"])
+        return np.array([[2, 2, 30, 30], [10, 8, 60, 40]], np.float32), np.array([2.0, 1.0], np.float32)
+
+    if name == "up_detr":
+        mapper = UPDETRMapper(num_patches=2, patch_size=16, augmentation=[], seed=0)
+    else:
+        mapper = DETRegMapper(proposal_source=proposals, num_proposals=2, crop_size=16, is_train=False,
+                              augmentation=[T.NoOpTransform()], augmentation_with_crop=None, seed=0)
+    caplog.set_level("WARNING")
+    for i, file in enumerate(("corrupt.jpg", "empty.png", "missing.jpg")):
+        assert mapper({"file_name": str(tmp_path / file), "image_id": i}) is None
+    assert mapper.num_unreadable == 3 and asked == []
+    assert "corrupt.jpg" in caplog.text and "empty.png" in caplog.text
+    out = mapper({"file_name": good, "image_id": 9})
+    assert out is not None and out["image"].shape == (3, 48, 64)
+    assert mapper.num_unreadable == 3
+    assert asked == ([] if name == "up_detr" else [good])
