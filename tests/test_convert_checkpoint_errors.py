@@ -1,6 +1,7 @@
 """tools/convert_checkpoint.py on inputs that need no conversion: a checkpoint already in this project's
-(Detectron2) layout is refused with the fix (train.init_checkpoint=FILE), whatever --format; and the tool
-starts without torch's FutureWarning about torch.jit.script (detectron2 v0.6 scripts functions at import)."""
+(Detectron2) layout is refused with the fix (train.init_checkpoint=FILE), whatever --format; an output that
+cannot be written is one error line; and the tool starts without torch's FutureWarning about torch.jit.script
+(detectron2 v0.6 scripts functions at import)."""
 
 import importlib.util
 import os
@@ -89,3 +90,15 @@ def test_no_torch_jit_script_future_warning(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr == f"error: --input {tmp_path / 'missing.pth'} does not exist\n"
     assert "FutureWarning" not in proc.stderr and "torch.jit" not in proc.stderr
+
+
+def test_an_output_that_cannot_be_written_is_one_error_line(tmp_path, capsys):
+    """``--output`` under a path whose folder is a file: the conversion's result cannot be written, which is
+    said in one line naming the output (exit 1), and nothing is left beside the file."""
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    (tmp_path / "a_file").write_text("x")
+    output = tmp_path / "a_file" / "r18_d2.pth"
+    assert tool.main(["--input", str(tmp_path / "r18.pth"), "--output", str(output)]) == 1
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: cannot write {output}: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "r18.pth"]

@@ -59,3 +59,12 @@ def test_evaluate_reports_recall_at_the_given_budgets(tmp_path):
     r = json.loads(out.read_text())["results"]["toy.proposals"]
     assert r["AR@1"] == pytest.approx(1 / 3) and r["AR@2"] == pytest.approx(2 / 3)
     assert "AR@10" not in r and r["store"] == os.path.abspath(store)
+
+
+def test_evaluate_names_an_unregistered_dataset_with_the_closest_names(tmp_path, capsys):
+    """A misspelt ``--dataset``: one ``error:`` line (exit 2) that suggests the registered names it is close to,
+    before any store is opened."""
+    assert evaluate_proposals.main(["--dataset", "synthetic_shapes_vall", "--store", str(tmp_path / "none")]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: Dataset 'synthetic_shapes_vall' is not registered. Did you mean "
+                           "'synthetic_shapes_val'")
