@@ -219,6 +219,41 @@ def test_two_process_cpu_training_via_num_gpus(tmp_path, tiny_synthetic_shapes):
     assert [r["iteration"] for r in _metrics(tmp_path) if "total_loss" in r] == [0, 1, 2]
 
 
+def test_training_on_two_machines_of_one_process_each(tmp_path, tiny_synthetic_shapes):
+    """``--num-gpus 1 --num-machines 2 --machine-rank R --dist-url file://...`` on two launchers (two "machines"
+    sharing a file system; CPU workers over gloo): they train as one DDP job of world size 2 (one metrics series,
+    one model_final.pth, each rank's log), and neither prints a warning about detectron2's own code (the
+    deprecated TypedStorage of its all_gather, DDP's broadcast_buffers argument)."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("with CUDA, --num-gpus uses GPUs")
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tiny_synthetic_shapes))
+    url = f"file://{tmp_path / 'rendezvous'}"
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tools" / "lazyconfig_train_net.py"), "--num-gpus", "1",
+                               "--num-machines", "2", "--machine-rank", str(rank), "--dist-url", url,
+                               "--config-file", str(ROOT / "configs/demo/detr_demo.py"), *TINY,
+                               "train.max_iter=2", "train.eval_period=2", f"train.output_dir={tmp_path / 'out'}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+             for rank in (0, 1)]
+    try:
+        errs = [p.communicate(timeout=HANG_GUARD_S)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-3000:] for e in errs)
+    assert (tmp_path / "out" / "model_final.pth").is_file() and (tmp_path / "out" / "log.txt.rank1").is_file()
+    assert [r["iteration"] for r in _metrics(tmp_path) if "total_loss" in r] == [0, 1]
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert "Rank of current process: 0. World size: 2" in log
+    for err in errs:
+        assert "TypedStorage is deprecated" not in err and "`broadcast_buffers` is deprecated" not in err
+
+
 def test_a_finished_run_leaves_no_multiprocessing_folders_behind(tmp_path):
     """detectron2 keeps the endless training iterator until the process ends: its data-loader workers were
     then terminated at exit and each left its multiprocessing folder (``pymp-*`` in the temporary folder)

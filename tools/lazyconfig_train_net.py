@@ -23,6 +23,14 @@ import warnings
 
 # detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
+# with several processes, each printed two more warnings about detectron2's code, not the user's: v0.6's
+# comm.all_gather serialises through torch.ByteStorage (a TypedStorage), and create_ddp_model passes DDP's
+# broadcast_buffers=False (train.ddp), deprecated in recent torch for forward_sync_buffers, which would still
+# sync the buffers at start (and which older torch does not have): the argument is kept, the warnings silenced
+warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning,
+                        module=r"detectron2\.utils\.comm")
+warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning,
+                        module=r"detectron2\.engine\.defaults")
 
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_argument_parser, default_setup
