@@ -205,8 +205,8 @@ def test_spec_in_a_list_of_names_and_in_a_config_file_value(tiny_coco):
     ("a='(1,2)'", "a='(1,2)'"),  # quoted string
     ("a=${oc.env:X}", "a=${oc.env:X}"),
     ("a=(${x}, (1,2))", "a=[${x}, [1,2]]"),  # an interpolation as an element
-    ("a=${f:(1,2)}", "a=${f:(1,2)}"),  # parentheses inside an interpolation
-    ("a=${f:${g:(1)}}", "a=${f:${g:(1)}}"),  # ... also nested
+    ("a=${oc.select:x,(1,2)}", "a=${oc.select:x,(1,2)}"),  # a tuple inside an interpolation is left alone
+    ("a=${f:${g:x},(1,2)}", "a=${f:${g:x},(1,2)}"),  # ... also after a nested one
     (r"a=('x\'y', (1,2))", r"a=['x\'y', [1,2]]"),  # an escaped quote does not end the string
     ("a=(1, )", "a=[1]"),  # a trailing comma before spaces
     ("a=3", "a=3"),
