@@ -1,5 +1,22 @@
-"""Shared fixtures: a small built-in dataset in a temporary DETECTRON2_DATASETS."""
+"""Shared fixtures: a small built-in dataset in a temporary DETECTRON2_DATASETS; the session's temporary files
+kept under pytest's own temporary folder."""
+import tempfile
+
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _temporary_files_under_pytest_folder(tmp_path_factory):
+    """For the whole session, in this process and every process it starts (``TMPDIR``): temporary files go
+    under pytest's session folder, not the machine's ``/tmp``. What a test cannot clean up itself stays there
+    too: the ``pytorch-errorfile-*.pickle`` that torch's spawn leaves for each worker that raised (the tests of
+    failing DDP workers), the ``pymp-*`` folders of processes that ended by a signal."""
+    folder = tmp_path_factory.mktemp("tmpdir")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TMPDIR", str(folder))
+    patch.setattr(tempfile, "tempdir", str(folder))
+    yield folder
+    patch.undo()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """User errors (a wrong key, value, file or dataset) end the training tool with one line and exit status 2;
 every other error keeps its traceback (siamese_detr.utils.user_errors, siamese_detr.engine.user_error_exit)."""
 import logging
+import tempfile
 
 import pytest
 import torch
@@ -154,19 +155,25 @@ def _rank_one_errs(kind):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU workers over gloo")
-def test_a_user_error_in_one_of_several_processes_is_one_line_there(capfd):
+def test_a_user_error_in_one_of_several_processes_is_one_line_there(capfd, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where torch's spawn puts its error files
     with pytest.raises(UserError, match=r"^process 1 of the 2 stopped on the error printed above \(exit status 2\)$"):
         launch(_rank_one_errs, 2, dist_url="auto", args=("user",))
     err = capfd.readouterr().err
     assert "error: rank one's user error\n" in err
     line = next(line for line in err.splitlines() if "rank one's user error" in line)
     assert line.startswith("[rank 1] ") and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU workers over gloo")
-def test_another_error_in_a_process_keeps_torchs_report_with_the_traceback():
+def test_another_error_in_a_process_keeps_torchs_report_with_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where torch's spawn puts its error files
     with pytest.raises(mp.ProcessRaisedException, match=r"(?s)Traceback.*ValueError: rank one's other error"):
         launch(_rank_one_errs, 2, dist_url="auto", args=("other",))
+    # the traceback files the failed workers wrote (rank one's, and rank zero's from the broken barrier) are
+    # removed once read, as is the rendezvous folder
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_missing_init_checkpoint_is_refused_before_the_model_is_built(

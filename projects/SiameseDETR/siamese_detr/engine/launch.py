@@ -12,6 +12,7 @@ A CPU worker ends when its launcher dies (kill -9, out of memory): otherwise it 
 writing checkpoints and ``metrics.json`` into the run's folder while the ``--resume`` that the README
 recommends after a kill starts a second run there.
 """
+import contextlib
 import gc
 import glob
 import logging
@@ -121,8 +122,18 @@ def _launch_processes(main_func, num_processes, num_machines, machine_rank, dist
 
 
 def _spawn(main_func, num_processes, world_size, machine_rank, dist_url, args, timeout):
-    mp.spawn(_cpu_worker, nprocs=num_processes, daemon=False,
-             args=(main_func, world_size, num_processes, machine_rank, dist_url, args, timeout, os.getpid()))
+    """``mp.spawn`` of the CPU workers, less the ``pytorch-errorfile-*.pickle`` it leaves in the temporary
+    folder for each worker that raised (it reads the failed one's traceback from it, then keeps it)."""
+    workers = mp.spawn(_cpu_worker, nprocs=num_processes, daemon=False, join=False,
+                       args=(main_func, world_size, num_processes, machine_rank, dist_url, args, timeout,
+                             os.getpid()))
+    try:
+        while not workers.join():
+            pass
+    finally:
+        for path in workers.error_files:
+            with contextlib.suppress(FileNotFoundError):  # the workers that did not raise wrote none
+                os.remove(path)
 
 
 def _cpu_worker(local_rank, main_func, world_size, num_processes, machine_rank, dist_url, args, timeout,
