@@ -1,8 +1,18 @@
 """Shared fixtures: a small built-in dataset in a temporary DETECTRON2_DATASETS; the session's temporary files
 kept under pytest's own temporary folder."""
+import logging
 import tempfile
 
 import pytest
+
+# detectron2's ``setup_logger`` stops these loggers propagating to the root logger, where ``caplog`` listens;
+# pytest attaches its handlers to the loggers that do not propagate when a test starts, not to those that stop
+# during the test. So a test whose records come from the first run of a tool in this process saw them only
+# when an earlier test had run one (it failed alone). Set as every run leaves them, from the start:
+_LOGGERS_SET_UP_BY_RUNS = ("detectron2", "fvcore", "siamese_detr",  # setup_plain_file_logs
+                           "visualize_predictions", "visualize_views", "fold_region_queries")  # the tools'
+for _name in _LOGGERS_SET_UP_BY_RUNS:
+    logging.getLogger(_name).propagate = False
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -49,7 +49,11 @@ def test_resume_at_max_iter_and_evaluation_checks(tmp_path, tiny_synthetic_shape
     assert load_checkpoint_file(str(final))["iteration"] == 1
     final.write_bytes(b"")  # what a kill during a non-atomic write used to leave
 
+    events = sorted(out.glob("events.out.tfevents.*"))
+    assert len(events) == 1
     _run(out, "train.max_iter=2", "train.checkpointer.period=1", resume=True)
+    # nothing left to train: no writer opened, so no second (empty) TensorBoard file
+    assert sorted(out.glob("events.out.tfevents.*")) == events
     data = load_checkpoint_file(str(final))  # loads again: rewritten from the newest loadable checkpoint
     assert data["iteration"] == 1
     resumed_from = load_checkpoint_file(str(out / "model_0000001.pth"))
@@ -366,7 +370,8 @@ def test_a_checkpoint_of_another_query_count_is_refused_unless_allowed(tmp_path,
                                                   rf"\[{q + 3}, .*model.num_queries={q}\)"):
         _run(tmp_path / "more_queries", "train.max_iter=1", "train.eval_period=0", f"train.init_checkpoint={ckpt}",
              f"model.num_queries={q + 3}")
-    assert not (tmp_path / "more_queries" / "model_final.pth").exists()
+    # refused before training: only the config and the log, no empty metrics.json or TensorBoard file
+    assert sorted(p.name for p in (tmp_path / "more_queries").iterdir()) == ["config.yaml", "log.txt"]
     # another number of classes: only the class head differs, which a handoff always has
     _run(tmp_path / "classes", "train.max_iter=1", "train.eval_period=0", f"train.init_checkpoint={ckpt}",
          "model.num_classes=10", "model.criterion.num_classes=10")

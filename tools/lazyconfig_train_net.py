@@ -178,8 +178,6 @@ def do_train(args, cfg):
             periodic,
             # period <= 0: no evaluation; results carry eval/finished_iterations (the curves' x)
             eval_hook(cfg.train.eval_period, lambda: do_test(cfg, model), trainer),
-            hooks.PeriodicWriter(safe_default_writers(cfg.train.output_dir, cfg.train.max_iter),
-                                 period=cfg.train.log_period) if comm.is_main_process() else None,
         ]
     )
     resumed = args.resume and checkpointer.has_checkpoint()
@@ -208,6 +206,11 @@ def do_train(args, cfg):
             f"evaluate it with --eval-only train.init_checkpoint={checkpointer.loaded_path}."
         )
     if start_iter < cfg.train.max_iter:
+        # the writers open metrics.json and a TensorBoard file at once: only for a run that trains (its
+        # after_train closes them), not for one refused above nor a finished run resumed (no empty files)
+        if comm.is_main_process():
+            trainer.register_hooks([hooks.PeriodicWriter(
+                safe_default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)])
         try:
             trainer.train(start_iter, cfg.train.max_iter)
         finally:
