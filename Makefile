@@ -2,37 +2,44 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip
+PIP := "$(PY)" -m pip
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.setup-complete
 # A fresh .venv takes about 6 GiB (torch 2.14.1 is a CUDA build, used on the CPU here).
 SETUP_FREE_GIB ?= 7
+# make cannot name a file whose path has a space: the venv's stamp file is a target (the interpreter's
+# path may have spaces: every recipe quotes it).
+ifeq ($(words $(VENV)),0)
+$(error VENV is empty: give the venv's folder, e.g. make setup VENV=/elsewhere/venv (default .venv))
+else ifneq ($(words $(VENV)),1)
+$(error VENV="$(VENV)": the venv's path must not contain spaces (make cannot name files with spaces); choose another, e.g. make setup VENV=/elsewhere/venv)
+endif
 
 .PHONY: setup check-disk demo test lint clean-venv
 
 setup: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml tools/install_detectron2.py Makefile
-	test -x $(PY) || $(MAKE) --no-print-directory check-disk
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x "$(PY)" || $(MAKE) --no-print-directory check-disk
+	test -x "$(PY)" || "$(PYTHON)" -m venv "$(VENV)"
 	$(PIP) install --quiet $(TORCH_PINS)
-	$(PY) tools/install_detectron2.py
+	"$(PY)" tools/install_detectron2.py
 	$(PIP) install --quiet --no-build-isolation -e '.[test]' $(TORCH_PINS)
-	$(PY) -c "import torch, detectron2, siamese_detr; print('torch', torch.__version__, '| detectron2', detectron2.__version__, '| siamese_detr ok')"
+	"$(PY)" -c "import torch, detectron2, siamese_detr; print('torch', torch.__version__, '| detectron2', detectron2.__version__, '| siamese_detr ok')"
 	touch $@
 
 check-disk:
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make setup: no Python interpreter $(PYTHON) (neither a command on the PATH nor an executable file): install Python 3.11, or give its path: make setup PYTHON=/path/to/python3.11" >&2; exit 1; }
-	@$(PYTHON) -c "import os, shutil, sys; d = os.path.dirname(os.path.abspath('$(VENV)')); free = shutil.disk_usage(d).free / 2**30; sys.exit(0) if free >= $(SETUP_FREE_GIB) else sys.exit(f'make setup: a new $(VENV) needs about 6 GiB (torch is a CUDA build) and {d} has {free:.1f} GiB free; free at least $(SETUP_FREE_GIB) GiB there, or point VENV=/path/with/space (SETUP_FREE_GIB=N lowers this check)')"
+	@command -v "$(PYTHON)" >/dev/null 2>&1 || { echo "make setup: no Python interpreter $(PYTHON) (neither a command on the PATH nor an executable file): install Python 3.11, or give its path: make setup PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@"$(PYTHON)" -c "import os, shutil, sys; d = os.path.dirname(os.path.abspath('$(VENV)')); free = shutil.disk_usage(d).free / 2**30; sys.exit(0) if free >= $(SETUP_FREE_GIB) else sys.exit(f'make setup: a new $(VENV) needs about 6 GiB (torch is a CUDA build) and {d} has {free:.1f} GiB free; free at least $(SETUP_FREE_GIB) GiB there, or put the venv on a disk with room: make setup VENV=/elsewhere/venv (SETUP_FREE_GIB=N lowers this check)')"
 
 demo: setup
-	$(PY) tools/run_demo.py
+	"$(PY)" tools/run_demo.py
 
 test: setup
-	$(PY) -m pytest -q tests
+	"$(PY)" -m pytest -q tests
 
 lint: setup
-	$(PY) -m flake8 projects tools tests configs benchmarks datasets
+	"$(PY)" -m flake8 projects tools tests configs benchmarks datasets
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,6 +1,7 @@
-"""`make setup`'s checks before it creates a virtual environment: the interpreter it needs and the free disk
-space, each refused with one line naming the fix (not `/bin/sh: python3.11: not found`, nor pip failing
-half-way through a 6 GiB install)."""
+"""`make setup`'s checks before it creates a virtual environment: the interpreter it needs, the free disk
+space and a venv path make can use, each refused with one line naming the fix (not `/bin/sh: python3.11: not
+found`, nor pip failing half-way through a 6 GiB install); and its steps, with an interpreter at a path with
+spaces."""
 import shutil
 import subprocess
 import sys
@@ -14,10 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 
 
-def _check_disk(tmp_path, *variables):
-    return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "check-disk",
-                           f"VENV={tmp_path / 'venv'}", *variables],
+def _make(*arguments):
+    return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *arguments],
                           capture_output=True, text=True, timeout=HANG_GUARD_S)
+
+
+def _check_disk(tmp_path, *variables):
+    return _make("check-disk", f"VENV={tmp_path / 'venv'}", *variables)
 
 
 def test_a_missing_interpreter_is_named_with_the_fix(tmp_path):
@@ -35,3 +39,51 @@ def test_too_little_free_space_is_refused_up_front(tmp_path):
     assert "needs about 6 GiB" in done.stderr and "SETUP_FREE_GIB=N lowers this check" in done.stderr
     assert _check_disk(tmp_path, f"PYTHON={sys.executable}", "SETUP_FREE_GIB=0").returncode == 0
     assert not (tmp_path / "venv").exists()  # a check only
+
+
+def test_an_interpreter_at_a_path_with_spaces_is_checked(tmp_path):
+    spaced = tmp_path / "my pythons" / "python3.11"
+    spaced.parent.mkdir()
+    spaced.symlink_to(sys.executable)
+    assert _check_disk(tmp_path, f"PYTHON={spaced}", "SETUP_FREE_GIB=0").returncode == 0
+    done = _check_disk(tmp_path, f"PYTHON={spaced}", "SETUP_FREE_GIB=100000000")
+    assert done.returncode != 0 and "needs about 6 GiB" in done.stderr
+
+
+def test_setup_runs_its_steps_with_an_interpreter_at_a_path_with_spaces_then_nothing(tmp_path):
+    """The whole `make setup` recipe with a stand-in interpreter that records its arguments (and, for
+    `-m venv DIR`, puts a copy of itself at DIR/bin/python): every step reaches the interpreter whole, in
+    order, and a second `make setup` finds the stamp file and runs nothing."""
+    log = tmp_path / "calls.txt"
+    fake = tmp_path / "my pythons" / "python3.11"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nprintf "%s :: %s\\n" "$0" "$*" >> "{}"\n'
+                    'if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then mkdir -p "$3/bin" && cp "$0" "$3/bin/python"; fi\n'
+                    .format(log))
+    fake.chmod(0o755)
+    venv = tmp_path / "venv"
+    done = _make("setup", f"PYTHON={fake}", f"VENV={venv}", "SETUP_FREE_GIB=0")
+    assert done.returncode == 0, done.stderr
+    calls = [line.split(" :: ") for line in log.read_text().splitlines()]
+    pins = "torch==2.14.1 torchvision==0.29.1"
+    assert [interpreter for interpreter, _ in calls] == [str(fake)] * 2 + [f"{venv}/bin/python"] * 4
+    arguments = [a for _, a in calls]
+    assert arguments[0].startswith("-c import os, shutil, sys;")  # the free-space check
+    assert arguments[1:] == [f"-m venv {venv}", f"-m pip install --quiet {pins}", "tools/install_detectron2.py",
+                             f"-m pip install --quiet --no-build-isolation -e .[test] {pins}",
+                             arguments[5]]
+    assert arguments[5].startswith("-c import torch, detectron2, siamese_detr;")
+    assert (venv / ".setup-complete").is_file()
+    log.unlink()
+    again = _make("setup", f"PYTHON={fake}", f"VENV={venv}")
+    assert again.returncode == 0 and not log.exists()
+
+
+@pytest.mark.parametrize("venv, message", [
+    ("/tmp/a b/venv", 'VENV="/tmp/a b/venv": the venv\'s path must not contain spaces'),
+    ("", "VENV is empty: give the venv's folder, e.g. make setup VENV=/elsewhere/venv"),
+])
+def test_a_venv_path_make_cannot_use_is_refused_with_the_fix(venv, message):
+    for target in ("setup", "test", "check-disk"):
+        done = _make(target, f"VENV={venv}")
+        assert done.returncode != 0 and message in done.stderr, (target, done.stderr)
