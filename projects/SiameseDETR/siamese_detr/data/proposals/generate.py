@@ -285,10 +285,10 @@ def generate_shard(
     if not 0 <= shard_id < num_shards:
         raise UserValueError(f"--shard-id must be in [0, {num_shards}), got {shard_id}")
     n_all = len(records)
-    mine = list(records[shard_id * n_all // num_shards : (shard_id + 1) * n_all // num_shards])
+    first = shard_id * n_all // num_shards  # index of the shard's first image in the whole list
+    mine = list(records[first : (shard_id + 1) * n_all // num_shards])
     sdir = shard_dir(output, shard_id, num_shards)
     chunks = os.path.join(sdir, "chunks")
-    digest = image_list_digest(r["image_id"] for r in mine)
     digest_all = image_list_digest(r["image_id"] for r in records)
     run = {
         "method": method,
@@ -298,30 +298,12 @@ def generate_shard(
         "shard_id": shard_id,
         "chunk_size": chunk_size,
         "num_images": len(mine),
-        "image_ids_sha1": digest,
+        "image_ids_sha1": image_list_digest(r["image_id"] for r in mine),
         "num_images_all": n_all,
         "image_list_sha1": digest_all,
     }
-    run_file = os.path.join(sdir, "run.json")
     _check_other_shards(output, run)
-    wanted = json.loads(json.dumps(run))
-    if os.path.isfile(run_file):
-        with open(run_file) as f:
-            previous = json.load(f)
-        # keys a run.json of an older version lacks are not compared (it is completed below)
-        changed = sorted(k for k in run if (k in previous or k not in _NEW_RUN_KEYS)
-                         and not (same_source(previous.get(k), wanted[k]) if k == "dataset"
-                                  else previous.get(k) == wanted[k]))
-        if changed:
-            raise ProposalStoreError(
-                f"{run_file}: this output was started with different settings ({', '.join(changed)} differ); "
-                "use another --output, or --overwrite to start this shard again"
-            )
-        if any(k not in previous for k in _NEW_RUN_KEYS):
-            _atomic_json(run_file, dict(previous, **{k: wanted[k] for k in _NEW_RUN_KEYS}))
-    else:
-        os.makedirs(sdir, exist_ok=True)
-        _atomic_json(run_file, run)
+    _start_or_resume_run(sdir, run)
     os.makedirs(chunks, exist_ok=True)
 
     summary = {
@@ -348,33 +330,15 @@ def generate_shard(
     # a bar on a terminal; in a log file, a line with rate and ETA every minute
     bar = progress_bar(len(mine), initial=done_images, unit="img", enabled=progress,
                        desc=f"{method} shard {shard_id}/{num_shards}", logger=logger)
-    pool = _new_pool(num_workers)
+    pool = _RetryingPool(num_workers, log=lambda message: _append_log(output, [message]))
     try:
         for c in range(num_chunks):
             if finished[c]:
                 continue
             chunk_records = mine[c * chunk_size : (c + 1) * chunk_size]
-            tasks = [(r, method, params, debug_sleep, debug_die_on) for r in chunk_records]
-            for attempt in range(1, MAX_CHUNK_ATTEMPTS + 1):
-                try:
-                    results = _run_chunk(pool, tasks, bar, num_workers)
-                    break
-                except BrokenProcessPool:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    where = (f"chunk {c} (images {shard_id * n_all // num_shards + c * chunk_size} to "
-                             f"{shard_id * n_all // num_shards + c * chunk_size + len(chunk_records) - 1} of the "
-                             f"dataset, first {chunk_records[0]['image_id']!r})")
-                    message = (f"a worker process died (killed by a signal, e.g. out of memory) while computing "
-                               f"{where}, attempt {attempt} of {MAX_CHUNK_ATTEMPTS}")
-                    _append_log(output, [message])
-                    logger.warning(message)
-                    if attempt == MAX_CHUNK_ATTEMPTS:
-                        pool = None
-                        raise WorkerDiedError(
-                            f"{message}; giving up. Finished chunks are kept: run the same command again to "
-                            "resume (with fewer --num-workers if memory is short)"
-                        ) from None
-                    pool = _new_pool(num_workers)
+            where = (f"chunk {c} (images {first + c * chunk_size} to {first + c * chunk_size + len(chunk_records) - 1}"
+                     f" of the dataset, first {chunk_records[0]['image_id']!r})")
+            results = pool.compute([(r, method, params, debug_sleep, debug_die_on) for r in chunk_records], bar, where)
             _check_recorded_sizes(results, chunk_records, dataset)
             skipped = _write_chunk(chunks, c, results, chunk_records)
             summary["computed_chunks"] += 1
@@ -383,14 +347,11 @@ def generate_shard(
                     output, [f"SKIPPED {s['image_id']} ({s['file_name']}): {s['reason']}" for s in skipped]
                 )
     except BaseException:
-        if pool is not None:  # e.g. Ctrl-C: do not wait for the rest of the chunk
-            pool.shutdown(wait=False, cancel_futures=True)
-            pool = None
+        pool.abort()  # e.g. Ctrl-C: do not wait for the rest of the chunk
         raise
     finally:
         bar.close()
-        if pool is not None:
-            pool.shutdown(wait=True)
+        pool.close()
     if num_shards == 1 and mine:
         _refuse_if_nothing_readable(chunks, num_chunks, len(mine), output)
     summary["skipped"] = _assemble_shard(sdir, num_chunks, method, params, dataset, shard_id, num_shards,
@@ -398,6 +359,75 @@ def generate_shard(
     if not keep_chunks:
         shutil.rmtree(chunks, ignore_errors=True)
     return summary
+
+
+def _start_or_resume_run(sdir: str, run: dict) -> None:
+    """Write the shard's ``run.json``, or, when it exists (a resumed run), refuse settings that differ from it.
+
+    Keys that the run.json of an older version lacks (``_NEW_RUN_KEYS``) are not compared; they are added to it.
+    Raises ProposalStoreError naming the file and the keys that differ."""
+    run_file = os.path.join(sdir, "run.json")
+    wanted = json.loads(json.dumps(run))  # as json would read it back (tuples as lists)
+    if not os.path.isfile(run_file):
+        os.makedirs(sdir, exist_ok=True)
+        _atomic_json(run_file, run)
+        return
+    with open(run_file) as f:
+        previous = json.load(f)
+    changed = sorted(k for k in run if (k in previous or k not in _NEW_RUN_KEYS)
+                     and not (same_source(previous.get(k), wanted[k]) if k == "dataset"
+                              else previous.get(k) == wanted[k]))
+    if changed:
+        raise ProposalStoreError(
+            f"{run_file}: this output was started with different settings ({', '.join(changed)} differ); "
+            "use another --output, or --overwrite to start this shard again"
+        )
+    if any(k not in previous for k in _NEW_RUN_KEYS):
+        _atomic_json(run_file, dict(previous, **{k: wanted[k] for k in _NEW_RUN_KEYS}))
+
+
+class _RetryingPool:
+    """The worker processes of one shard (none for ``num_workers <= 1``: the images are computed in this
+    process). A chunk whose worker died (``BrokenProcessPool``, e.g. killed for memory) is computed once more in
+    a fresh pool; after ``MAX_CHUNK_ATTEMPTS`` the run fails with ``WorkerDiedError``. Each death is written to
+    ``log`` (the store's generate.log) and to the logger."""
+
+    def __init__(self, num_workers: int, log) -> None:
+        self.num_workers = num_workers
+        self.log = log
+        self.pool = _new_pool(num_workers)
+
+    def compute(self, tasks: list, bar, where: str) -> list:
+        """Results of ``tasks`` (one per image, in order); ``where`` names the chunk in the messages."""
+        attempt = 1
+        while True:
+            try:
+                return _run_chunk(self.pool, tasks, bar, self.num_workers)
+            except BrokenProcessPool:
+                self.abort()
+                message = (f"a worker process died (killed by a signal, e.g. out of memory) while computing "
+                           f"{where}, attempt {attempt} of {MAX_CHUNK_ATTEMPTS}")
+                self.log(message)
+                logger.warning(message)
+                if attempt == MAX_CHUNK_ATTEMPTS:
+                    raise WorkerDiedError(
+                        f"{message}; giving up. Finished chunks are kept: run the same command again to "
+                        "resume (with fewer --num-workers if memory is short)"
+                    ) from None
+                attempt += 1
+                self.pool = _new_pool(self.num_workers)
+
+    def abort(self) -> None:
+        """Stop at once: queued images are cancelled, running ones not waited for."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+
+    def close(self) -> None:
+        """Wait for the workers to end (after a finished shard)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
 
 
 def _assemble_shard(sdir, num_chunks, method, params, dataset, shard_id, num_shards, image_list=None) -> List[dict]:
