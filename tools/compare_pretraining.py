@@ -233,7 +233,7 @@ def schedule_overrides(iters: Optional[int]) -> List[str]:
             f"lr_multiplier.num_updates={max(iters, drop + 1)}"]
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     from siamese_detr.utils.cli_types import ExtendList
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -259,8 +259,13 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default: 1)")
     parser.add_argument("--parallel", type=int, default=2, help="runs at once (default: 2; pretrainings and scratch "
                         "finetunings first; each finetuning from a pretraining once that pretraining has finished)")
-    args = parser.parse_args(argv)
-    # refused here, before any step runs (the percent would otherwise fail only in the first finetuning)
+    return parser
+
+
+def check_arguments(parser: argparse.ArgumentParser, args) -> List[Tuple[str, Optional[str]]]:
+    """The methods to run (``(name, config or None)``, those whose config is present); every mistake in the
+    arguments ends the tool through ``parser.error`` here, before any step runs (a wrong percent, say, would
+    otherwise fail only in the first finetuning)."""
     if not 1 <= args.low_label_percent <= 100:
         parser.error(f"--low-label-percent must be in 1..100, got {args.low_label_percent}")
     repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
@@ -280,45 +285,19 @@ def main(argv=None) -> int:
         parser.error(problem)
     if args.output.exists() and not args.output.is_dir():
         parser.error(f"--output {args.output} is a file, not a folder: give a folder (it is created if missing)")
+    return present
 
-    os.environ["DETECTRON2_DATASETS"] = os.path.abspath(os.getenv("DETECTRON2_DATASETS", "datasets"))
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning:torch.jit._script")
-    output = args.output.resolve()
-    os.chdir(ROOT)  # every command runs from the repository root
-    if output.is_relative_to(ROOT):
-        output = output.relative_to(ROOT)
-    from detectron2.config import LazyConfig
 
+def plan_runs(args, present, output: Path, backbone_ckpt: Path, ft_total: int, data: dict):
+    """The training jobs of every (seed, method), for ``StepRunner.parallel``.
+
+    Returns ``(first_jobs, later_jobs, runs)``: the pretrainings and the finetunings without pretraining (they
+    need only the backbone), the finetunings from a pretraining (each ``after`` its pretraining), and
+    ``(name, seed, pretrain folder or None, finetune folder)`` of each run, in the order of the table."""
     from siamese_detr.data.datasets.builtin_shapes import low_label_name, register_low_label_split
-    from siamese_detr.demo.runner import StepRunner, last_results, lock_output
 
-    lock = lock_output(output)  # noqa: F841 (held until the process ends): one comparison per output folder
-    written = comparison_paths(output, args.low_label_percent)
-    for path in written.values():  # this run's, or none: never an earlier run's (other percents' are left alone)
-        path.unlink(missing_ok=True)
-
-    runner = StepRunner(ROOT, output)
-    started = time.time()
-    from siamese_detr.demo.data import synthetic_shapes_digests
-
-    # the images are an input of every step (generated here if missing): other images redo the steps
-    print("[data] synthetic_shapes train_large, val (generated on first use)", flush=True)
-    data = {"data": synthetic_shapes_digests(("train_large", "val")), "threads": args.threads}  # floats differ
-
-    bb_dir = output / "backbone"
-    bb_over = [f"train.output_dir={bb_dir}"] + list(args.backbone_extra)
-    if args.backbone_iters:
-        bb_over.append(f"train.max_iter={args.backbone_iters}")
-    runner.step("backbone", bb_dir, [PY, "tools/train_demo_backbone.py", "--config-file", BACKBONE_CONFIG] + bb_over,
-                BACKBONE_CONFIG, bb_over, data)
-    backbone_ckpt = bb_dir / "model_final.pth"
     train_cmd = [PY, "tools/lazyconfig_train_net.py", "--config-file"]
-    ft_total = args.finetune_iters or LazyConfig.load(str(ROOT / DETECTOR_CONFIG)).train.max_iter
-
-    # ``--parallel`` runs at once (one torch thread each by default): the pretrainings and scratch finetunings
-    # first, each finetuning from a pretraining as soon as that pretraining has finished
-    pretrain_jobs, finetune_jobs, runs = [], [], []
+    first_jobs, later_jobs, runs = [], [], []
     for seed in args.seeds:
         register_low_label_split(args.low_label_percent, seed)  # in this process, for the digests
         subset = low_label_name(args.low_label_percent, seed)
@@ -329,9 +308,9 @@ def main(argv=None) -> int:
                 pt_dir = run_dir / "pretrain"
                 over = ([f"train.output_dir={pt_dir}", f"train.init_checkpoint={backbone_ckpt}", f"train.seed={seed}",
                          "train.eval_period=0"] + schedule_overrides(args.pretrain_iters) + list(args.extra))
-                pretrain_jobs.append(dict(name=f"{name} pretrain seed {seed}", folder=pt_dir,
-                                          cmd=train_cmd + [config, "--resume"] + over, config=config, overrides=over,
-                                          init=backbone_ckpt, inputs=data))
+                first_jobs.append(dict(name=f"{name} pretrain seed {seed}", folder=pt_dir,
+                                       cmd=train_cmd + [config, "--resume"] + over, config=config, overrides=over,
+                                       init=backbone_ckpt, inputs=data))
                 init = pt_dir / "model_final.pth"
             ft_dir = run_dir / finetune_folder(args.low_label_percent)
             over = ([f"train.output_dir={ft_dir}", f"train.init_checkpoint={init}", f"train.seed={seed}",
@@ -342,16 +321,65 @@ def main(argv=None) -> int:
             job = dict(name=f"{name} finetune seed {seed}", folder=ft_dir, cmd=train_cmd + [DETECTOR_CONFIG, "--resume"]
                        + over, config=DETECTOR_CONFIG, overrides=over, init=init,
                        after=[f"{name} pretrain seed {seed}"] if config is not None else [], inputs=data)
-            (finetune_jobs if config is not None else pretrain_jobs).append(job)
+            (later_jobs if config is not None else first_jobs).append(job)
             runs.append((name, seed, pt_dir, ft_dir))
-    runner.parallel(pretrain_jobs + finetune_jobs, max_parallel=args.parallel)
+    return first_jobs, later_jobs, runs
+
+
+def collect_results(present, runs) -> Dict[str, Dict[int, dict]]:
+    """``{method: {seed: {"AP", "AP50", "pretrain_s_per_iter"}}}`` from the runs' metrics.json files (None where
+    a value is missing)."""
+    from siamese_detr.demo.runner import last_results
 
     results: Dict[str, Dict[int, dict]] = {name: {} for name, _ in present}
     for name, seed, pt_dir, ft_dir in runs:
         res = last_results(ft_dir / "metrics.json")
         spi = seconds_per_iter(pt_dir / "metrics.json") if pt_dir is not None else None
         results[name][seed] = {"AP": res.get("bbox/AP"), "AP50": res.get("bbox/AP50"), "pretrain_s_per_iter": spi}
+    return results
 
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    present = check_arguments(parser, args)
+
+    os.environ["DETECTRON2_DATASETS"] = os.path.abspath(os.getenv("DETECTRON2_DATASETS", "datasets"))
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning:torch.jit._script")
+    output = args.output.resolve()
+    os.chdir(ROOT)  # every command runs from the repository root
+    if output.is_relative_to(ROOT):
+        output = output.relative_to(ROOT)
+    from detectron2.config import LazyConfig
+
+    from siamese_detr.demo.data import synthetic_shapes_digests
+    from siamese_detr.demo.runner import StepRunner, lock_output
+
+    lock = lock_output(output)  # noqa: F841 (held until the process ends): one comparison per output folder
+    written = comparison_paths(output, args.low_label_percent)
+    for path in written.values():  # this run's, or none: never an earlier run's (other percents' are left alone)
+        path.unlink(missing_ok=True)
+
+    runner = StepRunner(ROOT, output)
+    started = time.time()
+    # the images are an input of every step (generated here if missing): other images redo the steps
+    print("[data] synthetic_shapes train_large, val (generated on first use)", flush=True)
+    data = {"data": synthetic_shapes_digests(("train_large", "val")), "threads": args.threads}  # floats differ
+
+    bb_dir = output / "backbone"
+    bb_over = [f"train.output_dir={bb_dir}"] + list(args.backbone_extra)
+    if args.backbone_iters:
+        bb_over.append(f"train.max_iter={args.backbone_iters}")
+    runner.step("backbone", bb_dir, [PY, "tools/train_demo_backbone.py", "--config-file", BACKBONE_CONFIG] + bb_over,
+                BACKBONE_CONFIG, bb_over, data)
+    ft_total = args.finetune_iters or LazyConfig.load(str(ROOT / DETECTOR_CONFIG)).train.max_iter
+    # ``--parallel`` runs at once (one torch thread each by default): the pretrainings and scratch finetunings
+    # first, each finetuning from a pretraining as soon as that pretraining has finished
+    first_jobs, later_jobs, runs = plan_runs(args, present, output, bb_dir / "model_final.pth", ft_total, data)
+    runner.parallel(first_jobs + later_jobs, max_parallel=args.parallel)
+
+    results = collect_results(present, runs)
     baseline = next((name for name, config in present if config is None), None)
     table = write_outputs(output, results, args, time.time() - started, baseline, runner.environment["software"])
     print("\n" + table)
