@@ -212,17 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logger(name="visualize_predictions")
+class _Refused(Exception):
+    """A mistake in the arguments; its message is the whole ``error: ...`` line, and the tool exits with 2."""
+
+
+def load_config(args):
+    """``(cfg, names)``: the config with the image source and the ``key=value`` overrides applied, and the
+    dataset names to draw from (each registered). Raises ``_Refused`` for a missing file or an unknown dataset."""
     for path, what in ((args.config_file, "--config-file"), (args.checkpoint, "--checkpoint")):
         if not os.path.isfile(path):
-            print(f"error: {what} {path!r} does not exist", file=sys.stderr)
-            return 2
+            raise _Refused(f"error: {what} {path!r} does not exist")
     if args.image_dir and not os.path.isdir(args.image_dir):
-        print(f"error: --image-dir {args.image_dir!r} is not a folder", file=sys.stderr)
-        return 2
-
+        raise _Refused(f"error: --image-dir {args.image_dir!r} is not a folder")
     cfg = LazyConfig.load(args.config_file)
     dataset = f"folder:{args.image_dir}" if args.image_dir else args.dataset
     if dataset:
@@ -230,33 +231,42 @@ def main(argv=None) -> int:
     try:
         cfg = apply_checked_overrides(cfg, args.opts)
     except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
-        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
-        return 2
+        raise _Refused(f"error: {err.args[0] if err.args else err}") from None
     names = cfg.dataloader.test.dataset.names
     names = [names] if isinstance(names, str) else list(names)
     unknown = [n for n in names if n not in DatasetCatalog.list()]
     if unknown:
-        print(f"error: dataset {unknown[0]!r} is not registered (give a registered name, "
-              "coco:ANNOTATIONS.json:IMAGE_ROOT or folder:IMAGE_DIR)", file=sys.stderr)
-        return 2
-    model_cfg_classes = cfg.model.get("num_classes", None)
-    ckpt_classes = from_head = None
-    if model_cfg_classes is not None and "criterion" in cfg.model:
-        ckpt_classes = checkpoint_num_classes(args.checkpoint, no_object_logits(cfg))
-    if ckpt_classes is not None and ckpt_classes < 1:
-        print(f"error: the class head of {args.checkpoint} has {ckpt_classes + no_object_logits(cfg)} row(s), "
-              f"no foreground class for this config's class loss: a pretraining checkpoint? Draw a finetuned "
-              "detector (its model_final.pth)", file=sys.stderr)
-        return 2
-    if model_cfg_classes is not None and ckpt_classes is not None and ckpt_classes != model_cfg_classes:
-        if any(str(n).startswith("coco:") for n in names):
-            specs = ", ".join(n for n in names if str(n).startswith("coco:"))
-            print(f"error: the checkpoint {args.checkpoint} has {ckpt_classes} classes, the dataset {specs} "
-                  f"has {model_cfg_classes}: draw the checkpoint on a dataset with the categories it was trained on, "
-                  "or give the checkpoint finetuned on this one", file=sys.stderr)
-            return 2
-        cfg.model.num_classes = from_head = ckpt_classes  # logged once the load is known to be complete
+        raise _Refused(f"error: dataset {unknown[0]!r} is not registered (give a registered name, "
+                       "coco:ANNOTATIONS.json:IMAGE_ROOT or folder:IMAGE_DIR)")
+    return cfg, names
 
+
+def classes_from_checkpoint(cfg, checkpoint: str, names) -> "int | None":
+    """Set ``cfg.model.num_classes`` to the checkpoint's class head's ``K`` where it differs from the config's,
+    and return that ``K`` (None when the config's count stands). A head without a foreground class (a
+    pretraining's) and a head that disagrees with a ``coco:`` dataset's json are ``_Refused``."""
+    model_cfg_classes = cfg.model.get("num_classes", None)
+    ckpt_classes = None
+    if model_cfg_classes is not None and "criterion" in cfg.model:
+        ckpt_classes = checkpoint_num_classes(checkpoint, no_object_logits(cfg))
+    if ckpt_classes is not None and ckpt_classes < 1:
+        raise _Refused(f"error: the class head of {checkpoint} has {ckpt_classes + no_object_logits(cfg)} row(s), "
+                       f"no foreground class for this config's class loss: a pretraining checkpoint? Draw a "
+                       "finetuned detector (its model_final.pth)")
+    if model_cfg_classes is None or ckpt_classes is None or ckpt_classes == model_cfg_classes:
+        return None
+    if any(str(n).startswith("coco:") for n in names):
+        specs = ", ".join(n for n in names if str(n).startswith("coco:"))
+        raise _Refused(f"error: the checkpoint {checkpoint} has {ckpt_classes} classes, the dataset {specs} "
+                       f"has {model_cfg_classes}: draw the checkpoint on a dataset with the categories it was "
+                       "trained on, or give the checkpoint finetuned on this one")
+    cfg.model.num_classes = ckpt_classes
+    return ckpt_classes
+
+
+def load_model(cfg, args, from_head):
+    """The config's model in eval mode, loaded from ``--checkpoint`` by the rules of ``--eval-only`` (a
+    checkpoint that leaves parameters random is ``_Refused`` unless ``train.eval_allow_random=True``)."""
     device = str(cfg.train.device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         device = "cpu"
@@ -265,18 +275,22 @@ def main(argv=None) -> int:
     try:
         checkpointer.load(args.checkpoint)
     except CheckpointLoadError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise _Refused(f"error: {err}") from None
     try:  # never draw a partly random model's boxes as the checkpoint's: the rule of --eval-only
         refuse_partly_random_model(checkpointer, args.checkpoint)
     except CheckpointLoadError:
         if not cfg.train.get("eval_allow_random", False):  # --eval-only's escape hatch, the same key
-            print(partly_random_error(checkpointer, args.checkpoint, args.config_file), file=sys.stderr)
-            return 2
+            raise _Refused(partly_random_error(checkpointer, args.checkpoint, args.config_file)) from None
         logger.warning("train.eval_allow_random=True: %d parameters of the model are not in %s and are drawn "
                        "as randomly initialised", len(checkpointer.parameters_not_loaded()), args.checkpoint)
-    if from_head is not None:
+    if from_head is not None:  # logged once the load is known to be complete
         logger.info("model.num_classes = %d (from the checkpoint's class head)", from_head)
+    return model
+
+
+def draw_images(cfg, model, names, args) -> int:
+    """One PNG per image of ``names`` (the first ``--num-images``) in ``--output``; returns the exit status (1
+    with an ``error:`` line when no image was drawn)."""
     mapper = instantiate(cfg.dataloader.test.mapper)
     every = [(name, d) for name in names for d in DatasetCatalog.get(name)]  # (its dataset, dataset dict)
     dicts = every[: args.num_images]
@@ -330,6 +344,19 @@ def main(argv=None) -> int:
         print(f"error: no image was drawn from {', '.join(names)} ({len(dicts)} tried, {unreadable} unreadable)",
               file=sys.stderr)
     return 1
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logger(name="visualize_predictions")
+    try:
+        cfg, names = load_config(args)
+        from_head = classes_from_checkpoint(cfg, args.checkpoint, names)
+        model = load_model(cfg, args, from_head)
+    except _Refused as refusal:
+        print(refusal, file=sys.stderr)
+        return 2
+    return draw_images(cfg, model, names, args)
 
 
 if __name__ == "__main__":
