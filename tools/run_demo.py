@@ -39,7 +39,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 # detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
@@ -103,83 +103,62 @@ def main(argv=None) -> int:
         lock.close()
 
 
-def run(args, output: Path) -> int:
-    """The demo's steps, figures and summary into ``output`` (relative to the repository root, the working
-    directory), which this process has locked."""
-    from siamese_detr.demo.runner import StepRunner
-
-    started = time.time()
-
-    demo = StepRunner(ROOT, output)
-
-    seed = [f"train.seed={args.seed}"] if args.seed is not None else []
-    times = {}
-
-    # 1. data (the generator reuses complete splits with the same parameters)
-    t = time.time()
+def prepare_data(args) -> dict:
+    """Step 1: the built-in images (the generator reuses complete splits with the same parameters). Returns the
+    inputs of every step: other images redo them, and so does another thread count (float results differ)."""
     cmd = [PY, "datasets/prepare_synthetic_shapes.py", "--splits", *DATA_SPLITS]
     print(f"\n[data] $ {' '.join(map(str, cmd))}", flush=True)
     if subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=subprocess.DEVNULL).returncode != 0:
         raise SystemExit(f"[data] failed: {' '.join(map(str, cmd))} (its error is above)")
     from siamese_detr.demo.data import synthetic_shapes_digests
 
-    # inputs of every step: other images redo them, and so does another thread count (float results differ)
-    data = {"data": synthetic_shapes_digests(DATA_SPLITS), "threads": args.threads}
-    times["data"] = time.time() - t
+    return {"data": synthetic_shapes_digests(DATA_SPLITS), "threads": args.threads}
 
-    # 2. backbone
-    bb_dir = output / "backbone"
-    bb_over = [f"train.output_dir={bb_dir}"] + seed
-    if args.backbone_iters:
-        bb_over.append(f"train.max_iter={args.backbone_iters}")
-    times["backbone"] = demo.step("backbone", bb_dir, [PY, "tools/train_demo_backbone.py", "--config-file",
-                                  BACKBONE_CONFIG] + bb_over, BACKBONE_CONFIG, bb_over, data)
-    if not backbone_ok(bb_dir):
-        raise SystemExit(f"[backbone] no model_final.pth in {bb_dir}")
-    backbone_ckpt = bb_dir / "model_final.pth"
 
-    # 3. Siamese DETR pretraining (+ class-agnostic eval of the learned queries, at the end); the steps that do
-    # not wait for it (the scratch finetuning, the random-init evaluation) run beside it, one torch thread each
-    pt_dir = output / "siamese_pretrain"
-    pt_over = [f"train.output_dir={pt_dir}", f"train.init_checkpoint={backbone_ckpt}"] + seed
+def training_jobs(args, output: Path, backbone_ckpt: Path, data: dict):
+    """Steps 3 and 4, as jobs of ``StepRunner.parallel``: the Siamese DETR pretraining (with the class-agnostic
+    evaluation of its learned queries at the end), the same model at random initialisation (transformer random,
+    same backbone) evaluated the same way, and the finetunings from the pretraining and from scratch (same
+    backbone, budget, seed and thread count).
+
+    Returns ``(jobs, folders)``: the four jobs, the critical path (pretraining -> pretrained finetuning) first,
+    and ``{"pretrain", "random_init", "pretrained", "scratch"}`` -> each one's output folder."""
+    seed = [f"train.seed={args.seed}"] if args.seed is not None else []
+    train_cmd = [PY, "tools/lazyconfig_train_net.py", "--config-file"]
+    folders = {"pretrain": output / "siamese_pretrain", "random_init": output / "siamese_random_init_eval",
+               "pretrained": output / "finetune_pretrained", "scratch": output / "finetune_scratch"}
+
+    pt_over = [f"train.output_dir={folders['pretrain']}", f"train.init_checkpoint={backbone_ckpt}"] + seed
     if args.pretrain_iters:
         pt_over += schedule_overrides(args.pretrain_iters) + [f"train.eval_period={args.pretrain_iters}"]
-    train_cmd = [PY, "tools/lazyconfig_train_net.py", "--config-file"]
-    pretrained_ckpt = pt_dir / "model_final.pth"
-    pretrain_job = dict(name="pretrain", folder=pt_dir, cmd=train_cmd + [PRETRAIN_CONFIG, "--resume"] + pt_over,
-                        config=PRETRAIN_CONFIG, overrides=pt_over, init=backbone_ckpt, inputs=data)
+    pretrain_job = dict(name="pretrain", folder=folders["pretrain"], cmd=train_cmd + [PRETRAIN_CONFIG, "--resume"]
+                        + pt_over, config=PRETRAIN_CONFIG, overrides=pt_over, init=backbone_ckpt, inputs=data)
 
-    # the same model at random initialisation (transformer random, same backbone), evaluated the same way
-    rnd_dir = output / "siamese_random_init_eval"
-    rnd_over = [f"train.output_dir={rnd_dir}", f"train.init_checkpoint={backbone_ckpt}",
+    rnd_over = [f"train.output_dir={folders['random_init']}", f"train.init_checkpoint={backbone_ckpt}",
                 "train.eval_allow_random=True"] + seed
-    random_init_job = dict(name="random-init eval", folder=rnd_dir, cmd=train_cmd + [PRETRAIN_CONFIG, "--eval-only"]
-                           + rnd_over, config=PRETRAIN_CONFIG, overrides=rnd_over, init=backbone_ckpt, total=0,
-                           inputs=data)
+    random_init_job = dict(name="random-init eval", folder=folders["random_init"], cmd=train_cmd
+                           + [PRETRAIN_CONFIG, "--eval-only"] + rnd_over, config=PRETRAIN_CONFIG, overrides=rnd_over,
+                           init=backbone_ckpt, total=0, inputs=data)
 
-    # 4. finetuning: pretrained vs scratch (same backbone, budget, seed and thread count)
     ft_common = list(seed)
     if args.finetune_iters:
         ft_common += schedule_overrides(args.finetune_iters)
     if args.eval_period:
         ft_common.append(f"train.eval_period={args.eval_period}")
-    ft_dirs = {label: output / f"finetune_{label}" for label in ("pretrained", "scratch")}
 
     def finetune_job(label, init, after=()):
-        over = [f"train.output_dir={ft_dirs[label]}", f"train.init_checkpoint={init}"] + ft_common
-        return dict(name=f"finetune {label}", folder=ft_dirs[label], cmd=train_cmd + [DETECTOR_CONFIG, "--resume"]
+        over = [f"train.output_dir={folders[label]}", f"train.init_checkpoint={init}"] + ft_common
+        return dict(name=f"finetune {label}", folder=folders[label], cmd=train_cmd + [DETECTOR_CONFIG, "--resume"]
                     + over, config=DETECTOR_CONFIG, overrides=over, init=init, after=after, inputs=data)
 
-    # the critical path is pretraining -> pretrained finetuning; the others fill the second core
-    step_times = demo.parallel([pretrain_job, finetune_job("scratch", backbone_ckpt), random_init_job,
-                                finetune_job("pretrained", pretrained_ckpt, after=["pretrain"])],
-                               max_parallel=args.parallel)
-    for key, seconds in zip(("pretrain", "finetune (scratch)", "random-init eval", "finetune (pretrained)"),
-                            step_times):
-        times[key] = seconds
+    jobs = [pretrain_job, finetune_job("scratch", backbone_ckpt), random_init_job,
+            finetune_job("pretrained", folders["pretrain"] / "model_final.pth", after=["pretrain"])]
+    return jobs, folders
 
-    # 5. figures
-    t = time.time()
+
+def draw_figures(output: Path, pt_dir: Path, ft_dirs: Dict[str, Path]) -> None:
+    """Step 5: ap_curves.png, detections.png and loss_curves.png in ``output`` (each written whole or not at
+    all)."""
     from siamese_detr.demo.plots import draw_detections, eval_history, plot_ap_curves
 
     curves = {"from Siamese DETR pretraining": eval_history(ft_dirs["pretrained"] / "metrics.json"),
@@ -196,11 +175,48 @@ def run(args, output: Path) -> int:
                         ft_dirs["scratch"] / "metrics.json", "--labels", "Siamese DETR pretraining",
                         "finetuning (pretrained)", "finetuning (scratch)", "--output", path],
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+
+
+def run(args, output: Path) -> int:
+    """The demo's steps, figures and summary into ``output`` (relative to the repository root, the working
+    directory), which this process has locked."""
+    from siamese_detr.demo.runner import StepRunner
+
+    started = time.time()
+    demo = StepRunner(ROOT, output)
+    times = {}
+
+    t = time.time()
+    data = prepare_data(args)  # 1. data
+    times["data"] = time.time() - t
+
+    # 2. backbone
+    bb_dir = output / "backbone"
+    bb_over = [f"train.output_dir={bb_dir}"] + ([f"train.seed={args.seed}"] if args.seed is not None else [])
+    if args.backbone_iters:
+        bb_over.append(f"train.max_iter={args.backbone_iters}")
+    times["backbone"] = demo.step("backbone", bb_dir, [PY, "tools/train_demo_backbone.py", "--config-file",
+                                  BACKBONE_CONFIG] + bb_over, BACKBONE_CONFIG, bb_over, data)
+    if not backbone_ok(bb_dir):
+        raise SystemExit(f"[backbone] no model_final.pth in {bb_dir}")
+
+    # 3., 4. pretraining and finetunings; the steps that do not wait for the pretraining (the scratch
+    # finetuning, the random-init evaluation) run beside it, one torch thread each
+    jobs, folders = training_jobs(args, output, bb_dir / "model_final.pth", data)
+    step_times = demo.parallel(jobs, max_parallel=args.parallel)
+    for key, seconds in zip(("pretrain", "finetune (scratch)", "random-init eval", "finetune (pretrained)"),
+                            step_times):
+        times[key] = seconds
+
+    t = time.time()
+    ft_dirs = {label: folders[label] for label in ("pretrained", "scratch")}
+    draw_figures(output, folders["pretrain"], ft_dirs)  # 5. figures
     times["figures"] = time.time() - t
 
     this_run = time.time() - started
-    summary = write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, demo_seconds(times, args.parallel),
-                            this_run, sorted(demo.reused), sorted(demo.resumed), demo.environment["software"])
+    summary = write_summary(output, bb_dir, folders["pretrain"], folders["random_init"], ft_dirs, times,
+                            demo_seconds(times, args.parallel), this_run, sorted(demo.reused), sorted(demo.resumed),
+                            demo.environment["software"])
     print_table(summary, times, demo.reused, demo.resumed)
     print(f"\nDemo finished in {this_run / 60:.1f} min ({summary['minutes']:.1f} min of steps, reused ones "
           f"counted as when they ran). Outputs in {output}/: summary.json, ap_curves.png, "
