@@ -10,6 +10,7 @@ import copy
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from detectron2.layers import ShapeSpec
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList, Instances
 from torch import nn
@@ -100,6 +101,39 @@ def check_postprocess_matches_loss(postprocess: nn.Module, criterion: nn.Module)
     )
 
 
+def check_detr_structure(shapes: Dict[str, ShapeSpec], in_features: Sequence[str], num_extra_levels: int,
+                         transformer: nn.Module, aux_loss: bool, num_queries_one2many: int, k_one2many: int) -> None:
+    """Refuse (``UserValueError``, naming the config keys and the fix) a DETR whose parts do not fit together:
+    ``in_features`` that the backbone (``shapes``: its ``output_shape()``) does not give, a number of feature
+    levels the transformer does not take, one-to-many queries without learned queries, and ``aux_loss=False``
+    with per-layer prediction heads (which would then get no gradient)."""
+    unknown = [f for f in in_features if f not in shapes]
+    if unknown:
+        raise UserValueError(f"model.in_features {unknown} are not outputs of the backbone, which gives "
+                             f"{sorted(shapes)}: choose among those, or add them to model.backbone.out_features")
+    num_levels = len(in_features) + num_extra_levels
+    if num_levels != getattr(transformer, "num_feature_levels", num_levels):
+        raise UserValueError(
+            f"{len(in_features)} in_features + {num_extra_levels} extra levels = {num_levels} levels "
+            f"(model.in_features, model.num_extra_levels), but the transformer expects "
+            f"num_feature_levels={transformer.num_feature_levels}: give it that many levels, or a transformer "
+            "that takes these (Vanilla and Conditional DETR take one level, e.g. model.in_features=['res5']; "
+            "Deformable DETR takes model.transformer.num_feature_levels)"
+        )
+    if num_queries_one2many < 0 or k_one2many < 1:
+        raise UserValueError(f"need model.num_queries_one2many >= 0 and model.k_one2many >= 1, got "
+                             f"{num_queries_one2many} and {k_one2many}")
+    if num_queries_one2many and not transformer.learned_queries:
+        raise UserValueError("model.num_queries_one2many needs learned object queries "
+                             "(not two-stage Deformable DETR)")
+    if not aux_loss and not transformer.shared_heads and transformer.num_prediction_heads > 1:
+        # each earlier layer's own heads learn only from its auxiliary loss (the refinement step detaches):
+        # without it they would never train, and DDP (find_unused_parameters=False) stops at iteration 2
+        raise UserValueError("aux_loss=False with per-layer prediction heads (Deformable DETR with_box_refine or "
+                             "two-stage): the earlier layers' heads would get no gradient; keep aux_loss=True "
+                             "(as the official Deformable DETR) or set with_box_refine=False")
+
+
 class DETR(nn.Module):
     """DETR family: backbone -> ``input_proj`` per level -> Transformer with object queries -> class / box
     heads of every decoder layer.
@@ -167,19 +201,8 @@ class DETR(nn.Module):
         if isinstance(in_features, str):
             in_features = (in_features,)
         shapes = backbone.output_shape()
-        unknown = [f for f in in_features if f not in shapes]
-        if unknown:
-            raise UserValueError(f"model.in_features {unknown} are not outputs of the backbone, which gives "
-                                 f"{sorted(shapes)}: choose among those, or add them to model.backbone.out_features")
-        num_levels = len(in_features) + num_extra_levels
-        if num_levels != getattr(transformer, "num_feature_levels", num_levels):
-            raise UserValueError(
-                f"{len(in_features)} in_features + {num_extra_levels} extra levels = {num_levels} levels "
-                f"(model.in_features, model.num_extra_levels), but the transformer expects "
-                f"num_feature_levels={transformer.num_feature_levels}: give it that many levels, or a transformer "
-                "that takes these (Vanilla and Conditional DETR take one level, e.g. model.in_features=['res5']; "
-                "Deformable DETR takes model.transformer.num_feature_levels)"
-            )
+        check_detr_structure(shapes, in_features, num_extra_levels, transformer, aux_loss, num_queries_one2many,
+                             k_one2many)
         self.backbone = backbone
         self.in_features = tuple(in_features)
         d_model = transformer.d_model
@@ -192,18 +215,6 @@ class DETR(nn.Module):
         self.position_embedding = position_embedding
         self.transformer = transformer
         self.query_embed = nn.Embedding(num_queries, transformer.query_dim) if transformer.learned_queries else None
-        if num_queries_one2many < 0 or k_one2many < 1:
-            raise UserValueError(f"need model.num_queries_one2many >= 0 and model.k_one2many >= 1, got "
-                                 f"{num_queries_one2many} and {k_one2many}")
-        if num_queries_one2many and not transformer.learned_queries:
-            raise UserValueError("model.num_queries_one2many needs learned object queries "
-                                 "(not two-stage Deformable DETR)")
-        if not aux_loss and not transformer.shared_heads and transformer.num_prediction_heads > 1:
-            # each earlier layer's own heads learn only from its auxiliary loss (the refinement step detaches):
-            # without it they would never train, and DDP (find_unused_parameters=False) stops at iteration 2
-            raise UserValueError("aux_loss=False with per-layer prediction heads (Deformable DETR with_box_refine or "
-                                 "two-stage): the earlier layers' heads would get no gradient; keep aux_loss=True "
-                                 "(as the official Deformable DETR) or set with_box_refine=False")
         self.query_embed_one2many = (
             nn.Embedding(num_queries_one2many, transformer.query_dim) if num_queries_one2many else None
         )
