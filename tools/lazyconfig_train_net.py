@@ -135,7 +135,10 @@ def _ddp_kwargs(cfg):
     return kwargs
 
 
-def do_train(args, cfg):
+def check_before_training(args, cfg) -> None:
+    """What can go wrong before the model is built, named before any work: the training and test sets on disk,
+    the test set's classes, the proposal store (main process) and ``train.init_checkpoint`` (not resumed);
+    a warning when a run without ``--resume`` starts over in a folder that holds an earlier run."""
     if not args.resume and os.path.isfile(os.path.join(cfg.train.output_dir, "last_checkpoint")):
         logger.warning("%s holds the checkpoints of an earlier run: starting over without --resume overwrites "
                        "them and appends a second series to its metrics.json (--resume continues that run; "
@@ -147,6 +150,44 @@ def do_train(args, cfg):
         check_proposal_store(cfg)  # and a missing or mismatched proposal store
     if not args.resume:  # a missing train.init_checkpoint: before the model is built (a resumed run loads its own)
         check_checkpoint_path(cfg.train.init_checkpoint)
+
+
+def resume_or_load(args, cfg, model, trainer, checkpointer, optim, periodic) -> int:
+    """Load the run's last checkpoint (``--resume`` and one exists) or ``train.init_checkpoint``, and return
+    the iteration to start at (the one after the checkpoint's). A resumed run keeps the config's optimizer
+    settings and its earlier periodic checkpoints; a loaded ``init_checkpoint`` must initialise the frozen
+    backbone and have the model's shapes (unless ``train.allow_shape_mismatch``). A resumed run that finished
+    beyond ``train.max_iter`` is refused (``UserValueError``)."""
+    resumed = args.resume and checkpointer.has_checkpoint()
+    if args.resume and not resumed:
+        logger.warning("--resume: no checkpoint in %s (no last_checkpoint file): starting at iteration 0 from "
+                       "%s", cfg.train.output_dir, cfg.train.init_checkpoint or "a random initialisation")
+    configured = optimizer_settings(optim)
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    if resumed:  # the config's lr / weight decay win over the resumed optimizer state's (config.yaml says so)
+        changed = reapply_optimizer_settings(optim, configured)
+        if changed:
+            logger.warning("Resumed with the config's optimizer settings, not the checkpoint's: %s",
+                           "; ".join(changed[:6]) + (" ..." if len(changed) > 6 else ""))
+    if not resumed and cfg.train.init_checkpoint:
+        check_backbone_loaded(model, checkpointer.loaded_names, cfg.train.init_checkpoint)
+        if not cfg.train.get("allow_shape_mismatch", False):  # e.g. another num_queries: random queries
+            refuse_shape_mismatches(checkpointer, cfg.train.init_checkpoint)
+    # a resumed checkpoint stores the iteration that just finished: start at the next one
+    start_iter = trainer.iter + 1 if resumed else 0
+    if resumed and periodic is not None:  # max_to_keep also counts the interrupted run's periodic files
+        keep_earlier_periodic_checkpoints(periodic, start_iter)
+    if start_iter > cfg.train.max_iter:
+        raise UserValueError(
+            f"--resume: {checkpointer.loaded_path} finished iteration {start_iter - 1}, beyond "
+            f"train.max_iter={cfg.train.max_iter}. Give train.max_iter={start_iter} or more to go on, or "
+            f"evaluate it with --eval-only train.init_checkpoint={checkpointer.loaded_path}."
+        )
+    return start_iter
+
+
+def do_train(args, cfg):
+    check_before_training(args, cfg)
     model = instantiate(cfg.model)
     # a frozen backbone must be initialised from train.init_checkpoint (or resumed), unless the model allows it
     check_backbone_initialised(model, cfg.train.init_checkpoint, resuming=args.resume and os.path.isfile(
@@ -180,31 +221,7 @@ def do_train(args, cfg):
             eval_hook(cfg.train.eval_period, lambda: do_test(cfg, model), trainer),
         ]
     )
-    resumed = args.resume and checkpointer.has_checkpoint()
-    if args.resume and not resumed:
-        logger.warning("--resume: no checkpoint in %s (no last_checkpoint file): starting at iteration 0 from "
-                       "%s", cfg.train.output_dir, cfg.train.init_checkpoint or "a random initialisation")
-    configured = optimizer_settings(optim)
-    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
-    if resumed:  # the config's lr / weight decay win over the resumed optimizer state's (config.yaml says so)
-        changed = reapply_optimizer_settings(optim, configured)
-        if changed:
-            logger.warning("Resumed with the config's optimizer settings, not the checkpoint's: %s",
-                           "; ".join(changed[:6]) + (" ..." if len(changed) > 6 else ""))
-    if not resumed and cfg.train.init_checkpoint:
-        check_backbone_loaded(model, checkpointer.loaded_names, cfg.train.init_checkpoint)
-        if not cfg.train.get("allow_shape_mismatch", False):  # e.g. another num_queries: random queries
-            refuse_shape_mismatches(checkpointer, cfg.train.init_checkpoint)
-    # a resumed checkpoint stores the iteration that just finished: start at the next one
-    start_iter = trainer.iter + 1 if resumed else 0
-    if resumed and periodic is not None:  # max_to_keep also counts the interrupted run's periodic files
-        keep_earlier_periodic_checkpoints(periodic, start_iter)
-    if start_iter > cfg.train.max_iter:
-        raise UserValueError(
-            f"--resume: {checkpointer.loaded_path} finished iteration {start_iter - 1}, beyond "
-            f"train.max_iter={cfg.train.max_iter}. Give train.max_iter={start_iter} or more to go on, or "
-            f"evaluate it with --eval-only train.init_checkpoint={checkpointer.loaded_path}."
-        )
+    start_iter = resume_or_load(args, cfg, model, trainer, checkpointer, optim, periodic)
     if start_iter < cfg.train.max_iter:
         # the writers open metrics.json and a TensorBoard file at once: only for a run that trains (its
         # after_train closes them), not for one refused above nor a finished run resumed (no empty files)
