@@ -2,14 +2,14 @@
 
 Two methods (``cfg.train.method``):
 
-* ``"simsiam"`` (label-free, the default): SimSiam (Chen & He 2021: symmetric negative cosine,
+* ``"simsiam"`` (label-free): SimSiam (Chen & He 2021: symmetric negative cosine,
   stop-gradient, projector + predictor) on pairs of views of object-sized regions cut at random from the
-  UNLABELLED training images (only the PNG files of ``cfg.data.image_dataset``'s image folder are read;
+  UNLABELLED training images (only the PNG files of the ``cfg.data.image_split`` split's image folder are read;
   no annotation is opened). The two views of a pair are independent jitters (scale, shift, flip,
   brightness / contrast / saturation) of the same random region.
 * ``"supervised"``: cross-entropy on a separate built-in classification set: objects cut (with context)
   from scenes rendered by the same generator with seeds ``cfg.data.classification_seed + i``, disjoint
-  from every detection split.
+  from every detection split. The demo's choice (configs/demo/demo_backbone.py says why).
 
 Evaluation (labels used only here): leave-one-out cosine k-NN accuracy on the objects of
 ``synthetic_shapes_val`` (each object cut with 20% context, resized to ``crop_size``), for the trained
@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from ..data.datasets.builtin_shapes import ensure_synthetic_shapes
 from ..data.datasets.shapes_render import render_scene
+from ..engine.checkpointing import atomic_torch_save
 from ..utils.user_errors import UserValueError
 
 __all__ = ["knn_accuracy", "object_crops", "train_backbone"]
@@ -186,6 +187,44 @@ def knn_accuracy(features: torch.Tensor, labels: torch.Tensor, k: int = 10) -> f
 
 
 # --------------------------------------------------------------------------------------------- training
+class _SimSiamTask:
+    """Label-free: SimSiam on two views of the same object-sized region of an unlabelled ``data.image_split``
+    image (its PNGs only: no annotation file is read)."""
+
+    def __init__(self, cfg, channels: int) -> None:
+        t = cfg.train
+        image_root, _ = ensure_synthetic_shapes(cfg.data.image_split)
+        self.images = _read_images(image_root, cfg.data.get("max_images"))
+        self.head = _SimSiamHead(channels, t.projection_dim, t.predictor_dim)
+
+    def loss(self, t, rng: np.random.Generator, features: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
+        v1, v2 = simsiam_pairs(rng, self.images, t.batch_size, t.crop_size, tuple(t.region_scale), t.view_jitter,
+                               t.colour_jitter)
+        f = features(np.concatenate([v1, v2]))
+        return self.head.loss(f[: t.batch_size], f[t.batch_size:])
+
+
+class _SupervisedTask:
+    """Cross-entropy on the objects of a separate built-in classification set (``data.classification_scenes``
+    scenes from ``data.classification_seed``, disjoint from every detection split); random flips and colour."""
+
+    def __init__(self, cfg, channels: int) -> None:
+        t = cfg.train
+        self.crops, labels = classification_set(cfg.data.classification_scenes, cfg.data.classification_seed,
+                                                t.crop_size)
+        self.labels = torch.from_numpy(labels)
+        self.head = nn.Linear(channels, int(self.labels.max()) + 1)
+
+    def loss(self, t, rng: np.random.Generator, features: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
+        idx = rng.choice(len(self.labels), size=t.batch_size, replace=False)
+        batch = np.stack([c[:, ::-1] if rng.random() < 0.5 else c for c in self.crops[idx]])
+        batch = np.stack([_photometric(rng, c, t.colour_jitter) for c in batch])
+        return F.cross_entropy(self.head(features(batch)), self.labels[idx])
+
+
+_TASKS = {"simsiam": _SimSiamTask, "supervised": _SupervisedTask}
+
+
 def train_backbone(cfg, progress: Optional[Callable[[int, int, float], None]] = None) -> Dict:
     """Train ``cfg.backbone`` by ``cfg.train.method``; write ``model_final.pth`` and ``metrics.json`` to
     ``cfg.train.output_dir``; return the metrics (k-NN accuracies in percent, seconds).
@@ -207,38 +246,18 @@ def train_backbone(cfg, progress: Optional[Callable[[int, int, float], None]] = 
     knn_labels = torch.from_numpy(knn_labels)
     knn_random = knn_accuracy(embed(backbone, feature, knn_crops, mean, std), knn_labels, t.knn_k)
 
-    if t.method == "simsiam":
-        image_root, _ = ensure_synthetic_shapes(cfg.data.image_split)
-        images = _read_images(image_root, cfg.data.get("max_images"))
-        head = _SimSiamHead(channels, t.projection_dim, t.predictor_dim)
-    elif t.method == "supervised":
-        crops, labels = classification_set(cfg.data.classification_scenes, cfg.data.classification_seed,
-                                           t.crop_size)
-        labels = torch.from_numpy(labels)
-        head = nn.Linear(channels, int(labels.max()) + 1)
-    else:
+    if t.method not in _TASKS:
         raise UserValueError(f"train.method must be 'simsiam' or 'supervised', got {t.method!r}")
-
-    params = list(backbone.parameters()) + list(head.parameters())
+    task = _TASKS[t.method](cfg, channels)
+    params = list(backbone.parameters()) + list(task.head.parameters())
     optimizer = torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
     backbone.train()
-    head.train()
+    task.head.train()
     history = []
     for it in range(t.max_iter):
         for group in optimizer.param_groups:  # cosine decay
             group["lr"] = t.lr * 0.5 * (1 + math.cos(math.pi * it / t.max_iter))
-        if t.method == "simsiam":
-            v1, v2 = simsiam_pairs(rng, images, t.batch_size, t.crop_size, tuple(t.region_scale), t.view_jitter,
-                                   t.colour_jitter)
-            x = _to_tensor(np.concatenate([v1, v2]), mean, std)
-            f = pooled_features(backbone, feature, x)
-            loss = head.loss(f[: t.batch_size], f[t.batch_size:])
-        else:
-            idx = rng.choice(len(labels), size=t.batch_size, replace=False)
-            batch = np.stack([c[:, ::-1] if rng.random() < 0.5 else c for c in crops[idx]])
-            batch = np.stack([_photometric(rng, c, t.colour_jitter) for c in batch])
-            loss = F.cross_entropy(head(pooled_features(backbone, feature, _to_tensor(batch, mean, std))),
-                                   labels[idx])
+        loss = task.loss(t, rng, lambda batch: pooled_features(backbone, feature, _to_tensor(batch, mean, std)))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -251,8 +270,8 @@ def train_backbone(cfg, progress: Optional[Callable[[int, int, float], None]] = 
     knn_trained = knn_accuracy(embed(backbone, feature, knn_crops, mean, std), knn_labels, t.knn_k)
     state = {f"backbone.{k}": v.detach().clone() for k, v in backbone.state_dict().items()
              if not k.endswith("num_batches_tracked")}
-    torch.save({"model": state, "__author__": "siamese_detr.demo.backbone_pretrain"},
-               os.path.join(t.output_dir, "model_final.pth"))
+    atomic_torch_save({"model": state, "__author__": "siamese_detr.demo.backbone_pretrain"},
+                      os.path.join(t.output_dir, "model_final.pth"))
     metrics = {
         "method": t.method,
         "labels_used": t.method == "supervised",
