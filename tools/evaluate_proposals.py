@@ -66,7 +66,7 @@ def _other_dataset_hint(store, path: str, dataset: str) -> Optional[str]:
             f"--output {new}")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="registered dataset with box annotations")
     p.add_argument("--store", action=ExtendList, nargs="+", required=True,
@@ -79,12 +79,16 @@ def main(argv=None) -> int:
     )
     p.add_argument("--json", help="write the results here (its folder is created)")
     p.add_argument("--no-check", action="store_true", help="do not require every image to be in the store")
-    args = p.parse_args(argv)
+    return p
+
+
+def check_arguments(p: argparse.ArgumentParser, args) -> None:
+    """Mistakes found before any store is read end the tool through ``p.error``: a store named twice, a
+    ``--json`` that is a folder or whose folder cannot be created (it is created here)."""
     real = [os.path.realpath(s) for s in args.store]
     twice = sorted({s for s, r in zip(args.store, real) if real.count(r) > 1})
     if twice:
         p.error(f"--store: {twice} name the same store more than once")
-    names = store_names(args.store)
     if args.json:  # checked before the evaluation, not after it
         if os.path.isdir(args.json):
             p.error(f"--json {args.json} is a folder; give the file to write, e.g. "
@@ -93,6 +97,13 @@ def main(argv=None) -> int:
             os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         except OSError as e:
             p.error(f"--json {args.json}: cannot create its folder ({e.strerror or e})")
+
+
+def main(argv=None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    check_arguments(p, args)
+    names = store_names(args.store)
 
     register_builtin_datasets()
     from detectron2.data import DatasetCatalog
