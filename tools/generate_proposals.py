@@ -464,8 +464,37 @@ def _import(args, final_meta: str) -> int:
     return 0
 
 
-def _run(args, final_meta: str, records) -> int:
+def _compute_shard(args, records) -> None:
+    """Generate (or resume) this process's shard and print what it did: images, chunks resumed and computed,
+    the unreadable images it skipped."""
+    summary = generate_shard(
+        records,
+        args.output,
+        args.method,
+        method_params(args),
+        dataset=args.dataset or os.path.abspath(args.image_dir),
+        num_shards=args.num_shards,
+        shard_id=args.shard_id,
+        num_workers=args.num_workers,
+        chunk_size=args.chunk_size,
+        keep_chunks=args.keep_chunks,
+        progress=not args.no_progress,
+        debug_sleep=args.debug_sleep,
+        debug_die_on=args.debug_die_on,
+    )
+    skipped = summary["skipped"]
+    print(
+        f"shard {args.shard_id}/{args.num_shards}: {summary['images']} images, "
+        f"{summary['resumed_chunks']} chunks resumed, {summary['computed_chunks']} computed, "
+        f"{len(skipped)} unreadable images skipped"
+    )
+    for s in skipped:
+        print(f"  skipped {s['image_id']}: {s['reason']}")
+    if skipped:
+        print(f"  (listed in {os.path.join(args.output, 'generate.log')})")
 
+
+def _run(args, final_meta: str, records) -> int:
     if args.merge and not os.path.isfile(final_meta):
         missing = missing_shards(args.output, args.num_shards)
         if missing:
@@ -480,31 +509,7 @@ def _run(args, final_meta: str, records) -> int:
             return 1
 
     if not args.merge and not os.path.isfile(final_meta):
-        summary = generate_shard(
-            records,
-            args.output,
-            args.method,
-            method_params(args),
-            dataset=args.dataset or os.path.abspath(args.image_dir),
-            num_shards=args.num_shards,
-            shard_id=args.shard_id,
-            num_workers=args.num_workers,
-            chunk_size=args.chunk_size,
-            keep_chunks=args.keep_chunks,
-            progress=not args.no_progress,
-            debug_sleep=args.debug_sleep,
-            debug_die_on=args.debug_die_on,
-        )
-        skipped = summary["skipped"]
-        print(
-            f"shard {args.shard_id}/{args.num_shards}: {summary['images']} images, "
-            f"{summary['resumed_chunks']} chunks resumed, {summary['computed_chunks']} computed, "
-            f"{len(skipped)} unreadable images skipped"
-        )
-        for s in skipped:
-            print(f"  skipped {s['image_id']}: {s['reason']}")
-        if skipped:
-            print(f"  (listed in {os.path.join(args.output, 'generate.log')})")
+        _compute_shard(args, records)
     elif os.path.isfile(final_meta) and not args.merge:
         print(f"{args.output} is already complete (use --overwrite to regenerate)")
 
