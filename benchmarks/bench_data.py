@@ -39,8 +39,8 @@ from siamese_detr.data.proposals.generate import register_builtin_datasets  # no
 from siamese_detr.evaluation.proposal_recall import evaluate_proposal_recall  # noqa: E402
 from bench_args import at_least  # noqa: E402
 from machine_info import describe_machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from results_md import append_section  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 METHODS = {  # name -> (method, kwargs)
     "edgeboxes (512)": ("edgeboxes", {"max_boxes": 512}),
     "selective_search fast": ("selective_search", {}),
@@ -273,15 +273,8 @@ def main(argv=None):
             f"random / store = {rows['random'][0] / base:.2f}x"
         )
     if not args.no_write:
-        new = not os.path.exists(RESULTS)
-        with open(RESULTS, "a") as f:
-            if new:
-                f.write(
-                    "# Benchmark results\n\nEach section is appended by the benchmark that produced it "
-                    "(with the machine it ran on).\n"
-                )
-            f.write("\n".join(lines) + "\n")
-        print(f"appended to {RESULTS}")
+        append_section(lines)
+        print("appended to benchmarks/RESULTS.md")
 
 
 if __name__ == "__main__":

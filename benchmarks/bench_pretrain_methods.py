@@ -53,11 +53,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_args import at_least, check_device  # noqa: E402
 from machine_info import describe_machine  # noqa: E402
+from results_md import append_section  # noqa: E402
 
 # detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 METHODS = ("up_detr", "siamese_detr", "detreg")
 LABELS = {"up_detr": "UP-DETR", "siamese_detr": "Siamese DETR", "detreg": "DETReg"}
 # Siamese DETR supplementary Table 7: one GPU, batch 4, Conditional DETR (s/it, MB, M parameters)
@@ -354,8 +354,7 @@ def main(argv=None) -> str:
     text = report(args, means, memory, params, kind)
     print(text)
     if not args.no_append:
-        with open(RESULTS, "a") as f:
-            f.write("\n" + text)
+        append_section(["", text.rstrip("\n")])
     return text
 
 

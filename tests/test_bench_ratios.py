@@ -1,6 +1,7 @@
 """The arithmetic of benchmarks/bench_data.py and bench_ms_deform_attn.py with fake stages that advance a fake
 ``time.perf_counter`` by known amounts: warm-up calls excluded, per-image / per-call means, medians of the
 alternating rounds, the ratios and shares printed (worked out by hand), and what each side is given."""
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -235,13 +236,14 @@ def data_main(load, monkeypatch, tmp_path):
                 "random": (12.0, {})}
 
     monkeypatch.setattr(bd, "bench_mapper", mapper)
-    monkeypatch.setattr(bd, "RESULTS", str(tmp_path / "RESULTS.md"))
+    results = tmp_path / "RESULTS.md"
+    monkeypatch.setattr(sys.modules["results_md"], "RESULTS", results)  # where bd's append_section writes
     monkeypatch.setattr(bd, "describe_machine", lambda: "a machine")
-    return bd, calls
+    return bd, calls, results
 
 
 def test_bench_data_main_tables_and_ratios(data_main, capsys):
-    bd, calls = data_main
+    bd, calls, results = data_main
     bd.main(["--no-write"])
     out = capsys.readouterr().out.splitlines()
     assert calls["cv2_threads"] == 1 and calls["torch_threads"] == 1 and calls["dataset"] == "synthetic_shapes_val"
@@ -255,20 +257,20 @@ def test_bench_data_main_tables_and_ratios(data_main, capsys):
                                                      "0%", "50%"]
     assert "Ratios: store / online EdgeBoxes = 4.0x, random / store = 1.20x" in out
     assert any("**12.2 µs per get()**" in line or "**12.3 µs per get()**" in line for line in out)
-    assert not Path(bd.RESULTS).exists()
+    assert not results.exists()
 
 
 def test_bench_data_main_quick_and_store_size(data_main, capsys):
-    bd, calls = data_main
+    bd, calls, results = data_main
     bd.main(["--quick"])
     assert calls["methods"] == (2, (224, 500), {"edgeboxes": 1, "selective_search": 1, "random": 10})
     assert calls["recall"] == (16, 16) and calls["store"] == 128_000 and calls["mapper"] == (16, 8)
-    text = Path(bd.RESULTS).read_text()
+    text = results.read_text()
     assert text.startswith("# Benchmark results\n") and "## bench_data.py (a machine)" in text
     calls.clear()
     bd.main(["--store-images", "7"])
     assert calls["store"] == 7
-    text = Path(bd.RESULTS).read_text()
+    text = results.read_text()
     assert text.count("# Benchmark results") == 1 and text.count("## bench_data.py") == 2
 
 
