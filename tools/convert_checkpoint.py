@@ -273,10 +273,12 @@ def format_hint(checkpoint, chosen: str) -> str:
     return f"it is not a {chosen} checkpoint: re-run with --format {fits[0]}{others}"
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    prefix = args.prefix if not args.prefix or args.prefix.endswith(".") else args.prefix + "."
+class _Refused(Exception):
+    """Nothing can be written: ``args[0]`` is the whole ``error: ...`` message, ``args[1]`` the exit status."""
+
+
+def check_arguments(parser, args) -> None:
+    """Mistakes in the arguments end the tool through ``parser.error`` before the input is read."""
     if os.path.isdir(args.output):
         parser.error(f"--output {args.output} is a folder; give the .pth file to write, e.g. "
                      f"{os.path.join(args.output, 'converted_d2.pth')}")
@@ -286,40 +288,67 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.for_pretraining and args.format not in PRETRAINING_FORMATS:
         parser.error(f"--for-pretraining converts the pretraining releases (--format {'|'.join(PRETRAINING_FORMATS)}),"
                      f" not --format {args.format}: drop it to convert for finetuning / evaluation")
-    checkpoint = load_checkpoint(args.input, trust_pickle=args.trust_pickle)
+
+
+def convert(args, checkpoint, prefix: str):
+    """``(converted, dropped, prefix, notes)``: the state dict in this project's layout (keys under ``prefix``),
+    what was left out, and the converter's notes on it. A file already in this layout, a torchvision ResNet
+    with missing tensors, keys with no place in ``--format``'s layout and a file the converter cannot read are
+    ``_Refused``."""
     modules = project_layout_modules(checkpoint)
     if modules:  # any --format would fail on it, naming its keys as if the file were broken
         shown = ", ".join(modules[:4]) + (f", ... ({len(modules)} modules)" if len(modules) > 4 else "")
-        print(f"error: {args.input} is already in this project's (Detectron2) layout ({shown}; e.g. a "
-              f"model_final.pth written by tools/lazyconfig_train_net.py, or a file this tool wrote): it needs no "
-              f"conversion, nothing was written; pass it to train.init_checkpoint directly: "
-              f"train.init_checkpoint={args.input}", file=sys.stderr)
-        return 2
+        raise _Refused(f"error: {args.input} is already in this project's (Detectron2) layout ({shown}; e.g. a "
+                       f"model_final.pth written by tools/lazyconfig_train_net.py, or a file this tool wrote): it "
+                       f"needs no conversion, nothing was written; pass it to train.init_checkpoint directly: "
+                       f"train.init_checkpoint={args.input}", 2)
     try:
         if args.format == "torchvision":
             converted, dropped = map_torchvision_resnet(checkpoint, prefix=prefix, input_format=args.input_format)
-            notes = {}
             arch, missing = missing_resnet_keys(checkpoint)
             if missing:
                 shown = ", ".join(missing[:20]) + (f", ... ({len(missing)} in all)" if len(missing) > 20 else "")
-                print(f"error: {args.input} lacks {len(missing)} tensor(s) of a torchvision {arch}, so nothing was "
-                      f"written (a damaged or partial file?): {shown}", file=sys.stderr)
-                return 1
-        else:
-            options = {"for_pretraining": True} if args.for_pretraining else {}
-            result = get_converter(args.format)(model_state(checkpoint), input_format=args.input_format, **options)
-            if result.unmapped:  # every key, one a line: nothing is written, the user needs them all
-                shown = "\n  ".join(result.unmapped)
-                print(
-                    f"error: {len(result.unmapped)} key(s) of {args.input} have no place in the {args.format} "
-                    f"layout, so nothing was written; {format_hint(checkpoint, args.format)}:\n  {shown}",
-                    file=sys.stderr,
-                )
-                return 1
-            converted, dropped, prefix, notes = result.converted, result.dropped, "", result.notes
+                raise _Refused(f"error: {args.input} lacks {len(missing)} tensor(s) of a torchvision {arch}, so "
+                               f"nothing was written (a damaged or partial file?): {shown}", 1)
+            return converted, dropped, prefix, {}
+        options = {"for_pretraining": True} if args.for_pretraining else {}
+        result = get_converter(args.format)(model_state(checkpoint), input_format=args.input_format, **options)
     except ValueError as e:
-        print(f"error: cannot convert {args.input}: {e}; {format_hint(checkpoint, args.format)}", file=sys.stderr)
-        return 1
+        raise _Refused(f"error: cannot convert {args.input}: {e}; {format_hint(checkpoint, args.format)}", 1) from None
+    if result.unmapped:  # every key, one a line: nothing is written, the user needs them all
+        shown = "\n  ".join(result.unmapped)
+        raise _Refused(f"error: {len(result.unmapped)} key(s) of {args.input} have no place in the {args.format} "
+                       f"layout, so nothing was written; {format_hint(checkpoint, args.format)}:\n  {shown}", 1)
+    return result.converted, result.dropped, "", result.notes
+
+
+def print_summary(args, converted, dropped, prefix: str, notes, target: str) -> None:
+    """What was converted (tensors per module), the class rows removed, what was dropped, where it went."""
+    per_module = Counter(k[len(prefix):].split(".")[0] for k in converted)
+    print(
+        f"converted {len(converted)} tensors from {args.input} "
+        f"({args.format} layout{target}, {args.input_format} input)"
+    )
+    print("  per module: " + ", ".join(f"{prefix}{m}: {n}" for m, n in sorted(per_module.items())))
+    for line in summarize_removed_rows(dropped, converted, notes):
+        print(f"  class rows: {line}")
+    whole = summarize_dropped(dropped, notes)
+    print("  dropped: " + (", ".join(whole) if whole else "nothing"))
+    print(f"wrote {args.output}; use it with train.init_checkpoint={args.output}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prefix = args.prefix if not args.prefix or args.prefix.endswith(".") else args.prefix + "."
+    check_arguments(parser, args)
+    checkpoint = load_checkpoint(args.input, trust_pickle=args.trust_pickle)
+    try:
+        converted, dropped, prefix, notes = convert(args, checkpoint, prefix)
+    except _Refused as refusal:
+        message, status = refusal.args
+        print(message, file=sys.stderr)
+        return status
 
     target = ", for pretraining" if args.for_pretraining else ""
     author = f"siamese_detr tools/convert_checkpoint.py ({args.format}{target}, {args.input_format} input)"
@@ -329,18 +358,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except OSError as e:
         print(f"error: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
         return 1
-
-    modules = Counter(k[len(prefix):].split(".")[0] for k in converted)
-    print(
-        f"converted {len(converted)} tensors from {args.input} "
-        f"({args.format} layout{target}, {args.input_format} input)"
-    )
-    print("  per module: " + ", ".join(f"{prefix}{m}: {n}" for m, n in sorted(modules.items())))
-    for line in summarize_removed_rows(dropped, converted, notes):
-        print(f"  class rows: {line}")
-    whole = summarize_dropped(dropped, notes)
-    print("  dropped: " + (", ".join(whole) if whole else "nothing"))
-    print(f"wrote {args.output}; use it with train.init_checkpoint={args.output}")
+    print_summary(args, converted, dropped, prefix, notes, target)
     return 0
 
 
