@@ -143,3 +143,25 @@ def test_caption_counts_and_rgb_views(monkeypatch):
                "flip=True")
     assert [t for t in texts if t.startswith("img/7")] == [caption]
     assert tuple(canvas[24 + 38, tool.GAP + 45]) == (0, 0, 200)  # inside view 1, off every box
+
+
+def test_no_sample_drawn_is_an_error_that_says_why(tmp_path, capsys, monkeypatch):
+    """Every sample skipped (here: the proposal method finds no box in any image, so no view overlap holds a
+    proposal): exit status 1 and one ``error:`` line with the counts, not only an info line saying 0 samples."""
+    import cv2
+
+    from siamese_detr.data.proposals.sources import OnlineProposals
+
+    monkeypatch.setattr(OnlineProposals, "__call__",
+                        lambda self, dataset_dict, image: (np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
+    images = tmp_path / "plain"
+    images.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(images / f"img{i}.png"), np.full((120, 160, 3), 128, np.uint8))
+    out = tmp_path / "views"
+    assert _tool().main(["--dataset", f"folder:{images}", "--num-samples", "2", "--output", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1 and "no sample was drawn" in errors[0]
+    assert "each of the 3 image(s)" in errors[0] and "(0 unreadable, 3 with no proposal" in errors[0]
+    assert list(out.glob("*.png")) == []

@@ -10,6 +10,8 @@ Underneath: the region crops, one row per view, each framed in its region's colo
 the image id, the views' IoU, the number of regions taken from proposals (the rest is padding) and
 whether the sample was flipped. ``--dataset NAME`` uses the built-in pretraining config with that dataset;
 ``key=value`` overrides apply to the config (e.g. ``dataloader.train.mapper.tau=0.7``).
+Images the mapper skips (unreadable, or no proposal in the views' overlap) are replaced by others; when
+none could be drawn the tool exits with status 1 and an ``error:`` line giving the counts.
 """
 
 import argparse
@@ -116,7 +118,7 @@ def render_sample(
     return canvas
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -129,10 +131,12 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="output/views", help="folder for the PNG files")
     parser.add_argument("--seed", type=int, default=0, help="picks the images and seeds the mapper")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="key=value config overrides")
-    args = parser.parse_args(argv)
-    setup_logger(name="visualize_views")
-    setup_logger(name="siamese_detr")
+    return parser
 
+
+def load_config(parser: argparse.ArgumentParser, args):
+    """The pretraining config to draw from (``--config-file`` or the built-in one); a count below 1, a missing
+    file or a config without a ``SiameseViewMapper`` end the tool through ``parser.error``."""
     if args.num_samples < 1:
         parser.error(f"--num-samples must be at least 1, got {args.num_samples}")
     config_file = args.config_file or DEFAULT_CONFIG
@@ -142,19 +146,37 @@ def main(argv=None) -> int:
     if "SiameseViewMapper" not in str(cfg.dataloader.train.mapper.get("_target_", "")):
         parser.error(f"{config_file} is not a Siamese DETR pretraining config: its dataloader.train.mapper is not "
                      "a SiameseViewMapper (e.g. configs/demo/siamese_detr_pretrain_demo.py)")
+    return cfg
+
+
+def build_mapper_and_dataset(cfg, args):
+    """``(mapper, dataset dicts, image_format)`` of the config's training data with ``--dataset``, the overrides
+    and ``--seed`` applied; the proposal store, if any, is opened (and checked against the dataset) here. A
+    user's mistake raises one of ``ProposalStoreError``, ``KeyError``, ``ValueError``, ``TypeError``,
+    ``FileNotFoundError``, ``AssertionError``."""
+    if args.dataset:
+        cfg.dataloader.train.dataset.names = args.dataset
+    apply_checked_overrides(cfg, args.opts)
+    cfg.dataloader.train.mapper.seed = args.seed
+    mapper = instantiate(cfg.dataloader.train.mapper)
+    image_format = cfg.dataloader.train.mapper.get("image_format", "BGR")
+    dicts = instantiate(cfg.dataloader.train.dataset)
+    if len(dicts) == 0:
+        raise ValueError(f"dataset {cfg.dataloader.train.dataset.names} is empty")
+    source = getattr(mapper, "proposal_source", None)
+    if hasattr(source, "store"):
+        source.store  # noqa: B018  (opening checks the store against the dataset)
+    return mapper, dicts, image_format
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logger(name="visualize_views")
+    setup_logger(name="siamese_detr")
+    cfg = load_config(parser, args)
     try:
-        if args.dataset:
-            cfg.dataloader.train.dataset.names = args.dataset
-        apply_checked_overrides(cfg, args.opts)
-        cfg.dataloader.train.mapper.seed = args.seed
-        mapper = instantiate(cfg.dataloader.train.mapper)
-        image_format = cfg.dataloader.train.mapper.get("image_format", "BGR")
-        dicts = instantiate(cfg.dataloader.train.dataset)
-        if len(dicts) == 0:
-            raise ValueError(f"dataset {cfg.dataloader.train.dataset.names} is empty")
-        source = getattr(mapper, "proposal_source", None)
-        if hasattr(source, "store"):
-            source.store  # noqa: B018  (opening checks the store against the dataset)
+        mapper, dicts, image_format = build_mapper_and_dataset(cfg, args)
     except (ProposalStoreError, KeyError, ValueError, TypeError, FileNotFoundError, AssertionError) as e:
         # a user's mistake (a store not made yet, an unknown dataset or key, a value out of range): one line
         print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
@@ -162,10 +184,11 @@ def main(argv=None) -> int:
 
     os.makedirs(args.output, exist_ok=True)
     order = np.random.default_rng(args.seed).permutation(len(dicts))
-    written = 0
+    written = tried = 0
     for index in order:
         if written >= args.num_samples:
             break
+        tried += 1
         sample = mapper(dicts[int(index)])
         if sample is None:  # unreadable, or no proposal in the views' overlap: the mapper counts and logs it
             continue
@@ -177,9 +200,15 @@ def main(argv=None) -> int:
         cv2.imwrite(path, render_sample(sample, image_format))
         logger.info("wrote %s", path)
         written += 1
-    logger.info("%d sample(s) in %s (skipped: %d unreadable, %d with no proposal in the views' overlap)",
-                written, args.output, mapper.num_unreadable, mapper.num_no_proposals)
-    return 0 if written else 1
+    skipped = (f"{mapper.num_unreadable} unreadable, {mapper.num_no_proposals} with no proposal in the views' "
+               "overlap")
+    logger.info("%d sample(s) in %s (skipped: %s)", written, args.output, skipped)
+    if written:
+        return 0
+    print(f"error: no sample was drawn: each of the {tried} image(s) of {cfg.dataloader.train.dataset.names} was "
+          f"skipped ({skipped}; see the warnings above): check the image files, and the proposal store or "
+          "dataloader.train.mapper's settings", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
