@@ -54,7 +54,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_rendezvous(folder: str = None) -> list:
+def remove_stale_rendezvous(folder: "str | None" = None) -> list:
     """Delete the rendezvous folders (``siamese_detr_dist_<launcher pid>_*`` in ``folder``, default the
     temporary folder) whose launcher is gone: one killed with SIGKILL cannot remove its own. Returns the
     folders removed."""
