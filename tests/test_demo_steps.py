@@ -457,3 +457,42 @@ def test_commands_txt_keeps_every_command(tmp_path, monkeypatch):
         f"$ {python} -c 'print('\"'\"'second step'\"'\"')'",
         f"$ {python} -c 'print('\"'\"'first'\"'\"')'",
     ]
+
+
+def test_the_demo_starts_the_pretrained_finetuning_in_the_slot_the_pretraining_frees(tmp_path, monkeypatch):
+    """The demo's four jobs (``run_demo.training_jobs``, commands stood in for) with --parallel 2: the
+    pretraining ends first (the test lets it go at the runner's second poll) while the scratch finetuning still
+    runs (it may end only once a third step has started). The freed slot goes to the pretrained finetuning,
+    the end of the longer chain, not to the random-init evaluation, which starts when the scratch finetuning
+    ends (``demo_seconds`` adds up these two chains)."""
+    import argparse
+
+    from script_modules import load_script
+
+    run_demo = load_script(Path(__file__).resolve().parents[1] / "tools" / "run_demo.py", "steps_run_demo")
+    started = []
+    go = {"pretrain": tmp_path / "go_pretrain", "finetune scratch": tmp_path / "go_scratch"}
+
+    def on_poll(n):
+        if n == 2:
+            go["pretrain"].write_text("")
+        if len(started) > 2:
+            go["finetune scratch"].write_text("")
+
+    _fast_polls(monkeypatch, on_poll=on_poll)
+    launch = StepRunner._launch
+
+    def recording_launch(self, **job):
+        started.append(job["name"])
+        return launch(self, **job)
+
+    monkeypatch.setattr(StepRunner, "_launch", recording_launch)
+    wait = ("import pathlib, sys, time; go = pathlib.Path(sys.argv[1]); "
+            f"sys.exit(0 if any(go.exists() or time.sleep(0.02) for _ in range({HANG_GUARD_S * 50})) else 5)")
+    args = argparse.Namespace(seed=None, pretrain_iters=None, finetune_iters=None, eval_period=None)
+    jobs, _ = run_demo.training_jobs(args, tmp_path / "demo", tmp_path / "backbone.pth", {})
+    stand_ins = [dict(name=job["name"], folder=job["folder"], after=job.get("after", ()),
+                      cmd=[sys.executable, "-c", wait if job["name"] in go else "", str(go.get(job["name"], ""))])
+                 for job in jobs]
+    assert len(StepRunner(tmp_path, tmp_path).parallel(stand_ins, max_parallel=2)) == 4
+    assert started == ["pretrain", "finetune scratch", "finetune pretrained", "random-init eval"]

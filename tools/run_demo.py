@@ -14,8 +14,9 @@ pretraining help a detector that has few labels?
    AP on val every 200 iterations;
 5. ``ap_curves.png``, ``detections.png``, ``loss_curves.png``, ``summary.json`` and a summary table.
 
-Steps 3 and 4 run two at a time (``--parallel``, one torch thread each): the scratch finetuning and the
-random-init evaluation beside the pretraining, the pretrained finetuning as soon as the pretraining ends.
+Steps 3 and 4 run two at a time (``--parallel``, one torch thread each): the scratch finetuning beside the
+pretraining, the pretrained finetuning as soon as the pretraining ends, the random-init evaluation in the
+other slot once it is free.
 
 Every step is a command a user could type (printed); its full output goes to ``<step folder>/demo.log`` and
 a progress bar with ETA to the terminal. Each step records its inputs (resolved config, command, digests of
@@ -72,8 +73,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per process (OMP_NUM_THREADS; 1 is fastest on a busy 2-core machine)")
     parser.add_argument("--parallel", type=int, default=2,
-                        help="steps run at once where they do not wait for each other (the scratch finetuning and "
-                             "the random-init evaluation beside the pretraining)")
+                        help="steps run at once where they do not wait for each other (the scratch finetuning "
+                             "and the random-init evaluation beside the pretraining and the pretrained finetuning)")
     parser.add_argument("--fresh", action="store_true", help="delete the demo's outputs and start over")
     args = parser.parse_args(argv)
     problem = check_args(args)
@@ -121,8 +122,10 @@ def training_jobs(args, output: Path, backbone_ckpt: Path, data: dict):
     same backbone) evaluated the same way, and the finetunings from the pretraining and from scratch (same
     backbone, budget, seed and thread count).
 
-    Returns ``(jobs, folders)``: the four jobs, the critical path (pretraining -> pretrained finetuning) first,
-    and ``{"pretrain", "random_init", "pretrained", "scratch"}`` -> each one's output folder."""
+    Returns ``(jobs, folders)``: the four jobs and ``{"pretrain", "random_init", "pretrained", "scratch"}`` ->
+    each one's output folder. ``parallel`` starts a job that may start in list order, so the order is the
+    schedule with two at a time: the pretraining and the scratch finetuning first; in the slot the pretraining
+    frees, the pretrained finetuning (the longer chain); in the other, the random-init evaluation."""
     seed = [f"train.seed={args.seed}"] if args.seed is not None else []
     train_cmd = [PY, "tools/lazyconfig_train_net.py", "--config-file"]
     folders = {"pretrain": output / "siamese_pretrain", "random_init": output / "siamese_random_init_eval",
@@ -151,8 +154,8 @@ def training_jobs(args, output: Path, backbone_ckpt: Path, data: dict):
         return dict(name=f"finetune {label}", folder=folders[label], cmd=train_cmd + [DETECTOR_CONFIG, "--resume"]
                     + over, config=DETECTOR_CONFIG, overrides=over, init=init, after=after, inputs=data)
 
-    jobs = [pretrain_job, finetune_job("scratch", backbone_ckpt), random_init_job,
-            finetune_job("pretrained", folders["pretrain"] / "model_final.pth", after=["pretrain"])]
+    jobs = [pretrain_job, finetune_job("scratch", backbone_ckpt),
+            finetune_job("pretrained", folders["pretrain"] / "model_final.pth", after=["pretrain"]), random_init_job]
     return jobs, folders
 
 
@@ -200,13 +203,12 @@ def run(args, output: Path) -> int:
     if not backbone_ok(bb_dir):
         raise SystemExit(f"[backbone] no model_final.pth in {bb_dir}")
 
-    # 3., 4. pretraining and finetunings; the steps that do not wait for the pretraining (the scratch
-    # finetuning, the random-init evaluation) run beside it, one torch thread each
+    # 3., 4. pretraining and finetunings, two at a time in the order training_jobs gives, one torch thread each
     jobs, folders = training_jobs(args, output, bb_dir / "model_final.pth", data)
-    step_times = demo.parallel(jobs, max_parallel=args.parallel)
-    for key, seconds in zip(("pretrain", "finetune (scratch)", "random-init eval", "finetune (pretrained)"),
-                            step_times):
-        times[key] = seconds
+    step_times = dict(zip((job["name"] for job in jobs), demo.parallel(jobs, max_parallel=args.parallel)))
+    for key, name in (("pretrain", "pretrain"), ("finetune (scratch)", "finetune scratch"),
+                      ("random-init eval", "random-init eval"), ("finetune (pretrained)", "finetune pretrained")):
+        times[key] = step_times[name]
 
     t = time.time()
     ft_dirs = {label: folders[label] for label in ("pretrained", "scratch")}
