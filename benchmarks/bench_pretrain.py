@@ -34,10 +34,11 @@
    ``[2B, 3, H, W]``, crops ``[2·B·n, 3, c, c]``: all crops of the batch in ONE call) and the decoder
    once with a batch of 2B (both Multi-View Cross-Attention directions in ONE decoder pass).
 
-2. **Data wait** — the demo's own training loader (``SiameseViewMapper``, batch 4, 2 workers; the demo's
-   EdgeBoxes store if ``$DETECTRON2_DATASETS/proposals/synthetic_shapes_train.edgeboxes.proposals`` exists,
-   online EdgeBoxes otherwise) feeding the demo model: share of each iteration spent waiting in
-   ``next(loader)`` after a warm-up (target < 25 %).
+2. **Data wait** — the ``demo`` model's own training loader (``SiameseViewMapper``, batch 4, 2 workers; the
+   EdgeBoxes store its config reads if ``$DETECTRON2_DATASETS/proposals/synthetic_shapes_train.edgeboxes.proposals``
+   exists (``tools/generate_proposals.py --dataset synthetic_shapes_train --method edgeboxes``; ``make demo``
+   computes its proposals online instead), online EdgeBoxes otherwise) feeding that model: share of each
+   iteration spent waiting in ``next(loader)`` after a warm-up (target < 25 %).
 
 ``--quick`` runs fewer iterations. Results are printed and appended to ``benchmarks/RESULTS.md``.
 """
@@ -229,8 +230,8 @@ def run_in_subprocess(name, batch_size, iters, warmup, device) -> dict:
 
 # --------------------------------------------------------------------------------------------- data wait
 def data_wait(iters: int, warmup: int, num_workers: int, device: str, online: bool) -> dict:
-    """Share of the step spent in ``next(loader)`` with the demo's real training loader (its EdgeBoxes
-    store, or online EdgeBoxes)."""
+    """Share of the step spent in ``next(loader)`` with the ``demo`` model's real training loader (the EdgeBoxes
+    store its config reads, or online EdgeBoxes)."""
     from detectron2.config import instantiate
 
     import siamese_detr.data  # noqa: F401
@@ -254,7 +255,7 @@ def data_wait(iters: int, warmup: int, num_workers: int, device: str, online: bo
         if i >= warmup:
             wait += t1 - t0
             total += t2 - t0
-    return {"proposals": "online EdgeBoxes" if online else "EdgeBoxes store (the demo's)",
+    return {"proposals": "online EdgeBoxes" if online else "EdgeBoxes store",
             "batch": cfg.dataloader.train.total_batch_size, "workers": num_workers,
             "seconds": total / iters, "wait": wait / iters, "share": wait / total}
 
@@ -291,7 +292,7 @@ def stage_table(results) -> list:
 
 def wait_lines(waits, results, device) -> list:
     lines = [
-        "Data wait with the demo's training loader (real SiameseViewMapper on synthetic_shapes_train, "
+        "Data wait with the `demo` model's training loader (real SiameseViewMapper on synthetic_shapes_train, "
         f"2 loader workers, demo model on {device}) — target < 25%:", "",
         "| proposals | batch | s/it | waiting in next(loader) |", "|---|---|---|---|",
     ]

@@ -425,7 +425,7 @@ def test_pretrain_data_wait_is_the_share_of_the_timed_steps_spent_in_next(load, 
     assert cfgs == [("demo", False)] and train.num_workers == 3
     assert w["seconds"] == pytest.approx(total / 2) and w["wait"] == pytest.approx(2.0)
     assert w["share"] == pytest.approx(4 / total)
-    assert (w["batch"], w["workers"], w["proposals"]) == (4, 3, "EdgeBoxes store (the demo's)")
+    assert (w["batch"], w["workers"], w["proposals"]) == (4, 3, "EdgeBoxes store")
 
 
 def test_pretrain_bound_by_names_the_largest_group_and_its_share(load):
