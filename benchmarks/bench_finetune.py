@@ -7,7 +7,8 @@
 For each variant and model size, one training step (forward, backward, AdamW step with the config's
 gradient clipping) on real ``DetrDatasetMapper`` outputs of the built-in ``synthetic_shapes_train``
 (prepared before timing): seconds per iteration (mean over the timed steps after one warm-up) and peak
-memory. ``demo`` = the variant's ``configs/demo/*_demo.py``; ``r50`` = the variant's COCO config
+memory. ``demo`` = the variant's ``configs/demo/*_demo.py`` (single-scale Deformable DETR has none: ``r50``
+only); ``r50`` = the variant's COCO config
 (ResNet-50 backbone, full transformer), both with the built-in dataset's 8 classes and the training
 augmentation replaced by one deterministic resize: short side 224 for ``demo``, ``--r50-short-side``
 (default 480) for ``r50``, so every variant times the same inputs.

@@ -7,8 +7,8 @@
 1. **Stages** — seconds per iteration and peak memory of one training step (forward, backward, AdamW step
    with the config's gradient clipping) for batch sizes 2/4 (the SimSiam heads need two images per view)
    of two model sizes, each for every transformer variant (``demo`` / ``r50`` are Vanilla DETR;
-   ``-conditional``, ``-deformable-ss`` (C5) and ``-deformable-ms`` (C3-C5 + a stride-64 level) use the
-   variant's pretraining config of the same size):
+   ``-conditional``, ``-deformable-ss`` (C5; ``r50`` only, there is no demo-size config of it) and
+   ``-deformable-ms`` (C3-C5 + a stride-64 level) use the variant's pretraining config of the same size):
 
    * ``demo``: ``configs/demo/siamese_detr_pretrain_demo.py`` as is (ResNet-18, d_model 128, 2+2 layers,
      20 queries, 5 regions, 32 px crops, views of short side 128-160, max 224);
@@ -34,11 +34,12 @@
    ``[2B, 3, H, W]``, crops ``[2·B·n, 3, c, c]``: all crops of the batch in ONE call) and the decoder
    once with a batch of 2B (both Multi-View Cross-Attention directions in ONE decoder pass).
 
-2. **Data wait** — the ``demo`` model's own training loader (``SiameseViewMapper``, batch 4, 2 workers; the
-   EdgeBoxes store its config reads if ``$DETECTRON2_DATASETS/proposals/synthetic_shapes_train.edgeboxes.proposals``
-   exists (``tools/generate_proposals.py --dataset synthetic_shapes_train --method edgeboxes``; ``make demo``
-   computes its proposals online instead), online EdgeBoxes otherwise) feeding that model: share of each
-   iteration spent waiting in ``next(loader)`` after a warm-up (target < 25 %).
+2. **Data wait** — the ``demo`` model's own training loader (``SiameseViewMapper``, batch 4, 2 workers) with
+   online EdgeBoxes, and also with the EdgeBoxes store its config reads when
+   ``$DETECTRON2_DATASETS/proposals/synthetic_shapes_train.edgeboxes.proposals`` exists
+   (``tools/generate_proposals.py --dataset synthetic_shapes_train --method edgeboxes``; ``make demo``
+   computes its proposals online instead), feeding that model: share of each iteration spent waiting in
+   ``next(loader)`` after a warm-up (target < 25 %).
 
 ``--quick`` runs fewer iterations. Results are printed and appended to ``benchmarks/RESULTS.md``.
 """

@@ -197,6 +197,26 @@ def test_json_of_an_older_generator_without_digests_is_regenerated(tmp_path):
     assert all("sha256" in e for e in _load(json_file)["images"])
 
 
+def test_copy_from_another_generator_version_is_regenerated_with_a_warning(tmp_path, caplog):
+    """datasets/README.md: a copy made by another version of the generator is regenerated, with a warning
+    naming its json and the two versions."""
+    from siamese_detr.data.datasets import builtin_shapes
+
+    root = str(tmp_path)
+    image_root, json_file = ensure_synthetic_shapes("val", root, num_images=2)
+    coco = _load(json_file)
+    current = coco["info"]["version"]
+    coco["info"]["version"] = "an older one"
+    with open(json_file, "w") as f:
+        json.dump(coco, f)
+    builtin_shapes._VALIDATED.clear()  # a new process
+    with caplog.at_level("WARNING", logger=builtin_shapes.__name__):
+        ensure_synthetic_shapes("val", root, num_images=2)
+    assert _load(json_file)["info"]["version"] == current
+    assert json_file in caplog.text and f"version 'an older one' (now {current!r})" in caplog.text
+    assert "regenerating" in caplog.text
+
+
 def _ensure_in_child(root):
     return ensure_synthetic_shapes("train", root, num_images=6)[1]
 

@@ -4,8 +4,8 @@ Official (github amirbar/DETReg ``configs/DETReg_top30_in.sh`` + README + ``util
 Selective Search proposals, object embedding loss (coef 1, C3 of the frozen SwAV R50), ``--lr_backbone 0``,
 ``--epochs 5`` on ImageNet-1k at 8 GPUs x 24 = batch 192; Deformable DETR defaults: lr 2e-4 with
 ``reference_points`` / ``sampling_offsets`` at 0.1 x lr, weight decay 1e-4, clip 0.1, ``lr_drop 40`` (never
-reached in 5 epochs: the official lr is constant; here it drops x0.1 after 4 of the 5 epochs, the 40/50 fraction
-of the paper's schedule, like every pretraining config of the project — ``lr_multiplier =
+reached in 5 epochs: the official lr is constant; here it drops x0.1, as in every pretraining config of the
+project, after 4 of the 5 epochs, the 40/50 fraction of the paper's schedule — ``lr_multiplier =
 step_schedule_iters(train.max_iter, [])`` restores the constant lr), 300 queries, FFN 1024, sigmoid focal
 objectness (class cost / weight 2), L1 5, GIoU 2, no refinement / two-stage. Finetune with
 ``configs/detr/deformable_detr_r50_{coco,voc}_50ep.py``.

@@ -19,7 +19,8 @@ COCO ``[x, y, w, h]`` absolute pixels of the *visible* part of each object, ``is
 1..8 in :data:`SYNTHETIC_SHAPES_CLASSES` order. The json "info" stores the generator version and
 parameters, and each image entry the ``sha256`` of its PNG; a split whose json is missing, incomplete or
 from other parameters, or whose images are missing or differ from their digest (checked once per process
-and json), is regenerated with a warning naming the first damaged file.
+and json), is regenerated: with a warning naming the json and the settings that differ, or the first damaged
+image (a missing or unreadable json is regenerated silently).
 
 Concurrency: generation runs under an exclusive ``flock`` on ``<root>/synthetic_shapes/.lock-<split>``,
 writes into a private temp dir, moves the image dir into place, and writes the json last with an atomic
@@ -204,7 +205,16 @@ def _is_complete(root: str, split: str, num_images: int, seed: int) -> bool:
         with open(json_file) as f:
             coco = json.load(f)
         info = coco.get("info", {})
-        if info != expected or len(coco.get("images", [])) != num_images:
+        if info != expected:
+            info = info if isinstance(info, dict) else {}
+            differ = ", ".join(f"{k} {info.get(k)!r} (now {expected.get(k)!r})"
+                               for k in sorted(set(info) | set(expected)) if info.get(k) != expected.get(k))
+            logger.warning(f"Synthetic shapes '{split}': {json_file} was made with other settings ({differ}); "
+                           "regenerating the split")
+            return False
+        if len(coco.get("images", [])) != num_images:
+            logger.warning(f"Synthetic shapes '{split}': {json_file} lists {len(coco.get('images', []))} images, "
+                           f"its settings {num_images}; regenerating the split")
             return False
         damaged = _first_damaged_image(image_root, coco["images"])
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
