@@ -5,8 +5,8 @@ returns a :class:`ConversionResult`: the converted tensors, the source keys it c
 refuses to write a checkpoint while any remain: weights are never dropped silently) and the keys it dropped
 on purpose (e.g. ``num_batches_tracked``, pretext-only heads), listed for the user.
 
-    @register_converter("detr")
-    def convert_detr(state_dict, input_format="BGR") -> ConversionResult: ...
+    @register_converter("my_detr")  # a name not registered yet
+    def convert_my_detr(state_dict, input_format="BGR") -> ConversionResult: ...
 
 ``tools/convert_checkpoint.py --format NAME`` looks converters up here.
 """

@@ -1,7 +1,7 @@
 """Data: built-in datasets, DETR finetuning mapper, Siamese two-view mapper, proposals.
 
-Importing this package registers the built-in datasets ``synthetic_shapes_train`` and
-``synthetic_shapes_val`` (no files are written until they are first used; see
+Importing this package registers the built-in datasets ``synthetic_shapes_{train,val,train_large,dev}`` and
+the default low-label subsets of ``train_large`` (no files are written until they are first used; see
 ``datasets/builtin_shapes.py``). Registration is idempotent.
 """
 from .datasets import (

@@ -4,9 +4,10 @@ Two methods (``cfg.train.method``):
 
 * ``"simsiam"`` (label-free): SimSiam (Chen & He 2021: symmetric negative cosine,
   stop-gradient, projector + predictor) on pairs of views of object-sized regions cut at random from the
-  UNLABELLED training images (only the PNG files of the ``cfg.data.image_split`` split's image folder are read;
-  no annotation is opened). The two views of a pair are independent jitters (scale, shift, flip,
-  brightness / contrast / saturation) of the same random region.
+  UNLABELLED training images (only the PNG files of the ``cfg.data.image_split`` split's image folder are
+  trained on; the split's json is read only to check that its images are complete, its annotations unused).
+  The two views of a pair are independent jitters (scale, shift, flip, brightness / contrast / saturation) of
+  the same random region.
 * ``"supervised"``: cross-entropy on a separate built-in classification set: objects cut (with context)
   from scenes rendered by the same generator with seeds ``cfg.data.classification_seed + i``, disjoint
   from every detection split. The demo's choice (configs/demo/demo_backbone.py says why).
@@ -189,7 +190,7 @@ def knn_accuracy(features: torch.Tensor, labels: torch.Tensor, k: int = 10) -> f
 # --------------------------------------------------------------------------------------------- training
 class _SimSiamTask:
     """Label-free: SimSiam on two views of the same object-sized region of an unlabelled ``data.image_split``
-    image (its PNGs only: no annotation file is read)."""
+    image (its PNGs only; the split's json is read to check them, its annotations never used)."""
 
     def __init__(self, cfg, channels: int) -> None:
         t = cfg.train

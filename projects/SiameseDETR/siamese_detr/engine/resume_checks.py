@@ -1,7 +1,7 @@
 """``--resume`` continues the run that is in ``train.output_dir``, not another one.
 
 A resumed run loads the newest checkpoint of its output folder. When that folder was written by a different
-run (another config, e.g. the README's first training command and ``make demo`` share ``output/demo/...``),
+run (another config, e.g. a command whose ``train.output_dir`` override names another config's folder),
 resuming would silently continue a different model or data. Before ``default_setup`` overwrites
 ``config.yaml``, :func:`check_resume_matches` compares the sections that define what is trained — ``model``
 and the training data (``dataloader.train.dataset``) — of the saved ``config.yaml`` with the new config,

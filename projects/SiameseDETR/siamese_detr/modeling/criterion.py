@@ -81,12 +81,12 @@ def check_target_labels(targets: List[Dict[str, torch.Tensor]], num_classes: int
 
 def process_mean(value: torch.Tensor) -> torch.Tensor:
     """The mean of a 0-dim float tensor over the processes (``detectron2.utils.comm``): all-reduced and divided
-    by the world size when distributed, ``value`` itself otherwise. No gradient flows through it (it is meant
+    by the world size when distributed, ``value`` (detached) otherwise. No gradient flows through it (it is meant
     for normalisers: target counts, class-weight sums); every process must call it the same number of times.
     """
     world = comm.get_world_size()
     if world == 1:
-        return value
+        return value.detach()
     total = value.detach().clone().to(torch.promote_types(value.dtype, torch.float32)).reshape(1)
     dist.all_reduce(total)
     return (total / world).reshape(()).to(value.dtype)

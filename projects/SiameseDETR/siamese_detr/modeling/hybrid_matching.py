@@ -1,4 +1,4 @@
-"""Hybrid matching (Jia et al., "DETRs with Hybrid Matching", CVPR 2023, §3.2 "hybrid query scheme").
+"""Hybrid matching (Jia et al., "DETRs with Hybrid Matching", CVPR 2023, §3.2, the "hybrid branch scheme").
 
 Training adds a second group of ``Q2`` learned queries next to the ``Q1`` ordinary ones. The ordinary group
 keeps DETR's one-to-one Hungarian loss; the extra group is matched one-to-one against every ground-truth box

@@ -6,7 +6,7 @@ stream is not a terminal, :func:`progress_bar` returns a :class:`LoggedProgress`
 at most every ``interval`` seconds and one when it is closed, as Detectron2's evaluator does
 ("Inference done 11/32 ... ETA=0:00:03")::
 
-    generate edgeboxes shard 0/1: 1200/118287 img (1%), 38.2 img/s, ETA 0:51:13
+    INFO edgeboxes shard 0/1: 1200/118287 img (1%), 38.2 img/s, ETA 0:51:13
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Layout (``root`` = ``$DETECTRON2_DATASETS``, default ``./datasets``, resolved at call time)::
 
-    <root>/synthetic_shapes/{train,val,train_large}/000000.png ...
-    <root>/synthetic_shapes/annotations/{train,val,train_large}.json
+    <root>/synthetic_shapes/{train,val,train_large,dev}/000000.png ...
+    <root>/synthetic_shapes/annotations/{train,val,train_large,dev}.json
 
 Registered names: ``synthetic_shapes_train`` (256 images), ``synthetic_shapes_val`` (64),
 ``synthetic_shapes_train_large`` (1024; its first 256 images are the train split), ``synthetic_shapes_dev``
@@ -130,7 +130,8 @@ def _resolve(split: str, num_images: Optional[int], seed: Optional[int]) -> Tupl
         num_images = env_num_images().get(split)
     if num_images is None:
         if split not in DEFAULT_NUM_IMAGES:
-            raise UserValueError(f"num_images is required for split {split!r} (defaults exist for train/val)")
+            raise UserValueError(f"num_images is required for split {split!r} "
+                                 f"(defaults exist for {'/'.join(DEFAULT_NUM_IMAGES)})")
         num_images = DEFAULT_NUM_IMAGES[split]
     if seed is None:
         seed = DEFAULT_SEEDS.get(split, 0)
@@ -383,7 +384,7 @@ def register_low_label_split(percent: int, seed: int, parent: str = "synthetic_s
 
 def register_synthetic_shapes(root: Optional[str] = None,
                               num_images: Optional[Mapping[str, int]] = None) -> None:
-    """Registers ``synthetic_shapes_{train,val,train_large}`` and the default low-label subsets of
+    """Registers ``synthetic_shapes_{train,val,train_large,dev}`` and the default low-label subsets of
     train_large (``LOW_LABEL_PERCENTS`` x ``LOW_LABEL_SEEDS``); idempotent (re-registers); no I/O.
 
     Args:

@@ -103,7 +103,8 @@ def read_coco_json(json_file: str) -> Tuple[List[dict], Optional[str]]:
         raise UserValueError(f"cannot read the COCO json {json_file!r}: {e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("categories"), list) or "images" not in data:
         raise UserValueError(
-            f"{json_file!r} is not a COCO detection json (needs 'images', 'annotations' and 'categories')"
+            f"{json_file!r} is not a COCO detection json (needs 'images' and 'categories', and 'annotations' "
+            "to train a detector)"
         )
     empty = [key for key in ("images", "categories") if not data[key]]
     if empty:

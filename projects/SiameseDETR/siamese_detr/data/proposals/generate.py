@@ -455,7 +455,7 @@ def _assemble_shard(sdir, num_chunks, method, params, dataset, shard_id, num_sha
 
 
 def register_builtin_datasets() -> None:
-    """Make the project's built-in datasets (``synthetic_shapes_{train,val}``) known to DatasetCatalog."""
+    """Make the project's built-in datasets (``synthetic_shapes_*``) known to DatasetCatalog."""
     from detectron2.data import DatasetCatalog
 
     try:

@@ -19,10 +19,11 @@ Reading of the paper used here (checked against the supplementary and the offici
   decoder pass over a batch of 2B: ``[queries(view 1) vs memory(view 2) ; queries(view 2) vs memory(view 1)]``;
   all weights shared.
 * Heads on q_hat: ``bbox_embed`` (f_box, Eq. 8) -> boxes in the other view, cxcywh normalised by that
-  view's unpadded size; ``class_embed`` objectness (1 class + no-object, softmax CE);
+  view's unpadded size; ``class_embed`` objectness (the finetuning model's class loss: 1 class + no-object
+  with softmax CE in ``configs/siamese_detr/``, one sigmoid focal logit in the demo's Deformable DETR);
   ``sem_embed`` (f_sem, Eq. 10) -> p_hat with the backbone's channel width.
-* L_loc (Eq. 9): Hungarian matching + CE / L1 / GIoU (``SetCriterion`` with ``num_classes=1``) against the
-  other view's region boxes; all n regions are targets with label 0.
+* L_loc (Eq. 9): Hungarian matching + objectness / L1 / GIoU (``SetCriterion`` with ``num_classes=1``)
+  against the other view's region boxes; all n regions are targets with label 0.
 * L_r (Eq. 12) = D(p_hat_2, p_1) + D(p_hat_1, p_2): p_hat_2 = f_sem(q_hat_2) comes from the queries BUILT
   FROM VIEW 1 (decoding view 2), and its target is p_1, the crop feature of the query's OWN view — the
   official code reconstructs ``recon_v1_gt`` from the outputs of the view-1 queries. A query matched to
@@ -34,8 +35,9 @@ Reading of the paper used here (checked against the supplementary and the offici
   stride-64 level left out, as the official Deform-MS ``NonLinearNeckV3(in_channels=256 * 3)``, ``x[:3]``;
   single-level variants: k = 1); projector and predictor run once on both views with batch-norm
   statistics computed per view (official ``siamdetr_head.py`` calls them once per view).
-* L = λ0 L_r + λ1 L_g + λ2 L_loc (Eq. 13), λ2 = 1 folded into the CE 1 / L1 5 / GIoU 2 weights. L_loc and
-  L_r get auxiliary copies for every earlier decoder layer (``_i`` suffix, same base weight); L_g does not.
+* L = λ0 L_r + λ1 L_g + λ2 L_loc (Eq. 13), λ2 = 1 folded into the objectness / L1 / GIoU weights (CE 1 /
+  L1 5 / GIoU 2 in ``configs/siamese_detr/``). L_loc and L_r get auxiliary copies for every earlier decoder
+  layer (``_i`` suffix, same base weight); L_g does not.
   As in the official code the two directions are AVERAGED (one normaliser over the 2B rows), i.e. Eq. 9
   and 12 up to a factor 2 absorbed in the weights.
 

@@ -12,8 +12,8 @@ corner of the map, ``(1, 1)`` its bottom-right corner, so pixel ``(i, j)`` has i
 
 :func:`multi_scale_deformable_attention` runs on any device in pure PyTorch. When the compiled extension of
 the official repository (fundamentalvision/Deformable-DETR ``models/ops``, Python module
-``MultiScaleDeformableAttention``) is importable and the tensors are CUDA float32 / float64, it is used
-instead (same result, less memory).
+``MultiScaleDeformableAttention``) is importable and the tensors are CUDA, it is used instead unless
+``use_compiled=False`` (same result, less memory; float16 / bfloat16 values are computed in float32).
 """
 
 import math

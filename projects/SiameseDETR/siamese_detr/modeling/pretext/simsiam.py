@@ -84,7 +84,8 @@ class SimSiamProjector(_PerViewSequential):
     MLP of Eq. 11, applied to the pooled context c of each view; as in the official head and SimSiam, its
     output of the other view, not the raw context, is the stop-gradient target).
 
-    The official Siamese DETR configs use 256 -> 256 -> 256 (transformer width) with SyncBN.
+    The official Siamese DETR configs use 256 -> 256 -> 256 (transformer width) with SyncBN; the multi-scale
+    Deformable one takes the three pooled levels, 768 -> 256 -> 256.
     ``forward(x, num_views=V)``: BN statistics per view (see module doc).
     """
 
