@@ -15,7 +15,7 @@ DOCS = ["README.md", "datasets/README.md", "projects/SiameseDETR/README.md", "be
 NOT_IN_TREE = {
     "datasets/my_data",
     "datasets/proposals/synthetic_shapes_train.edgeboxes.proposals",
-    "datasets/proposals/synthetic_shapes_val.ss.proposals",
+    "datasets/proposals/synthetic_shapes_val.selective_search.proposals",
     "datasets/pipelines/transforms.py",  # Zx55/SiameseDETR
     "datasets/selfdet.py",  # dddzg/up-detr
     "datasets/coco.py",  # amirbar/DETReg
