@@ -395,11 +395,19 @@ def test_head_outputs_and_matches_of_every_layer_match_official(parity):
     boxes = torch.stack([split_directions(x["pred_boxes"]) for x in layers], dim=1)
     assert_close(logits, record["pred_logits"][..., 1:])
     assert_close(boxes, record["pred_boxes"])
-    assert len(ours["indices"]) == record["match_regions"].shape[1]  # one matching per decoder layer
-    for layer, indices in enumerate(ours["indices"]):
+    assert_matches_official(ours["indices"], record, images=range(record["match_regions"].shape[2]))
+
+
+def assert_matches_official(matches, record, images):
+    """The project's matches (per decoder layer, per row of the 2B batch: ``(queries, regions)``) of the given
+    images equal the recorded official ones in both MVCA directions (as sets of pairs: sorted by region)."""
+    assert len(matches) == record["match_regions"].shape[1]  # one matching per decoder layer
+    for layer, indices in enumerate(matches):
         assert len(indices) == 2 * record["match_regions"].shape[2]  # both MVCA directions of every image
         for row, (queries, regions) in enumerate(indices):
             d, b = divmod(row, len(indices) // 2)
+            if b not in images:
+                continue
             order = regions.argsort()  # both are permutations of the matched pairs
             official = record["match_regions"][d, layer, b].argsort()
             assert torch.equal(queries[order], record["match_queries"][d, layer, b][official])
@@ -494,7 +502,7 @@ def own_query_pos(record, ours):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_project_defaults_differ_from_official_only_through_padded_pooling(variant):
     """The project's defaults sample RoIAlign as the official code (the option ``roi_aligned=True`` changes
-    the queries and all that follows); the masked pooling of L_g changes L_g alone, which is then the masked
+    the queries, so all that follows them); the masked pooling of L_g changes L_g alone, which is then the masked
     average of each of the first min(3, L) levels (recomputed here), through the heads. Fails (and must be
     updated with the card) if either changes. (Deformable-MS keeps the official image-0 queries here.)"""
     record = load_record(variant)
@@ -545,6 +553,7 @@ def test_deformable_project_decodes_each_images_own_queries():
     boxes = split_directions(ours["outputs"]["pred_boxes"])  # [2, B, Q, 4], last layer
     assert_close(boxes[:, 0], record["pred_boxes"][:, -1, 0])
     assert (boxes[:, 1] - record["pred_boxes"][:, -1, 1]).abs().max() > 0.01
+    assert_matches_official(ours["indices"], record, images={0})
 
 
 @pytest.mark.parametrize("config", [

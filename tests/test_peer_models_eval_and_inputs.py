@@ -85,6 +85,8 @@ def test_eval_does_not_depend_on_the_patches_or_crops_given(name):
         a, b = model(batch), model(other)
     for ra, rb in zip(a, b):
         assert torch.equal(ra["instances"].pred_boxes.tensor, rb["instances"].pred_boxes.tensor)
+        assert torch.equal(ra["instances"].scores, rb["instances"].scores)
+        assert torch.equal(ra["instances"].pred_classes, rb["instances"].pred_classes)
 
 
 @pytest.mark.parametrize("name, mapper, fields", [("up_detr", "UPDETRMapper", "('image', 'patches', 'patch_boxes')"),

@@ -2,9 +2,11 @@
 which boxes a store holds for which image id, what a re-run redoes, when a merge happens, what it refuses,
 and that chunk files are never unpickled.
 
-Boxes of the ``random`` method are computed independently here with ``random_boxes(h, w, K,
-seed=stable_seed(image_id, seed))`` (the documented rule), so the expected store does not come from the
-generator itself. Sizes are (height, width); boxes xyxy absolute pixels.
+Boxes of the ``random`` method are computed here by calling ``random_boxes(h, w, K,
+seed=stable_seed(image_id, seed))`` directly (the documented rule), not through the generator: these tests
+check the generator's wiring (seed, per-image size, order, sharding); the drawing itself is checked against its
+rules in ``test_proposals_sources.py`` and ``test_proposal_methods.py``. Sizes are (height, width); boxes xyxy
+absolute pixels.
 """
 
 import hashlib

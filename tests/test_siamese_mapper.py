@@ -107,7 +107,8 @@ def _original_regions(out, v):
 
 def test_resized_views_show_the_same_content_at_region_boxes(images):
     """Warp a known pattern: region k sampled from view 1 and from view 2 (different zooms) and from the
-    original image at the hand-mapped box all agree; the zoom lies in the official range."""
+    original image at the box ``view_to_original`` maps it to all agree (pixel content checks that mapping;
+    ``test_views.py`` checks it against a hand-written inverse too); the zoom lies in the official range."""
     original = torch.from_numpy(cv2.imread(images["color"])).permute(2, 0, 1)
     mapper = SiameseViewMapper(seed=1, crop_size=32, tau=0.5, short_side_range=(400, 400), max_size=1000, **NO_AUG)
     rng = np.random.default_rng(0)
