@@ -189,7 +189,8 @@ def test_not_a_resnet_is_rejected():
 
 
 def test_trust_pickle_needed_for_python_objects(tmp_path, capsys):
-    sd = _torchvision_resnet("resnet18", seed=7).state_dict()
+    tv = _torchvision_resnet("resnet18", seed=7)
+    sd = tv.state_dict()
     src, dst = tmp_path / "with_args.pth", tmp_path / "with_args_d2.pth"
     torch.save({"state_dict": sd, "args": argparse.Namespace(arch="resnet18")}, src)
 
@@ -201,7 +202,17 @@ def test_trust_pickle_needed_for_python_objects(tmp_path, capsys):
 
     assert tool.main(["--input", str(src), "--output", str(dst), "--trust-pickle"]) == 0
     assert "converted 100 tensors" in capsys.readouterr().out
-    assert _saved_keys(dst) == set(convert_torchvision_resnet(sd))
+    _assert_converts_resnet18(dst, tv)
+
+
+def _assert_converts_resnet18(dst: Path, tv: nn.Module):
+    """``dst`` (converted with the default BGR input format) holds exactly the detectron2 ResNet-18 backbone's
+    keys, and that backbone fed BGR computes torchvision's ``tv`` fed the same image in RGB."""
+    det = _load_with_detectron2(dst, depth=18)
+    assert _saved_keys(dst) == {"backbone." + k for k in det.backbone.state_dict()}
+    torch.manual_seed(1)
+    rgb = torch.randn(1, 3, 64, 64)
+    _assert_same_features(det, tv, rgb[:, [2, 1, 0]], rgb, exact=False)
 
 
 def _not_checkpoints(tmp_path):
@@ -279,12 +290,12 @@ def test_a_legacy_torch_save_file_still_converts(tmp_path):
     """Releases saved by torch < 1.6 are pickles too, but torch.save's: they are read, not refused as a .pkl."""
     from siamese_detr.engine.checkpointing import checkpoint_kind, is_legacy_torch_save
 
-    sd = _torchvision_resnet("resnet18", seed=11).state_dict()
+    tv = _torchvision_resnet("resnet18", seed=11)
     src, dst = tmp_path / "legacy.pth.tar", tmp_path / "legacy_d2.pth"
-    torch.save(sd, src, _use_new_zipfile_serialization=False)
+    torch.save(tv.state_dict(), src, _use_new_zipfile_serialization=False)
     assert checkpoint_kind(str(src)) == "pickle" and is_legacy_torch_save(str(src))
     assert tool.main(["--input", str(src), "--output", str(dst)]) == 0
-    assert _saved_keys(dst) == set(convert_torchvision_resnet(sd))
+    _assert_converts_resnet18(dst, tv)
 
 
 # COCO's 80 thing category ids (1..90 without the 10 ids that have no category), written out by hand

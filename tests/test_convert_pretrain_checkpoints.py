@@ -256,7 +256,8 @@ def test_for_pretraining_simsiam_heads_compute_what_the_official_ones_do(mode):
     ours_proj, ours_pred = SimSiamProjector(12, 8, 6), SimSiamPredictor(6, 5, 6)
     for module, prefix in ((ours_proj, "projector."), (ours_pred, "predictor.")):
         own = {k[len(prefix):]: v.clone() for k, v in converted.items() if k.startswith(prefix)}
-        assert module.load_state_dict(own, strict=True)
+        result = module.load_state_dict(own, strict=True)  # raises on a missing or unexpected key
+        assert result.missing_keys == [] and result.unexpected_keys == []
     assert len(dropped) == 4
     x = torch.randn(10, 12, generator=torch.Generator().manual_seed(2)) * 3
     for m in (projector, predictor, ours_proj, ours_pred):

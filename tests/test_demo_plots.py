@@ -138,7 +138,11 @@ def test_detections_grid_and_a_checkpoint_that_is_not_the_models(tiny_synthetic_
     draw_detections(config, {"a": str(tmp_path / "full.pth"), "b": str(tmp_path / "full.pth")}, str(out),
                     dataset="synthetic_shapes_val", num_images=2, cell=100, top_k=True)
     grid = cv2.imread(str(out))
-    assert grid is not None and grid.shape[1] >= 3 * 100 and grid.shape[0] >= 2 * 100
+    # a 24 px header, then per image a row of cells 100 px wide (the image's aspect kept) with 4 px gaps
+    from detectron2.data import DatasetCatalog
+
+    rows = [round(d["height"] * 100 / d["width"]) + 4 for d in DatasetCatalog.get("synthetic_shapes_val")[:2]]
+    assert grid is not None and grid.shape == (24 + sum(rows), 3 * (100 + 4), 3)
     with pytest.raises(CheckpointLoadError, match=r"part\.pth lacks 6 parameters .*'class_embed\.0\.weight'"):
         draw_detections(config, {"a": str(tmp_path / "part.pth")}, str(tmp_path / "no.png"),
                         dataset="synthetic_shapes_val", num_images=1)

@@ -47,26 +47,33 @@ def _code_snippets(text):
         yield span
 
 
-@pytest.mark.parametrize("doc", DOCS)
-def test_every_named_path_exists(doc):
+def _missing_paths(text):
+    """Repository paths ``text`` names that do not exist (``NOT_IN_TREE`` and the official configs excepted)."""
     missing = []
-    for m in PATH.finditer(_text(doc)):
+    for m in PATH.finditer(text):
         named = m.group(1).rstrip(".,)")
         if named.startswith("configs/selfsup/"):  # the official Siamese DETR configs
             continue
-        assert named.count("{") == named.count("}"), f"{doc}: keep {named!r}... on one line (it is checked)"
+        assert named.count("{") == named.count("}"), f"keep {named!r}... on one line (it is checked)"
         for path in _expand_braces(named):
             if path in NOT_IN_TREE:
                 continue
             found = glob.glob(str(ROOT / path)) if "*" in path else (ROOT / path).exists()
             if not found:
                 missing.append(f"{path} (from {named})")
+    return missing
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_named_path_exists(doc):
+    missing = _missing_paths(_text(doc))
     assert not missing, f"{doc} names paths that do not exist: {missing}"
 
 
-def _flags_by_script(doc):
+def _flags_by_script(text):
+    """``{script: flags passed to it}`` over the code of ``text`` (a flag belongs to the script before it)."""
     flags = {}
-    for snippet in _code_snippets(_text(doc)):
+    for snippet in _code_snippets(text):
         for segment in re.split(r"[;&|]+", snippet):
             scripts = list(SCRIPT.finditer(segment))
             for i, m in enumerate(scripts):
@@ -76,10 +83,10 @@ def _flags_by_script(doc):
     return flags
 
 
-@pytest.mark.parametrize("doc", DOCS)
-def test_every_flag_passed_to_a_script_is_defined_there(doc):
+def _undefined_flags(text):
+    """``"script --flag"`` for each flag ``text`` passes to one of our scripts that does not define it."""
     undefined = []
-    for script, flags in _flags_by_script(doc).items():
+    for script, flags in _flags_by_script(text).items():
         source = (ROOT / script).read_text()
         # argparse flags of our scripts are string literals ("--name"); lazyconfig_train_net's come from
         # detectron2's default_argument_parser
@@ -88,18 +95,24 @@ def test_every_flag_passed_to_a_script_is_defined_there(doc):
 
             source += " ".join(f'"{o}"' for a in default_argument_parser()._actions for o in a.option_strings)
         undefined += [f"{script} {f}" for f in sorted(flags) if f'"{f}"' not in source]
+    return undefined
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_flag_passed_to_a_script_is_defined_there(doc):
+    undefined = _undefined_flags(_text(doc))
     assert not undefined, f"{doc} passes flags its scripts do not define: {undefined}"
 
 
 def test_the_check_sees_a_wrong_flag_and_a_missing_path():
-    fake = "```bash\npython tools/run_demo.py --no-such-flag\n```\nsee `configs/demo/none.py`"
-    scripts = {}
-    for snippet in _code_snippets(fake):
-        for m in SCRIPT.finditer(snippet):
-            scripts.setdefault(m.group(1), set()).update(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", snippet))
-    assert scripts == {"tools/run_demo.py": {"--no-such-flag"}}
-    assert '"--no-such-flag"' not in (ROOT / "tools/run_demo.py").read_text()
-    assert [m.group(1) for m in PATH.finditer(fake)] == ["tools/run_demo.py", "configs/demo/none.py"]
+    """The two checks above, on a made-up text: a flag of one script is not taken for the next one's on the same
+    line, an undefined flag is reported, a missing path is reported and an existing one is not."""
+    fake = ("```bash\npython tools/run_demo.py --no-such-flag && python tools/plot_metrics.py m.json --output x.png\n"
+            "python tools/run_demo.py --fresh\n```\nsee `configs/demo/none.py` and `configs/demo/demo_detector.py`")
+    assert _flags_by_script(fake) == {"tools/run_demo.py": {"--no-such-flag", "--fresh"},
+                                      "tools/plot_metrics.py": {"--output"}}
+    assert _undefined_flags(fake) == ["tools/run_demo.py --no-such-flag"]
+    assert _missing_paths(fake) == ["configs/demo/none.py (from configs/demo/none.py)"]
     assert _expand_braces("a{,_b}_{x,y}.py") == ["a_x.py", "a_y.py", "a_b_x.py", "a_b_y.py"]
 
 
