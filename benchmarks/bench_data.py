@@ -185,6 +185,81 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def emit_speed_tables(emit, dicts, images, n_speed, rounds):
+    """Sections 1 and 2: proposals per second per core for every method at two sizes (the first ``n_speed``
+    images), then EdgeBoxes vs Selective Search at the same size with their AR@100 on ``dicts``/``images``."""
+    sizes = (224, 500)
+    speed = bench_methods(images[:n_speed], sizes, rounds)
+    emit(f"Proposals per second per core (the same {n_speed} synthetic_shapes_val images for every method, "
+         "resized to the short side; one untimed call first):\n")
+    emit("| method | " + " | ".join(f"short {s} px" for s in sizes) + " |")
+    emit("|---|" + "---|" * len(sizes))
+    for name in METHODS:
+        emit(f"| {name} | " + " | ".join(f"{1 / speed[(name, s)]:.2f} img/s" for s in sizes) + " |")
+    ar = recall_on_val(dicts, images)
+    emit(
+        f"\nEdgeBoxes vs Selective Search fast at the same size, AR@100 on synthetic_shapes_val ({len(dicts)} images,"
+        " native size; EdgeBoxes on gradient edges, no SED model):\n"
+    )
+    emit("| short side | EdgeBoxes s/img | SS fast s/img | speed ratio SS/EB | AR@100 EB | AR@100 SS |")
+    emit("|---|---|---|---|---|---|")
+    for s in sizes:
+        eb, ss = speed[("edgeboxes (512)", s)], speed[("selective_search fast", s)]
+        emit(
+            f"| {s} | {eb:.3f} | {ss:.3f} | {ss / eb:.1f}x | {100 * ar['edgeboxes (512)']:.1f} | "
+            f"{100 * ar['selective_search fast']:.1f} |"
+        )
+
+
+def emit_store_line(emit, num):
+    """Section 3: write, open and look up a store of ``num`` images (see ``bench_store``)."""
+    st = bench_store(num)
+    emit(
+        f"\nStore lookup: {st['images']:,} images, {st['boxes']:,} boxes (U{{1..511}} per image, mean "
+        f"{st['mean_boxes']:.0f}), {st['gb']:.2f} GB; write {st['write_s']:.1f} s, open (incl. validation) "
+        f"{st['open_s']:.2f} s, **{st['get_us']:.1f} µs per get()** (random ids, warm page cache; target <= 50)."
+    )
+
+
+def emit_mapper_table(emit, dicts, images, n_samples):
+    """Section 4: ``SiameseViewMapper`` samples/s and time shares on ``n_samples`` of ``dicts``, the store made
+    in a temporary folder from EdgeBoxes on ``images`` (one per dict) and deleted afterwards."""
+    from siamese_detr.data.proposals import write_store
+
+    tmp = tempfile.mkdtemp(prefix="bench_mapper_")
+    try:
+        spath = os.path.join(tmp, "val.proposals")
+        res = [compute_proposals(im, "edgeboxes") for im in images]
+        write_store(
+            spath,
+            [d["image_id"] for d in dicts],
+            [r[0] for r in res],
+            [r[1] for r in res],
+            [im.shape[:2] for im in images],
+            method="edgeboxes",
+        )
+        rows = bench_mapper(dicts, n_samples, spath)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if isinstance(rows, str):
+        emit(f"\nSiameseViewMapper: {rows}")
+        return
+    keys = ["decode", "proposals", "geometry", "resize + warp", "augmentation", "crops", "other"]
+    emit(
+        "\nSiameseViewMapper per worker (1 thread, default settings, synthetic_shapes_val ~240 px images"
+        " upsampled to short side 320-480); share of the time per stage:\n"
+    )
+    emit("| proposal source | samples/s | " + " | ".join(keys) + " |")
+    emit("|---|---|" + "---|" * len(keys))
+    for name, (rate, share) in rows.items():
+        emit(f"| {name} | {rate:.1f} | " + " | ".join(f"{100 * share.get(k, 0):.0f}%" for k in keys) + " |")
+    base = rows["store (EdgeBoxes)"][0]
+    emit(
+        f"\nRatios: store / online EdgeBoxes = {base / rows['online EdgeBoxes'][0]:.1f}x, "
+        f"random / store = {rows['random'][0] / base:.2f}x"
+    )
+
+
 def main(argv=None):
     args = parse_args(argv)
     cv2.setNumThreads(1)
@@ -205,73 +280,9 @@ def main(argv=None):
         print(s)
         lines.append(s)
 
-    sizes = (224, 500)
-    speed = bench_methods(images[:n_speed], sizes, rounds)
-    emit(f"Proposals per second per core (the same {n_speed} synthetic_shapes_val images for every method, "
-         "resized to the short side; one untimed call first):\n")
-    emit("| method | " + " | ".join(f"short {s} px" for s in sizes) + " |")
-    emit("|---|" + "---|" * len(sizes))
-    for name in METHODS:
-        emit(f"| {name} | " + " | ".join(f"{1 / speed[(name, s)]:.2f} img/s" for s in sizes) + " |")
-    ar = recall_on_val(dicts[:n_val], images)
-    emit(
-        f"\nEdgeBoxes vs Selective Search fast at the same size, AR@100 on synthetic_shapes_val ({n_val} images,"
-        " native size; EdgeBoxes on gradient edges, no SED model):\n"
-    )
-    emit("| short side | EdgeBoxes s/img | SS fast s/img | speed ratio SS/EB | AR@100 EB | AR@100 SS |")
-    emit("|---|---|---|---|---|---|")
-    for s in sizes:
-        eb, ss = speed[("edgeboxes (512)", s)], speed[("selective_search fast", s)]
-        emit(
-            f"| {s} | {eb:.3f} | {ss:.3f} | {ss / eb:.1f}x | {100 * ar['edgeboxes (512)']:.1f} | "
-            f"{100 * ar['selective_search fast']:.1f} |"
-        )
-
-    num = args.store_images or (128_000 if args.quick else 1_280_000)
-    st = bench_store(num)
-    emit(
-        f"\nStore lookup: {st['images']:,} images, {st['boxes']:,} boxes (U{{1..511}} per image, mean "
-        f"{st['mean_boxes']:.0f}), {st['gb']:.2f} GB; write {st['write_s']:.1f} s, open (incl. validation) "
-        f"{st['open_s']:.2f} s, **{st['get_us']:.1f} µs per get()** (random ids, warm page cache; target <= 50)."
-    )
-
-    # mapper: store made from EdgeBoxes on the val images
-    from siamese_detr.data.proposals import write_store
-
-    tmp = tempfile.mkdtemp(prefix="bench_mapper_")
-    try:
-        spath = os.path.join(tmp, "val.proposals")
-        res = [compute_proposals(im, "edgeboxes") for im in images]
-        write_store(
-            spath,
-            [d["image_id"] for d in dicts[:n_val]],
-            [r[0] for r in res],
-            [r[1] for r in res],
-            [im.shape[:2] for im in images],
-            method="edgeboxes",
-        )
-        rows = bench_mapper(dicts[:n_val], 8 if args.quick else n_val, spath)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if isinstance(rows, str):
-        emit(f"\nSiameseViewMapper: {rows}")
-    else:
-        keys = ["decode", "proposals", "geometry", "resize + warp", "augmentation", "crops", "other"]
-        emit(
-            "\nSiameseViewMapper per worker (1 thread, default settings, synthetic_shapes_val ~240 px images"
-            " upsampled to short side 320-480); share of the time per stage:\n"
-        )
-        emit("| proposal source | samples/s | " + " | ".join(keys) + " |")
-        emit("|---|---|" + "---|" * len(keys))
-        for name, (rate, share) in rows.items():
-            emit(
-                f"| {name} | {rate:.1f} | " + " | ".join(f"{100 * share.get(k, 0):.0f}%" for k in keys) + " |"
-            )
-        base = rows["store (EdgeBoxes)"][0]
-        emit(
-            f"\nRatios: store / online EdgeBoxes = {base / rows['online EdgeBoxes'][0]:.1f}x, "
-            f"random / store = {rows['random'][0] / base:.2f}x"
-        )
+    emit_speed_tables(emit, dicts[:n_val], images, n_speed, rounds)
+    emit_store_line(emit, args.store_images or (128_000 if args.quick else 1_280_000))
+    emit_mapper_table(emit, dicts[:n_val], images, 8 if args.quick else n_val)
     if not args.no_write:
         append_section(lines)
         print("appended to benchmarks/RESULTS.md")

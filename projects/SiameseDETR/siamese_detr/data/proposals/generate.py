@@ -326,11 +326,49 @@ def generate_shard(
             f"{sum(finished)} already finished (resumed)"
         ],
     )
+    summary["computed_chunks"] = _compute_missing_chunks(
+        mine, first, finished, chunks, output, method, params, dataset,
+        shard_label=f"{shard_id}/{num_shards}", chunk_size=chunk_size, num_workers=num_workers,
+        progress=progress, debug_sleep=debug_sleep, debug_die_on=debug_die_on,
+    )
+    if num_shards == 1 and mine:
+        _refuse_if_nothing_readable(chunks, num_chunks, len(mine), output)
+    summary["skipped"] = _assemble_shard(sdir, num_chunks, method, params, dataset, shard_id, num_shards,
+                                         image_list={"num_images": n_all, "sha1": digest_all})
+    if not keep_chunks:
+        shutil.rmtree(chunks, ignore_errors=True)
+    return summary
+
+
+def _compute_missing_chunks(
+    mine: Sequence[dict],
+    first: int,
+    finished: Sequence[bool],
+    chunks: str,
+    output: str,
+    method: str,
+    params: dict,
+    dataset: Optional[str],
+    *,
+    shard_label: str,
+    chunk_size: int,
+    num_workers: int,
+    progress: bool,
+    debug_sleep: float,
+    debug_die_on: Optional[str],
+) -> int:
+    """Compute and write every chunk of the shard's images ``mine`` that is not ``finished`` yet.
+
+    ``first`` is the index of ``mine[0]`` in the whole dataset (for the messages), ``chunks`` the folder of the
+    ``chunk-NNNNNN.json`` files; skipped images are logged to the output's log. Returns the number of chunks
+    computed. Ctrl-C (or any error) stops the workers at once; the chunks written so far are kept."""
+    num_chunks = len(finished)
     done_images = sum(min(chunk_size, len(mine) - c * chunk_size) for c in range(num_chunks) if finished[c])
     # a bar on a terminal; in a log file, a line with rate and ETA every minute
     bar = progress_bar(len(mine), initial=done_images, unit="img", enabled=progress,
-                       desc=f"{method} shard {shard_id}/{num_shards}", logger=logger)
+                       desc=f"{method} shard {shard_label}", logger=logger)
     pool = _RetryingPool(num_workers, log=lambda message: _append_log(output, [message]))
+    computed = 0
     try:
         for c in range(num_chunks):
             if finished[c]:
@@ -341,7 +379,7 @@ def generate_shard(
             results = pool.compute([(r, method, params, debug_sleep, debug_die_on) for r in chunk_records], bar, where)
             _check_recorded_sizes(results, chunk_records, dataset)
             skipped = _write_chunk(chunks, c, results, chunk_records)
-            summary["computed_chunks"] += 1
+            computed += 1
             if skipped:
                 _append_log(
                     output, [f"SKIPPED {s['image_id']} ({s['file_name']}): {s['reason']}" for s in skipped]
@@ -352,13 +390,7 @@ def generate_shard(
     finally:
         bar.close()
         pool.close()
-    if num_shards == 1 and mine:
-        _refuse_if_nothing_readable(chunks, num_chunks, len(mine), output)
-    summary["skipped"] = _assemble_shard(sdir, num_chunks, method, params, dataset, shard_id, num_shards,
-                                         image_list={"num_images": n_all, "sha1": digest_all})
-    if not keep_chunks:
-        shutil.rmtree(chunks, ignore_errors=True)
-    return summary
+    return computed
 
 
 def _start_or_resume_run(sdir: str, run: dict) -> None:
