@@ -172,7 +172,7 @@ def test_json_folder_is_checked_before_the_evaluation(tmp_path, capsys, monkeypa
                         lambda *a, **k: pytest.fail("evaluated before checking --json"))
     with pytest.raises(SystemExit) as exc:
         evaluate_proposals.main(["--dataset", spec, "--store", store, "--json", str(tmp_path / "afile" / "r.json")])
-    assert exc.value.code == 2 and "cannot create its folder" in capsys.readouterr().err
+    assert exc.value.code == 2 and f"{tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         evaluate_proposals.main(["--dataset", spec, "--store", store, "--json", str(tmp_path)])
     assert exc.value.code == 2 and "is a folder" in capsys.readouterr().err

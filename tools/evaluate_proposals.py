@@ -26,12 +26,14 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._
 
 from siamese_detr.data.proposals import ProposalStore, ProposalStoreError  # noqa: E402
 from siamese_detr.data.proposals.generate import register_builtin_datasets  # noqa: E402
+from siamese_detr.data.proposals.store import folder_write_problem  # noqa: E402
 from siamese_detr.evaluation.proposal_precision import (  # noqa: E402
     evaluate_proposal_precision,
     format_precision_table,
 )
 from siamese_detr.evaluation.proposal_recall import evaluate_proposal_recall, format_recall_table  # noqa: E402
 from siamese_detr.utils.cli_types import ExtendList, at_least_one  # noqa: E402
+from siamese_detr.utils.user_errors import UserError, user_message  # noqa: E402
 
 
 def store_names(paths: Sequence[str]) -> List[str]:
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_arguments(p: argparse.ArgumentParser, args) -> None:
     """Mistakes found before any store is read end the tool through ``p.error``: a store named twice, a
-    ``--json`` that is a folder or whose folder cannot be created (it is created here)."""
+    ``--json`` that is a folder, or whose folder cannot be created (it is created here) or written in."""
     real = [os.path.realpath(s) for s in args.store]
     twice = sorted({s for s, r in zip(args.store, real) if real.count(r) > 1})
     if twice:
@@ -93,10 +95,36 @@ def check_arguments(p: argparse.ArgumentParser, args) -> None:
         if os.path.isdir(args.json):
             p.error(f"--json {args.json} is a folder; give the file to write, e.g. "
                     f"{os.path.join(args.json, 'ar.json')}")
+        folder = os.path.dirname(os.path.abspath(args.json))
+        problem = folder_write_problem(folder)
+        if problem:
+            p.error(f"--json {args.json}: {problem}; give a file in a folder you can write to")
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
         except OSError as e:
             p.error(f"--json {args.json}: cannot create its folder ({e.strerror or e})")
+
+
+def load_dataset(name: str, with_coco_gt: bool):
+    """The dataset's dicts and (``with_coco_gt``) its class-agnostic COCO ground truth (else None).
+
+    Raises:
+        UserError: a dataset that is not registered, whose files are missing, or whose annotation file cannot be
+            used (a ``UserKeyError``, ``UserFileNotFoundError``, ``UserValueError``: the message names it and the
+            fix).
+    """
+    register_builtin_datasets()
+    from detectron2.data import DatasetCatalog
+
+    from siamese_detr.data.dataset_checks import check_datasets_on_disk
+
+    check_datasets_on_disk(name)
+    dicts = DatasetCatalog.get(name)
+    if not with_coco_gt or not any(d.get("annotations") for d in dicts):
+        return dicts, None
+    from siamese_detr.evaluation.class_agnostic import load_coco_ground_truth
+
+    return dicts, load_coco_ground_truth(name)
 
 
 def main(argv=None) -> int:
@@ -105,27 +133,16 @@ def main(argv=None) -> int:
     check_arguments(p, args)
     names = store_names(args.store)
 
-    register_builtin_datasets()
-    from detectron2.data import DatasetCatalog
-
-    from siamese_detr.data.dataset_checks import check_datasets_on_disk
-
     try:
-        check_datasets_on_disk(args.dataset)
-    except (KeyError, FileNotFoundError) as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        dicts, coco_gt = load_dataset(args.dataset, with_coco_gt=bool(args.ap_ks))
+    except UserError as e:
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
-    dicts = DatasetCatalog.get(args.dataset)
     if not any(d.get("annotations") for d in dicts):
         print(f"error: dataset {args.dataset!r} has no box annotations ({len(dicts)} images, 0 boxes), so there is "
               f"nothing to measure recall against; give an annotated dataset (a registered detection dataset or "
               f"coco:ANNOTATIONS.json:IMAGE_ROOT; a folder: dataset has no labels)", file=sys.stderr)
         return 2
-    coco_gt = None
-    if args.ap_ks:
-        from siamese_detr.evaluation.class_agnostic import load_coco_ground_truth
-
-        coco_gt = load_coco_ground_truth(args.dataset)
     results = {}
     for path, name in zip(args.store, names):
         store = None
@@ -153,8 +170,13 @@ def main(argv=None) -> int:
         print("class-agnostic COCO AP of the top-K proposals of each image, ranked as the method ranks them, in %")
         print(format_precision_table(results, args.ap_ks))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"dataset": args.dataset, "results": results}, f, indent=1)
+        try:
+            with open(args.json, "w") as f:
+                json.dump({"dataset": args.dataset, "results": results}, f, indent=1)
+        except OSError as e:  # checked at the start; a full disk can still refuse it
+            print(f"error: cannot write --json {args.json} ({e.strerror or e}); the tables above hold the results",
+                  file=sys.stderr)
+            return 1
         print(f"wrote {args.json}")
     return 0
 

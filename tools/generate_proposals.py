@@ -23,7 +23,9 @@ any; never the other shards); with ``--merge`` only the merged store. Every shar
 same images with the same ``--num-shards``, ``--method`` and method flags (checked when a shard starts and at
 the merge). An explicit
 ``--merge`` that cannot merge fails (exit 1) naming the missing shards; without ``--num-shards`` it takes K from
-the shard folders on disk.
+the shard folders on disk. An existing ``--export-detectron2`` file is replaced only with ``--overwrite``.
+``--import-detectron2`` uses only ``--output``, ``--dataset``, ``--overwrite`` and ``--trust-pickle``; any other
+option given with it is refused.
 """
 
 import argparse
@@ -62,9 +64,10 @@ from siamese_detr.data.proposals.generate import (  # noqa: E402
     same_source,
     shard_dir,
 )
-from siamese_detr.data.proposals.methods import DEFAULT_MAX_BOXES  # noqa: E402
-from siamese_detr.data.proposals.store import ARRAY_FILES, ProposalStoreError  # noqa: E402
+from siamese_detr.data.proposals.methods import DEFAULT_MAX_BOXES, edgeboxes_value_problem  # noqa: E402
+from siamese_detr.data.proposals.store import ARRAY_FILES, ProposalStoreError, folder_write_problem  # noqa: E402
 from siamese_detr.data.datasets.from_path import empty_folder_message  # noqa: E402
+from siamese_detr.utils.cli_types import at_least_one  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,18 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
         "(combined with the image's pixels; default: 0)",
     )
     p.add_argument("--sed-model", default=None, help="EdgeBoxes: Structured Edge Detection model.yml.gz")
-    p.add_argument("--alpha", type=float, default=0.65, help="EdgeBoxes sliding-window step (default: 0.65)")
-    p.add_argument("--beta", type=float, default=0.75, help="EdgeBoxes NMS threshold (default: 0.75)")
+    p.add_argument("--alpha", type=float, default=0.65,
+                   help="EdgeBoxes sliding-window step, in (0, 1) (default: 0.65)")
+    p.add_argument("--beta", type=float, default=0.75,
+                   help="EdgeBoxes NMS IoU threshold, in (0, 1]; 1 = no NMS (default: 0.75)")
     p.add_argument(
         "--ss-resize",
-        type=int,
+        type=at_least_one("the short side, in pixels, of the copy Selective Search runs on; leave --ss-resize out "
+                          "for full resolution"),
         default=None,
         help="Selective Search on a copy with this short side (DETReg-like 128); boxes scaled back",
     )
     p.add_argument("--ss-mode", choices=("fast", "quality"), default="fast",
                    help="Selective Search strategy (default: fast)")
     p.add_argument("--num-workers", type=int, default=1, help="processes (each uses 1 thread; default: 1)")
-    p.add_argument("--num-shards", type=int, default=None,
+    p.add_argument("--num-shards", type=at_least_one("machines that split the images"), default=None,
                    help="K machines split the images (default 1; with --merge: K of the shard folders on disk)")
     p.add_argument("--shard-id", type=int, default=0, help="which of the --num-shards this run computes "
                    "(default: 0)")
@@ -111,9 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-shards", action="store_true", help="keep shard stores after merging")
     p.add_argument(
         "--overwrite", action="store_true", help="delete an existing store/partial run at --output (with "
-        "--shard-id I: only shard I and the merged store; with --merge: only the merged store)"
+        "--shard-id I: only shard I and the merged store; with --merge: only the merged store), and replace an "
+        "existing --export-detectron2 file"
     )
-    p.add_argument("--export-detectron2", metavar="FILE.pkl", help="also write Detectron2's proposal file")
+    p.add_argument("--export-detectron2", metavar="FILE.pkl", help="also write Detectron2's proposal file (its "
+                   "folder must exist; an existing file is kept unless --overwrite)")
     p.add_argument("--import-detectron2", metavar="FILE.pkl",
                    help="instead of computing proposals, convert a Detectron2 proposal file into a store at "
                    "--output (image sizes from --dataset if given); needs --trust-pickle")
@@ -202,17 +210,53 @@ def _merge_num_shards(args):
     return None
 
 
-def _export_path_problem(path: str):
-    """Why ``--export-detectron2 PATH`` cannot be written (None if it can), checked before any work."""
+def _export_path_problem(path: str, overwrite: bool):
+    """Why ``--export-detectron2 PATH`` cannot be written (None if it can), checked before any work: a folder, an
+    existing file (without ``--overwrite``), a folder that does not exist or cannot be written in."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         example = os.path.join(path, "proposals.pkl")
         return f"--export-detectron2 {path!r} is a folder; give a file name such as {example!r}"
+    if os.path.exists(path) and not overwrite:
+        return (f"--export-detectron2 {path!r} exists already and is kept: delete it, choose another path, or pass "
+                "--overwrite to replace it (which also regenerates what this command writes at --output)")
+    problem = folder_write_problem(folder)
+    if problem:
+        return f"--export-detectron2 {path!r}: {problem}; choose another path"
     if not os.path.isdir(folder):
         return (f"--export-detectron2 {path!r}: its folder {folder!r} does not exist; create it "
                 f"(mkdir -p {folder}) or choose another path")
-    if not os.access(folder, os.W_OK):
-        return f"--export-detectron2 {path!r}: its folder {folder!r} is not writable; choose another path"
+    return None
+
+
+# with --import-detectron2, the options that are used; any other one given would be ignored
+IMPORT_OPTIONS = ("import_detectron2", "trust_pickle", "dataset", "output", "overwrite", "no_progress")
+
+
+def _ignored_by_import(args, argv):
+    """With ``--import-detectron2``: why the other options given in ``argv`` (whatever their value) cannot be
+    used with it, naming them; None without it or when only :data:`IMPORT_OPTIONS` are given."""
+    if not args.import_detectron2:
+        return None
+    unset = object()  # argparse fills in a default only where the namespace has no value yet
+    parsed = build_parser().parse_args(argv, namespace=argparse.Namespace(**{dest: unset for dest in vars(args)}))
+    ignored = ["--" + dest.replace("_", "-") for dest, value in vars(parsed).items()
+               if value is not unset and dest not in IMPORT_OPTIONS]
+    if not ignored:
+        return None
+    return (f"--import-detectron2 converts the proposals of its file as they are: {', '.join(ignored)} "
+            f"{'has' if len(ignored) == 1 else 'have'} no effect with it; leave "
+            f"{'it' if len(ignored) == 1 else 'them'} out (it uses --output, --dataset for the image sizes, "
+            "--overwrite and --trust-pickle)")
+
+
+def _value_problem(args):
+    """Why a method flag's value is out of its range (None if all are in range): --alpha and --beta as
+    :func:`edgeboxes` checks them (the integer flags are checked by their argparse types)."""
+    for flag, name, value in (("--alpha", "alpha", args.alpha), ("--beta", "beta", args.beta)):
+        problem = edgeboxes_value_problem(name, value)
+        if problem:
+            return f"{flag} (EdgeBoxes {name}) {problem}"
     return None
 
 
@@ -234,6 +278,9 @@ def _usage_problem(args):
     """A one-line reason why the arguments cannot work, or None (checked before --output is created)."""
     if args.max_boxes is not None and args.max_boxes < 0:
         return f"--max-boxes must be 0 (all boxes) or more, got {args.max_boxes}"
+    problem = _value_problem(args)
+    if problem:
+        return problem
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         return (f"--output {args.output!r} is a file, not a proposal store folder (it is left as it is); give a "
                 "folder to write the store into, e.g. NAME.METHOD.proposals (created if missing)")
@@ -246,13 +293,13 @@ def _usage_problem(args):
                 return problem
         else:
             args.num_shards = 1
-    if args.num_shards < 1 or not 0 <= args.shard_id < args.num_shards:
+    if not 0 <= args.shard_id < args.num_shards:
         return f"--shard-id must be in [0, {args.num_shards}) for --num-shards {args.num_shards}, got {args.shard_id}"
     for option, value in (("--num-workers", args.num_workers), ("--chunk-size", args.chunk_size)):
         if value < 1:
             return f"{option} must be at least 1, got {value}"
     if args.export_detectron2:
-        problem = _export_path_problem(args.export_detectron2)
+        problem = _export_path_problem(args.export_detectron2, args.overwrite)
         if problem:
             return problem
     if args.image_dir and not os.path.isdir(args.image_dir):
@@ -367,7 +414,7 @@ def _settings_differ(args, final_meta: str, records):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    problem = _usage_problem(args)
+    problem = _ignored_by_import(args, argv) or _usage_problem(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -542,8 +589,20 @@ def _run(args, final_meta: str, records) -> int:
         )
     )
     if args.export_detectron2:
-        export_detectron2(store, args.export_detectron2)
-        print(f"Detectron2 proposal file: {args.export_detectron2}")
+        return _export(store, args.export_detectron2)
+    return 0
+
+
+def _export(store, path: str) -> int:
+    """Write ``--export-detectron2`` (checked at the start; a write can still fail, e.g. a full disk)."""
+    try:
+        export_detectron2(store, path)
+    except OSError as e:
+        print(f"error: cannot write --export-detectron2 {path!r} ({e.strerror or e}); the store {store.path} is "
+              f"complete: export it again with tools/generate_proposals.py --output {store.path} "
+              "--export-detectron2 FILE.pkl", file=sys.stderr)
+        return 1
+    print(f"Detectron2 proposal file: {path}")
     return 0
 
 

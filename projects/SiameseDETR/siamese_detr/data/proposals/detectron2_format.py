@@ -29,7 +29,7 @@ def export_detectron2(store, output_file: str) -> str:
     """Write ``store`` (a :class:`ProposalStore` or its path) as a Detectron2 proposal file (XYXY_ABS).
 
     Store scores are non-increasing per image, so Detectron2's ``argsort()[::-1]`` keeps our order
-    (ties aside).
+    (ties aside). Written to ``output_file + ".tmp"``, then renamed: a failed write leaves no partial file.
     """
     from detectron2.structures import BoxMode
 
@@ -46,8 +46,15 @@ def export_detectron2(store, output_file: str) -> str:
         "objectness_logits": logits,
         "bbox_mode": BoxMode.XYXY_ABS,
     }
-    with open(output_file, "wb") as f:
-        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+    tmp = f"{output_file}.tmp"  # as the store's json files: a failed write leaves no half file at output_file
+    try:
+        with open(tmp, "wb") as f:
+            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, output_file)
+    except BaseException:
+        if os.path.isfile(tmp):
+            os.remove(tmp)
+        raise
     return output_file
 
 

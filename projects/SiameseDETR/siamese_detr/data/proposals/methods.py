@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_MAX_BOXES",
     "compute_proposals",
     "edgeboxes",
+    "edgeboxes_value_problem",
     "selective_search",
     "random_boxes",
     "intersection_random_boxes",
@@ -55,6 +56,15 @@ GRADIENT_FALLBACK_WARN_AT = 1000
 
 logger = logging.getLogger(__name__)
 _gradient_fallback_count = 0
+
+# what OpenCV's EdgeBoxes (opencv_contrib ximgproc/src/edgeboxes.cpp) can use; createEdgeBoxes checks none of it
+_EDGEBOXES_RANGES = {
+    "alpha": (lambda v: 0 < v < 1, "in (0, 1): the step size of the sliding-window search (neighbouring windows "
+              "overlap by IoU alpha); 1 or more gives no window at all, so no box"),
+    "beta": (lambda v: 0 < v <= 1, "in (0, 1]: the NMS IoU threshold; above 0.99 OpenCV skips the NMS, so 1 keeps "
+             "every box (then the max_boxes best) and larger values change nothing"),
+    "min_score": (lambda v: v >= 0, "0 or more: boxes scoring below it are dropped"),
+}
 
 
 def note_gradient_fallback(num_images: int = 1) -> int:
@@ -256,6 +266,34 @@ def fallback_box(height: int, width: int) -> np.ndarray:
     return np.array([[qw, qh, qw + 3 * qw, qh + 3 * qh]], dtype=np.float32)
 
 
+def edgeboxes_value_problem(name: str, value) -> Optional[str]:
+    """Why ``value`` cannot be the EdgeBoxes parameter ``name`` ("alpha", "beta" or "min_score"), or None.
+
+    The reason starts with "must be" so that callers can put the parameter's name (or flag) before it.
+    """
+    test, rule = _EDGEBOXES_RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not test(value):
+        return f"must be a number {rule}; got {value!r}"
+    return None
+
+
+def _check_edgeboxes_values(alpha, beta, min_score) -> None:
+    """Raise :class:`UserValueError` naming the first EdgeBoxes parameter out of its range."""
+    for name, value in (("alpha", alpha), ("beta", beta), ("min_score", min_score)):
+        problem = edgeboxes_value_problem(name, value)
+        if problem:
+            raise UserValueError(f"edgeboxes {name} {problem}")
+
+
+def _keep_best(boxes: np.ndarray, scores: np.ndarray, max_boxes: Optional[int]):
+    """The ``max_boxes`` best-scored rows, best first (ties in their given order); all rows when ``max_boxes``
+    is 0 / None. OpenCV's EdgeBoxes applies its ``maxBoxes`` inside the NMS, which it skips for beta > 0.99."""
+    order = np.argsort(-scores, kind="stable")
+    if max_boxes:
+        order = order[: int(max_boxes)]
+    return boxes[order], scores[order]
+
+
 def _run_edgeboxes(image_bgr, max_boxes, alpha, beta, min_score, sed_model, edge_sigma):
     """One EdgeBoxes pass: ``(boxes xywh float32 [K, 4], scores float32 [K])`` (K may be 0)."""
     if sed_model:
@@ -296,8 +334,13 @@ def edgeboxes(
         fallback: False = no sharpen/fixed-box retries (K may be 0).
 
     Returns:
-        boxes float32 [K, 4] xyxy absolute, scores float32 [K] non-increasing (EdgeBoxes box scores), K <= max_boxes.
+        boxes float32 [K, 4] xyxy absolute, scores float32 [K] non-increasing (EdgeBoxes box scores), K <= max_boxes
+        (with beta > 0.99, where OpenCV neither suppresses nor caps, the ``max_boxes`` best-scored).
+
+    Raises:
+        UserValueError: alpha, beta or min_score out of its range (see :func:`edgeboxes_value_problem`).
     """
+    _check_edgeboxes_values(alpha, beta, min_score)
     height, width = image_bgr.shape[:2]
     if not sed_model:
         note_gradient_fallback(1)
@@ -311,8 +354,8 @@ def edgeboxes(
         if not fallback:
             return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
         return fallback_box(height, width), np.zeros((1,), np.float32)
-    order = np.argsort(-scores, kind="stable")  # already sorted by OpenCV; make it a guarantee
-    return _xywh_to_xyxy_clipped(boxes, height, width)[order], scores[order]
+    # already sorted by OpenCV (make it a guarantee), and at most max_boxes (not so from OpenCV for beta > 0.99)
+    return _keep_best(_xywh_to_xyxy_clipped(boxes, height, width), scores, max_boxes)
 
 
 def selective_search(

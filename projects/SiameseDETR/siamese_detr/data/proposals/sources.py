@@ -70,7 +70,7 @@ class StoreProposals:
     @property
     def store(self) -> ProposalStore:
         if self._store is None:
-            if not os.path.isdir(self.path):
+            if not os.path.exists(self.path):  # a file is named as such by ProposalStore.open
                 raise ProposalStoreError(
                     f"proposal store {self.path!r} (dataloader.train.mapper.proposal_source.path) does not exist; "
                     f"create it with\n    {self.generate_command()}"

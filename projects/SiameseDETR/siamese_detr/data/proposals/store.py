@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -35,6 +36,7 @@ __all__ = [
     "StoreWriter",
     "write_store",
     "merge_stores",
+    "folder_write_problem",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,26 @@ _BOX_TOLERANCE = 0.01  # pixels a box may stick out of its image (float rounding
 
 class ProposalStoreError(UserError, ValueError):
     """A proposal store is missing, corrupt or does not match the dataset."""
+
+
+def folder_write_problem(folder: str) -> Optional[str]:
+    """Why no file can be written into ``folder``, or None. A folder that does not exist yet is judged by its
+    nearest existing parent (where it would be created), so nothing is created here.
+
+    Writing is tried (a temporary file, removed at once): permission bits do not tell, since root ignores them
+    and an immutable folder (``chattr +i``) or a pseudo file system (``/proc``) refuses anyway.
+    """
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        return f"cannot write in {existing} ({e.strerror or e})"
+    return None
 
 
 def _atomic_write_json(path: str, obj) -> None:
@@ -244,6 +266,14 @@ class ProposalStore:
         """
         path = os.fspath(path)
         meta_file = os.path.join(path, "meta.json")
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ProposalStoreError(
+                f"proposal store {path!r} is a file, not a store folder: a store is the folder that "
+                f"tools/generate_proposals.py --output writes (e.g. NAME.METHOD.proposals), holding meta.json, "
+                f"image_ids.json and {', '.join(ARRAY_FILES)}; give that folder. A Detectron2 proposal file "
+                "(.pkl) becomes one with tools/generate_proposals.py --import-detectron2 FILE --trust-pickle "
+                "--output NAME.proposals"
+            )
         if not os.path.isdir(path):
             raise ProposalStoreError(
                 f"proposal store {path!r} does not exist; create it with tools/generate_proposals.py"
