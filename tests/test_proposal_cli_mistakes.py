@@ -333,3 +333,23 @@ def test_a_file_as_the_configs_store_path_is_named_as_a_file(tmp_path):
     keep.write_text("x")
     with pytest.raises(ProposalStoreError, match="is a file, not a store folder"):
         StoreProposals(str(keep)).store
+
+
+def test_a_finished_command_run_again_keeps_its_identical_export_and_refuses_a_changed_one(tmp_path, capsys):
+    """Re-running a finished command (the store complete) must not fail on its own export: the file is compared
+    with the export at the end, kept when the bytes are the same, refused (and kept) when they differ."""
+    images, out = _images(tmp_path / "imgs"), str(tmp_path / "out")
+    target = tmp_path / "d2.pkl"
+    assert gen.main(_random_args(images, out, "--export-detectron2", str(target))) == 0
+    first = target.read_bytes()
+    mtime = target.stat().st_mtime_ns
+    assert gen.main(_random_args(images, out, "--export-detectron2", str(target))) == 0
+    assert target.read_bytes() == first and target.stat().st_mtime_ns == mtime
+    target.write_bytes(b"edited")
+    capsys.readouterr()
+    assert gen.main(_random_args(images, out, "--export-detectron2", str(target))) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line == (f"error: --export-detectron2 {str(target)!r} exists already with other content and is kept: "
+                    f"delete it or choose another path; the store {out} is complete (pass --overwrite to "
+                    "regenerate it and replace the file)")
+    assert target.read_bytes() == b"edited" and sorted(os.listdir(tmp_path)) == ["d2.pkl", "imgs", "out"]

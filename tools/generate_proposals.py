@@ -23,7 +23,8 @@ any; never the other shards); with ``--merge`` only the merged store. Every shar
 same images with the same ``--num-shards``, ``--method`` and method flags (checked when a shard starts and at
 the merge). An explicit
 ``--merge`` that cannot merge fails (exit 1) naming the missing shards; without ``--num-shards`` it takes K from
-the shard folders on disk. An existing ``--export-detectron2`` file is replaced only with ``--overwrite``.
+the shard folders on disk. An existing ``--export-detectron2`` file is replaced only with ``--overwrite`` (a
+finished command run again leaves it as it is when it holds the same export).
 ``--import-detectron2`` uses only ``--output``, ``--dataset``, ``--overwrite`` and ``--trust-pickle``; any other
 option given with it is refused.
 """
@@ -68,6 +69,7 @@ from siamese_detr.data.proposals.methods import DEFAULT_MAX_BOXES, edgeboxes_val
 from siamese_detr.data.proposals.store import ARRAY_FILES, ProposalStoreError, folder_write_problem  # noqa: E402
 from siamese_detr.data.datasets.from_path import empty_folder_message  # noqa: E402
 from siamese_detr.utils.cli_types import at_least_one  # noqa: E402
+from siamese_detr.utils.user_errors import UserValueError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "existing --export-detectron2 file"
     )
     p.add_argument("--export-detectron2", metavar="FILE.pkl", help="also write Detectron2's proposal file (its "
-                   "folder must exist; an existing file is kept unless --overwrite)")
+                   "folder must exist; an existing file is kept unless --overwrite; a finished command run again "
+                   "leaves its own export as it is)")
     p.add_argument("--import-detectron2", metavar="FILE.pkl",
                    help="instead of computing proposals, convert a Detectron2 proposal file into a store at "
                    "--output (image sizes from --dataset if given); needs --trust-pickle")
@@ -210,14 +213,15 @@ def _merge_num_shards(args):
     return None
 
 
-def _export_path_problem(path: str, overwrite: bool):
+def _export_path_problem(path: str, overwrite: bool, store_complete: bool):
     """Why ``--export-detectron2 PATH`` cannot be written (None if it can), checked before any work: a folder, an
-    existing file (without ``--overwrite``), a folder that does not exist or cannot be written in."""
+    existing file (without ``--overwrite``; when the store is complete already, a finished command run again, the
+    file is compared with the export at the end instead), a folder that does not exist or cannot be written in."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         example = os.path.join(path, "proposals.pkl")
         return f"--export-detectron2 {path!r} is a folder; give a file name such as {example!r}"
-    if os.path.exists(path) and not overwrite:
+    if os.path.exists(path) and not overwrite and not store_complete:
         return (f"--export-detectron2 {path!r} exists already and is kept: delete it, choose another path, or pass "
                 "--overwrite to replace it (which also regenerates what this command writes at --output)")
     problem = folder_write_problem(folder)
@@ -299,7 +303,8 @@ def _usage_problem(args):
         if value < 1:
             return f"{option} must be at least 1, got {value}"
     if args.export_detectron2:
-        problem = _export_path_problem(args.export_detectron2, args.overwrite)
+        complete = os.path.isfile(os.path.join(args.output, "meta.json"))
+        problem = _export_path_problem(args.export_detectron2, args.overwrite, complete)
         if problem:
             return problem
     if args.image_dir and not os.path.isdir(args.image_dir):
@@ -589,14 +594,19 @@ def _run(args, final_meta: str, records) -> int:
         )
     )
     if args.export_detectron2:
-        return _export(store, args.export_detectron2)
+        return _export(store, args.export_detectron2, keep_other=not args.overwrite)
     return 0
 
 
-def _export(store, path: str) -> int:
-    """Write ``--export-detectron2`` (checked at the start; a write can still fail, e.g. a full disk)."""
+def _export(store, path: str, keep_other: bool) -> int:
+    """Write ``--export-detectron2`` (checked at the start; a write can still fail, e.g. a full disk). With
+    ``keep_other`` an existing file is kept: unchanged when it holds this export already, an error otherwise."""
     try:
-        export_detectron2(store, path)
+        export_detectron2(store, path, keep_other=keep_other)
+    except UserValueError as e:
+        print(f"error: --export-detectron2 {e}; the store {store.path} is complete (pass --overwrite to regenerate "
+              "it and replace the file)", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"error: cannot write --export-detectron2 {path!r} ({e.strerror or e}); the store {store.path} is "
               f"complete: export it again with tools/generate_proposals.py --output {store.path} "

@@ -13,6 +13,7 @@ sizes) before anything is written (:func:`read_detectron2`, then :func:`write_im
 
 from __future__ import annotations
 
+import filecmp
 import os
 import pickle
 from typing import Dict, Optional, Tuple
@@ -25,11 +26,13 @@ from ...utils.user_errors import UserValueError
 __all__ = ["export_detectron2", "import_detectron2", "read_detectron2", "write_imported", "import_params"]
 
 
-def export_detectron2(store, output_file: str) -> str:
+def export_detectron2(store, output_file: str, keep_other: bool = False) -> str:
     """Write ``store`` (a :class:`ProposalStore` or its path) as a Detectron2 proposal file (XYXY_ABS).
 
     Store scores are non-increasing per image, so Detectron2's ``argsort()[::-1]`` keeps our order
     (ties aside). Written to ``output_file + ".tmp"``, then renamed: a failed write leaves no partial file.
+    With ``keep_other``, an existing ``output_file`` is left as it is: when its bytes are those of this export
+    (a finished command run again) nothing is written, otherwise UserValueError names it.
     """
     from detectron2.structures import BoxMode
 
@@ -50,6 +53,14 @@ def export_detectron2(store, output_file: str) -> str:
     try:
         with open(tmp, "wb") as f:
             pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+        if keep_other and os.path.exists(output_file):
+            same = os.path.isfile(output_file) and filecmp.cmp(tmp, output_file, shallow=False)
+            os.remove(tmp)
+            if not same:
+                raise UserValueError(
+                    f"{output_file!r} exists already with other content and is kept: delete it or choose another path"
+                )
+            return output_file
         os.replace(tmp, output_file)
     except BaseException:
         if os.path.isfile(tmp):
