@@ -21,12 +21,14 @@ import warnings
 # detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
-from detectron2.data import DatasetCatalog  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 
-from siamese_detr.data.dataset_checks import check_datasets_on_disk  # noqa: E402
+from siamese_detr.data.dataset_checks import _missing_path_fix, check_datasets_on_disk  # noqa: E402
+from siamese_detr.data.datasets.from_path import read_coco_json  # noqa: E402
 from siamese_detr.data.datasets.low_data_splits import (LOW_DATA_SPLITS, split_file,  # noqa: E402
                                                         write_low_data_split)
 from siamese_detr.utils.cli_types import ExtendList  # noqa: E402
+from siamese_detr.utils.user_errors import UserError, UserValueError, user_message  # noqa: E402
 
 
 def _parent_image_ids(parent, required):
@@ -34,20 +36,54 @@ def _parent_image_ids(parent, required):
     a missing ``required`` parent stops with its one-line message (the file and the tool that writes it)."""
     try:
         check_datasets_on_disk(parent)  # the missing file named, with the README section to follow
-        return [int(d["image_id"]) for d in DatasetCatalog.get(parent)]
+        return [int(d["image_id"]) for d in _load_parent(parent)]
     except (FileNotFoundError, AssertionError) as e:  # detectron2's COCO loader asserts on a missing json
         if required:
-            raise SystemExit(f"prepare_low_data_splits.py: {e}") from None
+            raise SystemExit(f"error: {user_message(e)}") from None
         print(f"skipped splits of {parent}: {e}")
         return None
 
 
-def _write(name, parent_ids, force):
-    """Write one split; an existing file with other ids stops with a one-line message naming it."""
+def _load_parent(parent):
+    """The parent's dataset dicts; its json on disk but not loadable (empty, not JSON, not a COCO json) raises
+    ``UserValueError`` naming the file and the way to write it again (detectron2's loader would end with a bare
+    ``JSONDecodeError`` or ``KeyError``)."""
     try:
-        return write_low_data_split(name, parent_ids, overwrite=force)
-    except ValueError as e:  # the file exists with other ids (the parent changed): keep it unless --force
-        raise SystemExit(f"prepare_low_data_splits.py: {e}") from None
+        return DatasetCatalog.get(parent)
+    except (AssertionError, ValueError, KeyError, TypeError) as e:
+        json_file = MetadataCatalog.get(parent).get("json_file", None)
+        if isinstance(e, UserError) or not (isinstance(json_file, str) and os.path.isfile(json_file)):
+            raise
+        raise UserValueError(f"the parent dataset {parent} cannot be loaded: {_json_problem(json_file, e)}. "
+                             f"{_missing_path_fix(parent, json_file)}") from None
+
+
+def _json_problem(json_file, error):
+    """What is wrong with ``json_file``, which detectron2's loader failed on with ``error``."""
+    if os.path.getsize(json_file) == 0:
+        return f"{json_file!r} is empty (0 bytes: an interrupted write or download?)"
+    try:
+        read_coco_json(json_file)
+    except ValueError as e:  # not JSON, not a COCO detection json, a field missing: named by the project's check
+        return str(e)
+    return f"detectron2 cannot load {json_file!r} ({type(error).__name__}: {' '.join(str(error).split())})"
+
+
+def _write_splits(args):
+    """Write the splits of ``args.names`` (default: every split whose parent is on disk); returns the names of
+    those not written."""
+    names = args.names or list(LOW_DATA_SPLITS)
+    parents = {}
+    for name in names:
+        parent = LOW_DATA_SPLITS[name][0]
+        if parent not in parents:
+            parents[parent] = _parent_image_ids(parent, required=bool(args.names))
+        if parents[parent] is None:
+            continue
+        # an existing file with other ids (the parent changed) is kept unless --force
+        path = write_low_data_split(name, parents[parent], overwrite=args.force, overwrite_flag="--force")
+        print(f"{name}: {path}")
+    return [n for n in names if not os.path.isfile(split_file(n))]
 
 
 def main(argv=None):
@@ -60,21 +96,14 @@ def main(argv=None):
         for name, (parent, pct, seed, protocol) in LOW_DATA_SPLITS.items():
             print(f"{name}: {pct:g} % of {parent}, seed {seed} — {protocol}")
         return
-    names = args.names or list(LOW_DATA_SPLITS)
-    parents = {}
-    for name in names:
-        parent = LOW_DATA_SPLITS[name][0]
-        if parent not in parents:
-            parents[parent] = _parent_image_ids(parent, required=bool(args.names))
-        if parents[parent] is None:
-            continue
-        path = _write(name, parents[parent], args.force)
-        print(f"{name}: {path}")
-    missing = [n for n in names if not os.path.isfile(split_file(n))]
+    try:
+        missing = _write_splits(args)
+    except UserError as e:  # a parent or split file that cannot be used, a folder that cannot be written
+        raise SystemExit(f"error: {user_message(e)}") from None
     if missing and args.names:
-        raise SystemExit(f"not written: {missing}")
-    if len(missing) == len(names):
-        raise SystemExit("prepare_low_data_splits.py: no split written: none of their datasets is on disk "
+        raise SystemExit(f"error: not written: {missing}")
+    if len(missing) == len(args.names or LOW_DATA_SPLITS):
+        raise SystemExit("error: no split written: none of their datasets is on disk "
                          "(datasets/README.md, 'Low-data splits')")
 
 

@@ -29,7 +29,9 @@ from siamese_detr.data.datasets import (  # noqa: E402
     generate_synthetic_shapes,
 )
 from siamese_detr.data.datasets.builtin_shapes import SPLITS, default_root  # noqa: E402
-from siamese_detr.utils.cli_types import ExtendList  # noqa: E402
+from siamese_detr.utils.cli_types import ExtendList, at_least_one  # noqa: E402
+from siamese_detr.utils.user_errors import UserError, user_message  # noqa: E402
+from siamese_detr.utils.writable import file_problem  # noqa: E402
 
 
 def preview_grid(image_root: str, json_file: str, count: int = 12, cell: int = 256,
@@ -74,7 +76,8 @@ def main(argv=None):
     parser.add_argument("--num-dev", type=int, default=None)
     parser.add_argument("--force", action="store_true", help="regenerate even if a complete copy exists")
     parser.add_argument("--preview", metavar="PNG", help="write a grid of images with their boxes drawn")
-    parser.add_argument("--preview-count", type=int, default=12)
+    parser.add_argument("--preview-count", type=at_least_one("images in the preview grid"), default=12,
+                        help="images in the --preview grid (default: 12)")
     args = parser.parse_args(argv)
     for flag, value in (("--num-train", args.num_train), ("--num-val", args.num_val),
                         ("--num-train-large", args.num_train_large), ("--num-dev", args.num_dev)):
@@ -82,6 +85,9 @@ def main(argv=None):
             parser.error(f"{flag} must be at least 1, got {value}")
     if args.preview and os.path.splitext(args.preview)[1].lower() not in (".png", ".jpg", ".jpeg"):
         parser.error(f"--preview {args.preview!r}: give a .png or .jpg file")
+    problem = file_problem(args.preview) if args.preview else None  # checked before the splits are generated
+    if problem:
+        parser.error(f"--preview {args.preview} {problem}; give a file in a folder you can write to")
     if args.root is not None and os.path.exists(args.root) and not os.path.isdir(args.root):
         parser.error(f"--root {args.root!r} is a file, not a folder")
 
@@ -91,7 +97,10 @@ def main(argv=None):
     paths = {}
     for split in args.splits:
         make = generate_synthetic_shapes if args.force else ensure_synthetic_shapes
-        paths[split] = make(split=split, root=root, num_images=num_images[split])
+        try:
+            paths[split] = make(split=split, root=root, num_images=num_images[split])
+        except UserError as e:  # a root that cannot be written, a bad $SYNTHETIC_SHAPES_NUM_IMAGES
+            raise SystemExit(f"error: {user_message(e)}") from None
         print(f"synthetic_shapes {split}: images in {paths[split][0]}, annotations {paths[split][1]}")
     print(f"classes: {', '.join(SYNTHETIC_SHAPES_CLASSES)}")
     if any(num_images[s] not in (None, DEFAULT_NUM_IMAGES[s]) for s in SPLITS):
@@ -102,7 +111,7 @@ def main(argv=None):
         grid = preview_grid(*paths[split], count=args.preview_count)
         os.makedirs(os.path.dirname(os.path.abspath(args.preview)), exist_ok=True)
         if not cv2.imwrite(args.preview, grid):
-            raise SystemExit(f"could not write {args.preview}")
+            raise SystemExit(f"error: could not write {args.preview} (--preview)")
         print(f"preview of '{split}' written to {args.preview}")
 
 

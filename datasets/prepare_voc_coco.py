@@ -18,8 +18,12 @@ from collections import Counter
 # detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
-from siamese_detr.data.datasets.voc_coco import VOC_COCO_SPLITS, VocAnnotationError, write_voc_coco  # noqa: E402
+from siamese_detr.data.datasets.voc_coco import VOC_COCO_SPLITS, write_voc_coco  # noqa: E402
 from siamese_detr.utils.cli_types import ExtendList  # noqa: E402
+from siamese_detr.utils.user_errors import UserError, user_message  # noqa: E402
+
+ROOT_HINT = ("give the folder holding VOC2007/ and VOC2012/ as --root (default: $DETECTRON2_DATASETS or "
+             "./datasets; datasets/README.md, 'PASCAL VOC')")
 
 
 def main(argv=None):
@@ -29,10 +33,14 @@ def main(argv=None):
     p.add_argument("--names", action=ExtendList, nargs="+", choices=sorted(VOC_COCO_SPLITS), default=None,
                    help="which json files to write (default: all)")
     args = p.parse_args(argv)
+    if not os.path.exists(args.root):
+        p.error(f"--root {args.root!r} does not exist: {ROOT_HINT}")
+    if not os.path.isdir(args.root):
+        p.error(f"--root {args.root!r} is a file, not a folder: {ROOT_HINT}")
     try:
         written = write_voc_coco(args.root, args.names)
-    except (VocAnnotationError, FileNotFoundError) as e:  # a bad or missing VOC file: one line, no traceback
-        raise SystemExit(f"prepare_voc_coco.py: {e}") from None
+    except UserError as e:  # a bad or missing VOC file, a json folder that cannot be written: one line
+        raise SystemExit(f"error: {user_message(e)}") from None
     for name, path in written.items():
         with open(path) as f:
             data = json.load(f)

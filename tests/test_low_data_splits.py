@@ -212,7 +212,7 @@ def test_script_keeps_a_different_file_unless_forced(counted_parent):
     script = _script()
     script.main(["--names", NAME])
     ids.pop()
-    with pytest.raises(SystemExit, match="^prepare_low_data_splits.py: .*different image ids.*--force"):
+    with pytest.raises(SystemExit, match="^error: .*different image ids.*pass --force to replace it"):
         script.main(["--names", NAME])
     with open(LD.split_file(NAME)) as f:
         assert json.load(f)["num_parent_images"] == 200
@@ -224,7 +224,7 @@ def test_script_keeps_a_different_file_unless_forced(counted_parent):
 def test_script_a_named_split_of_a_missing_parent_stops_with_its_error(counted_parent, capsys):
     with pytest.raises(SystemExit) as e:
         _script().main(["--names", "toy_broken_parent_10pct_seed42"])
-    assert str(e.value) == "prepare_low_data_splits.py: no json here"
+    assert str(e.value) == "error: no json here"
 
 
 def test_script_without_names_skips_missing_parents_and_succeeds_if_one_is_written(counted_parent, capsys):

@@ -47,5 +47,6 @@ def test_default_root_is_detectron2_datasets_and_writes_both(voc_tree, monkeypat
 
 def test_a_missing_voc_tree_stops_with_one_line(tmp_path):
     with pytest.raises(SystemExit) as e:
-        _tool().main(["--root", str(tmp_path / "nothing")])
-    assert str(e.value).startswith("prepare_voc_coco.py: ") and "\n" not in str(e.value)
+        _tool().main(["--root", str(tmp_path)])  # a root without VOC2007/
+    assert str(e.value).startswith("error: ") and "\n" not in str(e.value)
+    assert "test.txt not found" in str(e.value)

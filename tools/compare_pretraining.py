@@ -20,9 +20,11 @@ to ``pretrain/``, shared by every percent (it does not depend on the labels), it
 at the default 10% and to ``finetune_{P}pct/`` at any other percent P, so that the runs of several percents
 live side by side in one ``--output`` (:func:`finetune_folder`). Names whose folders would be the same
 (``Siamese DETR`` and ``siamese-detr``), a name given twice, a ``--method`` whose config is not a file (paths
-are relative to the repository root), a seed given twice and a ``--low-label-percent`` outside 1..100 are
-refused before anything runs. Without ``--method``, a built-in method whose config is not in this checkout is
-left out with a note (and a list left with no method is refused).
+are relative to the repository root) or not a pretraining config (a ``.py`` LazyConfig whose ``model`` is a
+pretraining model: a finetuning config is refused), a seed given twice, a ``--low-label-percent`` outside
+1..100 and an ``--output`` that cannot be written are refused before anything runs. Without ``--method``, a
+built-in method whose config is not in this checkout is left out with a note (and a list left with no method is
+refused).
 
 Writes ``<output>/comparison.json``, ``comparison.md`` (mean ± half the min-max spread of AP and AP50 over
 seeds, pretraining seconds per iteration, and each method's AP gain over the first method without
@@ -136,6 +138,42 @@ def check_configs(methods: List[Tuple[str, Optional[str]]], explicit: bool
         return [], notes, (f"no method to run: none of the methods ({given}) has its config; give --method "
                            f"NAME=CONFIG (or NAME= for no pretraining)")
     return present, notes, None
+
+
+def pretraining_config_problem(name: str, config: str) -> Optional[str]:
+    """Why the ``--method NAME=CONFIG`` file (present) cannot be a pretraining config, or None: it is not a
+    ``.py`` LazyConfig, does not load, or its ``model`` is not one of the project's pretraining models (a
+    subclass of ``PretextDETR``: Siamese DETR, UP-DETR, DETReg). A finetuning config or another file passed
+    the file check and failed only mid-run; loading the config is cheap (no model is built)."""
+    from detectron2.config import LazyConfig
+    from detectron2.utils.registry import locate
+
+    from siamese_detr.engine.checkpointing import error_first_line
+    from siamese_detr.modeling.meta_arch import PretextDETR
+
+    fix = f"give a pretraining config, e.g. {DEFAULT_METHODS[-1][1]}, or {name}= for no pretraining"
+    if Path(config).suffix != ".py":
+        return f"--method {name!r}: {config} is not a LazyConfig .py file; {fix}"
+    try:
+        model = LazyConfig.load(str(ROOT / config)).get("model", None)
+        target = model.get("_target_", None) if hasattr(model, "get") else None
+        target = locate(target) if isinstance(target, str) else target  # as instantiate() finds it
+    except Exception as e:  # any error of the user's file: a syntax error, an import, a missing name
+        return f"--method {name!r}: cannot load {config} ({type(e).__name__}: {error_first_line(e)}); {fix}"
+    if not (isinstance(target, type) and issubclass(target, PretextDETR)):
+        what = f"builds {getattr(target, '__qualname__', target)} as its model" if target else "has no model"
+        return (f"--method {name!r}: {config} {what}, not a pretraining model (SiameseDETRPretrain, "
+                f"UPDETRPretrain or DETRegPretrain); {fix}")
+    return None
+
+
+def check_pretraining_configs(present: List[Tuple[str, Optional[str]]]) -> Optional[str]:
+    """The first :func:`pretraining_config_problem` of the methods with a config, or None."""
+    for name, config in present:
+        problem = pretraining_config_problem(name, config) if config is not None else None
+        if problem:
+            return problem
+    return None
 
 
 def check_counts(args) -> Optional[str]:
@@ -280,11 +318,16 @@ def check_arguments(parser: argparse.ArgumentParser, args) -> List[Tuple[str, Op
     present, notes, problem = check_configs(methods, explicit=args.method is not None)
     for note in notes:
         print(note)
+    if problem is None and args.method is not None:  # the built-in configs are the project's pretraining configs
+        problem = check_pretraining_configs(present)
     problem = problem or check_counts(args) or check_overrides(args, present)
     if problem:
         parser.error(problem)
-    if args.output.exists() and not args.output.is_dir():
-        parser.error(f"--output {args.output} is a file, not a folder: give a folder (it is created if missing)")
+    from siamese_detr.demo.runner import output_folder_problem
+
+    problem = output_folder_problem(args.output)
+    if problem:
+        parser.error(problem)
     return present
 
 

@@ -11,10 +11,11 @@ and the same numbers as a Markdown table on the terminal.
 ``--run LABEL=PATH[,PATH...]``: each PATH is a training output directory (its ``metrics.json``, written by
 ``tools/lazyconfig_train_net.py`` with ``train.eval_period > 0``) or a ``metrics.json`` file; shell-style
 wildcards are expanded (sorted); a run listed twice in a group counts once (with a warning). A wrong argument
-(a PATH that does not exist, a directory without ``metrics.json``, ...) is refused before any run is read
-(exit 2); a ``metrics.json`` that cannot be used (a bad line, no such metric) stops the tool naming it
-(exit 1). A group's curve is taken at the iterations that all its runs evaluated. A line of a ``metrics.json``
-cut short by a kill is skipped with a warning, as ``tools/plot_metrics.py`` does.
+(a PATH that does not exist, a directory without ``metrics.json``, an ``--output`` that cannot be written, ...)
+is refused before any run is read (exit 2); a ``metrics.json`` that cannot be used (a bad line, no such metric)
+stops the tool with one line, ``error: ...``, naming it (exit 1). A group's curve is taken at the iterations
+that all its runs evaluated. A line of a ``metrics.json`` cut short by a kill is skipped with a warning, as
+``tools/plot_metrics.py`` does.
 ``--reference LABEL`` adds the difference of every other group's mean to that group's, per iteration (a
 difference of means: pair the runs by seed yourself, or use ``tools/compare_pretraining.py``, for per-seed
 gains).
@@ -107,8 +108,9 @@ def missing_metric_message(path, metric: str, shown: int = 20) -> str:
 
 
 def summarise(groups: Dict[str, List[Path]], metric: str) -> Dict[str, Summary]:
-    """``{label: seed_summary of its runs' histories of metric}``; exits when a run never logged ``metric``
-    or a group's runs share no evaluated iteration."""
+    """``{label: seed_summary of its runs' histories of metric}``; exits (``error: ...``, status 1) when a
+    ``metrics.json`` has a bad line, a run never logged ``metric`` or a group's runs share no evaluated
+    iteration."""
     summaries = {}
     for label, files in groups.items():
         histories = []
@@ -116,13 +118,13 @@ def summarise(groups: Dict[str, List[Path]], metric: str) -> Dict[str, Summary]:
             try:
                 history = eval_history(str(path), metric)
             except MetricsFileError as e:
-                raise SystemExit(str(e))
+                raise SystemExit(f"error: {e}") from None
             if not history:
-                raise SystemExit(missing_metric_message(path, metric))
+                raise SystemExit(f"error: {missing_metric_message(path, metric)}")
             histories.append(history)
         summary = seed_summary(histories)
         if not summary:
-            raise SystemExit(f"--run {label!r}: its {len(files)} runs share no evaluated iteration")
+            raise SystemExit(f"error: --run {label!r}: its {len(files)} runs share no evaluated iteration")
         summaries[label] = summary
     return summaries
 

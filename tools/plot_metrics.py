@@ -13,8 +13,10 @@ a folder holding ``metrics.json`` is refused (exit 2) before anything is plotted
 
 A line cut short by a kill (a ``{...`` that does not parse: the last line of a killed run, or a line in
 the middle once the run was resumed) is skipped with a warning; any other line that is not a JSON object is
-an error naming it. ``--output`` without an extension gets ``.png``; an extension matplotlib cannot write is
-refused before anything is read.
+an error naming it, as is an empty file or one that is not a detectron2 ``metrics.json`` (no line with an
+``iteration``): one line, ``error: ...``, exit 1. ``--output`` without an extension gets ``.png``; an extension
+matplotlib cannot write, or an ``--output`` that cannot be written (a file in the way of its folder, a folder
+without write permission), is refused (exit 2) before anything is read.
 """
 import argparse
 import re
@@ -26,17 +28,32 @@ from typing import Dict, List, Tuple
 from siamese_detr.utils.cli_types import ExtendList
 from siamese_detr.utils.figure_text import fit_text
 from siamese_detr.utils.metrics_lines import FINISHED_ITERATIONS_KEY, MetricsFileError, metrics_records
+from siamese_detr.utils.writable import file_problem
 
 AUX_SUFFIX = re.compile(r"_\d+(_one2many)?$")  # decoder layer i, also of the hybrid-matching queries
 
 
 def read_metrics(path: Path) -> List[dict]:
     """One dict per line of a detectron2 ``metrics.json`` (a JSON object per logged iteration); torn lines
-    (see the module docstring) are skipped with a warning, any other bad line exits naming it."""
+    (see the module docstring) are skipped with a warning, any other bad line exits (``error: ...``) naming it."""
     try:
         return [record for _, record in metrics_records(path)]
     except MetricsFileError as e:
-        raise SystemExit(str(e)) from None
+        raise SystemExit(f"error: {e}") from None
+
+
+def no_curves_message(path: Path, records: List[dict]) -> str:
+    """Why ``records`` (read from ``path``) give no loss curve: the file is empty, it is not a detectron2
+    ``metrics.json`` (no line has an ``iteration``), or no line logged a loss."""
+    if not records:
+        what = "is empty (0 bytes)" if path.stat().st_size == 0 else "holds no JSON object"
+        return (f"{path} {what}: the run did not get to its first logged iteration (train.log_period); give "
+                f"the metrics.json of a run that did")
+    if not any("iteration" in rec for rec in records):
+        return (f"{path} is not a detectron2 metrics.json: none of its {len(records)} JSON object(s) has an "
+                f"'iteration' (the training tool writes one JSON object per logged iteration, with "
+                f"'iteration' and the losses)")
+    return f"{path}: no loss values logged (did training run past its first log period?)"
 
 
 def loss_curves(records: List[dict], with_aux: bool = False) -> Dict[str, Tuple[List[int], List[float]]]:
@@ -155,7 +172,7 @@ def plot(inputs: List[Path], labels: List[str], output: Path, with_aux: bool = F
         records = read_metrics(path)
         curves = loss_curves(records, with_aux)
         if not curves:
-            raise SystemExit(f"{path}: no loss values logged (did training run past its first log period?)")
+            raise SystemExit(f"error: {no_curves_message(path, records)}")
         _plot_panel(column[0], column[1], curves, label)
         for k, v in sorted(eval_results(records).items()):
             print(f"{label}: {k} = {v:.3f}")
@@ -173,20 +190,23 @@ def output_file(output: Path) -> Path:
     """The file matplotlib writes for ``--output``: itself, or with ``.png`` added when it has no extension.
 
     Raises:
-        ValueError: ``output`` is a folder, or its extension is not a format matplotlib writes.
+        ValueError: ``output`` is a folder, its extension is not a format matplotlib writes, or it cannot be
+            written (a file in the way of its folder, a folder without write permission).
     """
     from matplotlib.backend_bases import FigureCanvasBase
 
     if output.is_dir():
         raise ValueError(f"{output} is a folder; give the file to write, e.g. {output / 'loss_curves.png'}")
     ext = output.suffix[1:].lower()
-    if not ext:
-        return output.with_name(output.name + ".png")
     formats = FigureCanvasBase.get_supported_filetypes()
-    if ext not in formats:
+    if ext and ext not in formats:
         raise ValueError(f"{output}: matplotlib cannot write .{ext} files; give one of "
                          f"{', '.join('.' + f for f in sorted(formats))} (e.g. .png)")
-    return output
+    figure = output if ext else output.with_name(output.name + ".png")
+    problem = file_problem(figure)
+    if problem:
+        raise ValueError(f"{figure} {problem}; give a file in a folder you can write to")
+    return figure
 
 
 def metrics_file(path: Path) -> Path:

@@ -229,15 +229,19 @@ def run(args, output: Path) -> int:
 def check_args(args) -> Optional[str]:
     """Why the flags cannot run the demo, or None: a count below 1 (``--backbone-iters 0`` would otherwise
     silently mean the config's full schedule, ``--parallel 0`` would wait forever), a negative seed, or an
-    ``--output`` that is a file; with ``--fresh``, see :func:`fresh_problem`."""
+    ``--output`` that cannot hold the steps (a file, no write permission:
+    :func:`siamese_detr.demo.runner.output_folder_problem`); with ``--fresh``, see :func:`fresh_problem`."""
+    from siamese_detr.demo.runner import output_folder_problem
+
     for flag in ("backbone_iters", "pretrain_iters", "finetune_iters", "eval_period", "threads", "parallel"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             return f"--{flag.replace('_', '-')} must be at least 1, got {value}"
     if args.seed is not None and args.seed < 0:
         return f"--seed must be non-negative, got {args.seed}"
-    if args.output.exists() and not args.output.is_dir():
-        return f"--output {args.output} is a file, not a folder: give a folder (it is created if missing)"
+    problem = output_folder_problem(args.output)
+    if problem:
+        return problem
     return fresh_problem(args.output) if args.fresh else None
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..utils.figure_text import fit_text
 from ..utils.metrics_lines import FINISHED_ITERATIONS_KEY, MetricsFileError, metrics_records
+from ..utils.writable import file_problem
 
 if TYPE_CHECKING:  # torch is imported where a figure needs it (curves and tables do not)
     import torch
@@ -68,21 +69,25 @@ def seed_summary(histories: Sequence[Sequence[Tuple[int, float]]]) -> List[Tuple
 
 def figure_path(output) -> str:
     """The file matplotlib writes for ``output``: ``output`` itself, or ``output + ".png"`` when it has no
-    extension (matplotlib adds it). Raises ValueError, naming ``output``, for a folder or an extension
-    matplotlib cannot write, so that a tool can refuse it before it does its work."""
+    extension (matplotlib adds it). Raises ValueError, naming ``output``, for a folder, an extension
+    matplotlib cannot write, or a file that cannot be written (a file in the way of its folder, a folder
+    without write permission: :func:`~siamese_detr.utils.writable.file_problem`), so that a tool can refuse
+    it before it does its work."""
     from matplotlib.backend_bases import FigureCanvasBase
 
     output = os.fspath(output)
     if os.path.isdir(output):
         raise ValueError(f"{output} is a folder; give the file to write, e.g. {os.path.join(output, 'curves.png')}")
     ext = os.path.splitext(output)[1][1:].lower()
-    if not ext:
-        return output + ".png"
     formats = FigureCanvasBase.get_supported_filetypes()
-    if ext not in formats:
+    if ext and ext not in formats:
         raise ValueError(f"{output}: matplotlib cannot write .{ext} files; give one of "
                          f"{', '.join('.' + f for f in sorted(formats))} (e.g. .png)")
-    return output
+    figure = output if ext else output + ".png"
+    problem = file_problem(figure)
+    if problem:
+        raise ValueError(f"{figure} {problem}; give a file in a folder you can write to")
+    return figure
 
 
 LEGEND_INSIDE_MAX = 4  # curves whose legend fits inside a 6 x 4 in plot without hiding them

@@ -17,42 +17,55 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..utils.parent_watch import arm_parent_death_signal
+from ..utils.writable import folder_problem
 from .steps import Step, file_digest, software_versions, source_digest
 
 __all__ = ["LOCK_NAME", "StepRunner", "clock", "config_digest", "last_iteration", "last_results", "lock_output",
-           "read_json", "resolved_config"]
+           "output_folder_problem", "read_json", "resolved_config"]
 
 LOCK_NAME = ".lock"  # in the output folder, held by the demo / comparison writing there
 
 
 def lock_output(folder: Path):
     """Lock ``folder`` (created if needed) for this process: returns the open lock file, which holds the lock
-    until it is closed or the process ends. Raises ``SystemExit`` with a one-line message when another
-    process holds it (two runs writing the same step folders would spoil each other's results) or when
-    ``folder`` cannot be created or written."""
+    until it is closed or the process ends. Raises ``SystemExit`` with a one-line message, ``error: ...``,
+    when another process holds it (two runs writing the same step folders would spoil each other's results) or
+    when ``folder`` cannot be created or written (:func:`output_folder_problem`)."""
     import fcntl
 
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise SystemExit(f"--output {folder} is a file, not a folder: give a folder (it is created if missing)")
+    problem = output_folder_problem(folder)
+    if problem:
+        raise SystemExit(f"error: {problem}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock = open(folder / LOCK_NAME, "a+")
-    except OSError as e:
-        raise SystemExit(f"--output {folder}: cannot write there ({e.strerror}); give a folder you can write to")
+    except OSError as e:  # what the check cannot see (the folder changed meanwhile)
+        raise SystemExit(f"error: --output {folder}: cannot write there ({e.strerror}); give a folder you can "
+                         "write to") from None
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         lock.seek(0)
         owner = lock.read().strip() or "?"
         lock.close()
-        raise SystemExit(f"--output {folder} is in use by another run (pid {owner}) writing the same steps; wait "
-                         "for it to finish or give another --output")
+        raise SystemExit(f"error: --output {folder} is in use by another run (pid {owner}) writing the same steps; "
+                         "wait for it to finish or give another --output")
     lock.seek(0)
     lock.truncate()
     lock.write(str(os.getpid()))
     lock.flush()
     return lock
+
+
+def output_folder_problem(folder: Path) -> Optional[str]:
+    """Why ``--output folder`` cannot hold the runs (a file, a file in the way of it, no write permission:
+    :func:`~siamese_detr.utils.writable.folder_problem`), as a message naming the flag; None when it can.
+    Creates nothing, so that the tools check it with their other flags, before anything runs."""
+    problem = folder_problem(folder)
+    if problem is None:
+        return None
+    return f"--output {folder} {problem}: give a folder you can write to (it is created if missing)"
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -25,7 +25,9 @@ image (a missing or unreadable json is regenerated silently).
 Concurrency: generation runs under an exclusive ``flock`` on ``<root>/synthetic_shapes/.lock-<split>``,
 writes into a private temp dir, moves the image dir into place, and writes the json last with an atomic
 ``os.replace``. A complete json therefore implies complete images, and DDP ranks / dataloader workers
-calling :func:`ensure_synthetic_shapes` at once generate the split exactly once.
+calling :func:`ensure_synthetic_shapes` at once generate the split exactly once. A split that must be
+generated under a root that cannot be written (a file in the way, no write permission) raises
+:class:`~siamese_detr.utils.user_errors.UserOSError` naming the folder; a complete copy is only read.
 
 Registration (``register_synthetic_shapes``, called by ``import siamese_detr.data``) does no I/O. Files
 are created on first use: by the DatasetCatalog loader, or by reading ``json_file`` / ``image_root`` from
@@ -52,6 +54,7 @@ from detectron2.data.datasets import load_coco_json
 
 from .shapes_render import CATEGORY_STYLES, render_scene
 from ...utils.user_errors import UserValueError
+from ...utils.writable import make_folder
 
 try:
     import fcntl
@@ -231,7 +234,9 @@ def _is_complete(root: str, split: str, num_images: int, seed: int) -> bool:
 @contextlib.contextmanager
 def _split_lock(root: str, split: str):
     base = os.path.join(os.path.abspath(root), DATASET_DIR)
-    os.makedirs(base, exist_ok=True)
+    make_folder(base, "the synthetic shapes folder",
+                "set $DETECTRON2_DATASETS (or --root of datasets/prepare_synthetic_shapes.py) to a folder you can "
+                "write to")
     with open(os.path.join(base, f".lock-{split}"), "a") as f:
         if fcntl is not None:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)

@@ -1,6 +1,7 @@
 """Selection and files of the low-data splits, without Detectron2 (see :mod:`.low_data_splits` for the
 protocols and the registration). Pure numpy + json, so any process (and the tests' child processes) can
-compute and write a split quickly."""
+compute and write a split quickly: the project's user errors (and, with them, torch) are imported only when
+one is raised (:func:`_user_errors`)."""
 
 import json
 import os
@@ -70,12 +71,57 @@ def split_file(name: str, root: Optional[str] = None) -> str:
     return os.path.join(_root(root), "low_data_splits", f"{name}.json")
 
 
+def _user_errors():
+    """:mod:`siamese_detr.utils.user_errors`, imported when an error is raised (see the module docstring)."""
+    from siamese_detr.utils import user_errors
+
+    return user_errors
+
+
+def _read_split_file(path: str, overwrite_flag: str) -> dict:
+    """The record of the existing split file ``path``; ``UserValueError`` naming it and ``overwrite_flag`` for
+    a file that is empty, not JSON or not a JSON object (an interrupted write, another file)."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        what = "is empty (0 bytes)" if os.path.getsize(path) == 0 else f"is not JSON ({e})"
+        raise _user_errors().UserValueError(f"{path} {what}, not a low-data split file (an interrupted write?); "
+                                            f"pass {overwrite_flag} to write it again") from None
+    if not isinstance(record, dict):
+        raise _user_errors().UserValueError(f"{path} holds a JSON {type(record).__name__}, not a low-data split "
+                                            f"file (a JSON object with 'image_ids'); pass {overwrite_flag} to "
+                                            "write it again")
+    return record
+
+
+def _write_split_file(path: str, record: dict) -> None:
+    """Write ``record`` to ``path`` atomically (temp file + ``os.replace``), its folder made if missing;
+    ``UserOSError`` naming the folder when it cannot be made or written in."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump(record, f, indent=1)
+        os.replace(tmp, path)
+    except OSError as e:
+        from siamese_detr.utils.writable import folder_problem
+
+        folder = os.path.dirname(path)
+        problem = folder_problem(folder) or f"cannot be written in ({e.strerror or e})"
+        raise _user_errors().UserOSError(f"cannot write the split file {path}: {folder} {problem}; set "
+                                         "$DETECTRON2_DATASETS to a datasets root you can write to") from None
+
+
 def write_low_data_split(
-    name: str, parent_image_ids: Sequence[int], root: Optional[str] = None, overwrite: bool = False
+    name: str, parent_image_ids: Sequence[int], root: Optional[str] = None, overwrite: bool = False,
+    overwrite_flag: str = "overwrite=True",
 ) -> str:
     """Write ``<root>/low_data_splits/<name>.json`` for a name of :data:`LOW_DATA_SPLITS` from the parent's
-    image ids. An existing file is kept (and checked to hold the same ids) unless ``overwrite``.
-    Atomic (temp file + ``os.replace``). Returns the path."""
+    image ids. An existing file is kept (and checked to hold the same ids) unless ``overwrite``; one with other
+    ids, drawn from another number of images or not a split file raises ``UserValueError``, whose way out
+    names ``overwrite_flag`` (how the caller's user asks for ``overwrite``, e.g. ``--force``). A folder that
+    cannot be written raises ``UserOSError``. Atomic (temp file + ``os.replace``). Returns the path."""
     parent, percent, seed, protocol = LOW_DATA_SPLITS[name]
     ids = select_subset(parent_image_ids, percent, seed)
     record = {
@@ -89,20 +135,15 @@ def write_low_data_split(
     }
     path = split_file(name, root)
     if os.path.isfile(path) and not overwrite:
-        with open(path) as f:
-            existing = json.load(f)
+        existing = _read_split_file(path, overwrite_flag)
         if existing.get("image_ids") != ids:
-            raise ValueError(f"{path} exists with different image ids (files written before 2026-12-05 used "
-                             "RandomState(42), not DETReg's default_rng(42) draw); pass overwrite=True (--force) "
-                             "to replace it")
+            raise _user_errors().UserValueError(
+                f"{path} exists with different image ids (files written before 2026-12-05 used RandomState(42), "
+                f"not DETReg's default_rng(42) draw); pass {overwrite_flag} to replace it")
         if existing.get("num_parent_images") != record["num_parent_images"]:
-            raise ValueError(f"{path} was drawn from {existing.get('num_parent_images')} images of {parent}, which "
-                             f"now has {record['num_parent_images']}: pass overwrite=True (--force) to draw it again "
-                             "from the parent as it is")
+            raise _user_errors().UserValueError(
+                f"{path} was drawn from {existing.get('num_parent_images')} images of {parent}, which now has "
+                f"{record['num_parent_images']}: pass {overwrite_flag} to draw it again from the parent as it is")
         return path
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, path)
+    _write_split_file(path, record)
     return path

@@ -32,6 +32,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
 from ...utils.user_errors import UserError, UserFileNotFoundError
+from ...utils.writable import make_folder
 
 __all__ = [
     "VOC_CLASSES",
@@ -127,9 +128,15 @@ def _parse_object(obj: ET.Element, index: int, path: str) -> dict:
     box = obj.find("bndbox")
     if box is None:
         raise VocAnnotationError(f"{path}: {where} ({name}) has no <bndbox>; {_XML_FIX}")
-    # raw numbers, as the official json: an empty or inverted box is dropped (and counted) by the loader's
-    # annotation check (siamese_detr.data.dataset_checks), not here
+    # raw numbers, as the official json; VOC's pixel coordinates are inclusive, so xmax == xmin is a box one
+    # pixel wide (Detectron2's VOC loader makes it [xmin - 1, xmax]; the official json writes a width of 0, and
+    # the loader's annotation check, siamese_detr.data.dataset_checks, drops and counts it): kept. A max below
+    # its min means no box under any convention: refused
     xyxy = [_number(box, k, path, f"{where} <bndbox>") for k in ("xmin", "ymin", "xmax", "ymax")]
+    for axis, low, high in (("x", xyxy[0], xyxy[2]), ("y", xyxy[1], xyxy[3])):
+        if high < low:
+            raise VocAnnotationError(f"{path}: {where} ({name}) <bndbox> has {axis}max {high:g} < {axis}min "
+                                     f"{low:g}, an inverted box; swap the two if they are swapped, or {_XML_FIX}")
     return {
         "name": name,
         "xyxy": xyxy,
@@ -153,7 +160,8 @@ def parse_voc_xml(path: str) -> Tuple[int, int, List[dict]]:
 
     Raises:
         VocAnnotationError: the file is missing, not XML, or lacks ``<size>`` / an object's ``<name>`` /
-            ``<bndbox>`` / a coordinate (one line naming the file, the element and the fix).
+            ``<bndbox>`` / a coordinate, or a box is inverted (``xmax < xmin`` or ``ymax < ymin``) (one line
+            naming the file, the element and the fix).
     """
     root = _read_xml_root(path)
     height, width = _image_size(root, path)
@@ -229,13 +237,16 @@ def voc_to_coco(root: str, parts: Sequence[Tuple[str, str]], description: str = 
 
 def write_voc_coco(root: str, names: Optional[Sequence[str]] = None) -> Dict[str, str]:
     """Write the json of each registered name (default: all of :data:`VOC_COCO_SPLITS`) under ``root``;
-    atomic (temp file + ``os.replace``). Returns ``{name: json path}``."""
+    atomic (temp file + ``os.replace``). Returns ``{name: json path}``. A ``voc_coco/`` folder that cannot be
+    made or written in raises :class:`~siamese_detr.utils.user_errors.UserOSError` naming it."""
     written = {}
     for name in names or list(VOC_COCO_SPLITS):
         rel, parts = VOC_COCO_SPLITS[name]
         path = os.path.join(root, rel)
         data = voc_to_coco(root, parts, description=name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        make_folder(os.path.dirname(path), "the json folder",
+                    "make it writable, or use a datasets root you can write to, with links to VOC2007/ and "
+                    "VOC2012/ in it")
         tmp = f"{path}.tmp.{os.getpid()}"
         with open(tmp, "w") as f:
             json.dump(data, f)
