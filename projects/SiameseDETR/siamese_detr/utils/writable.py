@@ -11,10 +11,10 @@ from typing import Optional
 
 from .user_errors import UserOSError
 
-__all__ = ["file_problem", "folder_problem", "make_folder"]
+__all__ = ["file_problem", "folder_problem", "make_folder", "nearest_existing", "write_refused"]
 
 
-def _nearest_existing(path: str) -> str:
+def nearest_existing(path: str) -> str:
     """``path`` (made absolute) or its nearest parent that exists (as a file, folder or link)."""
     path = os.path.abspath(path)
     while not os.path.lexists(path) and os.path.dirname(path) != path:
@@ -22,7 +22,7 @@ def _nearest_existing(path: str) -> str:
     return path
 
 
-def _write_refused(folder: str) -> Optional[str]:
+def write_refused(folder: str) -> Optional[str]:
     """Why a file cannot be created in the existing ``folder`` (``strerror``: no permission, a read-only
     file system, an immutable folder), or None; an unnamed temporary file is made and removed to find out."""
     try:
@@ -38,11 +38,11 @@ def folder_problem(folder) -> Optional[str]:
     its name: ``is a file, not a folder``, ``is not writable (Permission denied)``, ``cannot be made: /a/b
     is a file, not a folder``, ...; None when they can. Creates nothing."""
     target = os.path.abspath(folder)
-    existing = _nearest_existing(target)
+    existing = nearest_existing(target)
     if not os.path.isdir(existing):
         what = "a file, not a folder" if os.path.isfile(existing) else "not a folder"
         return f"is {what}" if existing == target else f"cannot be made: {existing} is {what}"
-    refused = _write_refused(existing)
+    refused = write_refused(existing)
     if refused is None:
         return None
     return f"is not writable ({refused})" if existing == target else \

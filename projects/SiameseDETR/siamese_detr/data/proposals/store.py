@@ -22,12 +22,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ...utils.user_errors import UserError, UserKeyError
+from ...utils.writable import nearest_existing, write_refused
 
 __all__ = [
     "FORMAT_VERSION",
@@ -61,17 +61,11 @@ def folder_write_problem(folder: str) -> Optional[str]:
     Writing is tried (a temporary file, removed at once): permission bits do not tell, since root ignores them
     and an immutable folder (``chattr +i``) or a pseudo file system (``/proc``) refuses anyway.
     """
-    existing = os.path.abspath(folder)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+    existing = nearest_existing(folder)
     if not os.path.isdir(existing):
         return f"{existing} is a file, not a folder"
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as e:
-        return f"cannot write in {existing} ({e.strerror or e})"
-    return None
+    refused = write_refused(existing)
+    return None if refused is None else f"cannot write in {existing} ({refused})"
 
 
 def _atomic_write_json(path: str, obj) -> None:
