@@ -93,12 +93,16 @@ def test_no_torch_jit_script_future_warning(tmp_path):
 
 
 def test_an_output_that_cannot_be_written_is_one_error_line(tmp_path, capsys):
-    """``--output`` under a path whose folder is a file: the conversion's result cannot be written, which is
-    said in one line naming the output (exit 1), and nothing is left beside the file."""
+    """``--output`` under a path whose folder is a file: the output cannot be written, which is said before the
+    input is read, in one line naming the output and its parent as a file (exit 2, a usage error), and nothing
+    is left beside the file."""
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
     (tmp_path / "a_file").write_text("x")
     output = tmp_path / "a_file" / "r18_d2.pth"
-    assert tool.main(["--input", str(tmp_path / "r18.pth"), "--output", str(output)]) == 1
-    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
-    assert line.startswith(f"error: cannot write {output}: ")
+    with pytest.raises(SystemExit) as exit_:
+        tool.main(["--input", str(tmp_path / "r18.pth"), "--output", str(output)])
+    assert exit_.value.code == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]  # PROG: error: MESSAGE
+    expected = f"--output {output}: its parent {tmp_path / 'a_file'} is a file, not a folder: give a path in a folder"
+    assert line.split(": error: ", 1)[1] == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "r18.pth"]

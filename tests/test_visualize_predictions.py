@@ -373,7 +373,8 @@ def test_an_unregistered_dataset_name_is_refused_with_the_accepted_forms(tmp_pat
     _save_model(_config("detr_demo.py"), tmp_path / "model.pth")
     assert _run(tmp_path, "detr_demo.py", tmp_path / "model.pth", "--dataset", "synthetic_shapes_vall") == 2
     (line,) = _error_lines(capsys.readouterr().err)
-    assert line.startswith("error: dataset 'synthetic_shapes_vall' is not registered")
+    assert line.startswith("error: Dataset 'synthetic_shapes_vall' is not registered. Did you mean "
+                           "'synthetic_shapes_val'")
     assert "coco:ANNOTATIONS.json:IMAGE_ROOT" in line and "folder:IMAGE_DIR" in line
 
 

@@ -37,7 +37,10 @@ already in this project's layout (detectron2 ResNet names such as ``backbone.ste
 ``tools/train_demo_backbone.py``, or this tool's own output): it is refused (exit 2) with the fix,
 ``train.init_checkpoint=THAT_FILE``, whatever ``--format``. A torchvision ResNet that lacks a tensor of its
 architecture is refused, naming the missing keys. The output (not the input file) is written through a
-temporary file and a rename.
+temporary file and a rename; an existing ``--output`` is refused unless ``--overwrite`` is given, and a path
+that cannot be written (under a file, in a folder that takes no file) is refused before the input is read.
+``--prefix`` applies to ``--format torchvision`` only (it is refused with the other formats, which write the
+model's own names).
 """
 
 import argparse
@@ -65,21 +68,27 @@ from siamese_detr.engine.checkpointing import (  # noqa: E402
     is_legacy_torch_save,
     load_checkpoint_file,
 )
+from siamese_detr.utils.output_paths import check_output_file  # noqa: E402
+from siamese_detr.utils.user_errors import user_message  # noqa: E402
 
 # SwAV and DETReg release ResNets use torchvision's layout; the rest are whole-model converters
 FORMATS = ("torchvision",) + tuple(available_converters())
 PRETRAINING_FORMATS = ("up_detr", "detreg", "siamese_detr")  # converters with a for_pretraining option
+PREFIX_FORMATS = ("torchvision",)  # formats that write a bare ResNet, under --prefix
+DEFAULT_PREFIX = "backbone."
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, help="source checkpoint (.pth / .pth.tar)")
-    p.add_argument("--output", required=True, help="detectron2 checkpoint to write (.pth)")
+    p.add_argument("--output", required=True, help="detectron2 checkpoint to write (.pth): a new file")
+    p.add_argument("--overwrite", action="store_true", help="replace --output when it exists")
     p.add_argument("--format", default="torchvision", choices=FORMATS, help="key layout of --input")
     p.add_argument(
         "--prefix",
-        default="backbone.",
-        help="module path of the ResNet in the target model ('' for a bare ResNet)",
+        default=None,
+        help=f"(--format torchvision only) module path of the ResNet in the target model (default "
+        f"{DEFAULT_PREFIX!r}; '' for a bare ResNet); the whole-model formats keep the model's own names",
     )
     p.add_argument(
         "--input-format",
@@ -278,7 +287,9 @@ class _Refused(Exception):
 
 
 def check_arguments(parser, args) -> None:
-    """Mistakes in the arguments end the tool through ``parser.error`` before the input is read."""
+    """Mistakes in the arguments end the tool through ``parser.error`` before the input is read: an ``--output``
+    that is a folder, the input, an existing file (without ``--overwrite``) or under a file or a folder that
+    takes no file; ``--for-pretraining`` or ``--prefix`` with a ``--format`` they do not apply to."""
     if os.path.isdir(args.output):
         parser.error(f"--output {args.output} is a folder; give the .pth file to write, e.g. "
                      f"{os.path.join(args.output, 'converted_d2.pth')}")
@@ -288,6 +299,13 @@ def check_arguments(parser, args) -> None:
     if args.for_pretraining and args.format not in PRETRAINING_FORMATS:
         parser.error(f"--for-pretraining converts the pretraining releases (--format {'|'.join(PRETRAINING_FORMATS)}),"
                      f" not --format {args.format}: drop it to convert for finetuning / evaluation")
+    if args.prefix is not None and args.format not in PREFIX_FORMATS:
+        parser.error(f"--prefix places a bare ResNet in the target model (--format {'|'.join(PREFIX_FORMATS)}); "
+                     f"--format {args.format} converts a whole model under its own names: drop --prefix")
+    try:  # an existing file (without --overwrite), or a path whose folder cannot be made or written in
+        check_output_file(args.output, overwrite=args.overwrite)
+    except OSError as e:
+        parser.error(user_message(e))
 
 
 def convert(args, checkpoint, prefix: str):
@@ -340,8 +358,9 @@ def print_summary(args, converted, dropped, prefix: str, notes, target: str) -> 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    prefix = args.prefix if not args.prefix or args.prefix.endswith(".") else args.prefix + "."
     check_arguments(parser, args)
+    prefix = DEFAULT_PREFIX if args.prefix is None else args.prefix
+    prefix = prefix if not prefix or prefix.endswith(".") else prefix + "."
     checkpoint = load_checkpoint(args.input, trust_pickle=args.trust_pickle)
     try:
         converted, dropped, prefix, notes = convert(args, checkpoint, prefix)

@@ -20,7 +20,9 @@ pretraining loader (views, proposals, jitter; seeded with ``--seed``, by default
 that is negative, detectron2's "a random seed"; image fields only, labels are never read) go through the
 frozen backbone, RoIAlign and ``region_proj`` only. The output has the checkpoint's model tensors with
 ``query_embed.weight`` replaced, no optimizer or iteration (a ``train.init_checkpoint`` for the finetuning
-config, not a run to resume), written through a temporary file and a rename.
+config, not a run to resume), written through a temporary file and a rename. ``--output`` must be a new file
+(``--overwrite`` replaces an existing one) in a folder this process can write in: checked before anything is
+loaded. ``--seed`` is a whole number >= 0.
 """
 import argparse
 import logging
@@ -44,20 +46,36 @@ from siamese_detr.engine.checkpointing import (  # noqa: E402
     SafeDetectionCheckpointer,
     atomic_torch_save,
 )
+from siamese_detr.engine.config_sections import check_config_sections  # noqa: E402
 from siamese_detr.modeling.meta_arch.siamese_detr import SiameseDETRPretrain  # noqa: E402
 from siamese_detr.modeling.pretext.region_features import fold_mean_region_embedding  # noqa: E402
+from siamese_detr.utils.output_paths import check_output_file  # noqa: E402
+from siamese_detr.utils.user_errors import USER_ERROR_EXIT, UserValueError, user_message  # noqa: E402
 
 logger = logging.getLogger("fold_region_queries")
+EXAMPLE_CONFIG = "configs/demo/demo_siamese_pretrain.py"
+
+
+def non_negative_seed(text: str) -> int:
+    """An argparse type for ``--seed``: a whole number >= 0 (as :mod:`siamese_detr.utils.cli_types`' types)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number (a seed), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 (a seed), got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, help="the Siamese DETR pretraining LazyConfig of the checkpoint")
     p.add_argument("--checkpoint", required=True, help="its pretraining checkpoint (e.g. OUTPUT/model_final.pth)")
-    p.add_argument("--output", required=True, help="the folded checkpoint to write (.pth)")
+    p.add_argument("--output", required=True, help="the folded checkpoint to write (.pth): a new file")
+    p.add_argument("--overwrite", action="store_true", help="replace --output when it exists")
     p.add_argument("--batches", type=int, default=64,
                    help="pretraining batches whose region embeddings are averaged (default 64)")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=non_negative_seed, default=None,
                    help="seed of the loader's draws (default: the config's train.seed; 0 where that is negative)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a .pkl checkpoint (or a .pth holding python objects): unpickling runs code from it")
@@ -85,23 +103,52 @@ def collect_region_embeddings(model: SiameseDETRPretrain, batches, num_batches: 
 
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    return USER_ERROR_EXIT
+
+
+def argument_problem(args):
+    """Why the arguments cannot work, before anything is loaded (a missing or folder ``--config-file`` /
+    ``--checkpoint``, ``--batches`` below 1, an ``--output`` that is the checkpoint, a folder, an existing file
+    without ``--overwrite`` or a path that cannot be written), or None."""
+    for path, what in ((args.config_file, "--config-file"), (args.checkpoint, "--checkpoint")):
+        if os.path.isdir(path):
+            return f"{what} {path!r} is a folder, not a file: give the file itself"
+        if not os.path.isfile(path):
+            return f"{what} {path!r} does not exist"
+    if args.batches < 1:
+        return f"--batches must be at least 1, got {args.batches}"
+    if os.path.isdir(args.output) or os.path.abspath(args.output) == os.path.abspath(args.checkpoint):
+        return f"--output {args.output!r} must be a new file, not a folder nor the --checkpoint"
+    try:
+        check_output_file(args.output, overwrite=args.overwrite)
+    except OSError as err:
+        return user_message(err)
+    return None
+
+
+def load_config(args):
+    """The config with the overrides applied; ``ValueError`` / ``KeyError`` / ``TypeError`` /
+    ``FileNotFoundError`` naming the mistake for a file LazyConfig cannot load, a config without the sections
+    the tool reads (a part under ``configs/common``) or a wrong override."""
+    here = f"Here: the Siamese DETR pretraining config of the checkpoint, e.g. {EXAMPLE_CONFIG}."
+    try:
+        cfg = LazyConfig.load(args.config_file)  # ValueError: not a python / yaml file
+        check_config_sections(cfg, args.config_file, eval_only=True)
+    except ValueError as err:
+        raise UserValueError(f"{err} {here}") from None
+    return apply_checked_overrides(cfg, args.opts)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logger(name="fold_region_queries")
-    for path, what in ((args.config_file, "--config-file"), (args.checkpoint, "--checkpoint")):
-        if not os.path.isfile(path):
-            return _error(f"{what} {path!r} does not exist")
-    if args.batches < 1:
-        return _error(f"--batches must be at least 1, got {args.batches}")
-    if os.path.isdir(args.output) or os.path.abspath(args.output) == os.path.abspath(args.checkpoint):
-        return _error(f"--output {args.output!r} must be a new file, not a folder nor the --checkpoint")
+    problem = argument_problem(args)
+    if problem:
+        return _error(problem)
     try:
-        cfg = apply_checked_overrides(LazyConfig.load(args.config_file), args.opts)
+        cfg = load_config(args)
     except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
-        return _error(err.args[0] if err.args else str(err))
+        return _error(user_message(err))
 
     seed = args.seed if args.seed is not None else int(cfg.train.get("seed", 0))
     if seed < 0:  # train.seed=-1 (configs/common/train.py): a random seed in training; a fixed one here

@@ -19,11 +19,15 @@ from typing import Optional
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
 
 from detectron2.config import LazyConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from siamese_detr.demo.backbone_pretrain import train_backbone  # noqa: E402
 from siamese_detr.engine import apply_checked_overrides  # noqa: E402
+from siamese_detr.engine.schedule_checks import check_output_dir  # noqa: E402
+from siamese_detr.utils.user_errors import user_message  # noqa: E402
 
 DEFAULT_CONFIG = "configs/demo/demo_backbone.py"
+SECTIONS = ("backbone", "data", "train")  # what train_backbone reads
 
 
 def main(argv=None) -> int:
@@ -31,16 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config-file", required=True)
     parser.add_argument("opts", nargs="*", help="key=value overrides of the config")
     args = parser.parse_args(argv)
-    if not os.path.isfile(args.config_file):
-        parser.error(f"--config-file {args.config_file}: no such file (the demo's is {DEFAULT_CONFIG})")
-    try:
-        cfg = apply_checked_overrides(LazyConfig.load(args.config_file), args.opts)
-    except (KeyError, ValueError, TypeError) as e:  # an unknown key or a value of another kind
-        parser.error(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
-    problem = check_config(cfg)
-    if problem:
-        parser.error(problem)
-    os.makedirs(cfg.train.output_dir, exist_ok=True)
+    cfg = load_config(parser, args)
     LazyConfig.save(cfg, os.path.join(cfg.train.output_dir, "config.yaml"))
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")
     metrics_file = os.path.join(cfg.train.output_dir, "progress.json")
@@ -56,6 +51,51 @@ def main(argv=None) -> int:
     metrics = train_backbone(cfg, progress)
     print(json.dumps(metrics, indent=1))
     return 0
+
+
+def load_config(parser: argparse.ArgumentParser, args):
+    """The backbone config with the overrides applied and ``train.output_dir`` made; a mistake (a missing file,
+    a folder, a file that is not a backbone config, a wrong override or value, an output folder that cannot be
+    written) ends the tool through ``parser.error`` (one line, exit 2) before any work."""
+    if os.path.isdir(args.config_file):
+        parser.error(f"--config-file {args.config_file} is a folder, not a config file (the demo's is "
+                     f"{DEFAULT_CONFIG})")
+    if not os.path.isfile(args.config_file):
+        parser.error(f"--config-file {args.config_file}: no such file (the demo's is {DEFAULT_CONFIG})")
+    try:
+        cfg = LazyConfig.load(args.config_file)
+    except ValueError as e:  # not a python / yaml file
+        parser.error(f"{e} The demo's is {DEFAULT_CONFIG}")
+    problem = config_kind_problem(cfg, args.config_file)
+    if problem:
+        parser.error(problem)
+    try:
+        cfg = apply_checked_overrides(cfg, args.opts)
+    except (KeyError, ValueError, TypeError) as e:  # an unknown key or a value of another kind
+        parser.error(user_message(e))
+    problem = check_config(cfg)
+    if problem:
+        parser.error(problem)
+    try:
+        check_output_dir(cfg.train.output_dir)  # a file, or a folder that takes no file: one line, no traceback
+    except (ValueError, OSError) as e:
+        parser.error(user_message(e))
+    return cfg
+
+
+def config_kind_problem(cfg, config_file: str) -> Optional[str]:
+    """Why ``config_file`` (loaded as ``cfg``) is not a backbone config like :data:`DEFAULT_CONFIG` (sections
+    :data:`SECTIONS` and a ``train.method``; e.g. a detector config or a part under ``configs/common``), or
+    None."""
+    missing = [name for name in SECTIONS if not isinstance(cfg.get(name, None), DictConfig)]
+    if not missing and "method" not in cfg.train:
+        missing = ["train.method"]
+    if not missing:
+        return None
+    found = ", ".join(sorted(str(k) for k in cfg.keys())) or "nothing"
+    return (f"{config_file} is not a demo backbone config: it defines no {', '.join(missing)} (it defines "
+            f"{found}). Give {DEFAULT_CONFIG} (or a copy of it); detector and pretraining configs are run by "
+            "tools/lazyconfig_train_net.py")
 
 
 def check_config(cfg) -> Optional[str]:

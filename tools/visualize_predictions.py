@@ -28,6 +28,9 @@ Each PNG shows, side by side, the ground-truth boxes (when the dataset has annot
 with ``score >= --score-threshold`` (class name and score; one colour per class), on the original image
 (small images are enlarged for legibility). ``--num-images`` must be at least 1 and ``--score-threshold`` in
 [0, 1]; when no image could be read (or none was drawn) the tool exits with status 1 and an ``error:`` line.
+A ``--config-file`` that is not a model's config (a part under ``configs/common``, a file that is not python
+or yaml), a dataset that is not registered or holds no image, and an ``--output`` that is not a folder this
+process can write in are refused (exit 2) before the model is loaded; so is a PNG that could not be written.
 """
 import argparse
 import logging
@@ -48,13 +51,17 @@ from detectron2.structures import BoxMode  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import siamese_detr.data  # noqa: E402,F401  (registers the built-in datasets)
+from siamese_detr.data.dataset_checks import check_datasets_on_disk  # noqa: E402
 from siamese_detr.data.image_io import NoReadableImagesError, read_image_or_none  # noqa: E402
 from siamese_detr.demo.plots import label_box  # noqa: E402
 from siamese_detr.engine import apply_checked_overrides  # noqa: E402
 from siamese_detr.engine.checkpointing import (  # noqa: E402
     CheckpointLoadError, SafeDetectionCheckpointer, refuse_partly_random_model)
+from siamese_detr.engine.config_sections import check_config_sections  # noqa: E402
 from siamese_detr.engine.load_summary import module_prefixes  # noqa: E402
 from siamese_detr.utils.cli_types import at_least_one, probability  # noqa: E402
+from siamese_detr.utils.output_paths import check_output_folder, write_image  # noqa: E402
+from siamese_detr.utils.user_errors import USER_ERROR_EXIT, UserError, user_message  # noqa: E402
 
 logger = logging.getLogger("visualize_predictions")
 GAP = 8
@@ -216,15 +223,44 @@ class _Refused(Exception):
     """A mistake in the arguments; its message is the whole ``error: ...`` line, and the tool exits with 2."""
 
 
-def load_config(args):
-    """``(cfg, names)``: the config with the image source and the ``key=value`` overrides applied, and the
-    dataset names to draw from (each registered). Raises ``_Refused`` for a missing file or an unknown dataset."""
+def check_input_files(args) -> None:
+    """``--config-file`` and ``--checkpoint`` are files, ``--image-dir`` a folder; else ``_Refused``."""
     for path, what in ((args.config_file, "--config-file"), (args.checkpoint, "--checkpoint")):
+        if os.path.isdir(path):
+            raise _Refused(f"error: {what} {path!r} is a folder, not a file: give the file itself"
+                           + (" (e.g. OUTPUT/model_final.pth)" if what == "--checkpoint" else ""))
         if not os.path.isfile(path):
             raise _Refused(f"error: {what} {path!r} does not exist")
     if args.image_dir and not os.path.isdir(args.image_dir):
         raise _Refused(f"error: --image-dir {args.image_dir!r} is not a folder")
-    cfg = LazyConfig.load(args.config_file)
+
+
+def check_dataset_names(names) -> None:
+    """Each of ``names`` is registered (with a "did you mean" for a misspelled name, as the other tools) and its
+    files are on disk; else ``_Refused``."""
+    try:
+        check_datasets_on_disk(names)
+    except KeyError as err:
+        raise _Refused(f"error: {user_message(err)} A dataset can also be given by path: "
+                       "coco:ANNOTATIONS.json:IMAGE_ROOT or folder:IMAGE_DIR") from None
+    except (FileNotFoundError, ValueError) as err:
+        raise _Refused(f"error: {user_message(err)}") from None
+
+
+def load_config(args):
+    """``(cfg, names)``: the config with the image source and the ``key=value`` overrides applied, and the
+    dataset names to draw from (each registered). Raises ``_Refused`` for a missing file, a file that is not a
+    model's config or an unknown dataset."""
+    check_input_files(args)
+    try:
+        cfg = LazyConfig.load(args.config_file)
+    except ValueError as err:  # a file that is not .py / .yaml
+        raise _Refused(f"error: {err} Give the config the model was trained with (e.g. configs/demo/detr_demo.py)"
+                       ) from None
+    try:
+        check_config_sections(cfg, args.config_file, eval_only=True)  # e.g. a part under configs/common
+    except ValueError as err:
+        raise _Refused(f"error: {err}") from None
     dataset = f"folder:{args.image_dir}" if args.image_dir else args.dataset
     if dataset:
         cfg.dataloader.test.dataset.names = dataset
@@ -234,11 +270,17 @@ def load_config(args):
         raise _Refused(f"error: {err.args[0] if err.args else err}") from None
     names = cfg.dataloader.test.dataset.names
     names = [names] if isinstance(names, str) else list(names)
-    unknown = [n for n in names if n not in DatasetCatalog.list()]
-    if unknown:
-        raise _Refused(f"error: dataset {unknown[0]!r} is not registered (give a registered name, "
-                       "coco:ANNOTATIONS.json:IMAGE_ROOT or folder:IMAGE_DIR)")
+    check_dataset_names(names)
     return cfg, names
+
+
+def dataset_records(names) -> list:
+    """``[(dataset name, dataset dict)]`` of every image of ``names``; a dataset that cannot be loaded as
+    given (e.g. ``--image-dir`` of a folder without images) is ``_Refused``."""
+    try:
+        return [(name, d) for name in names for d in DatasetCatalog.get(name)]
+    except UserError as err:
+        raise _Refused(f"error: {user_message(err)}") from None
 
 
 def classes_from_checkpoint(cfg, checkpoint: str, names) -> "int | None":
@@ -288,11 +330,11 @@ def load_model(cfg, args, from_head):
     return model
 
 
-def draw_images(cfg, model, names, args) -> int:
-    """One PNG per image of ``names`` (the first ``--num-images``) in ``--output``; returns the exit status (1
-    with an ``error:`` line when no image was drawn)."""
+def draw_images(cfg, model, names, every, args) -> int:
+    """One PNG per image of ``names`` (the first ``--num-images`` of ``every``, their ``(dataset, dataset dict)``
+    pairs) in ``--output``; returns the exit status (1 with an ``error:`` line when no image was drawn). A PNG
+    that cannot be written raises ``UserOSError``."""
     mapper = instantiate(cfg.dataloader.test.mapper)
-    every = [(name, d) for name in names for d in DatasetCatalog.get(name)]  # (its dataset, dataset dict)
     dicts = every[: args.num_images]
     class_names = class_names_for(cfg, names, getattr(model, "num_classes", 1))
     if class_names == ["object"]:
@@ -329,7 +371,7 @@ def draw_images(cfg, model, names, args) -> int:
         canvas = render(image, title, ground_truth(record), detections, class_names,
                         gt_class_names=dataset_class_names(source))
         path = os.path.join(args.output, f"{index:03d}_{stem}.png")
-        cv2.imwrite(path, canvas)
+        write_image(path, canvas)
         logger.info("wrote %s (%s)", path, title)
         written += 1
     more = (f" (the first {len(dicts)} of {len(every)}; --num-images {len(every)} draws all)"
@@ -351,12 +393,16 @@ def main(argv=None) -> int:
     setup_logger(name="visualize_predictions")
     try:
         cfg, names = load_config(args)
+        check_output_folder(args.output)  # before the model is loaded
+        every = dataset_records(names)
         from_head = classes_from_checkpoint(cfg, args.checkpoint, names)
         model = load_model(cfg, args, from_head)
+        return draw_images(cfg, model, names, every, args)
     except _Refused as refusal:
         print(refusal, file=sys.stderr)
-        return 2
-    return draw_images(cfg, model, names, args)
+    except UserError as err:  # an --output or a PNG that cannot be written
+        print(f"error: {user_message(err)}", file=sys.stderr)
+    return USER_ERROR_EXIT
 
 
 if __name__ == "__main__":

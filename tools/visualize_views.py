@@ -11,7 +11,9 @@ the image id, the views' IoU, the number of regions taken from proposals (the re
 whether the sample was flipped. ``--dataset NAME`` uses the built-in pretraining config with that dataset;
 ``key=value`` overrides apply to the config (e.g. ``dataloader.train.mapper.tau=0.7``).
 Images the mapper skips (unreadable, or no proposal in the views' overlap) are replaced by others; when
-none could be drawn the tool exits with status 1 and an ``error:`` line giving the counts.
+none could be drawn the tool exits with status 1 and an ``error:`` line giving the counts. An ``--output``
+that is not a folder this process can write in is refused (exit 2) before the data is read; so is a PNG
+that could not be written. ``--seed`` is a whole number >= 0.
 """
 
 import argparse
@@ -34,6 +36,9 @@ from siamese_detr.data.proposals import ProposalStoreError  # noqa: E402
 from siamese_detr.data.views import box_iou  # noqa: E402
 from siamese_detr.demo.plots import label_box  # noqa: E402
 from siamese_detr.engine import apply_checked_overrides  # noqa: E402
+from siamese_detr.engine.config_checks import config_value  # noqa: E402
+from siamese_detr.utils.output_paths import check_output_folder, write_image  # noqa: E402
+from siamese_detr.utils.user_errors import USER_ERROR_EXIT, UserError, user_message  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(
     os.path.dirname(__file__), "..", "configs", "common", "data", "pretrain_builtin.py"
@@ -118,6 +123,17 @@ def render_sample(
     return canvas
 
 
+def non_negative_seed(text: str) -> int:
+    """An argparse type for ``--seed``: a whole number >= 0 (as :mod:`siamese_detr.utils.cli_types`' types)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number (a seed), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 (a seed), got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,21 +145,33 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--dataset", help="registered dataset name, with the built-in pretraining config")
     parser.add_argument("--num-samples", type=int, default=8)
     parser.add_argument("--output", default="output/views", help="folder for the PNG files")
-    parser.add_argument("--seed", type=int, default=0, help="picks the images and seeds the mapper")
+    parser.add_argument("--seed", type=non_negative_seed, default=0,
+                        help="picks the images and seeds the mapper (>= 0)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="key=value config overrides")
     return parser
 
 
 def load_config(parser: argparse.ArgumentParser, args):
     """The pretraining config to draw from (``--config-file`` or the built-in one); a count below 1, a missing
-    file or a config without a ``SiameseViewMapper`` end the tool through ``parser.error``."""
+    file, a folder, a file LazyConfig cannot load (not python or yaml) or a config without a
+    ``SiameseViewMapper`` end the tool through ``parser.error``."""
     if args.num_samples < 1:
         parser.error(f"--num-samples must be at least 1, got {args.num_samples}")
     config_file = args.config_file or DEFAULT_CONFIG
+    if os.path.isdir(config_file):
+        parser.error(f"--config-file {config_file!r} is a folder, not a config file (e.g. "
+                     "configs/demo/siamese_detr_pretrain_demo.py)")
     if not os.path.isfile(config_file):
         parser.error(f"--config-file {config_file!r} does not exist")
-    cfg = LazyConfig.load(config_file)
-    if "SiameseViewMapper" not in str(cfg.dataloader.train.mapper.get("_target_", "")):
+    try:
+        cfg = LazyConfig.load(config_file)
+    except ValueError as err:  # not .py / .yaml
+        parser.error(f"{err} Give a pretraining config (e.g. configs/demo/siamese_detr_pretrain_demo.py)")
+    mapper = config_value(cfg, "dataloader.train.mapper", None)  # None: no such section (configs/common/train.py)
+    if mapper is None:
+        parser.error(f"{config_file} is not a Siamese DETR pretraining config: it defines no dataloader.train.mapper "
+                     "(e.g. configs/demo/siamese_detr_pretrain_demo.py)")
+    if "SiameseViewMapper" not in str(mapper.get("_target_", "")):
         parser.error(f"{config_file} is not a Siamese DETR pretraining config: its dataloader.train.mapper is not "
                      "a SiameseViewMapper (e.g. configs/demo/siamese_detr_pretrain_demo.py)")
     return cfg
@@ -169,19 +197,10 @@ def build_mapper_and_dataset(cfg, args):
     return mapper, dicts, image_format
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logger(name="visualize_views")
-    setup_logger(name="siamese_detr")
-    cfg = load_config(parser, args)
-    try:
-        mapper, dicts, image_format = build_mapper_and_dataset(cfg, args)
-    except (ProposalStoreError, KeyError, ValueError, TypeError, FileNotFoundError, AssertionError) as e:
-        # a user's mistake (a store not made yet, an unknown dataset or key, a value out of range): one line
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
-        return 2
-
+def draw_samples(mapper, dicts, image_format: str, args):
+    """``(written, tried)``: up to ``--num-samples`` PNGs in ``--output``, from the images of ``dicts`` in the
+    order of ``--seed`` (those the mapper skips replaced by the next); a PNG not written raises
+    ``UserOSError``."""
     os.makedirs(args.output, exist_ok=True)
     order = np.random.default_rng(args.seed).permutation(len(dicts))
     written = tried = 0
@@ -197,9 +216,31 @@ def main(argv=None) -> int:
         if ext.lower() in IMAGE_EXTENSIONS:  # a folder: dataset's id is the file's path: no "x.png.png"
             name = stem
         path = os.path.join(args.output, f"views_{written:03d}_{name}.png")
-        cv2.imwrite(path, render_sample(sample, image_format))
+        write_image(path, render_sample(sample, image_format))
         logger.info("wrote %s", path)
         written += 1
+    return written, tried
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logger(name="visualize_views")
+    setup_logger(name="siamese_detr")
+    cfg = load_config(parser, args)
+    try:
+        check_output_folder(args.output)  # before the dataset and the proposal store are read
+        mapper, dicts, image_format = build_mapper_and_dataset(cfg, args)
+    except (UserError, ProposalStoreError, KeyError, ValueError, TypeError, FileNotFoundError, AssertionError) as e:
+        # a user's mistake (an --output that cannot be written, a store not made yet, an unknown dataset or key,
+        # a value out of range): one line
+        print(f"error: {user_message(e)}", file=sys.stderr)
+        return USER_ERROR_EXIT
+    try:
+        written, tried = draw_samples(mapper, dicts, image_format, args)
+    except UserError as err:  # a PNG that could not be written
+        print(f"error: {user_message(err)}", file=sys.stderr)
+        return USER_ERROR_EXIT
     skipped = (f"{mapper.num_unreadable} unreadable, {mapper.num_no_proposals} with no proposal in the views' "
                "overlap")
     logger.info("%d sample(s) in %s (skipped: %s)", written, args.output, skipped)
