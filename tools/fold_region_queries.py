@@ -49,22 +49,12 @@ from siamese_detr.engine.checkpointing import (  # noqa: E402
 from siamese_detr.engine.config_sections import check_config_sections  # noqa: E402
 from siamese_detr.modeling.meta_arch.siamese_detr import SiameseDETRPretrain  # noqa: E402
 from siamese_detr.modeling.pretext.region_features import fold_mean_region_embedding  # noqa: E402
+from siamese_detr.utils.cli_types import non_negative_seed  # noqa: E402
 from siamese_detr.utils.output_paths import check_output_file  # noqa: E402
 from siamese_detr.utils.user_errors import USER_ERROR_EXIT, UserValueError, user_message  # noqa: E402
 
 logger = logging.getLogger("fold_region_queries")
 EXAMPLE_CONFIG = "configs/demo/demo_siamese_pretrain.py"
-
-
-def non_negative_seed(text: str) -> int:
-    """An argparse type for ``--seed``: a whole number >= 0 (as :mod:`siamese_detr.utils.cli_types`' types)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number (a seed), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0 (a seed), got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,6 +37,7 @@ from siamese_detr.data.views import box_iou  # noqa: E402
 from siamese_detr.demo.plots import label_box  # noqa: E402
 from siamese_detr.engine import apply_checked_overrides  # noqa: E402
 from siamese_detr.engine.config_checks import config_value  # noqa: E402
+from siamese_detr.utils.cli_types import non_negative_seed  # noqa: E402
 from siamese_detr.utils.output_paths import check_output_folder, write_image  # noqa: E402
 from siamese_detr.utils.user_errors import USER_ERROR_EXIT, UserError, user_message  # noqa: E402
 
@@ -121,17 +122,6 @@ def render_sample(
             canvas[y : y + cell, x : x + cell] = colours[k]
             canvas[y + 3 : y + 3 + crop_display, x + 3 : x + 3 + crop_display] = crop
     return canvas
-
-
-def non_negative_seed(text: str) -> int:
-    """An argparse type for ``--seed``: a whole number >= 0 (as :mod:`siamese_detr.utils.cli_types`' types)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number (a seed), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0 (a seed), got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,19 +4,27 @@ of the list options that may be repeated."""
 import argparse
 from typing import Callable
 
-__all__ = ["ExtendList", "at_least_one", "probability"]
+__all__ = ["ExtendList", "at_least_one", "non_negative_seed", "probability"]
 
 
 def at_least_one(what: str) -> Callable[[str], int]:
     """An argparse type for a whole number >= 1; ``what`` says what it counts (e.g. "images to draw")."""
+    return _whole_number_at_least(1, what)
 
+
+def non_negative_seed(text: str) -> int:
+    """An argparse type for ``--seed``: a whole number >= 0."""
+    return _whole_number_at_least(0, "a seed")(text)
+
+
+def _whole_number_at_least(minimum: int, what: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number ({what}), got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"must be at least 1 ({what}), got {value}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum} ({what}), got {value}")
         return value
 
     parse.__name__ = "whole number"  # what argparse names in "invalid <type> value"

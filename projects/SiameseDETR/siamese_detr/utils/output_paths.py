@@ -8,34 +8,23 @@ rather than raising, so a tool printed "wrote ..." for images that were never wr
 created by the checks (a probe file is made and removed at once).
 """
 import os
-import tempfile
 
 from .user_errors import UserOSError
+from .writable import nearest_existing, write_refused
 
 __all__ = ["check_output_file", "check_output_folder", "write_image"]
-
-
-def _nearest_existing(path: str) -> str:
-    """``path`` (absolute) or the nearest of its parents that exists."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return path
 
 
 def _check_can_be_made(target: str, flag: str, shown: str) -> None:
     """``target`` (a folder, existing or not) can be made and takes a new file; else ``UserOSError`` about
     ``flag shown`` (the path as the user gave it)."""
-    existing = _nearest_existing(target)
+    existing = nearest_existing(target)
     if not os.path.isdir(existing):
         where = "its parent" if existing == os.path.dirname(os.path.abspath(shown)) else "on its path,"
         raise UserOSError(f"{flag} {shown}: {where} {existing} is a file, not a folder: give a path in a folder")
-    try:  # the file system's own answer: permission bits do not stop root, an immutable folder does
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as err:
-        raise UserOSError(f"{flag} {shown}: cannot write in {existing} ({err.strerror or err}): give a folder "
-                          "you can write in") from None
+    refused = write_refused(existing)  # the file system's own answer: root ignores permission bits, not +i
+    if refused is not None:
+        raise UserOSError(f"{flag} {shown}: cannot write in {existing} ({refused}): give a folder you can write in")
 
 
 def check_output_folder(path: str, flag: str = "--output") -> None:
