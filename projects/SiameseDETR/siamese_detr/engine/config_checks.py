@@ -5,15 +5,22 @@ when that fails, so ``train.max_iter=abc`` sets the string ``"abc"`` and the run
 later. Here an override must keep the kind of value the config holds: a bool stays a bool, a number a number
 (int or float: configs write ``0`` where ``0.5`` is fine too), a list a list, a dict a dict. ``null`` is
 always accepted (switching a part off on purpose), and keys whose value is ``None`` or a string in the config
-accept anything.
+accept anything. A lazy call (a node with ``_target_``) may be replaced by the value it returns (a dataset spec
+for ``L(register_image_folder)(...)``), except the objects the training tool builds itself
+(:data:`BUILT_NODES`: ``model=3``, ``lr_multiplier=null`` failed later with an ``AttributeError`` naming no key).
+
+:func:`expand_home_paths` expands a leading ``~`` of the paths of :data:`HOME_PATH_KEYS`: the shell does not
+expand it inside ``KEY=VALUE``, and the quoted ``"train.output_dir='~/run'"`` made a folder named ``~``.
 """
+import os
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..utils.user_errors import UserError
 
-__all__ = ["OverrideTypeError", "check_override_type", "config_value"]
+__all__ = ["BUILT_NODES", "HOME_PATH_KEYS", "OverrideTypeError", "check_override_type", "config_value",
+           "expand_home_paths"]
 
 _UNSET = object()
 
@@ -44,13 +51,23 @@ def _kind(value) -> str:
     return "other"
 
 
+# the nodes the training tool instantiates itself -> whether null is accepted there (nothing built: no
+# evaluation; a test loader is built only for one)
+BUILT_NODES = {"model": False, "optimizer": False, "lr_multiplier": False, "dataloader.train": False,
+               "dataloader.test": True, "dataloader.evaluator": True}
+
+# path keys whose leading ~ is expanded to the home folder
+HOME_PATH_KEYS = ("train.output_dir", "train.init_checkpoint")
+
 _ACCEPTS = {"bool": {"bool"}, "int": {"int", "number"}, "number": {"int", "number"}, "list": {"list"}, "dict": {"dict"}}
 _NAMES = {"bool": "True or False", "int": "a number", "number": "a number", "list": "a list [...]",
           "dict": "a dict {...}"}
 
 
 def check_override_type(key: str, old: Any, new: Any, item: str) -> None:
-    """Raise :class:`OverrideTypeError` naming ``key`` when ``new`` is not of the kind of ``old``."""
+    """Raise :class:`OverrideTypeError` naming ``key`` when ``new`` is not of the kind of ``old``, or replaces
+    an object of :data:`BUILT_NODES` by a value that is not a config of one."""
+    _check_built_node(key, old, new, item)
     if old is _UNSET or old is None or new is None:
         return
     if isinstance(old, (dict, DictConfig)) and "_target_" in old:
@@ -62,3 +79,30 @@ def check_override_type(key: str, old: Any, new: Any, item: str) -> None:
         f"Config key '{key}' expects {_NAMES[expected]} (the config has {old!r}), but override '{item}' gives "
         f"{new!r}. Fix the value."
     )
+
+
+def _check_built_node(key: str, old: Any, new: Any, item: str) -> None:
+    """Raise :class:`OverrideTypeError` when ``new`` replaces the config of an object the training tool builds
+    (``key`` in :data:`BUILT_NODES`, ``old`` a dict) by a value that is not one (null, where not accepted)."""
+    if key not in BUILT_NODES or not isinstance(old, (dict, DictConfig)) or isinstance(new, (dict, DictConfig)):
+        return
+    if new is None and BUILT_NODES[key]:
+        return
+    target = old.get("_target_", None)
+    what = f"the {getattr(target, '__qualname__', target)}" if target is not None else "what"
+    names = [f"{key}.{name}" for name in old.keys() if name != "_target_"]
+    fields = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+    raise OverrideTypeError(
+        f"Config key '{key}' holds the config of {what} the run builds; override '{item}' would replace it by "
+        f"{'null' if new is None else repr(new)}. Set its fields instead" + (f" ({fields})" if fields else "")
+        + ", or give another --config-file."
+    )
+
+
+def expand_home_paths(cfg, keys=HOME_PATH_KEYS) -> None:
+    """Rewrite each string value of ``keys`` (dotted) in ``cfg`` that starts with ``~`` with
+    ``os.path.expanduser``, so that the run uses (and its ``config.yaml`` records) the real path."""
+    for key in keys:
+        value = config_value(cfg, key, None)
+        if isinstance(value, str) and value.startswith("~"):
+            OmegaConf.update(cfg, key, os.path.expanduser(value), merge=False)

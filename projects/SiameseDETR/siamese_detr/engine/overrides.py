@@ -7,7 +7,13 @@ a key on purpose (hydra's convention): ``+model.new_arg=3``; a ``+`` key that is
 looks like a typo of one that is (``+train.max_iterr=10``) is added with a warning naming the existing key.
 A ``+`` key added to an object the config builds (a node with ``_target_``, e.g. ``model``) must be an argument
 of its class or function: ``+model.num_querys_one2many=60`` is an error naming the closest arguments, not a
-``TypeError`` when the model is built.
+``TypeError`` when the model is built. On a key the config has, ``+`` changes it, type-checked as without it.
+
+An override must be ``KEY=VALUE`` as one word of the command line: no key (``=5``), an empty part of a key
+(``train..max_iter=5``), ``==`` and hydra's ``++`` are errors naming the form meant, and so is a word the shell
+split off at a space around ``=`` (``train.max_iter= 5``). A leading ``~`` of ``train.output_dir`` and
+``train.init_checkpoint`` is expanded to the home folder (:func:`.config_checks.expand_home_paths`), as the
+shell does not expand it inside ``KEY=VALUE``.
 
 Lists and tuples are written ``key=[a,b]``; ``key=(a,b)`` is accepted too (read as a list, see
 :mod:`.override_syntax`; quote it for the shell: ``'key=(a,b)'``). Datasets given by path
@@ -19,7 +25,8 @@ naming it and how to quote it (:class:`OverrideSyntaxError`).
 import difflib
 import inspect
 import logging
-from typing import Iterable, List, Optional
+import os
+from typing import Iterable, List, Optional, Sequence
 
 from detectron2.config import LazyConfig
 from detectron2.utils.registry import locate
@@ -27,7 +34,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config_checks import check_override_type, config_value
+from .config_checks import HOME_PATH_KEYS, check_override_type, config_value, expand_home_paths
 from .dataset_specs import register_config_datasets
 from .override_syntax import tuples_to_lists
 from ..utils.user_errors import UserError, UserKeyError, UserValueError
@@ -45,6 +52,16 @@ class OverrideSyntaxError(UserError, ValueError):
 _UNSTORABLE = ("Unsupported value type", "Unexpected type annotation")
 
 
+def _tilde_hint(key: str, value: str) -> str:
+    """For a value starting with ``~``: whether the quoted form is expanded (:data:`HOME_PATH_KEYS`), else the
+    full path to write; "" for other values."""
+    if not value.startswith("~"):
+        return ""
+    if key.lstrip("+") in HOME_PATH_KEYS:
+        return f"; quoted, its leading ~ is expanded to your home folder: {os.path.expanduser(value)}"
+    return f"; a ~ in {key.lstrip('+')} is not expanded: write the full path, {os.path.expanduser(value)}"
+
+
 def _apply_one(cfg, item: str, typed: str):
     """``LazyConfig.apply_overrides(cfg, [item])`` with its parser's errors turned into one line naming the
     override as the user ``typed`` it (hydra's own message does not say which override it is; OmegaConf's, for
@@ -57,9 +74,12 @@ def _apply_one(cfg, item: str, typed: str):
         if isinstance(e, OmegaConfBaseException) and not unstorable:
             raise OverrideSyntaxError(f"Override '{typed}' cannot be applied: {first}") from None
         key, value = typed.split("=", 1)
-        example = (f"\"{key}='{value}'\" (in the shell, as written here, with the double quotes)" if "'" not in value
+        example = (f"\"{key}='{value}'\" (in the shell, as written here, with the double quotes"
+                   f"{_tilde_hint(key, value)})" if "'" not in value
                    else "the value between quotes inside the override, and the override itself for the shell")
-        reason = "its value does not parse to one a config can hold" if unstorable else first
+        reason = ("its value does not parse to one a config can hold" if unstorable
+                  else "an unquoted ~ is not part of the override grammar (nor expanded by the shell inside "
+                       "KEY=VALUE)" if value.startswith("~") else first)
         raise OverrideSyntaxError(
             f"Override '{typed}' cannot be read: {reason}. In the override grammar , [ ] ( ) = ' \" and spaces "
             f"have a meaning (a comma makes a list); quote a value holding them: {example}."
@@ -127,6 +147,52 @@ def _unknown_argument(cfg, added: str, typed: str) -> Optional[str]:
             f"it has no argument '{name}'.{hint} Its arguments: {', '.join(names)}.")
 
 
+def _split_at_spaces(overrides: Sequence[str], index: int) -> Optional[str]:
+    """The override meant when ``overrides[index]`` (no ``=`` in it) is a piece the shell split off at a space
+    around ``=``: ``["train.max_iter=", "5"]``, ``["train.max_iter", "=5"]`` or ``["train.max_iter", "=", "5"]``
+    all mean ``train.max_iter=5``; None otherwise."""
+    item = overrides[index]
+    before = overrides[index - 1] if index > 0 else ""
+    after = list(overrides[index + 1:index + 3])
+    if before.endswith("=") and "=" not in before[:-1]:
+        return before + item
+    if after and after[0].startswith("="):
+        return item + after[0] + (after[1] if after[0] == "=" and len(after) > 1 else "")
+    return None
+
+
+def _checked_key(cfg, overrides: Sequence[str], index: int, item: str) -> str:
+    """The key of ``item`` (``overrides[index]`` with its tuples read as lists), ``+`` kept; a
+    ``UserValueError`` naming the form meant for one that is not ``KEY=VALUE``, ``+KEY=VALUE``."""
+    typed = overrides[index]
+    if "=" not in item:
+        joined = _split_at_spaces(overrides, index)
+        hint = (f" The shell splits the command line at spaces: write no spaces around '=', as {joined} (quote a "
+                "value that holds spaces: \"KEY='a b'\")." if joined
+                else " Flags (like --eval-only, --resume) go before the key=value overrides." if item.startswith("-")
+                else "")
+        raise UserValueError(f"Override '{item}' is not of the form key=value.{hint}")
+    key, value = (part.strip() for part in item.split("=", 1))
+    name = key.lstrip("+").strip()
+    if not name:
+        raise UserValueError(f"Override '{typed}' has no key: write KEY=VALUE, e.g. train.max_iter=5.")
+    if name.startswith("-"):
+        raise UserValueError(f"Override '{typed}' is a flag: flags (like --num-gpus, --resume) go before the "
+                             "key=value overrides.")
+    if "" in name.split("."):
+        raise UserValueError(f"Override '{typed}': its key '{name}' has an empty part (a dot too many or "
+                             "missing a name): write the key's names separated by single dots, e.g. "
+                             "train.max_iter=5.")
+    if value.startswith("="):
+        raise UserValueError(f"Override '{typed}' has '==': write {key}={value[1:]} (one '='; a value that "
+                             f"starts with '=' is written quoted: \"{key}='{value}'\").")
+    if key.startswith("++"):
+        meant = f"{name}={value}" if _config_has_key(cfg, name) else f"+{name}={value}"
+        raise UserValueError(f"Override '{typed}': '++' (hydra's add-or-override) is not understood here: write "
+                             f"{meant} ({name} without '+' changes an existing key, +{name} adds a new one).")
+    return key
+
+
 def apply_checked_overrides(cfg, overrides: Iterable[str]):
     """Apply ``key=value`` overrides to a LazyConfig, raising ``KeyError`` for unknown keys.
 
@@ -134,24 +200,25 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
         cfg: a config from ``LazyConfig.load``.
         overrides: strings ``"a.b.c=value"``; ``"+a.b=value"`` adds a new key.
     Returns:
-        the same config, updated.
+        the same config, updated (a leading ``~`` of :data:`~.config_checks.HOME_PATH_KEYS` expanded).
     Raises:
+        ValueError: an override that is not ``KEY=VALUE`` / ``+KEY=VALUE`` (no key, ``==``, ``++``, a space
+        around ``=``), naming the form meant;
         KeyError: unknown key, or a ``+`` key that is no argument of the object its section builds;
         ``OverrideTypeError`` (a ``TypeError``): a value of another kind than the
-        config's (``train.max_iter=abc``), see :mod:`.config_checks`; :class:`OverrideSyntaxError` (a
-        ``ValueError``): an override the grammar cannot read (``train.max_iter=[1``).
+        config's (``train.max_iter=abc``, also with ``+`` on an existing key), see :mod:`.config_checks`;
+        :class:`OverrideSyntaxError` (a ``ValueError``): an override the grammar cannot read (``train.max_iter=[1``).
     """
+    overrides = list(overrides)
     plain, checks = [], []  # plain: (override as applied, as typed)
-    for typed in overrides:
+    for index, typed in enumerate(overrides):
         item = tuples_to_lists(typed)
-        if "=" not in item:
-            hint = (" Flags (like --eval-only, --resume) go before the key=value overrides." if item.startswith("-")
-                    else "")
-            raise UserValueError(f"Override '{item}' is not of the form key=value.{hint}")
-        key = item.split("=", 1)[0].strip()
+        key = _checked_key(cfg, overrides, index, item)
         if key.startswith("+"):
             added = key[1:].strip()
-            if not _config_has_key(cfg, added):  # a new key: say so when it looks like a typo of an existing one
+            if _config_has_key(cfg, added):  # '+' on an existing key changes it: its value is checked as well
+                checks.append((added, config_value(cfg, added), item))
+            else:  # a new key: say so when it looks like a typo of an existing one
                 problem = _unknown_argument(cfg, added, typed)
                 if problem:
                     raise UserKeyError(problem)
@@ -174,5 +241,6 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
         cfg = _apply_one(cfg, item, typed)
     for key, old, item in checks:
         check_override_type(key, old, config_value(cfg, key), item)
+    expand_home_paths(cfg)
     register_config_datasets(cfg, [item.split("=", 1)[0].strip().lstrip("+") for item, _ in plain])
     return cfg
