@@ -189,6 +189,10 @@ def test_a_missing_init_checkpoint_is_refused_before_the_model_is_built(
     with pytest.raises(UserError, match=f"^checkpoint {tmp_path} is a folder: give a file in it, e.g. "
                                         f"{tmp_path / 'model_final.pth'}$"):
         train_net.main(train_net.parse_args(_tool(tmp_path, f"train.init_checkpoint={tmp_path}")))
-    # --resume loads the run's own last checkpoint, not train.init_checkpoint: not checked there
+    # --resume into a folder without a checkpoint of the run starts from train.init_checkpoint: checked as well
+    with pytest.raises(UserError, match=f"^checkpoint {missing} does not exist$"):
+        train_net.main(train_net.parse_args(["--resume", *_tool(tmp_path, f"train.init_checkpoint={missing}")]))
+    # --resume that finds the run's last_checkpoint loads that one, not train.init_checkpoint: not checked there
+    (tmp_path / "out" / "last_checkpoint").write_text("model_final.pth")
     with pytest.raises(AssertionError, match="the model was built"):
         train_net.main(train_net.parse_args(["--resume", *_tool(tmp_path, f"train.init_checkpoint={missing}")]))

@@ -13,13 +13,16 @@ Writes ``config.yaml``, ``log.txt`` and ``metrics.json`` (losses, lr, ETA, evalu
 
 A mistake in the config, an override, a file or a dataset stops the run with one line,
 ``lazyconfig_train_net.py: error: ...`` naming it and the fix, and exit status 2 (the traceback goes to
-``log.txt`` once that exists; ``SIAMESE_DETR_TRACEBACK=1`` shows it on the terminal too).
+``log.txt`` once that exists, also for one raised inside the training loop, which then runs no evaluation after
+it; ``SIAMESE_DETR_TRACEBACK=1`` shows it on the terminal too).
 """
+import difflib
 import gc
 import logging
 import os
 import sys
 import warnings
+from typing import Optional
 
 # detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._script")
@@ -32,7 +35,7 @@ warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category
 warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning,
                         module=r"detectron2\.engine\.defaults")
 
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_argument_parser, default_setup
 from detectron2.engine import hooks
 from detectron2.engine.defaults import create_ddp_model
@@ -47,8 +50,9 @@ from siamese_detr.engine.logging_utils import held_records, replay_records, setu
 from siamese_detr.engine.pretrain_checks import check_backbone_initialised, check_backbone_loaded, check_proposal_store
 from siamese_detr.engine.resume_checks import (check_resume_matches, keep_training_config, optimizer_settings,
                                                reapply_optimizer_settings)
-from siamese_detr.engine.schedule_checks import check_counts, check_output_dir, check_rates, describe_lr_schedule
-from siamese_detr.engine.config_sections import check_batch_split, check_config_sections
+from siamese_detr.engine.schedule_checks import (check_counts, check_milestones, check_output_dir, check_rates,
+                                                 describe_lr_schedule)
+from siamese_detr.engine.config_sections import check_batch_split, check_config_sections, load_config
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, check_checkpoint_path,
                                                ensure_final_checkpoint, keep_earlier_periodic_checkpoints,
                                                refuse_partly_random_model,
@@ -137,9 +141,11 @@ def _ddp_kwargs(cfg):
 
 def check_before_training(args, cfg) -> None:
     """What can go wrong before the model is built, named before any work: the training and test sets on disk,
-    the test set's classes, the proposal store (main process) and ``train.init_checkpoint`` (not resumed);
-    a warning when a run without ``--resume`` starts over in a folder that holds an earlier run."""
-    if not args.resume and os.path.isfile(os.path.join(cfg.train.output_dir, "last_checkpoint")):
+    the test set's classes, the proposal store (main process) and ``train.init_checkpoint`` (unless a resumed
+    run finds its own checkpoint); a warning when a run without ``--resume`` starts over in a folder that holds
+    an earlier run."""
+    has_checkpoint = os.path.isfile(os.path.join(cfg.train.output_dir, "last_checkpoint"))
+    if not args.resume and has_checkpoint:
         logger.warning("%s holds the checkpoints of an earlier run: starting over without --resume overwrites "
                        "them and appends a second series to its metrics.json (--resume continues that run; "
                        "another train.output_dir keeps both).", cfg.train.output_dir)
@@ -148,8 +154,8 @@ def check_before_training(args, cfg) -> None:
     check_test_classes(cfg)  # so does a test set of other classes than the training set
     if comm.is_main_process():
         check_proposal_store(cfg)  # and a missing or mismatched proposal store
-    if not args.resume:  # a missing train.init_checkpoint: before the model is built (a resumed run loads its own)
-        check_checkpoint_path(cfg.train.init_checkpoint)
+    if not (args.resume and has_checkpoint):  # a missing init_checkpoint: before the model is built (a resumed
+        check_checkpoint_path(cfg.train.init_checkpoint)  # run that finds its last_checkpoint loads that one)
 
 
 def resume_or_load(args, cfg, model, trainer, checkpointer, optim, periodic) -> int:
@@ -240,15 +246,17 @@ def do_train(args, cfg):
 
 
 def checked_config(args, world_size: int):
-    """The config with the overrides applied and the checks that need no process group: sections, keys, counts,
-    rates, and the batch split over ``world_size`` processes. Its log records are held (see :func:`setup`)."""
-    cfg = LazyConfig.load(args.config_file)
+    """The config with the overrides applied and the checks that need no process group: syntax, sections, keys,
+    counts, rates, lr milestones, and the batch split over ``world_size`` processes. Its log records are held
+    (see :func:`setup`)."""
+    cfg = load_config(args.config_file)  # a syntax error: one line naming the file and line
     check_config_sections(cfg, args.config_file, eval_only=args.eval_only)  # e.g. a tool given as the config
     with held_records() as early_records:  # e.g. model.num_classes taken from a coco: dataset's categories
         cfg = apply_checked_overrides(cfg, args.opts)
         if not args.eval_only:
-            check_counts(cfg)  # train.max_iter=0, log_period=0, max_iter=1e3, ...: refused naming the key
+            check_counts(cfg, world_size)  # train.max_iter=0, log_period=0, max_iter=1e3, seed=1.5, ...: named
             check_rates(cfg)  # optimizer.lr=-1, weight_decay=nan
+            check_milestones(cfg)  # lr_multiplier.milestones=[400] beyond its num_updates, or decreasing
             check_batch_split(cfg, world_size)
     return cfg, early_records
 
@@ -307,6 +315,28 @@ def main(args):
     return None
 
 
+CONFIG_EXTENSIONS = (".py", ".yaml", ".yml")  # what detectron2's LazyConfig.load reads
+
+
+def _config_file_problem(config_file: str) -> Optional[str]:
+    """Why ``--config-file`` cannot be loaded (missing, a folder, not a LazyConfig file), or None."""
+    if os.path.isdir(config_file):
+        inside = sorted(f for f in os.listdir(config_file) if f.endswith(".py"))[:3]
+        return (f"--config-file {config_file!r} is a folder: give a config file in it"
+                + (f", e.g. {os.path.join(config_file, inside[0])}" if inside else ""))
+    if not os.path.isfile(config_file):
+        folder = os.path.dirname(config_file) or "."
+        siblings = sorted(f for f in os.listdir(folder) if f.endswith(".py")) if os.path.isdir(folder) else []
+        close = difflib.get_close_matches(os.path.basename(config_file), siblings, n=3, cutoff=0.6)
+        return (f"--config-file {config_file!r} does not exist"
+                + (f". Did you mean {' or '.join(os.path.join(os.path.dirname(config_file), c) for c in close)}?"
+                   if close else ""))
+    if not config_file.endswith(CONFIG_EXTENSIONS):
+        return (f"--config-file {config_file!r} is not a LazyConfig file: give a python config (.py, e.g. "
+                "configs/demo/detr_demo.py) or the config.yaml of a run")
+    return None
+
+
 def parse_args(argv=None):
     parser = default_argument_parser(epilog=__doc__)
     parser.add_argument("--trust-pickle", action="store_true",
@@ -314,14 +344,16 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not args.config_file:
         parser.error("--config-file is required: the LazyConfig to run, e.g. configs/demo/detr_demo.py")
-    if os.path.isdir(args.config_file):
-        inside = sorted(f for f in os.listdir(args.config_file) if f.endswith(".py"))[:3]
-        parser.error(f"--config-file {args.config_file!r} is a folder: give a config file in it"
-                     + (f", e.g. {os.path.join(args.config_file, inside[0])}" if inside else ""))
-    if not os.path.isfile(args.config_file):
-        parser.error(f"--config-file {args.config_file!r} does not exist")
+    problem = _config_file_problem(args.config_file)
+    if problem:
+        parser.error(problem)
     if args.num_gpus < 1:
         parser.error(f"--num-gpus {args.num_gpus}: the number of processes must be at least 1")
+    if args.num_machines < 1:
+        parser.error(f"--num-machines {args.num_machines}: the number of machines must be at least 1")
+    if not 0 <= args.machine_rank < args.num_machines:
+        parser.error(f"--machine-rank {args.machine_rank}: the rank of this machine must be from 0 to "
+                     f"{args.num_machines - 1} (--num-machines {args.num_machines})")
     return args
 
 

@@ -90,6 +90,26 @@ def spec_hint(name: str) -> str:
             f"json, folder: for a folder of unlabelled images). Did you mean '{kind}:{path}'?")
 
 
+# names shown as examples when a dataset name is not registered (those registered): the project's datasets,
+# where the first names in sorted order would be detectron2's (ade20k, cityscapes, ...)
+_EXAMPLE_NAMES = ("coco_2017_train", "coco_2017_val", "voc_2007_trainval", "voc_2007_test", "synthetic_shapes_train",
+                  "synthetic_shapes_val")
+
+
+def _dataset_choices(registered: Iterable[str]) -> str:
+    """What a dataset name can be: one of the registered names (a few examples, how many there are) or a
+    dataset given by path (``coco:`` / ``folder:``)."""
+    from .datasets.from_path import SPEC_USAGE
+
+    registered = set(registered)
+    examples = [n for n in _EXAMPLE_NAMES if n in registered] or sorted(registered)[:6]
+    built_in = "; the synthetic_shapes_* ones are built in" if any(n.startswith("synthetic_shapes") for n in examples) \
+        else ""
+    return (f" Give one of the {len(registered)} registered datasets (e.g. {', '.join(examples)}{built_in}, see "
+            f"{README}) or a dataset by path ({SPEC_USAGE}; coco: for a "
+            "COCO json, folder: for a folder of unlabelled images).")
+
+
 def check_datasets_on_disk(names: Union[str, Sequence[str]]) -> None:
     """Raise ``FileNotFoundError`` naming the missing path and the README section to follow.
 
@@ -109,7 +129,7 @@ def check_datasets_on_disk(names: Union[str, Sequence[str]]) -> None:
             raise UserKeyError(
                 f"Dataset '{name}' is not registered."
                 + (hint or (f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""))
-                + f" Registered datasets include: {', '.join(sorted(registered)[:20])} ... (see {README})."
+                + ("" if hint else _dataset_choices(registered))
             )
         if MetadataCatalog.get(name).get("generated_on_demand", False):
             continue

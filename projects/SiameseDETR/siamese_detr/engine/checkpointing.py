@@ -117,7 +117,35 @@ def error_first_line(error: BaseException) -> str:
     return (str(error).splitlines() or [""])[0]
 
 
+LAST_CHECKPOINT = "last_checkpoint"  # detectron2's pointer file: one line, the name of the latest checkpoint
+
+
+def _pointer_error(path: str) -> Optional[CheckpointLoadError]:
+    """For a ``path`` that is detectron2's ``last_checkpoint`` pointer (one line naming a ``.pth``/``.pkl``
+    of its folder), the error naming the checkpoint it points to; None for any other file."""
+    if os.path.getsize(path) > 4096:
+        return None
+    with open(path, "rb") as f:
+        try:
+            lines = f.read().decode("utf-8").split()
+        except UnicodeDecodeError:
+            return None
+    if len(lines) != 1 or not lines[0].endswith((".pth", ".pkl")) or os.sep in lines[0]:
+        return None
+    folder = os.path.dirname(path)
+    target = os.path.join(folder, lines[0])
+    return CheckpointLoadError(
+        f"{path} is detectron2's {LAST_CHECKPOINT} file, which names the latest checkpoint of its run, not a "
+        f"checkpoint: give the file it names, train.init_checkpoint={target}"
+        + ("" if os.path.isfile(target) else " (missing now)")
+        + f", or continue that run with --resume train.output_dir={folder or '.'}"
+    )
+
+
 def _not_a_checkpoint(path: str) -> CheckpointLoadError:
+    pointer = _pointer_error(path)
+    if pointer is not None:
+        return pointer
     with open(path, "rb") as f:
         head = f.read(16)
     return CheckpointLoadError(
@@ -224,13 +252,17 @@ def split_load_query(path: str) -> Tuple[str, bool]:
 
 def check_checkpoint_path(path: str) -> Tuple[str, bool]:
     """:func:`split_load_query` of ``path``, and a local file (a URL is left to Detectron2's ``PathManager``):
-    a :class:`CheckpointLoadError` names a path that does not exist or is a folder. Empty ``path``: no load."""
+    a :class:`CheckpointLoadError` names a path that does not exist, is a folder or is the ``last_checkpoint``
+    pointer of a run (naming the checkpoint it points to). Empty ``path``: no load."""
     path, heuristics = split_load_query(path)
     if path and not os.path.isfile(path) and "://" not in path:
         if os.path.isdir(path):
             raise CheckpointLoadError(f"checkpoint {path} is a folder: give a file in it, e.g. "
                                       f"{os.path.join(path, 'model_final.pth')}")
         raise CheckpointLoadError(f"checkpoint {path} does not exist")
+    pointer = _pointer_error(path) if path and os.path.isfile(path) else None
+    if pointer is not None:
+        raise pointer
     return path, heuristics
 
 
@@ -268,7 +300,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        path = os.path.join(self.save_dir, "last_checkpoint")
+        path = os.path.join(self.save_dir, LAST_CHECKPOINT)
         _fsync_write(path, lambda f: f.write(last_filename_basename.encode()))
 
     # ------------------------------------------------------------------------------------ loading

@@ -1,23 +1,53 @@
 """Start-up checks that a config file is a training config of this project and that its batch splits over
 the processes of the run.
 
+* :func:`load_config`: ``LazyConfig.load`` with a syntax error in the file (or in a config it imports) as one
+  line ``FILE:LINE: MESSAGE`` (detectron2's said ``File "<unknown>", line 2`` after a 35-line traceback);
 * :func:`check_config_sections`: ``--config-file`` pointing at another python file (a tool, a config
   fragment under ``configs/common``) loads fine and failed later with omegaconf's ``Missing key train``;
   refused here, naming the file and what it lacks.
 * :func:`check_batch_split`: ``--num-gpus 3`` with ``dataloader.train.total_batch_size=4`` failed in
   detectron2 with an assertion that names no key.
 """
+import re
 from typing import List
 
+from detectron2.config import LazyConfig
 from omegaconf import DictConfig
 
 from .config_checks import config_value
 from ..utils.user_errors import UserValueError
 
-__all__ = ["EVAL_SECTIONS", "TRAIN_SECTIONS", "check_batch_split", "check_config_sections"]
+__all__ = ["EVAL_SECTIONS", "TRAIN_SECTIONS", "check_batch_split", "check_config_sections", "load_config",
+           "syntax_error_line"]
 
 EVAL_SECTIONS = ("model", "dataloader", "train")  # what --eval-only reads
 TRAIN_SECTIONS = EVAL_SECTIONS + ("optimizer", "lr_multiplier")  # and what training reads besides
+
+
+# detectron2's message for a config (or a config it imports) that does not parse; the parser's error is its cause
+_SYNTAX_ERROR_FILE = re.compile(r"^Config file (.+) has syntax error!$")
+
+
+def syntax_error_line(error: SyntaxError, config_file: str) -> str:
+    """``FILE:LINE: MESSAGE: CODE`` for a ``SyntaxError`` from ``LazyConfig.load(config_file)``: the file
+    detectron2 names (the config or one it imports), else the error's own file, else ``config_file``."""
+    cause = error.__cause__ if isinstance(error.__cause__, SyntaxError) else error
+    named = _SYNTAX_ERROR_FILE.match(str(error.msg or ""))
+    filename = named.group(1) if named else cause.filename
+    if not filename or filename.startswith("<"):
+        filename = config_file
+    code = f": {cause.text.strip()}" if cause.text and cause.text.strip() else ""
+    return f"{filename}:{cause.lineno}: {cause.msg}{code}"
+
+
+def load_config(config_file: str):
+    """``LazyConfig.load(config_file)``; a syntax error raises ``ValueError`` (:class:`UserValueError`) with the
+    one line of :func:`syntax_error_line`."""
+    try:
+        return LazyConfig.load(config_file)
+    except SyntaxError as e:
+        raise UserValueError(syntax_error_line(e, config_file)) from e
 
 
 def check_config_sections(cfg, config_file: str, eval_only: bool = False) -> None:

@@ -5,44 +5,67 @@ write a ``model_final.pth``).
 The override type check (:mod:`.config_checks`) accepts any number where the config has a number, since
 a float key may be written ``0`` in a config; these keys must be integers, so ``train.max_iter=1e3`` (a
 float) is refused here, naming the key, rather than failing inside detectron2's training loop. The learning
-rate must be above 0 and the weight decay at least 0 (:func:`check_rates`).
+rate must be above 0 and the weight decay at least 0 (:func:`check_rates`), and a step schedule's milestones must
+be increasing, inside its ``num_updates`` and one fewer than its values (:func:`check_milestones`; fvcore's
+``ValueError`` named no key).
 """
 import math
 import os
 import tempfile
 from typing import Dict, List, Optional, Tuple
 
+from omegaconf import DictConfig, ListConfig
+
 from .config_checks import config_value
 from ..utils.user_errors import UserOSError, UserValueError
 
-__all__ = ["COUNT_KEYS", "RATE_KEYS", "check_counts", "check_output_dir", "check_rates", "describe_lr_schedule",
-           "lr_drop_iterations"]
+__all__ = ["COUNT_KEYS", "RATE_KEYS", "check_counts", "check_milestones", "check_output_dir", "check_rates",
+           "describe_lr_schedule", "lr_drop_iterations"]
 
 _MISSING = object()
 
-# key -> (smallest value allowed or None, what it means); train.eval_period <= 0 switches evaluation off
+# key -> (smallest value allowed or None, what it means); train.eval_period <= 0 switches evaluation off; None
+# (where the config allows it) is not checked: max_to_keep=None keeps every periodic checkpoint
 COUNT_KEYS: Dict[str, Tuple[Optional[int], str]] = {
     "train.max_iter": (1, "iterations to train"),
     "train.checkpointer.period": (1, "iterations between checkpoints"),
+    "train.checkpointer.max_to_keep": (1, "periodic checkpoints kept"),
     "train.log_period": (1, "iterations between log lines"),
     "train.eval_period": (None, "iterations between evaluations (<= 0: none)"),
+    "train.seed": (None, "the random seed; < 0: a random one per run"),
     "dataloader.train.total_batch_size": (1, "images per iteration, over all processes"),
+    "dataloader.train.num_workers": (0, "data-loading processes per training process; 0: none"),
+    "dataloader.test.num_workers": (0, "data-loading processes per evaluating process; 0: none"),
     "model.num_queries": (1, "object queries"),
+    "model.num_classes": (1, "object classes"),
 }
 
+SEED_KEY = "train.seed"
+_SEED_END = 2**32  # numpy's seeds are below 2**32; process i seeds with train.seed + i (detectron2's default_setup)
 
-def check_counts(cfg) -> None:
+
+def _whole_number(key: str, value, meaning: str) -> None:
+    """Raise ``ValueError`` naming ``key`` when ``value`` is not an int (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        hint = f" (write {int(value)}, not {value!r})" if isinstance(value, float) and value.is_integer() else ""
+        raise UserValueError(f"Config key '{key}' ({meaning}) must be a whole number, got {value!r}{hint}.")
+
+
+def check_counts(cfg, world_size: int = 1) -> None:
     """Raise ``ValueError`` naming the first key of :data:`COUNT_KEYS` (present in ``cfg``) that is not a
-    whole number at or above its minimum."""
+    whole number at or above its minimum, or a seed that ``world_size`` processes cannot all use."""
     for key, (minimum, meaning) in COUNT_KEYS.items():
         value = config_value(cfg, key, _MISSING)
         if value is _MISSING or value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            hint = f" (write {int(value)}, not {value!r})" if isinstance(value, float) and value.is_integer() else ""
-            raise UserValueError(f"Config key '{key}' ({meaning}) must be a whole number, got {value!r}{hint}.")
+        _whole_number(key, value, meaning)
         if minimum is not None and value < minimum:
             raise UserValueError(f"Config key '{key}' ({meaning}) must be at least {minimum}, got {value}.")
+    seed = config_value(cfg, SEED_KEY, None)
+    if isinstance(seed, int) and seed + world_size > _SEED_END:
+        each = f", and each of the {world_size} processes seeds with {SEED_KEY} + its rank" if world_size > 1 else ""
+        raise UserValueError(f"Config key '{SEED_KEY}' must be below {_SEED_END - world_size + 1} (numpy's seeds are "
+                             f"below 2**32{each}), or negative for a random seed; got {seed}.")
 
 
 # key -> (lowest value allowed, whether it is allowed itself, what it means)
@@ -62,6 +85,51 @@ def check_rates(cfg) -> None:
         if not math.isfinite(value) or value < lowest or (value == lowest and not inclusive):
             bound = f"at least {lowest:g}" if inclusive else f"above {lowest:g}"
             raise UserValueError(f"Config key '{key}' ({meaning}) must be a finite number {bound}, got {value!r}.")
+
+
+def _milestones_node(cfg):
+    """(dotted key, node) of the step schedule of ``lr_multiplier`` (itself, or the ``scheduler`` a warm-up
+    wraps) that has ``milestones``; (None, None) for a schedule without them."""
+    for key in ("lr_multiplier", "lr_multiplier.scheduler"):
+        node = config_value(cfg, key, None)
+        if isinstance(node, DictConfig) and "milestones" in node:
+            return key, node
+    return None, None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_milestones(cfg) -> None:
+    """Raise ``ValueError`` naming the key when the milestones of a step schedule (``lr_multiplier.milestones``
+    or ``lr_multiplier.scheduler.milestones``: fvcore's ``MultiStepParamScheduler``, whose ``ValueError`` named
+    no key) are not strictly increasing numbers in ``1 .. num_updates - 1``, or its ``values`` have not one
+    entry more than them. Without ``num_updates``, the last milestone is the schedule's end (fvcore's rule)."""
+    key, node = _milestones_node(cfg)
+    if node is None:
+        return
+    milestones, values = config_value(cfg, f"{key}.milestones", None), config_value(cfg, f"{key}.values", None)
+    num_updates = config_value(cfg, f"{key}.num_updates", None)
+    if not isinstance(milestones, ListConfig) or not isinstance(values, ListConfig) or not milestones:
+        return  # null (fvcore spreads the drops evenly), or another kind: the override type check names that
+    milestones, values = list(milestones), list(values)
+    if not all(_is_number(m) for m in milestones + [num_updates if num_updates is not None else 1]):
+        raise UserValueError(f"Config key '{key}.milestones' must be a list of numbers of updates, got {milestones}"
+                             + (f" ({key}.num_updates={num_updates!r})." if num_updates is not None else "."))
+    drops, end = (milestones, num_updates) if num_updates is not None else (milestones[:-1], milestones[-1])
+    if any(b <= a for a, b in zip([0] + drops, drops + [end])):
+        length = (f"{key}.num_updates={num_updates}" if num_updates is not None
+                  else f"the last milestone, {end}, ends the schedule without {key}.num_updates")
+        raise UserValueError(
+            f"Config key '{key}.milestones' must be strictly increasing numbers between 1 and {end - 1} "
+            f"({length}: the schedule's length in updates, spread over train.max_iter), got {milestones}.")
+    if len(values) != len(drops) + 1:
+        raise UserValueError(
+            f"Config key '{key}.values' must have one entry more than the drops of {key}.milestones (the "
+            f"multiplier before the first drop, then the one after each), got {len(values)} values for "
+            f"{len(drops)} drops: also set {key}.values (e.g. "
+            f"{key}.values=[{','.join(f'{0.1 ** i:g}' for i in range(len(drops) + 1))}]).")
 
 
 def check_output_dir(output_dir) -> None:
