@@ -244,15 +244,17 @@ def _evaluated_at(period, max_iter=5):
             trainer.iter = it
             trainer.storage.iter = it
             hook.after_step()
+        trainer.iter += 1  # as detectron2's loop leaves it once every iteration ran
         hook.after_train()
     return calls
 
 
 def test_eval_period_zero_means_no_evaluation_at_all():
     assert _evaluated_at(0) == [] and _evaluated_at(-1) == []
-    # positive: every `period` iterations and after the last one (iterations are 0-based: 3rd -> iter 2)
-    assert _evaluated_at(3) == [2, 4]
-    assert _evaluated_at(5) == [4]
+    # positive: every `period` iterations and after the last one (iterations are 0-based: 3rd -> iter 2; after
+    # the last one, detectron2's loop has left iter at max_iter)
+    assert _evaluated_at(3) == [2, 5]
+    assert _evaluated_at(5) == [5]
 
 
 def test_eval_only_outputs(tmp_path):

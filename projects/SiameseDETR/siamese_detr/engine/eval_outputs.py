@@ -4,7 +4,9 @@
   last one* even when the period is 0; here a period ``<= 0`` gives no hook, so no evaluation at all. Given
   the trainer, each evaluation's results also carry ``eval/finished_iterations`` (how many iterations had
   finished), since the ``iteration`` detectron2 writes next to them is the 0-based index of the last
-  finished one for a periodic evaluation but the count of finished ones after the last iteration.
+  finished one for a periodic evaluation but the count of finished ones after the last iteration. Training
+  that raised runs no evaluation after it (:class:`FinishedTrainingEvalHook`: detectron2's ran one when the last
+  iteration raised, and its error then hid the training's).
 * :func:`set_evaluator_output_dir`: the config's evaluator writes its predictions to
   ``train.output_dir/inference/`` (``COCOEvaluator``: ``coco_instances_results.json``, COCO results format
   ``{"image_id", "category_id", "bbox": [x, y, w, h] absolute, "score"}``; ``ClassAgnosticEvaluator``:
@@ -16,6 +18,7 @@
 """
 import inspect
 import json
+import logging
 import os
 from typing import Callable, Mapping, Optional
 
@@ -26,10 +29,28 @@ from detectron2.utils import comm
 from ..utils.metrics_lines import FINISHED_ITERATIONS_KEY, metrics_records
 from .metrics_file import terminate_torn_line
 
-__all__ = ["FINISHED_ITERATIONS_KEY", "append_eval_metrics", "eval_hook", "final_evaluation_logged",
-           "finished_iterations", "set_evaluator_output_dir"]
+__all__ = ["FINISHED_ITERATIONS_KEY", "FinishedTrainingEvalHook", "append_eval_metrics", "eval_hook",
+           "final_evaluation_logged", "finished_iterations", "set_evaluator_output_dir"]
 
 INFERENCE_DIR = "inference"
+logger = logging.getLogger(__name__)
+
+
+class FinishedTrainingEvalHook(hooks.EvalHook):
+    """``hooks.EvalHook`` whose evaluation after the last iteration runs only when training finished.
+
+    detectron2's ``after_train`` evaluates when ``trainer.iter + 1 >= max_iter``, which also holds when the
+    last iteration raised (its training loop leaves ``iter`` at ``max_iter`` only after all of them ran): a
+    one-iteration run whose step raised then evaluated a model the error left unusable, and the evaluation's
+    own exception replaced the training's."""
+
+    def after_train(self):
+        if self.trainer.iter < self.trainer.max_iter:  # the loop raised: no evaluation after it
+            logger.info("Training stopped at iteration %d (of train.max_iter=%d): no evaluation after it",
+                        self.trainer.iter, self.trainer.max_iter)
+            del self._func  # as detectron2's does: the function holds the trainer
+            return
+        super().after_train()
 
 
 def finished_iterations(trainer) -> int:
@@ -40,14 +61,14 @@ def finished_iterations(trainer) -> int:
 
 
 def eval_hook(eval_period: int, eval_function: Callable[[], dict], trainer=None) -> Optional[hooks.EvalHook]:
-    """``hooks.EvalHook(eval_period, eval_function)``, or None (no evaluation, also not at the end) when
-    ``eval_period <= 0``. ``trainer.register_hooks`` skips None. With ``trainer``, non-empty results get
+    """:class:`FinishedTrainingEvalHook` ``(eval_period, eval_function)``, or None (no evaluation, also not at
+    the end) when ``eval_period <= 0``. ``trainer.register_hooks`` skips None. With ``trainer``, non-empty results get
     ``{"eval": {"finished_iterations": n}}`` added (:func:`finished_iterations`), which the hook stores as the
     scalar ``eval/finished_iterations`` beside them."""
     if eval_period is None or eval_period <= 0:
         return None
     if trainer is None:
-        return hooks.EvalHook(eval_period, eval_function)
+        return FinishedTrainingEvalHook(eval_period, eval_function)
 
     def counted():
         results = eval_function()
@@ -56,7 +77,7 @@ def eval_hook(eval_period: int, eval_function: Callable[[], dict], trainer=None)
         task, metric = FINISHED_ITERATIONS_KEY.split("/")
         return {**results, task: {metric: finished_iterations(trainer)}}
 
-    return hooks.EvalHook(eval_period, counted)
+    return FinishedTrainingEvalHook(eval_period, counted)
 
 
 def _target_callable(target):

@@ -10,6 +10,10 @@ handler whose stdout / stderr is redirected to a file or a pipe; a terminal keep
 The project's own loggers (``siamese_detr.*``: dataset checks, mappers, proposal stores) get the same
 console and ``log.txt`` handlers as detectron2's; records they emit before the logs exist (while the
 command-line overrides are applied) are held by :func:`held_records` and replayed once they do.
+
+A record carrying the traceback of a user error (detectron2's training loop logs "Exception during training:"
+with it before re-raising) goes to ``log.txt`` only, not to the terminal (:class:`UserErrorTracebackFilter`):
+the tool prints such an error as one line (:mod:`.user_error_exit`).
 """
 import contextlib
 import logging
@@ -19,10 +23,14 @@ from typing import Iterator, List, Optional
 
 from detectron2.utils.logger import setup_logger
 
-__all__ = ["ANSI_ESCAPE", "PROJECT_LOGGER", "PlainFormatter", "active_log_file", "held_records",
-           "make_file_handlers_plain", "replay_records", "setup_plain_file_logs", "strip_ansi"]
+from ..utils.user_errors import UserError
+
+__all__ = ["ANSI_ESCAPE", "PROJECT_LOGGER", "PlainFormatter", "UserErrorTracebackFilter", "active_log_file",
+           "held_records", "keep_user_error_tracebacks_off_the_terminal", "make_file_handlers_plain",
+           "replay_records", "setup_plain_file_logs", "stream_name", "strip_ansi"]
 
 PROJECT_LOGGER = "siamese_detr"  # parent of every module logger of the package (logging.getLogger(__name__))
+_LOGGERS = ("detectron2", "fvcore", PROJECT_LOGGER)
 
 _active_log_file: Optional[str] = None  # the log file of this process's run, once set up
 
@@ -53,6 +61,38 @@ class PlainFormatter(logging.Formatter):
         return strip_ansi(self.inner.format(record))
 
 
+def stream_name(handler: logging.Handler):
+    """The ``name`` of the stream a handler writes to (a path for detectron2's ``log.txt`` handlers, which are
+    stream handlers on the file they opened; ``<stdout>`` for the console), or None."""
+    return getattr(getattr(handler, "stream", None), "name", None)
+
+
+def _opened_a_file(handler: logging.Handler) -> bool:
+    """A handler writing to a file it opened (``log.txt``), not to stdout / stderr (even redirected to a file)."""
+    if isinstance(handler, logging.FileHandler):
+        return True
+    name = stream_name(handler)
+    return isinstance(name, str) and not name.startswith("<") and os.path.isfile(name)
+
+
+class UserErrorTracebackFilter(logging.Filter):
+    """Drops a record that carries the traceback of a :class:`~siamese_detr.utils.user_errors.UserError`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, UserError)
+
+
+def keep_user_error_tracebacks_off_the_terminal(names=_LOGGERS) -> None:
+    """Add a :class:`UserErrorTracebackFilter` to every handler of the loggers ``names`` that does not write a
+    log file (the console). Idempotent."""
+    for name in names:
+        for handler in logging.getLogger(name).handlers:
+            if not _opened_a_file(handler) and not any(isinstance(f, UserErrorTracebackFilter)
+                                                       for f in handler.filters):
+                handler.addFilter(UserErrorTracebackFilter())
+
+
 def _writes_to_file(handler: logging.Handler) -> bool:
     """A file handler, or a stream handler whose stream is not a terminal (also stdout / stderr redirected
     to a file or a pipe, as ``make demo`` does into each step's ``demo.log``)."""
@@ -68,7 +108,7 @@ def _writes_to_file(handler: logging.Handler) -> bool:
         return False
 
 
-def make_file_handlers_plain(names=("detectron2", "fvcore", PROJECT_LOGGER)) -> int:
+def make_file_handlers_plain(names=_LOGGERS) -> int:
     """Wrap the formatter of every file handler of the loggers ``names`` in :class:`PlainFormatter`.
     Idempotent; returns the number of handlers wrapped now."""
     wrapped = 0
@@ -83,7 +123,8 @@ def make_file_handlers_plain(names=("detectron2", "fvcore", PROJECT_LOGGER)) -> 
 def setup_plain_file_logs(output_dir: str, rank: int) -> None:
     """Create detectron2's loggers exactly as ``default_setup(cfg, args)`` does (same cached calls) and make
     their file handlers (``output_dir/log.txt``, ``log.txt.rank{i}``) write plain text; the project's loggers
-    get the same handlers. Remembers that file (:func:`active_log_file`)."""
+    get the same handlers, and their consoles no user error's traceback. Remembers that file
+    (:func:`active_log_file`)."""
     global _active_log_file
     if output_dir:
         log_file = output_dir if output_dir.endswith((".txt", ".log")) else os.path.join(output_dir, "log.txt")
@@ -92,6 +133,7 @@ def setup_plain_file_logs(output_dir: str, rank: int) -> None:
         setup_logger(output_dir, distributed_rank=rank)
         setup_logger(output_dir, distributed_rank=rank, name=PROJECT_LOGGER)
         make_file_handlers_plain()
+        keep_user_error_tracebacks_off_the_terminal()
 
 
 class _Holder(logging.Handler):

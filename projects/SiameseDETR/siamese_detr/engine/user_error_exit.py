@@ -13,7 +13,7 @@ import sys
 from typing import Iterator, Optional
 
 from ..utils.user_errors import TRACEBACK_ENV, USER_ERROR_EXIT, UserError, user_message
-from .logging_utils import PROJECT_LOGGER, active_log_file
+from .logging_utils import PROJECT_LOGGER, active_log_file, stream_name
 
 __all__ = ["user_errors_exit", "wants_traceback"]
 
@@ -30,7 +30,7 @@ def _log_file_handler() -> Optional[logging.Handler]:
     if path is None:
         return None
     for handler in logging.getLogger(PROJECT_LOGGER).handlers:
-        name = getattr(getattr(handler, "stream", None), "name", None)
+        name = stream_name(handler)
         if isinstance(name, str) and os.path.abspath(name) == os.path.abspath(path):
             return handler
     return None
