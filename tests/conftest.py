@@ -1,9 +1,14 @@
 """Shared fixtures: a small built-in dataset in a temporary DETECTRON2_DATASETS; the session's temporary files
-kept under pytest's own temporary folder."""
+kept under pytest's own temporary folder; read-only folders."""
 import logging
+import os
+import subprocess
 import tempfile
+from pathlib import Path
 
 import pytest
+
+_RUN = subprocess.run  # the real one: some fixtures replace subprocess.run to catch any command a tool starts
 
 # detectron2's ``setup_logger`` stops these loggers propagating to the root logger, where ``caplog`` listens;
 # pytest attaches its handlers to the loggers that do not propagate when a test starts, not to those that stop
@@ -71,3 +76,31 @@ def _no_log_handlers_on_closed_streams():
         for handler in list(logger.handlers):
             if getattr(getattr(handler, "stream", None), "closed", False):
                 logger.removeHandler(handler)
+
+
+@pytest.fixture
+def make_read_only():
+    """``make(folder)``: ``folder`` (made if missing) in which no file can be created until the test ends, even by
+    root: the immutable flag (``chattr +i``; permission bits do not stop root), else ``chmod 500``. Skips the test
+    where a file can still be made there. Writable again afterwards."""
+    locked = []
+
+    def make(folder) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        immutable = os.geteuid() == 0 and _RUN(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+        if not immutable:
+            folder.chmod(0o500)
+        locked.append((folder, immutable))
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError:
+            return folder
+        pytest.skip(f"no way to make {folder} read-only here")
+
+    yield make
+    for folder, immutable in locked:
+        if immutable:
+            _RUN(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o700)

@@ -4,8 +4,6 @@ an output that cannot be written (a file in the way, a read-only folder), a pare
 cannot be read, an inverted VOC box, a missing VOC root, an empty or foreign ``metrics.json``, a preview of no
 image, a finetuning config given as a pretraining method. Nothing real is trained or compared here."""
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,6 @@ from test_voc_coco import _make_voc, _xml
 
 ROOT = Path(__file__).resolve().parents[1]
 VOC_SPLIT = "voc_2007_2012_trainval_10pct_seed42"
-_RUN = subprocess.run  # the real one: the demo fixtures replace subprocess.run to catch any command started
 
 
 def _script(path: str):
@@ -30,30 +27,9 @@ def _script(path: str):
 
 
 @pytest.fixture
-def read_only():
-    """``lock(folder)``: ``folder`` (made if missing) without write permission for this process, until the test
-    ends: ``chmod`` for a user, the immutable flag for root (whom permissions do not stop); skips the test where
-    neither works."""
-    locked = []
-
-    def lock(folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            if _RUN(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
-                pytest.skip("root, and no immutable flag (chattr +i) on this file system")
-        else:
-            folder.chmod(0o500)
-        locked.append(folder)
-        if os.access(folder, os.W_OK):
-            pytest.skip(f"{folder} stays writable here")
-        return folder
-
-    yield lock
-    for folder in locked:
-        if os.geteuid() == 0:
-            _RUN(["chattr", "-i", str(folder)], check=True)
-        else:
-            folder.chmod(0o700)
+def read_only(make_read_only):
+    """``read_only(folder)``: the shared :func:`make_read_only` (conftest)."""
+    return make_read_only
 
 
 @pytest.fixture

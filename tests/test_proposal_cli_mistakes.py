@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import pickle
-import subprocess
 
 import cv2
 import numpy as np
@@ -169,22 +168,9 @@ def test_export_onto_an_existing_file_needs_overwrite(tmp_path, capsys):
 
 
 @pytest.fixture
-def read_only_folder(tmp_path):
-    """A folder no file can be created in, even by root (``chattr +i``); skipped where neither that nor
-    ``chmod 500`` stops writes."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    folder.chmod(0o500)
-    immutable = False
-    if os.access(folder, os.W_OK) or os.geteuid() == 0:
-        immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
-        if not immutable:
-            folder.chmod(0o700)
-            pytest.skip("cannot make a folder read-only here (root without chattr)")
-    yield folder
-    if immutable:
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
-    folder.chmod(0o700)
+def read_only_folder(tmp_path, make_read_only):
+    """A folder in which no file can be made, even by root (conftest's :func:`make_read_only`)."""
+    return make_read_only(tmp_path / "ro")
 
 
 def test_export_into_a_folder_that_refuses_writes_is_refused_before_any_work(tmp_path, capsys, read_only_folder):

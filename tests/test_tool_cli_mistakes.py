@@ -2,7 +2,6 @@
 train_demo_backbone, convert_checkpoint) end as one ``error:`` line naming the flag or file and the fix, with
 exit status 2, and no traceback; an output that cannot be written is said before any work, a PNG that was
 not written is not reported as written, and an existing output file is not replaced without ``--overwrite``."""
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -52,26 +51,9 @@ def convert():
 
 
 @pytest.fixture
-def read_only(tmp_path):
-    """A folder in which no file can be made, even by root: ``chattr +i`` (permission bits do not stop root);
-    skipped where neither that nor ``chmod`` makes it read-only. Made writable again afterwards."""
-    folder = tmp_path / "read_only"
-    folder.mkdir()
-    made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
-    if not made:
-        folder.chmod(0o555)
-    try:
-        (folder / "probe").touch()
-    except OSError:
-        pass
-    else:
-        (folder / "probe").unlink()
-        folder.chmod(0o755)
-        pytest.skip("no way to make a read-only folder here")
-    yield folder
-    if made:
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
-    folder.chmod(0o755)
+def read_only(tmp_path, make_read_only):
+    """A folder in which no file can be made, even by root (conftest's :func:`make_read_only`)."""
+    return make_read_only(tmp_path / "read_only")
 
 
 def _one_error_line(err: str) -> str:
