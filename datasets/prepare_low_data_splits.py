@@ -23,7 +23,7 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\._
 
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 
-from siamese_detr.data.dataset_checks import _missing_path_fix, check_datasets_on_disk  # noqa: E402
+from siamese_detr.data.dataset_checks import check_datasets_on_disk, missing_path_fix  # noqa: E402
 from siamese_detr.data.datasets.from_path import read_coco_json  # noqa: E402
 from siamese_detr.data.datasets.low_data_splits import (LOW_DATA_SPLITS, split_file,  # noqa: E402
                                                         write_low_data_split)
@@ -55,7 +55,7 @@ def _load_parent(parent):
         if isinstance(e, UserError) or not (isinstance(json_file, str) and os.path.isfile(json_file)):
             raise
         raise UserValueError(f"the parent dataset {parent} cannot be loaded: {_json_problem(json_file, e)}. "
-                             f"{_missing_path_fix(parent, json_file)}") from None
+                             f"{missing_path_fix(parent, json_file)}") from None
 
 
 def _json_problem(json_file, error):

@@ -4,12 +4,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import siamese_detr.data.datasets.low_data_splits as LD
+from siamese_detr.utils.user_errors import UserValueError
 
 PARENT = "toy_low_data_parent"
 NAME = "toy_low_data_parent_10pct_seed42"
@@ -125,6 +127,27 @@ def test_registered_split_loads_the_subset_and_checks_the_parent(toy_parent, tmp
         DatasetCatalog.register(PARENT, lambda changed=changed: [{"image_id": i} for i in changed])
         with pytest.raises(ValueError, match=f"drawn from 200 images of {PARENT}, which now has {len(changed)}"):
             DatasetCatalog.get(NAME)
+
+
+@pytest.mark.parametrize("content, what", [
+    ("", "is empty (0 bytes), not a low-data split file"),
+    ('{"parent": "x"', "is not JSON ("),
+    ("[1, 2]", "holds a JSON list, not a low-data split file"),
+    ('{"image_ids": [3]}', "lacks 'parent', 'num_parent_images': not a low-data split file"),
+])
+def test_loading_a_damaged_split_file_names_it_and_the_flag(toy_parent, tmp_path, monkeypatch, content, what):
+    """Training reads the split file when the dataset is loaded: a damaged one is a user error naming the file
+    and how to write it again, not a JSONDecodeError / KeyError traceback."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    LD.register_low_data_splits()
+    path = Path(LD.split_file(NAME))
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.raises(UserValueError) as e:
+        DatasetCatalog.get(NAME)
+    message = str(e.value)
+    assert message.startswith(f"{path} {what}")
+    assert message.endswith("pass --force of datasets/prepare_low_data_splits.py to write it again")
 
 
 def test_a_split_file_drawn_from_another_parent_size_is_not_kept_silently(toy_parent, tmp_path, monkeypatch):

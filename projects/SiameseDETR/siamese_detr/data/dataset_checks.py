@@ -55,7 +55,7 @@ def expected_paths(name: str) -> List[str]:
     return paths
 
 
-def _missing_path_fix(name: str, path: str) -> str:
+def missing_path_fix(name: str, path: str) -> str:
     """What to do about a missing ``path`` of dataset ``name``: the project's script for the files it writes
     (the COCO-style json of VOC), else the README section that lays the dataset out."""
     if os.path.basename(os.path.dirname(os.path.normpath(path))) == "voc_coco":
@@ -67,10 +67,10 @@ def _missing_path_fix(name: str, path: str) -> str:
 
 def missing_path_error(name: str, path: str) -> FileNotFoundError:
     """The error for a ``path`` that dataset ``name`` expects and that does not exist: the path, the
-    ``DETECTRON2_DATASETS`` root and what to do (:func:`_missing_path_fix`)."""
+    ``DETECTRON2_DATASETS`` root and what to do (:func:`missing_path_fix`)."""
     root = os.environ.get("DETECTRON2_DATASETS", "datasets")
     return UserFileNotFoundError(f"Dataset '{name}' expects '{path}', which does not exist "
-                                 f"(DETECTRON2_DATASETS={root}). " + _missing_path_fix(name, path))
+                                 f"(DETECTRON2_DATASETS={root}). " + missing_path_fix(name, path))
 
 
 def spec_hint(name: str) -> str:

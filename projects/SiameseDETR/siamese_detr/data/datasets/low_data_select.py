@@ -12,6 +12,7 @@ import numpy as np
 __all__ = [
     "DEFAULT_SEED",
     "LOW_DATA_SPLITS",
+    "read_split_file",
     "split_name",
     "select_subset",
     "split_file",
@@ -78,9 +79,10 @@ def _user_errors():
     return user_errors
 
 
-def _read_split_file(path: str, overwrite_flag: str) -> dict:
+def read_split_file(path: str, overwrite_flag: str) -> dict:
     """The record of the existing split file ``path``; ``UserValueError`` naming it and ``overwrite_flag`` for
-    a file that is empty, not JSON or not a JSON object (an interrupted write, another file)."""
+    a file that is empty, not JSON, not a JSON object or without the keys of a split (an interrupted write,
+    another file)."""
     try:
         with open(path) as f:
             record = json.load(f)
@@ -92,6 +94,10 @@ def _read_split_file(path: str, overwrite_flag: str) -> dict:
         raise _user_errors().UserValueError(f"{path} holds a JSON {type(record).__name__}, not a low-data split "
                                             f"file (a JSON object with 'image_ids'); pass {overwrite_flag} to "
                                             "write it again")
+    missing = [key for key in ("parent", "num_parent_images", "image_ids") if key not in record]
+    if missing:
+        raise _user_errors().UserValueError(f"{path} lacks {', '.join(map(repr, missing))}: not a low-data split "
+                                            f"file; pass {overwrite_flag} to write it again")
     return record
 
 
@@ -135,7 +141,7 @@ def write_low_data_split(
     }
     path = split_file(name, root)
     if os.path.isfile(path) and not overwrite:
-        existing = _read_split_file(path, overwrite_flag)
+        existing = read_split_file(path, overwrite_flag)
         if existing.get("image_ids") != ids:
             raise _user_errors().UserValueError(
                 f"{path} exists with different image ids (files written before 2026-12-05 used RandomState(42), "

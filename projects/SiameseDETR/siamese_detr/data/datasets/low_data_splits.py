@@ -22,7 +22,6 @@ split filters the parent's dataset dicts by ``image_id`` and checks that the par
 ``num_parent_images`` images.
 """
 
-import json
 import os
 from typing import List, Optional
 
@@ -32,6 +31,7 @@ from . import voc_coco  # noqa: F401  (registers the VOC parents, whose metadata
 from .low_data_select import (
     DEFAULT_SEED,
     LOW_DATA_SPLITS,
+    read_split_file,
     select_subset,
     split_file,
     split_name,
@@ -59,8 +59,7 @@ def load_low_data_split(name: str, root: Optional[str] = None) -> List[dict]:
             f"{name}: {path} does not exist. Write it once with 'python datasets/prepare_low_data_splits.py' "
             "(datasets/README.md, 'Low-data splits')."
         )
-    with open(path) as f:
-        record = json.load(f)
+    record = read_split_file(path, "--force of datasets/prepare_low_data_splits.py")
     parent_dicts = DatasetCatalog.get(record["parent"])
     if len(parent_dicts) != record["num_parent_images"]:
         raise UserValueError(
