@@ -81,6 +81,20 @@ def test_parse_dataset_spec_forms(tmp_path, monkeypatch):
             parse_dataset_spec(bad)
 
 
+def test_a_leading_tilde_in_a_spec_is_the_home_folder(tmp_path, monkeypatch):
+    """The shell does not expand ``~`` inside ``coco:~/a.json`` (nor in a quoted override): the spec does, as a
+    shell would, instead of looking for a folder named ``~`` in the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "home"
+    assert parse_dataset_spec("coco:~/d/x.json:~/imgs") == (
+        "coco", {"json_file": str(home / "d" / "x.json"), "image_root": str(home / "imgs")})
+    assert parse_dataset_spec("coco:~/d/x.json") == ("coco", {"json_file": str(home / "d" / "x.json"),
+                                                              "image_root": str(home / "d")})
+    assert parse_dataset_spec("folder:~/images") == ("folder", {"image_root": str(home / "images")})
+    assert parse_dataset_spec("folder:a~/b") == ("folder", {"image_root": str(tmp_path / "a~" / "b")})
+
+
 def test_missing_paths_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="annotation file .*nope.json"):
         register_dataset_spec(f"coco:{tmp_path}/nope.json")

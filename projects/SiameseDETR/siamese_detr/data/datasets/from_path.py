@@ -65,7 +65,8 @@ def is_dataset_spec(name) -> bool:
 
 def parse_dataset_spec(spec: str) -> Tuple[str, dict]:
     """``spec`` -> (kind, paths): ``("coco", {"json_file", "image_root"})`` or ``("folder", {"image_root"})``,
-    paths made absolute. Raises ``ValueError`` for a malformed spec (naming the accepted forms)."""
+    paths made absolute (a leading ``~`` is the home folder, as in a shell). Raises ``ValueError`` for a
+    malformed spec (naming the accepted forms)."""
     usage = SPEC_USAGE
     if not is_dataset_spec(spec):
         raise UserValueError(f"{spec!r} is not a dataset spec: {usage}")
@@ -73,7 +74,7 @@ def parse_dataset_spec(spec: str) -> Tuple[str, dict]:
     if not rest:
         raise UserValueError(f"dataset spec {spec!r} has no path: {usage}")
     if kind == "folder":
-        return "folder", {"image_root": os.path.abspath(rest)}
+        return "folder", {"image_root": _absolute(rest)}
     # coco: the json path ends at ".json"; whatever follows ":" is the image root
     marker = rest.lower().find(".json:")
     if marker >= 0:
@@ -82,9 +83,14 @@ def parse_dataset_spec(spec: str) -> Tuple[str, dict]:
         json_file, image_root = rest, ""
     if not json_file.lower().endswith(".json"):
         raise UserValueError(f"dataset spec {spec!r}: the annotation file must end in .json; {usage}")
-    json_file = os.path.abspath(json_file)
-    image_root = os.path.abspath(image_root) if image_root else os.path.dirname(json_file)
+    json_file = _absolute(json_file)
+    image_root = _absolute(image_root) if image_root else os.path.dirname(json_file)
     return "coco", {"json_file": json_file, "image_root": image_root}
+
+
+def _absolute(path: str) -> str:
+    """``path`` made absolute, a leading ``~`` expanded (the shell leaves it in ``coco:~/a.json``)."""
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def coco_categories(json_file: str) -> List[dict]:
