@@ -31,6 +31,7 @@ from .detr_mapper import detr_crop_augmentation, detr_train_augmentation
 from .image_io import read_image_or_none
 from .proposals.selection import select_proposals
 from .siamese_mapper import augment_crops, crop_regions
+from .mapper_checks import at_least_one
 from .up_detr_mapper import UP_DETR_SCALES, sample_rng, transform_boxes
 from ..utils.user_errors import UserValueError
 
@@ -105,6 +106,7 @@ class DETRegMapper:
     ):
         if proposal_source is None:
             raise UserValueError("DETRegMapper needs a proposal_source (StoreProposals / OnlineProposals / ...)")
+        at_least_one("DETRegMapper", "num_proposals", num_proposals, "K, the proposals each image keeps")
         select_proposals(np.random.default_rng(0), 1, num_proposals, policy)  # validates policy and K
         _check_min_proposals(int(min_proposals), int(num_proposals), policy)
         self.proposal_source = proposal_source
@@ -120,7 +122,7 @@ class DETRegMapper:
         self.augmentation = T.AugmentationList(list(augmentation))
         self.augmentation_with_crop = (
             None if augmentation_with_crop is None else T.AugmentationList(list(augmentation_with_crop)))
-        self.crop_size = int(crop_size)
+        self.crop_size = at_least_one("DETRegMapper", "crop_size", crop_size, "the side of the box crops, in pixels")
         self.min_proposals = int(min_proposals)
         self.augment_kwargs = dict(color_jitter=color_jitter, color_jitter_prob=color_jitter_prob,
                                    grayscale_prob=grayscale_prob, blur_prob=blur_prob, blur_sigma=tuple(blur_sigma))

@@ -23,6 +23,7 @@ from detectron2.utils import comm
 from torch.utils.data import get_worker_info
 
 from .image_io import read_image_or_none
+from .mapper_checks import at_least_one, size_range
 from .views import TwoViewSample, ViewPolicy
 from ..utils.user_errors import UserValueError
 
@@ -204,14 +205,16 @@ class SiameseViewMapper:
         if not 0.0 <= float(tau) <= 1.0:  # checked here, not at the first sample
             raise UserValueError(f"SiameseViewMapper: tau (the IoU of the two views, dataloader.train.mapper.tau) must "
                                  f"lie in [0, 1], got {tau}")
+        mapper = "SiameseViewMapper"
         self.is_train = is_train
         self.image_format = image_format
         self.proposal_source = proposal_source
-        self.crop_size = int(crop_size)
+        self.crop_size = at_least_one(mapper, "crop_size", crop_size, "the side of the region crops, in pixels")
         self.seed = seed
         self.policy = ViewPolicy(
-            short_side_range=tuple(short_side_range),
-            max_size=max_size,
+            short_side_range=size_range(mapper, "short_side_range", short_side_range,
+                                        "the short side of the resized image, in pixels, drawn in it"),
+            max_size=at_least_one(mapper, "max_size", max_size, "the longest side allowed, in pixels"),
             tau=tau,
             outer_area=tuple(outer_area),
             outer_aspect=tuple(outer_aspect),

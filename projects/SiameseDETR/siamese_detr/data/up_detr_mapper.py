@@ -28,6 +28,7 @@ from detectron2.utils import comm
 from torch.utils.data import get_worker_info
 
 from .image_io import read_image_or_none
+from .mapper_checks import at_least_one
 from .siamese_mapper import augment_crops, crop_regions
 from ..utils.user_errors import UserValueError
 
@@ -127,8 +128,10 @@ class UPDETRMapper:
         self.is_train = is_train
         self.image_format = image_format
         self.num_patches = int(num_patches)
-        self.min_patch_size = int(min_patch_size)
-        self.patch_size = int(patch_size)
+        self.min_patch_size = at_least_one("UPDETRMapper", "min_patch_size", min_patch_size,
+                                           "the smallest side of a cut patch, in pixels")
+        self.patch_size = at_least_one("UPDETRMapper", "patch_size", patch_size,
+                                       "the side the patches are resized to, in pixels")
         augs = up_detr_augmentation() if augmentation is None else list(augmentation)
         self.augmentation = T.AugmentationList(augs)
         self.augment_kwargs = dict(color_jitter=color_jitter, color_jitter_prob=color_jitter_prob,
