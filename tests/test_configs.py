@@ -50,6 +50,21 @@ def test_every_config_writes_to_its_own_folder_outside_the_demos():
     assert {c: f for c, f in folders.items() if f != os.path.join("output", Path(c).stem)} == {}
 
 
+def test_every_proposal_store_a_config_reads_is_checked_for_its_method():
+    """A store made with another method (random boxes for Siamese DETR, EdgeBoxes for DETReg) is refused only when
+    the config names the method its path promises (``<dataset>.<method>.proposals``): every config that reads a
+    store must set ``proposal_source.method`` to that method."""
+    stores = {}
+    for config_file in CONFIGS:
+        cfg = LazyConfig.load(str(ROOT / config_file))
+        source = cfg.get("dataloader", {}).get("train", {}).get("mapper", {}).get("proposal_source")
+        if source is not None and "path" in source:
+            stores[config_file] = (Path(source.path).name.split(".")[-2], source.get("method"))
+    assert len(stores) >= 8, stores  # the ImageNet / COCO pretrainings of the three methods and the store demo
+    assert {c: m for c, m in stores.items() if m[0] != m[1]} == {}
+    assert {m[0] for m in stores.values()} == {"edgeboxes", "selective_search"}
+
+
 @pytest.fixture
 def restore_dataset_catalog():
     """Unregister the datasets a config registered (e.g. an ImageNet folder under this test's temporary

@@ -46,6 +46,7 @@ dataloader.train.mapper.proposal_source = L(StoreProposals)(
         os.getenv("DETECTRON2_DATASETS", "datasets"), "proposals", "synthetic_shapes_train.edgeboxes.proposals"
     ),
     dataset="synthetic_shapes_train",
+    method="edgeboxes",  # a store of another method (random boxes, Selective Search) is refused
 )
 # smaller than pretrain_builtin's defaults: the frozen backbone on views + crops dominates a CPU step
 dataloader.train.mapper.short_side_range = (128, 160)

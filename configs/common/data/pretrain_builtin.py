@@ -3,7 +3,7 @@ small sizes for a CPU demo: short side 160-224, max 320, 64 px region crops, Edg
 (no store needed; ~30 ms per image at this size). To use a store instead::
 
     dataloader.train.mapper.proposal_source = L(StoreProposals)(
-        path="datasets/proposals/synthetic_shapes_train.edgeboxes.proposals"
+        path="datasets/proposals/synthetic_shapes_train.edgeboxes.proposals", method="edgeboxes"
     )
 
 Evaluation (from ``pretrain_coco``): class-agnostic AR@1/10/100 and AP of the pretrained model on

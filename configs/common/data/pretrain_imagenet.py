@@ -44,7 +44,8 @@ dataloader.train = L(build_detection_train_loader)(
         is_train=True,
         image_format="BGR",
         proposal_source=L(StoreProposals)(
-            path=os.path.join(DATASETS_ROOT, "proposals", "imagenet_train.edgeboxes.proposals")
+            path=os.path.join(DATASETS_ROOT, "proposals", "imagenet_train.edgeboxes.proposals"),
+            method="edgeboxes",  # a store of another method is refused (the paper's regions are EdgeBoxes)
         ),
         tau=0.5,
         outer_area=(0.5, 1.0),

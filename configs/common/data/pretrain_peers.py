@@ -39,7 +39,8 @@ up_detr_mapper = L(UPDETRMapper)(
 
 detreg_mapper = L(DETRegMapper)(
     proposal_source=L(StoreProposals)(
-        path=os.path.join(DATASETS_ROOT, "proposals", "imagenet_train.selective_search.proposals")
+        path=os.path.join(DATASETS_ROOT, "proposals", "imagenet_train.selective_search.proposals"),
+        method="selective_search",  # a store of another method is refused (DETReg's pseudo labels are SS boxes)
     ),
     is_train=True,
     image_format="BGR",
