@@ -29,6 +29,7 @@ $(STAMP): setup.cfg pyproject.toml tools/install_detectron2.py Makefile
 	touch $@
 
 check-disk:
+	@test ! -e "$(VENV)" -o -d "$(VENV)" || { echo "make setup: VENV=$(VENV) is a file, not a folder: give the venv's folder (made if missing), e.g. make setup VENV=/elsewhere/venv" >&2; exit 1; }
 	@command -v "$(PYTHON)" >/dev/null 2>&1 || { echo "make setup: no Python interpreter $(PYTHON) (neither a command on the PATH nor an executable file): install Python 3.11, or give its path: make setup PYTHON=/path/to/python3.11" >&2; exit 1; }
 	@"$(PYTHON)" -c "import os, shutil, sys; d = os.path.dirname(os.path.abspath('$(VENV)')); free = shutil.disk_usage(d).free / 2**30; sys.exit(0) if free >= $(SETUP_FREE_GIB) else sys.exit(f'make setup: a new $(VENV) needs about 6 GiB (torch is a CUDA build) and {d} has {free:.1f} GiB free; free at least $(SETUP_FREE_GIB) GiB there, or put the venv on a disk with room: make setup VENV=/elsewhere/venv (SETUP_FREE_GIB=N lowers this check)')"
 

@@ -41,6 +41,15 @@ def test_too_little_free_space_is_refused_up_front(tmp_path):
     assert not (tmp_path / "venv").exists()  # a check only
 
 
+def test_a_venv_path_that_is_a_file_is_refused_before_anything_is_made(tmp_path):
+    (tmp_path / "venv").write_text("a file")
+    done = _check_disk(tmp_path, f"PYTHON={sys.executable}", "SETUP_FREE_GIB=0")
+    assert done.returncode != 0
+    assert (f"make setup: VENV={tmp_path / 'venv'} is a file, not a folder: give the venv's folder (made if "
+            "missing), e.g. make setup VENV=/elsewhere/venv") in done.stderr
+    assert (tmp_path / "venv").read_text() == "a file"
+
+
 def test_an_interpreter_at_a_path_with_spaces_is_checked(tmp_path):
     spaced = tmp_path / "my pythons" / "python3.11"
     spaced.parent.mkdir()
