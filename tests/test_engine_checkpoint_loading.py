@@ -262,6 +262,24 @@ def test_only_class_heads_may_change_shape_when_training_from_a_checkpoint():
         refuse_shape_mismatches(_Shapes(wrong), "pretrain.pth")
 
 
+def test_queries_of_another_width_name_another_variant_not_num_queries():
+    """The same number of queries, another width (a Deformable DETR checkpoint, 2 x d_model, into a Vanilla DETR
+    model): no ``model.num_queries`` advice that is already met, and no ``allow_shape_mismatch`` (it would load
+    half of another architecture); the message says what the widths mean."""
+    wrong = [("query_embed.weight", (20, 256), (20, 128)), ("input_proj.weight", (128, 64, 1, 1), (128, 64))]
+    with pytest.raises(CheckpointLoadError) as e:
+        refuse_shape_mismatches(_Shapes(wrong), "deformable.pth")
+    message = str(e.value)
+    assert message.startswith("deformable.pth: its object queries are 256 wide, the model's 128: a checkpoint of "
+                              "another DETR variant or model width")
+    assert "2 tensors do not fit (query_embed.weight: [20, 256] in the checkpoint, [20, 128] in the model;" in message
+    assert "num_queries" not in message and "allow_shape_mismatch" not in message
+    # other tensors that do not fit while the queries do: no query advice, the opt-in named
+    with pytest.raises(CheckpointLoadError) as e:
+        refuse_shape_mismatches(_Shapes([("a.weight", (3,), (4,))]), "x.pth")
+    assert "num_queries" not in str(e.value) and "allow_shape_mismatch=True" in str(e.value)
+
+
 # --------------------------------------------------------------------------------------- converter
 def test_a_converted_caffe2_pickle_keeps_detectron2s_name_matching(tmp_path):
     """A Caffe2-style ``.pkl`` (``blobs``, names that are suffixes of the model's) loads with detectron2's name

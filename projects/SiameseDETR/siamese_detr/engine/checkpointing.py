@@ -531,14 +531,22 @@ def refuse_shape_mismatches(checkpointer: SafeDetectionCheckpointer, path: str,
     if not wrong:
         return
     shown = "; ".join(f"{k}: {list(a)} in the checkpoint, {list(b)} in the model" for k, a, b in wrong[:4])
+    shown = f"{shown}{'; ...' if len(wrong) > 4 else ''}"
+    ours, theirs = next(((a, b) for k, a, b in wrong if k == "query_embed.weight"), ((), ()))
+    if len(ours) == len(theirs) == 2 and ours[1] != theirs[1]:
+        raise CheckpointLoadError(
+            f"{path}: its object queries are {ours[1]} wide, the model's {theirs[1]}: a checkpoint of another DETR "
+            "variant or model width (Deformable DETR's queries hold position and content, 2 x d_model wide; Vanilla "
+            f"and Conditional DETR's are d_model wide). {len(wrong)} tensors do not fit ({shown}). Finetune it "
+            "with a config of the variant and width it was trained with."
+        )
     hint = ""
-    queries = next((a for k, a, _ in wrong if k == "query_embed.weight"), None)
-    if queries is not None:
-        hint = f" (the checkpoint has {queries[0]} object queries: model.num_queries={queries[0]})"
+    if ours and ours[0] != theirs[0]:
+        hint = f" (the checkpoint has {ours[0]} object queries: model.num_queries={ours[0]})"
     raise CheckpointLoadError(
-        f"{path}: {len(wrong)} tensors do not fit the model's shapes and would start from scratch ({shown}"
-        f"{'; ...' if len(wrong) > 4 else ''}). Use the model settings the checkpoint was trained with{hint}, "
-        "or add train.allow_shape_mismatch=True to train them from scratch on purpose."
+        f"{path}: {len(wrong)} tensors do not fit the model's shapes and would start from scratch ({shown}). Use "
+        f"the model settings the checkpoint was trained with{hint}, or add train.allow_shape_mismatch=True to "
+        "train them from scratch on purpose."
     )
 
 
