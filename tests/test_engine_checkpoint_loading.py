@@ -19,11 +19,10 @@ from siamese_detr.engine.checkpointing import (
     checkpoint_kind,
     convert_pickle_checkpoint,
     load_checkpoint_file,
-    refuse_partly_random_model,
-    refuse_shape_mismatches,
     split_load_query,
     trust_pickle_requested,
 )
+from siamese_detr.engine.load_refusals import refuse_partly_random_model, refuse_shape_mismatches
 from test_reliability_checkpoints import TinyModel, _model  # the same two-layer model and its filler
 
 

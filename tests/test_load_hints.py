@@ -12,7 +12,8 @@ import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 
-from siamese_detr.engine.checkpointing import CheckpointLoadError, SafeDetectionCheckpointer, refuse_partly_random_model
+from siamese_detr.engine.checkpointing import CheckpointLoadError, SafeDetectionCheckpointer
+from siamese_detr.engine.load_refusals import refuse_partly_random_model
 from siamese_detr.engine.load_summary import official_layout
 from siamese_detr.engine.pretrain_checks import RandomBackboneError, check_backbone_loaded
 

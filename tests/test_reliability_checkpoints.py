@@ -23,8 +23,8 @@ from siamese_detr.engine.checkpointing import (
     ensure_final_checkpoint,
     keep_earlier_periodic_checkpoints,
     load_checkpoint_file,
-    require_eval_checkpoint,
 )
+from siamese_detr.engine.load_refusals import require_eval_checkpoint
 
 from hang_guard import HANG_GUARD_S
 from pickle_payload import Payload

@@ -55,9 +55,9 @@ from siamese_detr.engine.schedule_checks import (check_counts, check_milestones,
 from siamese_detr.engine.config_sections import check_batch_split, check_config_sections, load_config
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, check_checkpoint_path,
                                                ensure_final_checkpoint, keep_earlier_periodic_checkpoints,
-                                               refuse_partly_random_model,
-                                               refuse_shape_mismatches, require_eval_checkpoint,
                                                trust_pickle_requested)
+from siamese_detr.engine.load_refusals import (refuse_partly_random_model, refuse_shape_mismatches,
+                                               require_eval_checkpoint)
 from siamese_detr.engine.evaluation_checks import (build_checked_test_loader, check_coco_test_fields,
                                                    check_test_classes, check_test_set_on_disk,
                                                    check_train_set_on_disk, test_dataset_names)

@@ -55,8 +55,8 @@ from siamese_detr.data.dataset_checks import check_datasets_on_disk  # noqa: E40
 from siamese_detr.data.image_io import NoReadableImagesError, read_image_or_none  # noqa: E402
 from siamese_detr.demo.plots import label_box  # noqa: E402
 from siamese_detr.engine import apply_checked_overrides  # noqa: E402
-from siamese_detr.engine.checkpointing import (  # noqa: E402
-    CheckpointLoadError, SafeDetectionCheckpointer, refuse_partly_random_model)
+from siamese_detr.engine.checkpointing import CheckpointLoadError, SafeDetectionCheckpointer  # noqa: E402
+from siamese_detr.engine.load_refusals import refuse_partly_random_model  # noqa: E402
 from siamese_detr.engine.config_sections import check_config_sections  # noqa: E402
 from siamese_detr.engine.load_summary import module_prefixes  # noqa: E402
 from siamese_detr.utils.cli_types import at_least_one, probability  # noqa: E402
@@ -162,7 +162,7 @@ def dataset_class_names(name: str) -> list:
 
 def partly_random_error(checkpointer: SafeDetectionCheckpointer, path: str, config_file: str) -> str:
     """The ``error:`` line for a load that left parameters of the model as initialised (the ones
-    :func:`~siamese_detr.engine.checkpointing.refuse_partly_random_model` refuses for ``--eval-only``)."""
+    :func:`~siamese_detr.engine.load_refusals.refuse_partly_random_model` refuses for ``--eval-only``)."""
     missing = checkpointer.parameters_not_loaded()
     total = sum(1 for _ in checkpointer.model.parameters())
     return (f"error: {len(missing)} of the model's {total} parameters are not in {path} (by name and shape; "

@@ -19,6 +19,9 @@
   matched by Detectron2's heuristics (suffixes, model-zoo layouts) instead of exactly; any other query on a
   local path is an error naming it.
 
+What a load leaves wrong (a partly random model for ``--eval-only``, tensors of other shapes when training
+from a checkpoint) is refused by :mod:`.load_refusals`.
+
 Convert a trusted Detectron2 ``.pkl`` once into a ``.pth`` that loads without ``--trust-pickle``::
 
     python -m siamese_detr.engine.checkpointing IN.pkl OUT.pth
@@ -36,8 +39,8 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils import comm
 
-from .load_summary import is_pretraining_model, official_layout, official_layout_hint, partial_load_summary
-from ..utils.user_errors import UserError, UserValueError
+from .load_summary import is_pretraining_model, official_layout_hint, partial_load_summary
+from ..utils.user_errors import UserError
 
 __all__ = [
     "CheckpointLoadError",
@@ -51,9 +54,6 @@ __all__ = [
     "ensure_final_checkpoint",
     "keep_earlier_periodic_checkpoints",
     "model_checkpoint_dict",
-    "refuse_partly_random_model",
-    "refuse_shape_mismatches",
-    "require_eval_checkpoint",
     "trust_pickle_requested",
 ]
 
@@ -486,82 +486,9 @@ def keep_earlier_periodic_checkpoints(periodic, start_iter: int) -> List[str]:
     return adopted
 
 
-def _official_eval_checkpoint_message(checkpointer: SafeDetectionCheckpointer, path: str, n_missing: int,
-                                      total: int) -> Optional[str]:
-    """``--eval-only`` of a whole-model checkpoint in an official layout (the last load's keys): the refusal
-    that names the conversion command first; ``None`` for any other checkpoint (a torchvision ResNet is a
-    backbone alone: converting it would not give a model to evaluate)."""
-    keys = checkpointer.checkpoint_keys
-    fmt = official_layout(keys)
-    if fmt is None or fmt == "torchvision":
-        return None
-    return (
-        f"--eval-only: {official_layout_hint(keys, path, then='evaluate train.init_checkpoint=OUT.pth')}. As it "
-        f"is, {n_missing} of the model's {total} parameters are not in {path} (by name and shape), so they would "
-        "be evaluated as randomly initialised."
-    )
-
-
-def refuse_partly_random_model(checkpointer: SafeDetectionCheckpointer, path: str) -> None:
-    """``--eval-only``: raise :class:`CheckpointLoadError` when the load left parameters of the model as
-    initialised (its AP would be that of random weights, recorded as the checkpoint's)."""
-    missing = checkpointer.parameters_not_loaded()
-    if missing:
-        total = sum(1 for _ in checkpointer.model.parameters())
-        official = _official_eval_checkpoint_message(checkpointer, path, len(missing), total)
-        if official:
-            raise CheckpointLoadError(official)
-        raise CheckpointLoadError(
-            f"--eval-only: {len(missing)} of the model's {total} parameters are not in {path} (by name and shape; "
-            f"e.g. {missing[:4]}), so they would be evaluated as randomly initialised. Evaluate a checkpoint of "
-            "this config's model (a pretraining checkpoint has no class head of the finetuning model: finetune "
-            "it first), or give the config it was trained with. To evaluate a random initialisation on purpose, "
-            "add train.eval_allow_random=True."
-        )
-
-
-def refuse_shape_mismatches(checkpointer: SafeDetectionCheckpointer, path: str,
-                            allowed: Sequence[str] = ("class_embed",)) -> None:
-    """Training from ``train.init_checkpoint``: raise :class:`CheckpointLoadError` when tensors of the
-    checkpoint were skipped because their shape differs from the model's, other than the class heads
-    (``allowed``: a pretraining's objectness head never fits the finetuning's K classes). Detectron2 only
-    warns, and the run would train those parameters from scratch, e.g. every object query when
-    ``model.num_queries`` differs from the pretraining's."""
-    wrong = [(k, a, b) for k, a, b in checkpointer.incorrect_shapes if not any(part in k for part in allowed)]
-    if not wrong:
-        return
-    shown = "; ".join(f"{k}: {list(a)} in the checkpoint, {list(b)} in the model" for k, a, b in wrong[:4])
-    shown = f"{shown}{'; ...' if len(wrong) > 4 else ''}"
-    ours, theirs = next(((a, b) for k, a, b in wrong if k == "query_embed.weight"), ((), ()))
-    if len(ours) == len(theirs) == 2 and ours[1] != theirs[1]:
-        raise CheckpointLoadError(
-            f"{path}: its object queries are {ours[1]} wide, the model's {theirs[1]}: a checkpoint of another DETR "
-            "variant or model width (Deformable DETR's queries hold position and content, 2 x d_model wide; Vanilla "
-            f"and Conditional DETR's are d_model wide). {len(wrong)} tensors do not fit ({shown}). Finetune it "
-            "with a config of the variant and width it was trained with."
-        )
-    hint = ""
-    if ours and ours[0] != theirs[0]:
-        hint = f" (the checkpoint has {ours[0]} object queries: model.num_queries={ours[0]})"
-    raise CheckpointLoadError(
-        f"{path}: {len(wrong)} tensors do not fit the model's shapes and would start from scratch ({shown}). Use "
-        f"the model settings the checkpoint was trained with{hint}, or add train.allow_shape_mismatch=True to "
-        "train them from scratch on purpose."
-    )
-
-
 def trust_pickle_requested(args, cfg) -> bool:
     """``--trust-pickle`` on the command line, or ``train.trust_pickle=True`` in the config."""
     return bool(getattr(args, "trust_pickle", False) or cfg.train.get("trust_pickle", False))
-
-
-def require_eval_checkpoint(init_checkpoint) -> None:
-    """``--eval-only`` evaluates ``train.init_checkpoint``: refuse to evaluate a randomly initialised model."""
-    if not init_checkpoint:
-        raise UserValueError(
-            "--eval-only needs the model to evaluate: add train.init_checkpoint=PATH/model_final.pth "
-            "(without it a randomly initialised model would be evaluated)"
-        )
 
 
 def convert_pickle_checkpoint(src: str, dst: str) -> str:
