@@ -14,6 +14,7 @@ import pytest
 
 from siamese_detr.data.proposals import ProposalStore, ProposalStoreError, StoreProposals, edgeboxes
 from siamese_detr.data.proposals import detectron2_format
+from siamese_detr.data.proposals.generate_arguments import usage_problem
 from siamese_detr.data.proposals.methods import gradient_edge_map
 from siamese_detr.utils.user_errors import UserValueError
 
@@ -118,7 +119,7 @@ def test_an_edgeboxes_value_out_of_range_is_refused_before_any_work(tmp_path, ca
 @pytest.mark.parametrize("flag, value", [("--alpha", "0.99"), ("--beta", "1"), ("--beta", "0.01")])
 def test_edgeboxes_values_at_the_ends_of_their_ranges_are_accepted(tmp_path, flag, value):
     args = gen.build_parser().parse_args(["--image-dir", str(tmp_path), "--output", str(tmp_path / "o"), flag, value])
-    assert gen._usage_problem(args) is None
+    assert usage_problem(args) is None
 
 
 @pytest.mark.parametrize("name, value, rule", [("alpha", 0.0, "in (0, 1)"), ("beta", 2.0, "in (0, 1]"),

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from script_modules import load_script
+from siamese_detr.data.proposals.generate_arguments import method_params, usage_problem
 from siamese_detr.data.proposals.store import write_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +27,10 @@ def test_max_boxes_zero_means_all_boxes_not_the_default(tmp_path, method):
     --max-boxes gives the default (512 EdgeBoxes / random, all Selective Search boxes)."""
     common = ["--image-dir", str(tmp_path), "--method", method, "--output", str(tmp_path / "o")]
     args = gen.build_parser().parse_args(common + ["--max-boxes", "0"])
-    assert gen._usage_problem(args) is None
-    assert gen.method_params(args)["max_boxes"] == 0
+    assert usage_problem(args) is None
+    assert method_params(args)["max_boxes"] == 0
     args = gen.build_parser().parse_args(common)
-    assert gen.method_params(args)["max_boxes"] == {"selective_search": None, "edgeboxes": 512, "random": 512}[method]
+    assert method_params(args)["max_boxes"] == {"selective_search": None, "edgeboxes": 512, "random": 512}[method]
 
 
 def test_evaluate_reports_recall_at_the_given_budgets(tmp_path):

@@ -30,7 +30,6 @@ option given with it is refused.
 """
 
 import argparse
-import difflib
 import json
 import logging
 import os
@@ -47,26 +46,25 @@ from siamese_detr.data.proposals import (  # noqa: E402
     ProposalStore,
     export_detectron2,
 )
-from siamese_detr.data.proposals.detectron2_format import (  # noqa: E402
-    import_params,
-    read_detectron2,
-    write_imported,
-)
+from siamese_detr.data.proposals.detectron2_format import read_detectron2, write_imported  # noqa: E402
 from siamese_detr.data.proposals.generate import (  # noqa: E402
     WorkerDiedError,
     dataset_records,
-    existing_shards,
     generate_shard,
-    image_list_digest,
     list_image_dir,
     merge_if_complete,
     missing_shards,
     register_builtin_datasets,
-    same_source,
     shard_dir,
 )
-from siamese_detr.data.proposals.methods import DEFAULT_MAX_BOXES, edgeboxes_value_problem  # noqa: E402
-from siamese_detr.data.proposals.store import ARRAY_FILES, ProposalStoreError, folder_write_problem  # noqa: E402
+from siamese_detr.data.proposals.generate_arguments import (  # noqa: E402
+    coco_images_missing,
+    ignored_by_import,
+    method_params,
+    usage_problem,
+)
+from siamese_detr.data.proposals.store import ARRAY_FILES, ProposalStoreError  # noqa: E402
+from siamese_detr.data.proposals.store_settings import import_settings_differ, settings_differ  # noqa: E402
 from siamese_detr.data.datasets.from_path import empty_folder_message  # noqa: E402
 from siamese_detr.utils.cli_types import at_least_one  # noqa: E402
 from siamese_detr.utils.user_errors import UserValueError  # noqa: E402
@@ -139,19 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def method_params(args) -> dict:
-    """What is recorded in meta.json and what the workers pass to compute_proposals."""
-    max_boxes = args.max_boxes if args.max_boxes is not None else DEFAULT_MAX_BOXES[args.method]
-    params = {"max_boxes": max_boxes, "seed": args.seed}
-    if args.method == "edgeboxes":
-        params.update(alpha=args.alpha, beta=args.beta, sed_model=args.sed_model)
-    elif args.method == "selective_search":
-        params.update(resize=args.ss_resize, mode=args.ss_mode)
-    if args.method == "edgeboxes":
-        params.pop("seed")
-    return params
-
-
 STORE_FILES = ("meta.json",) + ARRAY_FILES + ("image_ids.json",)  # meta.json first: no longer "complete"
 
 
@@ -196,230 +181,10 @@ def _clear(args):
     return None
 
 
-def _merge_num_shards(args):
-    """``--merge`` without ``--num-shards``: K from the shard folders under --output (a reason if not clear)."""
-    found = existing_shards(args.output)
-    complete = os.path.isfile(os.path.join(args.output, "meta.json"))
-    if len(found) == 1:
-        args.num_shards = next(iter(found))
-    elif len(found) > 1:
-        return (f"{os.path.join(args.output, 'shards')} holds shards of several --num-shards ("
-                f"{', '.join(map(str, found))}): give --num-shards K")
-    elif complete and not args.overwrite:
-        args.num_shards = 1  # merged already: nothing to do
-    else:
-        return (f"nothing to merge: {os.path.join(args.output, 'shards')} holds no shard folders"
-                + (" (they were removed after the merge)" if complete else ""))
-    return None
-
-
-def _export_path_problem(path: str, overwrite: bool, store_complete: bool):
-    """Why ``--export-detectron2 PATH`` cannot be written (None if it can), checked before any work: a folder, an
-    existing file (without ``--overwrite``; when the store is complete already, a finished command run again, the
-    file is compared with the export at the end instead), a folder that does not exist or cannot be written in."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        example = os.path.join(path, "proposals.pkl")
-        return f"--export-detectron2 {path!r} is a folder; give a file name such as {example!r}"
-    if os.path.exists(path) and not overwrite and not store_complete:
-        return (f"--export-detectron2 {path!r} exists already and is kept: delete it, choose another path, or pass "
-                "--overwrite to replace it (which also regenerates what this command writes at --output)")
-    problem = folder_write_problem(folder)
-    if problem:
-        return f"--export-detectron2 {path!r}: {problem}; choose another path"
-    if not os.path.isdir(folder):
-        return (f"--export-detectron2 {path!r}: its folder {folder!r} does not exist; create it "
-                f"(mkdir -p {folder}) or choose another path")
-    return None
-
-
-# with --import-detectron2, the options that are used; any other one given would be ignored
-IMPORT_OPTIONS = ("import_detectron2", "trust_pickle", "dataset", "output", "overwrite", "no_progress")
-
-
-def _ignored_by_import(args, argv):
-    """With ``--import-detectron2``: why the other options given in ``argv`` (whatever their value) cannot be
-    used with it, naming them; None without it or when only :data:`IMPORT_OPTIONS` are given."""
-    if not args.import_detectron2:
-        return None
-    unset = object()  # argparse fills in a default only where the namespace has no value yet
-    parsed = build_parser().parse_args(argv, namespace=argparse.Namespace(**{dest: unset for dest in vars(args)}))
-    ignored = ["--" + dest.replace("_", "-") for dest, value in vars(parsed).items()
-               if value is not unset and dest not in IMPORT_OPTIONS]
-    if not ignored:
-        return None
-    return (f"--import-detectron2 converts the proposals of its file as they are: {', '.join(ignored)} "
-            f"{'has' if len(ignored) == 1 else 'have'} no effect with it; leave "
-            f"{'it' if len(ignored) == 1 else 'them'} out (it uses --output, --dataset for the image sizes, "
-            "--overwrite and --trust-pickle)")
-
-
-def _value_problem(args):
-    """Why a method flag's value is out of its range (None if all are in range): --alpha and --beta as
-    :func:`edgeboxes` checks them (the integer flags are checked by their argparse types)."""
-    for flag, name, value in (("--alpha", "alpha", args.alpha), ("--beta", "beta", args.beta)):
-        problem = edgeboxes_value_problem(name, value)
-        if problem:
-            return f"{flag} (EdgeBoxes {name}) {problem}"
-    return None
-
-
-def _sed_model_problem(args):
-    """Why ``--sed-model`` cannot be used (missing, or not a model OpenCV reads), or None; checked before
-    --output is created, so a wrong path fails at once, not in the workers, and leaves no folder behind."""
-    if not (args.sed_model and args.method == "edgeboxes" and not args.merge and not args.import_detectron2):
-        return None
-    from siamese_detr.data.proposals.methods import _load_sed_model
-
-    try:
-        _load_sed_model(args.sed_model)
-    except (FileNotFoundError, ValueError) as e:
-        return f"--sed-model: {e}"
-    return None
-
-
-def _usage_problem(args):
-    """A one-line reason why the arguments cannot work, or None (checked before --output is created)."""
-    if args.max_boxes is not None and args.max_boxes < 0:
-        return f"--max-boxes must be 0 (all boxes) or more, got {args.max_boxes}"
-    problem = _value_problem(args)
-    if problem:
-        return problem
-    if os.path.exists(args.output) and not os.path.isdir(args.output):
-        return (f"--output {args.output!r} is a file, not a proposal store folder (it is left as it is); give a "
-                "folder to write the store into, e.g. NAME.METHOD.proposals (created if missing)")
-    if args.merge and not os.path.isdir(args.output):
-        return f"nothing to merge: --output {args.output!r} does not exist"
-    if args.num_shards is None:
-        if args.merge:
-            problem = _merge_num_shards(args)
-            if problem:
-                return problem
-        else:
-            args.num_shards = 1
-    if not 0 <= args.shard_id < args.num_shards:
-        return f"--shard-id must be in [0, {args.num_shards}) for --num-shards {args.num_shards}, got {args.shard_id}"
-    for option, value in (("--num-workers", args.num_workers), ("--chunk-size", args.chunk_size)):
-        if value < 1:
-            return f"{option} must be at least 1, got {value}"
-    if args.export_detectron2:
-        complete = os.path.isfile(os.path.join(args.output, "meta.json"))
-        problem = _export_path_problem(args.export_detectron2, args.overwrite, complete)
-        if problem:
-            return problem
-    if args.image_dir and not os.path.isdir(args.image_dir):
-        return f"--image-dir {args.image_dir!r} does not exist or is not a folder"
-    problem = _sed_model_problem(args)
-    if problem:
-        return problem
-    if args.dataset:
-        register_builtin_datasets()
-        from detectron2.data import DatasetCatalog
-
-        from siamese_detr.data.datasets import ensure_dataset
-
-        try:
-            ensure_dataset(args.dataset)  # coco:ANN.json[:IMAGES] / folder:DIR specs register themselves
-        except (ValueError, FileNotFoundError) as e:
-            return str(e)
-        if args.dataset not in DatasetCatalog.list():
-            registered = sorted(DatasetCatalog.list())
-            from siamese_detr.data.dataset_checks import spec_hint
-
-            close = difflib.get_close_matches(args.dataset, registered, n=3, cutoff=0.75)  # as the training tool
-            hint = spec_hint(args.dataset) or (f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else "")
-            return (f"--dataset {args.dataset!r} is not a registered dataset.{hint} (registered: "
-                    f"{', '.join(registered[:12])}, ...)")
-        from siamese_detr.data.dataset_checks import check_datasets_on_disk
-
-        try:
-            check_datasets_on_disk(args.dataset)
-        except FileNotFoundError as e:
-            return str(e)
-    complete = os.path.isfile(os.path.join(args.output, "meta.json"))
-    if not (args.merge or args.import_detectron2 or args.dataset or args.image_dir or complete):
-        return "give --dataset NAME or --image-dir DIR"
-    return None
-
-
-def _coco_images_missing(dataset, records):
-    """For a ``coco:`` spec none of whose images exist: why, naming the ``coco:ANNOTATIONS.json:IMAGE_ROOT``
-    form (the json's file names are relative to IMAGE_ROOT); None otherwise. Checked before any work, so
-    no chunk of unreadable images is written. Stops at the first image that exists."""
-    if not (dataset and dataset.startswith("coco:") and records):
-        return None
-    if any(os.path.exists(r["file_name"]) for r in records):
-        return None
-    from siamese_detr.data.datasets.from_path import parse_dataset_spec
-
-    rest = dataset[len("coco:"):]
-    marker = rest.lower().find(".json:")  # where parse_dataset_spec splits the json from the image root
-    json_file = rest[: marker + len(".json")] if marker >= 0 else rest
-    paths = parse_dataset_spec(dataset)[1]
-    root = (f"the image root {paths['image_root']!r} given after the json" if marker >= 0
-            else f"the json's own folder {paths['image_root']!r} (no image root given)")
-    return (f"none of the {len(records)} images of --dataset {dataset!r} exist (first: {records[0]['file_name']}): "
-            f"the json's file names are taken relative to {root}. Give the folder that holds them as "
-            f"--dataset coco:ANNOTATIONS.json:IMAGE_ROOT (here: coco:{json_file}:IMAGE_ROOT)")
-
-
-def _read_meta(final_meta: str) -> dict:
-    try:
-        with open(final_meta) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise ProposalStoreError(f"cannot read {final_meta} ({e}): the store is corrupt; pass --overwrite to "
-                                 "regenerate it, or choose another --output") from None
-
-
-def _image_list_differs(output: str, meta: dict, records, source: str):
-    """How the images listed now differ from those the store was made from (None if the same set).
-
-    The store's meta.json records the digest of the listed ids (``image_list``); a store made before it was
-    recorded, or one whose list was reordered, is compared by its ids (stored + skipped as unreadable)."""
-    listed = [r["image_id"] for r in records]
-    recorded = meta.get("image_list")
-    if isinstance(recorded, dict) and recorded.get("sha1") == image_list_digest(listed):
-        return None
-    try:
-        with open(os.path.join(output, "image_ids.json")) as f:
-            have = {str(i) for i in json.load(f)}
-    except (OSError, ValueError):
-        return None  # a corrupt store: opening it says so
-    have |= {str(s.get("image_id")) for s in meta.get("skipped", [])}
-    now = set(listed)
-    if have == now:
-        return None
-    added, gone = sorted(now - have), sorted(have - now)
-    parts = [f"{len(ids)} {what}, first: {ids[:3]}" for ids, what in ((added, "new"), (gone, "gone")) if ids]
-    return f"the store was made from {len(have)} images, {source} lists {len(now)} now ({'; '.join(parts)})"
-
-
-def _settings_differ(args, final_meta: str, records):
-    """Which of method / params / images differ between the complete store and this command (None if same).
-    Images: another dataset or folder (a symlink to the same folder is the same), or the folder / dataset
-    now lists other image ids."""
-    if args.merge or not (args.dataset or args.image_dir):
-        return None
-    meta = _read_meta(final_meta)
-    wanted = {"method": args.method, "params": method_params(args),
-              "images": args.dataset or os.path.abspath(args.image_dir)}
-    have = {"method": meta.get("method"), "params": meta.get("params"), "images": meta.get("dataset")}
-    diff = [f"{k}: store {have[k]!r}, asked {wanted[k]!r}" for k in ("method", "params")
-            if json.loads(json.dumps(wanted[k])) != have[k]]
-    if not same_source(have["images"], wanted["images"]):
-        diff.append(f"images: store {have['images']!r}, asked {wanted['images']!r}")
-    else:
-        changed = _image_list_differs(args.output, meta, records, args.dataset or args.image_dir)
-        if changed:
-            diff.append(f"images: {changed}")
-    return "; ".join(diff) or None
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    problem = _ignored_by_import(args, argv) or _usage_problem(args)
+    problem = ignored_by_import(args, argv, build_parser()) or usage_problem(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -452,7 +217,7 @@ def _main(args) -> int:
         else:
             records = list_image_dir(args.image_dir)
         problem = None if os.path.isfile(final_meta) and not args.overwrite else (  # complete: nothing to compute
-            _coco_images_missing(args.dataset, records))
+            coco_images_missing(args.dataset, records))
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 2
@@ -470,7 +235,7 @@ def _main(args) -> int:
             print(f"error: {problem}", file=sys.stderr)
             return 2
     if os.path.isfile(final_meta):
-        differ = _settings_differ(args, final_meta, records)
+        differ = settings_differ(args, final_meta, records)
         if differ:
             print(f"error: {args.output} is a complete store made with other settings ({differ}); pass "
                   "--overwrite to regenerate it, or choose another --output", file=sys.stderr)
@@ -493,16 +258,8 @@ def _import(args, final_meta: str) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if os.path.isfile(final_meta) and not args.overwrite:
-        meta = _read_meta(final_meta)
-        wanted = {"method": "detectron2_import", "params": import_params(args.import_detectron2),
-                  "dataset": args.dataset}
-        have = {k: meta.get(k) for k in wanted}
-        same = (have["method"] == wanted["method"] and have["dataset"] == wanted["dataset"]
-                and isinstance(have["params"], dict)
-                and same_source(os.path.abspath(str(have["params"].get("source_file"))),
-                                os.path.abspath(wanted["params"]["source_file"])))
-        if not same:
-            diff = "; ".join(f"{k}: store {have[k]!r}, asked {wanted[k]!r}" for k in wanted if have[k] != wanted[k])
+        diff = import_settings_differ(args, final_meta)
+        if diff:
             print(f"error: {args.output} is a complete store made with other settings ({diff}); pass --overwrite "
                   "to replace it with the import, or choose another --output", file=sys.stderr)
             return 2
