@@ -340,3 +340,38 @@ def test_a_finished_command_run_again_keeps_its_identical_export_and_refuses_a_c
                     f"delete it or choose another path; the store {out} is complete (pass --overwrite to "
                     "regenerate it and replace the file)")
     assert target.read_bytes() == b"edited" and sorted(os.listdir(tmp_path)) == ["d2.pkl", "imgs", "out"]
+
+
+@pytest.mark.parametrize("method, extra, noted", [
+    ("random", ["--alpha", "0.65", "--ss-mode", "quality"], ["--alpha", "--ss-mode"]),  # a default value too
+    ("edgeboxes", ["--seed", "3", "--ss-resize", "64"], ["--seed", "--ss-resize"]),
+    ("selective_search", ["--sed-model", "model.yml.gz"], ["--sed-model"]),
+])
+def test_a_flag_the_method_does_not_read_is_noted_and_not_recorded(tmp_path, capsys, method, extra, noted):
+    """A method flag the chosen --method ignores: one "note:" line that names it and says which method reads it;
+    the run goes on (scripts pass one set of flags to every method) and the store records only its own
+    method's parameters."""
+    out = str(tmp_path / "out")
+    images = _images(tmp_path / "imgs", 1)
+    argv = ["--image-dir", images, "--method", method, "--max-boxes", "4", "--output", out, "--no-progress", *extra]
+    assert gen.main(argv) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1
+    assert notes[0].startswith(f"note: --method {method} does not use {', '.join(noted)}, which ")
+    for flag in noted:
+        assert f"{flag}: " in notes[0]  # ... and which method reads it
+    with open(os.path.join(out, "meta.json")) as f:
+        params = json.load(f)["params"]
+    recorded = {"random": {"max_boxes", "seed"}, "edgeboxes": {"max_boxes", "alpha", "beta", "sed_model"},
+                "selective_search": {"max_boxes", "seed", "resize", "mode"}}[method]
+    assert set(params) == recorded
+    assert params["max_boxes"] == 4
+
+
+def test_the_method_s_own_flags_are_not_noted(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    images = _images(tmp_path / "imgs", 1)
+    argv = ["--image-dir", images, "--method", "selective_search", "--ss-mode", "fast", "--ss-resize", "48",
+            "--seed", "2", "--max-boxes", "4", "--output", out, "--no-progress"]
+    assert gen.main(argv) == 0
+    assert "note:" not in capsys.readouterr().err

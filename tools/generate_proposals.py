@@ -21,12 +21,12 @@ is refused: pass ``--overwrite`` to regenerate it. ``--overwrite`` clears what t
 output without ``--num-shards``; with ``--num-shards K --shard-id I`` only shard I (and the merged store, if
 any; never the other shards); with ``--merge`` only the merged store. Every shard of one output must list the
 same images with the same ``--num-shards``, ``--method`` and method flags (checked when a shard starts and at
-the merge). An explicit
-``--merge`` that cannot merge fails (exit 1) naming the missing shards; without ``--num-shards`` it takes K from
-the shard folders on disk. An existing ``--export-detectron2`` file is replaced only with ``--overwrite`` (a
-finished command run again leaves it as it is when it holds the same export).
-``--import-detectron2`` uses only ``--output``, ``--dataset``, ``--overwrite`` and ``--trust-pickle``; any other
-option given with it is refused.
+the merge). An explicit ``--merge`` that cannot merge fails (exit 1) naming the missing shards; without
+``--num-shards`` it takes K from the shard folders on disk. An existing ``--export-detectron2`` file is replaced
+only with ``--overwrite`` (a finished command run again leaves it as it is when it holds the same export). A
+method flag that ``--method`` does not read (``--alpha`` with ``random``, ``--seed`` with ``edgeboxes``) is noted
+on stderr and ignored. ``--import-detectron2`` uses only ``--output``, ``--dataset``, ``--overwrite`` and
+``--trust-pickle``; any other option given with it is refused.
 """
 
 import argparse
@@ -60,6 +60,7 @@ from siamese_detr.data.proposals.generate import (  # noqa: E402
 from siamese_detr.data.proposals.generate_arguments import (  # noqa: E402
     coco_images_missing,
     ignored_by_import,
+    ignored_by_method,
     method_params,
     usage_problem,
 )
@@ -188,6 +189,9 @@ def main(argv=None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    note = ignored_by_method(args, argv, build_parser())
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     created = not os.path.exists(args.output)
     try:
         os.makedirs(args.output, exist_ok=True)

@@ -2,7 +2,8 @@
 
 Each ``*_problem`` function returns a one-line reason (the tool prints ``error: REASON`` and exits 2) or None.
 :func:`usage_problem` runs them in the order a user would fix them; :func:`ignored_by_import` refuses options
-that ``--import-detectron2`` would ignore; :func:`coco_images_missing` runs once the dataset's records are
+that ``--import-detectron2`` would ignore, and :func:`ignored_by_method` notes the method flags ``--method``
+does not read; :func:`coco_images_missing` runs once the dataset's records are
 listed. :func:`method_params` is what a store records of its method (``meta.json``'s ``params``).
 """
 
@@ -67,24 +68,57 @@ def export_path_problem(path: str, overwrite: bool, store_complete: bool):
 
 # with --import-detectron2, the options that are used; any other one given would be ignored
 IMPORT_OPTIONS = ("import_detectron2", "trust_pickle", "dataset", "output", "overwrite", "no_progress")
+# the method flags, and the methods that read each (:func:`method_params`)
+METHOD_FLAG_USERS = {
+    "alpha": ("edgeboxes",),
+    "beta": ("edgeboxes",),
+    "sed_model": ("edgeboxes",),
+    "ss_resize": ("selective_search",),
+    "ss_mode": ("selective_search",),
+    "seed": ("selective_search", "random"),
+}
+
+
+def given_options(args, argv, parser) -> list:
+    """The destinations of the options written in ``argv``, whatever their value (one equal to its default
+    included), in the parser's order. ``parser`` is the tool's parser: ``argv`` is parsed again onto a
+    namespace in which argparse finds every destination set, so it fills in no default."""
+    unset = object()
+    parsed = parser.parse_args(argv, namespace=argparse.Namespace(**{dest: unset for dest in vars(args)}))
+    return [dest for dest, value in vars(parsed).items() if value is not unset]
+
+
+def _flags(dests) -> str:
+    return ", ".join("--" + dest.replace("_", "-") for dest in dests)
 
 
 def ignored_by_import(args, argv, parser):
     """With ``--import-detectron2``: why the other options given in ``argv`` (whatever their value) cannot be
-    used with it, naming them; None without it or when only :data:`IMPORT_OPTIONS` are given. ``parser`` is the
-    tool's parser (``argv`` is parsed again onto a namespace without defaults, to see what was given)."""
+    used with it, naming them; None without it or when only :data:`IMPORT_OPTIONS` are given."""
     if not args.import_detectron2:
         return None
-    unset = object()  # argparse fills in a default only where the namespace has no value yet
-    parsed = parser.parse_args(argv, namespace=argparse.Namespace(**{dest: unset for dest in vars(args)}))
-    ignored = ["--" + dest.replace("_", "-") for dest, value in vars(parsed).items()
-               if value is not unset and dest not in IMPORT_OPTIONS]
+    ignored = [dest for dest in given_options(args, argv, parser) if dest not in IMPORT_OPTIONS]
     if not ignored:
         return None
-    return (f"--import-detectron2 converts the proposals of its file as they are: {', '.join(ignored)} "
+    return (f"--import-detectron2 converts the proposals of its file as they are: {_flags(ignored)} "
             f"{'has' if len(ignored) == 1 else 'have'} no effect with it; leave "
             f"{'it' if len(ignored) == 1 else 'them'} out (it uses --output, --dataset for the image sizes, "
             "--overwrite and --trust-pickle)")
+
+
+def ignored_by_method(args, argv, parser):
+    """The method flags given in ``argv`` that ``--method`` does not read (e.g. ``--alpha`` with ``random``), as
+    a one-line note, or None. A note, not an error: scripts that pass one set of flags to every method keep
+    working, and the store records only the parameters its method used (``meta.json``'s ``params``)."""
+    if args.import_detectron2 or args.merge:
+        return None
+    ignored = [dest for dest in given_options(args, argv, parser)
+               if dest in METHOD_FLAG_USERS and args.method not in METHOD_FLAG_USERS[dest]]
+    if not ignored:
+        return None
+    users = "; ".join(f"--{dest.replace('_', '-')}: {' and '.join(METHOD_FLAG_USERS[dest])}" for dest in ignored)
+    return (f"--method {args.method} does not use {_flags(ignored)}, which {'is' if len(ignored) == 1 else 'are'} "
+            f"ignored ({users} only)")
 
 
 def value_problem(args):
