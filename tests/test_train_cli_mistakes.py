@@ -286,3 +286,24 @@ def test_no_evaluation_after_a_training_that_raised(fail_at):
     finished.register_hooks([eval_hook(5, lambda: evaluated.append(finished.iter) or {}, finished)])
     finished.train(0, 2)
     assert evaluated == [2]  # a finished run is evaluated after its last iteration
+
+
+def test_eval_only_checks_the_counts_an_evaluation_reads(tmp_path, capsys, no_run_log, demo_cfg):
+    """--eval-only checked no count: dataloader.test.num_workers=-1 reached torch's DataLoader. Now the keys an
+    evaluation reads are checked, named, before anything runs; the training-only ones (train.max_iter=0) are not."""
+    argv = ["--eval-only"] + _args(tmp_path, "dataloader.test.num_workers=-1")
+    message = _tool_error(capsys, argv)
+    assert message.startswith("Config key 'dataloader.test.num_workers' (")
+    assert message.endswith("must be at least 0, got -1.")
+    assert not (tmp_path / "out").exists()
+    cfg = demo_cfg()
+    cfg.train.max_iter, cfg.train.log_period, cfg.dataloader.train.num_workers = 0, 0, -1
+    check_counts(cfg, eval_only=True)  # nothing an evaluation reads
+    with pytest.raises(UserValueError, match=r"^Config key 'train.max_iter' \(iterations to train\) must be at least"):
+        check_counts(cfg)
+    for key, value in (("model.num_queries", 0), ("model.num_classes", 0), ("train.seed", 1.5)):
+        bad = demo_cfg()
+        node, leaf = key.rsplit(".", 1)
+        setattr(bad.model if node == "model" else bad.train, leaf, value)
+        with pytest.raises(UserValueError, match=rf"^Config key '{re.escape(key)}' "):
+            check_counts(bad, eval_only=True)

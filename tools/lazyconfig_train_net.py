@@ -253,8 +253,8 @@ def checked_config(args, world_size: int):
     check_config_sections(cfg, args.config_file, eval_only=args.eval_only)  # e.g. a tool given as the config
     with held_records() as early_records:  # e.g. model.num_classes taken from a coco: dataset's categories
         cfg = apply_checked_overrides(cfg, args.opts)
+        check_counts(cfg, world_size, eval_only=args.eval_only)  # max_iter=0, max_iter=1e3, seed=1.5, ...: named
         if not args.eval_only:
-            check_counts(cfg, world_size)  # train.max_iter=0, log_period=0, max_iter=1e3, seed=1.5, ...: named
             check_rates(cfg)  # optimizer.lr=-1, weight_decay=nan
             check_milestones(cfg)  # lr_multiplier.milestones=[400] beyond its num_updates, or decreasing
             check_batch_split(cfg, world_size)

@@ -19,8 +19,8 @@ from omegaconf import DictConfig, ListConfig
 from .config_checks import config_value
 from ..utils.user_errors import UserOSError, UserValueError
 
-__all__ = ["COUNT_KEYS", "RATE_KEYS", "check_counts", "check_milestones", "check_output_dir", "check_rates",
-           "describe_lr_schedule", "lr_drop_iterations"]
+__all__ = ["COUNT_KEYS", "EVAL_COUNT_KEYS", "RATE_KEYS", "check_counts", "check_milestones", "check_output_dir",
+           "check_rates", "describe_lr_schedule", "lr_drop_iterations"]
 
 _MISSING = object()
 
@@ -40,6 +40,9 @@ COUNT_KEYS: Dict[str, Tuple[Optional[int], str]] = {
     "model.num_classes": (1, "object classes"),
 }
 
+# the keys of COUNT_KEYS that an --eval-only run reads (the others only drive training)
+EVAL_COUNT_KEYS = ("train.seed", "dataloader.test.num_workers", "model.num_queries", "model.num_classes")
+
 SEED_KEY = "train.seed"
 _SEED_END = 2**32  # numpy's seeds are below 2**32; process i seeds with train.seed + i (detectron2's default_setup)
 
@@ -51,10 +54,14 @@ def _whole_number(key: str, value, meaning: str) -> None:
         raise UserValueError(f"Config key '{key}' ({meaning}) must be a whole number, got {value!r}{hint}.")
 
 
-def check_counts(cfg, world_size: int = 1) -> None:
+def check_counts(cfg, world_size: int = 1, eval_only: bool = False) -> None:
     """Raise ``ValueError`` naming the first key of :data:`COUNT_KEYS` (present in ``cfg``) that is not a
-    whole number at or above its minimum, or a seed that ``world_size`` processes cannot all use."""
+    whole number at or above its minimum, or a seed that ``world_size`` processes cannot all use. With
+    ``eval_only``, only the keys an evaluation reads (:data:`EVAL_COUNT_KEYS`): ``train.max_iter=0`` is no
+    mistake there."""
     for key, (minimum, meaning) in COUNT_KEYS.items():
+        if eval_only and key not in EVAL_COUNT_KEYS:
+            continue
         value = config_value(cfg, key, _MISSING)
         if value is _MISSING or value is None:
             continue
