@@ -56,8 +56,8 @@ from siamese_detr.engine.config_sections import check_batch_split, check_config_
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, check_checkpoint_path,
                                                ensure_final_checkpoint, keep_earlier_periodic_checkpoints,
                                                trust_pickle_requested)
-from siamese_detr.engine.load_refusals import (refuse_partly_random_model, refuse_shape_mismatches,
-                                               require_eval_checkpoint)
+from siamese_detr.engine.load_refusals import (refuse_other_variant, refuse_partly_random_model,
+                                               refuse_shape_mismatches, require_eval_checkpoint)
 from siamese_detr.engine.evaluation_checks import (build_checked_test_loader, check_coco_test_fields,
                                                    check_test_classes, check_test_set_on_disk,
                                                    check_train_set_on_disk, test_dataset_names)
@@ -176,6 +176,8 @@ def resume_or_load(args, cfg, model, trainer, checkpointer, optim, periodic) -> 
             logger.warning("Resumed with the config's optimizer settings, not the checkpoint's: %s",
                            "; ".join(changed[:6]) + (" ..." if len(changed) > 6 else ""))
     if not resumed and cfg.train.init_checkpoint:
+        if not cfg.train.get("allow_shape_mismatch", False):  # a Vanilla pretraining into Conditional DETR
+            refuse_other_variant(checkpointer, cfg.train.init_checkpoint)
         check_backbone_loaded(model, checkpointer.loaded_names, cfg.train.init_checkpoint)
         if not cfg.train.get("allow_shape_mismatch", False):  # e.g. another num_queries: random queries
             refuse_shape_mismatches(checkpointer, cfg.train.init_checkpoint)

@@ -1,14 +1,57 @@
 """Refusals after (or instead of) loading ``train.init_checkpoint``: what a load would leave wrong without a
 word from Detectron2, which only warns. ``--eval-only`` of a model that the checkpoint leaves partly random (or
-without any checkpoint), and training from a checkpoint whose tensors, other than the class heads, do not fit
-the model's shapes. Reading and writing checkpoints is :mod:`.checkpointing`."""
+without any checkpoint), a checkpoint of another DETR variant's transformer (Vanilla, Conditional, Deformable:
+their tensors share some names, so part of it would load and the rest start from scratch), and training from a
+checkpoint whose tensors, other than the class heads, do not fit the model's shapes. Reading and writing
+checkpoints is :mod:`.checkpointing`."""
 from typing import Optional, Sequence
 
-from .load_summary import official_layout, official_layout_hint
+from .load_summary import is_pretraining_model, official_layout, official_layout_hint, transformer_variant
 from ..utils.user_errors import UserValueError
 from .checkpointing import CheckpointLoadError, SafeDetectionCheckpointer
 
-__all__ = ["refuse_partly_random_model", "refuse_shape_mismatches", "require_eval_checkpoint"]
+__all__ = ["refuse_other_variant", "refuse_partly_random_model", "refuse_shape_mismatches", "require_eval_checkpoint"]
+
+# the finetuning configs of each variant (configs/detr/ and the demo's)
+_VARIANT_CONFIGS = {"Vanilla": ("configs/detr/detr_*.py", "configs/demo/detr_demo.py"),
+                    "Conditional": ("configs/detr/conditional_detr_*.py", "configs/demo/conditional_detr_demo.py"),
+                    "Deformable": ("configs/detr/deformable_detr_*.py", "configs/demo/deformable_detr_demo.py")}
+
+
+def _other_variant_message(checkpointer: SafeDetectionCheckpointer, path: str) -> Optional[str]:
+    """Why the last load put a checkpoint of one DETR variant's transformer into a model of another (what of the
+    model's transformer it leaves as initialised, and the configs of the checkpoint's variant); ``None`` when
+    both are of one variant, or either has no transformer (a backbone checkpoint) or an official layout."""
+    model_keys = list(checkpointer.model.state_dict())
+    theirs, ours = transformer_variant(checkpointer.checkpoint_keys), transformer_variant(model_keys)
+    if theirs is None or ours is None or theirs == ours:
+        return None
+    loaded = set(checkpointer.loaded_names or ())
+    transformer = [k for k in model_keys if k.startswith("transformer.")]
+    fresh = [k for k in transformer if k not in loaded]
+    if is_pretraining_model(model_keys):
+        use = (f"continue it with a pretraining config of {theirs} DETR (the variant is in the config's name; "
+               "Vanilla's names none)")
+    else:
+        use = f"finetune it with a config of {theirs} DETR ({' or '.join(_VARIANT_CONFIGS[theirs])})"
+    if len(fresh) == len(transformer):
+        lost = f"none of the model's {len(transformer)} transformer tensors is in it (by name and shape)"
+    else:
+        lost = (f"{len(fresh)} of the model's {len(transformer)} transformer tensors are not in it (by name and "
+                f"shape; e.g. {fresh[:2]})")
+    return (f"{path} holds a {theirs} DETR transformer, and this config's model is {ours} DETR: {lost}, so they "
+            f"would start from scratch and the checkpoint's transformer would carry over in part at most. To use "
+            f"it, {use}.")
+
+
+def refuse_other_variant(checkpointer: SafeDetectionCheckpointer, path: str) -> None:
+    """Training from ``train.init_checkpoint``: raise :class:`CheckpointLoadError` when the checkpoint holds
+    another DETR variant's transformer than the model (:func:`~.load_summary.transformer_variant`). Vanilla and
+    Conditional DETR share their encoder's names, so a Vanilla pretraining finetuned as Conditional DETR loads
+    the encoder and trains the decoder from scratch with only a log line to say so."""
+    message = _other_variant_message(checkpointer, path)
+    if message:
+        raise CheckpointLoadError(message)
 
 
 def _official_eval_checkpoint_message(checkpointer: SafeDetectionCheckpointer, path: str, n_missing: int,
@@ -33,6 +76,9 @@ def refuse_partly_random_model(checkpointer: SafeDetectionCheckpointer, path: st
     missing = checkpointer.parameters_not_loaded()
     if missing:
         total = sum(1 for _ in checkpointer.model.parameters())
+        other_variant = _other_variant_message(checkpointer, path)
+        if other_variant:
+            raise CheckpointLoadError(f"--eval-only: {other_variant.replace('finetune it with', 'evaluate it with')}")
         official = _official_eval_checkpoint_message(checkpointer, path, len(missing), total)
         if official:
             raise CheckpointLoadError(official)

@@ -28,6 +28,7 @@ __all__ = [
     "official_layout",
     "official_layout_hint",
     "partial_load_summary",
+    "transformer_variant",
 ]
 
 _CLASS_HEAD = "class_embed"
@@ -160,6 +161,25 @@ def _pretraining_format(model_keys: Iterable[str]) -> str:
     if heads & {"projector", "predictor"}:
         return "siamese_detr"
     return "up_detr" if "region_proj" in heads else "detreg"
+
+
+def transformer_variant(keys: Iterable[str]) -> Optional[str]:
+    """Which DETR variant's transformer the project-layout state dict names ``keys`` hold: ``"Deformable"``
+    (``transformer.encoder.layers`` / ``transformer.level_embed``), ``"Conditional"`` (``transformer.ref_point_head``)
+    or ``"Vanilla"`` (``transformer.encoder_layers`` / ``decoder_layers`` without it); ``None`` without a
+    transformer (a backbone) or for an official release's layout (:func:`official_layout`, named by its own hint).
+    A ``module.`` prefix (a DDP-saved file) is looked through."""
+    keys = [k[len("module."):] if k.startswith("module.") else k for k in keys]
+    if official_layout(keys) is not None:
+        return None
+    if any(k.startswith(("transformer.encoder.layers.", "transformer.decoder.layers.", "transformer.level_embed"))
+           for k in keys):
+        return "Deformable"
+    if any(k.startswith("transformer.ref_point_head.") for k in keys):
+        return "Conditional"
+    if any(k.startswith(("transformer.encoder_layers.", "transformer.decoder_layers.")) for k in keys):
+        return "Vanilla"
+    return None
 
 
 def _is_vanilla_transformer(model_keys: Sequence[str]) -> bool:

@@ -1,0 +1,111 @@
+"""A checkpoint of another DETR variant's transformer (Vanilla, Conditional, Deformable) is refused, naming both
+variants and the configs of the checkpoint's: Vanilla and Conditional DETR share their encoder's names, so a
+Vanilla pretraining finetuned as Conditional DETR loaded the encoder, trained the decoder from scratch and said so
+only in a log line."""
+import re
+
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+
+from siamese_detr.engine.load_summary import transformer_variant
+
+from test_train_net import ROOT, train_net
+
+PROG = "lazyconfig_train_net.py"
+DEMO = ROOT / "configs" / "demo"
+SMALL = ["train.max_iter=1", "train.log_period=1", "train.seed=0", "train.device=cpu",
+         "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0", "dataloader.test.num_workers=0"]
+
+
+def _model_state(config: str) -> dict:
+    cfg = LazyConfig.load(str(DEMO / config))
+    if "allow_random_backbone" in cfg.model:
+        cfg.model.allow_random_backbone = True
+    torch.manual_seed(0)
+    return instantiate(cfg.model).state_dict()
+
+
+@pytest.fixture(scope="module")
+def states():
+    names = {"vanilla_pretrain": "siamese_detr_pretrain_demo.py",
+             "conditional_pretrain": "siamese_detr_conditional_pretrain_demo.py",
+             "deformable_pretrain": "siamese_detr_deformable_pretrain_demo.py",
+             "vanilla": "detr_demo.py", "conditional": "conditional_detr_demo.py",
+             "deformable": "deformable_detr_demo.py"}
+    return {key: _model_state(config) for key, config in names.items()}
+
+
+def test_the_variant_is_told_from_the_state_dict_names(states):
+    for key, state in states.items():
+        assert transformer_variant(state) == key.split("_")[0].capitalize(), key
+    assert transformer_variant({"module." + k: v for k, v in states["conditional"].items()}) == "Conditional"
+    backbone_only = [k for k in states["vanilla"] if k.startswith("backbone.")]
+    assert backbone_only and transformer_variant(backbone_only) is None
+    # an official release's own layout (its hint names the converter instead): not told
+    official = ["backbone.0.body.conv1.weight", "transformer.encoder.layers.0.self_attn.in_proj_weight"]
+    assert transformer_variant(official) is None
+
+
+def _tool_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as stop:
+        train_net.run(argv)
+    out, err = capsys.readouterr()
+    assert stop.value.code == 2 and "Traceback" not in out + err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"{PROG}: error: "), err
+    return last[len(f"{PROG}: error: "):]
+
+
+def _not_loaded(checkpoint: dict, model: dict) -> list:
+    """The model's transformer tensors that the checkpoint does not give by name and shape (the expectation)."""
+    return [k for k, v in model.items() if k.startswith("transformer.")
+            and (k not in checkpoint or tuple(checkpoint[k].shape) != tuple(v.shape))]
+
+
+@pytest.mark.parametrize("source, config, target", [
+    ("vanilla_pretrain", "conditional_detr_demo.py", "conditional"),  # loaded the encoder before: no refusal
+    ("conditional_pretrain", "detr_demo.py", "vanilla"),
+    ("vanilla_pretrain", "deformable_detr_demo.py", "deformable"),
+])
+def test_a_pretraining_of_another_variant_is_refused_naming_both(tmp_path, capsys, tiny_synthetic_shapes, states,
+                                                                 source, config, target):
+    checkpoint = tmp_path / f"{source}.pth"
+    torch.save({"model": states[source]}, checkpoint)
+    argv = ["--config-file", str(DEMO / config), *SMALL, f"train.init_checkpoint={checkpoint}",
+            f"train.output_dir={tmp_path / 'out'}"]
+    message = _tool_error(capsys, argv)
+    theirs, ours = source.split("_")[0].capitalize(), target.capitalize()
+    assert message.startswith(f"{checkpoint} holds a {theirs} DETR transformer, and this config's model is {ours} "
+                              "DETR: ")
+    fresh = _not_loaded(states[source], states[target])
+    total = sum(k.startswith("transformer.") for k in states[target])
+    if len(fresh) == total:
+        assert f"none of the model's {total} transformer tensors is in it" in message
+    else:
+        assert f"{len(fresh)} of the model's {total} transformer tensors are not in it" in message
+    demo_config = {"Vanilla": "detr_demo.py", "Conditional": "conditional_detr_demo.py",
+                   "Deformable": "deformable_detr_demo.py"}[theirs]
+    assert re.search(rf"finetune it with a config of {theirs} DETR \(configs/detr/\S+ or configs/demo/"
+                     rf"{re.escape(demo_config)}\)\. \(traceback in ", message)
+    assert not (tmp_path / "out" / "model_final.pth").exists()
+
+
+def test_allow_shape_mismatch_loads_what_fits_on_purpose(tmp_path, tiny_synthetic_shapes, states):
+    checkpoint = tmp_path / "vanilla_pretrain.pth"
+    torch.save({"model": states["vanilla_pretrain"]}, checkpoint)
+    argv = ["--config-file", str(DEMO / "conditional_detr_demo.py"), *SMALL, f"train.init_checkpoint={checkpoint}",
+            f"train.output_dir={tmp_path / 'out'}", "train.allow_shape_mismatch=True", "train.eval_period=0"]
+    train_net.main(train_net.parse_args(argv))
+    assert (tmp_path / "out" / "model_final.pth").is_file()
+
+
+def test_eval_only_of_another_variant_names_it(tmp_path, capsys, tiny_synthetic_shapes, states):
+    checkpoint = tmp_path / "vanilla.pth"
+    torch.save({"model": states["vanilla"]}, checkpoint)
+    argv = ["--config-file", str(DEMO / "conditional_detr_demo.py"), "--eval-only", *SMALL,
+            f"train.init_checkpoint={checkpoint}", f"train.output_dir={tmp_path / 'out'}"]
+    message = _tool_error(capsys, argv)
+    assert message.startswith(f"--eval-only: {checkpoint} holds a Vanilla DETR transformer, and this config's model "
+                              "is Conditional DETR: ")
+    assert "evaluate it with a config of Vanilla DETR (configs/detr/detr_*.py or configs/demo/detr_demo.py)" in message
