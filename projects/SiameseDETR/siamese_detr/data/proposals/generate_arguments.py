@@ -30,7 +30,8 @@ def method_params(args) -> dict:
 
 
 def merge_num_shards(args):
-    """``--merge`` without ``--num-shards``: K from the shard folders under --output (a reason if not clear)."""
+    """``--merge`` without ``--num-shards``: set ``args.num_shards`` to the K of the shard folders under --output
+    (1 for a store merged already); a reason instead when that is not clear (none, or several K)."""
     found = existing_shards(args.output)
     complete = os.path.isfile(os.path.join(args.output, "meta.json"))
     if len(found) == 1:
@@ -174,7 +175,8 @@ def dataset_problem(name: str):
 
 
 def usage_problem(args):
-    """A one-line reason why the arguments cannot work, or None (checked before --output is created)."""
+    """A one-line reason why the arguments cannot work, or None (checked before --output is created). Fills in
+    ``args.num_shards`` where it was left out (1, or with ``--merge`` the K on disk)."""
     if args.max_boxes is not None and args.max_boxes < 0:
         return f"--max-boxes must be 0 (all boxes) or more, got {args.max_boxes}"
     problem = value_problem(args)
