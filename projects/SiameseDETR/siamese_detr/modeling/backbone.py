@@ -34,7 +34,11 @@ def build_resnet_backbone_for_detr(
     stride_in_1x1: bool = False,
 ) -> ResNet:
     """A detectron2 ``ResNet`` (stem + stages) returning ``out_features``; ``freeze_at=1`` freezes the
-    stem."""
+    stem.
+
+    The model maps ``[B, 3, H, W]`` to ``{name: [B, C, ceil(H / s), ceil(W / s)]}``: ``res3`` / ``res4`` /
+    ``res5`` have strides ``s`` 8 / 16 / 32 and ``C`` 512 / 1024 / 2048 for depth >= 50 (128 / 256 / 512 for
+    ResNet-18/34)."""
     stem = BasicStem(in_channels=3, out_channels=64, norm=norm)  # the width the default stages read
     stages = make_resnet_stages(depth, norm=norm, stride_in_1x1=stride_in_1x1)
     return ResNet(stem, stages, out_features=list(out_features), freeze_at=freeze_at)

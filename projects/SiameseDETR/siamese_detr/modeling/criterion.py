@@ -37,7 +37,7 @@ _FOCAL_PRIOR = 0.01  # prior foreground probability of the focal class head (Ret
 
 
 def weight_losses(losses: Dict[str, torch.Tensor], weight_dict: Dict[str, float]) -> Dict[str, torch.Tensor]:
-    """Multiply every loss by its weight.
+    """Multiply every loss by its weight (``{name: scalar tensor}`` -> same keys, weighted scalars).
 
     The weight of ``name`` is ``weight_dict[name]`` if present, else ``weight_dict[base]`` for an auxiliary
     copy ``name = base + "_" + digits`` or an encoder-proposal copy ``name = base + "_enc"``. A loss with
@@ -93,8 +93,9 @@ def process_mean(value: torch.Tensor) -> torch.Tensor:
 
 
 def weighted_cross_entropy(logits: torch.Tensor, target_classes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Class-weighted softmax cross-entropy of ``logits [B, Q, K+1]`` against ``target_classes`` Long ``[B, Q]``:
-    ``sum(w_t * CE) / sum(w_t)``, ``w_t`` the weight of each query's target class.
+    """Class-weighted softmax cross-entropy of ``logits [B, Q, K+1]`` against ``target_classes`` Long ``[B, Q]``
+    with ``weight [K+1]``: the scalar ``sum(w_t * CE) / sum(w_t)``, ``w_t`` the weight of each query's target
+    class.
 
     In one process this is ``F.cross_entropy(..., weight=weight)`` (the official DETR ``loss_labels``). Under
     DDP the denominator is the MEAN of ``sum(w_t)`` over the processes, like ``num_boxes`` of the box losses:
@@ -114,7 +115,7 @@ def sigmoid_focal_loss(
 ) -> torch.Tensor:
     """Focal loss (Lin et al. 2017, Eq. 5) of ``[B, Q, K]`` logits against 0/1 targets of the same shape,
     reduced as the official Conditional / Deformable DETR ``sigmoid_focal_loss``: mean over queries, sum over
-    batch and classes, divided by ``num_boxes``.
+    batch and classes, divided by ``num_boxes``: a scalar.
 
     ``FL = alpha_t * (1 - p_t)^gamma * BCE(logit, target)`` with ``p_t = p`` for positives and ``1 - p`` for
     negatives, ``alpha_t = alpha`` / ``1 - alpha`` (``alpha < 0`` disables the weighting). Computed in at least
@@ -135,8 +136,8 @@ class SetCriterion(nn.Module):
     """Hungarian-matched DETR losses (DETR Eq. 2 and Eq. 3 / §3.1 "Bounding box loss").
 
     With ``num_classes=1`` (objectness) it is the localisation loss of every pretext task: Siamese DETR's L_loc
-    (Eq. 9, objectness + ``l_box`` after the matching of its supplementary §A.2), UP-DETR's ``L_cls + L_box``
-    (UP-DETR Eq. 1) and DETReg's ``L_focal + L_box`` (DETReg Eq. 3).
+    (Eq. 9, objectness + ``l_box`` after the matching of its supplementary §A.2, Eq. 5), UP-DETR's
+    ``L_cls + L_box`` (UP-DETR Eq. 1) and DETReg's ``L_focal + L_box`` (DETReg Eq. 3).
 
     * ``"class"`` -> ``loss_ce``: with ``class_loss="ce"``, softmax cross-entropy over ``K+1`` classes for
       every query, unmatched queries target the no-object class ``K`` whose weight is ``eos_coef`` (weighted
@@ -283,7 +284,7 @@ class SetCriterion(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ forward
     def compute_losses(self, outputs, targets, indices, num_boxes) -> Dict[str, torch.Tensor]:
-        """All losses in ``self.losses`` for one decoder layer's outputs and matching."""
+        """All losses in ``self.losses`` for one decoder layer's outputs and matching: ``{name: scalar}``."""
         losses = {}
         for name in self.losses:
             if name not in self.loss_map:

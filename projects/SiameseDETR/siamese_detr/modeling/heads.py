@@ -30,6 +30,8 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(d_in, d_out) for d_in, d_out in zip(dims[:-1], dims[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [..., input_dim]`` (e.g. decoder states ``[L, B, Q, d_model]``) -> ``[..., output_dim]``
+        (raw outputs: for ``f_box`` the caller adds the reference logits and applies the sigmoid)."""
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < self.num_layers - 1:

@@ -38,8 +38,8 @@ def split_query_groups(outputs: Dict, num_one2one: int) -> Tuple[Dict, Dict]:
     """Split the head outputs of the concatenated queries into the two groups.
 
     Args:
-        outputs: ``{"pred_logits": [B, Q1 + Q2, K'], "pred_boxes": [B, Q1 + Q2, 4], "aux_outputs"
-            (optional): [...]}`` (:meth:`DETR.head_outputs`).
+        outputs: ``{"pred_logits": [B, Q1 + Q2, K'], "pred_boxes": [B, Q1 + Q2, 4] cxcywh normalised,
+            "aux_outputs" (optional): [...]}`` (:meth:`DETR.head_outputs`).
         num_one2one: ``Q1``.
 
     Returns:

@@ -24,7 +24,8 @@ class HungarianMatcher(nn.Module):
     One cost matrix is computed for the whole batch (all queries x all targets) and split per image before
     :func:`scipy.optimize.linear_sum_assignment`. Subclasses override :meth:`class_cost` (e.g. a focal
     cost). With one objectness class it is the matching of the pretext tasks (Siamese DETR supplementary
-    §A.2, coefficients 1 / 5 / 2 as here; UP-DETR §3.1 "Matching"; DETReg Eq. 2).
+    §A.2, Eq. 5 = Eq. 18 of the appendix of the arXiv text, coefficients class 1 / L1 5 / GIoU 2 as here;
+    UP-DETR §3.1 "Matching"; DETReg Eq. 2).
     Non-finite costs (degenerate boxes) are replaced by a large constant so the assignment never fails.
     """
 

@@ -24,6 +24,8 @@ __all__ = ["SoftmaxArgmaxPostProcess", "SoftmaxTopKPostProcess", "SigmoidTopKPos
 
 
 def _instances(boxes_cxcywh, scores, classes, image_size: Tuple[int, int]) -> Instances:
+    """``boxes_cxcywh [N, 4]`` normalised to ``[0, 1]`` by the unpadded ``image_size = (h, w)``, ``scores [N]``,
+    ``classes`` Long ``[N]`` -> ``Instances`` of size ``(h, w)`` with ``pred_boxes`` xyxy absolute pixels."""
     h, w = image_size
     scale = torch.as_tensor([w, h, w, h], dtype=boxes_cxcywh.dtype, device=boxes_cxcywh.device)
     res = Instances((h, w))
@@ -34,6 +36,8 @@ def _instances(boxes_cxcywh, scores, classes, image_size: Tuple[int, int]) -> In
 
 
 class _PostProcess(nn.Module):
+    """Batch wrapper: subclasses implement ``select`` for one image."""
+
     def forward(
         self, pred_logits: torch.Tensor, pred_boxes: torch.Tensor, image_sizes: List[Tuple[int, int]]
     ) -> List[Instances]:
@@ -81,6 +85,7 @@ class SoftmaxTopKPostProcess(_TopK):
 
     @staticmethod
     def class_scores(logits):
+        """``[Q, K + 1]`` logits -> ``[Q, K]`` softmax probabilities without the no-object column."""
         return logits.softmax(-1)[:, :-1]
 
 
@@ -91,4 +96,5 @@ class SigmoidTopKPostProcess(_TopK):
 
     @staticmethod
     def class_scores(logits):
+        """``[Q, K]`` logits -> ``[Q, K]`` sigmoid scores."""
         return logits.sigmoid()

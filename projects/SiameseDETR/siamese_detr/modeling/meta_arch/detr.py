@@ -37,6 +37,9 @@ def build_input_proj(
     padding=1) [, GroupNorm])``, the first applied to the LAST backbone level's raw features, later ones to
     the previous extra level (official Deformable DETR). With ``group_norm`` the convolutions get Xavier
     weights and zero bias as in the official Deformable DETR; otherwise PyTorch's default initialisation.
+
+    Shapes: entry ``l`` maps ``[B, C_l, H_l, W_l] -> [B, d_model, H_l, W_l]``; an extra level maps ``[B, C, H, W]
+    -> [B, d_model, ceil(H / 2), ceil(W / 2)]``.
     """
 
     def block(c_in, kernel, stride):
@@ -253,6 +256,7 @@ class DETR(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device of the ``pixel_mean`` buffer (moves with the model)."""
         return self.pixel_mean.device
 
     def train(self, mode: bool = True):
@@ -384,7 +388,7 @@ class DETR(nn.Module):
     def hybrid_losses(self, one2one: Dict, one2many: Dict, targets: List[Dict]) -> Dict[str, torch.Tensor]:
         """Weighted losses of H-DETR Eq. 4: the one-to-one losses as usual plus, suffixed ``_one2many``, the
         losses of the extra queries against the targets repeated ``k_one2many`` times, each weighted by
-        ``weight_dict`` and then by ``lambda_one2many``."""
+        ``weight_dict`` and then by ``lambda_one2many``. Returns ``{name: scalar}``."""
         losses = weight_losses(self.criterion(one2one, targets), self.weight_dict)
         repeated = repeat_targets(targets, self.k_one2many)
         extra = weight_losses(self.criterion(one2many, repeated), self.weight_dict)

@@ -1,4 +1,5 @@
-"""DETReg pretraining meta-architecture (Bar et al., CVPR 2022, §4-5, Eq. 3-4; official github
+"""DETReg pretraining meta-architecture (Bar et al., CVPR 2022; section / equation / table numbers of the
+arXiv 2106.04550v1 text: §4-5, Eq. 3-4; official github
 amirbar/DETReg ``models/deformable_detr.py``, ``engine.py``, ``main.py``, commit a4b63635), on the project's
 variant-agnostic ``DETR``.
 

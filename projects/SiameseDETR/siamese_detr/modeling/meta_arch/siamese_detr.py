@@ -22,8 +22,8 @@ Reading of the paper used here (checked against the supplementary and the offici
   view's unpadded size; ``class_embed`` objectness (the finetuning model's class loss: 1 class + no-object
   with softmax CE in ``configs/siamese_detr/``, one sigmoid focal logit in the demo's Deformable DETR);
   ``sem_embed`` (f_sem, Eq. 10) -> p_hat with the backbone's channel width.
-* L_loc (Eq. 9): Hungarian matching + objectness / L1 / GIoU (``SetCriterion`` with ``num_classes=1``)
-  against the other view's region boxes; all n regions are targets with label 0.
+* L_loc (Eq. 9): Hungarian matching (supplementary §A.2, Eq. 5) + objectness / L1 / GIoU (``SetCriterion``
+  with ``num_classes=1``) against the other view's region boxes; all n regions are targets with label 0.
 * L_r (Eq. 12) = D(p_hat_2, p_1) + D(p_hat_1, p_2): p_hat_2 = f_sem(q_hat_2) comes from the queries BUILT
   FROM VIEW 1 (decoding view 2), and its target is p_1, the crop feature of the query's OWN view — the
   official code reconstructs ``recon_v1_gt`` from the outputs of the view-1 queries. A query matched to

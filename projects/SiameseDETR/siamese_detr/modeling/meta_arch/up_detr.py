@@ -1,5 +1,7 @@
-"""UP-DETR pretraining meta-architecture (Dai et al., CVPR 2021, §3; official github dddzg/up-detr
-``models/updetr.py``, commit 44c0c6eb), on the project's variant-agnostic ``DETR``.
+"""UP-DETR pretraining meta-architecture (Dai et al., "Unsupervised Pre-training for Detection Transformers",
+arXiv 2011.09094, the extended version of the CVPR 2021 paper, whose section / equation numbers are cited
+here: §3, Eq. 1-3; official github dddzg/up-detr ``models/updetr.py``, commit 44c0c6eb), on the project's
+variant-agnostic ``DETR``.
 
 * Single view. ``n`` random query patches per image (``UPDETRMapper``: sizes / positions as the official
   ``datasets/selfdet.py``), each resized to 128 x 128 with SimCLR augmentation by the mapper, encoded by the

@@ -51,6 +51,8 @@ class _CompiledMSDeformAttn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
+        """Shapes as :func:`multi_scale_deformable_attention_pytorch` (contiguous float32 / float64 CUDA
+        tensors): ``value [B, S, M, D]`` -> ``[B, Q, M * D]``."""
         ext = _compiled_extension()
         ctx.im2col_step = im2col_step
         ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
@@ -144,8 +146,9 @@ class MSDeformAttn(nn.Module):
 
     Parameter names and initialisation follow the official ``models/ops/modules/ms_deform_attn.py``
     (``sampling_offsets``, ``attention_weights``, ``value_proj``, ``output_proj``), so official weights load
-    unchanged: offsets start at zero weight with a bias placing head ``m``'s ``k``-th point at distance
-    ``k + 1`` in direction ``2*pi*m / M`` (scaled so the larger coordinate is ``+-1``); attention weights
+    unchanged: offsets start at zero weight with a bias placing head ``m``'s point ``k`` (0-based) at
+    ``(k + 1) * d_m`` cells, ``d_m`` the direction ``2*pi*m / M`` scaled so that its larger coordinate is
+    ``+-1`` (the same on every level); attention weights
     start uniform; value / output projections are Xavier-uniform with zero bias.
 
     Args:
@@ -169,6 +172,8 @@ class MSDeformAttn(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Official initialisation (see the class docstring): ``sampling_offsets.bias`` viewed as
+        ``[M, L, P, 2]`` ``(x, y)`` holds ``(k + 1) * d_m``; zero attention logits; Xavier projections."""
         nn.init.zeros_(self.sampling_offsets.weight)
         angles = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
         direction = torch.stack([angles.cos(), angles.sin()], -1)

@@ -4,7 +4,10 @@
   and the region-conditioned object queries of Multi-View Cross-Attention (Eq. 6-7);
 * :mod:`.simsiam` — the SimSiam projector / predictor of the global discrimination task, with
   batch norm synchronised across processes;
-* :mod:`.losses` — L_g (Eq. 11), L_r (Eq. 12) as pure functions on tensors.
+* :mod:`.losses` — L_g (Eq. 11), L_r (Eq. 12) as pure functions on tensors;
+* :mod:`.query_groups` — UP-DETR's block-diagonal decoder self-attention mask (UP-DETR Eq. 3) and patch
+  feature dropout;
+* :mod:`.embedding_loss` — DETReg's object-embedding loss L_emb (DETReg Eq. 4).
 """
 
 from .embedding_loss import object_embedding_loss

@@ -1,5 +1,5 @@
-"""DETReg's object-embedding loss (Bar et al., CVPR 2022, Eq. 3-4; official ``models/deformable_detr.py``
-``SetCriterion.loss_object_embedding``)."""
+"""DETReg's object-embedding loss (Bar et al., CVPR 2022; Eq. 3-4 and §5 "Object Embedding Task" of the
+arXiv 2106.04550v1 text; official ``models/deformable_detr.py`` ``SetCriterion.loss_object_embedding``)."""
 
 from typing import Sequence, Tuple
 

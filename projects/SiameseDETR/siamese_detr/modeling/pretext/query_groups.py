@@ -1,4 +1,4 @@
-"""Grouped patch queries of UP-DETR (Dai et al., CVPR 2021, §3.1 "Multi-query Patches").
+"""Grouped patch queries of UP-DETR (Dai et al., arXiv 2011.09094 extended version, §3.1 "Multi-query Patches").
 
 ``n`` query patches, each repeated ``Q / n`` times consecutively (query ``j`` belongs to group
 ``j // (Q / n)``, the order of :func:`~.region_features.region_conditioned_queries`). The decoder

@@ -86,7 +86,7 @@ def masked_average_pool(memory: Tensor, padding_mask: Tensor) -> Tensor:
     Returns:
         ``[B, C]``.
     """
-    valid = (~padding_mask).to(memory.dtype).unsqueeze(-1)  # [B, HW, 1]
+    valid = (~padding_mask).to(memory.dtype).unsqueeze(-1)  # [B, S, 1]
     count = valid.sum(dim=1)
     if bool((count == 0).any()):
         raise ValueError("an image has no valid (non-padded) token in the encoder memory")

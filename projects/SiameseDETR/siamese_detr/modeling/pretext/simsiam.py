@@ -74,6 +74,7 @@ class _PerViewSequential(nn.Sequential):
     """``nn.Sequential`` whose ``forward(x, num_views=1)`` passes ``num_views`` to its BN layers."""
 
     def forward(self, x: Tensor, num_views: int = 1) -> Tensor:
+        """``x [V * B, in_dim]`` (rows view-major, ``V = num_views``) -> ``[V * B, out_dim]``."""
         for module in self:
             x = module(x, num_views) if isinstance(module, SyncBatchNorm1d) else module(x)
         return x
@@ -103,7 +104,11 @@ class SimSiamProjector(_PerViewSequential):
 
 
 class SimSiamPredictor(_PerViewSequential):
-    """Predictor ``FC-BN-ReLU-FC``: ``[V * B, in_dim] -> [V * B, out_dim]``; ``forward(x, num_views=V)``."""
+    """Predictor ``FC-BN-ReLU-FC``: ``[V * B, in_dim] -> [V * B, out_dim]``; ``forward(x, num_views=V)``.
+
+    The ``pred`` of L_g (Eq. 11 in SimSiam form, :func:`~.losses.global_discrimination_loss`): applied to the
+    projection of one view, compared with the stop-gradient projection of the other.
+    """
 
     def __init__(self, in_dim: int = 256, hidden_dim: int = 256, out_dim: int = 256):
         super().__init__(

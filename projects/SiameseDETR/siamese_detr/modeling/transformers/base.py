@@ -6,10 +6,12 @@ The meta-architectures (finetune ``DETR`` and the pretext models) never branch o
 * ``transformer.decode(memory, queries, ...) -> DecoderOutput``,
 
 then apply the per-layer class / box heads. A box is always predicted as
-``sigmoid(bbox_embed[l](hs[l]) + pad(references[l]))``: the variant decides what the reference is
-(none for Vanilla DETR, a 2-d point for Conditional DETR and single-box Deformable DETR, a 4-d box with
-iterative refinement), and returns it already in logit space (``inverse_sigmoid`` with the variant's own
-epsilon), so the head formula itself is the same for every variant.
+``sigmoid(bbox_embed[l](hs[l]) + pad(references[l]))`` (cxcywh normalised to ``[0, 1]`` by the unpadded
+image): the variant decides what the reference is (none for Vanilla DETR, a 2-d point ``(x, y)`` for
+Conditional DETR and for Deformable DETR without box refinement or two-stage, a 4-d cxcywh box with
+iterative refinement or two-stage, where a 2-d first-layer point is padded with zero logits), and returns
+it already in logit space (``inverse_sigmoid`` with the variant's own epsilon), so the head formula itself
+is the same for every variant.
 
 Attributes a transformer must have:
 
@@ -48,7 +50,8 @@ def ffn_activation(name: str) -> Callable[[Tensor], Tensor]:
 
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
-    """``log(x / (1 - x))`` with ``x`` clamped to ``[0, 1]`` and both terms to ``>= eps``
+    """Elementwise ``log(x / (1 - x))`` (output of ``x``'s shape) with ``x`` clamped to ``[0, 1]`` and both
+    terms to ``>= eps``
     (the official Deformable DETR and Conditional DETR both use ``eps=1e-5``), computed in at least float32:
     in float16 (autocast) the ratio at ``x = 1`` is ``1 / eps``, beyond float16's 65504, which would give
     ``inf`` and a box pinned to the border with no gradient. float32 / float64 inputs are unchanged."""
@@ -96,6 +99,7 @@ class EncoderMemory:
         return self.memory[:, start:start + h * w]
 
     def as_dict(self) -> Dict[str, Tensor]:
+        """The six fields by name (shapes as in the class docstring)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
@@ -104,12 +108,14 @@ class DecoderOutput:
     """Decoder states of every layer and the references their boxes are predicted relative to.
 
     Attributes:
-        hidden_states: ``[L, B, Q, C]``, each decoder layer's output (after the variant's final norm).
+        hidden_states: ``[L, B, Q, C]``, each decoder layer's output (after the variant's final norm where it
+            has one: Vanilla and Conditional DETR; Deformable DETR has none).
         references: ``[L, B, Q, 2 or 4]`` in LOGIT space (``inverse_sigmoid`` of a point / box in
             ``[0, 1]`` normalised by the unpadded image), added to the first 2 or 4 outputs of
             ``bbox_embed[l]`` before the sigmoid; None when boxes are predicted absolutely (Vanilla DETR).
-        encoder_outputs: two-stage only: ``{"pred_logits": [B, S, K], "pred_boxes": [B, S, 4]}`` of the
-            encoder proposals (for the encoder loss); otherwise None.
+        encoder_outputs: two-stage only: ``{"pred_logits": [B, S, K'], "pred_boxes": [B, S, 4]}`` of the
+            encoder proposals (``K'`` = the class head's width; boxes cxcywh in ``[0, 1]``; for the encoder
+            loss); otherwise None.
     """
 
     hidden_states: Tensor

@@ -72,7 +72,8 @@ class ProjectedAttention(nn.Module):
     output projection (official ``models/attention.py`` ``MultiheadAttention``: no in-projection).
 
     Queries and keys have ``qk_dim`` channels (``M`` heads of ``qk_dim / M``), values ``v_dim`` channels
-    (``M`` heads of ``v_dim / M``); the output has ``v_dim`` channels. Logits are ``(q / sqrt(qk_dim / M)) . k``.
+    (``M`` heads of ``v_dim / M``); the output has ``v_dim`` channels. Logits are ``(q / sqrt(qk_dim / M)) . k``
+    (the SHA / MHA of Siamese DETR supplementary Eq. 2-4, with ``d_k = qk_dim / M``).
     """
 
     def __init__(self, qk_dim: int, num_heads: int, v_dim: int, dropout: float = 0.0):

@@ -317,8 +317,9 @@ class DeformableDetrTransformer(nn.Module):
         ``bbox_embed[l]`` is used for iterative refinement, ``class_embed[-1]`` / ``bbox_embed[-1]`` for the
         two-stage proposals. Returns ``hidden_states [L, B, Q, C]``, ``references [L, B, Q, 2 or 4]`` in
         logit space (layer 0: the initial reference; layer ``l``: the reference refined by layer ``l - 1``,
-        as official) and, in two-stage mode, the encoder proposals' ``pred_logits [B, S, K]`` /
-        ``pred_boxes [B, S, 4]`` (cxcywh normalised; invalid proposals give 1.0).
+        as official) and, in two-stage mode, the encoder proposals' ``pred_logits [B, S, K']`` (``K'`` the
+        width of ``class_embed[-1]``; the top-k ranks channel 0) / ``pred_boxes [B, S, 4]`` (cxcywh
+        normalised; invalid proposals give 1.0).
 
         The references are 2-d points ``(x, y)`` without refinement or two-stage, otherwise 4-d cxcywh (with
         refinement alone, layer 0's point is padded with zero logits for ``w, h``); in two-stage mode

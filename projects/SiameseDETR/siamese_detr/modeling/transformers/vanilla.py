@@ -65,8 +65,9 @@ class DetrEncoderLayer(nn.Module):
 class DetrDecoderLayer(nn.Module):
     """Query self-attention, cross-attention to the encoder memory, FFN (post- or pre-norm).
 
-    The cross-attention is Siamese DETR Eq. 2-3 with positions (supplementary §A.1): ``q = f_q(tgt + query_pos)``,
-    ``k = f_k(memory + pos)``, ``v = f_v(memory)``.
+    The cross-attention is Siamese DETR Eq. 2-3 with positions (supplementary §A.1, Eq. 1-4 = Eq. 14-17 of
+    the appendix of the arXiv text): ``q = f_q(tgt + query_pos)``, ``k = f_k(memory + pos)``,
+    ``v = f_v(memory)``, then ``Softmax(q k^T / sqrt(d_k)) v`` per head, heads concatenated and projected.
     """
 
     def __init__(
