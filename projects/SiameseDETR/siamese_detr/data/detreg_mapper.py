@@ -1,4 +1,6 @@
-"""Detectron2 dataset mapper for DETReg pretraining (Bar et al., CVPR 2022, §4 and §6 "Pretraining stage";
+"""Detectron2 dataset mapper for DETReg pretraining (Bar et al., CVPR 2022; section numbers of the arXiv
+2106.04550v1 text in shared/papers: §3 Selective Search proposals, §4 their selection, §6 "Pretraining stage":
+M = 30 proposals, flip / crop / resize to one of 10 sizes in 320..480, the same augmentations on the patches;
 official ``datasets/selfdet.py`` of github amirbar/DETReg, commit a4b63635).
 
 Per image, as the official ``SelfDet.__getitem__``:
@@ -61,9 +63,9 @@ class DETRegMapper:
     """Dataset dict -> one augmented image with K proposal boxes and their crops (DETReg pretraining).
 
     Args:
-        proposal_source: ``(dataset_dict, image uint8 [H, W, 3]) -> (boxes [M, 4] xyxy original pixels in rank
-            order, scores [M])`` (``StoreProposals`` / ``OnlineProposals`` / ``RandomProposals``).
-        num_proposals: K (30).
+        proposal_source: ``(dataset_dict, image uint8 [H, W, 3]) -> (boxes [M, 4] xyxy absolute original-image
+            pixels in rank order, scores [M])`` (``StoreProposals`` / ``OnlineProposals`` / ``RandomProposals``).
+        num_proposals: K (30; the paper's M of §5-6, its K of §4).
         policy: "topk" (official default), "random" or "importance".
         importance_total, max_sampled: see :func:`~.proposals.selection.select_proposals`.
         augmentation, augmentation_with_crop: the two branches of DETR's ``RandomSelect`` (probability 0.5
@@ -78,8 +80,11 @@ class DETRegMapper:
 
         image_id, file_name, height, width  (original image)
         image:          uint8 Tensor[3, H, W] augmented image
-        proposal_boxes: float32 Tensor[K', 4] xyxy absolute pixels of ``image`` (targets)
-        crops:          uint8 Tensor[K', 3, S, S] crops of the same proposals (row k <-> box k)
+        proposal_boxes: float32 Tensor[K', 4] xyxy absolute pixels of ``image`` (targets, clipped to it; the
+                        model makes them cxcywh normalised by ``image``'s size); K' <= K with "topk" /
+                        "random", with "importance" up to ``max_sampled`` (uncapped by default)
+        crops:          uint8 Tensor[K', 3, S, S] (S = crop_size) crops of the same proposals (row k <-> box
+                        k), cut from the ORIGINAL image before its augmentation
         proposal_rank:  int64 Tensor[K'] rank of each proposal in the source's order (0 = first), counted
                         after dropping the source's non-finite boxes
     """

@@ -82,7 +82,8 @@ def simsiam_augment(
     blur_sigma: Tuple[float, float] = (0.1, 2.0),
 ) -> np.ndarray:
     """SimSiam photometric augmentation of one view, ``uint8 [H, W, 3]`` -> ``uint8 [H, W, 3]``
-    (same channel order). ``color_jitter=None`` or a zero probability disables a step."""
+    (same channel order, no geometric change, so boxes are unaffected). ``color_jitter=None`` or a zero
+    probability disables a step. Paper §3.2: "augmentation pipeline in [8]" (SimSiam)."""
     if color_jitter is not None and rng.uniform() < color_jitter_prob:
         image = _color_jitter(rng, image, color_jitter, image_format)
     if rng.uniform() < grayscale_prob:
@@ -93,7 +94,8 @@ def simsiam_augment(
 
 
 def crop_regions(image: np.ndarray, boxes: np.ndarray, size: int, channels_last: bool = False) -> np.ndarray:
-    """Crops of ``boxes [n, 4]`` (xyxy pixels of ``image [H, W, 3]``) resized to ``size x size``.
+    """Crops of ``boxes [n, 4]`` (xyxy absolute pixels of ``image [H, W, 3]``) resized to ``size x size``:
+    the ``Crop(x, b)`` of paper §3.3, Eq. 5.
 
     The box is rounded outwards to whole pixels (at least 1 px) and resized bilinearly (small images /
     small regions are upsampled); area interpolation only when shrinking by more than 2x in both axes,
@@ -132,8 +134,8 @@ class SiameseViewMapper:
     Args:
         is_train: when False the flip, the swap and the photometric augmentation are turned off.
         image_format: channel order of the decoded image and of every output image ("BGR" or "RGB").
-        proposal_source: callable ``(dataset_dict, image uint8 [H, W, 3]) -> (boxes [K, 4] xyxy original
-            pixels in score order, scores [K])`` such as ``StoreProposals``/``OnlineProposals``/
+        proposal_source: callable ``(dataset_dict, image uint8 [H, W, 3]) -> (boxes float [K, 4] xyxy absolute
+            original-image pixels in score order, scores [K])`` such as ``StoreProposals``/``OnlineProposals``/
             ``RandomProposals``; ``None`` = the official "random boxes" ablation: ``num_random_proposals``
             fresh boxes inside the views' overlap per sample, aspect <= ``random_max_aspect``, area >=
             ``min_region_area_frac`` of the overlap, the first ``num_regions - 1`` valid ones
@@ -156,16 +158,20 @@ class SiameseViewMapper:
         num_proposals: int                  regions from proposals before padding (region 0 not counted)
         resized_height, resized_width, flip  base resize output size and shared flip (for mapping back)
         views: [view1, view2], each
-            image:        uint8 Tensor[3, Hv, Wv] (image_format order); Hv x Wv = the outer box's size,
-                          the same for both views (each view's cut resized to it)
-            region_boxes: float32 Tensor[n, 4] xyxy absolute in this view's pixels (targets); row k of both
+            image:        uint8 Tensor[3, Hv, Wv] (image_format order); with resize_views=True (default)
+                          Hv x Wv = the outer box's size, the same for both views (each view's cut resized
+                          to it); with resize_views=False each view keeps its cut's own size
+            region_boxes: float32 Tensor[n, 4] xyxy absolute in this view's pixels (targets b_v of Eq. 9;
+                          the model makes them cxcywh normalised by Hv x Wv); row k of both
                           views is the same image region, row 0 the intersection of the views
-            query_boxes:  float32 Tensor[n, 4] region_boxes with ±query_jitter, clipped to the view
-            crops:        uint8 Tensor[n, 3, S, S] crops of region_boxes from this view before its colour
-                          augmentation, each with its own augmentation
+            query_boxes:  float32 Tensor[n, 4] region_boxes with ±query_jitter, clipped to the view, same
+                          frame (the RoIAlign boxes of Eq. 4)
+            crops:        uint8 Tensor[n, 3, S, S] (S = crop_size) crops of region_boxes from this view before
+                          its colour augmentation, each with its own augmentation (Crop of Eq. 5)
             view_box:     float32 Tensor[4] xyxy of the pixels cut for this view in the resized (and
                           flipped) image
-            view_scale:   float32 Tensor[2] (sx, sy): view pixels = (image pixels - view_box[:2]) * view_scale
+            view_scale:   float32 Tensor[2] (sx, sy): view pixels = (resized-image pixels - view_box[:2]) *
+                          view_scale; (1, 1) with resize_views=False
     """
 
     def __init__(

@@ -1,4 +1,6 @@
-"""Detectron2 dataset mapper for UP-DETR pretraining (Dai et al., CVPR 2021, §3.1; official
+"""Detectron2 dataset mapper for UP-DETR pretraining (Dai et al., CVPR 2021; section numbers of the extended
+arXiv 2011.09094 text in shared/papers: §3.1 "Decoder", "we randomly crop patches as the query from the input
+image and record the corresponding coordinates, width and height of the query as the ground truth"; official
 ``datasets/selfdet.py`` of github dddzg/up-detr, commit 44c0c6eb).
 
 Per image, as the official ``SelfDet.__getitem__``:
@@ -56,7 +58,8 @@ def sample_rng(seed: Optional[int], call_index: int) -> np.random.Generator:
 
 
 def random_patch_boxes(rng: np.random.Generator, height: int, width: int, num: int, min_pixel: int = 8) -> np.ndarray:
-    """``num`` boxes of the official ``get_random_patch_from_img``: float64 ``[num, 4]`` xyxy pixels.
+    """``num`` boxes of the official ``get_random_patch_from_img``: float64 ``[num, 4]`` xyxy absolute pixels
+    of the ``height x width`` image they are cut from (the original image), integer-valued.
 
     Requires ``height, width > 2 * min_pixel``. ``rng.integers(a, b)`` is numpy's ``randint(a, b)`` (b
     excluded), as the official calls."""
@@ -73,8 +76,9 @@ def random_patch_boxes(rng: np.random.Generator, height: int, width: int, num: i
 
 
 def transform_boxes(transforms: T.TransformList, boxes: np.ndarray, image_hw: Tuple[int, int]):
-    """Boxes (xyxy pixels of the input image) through ``transforms``, clipped to the output image
-    ``(H, W)``. Returns ``(boxes float32 [K, 4], keep bool [K])`` where ``keep`` marks boxes with positive
+    """Boxes (``[K, 4]`` xyxy absolute pixels of the input image) through ``transforms``, clipped to the output
+    image of size ``image_hw = (H, W)``. Returns ``(boxes float32 [K, 4]`` xyxy absolute pixels of the output
+    image, ``keep bool [K])`` where ``keep`` marks boxes with positive
     area after clipping (the official ``crop`` removes the others, with their patches)."""
     h, w = image_hw
     out = transforms.apply_box(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)) if len(boxes) else np.zeros((0, 4))
@@ -107,7 +111,8 @@ class UPDETRMapper:
         image_id, file_name, height, width  (original image)
         image:       uint8 Tensor[3, H, W] augmented image (image_format order)
         patches:     uint8 Tensor[n, 3, S, S] the patches, cut from the ORIGINAL image, augmented
-        patch_boxes: float32 Tensor[n, 4] xyxy absolute pixels of ``image`` (targets), clipped to it
+        patch_boxes: float32 Tensor[n, 4] xyxy absolute pixels of ``image`` (targets), clipped to it; the
+                     model makes them cxcywh normalised by ``image``'s size (UP-DETR §3.1 "Loss")
     """
 
     def __init__(

@@ -74,7 +74,9 @@ class ViewPair:
     Attributes:
         view_boxes: ``[2, 4]`` xyxy image coordinates (integer-valued) of view 1 and view 2.
         intersection: ``[4]`` xyxy image coordinates of ``view1 ∩ view2`` (the centred box ``I``).
-        swapped: True when view 1 is the one holding the outer bottom-right corner.
+        swapped: True when view 1 is view B, the one that starts at ``I``'s top-left and extends towards
+            the outer box's bottom-right corner (it ends exactly at that corner only with
+            ``shrink_outer=False``; the shrink moves it towards ``I``).
         outer: ``[4]`` xyxy image coordinates (integer-valued) of the outer box; its size is the size both
             views are resized to.
     """
@@ -228,7 +230,14 @@ def sample_view_pair(
     shrink_outer: bool = True,
     swap_prob: float = 0.5,
 ) -> ViewPair:
-    """The whole IoU-constrained policy (Fig. 3a–b): outer box, centred ``I``, optional shrink, swap.
+    """The whole IoU-constrained policy (paper §3.2, Fig. 3a–b): outer box, centred ``I``, optional shrink,
+    swap.
+
+    Args:
+        image_hw: ``(H, W)`` of the image the views are cut from (the resized, possibly flipped image).
+    Returns:
+        :class:`ViewPair` (``view_boxes [2, 4]``, ``intersection [4]``, ``outer [4]``: float64 xyxy image
+        coordinates, integer-valued).
 
     Guarantees: both views lie inside ``[0, W] x [0, H]``; ``view1 ∩ view2 = intersection``;
     ``IoU(view1, view2) >= tau``.
@@ -244,7 +253,8 @@ def sample_view_pair(
 
 
 def view_scales(view_boxes: np.ndarray, out_hw: Tuple[int, int]) -> np.ndarray:
-    """Per-axis zoom of each view when resized to ``out_hw = (H, W)``: ``[V, 2]`` of ``(W / w_v, H / h_v)``."""
+    """Per-axis zoom of each view when resized to ``out_hw = (H, W)``: ``[V, 2]`` of ``(W / w_v, H / h_v)``,
+    where ``view_boxes`` is ``[V, 4]`` (or ``[4]``) xyxy image coordinates of the cuts."""
     view_boxes = np.asarray(view_boxes, dtype=np.float64).reshape(-1, 4)
     return np.stack(
         [out_hw[1] / (view_boxes[:, 2] - view_boxes[:, 0]), out_hw[0] / (view_boxes[:, 3] - view_boxes[:, 1])],
@@ -253,8 +263,9 @@ def view_scales(view_boxes: np.ndarray, out_hw: Tuple[int, int]) -> np.ndarray:
 
 
 def resized_shape(height: int, width: int, short_side: int, max_size: int) -> Tuple[int, int]:
-    """Output ``(h, w)`` of a resize that makes the short side ``short_side`` while the long side stays
-    ``<= max_size`` (same rule as Detectron2's ``ResizeShortestEdge``)."""
+    """Output ``(h, w)`` (ints) of a resize of a ``height x width`` image that makes the short side
+    ``short_side`` while the long side stays ``<= max_size`` (same rule as Detectron2's
+    ``ResizeShortestEdge``)."""
     scale = short_side / min(height, width)
     if max(height, width) * scale > max_size:
         scale = max_size / max(height, width)
@@ -262,12 +273,14 @@ def resized_shape(height: int, width: int, short_side: int, max_size: int) -> Tu
 
 
 def scale_boxes(boxes: np.ndarray, scale_x: float, scale_y: float) -> np.ndarray:
-    """Multiply xyxy boxes ``[K, 4]`` by per-axis factors (resize of the image)."""
+    """Multiply xyxy absolute boxes ``[K, 4]`` by per-axis factors (resize of the image: pixels of the input
+    image -> pixels of the resized one). Returns float64 ``[K, 4]``."""
     return np.asarray(boxes, dtype=np.float64) * np.array([scale_x, scale_y, scale_x, scale_y])
 
 
 def flip_boxes(boxes: np.ndarray, width: float) -> np.ndarray:
-    """Horizontal flip of xyxy boxes ``[K, 4]`` in an image of ``width`` pixels (its own inverse)."""
+    """Horizontal flip of xyxy absolute boxes ``[K, 4]`` in an image of ``width`` pixels (its own inverse);
+    float64 ``[K, 4]`` in the flipped image's pixels."""
     boxes = np.asarray(boxes, dtype=np.float64)
     out = boxes.copy()
     out[..., 0] = width - boxes[..., 2]
@@ -277,21 +290,26 @@ def flip_boxes(boxes: np.ndarray, width: float) -> np.ndarray:
 
 def image_to_view(boxes: np.ndarray, view_box: np.ndarray, scale: Sequence[float] = (1.0, 1.0)) -> np.ndarray:
     """Image coordinates -> coordinates of the view ``view_box``: translate by its top-left, then multiply
-    by the view's resize factors ``scale = (sx, sy)`` (see :func:`view_scales`)."""
+    by the view's resize factors ``scale = (sx, sy)`` (see :func:`view_scales`).
+
+    ``boxes``: ``[K, 4]`` or ``[4]`` xyxy image coordinates (resized, flipped image); ``view_box``: ``[4]``
+    xyxy image coordinates of the cut. Returns float64, same shape, xyxy absolute pixels of the view."""
     offset = np.array([view_box[0], view_box[1], view_box[0], view_box[1]], dtype=np.float64)
     factor = np.array([scale[0], scale[1], scale[0], scale[1]], dtype=np.float64)
     return (np.asarray(boxes, dtype=np.float64) - offset) * factor
 
 
 def view_to_image(boxes: np.ndarray, view_box: np.ndarray, scale: Sequence[float] = (1.0, 1.0)) -> np.ndarray:
-    """Inverse of :func:`image_to_view`."""
+    """Inverse of :func:`image_to_view`: ``[K, 4]`` / ``[4]`` xyxy view pixels -> float64 xyxy image
+    coordinates (resized, flipped image)."""
     offset = np.array([view_box[0], view_box[1], view_box[0], view_box[1]], dtype=np.float64)
     factor = np.array([scale[0], scale[1], scale[0], scale[1]], dtype=np.float64)
     return np.asarray(boxes, dtype=np.float64) / factor + offset
 
 
 def clip_boxes(boxes: np.ndarray, clip_box: np.ndarray) -> np.ndarray:
-    """Clamp xyxy boxes ``[K, 4]`` to the xyxy box ``clip_box [4]`` (may produce empty boxes)."""
+    """Clamp xyxy boxes ``[K, 4]`` to the xyxy box ``clip_box [4]`` of the same frame (may produce empty
+    boxes). Returns float64 ``[K, 4]``."""
     boxes = np.asarray(boxes, dtype=np.float64)
     lo = np.array([clip_box[0], clip_box[1], clip_box[0], clip_box[1]], dtype=np.float64)
     hi = np.array([clip_box[2], clip_box[3], clip_box[2], clip_box[3]], dtype=np.float64)
@@ -301,7 +319,7 @@ def clip_boxes(boxes: np.ndarray, clip_box: np.ndarray) -> np.ndarray:
 def sigmoid_normal_noise(rng: np.random.Generator, shape, frac: float) -> np.ndarray:
     """``(sigmoid(N(0, 1)) * 2 - 1) * frac``: the official box noise (``add_randomness_on_multiview_box`` in
     ``openselfsup/models/siamese_detr.py``, ``pad_jitter_box`` in ``datasets/siamese_detr.py``), in
-    ``(-frac, frac)``, concentrated around 0 (std ~ 0.41 frac)."""
+    ``(-frac, frac)``, concentrated around 0 (std ~ 0.41 frac). float64 array of ``shape``."""
     return (2.0 / (1.0 + np.exp(-rng.standard_normal(shape))) - 1.0) * frac
 
 
@@ -317,8 +335,12 @@ def jitter_boxes(
     :func:`sigmoid_normal_noise`) or "uniform" (``U(-frac, frac)``). A box that would become empty keeps its
     original side positions (so the result is never empty when the input is not).
 
+    This is the "box jitter processing following [33]" of paper §3.2.
+
     Args:
-        boxes: ``[K, 4]`` xyxy. Returns ``[K, 4]`` xyxy; ``|out - boxes| <= frac * size`` per side.
+        boxes: ``[K, 4]`` (or ``[4]``) xyxy absolute, any frame; ``clip_box``: ``[4]`` xyxy in the same
+            frame. Returns float64 ``[K, 4]`` xyxy in that frame; ``|out - boxes| <= frac * size`` per side
+            (for boxes inside ``clip_box``).
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
@@ -350,17 +372,20 @@ def select_regions(
 
     Region 0 is the intersection itself; then the proposals clamped to the intersection whose clamped
     area is ``>= min_area_frac * area(intersection)``, in the given (score) order, the first
-    ``num_regions - 1``. When ``k`` with ``0 < k < num_regions - 1`` survive, the rest are cyclic copies of
+    ``num_regions - 1`` (the paper's ``n = 10`` proposals "in the overlapping area between the two views").
+    When ``k`` with ``0 < k < num_regions - 1`` survive, the rest are cyclic copies of
     the ``k`` proposal regions (``p_0 .. p_{k-1}, p_0, ...``; region 0 is never copied) with every side moved
-    by :func:`sigmoid_normal_noise` ``* pad_jitter`` of the box size, clamped to the intersection. When none
+    by :func:`sigmoid_normal_noise` (``noise="uniform"``: ``U(-1, 1)``) ``* pad_jitter`` of the box size,
+    clamped to the intersection. When none
     survives nothing is padded: the result is the intersection alone and the caller skips the sample (the
     official dataset raises and takes another image).
 
     Args:
-        proposals: ``[K, 4]`` xyxy image coordinates, in score order (``K`` may be 0).
+        proposals: ``[K, 4]`` xyxy image coordinates (absolute pixels of the resized, flipped image), in
+            score order (``K`` may be 0).
         intersection: ``[4]`` xyxy image coordinates.
     Returns:
-        ``(regions [num_regions, 4]`` (``[1, 4]`` when ``num_proposals == 0``) xyxy image coordinates, all
+        ``(regions`` float64 ``[num_regions, 4]`` (``[1, 4]`` when ``num_proposals == 0``) xyxy image coordinates, all
         inside ``intersection``, ``num_proposals)`` = number of proposal regions before padding (region 0 not
         counted).
     """
@@ -387,7 +412,11 @@ def original_to_view(
     view_scale: Sequence[float] = (1.0, 1.0),
 ) -> np.ndarray:
     """Original-image pixels -> one view's pixels: resize, optional horizontal flip, translate, view resize
-    by ``view_scale = (sx, sy)``."""
+    by ``view_scale = (sx, sy)``.
+
+    ``boxes``: ``[K, 4]`` xyxy absolute pixels of the original image; ``view_box``: ``[4]`` xyxy of the cut in
+    the resized (and, with ``flip``, flipped) image; ``original_hw`` / ``resized_hw``: ``(h, w)`` before /
+    after the base resize. Returns float64 ``[K, 4]`` xyxy absolute pixels of the view."""
     sx, sy = resized_hw[1] / original_hw[1], resized_hw[0] / original_hw[0]
     boxes = scale_boxes(boxes, sx, sy)
     if flip:
@@ -403,7 +432,8 @@ def view_to_original(
     flip: bool,
     view_scale: Sequence[float] = (1.0, 1.0),
 ) -> np.ndarray:
-    """Inverse of :func:`original_to_view`: one view's pixels -> original-image pixels."""
+    """Inverse of :func:`original_to_view`: ``[K, 4]`` xyxy one view's pixels -> float64 ``[K, 4]`` xyxy
+    original-image pixels (same arguments)."""
     boxes = view_to_image(boxes, view_box, view_scale)
     if flip:
         boxes = flip_boxes(boxes, resized_hw[1])
@@ -422,12 +452,15 @@ class TwoViewSample:
         view_boxes: ``[2, 4]`` xyxy of each view in the resized (and flipped) image, integer-valued (the
             pixels cut for the view).
         intersection: ``[4]`` xyxy of ``view1 ∩ view2`` in the same coordinates.
-        regions: ``[n, 4]`` xyxy of the regions in the same coordinates (row 0 = intersection).
+        regions: ``[n, 4]`` xyxy of the regions in the same coordinates (row 0 = intersection; the
+            proposals ``b`` of paper §3.2).
         view_hw: ``[2, 2]`` int ``(H, W)`` of each view's image: the outer box's size for both (official), or
             each cut's own size when views are not resized.
         view_scales: ``[2, 2]`` per-view ``(sx, sy)`` from image to view pixels (:func:`view_scales`).
-        region_boxes: ``[2, n, 4]`` xyxy of the regions in each (resized) view's pixels (targets).
-        query_boxes: ``[2, n, 4]`` ``region_boxes`` with ``±query_jitter`` per side, clipped to the view.
+        region_boxes: ``[2, n, 4]`` xyxy of the regions in each (resized) view's pixels (targets; the
+            ``{b_1, b_2}`` of paper §3.2 and Eq. 5, 9).
+        query_boxes: ``[2, n, 4]`` ``region_boxes`` with ``±query_jitter`` per side (:func:`jitter_boxes`),
+            clipped to the view; the boxes of the RoIAlign of Eq. 4.
         num_proposals: regions taken from proposals before padding (region 0 not counted).
     """
 
@@ -488,7 +521,7 @@ class ViewPolicy:
     def sample(
         self, rng: np.random.Generator, original_hw: Tuple[int, int], proposals: Optional[np.ndarray]
     ) -> Optional[TwoViewSample]:
-        """Args: ``original_hw`` = ``(h, w)`` of the input image; ``proposals`` ``[K, 4]`` xyxy in
+        """Args: ``original_hw`` = ``(h, w)`` of the input image; ``proposals`` ``[K, 4]`` xyxy absolute
         original-image pixels, score order, or None for fresh random regions inside the overlap.
         Returns a :class:`TwoViewSample`, or None when no proposal region survives (skip the image)."""
         oh, ow = int(original_hw[0]), int(original_hw[1])

@@ -1,6 +1,6 @@
-"""Class-agnostic detection metrics of a pretrained model (Siamese DETR paper §4.3, Table 5 = supplementary
-Table 1: AR@1 / AR@10 / AR@100 of a pretrained Vanilla DETR whose backbone, encoder and decoder stay frozen
-while only the box and class heads are finetuned on PASCAL VOC).
+"""Class-agnostic detection metrics of a pretrained model (Siamese DETR appendix B "Downstream initialization",
+Table 5 of the paper text = supplementary §B, Table 1: AR@1 / AR@10 / AR@100 of a pretrained Vanilla DETR
+whose backbone, encoder and decoder stay frozen while only the box and class heads are finetuned on PASCAL VOC).
 
 Every prediction counts as "an object" and every non-crowd ground-truth box as a target, whatever their
 classes: pycocotools' ``COCOeval`` with ``params.useCats = 0`` (one pooled category), IoU thresholds
@@ -98,8 +98,8 @@ def class_agnostic_metrics(
 
     Args:
         coco_gt: ground truth.
-        detections: COCO result dicts ``{"image_id", "bbox": [x, y, w, h] absolute, "score", "category_id"}``;
-            ``category_id`` is ignored.
+        detections: COCO result dicts ``{"image_id", "bbox": [x, y, w, h] absolute pixels of the original
+            image (the frame of ``coco_gt``), "score", "category_id"}``; ``category_id`` is ignored.
         img_ids: the images evaluated (images among them without detections count as misses).
         max_dets: detections kept per image for each AR@k; AP uses ``max(max_dets)``.
 

@@ -30,9 +30,11 @@ def max_iou_per_gt(proposals: np.ndarray, gt_boxes: np.ndarray, ks: Sequence[int
     """Best IoU of each gt box with the top-k proposals, for every k.
 
     Args:
-        proposals: [P, 4] xyxy absolute, best first; gt_boxes: [G, 4] xyxy absolute; ks: budgets.
+        proposals: [P, 4] xyxy absolute, best first; gt_boxes: [G, 4] xyxy absolute, in the same image's
+            pixels (the original image for stores); ks: budgets.
     Returns:
-        float64 [len(ks), G]; 0 where there are no proposals.
+        float64 [len(ks), G], row i = max IoU over the first ks[i] proposals; 0 where there are no proposals
+        (or ks[i] <= 0).
     """
     out = np.zeros((len(ks), len(gt_boxes)), np.float64)
     if len(gt_boxes) == 0 or len(proposals) == 0:
@@ -75,8 +77,10 @@ def evaluate_proposal_recall(
     """AR@K and recall@0.5 of a proposal store (or any ``get(image_id) -> (boxes, scores)``) on a dataset.
 
     Args:
-        store: object with ``get(image_id)`` and ``__contains__``; images missing from it count as no proposals.
-        dataset_dicts: Detectron2 dicts with "image_id" and "annotations" (bbox + bbox_mode, iscrowd).
+        store: object with ``get(image_id) -> (boxes [P, 4] xyxy absolute original-image pixels best first,
+            scores [P])`` and ``__contains__``; images missing from it count as no proposals.
+        dataset_dicts: Detectron2 dicts with "image_id" and "annotations" (bbox + bbox_mode, default
+            XYWH_ABS, in original-image pixels; iscrowd), converted to xyxy.
     Returns:
         {"AR@K", "R@0.5@K", "R@0.75@K" for each K, "num_images", "num_gt", "num_missing", "mean_proposals"}.
     """

@@ -14,7 +14,8 @@ replacement by ``np.random.default_rng(S)``; see :func:`low_label_indices`), use
 first use of the name (:func:`register_low_label_by_name`).
 
 Image ``i`` of a split is drawn from ``np.random.default_rng(seed + i)`` (see ``shapes_render``), so the
-dataset is identical on every machine with the same numpy/OpenCV; images are lossless PNG. Boxes are
+dataset is identical on every machine with the same numpy/OpenCV; images are lossless 8-bit 3-channel
+PNG with a short side of 160..256 px and a long/short side ratio of 1 to about 4/3. Boxes are
 COCO ``[x, y, w, h]`` absolute pixels of the *visible* part of each object, ``iscrowd=0``, category ids
 1..8 in :data:`SYNTHETIC_SHAPES_CLASSES` order. The json "info" stores the generator version and
 parameters, and each image entry the ``sha256`` of its PNG; a split whose json is missing, incomplete or
@@ -283,8 +284,10 @@ def generate_synthetic_shapes(root: Optional[str], split: str, num_images: Optio
     Args:
         root: datasets root (None: ``$DETECTRON2_DATASETS`` or ``./datasets``).
         split: sub-folder / json name, e.g. "train" or "val".
-        num_images: number of images (default 256 for train, 64 for val).
-        seed: image ``i`` uses ``np.random.default_rng(seed + i)`` (default 0 for train, 1e6 for val).
+        num_images: number of images (default: the split's entry of ``$SYNTHETIC_SHAPES_NUM_IMAGES``, else
+            :data:`DEFAULT_NUM_IMAGES`: 256 train, 64 val, 1024 train_large, 64 dev).
+        seed: image ``i`` uses ``np.random.default_rng(seed + i)`` (default :data:`DEFAULT_SEEDS`: 0 for train
+            and train_large, 1e6 for val, 2e6 for dev).
 
     Returns:
         (image_root, json_file), absolute paths.

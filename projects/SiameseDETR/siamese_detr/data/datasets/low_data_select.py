@@ -42,7 +42,8 @@ def split_name(parent: str, percent: float, seed: int = DEFAULT_SEED) -> str:
 LOW_DATA_SPLITS: Dict[str, Tuple[str, float, int, str]] = {
     split_name(parent, pct): (parent, pct, DEFAULT_SEED, protocol)
     for parent, pcts, protocol in (
-        ("voc_2007_2012_trainval_coco", (10, 30, 50, 70), _VOC_PROTOCOL),  # paper Fig. 8 (Table 6: 10 %)
+        # paper appendix B, Fig. 8 (Table 6: 10 %) = supplementary Fig. 2 (Table 2)
+        ("voc_2007_2012_trainval_coco", (10, 30, 50, 70), _VOC_PROTOCOL),
         ("coco_2017_train", (1, 2, 5, 10), _COCO_PROTOCOL),
     )
     for pct in pcts

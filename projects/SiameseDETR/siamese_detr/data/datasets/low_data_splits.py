@@ -1,8 +1,10 @@
 """Low-data finetuning splits: seeded image subsets written ONCE to json, registered by name.
 
 - ``voc_2007_2012_trainval_{10,30,50,70}pct_seed42`` (parent ``voc_2007_2012_trainval_coco``): Siamese DETR's
-  VOC data efficiency (Fig. 8: 10 / 30 / 50 / 70 % of 07+12 trainval; Table 6: 10 %);
-- ``coco_2017_train_{1,2,5,10}pct_seed42`` (parent ``coco_2017_train``): DETReg's semi-supervised COCO protocol.
+  VOC data efficiency (appendix B of the paper text: Fig. 8, 10 / 30 / 50 / 70 % of 07+12 trainval; Table 6:
+  10 %; = supplementary §B, Fig. 2 and Table 2);
+- ``coco_2017_train_{1,2,5,10}pct_seed42`` (parent ``coco_2017_train``): DETReg's semi-supervised COCO protocol
+  (DETReg §6 "Datasets": "small subsets of the data (1%, 2%, 5% and 10%)").
 
 Selection (:func:`select_subset`): the parent's image ids sorted ascending, then
 ``numpy.random.default_rng(seed).choice(ids, size=round(N * percent / 100), replace=False)``, sorted. This is

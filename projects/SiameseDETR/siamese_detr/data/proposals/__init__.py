@@ -1,6 +1,9 @@
 """Object proposals: methods (EdgeBoxes, Selective Search, random), the on-disk store, sources for the mapper.
 
-Boxes are float32 [K, 4] xyxy in absolute pixels of the original image, best score first, everywhere.
+Boxes are float32 [K, 4] xyxy in absolute pixels of the original image, best score first, everywhere (methods,
+store, sources), except :func:`~.methods.intersection_random_boxes`, which draws float64 regions in a view's
+pixels for the two-view mapper. Which method each pretext task uses: Siamese DETR EdgeBoxes, DETReg Selective
+Search, UP-DETR random boxes (Siamese DETR paper §4.1 "Pretraining").
 """
 
 from .detectron2_format import export_detectron2, import_detectron2

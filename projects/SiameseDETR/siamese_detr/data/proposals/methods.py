@@ -7,8 +7,9 @@ Every method takes one image (``np.ndarray`` HxWx3 uint8, **BGR**, as OpenCV and
 * ``scores``: float32 ``[K]``, non-increasing; row order = the method's ranking (best first).
 
 EdgeBoxes (Zitnick & Dollar, ECCV 2014) is what Siamese DETR uses (paper §3.2, "offline object proposals ...
-using unsupervised EdgeBoxes"); Selective Search fast mode is DETReg's source (DETReg §3, §6). Both come
-from ``cv2.ximgproc`` (opencv-contrib).
+using unsupervised EdgeBoxes"; §4.1 "Pretraining"); Selective Search fast mode is DETReg's source (DETReg §3,
+§6 "Pretraining stage": OpenCV's "fast" version). Both come from ``cv2.ximgproc`` (opencv-contrib).
+:func:`intersection_random_boxes` is the exception to the conventions above (float64, a view's pixels).
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ def structured_edge_map(image_bgr: np.ndarray, model_path: str) -> Tuple[np.ndar
     """Structured-forest edges as the official code: detectEdges(RGB / 255) -> computeOrientation -> edgesNms.
 
     Returns:
-        edges float32 [H, W], orientation float32 [H, W].
+        edges float32 [H, W], orientation float32 [H, W] (pixel grid of ``image_bgr``).
     """
     sed = _load_sed_model(model_path)
     rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
@@ -423,14 +424,16 @@ def selective_search(
 def random_boxes(
     height: int, width: int, num_boxes: int = 512, seed: int = 0, min_size: int = 8
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """Uniformly random boxes with UP-DETR-like sizes (UP-DETR §3.1 random query patches).
+    """Uniformly random boxes with UP-DETR-like sizes (UP-DETR §3.1 "Decoder": randomly cropped query
+    patches; section of the extended arXiv 2011.09094 text).
 
     width ~ U{min(min_size, W) .. W}, height ~ U{min(min_size, H) .. H}, then the top-left corner is uniform over
     the positions that keep the box inside the image. ``seed`` fully determines the result
     (use :func:`stable_seed` to derive it from an image id).
 
     Returns:
-        boxes float32 [num_boxes, 4] xyxy absolute; scores float32 = (K - rank) / K (no meaning but the order).
+        boxes float32 [num_boxes, 4] xyxy absolute pixels of the ``height x width`` image, integer-valued;
+        scores float32 [num_boxes] = (K - rank) / K (no meaning but the order).
     """
     rng = np.random.default_rng(seed)
     k = int(num_boxes)
@@ -497,7 +500,7 @@ def intersection_random_boxes(
 def compute_proposals(
     image_bgr: np.ndarray, method: str, max_boxes: Optional[int] = None, seed: int = 0, image_id=None, **kw
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """Run one proposal method on one BGR uint8 image [H, W, 3].
+    """Run one proposal method on one BGR uint8 image [H, W, 3] (the original image when the result is stored).
 
     Args:
         method: "edgeboxes", "selective_search" or "random".

@@ -46,8 +46,10 @@ def select_proposals(
     importance_total: Optional[int] = None,
     max_sampled: Optional[int] = None,
 ) -> np.ndarray:
-    """Indices (int64, increasing rank order for ``topk`` / ``importance``, draw order for ``random``) of the
-    proposals to use among ``num_candidates`` ranked ones.
+    """Indices (int64 ``[K']``, 0-based rows of the ranked list; increasing rank order for ``topk`` /
+    ``importance``, draw order for ``random``) of the proposals to use among ``num_candidates`` ranked ones.
+    ``K' = min(k, num_candidates)`` for ``topk`` / ``random``; random for ``importance`` (about ``k`` on
+    average when ``N`` is the candidate count; at most ``max_sampled``).
 
     Args:
         rng: numpy generator (the mapper's per-sample generator).

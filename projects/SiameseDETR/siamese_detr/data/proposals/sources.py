@@ -132,7 +132,8 @@ def _warn_if_full_size_selective_search(store: ProposalStore, path: str) -> None
 
 
 class OnlineProposals:
-    """Compute proposals on the fly with :func:`compute_proposals` (EdgeBoxes or Selective Search).
+    """Compute proposals on the fly with :func:`compute_proposals` (EdgeBoxes or Selective Search): float32
+    ``[K, 4]`` xyxy absolute pixels of the image passed in (the decoded original), scores ``[K]`` best first.
 
     Args:
         method: "edgeboxes" or "selective_search"; max_boxes: None = the method's default.
@@ -169,7 +170,9 @@ class OnlineProposals:
 
 class RandomProposals:
     """``num_boxes`` uniformly random boxes (see :func:`random_boxes`), seeded by ``stable_seed(image_id, seed)``
-    so every worker and process draws the same boxes for the same image."""
+    so every worker and process draws the same boxes for the same image: float32 ``[num_boxes, 4]`` xyxy
+    absolute pixels of the decoded image (or of the dict's ``height`` x ``width`` without an image), scores
+    ``(K - rank) / K``."""
 
     def __init__(self, num_boxes: int = 512, seed: int = 0, min_size: int = 8):
         self.num_boxes, self.seed, self.min_size = num_boxes, seed, min_size
@@ -193,8 +196,9 @@ class AnnotationProposals:
     ``configs/demo/demo_siamese_pretrain_oracle_regions.py``). The dataset dicts must keep their
     ``annotations`` (the demo's label-free loader, ``unlabelled_dicts``, drops them).
 
-    Returns the non-crowd boxes converted to xyxy absolute pixels (any ``bbox_mode``), in annotation order,
-    each with score 1; an image without annotations gets none.
+    Returns the non-crowd boxes converted to float32 ``[K, 4]`` xyxy absolute pixels of the original image (any
+    ``bbox_mode``), in annotation order, with scores float32 ``[K]`` all 1; an image without annotations gets
+    ``[0, 4]``.
     """
 
     def __call__(
