@@ -15,6 +15,7 @@ from script_modules import forget_datasets, load_script
 from siamese_detr.data.proposals import ProposalStoreError
 from siamese_detr.data.proposals.shards import image_list_digest
 from siamese_detr.data.proposals.store import write_store
+from siamese_detr.data.proposals.store_settings import image_list_differs
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "dataloader.train.mapper.proposal_source"
@@ -162,11 +163,6 @@ def test_the_seed_picks_the_order_of_the_images(tmp_path, views_tool):
 
 
 # ------------------------------------------------------------------ 3. stores without image_list in meta.json
-@pytest.fixture(scope="module")
-def generator_tool():
-    return load_script(ROOT / "tools" / "generate_proposals.py", "generate_proposals_mutl")
-
-
 def _old_store(tmp_path, keep_image_list=False):
     """A store of ``a.png``, ``b.png`` (stored) and ``c.png`` (skipped as unreadable), written by the project's
     writer with the ``image_list`` the generator records; then, unless kept, that key removed as in a store
@@ -189,35 +185,32 @@ def _listed(*ids):
     return [{"image_id": i, "file_name": f"/imgs/{i}"} for i in ids]
 
 
-def test_an_old_store_counts_its_skipped_images_and_ignores_the_order(tmp_path, generator_tool):
+def test_an_old_store_counts_its_skipped_images_and_ignores_the_order(tmp_path):
     """No ``image_list``: the store is compared by its ids, stored and skipped: the same three images, in any
     order, are the same set."""
     out, meta = _old_store(tmp_path)
     assert "image_list" not in meta
-    differs = generator_tool._image_list_differs
-    assert differs(out, meta, _listed("a.png", "b.png", "c.png"), "/imgs") is None
-    assert differs(out, meta, _listed("c.png", "a.png", "b.png"), "/imgs") is None
+    assert image_list_differs(out, meta, _listed("a.png", "b.png", "c.png"), "/imgs") is None
+    assert image_list_differs(out, meta, _listed("c.png", "a.png", "b.png"), "/imgs") is None
 
 
-def test_an_old_store_names_the_new_and_the_gone_images(tmp_path, generator_tool):
+def test_an_old_store_names_the_new_and_the_gone_images(tmp_path):
     """Store set {a, b, c (skipped)}. Listed {a, d, e, f, g}: 4 new (first three d, e, f), 2 gone (b, c)."""
     out, meta = _old_store(tmp_path)
-    differs = generator_tool._image_list_differs
-    assert differs(out, meta, _listed("g.png", "a.png", "f.png", "e.png", "d.png"), "/imgs") == (
+    assert image_list_differs(out, meta, _listed("g.png", "a.png", "f.png", "e.png", "d.png"), "/imgs") == (
         "the store was made from 3 images, /imgs lists 5 now (4 new, first: ['d.png', 'e.png', 'f.png']; 2 gone, "
         "first: ['b.png', 'c.png'])")
-    assert differs(out, meta, _listed("a.png", "b.png"), "/imgs") == (
+    assert image_list_differs(out, meta, _listed("a.png", "b.png"), "/imgs") == (
         "the store was made from 3 images, /imgs lists 2 now (1 gone, first: ['c.png'])")
 
 
-def test_a_recorded_image_list_reordered_is_compared_by_its_ids(tmp_path, generator_tool):
+def test_a_recorded_image_list_reordered_is_compared_by_its_ids(tmp_path):
     """With ``image_list`` recorded: the same ids in another order (another sha1) are still the same images;
     a new one is named."""
     out, meta = _old_store(tmp_path, keep_image_list=True)
-    differs = generator_tool._image_list_differs
-    assert differs(out, meta, _listed("a.png", "b.png", "c.png"), "/imgs") is None
-    assert differs(out, meta, _listed("b.png", "c.png", "a.png"), "/imgs") is None
-    assert differs(out, meta, _listed("a.png", "b.png", "c.png", "n.png"), "/imgs") == (
+    assert image_list_differs(out, meta, _listed("a.png", "b.png", "c.png"), "/imgs") is None
+    assert image_list_differs(out, meta, _listed("b.png", "c.png", "a.png"), "/imgs") is None
+    assert image_list_differs(out, meta, _listed("a.png", "b.png", "c.png", "n.png"), "/imgs") == (
         "the store was made from 3 images, /imgs lists 4 now (1 new, first: ['n.png'])")
 
 
