@@ -12,7 +12,8 @@ def detr_param_groups(
     backbone_prefix: str = "backbone.",
     lr_factors_by_keyword: Optional[Dict[str, float]] = None,
 ) -> List[Dict]:
-    """Two parameter groups: the backbone at ``base_lr * backbone_lr_factor``, the rest at ``base_lr``.
+    """Parameter groups for ``torch.optim``: the backbone at ``base_lr * backbone_lr_factor``, the rest at
+    ``base_lr``, plus one group per keyword of ``lr_factors_by_keyword`` (below).
 
     DETR trains the backbone at 1e-5 and the transformer at 1e-4 (factor 0.1); Siamese DETR's
     finetuning uses 5e-5 / 1e-4 for Vanilla DETR (factor 0.5, paper §4.1). Frozen parameters
@@ -22,6 +23,12 @@ def detr_param_groups(
     ``base_lr * factor`` (first matching keyword wins), e.g. Deformable DETR's
     ``{"sampling_offsets": 0.1, "reference_points": 0.1}`` (official ``main.py``: ``lr_linear_proj_names``,
     ``lr_linear_proj_mult``).
+
+    Returns:
+        ``[{"params": [...], "lr": float, "weight_decay": weight_decay}, ...]`` in this order: the rest (always
+        present, possibly with no params), each keyword group that has parameters (in the dict's order), then
+        the backbone (parameters whose name, without ``module.``, starts with ``backbone_prefix``; left out
+        when there are none).
     """
     keyword_groups: Dict[str, List] = {k: [] for k in (lr_factors_by_keyword or {})}
     backbone, rest = [], []

@@ -74,8 +74,9 @@ def convert_official_deformable_detr(
 
     Returns:
         :class:`ConversionResult` with ``converted`` (project name -> tensor), ``unmapped`` (official keys
-        with no project counterpart: the CLI refuses to write when non-empty) and ``dropped`` (keys left out
-        on purpose: the decoder's head aliases, torchvision's ``num_batches_tracked`` / ``fc``).
+        with no project counterpart: the CLI refuses to write when non-empty), ``dropped`` (keys left out
+        on purpose: the decoder's head aliases, torchvision's ``num_batches_tracked`` / ``fc``, and the
+        class rows removed by ``class_rows`` as ``"class_embed.0.weight[rows 0,12,...]"``) and ``notes``.
     """
     state = model_state(state_dict)
     converted: Dict[str, torch.Tensor] = {}

@@ -69,7 +69,8 @@ _BOX_HEAD = re.compile(rf"^bbox_embed\.layers\.(\d+)\.{_P}$")
 
 
 def coco_thing_category_ids() -> List[int]:
-    """The 80 COCO thing category ids in detectron2's contiguous order (contiguous id ``i`` <-> entry ``i``)."""
+    """The 80 COCO thing category ids in detectron2's contiguous order (contiguous id ``i`` <-> entry ``i``):
+    ``[1, 2, ..., 11, 13, ..., 90]`` (ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83 have no thing class)."""
     from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
     return [c["id"] for c in COCO_CATEGORIES if c["isthing"]]
@@ -107,8 +108,12 @@ def class_rows_note(class_rows: Union[str, Sequence[int], None], no_object: bool
 def select_class_rows(
     key: str, value: torch.Tensor, no_object: bool, class_rows: Union[str, Sequence[int], None], dropped: List[str]
 ) -> torch.Tensor:
-    """The rows of class-head tensor ``key`` that :func:`_class_rows` keeps; the removed rows are appended to
-    ``dropped`` as ``"key[rows ...]"``."""
+    """The rows of class-head tensor ``key`` (``value``: weight ``[R, C]`` or bias ``[R]``) that
+    :func:`_class_rows` keeps, in project order: ``class_rows`` "auto" (COCO id rows -> the 80 thing classes,
+    only for a head of 91 rows, + 1 with ``no_object``), "none" / None (every row) or a sequence of official
+    row indices; with ``no_object`` the last row is appended. Returns ``value`` itself when every row is kept;
+    otherwise the removed rows are appended to ``dropped`` as ``"key[rows 0,12,...]"``. Raises ``ValueError``
+    for another string or a row out of range."""
     rows = _class_rows(len(value), no_object, class_rows)
     if rows is None:
         return value
@@ -193,7 +198,10 @@ def convert_official_detr(
             always appended).
 
     Returns:
-        :class:`ConversionResult` (``unmapped`` non-empty = keys with no project counterpart).
+        :class:`ConversionResult`: ``converted`` (project name -> tensor, the one class / box head written to
+        every decoder layer's alias ``class_embed.{l}.*`` / ``bbox_embed.{l}.*``), ``unmapped`` (non-empty =
+        keys with no project counterpart), ``dropped`` (the backbone's ``num_batches_tracked`` / ``fc``, and
+        the removed class rows as ``"class_embed.weight[rows 0,12,...]"``) and ``notes``.
     """
     return _convert(state_dict, input_format, _DETR_RULES, no_object=True, class_rows=class_rows)
 
@@ -203,6 +211,6 @@ def convert_official_conditional_detr(
     state_dict, input_format: str = "BGR", class_rows: Union[str, Sequence[int], None] = "auto"
 ) -> ConversionResult:
     """Official Conditional DETR (``models/conditional_detr.py``) -> project :class:`DETR` with
-    :class:`ConditionalDetrTransformer` (arguments as :func:`convert_official_detr`; the sigmoid class head
-    has no no-object row, "auto" maps a 91-row COCO head)."""
+    :class:`ConditionalDetrTransformer` (arguments and result as :func:`convert_official_detr`; the sigmoid
+    class head has no no-object row, "auto" maps a 91-row COCO head to 80 rows)."""
     return _convert(state_dict, input_format, _CONDITIONAL_RULES, no_object=False, class_rows=class_rows)

@@ -95,7 +95,9 @@ OBJECT_ROW = 1  # the label every official pretraining gives its pseudo / region
 
 def objectness_rows(num_rows: int, softmax: bool) -> List[int]:
     """The official class-head rows the project's objectness head keeps, in its order: the object row
-    (``OBJECT_ROW``) and, for a softmax head, the no-object row, which is the official head's last."""
+    (``OBJECT_ROW``) and, for a softmax head, the no-object row, which is the official head's last
+    (``objectness_rows(3, softmax=True) == [1, 2]``, ``objectness_rows(91, softmax=False) == [1]``). Raises
+    ``ValueError`` when the head has no such rows (``num_rows <= 1``, or ``<= 2`` for softmax)."""
     if num_rows <= OBJECT_ROW + int(softmax):
         raise ValueError(f"a class head of {num_rows} rows has no object row {OBJECT_ROW}"
                          + (" and no-object row after it" if softmax else ""))
@@ -153,7 +155,12 @@ def _convert_simsiam_heads(state: Mapping[str, torch.Tensor]):
 @register_converter("up_detr")
 def convert_official_up_detr(state_dict, input_format: str = "BGR", for_pretraining: bool = False) -> ConversionResult:
     """Official UP-DETR pretraining checkpoint -> project ``DETR`` (Vanilla) keys, or with ``for_pretraining``
-    ``UPDETRPretrain`` keys (objectness rows 1 and 2 of the official 3; module doc)."""
+    ``UPDETRPretrain`` keys (objectness rows 1 and 2 of the official 3; module doc).
+
+    ``state_dict``: the checkpoint (``{"model": ...}``) or its model state dict; ``input_format`` as
+    :func:`.official_detr.convert_official_detr`. Returns a :class:`ConversionResult`; its ``converted`` holds
+    the pretext heads in either case (``patch2query.weight`` -> ``region_proj.weight``,
+    ``feature_align.layers.0.weight`` -> ``sem_embed.layers.0.weight``), which a finetune ``DETR`` lacks."""
     state = model_state(state_dict)
     pretext, rest = _split(state, [_REGION_PROJ, _sem_embed_rule("feature_align")])
     result = _merge(convert_official_detr(rest, input_format=input_format, class_rows="none"), pretext)
@@ -164,7 +171,11 @@ def convert_official_up_detr(state_dict, input_format: str = "BGR", for_pretrain
 def convert_official_detreg(state_dict, input_format: str = "BGR", for_pretraining: bool = False) -> ConversionResult:
     """Official DETReg pretraining checkpoint (Deformable DETR, or ``--model detr``) -> project ``DETR`` keys, or
     with ``for_pretraining`` ``DETRegPretrain`` keys (Deformable: sigmoid row 1 of 91; DETR: rows 1 and 91 of
-    92; module doc)."""
+    92; module doc).
+
+    Arguments as :func:`convert_official_up_detr`; the variant is Deformable when the state has
+    ``transformer.level_embed`` or ``sampling_offsets`` keys. ``converted`` always holds the pretext head
+    (``feature_embed.layers.0.weight`` -> ``sem_embed.layers.0.weight``)."""
     state = model_state(state_dict)
     pretext, rest = _split(state, [_sem_embed_rule("feature_embed")])
     deformable = _is_deformable(rest)
@@ -188,7 +199,13 @@ def convert_official_siamese_detr(
     """Official Siamese DETR (OpenSelfSup) pretraining checkpoint -> project ``DETR`` keys of the matching variant
     (Vanilla, Conditional, single- / multi-scale Deformable), or with ``for_pretraining``
     ``SiameseDETRPretrain`` keys: softmax objectness rows 1 and 2 of the official 3 and the SimSiam heads
-    (module doc)."""
+    (module doc).
+
+    Arguments as :func:`convert_official_up_detr` (the OpenSelfSup checkpoint ``{"state_dict": ...}`` or
+    its state dict). E.g. ``backbone.layer1.0.conv1.weight`` -> ``backbone.res2.0.conv1.weight``,
+    ``pred_head.class_embed.weight`` -> ``class_embed.{l}.weight`` for every decoder layer ``l``,
+    ``patch2query.weight`` -> ``region_proj.weight`` (in either case). Without ``for_pretraining``,
+    ``enc_head.*`` and ``pred_head.criterion.empty_weight`` are listed in ``dropped``."""
     state = model_state(state_dict)
     pretext, rest = _split(state, [_REGION_PROJ, _sem_embed_rule("pred_head.feature_align")])
     if for_pretraining:

@@ -1,9 +1,10 @@
 """Registry of converters from official checkpoint layouts to this project's key names.
 
-A converter takes the official state dict (already unwrapped from its ``model`` / ``state_dict`` key) and
-returns a :class:`ConversionResult`: the converted tensors, the source keys it could NOT map (the CLI
-refuses to write a checkpoint while any remain: weights are never dropped silently) and the keys it dropped
-on purpose (e.g. ``num_batches_tracked``, pretext-only heads), listed for the user.
+A converter takes the official state dict (the CLI passes it unwrapped from its ``model`` / ``state_dict``
+key by :func:`model_state`; the built-in converters also accept the wrapped checkpoint) and returns a
+:class:`ConversionResult`: the converted tensors, the source keys it could NOT map (the CLI refuses to write
+a checkpoint while any remain: weights are never dropped silently) and the keys it dropped on purpose (e.g.
+``num_batches_tracked``, pretext-only heads), listed for the user.
 
     @register_converter("my_detr")  # a name not registered yet
     def convert_my_detr(state_dict, input_format="BGR") -> ConversionResult: ...
@@ -31,9 +32,10 @@ __all__ = [
 
 @dataclass
 class ConversionResult:
-    """``converted``: project name -> tensor; ``unmapped``: source keys with no place (nothing may be written);
-    ``dropped``: source keys left out on purpose, and class-head rows removed as ``"KEY[rows 0,12,...]"``;
-    ``notes``: why, by the group the CLI prints (``"class_embed.*"``, ``"enc_head.*"``, ...)."""
+    """``converted``: project name -> tensor (e.g. ``"transformer.decoder_layers.0.cross_attn.in_proj_weight"``);
+    ``unmapped``: source keys with no place (nothing may be written); ``dropped``: source keys left out on
+    purpose, and class-head rows removed as ``"KEY[rows 0,12,...]"`` (the removed row indices);
+    ``notes``: ``{group: why}``, by the group the CLI prints (``"class_embed.*"``, ``"enc_head.*"``, ...)."""
 
     converted: Dict[str, torch.Tensor]
     unmapped: List[str] = field(default_factory=list)
@@ -48,7 +50,10 @@ _CONVERTERS: Dict[str, Converter] = {}
 
 
 def register_converter(name: str):
-    """Decorator registering ``fn(state_dict: Mapping[str, Tensor], input_format="BGR") -> ConversionResult``."""
+    """Decorator registering ``fn(state_dict: Mapping[str, Tensor], input_format="BGR", **options) ->
+    ConversionResult`` under ``name`` (the built-ins' options: ``class_rows`` for ``detr`` /
+    ``conditional_detr`` / ``deformable_detr``, ``for_pretraining`` for ``up_detr`` / ``detreg`` /
+    ``siamese_detr``); returns ``fn`` unchanged. Raises ``KeyError`` when ``name`` is registered already."""
 
     def wrap(fn: Converter) -> Converter:
         if name in _CONVERTERS:
@@ -60,6 +65,8 @@ def register_converter(name: str):
 
 
 def get_converter(name: str) -> Converter:
+    """The converter registered as ``name`` (e.g. ``"detr"``), after importing the built-in ones; raises
+    ``KeyError`` listing :func:`available_converters` when there is none."""
     _load_builtin_converters()
     if name not in _CONVERTERS:
         raise KeyError(f"no converter {name!r}; available: {', '.join(available_converters())}")
@@ -67,6 +74,8 @@ def get_converter(name: str) -> Converter:
 
 
 def available_converters() -> List[str]:
+    """Sorted names of the registered converters, built-in ones included (``["conditional_detr",
+    "deformable_detr", "detr", "detreg", "siamese_detr", "up_detr"]`` without third-party ones)."""
     _load_builtin_converters()
     return sorted(_CONVERTERS)
 
@@ -107,10 +116,21 @@ def convert_detr_backbone(
     state: Mapping[str, torch.Tensor], input_format: str, source_prefix: str = "backbone.0.body."
 ):
     """The ResNet of a DETR-style checkpoint (``backbone.0.body.*``, torchvision names) in detectron2's names
-    under ``backbone.`` (:func:`~siamese_detr.checkpoint.torchvision_resnet.map_torchvision_resnet`).
+    under ``backbone.`` (:func:`~siamese_detr.checkpoint.torchvision_resnet.map_torchvision_resnet`), e.g.
+    ``backbone.0.body.layer1.0.conv1.weight`` -> ``backbone.res2.0.conv1.weight``.
+
+    Args:
+        state: the whole model state dict; only its keys starting with ``source_prefix`` are read.
+        input_format: "BGR" (reverse ``conv1``'s input channels) or "RGB".
+        source_prefix: the backbone's prefix in ``state`` (``map_torchvision_resnet`` strips
+            ``"module."`` / ``"backbone.0.body."`` only, so another prefix is refused there).
 
     Returns:
-        ``(converted, dropped)``: ``{project name: tensor}`` and the source keys dropped on purpose.
+        ``(converted, dropped)``: ``{project name: tensor}`` and the source keys dropped on purpose (full
+        names, e.g. ``backbone.0.body.bn1.num_batches_tracked``); ``({}, [])`` when no key has the prefix.
+
+    Raises:
+        ValueError: from ``map_torchvision_resnet`` (a backbone key it cannot map, no ``conv1.weight``).
     """
     from .torchvision_resnet import map_torchvision_resnet
 

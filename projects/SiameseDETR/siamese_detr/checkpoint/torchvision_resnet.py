@@ -110,8 +110,9 @@ def map_torchvision_resnet(
         ``*.num_batches_tracked``).
 
     Raises:
-        ValueError: a key that is neither converted nor known to be droppable (all such keys are named),
-            no ResNet key at all, or an unknown ``input_format``.
+        ValueError: a key that is neither converted nor known to be droppable (the first 20 such keys are
+            named, with the total when there are more), no ``conv1.weight``, or an ``input_format`` other than
+            "BGR" / "RGB".
     """
     if input_format not in ("BGR", "RGB"):
         raise ValueError(f"input_format must be 'BGR' or 'RGB', got {input_format!r}")
@@ -147,5 +148,6 @@ def map_torchvision_resnet(
 def convert_torchvision_resnet(
     state_dict, prefix: str = "backbone.", input_format: str = "BGR"
 ) -> Dict[str, torch.Tensor]:
-    """:func:`map_torchvision_resnet` without the list of dropped keys: ``{detectron2 name: tensor}``."""
+    """:func:`map_torchvision_resnet` without the list of dropped keys: ``{detectron2 name: tensor}``, e.g.
+    ``{"backbone.stem.conv1.weight": [64, 3, 7, 7] (BGR), ...}``; same arguments and errors."""
     return map_torchvision_resnet(state_dict, prefix=prefix, input_format=input_format)[0]

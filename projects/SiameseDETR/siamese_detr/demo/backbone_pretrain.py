@@ -16,9 +16,12 @@ Evaluation (labels used only here): leave-one-out cosine k-NN accuracy on the ob
 ``synthetic_shapes_val`` (each object cut with 20% context, resized to ``crop_size``), for the trained
 backbone and for the same network at its random initialisation.
 
-The checkpoint ``model_final.pth`` holds ``{"model": {"backbone.<detectron2 ResNet name>": tensor}}``, the
-names of ``DETR.backbone``, so ``train.init_checkpoint`` loads it into the demo detector (batch-norm
-statistics become FrozenBN buffers).
+The checkpoint ``model_final.pth`` holds ``{"model": {"backbone.<detectron2 ResNet name>": tensor},
+"__author__": "siamese_detr.demo.backbone_pretrain"}`` (e.g. ``backbone.res2.0.conv1.norm.running_mean``; no
+``num_batches_tracked``), the names of ``DETR.backbone``, so ``train.init_checkpoint`` loads it into the demo
+detector (batch-norm statistics become FrozenBN buffers). Beside it in ``cfg.train.output_dir``:
+``metrics.json`` (one JSON object, see :func:`train_backbone`) and ``loss.json`` (the list of every
+iteration's loss).
 """
 import json
 import logging
@@ -72,9 +75,11 @@ def _photometric(rng: np.random.Generator, crop: np.ndarray, strength: float) ->
 
 def simsiam_pairs(rng: np.random.Generator, images: List[np.ndarray], batch: int, size: int,
                   region_scale: Tuple[float, float], jitter: float, colour: float) -> Tuple[np.ndarray, np.ndarray]:
-    """Two uint8 ``[batch, size, size, 3]`` views: random square-ish regions (side a log-uniform fraction
-    ``region_scale`` of the image's short side), each view shifted by up to ``jitter`` of the side, scaled
-    by ``exp(+-jitter)``, flipped with p 0.5 and colour-jittered."""
+    """Two uint8 ``[batch, size, size, 3]`` views (channel order of ``images``: BGR as ``cv2`` reads them):
+    random square regions (side a log-uniform fraction in ``region_scale`` of the image's short side,
+    centred so that the region lies inside the image), each view independently shifted by up to ``jitter``
+    of the side, its side scaled by ``exp(+-jitter)``, flipped with p 0.5 and colour-jittered by factors in
+    ``1 +- colour``; the square crop is resized to ``size`` x ``size`` (zero padding outside the image)."""
     views = ([], [])
     for _ in range(batch):
         image = images[int(rng.integers(len(images)))]
@@ -93,8 +98,10 @@ def simsiam_pairs(rng: np.random.Generator, images: List[np.ndarray], batch: int
 
 def object_crops(images: List[np.ndarray], annotations: List[List[dict]], size: int,
                  context: float = 0.2) -> Tuple[np.ndarray, np.ndarray]:
-    """Every annotated object cut with ``context`` margin on each side: uint8 ``[N, size, size, 3]`` and
-    labels ``[N]`` (``category_id - 1``). ``annotations[i]``: COCO dicts (``bbox`` xywh absolute)."""
+    """Every annotated object cut with ``context`` margin on each side: uint8 ``[N, size, size, 3]`` (a
+    square of side ``max(w, h) * (1 + 2 * context)`` around the box centre, zero padding outside the image,
+    channels as ``images``) and int64 labels ``[N]`` (``category_id - 1``). ``annotations[i]``: COCO dicts
+    of ``images[i]`` (``bbox`` xywh absolute pixels)."""
     crops, labels = [], []
     for image, anns in zip(images, annotations):
         for ann in anns:
@@ -108,8 +115,9 @@ def object_crops(images: List[np.ndarray], annotations: List[List[dict]], size: 
 
 def classification_set(num_scenes: int, seed: int, size: int, height: int = 224,
                        width: int = 224) -> Tuple[np.ndarray, np.ndarray]:
-    """The built-in classification set: objects of ``num_scenes`` scenes rendered with seeds
-    ``seed + i`` (disjoint from the detection splits for ``seed >= 5e6``)."""
+    """The built-in classification set: objects of ``num_scenes`` scenes of ``height`` x ``width`` pixels
+    rendered with seeds ``seed + i`` (disjoint from the detection splits for ``seed >= 5e6``), as
+    :func:`object_crops` returns them (BGR uint8 ``[N, size, size, 3]``, labels ``[N]``, 20% context)."""
     images, anns = [], []
     for i in range(num_scenes):
         image, objects = render_scene(np.random.default_rng(seed + i), height, width)
@@ -119,7 +127,8 @@ def classification_set(num_scenes: int, seed: int, size: int, height: int = 224,
 
 
 def val_objects(size: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Objects of ``synthetic_shapes_val`` (for the k-NN evaluation only)."""
+    """Objects of ``synthetic_shapes_val`` (for the k-NN evaluation only; the split is generated under
+    ``$DETECTRON2_DATASETS`` if missing), as :func:`object_crops` returns them (20% context)."""
     image_root, json_file = ensure_synthetic_shapes("val")
     with open(json_file) as f:
         coco = json.load(f)
@@ -173,10 +182,12 @@ def embed(backbone: nn.Module, feature: str, crops: np.ndarray, mean, std, batch
 
 
 def knn_accuracy(features: torch.Tensor, labels: torch.Tensor, k: int = 10) -> float:
-    """Leave-one-out k-NN accuracy (cosine similarity, majority vote weighted by similarity) in percent.
+    """Leave-one-out k-NN accuracy (cosine similarity, majority vote weighted by similarity) in percent
+    (0-100).
 
     Args:
         features: ``[N, C]`` L2-normalised; labels: ``[N]`` long.
+        k: neighbours per object (at most ``N - 1`` are used).
     """
     sim = features @ features.t()
     sim.fill_diagonal_(-float("inf"))
@@ -227,10 +238,16 @@ _TASKS = {"simsiam": _SimSiamTask, "supervised": _SupervisedTask}
 
 
 def train_backbone(cfg, progress: Optional[Callable[[int, int, float], None]] = None) -> Dict:
-    """Train ``cfg.backbone`` by ``cfg.train.method``; write ``model_final.pth`` and ``metrics.json`` to
-    ``cfg.train.output_dir``; return the metrics (k-NN accuracies in percent, seconds).
+    """Train ``cfg.backbone`` by ``cfg.train.method``; write ``model_final.pth``, ``metrics.json`` and
+    ``loss.json`` to ``cfg.train.output_dir`` (module doc); return the metrics written to ``metrics.json``:
+    ``{"method", "labels_used", "knn_accuracy", "knn_accuracy_random_init"`` (k-NN accuracies in percent,
+    0-100), ``"knn_k", "knn_objects", "iterations", "seconds"`` (wall-clock seconds from the start of the
+    call to the end of training: the val crops, the random-init k-NN and the training data included, the
+    final k-NN and the writing not), ``"loss_first"`` (the first iteration's loss), ``"loss_last"`` (the
+    mean of the last 10 iterations' losses)``}``.
 
-    ``progress(iteration, max_iter, loss)`` is called after every iteration.
+    ``progress(iteration, max_iter, loss)`` is called after every iteration (``iteration`` 1-based).
+    Raises ``UserValueError`` for a ``train.method`` other than "simsiam" / "supervised".
     """
     t = cfg.train
     torch.manual_seed(t.seed)

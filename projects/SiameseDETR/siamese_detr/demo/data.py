@@ -14,7 +14,8 @@ def unlabelled_dicts(names: Union[str, Iterable[str]]) -> List[dict]:
 
     Only these keys are looked up in each dataset dict (``key in d`` then ``d[key]``); ``annotations`` and
     every other field are never accessed, so pretraining cannot use a label (tested with a dataset whose
-    annotations raise on access). ``image_id`` is prefixed by the dataset name when several are given.
+    annotations raise on access). ``image_id`` is prefixed by the dataset name when several are given
+    (``"synthetic_shapes_train/3"``). Raises ``ValueError`` when the datasets have no images together.
     """
     names = [names] if isinstance(names, str) else list(names)
     out = []

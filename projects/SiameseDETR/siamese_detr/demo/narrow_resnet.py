@@ -24,7 +24,12 @@ def build_narrow_resnet(
     """ResNet-``depth`` (18 or 34, basic blocks) with ``width * 2**i`` channels in stage ``res{i+2}``.
 
     Strides: stem 4, res2 4, res3 8, res4 16, res5 32. Stages after the last of ``out_features`` are not
-    built (``ResNet`` drops them), so ``out_features=("res4",)`` has no res5.
+    built (``ResNet`` drops them), so ``out_features=("res4",)`` has no res5. ``norm``: a detectron2 norm name
+    ("FrozenBN", "BN", ...); ``freeze_at``: as detectron2's ``ResNet.freeze`` (0: nothing frozen).
+
+    Returns:
+        a detectron2 :class:`ResNet` whose forward gives ``{name: [N, C, ~H / stride, ~W / stride]}`` for
+        ``out_features``, e.g. ``width=32``: ``res4`` with 128 channels at stride 16.
     """
     if depth not in _BLOCKS:
         raise ValueError(f"depth must be one of {sorted(_BLOCKS)}, got {depth}")

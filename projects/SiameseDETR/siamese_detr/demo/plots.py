@@ -99,8 +99,9 @@ BASELINE_COLOUR = "tab:gray"
 
 
 def is_baseline(label: str) -> bool:
-    """True for the label of a run without pretraining (e.g. ``scratch``, ``from a random Transformer
-    (scratch)``): drawn grey and dashed in every figure."""
+    """True for the label of a run without pretraining (it contains ``scratch``, ``random init`` or ``no
+    pretraining``, any case; e.g. ``from a random Transformer (scratch)``): drawn dashed in every figure,
+    and grey when it is the first such label of the figure (:func:`method_colours`)."""
     return any(word in label.lower() for word in BASELINE_WORDS)
 
 
@@ -172,8 +173,10 @@ def plot_ap_curves(curves: Dict[str, Sequence[Tuple[int, float]]], output: str, 
                    ylabel: str = "COCO AP (%) on synthetic_shapes_val",
                    bands: Optional[Dict[str, Sequence[Tuple[int, float, float]]]] = None,
                    xlabel: str = "finetuning iteration") -> None:
-    """Line plot of ``{label: [(iteration, AP)]}`` written to the PNG ``output`` (``xlabel`` under the x-axis;
-    a ``title`` too wide for the figure is wrapped onto more lines); ``bands`` optionally
+    """Line plot of ``{label: [(iteration, AP)]}`` (AP in the unit of ``ylabel``: percent by default) written
+    by matplotlib to the image file ``output``: format by its extension, PNG (``.png`` appended) when it has
+    none, see :func:`figure_path`; its folder is created. ``xlabel`` goes under the x-axis; a ``title`` too
+    wide for the figure is wrapped onto more lines. ``bands`` optionally
     shades ``{label: [(iteration, low, high)]}`` around the line of the same label (e.g. the seeds'
     min-max range around their mean). With more than ``LEGEND_INSIDE_MAX`` curves the legend goes to the
     right of the axes (a wider figure), where it cannot hide a curve. Colours follow :func:`method_colours`;
@@ -275,9 +278,15 @@ def draw_detections(config_file: str, runs: Dict[str, str], output: str, dataset
                     cell: int = 240, top_k: bool = False) -> None:
     """A grid: one row per image of ``dataset`` (its first ``num_images``), columns = ground truth, then
     the detections (score >= ``score_threshold``; with ``top_k`` or no threshold the k best, k = the image's
-    number of ground-truth objects, whatever their score: :func:`detections_to_draw`) of each model
-    ``runs = {label: checkpoint}`` built from ``config_file``. Boxes xyxy in original-image pixels; images
-    resized to ``cell`` px wide."""
+    number of ground-truth objects but at least 1, whatever their score: :func:`detections_to_draw`) of each
+    model ``runs = {label: checkpoint}`` built from ``config_file`` (after ``overrides``). Boxes xyxy in
+    original-image pixels; each image resized to ``cell`` px wide. Written with ``cv2.imwrite`` to ``output``
+    (format by its extension, e.g. ``detections.png``; its folder is created).
+
+    Raises:
+        CheckpointLoadError: a checkpoint lacks parameters of the model.
+        OSError: ``output`` was not written.
+    """
     import cv2
     import torch
     from detectron2.config import LazyConfig, instantiate

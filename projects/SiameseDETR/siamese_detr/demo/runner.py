@@ -123,18 +123,23 @@ def last_iteration(folder: Path) -> int:
 
 
 def clock(seconds: float) -> str:
-    """``m:ss``."""
+    """``seconds`` as ``m:ss`` (minutes are not wrapped into hours: 3725.7 -> ``"62:05"``; fractions are cut,
+    negative or None -> ``"0:00"``)."""
     seconds = int(max(0, seconds or 0))
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def read_json(path: Path) -> dict:
+    """The JSON value stored in the file ``path`` (e.g. the backbone step's one-object ``metrics.json``), or ``{}``
+    when there is no such file; a file that does not parse raises ``ValueError``."""
     path = Path(path)
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def last_results(metrics_json: Path) -> dict:
-    """The last value of every evaluation metric (``task/metric`` keys) in a detectron2 metrics.json."""
+    """The last value of every evaluation metric (``task/metric`` keys) in a detectron2 metrics.json:
+    ``{"bbox/AP": 41.2, "bbox/AP50": ..., ...}`` (as detectron2 logs them: COCO AP in percent); lines
+    that do not parse are skipped; ``{}`` for a missing file."""
     results = {}
     metrics_json = Path(metrics_json)
     if metrics_json.is_file():
@@ -154,6 +159,11 @@ def default_code_folders(root: Path) -> List[Path]:
 
 class StepRunner:
     """Runs commands from ``root`` as cached steps; appends every command to ``<log_dir>/commands.txt``.
+
+    Args:
+        root: the working folder of the commands (the repository root); step configs are relative to it.
+        log_dir: the folder of ``commands.txt`` (created).
+        code_folders: the folders whose ``*.py`` code is digested (:func:`~.steps.source_digest`).
 
     Every step's inputs include the digest of the code in ``code_folders`` (default
     :func:`default_code_folders`) and :func:`~siamese_detr.demo.steps.software_versions`, so that a step is
@@ -179,9 +189,11 @@ class StepRunner:
 
         Inputs recorded: ``inputs`` + the command + the code's digest and library versions
         (:attr:`environment`) + (with ``config``) the resolved config's digest after ``overrides``. Unchanged
-        and complete: reused; unchanged and incomplete: a command given ``--resume`` continues in the same
-        folder from its ``last_checkpoint``, any other (or one killed before its first checkpoint) starts
-        again in an emptied folder; changed or unknown: the folder is deleted first. ``total``: the
+        and complete: reused, unless a recorded output (``model_final.pth``, ``metrics.json``) changed or
+        went since, then redone in an emptied folder; unchanged and incomplete: a command given ``--resume``
+        continues in the same folder from its ``last_checkpoint``, any other (or one killed before its first
+        checkpoint) starts again in an emptied folder; changed or unknown: the folder is deleted first. The
+        command's output goes to ``<folder>/demo.log`` (appended). ``total``: the
         iterations of the progress bar; None: the resolved config's ``train.max_iter`` (without a config, or
         0: elapsed time only).
         Raises ``SystemExit`` with the end of the log when the command fails.
@@ -334,7 +346,9 @@ class _Running:
         self._first_seen = None  # (iterations, time) when this run's first logged iteration was seen
 
     def progress(self, final: bool = False, short: bool = False, now: Optional[float] = None) -> str:
-        """``[####....] done/total it  m:ss elapsed, ETA m:ss`` (``short``: ``done/total it ETA m:ss``).
+        """``[####....] done/total it  m:ss elapsed, ETA m:ss`` (``short``: ``done/total it ETA m:ss``; no
+        ``total``: ``m:ss elapsed`` only). Elapsed is this run's time (not an interrupted run's); no ETA on
+        the ``final`` line or before this run has logged two different iteration counts.
 
         The ETA comes from this run's own pace: the iterations logged since the first line it wrote, over
         the time since then (neither the start-up time nor an interrupted run's iterations count)."""

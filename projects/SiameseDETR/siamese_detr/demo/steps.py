@@ -2,7 +2,9 @@
 its inputs are unchanged and redoes it otherwise.
 
 A step owns one output folder. ``<folder>/step_inputs.json`` records ``{"step", "inputs", "complete"}`` (and,
-while the step is not finished, when its current run started and the seconds its interrupted runs took);
+while the step is not finished, ``"started"``: when its current run started, ``time.time()`` seconds, and
+``"earlier_seconds"``: the seconds its interrupted runs took; once finished, ``"seconds"`` and ``"outputs"``:
+``{file name: sha256}``);
 ``inputs`` is any JSON-able dict the caller builds (the resolved config's digest, the command line, the
 digests of the checkpoints it starts from, the code's digest (:func:`source_digest`) and the versions of the
 libraries that compute the numbers (:func:`software_versions`), ...). :meth:`Step.begin` compares the
@@ -102,7 +104,8 @@ class Step:
 
     Args:
         name: label of the step (recorded, shown in messages).
-        output_dir: the folder the step writes; it is deleted when the inputs differ.
+        output_dir: the folder the step writes; it is deleted and re-made when the step starts ``"fresh"``
+            (other inputs, no readable record, or a recorded output changed).
         inputs: JSON-able description of everything the step's result depends on.
     """
 
@@ -114,6 +117,7 @@ class Step:
 
     @property
     def record_path(self) -> Path:
+        """``<output_dir>/step_inputs.json``."""
         return self.output_dir / RECORD
 
     def record(self) -> Optional[dict]:
@@ -175,8 +179,8 @@ class Step:
         return earlier
 
     def finish(self, seconds: Optional[float] = None) -> None:
-        """Mark the step complete (recording how long it took, if given: all its runs, interrupted ones
-        included, and the digests of its :data:`CHECKED_OUTPUTS`)."""
+        """Mark the step complete, recording the digests of those of its :data:`CHECKED_OUTPUTS` that exist
+        and, if given, ``seconds``: how long it took (all its runs, interrupted ones included)."""
         outputs = {name: file_digest(self.output_dir / name) for name in CHECKED_OUTPUTS}
         self._write(complete=True, seconds=seconds,
                     outputs={name: digest for name, digest in outputs.items() if digest is not None})

@@ -5,9 +5,11 @@ __all__ = ["fit_text"]
 
 def fit_text(fig, text, within=None, pad: float = 4.0) -> None:
     """Wrap the centred ``text`` artist of ``fig`` (its title, or an axes' title) onto more lines, and make its
-    font smaller only when a word alone is too wide, until it lies inside the figure (or inside the artist
-    ``within``, e.g. the axes under a panel's title), ``pad`` pixels from the left and right edges;
-    ``fig.tight_layout()`` is redone after each change (it makes room for the extra lines)."""
+    font smaller (by 10% a step) only when wrapping cannot help (a word alone is too wide, or the room holds
+    fewer than 12 characters), until it lies inside the figure (or inside the artist ``within``, e.g. the
+    axes under a panel's title), ``pad`` pixels from the left and right edges; it gives up at a font size of
+    6 points or after 40 steps. ``fig.tight_layout()`` is redone after each change (it makes room for the
+    extra lines). Changes ``text`` and the layout in place; returns None."""
     import textwrap
 
     original = " ".join(text.get_text().split())

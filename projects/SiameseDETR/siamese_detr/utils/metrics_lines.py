@@ -30,8 +30,8 @@ def metrics_records(metrics_json) -> Iterator[Tuple[int, dict]]:
     """``(line number, record)`` of every line of a detectron2 ``metrics.json`` (one JSON object per line).
 
     A line cut short by a kill (a ``{...`` that does not parse: the last line of a killed run, or a line in
-    the middle once the run was resumed) is skipped with a warning on stderr; any other line that is not a JSON
-    object raises :class:`MetricsFileError`."""
+    the middle once the run was resumed) is skipped with a warning on stderr, as is an empty line (silently);
+    any other line that is not a JSON object raises :class:`MetricsFileError`. Line numbers count from 1."""
     with open(metrics_json, errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()

@@ -47,8 +47,10 @@ def check_output_file(path: str, flag: str = "--output", overwrite: bool = False
 
 
 def write_image(path: str, image, flag: str = "--output") -> None:
-    """``cv2.imwrite(path, image)``, raising ``UserOSError`` naming ``path`` when no file was written
-    (``imwrite`` returns False where it cannot write, e.g. in a folder that became read-only)."""
+    """``cv2.imwrite(path, image)`` (``image``: uint8 BGR ``[H, W, 3]``; format by ``path``'s extension),
+    raising ``UserOSError`` naming ``path`` when no file was written (``imwrite`` returns False where it
+    cannot write, e.g. in a folder that became read-only) or OpenCV refused it (``cv2.error``, e.g. an
+    extension it has no encoder for)."""
     import cv2
 
     try:

@@ -6,7 +6,7 @@ stream is not a terminal, :func:`progress_bar` returns a :class:`LoggedProgress`
 at most every ``interval`` seconds and one when it is closed, as Detectron2's evaluator does
 ("Inference done 11/32 ... ETA=0:00:03")::
 
-    INFO edgeboxes shard 0/1: 1200/118287 img (1%), 38.2 img/s, ETA 0:51:13
+    INFO edgeboxes shard 0/1: 1200/118287 img (1%), 38.2 img/s, ETA 0:51:05
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ _logger = logging.getLogger(__name__)
 
 
 def format_eta(seconds: float) -> str:
-    """``h:mm:ss`` of a non-negative number of seconds, rounded to the second (``0:01:30``)."""
+    """``h:mm:ss`` of a number of seconds, rounded to the second (``90`` -> ``0:01:30``; negative -> ``0:00:00``;
+    a day or more as ``datetime.timedelta`` writes it: ``1 day, 1:00:00``)."""
     return str(datetime.timedelta(seconds=int(round(max(0.0, seconds)))))
 
 
@@ -54,6 +55,8 @@ class LoggedProgress:
         self._closed = False
 
     def update(self, n: int = 1) -> None:
+        """Count ``n`` more items (may be negative) and log a line if ``interval`` seconds passed since the
+        last one."""
         self.n += int(n)
         now = self._clock()
         if now - self._last >= self.interval:
@@ -68,7 +71,8 @@ class LoggedProgress:
             self._log(self._clock())
 
     def line(self, now: float) -> str:
-        """The line logged at time ``now``: count, share of the total, rate and ETA (both once measurable)."""
+        """The line logged at time ``now`` (a ``clock`` reading): count, share of the total, rate and ETA (both
+        once measurable), and ``done in h:mm:ss`` once the total is reached."""
         share = f" ({100.0 * self.n / self.total:.0f}%)" if self.total > 0 else ""
         text = f"{self.desc}: {self.n}/{self.total} {self.unit}{share}"
         elapsed, done = now - self._start, self.n - self.initial

@@ -41,8 +41,8 @@ class UserFileNotFoundError(UserError, FileNotFoundError):
 
 
 class UserOSError(UserError, OSError):
-    """A folder or file named in the config that cannot be used as one (a file where a folder is needed, no
-    write permission); the message names the key and the reason."""
+    """A folder or file named in the config or by a command-line flag that cannot be used as one (a file where
+    a folder is needed, no write permission); the message names the key or flag and the reason."""
 
 
 # torch's DataLoader re-raises a worker's exception in the main process as the same class, with the message
