@@ -8,7 +8,9 @@ reached in 5 epochs: the official lr is constant; here it drops x0.1, as in ever
 project, after 4 of the 5 epochs, the 40/50 fraction of the paper's schedule — ``lr_multiplier =
 step_schedule_iters(train.max_iter, [])`` restores the constant lr), 300 queries, FFN 1024, sigmoid focal
 objectness (class cost / weight 2), L1 5, GIoU 2, no refinement / two-stage. Finetune with
-``configs/detr/deformable_detr_r50_{coco,voc}_50ep.py``.
+``configs/detr/deformable_detr_r50_{coco,voc}_50ep.py``. The DETReg paper (§6, first arXiv version) reports
+another setting: 50 epochs on ImageNet-100 at 28 images per GPU, lr drop at 40; this config follows the
+released script.
 """
 from ..common.data.pretrain_imagenet import dataloader
 from ..common.data.pretrain_peers import detreg_mapper

@@ -7,7 +7,8 @@ AdamW lr 1e-4, weight decay 1e-4, 300k steps with a x0.1 drop at 200k at batch 2
 paper's 40/60 epochs. Pretext head as the official ``SiameseDETRPredictHead``: objectness with SOFTMAX
 cross-entropy (not the focal loss of Conditional DETR finetuning), matcher costs class 1 / L1 5 / GIoU 2, loss
 weights ``loss_ce 1, loss_bbox 5, loss_giou 2``; ``loss_feature 5`` (λ0, region discrimination) and
-``loss_enc_global_contra 10`` (λ1, global discrimination).
+``loss_enc_global_contra 10`` (λ1, global discrimination). The supplementary (§B) gives λ0 = 3 on ImageNet
+for every variant; we follow the official Conditional configs' 5.
 
 Everything else (data, schedule, crops, projector) is the Vanilla config ``siamese_detr_r50_imagenet_60ep.py``;
 only the transformer becomes Conditional DETR's, with the shape of ``configs/common/models/

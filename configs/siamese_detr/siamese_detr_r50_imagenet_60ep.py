@@ -5,8 +5,13 @@ epoch 40; 1281167 images -> 5005 iterations per epoch, 300274 in total (the offi
 drop at 200k, 32 GPUs x 8). Gradient clipping 0.1 comes from the official config
 (``configs/selfsup/siamese_detr/imgnet_edgebox_crop_bs8.py``); the paper does not give it.
 
-Loss weights (Eq. 13): λ0 = loss_region = 3, λ1 = loss_global = 10, λ2 = 1 (CE 1, L1 5, GIoU 2) —
-supplementary §B for ImageNet and the official ImageNet configs agree.
+Loss weights (Eq. 13): λ0 = loss_region = 3, λ1 = loss_global = 10, λ2 = 1 (CE 1, L1 5, GIoU 2): supplementary
+§B for ImageNet and the official Vanilla and Deformable ImageNet configs agree (the official Conditional ones
+use λ0 = 5, which ``siamese_detr_conditional_r50_imagenet_60ep.py`` follows).
+
+Regions (``dataloader.train.mapper.num_regions = 10``): the overlap of the two views, then the first 9
+proposals inside it in score order, as the official ``pick_boxes``; the paper (§3.2) says the n = 10 proposals
+are selected at random.
 
 The model shares backbone / position encoding / transformer sub-configs with ``configs/common/models/
 detr_r50.py``, so ``train.init_checkpoint=output/siamese_detr_r50_imagenet_60ep/model_final.pth`` in any
