@@ -245,7 +245,7 @@ def test_flags_that_import_would_ignore_are_refused_by_name(tmp_path, capsys, d2
     (line,) = _error_lines(capsys.readouterr().err)
     assert line == (f"error: --import-detectron2 converts the proposals of its file as they are: {named} no effect "
                     f"with it; leave {'it' if ' has' in named else 'them'} out (it uses --output, --dataset for the "
-                    "image sizes, --overwrite and --trust-pickle)")
+                    "image sizes, --overwrite, --trust-pickle and --no-progress)")
     assert not os.path.exists(out)
     assert gen.main(["--import-detectron2", d2_file, "--trust-pickle", "--output", out, "--no-progress"]) == 0
 

@@ -13,7 +13,9 @@ import pytest
 
 from script_modules import load_script
 from siamese_detr.data.proposals.generate_arguments import method_params, usage_problem
+from siamese_detr.data.proposals.methods import compute_proposals
 from siamese_detr.data.proposals.store import write_store
+from siamese_detr.utils.user_errors import UserValueError
 
 ROOT = Path(__file__).resolve().parents[1]
 gen = load_script(str(ROOT / "tools" / "generate_proposals.py"), "generate_proposals_tool")
@@ -24,11 +26,18 @@ import evaluate_proposals  # noqa: E402
 @pytest.mark.parametrize("method", ["selective_search", "edgeboxes", "random"])
 def test_max_boxes_zero_means_all_boxes_not_the_default(tmp_path, method):
     """--max-boxes 0 is accepted and recorded as 0 ("all boxes"), not replaced by the method's default; no
-    --max-boxes gives the default (512 EdgeBoxes / random, all Selective Search boxes)."""
+    --max-boxes gives the default (512 EdgeBoxes / random, all Selective Search boxes). Random boxes have no
+    "all": 0 is refused (it drew 512 while meta.json recorded 0)."""
     common = ["--image-dir", str(tmp_path), "--method", method, "--output", str(tmp_path / "o")]
     args = gen.build_parser().parse_args(common + ["--max-boxes", "0"])
-    assert usage_problem(args) is None
-    assert method_params(args)["max_boxes"] == 0
+    if method == "random":
+        assert usage_problem(args) == ("--max-boxes 0 (all boxes) has no meaning for --method random, whose boxes "
+                                       "are drawn as many as asked: give a count of 1 or more (default 512)")
+        with pytest.raises(UserValueError, match=r"^max_boxes=0 \(all boxes\) has no meaning for method 'random'"):
+            compute_proposals(np.zeros((8, 8, 3), np.uint8), "random", 0)
+    else:
+        assert usage_problem(args) is None
+        assert method_params(args)["max_boxes"] == 0
     args = gen.build_parser().parse_args(common)
     assert method_params(args)["max_boxes"] == {"selective_search": None, "edgeboxes": 512, "random": 512}[method]
 

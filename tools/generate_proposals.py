@@ -21,12 +21,13 @@ is refused: pass ``--overwrite`` to regenerate it. ``--overwrite`` clears what t
 output without ``--num-shards``; with ``--num-shards K --shard-id I`` only shard I (and the merged store, if
 any; never the other shards); with ``--merge`` only the merged store. Every shard of one output must list the
 same images with the same ``--num-shards``, ``--method`` and method flags (checked when a shard starts and at
-the merge). An explicit ``--merge`` that cannot merge fails (exit 1) naming the missing shards; without
-``--num-shards`` it takes K from the shard folders on disk. An existing ``--export-detectron2`` file is replaced
+the merge). An explicit ``--merge`` that cannot merge fails (exit 1) naming the missing shards (exit 2 when
+``--output`` is missing or holds no shard folders); without ``--num-shards`` it takes K from the shard folders
+on disk. An existing ``--export-detectron2`` file is replaced
 only with ``--overwrite`` (a finished command run again leaves it as it is when it holds the same export). A
 method flag that ``--method`` does not read (``--alpha`` with ``random``, ``--seed`` with ``edgeboxes``) is noted
-on stderr and ignored. ``--import-detectron2`` uses only ``--output``, ``--dataset``, ``--overwrite`` and
-``--trust-pickle``; any other option given with it is refused.
+on stderr and ignored. ``--import-detectron2`` uses only ``--output``, ``--dataset``, ``--overwrite``,
+``--trust-pickle`` and ``--no-progress``; any other option given with it is refused.
 """
 
 import argparse
@@ -84,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-boxes",
         type=int,
         default=None,
-        help="boxes kept per image, 0 = all (default: 512 for edgeboxes and random, all for selective_search)",
+        help="boxes kept per image, 0 = all (EdgeBoxes: up to OpenCV's cap of 10000; not for random; default: 512 "
+        "for edgeboxes and random, all for selective_search)",
     )
     p.add_argument(
         "--seed",

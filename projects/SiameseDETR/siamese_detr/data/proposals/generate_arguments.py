@@ -104,7 +104,7 @@ def ignored_by_import(args, argv, parser):
     return (f"--import-detectron2 converts the proposals of its file as they are: {_flags(ignored)} "
             f"{'has' if len(ignored) == 1 else 'have'} no effect with it; leave "
             f"{'it' if len(ignored) == 1 else 'them'} out (it uses --output, --dataset for the image sizes, "
-            "--overwrite and --trust-pickle)")
+            "--overwrite, --trust-pickle and --no-progress)")
 
 
 def ignored_by_method(args, argv, parser):
@@ -179,6 +179,9 @@ def usage_problem(args):
     ``args.num_shards`` where it was left out (1, or with ``--merge`` the K on disk)."""
     if args.max_boxes is not None and args.max_boxes < 0:
         return f"--max-boxes must be 0 (all boxes) or more, got {args.max_boxes}"
+    if args.max_boxes == 0 and args.method == "random" and not (args.merge or args.import_detectron2):
+        return (f"--max-boxes 0 (all boxes) has no meaning for --method random, whose boxes are drawn as many as "
+                f"asked: give a count of 1 or more (default {DEFAULT_MAX_BOXES['random']})")
     problem = value_problem(args)
     if problem:
         return problem

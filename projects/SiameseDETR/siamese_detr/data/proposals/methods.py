@@ -504,7 +504,8 @@ def compute_proposals(
 
     Args:
         method: "edgeboxes", "selective_search" or "random".
-        max_boxes: keep at most this many (None = the method's default in :data:`DEFAULT_MAX_BOXES`).
+        max_boxes: keep at most this many (None = the method's default in :data:`DEFAULT_MAX_BOXES`; 0 = all:
+            EdgeBoxes up to OpenCV's cap of 10000, every Selective Search box; refused for random boxes).
         seed, image_id: random boxes use ``stable_seed(image_id, seed)`` when ``image_id`` is given, else ``seed``;
             Selective Search seeds its ranking with ``seed`` and the image's pixels.
         **kw: passed to :func:`edgeboxes` / :func:`selective_search` / :func:`random_boxes`.
@@ -522,6 +523,9 @@ def compute_proposals(
     if method == "selective_search":
         return selective_search(image_bgr, max_boxes=max_boxes, seed=seed, **kw)
     if method == "random":
+        if not max_boxes:  # 0 ("all") has no meaning for drawn boxes; it gave 512 while 0 was recorded
+            raise UserValueError("max_boxes=0 (all boxes) has no meaning for method 'random', whose boxes are drawn "
+                                 f"as many as asked: give a count of 1 or more (default {DEFAULT_MAX_BOXES['random']})")
         s = stable_seed(image_id, seed) if image_id is not None else seed
-        return random_boxes(image_bgr.shape[0], image_bgr.shape[1], num_boxes=max_boxes or 512, seed=s, **kw)
+        return random_boxes(image_bgr.shape[0], image_bgr.shape[1], num_boxes=max_boxes, seed=s, **kw)
     raise UserValueError(f"Unknown proposal method {method!r}; choose one of {METHODS}")
