@@ -160,11 +160,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The command line; a batch below 1, a short side below 32 px or a device that is not here is refused."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 timed steps instead of 5")
-    parser.add_argument("--sizes", action=ExtendList, nargs="+", default=["demo", "r50"], choices=["demo", "r50"])
-    parser.add_argument("--variants", action=ExtendList, nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--batch-size", type=at_least(1), default=2)
-    parser.add_argument("--r50-short-side", type=at_least(32, "pixels"), default=480)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sizes", action=ExtendList, nargs="+", default=["demo", "r50"], choices=["demo", "r50"],
+                        help="demo: the variant's configs/demo config; r50: its COCO config (default: both)")
+    parser.add_argument("--variants", action=ExtendList, nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="transformer variants to time (default: all)")
+    parser.add_argument("--batch-size", type=at_least(1), default=2, help="images per step (default: 2)")
+    parser.add_argument("--r50-short-side", type=at_least(32, "pixels"), default=480,
+                        help="short side of the r50 images, in pixels (default: 480; demo: 224)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="default: cuda where available, else cpu")
     parser.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -347,10 +347,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The command line; a batch below 2 (the SimSiam heads' batch norm) or a device not here is refused."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
-    parser.add_argument("--models", action=ExtendList, nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--models", action=ExtendList, nargs="+", default=list(CONFIGS), choices=list(CONFIGS),
+                        help="pretraining models to time (default: all)")
     parser.add_argument("--batch-sizes", action=ExtendList, nargs="+", default=[2, 4],
-                        type=at_least(2, "Siamese DETR's SimSiam batch norm needs 2 images per view"))
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+                        type=at_least(2, "Siamese DETR's SimSiam batch norm needs 2 images per view"),
+                        help="images per step, each >= 2 (default: 2 4)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="default: cuda where available, else cpu")
     parser.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

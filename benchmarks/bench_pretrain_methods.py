@@ -321,16 +321,20 @@ def report(args, means, memory, params, memory_kind: str) -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", choices=("r50", "tiny"), default="r50")
-    p.add_argument("--variant", choices=("conditional", "vanilla"), default="conditional")
+    p.add_argument("--size", choices=("r50", "tiny"), default="r50",
+                   help="r50: the methods' default settings; tiny: the demo shape, for the tests (default: r50)")
+    p.add_argument("--variant", choices=("conditional", "vanilla"), default="conditional",
+                   help="the finetune model the three are built from (default: conditional)")
     p.add_argument("--batch-size", type=at_least(2, "Siamese DETR's SimSiam batch norm needs 2 images per view"),
                    default=4, help=">= 2 (Siamese DETR's SimSiam batch norm)")
-    p.add_argument("--iters", type=at_least(1, "timed rounds"), default=5)
-    p.add_argument("--short-side", type=at_least(32, "pixels"), default=400)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--iters", type=at_least(1, "timed rounds"), default=5, help="timed rounds (default: 5)")
+    p.add_argument("--short-side", type=at_least(32, "pixels"), default=400,
+                   help="short side of the images, in pixels (default: 400)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="default: cuda where available, else cpu")
     p.add_argument("--memory", choices=("rss", "skip"), default="rss",
                    help="peak memory per method in a fresh subprocess (CUDA: allocated; CPU: RSS growth)")
-    p.add_argument("--no-append", action="store_true")
+    p.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")
     p.add_argument("--memory-child", choices=METHODS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     check_device(p, args.device)

@@ -307,3 +307,15 @@ def test_eval_only_checks_the_counts_an_evaluation_reads(tmp_path, capsys, no_ru
         setattr(bad.model if node == "model" else bad.train, leaf, value)
         with pytest.raises(UserValueError, match=rf"^Config key '{re.escape(key)}' "):
             check_counts(bad, eval_only=True)
+
+
+def test_help_is_worded_for_this_tool(capsys):
+    """detectron2's help of the shared options spoke of Yacs configs ("space-separated PATH.KEY VALUE pairs",
+    which this tool refuses) and showed --config-file as optional."""
+    with pytest.raises(SystemExit) as stop:
+        train_net.parse_args(["--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Yacs" not in text and "PATH.KEY VALUE" not in text
+    assert "the LazyConfig to run (required;" in text
+    assert "config overrides at the end of the command, key=value" in text

@@ -15,8 +15,8 @@ continue pretraining from them (``siamese_detr/checkpoint/official_pretrain.py``
 summary counts the written tensors per module, lists the rows removed from class heads (COCO ids without a
 class, or the rows an objectness head has no place for) and the keys dropped on purpose, each group with why.
 
-then initialise the frozen backbone of any pretraining / finetuning config with
-``train.init_checkpoint=swav_r50_d2.pth``. Build the backbone with ``stride_in_1x1=False`` (the project's
+A converted ResNet (the first example) initialises the frozen backbone of any pretraining / finetuning config
+with ``train.init_checkpoint=swav_r50_d2.pth``. Build the backbone with ``stride_in_1x1=False`` (the project's
 configs do). The written file is ``{"model": {"backbone.stem.conv1.weight": ..., ...}, "__author__": ...,
 "matching_heuristics": False}``: exact names, loaded by ``DetectionCheckpointer`` as they are; the
 transformer and heads stay randomly initialised (reported as missing keys).

@@ -6,7 +6,8 @@ then the class-agnostic COCO AP / AP50 of the first K proposals of each image sc
 (``--ap-ks``, default 10 and 30): how good the boxes are as pseudo ground truth (DETReg's top-K)::
 
     python tools/evaluate_proposals.py --dataset synthetic_shapes_val \\
-        --store output/proposals/val.edgeboxes.proposals output/proposals/val.selective_search.proposals --json ar.json
+        --store output/proposals/synthetic_shapes_val.edgeboxes.proposals \\
+        output/proposals/synthetic_shapes_val.selective_search.proposals --json ar.json
 
 Each store is named by its folder, with as many parent folders as it takes to tell stores of the same folder
 name apart (``A/val.proposals``, ``B/val.proposals``). A dataset without box annotations (``folder:DIR``)

@@ -22,7 +22,7 @@ frozen backbone, RoIAlign and ``region_proj`` only. The output has the checkpoin
 ``query_embed.weight`` replaced, no optimizer or iteration (a ``train.init_checkpoint`` for the finetuning
 config, not a run to resume), written through a temporary file and a rename. ``--output`` must be a new file
 (``--overwrite`` replaces an existing one) in a folder this process can write in: checked before anything is
-loaded. ``--seed`` is a whole number >= 0.
+loaded. ``--seed`` is a whole number in [0, 2**32) (numpy's seeds; so must ``train.seed`` be when it is used).
 """
 import argparse
 import logging

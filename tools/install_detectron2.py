@@ -34,7 +34,7 @@ A detectron2 built by this script carries ``detectron2/_missing_ops.py`` with a
 ``PATCH_LEVEL``; when this script gains a fix, PATCH_LEVEL grows and such a build is rebuilt.
 A detectron2 without that file (an official build) is never touched.
 
-Usage: ``python tools/install_detectron2.py [--force] [--build-dir DIR]``.
+Usage: ``python tools/install_detectron2.py [--force] [--build-dir DIR] [--check]``.
 """
 import argparse
 import hashlib

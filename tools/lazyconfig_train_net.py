@@ -339,8 +339,25 @@ def _config_file_problem(config_file: str) -> Optional[str]:
     return None
 
 
+# detectron2's help of its shared options, worded for this tool (its own mentions Yacs configs and a trainer this
+# tool does not use)
+_HELP = {
+    "config_file": "the LazyConfig to run (required; .py, or a config.yaml a run wrote), e.g. "
+                   "configs/demo/detr_demo.py",
+    "resume": "continue from the last checkpoint of train.output_dir (its last_checkpoint file); without one, "
+              "start from train.init_checkpoint",
+    "eval_only": "evaluate train.init_checkpoint on dataloader.test and stop (no training)",
+    "num_gpus": "processes per machine: GPUs with NCCL where CUDA is available, CPU workers over gloo otherwise "
+                "(default: 1)",
+    "opts": "config overrides at the end of the command, key=value (e.g. train.max_iter=300 "
+            "'optimizer.lr=2e-4'); +key=value adds a key the config does not have",
+}
+
+
 def parse_args(argv=None):
     parser = default_argument_parser(epilog=__doc__)
+    for action in parser._actions:
+        action.help = _HELP.get(action.dest, action.help)
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow a .pkl train.init_checkpoint (unpickling runs code from the file)")
     args = parser.parse_args(argv)

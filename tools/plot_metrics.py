@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Plot training curves from detectron2's ``metrics.json`` files into one PNG.
 
-    python tools/plot_metrics.py output/demo/siamese_pretrain/metrics.json \
+    python tools/plot_metrics.py output/demo/siamese_pretrain/metrics.json \\
         output/demo/finetune_pretrained/metrics.json --labels pretrain finetune --output loss_curves.png
     python tools/plot_metrics.py output/demo/siamese_pretrain output/demo/finetune_pretrained  # DIR: DIR/metrics.json
 

@@ -32,7 +32,8 @@ SECTIONS = ("backbone", "data", "train")  # what train_backbone reads
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--config-file", required=True,
+                        help="the backbone stage's config, e.g. configs/demo/demo_backbone.py")
     parser.add_argument("opts", nargs="*", help="key=value overrides of the config")
     args = parser.parse_args(argv)
     cfg = load_config(parser, args)

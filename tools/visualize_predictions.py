@@ -198,7 +198,13 @@ def checkpoint_num_classes(path: str, extra_rows: int):
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module docstring as written, and each option's default."""
+    """The module docstring as written, and each option's default where it has one (not "(default: None)" for
+    a required option, nor for one whose help says what leaving it out does)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", required=True, help="the LazyConfig the model was trained with")
     p.add_argument("--checkpoint", required=True, help="model .pth (e.g. OUTPUT/model_final.pth)")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--dataset", help="registered dataset name or spec (coco:ANN.json:IMAGES, folder:DIR)")
+    source.add_argument("--dataset", help="registered dataset name or spec (coco:ANN.json:IMAGES, folder:DIR); "
+                        "default: the config's dataloader.test.dataset.names")
     source.add_argument("--image-dir", help="a folder of images (recursive), drawn without ground truth")
     p.add_argument("--num-images", type=at_least_one("the number of images to draw"), default=8,
                    help="the first N images of the dataset (N >= 1)")

@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config-file", help="a pretraining config defining dataloader.train (default: built-in)"
     )
     source.add_argument("--dataset", help="registered dataset name, with the built-in pretraining config")
-    parser.add_argument("--num-samples", type=int, default=8)
+    parser.add_argument("--num-samples", type=int, default=8, help="images to draw, one PNG each (default: 8)")
     parser.add_argument("--output", default="output/views", help="folder for the PNG files")
     parser.add_argument("--seed", type=non_negative_seed, default=0,
                         help="picks the images and seeds the mapper (>= 0)")
