@@ -15,7 +15,7 @@ else ifneq ($(words $(VENV)),1)
 $(error VENV="$(VENV)": the venv's path must not contain spaces (make cannot name files with spaces); choose another, e.g. make setup VENV=/elsewhere/venv)
 endif
 
-.PHONY: setup check-disk demo test lint clean-venv
+.PHONY: setup check-disk demo test lint clean-venv help
 
 setup: $(STAMP)
 
@@ -44,3 +44,12 @@ lint: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+help:
+	@echo "make setup       create $(VENV) (Python 3.11, torch 2.14.1, detectron2, this project); again when setup.cfg, pyproject.toml or the Makefile change"
+	@echo "make demo        set up, then the demo on the built-in dataset (tools/run_demo.py; output/demo/)"
+	@echo "make test        set up, then the test suite (pytest tests)"
+	@echo "make lint        set up, then flake8"
+	@echo "make clean-venv  delete $(VENV)"
+	@echo "variables: PYTHON=$(PYTHON) (the interpreter of a new venv), VENV=$(VENV) (the venv's folder),"
+	@echo "           SETUP_FREE_GIB=$(SETUP_FREE_GIB) (free GiB a new venv needs)"

@@ -95,3 +95,15 @@ def test_a_venv_path_make_cannot_use_is_refused_with_the_fix(venv, message):
     for target in ("setup", "test", "check-disk"):
         done = _make(target, f"VENV={venv}")
         assert done.returncode != 0 and message in done.stderr, (target, done.stderr)
+
+
+def test_help_lists_every_target_and_variable_and_makes_nothing(tmp_path):
+    """`make help` names each target a user runs and each variable with its value, and creates no venv."""
+    done = _make("help", f"VENV={tmp_path / 'venv'}", "SETUP_FREE_GIB=3")
+    assert done.returncode == 0, done.stderr
+    phony = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith(".PHONY:"))
+    for target in set(phony.split()[1:]) - {"check-disk", "help"}:
+        assert f"make {target} " in done.stdout, target
+    assert f"VENV={tmp_path / 'venv'} (the venv's folder)" in done.stdout
+    assert "SETUP_FREE_GIB=3 " in done.stdout and "PYTHON=python3.11 " in done.stdout
+    assert not (tmp_path / "venv").exists()
