@@ -8,8 +8,8 @@
   and, when it is missing or does not load, the newest loadable ``*.pth`` of the folder (with a warning
   naming the bad file); none loadable is an error listing each file and why;
 * **no code from unvetted pickles**: ``.pth`` files are read with ``torch.load(weights_only=True)``;
-  a ``.pkl`` (pickle) file needs ``trust_pickle=True``; a file that is neither (JSON, random bytes,
-  0 bytes) is reported as not a checkpoint;
+  a ``.pkl`` (pickle) file needs ``trust_pickle=True``; a file that is neither (JSON, random bytes) is
+  reported as not a checkpoint, and an empty one (0 bytes) as a write that was interrupted;
 * **layouts named**: a ``state_dict`` entry (the layout of many other training codes) is taken as the model;
   a file without tensors (a Tensor alone, an optimizer state, a dict of settings) is named as not a model
   checkpoint;
@@ -165,7 +165,11 @@ def _untrusted_pickle(path: str) -> CheckpointLoadError:
 def load_checkpoint_file(path: str, trust_pickle: bool = False) -> dict:
     """Read a ``.pth`` (``torch.load(weights_only=True)``; ``weights_only=False`` only with ``trust_pickle``).
 
-    ``.pkl`` files are not handled here (see :meth:`SafeDetectionCheckpointer._load_file`).
+    A file written by ``torch.save`` (zip or legacy format) is read here whatever its name; Detectron2 / Caffe2
+    pickles (``.pkl`` files not written by ``torch.save``) are not (see :meth:`SafeDetectionCheckpointer._load_file`).
+
+    Returns:
+        what ``torch.load`` returned, unchecked (:func:`model_checkpoint_dict` checks its layout).
     Raises:
         CheckpointLoadError: naming ``path`` and what is wrong with it.
     """
@@ -287,6 +291,9 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
 
     # ------------------------------------------------------------------------------------- saving
     def save(self, name: str, **kwargs) -> None:
+        """Write ``save_dir/<name>.pth`` (the model, every checkpointable's state and ``kwargs``) with
+        :func:`atomic_torch_save`, then point ``last_checkpoint`` at it; nothing without ``save_dir`` or
+        ``save_to_disk`` (the main process only, by default)."""
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}
@@ -300,6 +307,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Write ``last_checkpoint`` (the file name, no newline) atomically."""
         path = os.path.join(self.save_dir, LAST_CHECKPOINT)
         _fsync_write(path, lambda f: f.write(last_filename_basename.encode()))
 
@@ -384,6 +392,13 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                 if name not in loaded and not any(part in name for part in exclude)]
 
     def load(self, path: str, *args, **kwargs):
+        """Detectron2's ``load`` of ``path`` after :func:`check_checkpoint_path` (its ``?matching_heuristics=``
+        query applied); records ``loaded_path`` (None for an empty ``path``: nothing loaded), and the model
+        load records ``loaded_names``, ``incorrect_shapes`` and ``checkpoint_keys``.
+
+        Raises:
+            CheckpointLoadError: a missing, unreadable or untrusted file, or one matching no model tensor.
+        """
         path, self._matching_heuristics = check_checkpoint_path(path)
         self._loading = path
         try:
@@ -414,7 +429,8 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         return ([last] if last else []) + sorted(others, key=newest, reverse=True)
 
     def resume_or_load(self, path: str, *, resume: bool = True):
-        """As Detectron2's, with the fallback of the module docstring when resuming."""
+        """As Detectron2's, with the fallback of the module docstring when resuming; after a fallback, the main
+        process points ``last_checkpoint`` at the checkpoint that loaded."""
         if not (resume and self.has_checkpoint()):
             return self.load(path, checkpointables=[])
         failures = []
@@ -493,7 +509,8 @@ def trust_pickle_requested(args, cfg) -> bool:
 
 def convert_pickle_checkpoint(src: str, dst: str) -> str:
     """Read a TRUSTED Detectron2 / Caffe2 ``.pkl`` once (this unpickles it) and write a ``.pth`` holding only
-    tensors and strings, which later loads with ``torch.load(weights_only=True)`` and the same name matching."""
+    tensors, the ``__author__`` string and the ``matching_heuristics`` bool, which later loads with
+    ``torch.load(weights_only=True)`` and the same name matching. Returns ``dst``."""
     checkpointer = SafeDetectionCheckpointer(torch.nn.Module(), trust_pickle=True)
     data = checkpointer._load_file(src)
     checkpointer._convert_ndarray_to_tensor(data["model"])
@@ -504,6 +521,9 @@ def convert_pickle_checkpoint(src: str, dst: str) -> str:
 
 
 def main(argv=None) -> int:
+    """``python -m siamese_detr.engine.checkpointing SRC.pkl DST.pth``: :func:`convert_pickle_checkpoint`.
+    Returns the exit status (1: the conversion failed); argparse exits with 2 for a ``SRC`` that is missing
+    or not a pickle."""
     import argparse
 
     p = argparse.ArgumentParser(description="Convert a trusted Detectron2 .pkl checkpoint into a safe .pth once.")

@@ -4,9 +4,10 @@ Detectron2's ``LazyConfig.apply_overrides`` parses a value with ``ast.literal_ev
 when that fails, so ``train.max_iter=abc`` sets the string ``"abc"`` and the run fails (or misbehaves) much
 later. Here an override must keep the kind of value the config holds: a bool stays a bool, a number a number
 (int or float: configs write ``0`` where ``0.5`` is fine too), a list a list, a dict a dict. ``null`` is
-always accepted (switching a part off on purpose), and keys whose value is ``None`` or a string in the config
-accept anything. A lazy call (a node with ``_target_``) may be replaced by the value it returns (a dataset spec
-for ``L(register_image_folder)(...)``), except the objects the training tool builds itself
+accepted (switching a part off on purpose) except in place of the objects of :data:`BUILT_NODES` below that
+the run needs, and keys whose value is ``None`` or a string in the config accept anything. A lazy call (a node
+with ``_target_``) may be replaced by the value it returns (a dataset spec for ``L(register_image_folder)(...)``),
+except the objects the training tool builds itself
 (:data:`BUILT_NODES`: ``model=3``, ``lr_multiplier=null`` failed later with an ``AttributeError`` naming no key).
 
 :func:`expand_home_paths` expands a leading ``~`` of the paths of :data:`HOME_PATH_KEYS`: the shell does not
@@ -30,7 +31,8 @@ class OverrideTypeError(UserError, TypeError):
 
 
 def config_value(cfg, key: str, default: Any = _UNSET) -> Any:
-    """The value at dotted ``key`` (interpolations resolved when possible); ``default`` when unreadable."""
+    """The value at dotted ``key``, interpolations resolved; None when the key is absent (or ``???``),
+    ``default`` when it cannot be read (e.g. an interpolation that does not resolve)."""
     try:
         return OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
     except Exception:

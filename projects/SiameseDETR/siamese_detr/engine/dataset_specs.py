@@ -1,6 +1,7 @@
 """Datasets given by path in a config (``coco:ANNOTATIONS.json:IMAGE_ROOT``, ``folder:IMAGE_DIR``; see
-:mod:`siamese_detr.data.datasets.from_path`): registered as soon as the config is loaded, and
-``model.num_classes`` taken from the json when the command line does not set it."""
+:mod:`siamese_detr.data.datasets.from_path`): registered once the command-line overrides are applied
+(:func:`~.overrides.apply_checked_overrides`, right after the config is loaded), and ``model.num_classes``
+taken from the json when the command line does not set it."""
 import logging
 from typing import Iterable, List
 

@@ -108,7 +108,8 @@ def set_evaluator_output_dir(cfg, subdir: str = INFERENCE_DIR) -> Optional[str]:
 def append_eval_metrics(output_dir: str, results: Mapping, **extra) -> Optional[dict]:
     """Append the flattened ``results`` (``{"bbox": {"AP": ..}}`` -> ``{"bbox/AP": ..}``) plus ``extra`` as
     one json line to ``output_dir/metrics.json`` (main process only; after a line a killed run left cut short,
-    on a line of its own). Returns the record written."""
+    on a line of its own). Returns the record written; None, writing nothing, off the main process or for
+    empty ``results``."""
     if not comm.is_main_process() or not results:
         return None
     record = dict(flatten_results_dict(dict(results)))

@@ -127,7 +127,8 @@ def check_test_set_on_disk(cfg) -> None:
     """Before training: when the run evaluates (``train.eval_period > 0`` and ``dataloader.evaluator`` set; a
     positive period also evaluates after the last iteration), its test set
     ``dataloader.test.dataset.names`` must be registered and on disk. Raises the error of
-    :func:`check_datasets_on_disk` (``FileNotFoundError`` / ``KeyError``) with the two ways out added."""
+    :func:`check_datasets_on_disk` (``FileNotFoundError`` / ``KeyError``) with the two ways out added, or the
+    ``ValueError`` of :func:`check_coco_test_fields`."""
     names = _dataset_names(cfg, "test") if _evaluates(cfg) else []
     if not names:
         return

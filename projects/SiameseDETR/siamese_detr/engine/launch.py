@@ -71,6 +71,8 @@ def launch(main_func, num_processes, num_machines=1, machine_rank=0, dist_url=No
            timeout=DEFAULT_TIMEOUT):
     """Run ``main_func(*args)`` in ``num_processes`` processes per machine.
 
+    With one process in all, ``main_func`` runs in this process and its result is returned; otherwise None.
+
     Args:
         num_processes: processes per machine (GPUs per machine when CUDA is available).
         dist_url: ``tcp://host:port``, ``file://...`` or ``"auto"``. Without GPUs on one machine, "auto"

@@ -55,7 +55,7 @@ def _first(name: str) -> str:
 
 def module_prefixes(names: Iterable[str], limit: int = 6) -> str:
     """The modules the tensor ``names`` belong to, in first-seen order: the first name component, two for
-    names under ``transformer`` / ``backbone`` (``transformer.enc_output``); ``...`` past ``limit``."""
+    names under ``transformer`` / ``backbone`` / ``module`` (``transformer.enc_output``); ``...`` past ``limit``."""
     prefixes: List[str] = []
     for name in names:
         parts = name.split(".")

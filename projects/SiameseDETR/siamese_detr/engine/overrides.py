@@ -200,14 +200,18 @@ def apply_checked_overrides(cfg, overrides: Iterable[str]):
         cfg: a config from ``LazyConfig.load``.
         overrides: strings ``"a.b.c=value"``; ``"+a.b=value"`` adds a new key.
     Returns:
-        the same config, updated (a leading ``~`` of :data:`~.config_checks.HOME_PATH_KEYS` expanded).
+        the same config, updated (a leading ``~`` of :data:`~.config_checks.HOME_PATH_KEYS` expanded; its
+        datasets given by path registered and ``model.num_classes`` set from them,
+        :func:`~.dataset_specs.register_config_datasets`).
     Raises:
         ValueError: an override that is not ``KEY=VALUE`` / ``+KEY=VALUE`` (no key, ``==``, ``++``, a space
         around ``=``), naming the form meant;
         KeyError: unknown key, or a ``+`` key that is no argument of the object its section builds;
         ``OverrideTypeError`` (a ``TypeError``): a value of another kind than the
         config's (``train.max_iter=abc``, also with ``+`` on an existing key), see :mod:`.config_checks`;
-        :class:`OverrideSyntaxError` (a ``ValueError``): an override the grammar cannot read (``train.max_iter=[1``).
+        :class:`OverrideSyntaxError` (a ``ValueError``): an override the grammar cannot read (``train.max_iter=[1``);
+        FileNotFoundError / ValueError: a dataset given by path that is missing or malformed (see
+        :func:`~.dataset_specs.register_config_datasets`).
     """
     overrides = list(overrides)
     plain, checks = [], []  # plain: (override as applied, as typed)

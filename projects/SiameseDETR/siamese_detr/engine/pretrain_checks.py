@@ -99,9 +99,10 @@ def check_backbone_initialised(model: nn.Module, init_checkpoint: Optional[str],
 
 
 def check_backbone_loaded(model: nn.Module, loaded_names: Optional[Iterable[str]], checkpoint: str) -> None:
-    """After loading ``checkpoint``: raise :class:`RandomBackboneError` when ``model`` has a frozen backbone
-    (and does not allow a random one) and some of its parameters were not in the checkpoint (``loaded_names``:
-    the model tensors the load gave, ``SafeDetectionCheckpointer.loaded_names``; None = nothing loaded)."""
+    """After loading ``checkpoint``: raise :class:`RandomBackboneError` when ``model`` has frozen backbone
+    parameters (:func:`frozen_backbone_parameters`: a frozen backbone, or frozen stages) and does not allow a
+    random backbone, and some of them were not in the checkpoint (``loaded_names``: the model tensors the load
+    gave, ``SafeDetectionCheckpointer.loaded_names``; None = nothing loaded)."""
     model = _unwrap(model)
     names = frozen_backbone_parameters(model)
     if not names or getattr(model, "allow_random_backbone", False):

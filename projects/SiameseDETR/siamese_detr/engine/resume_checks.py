@@ -96,7 +96,8 @@ def check_resume_matches(cfg, output_dir: str) -> None:
 def keep_training_config(output_dir: str, active: bool = True) -> Iterator[None]:
     """While active, a ``config.yaml`` that ``output_dir`` already holds survives the block: the one the block
     writes is moved to :data:`EVAL_ONLY_CONFIG` and the original is written back (call it on the process that
-    writes, the main one)."""
+    writes, the main one). Only when the block ends normally: after an exception the folder stays as the
+    block left it."""
     path = os.path.join(output_dir or ".", "config.yaml")
     original = None
     if active and os.path.isfile(path):
