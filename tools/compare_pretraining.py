@@ -383,6 +383,9 @@ def collect_results(present, runs) -> Dict[str, Dict[int, dict]]:
 
 
 def main(argv=None) -> int:
+    """The command line: check the arguments (:func:`check_arguments`), lock ``--output``, delete this percent's
+    earlier comparison files, train the backbone, run the pretrainings and finetunings (:func:`plan_runs`, as
+    cached steps, ``--parallel`` at a time) and write the comparison (:func:`write_outputs`). Returns 0."""
     parser = build_parser()
     args = parser.parse_args(argv)
     present = check_arguments(parser, args)

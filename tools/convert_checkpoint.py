@@ -356,6 +356,12 @@ def print_summary(args, converted, dropped, prefix: str, notes, target: str) -> 
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """The command line: check the arguments (:func:`check_arguments`), read ``--input`` (:func:`load_checkpoint`),
+    convert it (:func:`convert`), write ``{"model", "__author__", "matching_heuristics": False}`` to ``--output``
+    through a temporary file and a rename, and print the summary. Returns the exit status: 0; 1 for a refused
+    conversion or an ``--output`` that could not be written; 2 for a file already in this project's layout. A
+    wrong argument or an unreadable ``--input`` ends the tool before, through :func:`check_arguments` /
+    :func:`load_checkpoint`."""
     parser = build_parser()
     args = parser.parse_args(argv)
     check_arguments(parser, args)

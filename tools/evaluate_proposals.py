@@ -129,6 +129,10 @@ def load_dataset(name: str, with_coco_gt: bool):
 
 
 def main(argv=None) -> int:
+    """The command line: evaluate every ``--store`` on ``--dataset``, print the recall table (and, with ``--ap-ks``,
+    the top-K AP table) and write ``--json``. Returns the exit status: 0; 1 for a store that cannot be opened or
+    does not match the dataset (checked unless ``--no-check``), or a ``--json`` that could not be written; 2 for
+    a dataset that cannot be read or has no box annotations."""
     p = build_parser()
     args = p.parse_args(argv)
     check_arguments(p, args)

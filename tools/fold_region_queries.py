@@ -130,6 +130,10 @@ def load_config(args):
 
 
 def main(argv=None) -> int:
+    """The command line: check the arguments, load the config and every parameter of its ``SiameseDETRPretrain``
+    from ``--checkpoint``, average ``proj(z)`` over ``--batches`` batches (:func:`collect_region_embeddings`), fold
+    it into ``query_embed.weight`` (:func:`fold_mean_region_embedding`) and write ``--output``. Returns 0, or
+    ``USER_ERROR_EXIT`` (2) after an ``error:`` line."""
     args = build_parser().parse_args(argv)
     setup_logger(name="fold_region_queries")
     problem = argument_problem(args)

@@ -185,6 +185,10 @@ def _clear(args):
 
 
 def main(argv=None) -> int:
+    """The command line: check the arguments (an ``error:`` line and exit status 2; a note for a method flag the
+    method does not read), create ``--output`` and run :func:`_main` (a store or worker failure: an ``error:`` line
+    and status 1). A folder this command created is removed again when it fails and leaves it empty. Returns the
+    exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     problem = ignored_by_import(args, argv, build_parser()) or usage_problem(args)
@@ -212,6 +216,9 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
+    """Import ``--import-detectron2`` (:func:`_import`), or list the images of ``--dataset`` / ``--image-dir``
+    (unless ``--merge``), clear what ``--overwrite`` asks (:func:`_clear`), refuse a complete store made with other
+    settings, then :func:`_run`. Returns the exit status (2 for a problem found here)."""
     final_meta = os.path.join(args.output, "meta.json")
     if args.import_detectron2:
         return _import(args, final_meta)
@@ -310,6 +317,10 @@ def _compute_shard(args, records) -> None:
 
 
 def _run(args, final_meta: str, records) -> int:
+    """Compute this shard unless the store is complete or ``--merge`` is given, merge the shards once all are
+    complete, print the store and write ``--export-detectron2`` (:func:`_export`). Returns the exit status: 1 when
+    ``--merge`` finds shards not complete or another process merging, that of :func:`_export` when it runs, else 0
+    (also while other shards are not complete: the last one to finish merges)."""
     if args.merge and not os.path.isfile(final_meta):
         missing = missing_shards(args.output, args.num_shards)
         if missing:

@@ -11,8 +11,9 @@ Detectron2 is not published on PyPI. This script:
    wheel (the sdist has no C++ sources, so ``detectron2._C`` is not built) and
    installs it with its dependencies.
 
-Fixes applied to the v0.6 tree (each one is a literal text substitution that is a
-no-op when already applied, so the script is idempotent):
+Fixes applied to the v0.6 tree (each one is a text substitution, literal or, for the
+numpy aliases, a regular expression, that is a no-op when already applied, so the script
+is idempotent):
 
 - ``setup.py``: build no extension when ``detectron2/layers/csrc`` is absent, and
   unpin ``black==21.4b2`` (it cannot be imported with click >= 8.1);
@@ -32,7 +33,7 @@ no-op when already applied, so the script is idempotent):
 
 A detectron2 built by this script carries ``detectron2/_missing_ops.py`` with a
 ``PATCH_LEVEL``; when this script gains a fix, PATCH_LEVEL grows and such a build is rebuilt.
-A detectron2 without that file (an official build) is never touched.
+A working detectron2 without that file (an official build) is never touched, unless ``--force`` is given.
 
 Usage: ``python tools/install_detectron2.py [--force] [--build-dir DIR] [--check]``.
 """
@@ -125,6 +126,7 @@ def _sub_numpy_aliases(text: str) -> str:
 
 
 def _sub_model_zoo(text: str) -> str:
+    """``model_zoo.py`` without ``pkg_resources``: the config path is taken relative to the module's folder."""
     text = text.replace("import pkg_resources\n", "")
     return text.replace(
         'pkg_resources.resource_filename(\n        "detectron2.model_zoo", os.path.join("configs", config_path)\n    )',
@@ -222,6 +224,8 @@ def sha256_of(path: Path) -> str:
 
 
 def _pip(*args: str) -> None:
+    """Run ``python -m pip ARGS`` with this interpreter, printing the command first; ``CalledProcessError`` when it
+    fails."""
     cmd = [sys.executable, "-m", "pip", *args]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
@@ -268,6 +272,9 @@ def unpack(sdist: Path, dest: Path) -> Path:
 
 
 def build_and_install(build_dir: Path) -> None:
+    """Download the pinned sdist into ``build_dir`` (:func:`download_sdist`), patch an unpacked copy
+    (:func:`patch_source_tree`), build a wheel of it and install that, then its dependencies. ``SystemExit`` when
+    torch is not installed (detectron2's ``setup.py`` imports it)."""
     try:
         import torch  # noqa: F401  (setup.py of detectron2 imports torch)
     except ImportError:
@@ -287,6 +294,9 @@ def build_and_install(build_dir: Path) -> None:
 
 
 def main(argv=None) -> int:
+    """The command line. ``--check``: report whether a working detectron2 is importable, returns 0 if so, else 1.
+    Otherwise build and install one (:func:`build_and_install`) unless one works already and ``--force`` is not
+    given; returns 0, or raises ``SystemExit`` when detectron2 still does not work after the build."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--force", action="store_true",
                         help="rebuild even if a working detectron2 is importable (never do this over an "

@@ -133,6 +133,8 @@ def _resolve_device(cfg):
 
 
 def _ddp_kwargs(cfg):
+    """``create_ddp_model``'s keyword arguments: ``train.ddp``, with ``device_ids=None`` (CPU DDP over gloo) when
+    ``train.device`` is not CUDA."""
     kwargs = dict(cfg.train.ddp)
     if not str(cfg.train.device).startswith("cuda"):
         kwargs["device_ids"] = None  # CPU DDP (gloo)
@@ -195,6 +197,11 @@ def resume_or_load(args, cfg, model, trainer, checkpointer, optim, periodic) -> 
 
 
 def do_train(args, cfg):
+    """Train ``cfg.model`` up to ``train.max_iter``: :func:`check_before_training`, then the model, the optimizer
+    (gradient clipping from ``train.clip_grad``), the training loader, the hooks (periodic checkpoints on the main
+    process, evaluation every ``train.eval_period``) and :func:`resume_or_load`. A resumed run that had finished
+    all its iterations trains nothing and runs only a missing final evaluation
+    (:func:`evaluate_if_killed_before_final_evaluation`). Raises the checks' user errors (e.g. ``UserValueError``)."""
     check_before_training(args, cfg)
     model = instantiate(cfg.model)
     # a frozen backbone must be initialised from train.init_checkpoint (or resumed), unless the model allows it
@@ -274,6 +281,10 @@ def check_before_launch(args) -> None:
 
 
 def setup(args):
+    """The config of this process: :func:`checked_config`, ``train.output_dir`` checked (main process), the logs set
+    up there (the held records replayed into them), the device resolved (:func:`_resolve_device`), a ``--resume``
+    compared with the previous run's ``config.yaml``, then detectron2's ``default_setup`` (which writes
+    ``config.yaml``; ``--eval-only`` keeps a training run's). Returns the config."""
     cfg, early_records = checked_config(args, comm.get_world_size())
     if comm.is_main_process():  # raises only (logs nothing)
         check_output_dir(cfg.train.output_dir)  # a file, a read-only folder, a number: named, before any log
@@ -290,6 +301,9 @@ def setup(args):
 
 
 def main(args):
+    """One process's work. ``--eval-only``: load ``train.init_checkpoint`` (refused when missing, or when it leaves
+    parameters random unless ``train.eval_allow_random=True``), evaluate it on the test set, append the results to
+    ``train.output_dir/metrics.json`` and return them. Otherwise :func:`do_train`, and return None."""
     cfg = setup(args)
     if args.eval_only:
         require_eval_checkpoint(cfg.train.init_checkpoint)  # never evaluate a random model
@@ -355,6 +369,9 @@ _HELP = {
 
 
 def parse_args(argv=None):
+    """Parse ``argv`` (default ``sys.argv[1:]``): detectron2's shared options (help worded by ``_HELP``) and
+    ``--trust-pickle``. A missing or unusable ``--config-file``, a process or machine count below 1, or a machine
+    rank out of range ends the tool through ``parser.error`` (exit 2)."""
     parser = default_argument_parser(epilog=__doc__)
     for action in parser._actions:
         action.help = _HELP.get(action.dest, action.help)

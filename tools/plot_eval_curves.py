@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluation curves of several groups of runs (e.g. one group per initialisation, one run per seed): the
-mean over each group's runs at every evaluated iteration, with the runs' min-max range shaded, in one PNG,
-and the same numbers as a Markdown table on the terminal.
+mean over each group's runs at every evaluated iteration, with the runs' min-max range shaded, in one figure
+(a PNG unless ``--output`` names another format), and the same numbers as a Markdown table on the terminal.
 
     python tools/plot_eval_curves.py \\
         --run "scratch=output/compare/scratch_seed*/finetune" \\
@@ -160,6 +160,9 @@ def metric_label(metric: str) -> str:
 
 
 def main(argv=None) -> None:
+    """The command line: check the arguments (a mistake ends the tool through ``parser.error``, exit 2, before any
+    run is read), summarise each ``--run`` group (:func:`summarise`), print the Markdown table and write the figure
+    to ``--output``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", action="append", required=True, metavar="LABEL=PATH[,PATH...]",
                         help="a group of runs (repeat for every group)")

@@ -1,15 +1,16 @@
 #!/usr/bin/env python
-"""Plot training curves from detectron2's ``metrics.json`` files into one PNG.
+"""Plot training curves from detectron2's ``metrics.json`` files into one figure (a PNG unless ``--output`` names
+another format).
 
     python tools/plot_metrics.py output/demo/siamese_pretrain/metrics.json \\
         output/demo/finetune_pretrained/metrics.json --labels pretrain finetune --output loss_curves.png
     python tools/plot_metrics.py output/demo/siamese_pretrain output/demo/finetune_pretrained  # DIR: DIR/metrics.json
 
-Each input (a ``metrics.json`` file, or a training output folder holding one) gets one panel; a panel shows
-``total_loss`` (summed over the logged loss terms when the trainer did not log it) and every final-layer loss
-term (auxiliary ``loss_*_0..N`` terms, and ``loss_*_0..N_one2many`` of hybrid matching, are left out unless
-``--aux``). Evaluation results (e.g. ``bbox/AP``) are printed, not plotted. An input that is neither a file nor
-a folder holding ``metrics.json`` is refused (exit 2) before anything is plotted.
+Each input (a ``metrics.json`` file, or a training output folder holding one) gets one column of two panels:
+``total_loss`` (summed over the logged loss terms when the trainer did not log it) on top, and every final-layer
+loss term underneath (auxiliary ``loss_*_0..N`` terms, and ``loss_*_0..N_one2many`` of hybrid matching, are left
+out unless ``--aux``). Evaluation results (e.g. ``bbox/AP``) are printed, not plotted. An input that is neither a
+file nor a folder holding ``metrics.json`` is refused (exit 2) before anything is plotted.
 
 A line cut short by a kill (a ``{...`` that does not parse: the last line of a killed run, or a line in
 the middle once the run was resumed) is skipped with a warning; any other line that is not a JSON object is
@@ -227,6 +228,8 @@ def metrics_file(path: Path) -> Path:
 
 
 def main(argv=None) -> int:
+    """The command line: check ``--output`` and the inputs (a mistake ends the tool through ``parser.error``, exit 2),
+    plot one column per input (:func:`plot`) and print the file written. Returns 0."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("metrics", nargs="+", type=Path,
                         help="metrics.json files, or training output folders holding one (DIR/metrics.json)")

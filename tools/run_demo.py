@@ -62,6 +62,10 @@ DEMO_ENTRIES = STEP_FOLDERS + FINAL_OUTPUTS + ("commands.txt", LOCK_NAME) + tupl
 
 # ----------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
+    """The command line: parse ``argv`` (default ``sys.argv[1:]``; a flag :func:`check_args` refuses ends the tool
+    through ``parser.error``, exit 2), work from the repository root, lock ``--output``, delete the earlier demo's
+    outputs with ``--fresh`` and the earlier run's figures and summary always, then :func:`run`. Returns the exit
+    status: 0, or 130 after Ctrl-C (the unfinished steps resume on the next run)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("output/demo"),
                         help="folder of the steps, figures and summary.json (default: output/demo)")
@@ -308,6 +312,10 @@ def backbone_ok(folder: Path) -> bool:
 
 def write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, seconds, this_run, reused, resumed,
                   software) -> dict:
+    """Write ``output/summary.json`` (whole or not at all, :func:`written_whole`) and return it: the finetunings'
+    AP / AP50, the class-agnostic AR@1 / AR@100 of the pretrained and of the random-init model without finetuning,
+    the backbone's k-NN accuracies, ``seconds`` (the whole demo's, :func:`demo_seconds`) and ``this_run`` in
+    minutes, the step times, the reused and resumed steps and the library versions."""
     from siamese_detr.demo.runner import last_results, read_json
 
     bb = read_json(bb_dir / "metrics.json")
@@ -343,6 +351,8 @@ def write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, seconds, this
 
 
 def print_table(s: dict, times: dict, reused=(), resumed=()) -> None:
+    """Print the summary ``s`` as a table, one row per step with its time (``*``: reused, ``+``: resumed) and key
+    metric, then the AP gain from the pretraining when both finetunings have an AP."""
     from siamese_detr.demo.runner import clock
 
     def pct(v):

@@ -3,9 +3,10 @@
 
     python tools/train_demo_backbone.py --config-file configs/demo/demo_backbone.py [key=value ...]
 
-Writes ``model_final.pth`` (keys ``backbone.*``, loadable through ``train.init_checkpoint``),
-``metrics.json`` (k-NN accuracy of the trained and the randomly initialised network) and ``loss.json``
-to ``train.output_dir``. See :mod:`siamese_detr.demo.backbone_pretrain`.
+Writes ``config.yaml`` (the config with the overrides), ``progress.json`` (the loss every 5 iterations and
+at the last), ``model_final.pth`` (keys ``backbone.*``, loadable through ``train.init_checkpoint``),
+``metrics.json`` (k-NN accuracy of the trained and the randomly initialised network) and ``loss.json`` to
+``train.output_dir``. See :mod:`siamese_detr.demo.backbone_pretrain`.
 """
 import argparse
 import json
@@ -31,6 +32,9 @@ SECTIONS = ("backbone", "data", "train")  # what train_backbone reads
 
 
 def main(argv=None) -> int:
+    """The command line: load and check the config (:func:`load_config`), save it as ``train.output_dir/config.yaml``,
+    train the backbone (:func:`~siamese_detr.demo.backbone_pretrain.train_backbone`; the loss every 5 iterations to
+    the terminal and ``progress.json``) and print its metrics. Returns 0."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", required=True,
                         help="the backbone stage's config, e.g. configs/demo/demo_backbone.py")

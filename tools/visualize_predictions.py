@@ -138,7 +138,8 @@ def ground_truth(dataset_dict: dict):
 
 def class_names_for(cfg, dataset_names, num_classes: int) -> list:
     """Class names of the first dataset (test, then train) whose metadata has ``num_classes`` of them; else
-    ``class 0`` ... ``class K-1`` (contiguous indices: the training json's categories sorted by id)."""
+    ``["object"]`` for one class, ``class 0`` ... ``class K-1`` for more (contiguous indices: the training json's
+    categories sorted by id)."""
     train = cfg.dataloader.train.dataset.get("names", None) if "train" in cfg.dataloader else None
     candidates = list(dataset_names)
     for names in (train,):
@@ -396,6 +397,10 @@ def draw_images(cfg, model, names, every, args) -> int:
 
 
 def main(argv=None) -> int:
+    """The command line: load the config (:func:`load_config`), check ``--output``, list the images, take the class
+    count from the checkpoint (:func:`classes_from_checkpoint`), load the model (:func:`load_model`) and draw
+    (:func:`draw_images`). Returns the exit status of :func:`draw_images`, or ``USER_ERROR_EXIT`` (2) after an
+    ``error:`` line for a refused argument, file, dataset or PNG."""
     args = build_parser().parse_args(argv)
     setup_logger(name="visualize_predictions")
     try:

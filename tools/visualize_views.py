@@ -56,6 +56,7 @@ def palette(n: int) -> list:
 
 
 def _to_bgr(chw, image_format: str) -> np.ndarray:
+    """A ``[3, H, W]`` uint8 tensor of ``image_format`` (RGB or BGR) as a contiguous ``[H, W, 3]`` BGR array."""
     image = np.ascontiguousarray(chw.numpy().transpose(1, 2, 0))
     return np.ascontiguousarray(image[:, :, ::-1]) if image_format == "RGB" else image
 
@@ -213,6 +214,9 @@ def draw_samples(mapper, dicts, image_format: str, args):
 
 
 def main(argv=None) -> int:
+    """The command line: load the config (:func:`load_config`), check ``--output``, build the mapper and the dataset
+    (:func:`build_mapper_and_dataset`) and draw the samples (:func:`draw_samples`). Returns 0; 1 when no sample
+    could be drawn; ``USER_ERROR_EXIT`` (2) after an ``error:`` line for a user's mistake."""
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logger(name="visualize_views")
