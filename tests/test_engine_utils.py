@@ -193,6 +193,40 @@ def test_the_resume_check_compares_lists_of_another_length():
     assert differing_keys(old, old, "d") == []
 
 
+@pytest.mark.parametrize("raises", [False, True])
+def test_eval_only_keeps_the_training_config_also_when_its_setup_raises(tmp_path, raises):
+    from siamese_detr.engine.resume_checks import EVAL_ONLY_CONFIG, keep_training_config
+
+    (tmp_path / "config.yaml").write_text("trained: 1\n")
+
+    def setup_that_writes_its_config():
+        with keep_training_config(str(tmp_path)):
+            (tmp_path / "config.yaml").write_text("evaluated: 1\n")
+            if raises:
+                raise RuntimeError("failed after writing config.yaml")
+
+    if raises:
+        with pytest.raises(RuntimeError, match="failed after writing"):
+            setup_that_writes_its_config()
+    else:
+        setup_that_writes_its_config()
+    assert (tmp_path / "config.yaml").read_text() == "trained: 1\n"
+    assert (tmp_path / EVAL_ONLY_CONFIG).read_text() == "evaluated: 1\n"
+    assert not (tmp_path / "config.yaml.tmp").exists()
+
+
+def test_keep_training_config_inactive_or_without_a_config_leaves_the_block_s_file(tmp_path):
+    from siamese_detr.engine.resume_checks import EVAL_ONLY_CONFIG, keep_training_config
+
+    with keep_training_config(str(tmp_path)):  # no config.yaml before: the block's stays
+        (tmp_path / "config.yaml").write_text("evaluated: 1\n")
+    (tmp_path / "config.yaml").write_text("trained: 1\n")
+    with keep_training_config(str(tmp_path), active=False):  # not the writing process, or not --eval-only
+        (tmp_path / "config.yaml").write_text("evaluated: 2\n")
+    assert (tmp_path / "config.yaml").read_text() == "evaluated: 2\n"
+    assert not (tmp_path / EVAL_ONLY_CONFIG).exists()
+
+
 def test_evaluation_results_count_the_iterations_finished_when_they_ran():
     """Periodic evaluations run in after_step (iter: the step that just ran, 0-based), the last one in
     after_train (iter == max_iter): both count finished iterations, the x of the AP curves."""

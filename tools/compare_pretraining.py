@@ -9,7 +9,8 @@ same backbone, same pretraining and finetuning budget, for several seeds.
         --method scratch= --pretrain-iters 100 --finetune-iters 200
 
 For each seed ``s`` and method: pretraining (skipped for ``scratch``) with ``train.seed=s`` from the demo's
-backbone checkpoint (trained once by the demo's backbone stage, configs/demo/demo_backbone.py), then
+backbone checkpoint (trained once per output folder, into ``<output>/backbone``, with the demo's backbone
+config configs/demo/demo_backbone.py; not the one of ``make demo``), then
 finetuning ``configs/demo/demo_detector.py`` on the 10% low-label subset drawn with seed ``s``
 (``synthetic_shapes_train_large_10pct_seed{s}``; ``--low-label-percent P``: the P% one) with ``train.seed=s``,
 COCO AP on ``synthetic_shapes_val``.

@@ -96,21 +96,21 @@ def check_resume_matches(cfg, output_dir: str) -> None:
 def keep_training_config(output_dir: str, active: bool = True) -> Iterator[None]:
     """While active, a ``config.yaml`` that ``output_dir`` already holds survives the block: the one the block
     writes is moved to :data:`EVAL_ONLY_CONFIG` and the original is written back (call it on the process that
-    writes, the main one). Only when the block ends normally: after an exception the folder stays as the
-    block left it."""
+    writes, the main one), also when the block raises (the exception then propagates unchanged)."""
     path = os.path.join(output_dir or ".", "config.yaml")
     original = None
     if active and os.path.isfile(path):
         with open(path, "rb") as f:
             original = f.read()
-    yield
-    if original is None:
-        return
-    if os.path.isfile(path):
-        os.replace(path, os.path.join(os.path.dirname(path), EVAL_ONLY_CONFIG))
-    with open(path + ".tmp", "wb") as f:
-        f.write(original)
-    os.replace(path + ".tmp", path)
+    try:
+        yield
+    finally:
+        if original is not None:
+            if os.path.isfile(path):
+                os.replace(path, os.path.join(os.path.dirname(path), EVAL_ONLY_CONFIG))
+            with open(path + ".tmp", "wb") as f:
+                f.write(original)
+            os.replace(path + ".tmp", path)
 
 
 def optimizer_settings(optimizer) -> List[Dict[str, float]]:
