@@ -165,6 +165,21 @@ def test_tensors_of_another_shape_are_not_counted_as_loaded(tmp_path):
         refuse_partly_random_model(checkpointer, "partly.pth")
 
 
+def test_a_load_of_nothing_does_not_keep_what_an_earlier_load_recorded(tmp_path):
+    """``load("")`` (no ``train.init_checkpoint``) loads nothing: the names, shapes and keys of the checkpoint
+    loaded before must not be read as its own (every parameter is then not loaded)."""
+    partly = dict(_filled_state(2.0), **{"head.weight": torch.ones(3, 4), "head.bias": torch.ones(3)})
+    torch.save({"model": partly}, tmp_path / "partly.pth")
+    checkpointer = SafeDetectionCheckpointer(_model(0.0))
+    checkpointer.load(str(tmp_path / "partly.pth"))
+    assert checkpointer.loaded_names and checkpointer.incorrect_shapes and checkpointer.checkpoint_keys
+    checkpointer.load("")
+    assert checkpointer.loaded_path is None
+    assert checkpointer.loaded_names is None
+    assert checkpointer.incorrect_shapes == [] and checkpointer.checkpoint_keys == []
+    assert checkpointer.parameters_not_loaded() == ["backbone.weight", "backbone.bias", "head.weight", "head.bias"]
+
+
 class Normalised(nn.Module):
     """A detector-like model: ``pixel_mean`` / ``pixel_std`` buffers (never in a checkpoint) beside a layer."""
 

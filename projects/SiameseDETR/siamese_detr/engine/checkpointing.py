@@ -400,6 +400,8 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
             CheckpointLoadError: a missing, unreadable or untrusted file, or one matching no model tensor.
         """
         path, self._matching_heuristics = check_checkpoint_path(path)
+        # what an earlier load recorded must not be read as this one's (an empty path loads nothing)
+        self.loaded_names, self.incorrect_shapes, self.checkpoint_keys = None, [], []
         self._loading = path
         try:
             result = super().load(path, *args, **kwargs)
