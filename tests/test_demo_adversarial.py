@@ -5,6 +5,7 @@ comes before any step runs."""
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,6 +109,40 @@ def test_fresh_deletes_only_a_demo_folder(demo_env, nothing_runs, capsys):
     with pytest.raises(_StepStarted):
         _tool("run_demo").main(["--fresh", "--output", str(demo)])
     assert not (demo / "finetune_scratch").exists() and not (demo / "commands.txt").exists()
+
+
+def test_fresh_keeps_a_file_of_the_user_in_a_step_folder(demo_env, nothing_runs, capsys):
+    """``--fresh`` deleted the step folders whole: a folded checkpoint written next to the pretraining's
+    (the example of tools/fold_region_queries.py's help, before) was lost without a word."""
+    demo = demo_env / "demo"
+    written = {"siamese_pretrain": ["config.yaml", "demo.log", "log.txt", "log.txt.rank1", "metrics.json",
+                                    "last_checkpoint", "last_checkpoint.tmp", "step_inputs.json", "step_inputs.tmp",
+                                    "model_0000199.pth", "model_final.pth", "model_final.pth.tmp",
+                                    "events.out.tfevents.1796598337.vm.18375.0"],
+               "backbone": ["config.yaml", "loss.json", "metrics.json", "progress.json", "model_final.pth"],
+               "siamese_random_init_eval": ["config_eval_only.yaml", "inference/class_agnostic_results.json",
+                                            "inference/coco_instances_results.json"]}
+    for step, names in written.items():
+        for name in names:
+            (demo / step / name).parent.mkdir(parents=True, exist_ok=True)
+            (demo / step / name).write_text("the demo's")
+    mine = demo / "siamese_pretrain" / "model_final_folded.pth"
+    mine.write_text("keep me")
+    (demo / "backbone" / "notes").mkdir()
+    (demo / "backbone" / "notes" / "todo.txt").write_text("keep me too")
+    with pytest.raises(SystemExit) as exc:
+        _tool("run_demo").main(["--fresh", "--output", str(demo)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "holds files the demo does not write (backbone/notes/todo.txt, siamese_pretrain/model_final_folded.pth)" \
+        in err and "move those out of it" in err
+    assert mine.read_text() == "keep me" and (demo / "siamese_pretrain" / "model_final.pth").exists()
+    # without them, the same folder is the demo's own: emptied
+    mine.unlink()
+    shutil.rmtree(demo / "backbone" / "notes")
+    with pytest.raises(_StepStarted):
+        _tool("run_demo").main(["--fresh", "--output", str(demo)])
+    assert not any((demo / step).exists() for step in written)
 
 
 # ---------------------------------------------------------------------------------- stale results

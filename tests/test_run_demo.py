@@ -47,6 +47,10 @@ def test_run_demo_tiny_then_reused(tmp_path):
     assert f"train.output_dir={out / 'finetune_scratch'} " \
            f"train.init_checkpoint={out / 'backbone' / 'model_final.pth'}" in commands
 
+    # every file the steps wrote is one that --fresh may delete (tools/run_demo.py's STEP_FILES)
+    from script_modules import load_script
+
+    assert load_script(ROOT / "tools" / "run_demo.py", "tiny_run_demo").foreign_step_files(out) == []
     stamp = (out / "finetune_pretrained" / "model_final.pth").stat().st_mtime_ns
     stdout = _run_demo(tmp_path, out)
     assert json.loads((out / "summary.json").read_text())["reused_steps"] == STEPS

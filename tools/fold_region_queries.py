@@ -3,7 +3,7 @@
 
     python tools/fold_region_queries.py --config-file configs/demo/demo_siamese_pretrain.py \\
         --checkpoint output/demo/siamese_pretrain/model_final.pth \\
-        --output output/demo/siamese_pretrain/model_final_folded.pth [--batches 64] [key=value ...]
+        --output output/siamese_pretrain_folded.pth [--batches 64] [key=value ...]
 
 Why: in the pretraining the decoder's object queries are ``proj(z_j) + phi_q`` (Eq. 7), a region embedding
 plus the learned query, and the decoder only ever saw such sums. A finetuning initialised from the checkpoint

@@ -26,7 +26,8 @@ interrupted ones and redoes (after deleting the folder) those whose inputs chang
 command left there; the digests of the dataset's annotation files are inputs too, and a finished step whose
 ``model_final.pth`` / ``metrics.json`` changed since is redone. The steps die with the demo (even by SIGKILL);
 ``summary.json`` and the figures are removed when a run starts, so they are never an earlier run's; one run
-at a time per output folder. ``--fresh`` starts over (only in a folder that holds nothing but the demo's outputs).
+at a time per output folder. ``--fresh`` starts over (only in a folder that holds nothing but the demo's
+outputs, in its step folders too).
 Outputs go to ``--output`` (default ``output/demo``); the dataset to ``$DETECTRON2_DATASETS``
 (default ``./datasets``).
 """
@@ -34,6 +35,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,6 +60,10 @@ LOCK_NAME = ".lock"  # siamese_detr.demo.runner.LOCK_NAME
 # everything the demo writes to its output folder (what --fresh may delete)
 DEMO_ENTRIES = STEP_FOLDERS + FINAL_OUTPUTS + ("commands.txt", LOCK_NAME) + tuple(
     f".{Path(name).stem}.tmp{Path(name).suffix}" for name in FINAL_OUTPUTS)
+# what the steps write inside their folders (paths relative to the folder; ``.tmp``: an interrupted atomic write)
+STEP_FILES = re.compile(r"(config\.yaml|config_eval_only\.yaml|demo\.log|log\.txt(\.rank\d+)?|metrics\.json"
+                        r"|last_checkpoint|step_inputs\.json|step_inputs|progress\.json|loss\.json"
+                        r"|events\.out\.tfevents\.[^/]+|model_(final|\d{7})\.pth|inference/.+)(\.tmp)?")
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -257,11 +263,28 @@ def fresh_problem(output: Path) -> Optional[str]:
         return (f"--fresh --output {full}: refusing to delete a folder that holds the repository or the working "
                 "directory; give the demo's own folder (default output/demo)")
     foreign = sorted(p.name for p in full.iterdir() if p.name not in DEMO_ENTRIES) if full.is_dir() else []
+    foreign += foreign_step_files(full)
     if foreign:
         return (f"--fresh --output {full}: refusing to delete it, it holds files the demo does not write "
-                f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); give the demo's own folder "
-                "or delete those yourself")
+                f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); give the demo's own folder, "
+                "or move those out of it (or delete them yourself)")
     return None
+
+
+def foreign_step_files(output: Path) -> list:
+    """Files in ``output``'s step folders (:data:`STEP_FOLDERS`) that no step writes (:data:`STEP_FILES`), as
+    ``<step>/<path>``, sorted: e.g. a checkpoint that ``tools/fold_region_queries.py`` wrote next to the
+    pretraining's, which ``--fresh`` must not delete with the folder."""
+    found = []
+    for step in STEP_FOLDERS:
+        folder = output / step
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for path in folder.rglob("*"):
+            relative = path.relative_to(folder).as_posix()
+            if (path.is_file() or path.is_symlink()) and not STEP_FILES.fullmatch(relative):
+                found.append(f"{step}/{relative}")
+    return sorted(found)
 
 
 def start_over(output: Path) -> None:
