@@ -39,6 +39,9 @@ def test_refused_without_checkpoint_with_a_message_naming_the_fix(init):
         msg = str(e.value)
         assert "tools/convert_checkpoint.py" in msg and "train.init_checkpoint" in msg
         assert "allow_random_backbone" in msg
+        # the demo configs' fix (their backbone is no ResNet-50) comes before the conversion of one
+        assert msg.index("train.init_checkpoint=output/demo/backbone/model_final.pth") \
+            < msg.index("tools/convert_checkpoint.py")
 
 
 def test_allowed_cases():

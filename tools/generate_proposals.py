@@ -9,8 +9,10 @@ Examples::
 
     # ImageNet on 8 machines: run shard I on machine I (same --output on a shared file system);
     # the shard that finishes last merges, or run once more with --merge
-    python tools/generate_proposals.py --image-dir $DETECTRON2_DATASETS/imagenet/train --method edgeboxes \\
-        --output imagenet_train.edgeboxes.proposals --num-shards 8 --shard-id I --num-workers 16
+    # (the ImageNet configs read it from $DETECTRON2_DATASETS/proposals/, default ./datasets/proposals/)
+    D=${DETECTRON2_DATASETS:-datasets}
+    python tools/generate_proposals.py --image-dir $D/imagenet/train --method edgeboxes \\
+        --output $D/proposals/imagenet_train.edgeboxes.proposals --num-shards 8 --shard-id I --num-workers 16
 
 Re-running the same command resumes: finished chunks (``--chunk-size`` images each) are kept. Unreadable
 images are skipped, listed in ``<output>/generate.log`` and in the store's meta.json, and summarised; a run

@@ -165,7 +165,9 @@ def main(argv=None) -> None:
     to ``--output``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", action="append", required=True, metavar="LABEL=PATH[,PATH...]",
-                        help="a group of runs (repeat for every group)")
+                        help="a group of runs (repeat for every group); each PATH a training output folder "
+                             "or its metrics.json, shell wildcards expanded, e.g. \"scratch=output/compare/"
+                             "scratch_seed*/finetune\" (quote it)")
     parser.add_argument("--metric", default="bbox/AP",
                         help="evaluation metric: a key in metrics.json, e.g. class_agnostic/AR@100 "
                              "(default: bbox/AP)")

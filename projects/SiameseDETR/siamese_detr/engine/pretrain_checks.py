@@ -88,13 +88,13 @@ def check_backbone_initialised(model: nn.Module, init_checkpoint: Optional[str],
         )
     raise RandomBackboneError(
         f"{type(_unwrap(model)).__name__} has a FROZEN backbone but train.init_checkpoint is empty: it would "
-        "train against random features. Convert pretrained ResNet-50 weights (SwAV as the official Siamese "
-        "DETR, or torchvision ImageNet) with\n"
+        "train against random features. The demo configs' narrow ResNet-18 takes the checkpoint of make demo's "
+        "backbone stage: train.init_checkpoint=output/demo/backbone/model_final.pth. For a ResNet-50 config, "
+        "convert pretrained weights (SwAV as the official Siamese DETR, or torchvision ImageNet) with\n"
         "    python tools/convert_checkpoint.py --input swav_800ep_pretrain.pth.tar --output swav_r50_d2.pth\n"
-        "and pass train.init_checkpoint=swav_r50_d2.pth (the demo configs' narrow ResNet-18 takes the "
-        "backbone stage's checkpoint, output/demo/backbone/model_final.pth after make demo). Only for a demo "
-        "or test that means it, set model.allow_random_backbone=True (+model.allow_random_backbone=True "
-        "where the config does not set the key)."
+        "and pass train.init_checkpoint=swav_r50_d2.pth. Only for a demo or test that means it, set "
+        "model.allow_random_backbone=True (+model.allow_random_backbone=True where the config does not set "
+        "the key)."
     )
 
 
