@@ -212,3 +212,50 @@ def test_this_projects_pretraining_into_a_detector_is_as_expected(tmp_path, capl
                             "from a pretraining.")
     assert all(head in summary for head in heads)
     assert "convert" not in summary and "normalize_before" not in summary and "NOT expected" not in summary
+
+
+def _deformable_heads(n: int) -> list:
+    return [name for i in range(n) for p in ("weight", "bias")
+            for name in (f"class_embed.{i}.{p}", f"bbox_embed.{i}.layers.0.{p}")]
+
+
+# names of a Deformable DETR with box refinement (2 decoder layers): shared, one-stage only, two-stage only
+_DEFORMABLE_SHARED = ["transformer.level_embed", "transformer.encoder.layers.0.linear1.weight",
+                      "transformer.decoder.layers.0.linear1.weight"]
+_ONE_STAGE_ONLY = ["query_embed.weight", "transformer.reference_points.weight", "transformer.reference_points.bias"]
+_TWO_STAGE_ONLY = ["transformer.enc_output.weight", "transformer.enc_output.bias", "transformer.enc_output_norm.weight",
+                   "transformer.pos_trans.weight", "transformer.pos_trans_norm.bias"]
+
+
+def test_deformable_checkpoints_across_one_and_two_stage_are_named_with_what_starts_anew():
+    """A two-stage checkpoint in a one-stage model used to get "modules this model does not have: check that
+    the checkpoint is of this architecture" with no word on the queries that start anew; the other way round
+    (DETReg's finetuning) the same words for the learned queries it drops by design."""
+    from siamese_detr.engine.load_summary import partial_load_summary
+
+    one = _DEFORMABLE_SHARED + _ONE_STAGE_ONLY + _deformable_heads(2)
+    two = _DEFORMABLE_SHARED + _TWO_STAGE_ONLY + _deformable_heads(3)  # + the encoder proposals' head
+    encoder_head = [k for k in _deformable_heads(3) if ".2." in k]
+    summary = partial_load_summary([], _ONE_STAGE_ONLY, _TWO_STAGE_ONLY + encoder_head, checkpoint_keys=two,
+                                   model_keys=one)
+    assert summary.startswith("Partial load, in short: a two-stage Deformable DETR checkpoint in a one-stage model")
+    assert f"encoder proposals are unused ({len(_TWO_STAGE_ONLY) + len(encoder_head)} tensors: " in summary
+    assert "learned queries start anew (3 tensors: query_embed, transformer.reference_points)" in summary
+    assert "deformable_detr_refine_two_stage_r50_coco_50ep.py" in summary
+    assert "check that the checkpoint is of this architecture" not in summary
+
+    summary = partial_load_summary([], _TWO_STAGE_ONLY + encoder_head, _ONE_STAGE_ONLY, checkpoint_keys=one,
+                                   model_keys=two)
+    assert "a one-stage Deformable DETR checkpoint in a two-stage model: its learned queries are unused " \
+           "(3 tensors: query_embed, transformer.reference_points)" in summary
+    assert f"encoder proposals start anew ({len(_TWO_STAGE_ONLY) + len(encoder_head)} tensors: " in summary
+    assert "as in DETReg's finetuning" in summary and "check that" not in summary
+
+    # anything else unused is still named as before, beside it
+    summary = partial_load_summary([], _ONE_STAGE_ONLY, _TWO_STAGE_ONLY + encoder_head + ["extra.weight"],
+                                   checkpoint_keys=two + ["extra.weight"], model_keys=one)
+    assert "1 checkpoint tensor unused (extra): modules this model does not have" in summary
+    # one-stage on both sides: no such part
+    summary = partial_load_summary([], ["transformer.reference_points.bias"], [], checkpoint_keys=one,
+                                   model_keys=one)
+    assert "Deformable DETR checkpoint in a" not in summary

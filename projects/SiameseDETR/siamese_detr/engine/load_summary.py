@@ -15,6 +15,10 @@ the load looks like a mistake:
   DETReg releases) and the model is post-norm, or the other way round: ``model.transformer.normalize_before``;
 * the model is a pretraining model (it has pretext heads) and the checkpoint, a whole model, lacks them or has a
   detector's class head: convert the release with ``--for-pretraining``.
+
+A Deformable DETR checkpoint across one-stage and two-stage is named as such, with what each side loses: a
+two-stage checkpoint's encoder proposals (the two-stage config keeps them), or a one-stage checkpoint's learned
+queries (as DETReg's finetuning does).
 """
 import os
 from typing import Iterable, List, Optional, Sequence, Tuple
@@ -35,6 +39,10 @@ _CLASS_HEAD = "class_embed"
 # first name components of the project's pretext heads (SiameseDETRPretrain, UPDETRPretrain, DETRegPretrain)
 PRETEXT_HEADS = ("region_proj", "sem_embed", "projector", "predictor")
 _ENCODER_NORM = "transformer.encoder_norm."
+# Deformable DETR's modules of one stage only: encoder proposals (two-stage) / learned queries (one-stage)
+_TWO_STAGE = ("transformer.enc_output.", "transformer.enc_output_norm.", "transformer.pos_trans.",
+              "transformer.pos_trans_norm.")
+_ONE_STAGE = ("query_embed.", "transformer.reference_points.")
 _CONVERTER = "python tools/convert_checkpoint.py"
 _PRETRAINING_FORMATS = ("up_detr", "detreg", "siamese_detr")  # the converter's --for-pretraining formats
 _NAMES = {"detr": "DETR", "conditional_detr": "Conditional DETR", "deformable_detr": "Deformable DETR",
@@ -227,6 +235,48 @@ def _unused_parts(unexpected: Sequence[str], model_keys: Sequence[str], pretrain
     return parts
 
 
+def _head_index(key: str) -> Optional[int]:
+    """``N`` of a per-layer prediction head's name ``class_embed.N.*`` / ``bbox_embed.N.*``, else None."""
+    parts = key.split(".")
+    if len(parts) > 2 and parts[0] in (_CLASS_HEAD, "bbox_embed") and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def _stage_keys(keys: Sequence[str], stage: Tuple[str, ...], other_heads: Iterable[str]) -> List[str]:
+    """Of ``keys``, those of the modules ``stage`` (name prefixes) and the prediction heads whose index the
+    other side (``other_heads``: its state dict names) does not have."""
+    theirs = {_head_index(k) for k in other_heads} - {None}
+    return [k for k in keys if k.startswith(stage) or (_head_index(k) is not None and _head_index(k) not in theirs)]
+
+
+def _two_stage_handoff(missing: Sequence[str], unexpected: Sequence[str], checkpoint_keys: Sequence[str],
+                       model_keys: Sequence[str]) -> Tuple[Optional[str], List[str]]:
+    """The summary part of a Deformable DETR checkpoint loaded across one-stage / two-stage (``two_stage``:
+    encoder proposals give the decoder's queries), and the missing / unused names it accounts for; ``(None,
+    [])`` otherwise. Two-stage into one-stage drops the encoder proposals and starts the learned queries anew;
+    one-stage into two-stage (DETReg's finetuning, from a one-stage pretraining) drops the learned queries and
+    starts the encoder proposals anew."""
+    unused_two = [k for k in unexpected if k.startswith(_TWO_STAGE)]
+    missing_two = [k for k in missing if k.startswith(_TWO_STAGE)]
+    if unused_two and any(k.startswith(_ONE_STAGE) for k in missing):  # two-stage checkpoint, one-stage model
+        dropped = _stage_keys(unexpected, _TWO_STAGE, model_keys)
+        fresh = [k for k in missing if k.startswith(_ONE_STAGE)]
+        return (f"a two-stage Deformable DETR checkpoint in a one-stage model: its encoder proposals are unused "
+                f"({_count(len(dropped), 'tensor')}: {module_prefixes(dropped)}) and this model's learned queries "
+                f"start anew ({_count(len(fresh), 'tensor')}: {module_prefixes(fresh)}); to keep the proposals, "
+                "finetune with a two-stage config (configs/detr/deformable_detr_refine_two_stage_r50_coco_50ep.py)",
+                dropped + fresh)
+    if missing_two and any(k.startswith(_ONE_STAGE) for k in unexpected):  # one-stage checkpoint, two-stage model
+        dropped = [k for k in unexpected if k.startswith(_ONE_STAGE)]
+        fresh = _stage_keys(missing, _TWO_STAGE, checkpoint_keys)
+        return (f"a one-stage Deformable DETR checkpoint in a two-stage model: its learned queries are unused "
+                f"({_count(len(dropped), 'tensor')}: {module_prefixes(dropped)}) and this model's encoder "
+                f"proposals start anew ({_count(len(fresh), 'tensor')}: {module_prefixes(fresh)}), as in DETReg's "
+                "finetuning", dropped + fresh)
+    return None, []
+
+
 def _encoder_norm_unused(norm: Sequence[str], model_keys: Sequence[str]) -> str:
     what = (f"{_count(len(norm), 'checkpoint tensor')} unused (transformer.encoder_norm): the final encoder "
             "LayerNorm of a pre-norm transformer (e.g. an official UP-DETR or DETR-based DETReg release)")
@@ -291,6 +341,11 @@ def partial_load_summary(incorrect_shapes: Sequence[Tuple[str, tuple, tuple]], m
     pretraining = is_pretraining_model(model_keys)
     official_hint = official_layout_hint(checkpoint_keys, source, pretraining) if checkpoint_keys else None
     parts = []
+    stages, accounted = _two_stage_handoff(missing, unexpected, checkpoint_keys, model_keys)
+    if stages:
+        parts.append(stages)
+        missing = [k for k in missing if k not in accounted]
+        unexpected = [k for k in unexpected if k not in accounted]
     if heads:
         parts.append(_class_head_part(heads, pretraining))
     if others:
