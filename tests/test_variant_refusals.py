@@ -17,8 +17,10 @@ SMALL = ["train.max_iter=1", "train.log_period=1", "train.seed=0", "train.device
          "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0", "dataloader.test.num_workers=0"]
 
 
-def _model_state(config: str) -> dict:
+def _model_state(config: str, normalize_before=None) -> dict:
     cfg = LazyConfig.load(str(DEMO / config))
+    if normalize_before is not None:
+        cfg.model.transformer.normalize_before = normalize_before
     if "allow_random_backbone" in cfg.model:
         cfg.model.allow_random_backbone = True
     torch.manual_seed(0)
@@ -85,7 +87,7 @@ def test_a_pretraining_of_another_variant_is_refused_naming_both(tmp_path, capsy
         assert f"{len(fresh)} of the model's {total} transformer tensors are not in it" in message
     prefix = {"Vanilla": "detr", "Conditional": "conditional_detr", "Deformable": "deformable_detr"}[theirs]
     assert f"finetune it with a config of {theirs} DETR (configs/detr/{prefix}_*.py or configs/demo/" \
-           f"{prefix}_demo.py). (traceback in " in message
+           f"{prefix}_demo.py). (train.allow_shape_mismatch=True loads what fits on purpose.) (traceback in " in message
     assert list((ROOT / "configs" / "detr").glob(f"{prefix}_*.py")) and (DEMO / f"{prefix}_demo.py").is_file()
     assert not (tmp_path / "out" / "model_final.pth").exists()
 
@@ -108,3 +110,72 @@ def test_eval_only_of_another_variant_names_it(tmp_path, capsys, tiny_synthetic_
     assert message.startswith(f"--eval-only: {checkpoint} holds a Vanilla DETR transformer, and this config's model "
                               "is Conditional DETR: ")
     assert "evaluate it with a config of Vanilla DETR (configs/detr/detr_*.py or configs/demo/detr_demo.py)" in message
+
+
+# ------------------------------------------------------------------ pre-norm vs post-norm Vanilla DETR
+@pytest.fixture(scope="module")
+def norm_states():
+    """Vanilla DETR of the demo, post-norm (the config's) and pre-norm (as the official UP-DETR release)."""
+    return {False: _model_state("detr_demo.py", normalize_before=False),
+            True: _model_state("detr_demo.py", normalize_before=True)}
+
+
+def test_the_two_norm_placements_differ_only_by_the_encoders_final_norm(norm_states):
+    """Why nothing else tells them apart: every other tensor has the same name and shape."""
+    pre, post = norm_states[True], norm_states[False]
+    assert sorted(set(pre) - set(post)) == ["transformer.encoder_norm.bias", "transformer.encoder_norm.weight"]
+    assert not set(post) - set(pre)
+    assert all(pre[k].shape == post[k].shape for k in post)
+
+
+@pytest.mark.parametrize("trained_pre_norm", [True, False])
+def test_a_vanilla_checkpoint_of_the_other_norm_placement_is_refused(tmp_path, capsys, tiny_synthetic_shapes,
+                                                                     norm_states, trained_pre_norm):
+    """A pre-norm UP-DETR pretraining finetuned as the (post-norm) DETR configs loaded every tensor but the final
+    encoder norm, with one INFO line; the layers then applied the weights around other LayerNorms."""
+    checkpoint = tmp_path / "vanilla.pth"
+    torch.save({"model": norm_states[trained_pre_norm]}, checkpoint)
+    argv = ["--config-file", str(DEMO / "detr_demo.py"), *SMALL, f"train.init_checkpoint={checkpoint}",
+            f"train.output_dir={tmp_path / 'out'}", f"model.transformer.normalize_before={not trained_pre_norm}"]
+    message = _tool_error(capsys, argv)
+    theirs, ours = ("pre-norm", "post-norm") if trained_pre_norm else ("post-norm", "pre-norm")
+    assert message.startswith(f"{checkpoint} holds a {theirs} Vanilla DETR transformer, and this config's model is "
+                              f"{ours}: ")
+    assert f"Set model.transformer.normalize_before={trained_pre_norm}, as it was trained. " \
+           "(train.allow_shape_mismatch=True loads what fits on purpose.)" in message
+    assert not (tmp_path / "out" / "model_final.pth").exists()
+    # --eval-only too (pre-norm into post-norm: every parameter of the model loads, nothing was refused before)
+    argv = ["--config-file", str(DEMO / "detr_demo.py"), "--eval-only", *SMALL, f"train.init_checkpoint={checkpoint}",
+            f"train.output_dir={tmp_path / 'eval'}", f"model.transformer.normalize_before={not trained_pre_norm}"]
+    message = _tool_error(capsys, argv)
+    assert message.startswith(f"--eval-only: {checkpoint} holds a {theirs} Vanilla DETR transformer")
+    # the placement it was trained with loads without a word
+    argv = ["--config-file", str(DEMO / "detr_demo.py"), *SMALL, f"train.init_checkpoint={checkpoint}",
+            f"train.output_dir={tmp_path / 'same'}", f"model.transformer.normalize_before={trained_pre_norm}",
+            "train.eval_period=0"]
+    train_net.main(train_net.parse_args(argv))
+    assert (tmp_path / "same" / "model_final.pth").is_file()
+
+
+def test_a_checkpoint_of_another_backbone_names_the_config_families_not_num_queries(tmp_path, capsys,
+                                                                                    tiny_synthetic_shapes):
+    """The demo's DETReg pretraining (the demo detector's narrow backbone, 30 queries) into deformable_detr_demo.py
+    was told to set model.num_queries=30, which fits no better: the backbone differs."""
+    pretrain = _model_state("demo_detreg_pretrain.py")
+    target = _model_state("deformable_detr_demo.py")
+    differing = [k for k in target if k.startswith("backbone.") and k in pretrain
+                 and pretrain[k].shape != target[k].shape]
+    assert differing  # the premise: another backbone width
+    checkpoint = tmp_path / "demo_detreg.pth"
+    torch.save({"model": pretrain}, checkpoint)
+    argv = ["--config-file", str(DEMO / "deformable_detr_demo.py"), *SMALL, f"train.init_checkpoint={checkpoint}",
+            f"train.output_dir={tmp_path / 'out'}"]
+    message = _tool_error(capsys, argv)
+    assert "of them in the backbone: a checkpoint of another model config (backbone depth or width)" in message
+    assert "configs/demo/demo_{siamese,up_detr,detreg}_pretrain.py with configs/demo/demo_detector.py" in message
+    assert "model.num_queries" not in message and "train.allow_shape_mismatch=True" in message
+    # the configs it names exist
+    for name in ("demo_siamese_pretrain", "demo_up_detr_pretrain", "demo_detreg_pretrain", "demo_detector",
+                 "detr_demo", "conditional_detr_demo", "deformable_detr_demo", "siamese_detr_conditional_pretrain_demo",
+                 "siamese_detr_deformable_pretrain_demo", "up_detr_pretrain_demo", "detreg_pretrain_demo"):
+        assert (DEMO / f"{name}.py").is_file(), name

@@ -153,9 +153,9 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path, tiny_syntheti
     err = capsys.readouterr().err
     assert code == 2
     (line,) = _error_lines(err)
-    assert str(tmp_path / "detr.pth") in line and "of the model's" in line
-    assert "modules: " in line and "transformer." in line  # which modules the checkpoint lacks
-    assert "--config-file (and key=value overrides) it was trained with" in line
+    assert f"{tmp_path / 'detr.pth'} holds a Vanilla DETR transformer, and this config's model is Deformable " \
+           "DETR: none of the model's" in line  # named as --eval-only names it
+    assert "draw it with a config of Vanilla DETR (configs/detr/detr_*.py or configs/demo/detr_demo.py)" in line
     assert "train.eval_allow_random=True" in line
     assert not any("model.num_classes = 9" in m for m in tool_log)
     assert not list(tmp_path.glob("png/*.png"))

@@ -56,7 +56,7 @@ from siamese_detr.data.image_io import NoReadableImagesError, read_image_or_none
 from siamese_detr.demo.plots import label_box  # noqa: E402
 from siamese_detr.engine import apply_checked_overrides  # noqa: E402
 from siamese_detr.engine.checkpointing import CheckpointLoadError, SafeDetectionCheckpointer  # noqa: E402
-from siamese_detr.engine.load_refusals import refuse_partly_random_model  # noqa: E402
+from siamese_detr.engine.load_refusals import architecture_mismatch, refuse_partly_random_model  # noqa: E402
 from siamese_detr.engine.config_sections import check_config_sections  # noqa: E402
 from siamese_detr.engine.load_summary import module_prefixes  # noqa: E402
 from siamese_detr.utils.cli_types import at_least_one, probability  # noqa: E402
@@ -330,6 +330,10 @@ def load_model(cfg, args, from_head):
         refuse_partly_random_model(checkpointer, args.checkpoint)
     except CheckpointLoadError:
         if not cfg.train.get("eval_allow_random", False):  # --eval-only's escape hatch, the same key
+            mismatch = architecture_mismatch(checkpointer, args.checkpoint)  # another variant or norm placement
+            if mismatch:
+                raise _Refused(f"error: {mismatch.replace('finetune it with', 'draw it with')}; or add "
+                               "train.eval_allow_random=True to draw it anyway") from None
             raise _Refused(partly_random_error(checkpointer, args.checkpoint, args.config_file)) from None
         logger.warning("train.eval_allow_random=True: %d parameters of the model are not in %s and are drawn "
                        "as randomly initialised", len(checkpointer.parameters_not_loaded()), args.checkpoint)

@@ -10,12 +10,20 @@ from .load_summary import is_pretraining_model, official_layout, official_layout
 from ..utils.user_errors import UserValueError
 from .checkpointing import CheckpointLoadError, SafeDetectionCheckpointer
 
-__all__ = ["refuse_other_variant", "refuse_partly_random_model", "refuse_shape_mismatches", "require_eval_checkpoint"]
+__all__ = ["architecture_mismatch", "refuse_other_variant", "refuse_partly_random_model", "refuse_shape_mismatches",
+           "require_eval_checkpoint"]
 
 # the finetuning configs of each variant (configs/detr/ and the demo's)
 _VARIANT_CONFIGS = {"Vanilla": ("configs/detr/detr_*.py", "configs/demo/detr_demo.py"),
                     "Conditional": ("configs/detr/conditional_detr_*.py", "configs/demo/conditional_detr_demo.py"),
                     "Deformable": ("configs/detr/deformable_detr_*.py", "configs/demo/deformable_detr_demo.py")}
+
+# which detector configs each family of pretraining configs finetunes with (the demo's own chain, the demo twins
+# of the R50 configs, the R50 configs)
+_PRETRAIN_PAIRS = ("configs/demo/demo_{siamese,up_detr,detreg}_pretrain.py with configs/demo/demo_detector.py; "
+                   "configs/demo/<method>_pretrain_demo.py with configs/demo/detr_demo.py and "
+                   "<method>_{conditional,deformable}_pretrain_demo.py with configs/demo/{conditional,deformable}"
+                   "_detr_demo.py; the R50 pretrainings with configs/detr/ of their variant")
 
 
 def _other_variant_message(checkpointer: SafeDetectionCheckpointer, path: str) -> Optional[str]:
@@ -41,17 +49,48 @@ def _other_variant_message(checkpointer: SafeDetectionCheckpointer, path: str) -
                 f"shape; e.g. {fresh[:2]})")
     return (f"{path} holds a {theirs} DETR transformer, and this config's model is {ours} DETR: {lost}, so they "
             f"would start from scratch and the checkpoint's transformer would carry over in part at most. To use "
-            f"it, {use}.")
+            f"it, {use}")
+
+
+def _other_norm_message(checkpointer: SafeDetectionCheckpointer, path: str) -> Optional[str]:
+    """Why the last load put a pre-norm Vanilla DETR transformer (``transformer.encoder_norm``: the official
+    UP-DETR release, ``configs/up_detr/up_detr_r50_imagenet_60ep.py``) into a post-norm model, or the other way
+    round; ``None`` when both are of one kind or either is not a Vanilla DETR transformer. Every tensor but the
+    encoder's final LayerNorm fits, so nothing else would tell: the layers would compute another function of the
+    loaded weights."""
+    checkpoint_keys = [k[len("module."):] if k.startswith("module.") else k for k in checkpointer.checkpoint_keys]
+    model_keys = list(checkpointer.model.state_dict())
+    if transformer_variant(checkpoint_keys) != "Vanilla" or transformer_variant(model_keys) != "Vanilla":
+        return None
+    theirs, ours = (any(k.startswith("transformer.encoder_norm.") for k in keys)
+                    for keys in (checkpoint_keys, model_keys))
+    if theirs == ours:
+        return None
+    kind = {True: "pre-norm", False: "post-norm"}
+    norm = ("the checkpoint's final encoder LayerNorm would be left unused" if theirs
+            else "the model's final encoder LayerNorm would start from scratch")
+    return (f"{path} holds a {kind[theirs]} Vanilla DETR transformer, and this config's model is {kind[ours]}: "
+            f"each layer would apply the loaded weights in another order (its LayerNorms "
+            f"{'after' if theirs else 'before'} each block instead of {'before' if theirs else 'after'}) and "
+            f"{norm}. Set model.transformer.normalize_before={theirs}, as it was trained")
+
+
+def architecture_mismatch(checkpointer: SafeDetectionCheckpointer, path: str) -> Optional[str]:
+    """Why the last load put a checkpoint of another transformer into the model than the one it was trained
+    as: another DETR variant (:func:`~.load_summary.transformer_variant`), or a Vanilla DETR transformer of the
+    other LayerNorm placement (``model.transformer.normalize_before``); ``None`` when neither."""
+    return _other_variant_message(checkpointer, path) or _other_norm_message(checkpointer, path)
 
 
 def refuse_other_variant(checkpointer: SafeDetectionCheckpointer, path: str) -> None:
     """Training from ``train.init_checkpoint``: raise :class:`CheckpointLoadError` when the checkpoint holds
-    another DETR variant's transformer than the model (:func:`~.load_summary.transformer_variant`). Vanilla and
-    Conditional DETR share their encoder's names, so a Vanilla pretraining finetuned as Conditional DETR loads
-    the encoder and trains the decoder from scratch with only a log line to say so."""
-    message = _other_variant_message(checkpointer, path)
+    another transformer than the model (:func:`architecture_mismatch`). Vanilla and Conditional DETR share
+    their encoder's names, so a Vanilla pretraining finetuned as Conditional DETR loads the encoder and trains
+    the decoder from scratch with only a log line to say so; a pre-norm UP-DETR pretraining loads whole into a
+    post-norm DETR."""
+    message = architecture_mismatch(checkpointer, path)
     if message:
-        raise CheckpointLoadError(message)
+        raise CheckpointLoadError(f"{message}. (train.allow_shape_mismatch=True loads what fits on purpose.)")
 
 
 def _official_eval_checkpoint_message(checkpointer: SafeDetectionCheckpointer, path: str, n_missing: int,
@@ -73,12 +112,12 @@ def _official_eval_checkpoint_message(checkpointer: SafeDetectionCheckpointer, p
 def refuse_partly_random_model(checkpointer: SafeDetectionCheckpointer, path: str) -> None:
     """``--eval-only``: raise :class:`CheckpointLoadError` when the load left parameters of the model as
     initialised (its AP would be that of random weights, recorded as the checkpoint's)."""
+    mismatch = architecture_mismatch(checkpointer, path)  # a pre-norm transformer in post-norm DETR: all loads
+    if mismatch:
+        raise CheckpointLoadError(f"--eval-only: {mismatch.replace('finetune it with', 'evaluate it with')}.")
     missing = checkpointer.parameters_not_loaded()
     if missing:
         total = sum(1 for _ in checkpointer.model.parameters())
-        other_variant = _other_variant_message(checkpointer, path)
-        if other_variant:
-            raise CheckpointLoadError(f"--eval-only: {other_variant.replace('finetune it with', 'evaluate it with')}")
         official = _official_eval_checkpoint_message(checkpointer, path, len(missing), total)
         if official:
             raise CheckpointLoadError(official)
@@ -110,6 +149,14 @@ def refuse_shape_mismatches(checkpointer: SafeDetectionCheckpointer, path: str,
             "variant or model width (Deformable DETR's queries hold position and content, 2 x d_model wide; Vanilla "
             f"and Conditional DETR's are d_model wide). {len(wrong)} tensors do not fit ({shown}). Finetune it "
             "with a config of the variant and width it was trained with."
+        )
+    backbone = [k for k, _, _ in wrong if k.startswith("backbone.")]
+    if backbone:  # no override of this config fits: the checkpoint is of another model config
+        raise CheckpointLoadError(
+            f"{path}: {len(wrong)} tensors do not fit the model's shapes and would start from scratch ({shown}), "
+            f"{len(backbone)} of them in the backbone: a checkpoint of another model config (backbone depth or "
+            f"width). A pretraining finetunes with the detector config of its family: {_PRETRAIN_PAIRS}. Or add "
+            "train.allow_shape_mismatch=True to train them from scratch on purpose."
         )
     hint = ""
     if ours and ours[0] != theirs[0]:
