@@ -393,15 +393,33 @@ def parse_args(argv=None):
     return args
 
 
+INTERRUPTED_EXIT = 130  # the shell's status for a command stopped by SIGINT (128 + 2)
+
+
+def interrupted_message(args) -> str:
+    """What Ctrl-C (``KeyboardInterrupt``) prints instead of Python's traceback: how to go on."""
+    if args.eval_only:
+        return "interrupted (Ctrl-C); nothing was written to metrics.json: run the same command again to evaluate"
+    return ("interrupted (Ctrl-C). The same command with --resume (before the key=value overrides) continues "
+            "from the last checkpoint in train.output_dir (one every train.checkpointer.period iterations; the "
+            "data order starts again); without --resume it starts over")
+
+
 def run(argv=None) -> None:
     """The command line: parse ``argv`` (default ``sys.argv[1:]``), check, launch the processes. A user
-    error ends it with one line on stderr and ``SystemExit(2)``."""
+    error ends it with one line on stderr and ``SystemExit(2)``; Ctrl-C with one line
+    (:func:`interrupted_message`) and ``SystemExit(130)``."""
     args = parse_args(argv)
-    with user_errors_exit(os.path.basename(__file__)):  # a wrong key, value or file: one line, exit status 2
-        check_before_launch(args)
-        # --num-gpus N: N processes (GPUs when CUDA is available, otherwise CPU workers over gloo)
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
+    prog = os.path.basename(__file__)
+    try:
+        with user_errors_exit(prog):  # a wrong key, value or file: one line, exit status 2
+            check_before_launch(args)
+            # --num-gpus N: N processes (GPUs when CUDA is available, otherwise CPU workers over gloo)
+            launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+                   dist_url=args.dist_url, args=(args,))
+    except KeyboardInterrupt:
+        print(f"\n{prog}: {interrupted_message(args)}", file=sys.stderr, flush=True)
+        raise SystemExit(INTERRUPTED_EXIT) from None
 
 
 if __name__ == "__main__":
