@@ -3,6 +3,7 @@
 ground truth labelled with the dataset's class names, and the refused --num-images / --score-threshold."""
 import importlib.util
 import logging
+import os
 import pickle
 import shutil
 import re
@@ -405,3 +406,19 @@ def test_a_checkpoint_drawn_on_a_coco_dataset_of_other_categories_is_refused(tmp
     (line,) = _error_lines(capsys.readouterr().err)
     assert line.startswith(f"error: the checkpoint {tmp_path / 'model.pth'} has 8 classes, the dataset {spec} has 2")
     assert not (tmp_path / "png").exists()
+
+
+def test_the_title_says_which_is_the_image_id_and_which_the_file(tmp_path, tiny_synthetic_shapes, tool_log):
+    """A title read "2 (000001): ..." without saying which number is which."""
+    cfg = _config("detr_demo.py")
+    _save_model(cfg, tmp_path / "model.pth")
+    assert _run(tmp_path, "detr_demo.py", tmp_path / "model.pth", "--dataset", "synthetic_shapes_val") == 0
+    titles = [m for m in tool_log if m.startswith("wrote ")]
+    assert titles and all(" (image " in m for m in titles), titles
+    from detectron2.data import DatasetCatalog
+
+    for record in DatasetCatalog.get("synthetic_shapes_val"):
+        stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
+        expected = f"image {record['image_id']}" if str(record["image_id"]) == stem else \
+            f"image id {record['image_id']} (file {os.path.basename(record['file_name'])})"
+        assert any(f"({expected}: " in m for m in titles), (expected, titles)

@@ -139,9 +139,9 @@ def test_caption_counts_and_rgb_views(monkeypatch):
         view["image"][0] = 200  # channel 0 is R for an RGB mapper
     sample = {"image_id": "img/7", "num_proposals": 1, "flip": True, "views": views}
     canvas = tool.render_sample(sample, image_format="RGB", crop_display=32, min_view_height=40)
-    caption = ("img/7  IoU(view1, view2)=0.333  regions: 0 = overlap, 1 from proposals, 1 jittered copies  "
+    caption = ("image img/7  IoU(view1, view2)=0.333  regions: 0 = overlap, 1 from proposals, 1 jittered copies  "
                "flip=True")
-    assert [t for t in texts if t.startswith("img/7")] == [caption]
+    assert [t for t in texts if t.startswith("image img/7")] == [caption]
     assert tuple(canvas[24 + 38, tool.GAP + 45]) == (0, 0, 200)  # inside view 1, off every box
 
 

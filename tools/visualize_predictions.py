@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the first N images of the dataset (N >= 1)")
     p.add_argument("--score-threshold", type=probability("detection scores are probabilities"), default=0.5,
                    help="draw detections with score >= this (in [0, 1])")
-    p.add_argument("--output", default="output/predictions", help="folder for the PNG files")
+    p.add_argument("--output", default="output/predictions",
+                   help="folder for the PNG files (default: output/predictions)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a .pkl checkpoint (or a .pth holding python objects): unpickling runs code from it")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="key=value config overrides")
@@ -378,7 +379,8 @@ def draw_images(cfg, model, names, every, args) -> int:
                       instances.pred_classes[keep].tolist())
         stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
         image_id = str(record.get("image_id", stem))
-        shown = image_id if os.path.splitext(os.path.basename(image_id))[0] == stem else f"{image_id} ({stem})"
+        shown = (f"image {image_id}" if os.path.splitext(os.path.basename(image_id))[0] == stem
+                 else f"image id {image_id} (file {os.path.basename(record['file_name'])})")
         title = f"{shown}: {len(detections[1])} detections with score >= {args.score_threshold:g}"
         canvas = render(image, title, ground_truth(record), detections, class_names,
                         gt_class_names=dataset_class_names(source))

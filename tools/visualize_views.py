@@ -101,7 +101,7 @@ def render_sample(
     height = 24 + top_h + GAP + 2 * (cell + GAP) + GAP
     iou = float(box_iou(views[0]["view_box"].numpy(), views[1]["view_box"].numpy()))
     caption = (
-        f"{sample['image_id']}  IoU(view1, view2)={iou:.3f}  regions: 0 = overlap, "
+        f"image {sample['image_id']}  IoU(view1, view2)={iou:.3f}  regions: 0 = overlap, "
         f"{sample['num_proposals']} from proposals, {n - 1 - sample['num_proposals']} jittered copies"
         f"  flip={sample.get('flip')}"
     )
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument("--dataset", help="registered dataset name, with the built-in pretraining config")
     parser.add_argument("--num-samples", type=int, default=8, help="images to draw, one PNG each (default: 8)")
-    parser.add_argument("--output", default="output/views", help="folder for the PNG files")
+    parser.add_argument("--output", default="output/views", help="folder for the PNG files (default: output/views)")
     parser.add_argument("--seed", type=non_negative_seed, default=0,
                         help="picks the images and seeds the mapper (>= 0)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="key=value config overrides")
