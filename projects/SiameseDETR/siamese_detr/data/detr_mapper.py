@@ -22,6 +22,7 @@ from detectron2.data import transforms as T
 
 from .image_io import UnreadableImageError, num_unreadable_images, read_image_checked  # noqa: F401
 from .image_io import read_image_or_none
+from .mapper_checks import checked_image_format
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,9 @@ class DetrDatasetMapper:
         augmentation_with_crop: optional second list; when training, each sample uses it with probability
             0.5 (DETR's ``RandomSelect``), else ``augmentation``. Drawn from ``np.random`` like Detectron2's
             augmentations (seeded per dataloader worker).
-        image_format: ``read_image`` format, e.g. "BGR" (Detectron2 ResNet) or "RGB".
+        image_format: ``read_image`` format, "BGR" (Detectron2 ResNet) or "RGB"; another value raises
+            ``UserValueError`` here, naming ``dataloader.train.mapper.image_format`` (``.test.`` when not
+            ``is_train``).
 
     Returns (``__call__``): when training, ``None`` if the image file cannot be read (a counted warning;
     Detectron2's ``MapDataset`` then draws another sample); at inference an unreadable image raises
@@ -86,7 +89,7 @@ class DetrDatasetMapper:
         self.augmentation = T.AugmentationList(list(augmentation))
         self.augmentation_with_crop = (
             None if augmentation_with_crop is None else T.AugmentationList(list(augmentation_with_crop)))
-        self.image_format = image_format
+        self.image_format = checked_image_format("DetrDatasetMapper", image_format, "train" if is_train else "test")
         self.num_unreadable = 0
         mode = "training" if is_train else "inference"
         logger.info(f"DetrDatasetMapper ({mode}): augmentation {self.augmentation}, "

@@ -33,7 +33,7 @@ from .detr_mapper import detr_crop_augmentation, detr_train_augmentation
 from .image_io import read_image_or_none
 from .proposals.selection import select_proposals
 from .siamese_mapper import augment_crops, crop_regions
-from .mapper_checks import at_least_one
+from .mapper_checks import at_least_one, checked_image_format
 from .up_detr_mapper import UP_DETR_SCALES, sample_rng, transform_boxes
 from ..utils.user_errors import UserValueError
 
@@ -116,7 +116,7 @@ class DETRegMapper:
         _check_min_proposals(int(min_proposals), int(num_proposals), policy)
         self.proposal_source = proposal_source
         self.is_train = is_train
-        self.image_format = image_format
+        self.image_format = checked_image_format("DETRegMapper", image_format)
         self.num_proposals = int(num_proposals)
         self.policy = policy
         self.importance_total = importance_total

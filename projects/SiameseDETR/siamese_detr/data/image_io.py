@@ -12,6 +12,11 @@ to ``image_format``, ``uint8 [H, W, 3]``) with two differences:
   :data:`MIN_IMAGE_SIDE` px or a long/short side ratio over :data:`MAX_ASPECT_RATIO` (such images made
   the augmentations produce huge or empty arrays and EdgeBoxes run for minutes).
 
+``image_format`` must be one of :data:`IMAGE_FORMATS` ("BGR", "RGB"; :func:`check_image_format`): any other
+value raises ``UserValueError`` naming it before the file is opened, so a config's wrong format is never
+reported (and skipped) as an unreadable image. The mappers check it when they are built, the training tool
+when it loads the config.
+
 Training mappers return ``None`` for an unreadable image (Detectron2's ``MapDataset`` then draws another);
 each file is logged once per process, not every epoch. When a mapper meets
 :data:`MAX_CONSECUTIVE_UNREADABLE` unreadable images in a row it raises :class:`NoReadableImagesError`
@@ -24,14 +29,16 @@ import numpy as np
 from detectron2.data import detection_utils
 from PIL import Image, ImageOps
 
-from ..utils.user_errors import UserError
+from ..utils.user_errors import UserError, UserValueError
 
 __all__ = [
+    "IMAGE_FORMATS",
     "MAX_ASPECT_RATIO",
     "MAX_CONSECUTIVE_UNREADABLE",
     "MIN_IMAGE_SIDE",
     "NoReadableImagesError",
     "UnreadableImageError",
+    "check_image_format",
     "num_unreadable_images",
     "probe_image_size",
     "read_image",
@@ -44,6 +51,11 @@ logger = logging.getLogger(__name__)
 MIN_IMAGE_SIDE = 16
 MAX_ASPECT_RATIO = 20.0
 MAX_CONSECUTIVE_UNREADABLE = 1000
+# the formats read_image decodes to that every mapper, proposal source and model of the project handles: 3 uint8
+# channels in one of the two orders their colour augmentation (OpenCV) and pixel statistics know. Of Detectron2's
+# other formats, "L" gives 1 channel, "RGBA" / "CMYK" 4, "YUV-BT.601" floats, and PIL's "YCbCr", "HSV", "LAB"
+# are no channel order these take.
+IMAGE_FORMATS = ("BGR", "RGB")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 _num_unreadable = 0  # unreadable images skipped by any mapper of this process
@@ -57,6 +69,22 @@ class UnreadableImageError(UserError, ValueError):
 
 class NoReadableImagesError(UserError, RuntimeError):
     """Too many unreadable images in a row: the dataset has no (or almost no) readable image."""
+
+
+def check_image_format(value, name: str = "image_format") -> str:
+    """``value`` when it is one of :data:`IMAGE_FORMATS`, else ``UserValueError``: "NAME must be 'BGR' or 'RGB'
+    (...), got VALUE", where ``name`` says where the value came from (a config key, a mapper's argument). A
+    grey-level image needs no format of its own: it is read as three equal channels."""
+    if isinstance(value, str) and value in IMAGE_FORMATS:
+        return value
+    accepted = " or ".join(repr(f) for f in IMAGE_FORMATS)
+    hint = ""
+    if isinstance(value, str) and value.upper() in IMAGE_FORMATS:
+        hint = f" (upper case: {value.upper()!r})"
+    elif isinstance(value, str) and value.upper() in ("L", "GRAY", "GREY"):
+        hint = " (a grey-level image is read as three equal channels in either order)"
+    raise UserValueError(f"{name} must be {accepted} (the channel order images are decoded to), got {value!r}"
+                         f"{hint}; the configs use 'BGR', the order of their model.input_format and pixel statistics.")
 
 
 def num_unreadable_images() -> int:
@@ -113,7 +141,10 @@ def read_image(file_name: str, image_format: str = "BGR") -> np.ndarray:
 
     Raises:
         UnreadableImageError: with the reason (the original exception's type and message).
+        UserValueError: ``image_format`` is not one of :data:`IMAGE_FORMATS` (checked before the file is
+            opened: the mistake is the caller's, not the file's).
     """
+    check_image_format(image_format)
     try:
         with open(file_name, "rb") as f:
             image = Image.open(f)
@@ -132,7 +163,8 @@ def read_image(file_name: str, image_format: str = "BGR") -> np.ndarray:
 
 
 def read_image_checked(file_name: str, image_format: str = "BGR") -> Tuple[Optional[np.ndarray], Optional[str]]:
-    """``(image, None)`` or ``(None, reason)``; never raises for a bad file."""
+    """``(image, None)`` or ``(None, reason)``; never raises for a bad file (a bad ``image_format`` raises, see
+    :func:`read_image`)."""
     try:
         return read_image(file_name, image_format), None
     except UnreadableImageError as e:

@@ -1,11 +1,13 @@
-"""Checks of the pretraining mappers' sizes and counts, made when the mapper is built (at start-up), so that a
-wrong value is one error naming its config key (``dataloader.train.mapper.KEY``) instead of an OpenCV or numpy
-traceback from a data-loader worker at the first sample."""
+"""Checks of the mappers' image format and of the pretraining mappers' sizes and counts, made when the mapper is
+built (at start-up), so that a wrong value is one error naming its config key (``dataloader.train.mapper.KEY``)
+instead of an OpenCV or numpy traceback from a data-loader worker at the first sample (or, for the image
+format, every image skipped as unreadable)."""
 from typing import Sequence, Tuple
 
+from .image_io import check_image_format
 from ..utils.user_errors import UserValueError
 
-__all__ = ["at_least_one", "size_range"]
+__all__ = ["at_least_one", "checked_image_format", "size_range"]
 
 _KEY = "dataloader.train.mapper."
 
@@ -14,6 +16,13 @@ def _whole(mapper: str, key: str, value, meaning: str) -> int:
     if isinstance(value, bool) or not float(value).is_integer():
         raise UserValueError(f"{mapper}: {_KEY}{key} ({meaning}) must be a whole number, got {value!r}")
     return int(value)
+
+
+def checked_image_format(mapper: str, value, section: str = "train") -> str:
+    """``value`` when it is an image format the mappers handle (:data:`~.image_io.IMAGE_FORMATS`), else
+    ``UserValueError`` naming ``mapper``'s argument and its config key ``dataloader.<section>.mapper.image_format``
+    (``section``: "train" or "test")."""
+    return check_image_format(value, f"{mapper}: image_format (dataloader.{section}.mapper.image_format)")
 
 
 def at_least_one(mapper: str, key: str, value, meaning: str) -> int:

@@ -23,7 +23,7 @@ from detectron2.utils import comm
 from torch.utils.data import get_worker_info
 
 from .image_io import read_image_or_none
-from .mapper_checks import at_least_one, size_range
+from .mapper_checks import at_least_one, checked_image_format, size_range
 from .views import TwoViewSample, ViewPolicy
 from ..utils.user_errors import UserValueError
 
@@ -204,16 +204,12 @@ class SiameseViewMapper:
         crop_augment: bool = True,
         jitter_noise: str = "sigmoid_normal",
     ):
-        if image_format not in _GRAY_CODE:
-            raise UserValueError(
-                f"SiameseViewMapper needs a 3-channel image_format (BGR or RGB), got {image_format!r}"
-            )
+        mapper = "SiameseViewMapper"
+        self.image_format = checked_image_format(mapper, image_format)
         if not 0.0 <= float(tau) <= 1.0:  # checked here, not at the first sample
             raise UserValueError(f"SiameseViewMapper: tau (the IoU of the two views, dataloader.train.mapper.tau) must "
                                  f"lie in [0, 1], got {tau}")
-        mapper = "SiameseViewMapper"
         self.is_train = is_train
-        self.image_format = image_format
         self.proposal_source = proposal_source
         self.crop_size = at_least_one(mapper, "crop_size", crop_size, "the side of the region crops, in pixels")
         self.seed = seed

@@ -30,7 +30,7 @@ from detectron2.utils import comm
 from torch.utils.data import get_worker_info
 
 from .image_io import read_image_or_none
-from .mapper_checks import at_least_one
+from .mapper_checks import at_least_one, checked_image_format
 from .siamese_mapper import augment_crops, crop_regions
 from ..utils.user_errors import UserValueError
 
@@ -131,7 +131,7 @@ class UPDETRMapper:
         seed: Optional[int] = None,
     ):
         self.is_train = is_train
-        self.image_format = image_format
+        self.image_format = checked_image_format("UPDETRMapper", image_format)
         self.num_patches = int(num_patches)
         self.min_patch_size = at_least_one("UPDETRMapper", "min_patch_size", min_patch_size,
                                            "the smallest side of a cut patch, in pixels")

@@ -12,16 +12,22 @@ except the objects the training tool builds itself
 
 :func:`expand_home_paths` expands a leading ``~`` of the paths of :data:`HOME_PATH_KEYS`: the shell does not
 expand it inside ``KEY=VALUE``, and the quoted ``"train.output_dir='~/run'"`` made a folder named ``~``.
+
+:func:`check_image_formats` refuses an ``image_format`` under ``dataloader`` that the mappers cannot decode to
+(a string key accepts any override: ``dataloader.train.mapper.image_format=42`` made every image be skipped as
+"unreadable" and the run fail in a data-loader worker).
 """
 import os
-from typing import Any
+import re
+from typing import Any, Iterator, List, Optional, Tuple
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ..data.image_io import check_image_format
 from ..utils.user_errors import UserError
 
-__all__ = ["BUILT_NODES", "HOME_PATH_KEYS", "OverrideTypeError", "check_override_type", "config_value",
-           "expand_home_paths"]
+__all__ = ["BUILT_NODES", "HOME_PATH_KEYS", "OverrideTypeError", "check_image_formats", "check_override_type",
+           "config_value", "expand_home_paths", "image_format_keys"]
 
 _UNSET = object()
 
@@ -108,3 +114,53 @@ def expand_home_paths(cfg, keys=HOME_PATH_KEYS) -> None:
         value = config_value(cfg, key, None)
         if isinstance(value, str) and value.startswith("~"):
             OmegaConf.update(cfg, key, os.path.expanduser(value), merge=False)
+
+
+def _named(node, name: str, prefix: str) -> Iterator[Tuple[str, Any]]:
+    """``(dotted key, value as written)`` of every ``name`` in the nested dicts and lists ``node``, keys under
+    ``prefix``."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in items:
+        if key == name:
+            yield f"{prefix}.{key}", child
+        else:
+            yield from _named(child, name, f"{prefix}.{key}")
+
+
+def image_format_keys(cfg, eval_only: bool = False) -> List[Tuple[str, Any]]:
+    """``(dotted key, value as written)`` of the keys named ``image_format`` under ``dataloader.train`` and
+    ``dataloader.test`` (only the latter with ``eval_only``), e.g. ``dataloader.train.mapper.image_format`` and
+    ``dataloader.train.mapper.proposal_source.image_format``; an interpolation stays ``"${...}"``."""
+    found: List[Tuple[str, Any]] = []
+    for section in ("dataloader.test",) if eval_only else ("dataloader.train", "dataloader.test"):
+        node = OmegaConf.select(cfg, section, default=None)
+        if isinstance(node, (DictConfig, ListConfig)):
+            found += _named(OmegaConf.to_container(node, resolve=False), "image_format", section)
+    return found
+
+
+_INTERPOLATION = re.compile(r"^\$\{(\.*)([\w.]+)\}$")  # ${a.b} (absolute) or ${..a.b} (relative)
+
+
+def interpolated_key(key: str, written: Any) -> Optional[str]:
+    """The dotted key that the interpolation ``written`` at ``key`` reads (``${...train.mapper.image_format}`` at
+    ``dataloader.test.mapper.image_format``: ``dataloader.train.mapper.image_format``); None for another value."""
+    match = _INTERPOLATION.match(written) if isinstance(written, str) else None
+    if match is None:
+        return None
+    dots, target = len(match.group(1)), match.group(2)
+    parent = key.split(".")[:-1]
+    return ".".join(parent[: len(parent) - dots + 1] + [target]) if dots else target
+
+
+def check_image_formats(cfg, eval_only: bool = False) -> None:
+    """Raise ``UserValueError`` naming the first key of :func:`image_format_keys` whose value is not an image
+    format the mappers decode to (:data:`~siamese_detr.data.image_io.IMAGE_FORMATS`), with the value and the
+    accepted ones; before any image is read. A value set by an interpolation names it too (with ``eval_only``
+    the test mapper's ``${...train.mapper.image_format}``)."""
+    for key, written in image_format_keys(cfg, eval_only):
+        value = config_value(cfg, key, _UNSET)
+        if value is _UNSET:  # an interpolation that does not resolve: building the mapper names it
+            continue
+        source = interpolated_key(key, written)
+        check_image_format(value, f"Config key '{key}'" + (f" (set from '{source}')" if source else ""))

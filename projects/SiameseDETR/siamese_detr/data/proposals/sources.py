@@ -16,6 +16,7 @@ from typing import Optional, Tuple
 import numpy as np
 from detectron2.structures import BoxMode
 
+from ..image_io import check_image_format
 from .methods import compute_proposals, random_boxes, stable_seed
 from .store import REGENERATE_HINT, ProposalStore, ProposalStoreError
 from ...utils.user_errors import UserKeyError, UserValueError
@@ -131,13 +132,19 @@ def _warn_if_full_size_selective_search(store: ProposalStore, path: str) -> None
             path)
 
 
+# where OnlineProposals' image_format comes from: the configs interpolate the mapper's (pretrain_builtin.py)
+_FORMAT_KEY = ("OnlineProposals: image_format (dataloader.train.mapper.proposal_source.image_format, which the configs "
+               "set to the mapper's dataloader.train.mapper.image_format)")
+
+
 class OnlineProposals:
     """Compute proposals on the fly with :func:`compute_proposals` (EdgeBoxes or Selective Search): float32
     ``[K, 4]`` xyxy absolute pixels of the image passed in (the decoded original), scores ``[K]`` best first.
 
     Args:
         method: "edgeboxes" or "selective_search"; max_boxes: None = the method's default.
-        image_format: channel order of the images the mapper passes ("BGR" or "RGB").
+        image_format: channel order of the images the mapper passes ("BGR" or "RGB"; another value raises
+            ``UserValueError``).
         **method_kwargs: e.g. ``resize=128`` for Selective Search, ``sed_model=...`` for EdgeBoxes.
     """
 
@@ -155,7 +162,7 @@ class OnlineProposals:
         self.method, self.max_boxes, self.image_format, self.kwargs = (
             method,
             max_boxes,
-            image_format,
+            check_image_format(image_format, _FORMAT_KEY),
             method_kwargs,
         )
 
