@@ -100,9 +100,20 @@ def test_the_test_mapper_key_is_named_with_where_its_value_comes_from(tmp_path, 
 
 def test_a_valid_image_format_passes_the_start_up_checks(tmp_path):
     for value in GOOD:
-        args = train_net.parse_args(_demo_args(tmp_path, f"dataloader.train.mapper.image_format={value}"))
+        args = train_net.parse_args(_demo_args(tmp_path, f"dataloader.train.mapper.image_format={value}",
+                                               f"model.input_format={value}"))
         cfg, _ = train_net.checked_config(args, 1)
         assert cfg.dataloader.test.mapper.image_format == value
+
+
+@pytest.mark.parametrize("eval_only", [False, True])
+def test_a_mapper_format_other_than_the_model_s_is_refused(tmp_path, capsys, no_image_opened, eval_only):
+    """RGB images into a model whose pixel statistics and backbone weights are BGR: swapped channels, silently."""
+    key = "dataloader.test.mapper.image_format" if eval_only else "dataloader.train.mapper.image_format"
+    argv = _demo_args(tmp_path, "dataloader.train.mapper.image_format=RGB")
+    message = _tool_error(capsys, argv[:2] + (["--eval-only"] if eval_only else []) + argv[2:])
+    assert message.startswith(f"Config key '{key}' is 'RGB' but model.input_format is 'BGR': the model would read "
+                              "the images with their channels swapped")
 
 
 # ----------------------------------------------------------------------------------------- the config check

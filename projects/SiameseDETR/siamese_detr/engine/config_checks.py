@@ -24,7 +24,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..data.image_io import check_image_format
-from ..utils.user_errors import UserError
+from ..utils.user_errors import UserError, UserValueError
 
 __all__ = ["BUILT_NODES", "HOME_PATH_KEYS", "OverrideTypeError", "check_image_formats", "check_override_type",
            "config_value", "expand_home_paths", "image_format_keys"]
@@ -164,3 +164,20 @@ def check_image_formats(cfg, eval_only: bool = False) -> None:
             continue
         source = interpolated_key(key, written)
         check_image_format(value, f"Config key '{key}'" + (f" (set from '{source}')" if source else ""))
+    _check_mapper_formats_match_the_model(cfg, eval_only)
+
+
+def _check_mapper_formats_match_the_model(cfg, eval_only: bool) -> None:
+    """Raise ``UserValueError`` when a mapper decodes images in another channel order than ``model.input_format``
+    (the order of the model's pixel statistics and backbone weights): the model would read swapped channels."""
+    model_format = config_value(cfg, "model.input_format", _UNSET)
+    if not isinstance(model_format, str):
+        return
+    for key, _ in image_format_keys(cfg, eval_only):
+        value = config_value(cfg, key, _UNSET)
+        if key.endswith(".mapper.image_format") and isinstance(value, str) and value != model_format:
+            raise UserValueError(
+                f"Config key '{key}' is {value!r} but model.input_format is {model_format!r}: the model would read "
+                f"the images with their channels swapped (its pixel statistics and backbone weights are in "
+                f"{model_format} order). Give both the same order (the configs use 'BGR')."
+            )
