@@ -15,7 +15,11 @@ wildcards are expanded (sorted); a run listed twice in a group counts once (with
 is refused before any run is read (exit 2); a ``metrics.json`` that cannot be used (a bad line, no such metric)
 stops the tool with one line, ``error: ...``, naming it (exit 1). A group's curve is taken at the iterations
 that all its runs evaluated. A line of a ``metrics.json`` cut short by a kill is skipped with a warning, as
-``tools/plot_metrics.py`` does.
+``tools/plot_metrics.py`` does; as there, a run folder trained again (resumed from an earlier checkpoint than
+its last logged iteration, or started over without ``--resume``) counts the evaluations of its last run only:
+those the earlier run logged from the iteration training started again at are left out, with one ``note:``
+line on stderr. ``--eval-only`` results appended to a run folder (``"eval_only": true``) are points at their
+checkpoint's iteration (a later line wins at the same iteration) and never start a new series.
 ``--reference LABEL`` adds the difference of every other group's mean to that group's, per iteration (a
 difference of means: pair the runs by seed yourself, or use ``tools/compare_pretraining.py``, for per-seed
 gains).
@@ -36,11 +40,16 @@ from siamese_detr.demo.plots import (  # noqa: E402
     MetricsFileError,
     eval_history,
     figure_path,
-    metrics_records,
     plot_ap_curves,
     seed_summary,
 )
-from siamese_detr.utils.metrics_lines import FINISHED_ITERATIONS_KEY  # noqa: E402
+from siamese_detr.utils.metrics_lines import (  # noqa: E402
+    FINISHED_ITERATIONS_KEY,
+    Timeline,
+    is_number,
+    read_timeline,
+    restart_note,
+)
 
 Summary = List[Tuple[int, float, float, float]]
 
@@ -84,22 +93,34 @@ def parse_run(spec: str) -> Tuple[str, List[Path]]:
     return label.strip(), files
 
 
-def eval_metric_keys(path) -> List[str]:
+def _quiet_timeline(path) -> Timeline:
+    """:func:`read_timeline` of ``path`` without its torn-line warnings: :func:`summarise` gave them already."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        return read_timeline(path)
+
+
+def eval_metric_keys(path, records=None) -> List[str]:
     """The evaluation metrics a ``metrics.json`` holds: its keys containing '/' with a number for a value
     (e.g. ``bbox/AP``, ``class_agnostic/AR@100``), sorted; never the bookkeeping ``eval/finished_iterations``.
-    A torn line was already warned about by :func:`eval_history`: not again."""
+    Only its last run's lines count (``records``: ``(line number, record)`` pairs; default: the
+    :class:`Timeline` of ``path``, read without warnings)."""
     keys = set()
-    with contextlib.redirect_stderr(io.StringIO()):
-        for _, row in metrics_records(path):
-            keys.update(k for k, v in row.items() if "/" in k and k != FINISHED_ITERATIONS_KEY
-                        and isinstance(v, (int, float)) and not isinstance(v, bool))
+    for _, row in _quiet_timeline(path).records if records is None else records:
+        keys.update(k for k, v in row.items() if "/" in k and k != FINISHED_ITERATIONS_KEY and is_number(v))
     return sorted(keys)
 
 
 def missing_metric_message(path, metric: str, shown: int = 20) -> str:
     """Why ``path`` gives no curve of ``metric``: the evaluation metrics it does hold (at most ``shown`` of
-    them) and ``--metric KEY``, or, when it holds none, that the run was not evaluated."""
-    keys = eval_metric_keys(path)
+    them) and ``--metric KEY``, or, when it holds none, that the run was not evaluated; when only the lines
+    left out of a folder trained again hold it (:func:`read_timeline`), that the run since is not evaluated yet."""
+    line = _quiet_timeline(path)
+    keys = eval_metric_keys(path, line.records)
+    restarts = [it for it, stale in line.restarts if any(metric in row for _, row in stale)]
+    if restarts:
+        return (f"{path}: no {metric!r} since training started again at iteration {restarts[-1]}: the earlier "
+                f"run's evaluations are left out (see the note above), and the run since has not been evaluated "
+                f"yet (train.eval_period)")
     if not keys:
         return f"{path}: no {metric!r} in it (was the run evaluated? train.eval_period > 0)"
     listed = ", ".join(keys[:shown]) + (f", ... ({len(keys) - shown} more)" if len(keys) > shown else "")
@@ -116,9 +137,13 @@ def summarise(groups: Dict[str, List[Path]], metric: str) -> Dict[str, Summary]:
         histories = []
         for path in files:
             try:
-                history = eval_history(str(path), metric)
+                line = read_timeline(path)
+                history = eval_history(str(path), metric, line.records)
             except MetricsFileError as e:
                 raise SystemExit(f"error: {e}") from None
+            note = restart_note(path, line)
+            if note:
+                print(note, file=sys.stderr)
             if not history:
                 raise SystemExit(f"error: {missing_metric_message(path, metric)}")
             histories.append(history)

@@ -9,8 +9,19 @@ another format).
 Each input (a ``metrics.json`` file, or a training output folder holding one) gets one column of two panels:
 ``total_loss`` (summed over the logged loss terms when the trainer did not log it) on top, and every final-layer
 loss term underneath (auxiliary ``loss_*_0..N`` terms, and ``loss_*_0..N_one2many`` of hybrid matching, are left
-out unless ``--aux``). Evaluation results (e.g. ``bbox/AP``) are printed, not plotted. An input that is neither a
-file nor a folder holding ``metrics.json`` is refused (exit 2) before anything is plotted.
+out unless ``--aux``). Each loss term has one colour in every panel of the figure. Evaluation results (e.g.
+``bbox/AP``) are printed, not plotted (the last logged value of each; plot them against the iterations with
+``tools/plot_eval_curves.py``). An input that is neither a file nor a folder holding ``metrics.json`` is refused
+(exit 2) before anything is plotted.
+
+A folder trained again holds more than one series in its ``metrics.json``: the curves follow its last run. When
+a training line's iteration is not higher than the one before it, training started again there (a run resumed
+from an earlier checkpoint than its last logged iteration, or started over without ``--resume``): the earlier
+lines from that iteration on (losses, and evaluations of a model trained past it) are left out, with one
+``note:`` line on stderr saying how many and at which iterations. ``--eval-only`` results appended to a
+training folder (``"eval_only": true``) never start a series: they count, like the training's own evaluations,
+among the printed results (the last logged value wins). A file of ``--eval-only`` results only has no loss
+curve: an error saying so (exit 1).
 
 A line cut short by a kill (a ``{...`` that does not parse: the last line of a killed run, or a line in
 the middle once the run was resumed) is skipped with a warning; any other line that is not a JSON object is
@@ -28,24 +39,31 @@ from typing import Dict, List, Tuple
 
 from siamese_detr.utils.cli_types import ExtendList
 from siamese_detr.utils.figure_text import fit_text
-from siamese_detr.utils.metrics_lines import FINISHED_ITERATIONS_KEY, MetricsFileError, metrics_records
+from siamese_detr.utils.metrics_lines import FINISHED_ITERATIONS_KEY, MetricsFileError, read_timeline, restart_note
 from siamese_detr.utils.writable import file_problem
 
 AUX_SUFFIX = re.compile(r"_\d+(_one2many)?$")  # decoder layer i, also of the hybrid-matching queries
 
 
 def read_metrics(path: Path) -> List[dict]:
-    """One dict per line of a detectron2 ``metrics.json`` (a JSON object per logged iteration); torn lines
-    (see the module docstring) are skipped with a warning, any other bad line exits (``error: ...``) naming it."""
+    """One dict per line of a detectron2 ``metrics.json`` (a JSON object per logged iteration) that the
+    folder's last run stands on (:func:`~siamese_detr.utils.metrics_lines.timeline`), in file order; the lines
+    of an earlier run that it left out are named in one ``note:`` line on stderr. Torn lines (see the module
+    docstring) are skipped with a warning, any other bad line exits (``error: ...``) naming it."""
     try:
-        return [record for _, record in metrics_records(path)]
+        line = read_timeline(path)
     except MetricsFileError as e:
         raise SystemExit(f"error: {e}") from None
+    note = restart_note(path, line)
+    if note:
+        print(note, file=sys.stderr)
+    return [record for _, record in line.records]
 
 
 def no_curves_message(path: Path, records: List[dict]) -> str:
     """Why ``records`` (read from ``path``) give no loss curve: the file is empty, it is not a detectron2
-    ``metrics.json`` (no line has an ``iteration``), or no line logged a loss."""
+    ``metrics.json`` (no line has an ``iteration``), it holds only ``--eval-only`` results, or no line logged
+    a loss."""
     if not records:
         what = "is empty (0 bytes)" if path.stat().st_size == 0 else "holds no JSON object"
         return (f"{path} {what}: the run did not get to its first logged iteration (train.log_period); give "
@@ -54,13 +72,17 @@ def no_curves_message(path: Path, records: List[dict]) -> str:
         return (f"{path} is not a detectron2 metrics.json: none of its {len(records)} JSON object(s) has an "
                 f"'iteration' (the training tool writes one JSON object per logged iteration, with "
                 f"'iteration' and the losses)")
+    if all(rec.get("eval_only") for rec in records):
+        return (f"{path} holds only --eval-only evaluation results ({len(records)} line"
+                f"{'s' if len(records) > 1 else ''}), no training losses to plot; plot its evaluation results "
+                f"with tools/plot_eval_curves.py --run LABEL={path}")
     return f"{path}: no loss values logged (did training run past its first log period?)"
 
 
 def loss_curves(records: List[dict], with_aux: bool = False) -> Dict[str, Tuple[List[int], List[float]]]:
     """``{name: (iterations, values)}`` for total_loss and the loss terms logged in ``records``, by iteration;
-    a later record wins for the same iteration (a run resumed from a checkpoint logs again the iterations its
-    interrupted run had logged beyond it)."""
+    a later record wins for the same iteration. ``records``: one timeline, as :func:`read_metrics` gives it
+    (the lines of an earlier run that a resumed or restarted run logged again are left out there)."""
     curves = defaultdict(dict)
     for rec in records:
         if "iteration" not in rec:
@@ -131,10 +153,11 @@ def _markers(iterations: List[int]) -> dict:
     return {"marker": "o", "markersize": 4} if len(iterations) <= FEW_POINTS else {}
 
 
-def _plot_panel(top, bottom, curves: Dict[str, Tuple[List[int], List[float]]], label: str) -> None:
+def _plot_panel(top, bottom, curves: Dict[str, Tuple[List[int], List[float]]], label: str,
+                styles: Dict[str, dict]) -> None:
     """``total_loss`` in the ``top`` axes, the loss terms under it in ``bottom`` (their own y range, so that
-    the total does not flatten them); log y-axes where the values span decades; markers on series of few points
-    (:data:`FEW_POINTS`)."""
+    the total does not flatten them) in their ``styles`` (:func:`_term_styles`); log y-axes where the values
+    span decades; markers on series of few points (:data:`FEW_POINTS`)."""
     from matplotlib.ticker import MaxNLocator
 
     its, values = curves["total_loss"]
@@ -142,7 +165,6 @@ def _plot_panel(top, bottom, curves: Dict[str, Tuple[List[int], List[float]]], l
     top.set_title(label)
     top.set_ylabel("total loss")
     terms = sorted(n for n in curves if n != "total_loss")
-    styles = _term_styles(terms)
     for name in terms:
         bottom.plot(*curves[name], label=name, linewidth=1.2, **styles[name], **_markers(curves[name][0]))
     bottom.set_ylabel("loss term")
@@ -161,20 +183,25 @@ def _plot_panel(top, bottom, curves: Dict[str, Tuple[List[int], List[float]]], l
 
 
 def plot(inputs: List[Path], labels: List[str], output: Path, with_aux: bool = False) -> Path:
-    """One column per input: its total loss on top, its loss terms underneath (see :func:`_plot_panel`)."""
+    """One column per input: its total loss on top, its loss terms underneath (see :func:`_plot_panel`), each
+    term in one style in every column (:func:`_term_styles` of all the inputs' terms)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(inputs), figsize=(5.5 * len(inputs), 6.5), squeeze=False, sharex="col",
-                             gridspec_kw={"height_ratios": [1, 1.3]})
-    for column, path, label in zip(axes.T, inputs, labels):
+    runs = []
+    for path in inputs:
         records = read_metrics(path)
         curves = loss_curves(records, with_aux)
         if not curves:
             raise SystemExit(f"error: {no_curves_message(path, records)}")
-        _plot_panel(column[0], column[1], curves, label)
+        runs.append((records, curves))
+    styles = _term_styles(sorted({name for _, curves in runs for name in curves if name != "total_loss"}))
+    fig, axes = plt.subplots(2, len(inputs), figsize=(5.5 * len(inputs), 6.5), squeeze=False, sharex="col",
+                             gridspec_kw={"height_ratios": [1, 1.3]})
+    for column, (records, curves), label in zip(axes.T, runs, labels):
+        _plot_panel(column[0], column[1], curves, label, styles)
         for k, v in sorted(eval_results(records).items()):
             print(f"{label}: {k} = {v:.3f}")
     for top in axes[0]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..utils.figure_text import fit_text
-from ..utils.metrics_lines import FINISHED_ITERATIONS_KEY, MetricsFileError, metrics_records
+from ..utils.metrics_lines import MetricsFileError, finished_at, is_number, metrics_records, read_timeline
 from ..utils.writable import file_problem
 
 if TYPE_CHECKING:  # torch is imported where a figure needs it (curves and tables do not)
@@ -19,38 +19,29 @@ __all__ = ["MetricsFileError", "metrics_records", "eval_history", "seed_summary"
            "method_colours", "is_baseline", "label_box", "draw_detections", "detections_to_draw"]
 
 
-def eval_history(metrics_json, key: str = "bbox/AP") -> List[Tuple[int, float]]:
+def eval_history(metrics_json, key: str = "bbox/AP", records=None) -> List[Tuple[int, float]]:
     """``[(iteration, value)]`` of every line of a detectron2 ``metrics.json`` that holds ``key``; the
-    iteration is the number of finished iterations (the line's ``eval/finished_iterations`` when the training
-    tool wrote one, see :func:`siamese_detr.engine.eval_outputs.eval_hook`); later lines win for the same
-    iteration. A missing file
-    gives ``[]``; lines are read by :func:`metrics_records` (a torn line is skipped with a warning, any other
-    line that is not a JSON object, or a ``key`` / ``iteration`` that is not a number, raises
-    :class:`MetricsFileError` naming the line)."""
+    iteration is the number of finished iterations (:func:`~siamese_detr.utils.metrics_lines.finished_at`:
+    the line's ``eval/finished_iterations`` when the training tool wrote one, see
+    :func:`siamese_detr.engine.eval_outputs.eval_hook`); later lines win for the same iteration. Only the
+    lines of the folder's last run count (:func:`~siamese_detr.utils.metrics_lines.timeline`: a run started
+    over, or resumed from an earlier checkpoint, replaces what the earlier one logged from there on);
+    ``--eval-only`` records count at their checkpoint's iteration. A missing file gives ``[]``; lines are read
+    by :func:`metrics_records` (a torn line is skipped with a warning, any other line that is not a JSON
+    object, or a ``key`` / ``iteration`` that is not a number, raises :class:`MetricsFileError` naming the
+    line). ``records``: the ``(line number, record)`` pairs of ``metrics_json``'s timeline when the caller
+    has read them already (:func:`~siamese_detr.utils.metrics_lines.read_timeline`)."""
     found: Dict[int, float] = {}
-    if os.path.isfile(metrics_json):
-        for lineno, row in metrics_records(metrics_json):
-            if key in row and "iteration" in row:
-                value, iteration = row[key], row["iteration"]
-                if not _is_number(value) or not _is_number(iteration):
-                    raise MetricsFileError(f"{metrics_json}:{lineno}: {key!r} = {value!r} at iteration "
-                                           f"{iteration!r}: expected numbers")
-                finished = row.get(FINISHED_ITERATIONS_KEY)
-                if _is_number(finished):  # written by the training tool beside its results since 2026-12-05
-                    found[int(finished)] = float(value)
-                    continue
-                # older files, by detectron2's labels: a line the trainer wrote (with losses / timings: a
-                # periodic evaluation on a logging step) and an --eval-only record (the checkpoint's
-                # iteration) hold the 0-based index of the last finished iteration; a line holding only
-                # results holds the number of finished iterations when it is the evaluation after training
-                # (a periodic evaluation off the logging steps also gets a line of its own: one short there)
-                zero_based = bool(row.get("eval_only")) or any("/" not in k and k != "iteration" for k in row)
-                found[int(iteration) + int(zero_based)] = float(value)
+    if records is None:
+        records = read_timeline(metrics_json).records if os.path.isfile(metrics_json) else []
+    for lineno, row in records:
+        if key in row and "iteration" in row:
+            value, iteration = row[key], row["iteration"]
+            if not is_number(value) or not is_number(iteration):
+                raise MetricsFileError(f"{metrics_json}:{lineno}: {key!r} = {value!r} at iteration "
+                                       f"{iteration!r}: expected numbers")
+            found[finished_at(row)] = float(value)
     return sorted(found.items())
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def seed_summary(histories: Sequence[Sequence[Tuple[int, float]]]) -> List[Tuple[int, float, float, float]]:
