@@ -24,9 +24,9 @@ from siamese_detr.engine import logging_utils
 from siamese_detr.engine import config_checks
 from siamese_detr.utils.user_errors import TRACEBACK_ENV, UserValueError
 
+from test_train_cli_mistakes import _tool_error  # the tool's one error line, exit 2, no traceback
 from test_train_net import ROOT, TINY, train_net
 
-PROG = "lazyconfig_train_net.py"
 ACCEPTED = "must be 'BGR' or 'RGB' (the channel order images are decoded to)"
 BAD = [42, "XYZ", "L", "rgb", "YUV-BT.601", "RGBA", None]
 GOOD = ("BGR", "RGB")  # image_io.IMAGE_FORMATS (asserted below; spelled out so that the tests run without it)
@@ -51,17 +51,6 @@ def no_run_log(monkeypatch):
     """As before any run of this process set up its log.txt."""
     monkeypatch.setattr(logging_utils, "_active_log_file", None)
     monkeypatch.delenv(TRACEBACK_ENV, raising=False)
-
-
-def _tool_error(capsys, argv) -> str:
-    """The one line the training tool prints for ``argv``, checked to exit with status 2 and no traceback."""
-    with pytest.raises(SystemExit) as stop:
-        train_net.run(argv)
-    out, err = capsys.readouterr()
-    assert stop.value.code == 2 and "Traceback" not in out + err, err
-    lines = err.strip().splitlines()
-    assert lines[-1].startswith(f"{PROG}: error: "), err
-    return lines[-1][len(f"{PROG}: error: "):]
 
 
 def _demo_args(tmp_path, *extra):
