@@ -459,31 +459,37 @@ def test_commands_txt_keeps_every_command(tmp_path, monkeypatch):
     ]
 
 
-def test_the_demo_starts_the_pretrained_finetuning_in_the_slot_the_pretraining_frees(tmp_path, monkeypatch):
+def test_the_demo_runs_the_two_finetunings_side_by_side_after_the_pretraining(tmp_path, monkeypatch):
     """The demo's four jobs (``run_demo.training_jobs``, commands stood in for) with --parallel 2: the
-    pretraining ends first (the test lets it go at the runner's second poll) while the scratch finetuning still
-    runs (it may end only once a third step has started). The freed slot goes to the pretrained finetuning,
-    the end of the longer chain, not to the random-init evaluation, which starts when the scratch finetuning
-    ends (``demo_seconds`` adds up these two chains)."""
+    random-init evaluation starts beside the pretraining and ends at once; the pretraining ends only when the
+    test lets it (the runner's third poll). Neither finetuning starts before that, though a slot is free
+    from the first poll on (the scratch one does not need the pretraining's checkpoint: it waits so that the
+    two share the machine alike). Then both run at once: the scratch stand-in ends only once the pretrained
+    one has started, and the pretrained one only once the scratch one has started (``demo_seconds`` adds the
+    longer of each pair)."""
     import argparse
 
     from script_modules import load_script
 
     run_demo = load_script(Path(__file__).resolve().parents[1] / "tools" / "run_demo.py", "steps_run_demo")
-    started = []
-    go = {"pretrain": tmp_path / "go_pretrain", "finetune scratch": tmp_path / "go_scratch"}
+    started, pretraining_released = [], []
+    go = {"pretrain": tmp_path / "go_pretrain", "finetune scratch": tmp_path / "go_scratch",
+          "finetune pretrained": tmp_path / "go_pretrained"}
 
     def on_poll(n):
-        if n == 2:
+        if n == 3:
             go["pretrain"].write_text("")
-        if len(started) > 2:
+        if "finetune pretrained" in started:
             go["finetune scratch"].write_text("")
+        if "finetune scratch" in started:
+            go["finetune pretrained"].write_text("")
 
     _fast_polls(monkeypatch, on_poll=on_poll)
     launch = StepRunner._launch
 
     def recording_launch(self, **job):
         started.append(job["name"])
+        pretraining_released.append(go["pretrain"].exists())
         return launch(self, **job)
 
     monkeypatch.setattr(StepRunner, "_launch", recording_launch)
@@ -495,4 +501,5 @@ def test_the_demo_starts_the_pretrained_finetuning_in_the_slot_the_pretraining_f
                       cmd=[sys.executable, "-c", wait if job["name"] in go else "", str(go.get(job["name"], ""))])
                  for job in jobs]
     assert len(StepRunner(tmp_path, tmp_path).parallel(stand_ins, max_parallel=2)) == 4
-    assert started == ["pretrain", "finetune scratch", "finetune pretrained", "random-init eval"]
+    assert started == ["pretrain", "random-init eval", "finetune scratch", "finetune pretrained"]
+    assert pretraining_released == [False, False, True, True]
