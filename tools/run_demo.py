@@ -16,9 +16,9 @@ pretraining help a detector that has few labels?
 
 Steps 3 and 4 run two at a time (``--parallel``, one torch thread each): the random-init evaluation beside
 the pretraining, then the two finetunings side by side (the scratch one waits for the pretraining too, so
-that both share the machine alike and their times compare; on 2 cores this order is also faster than
-starting it beside the pretraining, whose data loader already keeps the second core partly busy: 9.4 vs
-10.1 minutes, measured in the project card's demo section).
+that both share the machine alike and their times compare; on 2 cores this order is also a few percent
+faster than starting it beside the pretraining, whose data loader already keeps the second core partly
+busy: ``benchmarks/bench_demo_schedule.py``, and the project card's demo section).
 
 Every step is a command a user could type (printed); its full output goes to ``<step folder>/demo.log`` and
 a progress bar with ETA to the terminal. Each step records its inputs (resolved config, command, digests of
