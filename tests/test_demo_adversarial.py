@@ -198,7 +198,8 @@ def test_each_summary_number_comes_from_its_own_step_and_metric(tmp_path):
     ft = {"pretrained": metrics("ft_p", {"bbox/AP": 22.0, "bbox/AP50": 46.0, "bbox/AP75": 17.0}),
           "scratch": metrics("ft_s", {"bbox/AP": 25.0, "bbox/AP50": 50.0, "bbox/AP75": 21.0})}
     summary = _tool("run_demo").write_summary(tmp_path, bb, pt, rnd, ft, {"backbone": 6.0}, 390.0, 60.0,
-                                              ["backbone"], [], {"torch": "x"})
+                                              ["backbone"], [], {"torch": "x"},
+                                              {"cpu": "X", "cpu_id": "v f 1", "torch_cpu_capability": "AVX2"})
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     assert summary["ap"] == {"pretrained": 22.0, "scratch": 25.0}
     assert summary["ap50"] == {"pretrained": 46.0, "scratch": 50.0}
@@ -207,6 +208,8 @@ def test_each_summary_number_comes_from_its_own_step_and_metric(tmp_path):
     assert (summary["backbone_knn_accuracy"], summary["backbone_knn_accuracy_random_init"]) == (96.0, 64.0)
     assert summary["backbone"].startswith("narrow ResNet-18 trained by supervised classification")
     assert (summary["minutes"], summary["minutes_this_run"]) == (6.5, 1.0)
+    assert summary["machine"] == {"cpu": "X", "cpu_id": "v f 1", "torch_cpu_capability": "AVX2",
+                                  "cpus": len(os.sched_getaffinity(0))}
 
 
 # ------------------------------------------------------------------------------- one run per folder
@@ -469,6 +472,20 @@ def test_the_summary_table_without_resumed_steps_or_an_ap(capsys):
     assert "gain" not in out and "*" not in out.split("\n", 3)[3]
 
 
+def test_the_summary_table_names_the_machine(capsys):
+    """The last line names the processor kind and the processors the demo had, which its numbers depend on."""
+    summary = _table_summary()
+    summary["machine"] = {"cpu": "AMD EPYC", "cpu_id": "vendor_id AuthenticAMD cpu family 25 model 1 stepping 1",
+                          "torch_cpu_capability": "AVX2", "cpus": 2}
+    _tool("run_demo").print_table(summary, {}, reused=set(), resumed=set())
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "machine: AMD EPYC (vendor_id AuthenticAMD cpu family 25 model 1 stepping 1), torch CPU kernels AVX2, "
+        "2 CPUs (the floats, so the numbers, depend on the processor kind)")
+    describe = _tool("run_demo").describe_machine
+    assert describe({"cpu": "arm64", "cpu_id": "arm64", "torch_cpu_capability": "DEFAULT", "cpus": 1}) == (
+        "arm64, torch CPU kernels DEFAULT, 1 CPU")
+
+
 def test_demo_seconds_by_hand():
     """Two at a time: data + backbone + the longer of pretraining 10 and random-init eval 3 + the longer of the
     finetunings (pretrained 5, scratch 8) + figures = 1 + 2 + 10 + 8 + 1 = 22 (not a chain pretraining ->
@@ -503,7 +520,7 @@ def test_each_step_time_of_the_demo_is_its_own(demo_env, monkeypatch):
 
     class FakeRunner:
         def __init__(self, root, log_dir):
-            self.environment = {"code": "c", "software": {"torch": "fake"}}
+            self.environment = {"code": "c", "software": {"torch": "fake"}, "machine": {"cpu": "fake"}}
             self.reused, self.resumed = {"backbone"}, set()
 
         def step(self, name, folder, cmd, config=None, overrides=None, inputs=None, total=None):

@@ -185,7 +185,7 @@ class _FakeRunner:
     jobs = []
 
     def __init__(self, root, log_dir):
-        self.environment = {"code": "c", "software": {"torch": "fake"}}
+        self.environment = {"code": "c", "software": {"torch": "fake"}, "machine": {"cpu": "fake"}}
         self.reused, self.resumed = set(), set()
 
     def step(self, name, folder, cmd, config=None, overrides=None, inputs=None, total=None):

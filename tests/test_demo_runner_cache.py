@@ -264,7 +264,8 @@ def test_the_summary_lists_the_reused_and_the_resumed_steps_apart(tmp_path):
     dirs = {name: tmp_path / name for name in ("bb", "pt", "rnd", "ftp", "fts")}
     summary = tool.write_summary(tmp_path, dirs["bb"], dirs["pt"], dirs["rnd"],
                                  {"pretrained": dirs["ftp"], "scratch": dirs["fts"]}, {"backbone": 1.0}, 120.0, 30.0,
-                                 ["backbone", "finetune scratch"], ["pretrain"], {"torch": "x"})
+                                 ["backbone", "finetune scratch"], ["pretrain"], {"torch": "x"},
+                                 {"cpu": "x"})
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["reused_steps"] == ["backbone", "finetune scratch"] and written["resumed_steps"] == ["pretrain"]
     assert (summary["minutes"], summary["minutes_this_run"]) == (2.0, 0.5)
@@ -282,7 +283,8 @@ def test_the_demo_hands_its_reused_and_resumed_steps_to_the_summary(tmp_path, mo
 
     class Runner:
         def __init__(self, root, log_dir):
-            self.environment = {"code": "c", "software": {"torch": "stand-in"}}
+            self.environment = {"code": "c", "software": {"torch": "stand-in"},
+                                "machine": {"cpu": "stand-in"}}
             self.reused, self.resumed = {"backbone"}, {"pretrain", "finetune scratch"}
 
         def step(self, name, folder, *args, **kwargs):

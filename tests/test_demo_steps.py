@@ -153,9 +153,10 @@ def test_runner_redoes_steps_after_a_code_or_library_change(tmp_path, capsys):
     counter = tmp_path / "count.txt"
     cmd = [sys.executable, "-c", COUNTER, str(counter)]
 
-    def run(**software):
+    def run(machine=None, **software):
         runner = StepRunner(tmp_path, tmp_path, code_folders=[code])
         runner.environment["software"].update(software)  # as after an update of a library
+        runner.environment["machine"].update(machine or {})  # as on another kind of processor
         runner.step("count", tmp_path / "out", cmd)
         return runner
 
@@ -168,6 +169,10 @@ def test_runner_redoes_steps_after_a_code_or_library_change(tmp_path, capsys):
     assert "inputs changed (code): redoing the step" in capsys.readouterr().out
     assert not run(torch="0.0.1").reused and counter.read_text() == "3"
     assert "inputs changed (software): redoing the step" in capsys.readouterr().out
+    assert run(torch="0.0.1").reused == {"count"} and counter.read_text() == "3"
+    other_kind = {"torch": "0.0.1", "machine": {"torch_cpu_capability": "another instruction set"}}
+    assert not run(**other_kind).reused and counter.read_text() == "4"
+    assert "inputs changed (machine): redoing the step" in capsys.readouterr().out
     # by default: the siamese_detr package and the repository's tools
     root = Path(__file__).resolve().parents[1]
     assert default_code_folders(root) == [root / "projects" / "SiameseDETR" / "siamese_detr", root / "tools"]
@@ -358,6 +363,53 @@ def test_software_versions_names_every_library_that_makes_the_numbers():
     assert software_versions() == {"python": platform.python_version(), "torch": torch.__version__,
                                    "torchvision": torchvision.__version__, "detectron2": detectron2.__version__,
                                    "numpy": numpy.__version__, "opencv": cv2.__version__}
+
+
+_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
+model name\t: AMD EPYC 7B13
+stepping\t: 1
+flags\t\t: fpu avx2
+
+processor\t: 1
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 143
+model name\t: Intel Xeon
+stepping\t: 8
+"""
+
+
+def test_machine_kind_names_the_first_processor_and_torchs_kernels(tmp_path):
+    """Vendor, family, model and stepping of the first processor (not the second's, not its flags, not
+    "model name" for "model"), and the instruction set torch's CPU kernels were chosen for."""
+    import torch
+
+    from siamese_detr.demo.steps import machine_kind
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(_CPUINFO)
+    assert machine_kind(cpuinfo) == {
+        "cpu": "AMD EPYC 7B13", "cpu_id": "vendor_id AuthenticAMD cpu family 25 model 1 stepping 1",
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    arm = tmp_path / "arm"
+    arm.write_text("\nprocessor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
+                   "CPU variant\t: 0x3\nCPU part\t: 0xd0c\nCPU revision\t: 1\n")
+    assert machine_kind(arm)["cpu_id"] == ("CPU implementer 0x41 CPU architecture 8 CPU variant 0x3 "
+                                           "CPU part 0xd0c CPU revision 1")
+
+
+def test_machine_kind_without_cpuinfo_falls_back_to_the_platform(tmp_path, monkeypatch):
+    import platform
+
+    from siamese_detr.demo.steps import machine_kind
+
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    kind = machine_kind(tmp_path / "absent")
+    assert (kind["cpu"], kind["cpu_id"]) == ("arm64", "arm64")
 
 
 def test_continue_interrupted_records_the_time_of_every_interrupted_run(tmp_path, monkeypatch):

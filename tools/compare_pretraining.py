@@ -428,7 +428,8 @@ def main(argv=None) -> int:
 
     results = collect_results(present, runs)
     baseline = next((name for name, config in present if config is None), None)
-    table = write_outputs(output, results, args, time.time() - started, baseline, runner.environment["software"])
+    table = write_outputs(output, results, args, time.time() - started, baseline, runner.environment["software"],
+                          runner.environment["machine"])
     print("\n" + table)
     print(f"written: {written['json']}, {written['md']}, {written['png']} (finetunings on "
           f"{args.low_label_percent}%: {output}/<method>_seed<s>/{finetune_folder(args.low_label_percent)})")
@@ -446,16 +447,18 @@ def _name_seeds(seeds: List[int]) -> str:
 
 
 def write_outputs(output: Path, results: Dict[str, Dict[int, dict]], args, seconds: float,
-                  baseline: Optional[str] = None, software: Optional[dict] = None) -> str:
+                  baseline: Optional[str] = None, software: Optional[dict] = None,
+                  machine: Optional[dict] = None) -> str:
     """comparison.md / .json / .png (``comparison_{P}pct.*`` when ``args.low_label_percent`` is not 10:
     :func:`comparison_paths`); with a ``baseline`` (the first method without pretraining), also every
-    method's AP gain over it, paired by seed (:func:`paired_gains`). ``software``: the library versions the
-    runs used (recorded in the json)."""
+    method's AP gain over it, paired by seed (:func:`paired_gains`). ``software`` and ``machine``: the library
+    versions and the processor kind (:func:`~siamese_detr.demo.steps.machine_kind`) the runs used (recorded in
+    the json)."""
     paths = comparison_paths(output, args.low_label_percent)
     rows = []
     gains = paired_gains(results, baseline) if baseline is not None else {}
     summary = {"seeds": args.seeds, "low_label_percent": args.low_label_percent, "minutes": seconds / 60,
-               "baseline": baseline, "software": software, "methods": {}}
+               "baseline": baseline, "software": software, "machine": machine, "methods": {}}
     for name, per_seed in results.items():
         ap = mean_spread([r["AP"] for r in per_seed.values()])
         ap50 = mean_spread([r["AP50"] for r in per_seed.values()])

@@ -22,7 +22,7 @@ busy: ``benchmarks/bench_demo_schedule.py``, and the project card's demo section
 
 Every step is a command a user could type (printed); its full output goes to ``<step folder>/demo.log`` and
 a progress bar with ETA to the terminal. Each step records its inputs (resolved config, command, digests of
-the checkpoints it starts from and of the project's code, library versions) in
+the checkpoints it starts from and of the project's code, library versions, processor kind) in
 ``<step folder>/step_inputs.json``: a re-run skips finished steps whose inputs are unchanged, resumes
 interrupted ones and redoes (after deleting the folder) those whose inputs changed or whose folder another
 command left there; the digests of the dataset's annotation files are inputs too, and a finished step whose
@@ -233,7 +233,7 @@ def run(args, output: Path) -> int:
     this_run = time.time() - started
     summary = write_summary(output, bb_dir, folders["pretrain"], folders["random_init"], ft_dirs, times,
                             demo_seconds(times, args.parallel), this_run, sorted(demo.reused), sorted(demo.resumed),
-                            demo.environment["software"])
+                            demo.environment["software"], demo.environment["machine"])
     print_table(summary, times, demo.reused, demo.resumed)
     print(f"\nDemo finished in {this_run / 60:.1f} min ({summary['minutes']:.1f} min of steps, reused ones "
           f"counted as when they ran). Outputs in {output}/: summary.json, ap_curves.png, "
@@ -340,11 +340,13 @@ def backbone_ok(folder: Path) -> bool:
 
 
 def write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, seconds, this_run, reused, resumed,
-                  software) -> dict:
+                  software, machine) -> dict:
     """Write ``output/summary.json`` (whole or not at all, :func:`written_whole`) and return it: the finetunings'
     AP / AP50, the class-agnostic AR@1 / AR@100 of the pretrained and of the random-init model without finetuning,
     the backbone's k-NN accuracies, ``seconds`` (the whole demo's, :func:`demo_seconds`) and ``this_run`` in
-    minutes, the step times, the reused and resumed steps and the library versions."""
+    minutes, the step times, the reused and resumed steps, the library versions and the machine (``machine``, the
+    processor kind of :func:`~siamese_detr.demo.steps.machine_kind`, with the number of processors this process
+    may use added)."""
     from siamese_detr.demo.runner import last_results, read_json
 
     bb = read_json(bb_dir / "metrics.json")
@@ -373,10 +375,29 @@ def write_summary(output, bb_dir, pt_dir, rnd_dir, ft_dirs, times, seconds, this
         "reused_steps": reused,
         "resumed_steps": resumed,  # continued after an interruption: their seconds include the interrupted runs'
         "software": software,  # the versions the steps ran with (they are step inputs)
+        # the processor kind the steps ran on (a step input: the floats depend on it) and the processors usable
+        "machine": {**machine, "cpus": usable_cpus()},
     }
     with written_whole(output / "summary.json") as path:
         path.write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def usable_cpus() -> int:
+    """The number of processors this process may run on (its affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def describe_machine(machine: dict) -> str:
+    """One line naming the machine of a summary: "AMD EPYC (AuthenticAMD family 25 ...), torch CPU kernels
+    AVX2, 2 CPUs"."""
+    cpu_id = f" ({machine['cpu_id']})" if machine.get("cpu_id") and machine["cpu_id"] != machine.get("cpu") else ""
+    cpus = machine.get("cpus")
+    return (f"{machine.get('cpu', 'unknown')}{cpu_id}, torch CPU kernels {machine.get('torch_cpu_capability', '?')}"
+            + (f", {cpus} CPU{'s' if cpus != 1 else ''}" if cpus else ""))
 
 
 def print_table(s: dict, times: dict, reused=(), resumed=()) -> None:
@@ -418,6 +439,8 @@ def print_table(s: dict, times: dict, reused=(), resumed=()) -> None:
         gain = ap["pretrained"] - ap["scratch"]
         print(f"gain from Siamese DETR pretraining: {gain:+.1f} AP (one seed; the AP varies by about 2 between "
               "seeds here: python tools/compare_pretraining.py compares over several)")
+    if s.get("machine"):
+        print(f"machine: {describe_machine(s['machine'])} (the floats, so the numbers, depend on the processor kind)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 from ..utils.parent_watch import arm_parent_death_signal
 from ..utils.writable import folder_problem
-from .steps import Step, file_digest, software_versions, source_digest
+from .steps import Step, file_digest, machine_kind, software_versions, source_digest
 
 __all__ = ["LOCK_NAME", "StepRunner", "clock", "config_digest", "last_iteration", "last_results", "lock_output",
            "output_folder_problem", "read_json", "resolved_config"]
@@ -166,9 +166,9 @@ class StepRunner:
         code_folders: the folders whose ``*.py`` code is digested (:func:`~.steps.source_digest`).
 
     Every step's inputs include the digest of the code in ``code_folders`` (default
-    :func:`default_code_folders`) and :func:`~siamese_detr.demo.steps.software_versions`, so that a step is
-    redone after an update of the project or of its libraries instead of reusing results the new version
-    would not give.
+    :func:`default_code_folders`), :func:`~siamese_detr.demo.steps.software_versions` and
+    :func:`~siamese_detr.demo.steps.machine_kind`, so that a step is redone after an update of the project or
+    of its libraries, or on another kind of processor, instead of reusing results they would not give.
     """
 
     def __init__(self, root: Path, log_dir: Path, code_folders: Optional[List[Path]] = None):
@@ -178,7 +178,8 @@ class StepRunner:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         folders = default_code_folders(self.root) if code_folders is None else code_folders
-        self.environment = {"code": source_digest(folders), "software": software_versions()}
+        self.environment = {"code": source_digest(folders), "software": software_versions(),
+                            "machine": machine_kind()}
 
     def step(self, name: str, folder: Path, cmd: List, config: Optional[str] = None,
              overrides: Optional[List[str]] = None, inputs: Optional[Dict] = None,
@@ -187,7 +188,7 @@ class StepRunner:
         recorded by the run that made it, and ``name`` is added to :attr:`reused`; when it continues an
         interrupted run: the interrupted runs' seconds included, and ``name`` is added to :attr:`resumed`).
 
-        Inputs recorded: ``inputs`` + the command + the code's digest and library versions
+        Inputs recorded: ``inputs`` + the command + the code's digest, library versions and processor kind
         (:attr:`environment`) + (with ``config``) the resolved config's digest after ``overrides``. Unchanged
         and complete: reused, unless a recorded output (``model_final.pth``, ``metrics.json``) changed or
         went since, then redone in an emptied folder; unchanged and incomplete: a command given ``--resume``

@@ -7,7 +7,8 @@ while the step is not finished, ``"started"``: when its current run started, ``t
 ``{file name: sha256}``);
 ``inputs`` is any JSON-able dict the caller builds (the resolved config's digest, the command line, the
 digests of the checkpoints it starts from, the code's digest (:func:`source_digest`) and the versions of the
-libraries that compute the numbers (:func:`software_versions`), ...). :meth:`Step.begin` compares the
+libraries that compute the numbers (:func:`software_versions`), the kind of processor they run on
+(:func:`machine_kind`), ...). :meth:`Step.begin` compares the
 record with the current inputs:
 
 * same inputs, complete -> ``"cached"``: nothing to do;
@@ -30,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
-__all__ = ["CHECKED_OUTPUTS", "Step", "file_digest", "software_versions", "source_digest", "text_digest"]
+__all__ = ["CHECKED_OUTPUTS", "Step", "file_digest", "machine_kind", "software_versions", "source_digest",
+           "text_digest"]
 
 RECORD = "step_inputs.json"
 # the files of a finished step that later steps and the summary read: their digests are checked before reuse
@@ -97,6 +99,48 @@ def software_versions() -> Dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "detectron2": detectron2.__version__,
             "numpy": numpy.__version__, "opencv": cv2.__version__}
+
+
+# the /proc/cpuinfo fields that name a processor's kind (x86; other architectures: "CPU implementer" ...)
+_CPUINFO_KIND_FIELDS = ("vendor_id", "cpu family", "model", "stepping", "CPU implementer", "CPU architecture",
+                        "CPU variant", "CPU part", "CPU revision")
+
+
+def _cpuinfo_fields(path="/proc/cpuinfo") -> Dict[str, str]:
+    """The ``key: value`` lines of the first processor in ``path`` (empty where it cannot be read)."""
+    fields = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if not line.strip():
+                    if fields:
+                        break
+                    continue
+                key, sep, value = line.partition(":")
+                if sep:
+                    fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
+def machine_kind(cpuinfo_path="/proc/cpuinfo") -> Dict[str, str]:
+    """The kind of processor the numbers are computed on: ``{"cpu": name, "cpu_id": identification,
+    "torch_cpu_capability": ...}``.
+
+    ``cpu`` is the model name (under a hypervisor often only the family's, e.g. "AMD EPYC"), ``cpu_id`` the
+    vendor, family, model and stepping from ``cpuinfo_path`` (Linux; elsewhere ``platform.machine()``),
+    ``torch_cpu_capability`` the instruction set torch chose its CPU kernels for (``AVX2``, ``AVX512``, ...).
+    The same step on two kinds of processor gives other floats (their kernels differ, and training amplifies
+    that), so the kind is a step input like the library versions; the number of processors is not (every
+    step's thread count is fixed)."""
+    import torch
+
+    info = _cpuinfo_fields(cpuinfo_path)
+    cpu_id = " ".join(f"{key} {info[key]}" for key in _CPUINFO_KIND_FIELDS if key in info)
+    return {"cpu": info.get("model name") or platform.processor() or platform.machine() or "unknown",
+            "cpu_id": cpu_id or platform.machine() or "unknown",
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 class Step:
