@@ -84,6 +84,32 @@ def test_outputs_without_a_baseline_have_no_gain_column(tmp_path):
     assert json.loads((tmp_path / "comparison.json").read_text())["methods"]["A"]["AP_gain_vs_baseline"]["mean"] == -2.0
 
 
+@pytest.mark.parametrize("gains", [[-2.49, -1.84, -1.45], [1.0, 3.0, 2.0]])
+def test_the_gain_panel_of_one_method_keeps_its_bar_narrow_and_its_value_and_zero_line_inside(gains):
+    """One method (the demo pair): its bar takes at most a third of the panel's width (matplotlib alone fits the
+    axes to the bar), the value written beside it lies inside the axes, and so does the line at 0 when every
+    gain is negative (or positive)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mean = sum(gains) / len(gains)
+    summary = {"baseline": "scratch", "methods": {"Siamese DETR": {"AP_gain_vs_baseline": {
+        "mean": mean, "worst": min(gains), "per_seed": dict(enumerate(gains))}}}}
+    fig, ax = plt.subplots()
+    try:
+        _compare_tool()._plot_gains(ax, summary, ["Siamese DETR"], {"Siamese DETR": "C0"})
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        bar = ax.patches[0]
+        assert bar.get_width() <= (x1 - x0) / 3
+        (text,) = ax.texts
+        assert x0 < text.get_position()[0] < x1 and y0 < text.get_position()[1] < y1
+        assert y0 < 0.0 < y1 and y0 <= min(gains) and max(gains) <= y1
+    finally:
+        plt.close(fig)
+
+
 @pytest.mark.parametrize("args, message", [
     # two names that map to one run folder: their pretrainings and finetunings would overwrite each other
     (["--method", "scratch=", "--method", "Siamese DETR=configs/demo/demo_siamese_pretrain.py",

@@ -529,8 +529,9 @@ def plot(path: Path, summary: dict) -> None:
 
 
 def _plot_gains(ax, summary: dict, gained: List[str], colours: Dict[str, str]) -> None:
-    """Each method's AP gain over the baseline, paired by seed: bar = mean (its value written on it), dots =
-    seeds, a line at 0 (no gain)."""
+    """Each method's AP gain over the baseline, paired by seed: bar = mean (its value written beside it), dots =
+    seeds, a line at 0 (no gain). Every slot is one unit wide, so one method's bar is as narrow as each of
+    four's, and its value stays inside the axes; the line at 0 stays inside too when every gain is negative."""
     for i, name in enumerate(gained):
         gain = summary["methods"][name]["AP_gain_vs_baseline"]
         if gain["mean"] is None:
@@ -540,6 +541,10 @@ def _plot_gains(ax, summary: dict, gained: List[str], colours: Dict[str, str]) -
         values = list(gain["per_seed"].values())
         ax.scatter([i] * len(values), values, color="k", s=10, zorder=3)
     ax.axhline(0.0, color="k", linewidth=0.8)
+    ax.set_xlim(-0.75, len(gained) - 0.25)  # room for the value written right of the last bar
+    low, high = ax.get_ylim()
+    pad = 0.08 * (high - low)
+    ax.set_ylim(min(low, -pad), max(high, pad))  # 0 never on the frame: the line at 0 stays visible
     ax.set_xticks(range(len(gained)))
     ax.set_xticklabels(gained)
     ax.set_ylabel(f"AP gain over {summary['baseline']} (AP points)")
