@@ -7,6 +7,9 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.setup-complete
 # A fresh .venv takes about 6 GiB (torch 2.14.1 is a CUDA build, used on the CPU here).
 SETUP_FREE_GIB ?= 7
+# make test's parallel pytest workers (pytest-xdist): auto = one per usable CPU, at most 4 (tests/conftest.py);
+# TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= auto
 # make cannot name a file whose path has a space: the venv's stamp file is a target (the interpreter's
 # path may have spaces: every recipe quotes it).
 ifeq ($(words $(VENV)),0)
@@ -37,7 +40,7 @@ demo: setup
 	"$(PY)" tools/run_demo.py
 
 test: setup
-	"$(PY)" -m pytest -q tests
+	"$(PY)" -m pytest -q -n $(TEST_WORKERS) tests
 
 lint: setup
 	"$(PY)" -m flake8 projects tools tests configs benchmarks datasets
@@ -48,8 +51,9 @@ clean-venv:
 help:
 	@echo "make setup       create $(VENV) (Python 3.11, torch 2.14.1, detectron2, this project); again when setup.cfg, pyproject.toml or the Makefile change"
 	@echo "make demo        set up, then the demo on the built-in dataset (tools/run_demo.py; output/demo/)"
-	@echo "make test        set up, then the test suite (pytest tests)"
+	@echo "make test        set up, then the test suite (pytest tests, on TEST_WORKERS parallel workers)"
 	@echo "make lint        set up, then flake8"
 	@echo "make clean-venv  delete $(VENV)"
 	@echo "variables: PYTHON=$(PYTHON) (the interpreter of a new venv), VENV=$(VENV) (the venv's folder),"
-	@echo "           SETUP_FREE_GIB=$(SETUP_FREE_GIB) (free GiB a new venv needs)"
+	@echo "           SETUP_FREE_GIB=$(SETUP_FREE_GIB) (free GiB a new venv needs),"
+	@echo "           TEST_WORKERS=$(TEST_WORKERS) (make test's workers: auto = one per CPU, at most 4; 0 = one process)"

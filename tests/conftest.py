@@ -19,6 +19,28 @@ _LOGGERS_SET_UP_BY_RUNS = ("detectron2", "fvcore", "siamese_detr",  # setup_plai
 for _name in _LOGGERS_SET_UP_BY_RUNS:
     logging.getLogger(_name).propagate = False
 
+# ``make test`` runs the suite on parallel workers (pytest-xdist, ``-n auto``). Each worker's memory grows to
+# about 2.5 GiB over the suite (measured on the 2-core machine), so "auto" takes one worker per usable CPU but
+# at most this many; ``make test TEST_WORKERS=N`` (or ``pytest -n N``) chooses another number.
+MAX_AUTO_WORKERS = 4
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which a container or ``taskset`` may limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per usable CPU, at most ``MAX_AUTO_WORKERS``; pytest-xdist's own
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS``, when set, still decides (None hands over to xdist's implementation)."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return max(1, min(usable_cpus(), MAX_AUTO_WORKERS))
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _temporary_files_under_pytest_folder(tmp_path_factory):
