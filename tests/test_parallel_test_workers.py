@@ -50,8 +50,11 @@ def test_usable_cpus_without_affinity_falls_back_to_the_cpu_count(monkeypatch):
 @pytest.mark.parametrize("variables, option", [((), "-n auto"), (("TEST_WORKERS=0",), "-n 0"),
                                                (("TEST_WORKERS=3",), "-n 3")])
 def test_make_test_runs_pytest_on_the_chosen_workers(variables, option):
+    # not what the make running this suite passes down to its children (`make test TEST_WORKERS=0` puts
+    # TEST_WORKERS=0 in MAKEFLAGS, which would override the default here)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "TEST_WORKERS")}
     # -n: print the recipe only; -o setup: as if the venv were up to date
     done = subprocess.run(["make", "--no-print-directory", "-n", "-o", "setup", "-C", str(ROOT), "test", *variables],
-                          capture_output=True, text=True, timeout=HANG_GUARD_S)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1].endswith(f"/bin/python\" -m pytest -q {option} tests")
