@@ -365,7 +365,55 @@ def test_build_installs_the_patched_tree_then_its_dependencies(fake_v06_tree, tm
     assert [c[0] for c in calls] == ["wheel", "install", "install"]
     assert "--no-build-isolation" in calls[0] and "--no-deps" in calls[0]
     assert {"--force-reinstall", "--no-deps"} <= set(calls[1]) and calls[1][-1].endswith(".whl")
-    assert "--no-deps" not in calls[2] and calls[2][-1] == calls[1][-1]
+    assert "--no-deps" not in calls[2] and calls[2][-1] == calls[1][-1] and "-c" not in calls[2]
+    # with the set-up's constraints file, the dependencies are installed at its pins
+    calls.clear()
+    inst.build_and_install(tmp_path / "build2", tmp_path / "pins.txt")
+    assert calls[2][calls[2].index("-c") + 1] == str(tmp_path / "pins.txt") and calls[2][-1].endswith(".whl")
+
+
+def test_an_earlier_build_gets_its_dependencies_at_the_pins_an_official_one_is_left_alone(
+        tmp_path, monkeypatch, capsys):
+    """`make setup` again after the pins moved: detectron2 works, so nothing is rebuilt, but the requirements
+    of this script's build (read from its installed metadata) are installed with the constraints file; an
+    official detectron2 (no pb1-detectron2 distribution) is not touched."""
+    import importlib.metadata
+
+    pins = tmp_path / "pins.txt"
+    pins.write_text("numpy==1.0\n")
+    calls = []
+    monkeypatch.setattr(inst, "_pip", lambda *args: calls.append(args))
+    monkeypatch.setattr(inst, "working_detectron2", lambda: (True, "/site/detectron2/__init__.py"))
+    monkeypatch.setattr(inst, "build_and_install", lambda *a: pytest.fail("rebuilt a working detectron2"))
+
+    class Build:
+        requires = ["numpy", "fvcore<0.1.6,>=0.1.5", "dataclasses; python_version < \"3.7\"",
+                    "panopticapi @ https://example.com/master.zip ; extra == \"all\"", "black",
+                    "flake8==3.8.1; extra == \"dev\""]
+
+    def distribution(name):
+        if name != "pb1-detectron2":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return Build
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    assert inst.main(["--constraint", str(pins)]) == 0
+    assert calls == [("install", "--quiet", "-c", str(pins), "numpy", "fvcore<0.1.6,>=0.1.5",
+                      'dataclasses; python_version < "3.7"', "black")]
+    assert f"its dependencies are at the versions pinned in {pins}" in capsys.readouterr().out
+
+    calls.clear()
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: distribution("detectron2"))
+    assert inst.main(["--constraint", str(pins)]) == 0 and calls == []
+    assert "pinned" not in capsys.readouterr().out
+    assert inst.main([]) == 0 and calls == []  # no constraints: nothing to bring anything to
+
+
+def test_a_constraints_file_that_is_not_there_is_refused_before_anything(tmp_path, monkeypatch):
+    monkeypatch.setattr(inst, "working_detectron2", lambda: pytest.fail("looked for detectron2 first"))
+    with pytest.raises(SystemExit, match=r"--constraint .*gone.txt: no such file \(make setup uses "
+                       r"constraints.txt at the repository's root; make setup CONSTRAINTS= installs without pins\)"):
+        inst.main(["--constraint", str(tmp_path / "gone.txt")])
 
 
 @pytest.mark.parametrize("argv, works_before, builds", [
@@ -376,14 +424,16 @@ def test_main_builds_only_when_needed_or_forced(tmp_path, monkeypatch, capsys, a
     state = {"ok": works_before, "built": []}
     monkeypatch.setattr(inst, "working_detectron2", lambda: (state["ok"], "/site/detectron2/__init__.py"))
 
-    def build(build_dir):
+    def build(build_dir, constraint=None):
+        assert constraint is None
         state["built"].append(build_dir)
         state["ok"] = True
 
     monkeypatch.setattr(inst, "build_and_install", build)
+    monkeypatch.setattr(inst, "sync_dependencies", lambda constraint: pytest.fail("no constraints were given"))
     assert inst.main(argv) == 0
     assert state["built"] == ([Path(".cache/detectron2-build")] if builds else [])
     monkeypatch.setattr(inst, "working_detectron2", lambda: (False, "ImportError: no module named fvcore"))
-    monkeypatch.setattr(inst, "build_and_install", lambda build_dir: None)
+    monkeypatch.setattr(inst, "build_and_install", lambda build_dir, constraint=None: None)
     with pytest.raises(SystemExit, match="still does not import after the build: ImportError: no module named"):
         inst.main(["--build-dir", str(tmp_path)])

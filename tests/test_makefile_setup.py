@@ -59,10 +59,9 @@ def test_an_interpreter_at_a_path_with_spaces_is_checked(tmp_path):
     assert done.returncode != 0 and "needs about 6 GiB" in done.stderr
 
 
-def test_setup_runs_its_steps_with_an_interpreter_at_a_path_with_spaces_then_nothing(tmp_path):
-    """The whole `make setup` recipe with a stand-in interpreter that records its arguments (and, for
-    `-m venv DIR`, puts a copy of itself at DIR/bin/python): every step reaches the interpreter whole, in
-    order, and a second `make setup` finds the stamp file and runs nothing."""
+def _fake_interpreter(tmp_path):
+    """A stand-in interpreter at a path with spaces that records its arguments in ``calls.txt`` (and, for
+    ``-m venv DIR``, puts a copy of itself at DIR/bin/python); returns (interpreter, log)."""
     log = tmp_path / "calls.txt"
     fake = tmp_path / "my pythons" / "python3.11"
     fake.parent.mkdir()
@@ -70,21 +69,61 @@ def test_setup_runs_its_steps_with_an_interpreter_at_a_path_with_spaces_then_not
                     'if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then mkdir -p "$3/bin" && cp "$0" "$3/bin/python"; fi\n'
                     .format(log))
     fake.chmod(0o755)
+    return fake, log
+
+
+@pytest.mark.parametrize("constraints, pinned", [
+    ((), "-c constraints.txt "), (("CONSTRAINTS=",), ""), (("CONSTRAINTS=tests/fixtures/../../constraints.txt",),
+                                                           "-c tests/fixtures/../../constraints.txt ")])
+def test_setup_runs_its_steps_with_an_interpreter_at_a_path_with_spaces_then_nothing(tmp_path, constraints, pinned):
+    """The whole `make setup` recipe with a stand-in interpreter: every step reaches the interpreter whole, in
+    order, each pip install and the detectron2 installer with the constraints file (none with CONSTRAINTS=),
+    the stamp file records which, and a second `make setup` finds the stamp file and runs nothing."""
+    fake, log = _fake_interpreter(tmp_path)
     venv = tmp_path / "venv"
-    done = _make("setup", f"PYTHON={fake}", f"VENV={venv}", "SETUP_FREE_GIB=0")
+    done = _make("setup", f"PYTHON={fake}", f"VENV={venv}", "SETUP_FREE_GIB=0", *constraints)
     assert done.returncode == 0, done.stderr
     calls = [line.split(" :: ") for line in log.read_text().splitlines()]
     pins = "torch==2.14.1 torchvision==0.29.1"
     assert [interpreter for interpreter, _ in calls] == [str(fake)] * 2 + [f"{venv}/bin/python"] * 4
     arguments = [a for _, a in calls]
     assert arguments[0].startswith("-c import os, shutil, sys;")  # the free-space check
-    assert arguments[1:5] == [f"-m venv {venv}", f"-m pip install --quiet {pins}", "tools/install_detectron2.py",
-                              f"-m pip install --quiet --no-build-isolation -e .[test] {pins}"]
+    detectron2 = "tools/install_detectron2.py" + (f" --constraint {pinned[3:-1]}" if pinned else "")
+    assert arguments[1:5] == [f"-m venv {venv}", f"-m pip install --quiet {pinned}{pins}", detectron2,
+                              f"-m pip install --quiet --no-build-isolation {pinned}-e .[test] {pins}"]
     assert arguments[5].startswith("-c import torch, detectron2, siamese_detr;")  # the import check
-    assert (venv / ".setup-complete").is_file()
+    assert (venv / ".setup-complete").read_text() == f"constraints={pinned[3:-1]}\n"
     log.unlink()
-    again = _make("setup", f"PYTHON={fake}", f"VENV={venv}")
+    again = _make("setup", f"PYTHON={fake}", f"VENV={venv}", *constraints)
     assert again.returncode == 0 and not log.exists()
+
+
+def test_a_missing_or_unusable_constraints_file_is_refused_with_the_fix(tmp_path):
+    fake, log = _fake_interpreter(tmp_path)
+    done = _make("setup", f"PYTHON={fake}", f"VENV={tmp_path / 'venv'}", f"CONSTRAINTS={tmp_path / 'gone.txt'}")
+    assert done.returncode != 0 and not log.exists()
+    assert (f"make setup: the constraints file {tmp_path / 'gone.txt'} is not there: restore it (git checkout -- "
+            "constraints.txt), give another with CONSTRAINTS=FILE, or install without pins: make setup "
+            "CONSTRAINTS=") in done.stderr
+    done = _make("setup", f"VENV={tmp_path / 'venv'}", "CONSTRAINTS=my pins.txt")
+    assert done.returncode != 0
+    assert ('CONSTRAINTS="my pins.txt": the constraints file\'s path must not contain spaces') in done.stderr
+
+
+def test_an_existing_venv_is_set_up_again_when_the_pins_change(tmp_path):
+    """The stamp depends on the constraints file: a newer file makes `make setup` run its steps again."""
+    import os
+
+    fake, log = _fake_interpreter(tmp_path)
+    pins = tmp_path / "pins.txt"
+    pins.write_text("numpy==1.0\n")
+    venv = tmp_path / "venv"
+    assert _make("setup", f"PYTHON={fake}", f"VENV={venv}", "SETUP_FREE_GIB=0", f"CONSTRAINTS={pins}").returncode == 0
+    log.unlink()
+    stamp_time = (venv / ".setup-complete").stat().st_mtime
+    os.utime(pins, (stamp_time + 10, stamp_time + 10))
+    assert _make("setup", f"PYTHON={fake}", f"VENV={venv}", f"CONSTRAINTS={pins}").returncode == 0
+    assert f"-m pip install --quiet -c {pins} torch==2.14.1" in log.read_text()
 
 
 @pytest.mark.parametrize("venv, message", [

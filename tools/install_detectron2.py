@@ -35,11 +35,16 @@ A detectron2 built by this script carries ``detectron2/_missing_ops.py`` with a
 ``PATCH_LEVEL``; when this script gains a fix, PATCH_LEVEL grows and such a build is rebuilt.
 A working detectron2 without that file (an official build) is never touched, unless ``--force`` is given.
 
-Usage: ``python tools/install_detectron2.py [--force] [--build-dir DIR] [--check]``.
+``--constraint FILE`` (``make setup`` gives ``constraints.txt``) installs the dependencies at the versions
+pinned there, and brings those of an earlier build of this script to them when it leaves that build untouched.
+
+Usage: ``python tools/install_detectron2.py [--force] [--build-dir DIR] [--check] [--constraint FILE]``.
 """
 import argparse
 import hashlib
+import importlib.metadata
 import re
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -227,7 +232,7 @@ def _pip(*args: str) -> None:
     """Run ``python -m pip ARGS`` with this interpreter, printing the command first; ``CalledProcessError`` when it
     fails."""
     cmd = [sys.executable, "-m", "pip", *args]
-    print("+", " ".join(cmd), flush=True)
+    print("+", shlex.join(cmd), flush=True)
     subprocess.run(cmd, check=True)
 
 
@@ -271,9 +276,15 @@ def unpack(sdist: Path, dest: Path) -> Path:
     return roots[0]
 
 
-def build_and_install(build_dir: Path) -> None:
+def _constrained(constraint: Optional[Path]) -> List[str]:
+    """pip's arguments for the constraints file ``constraint`` (none when it is None)."""
+    return ["-c", str(constraint)] if constraint is not None else []
+
+
+def build_and_install(build_dir: Path, constraint: Optional[Path] = None) -> None:
     """Download the pinned sdist into ``build_dir`` (:func:`download_sdist`), patch an unpacked copy
-    (:func:`patch_source_tree`), build a wheel of it and install that, then its dependencies. ``SystemExit`` when
+    (:func:`patch_source_tree`), build a wheel of it and install that, then its dependencies, at the versions
+    pinned in ``constraint`` when one is given (``make setup`` gives ``constraints.txt``). ``SystemExit`` when
     torch is not installed (detectron2's ``setup.py`` imports it)."""
     try:
         import torch  # noqa: F401  (setup.py of detectron2 imports torch)
@@ -290,7 +301,22 @@ def build_and_install(build_dir: Path) -> None:
         wheels = sorted(wheel_dir.glob("*.whl"))
         _pip("install", "--quiet", "--force-reinstall", "--no-deps", str(wheels[0]))
         # Dependencies from the wheel's metadata, without touching the installed torch.
-        _pip("install", "--quiet", str(wheels[0]))
+        _pip("install", "--quiet", *_constrained(constraint), str(wheels[0]))
+
+
+def sync_dependencies(constraint: Path) -> bool:
+    """Bring the dependencies of a detectron2 that this script built (the ``pb1-detectron2`` distribution) to
+    the versions pinned in ``constraint``: ``make setup`` on an existing venv after the pins moved. Returns
+    False, doing nothing, when no such build is installed (an official detectron2 is the user's to manage)."""
+    try:
+        requirements = importlib.metadata.distribution(SDIST_NAME).requires or []
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    # the plain distribution's requirements: those of its extras ("all", "dev") were never installed
+    requirements = [text for text in requirements if not re.search(r";.*\bextra\s*==", text)]
+    if requirements:
+        _pip("install", "--quiet", *_constrained(constraint), *requirements)
+    return True
 
 
 def main(argv=None) -> int:
@@ -305,7 +331,13 @@ def main(argv=None) -> int:
                         help="where the sdist is downloaded and built (default: %(default)s)")
     parser.add_argument("--check", action="store_true",
                         help="only report whether a working detectron2 is importable (exit 0 if so)")
+    parser.add_argument("--constraint", type=Path, default=None, metavar="FILE",
+                        help="install detectron2's dependencies at the versions pinned in FILE (pip -c; make "
+                        "setup gives constraints.txt); with a working build of this script, bring them to it")
     args = parser.parse_args(argv)
+    if args.constraint is not None and not args.constraint.is_file():
+        raise SystemExit(f"--constraint {args.constraint}: no such file (make setup uses constraints.txt at the "
+                         "repository's root; make setup CONSTRAINTS= installs without pins)")
 
     ok, where = working_detectron2()
     if args.check:
@@ -313,9 +345,11 @@ def main(argv=None) -> int:
         return 0 if ok else 1
     if ok and not args.force:
         print(f"detectron2 already works ({where}); leaving it untouched.")
+        if args.constraint is not None and sync_dependencies(args.constraint):
+            print(f"its dependencies are at the versions pinned in {args.constraint}")
         return 0
     print(f"detectron2 not importable ({where}); building {SDIST_NAME}=={SDIST_VERSION} without C++ ops.")
-    build_and_install(args.build_dir)
+    build_and_install(args.build_dir, args.constraint)
     ok, where = working_detectron2()
     if not ok:
         raise SystemExit(f"detectron2 still does not import after the build: {where}")
