@@ -39,8 +39,9 @@ $(STAMP): setup.cfg pyproject.toml tools/install_detectron2.py Makefile $(CONSTR
 	printf 'constraints=%s\n' "$(CONSTRAINTS)" > $@
 
 ifneq ($(CONSTRAINTS),)
+# (only reached when the file is missing, or under make -B, where it is there)
 $(CONSTRAINTS):
-	@echo "make setup: the constraints file $(CONSTRAINTS) is not there: restore it (git checkout -- constraints.txt), give another with CONSTRAINTS=FILE, or install without pins: make setup CONSTRAINTS=" >&2; exit 1
+	@test -f "$@" || { echo "make setup: the constraints file $(CONSTRAINTS) is not there: restore it (git checkout -- constraints.txt), give another with CONSTRAINTS=FILE, or install without pins: make setup CONSTRAINTS=" >&2; exit 1; }
 endif
 
 check-disk:

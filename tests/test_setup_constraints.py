@@ -173,6 +173,7 @@ def test_check_fails_naming_a_moved_pin(tmp_path):
                            "--output", str(path)], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 1
     assert f"numpy is {numpy.__version__} here but pinned to 0.0.1 in {path}" in done.stdout
+    assert f"1 difference(s) from {path}: `make -B setup` brings .venv to its pins" in done.stdout
 
 
 def test_the_readme_gives_the_number_of_pins_and_the_commands_that_exist():

@@ -212,8 +212,8 @@ def main(argv=None) -> int:
         for line in differences:
             print(line)
         if differences:
-            print(f"{len(differences)} difference(s): `make setup` brings the venv to the pins; after a deliberate "
-                  "change of versions, rewrite the file (see tools/freeze_constraints.py)")
+            print(f"{len(differences)} difference(s) from {args.output}: `make -B setup` brings .venv to its pins; "
+                  "to move the pins instead, see the docstring of tools/freeze_constraints.py")
             return 1
         print(f"this environment matches the {len(found)} pins of {args.output}")
         return 0
