@@ -5,6 +5,7 @@ comes before any step runs."""
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -484,6 +485,55 @@ def test_the_summary_table_names_the_machine(capsys):
     describe = _tool("run_demo").describe_machine
     assert describe({"cpu": "arm64", "cpu_id": "arm64", "torch_cpu_capability": "DEFAULT", "cpus": 1}) == (
         "arm64, torch CPU kernels DEFAULT, 1 CPU")
+
+
+def test_the_readmes_sample_of_the_summary_table_is_what_the_demo_prints(capsys):
+    """The README's Quick start shows the end of a real run, its long lines folded (continuations indented by two
+    spaces). Printed again by ``print_table`` from the numbers read off its rows, the table must come out line for
+    line as the README shows it, so the sample cannot drift from the demo's current format."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```text\nSummary (metrics on")
+    block = readme[start + len("```text\n"):readme.index("```", start + 3)]
+    shown = []
+    for line in block.splitlines():
+        if line.startswith("  "):
+            shown[-1] += " " + line.strip()
+        elif line:
+            shown.append(line)
+    rows = {line[:40].strip(): line[40:] for line in shown[2:9]}
+
+    def numbers(stage):
+        return [float(v) for v in re.findall(r"\d+\.\d+", rows[stage].split(None, 1)[1])]
+
+    def seconds(stage):
+        minutes, secs = rows[stage].split()[0].split(":")
+        return 60 * int(minutes) + int(secs)
+
+    knn, knn_random = numbers("backbone (k-NN on val objects)")
+    ar1, ar100 = numbers("Siamese DETR pretraining (no labels)")
+    ar1_random, ar100_random = numbers("same model, random init")
+    ap_pre, ap50_pre = numbers("finetune 10% labels from pretraining")
+    ap_scratch, ap50_scratch = numbers("finetune 10% labels from scratch")
+    machine = re.fullmatch(r"machine: (.+) \((.+)\), torch CPU kernels (\w+), (\d+) CPUs \(.*\)", shown[10])
+    summary = {"ap": {"pretrained": ap_pre, "scratch": ap_scratch},
+               "ap50": {"pretrained": ap50_pre, "scratch": ap50_scratch},
+               "ar1_pretrained_no_finetune": ar1, "ar100_pretrained_no_finetune": ar100,
+               "ar1_random_init_no_finetune": ar1_random, "ar100_random_init_no_finetune": ar100_random,
+               "backbone_knn_accuracy": knn, "backbone_knn_accuracy_random_init": knn_random,
+               "machine": {"cpu": machine[1], "cpu_id": machine[2], "torch_cpu_capability": machine[3],
+                           "cpus": int(machine[4])}}
+    times = {key: seconds(stage) for key, stage in [
+        ("data", "data (generate / reuse)"), ("backbone", "backbone (k-NN on val objects)"),
+        ("pretrain", "Siamese DETR pretraining (no labels)"), ("random-init eval", "same model, random init"),
+        ("finetune (pretrained)", "finetune 10% labels from pretraining"),
+        ("finetune (scratch)", "finetune 10% labels from scratch"), ("figures", "figures")]}
+    _tool("run_demo").print_table(summary, times, reused=set(), resumed=set())
+    printed = [line.rstrip() for line in capsys.readouterr().out.splitlines() if line]
+    # the gain is taken from the unrounded APs: the README's may differ from the rounded ones' by 0.1
+    gain = re.compile(r"(?<=^gain from Siamese DETR pretraining: )[-+]\d+\.\d")
+    assert abs(float(gain.search(shown[9])[0]) - float(gain.search(printed[9])[0])) <= 0.1 + 1e-9
+    assert [gain.sub("G", line) for line in printed] == [gain.sub("G", line) for line in shown[:len(printed)]]
+    assert shown[len(printed)].startswith("Demo finished in ")
 
 
 def test_demo_seconds_by_hand():
