@@ -56,8 +56,12 @@ def test_a_real_sigint_mid_training_then_resume(tmp_path):
     common = ["--config-file", "configs/demo/detr_demo.py", f"train.output_dir={out}", "train.log_period=1",
               "train.checkpointer.period=1", "train.eval_period=0", "dataloader.train.total_batch_size=2",
               "dataloader.train.num_workers=0", "dataloader.test.num_workers=0", "train.seed=0"]
+    # SIGINT at its default in the tool, as in a terminal, whatever the suite was started from: a suite started as
+    # `cmd &` from a script or under nohup has SIGINT ignored, which its children would inherit, and Python then
+    # installs no KeyboardInterrupt handler, so the signal below would do nothing
     proc = subprocess.Popen([sys.executable, "tools/lazyconfig_train_net.py", *common, "train.max_iter=100000"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for(lambda: len(_iterations(out / "metrics.json")) >= 2 and (out / "last_checkpoint").is_file(), proc)
         proc.send_signal(signal.SIGINT)
