@@ -57,7 +57,7 @@ def test_a_real_sigint_mid_training_then_resume(tmp_path):
               "train.checkpointer.period=1", "train.eval_period=0", "dataloader.train.total_batch_size=2",
               "dataloader.train.num_workers=0", "dataloader.test.num_workers=0", "train.seed=0"]
     # SIGINT at its default in the tool, as in a terminal, whatever the suite was started from: a suite started as
-    # `cmd &` from a script or under nohup has SIGINT ignored, which its children would inherit, and Python then
+    # `cmd &` from a script (no job control) has SIGINT ignored, which its children inherit, and Python then
     # installs no KeyboardInterrupt handler, so the signal below would do nothing
     proc = subprocess.Popen([sys.executable, "tools/lazyconfig_train_net.py", *common, "train.max_iter=100000"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
