@@ -143,3 +143,51 @@ def test_every_override_is_a_key_of_its_config(doc):
             if not _has_key(configs[config_file], key):
                 unknown.append(f"{config_file}: {key}")
     assert not unknown, f"{doc} overrides keys its configs do not have (add them with +key=): {unknown}"
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _heading_anchor(heading):
+    """GitHub's anchor of a Markdown heading: lower case, punctuation other than ``-`` and ``_`` dropped,
+    spaces to ``-``."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _broken_links(doc, text):
+    """Relative links and images of ``text`` (in ``doc``; code is not prose, so fenced blocks and inline code
+    are skipped) whose file is missing, or whose ``#anchor`` is no heading of that file; web links are not
+    followed."""
+    broken = []
+    prose = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", text, flags=re.S))
+    for target in LINK.findall(prose):
+        if re.match(r"[a-z]+://|mailto:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        file = (ROOT / doc).parent / path if path else ROOT / doc
+        if not file.exists():
+            broken.append(f"{target} (no file {path})")
+        elif anchor:
+            headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", file.read_text(), flags=re.S), re.M)
+            if anchor not in {_heading_anchor(h) for h in headings}:
+                broken.append(f"{target} (no heading with anchor #{anchor})")
+    return broken
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_relative_link_and_image_resolves(doc):
+    broken = _broken_links(doc, _text(doc))
+    assert not broken, f"{doc} links to what does not exist: {broken}"
+
+
+def test_the_link_check_sees_a_missing_image_and_a_wrong_anchor():
+    fake = ("![a](projects/SiameseDETR/docs/no_such.png) [b](projects/SiameseDETR/README.md#no-such-part) "
+            "[c](projects/SiameseDETR/README.md#demo-on-the-built-in-dataset-make-demo-2-cpu-cores) "
+            "[d](https://example.org/x.png) ![e](projects/SiameseDETR/docs/demo_ap_curves.png) "
+            "`sigmoid(bbox_embed[l](hs[l]))`")
+    assert _broken_links("README.md", fake) == [
+        "projects/SiameseDETR/docs/no_such.png (no file projects/SiameseDETR/docs/no_such.png)",
+        "projects/SiameseDETR/README.md#no-such-part (no heading with anchor #no-such-part)",
+    ]
+    assert _heading_anchor("Demo on the built-in dataset (`make demo`, 2 CPU cores)") == \
+        "demo-on-the-built-in-dataset-make-demo-2-cpu-cores"
