@@ -37,6 +37,7 @@ Results are printed and appended to ``benchmarks/RESULTS.md`` (``--no-append`` t
 
 import argparse
 import copy
+import gc
 import importlib.util
 import json
 import os
@@ -254,7 +255,12 @@ def reset_peak_rss() -> bool:
 def rss_growth_mib(step, calls: int) -> tuple[float, bool]:
     """Peak RSS growth (MiB) of ``calls`` calls of ``step`` in this process: ``VmHWM`` after them minus ``VmRSS``
     before them, with ``VmHWM`` reset right before (see :func:`reset_peak_rss`; the bool says whether it was,
-    otherwise an earlier, higher peak of the process may be what is measured)."""
+    otherwise an earlier, higher peak of the process may be what is measured).
+
+    Unreachable reference cycles are collected first: one that a collection during the steps frees would
+    lower the RSS under the baseline and hide as much growth (seen in the test suite, where earlier tests
+    leave such garbage: two 64 MiB steps read as 64 MiB)."""
+    gc.collect()
     fresh = reset_peak_rss()
     before = proc_status_kib("VmRSS")
     for _ in range(calls):
@@ -270,8 +276,6 @@ def memory_child(args) -> float:
     The CPU peak is ``VmHWM``, the high-water mark of this process's own memory map, reset right before the steps.
     ``getrusage(RUSAGE_SELF).ru_maxrss`` is NOT usable in a child: Linux carries the parent's high-water mark
     across fork + exec into it (measured: every child reported the 2.7 GB of the parent holding three R50s)."""
-    import gc
-
     configs = build_model_configs(args.size, args.variant)
     batches = build_batches(args.size, args.batch_size, args.short_side)
     _, step = make_runner(configs[args.memory_child], batches[args.memory_child], args.device)
