@@ -1,6 +1,7 @@
 """benchmarks/bench_demo_schedule.py: the earlier order it rebuilds from ``run_demo.training_jobs`` (the same
-jobs and commands, started in the order of before 2026-12-07 by the real ``StepRunner.parallel``), and its
-arithmetic, driven with a stand-in demo whose runs take known seconds on a fake clock."""
+jobs and commands, started in the order of before 2026-12-07 by the real ``StepRunner.parallel``), the flags of
+its two-threads alternative, and its arithmetic, driven with a stand-in demo whose runs take known seconds and
+CPU seconds on fake clocks."""
 import argparse
 import json
 import sys
@@ -57,18 +58,33 @@ def test_the_earlier_order_has_the_same_jobs_and_starts_the_scratch_finetuning_b
     assert started[:2] == ["pretrain", "finetune scratch"]
 
 
-def test_the_benchmark_alternates_the_orders_and_works_out_the_ratio(bench, monkeypatch, capsys):
+def _fake_clocks(bench, monkeypatch, wall_seconds, cpu_seconds):
+    """Each demo run advances the wall clock and the children's CPU clock by the next of the given seconds."""
+    clock = SimpleNamespace(wall=0.0, cpu=0.0)
+    walls, cpus = iter(wall_seconds), iter(cpu_seconds)
+
+    def advance():
+        clock.wall += next(walls)
+        clock.cpu += next(cpus)
+
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: clock.wall))
+    monkeypatch.setattr(bench, "children_cpu_seconds", lambda: clock.cpu)
+    return advance
+
+
+def test_the_benchmark_alternates_the_orders_and_works_out_the_ratios(bench, monkeypatch, capsys):
     """Two rounds: current 100 s / earlier 110 s, then earlier 130 s / current 120 s: sums 220 and 240, ratio
-    240 / 220 = 1.091; the earlier order is in place only during its runs."""
-    clock = SimpleNamespace(t=0.0)
-    seconds = iter([100.0, 110.0, 130.0, 120.0])
+    240 / 220 = 1.091; CPU 150 / 180, then 170 / 160: sums 310 and 350, ratio 1.129; the earlier order is in
+    place only during its runs."""
+    advance = _fake_clocks(bench, monkeypatch, [100.0, 110.0, 130.0, 120.0], [150.0, 180.0, 170.0, 160.0])
     seen_orders = []
 
     def fake_main(argv):
         out = Path(argv[argv.index("--output") + 1])
         seen_orders.append("current" if fake.training_jobs is real_jobs else "earlier")
         assert argv[argv.index("--pretrain-iters") + 1] == "7"
-        clock.t += next(seconds)
+        assert "--threads" not in argv and "--parallel" not in argv
+        advance()
         (out / "summary.json").write_text(json.dumps({"ap": {"pretrained": 1.5, "scratch": 2.5}}))
         return 0
 
@@ -77,14 +93,68 @@ def test_the_benchmark_alternates_the_orders_and_works_out_the_ratio(bench, monk
 
     fake = SimpleNamespace(training_jobs=real_jobs, main=fake_main)
     monkeypatch.setattr(bench, "load_run_demo", lambda: fake)
-    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: clock.t))
     assert bench.main(["--rounds", "2", "--pretrain-iters", "7", "--no-append"]) == 0
     assert seen_orders == ["current", "earlier", "earlier", "current"]
     assert fake.training_jobs is real_jobs
     out = capsys.readouterr().out
-    assert "| 1 | current | 100.0 |" in out and "| 2 | earlier | 130.0 |" in out
+    assert "| 1 | current | 100.0 | 150.0 |" in out and "| 2 | earlier | 130.0 | 170.0 |" in out
     assert "Sum: current 220.0 s, earlier 240.0 s; **ratio earlier / current = 1.091**" in out
+    assert "CPU time: current 310.0 s, earlier 350.0 s, ratio 1.129." in out
     assert "Same summary.json numbers in every run: yes." in out
+
+
+def test_the_two_threads_alternative_runs_the_steps_one_at_a_time_with_two_threads(bench, monkeypatch, capsys):
+    """Its runs, and only its, get ``--threads 2 --parallel 1``; the steps' order is left alone; other numbers
+    than the demo's are reported, not a failure. One round: 100 s / 130 s, CPU 160 / 200 (ratios 1.3, 1.25)."""
+    advance = _fake_clocks(bench, monkeypatch, [100.0, 130.0], [160.0, 200.0])
+    flags, aps = [], iter([8.26, 7.54])
+
+    def fake_main(argv):
+        out = Path(argv[argv.index("--output") + 1])
+        assert fake.training_jobs is real_jobs
+        flags.append(argv[argv.index("--threads"):] if "--threads" in argv else [])
+        advance()
+        (out / "summary.json").write_text(json.dumps({"ap": {"pretrained": next(aps)}}))
+        return 0
+
+    def real_jobs(*args):
+        return [], {}
+
+    fake = SimpleNamespace(training_jobs=real_jobs, main=fake_main)
+    monkeypatch.setattr(bench, "load_run_demo", lambda: fake)
+    assert bench.main(["--against", "two-threads", "--rounds", "1", "--no-append"]) == 0
+    assert flags == [[], ["--threads", "2", "--parallel", "1"]]
+    out = capsys.readouterr().out
+    assert "| 1 | two-threads | 130.0 | 200.0 |" in out
+    assert "**ratio two-threads / current = 1.300**" in out and "ratio 1.250" in out
+    assert ("Same summary.json numbers in every run of a schedule: yes; between the schedules: NO (not required"
+            in out)
+
+
+def test_the_two_threads_alternative_fails_when_a_schedule_does_not_repeat_its_numbers(bench, monkeypatch, capsys):
+    """Two rounds: current, two-threads, two-threads, current; the second two-threads run differs."""
+    aps = iter([8.26, 7.54, 7.55, 8.26])
+
+    def fake_main(argv):
+        out = Path(argv[argv.index("--output") + 1])
+        (out / "summary.json").write_text(json.dumps({"ap": {"pretrained": next(aps)}}))
+        return 0
+
+    monkeypatch.setattr(bench, "load_run_demo", lambda: SimpleNamespace(training_jobs=None, main=fake_main))
+    assert bench.main(["--against", "two-threads", "--rounds", "2", "--no-append"]) == 1
+    assert "in every run of a schedule: NO; between the schedules: NO" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("aps, expected", [
+    ([1.0, 1.0, 1.0, 1.0], (True, True)),
+    ([1.0, 2.0, 2.0, 1.0], (True, False)),
+    ([1.0, 2.0, 2.0, 1.5], (False, False)),
+    ([1.0, 1.0, 2.0, 1.0], (False, True)),  # the first runs agree, a later one does not
+])
+def test_same_numbers_within_each_schedule_and_between_their_first_runs(bench, aps, expected):
+    schedules = ["current", "two-threads", "two-threads", "current"]
+    seen = [(s, {"ap": ap}) for s, ap in zip(schedules, aps)]
+    assert bench.same_numbers(seen) == expected
 
 
 def test_the_benchmark_fails_when_the_orders_give_different_numbers(bench, monkeypatch, capsys):
@@ -96,7 +166,7 @@ def test_the_benchmark_fails_when_the_orders_give_different_numbers(bench, monke
         return 0
 
     monkeypatch.setattr(bench, "load_run_demo", lambda: SimpleNamespace(training_jobs=None, main=fake_main))
-    assert bench.main(["--rounds", "1", "--no-append"]) == 1
+    assert bench.main(["--rounds", "1", "--no-append"]) == 1  # the earlier order must give the same numbers
     assert "Same summary.json numbers in every run: NO." in capsys.readouterr().out
 
 
@@ -108,6 +178,6 @@ def test_a_demo_that_fails_stops_the_benchmark_naming_its_log_which_is_kept(benc
     monkeypatch.setattr(bench.tempfile, "mkdtemp", lambda prefix: str(tmp_path / "kept"))
     (tmp_path / "kept").mkdir()
     monkeypatch.setattr(bench, "load_run_demo", lambda: SimpleNamespace(training_jobs=None, main=failing_main))
-    with pytest.raises(SystemExit, match=r"current order ended with status 2; see .*round1_current/bench.log"):
+    with pytest.raises(SystemExit, match=r"the demo's schedule ended with status 2; see .*round1_current/bench.log"):
         bench.main(["--rounds", "1", "--no-append"])
     assert (tmp_path / "kept" / "round1_current" / "bench.log").read_text() == "the demo's own error\n"

@@ -18,7 +18,9 @@ Steps 3 and 4 run two at a time (``--parallel``, one torch thread each): the ran
 the pretraining, then the two finetunings side by side (the scratch one waits for the pretraining too, so
 that both share the machine alike and their times compare; on 2 cores this order is also a few percent
 faster than starting it beside the pretraining, whose data loader already keeps the second core partly
-busy: ``benchmarks/bench_demo_schedule.py``, and the project card's demo section).
+busy: ``benchmarks/bench_demo_schedule.py``, and the project card's demo section). One thread per step, two
+steps at a time, is also faster than two threads per step, one step at a time (``--threads 2 --parallel 1``;
+``bench_demo_schedule.py --against two-threads``, note 4 of the card's "How long it takes").
 
 Every step is a command a user could type (printed); its full output goes to ``<step folder>/demo.log`` and
 a progress bar with ETA to the terminal. Each step records its inputs (resolved config, command, digests of
