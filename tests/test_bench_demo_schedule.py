@@ -72,6 +72,26 @@ def _fake_clocks(bench, monkeypatch, wall_seconds, cpu_seconds):
     return advance
 
 
+def _stand_in_demo(bench, monkeypatch, on_run, summaries):
+    """Puts a stand-in ``run_demo`` module in the benchmark's hands: its ``main(argv)`` calls ``on_run(argv,
+    earlier)`` (``earlier``: the benchmark has swapped in the earlier order of the steps) and writes the next of
+    ``summaries`` as the run's ``summary.json``. Returns it; ``own_jobs`` is its own ``training_jobs``."""
+    summaries = iter(summaries)
+
+    def own_jobs(*args):
+        return [], {}
+
+    def main(argv):
+        on_run(argv, fake.training_jobs is not own_jobs)
+        out = Path(argv[argv.index("--output") + 1])
+        (out / "summary.json").write_text(json.dumps(next(summaries)))
+        return 0
+
+    fake = SimpleNamespace(training_jobs=own_jobs, own_jobs=own_jobs, main=main)
+    monkeypatch.setattr(bench, "load_run_demo", lambda: fake)
+    return fake
+
+
 def test_the_benchmark_alternates_the_orders_and_works_out_the_ratios(bench, monkeypatch, capsys):
     """Two rounds: current 100 s / earlier 110 s, then earlier 130 s / current 120 s: sums 220 and 240, ratio
     240 / 220 = 1.091; CPU 150 / 180, then 170 / 160: sums 310 and 350, ratio 1.129; the earlier order is in
@@ -79,23 +99,16 @@ def test_the_benchmark_alternates_the_orders_and_works_out_the_ratios(bench, mon
     advance = _fake_clocks(bench, monkeypatch, [100.0, 110.0, 130.0, 120.0], [150.0, 180.0, 170.0, 160.0])
     seen_orders = []
 
-    def fake_main(argv):
-        out = Path(argv[argv.index("--output") + 1])
-        seen_orders.append("current" if fake.training_jobs is real_jobs else "earlier")
+    def on_run(argv, earlier):
+        seen_orders.append("earlier" if earlier else "current")
         assert argv[argv.index("--pretrain-iters") + 1] == "7"
         assert "--threads" not in argv and "--parallel" not in argv
         advance()
-        (out / "summary.json").write_text(json.dumps({"ap": {"pretrained": 1.5, "scratch": 2.5}}))
-        return 0
 
-    def real_jobs(*args):
-        return [], {}
-
-    fake = SimpleNamespace(training_jobs=real_jobs, main=fake_main)
-    monkeypatch.setattr(bench, "load_run_demo", lambda: fake)
+    fake = _stand_in_demo(bench, monkeypatch, on_run, [{"ap": {"pretrained": 1.5, "scratch": 2.5}}] * 4)
     assert bench.main(["--rounds", "2", "--pretrain-iters", "7", "--no-append"]) == 0
     assert seen_orders == ["current", "earlier", "earlier", "current"]
-    assert fake.training_jobs is real_jobs
+    assert fake.training_jobs is fake.own_jobs
     out = capsys.readouterr().out
     assert "| 1 | current | 100.0 | 150.0 |" in out and "| 2 | earlier | 130.0 | 170.0 |" in out
     assert "Sum: current 220.0 s, earlier 240.0 s; **ratio earlier / current = 1.091**" in out
@@ -107,21 +120,14 @@ def test_the_two_threads_alternative_runs_the_steps_one_at_a_time_with_two_threa
     """Its runs, and only its, get ``--threads 2 --parallel 1``; the steps' order is left alone; other numbers
     than the demo's are reported, not a failure. One round: 100 s / 130 s, CPU 160 / 200 (ratios 1.3, 1.25)."""
     advance = _fake_clocks(bench, monkeypatch, [100.0, 130.0], [160.0, 200.0])
-    flags, aps = [], iter([8.26, 7.54])
+    flags = []
 
-    def fake_main(argv):
-        out = Path(argv[argv.index("--output") + 1])
-        assert fake.training_jobs is real_jobs
+    def on_run(argv, earlier):
+        assert not earlier
         flags.append(argv[argv.index("--threads"):] if "--threads" in argv else [])
         advance()
-        (out / "summary.json").write_text(json.dumps({"ap": {"pretrained": next(aps)}}))
-        return 0
 
-    def real_jobs(*args):
-        return [], {}
-
-    fake = SimpleNamespace(training_jobs=real_jobs, main=fake_main)
-    monkeypatch.setattr(bench, "load_run_demo", lambda: fake)
+    _stand_in_demo(bench, monkeypatch, on_run, [{"ap": {"pretrained": 8.26}}, {"ap": {"pretrained": 7.54}}])
     assert bench.main(["--against", "two-threads", "--rounds", "1", "--no-append"]) == 0
     assert flags == [[], ["--threads", "2", "--parallel", "1"]]
     out = capsys.readouterr().out
@@ -133,14 +139,8 @@ def test_the_two_threads_alternative_runs_the_steps_one_at_a_time_with_two_threa
 
 def test_the_two_threads_alternative_fails_when_a_schedule_does_not_repeat_its_numbers(bench, monkeypatch, capsys):
     """Two rounds: current, two-threads, two-threads, current; the second two-threads run differs."""
-    aps = iter([8.26, 7.54, 7.55, 8.26])
-
-    def fake_main(argv):
-        out = Path(argv[argv.index("--output") + 1])
-        (out / "summary.json").write_text(json.dumps({"ap": {"pretrained": next(aps)}}))
-        return 0
-
-    monkeypatch.setattr(bench, "load_run_demo", lambda: SimpleNamespace(training_jobs=None, main=fake_main))
+    _stand_in_demo(bench, monkeypatch, lambda argv, earlier: None,
+                   [{"ap": {"pretrained": ap}} for ap in (8.26, 7.54, 7.55, 8.26)])
     assert bench.main(["--against", "two-threads", "--rounds", "2", "--no-append"]) == 1
     assert "in every run of a schedule: NO; between the schedules: NO" in capsys.readouterr().out
 
@@ -158,14 +158,8 @@ def test_same_numbers_within_each_schedule_and_between_their_first_runs(bench, a
 
 
 def test_the_benchmark_fails_when_the_orders_give_different_numbers(bench, monkeypatch, capsys):
-    aps = iter([20.0, 20.0000001])
-
-    def fake_main(argv):
-        out = Path(argv[argv.index("--output") + 1])
-        (out / "summary.json").write_text(json.dumps({"ap": {"pretrained": next(aps)}}))
-        return 0
-
-    monkeypatch.setattr(bench, "load_run_demo", lambda: SimpleNamespace(training_jobs=None, main=fake_main))
+    _stand_in_demo(bench, monkeypatch, lambda argv, earlier: None,
+                   [{"ap": {"pretrained": 20.0}}, {"ap": {"pretrained": 20.0000001}}])
     assert bench.main(["--rounds", "1", "--no-append"]) == 1  # the earlier order must give the same numbers
     assert "Same summary.json numbers in every run: NO." in capsys.readouterr().out
 
