@@ -32,3 +32,18 @@ def check_device(parser: argparse.ArgumentParser, device: str) -> None:
         parser.error(f"--device {device}: give cpu or cuda (cuda:N)")
     if not torch.cuda.is_available():
         parser.error(f"--device {device}: no CUDA device is available here; run with --device cpu")
+
+
+def parse_device_benchmark_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Add the options shared by the benchmarks that measure in child processes (``--device``, cuda where
+    available; ``--no-append``; the hidden ``--child``), parse ``argv`` and refuse a device that is not here
+    (:func:`check_device`)."""
+    import torch
+
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="default: cuda where available, else cpu")
+    parser.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    check_device(parser, args.device)
+    return args

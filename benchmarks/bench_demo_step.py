@@ -28,18 +28,16 @@ and appended to ``benchmarks/RESULTS.md``.
 
 import argparse
 import hashlib
-import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import torch
-from bench_args import at_least, check_device
-from bench_inputs import build_training  # benchmarks/ is on sys.path when run as a script
+from bench_args import at_least, parse_device_benchmark_args
+from bench_child import answer_if_child, run_child_process
+from bench_inputs import build_training, time_step  # benchmarks/ is on sys.path when run as a script
 from machine_info import describe_machine
 from results_md import append_section
 
@@ -134,20 +132,6 @@ def compile_transformer(model) -> None:
         setattr(transformer, name, torch.compile(getattr(transformer, name), dynamic=True))
 
 
-def time_step(model, optimizer, batch, device: str) -> float:
-    """Seconds of one training step (forward, backward, optimizer step)."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    loss = sum(model(batch).values())
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
 def profile_training_steps(model, optimizer, batches, device: str) -> dict:
     """:func:`profile_summary` of ``batches``' steps under ``torch.profiler`` (self CPU time on the CPU, self
     kernel time on CUDA)."""
@@ -195,15 +179,9 @@ def _graphs_compiled() -> int:
 
 def run_in_subprocess(*row) -> dict:
     """:func:`run_child` of ``row`` in a fresh process with an empty inductor cache (its compilation is a first
-    run's, as in a fresh ``make demo``); its error output's last lines end this benchmark if it fails."""
-    cmd = [sys.executable, __file__, "--child", json.dumps(list(row))]
+    run's, as in a fresh ``make demo``)."""
     with tempfile.TemporaryDirectory(prefix="bench_demo_step_inductor_") as cache:
-        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
-    if out.returncode:
-        tail = "\n".join(out.stderr.strip().splitlines()[-15:])
-        sys.exit(f"bench_demo_step.py: the {row[0]} {row[1]} process failed (exit {out.returncode}):\n{tail}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        return run_child_process(__file__, row, env=dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache))
 
 
 def report(args, rows) -> list:
@@ -275,19 +253,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         choices=list(STEP_CONFIGS), help="which of the demo's trainings (default: both)")
     parser.add_argument("--modes", action=ExtendList, nargs="+", default=list(MODES), choices=MODES,
                         help="eager (as the demo runs) and/or compile (default: both)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="default: cuda where available, else cpu")
-    parser.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    check_device(parser, args.device)
-    return args
+    return parse_device_benchmark_args(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.child:
-        print(json.dumps(run_child(*json.loads(args.child))))
+    if answer_if_child(args, run_child):
         return
     rows = []
     for step in args.configs:

@@ -24,17 +24,15 @@ Results are printed and appended to ``benchmarks/RESULTS.md``.
 """
 
 import argparse
-import json
 import resource
-import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import torch
-from bench_args import at_least, check_device
-from bench_inputs import build_training, mapped_batches  # benchmarks/ is on sys.path when run as a script
+from bench_args import at_least, parse_device_benchmark_args
+from bench_child import answer_if_child, run_child_process
+from bench_inputs import build_training, mapped_batches, time_step  # benchmarks/ is on sys.path when run as a script
 from machine_info import describe_machine
 from results_md import append_section
 
@@ -97,19 +95,12 @@ def run_row(variant: str, size: str, batch_size: int, iters: int, device: str, f
     total = 0.0
     with EventStorage():
         for i, batch in enumerate(batches):
-            if device.startswith("cuda"):
+            if i == 1 and device.startswith("cuda"):
                 torch.cuda.synchronize()
-                if i == 1:
-                    torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
-            loss = sum(model(batch).values())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            seconds = time_step(model, optimizer, batch, device)
             if i > 0:  # the first step is the warm-up
-                total += time.perf_counter() - t0
+                total += seconds
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -126,9 +117,7 @@ def run_row(variant: str, size: str, batch_size: int, iters: int, device: str, f
 
 
 def run_in_subprocess(*row) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps(list(row))]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child_process(__file__, row)
 
 
 def report(args, rows, compiled_note: str) -> list:
@@ -167,19 +156,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=at_least(1), default=2, help="images per step (default: 2)")
     parser.add_argument("--r50-short-side", type=at_least(32, "pixels"), default=480,
                         help="short side of the r50 images, in pixels (default: 480; demo: 224)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="default: cuda where available, else cpu")
-    parser.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    check_device(parser, args.device)
-    return args
+    return parse_device_benchmark_args(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.child:
-        print(json.dumps(run_row(*json.loads(args.child))))
+    if answer_if_child(args, run_row):
         return
     args.iters = 2 if args.quick else 5
 

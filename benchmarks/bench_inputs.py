@@ -1,5 +1,6 @@
-"""Shared by the benchmarks: the model + optimiser of a config, and real mapper outputs of the built-in dataset
-(prepared before timing)."""
+"""Shared by the benchmarks: the model + optimiser of a config, real mapper outputs of the built-in dataset
+(prepared before timing), and one timed training step."""
+import time
 
 
 def mapped_batches(mapper, batch_size: int, count: int, dataset: str = "synthetic_shapes_train"):
@@ -34,3 +35,20 @@ def build_training(cfg, device: str):
     if clip is not None:
         add_gradient_clipping(optimizer, clip.max_norm, clip.get("norm_type", 2.0))
     return model, optimizer
+
+
+def time_step(model, optimizer, batch, device: str) -> float:
+    """Seconds of one training step (forward, the sum of the loss dict backward, optimizer step), CUDA work
+    included (synchronised before and after)."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    loss = sum(model(batch).values())
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0

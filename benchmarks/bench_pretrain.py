@@ -45,10 +45,8 @@
 """
 
 import argparse
-import json
 import os
 import resource
-import subprocess
 import sys
 import time
 import warnings
@@ -56,8 +54,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from bench_args import at_least, check_device  # benchmarks/ is on sys.path when run as a script
-from bench_inputs import build_training, mapped_batches
+from bench_args import at_least, parse_device_benchmark_args
+from bench_child import answer_if_child, run_child_process  # benchmarks/ is on sys.path when run as a script
+from bench_inputs import build_training, mapped_batches, time_step
 from machine_info import describe_machine
 from results_md import append_section
 
@@ -224,9 +223,7 @@ def run_config(name: str, batch_size: int, iters: int, warmup: int, device: str)
 
 
 def run_in_subprocess(name, batch_size, iters, warmup, device) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps([name, batch_size, iters, warmup, device])]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child_process(__file__, [name, batch_size, iters, warmup, device])
 
 
 # --------------------------------------------------------------------------------------------- data wait
@@ -245,17 +242,11 @@ def data_wait(iters: int, warmup: int, num_workers: int, device: str, online: bo
     for i in range(warmup + iters):
         t0 = time.perf_counter()
         batch = next(loader)
-        t1 = time.perf_counter()
-        loss = sum(model(batch).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t2 = time.perf_counter()
+        waited = time.perf_counter() - t0
+        step = time_step(model, optimizer, batch, device)
         if i >= warmup:
-            wait += t1 - t0
-            total += t2 - t0
+            wait += waited
+            total += waited + step
     return {"proposals": "online EdgeBoxes" if online else "EdgeBoxes store",
             "batch": cfg.dataloader.train.total_batch_size, "workers": num_workers,
             "seconds": total / iters, "wait": wait / iters, "share": wait / total}
@@ -352,19 +343,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", action=ExtendList, nargs="+", default=[2, 4],
                         type=at_least(2, "Siamese DETR's SimSiam batch norm needs 2 images per view"),
                         help="images per step, each >= 2 (default: 2 4)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="default: cuda where available, else cpu")
-    parser.add_argument("--no-append", action="store_true", help="print only, do not touch RESULTS.md")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    check_device(parser, args.device)
-    return args
+    return parse_device_benchmark_args(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.child:
-        print(json.dumps(run_config(*json.loads(args.child))))
+    if answer_if_child(args, run_config):
         return
 
     iters = {m: (3 if args.quick else 10) if m.startswith("demo") else (1 if args.quick else 3) for m in CONFIGS}

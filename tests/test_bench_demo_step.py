@@ -142,7 +142,9 @@ def test_run_child_times_after_the_warm_up_and_profiles_only_eager(bench, monkey
             clock.t += next(costs)
             return {"loss": torch.zeros((), requires_grad=True)}
 
-    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    import bench_inputs  # its time_step times the steps
+
+    monkeypatch.setattr(bench_inputs, "time", SimpleNamespace(perf_counter=clock.perf_counter))
     monkeypatch.setattr(bench, "load_step_config", lambda step: SimpleNamespace(step=step))
     monkeypatch.setattr(bench, "loader_batches", lambda cfg, count: requested.append(count) or [
         [{"file_name": f"{i}.png", "image": torch.full((3, 2, 2), i)}] for i in range(count)])
@@ -183,11 +185,14 @@ def test_run_in_subprocess_gives_the_child_an_empty_inductor_cache_and_names_a_f
             return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="line 1\nKeyError: 'image'\n")
         return subprocess.CompletedProcess(cmd, 0, stdout='noise\n{"seconds": 1.5}\n', stderr="")
 
-    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    import bench_child
+
+    monkeypatch.setattr(bench_child.subprocess, "run", fake_run)
     assert bench.run_in_subprocess("finetune", "eager", 1, 1, 0, 1, "cpu") == {"seconds": 1.5}
     with pytest.raises(SystemExit) as exc:
         bench.run_in_subprocess("pretrain", "compile", 1, 1, 0, 1, "cpu")
-    assert "pretrain compile process failed (exit 1)" in str(exc.value) and "KeyError: 'image'" in str(exc.value)
+    assert "bench_demo_step.py: the child process of ['pretrain', 'compile', 1, 1, 0, 1, 'cpu'] failed (exit 1)" \
+        in str(exc.value) and "KeyError: 'image'" in str(exc.value)
     assert seen == [(["finetune", "eager", 1, 1, 0, 1, "cpu"], True), (["pretrain", "compile", 1, 1, 0, 1, "cpu"],
                                                                        True)]
 

@@ -1,10 +1,12 @@
-"""The benchmarks' shared helpers (benchmarks/bench_args.py, results_md.py, machine_info.py, bench_inputs.py):
-option bounds and device refusals, RESULTS.md appends, the machine line, and the batches / model they build,
-each against values written out by hand."""
+"""The benchmarks' shared helpers (benchmarks/bench_args.py, bench_child.py, results_md.py, machine_info.py,
+bench_inputs.py): option bounds and device refusals, child processes and their answers, RESULTS.md appends, the
+machine line, and the batches / model they build, each against values written out by hand."""
 import argparse
 import importlib.util
 import io
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -115,3 +117,38 @@ def test_build_training_seeds_the_model_and_clips_as_configured(clip, expected_s
     (model.weight * torch.tensor([[3.0, 4.0]])).sum().backward()
     optimizer.step()
     torch.testing.assert_close(expected_w0 - model.weight.detach(), torch.tensor([expected_step]))
+
+
+CHILD_SCRIPT = """
+import json, os, sys
+assert sys.argv[1] == "--child"
+row = json.loads(sys.argv[2])
+print("a line of noise before the answer")
+if row[0] == "fail":
+    sys.stderr.write("\\n".join(f"line {i}" for i in range(20)) + "\\nValueError: bad row\\n")
+    sys.exit(3)
+print(json.dumps({"sum": row[1] + row[2], "cwd": os.getcwd(), "env": os.environ.get("BENCH_CHILD_T")}))
+"""
+
+
+def test_run_child_process_returns_the_last_json_line_and_ends_the_benchmark_on_a_failed_child(tmp_path):
+    bench_child = _load("bench_child")
+    script = tmp_path / "fake_bench.py"
+    script.write_text(CHILD_SCRIPT)
+    out = bench_child.run_child_process(script, ["ok", 2, 3], env=dict(os.environ, BENCH_CHILD_T="given"))
+    assert out == {"sum": 5, "cwd": str(BENCH.parent), "env": "given"}  # run from the repository root
+    with pytest.raises(SystemExit) as exc:
+        bench_child.run_child_process(script, ("fail", 0, 0))
+    message = str(exc.value)
+    assert message.startswith("fake_bench.py: the child process of ['fail', 0, 0] failed (exit 3):\n")
+    assert message.endswith("line 19\nValueError: bad row")  # the last 15 lines of its error output
+    assert "line 6\n" in message and "line 5\n" not in message
+
+
+def test_answer_if_child_prints_the_measurement_only_in_a_child(capsys):
+    bench_child = _load("bench_child")
+    calls = []
+    assert bench_child.answer_if_child(SimpleNamespace(child=None), calls.append) is False
+    assert calls == [] and capsys.readouterr().out == ""
+    assert bench_child.answer_if_child(SimpleNamespace(child='["a", 2]'), lambda name, n: {name: n * 2}) is True
+    assert capsys.readouterr().out == '{"a": 4}\n'

@@ -81,7 +81,9 @@ class FinetuneModel(nn.Module):
 def _finetune_row(monkeypatch, ft, costs, shapes, device="cpu", variant="vanilla", force_pytorch=False,
                   compiled=False, rss=(1000, 1000)):
     clock = Clock()
-    monkeypatch.setattr(ft, "time", clock)
+    import bench_inputs  # its time_step times the steps
+
+    monkeypatch.setattr(bench_inputs, "time", clock)
     monkeypatch.setattr(ft, "resource", FakeRusage(*rss))
     cfg = SimpleNamespace(model=SimpleNamespace(transformer=SimpleNamespace(use_compiled_op=True)))
     monkeypatch.setattr(ft, "load_config", lambda v, s, short: (cfg, f"configs/{v}_{s}.py"))
@@ -401,7 +403,10 @@ def test_pretrain_data_wait_is_the_share_of_the_timed_steps_spent_in_next(load, 
     import detectron2.config
 
     clock = Clock()
+    import bench_inputs  # its time_step times the steps
+
     monkeypatch.setattr(bp, "time", clock)
+    monkeypatch.setattr(bench_inputs, "time", clock)
     train = SimpleNamespace(num_workers=0, total_batch_size=4)
     cfgs = []
     monkeypatch.setattr(bp, "load_config", lambda name, online_proposals: cfgs.append((name, online_proposals))
