@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import test_bench_scripts_review as review
+from bench_review_fakes import Clock, benchmark_loader, table_rows
 
-Clock, _table = review.Clock, review._table
-load = review.load  # the fixture: a benchmark script as a fresh module
+
+@pytest.fixture
+def load(monkeypatch):
+    return benchmark_loader(monkeypatch)
 
 
 # ------------------------------------------------------------------------------------------------ bench_data
@@ -250,11 +252,11 @@ def test_bench_data_main_tables_and_ratios(data_main, capsys):
     assert calls["methods"] == (6, (224, 500), {"edgeboxes": 3, "selective_search": 1, "random": 10})
     assert calls["recall"] == (20, 20) and calls["store"] == 1_280_000 and calls["mapper"] == (20, 20)
     assert calls["written"] == [f"i{i}" for i in range(20)]
-    assert _table(out, "| method | short 224 px")[0] == ["edgeboxes (512)", "2.00 img/s", "0.50 img/s"]
-    assert _table(out, "| short side |") == [["224", "0.500", "4.000", "8.0x", "50.0", "62.5"],
-                                             ["500", "2.000", "10.000", "5.0x", "50.0", "62.5"]]
-    assert _table(out, "| proposal source |")[0] == ["store (EdgeBoxes)", "10.0", "50%", "0%", "0%", "0%", "0%",
-                                                     "0%", "50%"]
+    assert table_rows(out, "| method | short 224 px")[0] == ["edgeboxes (512)", "2.00 img/s", "0.50 img/s"]
+    assert table_rows(out, "| short side |") == [["224", "0.500", "4.000", "8.0x", "50.0", "62.5"],
+                                                 ["500", "2.000", "10.000", "5.0x", "50.0", "62.5"]]
+    assert table_rows(out, "| proposal source |")[0] == ["store (EdgeBoxes)", "10.0", "50%", "0%", "0%", "0%",
+                                                         "0%", "0%", "50%"]
     assert "Ratios: store / online EdgeBoxes = 4.0x, random / store = 1.20x" in out
     assert any("**12.2 µs per get()**" in line or "**12.3 µs per get()**" in line for line in out)
     assert not results.exists()
@@ -420,7 +422,7 @@ def test_ms_deform_attn_main_speed_ups_are_old_over_new(load, monkeypatch, argv)
         assert appended == []
         return
     (lines,) = appended
-    assert _table(lines, "| case |") == [["case A", "100", "50", "3.0", "2.0", "1.50x"]]
+    assert table_rows(lines, "| case |") == [["case A", "100", "50", "3.0", "2.0", "1.50x"]]
     text = "\n".join(lines)
     assert "query-major 0.900 s/it, points x queries 0.600 s/it, **1.50x**" in text
     assert "median of 5 alternating measurements of the mean of 4 calls" in text
