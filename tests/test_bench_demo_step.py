@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench_review_fakes import Clock
 from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,14 +123,6 @@ def test_inputs_digest_changes_with_any_tensor_byte_or_file_name_not_with_key_or
     assert bench.inputs_digest([[changed, sample(name="b.png")]]) != base
 
 
-class Clock:
-    def __init__(self):
-        self.t = 0.0
-
-    def perf_counter(self):
-        return self.t
-
-
 @pytest.mark.parametrize("mode", ["eager", "compile"])
 def test_run_child_times_after_the_warm_up_and_profiles_only_eager(bench, monkeypatch, mode):
     """Steps cost 50 (first), 10 (warm-up), then 1, 2, 6: 3 s/it; the eager run profiles the 2 batches after."""
@@ -139,12 +132,12 @@ def test_run_child_times_after_the_warm_up_and_profiles_only_eager(bench, monkey
 
     class Model:
         def __call__(self, batch):
-            clock.t += next(costs)
+            clock.advance(next(costs))
             return {"loss": torch.zeros((), requires_grad=True)}
 
     import bench_inputs  # its time_step times the steps
 
-    monkeypatch.setattr(bench_inputs, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(bench_inputs, "time", clock)
     monkeypatch.setattr(bench, "load_step_config", lambda step: SimpleNamespace(step=step))
     monkeypatch.setattr(bench, "loader_batches", lambda cfg, count: requested.append(count) or [
         [{"file_name": f"{i}.png", "image": torch.full((3, 2, 2), i)}] for i in range(count)])
