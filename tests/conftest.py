@@ -1,5 +1,6 @@
 """Shared fixtures: a small built-in dataset in a temporary DETECTRON2_DATASETS; the session's temporary files
-kept under pytest's own temporary folder; read-only folders."""
+kept under pytest's own temporary folder; read-only folders; the demo tools' environment and a stand-in that
+refuses every step or command they would start."""
 import logging
 import os
 import subprocess
@@ -7,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from demo_tool_helpers import TINY_SIZES, StepStarted
 
 _RUN = subprocess.run  # the real one: some fixtures replace subprocess.run to catch any command a tool starts
 
@@ -126,3 +128,28 @@ def make_read_only():
         if immutable:
             _RUN(["chattr", "-i", str(folder)], check=True)
         folder.chmod(0o700)
+
+
+@pytest.fixture
+def demo_env(tmp_path, monkeypatch):
+    """A tiny dataset root (``TINY_SIZES`` images), the variables the demo's tools set restored afterwards, and the
+    working directory too."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
+    monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", TINY_SIZES)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore::FutureWarning:torch.jit._script")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def nothing_runs(monkeypatch):
+    """Any command (``subprocess.run``) or step (``StepRunner``) the demo's tools would start raises
+    :class:`StepStarted` instead."""
+    import siamese_detr.demo.runner as runner
+
+    def refuse(*args, **kwargs):
+        raise StepStarted(args)
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr(runner, "StepRunner", refuse)

@@ -15,7 +15,7 @@ from siamese_detr.demo.runner import (StepRunner, _Running, clock, last_iteratio
 from siamese_detr.demo.steps import Step, source_digest
 from script_modules import load_script
 from hang_guard import HANG_GUARD_S
-from test_demo_adversarial import _alive
+from demo_tool_helpers import process_alive
 from test_demo_steps import COUNTER, killed_run, recorded_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,9 +161,9 @@ def test_a_failed_parallel_step_stops_the_others_processes(tmp_path):
         with pytest.raises(SystemExit, match=r"\[bad\] failed \(exit 3\)"):
             runner.parallel([dict(name="slow", folder=tmp_path / "slow", cmd=slow),
                              dict(name="bad", folder=tmp_path / "bad", cmd=bad)], max_parallel=2)
-        assert not _alive(int(pid_file.read_text()))
+        assert not process_alive(int(pid_file.read_text()))
     finally:
-        if pid_file.is_file() and pid_file.read_text() and _alive(int(pid_file.read_text())):
+        if pid_file.is_file() and pid_file.read_text() and process_alive(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 

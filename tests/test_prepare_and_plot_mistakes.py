@@ -15,7 +15,6 @@ from siamese_detr.demo.runner import lock_output
 from siamese_detr.utils.user_errors import UserOSError
 from siamese_detr.utils.writable import file_problem, folder_problem
 from script_modules import load_script
-from test_demo_adversarial import demo_env, nothing_runs  # noqa: F401 (fixtures)
 from test_voc_coco import _make_voc, _xml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,8 +139,7 @@ def test_plot_eval_curves_unusable_runs_end_with_an_error_line(metrics_run, tmp_
 
 
 # ---------------------------------------------------------------------------- run_demo, compare_pretraining
-def test_the_demo_tools_refuse_an_output_they_cannot_write(demo_env, nothing_runs, a_file, read_only,  # noqa: F811
-                                                           capsys):
+def test_the_demo_tools_refuse_an_output_they_cannot_write(demo_env, nothing_runs, a_file, read_only, capsys):
     ro = read_only(demo_env / "ro")
     for name, extra in (("run_demo", []), ("compare_pretraining", ["--method", "scratch="])):
         tool = _script(f"tools/{name}.py")
@@ -154,8 +152,7 @@ def test_the_demo_tools_refuse_an_output_they_cannot_write(demo_env, nothing_run
     assert line.startswith(f"error: --output {a_file / 'out'} cannot be made: {a_file} is a file, not a folder")
 
 
-def test_compare_refuses_a_method_config_that_is_not_a_pretraining_one(
-        demo_env, nothing_runs, tmp_path, capsys):  # noqa: F811
+def test_compare_refuses_a_method_config_that_is_not_a_pretraining_one(demo_env, nothing_runs, tmp_path, capsys):
     tool = _script("tools/compare_pretraining.py")
     notes = tmp_path / "notes.txt"
     notes.write_text("not a config")
