@@ -82,9 +82,15 @@ def test_patches_fix_every_known_break_and_are_idempotent(fake_v06_tree):
 
 
 def test_patched_files_still_compile(fake_v06_tree):
-    inst.patch_source_tree(fake_v06_tree)
+    """Every Python file of the patched tree compiles (``compile`` raises SyntaxError otherwise), the patched
+    ones among them."""
+    patched = inst.patch_source_tree(fake_v06_tree)
+    compiled = []
     for path in fake_v06_tree.rglob("*.py"):
         compile(path.read_text(), str(path), "exec")
+        compiled.append(path.relative_to(fake_v06_tree).as_posix())
+    patched_python = {str(p) for p in patched if str(p).endswith(".py")}
+    assert patched_python and patched_python <= set(compiled)
 
 
 def _sdist(path: Path, members) -> Path:
