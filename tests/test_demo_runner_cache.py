@@ -15,8 +15,7 @@ from siamese_detr.demo.runner import (StepRunner, _Running, clock, last_iteratio
 from siamese_detr.demo.steps import Step, source_digest
 from script_modules import load_script
 from hang_guard import HANG_GUARD_S
-from demo_tool_helpers import process_alive
-from test_demo_steps import COUNTER, killed_run, recorded_inputs
+from demo_tool_helpers import COUNTER, killed_run, process_alive, recorded_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,16 +13,10 @@ import pytest
 from siamese_detr.demo.runner import StepRunner, config_digest, last_iteration, resolved_config
 from siamese_detr.demo.steps import Step, file_digest, source_digest, text_digest
 
+from demo_tool_helpers import COUNTER, killed_run, recorded_inputs
 from hang_guard import HANG_GUARD_S
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "demo" / "demo_backbone.py")
-COUNTER = "import pathlib, sys; p = pathlib.Path(sys.argv[1]); p.write_text(str(int(p.read_text() or 0) + 1) " \
-          "if p.exists() else '1')"
-
-
-def recorded_inputs(runner, cmd):
-    """The inputs ``runner`` records for a step that runs ``cmd`` with no config."""
-    return {**runner.environment, "command": [str(c) for c in cmd]}
 
 
 def test_step_states(tmp_path):
@@ -299,22 +293,6 @@ def test_the_progress_bar_counts_this_runs_pace_and_its_config_total(tmp_path):
     assert run.progress(now=60.0) == "[#####################.........] 700/1000 it  1:00 elapsed, ETA 1:00"
     assert run.progress(now=60.0, short=True) == "700/1000 it ETA 1:00"
     assert run.progress(now=60.0, final=True).endswith("700/1000 it  1:00 elapsed")
-
-
-def killed_run(folder, cmd, runner, ran_for, record_extra=()):
-    """Leave ``folder`` as a run of ``cmd`` killed after ``ran_for`` seconds (its newest file written then)
-    that had checkpointed; ``record_extra``: more fields of its record (e.g. earlier interrupted runs')."""
-    Step("s", folder, recorded_inputs(runner, cmd)).begin()
-    record_path = folder / "step_inputs.json"
-    record = json.loads(record_path.read_text())
-    record.update({"started": record["started"] - 1000.0, **dict(record_extra)})
-    record_path.write_text(json.dumps(record))
-    (folder / "last_checkpoint").write_text("model_0000199.pth")
-    for name in ("metrics.json", "demo.log", "last_checkpoint"):
-        path = folder / name
-        path.touch()
-        os.utime(path, (record["started"] + ran_for * 0.5, record["started"] + ran_for * 0.5))
-    os.utime(folder / "demo.log", (record["started"] + ran_for, record["started"] + ran_for))
 
 
 def test_a_continued_step_records_the_interrupted_runs_time(tmp_path, capsys, monkeypatch):
