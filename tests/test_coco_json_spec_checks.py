@@ -16,8 +16,8 @@ from siamese_detr.data.dataset_checks import check_datasets_on_disk, get_checked
 from siamese_detr.data.datasets import register_dataset_spec
 from script_modules import forget_datasets
 
-# the training tool, loaded once (tests/test_train_net.py)
-from test_train_net import ROOT, train_net
+# the training tool, loaded once (tests/train_net_tool.py)
+from train_net_tool import ROOT, train_net
 
 VALID = {
     "images": [{"id": 1, "file_name": "a.png", "height": 40, "width": 60},

@@ -25,7 +25,7 @@ from siamese_detr.engine import config_checks
 from siamese_detr.utils.user_errors import TRACEBACK_ENV, UserValueError
 
 from test_train_cli_mistakes import _tool_error  # the tool's one error line, exit 2, no traceback
-from test_train_net import ROOT, TINY, train_net
+from train_net_tool import ROOT, TINY, train_net
 
 ACCEPTED = "must be 'BGR' or 'RGB' (the channel order images are decoded to)"
 BAD = [42, "XYZ", "L", "rgb", "YUV-BT.601", "RGBA", None]

@@ -12,8 +12,8 @@ from siamese_detr.data.image_io import UnreadableImageError
 from siamese_detr.engine.checkpointing import CheckpointLoadError, load_checkpoint_file
 from siamese_detr.utils.user_errors import UserOSError
 
-# the training tool loaded once, and its tiny demo settings (tests/test_train_net.py), without evaluation
-from test_train_net import ROOT, TINY as _TINY, train_net
+# the training tool loaded once, and its tiny demo settings (tests/train_net_tool.py), without evaluation
+from train_net_tool import ROOT, TINY as _TINY, train_net
 from pickle_payload import Payload
 
 TINY = _TINY + ["train.eval_period=0"]

@@ -19,7 +19,7 @@ from siamese_detr.engine.schedule_checks import check_counts, check_milestones
 from siamese_detr.engine.user_error_exit import user_errors_exit
 from siamese_detr.utils.user_errors import TRACEBACK_ENV, UserError, UserValueError
 
-from test_train_net import ROOT, TINY, train_net
+from train_net_tool import ROOT, TINY, train_net
 
 DEMO = str(ROOT / "configs/demo/detr_demo.py")
 PROG = "lazyconfig_train_net.py"

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from hang_guard import HANG_GUARD_S
-from test_train_net import ROOT, train_net
+from train_net_tool import ROOT, train_net
 
 PROG = "lazyconfig_train_net.py"
 

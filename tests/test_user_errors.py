@@ -16,7 +16,7 @@ from siamese_detr.engine.user_error_exit import user_errors_exit
 from siamese_detr.utils.user_errors import (TRACEBACK_ENV, UserError, UserKeyError, UserOSError, UserValueError,
                                             user_message)
 
-from test_train_net import ROOT, TINY, train_net
+from train_net_tool import ROOT, TINY, train_net
 
 PROG = "lazyconfig_train_net.py"
 

@@ -9,7 +9,7 @@ from detectron2.config import LazyConfig, instantiate
 
 from siamese_detr.engine.load_summary import transformer_variant
 
-from test_train_net import ROOT, train_net
+from train_net_tool import ROOT, train_net
 
 PROG = "lazyconfig_train_net.py"
 DEMO = ROOT / "configs" / "demo"
