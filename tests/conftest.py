@@ -1,6 +1,6 @@
 """Shared fixtures: a small built-in dataset in a temporary DETECTRON2_DATASETS; the session's temporary files
-kept under pytest's own temporary folder; read-only folders; the demo tools' environment and a stand-in that
-refuses every step or command they would start."""
+kept under pytest's own temporary folder; read-only folders; detectron2's dataset catalog restored after a
+test; the demo tools' environment and a stand-in that refuses every step or command they would start."""
 import logging
 import os
 import subprocess
@@ -128,6 +128,19 @@ def make_read_only():
         if immutable:
             _RUN(["chattr", "-i", str(folder)], check=True)
         folder.chmod(0o700)
+
+
+@pytest.fixture
+def restore_dataset_catalog():
+    """Unregister the datasets a test registered (e.g. a config's ImageNet folder under the test's temporary
+    DETECTRON2_DATASETS), so the next test may register the same name under another root."""
+    from detectron2.data import DatasetCatalog
+
+    from script_modules import forget_datasets
+
+    before = set(DatasetCatalog.list())
+    yield
+    forget_datasets(set(DatasetCatalog.list()) - before)
 
 
 @pytest.fixture

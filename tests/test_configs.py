@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
-from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from siamese_detr.data.dataset_checks import expected_paths
 from siamese_detr.engine import apply_checked_overrides
@@ -63,17 +62,6 @@ def test_every_proposal_store_a_config_reads_is_checked_for_its_method():
     assert len(stores) >= 8, stores  # the ImageNet / COCO pretrainings of the three methods and the store demo
     assert {c: m for c, m in stores.items() if m[0] != m[1]} == {}
     assert {m[0] for m in stores.values()} == {"edgeboxes", "selective_search"}
-
-
-@pytest.fixture
-def restore_dataset_catalog():
-    """Unregister the datasets a config registered (e.g. an ImageNet folder under this test's temporary
-    DETECTRON2_DATASETS), so the next config may register the same name under another root."""
-    before = set(DatasetCatalog.list())
-    yield
-    for name in set(DatasetCatalog.list()) - before:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
 
 
 @pytest.mark.parametrize("config_file", CONFIGS)

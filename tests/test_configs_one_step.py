@@ -49,7 +49,6 @@ from siamese_detr.engine import add_gradient_clipping
 from siamese_detr.modeling.meta_arch.pretext_detr import PretextDETR
 
 from test_configs import CONFIGS, ROOT, _tiny_model_overrides
-from test_configs import restore_dataset_catalog  # noqa: F401  (fixture, used through usefixtures)
 
 FULL_SCALE_CONFIGS = [c for c in CONFIGS if not c.startswith("configs/demo/")]
 
