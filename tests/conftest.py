@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from demo_tool_helpers import TINY_SIZES, StepStarted
 
 _RUN = subprocess.run  # the real one: some fixtures replace subprocess.run to catch any command a tool starts
 
@@ -147,6 +146,8 @@ def restore_dataset_catalog():
 def demo_env(tmp_path, monkeypatch):
     """A tiny dataset root (``TINY_SIZES`` images), the variables the demo's tools set restored afterwards, and the
     working directory too."""
+    from demo_tool_helpers import TINY_SIZES
+
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
     monkeypatch.setenv("SYNTHETIC_SHAPES_NUM_IMAGES", TINY_SIZES)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -160,6 +161,7 @@ def nothing_runs(monkeypatch):
     """Any command (``subprocess.run``) or step (``StepRunner``) the demo's tools would start raises
     :class:`StepStarted` instead."""
     import siamese_detr.demo.runner as runner
+    from demo_tool_helpers import StepStarted
 
     def refuse(*args, **kwargs):
         raise StepStarted(args)
