@@ -1,32 +1,40 @@
-"""The Siamese DETR pretraining configs against the OFFICIAL configs they mirror.
+"""The Siamese DETR and UP-DETR pretraining configs against the OFFICIAL configs they mirror.
 
-The official settings are read from ``tests/fixtures/official_pretrain_configs/siamese_detr.json``: the
-merged mmcv configs ``configs/selfsup/siamese_detr/main/*.py`` of github Zx55/SiameseDETR, recorded by the
-fixture's ``record.py`` (commit and command in its README). Compared, setting by setting: the loss weights
-(official ``loss_feature`` = our ``loss_region``, ``loss_enc_global_contra`` = ``loss_global``), the matcher
-costs, queries and regions, the Transformer's shape, the SimSiam head widths, the optimiser, the gradient
-clipping, the total batch (GPUs in the official file name x ``imgs_per_gpu``), where the learning rate drops
-and by how much, and the view / region / crop settings of the data pipeline.
+The official settings are read from ``tests/fixtures/official_pretrain_configs/{siamese_detr,up_detr}.json``:
+the merged mmcv configs ``configs/selfsup/siamese_detr/main/*.py`` of github Zx55/SiameseDETR and the same
+authors' UP-DETR runs ``configs/selfsup/updetr/main/*.py``, recorded by the fixture's ``record.py`` (commit and
+command in its README). Compared, setting by setting: the loss weights (official ``loss_feature`` = our
+``loss_region``, ``loss_enc_global_contra`` = ``loss_global`` for Siamese DETR), the matcher costs, queries and
+regions / patches, the Transformer's shape, the SimSiam head widths, the optimiser, the gradient clipping, the
+total batch (GPUs in the official file name x ``imgs_per_gpu``), where the learning rate drops and by how much,
+and the resize, views, regions, crops and their augmentation.
 
 Deliberate differences, each in the project card ("Choices and where the sources disagree") or the config's
 docstring, are not compared: the schedule's length (ours counts epochs: 60 ImageNet epochs at batch 256 are
 300274 iterations, the official 300000 steps; on COCO ours is 60 epochs, the official 120000 steps about 65),
-and the short side drawn as any integer of the official list's range (the official list of ImageNet sizes skips
-384).
+and Siamese DETR's short side drawn as any integer of the official list's range (the official list of ImageNet
+sizes skips 384; our UP-DETR mapper draws from the list itself).
 """
 
+import inspect
 import json
 import re
 from pathlib import Path
 
 import pytest
-from detectron2.config import LazyConfig
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import transforms as T
+
+from siamese_detr.data.up_detr_mapper import up_detr_augmentation
 
 ROOT = Path(__file__).resolve().parents[1]
-OFFICIAL = json.loads((ROOT / "tests" / "fixtures" / "official_pretrain_configs" / "siamese_detr.json").read_text())
+FIXTURES = ROOT / "tests" / "fixtures" / "official_pretrain_configs"
+SIAMESE = json.loads((FIXTURES / "siamese_detr.json").read_text())
+UP_DETR = json.loads((FIXTURES / "up_detr.json").read_text())
+COMMIT = "ae604dce39c7b5d82169acc26e925eff022aeb77"
 
 # our config -> the official file it mirrors (the Vanilla COCO config has no official counterpart)
-PAIRS = {
+SIAMESE_PAIRS = {
     "siamese_detr_r50_imagenet_60ep.py": "r50_vanillatr_syncbn_imgnet_edgebox_rdiscr_gdiscr_gpu32_step30w",
     "siamese_detr_conditional_r50_imagenet_60ep.py":
         "r50_condtr_100q_syncbn_imgnet_edgebox_rdiscr_gdiscr_gpu32_step30w",
@@ -38,11 +46,28 @@ PAIRS = {
         "r50_deformtr_ss_300q_syncbn_imgnet_edgebox_rdiscr_gdiscr_gpu64_step30w",
     "siamese_detr_conditional_r50_coco_60ep.py": "r50_condtr_100q_syncbn_coco_edgebox_rdiscr_gdiscr_gpu16_step12w",
 }
-PARAMS = [pytest.param(ours, official, id=ours[:-3]) for ours, official in PAIRS.items()]
+# The authors' UP-DETR runs, which our Conditional and Deformable UP-DETR configs mirror (dddzg/up-detr, the
+# Vanilla ones' source, has argparse defaults, not config files). Their Deformable config names a base file
+# missing from the release (``../imagenet_bs8.py``): its data pipeline, batch and clipping are not recorded,
+# and our config takes the ImageNet ones of their other runs (its docstring says so).
+UP_DETR_PAIRS = {
+    "up_detr_conditional_r50_imagenet_60ep.py": "r50_condtr_100q_imgnet_gpu16_step30w",
+    "up_detr_conditional_r50_coco_60ep.py": "r50_condtr_100q_coco_gpu16_step12w",
+    "up_detr_deformable_ms_r50_imagenet_60ep.py": "r50_deformtr_ms_300q_imgnet_gpu32_step30w",
+}
 
 
-def _ours(name):
-    return LazyConfig.load(str(ROOT / "configs" / "siamese_detr" / name))
+def _params(pairs, records):
+    return [pytest.param(ours, records["files"][official], official, id=ours[:-3]) for ours, official in pairs.items()]
+
+
+SIAMESE_PARAMS = _params(SIAMESE_PAIRS, SIAMESE)
+UP_DETR_PARAMS = _params(UP_DETR_PAIRS, UP_DETR)
+UP_DETR_WITH_DATA = [p for p in UP_DETR_PARAMS if "_missing_bases_" not in p.values[1]]
+
+
+def _load(folder, name):
+    return LazyConfig.load(str(ROOT / "configs" / folder / name))
 
 
 def _transform(pipeline, kind):
@@ -55,74 +80,112 @@ def _transform(pipeline, kind):
     raise KeyError(kind)
 
 
-def test_the_fixture_holds_the_official_main_configs_and_every_pair_names_one():
-    assert OFFICIAL["commit"] == "ae604dce39c7b5d82169acc26e925eff022aeb77"
-    assert set(PAIRS.values()) <= set(OFFICIAL["files"])
-    assert len(OFFICIAL["files"]) == 6
-    mirrored = set(PAIRS) | {"siamese_detr_r50_coco_60ep.py"}  # the one without an official config
+def _mapper_setting(mapper, name):
+    """A mapper argument as the config gives it, or the mapper class's default when the config leaves it out."""
+    if name in mapper:
+        return mapper[name]
+    return inspect.signature(mapper["_target_"]).parameters[name].default
+
+
+def assert_matcher_costs(matcher, costs):
+    assert (matcher.cost_class, matcher.cost_bbox, matcher.cost_giou) == (
+        costs["cost_class"], costs["cost_bbox"], costs["cost_giou"])
+
+
+def assert_transformer_shape(ours, official):
+    """Our ``model.transformer`` against the official ``ConditionalTR`` / ``VanillaTR`` / ``DeformableTR``."""
+    width = official.get("hidden_dim", official.get("d_model"))
+    assert (ours.d_model, ours.nhead, ours.dim_feedforward, ours.dropout) == (
+        width, official["nhead"], official["dim_feedforward"], official["dropout"])
+    assert (ours.num_encoder_layers, ours.num_decoder_layers) == (
+        official["num_encoder_layers"], official["num_decoder_layers"])
+    if official["type"] == "DeformableTR":
+        assert (ours.num_feature_levels, ours.enc_n_points, ours.dec_n_points) == (
+            official["num_feature_levels"], official["enc_n_points"], official["dec_n_points"])
+        assert ours.two_stage == official["two_stage"] and ours.with_box_refine is False
+    else:
+        assert ours.get("normalize_before", False) == official["normalize_before"]
+
+
+def assert_optimiser_and_drop(cfg, official):
+    """AdamW's lr and weight decay, and one drop by ``gamma`` at the official fraction of the run (official:
+    ``step_drop`` of ``steps``; ours: a milestone in units of ``num_updates``, rounded to a whole iteration)."""
+    optimizer, drop, schedule = official["optimizer"], official["lr_config"], cfg.lr_multiplier
+    assert optimizer["type"] == "AdamW" and "AdamW" in str(cfg.optimizer._target_)
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (optimizer["lr"], optimizer["weight_decay"])
+    assert drop["policy"] == "Step" and drop["step"] == official["step_drop"]
+    assert list(schedule["values"]) == [1.0, drop["gamma"]] and len(schedule.milestones) == 1
+    fraction = official["step_drop"] / official["steps"]
+    assert abs(schedule.milestones[0] / schedule.num_updates - fraction) <= 1 / schedule.num_updates
+
+
+def assert_batch_and_clipping(cfg, official, name):
+    """Total batch = the GPUs in the official file name x ``imgs_per_gpu``; the clipping norm."""
+    gpus = int(re.search(r"_gpu(\d+)_", name).group(1))
+    assert cfg.dataloader.train.total_batch_size == gpus * official["data"]["imgs_per_gpu"]
+    assert cfg.train.clip_grad.max_norm == official["optimizer_config"]["grad_clip"]["max_norm"]
+
+
+def assert_crop_augmentation(mapper, pipeline):
+    """Colour jitter, grayscale and blur of the mapper (config or class default) against an official pipeline."""
+    jitter, p_jitter = _transform(pipeline, "ColorJitter")
+    assert list(_mapper_setting(mapper, "color_jitter")) == [
+        jitter[k] for k in ("brightness", "contrast", "saturation", "hue")]
+    assert _mapper_setting(mapper, "color_jitter_prob") == p_jitter
+    assert _mapper_setting(mapper, "grayscale_prob") == _transform(pipeline, "RandomGrayscale")[0]["p"]
+    blur, p_blur = _transform(pipeline, "GaussianBlur")
+    assert (tuple(_mapper_setting(mapper, "blur_sigma")), _mapper_setting(mapper, "blur_prob")) == (
+        (blur["sigma_min"], blur["sigma_max"]), p_blur)
+
+
+def test_the_fixtures_hold_the_official_main_configs_and_every_pair_names_one():
+    for records, folder in ((SIAMESE, "siamese_detr"), (UP_DETR, "updetr")):
+        assert records["commit"] == COMMIT and records["folder"] == f"configs/selfsup/{folder}/main"
+        assert len(records["files"]) == 6
+    mirrored = set(SIAMESE_PAIRS) | {"siamese_detr_r50_coco_60ep.py"}  # the one without an official config
     assert {p.name for p in (ROOT / "configs" / "siamese_detr").glob("*.py")} == mirrored
+    missing = {name: f["_missing_bases_"] for name, f in UP_DETR["files"].items() if "_missing_bases_" in f}
+    assert missing == {"r50_deformtr_ms_300q_imgnet_gpu32_step30w": ["../imagenet_bs8.py"]}
+    assert len(UP_DETR_WITH_DATA) == len(UP_DETR_PARAMS) - 1
 
 
-@pytest.mark.parametrize("ours, official", PARAMS)
-def test_loss_weights_matcher_queries_and_regions_are_the_official_ones(ours, official):
-    cfg, off = _ours(ours), OFFICIAL["files"][official]
+# ------------------------------------------------------------------------------------------------ Siamese DETR
+@pytest.mark.parametrize("ours, off, name", SIAMESE_PARAMS)
+def test_loss_weights_matcher_queries_and_regions_are_the_official_ones(ours, off, name):
+    cfg = _load("siamese_detr", ours)
     weights = off["model"]["weight_dict"]
     assert dict(cfg.model.weight_dict) == {
         "loss_ce": weights["loss_ce"], "loss_bbox": weights["loss_bbox"], "loss_giou": weights["loss_giou"],
         "loss_region": weights["loss_feature"], "loss_global": weights["loss_enc_global_contra"],
     }
-    matcher = cfg.model.criterion.matcher
-    costs = off["pred_head"]["matcher_cfg"]
-    assert (matcher.cost_class, matcher.cost_bbox, matcher.cost_giou) == (
-        costs["cost_class"], costs["cost_bbox"], costs["cost_giou"])
+    assert_matcher_costs(cfg.model.criterion.matcher, off["pred_head"]["matcher_cfg"])
     assert cfg.model.num_queries == off["model"]["num_queries"]
     assert cfg.model.num_regions == off["model"]["num_patches"] == off["data"]["train"]["anchor_num"]
     # a loss on every decoder layer (official: the weights repeated for num_repeat = the decoder's layers)
     assert cfg.model.aux_loss is True and off["aux_loss"] is True
-    assert cfg.model.transformer.num_decoder_layers == off["model"]["weight_dict"]["num_repeat"]
+    assert cfg.model.transformer.num_decoder_layers == weights["num_repeat"]
 
 
-@pytest.mark.parametrize("ours, official", PARAMS)
-def test_transformer_and_simsiam_heads_have_the_official_shape(ours, official):
-    cfg, off = _ours(ours), OFFICIAL["files"][official]
-    ours_tr, off_tr = cfg.model.transformer, off["transformer"]
-    width = off_tr.get("hidden_dim", off_tr.get("d_model"))
-    assert (ours_tr.d_model, ours_tr.nhead, ours_tr.dim_feedforward, ours_tr.dropout) == (
-        width, off_tr["nhead"], off_tr["dim_feedforward"], off_tr["dropout"])
-    assert (ours_tr.num_encoder_layers, ours_tr.num_decoder_layers) == (
-        off_tr["num_encoder_layers"], off_tr["num_decoder_layers"])
-    if off_tr["type"] == "DeformableTR":
-        assert (ours_tr.num_feature_levels, ours_tr.enc_n_points, ours_tr.dec_n_points) == (
-            off_tr["num_feature_levels"], off_tr["enc_n_points"], off_tr["dec_n_points"])
-        assert ours_tr.two_stage == off_tr["two_stage"] and ours_tr.with_box_refine is False
-    else:
-        assert ours_tr.get("normalize_before", False) == off_tr["normalize_before"]
+@pytest.mark.parametrize("ours, off, name", SIAMESE_PARAMS)
+def test_transformer_and_simsiam_heads_have_the_official_shape(ours, off, name):
+    cfg = _load("siamese_detr", ours)
+    assert_transformer_shape(cfg.model.transformer, off["transformer"])
     projector, predictor = off["encoder_head"]["projector"], off["encoder_head"]["predictor"]
     assert cfg.model.projection_dim == projector["out_channels"] == projector["hid_channels"]
     assert cfg.model.projection_dim == predictor["in_channels"] == predictor["out_channels"]
     assert cfg.model.predictor_hidden_dim == predictor["hid_channels"]
 
 
-@pytest.mark.parametrize("ours, official", PARAMS)
-def test_optimiser_clipping_batch_and_learning_rate_drop_are_the_official_ones(ours, official):
-    cfg, off = _ours(ours), OFFICIAL["files"][official]
-    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (off["optimizer"]["lr"], off["optimizer"]["weight_decay"])
-    assert off["optimizer"]["type"] == "AdamW" and "AdamW" in str(cfg.optimizer._target_)
-    assert cfg.train.clip_grad.max_norm == off["optimizer_config"]["grad_clip"]["max_norm"]
-    gpus = int(re.search(r"_gpu(\d+)_", official).group(1))
-    assert cfg.dataloader.train.total_batch_size == gpus * off["data"]["imgs_per_gpu"]
-    # one drop by 10 at two thirds of the run (official: step_drop of steps; ours: a milestone in units of
-    # num_updates, rounded to a whole iteration)
-    schedule = cfg.lr_multiplier
-    assert off["lr_config"]["policy"] == "Step" and off["lr_config"]["step"] == off["step_drop"]
-    assert list(schedule["values"]) == [1.0, off["lr_config"]["gamma"]] and len(schedule.milestones) == 1
-    official_fraction = off["step_drop"] / off["steps"]
-    assert abs(schedule.milestones[0] / schedule.num_updates - official_fraction) <= 1 / schedule.num_updates
+@pytest.mark.parametrize("ours, off, name", SIAMESE_PARAMS)
+def test_optimiser_clipping_batch_and_learning_rate_drop_are_the_official_ones(ours, off, name):
+    cfg = _load("siamese_detr", ours)
+    assert_optimiser_and_drop(cfg, off)
+    assert_batch_and_clipping(cfg, off, name)
 
 
-@pytest.mark.parametrize("ours, official", PARAMS)
-def test_views_regions_and_crops_are_the_official_ones(ours, official):
-    mapper, off = _ours(ours).dataloader.train.mapper, OFFICIAL["files"][official]
+@pytest.mark.parametrize("ours, off, name", SIAMESE_PARAMS)
+def test_views_regions_and_crops_are_the_official_ones(ours, off, name):
+    mapper = _load("siamese_detr", ours).dataloader.train.mapper
     train = off["data"]["train"]
     assert mapper.tau == train["iou"] and mapper.shrink_outer == train["views_bbox_stochastic"]
     assert mapper.min_region_area_frac == train["area_min_ratio"]
@@ -133,10 +196,40 @@ def test_views_regions_and_crops_are_the_official_ones(ours, official):
     assert mapper.max_size == resize["max_size"]
     assert [mapper.crop_size] * 2 == list(_transform(off["crop_pipeline"], "Resize")[0]["size"])
     for pipeline in (off["view_pipeline"], off["crop_pipeline"]):  # one setting in ours serves both
-        jitter, p_jitter = _transform(pipeline, "ColorJitter")
-        assert list(mapper.color_jitter) == [jitter[k] for k in ("brightness", "contrast", "saturation", "hue")]
-        assert mapper.color_jitter_prob == p_jitter
-        assert mapper.grayscale_prob == _transform(pipeline, "RandomGrayscale")[0]["p"]
-        blur, p_blur = _transform(pipeline, "GaussianBlur")
-        assert (tuple(mapper.blur_sigma), mapper.blur_prob) == ((blur["sigma_min"], blur["sigma_max"]), p_blur)
+        assert_crop_augmentation(mapper, pipeline)
     assert mapper.crop_augment is True
+
+
+# ----------------------------------------------------------------------------------------------------- UP-DETR
+@pytest.mark.parametrize("ours, off, name", UP_DETR_PARAMS)
+def test_up_detr_losses_queries_transformer_and_optimiser_are_the_authors(ours, off, name):
+    cfg = _load("up_detr", ours)
+    criterion = off["head"]["criterion_cfg"]
+    weights = criterion["weight_dict"]
+    assert dict(cfg.model.weight_dict) == {k: weights[k] for k in ("loss_ce", "loss_bbox", "loss_giou", "loss_feature")}
+    assert cfg.model.aux_loss is True and cfg.model.transformer.num_decoder_layers == weights["num_repeat"]
+    assert_matcher_costs(cfg.model.criterion.matcher, off["head"]["matcher_cfg"])
+    # their DETRHead: softmax over 2 classes + no-object (every target class 1); ours: objectness + no-object
+    assert off["head"]["type"] == "DETRHead" and off["head"]["num_classes"] == 2
+    assert cfg.model.criterion.class_loss == "ce" and cfg.model.criterion.eos_coef == criterion["eos_coef"]
+    assert (cfg.model.num_queries, cfg.model.num_patches, cfg.model.mask_ratio) == (
+        off["model"]["num_queries"], off["model"]["num_patches"], off["model"]["mask_ratio"])
+    assert cfg.model.feature_recon is off["head"]["feature_recon"] is True
+    assert_transformer_shape(cfg.model.transformer, off["neck"])
+    assert_optimiser_and_drop(cfg, off)
+
+
+@pytest.mark.parametrize("ours, off, name", UP_DETR_WITH_DATA)
+def test_up_detr_batch_resize_and_patches_are_the_authors(ours, off, name):
+    cfg = _load("up_detr", ours)
+    assert_batch_and_clipping(cfg, off, name)
+    mapper = cfg.dataloader.train.mapper
+    assert mapper.num_patches == off["data"]["train"]["num_patches"]
+    augs = up_detr_augmentation() if mapper.augmentation is None else instantiate(mapper.augmentation)
+    assert [type(a) for a in augs] == [T.ResizeShortestEdge]  # no flip, as theirs
+    resize = _transform(off["image_pipeline"], "RandomResizeWithTarget")[0]
+    assert (list(augs[0].short_edge_length), augs[0].max_size) == (resize["sizes"], resize["max_size"])
+    assert augs[0].sample_style == "choice"
+    patches = off["patch_pipeline"]
+    assert [_mapper_setting(mapper, "patch_size")] * 2 == list(_transform(patches, "Resize")[0]["size"])
+    assert_crop_augmentation(mapper, patches)
