@@ -1,19 +1,24 @@
-"""The Siamese DETR and UP-DETR pretraining configs against the OFFICIAL configs they mirror.
+"""The Siamese DETR, UP-DETR and DETReg pretraining configs against the OFFICIAL runs they mirror.
 
-The official settings are read from ``tests/fixtures/official_pretrain_configs/{siamese_detr,up_detr}.json``:
-the merged mmcv configs ``configs/selfsup/siamese_detr/main/*.py`` of github Zx55/SiameseDETR and the same
-authors' UP-DETR runs ``configs/selfsup/updetr/main/*.py``, recorded by the fixture's ``record.py`` (commit and
-command in its README). Compared, setting by setting: the loss weights (official ``loss_feature`` = our
-``loss_region``, ``loss_enc_global_contra`` = ``loss_global`` for Siamese DETR), the matcher costs, queries and
-regions / patches, the Transformer's shape, the SimSiam head widths, the optimiser, the gradient clipping, the
-total batch (GPUs in the official file name x ``imgs_per_gpu``), where the learning rate drops and by how much,
-and the resize, views, regions, crops and their augmentation.
+The official settings are read from ``tests/fixtures/official_pretrain_configs/``: ``{siamese_detr,up_detr}.json``
+hold the merged mmcv configs ``configs/selfsup/siamese_detr/main/*.py`` of github Zx55/SiameseDETR and the same
+authors' UP-DETR runs ``configs/selfsup/updetr/main/*.py`` (``record.py``); ``arguments.json`` the arguments of
+the official UP-DETR (dddzg/up-detr, README pre-training command) and DETReg runs (amirbar/DETReg, README
+commands of ``configs/DETReg_top30_{in,in_detr,coco}.sh``) as their own parsers read them
+(``record_arguments.py``); commits and commands in the folder's README. Compared, setting by setting: the
+loss weights (official ``loss_feature`` = our ``loss_region``, ``loss_enc_global_contra`` = ``loss_global`` for
+Siamese DETR), the matcher costs and class loss, queries and regions / patches / proposals, the Transformer's
+shape, the SimSiam head widths, the optimiser, the gradient clipping, the total batch (GPUs x images per GPU),
+the epochs (argparse runs), where the learning rate drops and by how much, and the resize, views, regions,
+crops and their augmentation.
 
 Deliberate differences, each in the project card ("Choices and where the sources disagree") or the config's
-docstring, are not compared: the schedule's length (ours counts epochs: 60 ImageNet epochs at batch 256 are
-300274 iterations, the official 300000 steps; on COCO ours is 60 epochs, the official 120000 steps about 65),
-and Siamese DETR's short side drawn as any integer of the official list's range (the official list of ImageNet
-sizes skips 384; our UP-DETR mapper draws from the list itself).
+docstring, are not compared: the schedule's length of the mmcv runs (ours counts epochs: 60 ImageNet epochs at
+batch 256 are 300274 iterations, the official 300000 steps; on COCO ours is 60 epochs, the official 120000
+steps about 65), Siamese DETR's short side drawn as any integer of the official list's range (the official list
+of ImageNet sizes skips 384; our UP-DETR mapper draws from the list itself), and DETReg's learning-rate drop
+(the official ``lr_drop`` of 40 or 200 epochs is never reached in its 5, 50 (drop at 40, the one reached) or 60
+epochs; ours drops at 4/5 or 2/3 of every pretraining, the same fraction for the three methods).
 """
 
 import inspect
@@ -26,12 +31,16 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data import transforms as T
 
 from siamese_detr.data.up_detr_mapper import up_detr_augmentation
+from siamese_detr.modeling.meta_arch.pretext_detr import PretextDETR
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "official_pretrain_configs"
 SIAMESE = json.loads((FIXTURES / "siamese_detr.json").read_text())
 UP_DETR = json.loads((FIXTURES / "up_detr.json").read_text())
+ARGUMENTS = json.loads((FIXTURES / "arguments.json").read_text())["runs"]
 COMMIT = "ae604dce39c7b5d82169acc26e925eff022aeb77"
+# training images of the official datasets (ImageNet-1k train, COCO train2017), for epochs -> iterations
+IMAGES = {"imagenet": 1281167, "coco_pretrain": 118287}
 
 # our config -> the official file it mirrors (the Vanilla COCO config has no official counterpart)
 SIAMESE_PAIRS = {
@@ -233,3 +242,91 @@ def test_up_detr_batch_resize_and_patches_are_the_authors(ours, off, name):
     patches = off["patch_pipeline"]
     assert [_mapper_setting(mapper, "patch_size")] * 2 == list(_transform(patches, "Resize")[0]["size"])
     assert_crop_augmentation(mapper, patches)
+
+
+# ------------------------------------------------------------------------------------ argparse runs (UP-DETR, DETReg)
+DETREG_PAIRS = {
+    "detreg_deformable_ms_r50_imagenet_5ep.py": "DETReg_top30_in",
+    "detreg_detr_r50_imagenet_60ep.py": "DETReg_top30_in_detr",
+    "detreg_deformable_ms_r50_coco_50ep.py": "DETReg_top30_coco",
+}
+DETREG_PARAMS = [pytest.param(ours, ARGUMENTS[run]["args"], ARGUMENTS[run]["gpus"], id=ours[:-3])
+                 for ours, run in DETREG_PAIRS.items()]
+
+
+def assert_argparse_transformer(ours, args):
+    """``model.transformer`` against DETR-style arguments (``--enc_layers``, ``--nheads``, ...)."""
+    assert (ours.d_model, ours.nhead, ours.dim_feedforward, ours.dropout) == (
+        args["hidden_dim"], args["nheads"], args["dim_feedforward"], args["dropout"])
+    assert (ours.num_encoder_layers, ours.num_decoder_layers) == (args["enc_layers"], args["dec_layers"])
+
+
+def assert_argparse_training(cfg, args, gpus, images):
+    """lr, weight decay, clipping, total batch (GPUs x ``--batch_size``), and ``--epochs`` as iterations, the
+    backbone frozen (``--lr_backbone 0`` / ``--fre_cnn``: every pretext model freezes it by construction)."""
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (args["lr"], args["weight_decay"])
+    assert cfg.train.clip_grad.max_norm == args["clip_max_norm"]
+    batch = cfg.dataloader.train.total_batch_size
+    assert batch == gpus * args["batch_size"]
+    assert abs(cfg.train.max_iter - args["epochs"] * images / batch) <= 1
+    assert issubclass(cfg.model._target_, PretextDETR)
+
+
+def test_the_argument_fixture_holds_the_official_commands():
+    assert set(ARGUMENTS) == {"up_detr", *DETREG_PAIRS.values()}
+    assert ARGUMENTS["up_detr"]["commit"] == "44c0c6eb4bddf409a41cbaae31b7360062495199"
+    assert {ARGUMENTS[run]["commit"] for run in DETREG_PAIRS.values()} == {"a4b636351b46d8a77fa7155e350424027a7889d6"}
+    assert all(run["gpus"] == 8 for run in ARGUMENTS.values())
+
+
+def test_vanilla_up_detr_is_the_official_run():
+    cfg, args = _load("up_detr", "up_detr_r50_imagenet_60ep.py"), ARGUMENTS["up_detr"]["args"]
+    # official models/__init__.py build_model: loss_ce 1 and loss_feature 1 written in the code, the box
+    # weights from the arguments; SetCriterion(num_classes=2, eos_coef=args.eos_coef)
+    assert dict(cfg.model.weight_dict) == {"loss_ce": 1, "loss_bbox": args["bbox_loss_coef"],
+                                           "loss_giou": args["giou_loss_coef"], "loss_feature": 1}
+    assert_matcher_costs(cfg.model.criterion.matcher, {
+        "cost_class": args["set_cost_class"], "cost_bbox": args["set_cost_bbox"], "cost_giou": args["set_cost_giou"]})
+    assert cfg.model.criterion.get("class_loss", "ce") == "ce" and cfg.model.criterion.eos_coef == args["eos_coef"]
+    assert (cfg.model.num_queries, cfg.model.num_patches, cfg.model.aux_loss) == (
+        args["num_queries"], args["num_patches"], args["aux_loss"])
+    assert cfg.model.feature_recon is args["feature_recon"] is True and args["fre_cnn"] is True
+    assert_argparse_transformer(cfg.model.transformer, args)
+    assert cfg.model.transformer.normalize_before is args["pre_norm"] is True
+    assert_argparse_training(cfg, args, ARGUMENTS["up_detr"]["gpus"], IMAGES["imagenet"])
+    schedule = cfg.lr_multiplier  # the drop at epoch --lr_drop
+    batch = cfg.dataloader.train.total_batch_size
+    assert abs(schedule.milestones[0] - args["lr_drop"] * IMAGES["imagenet"] / batch) <= 1
+    assert schedule.num_updates == cfg.train.max_iter and list(schedule["values"]) == [1.0, 0.1]
+
+
+@pytest.mark.parametrize("ours, args, gpus", DETREG_PARAMS)
+def test_detreg_is_the_official_run(ours, args, gpus):
+    cfg = _load("detreg", ours)
+    # official models/__init__.py: loss_ce / loss_bbox / loss_giou from --cls/bbox/giou_loss_coef, and
+    # loss_object_embedding from --object_embedding_coef when --object_embedding_loss is set
+    assert args["object_embedding_loss"] is True
+    assert dict(cfg.model.weight_dict) == {
+        "loss_ce": args["cls_loss_coef"], "loss_bbox": args["bbox_loss_coef"], "loss_giou": args["giou_loss_coef"],
+        "loss_object_embedding": args["object_embedding_coef"]}
+    criterion = cfg.model.criterion
+    assert_matcher_costs(criterion.matcher, {
+        "cost_class": args["set_cost_class"], "cost_bbox": args["set_cost_bbox"], "cost_giou": args["set_cost_giou"]})
+    assert (cfg.model.num_queries, cfg.model.aux_loss) == (args["num_queries"], args["aux_loss"])
+    assert_argparse_transformer(cfg.model.transformer, args)
+    transformer = cfg.model.transformer
+    if args["model"] == "deformable_detr":  # sigmoid focal objectness, the linear projections at 0.1 x lr
+        assert criterion.class_loss == "focal"
+        assert criterion.focal_alpha == criterion.matcher.alpha == args["focal_alpha"]
+        assert (transformer.num_feature_levels, transformer.enc_n_points, transformer.dec_n_points) == (
+            args["num_feature_levels"], args["enc_n_points"], args["dec_n_points"])
+        assert (transformer.with_box_refine, transformer.two_stage) == (args["with_box_refine"], args["two_stage"])
+        assert dict(cfg.optimizer.params.lr_factors_by_keyword) == {
+            name: args["lr_linear_proj_mult"] for name in args["lr_linear_proj_names"]}
+    else:  # DETR: softmax objectness with the no-object weight
+        assert args["model"] == "detr" and criterion.get("class_loss", "ce") == "ce"
+        assert criterion.eos_coef == args["eos_coef"]
+        assert transformer.normalize_before is args["pre_norm"] is True
+    mapper = cfg.dataloader.train.mapper
+    assert (mapper.num_proposals, mapper.policy) == (args["max_prop"], args["strategy"])
+    assert_argparse_training(cfg, args, gpus, IMAGES[args["dataset"]])
