@@ -423,3 +423,21 @@ def test_mapper_skips_samples_left_with_too_few_proposals_after_augmentation(tmp
     out = m({"file_name": path, "image_id": 1})
     assert out["proposal_rank"].tolist() == [1] and m.num_few_proposals == 0
     assert torch.equal(out["proposal_boxes"], torch.tensor([[10.0, 10, 50, 40]]))
+
+
+def test_proposals_that_cannot_be_targets_take_none_of_the_k_places(tmp_path):
+    """Top-2 of a list whose first three proposals cannot be targets: one right of the 90 x 60 image, one below
+    it (each empty once clipped to the image) and one of zero width. They are passed over before the choice,
+    so the two places go to the next two, the second of which crosses the image border and comes back clipped
+    to it."""
+    path = _write_image(tmp_path)
+    proposals = np.array([[95, 10, 120, 30], [10, 65, 30, 80], [10, 10, 10, 30],
+                          [5, 5, 40, 30], [70, 40, 110, 75]], dtype=np.float32)
+    mapper = DETRegMapper(proposal_source=lambda d, im: (proposals, np.ones(5)), num_proposals=2, policy="topk",
+                          crop_size=8, min_proposals=2, is_train=False, augmentation=[T.NoOpTransform()],
+                          augmentation_with_crop=None)
+    out = mapper({"file_name": path, "image_id": 1})
+    assert out is not None and mapper.num_few_proposals == 0
+    assert out["proposal_rank"].tolist() == [3, 4]
+    assert torch.equal(out["proposal_boxes"], torch.tensor([[5.0, 5, 40, 30], [70, 40, 90, 60]]))
+    assert out["crops"].shape == (2, 3, 8, 8)
