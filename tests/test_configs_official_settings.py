@@ -1,10 +1,12 @@
-"""The Siamese DETR, UP-DETR and DETReg pretraining configs against the OFFICIAL runs they mirror.
+"""The pretraining configs (Siamese DETR, UP-DETR, DETReg) and the Deformable / Conditional DETR finetuning
+configs against the OFFICIAL runs they mirror.
 
-The official settings are read from ``tests/fixtures/official_pretrain_configs/``: ``{siamese_detr,up_detr}.json``
+The official settings are read from ``tests/fixtures/official_run_settings/``: ``{siamese_detr,up_detr}.json``
 hold the merged mmcv configs ``configs/selfsup/siamese_detr/main/*.py`` of github Zx55/SiameseDETR and the same
 authors' UP-DETR runs ``configs/selfsup/updetr/main/*.py`` (``record.py``); ``arguments.json`` the arguments of
-the official UP-DETR (dddzg/up-detr, README pre-training command) and DETReg runs (amirbar/DETReg, README
-commands of ``configs/DETReg_top30_{in,in_detr,coco}.sh``) as their own parsers read them
+the official UP-DETR (dddzg/up-detr, README pre-training command), DETReg (amirbar/DETReg, README commands of
+``configs/DETReg_top30_{in,in_detr,coco}.sh``), Deformable DETR (``configs/r50_deformable_detr*.sh``) and
+Conditional DETR (``scripts/conddetr_r50_epoch50.sh``) runs as their own parsers read them
 (``record_arguments.py``); commits and commands in the folder's README. Compared, setting by setting: the
 loss weights (official ``loss_feature`` = our ``loss_region``, ``loss_enc_global_contra`` = ``loss_global`` for
 Siamese DETR), the matcher costs and class loss, queries and regions / patches / proposals, the Transformer's
@@ -18,7 +20,9 @@ batch 256 are 300274 iterations, the official 300000 steps; on COCO ours is 60 e
 steps about 65), Siamese DETR's short side drawn as any integer of the official list's range (the official list
 of ImageNet sizes skips 384; our UP-DETR mapper draws from the list itself), and DETReg's learning-rate drop
 in its 5- and 60-epoch runs (their ``lr_drop`` of 40 or 200 epochs is never reached; ours drops at 4/5 or 2/3
-of every pretraining, the same fraction for the three methods). The 50-epoch COCO run's drop at 40 is compared.
+of every pretraining, the same fraction for the three methods); the 50-epoch COCO run's drop at 40 is compared.
+Nor, in the finetuning configs (Siamese DETR §4.1's protocol), the batch of 32 for every variant and Conditional
+DETR's backbone lr, nor the COCO class head's width (80 classes, the official heads 91 sparse ids).
 """
 
 import inspect
@@ -34,13 +38,14 @@ from siamese_detr.data.up_detr_mapper import up_detr_augmentation
 from siamese_detr.modeling.meta_arch.pretext_detr import PretextDETR
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures" / "official_pretrain_configs"
+FIXTURES = ROOT / "tests" / "fixtures" / "official_run_settings"
 SIAMESE = json.loads((FIXTURES / "siamese_detr.json").read_text())
 UP_DETR = json.loads((FIXTURES / "up_detr.json").read_text())
 ARGUMENTS = json.loads((FIXTURES / "arguments.json").read_text())["runs"]
 COMMIT = "ae604dce39c7b5d82169acc26e925eff022aeb77"
 # training images of the official datasets (ImageNet-1k train, COCO train2017), for epochs -> iterations
-IMAGES = {"imagenet": 1281167, "coco_pretrain": 118287}
+COCO_TRAIN = 118287
+IMAGES = {"imagenet": 1281167, "coco_pretrain": COCO_TRAIN}  # keyed by DETReg's --dataset
 
 # our config -> the official file it mirrors (the Vanilla COCO config has no official counterpart)
 SIAMESE_PAIRS = {
@@ -245,6 +250,14 @@ def test_up_detr_batch_resize_and_patches_are_the_authors(ours, off, name):
 
 
 # ------------------------------------------------------------------------------------ argparse runs (UP-DETR, DETReg)
+FINETUNE_PAIRS = {  # our finetuning configs -> the official trainings of the detectors (defined below)
+    "deformable_detr_r50_coco_50ep.py": "r50_deformable_detr",
+    "deformable_detr_refine_r50_coco_50ep.py": "r50_deformable_detr_plus_iterative_bbox_refinement",
+    "deformable_detr_refine_two_stage_r50_coco_50ep.py":
+        "r50_deformable_detr_plus_iterative_bbox_refinement_plus_plus_two_stage",
+    "deformable_detr_ss_r50_coco_50ep.py": "r50_deformable_detr_single_scale",
+    "conditional_detr_r50_coco_300q_50ep.py": "conddetr_r50_epoch50",
+}
 DETREG_PAIRS = {
     "detreg_deformable_ms_r50_imagenet_5ep.py": "DETReg_top30_in",
     "detreg_detr_r50_imagenet_60ep.py": "DETReg_top30_in_detr",
@@ -273,10 +286,18 @@ def assert_argparse_training(cfg, args, gpus, images):
 
 
 def test_the_argument_fixture_holds_the_official_commands():
-    assert set(ARGUMENTS) == {"up_detr", *DETREG_PAIRS.values()}
-    assert ARGUMENTS["up_detr"]["commit"] == "44c0c6eb4bddf409a41cbaae31b7360062495199"
-    assert {ARGUMENTS[run]["commit"] for run in DETREG_PAIRS.values()} == {"a4b636351b46d8a77fa7155e350424027a7889d6"}
-    assert all(run["gpus"] == 8 for run in ARGUMENTS.values())
+    assert set(ARGUMENTS) == {"up_detr", *DETREG_PAIRS.values(), *FINETUNE_PAIRS.values()}
+    commits = {
+        "44c0c6eb4bddf409a41cbaae31b7360062495199": ["up_detr"],  # dddzg/up-detr
+        "a4b636351b46d8a77fa7155e350424027a7889d6": list(DETREG_PAIRS.values()),  # amirbar/DETReg
+        "11169a60c33333af00a4849f1808023eba96a931": [r for r in FINETUNE_PAIRS.values() if "deformable" in r],
+        "8ea7c3f3fff49cd287855d4f13cc12a6066bc8e9": ["conddetr_r50_epoch50"],  # Atten4Vis/ConditionalDETR
+    }
+    assert {run: ARGUMENTS[run]["commit"] for runs in commits.values() for run in runs} == {
+        run: commit for commit, runs in commits.items() for run in runs}
+    # the GPUs the command starts (Deformable DETR's scripts do not say; its README: "total batch size of 32")
+    assert {run: v["gpus"] for run, v in ARGUMENTS.items()} == {
+        run: None if "deformable" in run else 8 for run in ARGUMENTS}
 
 
 def test_vanilla_up_detr_is_the_official_run():
@@ -333,3 +354,41 @@ def test_detreg_is_the_official_run(ours, args, gpus):
     if args["lr_drop"] < args["epochs"]:  # the COCO run's drop at epoch 40 of 50 (the others never drop)
         batch = cfg.dataloader.train.total_batch_size
         assert abs(cfg.lr_multiplier.milestones[0] - args["lr_drop"] * IMAGES[args["dataset"]] / batch) <= 1
+
+
+# --------------------------------------------------------------------------------- finetuning (Deformable, Conditional)
+@pytest.mark.parametrize("ours, run", [pytest.param(o, r, id=o[:-3]) for o, r in FINETUNE_PAIRS.items()])
+def test_detector_finetuning_is_the_official_training(ours, run):
+    """Our Deformable DETR COCO configs against the official ``configs/r50_deformable_detr*.sh`` and the
+    300-query Conditional DETR one against ``scripts/conddetr_r50_epoch50.sh``: losses, matcher, queries,
+    Transformer, optimiser, clipping, 50 epochs with the drop at 40. Deliberately not compared (Siamese DETR
+    §4.1's finetuning protocol, the card's "Finetuning"): the batch, 32 for every variant (official Deformable
+    DETR: 32 as well, by its README; Conditional DETR: 8 x 2), and Conditional DETR's backbone lr (5e-5,
+    official 1e-5); nor the class head's width (80 COCO classes, official 91 sparse ids)."""
+    cfg, args = _load("detr", ours), ARGUMENTS[run]["args"]
+    model = cfg.model
+    assert dict(model.weight_dict) == {
+        "loss_ce": args["cls_loss_coef"], "loss_bbox": args["bbox_loss_coef"], "loss_giou": args["giou_loss_coef"]}
+    assert_matcher_costs(model.criterion.matcher, {
+        "cost_class": args["set_cost_class"], "cost_bbox": args["set_cost_bbox"], "cost_giou": args["set_cost_giou"]})
+    assert model.criterion.class_loss == "focal"
+    assert model.criterion.focal_alpha == model.criterion.matcher.alpha == args["focal_alpha"]
+    assert (model.num_queries, model.aux_loss) == (args["num_queries"], args["aux_loss"])
+    assert_argparse_transformer(model.transformer, args)
+    optimizer = cfg.optimizer
+    assert (optimizer.lr, optimizer.weight_decay) == (args["lr"], args["weight_decay"])
+    if run.startswith("r50_deformable_detr"):
+        transformer = model.transformer
+        assert (transformer.num_feature_levels, transformer.enc_n_points, transformer.dec_n_points) == (
+            args["num_feature_levels"], args["enc_n_points"], args["dec_n_points"])
+        assert (transformer.with_box_refine, transformer.two_stage) == (args["with_box_refine"], args["two_stage"])
+        assert optimizer.params.backbone_lr_factor == pytest.approx(args["lr_backbone"] / args["lr"], rel=1e-12)
+        assert dict(optimizer.params.lr_factors_by_keyword) == {
+            name: args["lr_linear_proj_mult"] for name in args["lr_linear_proj_names"]}
+    else:
+        assert model.transformer.get("normalize_before", False) is args["pre_norm"] is False
+    assert cfg.train.clip_grad.max_norm == args["clip_max_norm"]
+    batch = cfg.dataloader.train.total_batch_size
+    assert abs(cfg.train.max_iter - args["epochs"] * COCO_TRAIN / batch) <= 1
+    assert abs(cfg.lr_multiplier.milestones[0] - args["lr_drop"] * COCO_TRAIN / batch) <= 1
+    assert list(cfg.lr_multiplier["values"]) == [1.0, 0.1]
