@@ -244,6 +244,8 @@ def test_a_finished_run_leaves_no_multiprocessing_folders_behind(tmp_path):
     behind, one per worker per run. A real run in a fresh process, with its own temporary folder."""
     import subprocess
     import sys
+    import tempfile
+    from pathlib import Path
 
     import cv2
     import numpy as np
@@ -259,8 +261,9 @@ def test_a_finished_run_leaves_no_multiprocessing_folders_behind(tmp_path):
                             "area": 1200, "iscrowd": 0})
     data = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "box"}]}
     (tmp_path / "train.json").write_text(json.dumps(data))
-    temporary = tmp_path / "tmp"
-    temporary.mkdir()
+    # a folder of its own, in the session's short temporary folder: under tmp_path the workers' sockets could
+    # exceed the 107 bytes of a Unix socket path (refused at start-up, see test_worker_checks.py)
+    temporary = Path(tempfile.mkdtemp(prefix="run-"))
     cmd = [sys.executable, str(ROOT / "tools/lazyconfig_train_net.py"), "--config-file",
            str(ROOT / "configs/demo/detr_demo.py"), *TINY, "train.max_iter=2", "train.eval_period=0",
            f"dataloader.train.dataset.names=coco:{tmp_path / 'train.json'}:{tmp_path / 'images'}",

@@ -53,6 +53,7 @@ from siamese_detr.engine.resume_checks import (check_resume_matches, keep_traini
 from siamese_detr.engine.schedule_checks import (check_counts, check_milestones, check_output_dir, check_rates,
                                                  describe_lr_schedule)
 from siamese_detr.engine.config_checks import check_image_formats
+from siamese_detr.engine.worker_checks import check_worker_temp_dir
 from siamese_detr.engine.config_sections import check_batch_split, check_config_sections, load_config
 from siamese_detr.engine.checkpointing import (SafeDetectionCheckpointer, check_checkpoint_path,
                                                ensure_final_checkpoint, keep_earlier_periodic_checkpoints,
@@ -257,14 +258,15 @@ def do_train(args, cfg):
 
 def checked_config(args, world_size: int):
     """The config with the overrides applied and the checks that need no process group: syntax, sections, keys,
-    counts, image formats, rates, lr milestones, and the batch split over ``world_size`` processes. Its log records
-    are held (see :func:`setup`)."""
+    counts, image formats, the temporary folder of data-loader workers, rates, lr milestones, and the batch split
+    over ``world_size`` processes. Its log records are held (see :func:`setup`)."""
     cfg = load_config(args.config_file)  # a syntax error: one line naming the file and line
     check_config_sections(cfg, args.config_file, eval_only=args.eval_only)  # e.g. a tool given as the config
     with held_records() as early_records:  # e.g. model.num_classes taken from a coco: dataset's categories
         cfg = apply_checked_overrides(cfg, args.opts)
         check_counts(cfg, world_size, eval_only=args.eval_only)  # max_iter=0, max_iter=1e3, seed=1.5, ...: named
         check_image_formats(cfg, eval_only=args.eval_only)  # mapper.image_format=42: before any image is read
+        check_worker_temp_dir(cfg, eval_only=args.eval_only)  # a $TMPDIR too long for the workers' sockets
         if not args.eval_only:
             check_rates(cfg)  # optimizer.lr=-1, weight_decay=nan
             check_milestones(cfg)  # lr_multiplier.milestones=[400] beyond its num_updates, or decreasing
