@@ -33,12 +33,18 @@ def test_crop_regions_rounds_outwards_and_keeps_the_layout():
 
 def test_crop_regions_area_interpolation_only_when_shrinking_both_sides_by_more_than_2():
     """A 32 x 40 patch to 8 x 8 (both sides > 2 x 8) is area-averaged: 4 x 5 pixels per output pixel, so on a
-    patch whose rows alternate 0 / 250 every output pixel is the mean 125. A 12 x 40 patch (12 < 16) is
+    patch whose rows alternate 0 / 250 every output pixel is the mean 125, and on one with every fourth row 240
+    it is 60. A 12 x 40 patch (12 < 16) is
     resized bilinearly: it samples near single rows, far from the mean."""
     image = np.zeros((40, 40, 3), np.uint8)
     image[1::2] = 250
     strong = crop_regions(image, np.array([[0.0, 0.0, 40.0, 32.0]]), 8, channels_last=True)[0]
     assert np.all(strong == 125)
+    # with one bright row in 4 the block mean is 60, while a bilinear resize samples between rows 1 and 2 of
+    # each block (source y = 4 i + 1.5), both dark: the alternating rows above cannot tell the two apart
+    sparse = np.zeros((40, 40, 3), np.uint8)
+    sparse[3::4] = 240
+    assert np.all(crop_regions(sparse, np.array([[0.0, 0.0, 40.0, 32.0]]), 8, channels_last=True)[0] == 60)
     weak = crop_regions(image, np.array([[0.0, 0.0, 40.0, 12.0]]), 8, channels_last=True)[0]
     ref = cv2.resize(image[:12], (8, 8), interpolation=cv2.INTER_LINEAR)
     assert np.array_equal(weak, ref) and np.abs(weak.astype(int) - 125).max() > 60

@@ -289,3 +289,27 @@ def test_projected_attention_against_loop():
                 vals = torch.stack([v[b, j, 3 * h:3 * h + 3] for j in range(5) if not mask[b, j]])
                 expected[b, i, 3 * h:3 * h + 3] = w @ vals
     assert_close(out, attn.out_proj(expected), tol=1e-12)
+
+
+def test_projected_attention_attn_mask_rows_are_queries_against_loop():
+    """``attn_mask [Q, S]``: row i, column j masks query i from key j (bool True = blocked, float = added to the
+    logit). Square (Q = S = 4) and asymmetric, so a transposed mask gives other outputs; against a loop."""
+    torch.manual_seed(1)
+    attn = ProjectedAttention(qk_dim=8, num_heads=2, v_dim=6).double()
+    q, k, v = (torch.randn(2, 4, d, dtype=torch.float64) for d in (8, 8, 6))
+    blocked = torch.tensor([[False, True, True, True], [False, False, True, True],
+                            [False, False, False, True], [False, False, False, False]])
+    bias = torch.arange(16, dtype=torch.float64).view(4, 4) / 4.0
+    for mask in (blocked, bias):
+        out = attn(q, k, v, attn_mask=mask)
+        expected = torch.zeros(2, 4, 6, dtype=torch.float64)
+        for b in range(2):
+            for h in range(2):
+                for i in range(4):
+                    keys = [j for j in range(4) if mask.dtype != torch.bool or not mask[i, j]]
+                    added = [float(mask[i, j]) if mask.dtype != torch.bool else 0.0 for j in keys]
+                    logits = [float(q[b, i, 4 * h:4 * h + 4] @ k[b, j, 4 * h:4 * h + 4]) / 2.0 + a
+                              for j, a in zip(keys, added)]
+                    w = torch.tensor(logits, dtype=torch.float64).softmax(0)
+                    expected[b, i, 3 * h:3 * h + 3] = w @ torch.stack([v[b, j, 3 * h:3 * h + 3] for j in keys])
+        assert_close(out, attn.out_proj(expected), tol=1e-12)

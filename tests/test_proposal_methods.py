@@ -503,6 +503,7 @@ def test_gradient_fallback_warns_loudly_at_scale(monkeypatch, caplog):
     assert "gradient edge map" in caplog.text and "WARNING" not in caplog.text
     PM.note_gradient_fallback()
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len([r for r in caplog.records if "gradient edge map" in r.getMessage()]) == 1  # the INFO line once
     PM.note_gradient_fallback()  # 3rd image: loud warning naming the fix
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "--sed-model" in warnings[0].getMessage()

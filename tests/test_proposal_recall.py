@@ -71,3 +71,15 @@ def test_no_gt_and_no_proposals():
     assert max_iou_per_gt(np.zeros((0, 4)), np.array([[0, 0, 1, 1.0]]), [10]).tolist() == [[0.0]]
     r = evaluate_proposal_recall(DictStore(), [{"image_id": 0, "annotations": []}], ks=(10,))
     assert r["AR@10"] == 0.0 and r["num_gt"] == 0
+
+
+def test_each_annotation_is_read_in_its_own_box_mode():
+    """The same 20 x 20 box given as XYXY_ABS (bbox_mode 0, e.g. Detectron2's VOC loader), as XYWH_ABS (1) and
+    without a mode (COCO's XYWH): one proposal on it covers all three exactly. Read as XYWH, the XYXY box would
+    be 40 x 30 and its IoU with the proposal 400 / 1200."""
+    props = np.array([[20.0, 10.0, 40.0, 30.0]], np.float32)
+    anns = [{"bbox": [20, 10, 40, 30], "bbox_mode": 0}, {"bbox": [20, 10, 20, 20], "bbox_mode": 1},
+            {"bbox": [20, 10, 20, 20]}]
+    r = evaluate_proposal_recall(DictStore(a=(props, None)), [{"image_id": "a", "annotations": anns}], ks=(1,))
+    assert r["num_gt"] == 3
+    assert r["AR@1"] == pytest.approx(1.0) and r["R@0.75@1"] == 1.0

@@ -38,6 +38,31 @@ def test_random_regions_follow_the_official_rule():
         assert s is not None and s.num_proposals >= 1 and s.region_boxes.shape == (2, 10, 4)
 
 
+def test_random_regions_rule_on_a_fractional_overlap_with_a_view_2_stretched_in_x():
+    """In practice the overlap in view 1's pixels is fractional and view 2 is scaled differently in x and y
+    (each view's cut is resized to the outer box's size). Brute force of the official rule for that case: the
+    corners drawn between the TRUNCATED bounds (``np.random.randint`` of floats), the aspect limit in both views
+    (view 2's aspect is view 1's times kx / ky) and view 2's area against view 1's threshold."""
+    from siamese_detr.data.proposals.methods import intersection_random_boxes
+
+    rx0, ry0, rx1, ry1 = 10.6, 20.3, 110.4, 70.8
+    kx, ky = 2.0, 0.5  # view 2 stretches a view-1 box's aspect by 4
+    min_area = 0.05 * (rx1 - rx0) * (ry1 - ry0)
+    rng = np.random.default_rng(7)
+    x0, y0 = rng.integers(10, 110, size=100), rng.integers(20, 70, size=100)
+    hs = rng.random(100) * (ry1 - y0) + 1e-10
+    ws = min_area / hs + rng.random(100) * ((rx1 - x0) - min_area / hs)
+    view_1_ok = (x0 + ws < rx1) & (ws / hs >= 1 / 8) & (ws / hs <= 8)
+    view_2_ok = (ws * kx / (hs * ky) >= 1 / 8) & (ws * kx / (hs * ky) <= 8) & (ws * kx * hs * ky >= min_area)
+    expected = np.stack([x0, y0, x0 + ws, y0 + hs], 1)[view_1_ok & view_2_ok]
+    got = intersection_random_boxes(np.random.default_rng(7), np.array([rx0, ry0, rx1, ry1]), 100, 0.05, 8.0, (kx, ky))
+    assert len(expected) > 0 and np.allclose(got, expected)
+    # the case is one where view 2's aspect decides: some boxes valid in view 1 fail only there
+    assert np.any(view_1_ok & ~view_2_ok & (ws * hs >= min_area))
+    w, h = got[:, 2] - got[:, 0], got[:, 3] - got[:, 1]
+    assert np.all(w * kx / (h * ky) <= 8 + 1e-9) and np.all(w / h >= 1 / 8 - 1e-9)
+
+
 def test_select_regions_hand_computed():
     rng = np.random.default_rng(0)
     inter = np.array([100.0, 100.0, 200.0, 200.0])  # area 10000, threshold 500
