@@ -48,6 +48,7 @@ import argparse
 import os
 import resource
 import sys
+import tempfile
 import time
 import warnings
 from collections import defaultdict
@@ -60,6 +61,7 @@ from bench_inputs import build_training, mapped_batches, time_step
 from machine_info import describe_machine
 from results_md import append_section
 
+from siamese_detr.engine.worker_checks import worker_temp_dir_problem
 from siamese_detr.utils.cli_types import ExtendList
 
 # detectron2 v0.6 scripts a few functions with torch.jit at import time; recent torch warns on each
@@ -236,6 +238,10 @@ def data_wait(iters: int, warmup: int, num_workers: int, device: str, online: bo
 
     cfg = load_config("demo", online_proposals=online)
     cfg.dataloader.train.num_workers = num_workers
+    problem = worker_temp_dir_problem(tempfile.gettempdir(), ["dataloader.train.num_workers"] if num_workers else [],
+                                      torch.multiprocessing.get_sharing_strategy(), offer_no_workers=False)
+    if problem:  # the first next(loader) would wait for ever
+        raise SystemExit(f"bench_pretrain.py, data wait with {num_workers} loader workers: {problem}")
     model, optimizer = build_training(cfg, device)
     loader = iter(instantiate(cfg.dataloader.train))
     wait = total = 0.0

@@ -371,6 +371,35 @@ def test_pretrain_data_wait_is_the_share_of_the_timed_steps_spent_in_next(load, 
     assert (w["batch"], w["workers"], w["proposals"]) == (4, 3, "EdgeBoxes store")
 
 
+def test_pretrain_data_wait_refuses_workers_under_a_temporary_folder_too_long_for_their_sockets(load, monkeypatch):
+    """With loader workers and a $TMPDIR whose worker sockets would pass 107 bytes, the data-wait part stops
+    before it builds the model or the loader (its first batch would never come), naming TMPDIR and the fix it
+    can take (it measures the workers, so turning them off is not offered). Without workers it runs."""
+    bp = load("bench_pretrain")
+    import tempfile
+
+    import detectron2.config
+
+    long_dir = "/" + "d" * 79  # 80 bytes: sockets of 112 (only named, never made)
+    monkeypatch.setattr(tempfile, "tempdir", long_dir)
+    monkeypatch.setattr(bp.torch.multiprocessing, "get_sharing_strategy", lambda: "file_descriptor")
+    train = SimpleNamespace(num_workers=0, total_batch_size=4)
+    monkeypatch.setattr(bp, "load_config", lambda name, online_proposals: SimpleNamespace(
+        dataloader=SimpleNamespace(train=train)))
+    built = []
+    monkeypatch.setattr(bp, "build_training", lambda cfg, device: built.append(cfg) or (None, None))
+    monkeypatch.setattr(detectron2.config, "instantiate", lambda cfg: iter(()))
+    with pytest.raises(SystemExit) as stop:
+        bp.data_wait(iters=1, warmup=0, num_workers=2, device="cpu", online=False)
+    message = str(stop.value)
+    assert long_dir in message and "(80 bytes, from $TMPDIR)" in message and "(112 bytes, at most 107)" in message
+    assert "2 loader workers" in message and "TMPDIR=/tmp" in message and "num_workers=0" not in message
+    assert built == []
+    with pytest.raises(StopIteration):  # no workers: past the check, to the (empty) loader
+        bp.data_wait(iters=1, warmup=0, num_workers=0, device="cpu", online=False)
+    assert len(built) == 1
+
+
 def test_pretrain_bound_by_names_the_largest_group_and_its_share(load):
     bp = load("bench_pretrain")
     s = {"backbone views": 1, "backbone crops": 2, "encoder": 3, "decoder": 4, "matching": 5,

@@ -30,13 +30,15 @@ def worker_socket_path(temp_dir: str) -> str:
 
 
 def worker_temp_dir_problem(temp_dir: str, worker_loaders: List[str], sharing_strategy: str,
-                            platform: str = sys.platform) -> Optional[str]:
+                            platform: str = sys.platform, offer_no_workers: bool = True) -> Optional[str]:
     """Why data-loader workers would wait for ever under ``temp_dir``, or None.
 
     Args:
         temp_dir: the temporary folder (``tempfile.gettempdir()``: ``$TMPDIR``, else ``/tmp``).
         worker_loaders: the config keys of the loaders that use workers (e.g. ``dataloader.train.num_workers``).
         sharing_strategy: ``torch.multiprocessing.get_sharing_strategy()``; ``file_system`` opens no socket.
+        offer_no_workers: end with the overrides that turn the workers off (``key=0`` for each of
+            ``worker_loaders``); False for a program whose workers are what it measures (a benchmark).
     """
     if not worker_loaders or sharing_strategy != "file_descriptor" or platform == "win32":
         return None
@@ -44,11 +46,11 @@ def worker_temp_dir_problem(temp_dir: str, worker_loaders: List[str], sharing_st
     length = len(os.fsencode(path))
     if length <= SOCKET_PATH_MAX:
         return None
-    loaders = " ".join(f"{key}=0" for key in worker_loaders)
+    no_workers = ", or run without workers: " + " ".join(f"{key}=0" for key in worker_loaders)
     return (f"the temporary folder {temp_dir} ({len(os.fsencode(temp_dir))} bytes, from $TMPDIR) is too long for "
             f"data-loader workers: they pass each batch through a Unix socket such as {path} ({length} bytes, "
             f"at most {SOCKET_PATH_MAX}), and with a longer path the run waits for its first batch for ever. Set "
-            f"TMPDIR to a shorter folder (e.g. TMPDIR=/tmp), or run without workers: {loaders}")
+            f"TMPDIR to a shorter folder (e.g. TMPDIR=/tmp){no_workers if offer_no_workers else ''}")
 
 
 def check_worker_temp_dir(cfg, eval_only: bool = False) -> None:
