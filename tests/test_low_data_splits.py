@@ -129,6 +129,20 @@ def test_registered_split_loads_the_subset_and_checks_the_parent(toy_parent, tmp
             DatasetCatalog.get(NAME)
 
 
+def test_a_split_whose_images_left_the_parent_is_refused_even_at_the_same_size(toy_parent, tmp_path, monkeypatch):
+    """The parent still has 200 images, but two of the split's were replaced by others: the split would load 2
+    images short, so it is refused, naming how many ids are missing, the file and the parent."""
+    ids = toy_parent
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    LD.register_low_data_splits()
+    LD.write_low_data_split(NAME, ids)
+    chosen = LD.select_subset(ids, 10, 42)
+    replaced = [i for i in ids if i not in chosen[:2]] + [10 ** 6, 10 ** 6 + 1]
+    DatasetCatalog.remove(PARENT)
+    DatasetCatalog.register(PARENT, lambda: [{"image_id": i} for i in replaced])
+    with pytest.raises(UserValueError, match=f"{NAME}: 2 image ids of .*{NAME}.json are not in {PARENT}"):
+        DatasetCatalog.get(NAME)
+
 @pytest.mark.parametrize("content, what", [
     ("", "is empty (0 bytes), not a low-data split file"),
     ('{"parent": "x"', "is not JSON ("),
