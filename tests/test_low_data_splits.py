@@ -143,6 +143,7 @@ def test_a_split_whose_images_left_the_parent_is_refused_even_at_the_same_size(t
     with pytest.raises(UserValueError, match=f"{NAME}: 2 image ids of .*{NAME}.json are not in {PARENT}"):
         DatasetCatalog.get(NAME)
 
+
 @pytest.mark.parametrize("content, what", [
     ("", "is empty (0 bytes), not a low-data split file"),
     ('{"parent": "x"', "is not JSON ("),
