@@ -1,5 +1,7 @@
 """Proposal store: each array file with the wrong dtype or shape is refused naming that file and what it should
-hold, and the sampled validation of a large store checks exactly ``sample_images`` distinct images."""
+hold, and the sampled validation of a large store checks exactly ``sample_images`` distinct images; meta.json's
+image count must be the ids' count; the chunked writer refuses counts that do not add up."""
+import json
 import os
 import shutil
 
@@ -7,6 +9,7 @@ import numpy as np
 import pytest
 
 from siamese_detr.data.proposals import ProposalStore, ProposalStoreError, write_store
+from siamese_detr.data.proposals.store import StoreWriter
 from test_proposal_store import _fake
 
 
@@ -72,3 +75,42 @@ def test_the_sampled_validation_checks_exactly_the_requested_number_of_images(tm
                 caught.append(i)
     assert caught_full == list(range(n))
     assert len(caught_sampled) == 3
+
+
+def test_a_meta_json_counting_other_images_than_image_ids_json_is_named(clean_store, tmp_path):
+    """meta.json's num_images is one less than image_ids.json holds: refused naming meta.json and both counts."""
+    clean, n, _ = clean_store
+    path = str(tmp_path / "meta.proposals")
+    shutil.copytree(clean, path)
+    meta_file = os.path.join(path, "meta.json")
+    with open(meta_file) as f:
+        meta = json.load(f)
+    meta["num_images"] = n - 1
+    with open(meta_file, "w") as f:
+        json.dump(meta, f)
+    with pytest.raises(ProposalStoreError) as err:
+        ProposalStore.open(path)
+    assert str(err.value).startswith(f"{meta_file}: num_images={n - 1} but image_ids.json has {n} ids; regenerate it")
+
+
+def test_the_chunked_writer_refuses_counts_that_do_not_add_up(tmp_path):
+    """StoreWriter: a chunk whose boxes or scores are not as many as its counts say, and a close with fewer images
+    or ids than announced, raise ValueError naming the numbers; such a store never gets its meta.json."""
+    path = str(tmp_path / "w.proposals")
+    boxes, scores = np.zeros((3, 4), np.float32), np.ones(3, np.float32)
+    writer = StoreWriter(path, num_images=2, num_boxes=3)
+    with pytest.raises(ValueError, match="append: 3 boxes / 2 scores but counts sum to 3"):
+        writer.append(boxes, scores[:2], [1, 2])
+    with pytest.raises(ValueError, match="append: 2 boxes / 3 scores but counts sum to 3"):
+        writer.append(boxes[:2], scores, [1, 2])
+    writer = StoreWriter(path, num_images=3, num_boxes=3)
+    writer.append(boxes, scores, [1, 2])  # 2 of the 3 images announced
+    with pytest.raises(ValueError, match="wrote 2/3 images, 3/3 boxes, got 3 ids"):
+        writer.close(["a", "b", "c"], "edgeboxes", {})
+    writer = StoreWriter(path, num_images=2, num_boxes=3)
+    writer.append(boxes, scores, [1, 2])
+    with pytest.raises(ValueError, match="wrote 2/2 images, 3/3 boxes, got 3 ids"):
+        writer.close(["a", "b", "c"], "edgeboxes", {})
+    assert not os.path.exists(os.path.join(path, "meta.json"))
+    writer.close(["a", "b"], "edgeboxes", {})
+    assert ProposalStore.open(path).get("b")[0].shape == (2, 4)

@@ -323,6 +323,7 @@ def test_coco_sizes_that_differ_from_the_files_are_an_error(tmp_path, capsys, co
     assert gen.main(["--dataset", spec, "--method", "random", "--output", out, "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert json_file in err and os.path.join(images, "im01.png") in err and "999x999" in err and "48x64" in err
+    assert f"{json_file}: 1 image(s) differ in size" in err  # the file to correct comes first, not the spec
     assert not os.path.exists(os.path.join(out, "meta.json"))
     # the json fixed (the same spec string): the run goes through
     good = str(tmp_path / "good.json")

@@ -96,3 +96,22 @@ def test_a_dataset_with_images_the_file_lacks_is_refused(tmp_path):
         assert isinstance(store, ProposalStore) and store.image_size("a") == (10, 10)
     finally:
         DatasetCatalog.remove(name)
+
+
+def test_boxes_in_another_bbox_mode_are_converted_and_sorted_by_objectness(tmp_path):
+    """A file whose ``bbox_mode`` is XYWH_ABS (Detectron2 converts any mode when loading) is stored as xyxy
+    absolute pixels, each image's boxes in descending objectness (Detectron2's order), ties kept in file order;
+    a file without ``bbox_mode`` is XYXY_ABS, Detectron2's default."""
+    payload = _payload(
+        boxes=[np.array([[1, 2, 7, 7], [0, 0, 3, 4], [4, 4, 6, 6]], np.float32), np.array([[0, 0, 5, 4]], np.float32)],
+        logits=[np.array([0.1, 0.9, 0.1], np.float32), np.array([0.2], np.float32)],
+    )
+    payload["bbox_mode"] = BoxMode.XYWH_ABS
+    data = read_detectron2(_file(tmp_path, payload), allow_pickle=True)
+    assert data["ids"] == ["a", "b"]
+    assert data["boxes"][0].tolist() == [[0, 0, 3, 4], [1, 2, 8, 9], [4, 4, 10, 10]]
+    assert data["scores"][0].tolist() == pytest.approx([0.9, 0.1, 0.1])
+    assert data["boxes"][1].tolist() == [[0, 0, 5, 4]]
+    del payload["bbox_mode"]
+    data = read_detectron2(_file(tmp_path, payload, "no_mode.pkl"), allow_pickle=True)
+    assert data["boxes"][0].tolist() == [[0, 0, 3, 4], [1, 2, 7, 7], [4, 4, 6, 6]]

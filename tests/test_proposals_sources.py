@@ -57,6 +57,39 @@ def test_store_source_refuses_images_from_another_folder(tmp_path):
     assert boxes.tolist() == [[1, 1, 5, 5]]
 
 
+def test_store_source_sends_no_opened_store_to_loader_workers(tmp_path):
+    """Data-loader workers receive the source pickled (spawn) or forked. Once the store is open in the main
+    process, its memory maps must not travel in the pickle (they would arrive as full in-memory copies of
+    boxes.npy in every worker): the pickle carries the path and settings, and the worker opens the store
+    itself at its first lookup, with the same boxes."""
+    import pickle
+
+    path = write_store(str(tmp_path / "s"), ["a", "b"], [np.zeros((5000, 4), np.float32)] * 2,
+                       [np.ones(5000, np.float32)] * 2, [(20, 30), (20, 30)], method="edgeboxes", params={})
+    src = StoreProposals(path, method="edgeboxes")
+    src({"image_id": "a"})
+    assert src._store is not None  # opened here
+    payload = pickle.dumps(src)
+    assert len(payload) < 5000 * 4 * 4  # less than one image's boxes: no arrays inside
+    worker = pickle.loads(payload)
+    assert worker._store is None and worker.path == path and worker.method == "edgeboxes"
+    boxes, scores = worker({"image_id": "b"})
+    assert boxes.shape == (5000, 4) and scores.shape == (5000,)
+
+
+def test_store_source_folder_check_is_by_path_components(tmp_path):
+    """--image-dir lists sub-folders too: an image in A/sub passes. A sibling folder whose name only starts
+    with A's (A2) is another folder and is refused."""
+    a = tmp_path / "A"
+    (a / "sub").mkdir(parents=True)
+    (tmp_path / "A2").mkdir()
+    path = _store(tmp_path / "s", dataset=str(a))
+    boxes, _ = StoreProposals(path)({"image_id": "a", "file_name": str(a / "sub" / "a.png")})
+    assert boxes.tolist() == [[1, 1, 5, 5]]
+    with pytest.raises(ProposalStoreError, match="was generated from the images in"):
+        StoreProposals(path)({"image_id": "a", "file_name": str(tmp_path / "A2" / "a.png")})
+
+
 @pytest.fixture(scope="module")
 def colour_image():
     """BGR image whose channels differ: a pure-red (BGR (0, 0, 255)) rectangle on a pure-blue background, and a
@@ -84,6 +117,24 @@ def test_online_source_accepts_a_grayscale_image(colour_image):
     b, s = OnlineProposals("edgeboxes", max_boxes=20)({"image_id": 1}, gray)
     want_b, want_s = compute_proposals(np.repeat(gray[:, :, None], 3, axis=2), "edgeboxes", 20)
     assert np.array_equal(b, want_b) and np.array_equal(s, want_s)
+
+
+def test_online_source_drops_a_fourth_channel(colour_image):
+    """A 4-channel image (BGR + alpha, as an RGBA PNG can decode) gives the proposals of its first 3 channels."""
+    alpha = np.full(colour_image.shape[:2] + (1,), 255, np.uint8)
+    b, s = OnlineProposals("edgeboxes", max_boxes=20)({"image_id": 1}, np.concatenate([colour_image, alpha], axis=2))
+    want_b, want_s = compute_proposals(colour_image, "edgeboxes", 20)
+    assert np.array_equal(b, want_b) and np.array_equal(s, want_s)
+
+
+def test_random_source_passes_its_minimum_box_size():
+    """RandomProposals(min_size=m) draws random_boxes(..., min_size=m): no box side under m, and the boxes
+    differ from those of the default 8 (the test can tell)."""
+    src = RandomProposals(num_boxes=50, seed=3, min_size=20)
+    boxes, _ = src({"image_id": 1, "height": 40, "width": 50})
+    assert np.array_equal(boxes, random_boxes(40, 50, 50, seed=stable_seed(1, 3), min_size=20)[0])
+    assert ((boxes[:, 2:] - boxes[:, :2]) >= 20).all()
+    assert not np.array_equal(boxes, random_boxes(40, 50, 50, seed=stable_seed(1, 3), min_size=8)[0])
 
 
 def test_random_source_is_seeded_per_image_id():
@@ -131,3 +182,19 @@ def test_importance_probabilities_are_capped_at_one():
     expected = np.minimum(1.0, -np.log(np.arange(1, 6) / 6.0))
     assert p.max() <= 1.0 and np.allclose(p, expected)
     assert p[0] == 1.0 and p[4] == pytest.approx(np.log(6 / 5))
+
+
+def test_selection_refuses_k_under_one_and_a_total_under_the_candidates():
+    """k = 0 would select nothing (a pretext with no target): refused naming k. importance_probabilities with N
+    smaller than the candidate count would give the ranks past N + 1 negative "probabilities" (-log of a ratio
+    over 1): refused."""
+    from siamese_detr.utils.user_errors import UserValueError
+
+    rng = np.random.default_rng(0)
+    for policy in ("topk", "random", "importance"):
+        with pytest.raises(UserValueError, match="k must be >= 1, got 0"):
+            select_proposals(rng, 10, 0, policy)
+    assert select_proposals(rng, 10, 1, "topk").tolist() == [0]
+    with pytest.raises(ValueError, match=r"total \(5\) must be >= the number of candidates \(6\)"):
+        importance_probabilities(6, 2, total=5)
+    assert importance_probabilities(6, 2, total=6).shape == (6,)
