@@ -353,3 +353,85 @@ def test_tool_progress_file_holds_this_run_every_5th_and_the_last_iteration(tmp_
                       f"train.output_dir={out}", "train.max_iter=7"]) == 0
     lines = [json.loads(line) for line in (out / "progress.json").read_text().splitlines()]
     assert lines == [{"iteration": 4, "total_loss": 2.5}, {"iteration": 6, "total_loss": 3.5}]
+
+
+def test_simsiam_region_sides_are_log_uniform_and_inside_the_image(monkeypatch):
+    """The region's side is ``min(h, w) * exp(U(log a, log b))`` for ``region_scale = (a, b)``: with (0.1, 0.9)
+    on a 100 x 100 image half the sides lie under the geometric mean 30 px (a uniform side would put a
+    quarter there), a third under 0.1 * 9^(1/3) = 20.8 px, and every side is in [10, 90]. With no jitter each
+    region lies inside the image and both views of a pair are the region itself."""
+    boxes = []
+
+    def cut(image, box, size, flip=False):
+        boxes.append(np.asarray(box, np.float64))
+        return np.zeros((size, size, 3), np.uint8)
+
+    monkeypatch.setattr(bp, "_cut", cut)
+    bp.simsiam_pairs(np.random.default_rng(0), [np.zeros((100, 100, 3), np.uint8)], 3000, 4, (0.1, 0.9), 0.0, 0.0)
+    b = np.stack(boxes)
+    assert np.array_equal(b[0::2], b[1::2])
+    side = b[0::2, 2] - b[0::2, 0]
+    assert side.min() >= 10 - 1e-9 and side.max() <= 90 + 1e-9
+    assert abs(np.mean(side < 30) - 0.5) < 0.05
+    assert abs(np.mean(side < 10 * 9 ** (1 / 3)) - 1 / 3) < 0.05
+    assert b.min() >= -1e-9 and b.max() <= 100 + 1e-9
+
+
+def test_simsiam_views_get_their_own_colour_jitter():
+    """Each view is colour-jittered by its own draw: on a flat two-colour image with no geometric jitter the
+    two crops are the same pixels, so every difference between the views of a pair comes from the colour. With
+    ``colour=0.3`` almost every pair differs; with ``colour=0`` none does."""
+    image = np.zeros((60, 60, 3), np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = 100, 150, 60
+    rng = np.random.default_rng(0)
+    v1, v2 = bp.simsiam_pairs(rng, [image], 50, 8, (0.5, 0.5), 0.0, 0.3)
+    differs = (v1 != v2).any(axis=(1, 2, 3))
+    assert differs.mean() > 0.9
+    assert len(np.unique(v1[:, 0, 0, 1])) > 10  # the first view is jittered too, pair by pair
+    v1, v2 = bp.simsiam_pairs(rng, [image], 50, 8, (0.5, 0.5), 0.0, 0.0)
+    assert np.array_equal(v1, v2) and (v1[:, 4, 4] == [100, 150, 60]).all()
+
+
+def test_backbone_training_is_seeded_by_its_config_and_trains_the_head_too(tmp_path, monkeypatch):
+    """``train.seed`` alone fixes the run: two runs started from different global torch RNG states write the
+    same checkpoint. The optimiser steps the task's head (here the linear classifier) with the backbone: every
+    parameter of the head is in it, and the head's weights move."""
+    from detectron2.config import LazyConfig
+
+    from siamese_detr.engine import apply_checked_overrides
+
+    crops = np.zeros((12, 16, 16, 3), np.uint8)
+    crops[:, :, :8] = np.arange(12, dtype=np.uint8)[:, None, None, None] * 10
+    labels = np.arange(12) % 3
+    monkeypatch.setattr(bp, "classification_set", lambda scenes, seed, size: (crops, labels))
+    monkeypatch.setattr(bp, "val_objects", lambda size: (crops[:5], labels[:5]))
+    tasks, optimised = [], []
+
+    class RecordingTask(bp._SupervisedTask):
+        def __init__(self, cfg, channels):
+            super().__init__(cfg, channels)
+            self.initial_head = [p.detach().clone() for p in self.head.parameters()]
+            tasks.append(self)
+
+    class RecordingSGD(torch.optim.SGD):
+        def __init__(self, params, **kw):
+            params = list(params)
+            optimised.append({id(p) for p in params})
+            super().__init__(params, **kw)
+
+    monkeypatch.setitem(bp._TASKS, "supervised", RecordingTask)
+    monkeypatch.setattr(torch.optim, "SGD", RecordingSGD)
+    root = Path(__file__).resolve().parents[1]
+    finals = []
+    for global_seed, out in ((123, tmp_path / "a"), (456, tmp_path / "b")):
+        cfg = apply_checked_overrides(LazyConfig.load(str(root / "configs/demo/demo_backbone.py")), [
+            f"train.output_dir={out}", "train.max_iter=2", "train.batch_size=4", "train.crop_size=16",
+            "train.knn_k=2", "train.method=supervised"])
+        torch.manual_seed(global_seed)
+        bp.train_backbone(cfg)
+        finals.append(torch.load(out / "model_final.pth", weights_only=True)["model"])
+    assert finals[0].keys() == finals[1].keys()
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
+    head = tasks[0].head
+    assert {id(p) for p in head.parameters()} <= optimised[0]
+    assert not torch.equal(head.weight.detach(), tasks[0].initial_head[0])
