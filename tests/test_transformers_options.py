@@ -1,7 +1,8 @@
 """Transformer / DETR options off the parity fixtures' path (tiny, CPU, seeded): pre-norm layers and the
 final encoder norm written out by hand, the gelu activation, argument checks naming the setting,
-``EncoderMemory.select``, ``inverse_sigmoid`` above 1, a Conditional DETR cast to bfloat16, DETR with two extra
-levels / a string ``in_features`` / a frozen backbone run under ``no_grad``, and the ResNet helpers."""
+``EncoderMemory.select`` and ``.level`` of non-square levels, ``inverse_sigmoid`` above 1, Vanilla DETR's
+Xavier initialisation, a Conditional DETR cast to bfloat16, DETR with two extra levels / a string
+``in_features`` / a frozen backbone run under ``no_grad``, and the ResNet helpers (their norm in the stem)."""
 
 import math
 
@@ -28,7 +29,7 @@ from siamese_detr.modeling.transformers import (
     DeformableDetrTransformer,
     DetrTransformer,
 )
-from siamese_detr.modeling.transformers.base import flatten_levels, inverse_sigmoid
+from siamese_detr.modeling.transformers.base import EncoderMemory, flatten_levels, inverse_sigmoid
 from siamese_detr.modeling.transformers.conditional import ConditionalDecoderLayer, ProjectedAttention
 from siamese_detr.modeling.transformers.deformable import DeformableDecoderLayer, DeformableEncoderLayer
 from siamese_detr.modeling.transformers.vanilla import DetrDecoderLayer, DetrEncoderLayer
@@ -207,6 +208,34 @@ def test_memory_select_takes_the_rows_of_every_per_image_field():
     assert torch.equal(swapped.padding_mask, mask[[1, 0]].flatten(1))
     assert torch.equal(swapped.memory, memory.memory[[1, 0]])
     assert torch.equal(swapped.spatial_shapes, memory.spatial_shapes)
+
+
+def test_memory_level_cuts_each_non_square_level_by_its_height_and_width():
+    """``EncoderMemory.level(i)`` is the ``H_i * W_i`` tokens from ``level_start_index[i]``: levels of 2 x 3 and
+    1 x 2 cells hold tokens 0..5 and 6..7, row-major (token ``h * W + w`` is cell (h, w) of the level)."""
+    srcs = [torch.arange(6.0).view(1, 1, 2, 3), torch.arange(6.0, 8.0).view(1, 1, 1, 2)]
+    masks = [torch.zeros(1, 2, 3, dtype=torch.bool), torch.zeros(1, 1, 2, dtype=torch.bool)]
+    memory = EncoderMemory(*flatten_levels(srcs, masks, srcs))
+    assert memory.level(0)[0, :, 0].tolist() == [0, 1, 2, 3, 4, 5]
+    assert memory.level(1)[0, :, 0].tolist() == [6, 7]
+
+
+def test_vanilla_detr_initialises_its_matrices_xavier_uniform():
+    """As the official DETR (``_reset_parameters``), every weight matrix of the Transformer is drawn from
+    Xavier's uniform range ``+-sqrt(6 / (fan_in + fan_out))`` (not torch's default ``+-1 / sqrt(fan_in)`` for a
+    Linear layer): the FFN's 256 -> 2048 matrix fills its range, bound 0.0510 against 0.0625 for the default,
+    and the 2048 -> 256 one reaches 0.0510 where the default stops at 0.0221. Vectors (biases, norms) keep their
+    defaults: LayerNorm weights 1."""
+    torch.manual_seed(0)
+    tr = DetrTransformer(256, 8, 1, 1, 2048)
+    for linear in (tr.encoder_layers[0].linear1, tr.encoder_layers[0].linear2, tr.decoder_layers[0].linear2):
+        weight = linear.weight.detach()
+        fan_out, fan_in = weight.shape
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        assert weight.abs().max() <= bound
+        assert weight.abs().max() > 0.99 * bound
+        assert float(weight.std()) == pytest.approx(bound / math.sqrt(3), rel=0.02)
+    assert torch.equal(tr.encoder_layers[0].norm1.weight, torch.ones(256))
 
 
 def test_conditional_detr_cast_to_bfloat16_decodes_in_bfloat16():
@@ -400,3 +429,20 @@ def test_one_to_many_queries_without_learned_queries_name_the_key():
                                           dec_n_points=1, use_compiled_op=False, two_stage=True, with_box_refine=True)
     with pytest.raises(UserError, match=r"^model.num_queries_one2many needs learned object queries "):
         _detr(two_stage, num_queries_one2many=2)
+
+
+def test_resnet_for_detr_uses_its_norm_in_the_stem_too():
+    """``build_resnet_backbone_for_detr(norm=...)`` puts that norm in the stem as in every stage: a fully
+    trainable "BN" backbone (``freeze_at=0``) has no frozen stem norm left over. The default is FrozenBN
+    everywhere, as DETR's (``freeze_at=1`` also freezes the stem, turning a "BN" stem's norm into FrozenBN)."""
+    from detectron2.layers import FrozenBatchNorm2d
+
+    trainable = build_resnet_backbone_for_detr(depth=18, norm="BN", freeze_at=0)
+    assert isinstance(trainable.stem.conv1.norm, nn.BatchNorm2d)
+    assert isinstance(trainable.res5[0].conv1.norm, nn.BatchNorm2d)
+    frozen = build_resnet_backbone_for_detr(depth=18)
+    assert isinstance(frozen.stem.conv1.norm, FrozenBatchNorm2d)
+    assert isinstance(frozen.res5[0].conv1.norm, FrozenBatchNorm2d)
+    stem_frozen = build_resnet_backbone_for_detr(depth=18, norm="BN")
+    assert isinstance(stem_frozen.stem.conv1.norm, FrozenBatchNorm2d)
+    assert isinstance(stem_frozen.res5[0].conv1.norm, nn.BatchNorm2d)
