@@ -1,5 +1,6 @@
 """Import of Detectron2 proposal files (``read_detectron2`` / ``import_detectron2``): what is refused before
-anything is written, that nothing is unpickled without the explicit opt-in, and the Detectron1 key names.
+anything is written, that nothing is unpickled without the explicit opt-in, the Detectron1 key names and other
+box modes.
 
 Files are hand-written pickles ``{"ids", "boxes" (xyxy absolute unless bbox_mode says otherwise),
 "objectness_logits", "bbox_mode"}``; sizes are (height, width).

@@ -1,6 +1,7 @@
 """Resumable, sharded generation (``generate_shard`` / ``merge_if_complete``) with the cheap ``random`` method:
-which boxes a store holds for which image id, what a re-run redoes, when a merge happens, what it refuses,
-and that chunk files are never unpickled.
+which boxes a store holds for which image id, what a re-run redoes (and how its progress and chunks are
+counted), when a merge happens, what it refuses, whose merge lock it respects, what Ctrl-C stops, and that chunk
+files are never unpickled.
 
 Boxes of the ``random`` method are computed here by calling ``random_boxes(h, w, K,
 seed=stable_seed(image_id, seed))`` directly (the documented rule), not through the generator: these tests

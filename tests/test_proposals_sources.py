@@ -1,6 +1,7 @@
 """Proposal sources of the two-view mapper and the proposal-level randomness they rely on: which store a
-``StoreProposals`` accepts, the channel order ``OnlineProposals`` hands to the method, per-image seeds of
-``RandomProposals`` / ``random_boxes`` / ``image_seed``, and DETReg's ``select_proposals`` caps.
+``StoreProposals`` accepts (and what it sends to data-loader workers), the channels ``OnlineProposals`` hands to
+the method, per-image seeds and box sizes of ``RandomProposals`` / ``random_boxes`` / ``image_seed``, and DETReg's
+``select_proposals`` caps and refusals.
 
 Boxes are xyxy absolute pixels; images HxWx3 uint8; expected values are computed from the documented rules.
 """
