@@ -6,7 +6,9 @@ resuming would silently continue a different model or data. Before ``default_set
 ``config.yaml``, :func:`check_resume_matches` compares the sections that define what is trained — ``model``
 and the training data (``dataloader.train.dataset``) — of the saved ``config.yaml`` with the new config,
 both serialised by Detectron2's own ``LazyConfig.save``, and refuses with the differing keys. Schedule,
-logging and output keys may change on resume (e.g. a longer ``train.max_iter``).
+logging and output keys may change on resume (e.g. a longer ``train.max_iter``). An object in a config, which
+``LazyConfig.save`` writes with a Python tag (``!!python/name:torch.nn.ReLU``), is compared by its tag and
+fields; nothing in a ``config.yaml`` is built or imported to read it.
 
 A changed learning rate or weight decay does resume, and takes effect: the optimizer state a resume loads
 holds the old base lr (``initial_lr``, from which the schedule computes every step's lr) and weight decay of
@@ -39,6 +41,32 @@ class ResumeMismatchError(UserError, ValueError):
     """``--resume`` into an output folder written by a run of another model or training data."""
 
 
+class _PythonTagsAsText(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads a value ``LazyConfig.save`` wrote with a Python tag (an object in a config:
+    ``!!python/name:torch.nn.ReLU ''``, ``!!python/object:...``) as ``{"!python/<tag>": its fields}``, where
+    ``safe_load`` refuses the whole file: enough to compare two configs, and no object is built or imported."""
+
+
+def _python_tag_as_text(loader, suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {f"!python/{suffix}": value}
+
+
+_PythonTagsAsText.add_multi_constructor("tag:yaml.org,2002:python/", _python_tag_as_text)
+
+
+def _read_config_yaml(path: str) -> Dict[str, Any]:
+    """A ``config.yaml`` written by ``LazyConfig.save``, read without building any object (see
+    :class:`_PythonTagsAsText`); raises ``yaml.YAMLError`` for a file that is not YAML."""
+    with open(path) as f:
+        return yaml.load(f, Loader=_PythonTagsAsText) or {}
+
+
 def _serialised(cfg) -> Dict[str, Any]:
     """``cfg`` as ``LazyConfig.save`` writes it (plain yaml), read back as a dict."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,8 +74,7 @@ def _serialised(cfg) -> Dict[str, Any]:
         LazyConfig.save(cfg, path)
         if not os.path.isfile(path):  # not serialisable as yaml (LazyConfig wrote a .pkl): nothing to compare
             return {}
-        with open(path) as f:
-            return yaml.safe_load(f) or {}
+        return _read_config_yaml(path)
 
 
 def _section(d: Dict[str, Any], dotted: str) -> Any:
@@ -74,11 +101,10 @@ def check_resume_matches(cfg, output_dir: str) -> None:
     path = os.path.join(output_dir, "config.yaml")
     if not os.path.isfile(path):
         return
-    with open(path) as f:
-        try:
-            old = yaml.safe_load(f) or {}
-        except yaml.YAMLError:
-            return  # not written by LazyConfig.save: nothing reliable to compare
+    try:
+        old = _read_config_yaml(path)
+    except yaml.YAMLError:
+        return  # not written by LazyConfig.save: nothing reliable to compare
     new = _serialised(cfg)
     if not new:
         return
