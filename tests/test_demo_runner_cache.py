@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from detectron2.data import DatasetCatalog
 
-from siamese_detr.demo.runner import (StepRunner, _Running, clock, last_iteration, lock_output)
+from siamese_detr.demo.runner import (StepRunner, _Running, clock, last_iteration, last_results, lock_output)
 from siamese_detr.demo.steps import Step, source_digest
 from script_modules import load_script
 from hang_guard import HANG_GUARD_S
@@ -55,6 +55,17 @@ def test_a_training_line_with_a_slash_key_still_moves_the_count_back(tmp_path):
     (tmp_path / "metrics.json").write_text(
         '{"iteration": 19, "total_loss": 1.0}\n{"iteration": 9, "bbox/AP": 1.0, "bbox/AP50": 2.0}\n')
     assert last_iteration(tmp_path) == 20
+
+
+def test_last_results_keep_only_evaluation_metrics_the_last_value_winning(tmp_path):
+    """Training lines carry losses, ``lr`` and ``iteration`` beside an evaluation's ``task/metric`` keys: only
+    the latter are results; a line that is no JSON object is skipped."""
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text('{"iteration": 9, "total_loss": 2.0, "lr": 0.1, "bbox/AP": 1.0}\n'
+                       '[1, 2]\n{"iteration": 19, "bbox/AP": 3.0, "bbox/AP50": 7.0}\n'
+                       '{"iteration": 29, "total_loss": 1.5}\n')
+    assert last_results(metrics) == {"bbox/AP": 3.0, "bbox/AP50": 7.0}
+    assert last_results(tmp_path / "missing.json") == {}
 
 
 def test_clock_by_hand():
@@ -105,6 +116,19 @@ def test_the_terminal_line_shows_every_running_step_within_the_width(tmp_path, m
 
 
 # --------------------------------------------------------------------------------------- the runner
+def test_a_step_process_whose_demo_is_gone_ends_before_it_runs():
+    """A step started just as its demo died (its parent is then another process) ends at once, exit 1,
+    instead of writing its folder with no demo to wait for it; with its demo alive it runs."""
+    import subprocess
+
+    code = ("import os, sys; from siamese_detr.demo.runner import _die_with_parent; "
+            "_die_with_parent(os.getppid() + int(sys.argv[1])); print('ran')")
+    for offset, returncode, out in ((0, 0, "ran\n"), (1, 1, "")):
+        done = subprocess.run([sys.executable, "-c", code, str(offset)], capture_output=True, text=True,
+                              timeout=HANG_GUARD_S)
+        assert (done.returncode, done.stdout) == (returncode, out), done.stderr
+
+
 def test_a_step_killed_by_a_signal_fails_and_stays_incomplete(tmp_path):
     """A step whose process dies by a signal (the kernel's OOM killer, a kill) has a negative return code: it
     failed, it must not be recorded complete and reused."""
@@ -143,6 +167,44 @@ def test_a_step_runs_in_the_runners_root_and_is_redone_when_any_argument_changes
     runner.step("s", tmp_path / "out", [sys.executable, "-c", script, str(counter), "b"])
     assert counter.read_text() == "2"
     assert "inputs changed (command): redoing the step" in capsys.readouterr().out
+
+
+def test_parallel_refuses_no_slot_and_jobs_that_wait_for_each_other_before_running_any(tmp_path):
+    """Either would loop for ever: no job could ever start."""
+    runner = StepRunner(tmp_path, tmp_path)
+    job = dict(name="a", folder=tmp_path / "a", cmd=[sys.executable, "-c", "open('ran', 'w')"])
+    with pytest.raises(ValueError, match="max_parallel must be at least 1, got 0"):
+        runner.parallel([job], max_parallel=0)
+    with pytest.raises(ValueError, match=r"jobs \['a', 'b'\] wait for each other"):
+        runner.parallel([dict(job, after=["b"]), dict(job, name="b", folder=tmp_path / "b", after=["a"])])
+    assert not (tmp_path / "ran").exists()
+
+
+def test_stopping_a_step_that_ignores_sigterm_kills_it(tmp_path):
+    """``stop`` terminates, waits (30 s) and then kills; the log is closed either way."""
+    import subprocess
+
+    class Stubborn:  # a process that outlives SIGTERM
+        def __init__(self):
+            self.calls = []
+
+        def poll(self):
+            return None
+
+        def terminate(self):
+            self.calls.append("terminate")
+
+        def wait(self, timeout=None):
+            self.calls.append(("wait", timeout))
+            if timeout is not None:
+                raise subprocess.TimeoutExpired("step", timeout)
+
+        def kill(self):
+            self.calls.append("kill")
+
+    proc, log = Stubborn(), open(tmp_path / "demo.log", "a")
+    _Running("s", tmp_path, None, proc, log, 0.0, 0).stop()
+    assert proc.calls == ["terminate", ("wait", 30), "kill", ("wait", None)] and log.closed
 
 
 def test_a_failed_parallel_step_stops_the_others_processes(tmp_path):

@@ -176,3 +176,16 @@ def test_a_loss_term_has_one_colour_in_every_panel(tmp_path, monkeypatch):
     assert set(colours) == {"loss_bbox", "loss_ce", "loss_feature", "loss_giou"}
     assert all(len(c) == 1 for c in colours.values()), colours
     assert len({c for cs in colours.values() for c in cs}) == 4
+
+
+def test_bytes_that_are_not_utf8_are_a_torn_line_or_a_named_error_not_a_decode_error(tmp_path):
+    """A kill can leave any bytes at the end of a line; a file of another encoding is no metrics.json: both are
+    read as text with the undecodable bytes replaced, so the rules for torn and foreign lines apply."""
+    from siamese_detr.utils.metrics_lines import MetricsFileError, metrics_records
+
+    path = tmp_path / "metrics.json"
+    path.write_bytes(b'{"iteration": 0, "loss": 1}\n{"iteration": 1, "lo\xe2\x82\n{"iteration": 2, "loss": 0.5}\n')
+    assert [n for n, _ in metrics_records(path)] == [1, 3]
+    path.write_bytes(b'{"iteration": 0, "loss": 1}\n\xff\xfe\x00i\x00t\x00\n')
+    with pytest.raises(MetricsFileError, match=r"metrics\.json:2: not a JSON line"):
+        list(metrics_records(path))

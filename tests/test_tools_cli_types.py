@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from siamese_detr.utils.cli_types import ExtendList, at_least_one, probability
+from siamese_detr.utils.cli_types import ExtendList, at_least_one, non_negative_seed, probability
 
 
 @pytest.mark.parametrize("text", ["1.5", "2.0", "one", ""])
@@ -18,6 +18,12 @@ def test_at_least_one_boundary():
     assert parse("1") == 1 and parse(" 12 ") == 12
     with pytest.raises(argparse.ArgumentTypeError, match=r"must be at least 1 \(images to draw\), got 0"):
         parse("0")
+
+
+def test_a_seed_may_be_zero_not_negative():
+    assert non_negative_seed("0") == 0 and non_negative_seed("7") == 7
+    with pytest.raises(argparse.ArgumentTypeError, match=r"must be at least 0 \(a seed\), got -1"):
+        non_negative_seed("-1")
 
 
 def test_probability_takes_both_ends_and_refuses_nan():
