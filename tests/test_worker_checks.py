@@ -93,6 +93,25 @@ def test_only_loaders_with_workers_and_the_socket_strategy_are_refused():
     assert long_folder in message and "TMPDIR" in message
     assert message.endswith("dataloader.train.num_workers=0 dataloader.test.num_workers=0")
 
+    assert worker_temp_dir_problem(long_folder, ["dataloader.train.num_workers"], "file_descriptor",
+                                   platform="win32") is None  # no Unix socket there
+
+
+def test_the_limit_counts_bytes_not_characters():
+    """``é`` is two bytes in the file system's encoding: under a folder of 40 of them (81 bytes) the socket's
+    path is 113 bytes, over the 107, though it has 73 characters."""
+    folder = "/" + "é" * 40
+    assert len(worker_socket_path(folder)) <= SOCKET_PATH_MAX < len(os.fsencode(worker_socket_path(folder)))
+    assert "(81 bytes, from $TMPDIR)" in worker_temp_dir_problem(folder, ["k"], "file_descriptor")
+
+
+def test_a_bool_is_no_count_of_workers(monkeypatch):
+    """``num_workers=True`` is refused by the count check, naming the key; here it is no loader with workers."""
+    cfg = LazyConfig.load(str(ROOT / "configs/demo/detr_demo.py"))
+    cfg.dataloader.train.num_workers, cfg.dataloader.test.num_workers = True, 0
+    monkeypatch.setattr(tempfile, "tempdir", "/" + "t" * 80)
+    check_worker_temp_dir(cfg)
+
 
 @pytest.mark.parametrize("train, test, eval_only, refused", [
     (2, 0, False, True), (0, 2, False, True), (0, 0, False, False), (2, 0, True, False), (0, 1, True, True),
